@@ -1,0 +1,1 @@
+"""The verbs of the `hotswap` command that run the edge runtime (`exec`, `edge`)."""

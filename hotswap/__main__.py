@@ -1,0 +1,7 @@
+"""`python -m hotswap` runs the command line."""
+
+import sys
+
+from hotswap.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The verbs of the `hotswap` command that live in the control plane."""

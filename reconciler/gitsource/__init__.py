@@ -1,0 +1,1 @@
+"""The Git source: fetching the fleet repository, verifying signatures, finding approvals."""

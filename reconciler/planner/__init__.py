@@ -1,0 +1,1 @@
+"""The planner: a pure function from desired fleet, observed nodes, rollout records and now to actions."""
