@@ -1,0 +1,529 @@
+"""The fleet loader: every YAML document under a fleet root to a `DesiredFleet`, or every problem.
+
+Flow: find `*.yaml`/`*.yml` files (hidden folders skipped) -> parse each with ruamel.yaml, keeping
+line numbers -> validate each document against its kind's model -> check what no single document
+can: duplicate names, references between documents, paths that leave the root, module sources
+(a `.wat` is compiled, a binary must be valid WebAssembly), pins and overrides naming unknown
+versions, capabilities a binary needs but is not granted. All problems are collected, none stops
+the others, so a pull request sees every mistake at once, each as `path:line: field: message`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from pydantic.alias_generators import to_camel
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from edge import wasm
+from reconciler.spec.fleet import Binary, DesiredFleet, Location, Problem
+from reconciler.spec.models import (
+    API_VERSION,
+    KINDS,
+    MAX_MODULE_BYTES,
+    Document,
+    Fleet,
+    Interface,
+    Module,
+    RolloutStrategy,
+    Source,
+    StrategyType,
+)
+
+__all__ = ["LoadResult", "Problem", "load_documents", "load_fleet"]
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    fleet: DesiredFleet | None
+    problems: tuple[Problem, ...]
+    documents: int = 0
+    files: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.fleet is not None and not self.errors
+
+    @property
+    def errors(self) -> tuple[Problem, ...]:
+        return tuple(p for p in self.problems if p.severity == "error")
+
+    @property
+    def warnings(self) -> tuple[Problem, ...]:
+        return tuple(p for p in self.problems if p.severity == "warning")
+
+
+@dataclass
+class _Doc:
+    """A parsed document with where it came from (path relative to root, its YAML node)."""
+
+    path: str
+    file: Path
+    node: CommentedMap
+    model: Document | None = None
+
+    @property
+    def line(self) -> int:
+        return int(self.node.lc.line) + 1
+
+    def line_of(self, loc: Sequence[str | int]) -> int:
+        return _line_of(self.node, loc)
+
+
+@dataclass
+class _Collector:
+    problems: list[Problem] = field(default_factory=list)
+
+    def add(self, path: str, line: int, where: str, message: str, severity: str = "error") -> None:
+        self.problems.append(Problem(path, line, where, message, "warning" if severity == "warning" else "error"))
+
+
+def _field_name(loc: Sequence[str | int]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out or "(document)"
+
+
+def _line_of(node: Any, loc: Sequence[str | int]) -> int:
+    """The 1-based line of the deepest node of `loc` that exists in the YAML tree."""
+    line = int(node.lc.line) + 1 if hasattr(node, "lc") else 0
+    for part in loc:
+        if isinstance(node, CommentedMap) and part in node:
+            line = int(node.lc.key(part)[0]) + 1
+            node = node[part]
+        elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
+            line = int(node.lc.item(part)[0]) + 1
+            node = node[part]
+        else:
+            break
+    return line
+
+
+def _plain(node: Any) -> Any:
+    """ruamel's round-trip types to plain Python (pydantic should see dict/list/str/int/float)."""
+    if isinstance(node, Mapping):
+        return {str(k) if not isinstance(k, (int, float, bool)) else k: _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    if isinstance(node, bool) or node is None:
+        return node
+    if isinstance(node, int):
+        return int(node)
+    if isinstance(node, float):
+        return float(node)
+    if isinstance(node, str):
+        return str(node)
+    return str(node)
+
+
+def fleet_files(root: Path) -> list[Path]:
+    """Every YAML file under `root`, hidden folders and files skipped, in a stable order."""
+    files = []
+    for path in root.rglob("*"):
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if path.suffix in (".yaml", ".yml") and path.is_file():
+            files.append(path)
+    return sorted(files)
+
+
+def _yaml() -> YAML:
+    y = YAML(typ="rt")
+    y.allow_duplicate_keys = False
+    return y
+
+
+def load_documents(root: Path, out: _Collector) -> tuple[list[_Doc], int]:
+    """Parse every YAML file; syntax problems go to `out`, documents come back with their nodes."""
+    docs: list[_Doc] = []
+    files = fleet_files(root)
+    for file in files:
+        rel = file.relative_to(root).as_posix()
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            out.add(rel, 0, "file", f"cannot be read: {exc}")
+            continue
+        try:
+            nodes = list(_yaml().load_all(text))
+        except MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            line = mark.line + 1 if mark is not None else 0
+            message = " ".join(str(x) for x in (exc.context, exc.problem) if x) or "invalid YAML"
+            out.add(rel, line, "yaml", message.replace("\n", " "))
+            continue
+        except (YAMLError, ValueError, RecursionError) as exc:
+            out.add(rel, 0, "yaml", str(exc).splitlines()[0] if str(exc) else "invalid YAML")
+            continue
+        for node in nodes:
+            if node is None:
+                continue
+            if not isinstance(node, CommentedMap):
+                line = int(node.lc.line) + 1 if hasattr(node, "lc") else 1
+                out.add(rel, line, "(document)", "a document must be a mapping with kind, metadata and spec")
+                continue
+            docs.append(_Doc(rel, file, node))
+    return docs, len(files)
+
+
+_MODEL_KEY = re.compile(r"`(\w+)`")
+
+
+def _validate_document(doc: _Doc, out: _Collector) -> None:
+    kind = doc.node.get("kind")
+    if kind is None:
+        out.add(doc.path, doc.line, "kind", f"missing; one of {', '.join(KINDS)}")
+        return
+    if not isinstance(kind, str) or kind not in KINDS:
+        out.add(doc.path, doc.line_of(["kind"]), "kind", f"unknown kind {kind!r}; one of {', '.join(KINDS)}")
+        return
+    api = doc.node.get("apiVersion", API_VERSION)
+    if api != API_VERSION:
+        out.add(doc.path, doc.line_of(["apiVersion"]), "apiVersion", f"{api!r} is not {API_VERSION}")
+        return
+    try:
+        doc.model = KINDS[kind].model_validate(_plain(doc.node))
+    except ValidationError as exc:
+        for error in exc.errors():
+            loc = [p for p in error["loc"] if isinstance(p, (str, int))]
+            message = str(error["msg"]).removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden":
+                message = "unknown field" + _suggest(doc.node, loc)
+            elif error["type"] == "missing":
+                message = "required field is missing"
+            elif error["type"] == "literal_error" and loc and loc[-1] == "kind":
+                continue
+            key = _MODEL_KEY.match(message)
+            if key:
+                loc = [*loc, key.group(1)]
+            out.add(doc.path, doc.line_of(loc), _field_name(loc), message)
+
+
+def _suggest(node: Any, loc: Sequence[str | int]) -> str:
+    """`; did you mean X?` for an unknown key close to a known one of the same model."""
+    import difflib
+
+    from reconciler.spec import models
+
+    known: set[str] = set()
+    for model in vars(models).values():
+        if isinstance(model, type) and issubclass(model, models.Spec):
+            known.update(f.alias or to_camel(name) for name, f in model.model_fields.items())
+    if not loc or not isinstance(loc[-1], str):
+        return ""
+    close = difflib.get_close_matches(loc[-1], sorted(known), n=1, cutoff=0.75)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def load_fleet(root: Path) -> LoadResult:
+    """Load and check the fleet under `root`. Never raises for bad input: problems say what is wrong."""
+    out = _Collector()
+    root = root.resolve()
+    if not root.is_dir():
+        out.add("", 0, "path", f"{root} is not a directory")
+        return LoadResult(None, tuple(out.problems))
+    docs, files = load_documents(root, out)
+    for doc in docs:
+        _validate_document(doc, out)
+    fleet = _assemble(root, docs, out)
+    problems = tuple(sorted(out.problems, key=lambda p: (p.path, p.line, p.field)))
+    if any(p.severity == "error" for p in problems):
+        fleet = None
+    elif fleet is not None:
+        fleet = DesiredFleet(
+            fleet=fleet.fleet,
+            modules=fleet.modules,
+            strategies=fleet.strategies,
+            interfaces=fleet.interfaces,
+            binaries=fleet.binaries,
+            locations=fleet.locations,
+            warnings=problems,
+        )
+    return LoadResult(fleet, problems, documents=len(docs), files=files)
+
+
+def _by_kind(docs: list[_Doc], kind: type[Document], out: _Collector) -> dict[str, _Doc]:
+    """Documents of one kind by name; a second document with the same name is a problem."""
+    found: dict[str, _Doc] = {}
+    for doc in docs:
+        if not isinstance(doc.model, kind):
+            continue
+        name = doc.model.metadata.name
+        if name in found:
+            first = found[name]
+            out.add(
+                doc.path,
+                doc.line_of(["metadata", "name"]),
+                "metadata.name",
+                f"{kind.__name__} {name!r} is already defined at {first.path}:{first.line_of(['metadata', 'name'])}",
+            )
+            continue
+        found[name] = doc
+    return found
+
+
+def _assemble(root: Path, docs: list[_Doc], out: _Collector) -> DesiredFleet | None:
+    fleets = [d for d in docs if isinstance(d.model, Fleet)]
+    if not fleets and not any(d.node.get("kind") == "Fleet" for d in docs):
+        out.add("", 0, "kind", "no Fleet document found; a fleet root needs exactly one")
+    for extra in fleets[1:]:
+        out.add(
+            extra.path,
+            extra.line_of(["kind"]),
+            "kind",
+            f"a second Fleet; the first is at {fleets[0].path}:{fleets[0].line}, a fleet root has exactly one",
+        )
+    modules = _by_kind(docs, Module, out)
+    strategies = _by_kind(docs, RolloutStrategy, out)
+    interfaces = _by_kind(docs, Interface, out)
+    if not fleets:
+        return None
+    fleet_doc = fleets[0]
+    assert isinstance(fleet_doc.model, Fleet)
+    fleet = fleet_doc.model
+    regions = set(fleet.spec.region_names)
+
+    def region_refs(doc: _Doc, names: Sequence[str], loc: list[str | int]) -> None:
+        for i, name in enumerate(names):
+            if name not in regions:
+                out.add(
+                    doc.path,
+                    doc.line_of([*loc, i]),
+                    _field_name([*loc, i]),
+                    f"unknown region {name!r}; the Fleet has {', '.join(sorted(regions))}",
+                )
+
+    for doc in strategies.values():
+        assert isinstance(doc.model, RolloutStrategy)
+        spec = doc.model.spec
+        if spec.type is StrategyType.REGIONAL and spec.regional is not None:
+            region_refs(doc, spec.regional.order or [], ["spec", "regional", "order"])
+            inner = spec.regional.per_region
+            if inner is not None:
+                target = strategies.get(inner)
+                loc: list[str | int] = ["spec", "regional", "perRegion"]
+                if target is None:
+                    out.add(doc.path, doc.line_of(loc), _field_name(loc), f"no RolloutStrategy named {inner!r}")
+                elif isinstance(target.model, RolloutStrategy) and target.model.spec.type is StrategyType.REGIONAL:
+                    out.add(
+                        doc.path,
+                        doc.line_of(loc),
+                        _field_name(loc),
+                        "a Regional strategy cannot nest another",
+                    )
+        steps = spec.step_count()
+        for i, gate in enumerate(spec.approval.gates):
+            if gate >= steps:
+                loc = ["spec", "approval", "gates", i]
+                out.add(
+                    doc.path,
+                    doc.line_of(loc),
+                    _field_name(loc),
+                    f"step {gate} does not exist ({steps} steps)",
+                )
+
+    packages = {d.model.spec.package: name for name, d in interfaces.items() if isinstance(d.model, Interface)}
+    for doc in interfaces.values():
+        assert isinstance(doc.model, Interface)
+        _check_path(root, doc, doc.model.spec.wit, ["spec", "wit"], out, must_be_file=False)
+
+    binaries: dict[tuple[str, str], Binary] = {}
+    cache: dict[Path, Binary | str] = {}
+    locations = {("Fleet", fleet.metadata.name): Location(fleet_doc.path, fleet_doc.line)}
+    for kind, group in (("Module", modules), ("RolloutStrategy", strategies), ("Interface", interfaces)):
+        for name, doc in group.items():
+            locations[(kind, name)] = Location(doc.path, doc.line)
+
+    for name, doc in modules.items():
+        assert isinstance(doc.model, Module)
+        mspec = doc.model.spec
+        if mspec.rollout is not None and mspec.rollout not in strategies:
+            out.add(
+                doc.path,
+                doc.line_of(["spec", "rollout"]),
+                "mspec.rollout",
+                f"no RolloutStrategy named {mspec.rollout!r}",
+            )
+        if mspec.implements is not None:
+            package = re.sub(r"/[a-z][a-z0-9-]*@", "@", mspec.implements)
+            if package not in packages:
+                out.add(
+                    doc.path,
+                    doc.line_of(["spec", "implements"]),
+                    "mspec.implements",
+                    f"no Interface declares package {package!r}",
+                )
+            elif interfaces[packages[package]].model is not None:
+                iface = interfaces[packages[package]].model
+                assert isinstance(iface, Interface)
+                if iface.spec.deprecated:
+                    out.add(
+                        doc.path,
+                        doc.line_of(["spec", "implements"]),
+                        "mspec.implements",
+                        f"interface {package} is deprecated"
+                        + (f": {iface.spec.deprecation_message}" if iface.spec.deprecation_message else ""),
+                        "warning",
+                    )
+        region_refs(doc, mspec.placement.regions or [], ["spec", "placement", "regions"])
+        known = mspec.all_versions()
+        seen_versions: set[str] = set()
+        for i, version in enumerate(known):
+            if version in seen_versions:
+                loc = ["spec", "versions", i - 1, "version"]
+                out.add(doc.path, doc.line_of(loc), _field_name(loc), f"version {version} is listed twice")
+            seen_versions.add(version)
+        for i, override in enumerate(mspec.placement.version_overrides):
+            base: list[str | int] = ["spec", "placement", "versionOverrides", i]
+            region_refs(doc, override.regions, [*base, "regions"])
+            if override.version not in known:
+                out.add(
+                    doc.path,
+                    doc.line_of([*base, "version"]),
+                    _field_name([*base, "version"]),
+                    f"version {override.version} is not one of this module's versions ({', '.join(known)})",
+                )
+        for node, version in mspec.placement.pins.items():
+            if version not in known:
+                loc = ["spec", "placement", "pins", node]
+                out.add(
+                    doc.path,
+                    doc.line_of(loc),
+                    _field_name(loc),
+                    f"pins unknown version {version} ({', '.join(known)} are declared)",
+                )
+        sources: list[tuple[str, Source, str | None, list[str | int]]] = [
+            (mspec.version, mspec.source, mspec.sha256, ["spec", "source"])
+        ]
+        sources += [
+            (v.version, v.source, v.sha256, ["spec", "versions", i, "source"]) for i, v in enumerate(mspec.versions)
+        ]
+        for version, source, pin, loc in sources:
+            if source.path is None:
+                continue
+            binary = _binary(root, doc, source.path, [*loc, "path"], out, cache)
+            if binary is None:
+                continue
+            if pin is not None and "sha256:" + pin.removeprefix("sha256:") != binary.digest:
+                pin_loc = [*loc[:-1], "sha256"]
+                out.add(
+                    doc.path,
+                    doc.line_of(pin_loc),
+                    _field_name(pin_loc),
+                    f"pinned {pin} but the binary is {binary.digest}",
+                )
+            _check_binary(doc, binary, mspec.limits.memory_mb, loc, out)
+            binaries[(name, version)] = binary
+        if mspec.health_check is not None and (name, mspec.version) in binaries:
+            info = binaries[(name, mspec.version)].info
+            if not info.component and info.export(mspec.health_check.function) is None:
+                loc = ["spec", "healthCheck", "function"]
+                out.add(
+                    doc.path,
+                    doc.line_of(loc),
+                    _field_name(loc),
+                    f"the binary exports no function {mspec.health_check.function!r}",
+                )
+    return DesiredFleet(
+        fleet=fleet,
+        modules={n: d.model for n, d in modules.items() if isinstance(d.model, Module)},
+        strategies={n: d.model for n, d in strategies.items() if isinstance(d.model, RolloutStrategy)},
+        interfaces={n: d.model for n, d in interfaces.items() if isinstance(d.model, Interface)},
+        binaries=binaries,
+        locations=locations,
+    )
+
+
+def _check_path(
+    root: Path, doc: _Doc, relpath: str, loc: list[str | int], out: _Collector, must_be_file: bool = True
+) -> Path | None:
+    """Resolve `relpath` against the document's folder; it must exist and stay inside the root."""
+    target = (doc.file.parent / relpath).resolve()
+    where = _field_name(loc)
+    if not target.is_relative_to(root):
+        out.add(doc.path, doc.line_of(loc), where, f"{relpath!r} leaves the fleet root")
+        return None
+    if not target.exists():
+        out.add(doc.path, doc.line_of(loc), where, f"{relpath!r} does not exist")
+        return None
+    if must_be_file and not target.is_file():
+        out.add(doc.path, doc.line_of(loc), where, f"{relpath!r} is not a file")
+        return None
+    return target
+
+
+def _binary(
+    root: Path,
+    doc: _Doc,
+    relpath: str,
+    loc: list[str | int],
+    out: _Collector,
+    cache: dict[Path, Binary | str],
+) -> Binary | None:
+    target = _check_path(root, doc, relpath, loc, out)
+    if target is None:
+        return None
+    if target not in cache:
+        cache[target] = _read_binary(root, target)
+    found = cache[target]
+    if isinstance(found, str):
+        out.add(doc.path, doc.line_of(loc), _field_name(loc), found)
+        return None
+    return found
+
+
+def _read_binary(root: Path, target: Path) -> Binary | str:
+    """The binary of a source file, or the message saying why it is not a usable module."""
+    rel = target.relative_to(root).as_posix()
+    try:
+        if target.stat().st_size > MAX_MODULE_BYTES * (4 if target.suffix == ".wat" else 1):
+            return f"{rel} is larger than the 50 MB module limit"
+        is_text = target.suffix == ".wat"
+        data = wasm.compile_wat(target.read_text(encoding="utf-8")) if is_text else target.read_bytes()
+        if len(data) > MAX_MODULE_BYTES:
+            return f"{rel} is {len(data)} bytes, over the 50 MB module limit"
+        info = wasm.inspect(data)
+    except wasm.WasmError as exc:
+        line = f":{exc.line}" if exc.line else ""
+        return f"{rel}{line}: {exc.message}"
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"{rel} cannot be read: {exc}"
+    return Binary(digest=info.digest, data=data, path=rel, info=info)
+
+
+def _check_binary(doc: _Doc, binary: Binary, memory_mb: int, loc: list[str | int], out: _Collector) -> None:
+    """What the registry refuses too: unsatisfiable imports and initial memory over the limit.
+
+    WASI env and filesystem imports link against an empty grant (no variables, no preopened
+    directories), so toolchains that import them unconditionally still run; sockets and non-WASI
+    imports cannot be satisfied and are in `info.problems`.
+    """
+    where = _field_name([*loc, "path"])
+    line = doc.line_of([*loc, "path"])
+    info = binary.info
+    for problem in info.problems:
+        out.add(doc.path, line, where, f"{binary.path}: {problem}")
+    declared_mb = info.memory_min_pages * wasm.PAGE_BYTES / (1024 * 1024)
+    if declared_mb > memory_mb:
+        out.add(
+            doc.path,
+            line,
+            where,
+            f"{binary.path} declares {declared_mb:g} MB of initial memory, over its {memory_mb} MB limit",
+        )
+
+
+def iter_problems(result: LoadResult) -> Iterator[str]:
+    yield from (str(p) for p in result.problems)

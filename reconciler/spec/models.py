@@ -1,0 +1,420 @@
+"""The fleet spec: pydantic models for every YAML kind in a fleet repository (DESIGN.md section 2).
+
+The loader (`reconciler.spec.loader`) turns YAML documents into these models and adds what a model
+alone cannot check (references between documents, files, binaries). `hotswap schema` writes the JSON
+Schema of each kind from them. Field names are camelCase on the wire (as in Kubernetes) and
+snake_case in Python. Every model forbids unknown fields: a typo must not pass silently.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Final, Literal, Self
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+API_VERSION: Final = "hotswap.dev/v1"
+MAX_MODULE_BYTES = 50 * 1024 * 1024
+
+SEMVER_RE = re.compile(
+    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
+)
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
+WIT_PACKAGE_RE = re.compile(r"^[a-z][a-z0-9-]*:[a-z][a-z0-9-]*(/[a-z][a-z0-9-]*)?@(?P<version>\S+)$")
+
+
+def _semver(value: str) -> str:
+    if not SEMVER_RE.match(value):
+        raise ValueError(f"{value!r} is not semver (MAJOR.MINOR.PATCH, e.g. 1.2.0)")
+    return value
+
+
+def semver_key(version: str) -> tuple[int, int, int, int, str]:
+    """Sort key for semver strings: releases after their pre-releases."""
+    match = SEMVER_RE.match(version)
+    if not match:
+        raise ValueError(f"{version!r} is not semver")
+    major, minor, patch, pre = match.group(1), match.group(2), match.group(3), match.group(4)
+    return (int(major), int(minor), int(patch), 0 if pre else 1, pre or "")
+
+
+SemVer = Annotated[str, AfterValidator(_semver)]
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+Digest = Annotated[str, StringConstraints(pattern=DIGEST_PATTERN)]
+
+
+def module_id(name: str, version: str) -> str:
+    """The spec's module id: `{name}-v{major}.{minor}.{patch}`."""
+    return f"{name}-v{version}"
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    DEVELOPER = "developer"
+    OPERATOR = "operator"
+    VIEWER = "viewer"
+    MERGER = "merger"
+
+
+class Spec(BaseModel):
+    """Base of every model: camelCase aliases, unknown fields forbidden, immutable."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+class Metadata(Spec):
+    name: Name
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+# --- Fleet --------------------------------------------------------------------------------------
+
+
+class Region(Spec):
+    name: Name
+    max_nodes: int = Field(100, ge=1, le=1000, description="edge nodes the region may hold")
+
+
+class NodeDefaults(Spec):
+    max_modules: int = Field(1000, ge=1, le=10000, description="module versions one node may hold")
+
+
+class ApprovalRule(Spec):
+    roles: list[Role] = Field(default_factory=lambda: [Role.ADMIN], min_length=1)
+    count: int = Field(1, ge=1, le=10)
+
+
+class Approvals(Spec):
+    rollouts: ApprovalRule | None = None
+    breaking_interface_changes: ApprovalRule | None = None
+
+
+class Policy(Spec):
+    require_signed_commits: bool = False
+    approvals: Approvals = Field(default_factory=Approvals)
+    merged_pull_requests_approve: bool = False
+    api_commits_to_branch: bool = Field(
+        False, description="API writes commit to the tracked branch instead of a review branch"
+    )
+
+
+class FleetSpec(Spec):
+    environment: Literal["dev", "staging", "production"] = "dev"
+    regions: list[Region] = Field(min_length=1)
+    node_defaults: NodeDefaults = Field(default_factory=NodeDefaults)
+    policy: Policy = Field(default_factory=Policy)
+
+    @field_validator("regions")
+    @classmethod
+    def _unique_regions(cls, regions: list[Region]) -> list[Region]:
+        seen: set[str] = set()
+        for region in regions:
+            if region.name in seen:
+                raise ValueError(f"region {region.name!r} is listed twice")
+            seen.add(region.name)
+        return regions
+
+    @property
+    def region_names(self) -> list[str]:
+        return [r.name for r in self.regions]
+
+
+# --- Module -------------------------------------------------------------------------------------
+
+
+class Source(Spec):
+    """Where a module's binary comes from: a `.wasm`/`.wat` file in the repo, or a registry digest."""
+
+    path: str | None = None
+    digest: Digest | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        if (self.path is None) == (self.digest is None):
+            raise ValueError("give exactly one of `path` or `digest`")
+        if self.path is not None and not self.path.endswith((".wasm", ".wat")):
+            raise ValueError(f"{self.path!r}: a source path must end in .wasm or .wat")
+        return self
+
+
+class Limits(Spec):
+    memory_mb: int = Field(128, ge=1, le=512, alias="memoryMB")
+    cpu_percent: int = Field(50, ge=1, le=100)
+    timeout_seconds: float = Field(30, ge=1, le=300)
+
+
+class Mount(Spec):
+    host: str = Field(min_length=1)
+    guest: str = Field(min_length=1, pattern=r"^/")
+    mode: Literal["ro", "rw"] = "ro"
+
+
+class Network(Spec):
+    allow_hosts: list[str] = Field(default_factory=list)
+
+
+class Capabilities(Spec):
+    filesystem: list[Mount] = Field(default_factory=list)
+    env: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str] = Field(default_factory=dict)
+    network: Network = Field(default_factory=Network)
+
+    def granted(self) -> frozenset[str]:
+        """WASI capability classes granted (names as in `edge.wasm.WASI_P1_CAPABILITIES`)."""
+        granted = {"process", "clocks", "random", "stdio"}
+        if self.env:
+            granted.add("env")
+        if self.filesystem:
+            granted.add("filesystem")
+        if self.network.allow_hosts:
+            granted.add("network")
+        return frozenset(granted)
+
+
+class VersionOverride(Spec):
+    regions: list[Name] = Field(min_length=1)
+    version: SemVer
+
+
+class Placement(Spec):
+    regions: list[Name] | None = Field(None, description="default: every fleet region")
+    replicas: int | Literal["all"] = Field(1, description="nodes per region: 1..3, or all")
+    version_overrides: list[VersionOverride] = Field(default_factory=list)
+    pins: dict[str, SemVer] = Field(default_factory=dict, description="node id -> version")
+
+    @field_validator("replicas")
+    @classmethod
+    def _replicas(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 3:
+            raise ValueError('replicas must be 1, 2, 3 or "all"')
+        return value
+
+
+class HealthCheck(Spec):
+    function: str = Field(min_length=1)
+    args: list[Any] = Field(default_factory=list)
+    interval_seconds: float = Field(10, ge=0.1, le=3600)
+
+
+class ExtraVersion(Spec):
+    """Another version this fleet may still serve (region overrides, node pins, switch-back)."""
+
+    version: SemVer
+    source: Source
+    sha256: str | None = None
+
+
+class ModuleSpec(Spec):
+    version: SemVer
+    source: Source
+    sha256: str | None = Field(None, description="optional pin of the binary's SHA-256, checked")
+    versions: list[ExtraVersion] = Field(default_factory=list)
+    implements: str | None = Field(None, description="the WIT interface the module must satisfy")
+    limits: Limits = Field(default_factory=Limits)
+    capabilities: Capabilities = Field(default_factory=Capabilities)
+    placement: Placement = Field(default_factory=Placement)
+    health_check: HealthCheck | None = None
+    rollout: Name | None = Field(None, description="a RolloutStrategy name; none: replace at once")
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha256(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        hexpart = value.removeprefix("sha256:")
+        if not re.fullmatch(r"[0-9a-f]{64}", hexpart):
+            raise ValueError("must be 64 lowercase hex digits, optionally prefixed by sha256:")
+        return "sha256:" + hexpart
+
+    @field_validator("implements")
+    @classmethod
+    def _implements(cls, value: str | None) -> str | None:
+        if value is not None and not WIT_PACKAGE_RE.match(value):
+            raise ValueError(f"{value!r} is not a WIT reference like example:greeter/greet@1.0.0")
+        return value
+
+    def all_versions(self) -> list[str]:
+        return [self.version, *(v.version for v in self.versions)]
+
+
+# --- RolloutStrategy ----------------------------------------------------------------------------
+
+
+class StrategyType(StrEnum):
+    CANARY = "Canary"
+    BLUE_GREEN = "BlueGreen"
+    ROLLING = "Rolling"
+    REGIONAL = "Regional"
+    AB_TEST = "ABTest"
+
+
+class CanaryParams(Spec):
+    steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(default_factory=lambda: [10, 25, 50, 100], min_length=1)
+    step_seconds: float = Field(30, ge=0, le=86400)
+
+    @field_validator("steps")
+    @classmethod
+    def _increasing(cls, steps: list[int]) -> list[int]:
+        if any(b <= a for a, b in itertools.pairwise(steps)):
+            raise ValueError("steps must increase strictly")
+        if steps[-1] != 100:
+            raise ValueError("the last step must be 100")
+        return steps
+
+
+class BlueGreenParams(Spec):
+    preview_seconds: float = Field(30, ge=0, le=86400)
+    auto_promote: bool = True
+    keep_previous_seconds: float = Field(300, ge=0, le=86400)
+
+
+class RollingParams(Spec):
+    batch_size: int = Field(1, ge=1, le=1000)
+    batch_seconds: float = Field(30, ge=0, le=86400)
+
+
+class RegionalParams(Spec):
+    order: list[Name] | None = Field(None, description="default: the Fleet's region order")
+    region_seconds: float = Field(60, ge=0, le=86400)
+    per_region: Name | None = Field(None, description="the strategy used inside each region")
+
+
+class ABTestParams(Spec):
+    split: int = Field(20, ge=1, le=99, description="percent of requests to B")
+    duration_seconds: float = Field(300, ge=0, le=604800)
+    sticky_header: str = Field("X-Hotswap-User", min_length=1)
+    winner: Literal["auto", "approval"] = "auto"
+    metric: Literal["errorRate", "latencyP99"] = "errorRate"
+
+
+class Analysis(Spec):
+    max_error_rate: float = Field(0.01, ge=0, le=1)
+    max_latency_p99_ms: float | None = Field(None, gt=0)
+    min_requests: int = Field(50, ge=0)
+    on_no_traffic: Literal["pause", "proceed"] = "pause"
+
+
+class ApprovalGates(Spec):
+    before_start: bool = False
+    gates: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list)
+
+
+PARAM_KEYS: dict[StrategyType, str] = {
+    StrategyType.CANARY: "canary",
+    StrategyType.BLUE_GREEN: "blue_green",
+    StrategyType.ROLLING: "rolling",
+    StrategyType.REGIONAL: "regional",
+    StrategyType.AB_TEST: "ab_test",
+}
+
+
+class RolloutStrategySpec(Spec):
+    type: StrategyType
+    canary: CanaryParams | None = None
+    blue_green: BlueGreenParams | None = None
+    rolling: RollingParams | None = None
+    regional: RegionalParams | None = None
+    ab_test: ABTestParams | None = None
+    analysis: Analysis = Field(default_factory=Analysis)
+    approval: ApprovalGates = Field(default_factory=ApprovalGates)
+    auto_rollback: bool = True
+
+    @model_validator(mode="after")
+    def _params_match_type(self) -> Self:
+        own = PARAM_KEYS[self.type]
+        for key in PARAM_KEYS.values():
+            if key != own and getattr(self, key) is not None:
+                raise ValueError(f"`{to_camel(key)}` is set but the type is {self.type.value}")
+        if getattr(self, own) is None:
+            defaults: dict[str, type[Spec]] = {
+                "canary": CanaryParams,
+                "blue_green": BlueGreenParams,
+                "rolling": RollingParams,
+                "regional": RegionalParams,
+                "ab_test": ABTestParams,
+            }
+            object.__setattr__(self, own, defaults[own]())
+        return self
+
+    def step_count(self) -> int:
+        if self.type is StrategyType.CANARY and self.canary is not None:
+            return len(self.canary.steps)
+        return 1
+
+
+# --- Interface ----------------------------------------------------------------------------------
+
+
+class InterfaceSpec(Spec):
+    package: str = Field(description="the WIT package, e.g. example:greeter@1.0.0")
+    wit: str = Field(min_length=1, description="path of the .wit file (or folder)")
+    wasi: Literal["preview1", "preview2"] = "preview1"
+    deprecated: bool = False
+    deprecation_message: str | None = None
+
+    @field_validator("package")
+    @classmethod
+    def _package(cls, value: str) -> str:
+        match = WIT_PACKAGE_RE.match(value)
+        if not match or "/" in value.split("@", maxsplit=1)[0]:
+            raise ValueError(f"{value!r} is not a WIT package like example:greeter@1.0.0")
+        _semver(match.group("version"))
+        return value
+
+    @property
+    def version(self) -> str:
+        return self.package.rsplit("@", 1)[1]
+
+
+# --- Documents ----------------------------------------------------------------------------------
+
+
+class Document(Spec):
+    api_version: Literal["hotswap.dev/v1"] = API_VERSION
+    metadata: Metadata
+
+
+class Fleet(Document):
+    kind: Literal["Fleet"] = "Fleet"
+    spec: FleetSpec
+
+
+class Module(Document):
+    kind: Literal["Module"] = "Module"
+    spec: ModuleSpec
+
+    @property
+    def id(self) -> str:
+        return module_id(self.metadata.name, self.spec.version)
+
+
+class RolloutStrategy(Document):
+    kind: Literal["RolloutStrategy"] = "RolloutStrategy"
+    spec: RolloutStrategySpec
+
+
+class Interface(Document):
+    kind: Literal["Interface"] = "Interface"
+    spec: InterfaceSpec
+
+
+KINDS: dict[str, type[Document]] = {
+    "Fleet": Fleet,
+    "Module": Module,
+    "RolloutStrategy": RolloutStrategy,
+    "Interface": Interface,
+}
