@@ -71,7 +71,7 @@ class _Doc:
 
     @property
     def line(self) -> int:
-        return int(self.node.lc.line) + 1
+        return _node_line(self.node)
 
     def line_of(self, loc: Sequence[str | int]) -> int:
         return _line_of(self.node, loc)
@@ -95,9 +95,15 @@ def _field_name(loc: Sequence[str | int]) -> str:
     return out or "(document)"
 
 
+def _node_line(node: Any, default: int = 1) -> int:
+    """The 1-based line where a YAML node starts (tagged scalars and the like may not know it)."""
+    line = getattr(getattr(node, "lc", None), "line", None)
+    return int(line) + 1 if isinstance(line, int) else default
+
+
 def _line_of(node: Any, loc: Sequence[str | int]) -> int:
     """The 1-based line of the deepest node of `loc` that exists in the YAML tree."""
-    line = int(node.lc.line) + 1 if hasattr(node, "lc") else 0
+    line = _node_line(node)
     for part in loc:
         if isinstance(node, CommentedMap) and part in node:
             line = int(node.lc.key(part)[0]) + 1
@@ -171,8 +177,9 @@ def load_documents(root: Path, out: _Collector) -> tuple[list[_Doc], int]:
             if node is None:
                 continue
             if not isinstance(node, CommentedMap):
-                line = int(node.lc.line) + 1 if hasattr(node, "lc") else 1
-                out.add(rel, line, "(document)", "a document must be a mapping with kind, metadata and spec")
+                out.add(
+                    rel, _node_line(node), "(document)", "a document must be a mapping with kind, metadata and spec"
+                )
                 continue
             docs.append(_Doc(rel, file, node))
     return docs, len(files)
@@ -353,7 +360,7 @@ def _assemble(root: Path, docs: list[_Doc], out: _Collector) -> DesiredFleet | N
             out.add(
                 doc.path,
                 doc.line_of(["spec", "rollout"]),
-                "mspec.rollout",
+                "spec.rollout",
                 f"no RolloutStrategy named {mspec.rollout!r}",
             )
         if mspec.implements is not None:
@@ -362,7 +369,7 @@ def _assemble(root: Path, docs: list[_Doc], out: _Collector) -> DesiredFleet | N
                 out.add(
                     doc.path,
                     doc.line_of(["spec", "implements"]),
-                    "mspec.implements",
+                    "spec.implements",
                     f"no Interface declares package {package!r}",
                 )
             elif interfaces[packages[package]].model is not None:
@@ -372,7 +379,7 @@ def _assemble(root: Path, docs: list[_Doc], out: _Collector) -> DesiredFleet | N
                     out.add(
                         doc.path,
                         doc.line_of(["spec", "implements"]),
-                        "mspec.implements",
+                        "spec.implements",
                         f"interface {package} is deprecated"
                         + (f": {iface.spec.deprecation_message}" if iface.spec.deprecation_message else ""),
                         "warning",

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Final, Literal, Self
 
 from pydantic import (
     AfterValidator,
+    BeforeValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -52,7 +53,12 @@ def semver_key(version: str) -> tuple[int, int, int, int, str]:
     return (int(major), int(minor), int(patch), 0 if pre else 1, pre or "")
 
 
-SemVer = Annotated[str, AfterValidator(_semver)]
+def _number_to_text(value: Any) -> Any:
+    """YAML reads `version: 1.2` as a number; say it is not semver rather than "not a string"."""
+    return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
+SemVer = Annotated[str, BeforeValidator(_number_to_text), AfterValidator(_semver)]
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 Digest = Annotated[str, StringConstraints(pattern=DIGEST_PATTERN)]
 
