@@ -260,7 +260,8 @@ def test_health_check_must_name_an_export(tmp_path: Path) -> None:
 def test_extra_versions_resolve_their_own_binaries(tmp_path: Path) -> None:
     module = (
         MODULE
-        + "  versions:\n    - {version: 0.9.0, source: {path: ../wasm/adder.wat}}\n  placement:\n    pins: {edge-1: 0.9.0}\n"
+        + "  versions:\n    - {version: 0.9.0, source: {path: ../wasm/adder.wat}}\n"
+        + "  placement:\n    pins: {edge-1: 0.9.0}\n"
     )
     result = load_fleet(write_fleet(tmp_path, {"modules/adder.yaml": module}))
     assert result.ok, result.problems
