@@ -1,0 +1,131 @@
+"""The state store's schema, as numbered migrations applied in order when a store opens.
+
+One schema serves SQLite and PostgreSQL: portable types only (TEXT, BIGINT, INTEGER), times as
+ISO 8601 UTC text (fixed width, so they sort), JSON as text. `{autoid}` is the one dialect word: an
+auto-incrementing integer primary key. Never edit a migration that has shipped; append a new one.
+
+`StateStore.migrate` runs the missing ones in a single transaction under a lock (PostgreSQL:
+`pg_advisory_xact_lock`; SQLite: `BEGIN IMMEDIATE`), so two processes starting at once apply each
+migration exactly once, and running it twice does nothing.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Migration(NamedTuple):
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "initial schema",
+        (
+            """CREATE TABLE modules (
+                id TEXT PRIMARY KEY,
+                name TEXT NOT NULL,
+                version TEXT NOT NULL,
+                digest TEXT NOT NULL,
+                size BIGINT NOT NULL,
+                compressed_size BIGINT NOT NULL,
+                imports TEXT NOT NULL,
+                exports TEXT NOT NULL,
+                wasi_imports TEXT NOT NULL,
+                capabilities TEXT NOT NULL,
+                component INTEGER NOT NULL,
+                memory_min_pages BIGINT NOT NULL,
+                build_commit TEXT,
+                build_timestamp TEXT,
+                created_at TEXT NOT NULL,
+                UNIQUE (name, version)
+            )""",
+            "CREATE INDEX modules_digest ON modules (digest)",
+            """CREATE TABLE nodes (
+                id TEXT PRIMARY KEY,
+                region TEXT NOT NULL,
+                url TEXT NOT NULL,
+                status TEXT NOT NULL,
+                max_modules INTEGER NOT NULL,
+                registered_at TEXT NOT NULL,
+                last_heartbeat_at TEXT,
+                generation BIGINT NOT NULL,
+                assignment TEXT NOT NULL,
+                reported TEXT NOT NULL
+            )""",
+            """CREATE TABLE rollouts (
+                id TEXT PRIMARY KEY,
+                module TEXT NOT NULL,
+                from_version TEXT,
+                from_digest TEXT,
+                to_version TEXT NOT NULL,
+                to_digest TEXT NOT NULL,
+                strategy TEXT NOT NULL,
+                state TEXT NOT NULL,
+                step INTEGER NOT NULL,
+                revision TEXT,
+                message TEXT NOT NULL,
+                detail TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                updated_at TEXT NOT NULL,
+                step_started_at TEXT,
+                generation BIGINT NOT NULL
+            )""",
+            "CREATE INDEX rollouts_module ON rollouts (module, created_at)",
+            """CREATE TABLE rollout_steps (
+                seq {autoid},
+                rollout_id TEXT NOT NULL REFERENCES rollouts (id) ON DELETE CASCADE,
+                step INTEGER NOT NULL,
+                event TEXT NOT NULL,
+                at TEXT NOT NULL,
+                message TEXT NOT NULL,
+                analysis TEXT NOT NULL
+            )""",
+            "CREATE INDEX rollout_steps_rollout ON rollout_steps (rollout_id, seq)",
+            """CREATE TABLE revisions (
+                sha TEXT PRIMARY KEY,
+                seen_at TEXT NOT NULL,
+                verified INTEGER NOT NULL,
+                message TEXT NOT NULL,
+                applied_at TEXT
+            )""",
+            """CREATE TABLE approvals (
+                commit_sha TEXT NOT NULL,
+                module TEXT NOT NULL,
+                version TEXT NOT NULL,
+                principal TEXT NOT NULL,
+                roles TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                found_at TEXT NOT NULL,
+                PRIMARY KEY (commit_sha, module, version, principal)
+            )""",
+            "CREATE INDEX approvals_module ON approvals (module, version)",
+            """CREATE TABLE interfaces (
+                id TEXT PRIMARY KEY,
+                name TEXT NOT NULL,
+                package TEXT NOT NULL,
+                version TEXT NOT NULL,
+                wasi TEXT NOT NULL,
+                wit TEXT NOT NULL,
+                digest TEXT NOT NULL,
+                status TEXT NOT NULL,
+                approved_by TEXT,
+                created_at TEXT NOT NULL
+            )""",
+            """CREATE TABLE audit_log (
+                seq {autoid},
+                at TEXT NOT NULL,
+                actor TEXT NOT NULL,
+                action TEXT NOT NULL,
+                subject TEXT NOT NULL,
+                detail TEXT NOT NULL
+            )""",
+            "CREATE INDEX audit_log_subject ON audit_log (subject, seq)",
+        ),
+    ),
+)
+
+LATEST = MIGRATIONS[-1].version

@@ -1,0 +1,232 @@
+"""Where the blob store's objects physically live: a local directory or an S3 bucket (MinIO, AWS, moto).
+
+`ObjectStore` is the seam: put whole objects, read them back in chunks, ask their size, delete, list
+by prefix. Keys are `/`-separated and built by `BlobStore` only. Writes are atomic (a local object
+appears by rename; an S3 PUT is atomic), so a crash never leaves half an object under its key.
+
+    open_objects("/var/lib/hotswap/blobs")
+    open_objects("s3://bucket/prefix?endpoint=127.0.0.1:9000&secure=false&sse=true")
+Credentials for S3 come from the URL (`access_key`, `secret_key`) or from the environment
+(`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import parse_qs, urlsplit
+
+from reconciler.store.errors import StoreConfigError, StoreError
+
+CHUNK = 1 << 20
+_MISSING_CODES = frozenset({"NoSuchKey", "NoSuchObject", "ResourceNotFound", "NoSuchBucket"})
+
+
+class ObjectMissingError(StoreError):
+    """No object under that key (BlobStore turns this into UnknownBlobError)."""
+
+
+class ObjectStore(Protocol):
+    description: str
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        """Store `data` under `key`, replacing any object there, atomically."""
+        ...
+
+    def chunks(self, key: str) -> AbstractContextManager[Iterator[bytes]]:
+        """The object's bytes in chunks; raises ObjectMissingError when there is none."""
+        ...
+
+    def size(self, key: str) -> int | None:
+        """The stored size, or None when there is no such object."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove the object; removing a missing one is not an error."""
+        ...
+
+    def keys(self, prefix: str) -> Iterator[str]:
+        """Every key that starts with `prefix`."""
+        ...
+
+
+def open_objects(url: str) -> ObjectStore:
+    """An object store for `--blob-url`: `s3://...`, `file:///path`, or a plain directory path."""
+    if url.startswith("s3://"):
+        return S3Objects.from_url(url)
+    if url.startswith("file://"):
+        url = url.removeprefix("file://")
+    if "://" in url:
+        raise StoreConfigError(f"--blob-url: {url!r} is neither s3:// nor a directory")
+    return LocalObjects(Path(url))
+
+
+class LocalObjects:
+    """Objects as files under a root directory (`key` = relative path)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.description = str(root)
+        root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        parts = key.split("/")
+        if not key or any(p in ("", ".", "..") for p in parts):
+            raise StoreError(f"bad object key {key!r}")
+        return self.root.joinpath(*parts)
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+        try:
+            with open(partial, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
+
+    @contextmanager
+    def chunks(self, key: str) -> Iterator[Iterator[bytes]]:
+        try:
+            handle = open(self._path(key), "rb")  # noqa: SIM115 (closed below)
+        except FileNotFoundError:
+            raise ObjectMissingError(f"no object {key!r} in {self.description}") from None
+        with handle:
+            yield iter(lambda: handle.read(CHUNK), b"")
+
+    def size(self, key: str) -> int | None:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        # Tidy empty folders up to the root, so a deleted version leaves no trace.
+        for parent in path.parents:
+            if parent == self.root or not parent.is_relative_to(self.root):
+                break
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+
+    def keys(self, prefix: str) -> Iterator[str]:
+        for path in sorted(self.root.rglob("*")):
+            if path.is_file() and not path.name.endswith(".partial"):
+                key = path.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    yield key
+
+
+class S3Objects:
+    """Objects in an S3 bucket under an optional key prefix, through the `minio` SDK.
+
+    The bucket is created when missing. With `sse=true` objects are written with server-side
+    encryption (SSE-S3); servers without a key service refuse that, so it is off by default.
+    """
+
+    def __init__(self, client: Any, bucket: str, prefix: str = "", sse: bool = False, description: str = "") -> None:
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix
+        self.description = description or f"s3://{bucket}/{prefix}"
+        self._sse: Any = None
+        if sse:
+            from minio.sse import SseS3
+
+            self._sse = SseS3()
+        self._ensure_bucket()
+
+    @classmethod
+    def from_url(cls, url: str) -> S3Objects:
+        from minio import Minio
+
+        parts = urlsplit(url)
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        unknown = set(query) - {"endpoint", "secure", "region", "access_key", "secret_key", "sse"}
+        if unknown:
+            raise StoreConfigError(f"--blob-url: unknown option(s) {', '.join(sorted(unknown))}")
+        bucket = parts.netloc
+        if not bucket:
+            raise StoreConfigError(f"--blob-url: {url!r} names no bucket (s3://BUCKET?endpoint=host:port)")
+        flags = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+        for flag in ("secure", "sse"):
+            if flag in query and query[flag].lower() not in flags:
+                raise StoreConfigError(f"--blob-url: {flag}={query[flag]!r} is not true or false")
+        endpoint = query.get("endpoint", "s3.amazonaws.com")
+        secure = flags[query.get("secure", "true").lower()]
+        client = Minio(
+            endpoint,
+            access_key=query.get("access_key", os.environ.get("AWS_ACCESS_KEY_ID")),
+            secret_key=query.get("secret_key", os.environ.get("AWS_SECRET_ACCESS_KEY")),
+            session_token=os.environ.get("AWS_SESSION_TOKEN"),
+            secure=secure,
+            region=query.get("region"),
+        )
+        prefix = parts.path.strip("/")
+        return cls(
+            client,
+            bucket,
+            f"{prefix}/" if prefix else "",
+            sse=flags[query.get("sse", "false").lower()],
+            description=f"s3://{bucket}/{prefix} at {endpoint}",
+        )
+
+    def _ensure_bucket(self) -> None:
+        from minio.error import S3Error
+
+        if self.client.bucket_exists(self.bucket):
+            return
+        try:
+            self.client.make_bucket(self.bucket)
+        except S3Error as exc:
+            if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise StoreError(f"cannot create bucket {self.bucket!r}: {exc.code} {exc.message}") from exc
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        self.client.put_object(
+            self.bucket, self.prefix + key, io.BytesIO(data), len(data), content_type=content_type, sse=self._sse
+        )
+
+    @contextmanager
+    def chunks(self, key: str) -> Iterator[Iterator[bytes]]:
+        from minio.error import S3Error
+
+        try:
+            response = self.client.get_object(self.bucket, self.prefix + key)
+        except S3Error as exc:
+            if exc.code in _MISSING_CODES:
+                raise ObjectMissingError(f"no object {key!r} in {self.description}") from None
+            raise
+        try:
+            yield response.stream(CHUNK)
+        finally:
+            response.close()
+            response.release_conn()
+
+    def size(self, key: str) -> int | None:
+        from minio.error import S3Error
+
+        try:
+            return int(self.client.stat_object(self.bucket, self.prefix + key).size)
+        except S3Error as exc:
+            if exc.code in _MISSING_CODES:
+                return None
+            raise
+
+    def delete(self, key: str) -> None:
+        self.client.remove_object(self.bucket, self.prefix + key)
+
+    def keys(self, prefix: str) -> Iterator[str]:
+        for item in self.client.list_objects(self.bucket, prefix=self.prefix + prefix, recursive=True):
+            yield str(item.object_name).removeprefix(self.prefix)

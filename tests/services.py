@@ -1,0 +1,262 @@
+"""Real services for tests, started once per session on 127.0.0.1 and stopped at the end.
+
+    postgres_server   a private PostgreSQL cluster (initdb + pg_ctl from /usr/lib/postgresql/*/bin),
+                      trust auth on 127.0.0.1, fsync off; or the server in HOTSWAP_TEST_DATABASE_URL
+    database_url      (function scope) a fresh, empty database on that server for one test
+    s3_server         moto_server on a free port (an S3 API), waited for until it answers
+    blob_url          (function scope) an `s3://` URL for a fresh bucket on that server
+
+A test package uses them by importing them into its conftest.py:
+
+    from tests.services import blob_url, database_url, postgres_server, s3_server  # noqa: F401
+
+Nothing here skips: a missing PostgreSQL or moto_server fails the test with what to install.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+START_TIMEOUT_S = 60.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(condition: object, what: str, timeout: float = START_TIMEOUT_S) -> None:
+    """Poll `condition()` until it is true, or fail naming `what`."""
+    assert callable(condition)
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
+
+
+# -- PostgreSQL ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    host: str
+    port: int
+    user: str
+    password: str | None = None
+    base_url: str | None = None  # set when the server came from HOTSWAP_TEST_DATABASE_URL
+
+    def url(self, database: str) -> str:
+        if self.base_url is not None:
+            head, _, _ = self.base_url.rpartition("/")
+            return f"{head}/{database}"
+        auth = f"{self.user}:{self.password}" if self.password else self.user
+        return f"postgresql://{auth}@{self.host}:{self.port}/{database}"
+
+    @property
+    def admin_url(self) -> str:
+        return self.base_url or self.url("postgres")
+
+
+def _postgres_bin() -> Path:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
+    if not found:
+        which = shutil.which("initdb")
+        if which is None:
+            pytest.fail(
+                "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb): install Debian's "
+                "`postgresql` package (.ci/run does), or point HOTSWAP_TEST_DATABASE_URL at a server"
+            )
+        return Path(which).parent
+    return Path(found[-1]).parent
+
+
+def _as_postgres_user() -> list[str]:
+    """The prefix that runs a command as the `postgres` system user when we are root."""
+    if os.geteuid() != 0:
+        return []
+    try:
+        import pwd
+
+        pwd.getpwnam("postgres")
+    except KeyError:
+        pytest.fail("running as root, but there is no `postgres` system user to run the test cluster as")
+    return ["runuser", "-u", "postgres", "--"]
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    given = os.environ.get("HOTSWAP_TEST_DATABASE_URL")
+    if given:
+        yield PostgresServer(host="", port=0, user="", base_url=given)
+        return
+    bindir = _postgres_bin()
+    prefix = _as_postgres_user()
+    root = Path(tempfile.mkdtemp(prefix="hotswap-pg-"))
+    if prefix:
+        shutil.chown(root, "postgres", "postgres")
+    data = root / "data"
+    port = free_port()
+    init = subprocess.run(
+        [
+            *prefix,
+            str(bindir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if init.returncode != 0:
+        pytest.fail(f"initdb failed:\n{init.stdout}\n{init.stderr}")
+    options = (
+        f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={root} "
+        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+    )
+    start = subprocess.run(
+        [
+            *prefix,
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-o",
+            options,
+            "-l",
+            str(root / "log"),
+            "-w",
+            "-t",
+            str(int(START_TIMEOUT_S)),
+            "start",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if start.returncode != 0:
+        log = (root / "log").read_text(errors="replace") if (root / "log").exists() else ""
+        pytest.fail(f"pg_ctl start failed:\n{start.stdout}\n{start.stderr}\n{log}")
+    try:
+        yield PostgresServer(host="127.0.0.1", port=port, user="postgres")
+    finally:
+        subprocess.run(
+            [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
+            capture_output=True,
+            check=False,
+        )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def database_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh database for one test, dropped afterwards."""
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(postgres_server.admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield postgres_server.url(name)
+    finally:
+        with psycopg.connect(postgres_server.admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# -- S3 ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class S3Server:
+    endpoint: str  # host:port
+    access_key: str = "testing"
+    secret_key: str = "testing"
+
+    def url(self, bucket: str) -> str:
+        return (
+            f"s3://{bucket}?endpoint={self.endpoint}&secure=false"
+            f"&access_key={self.access_key}&secret_key={self.secret_key}"
+        )
+
+    def client(self) -> object:
+        from minio import Minio
+
+        return Minio(self.endpoint, access_key=self.access_key, secret_key=self.secret_key, secure=False)
+
+
+def _moto_server() -> str:
+    beside = Path(sys.executable).parent / "moto_server"
+    found = str(beside) if beside.exists() else shutil.which("moto_server")
+    if found is None:
+        pytest.fail("moto_server is not installed: `pip install 'moto[server]'` (the test extra has it)")
+    return found
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1):
+            return True
+    except urllib.error.HTTPError:
+        return True  # any HTTP answer means the server is up
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    port = free_port()
+    log = tempfile.TemporaryFile()
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    process = subprocess.Popen(
+        [_moto_server(), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT, env=env
+    )
+    try:
+
+        def up() -> bool:
+            if process.poll() is not None:
+                log.seek(0)
+                pytest.fail(f"moto_server exited with {process.returncode}:\n{log.read().decode(errors='replace')}")
+            return _answers(f"http://127.0.0.1:{port}/")
+
+        wait_until(up, f"moto_server on 127.0.0.1:{port}")
+        yield S3Server(endpoint=f"127.0.0.1:{port}")
+    finally:
+        process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=10)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+@pytest.fixture
+def blob_url(s3_server: S3Server) -> str:
+    """An s3:// URL naming a bucket no other test uses (the store creates it)."""
+    return s3_server.url(f"t-{uuid.uuid4().hex[:16]}")
