@@ -1,0 +1,178 @@
+"""Finding approvals in the tracked branch: signed approval commits and signed merge commits.
+
+Where it sits: the Git source calls `ApprovalScanner.scan()` on the first-parent commits of each new
+revision; the resulting `Approval` / `RejectedApproval` records (reconciler.approvals) travel with
+the revision to the planner, which never calls git.
+
+1. A commit with `Hotswap-Approve: module@version` trailers approves those versions when it is
+   signed by a principal of the trust root (whether that principal holds a required role is the
+   rule's business: `reconciler.approvals.evaluate`).
+2. A merge commit approves the module versions it merged, when signed by a principal (who
+   approves), or by a `merger` key (the forge's), in which case the principals its `Approved-by:`
+   trailers name approve. Which versions a merge "changed": the Module documents in the YAML
+   files that differ between the first parent and the merge, read on both sides; every
+   `module@version` named at the merge (spec.version, spec.versions, placement.versionOverrides and
+   placement.pins) and not named in the same files at the first parent. This reads YAML only,
+   not the full loader, so it costs one diff and a few blob reads per merge, and a broken file
+   on either side just names nothing.
+
+Anything unsigned, signed by an unknown key, or by a key outside its validity window, counts for
+nothing and is returned as a `RejectedApproval` with the verifier's reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from reconciler.approvals import Approval, RejectedApproval, parse_target
+from reconciler.gitsource.gitrepo import CommitInfo, GitRepo
+from reconciler.gitsource.trust import TrustRoot
+from reconciler.gitsource.verify import CommitCheck, Verifier
+
+__all__ = ["ApprovalScanner", "module_versions"]
+
+MERGER_ROLE = "merger"
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        yield str(value)
+
+
+def module_versions(text: bytes) -> set[tuple[str, str]]:
+    """Every (module, version) a YAML file's Module documents name; nothing if it does not parse."""
+    found: set[tuple[str, str]] = set()
+    try:
+        docs = list(YAML(typ="safe", pure=True).load_all(text))
+    except (YAMLError, ValueError, RecursionError):
+        return found
+    for doc in docs:
+        if not isinstance(doc, dict) or doc.get("kind") != "Module":
+            continue
+        meta, spec = doc.get("metadata"), doc.get("spec")
+        if not isinstance(meta, dict) or not isinstance(spec, dict) or not isinstance(meta.get("name"), str):
+            continue
+        name = meta["name"]
+        versions = list(_strings(spec.get("version")))
+        extra = spec.get("versions")
+        if isinstance(extra, list):
+            versions += [v for item in extra if isinstance(item, dict) for v in _strings(item.get("version"))]
+        placement = spec.get("placement")
+        if isinstance(placement, dict):
+            overrides = placement.get("versionOverrides")
+            if isinstance(overrides, list):
+                versions += [v for o in overrides if isinstance(o, dict) for v in _strings(o.get("version"))]
+            pins = placement.get("pins")
+            if isinstance(pins, dict):
+                versions += [v for pin in pins.values() for v in _strings(pin)]
+        found.update((name, v) for v in versions)
+    return found
+
+
+def _is_fleet_yaml(path: str, root: str) -> bool:
+    rel = path[len(root) :].lstrip("/") if root else path
+    parts = rel.split("/")
+    return rel.endswith((".yaml", ".yml")) and not any(p.startswith(".") for p in parts)
+
+
+class ApprovalScanner:
+    """Turns first-parent commits into approvals; per-commit results are cached by SHA."""
+
+    def __init__(self, repo: GitRepo, verifier: Verifier, trust: TrustRoot, path: str = "") -> None:
+        self.repo = repo
+        self.verifier = verifier
+        self.trust = trust
+        self.path = path.strip("/")
+        self._merged: dict[str, tuple[tuple[str, str], ...]] = {}
+
+    def merged_versions(self, merge: CommitInfo) -> tuple[tuple[str, str], ...]:
+        """The module versions a merge commit brought in, relative to its first parent."""
+        cached = self._merged.get(merge.sha)
+        if cached is not None:
+            return cached
+        first = merge.parents[0]
+        files = [f for f in self.repo.changed_files(first, merge.sha, self.path) if _is_fleet_yaml(f, self.path)]
+        after: set[tuple[str, str]] = set()
+        before: set[tuple[str, str]] = set()
+        for file in files:
+            new = self.repo.read_blob(merge.sha, file)
+            old = self.repo.read_blob(first, file)
+            if new is not None:
+                after |= module_versions(new)
+            if old is not None:
+                before |= module_versions(old)
+        result = tuple(sorted(after - before))
+        self._merged[merge.sha] = result
+        return result
+
+    def scan(self, commits: Sequence[CommitInfo]) -> tuple[list[Approval], list[RejectedApproval]]:
+        """Approvals found in these first-parent commits (any order), and those that count for nothing."""
+        candidates: list[tuple[CommitInfo, list[tuple[str, str]], list[str], tuple[tuple[str, str], ...]]] = []
+        for commit in commits:
+            targets: list[tuple[str, str]] = []
+            invalid: list[str] = []
+            for value in commit.approves:
+                try:
+                    targets.append(parse_target(value))
+                except ValueError:
+                    invalid.append(value)
+            merged = self.merged_versions(commit) if commit.is_merge else ()
+            if targets or invalid or merged:
+                candidates.append((commit, targets, invalid, merged))
+        checks = self.verifier.check(self.repo, [c.sha for c, *_ in candidates])
+        approvals: list[Approval] = []
+        rejected: list[RejectedApproval] = []
+        for commit, targets, invalid, merged in candidates:
+            check = checks[commit.sha]
+            for value in invalid:
+                rejected.append(
+                    RejectedApproval(
+                        value, "", commit.sha, check.principal or "", f"{value!r} is not MODULE@VERSION", "commit"
+                    )
+                )
+            for module, version in targets:
+                if check.trusted:
+                    assert check.principal is not None
+                    approvals.append(Approval(module, version, check.principal, check.roles, commit.sha, "commit"))
+                else:
+                    rejected.append(
+                        RejectedApproval(module, version, commit.sha, check.principal or check.key, check.reason)
+                    )
+            if merged:
+                self._merge_approvals(commit, check, merged, approvals, rejected)
+        return approvals, rejected
+
+    def _merge_approvals(
+        self,
+        merge: CommitInfo,
+        check: CommitCheck,
+        merged: tuple[tuple[str, str], ...],
+        approvals: list[Approval],
+        rejected: list[RejectedApproval],
+    ) -> None:
+        if not check.trusted:
+            claimed = ", ".join(merge.approved_by) or check.principal or check.key
+            reason = check.reason + ("; its Approved-by trailers count for nothing" if merge.approved_by else "")
+            rejected += [RejectedApproval(m, v, merge.sha, claimed, reason, "merge") for m, v in merged]
+            return
+        assert check.principal is not None
+        signer_is_merger = MERGER_ROLE in check.roles
+        if check.roles - {MERGER_ROLE}:
+            approvals += [Approval(m, v, check.principal, check.roles, merge.sha, "merge") for m, v in merged]
+        for name in merge.approved_by:
+            principal = self.trust.principal(name)
+            if not signer_is_merger:
+                reason = (
+                    f"Approved-by trailers count only on a merge signed by a merger key; "
+                    f"{merge.short} is signed by {check.principal}"
+                )
+            elif principal is None:
+                reason = f"Approved-by names {name!r}, who is not a principal of the trust root"
+            else:
+                approvals += [Approval(m, v, principal.name, principal.roles, merge.sha, "merge") for m, v in merged]
+                continue
+            rejected += [RejectedApproval(m, v, merge.sha, name, reason, "merge") for m, v in merged]

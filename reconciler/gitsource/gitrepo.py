@@ -1,0 +1,193 @@
+"""A thin seam over GitPython: run git in one repository, read commits of the first-parent chain.
+
+Where it sits: under the Git source (reconciler.gitsource.source) and the verifier. Everything
+that asks git a question goes through `GitRepo.run`, so a failing command always becomes a
+`GitCommandError` carrying git's own message, and reads use one `git log` for many commits.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import git
+
+from reconciler.approvals import APPROVE_TRAILER, APPROVED_BY_TRAILER
+from reconciler.gitsource.errors import GitCommandError
+
+__all__ = ["CommitInfo", "GitRepo"]
+
+_FIELD = "\x1f"
+_RECORD = "\x1e"
+_LOG_FORMAT = _FIELD.join(
+    [
+        "%H",
+        "%P",
+        "%ct",
+        "%s",
+        f"%(trailers:key={APPROVE_TRAILER},valueonly,separator=%x1d)",
+        f"%(trailers:key={APPROVED_BY_TRAILER},valueonly,separator=%x1d)",
+    ]
+)
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    """What the Git source needs of one commit, without its signature (that is the verifier's job)."""
+
+    sha: str
+    parents: tuple[str, ...]
+    committed_at: datetime
+    subject: str
+    approves: tuple[str, ...]  # Hotswap-Approve trailer values
+    approved_by: tuple[str, ...]  # Approved-by trailer values
+
+    @property
+    def is_merge(self) -> bool:
+        return len(self.parents) > 1
+
+    @property
+    def short(self) -> str:
+        return self.sha[:12]
+
+    def describe(self) -> str:
+        return f"{self.short} ({self.subject!r})" if self.subject else self.short
+
+
+def _values(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split("\x1d") if v.strip())
+
+
+class GitRepo:
+    """One local repository (bare or not), driven through GitPython's `Git.execute`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.repo = git.Repo(path)
+
+    @classmethod
+    def init_bare(cls, path: Path) -> GitRepo:
+        path.mkdir(parents=True, exist_ok=True)
+        git.Repo.init(path, bare=True)
+        return cls(path)
+
+    def run(
+        self,
+        args: Sequence[str],
+        *,
+        config: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        error: type[GitCommandError] = GitCommandError,
+        timeout: float | None = 300,
+    ) -> str:
+        """`git [-c config]... args...` in this repository; its stdout, or `error` with its stderr."""
+        command = ["git", *(x for c in config for x in ("-c", c)), *args]
+        status, out, err = self.repo.git.execute(
+            command,
+            with_extended_output=True,
+            with_exceptions=False,
+            env=dict(env) if env else None,
+            kill_after_timeout=timeout,
+            strip_newline_in_stdout=False,
+        )
+        if status != 0:
+            raise error(list(args), int(status), str(err))
+        return str(out)
+
+    def run_bytes(self, args: Sequence[str]) -> bytes:
+        status, out, err = self.repo.git.execute(
+            ["git", *args], with_extended_output=True, with_exceptions=False, stdout_as_string=False
+        )
+        if status != 0:
+            raise GitCommandError(list(args), int(status), err.decode() if isinstance(err, bytes) else str(err))
+        assert isinstance(out, bytes)
+        return out
+
+    def resolve(self, ref: str) -> str | None:
+        try:
+            return self.run(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"]).strip() or None
+        except GitCommandError:
+            return None
+
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        try:
+            self.run(["merge-base", "--is-ancestor", ancestor, descendant])
+        except GitCommandError as exc:
+            if exc.status == 1:
+                return False
+            raise
+        return True
+
+    def merge_base(self, a: str, b: str) -> str | None:
+        try:
+            return self.run(["merge-base", a, b]).strip() or None
+        except GitCommandError:
+            return None
+
+    def first_parent_log(self, head: str, since: str | None = None, limit: int | None = None) -> list[CommitInfo]:
+        """First-parent commits reachable from `head` and not from `since`, newest first."""
+        args = ["log", "--first-parent", f"--format={_LOG_FORMAT}{_RECORD}"]
+        if limit is not None:
+            args.append(f"--max-count={limit}")
+        args.append(head)
+        if since is not None:
+            args.append(f"^{since}")
+        return self._parse_log(self.run([*args, "--"]))
+
+    def commits(self, shas: Sequence[str]) -> list[CommitInfo]:
+        """These commits, in the order given."""
+        if not shas:
+            return []
+        return self._parse_log(self.run(["log", "--no-walk=unsorted", f"--format={_LOG_FORMAT}{_RECORD}", *shas]))
+
+    @staticmethod
+    def _parse_log(out: str) -> list[CommitInfo]:
+        commits = []
+        for raw in out.split(_RECORD):
+            record = raw.strip("\n")
+            if not record:
+                continue
+            sha, parents, ct, subject, approves, approved_by = record.split(_FIELD)
+            commits.append(
+                CommitInfo(
+                    sha,
+                    tuple(parents.split()),
+                    datetime.fromtimestamp(int(ct), tz=UTC),
+                    subject,
+                    _values(approves),
+                    _values(approved_by),
+                )
+            )
+        return commits
+
+    def changed_files(self, old: str, new: str, path: str = "") -> list[str]:
+        """Paths (repository-relative) that differ between two commits under `path`."""
+        out = self.run(["diff", "--name-only", "-z", "--no-renames", old, new, "--", path or "."])
+        return [p for p in out.split("\0") if p]
+
+    def read_blob(self, sha: str, path: str) -> bytes | None:
+        try:
+            return self.run_bytes(["cat-file", "blob", f"{sha}:{path}"])
+        except GitCommandError:
+            return None
+
+    def has_path(self, sha: str, path: str) -> bool:
+        if not path:
+            return True
+        try:
+            self.run(["cat-file", "-e", f"{sha}:{path}"])
+        except GitCommandError:
+            return False
+        return True
+
+    def export(self, sha: str, path: str, dest: Path) -> None:
+        """Write the tree of `sha` under `path` into `dest` (which becomes the fleet root)."""
+        dest.mkdir(parents=True, exist_ok=True)
+        treeish = f"{sha}:{path}" if path else sha
+        data = self.run_bytes(["archive", "--format=tar", treeish])
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            tar.extractall(dest, filter="data")

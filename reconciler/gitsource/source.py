@@ -1,0 +1,369 @@
+"""The Git source: follows one branch (and sub-path) of the fleet repository and yields revisions.
+
+Where it sits: first in the control plane's flow. `hotswap serve` builds one `GitSource`; its `run()`
+loop fetches every `interval` seconds, at once when `trigger()` is called (the webhook handler in
+reconciler.gitsource.webhook does so) and, for a repository on a local path, when its refs change
+on disk (watchfiles). Each sync:
+
+    fetch -> head moved? -> history rewritten? -> parse the fleet at head (the loader, on the
+    tree exported from git) -> verify signatures of every new first-parent commit when
+    requireSignedCommits holds -> scan new commits for approvals -> a new `Revision`
+
+A head that cannot be used (unsigned or untrusted commit, invalid fleet, rewritten history under
+signing policy) never replaces the last good revision: the reason goes to `status()` as Flux-like
+conditions, naming the commit and, for an invalid fleet, the file:line. Signing is required when
+the trust root says so, when the last good revision's policy says so (a commit cannot switch it
+off for itself), or when the new head's policy says so. On the first sync with no
+`last_applied` revision known, only the head commit is verified.
+
+A force-push that removes the applied revision from the branch is always reported. Without signing
+policy it is followed (and recorded in `status().events`); with signing policy it is held
+(`Stalled`, `HistoryRewritten`) until `accept_history_rewrite(head)` says a human looked at it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+import threading
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from reconciler.approvals import Approval, RejectedApproval
+from reconciler.gitsource.approving import ApprovalScanner
+from reconciler.gitsource.errors import FetchError, GitCommandError
+from reconciler.gitsource.gitrepo import CommitInfo, GitRepo
+from reconciler.gitsource.status import Failure, Reason, SourceStatus, conditions
+from reconciler.gitsource.trust import TrustRoot
+from reconciler.gitsource.verify import CommitCheck, Verifier
+from reconciler.spec.fleet import DesiredFleet, Problem
+from reconciler.spec.loader import LoadResult
+
+__all__ = ["FleetParser", "GitSource", "Revision", "SourceConfig", "Verification"]
+
+FleetParser = Callable[[Path], LoadResult]
+MAX_EVENTS = 20
+
+
+def _default_parser(root: Path) -> LoadResult:
+    from reconciler.spec.loader import load_fleet
+
+    return load_fleet(root)
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    url: str  # a local path or any URL git can fetch
+    branch: str = "main"
+    path: str = ""  # the fleet root inside the repository
+    interval: float = 30.0  # seconds between fetches when nothing triggers one
+
+    @property
+    def local_path(self) -> Path | None:
+        """The repository's directory when `url` is a path on this machine."""
+        url = self.url.removeprefix("file://")
+        if "://" in url:
+            return None
+        candidate = Path(url).expanduser()
+        return candidate.resolve() if candidate.exists() else None
+
+
+@dataclass(frozen=True)
+class Verification:
+    """Signature checks of the commits a revision brought (oldest first), and whether they were required."""
+
+    required: bool
+    checks: tuple[CommitCheck, ...] = ()
+
+    @property
+    def failure(self) -> CommitCheck | None:
+        return next((c for c in self.checks if not c.trusted), None)
+
+    @property
+    def ok(self) -> bool:
+        return not self.required or self.failure is None
+
+    @property
+    def verified(self) -> bool:
+        """Every commit checked was signed by a trusted principal (and at least one was checked)."""
+        return bool(self.checks) and self.failure is None
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One commit of the tracked branch, parsed and checked: what the reconciler plans from."""
+
+    sha: str
+    committed_at: datetime
+    subject: str
+    fleet: DesiredFleet | None
+    problems: tuple[Problem, ...]
+    verification: Verification
+    approvals: tuple[Approval, ...] = ()
+    rejected_approvals: tuple[RejectedApproval, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.fleet is not None and self.verification.ok
+
+    @property
+    def short(self) -> str:
+        return self.sha[:12]
+
+
+@dataclass
+class _Found:
+    """Approvals over a revision's whole first-parent history, before the policy filters them."""
+
+    approvals: list[Approval] = field(default_factory=list)
+    rejected: list[RejectedApproval] = field(default_factory=list)
+
+
+class GitSource:
+    """Follows `config.branch` of `config.url`; `sync()` is blocking, `run()` is the async loop."""
+
+    def __init__(
+        self,
+        config: SourceConfig,
+        trust: TrustRoot,
+        cache_dir: Path,
+        *,
+        parse: FleetParser = _default_parser,
+        last_applied: str | None = None,
+    ) -> None:
+        self.config = config
+        self.trust = trust
+        self.cache_dir = cache_dir
+        self.parse = parse
+        self.path = config.path.strip("/")
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        self.verifier = Verifier(trust, cache_dir / "trust")
+        self.repo = self._open_mirror(cache_dir / "mirror.git")
+        self.scanner = ApprovalScanner(self.repo, self.verifier, trust, self.path)
+        self._lock = threading.Lock()
+        self._good: Revision | None = None
+        self._good_found = _Found()
+        self._resume = last_applied
+        self._observed: str | None = None
+        self._attempted: str | None = None
+        self._failure: Failure | None = None
+        self._accepted_rewrites: set[str] = set()
+        self._events: deque[str] = deque(maxlen=MAX_EVENTS)
+        self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.fetches = 0
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    @property
+    def latest(self) -> Revision | None:
+        """The last good revision (parsed, and verified when required)."""
+        return self._good
+
+    def status(self) -> SourceStatus:
+        good = self._good
+        return SourceStatus(
+            url=self.config.url,
+            branch=self.config.branch,
+            path=self.path,
+            observed_revision=self._observed,
+            last_applied_revision=good.sha if good else None,
+            verified=bool(good and good.verification.verified),
+            conditions=conditions(self.config.branch, good.sha if good else None, self._failure),
+            events=tuple(self._events),
+        )
+
+    def accept_history_rewrite(self, head: str) -> None:
+        """A human looked at a force-push: follow the rewritten branch when its head is `head`."""
+        with self._lock:
+            self._accepted_rewrites.add(head)
+            self._attempted = None
+
+    # -- fetching ---------------------------------------------------------------------------------
+
+    def _open_mirror(self, path: Path) -> GitRepo:
+        if (path / "HEAD").exists():
+            repo = GitRepo(path)
+            repo.run(["remote", "set-url", "origin", self.config.url])
+            return repo
+        repo = GitRepo.init_bare(path)
+        repo.run(["remote", "add", "origin", self.config.url])
+        return repo
+
+    @property
+    def _tracking_ref(self) -> str:
+        return f"refs/remotes/origin/{self.config.branch}"
+
+    def fetch(self) -> str:
+        """Fetch the tracked branch (following force-pushes); the head's SHA."""
+        self.fetches += 1
+        branch = self.config.branch
+        self.repo.run(
+            ["fetch", "--no-tags", "--force", "--quiet", "origin", f"+refs/heads/{branch}:{self._tracking_ref}"],
+            error=FetchError,
+            timeout=120,
+        )
+        head = self.repo.resolve(self._tracking_ref)
+        if head is None:
+            raise FetchError(["fetch"], 1, f"branch {branch!r} has no commit")
+        return head
+
+    # -- one sync ---------------------------------------------------------------------------------
+
+    def sync(self) -> SourceStatus:
+        """Fetch, and take the head as the new revision if it parses and verifies. Never raises for git."""
+        with self._lock:
+            try:
+                head = self.fetch()
+            except GitCommandError as exc:
+                self._failure = Failure(Reason.FETCH_FAILED, f"fetching {self.config.url}: {exc.stderr or exc}")
+                return self.status()
+            self._observed = head
+            if self._good is not None and head == self._good.sha:
+                self._failure = None
+            elif head != self._attempted:
+                self._attempted = head
+                try:
+                    self._failure = self._take(head)
+                except GitCommandError as exc:
+                    self._attempted = None  # try this head again at the next sync
+                    self._failure = Failure(Reason.FETCH_FAILED, f"reading commit {head[:12]}: {exc}", head)
+            return self.status()
+
+    def _take(self, head: str) -> Failure | None:
+        repo = self.repo
+        info = repo.commits([head])[0]
+        good = self._good
+        base = good.sha if good else self._known_resume(head)
+        rewritten = base is not None and not repo.is_ancestor(base, head)
+        required = self.trust.require_signed_commits or bool(
+            good and good.fleet and good.fleet.policy.require_signed_commits
+        )
+        if rewritten:
+            assert base is not None
+            message = (
+                f"history rewritten: applied revision {base[:12]} is no longer on branch "
+                f"{self.config.branch}, whose head is now {head[:12]}"
+            )
+            if required and head not in self._accepted_rewrites:
+                return Failure(Reason.HISTORY_REWRITTEN, message + " (signing policy: accept it to follow)", head)
+            self._events.append(message + "; followed")
+            base = repo.merge_base(base, head)
+        new_commits = repo.first_parent_log(head, since=base) if base else [info]
+        problems, fleet = self._parse(head)
+        if fleet is not None and fleet.policy.require_signed_commits:
+            required = True
+        checks: tuple[CommitCheck, ...] = ()
+        if required:
+            verdicts = self.verifier.check(repo, [c.sha for c in new_commits])
+            checks = tuple(verdicts[c.sha] for c in reversed(new_commits))
+        verification = Verification(required, checks)
+        if not verification.ok:
+            failed = verification.failure
+            assert failed is not None
+            return Failure(Reason.UNVERIFIED_COMMIT, f"unverified commit {failed.sha[:12]}: {failed.reason}", head)
+        if fleet is None:
+            errors = [p for p in problems if p.severity == "error"] or list(problems)
+            first = str(errors[0]) if errors else "no fleet"
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            return Failure(Reason.INVALID_FLEET, f"invalid fleet at commit {head[:12]}: {first}{more}", head)
+        found = self._approvals(head, base if good and not rewritten else None, new_commits)
+        merges = fleet.policy.merged_pull_requests_approve
+        revision = Revision(
+            sha=head,
+            committed_at=info.committed_at,
+            subject=info.subject,
+            fleet=fleet,
+            problems=problems,
+            verification=verification,
+            approvals=tuple(a for a in found.approvals if merges or a.via == "commit"),
+            rejected_approvals=tuple(r for r in found.rejected if merges or r.via == "commit"),
+        )
+        self._good, self._good_found = revision, found
+        with contextlib.suppress(GitCommandError):
+            repo.run(["update-ref", "refs/hotswap/applied", head])
+        return None
+
+    def _known_resume(self, head: str) -> str | None:
+        """The `last_applied` given at start, when the mirror has it (the first sync only)."""
+        resume, self._resume = self._resume, None
+        if resume is None or repo_lacks(self.repo, resume):
+            return None
+        return resume
+
+    def _parse(self, head: str) -> tuple[tuple[Problem, ...], DesiredFleet | None]:
+        if not self.repo.has_path(head, self.path):
+            return (Problem(self.path, 0, "path", f"{self.path!r} does not exist at commit {head[:12]}"),), None
+        with tempfile.TemporaryDirectory(prefix="rev-", dir=self.cache_dir) as tmp:
+            root = Path(tmp) / "fleet"
+            self.repo.export(head, self.path, root)
+            result = self.parse(root)
+        return result.problems, result.fleet if result.ok else None
+
+    def _approvals(self, head: str, since_good: str | None, new_commits: list[CommitInfo]) -> _Found:
+        """Approvals over the first-parent history of `head`: the last good revision's plus the new ones."""
+        if since_good is not None:
+            found = _Found(list(self._good_found.approvals), list(self._good_found.rejected))
+            commits = new_commits
+        else:
+            found = _Found()
+            commits = self.repo.first_parent_log(head)
+        approvals, rejected = self.scanner.scan(commits)
+        found.approvals += approvals
+        found.rejected += rejected
+        return found
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def trigger(self) -> None:
+        """Look again now (safe from any thread); bursts collapse into one sync."""
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None:
+            loop.call_soon_threadsafe(wake.set)
+
+    async def run(self, on_revision: Callable[[Revision], Awaitable[None]] | None = None) -> None:
+        """Sync now, then on every trigger, watched change, or interval; until cancelled."""
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        watcher = None
+        local = self.config.local_path
+        if local is not None:
+            watcher = asyncio.create_task(self._watch(local), name="gitsource-watch")
+        try:
+            while True:
+                self._wake.clear()
+                before = self._good
+                await asyncio.to_thread(self.sync)
+                if on_revision is not None and self._good is not None and self._good is not before:
+                    await on_revision(self._good)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.config.interval)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+
+    async def _watch(self, repo_dir: Path) -> None:
+        """Trigger a sync when refs of the local repository change on disk."""
+        from watchfiles import awatch
+
+        git_dir = repo_dir / ".git" if (repo_dir / ".git").is_dir() else repo_dir
+        if not (git_dir / "refs").is_dir():
+            return
+
+        def refs_only(_change: object, path: str) -> bool:
+            rel = Path(path).relative_to(git_dir).as_posix() if path.startswith(str(git_dir)) else path
+            return rel.startswith("refs/") or rel in ("packed-refs", "HEAD")
+
+        async for _changes in awatch(git_dir, watch_filter=refs_only, debounce=200, step=50):
+            if self._wake is not None:
+                self._wake.set()
+
+
+def repo_lacks(repo: GitRepo, sha: str) -> bool:
+    return repo.resolve(sha) is None

@@ -1,0 +1,104 @@
+"""The Git source's status, as Flux's GitRepository shows it: revisions, `verified`, conditions.
+
+Where it sits: computed by `conditions()` (a pure function) once per sync of the Git source, read by
+`GET /api/v1/wasm/source` and `hotswap status`. A good revision gives `Ready=True`; a head that cannot
+be used gives `Ready=False` with a reason, plus `Stalled=True` when a human must act (an unverified
+commit, an invalid fleet, rewritten history). A failed fetch is transient (retried at the next
+interval), so it is `Ready=False` without `Stalled`. The last good revision stays in every case.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+__all__ = ["Condition", "Failure", "Reason", "SourceStatus", "conditions"]
+
+
+class Reason(StrEnum):
+    SUCCEEDED = "Succeeded"
+    PROGRESSING = "Progressing"
+    FETCH_FAILED = "FetchFailed"
+    UNVERIFIED_COMMIT = "UnverifiedCommit"
+    INVALID_FLEET = "InvalidFleet"
+    HISTORY_REWRITTEN = "HistoryRewritten"
+
+
+STALLING = frozenset({Reason.UNVERIFIED_COMMIT, Reason.INVALID_FLEET, Reason.HISTORY_REWRITTEN})
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str  # Ready | Stalled
+    status: bool
+    reason: str
+    message: str
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "type": self.type,
+            "status": "True" if self.status else "False",
+            "reason": self.reason,
+            "message": self.message,
+        }
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why the observed head was not taken: a reason and a message naming the commit (and file:line)."""
+
+    reason: Reason
+    message: str
+    commit: str | None = None
+
+
+@dataclass(frozen=True)
+class SourceStatus:
+    url: str
+    branch: str
+    path: str
+    observed_revision: str | None  # the head seen at the last fetch
+    last_applied_revision: str | None  # the last revision that parsed and verified
+    verified: bool  # whether the last applied revision's commits were verified as signed
+    conditions: tuple[Condition, ...]
+    events: tuple[str, ...] = ()  # recent notable events, newest last (rewrites followed, ...)
+
+    def condition(self, type_: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)
+
+    @property
+    def ready(self) -> bool:
+        ready = self.condition("Ready")
+        return bool(ready and ready.status)
+
+    @property
+    def stalled(self) -> Condition | None:
+        stalled = self.condition("Stalled")
+        return stalled if stalled and stalled.status else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "branch": self.branch,
+            "path": self.path,
+            "observedRevision": self.observed_revision,
+            "lastAppliedRevision": self.last_applied_revision,
+            "verified": self.verified,
+            "conditions": [c.to_json() for c in self.conditions],
+            "events": list(self.events),
+        }
+
+
+def conditions(branch: str, applied: str | None, failure: Failure | None) -> tuple[Condition, ...]:
+    """The conditions for a source whose last good revision is `applied` and whose head failed so."""
+    if failure is None:
+        if applied is None:
+            return (Condition("Ready", False, Reason.PROGRESSING, "no revision fetched yet"),)
+        return (Condition("Ready", True, Reason.SUCCEEDED, f"stored revision {branch}@sha1:{applied}"),)
+    held = f"; holding {branch}@sha1:{applied}" if applied else "; no revision applied yet"
+    message = failure.message + held
+    ready = Condition("Ready", False, failure.reason, message)
+    if failure.reason in STALLING:
+        return (ready, Condition("Stalled", True, failure.reason, message))
+    return (ready,)
