@@ -1,0 +1,208 @@
+"""The edge agent: keeps a node's module table in step with the control plane.
+
+Flow: register -> (long-poll the assignment -> fetch new binaries by digest, verify them -> apply the
+table through the router -> heartbeat at once) forever, with a heartbeat every few seconds carrying
+what runs and the metric deltas. When the control plane is unreachable the node keeps serving what
+it has and retries with capped exponential backoff; when the control plane has forgotten the node
+(404), the agent registers again. Nothing here imports the control plane: the wire shapes are in
+`edge.nodeapi`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from edge.errors import LoadError
+from edge.nodeapi import NODES_PATH, Heartbeat, HeartbeatAnswer, Registration, RegistrationAnswer, Running
+from edge.protocol import ModuleTable, VersionMetrics
+from edge.router import ApplyReport, Router
+
+log = logging.getLogger("hotswap.edge.agent")
+LONG_POLL_SECONDS = 25.0
+MAX_BACKOFF_SECONDS = 5.0
+
+
+class Forgotten(Exception):
+    """The control plane does not know this node (it restarted without state, or deleted it)."""
+
+
+class ControlPlaneBlobs:
+    """Module binaries from the control plane, by digest; a binary that does not hash right is refused."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    async def fetch(self, digest: str) -> bytes:
+        session = self.agent.session()
+        async with session.get(f"{self.agent.control}/api/v1/wasm/blobs/{digest}") as response:
+            if response.status != 200:
+                raise LoadError(f"the control plane answered {response.status} for blob {digest}")
+            data = await response.read()
+        actual = "sha256:" + hashlib.sha256(data).hexdigest()
+        if actual != digest:
+            raise LoadError(f"blob {digest} arrived with digest {actual}; refused")
+        return data
+
+
+@dataclass
+class AgentState:
+    registered: bool = False
+    applied_generation: int = 0
+    last_report: ApplyReport | None = None
+    unsent: list[VersionMetrics] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+    contact: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Agent:
+    def __init__(
+        self,
+        control: str,
+        registration: Registration,
+        router: Router,
+        *,
+        token: str | None = None,
+        heartbeat_seconds: float = 5.0,
+        long_poll_seconds: float = LONG_POLL_SECONDS,
+        on_public_key: Callable[[str], None] | None = None,
+    ) -> None:
+        self.control = control.rstrip("/")
+        self.registration = registration
+        self.router = router
+        self.token = token
+        self.heartbeat_seconds = heartbeat_seconds
+        self.long_poll_seconds = long_poll_seconds
+        self.on_public_key = on_public_key
+        self.state = AgentState()
+        self._session: aiohttp.ClientSession | None = None
+        self._heartbeat_now = asyncio.Event()
+
+    @property
+    def node_url(self) -> str:
+        return f"{self.control}{NODES_PATH}/{self.registration.id}"
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+            self._session = aiohttp.ClientSession(
+                headers=headers, timeout=aiohttp.ClientTimeout(total=None, sock_connect=5)
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def run(self) -> None:
+        """Run until cancelled: the assignment loop and the heartbeat loop, each retrying on its own."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._forever(self._assignment_once, "assignment"))
+                group.create_task(self._forever(self._heartbeat_loop, "heartbeat"))
+        finally:
+            await self.close()
+
+    async def _forever(self, step: Callable[[], object], what: str) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                await step()  # type: ignore[misc]
+                backoff = 0.1
+            except Forgotten:
+                log.info("the control plane does not know this node; registering again")
+                self.state.registered = False
+            except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+                log.warning("%s: control plane unreachable (%s); retrying in %.1fs", what, exc, backoff)
+                self.state.registered = False
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+    async def register(self) -> RegistrationAnswer:
+        body = self.registration.model_dump(mode="json", by_alias=True)
+        async with self.session().post(f"{self.control}{NODES_PATH}", json=body) as response:
+            if response.status not in (200, 201):
+                raise ValueError(f"registration refused: {response.status} {await response.text()}")
+            answer = RegistrationAnswer.model_validate(await response.json())
+        self.state.registered = True
+        self.heartbeat_seconds = answer.heartbeat_seconds
+        if answer.public_key and self.on_public_key is not None:
+            self.on_public_key(answer.public_key)
+        log.info("registered with %s as %s (%s)", self.control, self.registration.id, self.registration.region)
+        return answer
+
+    async def _ensure_registered(self) -> None:
+        if not self.state.registered:
+            await self.register()
+
+    async def _assignment_once(self) -> None:
+        await self._ensure_registered()
+        url = f"{self.node_url}/assignment"
+        params = {"after": str(self.state.applied_generation), "wait": str(self.long_poll_seconds)}
+        timeout = aiohttp.ClientTimeout(total=self.long_poll_seconds + 10)
+        async with self.session().get(url, params=params, timeout=timeout) as response:
+            if response.status == 404:
+                raise Forgotten()
+            if response.status == 204:
+                return
+            if response.status != 200:
+                raise ValueError(f"assignment: {response.status} {await response.text()}")
+            table = ModuleTable.model_validate(await response.json())
+        await self.apply(table)
+
+    async def apply(self, table: ModuleTable) -> ApplyReport:
+        report = await self.router.apply_table(table.modules, table.generation)
+        self.state.applied_generation = table.generation
+        self.state.last_report = report
+        if report.failed:
+            log.warning("generation %d: not loaded: %s", table.generation, report.failed)
+        self._heartbeat_now.set()  # tell the control plane at once what now runs
+        return report
+
+    def heartbeat_body(self) -> Heartbeat:
+        delta = self.router.metrics_delta()
+        self.state.unsent.extend(delta)
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        elapsed = max(time.monotonic() - self.state.started, 1e-6)
+        return Heartbeat(
+            generation=self.state.applied_generation,
+            running=tuple(
+                Running(module=s.module, version=s.version, digest=s.entry.digest, weight=s.entry.weight)
+                for s in self.router.slots()
+            ),
+            failed=dict(self.state.last_report.failed) if self.state.last_report else {},
+            metrics=tuple(self.state.unsent),
+            cpu_percent=round(100 * (usage.ru_utime + usage.ru_stime) / elapsed / (os.cpu_count() or 1), 2),
+            memory_mb=round(usage.ru_maxrss / 1024, 1),
+            uptime_seconds=round(elapsed, 1),
+        )
+
+    async def heartbeat(self) -> HeartbeatAnswer:
+        await self._ensure_registered()
+        body = self.heartbeat_body()
+        async with self.session().post(
+            f"{self.node_url}/heartbeat", json=body.model_dump(mode="json", by_alias=True)
+        ) as response:
+            if response.status == 404:
+                raise Forgotten()
+            if response.status != 200:
+                raise ValueError(f"heartbeat: {response.status} {await response.text()}")
+            answer = HeartbeatAnswer.model_validate(await response.json())
+        self.state.unsent.clear()  # delivered
+        self.state.contact.set()
+        return answer
+
+    async def _heartbeat_loop(self) -> None:
+        await self.heartbeat()
+        self._heartbeat_now.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._heartbeat_now.wait(), self.heartbeat_seconds)

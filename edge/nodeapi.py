@@ -1,0 +1,82 @@
+"""The node protocol: how an edge node and the control plane talk (DESIGN.md section 4).
+
+    POST /api/v1/wasm/nodes                              Registration -> RegistrationAnswer
+    POST /api/v1/wasm/nodes/{id}/heartbeat               Heartbeat    -> HeartbeatAnswer (404: register again)
+    GET  /api/v1/wasm/nodes/{id}/assignment?after=GEN    long-poll    -> ModuleTable (204 when nothing newer)
+    GET  /api/v1/wasm/blobs/{digest}                     a module binary, checked against its digest
+
+Wire models only (pydantic, camelCase), shared by `edge.agent` and the control plane's API; no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from edge.protocol import ModuleTable, VersionMetrics
+
+NODES_PATH = "/api/v1/wasm/nodes"
+NODE_ID_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+NodeStatus = Literal["Healthy", "Unhealthy", "Draining"]
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+class Registration(_Wire):
+    """What a node says about itself when it joins (and again after the control plane forgot it)."""
+
+    id: str = Field(pattern=NODE_ID_PATTERN)
+    region: str = Field(min_length=1, max_length=63)
+    zone: str | None = None
+    hostname: str = Field(min_length=1, max_length=253)
+    url: str = Field(min_length=1, description="where the node's execute API listens")
+    max_modules: int = Field(1000, ge=1, le=100000)
+    runtime_version: str = ""
+    wasi: tuple[str, ...] = ("preview1",)
+
+
+class RegistrationAnswer(_Wire):
+    id: str
+    heartbeat_seconds: float
+    generation: int = 0
+    public_key: str | None = Field(None, description="PEM key that signs execute tokens for this node")
+
+
+class Running(_Wire):
+    """One module version a node actually serves, as the heartbeat reports it."""
+
+    module: str
+    version: str
+    digest: str
+    weight: int
+
+
+class Heartbeat(_Wire):
+    generation: int = Field(0, ge=0, description="the assignment generation the node has applied")
+    running: tuple[Running, ...] = ()
+    failed: dict[str, str] = Field(default_factory=dict, description="module@version -> why it did not load")
+    metrics: tuple[VersionMetrics, ...] = ()
+    cpu_percent: float = Field(0.0, ge=0)
+    memory_mb: float = Field(0.0, ge=0)
+    uptime_seconds: float = Field(0.0, ge=0)
+
+
+class HeartbeatAnswer(_Wire):
+    generation: int = Field(description="the latest generation assigned to the node")
+
+
+__all__ = [
+    "NODES_PATH",
+    "Heartbeat",
+    "HeartbeatAnswer",
+    "ModuleTable",
+    "NodeStatus",
+    "Registration",
+    "RegistrationAnswer",
+    "Running",
+    "VersionMetrics",
+]

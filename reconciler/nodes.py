@@ -1,0 +1,300 @@
+"""The node hub: the control plane's side of the node protocol (`edge.nodeapi`).
+
+It registers nodes, takes their heartbeats (what they run and their metric deltas), publishes each
+node's module table and wakes the node's long-poll at once, and says which nodes are healthy: a node
+that missed three heartbeats is Unhealthy until it speaks again. The executor publishes through it;
+the planner reads its snapshot. State lives in the state store so a restarted control plane knows
+its nodes and their generations; a heartbeat, a registration or a health change pokes the
+reconciler ("look again"), never more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from edge.nodeapi import Heartbeat, HeartbeatAnswer, Registration, RegistrationAnswer
+from edge.protocol import LATENCY_BUCKETS_MS, ModuleEntry, ModuleTable, VersionMetrics
+from reconciler.store.records import NodeRecord
+from reconciler.store.state import StateStore
+
+MISSED_HEARTBEATS = 3
+METRICS_HORIZON_SECONDS = 3600.0
+
+
+@dataclass
+class Totals:
+    """Summed metrics of one module version over a window."""
+
+    requests: int = 0
+    errors: int = 0
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_MS) + 1))
+
+    def add(self, m: VersionMetrics) -> None:
+        self.requests += m.requests
+        self.errors += m.errors
+        for i, count in enumerate(m.latency_buckets[: len(self.buckets)]):
+            self.buckets[i] += count
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    @property
+    def p99_ms(self) -> float | None:
+        """The upper bound of the bucket holding the 99th percentile (None without data)."""
+        total = sum(self.buckets)
+        if not total:
+            return None
+        target, running = 0.99 * total, 0
+        for i, count in enumerate(self.buckets):
+            running += count
+            if running >= target:
+                return LATENCY_BUCKETS_MS[i] if i < len(LATENCY_BUCKETS_MS) else float("inf")
+        return float("inf")
+
+
+class MetricsWindow:
+    """Metric deltas as nodes ship them, kept for an hour, summed over any window on demand."""
+
+    def __init__(self, horizon: float = METRICS_HORIZON_SECONDS) -> None:
+        self.horizon = horizon
+        self._events: dict[tuple[str, str], deque[tuple[float, VersionMetrics]]] = {}
+
+    def add(self, at: float, metrics: Iterable[VersionMetrics]) -> None:
+        for m in metrics:
+            events = self._events.setdefault((m.module, m.version), deque())
+            events.append((at, m))
+            while events and events[0][0] < at - self.horizon:
+                events.popleft()
+
+    def since(self, module: str, version: str, start: float) -> Totals:
+        totals = Totals()
+        events = self._events.get((module, version), ())
+        times = [t for t, _ in events]
+        for _, m in list(events)[bisect.bisect_left(times, start) :]:
+            totals.add(m)
+        return totals
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """A node as the planner sees it: identity, capacity, health and what it runs."""
+
+    id: str
+    region: str
+    url: str
+    status: str  # Healthy | Unhealthy | Draining
+    max_modules: int
+    generation: int
+    applied_generation: int
+    running: tuple[tuple[str, str, str, int], ...]  # (module, version, digest, weight)
+    failed: dict[str, str]
+    last_heartbeat: float | None
+    cpu_percent: float
+    memory_mb: float
+
+
+def _epoch(at: datetime | None) -> float | None:
+    return at.timestamp() if at is not None else None
+
+
+class NodeHub:
+    def __init__(
+        self,
+        store: StateStore,
+        *,
+        heartbeat_seconds: float = 5.0,
+        clock: Callable[[], float] = time.time,
+        poke: Callable[[], None] = lambda: None,
+        public_key: str | None = None,
+    ) -> None:
+        self.store = store
+        self.heartbeat_seconds = heartbeat_seconds
+        self.clock = clock
+        self.poke = poke
+        self.public_key = public_key
+        self.metrics = MetricsWindow()
+        self._tables: dict[str, ModuleTable] = {}
+        self._changed: dict[str, asyncio.Event] = {}
+        self._nodes: dict[str, NodeRecord] = {}
+        self._health: dict[str, str] = {}
+        for node in store.list_nodes():
+            self._remember(node)
+
+    # -- bookkeeping ----------------------------------------------------------------------------
+
+    def _remember(self, node: NodeRecord) -> None:
+        self._nodes[node.id] = node
+        modules = node.assignment.get("modules", []) if node.assignment else []
+        self._tables[node.id] = ModuleTable(
+            generation=node.generation, modules=tuple(ModuleEntry.model_validate(m) for m in modules)
+        )
+
+    def _wake(self, node_id: str) -> None:
+        event = self._changed.pop(node_id, None)
+        if event is not None:
+            event.set()
+
+    def known(self, node_id: str) -> bool:
+        return node_id in self._nodes
+
+    def status_of(self, node: NodeRecord, now: float) -> str:
+        if node.status == "Draining":
+            return "Draining"
+        last = _epoch(node.last_heartbeat_at) or _epoch(node.registered_at) or now
+        return "Unhealthy" if now - last > MISSED_HEARTBEATS * self.heartbeat_seconds else "Healthy"
+
+    def view(self, now: float | None = None) -> list[NodeView]:
+        """Every known node with its health as of `now` (wall clock by default)."""
+        now = self.clock() if now is None else now
+        out = []
+        for node in sorted(self._nodes.values(), key=lambda n: n.id):
+            reported = node.reported or {}
+            out.append(
+                NodeView(
+                    id=node.id,
+                    region=node.region,
+                    url=node.url,
+                    status=self.status_of(node, now),
+                    max_modules=node.max_modules,
+                    generation=self._tables[node.id].generation,
+                    applied_generation=int(reported.get("generation", 0)),
+                    running=tuple(
+                        (r["module"], r["version"], r["digest"], int(r["weight"])) for r in reported.get("running", [])
+                    ),
+                    failed=dict(reported.get("failed", {})),
+                    last_heartbeat=_epoch(node.last_heartbeat_at),
+                    cpu_percent=float(reported.get("cpuPercent", 0.0)),
+                    memory_mb=float(reported.get("memoryMb", 0.0)),
+                )
+            )
+        return out
+
+    def check_health(self) -> bool:
+        """Recompute node health; True (and a poke) when some node changed status."""
+        now = self.clock()
+        health = {node.id: self.status_of(node, now) for node in self._nodes.values()}
+        changed = health != self._health
+        self._health = health
+        if changed:
+            self.poke()
+        return changed
+
+    def next_health_change(self) -> float:
+        """Seconds until the next healthy node would turn Unhealthy without a heartbeat."""
+        now = self.clock()
+        limits = [
+            (_epoch(n.last_heartbeat_at) or now) + MISSED_HEARTBEATS * self.heartbeat_seconds - now
+            for n in self._nodes.values()
+            if self.status_of(n, now) == "Healthy"
+        ]
+        return max(min(limits, default=self.heartbeat_seconds), 0.05)
+
+    # -- the protocol ---------------------------------------------------------------------------
+
+    async def register(self, registration: Registration) -> RegistrationAnswer:
+        existing = self._nodes.get(registration.id)
+        record = NodeRecord(
+            id=registration.id,
+            region=registration.region,
+            url=registration.url,
+            status="Healthy",
+            max_modules=registration.max_modules,
+        )
+        node = await asyncio.to_thread(self._register, record)
+        self._remember(node)
+        if existing is None or existing.region != node.region:
+            await asyncio.to_thread(
+                self.store.append_audit,
+                actor=registration.id,
+                action="node.registered",
+                subject=registration.id,
+                detail={"region": node.region, "url": node.url},
+            )
+        self.check_health()
+        self.poke()
+        return RegistrationAnswer(
+            id=node.id,
+            heartbeat_seconds=self.heartbeat_seconds,
+            generation=self._tables[node.id].generation,
+            public_key=self.public_key,
+        )
+
+    def _register(self, record: NodeRecord) -> NodeRecord:
+        """Upsert the node and count the registration as contact (it is healthy from now)."""
+        node = self.store.upsert_node(record)
+        self.store.record_heartbeat(node.id, dict(node.reported), datetime.fromtimestamp(self.clock(), UTC))
+        found = self.store.get_node(node.id)
+        assert found is not None
+        return found
+
+    async def heartbeat(self, node_id: str, beat: Heartbeat) -> HeartbeatAnswer | None:
+        """Record a heartbeat; None when the node is unknown (it must register again)."""
+        if node_id not in self._nodes:
+            return None
+        reported = beat.model_dump(mode="json", by_alias=True, exclude={"metrics"})
+        now = self.clock()
+        at = datetime.fromtimestamp(now, UTC)
+        if not await asyncio.to_thread(self.store.record_heartbeat, node_id, reported, at):
+            self._nodes.pop(node_id, None)
+            return None
+        before = self._nodes[node_id]
+        self._nodes[node_id] = replace(before, reported=reported, last_heartbeat_at=at)
+        self.metrics.add(now, beat.metrics)
+        if before.reported.get("running") != reported.get("running") or before.reported.get(
+            "generation"
+        ) != reported.get("generation"):
+            self.poke()
+        self.check_health()
+        return HeartbeatAnswer(generation=self._tables[node_id].generation)
+
+    async def wait_assignment(self, node_id: str, after: int, wait: float) -> ModuleTable | None:
+        """The node's table once its generation is past `after`; None if `wait` seconds pass first."""
+        deadline = time.monotonic() + wait
+        while True:
+            if node_id not in self._nodes:
+                raise KeyError(node_id)
+            table = self._tables[node_id]
+            if table.generation > after or (after > table.generation and table.generation > 0):
+                return table  # newer, or the node is ahead of a control plane that lost state
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            event = self._changed.setdefault(node_id, asyncio.Event())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), remaining)
+
+    def table(self, node_id: str) -> ModuleTable | None:
+        return self._tables.get(node_id)
+
+    async def publish(self, node_id: str, entries: tuple[ModuleEntry, ...]) -> int | None:
+        """Give a node a new module table; publishing the table it already has changes nothing."""
+        current = self._tables.get(node_id)
+        if current is None:
+            return None
+        if current.modules == entries:
+            return current.generation
+        body = {"modules": [e.model_dump(mode="json", by_alias=True) for e in entries]}
+        generation = await asyncio.to_thread(self.store.publish_assignment, node_id, body)
+        if generation is None:
+            return None
+        self._tables[node_id] = ModuleTable(generation=generation, modules=entries)
+        self._nodes[node_id] = replace(self._nodes[node_id], assignment=body, generation=generation)
+        self._wake(node_id)
+        return generation
+
+    async def delete(self, node_id: str) -> bool:
+        found = await asyncio.to_thread(self.store.delete_node, node_id)
+        self._nodes.pop(node_id, None)
+        self._tables.pop(node_id, None)
+        self._wake(node_id)
+        if found:
+            self.poke()
+        return found
