@@ -32,7 +32,7 @@ LONG_POLL_SECONDS = 25.0
 MAX_BACKOFF_SECONDS = 5.0
 
 
-class Forgotten(Exception):
+class ForgottenError(Exception):
     """The control plane does not know this node (it restarted without state, or deleted it)."""
 
 
@@ -118,7 +118,7 @@ class Agent:
             try:
                 await step()  # type: ignore[misc]
                 backoff = 0.1
-            except Forgotten:
+            except ForgottenError:
                 log.info("the control plane does not know this node; registering again")
                 self.state.registered = False
             except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
@@ -151,7 +151,7 @@ class Agent:
         timeout = aiohttp.ClientTimeout(total=self.long_poll_seconds + 10)
         async with self.session().get(url, params=params, timeout=timeout) as response:
             if response.status == 404:
-                raise Forgotten()
+                raise ForgottenError()
             if response.status == 204:
                 return
             if response.status != 200:
@@ -193,7 +193,7 @@ class Agent:
             f"{self.node_url}/heartbeat", json=body.model_dump(mode="json", by_alias=True)
         ) as response:
             if response.status == 404:
-                raise Forgotten()
+                raise ForgottenError()
             if response.status != 200:
                 raise ValueError(f"heartbeat: {response.status} {await response.text()}")
             answer = HeartbeatAnswer.model_validate(await response.json())
