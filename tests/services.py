@@ -231,12 +231,11 @@ def _answers(url: str) -> bool:
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
     port = free_port()
-    log = tempfile.TemporaryFile()
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-    process = subprocess.Popen(
-        [_moto_server(), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT, env=env
-    )
-    try:
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            [_moto_server(), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT, env=env
+        )
 
         def up() -> bool:
             if process.poll() is not None:
@@ -244,16 +243,16 @@ def s3_server() -> Iterator[S3Server]:
                 pytest.fail(f"moto_server exited with {process.returncode}:\n{log.read().decode(errors='replace')}")
             return _answers(f"http://127.0.0.1:{port}/")
 
-        wait_until(up, f"moto_server on 127.0.0.1:{port}")
-        yield S3Server(endpoint=f"127.0.0.1:{port}")
-    finally:
-        process.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=10)
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        log.close()
+        try:
+            wait_until(up, f"moto_server on 127.0.0.1:{port}")
+            yield S3Server(endpoint=f"127.0.0.1:{port}")
+        finally:
+            process.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=10)
+            if process.poll() is None:
+                process.kill()
+                process.wait()
 
 
 @pytest.fixture

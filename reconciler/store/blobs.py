@@ -153,20 +153,27 @@ class BlobStore:
         hasher = hashlib.sha256()
         decompressor = brotli.Decompressor()
         size = 0
+
+        def take(plain: bytes) -> None:
+            nonlocal size
+            size += len(plain)
+            if size > self.max_size:
+                raise BlobCorruptedError(canonical, f"expands beyond {self.max_size} bytes")
+            hasher.update(plain)
+            sink(plain)
+
         try:
             with self.objects.chunks(BLOBS_PREFIX + expected) as chunks:
+                # Output is bounded per call, so a damaged object cannot balloon in memory.
                 for chunk in chunks:
-                    # Bounded output per call, so a damaged object cannot balloon in memory.
-                    plain = decompressor.process(chunk, output_buffer_limit=OUTPUT_LIMIT)
-                    while True:
-                        size += len(plain)
-                        if size > self.max_size:
-                            raise BlobCorruptedError(canonical, f"expands beyond {self.max_size} bytes")
-                        hasher.update(plain)
-                        sink(plain)
-                        if decompressor.can_accept_more_data():
-                            break
-                        plain = decompressor.process(b"", output_buffer_limit=OUTPUT_LIMIT)
+                    take(decompressor.process(chunk, output_buffer_limit=OUTPUT_LIMIT))
+                    while not (decompressor.can_accept_more_data() or decompressor.is_finished()):
+                        take(decompressor.process(b"", output_buffer_limit=OUTPUT_LIMIT))
+                while not decompressor.is_finished():  # what the decoder still holds after the input
+                    plain = decompressor.process(b"", output_buffer_limit=OUTPUT_LIMIT)
+                    if not plain:
+                        break
+                    take(plain)
         except ObjectMissingError:
             raise UnknownBlobError(canonical) from None
         except brotli.error as exc:
