@@ -36,19 +36,42 @@ WASI_P1_CAPABILITIES: dict[str, str] = {
     "poll_oneoff": "clocks",
     **dict.fromkeys(
         (
-            "fd_read", "fd_write", "fd_close", "fd_seek", "fd_tell", "fd_fdstat_get",
-            "fd_fdstat_set_flags", "fd_sync", "fd_datasync", "fd_advise", "fd_allocate",
-            "fd_pread", "fd_pwrite",
+            "fd_read",
+            "fd_write",
+            "fd_close",
+            "fd_seek",
+            "fd_tell",
+            "fd_fdstat_get",
+            "fd_fdstat_set_flags",
+            "fd_sync",
+            "fd_datasync",
+            "fd_advise",
+            "fd_allocate",
+            "fd_pread",
+            "fd_pwrite",
         ),
         "stdio",
     ),
     **dict.fromkeys(
         (
-            "fd_prestat_get", "fd_prestat_dir_name", "fd_readdir", "fd_renumber",
-            "fd_filestat_get", "fd_filestat_set_size", "fd_filestat_set_times",
-            "fd_fdstat_set_rights", "path_create_directory", "path_filestat_get",
-            "path_filestat_set_times", "path_link", "path_open", "path_readlink",
-            "path_remove_directory", "path_rename", "path_symlink", "path_unlink_file",
+            "fd_prestat_get",
+            "fd_prestat_dir_name",
+            "fd_readdir",
+            "fd_renumber",
+            "fd_filestat_get",
+            "fd_filestat_set_size",
+            "fd_filestat_set_times",
+            "fd_fdstat_set_rights",
+            "path_create_directory",
+            "path_filestat_get",
+            "path_filestat_set_times",
+            "path_link",
+            "path_open",
+            "path_readlink",
+            "path_remove_directory",
+            "path_rename",
+            "path_symlink",
+            "path_unlink_file",
         ),
         "filesystem",
     ),
@@ -183,6 +206,8 @@ def _component_engine() -> wasmtime.Engine:
 
 
 def _component_engine_validate(data: bytes) -> None:
+    import wasmtime.component
+
     try:
         wasmtime.component.Component(_component_engine(), data)
     except (wasmtime.WasmtimeError, AttributeError) as exc:
@@ -208,14 +233,12 @@ def convention_of(name: str, sig: FuncSig, exports: dict[str, FuncSig | None], w
     if name == "_start" and sig == FuncSig((), ()) and wasi:
         return "command"
     alloc = exports.get("alloc")
-    if (
-        sig == FuncSig(("i32", "i32"), ("i64",))
-        and "memory" in exports
-        and alloc == FuncSig(("i32",), ("i32",))
-    ):
+    if sig == FuncSig(("i32", "i32"), ("i64",)) and "memory" in exports and alloc == FuncSig(("i32",), ("i32",)):
         return "json"
-    if all(p in NUMERIC_TYPES for p in sig.params) and len(sig.results) <= 1 and all(
-        r in NUMERIC_TYPES for r in sig.results
+    if (
+        all(p in NUMERIC_TYPES for p in sig.params)
+        and len(sig.results) <= 1
+        and all(r in NUMERIC_TYPES for r in sig.results)
     ):
         return "numeric"
     return None
@@ -229,7 +252,12 @@ def inspect(data: bytes) -> ModuleInfo:
         return ModuleInfo(digest=digest, size=len(data), component=True, imports=(), exports=())
     module = wasmtime.Module(engine(), data)
     imports = tuple(
-        Import(i.module, i.name or "", _kind(i.type), _sig(i.type) if isinstance(i.type, wasmtime.FuncType) else None)
+        Import(
+            i.module,
+            i.name or "",
+            _kind(i.type),
+            _sig(i.type) if isinstance(i.type, wasmtime.FuncType) else None,
+        )
         for i in module.imports
     )
     raw_exports: dict[str, FuncSig | None] = {}
@@ -238,12 +266,12 @@ def inspect(data: bytes) -> ModuleInfo:
     for e in module.exports:
         kinds[e.name] = _kind(e.type)
         raw_exports[e.name] = _sig(e.type) if isinstance(e.type, wasmtime.FuncType) else None
-    for item in [*module.exports, *module.imports]:
-        if isinstance(item.type, wasmtime.MemoryType):
-            mem_min = max(mem_min, item.type.limits.min)
-            mem_max = item.type.limits.max
-        elif isinstance(item.type, wasmtime.TableType):
-            table_min = max(table_min, item.type.limits.min)
+    for ty in [*(e.type for e in module.exports), *(i.type for i in module.imports)]:
+        if isinstance(ty, wasmtime.MemoryType):
+            mem_min = max(mem_min, ty.limits.min)
+            mem_max = ty.limits.max
+        elif isinstance(ty, wasmtime.TableType):
+            table_min = max(table_min, ty.limits.min)
     wasi = any(i.is_wasi for i in imports)
     exports = tuple(
         Export(

@@ -1,0 +1,125 @@
+"""`hotswap edge`: run an edge node.
+
+`--standalone DIR` serves the modules of a folder without a control plane (see
+`edge.standalone`); SIGHUP rescans the folder. Such a node listens on 127.0.0.1 and accepts plain
+calls; it refuses another address unless `--key` gives a public key to check JWTs against.
+`--control URL` (a node managed by the control plane) needs the agent, which is not built yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from edge.auth import Authenticator
+from edge.protocol import Capabilities, Limits
+from edge.router import Router
+from edge.runtime import Runtime
+from edge.server import Node, NodeConfig, start
+from edge.standalone import DirectorySource
+
+DEFAULT_PORT = 8081
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "hotswap" / "modules"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--standalone", metavar="DIR", type=Path, help="serve NAME[@X.Y.Z].wasm|.wat files")
+    mode.add_argument("--control", metavar="URL", help="control plane to take assignments from")
+    parser.add_argument("--region", help="region this node joins (with --control)")
+    parser.add_argument("--id", help="node id (with --control)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 = any)")
+    parser.add_argument("--key", type=Path, help="PEM public key: execute calls need a JWT it verifies")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="precompiled module cache")
+    parser.add_argument("--threads", type=int, default=4, help="worker threads for long calls (default 4)")
+    parser.add_argument("--memory-mb", type=int, default=128, help="standalone: memory limit per module")
+    parser.add_argument("--timeout-s", type=float, default=30.0, help="standalone: timeout per call")
+    parser.add_argument("--cpu-percent", type=int, default=100, help="standalone: CPU share per module")
+    parser.add_argument("--no-admin", action="store_true", help="standalone: no loopback admin endpoint")
+    parser.add_argument("--log-level", default="INFO")
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.control is not None:
+        print("hotswap edge: --control needs the control-plane agent, not available in this build", file=sys.stderr)
+        return 2
+    try:
+        loopback = ipaddress.ip_address(args.host).is_loopback
+    except ValueError:
+        loopback = args.host == "localhost"
+    if not loopback and args.key is None:
+        print(
+            f"hotswap edge: refusing to listen on {args.host} without --key: a standalone node accepts "
+            "plain calls, so it only listens on 127.0.0.1",
+            file=sys.stderr,
+        )
+        return 2
+    auth = None
+    if args.key is not None:
+        try:
+            auth = Authenticator(args.key.read_text())
+        except OSError as exc:
+            print(f"hotswap edge: --key: {exc}", file=sys.stderr)
+            return 2
+    try:
+        limits = Limits(memory_mb=args.memory_mb, timeout_seconds=args.timeout_s, cpu_percent=args.cpu_percent)
+    except ValueError as exc:
+        print(f"hotswap edge: {exc}", file=sys.stderr)
+        return 2
+    if not args.standalone.is_dir():
+        print(f"hotswap edge: --standalone {args.standalone}: not a directory", file=sys.stderr)
+        return 2
+    import uvloop
+
+    try:
+        return uvloop.run(_standalone(args, limits, auth))
+    except OSError as exc:
+        print(f"hotswap edge: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _standalone(args: argparse.Namespace, limits: Limits, auth: Authenticator | None) -> int:
+    folder: Path = args.standalone
+    source = DirectorySource(folder, limits, Capabilities())
+    runtime = Runtime(cache_dir=args.cache_dir or default_cache_dir())
+    router = Router(runtime, source)
+    node = Node(runtime, router, NodeConfig(threads=args.threads, admin=not args.no_admin), auth)
+    generation = 0
+
+    async def rescan() -> None:
+        nonlocal generation
+        scan = source.scan()
+        for problem in scan.problems:
+            print(f"hotswap edge: {problem}", file=sys.stderr)
+        generation += 1
+        report = await router.apply_table(scan.entries, generation)
+        for name, message in report.failed.items():
+            print(f"hotswap edge: {name}: {message}", file=sys.stderr)
+
+    await rescan()
+    runner, port = await start(node, args.host, args.port)
+    versions = len(router.slots())
+    print(f"hotswap edge: serving {versions} module version(s) from {folder} on http://{args.host}:{port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(rescan()))
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        runtime.close()
+    return 0

@@ -1,0 +1,96 @@
+"""`hotswap exec FILE.wasm|.wat FUNCTION [ARG ...]`: one call in the edge runtime and sandbox.
+
+Like `wasmtime run --invoke`, but with the node's limits, WASI sandbox and calling conventions.
+Each ARG is read as JSON when it parses (`3`, `"x"`, `{"a": 1}`) and as a string otherwise. A
+numeric export gets the ARGs as its parameters; a json or command export gets the single ARG as
+its input (several ARGs become an array, none becomes null). Prints the result as JSON; a failure
+prints `{"error", "message"}` to stderr and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from edge import wasm
+from edge.errors import EdgeError
+from edge.runtime import MIB, DirGrant, Runtime, Sandbox
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", type=Path, metavar="FILE", help="a .wasm binary or .wat text")
+    parser.add_argument("function", metavar="FUNCTION", help="the export to call (`_start` for a command)")
+    parser.add_argument("args", nargs="*", metavar="ARG", help="arguments, read as JSON when they parse")
+    parser.add_argument("--memory-mb", type=int, default=128, help="memory limit (default 128)")
+    parser.add_argument("--timeout-s", type=float, default=30.0, help="timeout (default 30)")
+    parser.add_argument("--env", action="append", default=[], metavar="K=V", help="environment variable")
+    parser.add_argument(
+        "--dir", action="append", default=[], metavar="HOST:GUEST[:ro|rw]", help="preopened directory (ro)"
+    )
+    parser.add_argument("--cache-dir", type=Path, default=None, help="precompiled module cache")
+
+
+def _arg(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _dir(spec: str) -> DirGrant:
+    parts = spec.split(":")
+    mode = "ro"
+    if len(parts) == 3:
+        mode = parts.pop()
+    if len(parts) != 2 or not parts[0] or not parts[1] or mode not in ("ro", "rw"):
+        raise ValueError(f"--dir {spec!r}: expected HOST:GUEST[:ro|rw]")
+    return DirGrant(Path(parts[0]), parts[1], mode == "rw")
+
+
+def _fail(code: str, message: str, status: int = 1) -> int:
+    print(json.dumps({"error": code, "message": message}), file=sys.stderr)
+    return status
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        env = []
+        for item in args.env:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise ValueError(f"--env {item!r}: expected K=V")
+            env.append((key, value))
+        sandbox = Sandbox(
+            memory_bytes=args.memory_mb * MIB,
+            timeout_seconds=args.timeout_s,
+            env=tuple(env),
+            dirs=tuple(_dir(d) for d in args.dir),
+        )
+        data = args.file.read_bytes()
+        if args.file.suffix == ".wat":
+            data = wasm.compile_wat(data.decode("utf-8"))
+    except wasm.WasmError as exc:
+        where = f"{args.file}:{exc.line}" if exc.line else str(args.file)
+        return _fail("bad_request", f"{where}: {exc.message}", 2)
+    except (OSError, ValueError) as exc:
+        return _fail("bad_request", str(exc), 2)
+    runtime = Runtime(cache_dir=args.cache_dir)
+    try:
+        loaded = runtime.load(data, sandbox)
+        export = loaded.functions.get(args.function)
+        values = [_arg(a) for a in args.args]
+        if export is not None and export.convention == "numeric":
+            call_args: Any = values
+        else:
+            call_args = values[0] if len(values) == 1 else (values or None)
+        call = loaded.prepare(args.function, call_args)
+        result = loaded.invoke(call)
+    except EdgeError as exc:
+        return _fail(exc.code, exc.message, 2 if exc.status < 500 else 1)
+    finally:
+        runtime.close()
+    print(json.dumps(result.value))
+    return 0

@@ -1,0 +1,95 @@
+"""Every failure the edge node reports, and the HTTP answer each one becomes.
+
+The runtime, the router and the server raise these; the server turns them into JSON bodies
+`{"error": code, "message": ...}` (plus `module` and `version` for a module's own failure).
+
+    EdgeError                         code, status, message
+    ├── RequestError                  4xx: the client's mistake; never counted against a module
+    │   ├── BadRequestError           400 bad_request  (malformed JSON, wrong arity, bad types)
+    │   ├── UnauthorizedError         401 unauthorized (missing or invalid token)
+    │   ├── NotFoundError             404 not_found    (unknown module, version or function)
+    │   └── TooLargeError             413 too_large    (body over the cap)
+    ├── UnavailableError              503 unavailable  (no version of the module takes traffic)
+    ├── LoadError                     a binary could not be fetched, verified, compiled or linked
+    └── ModuleError                   the module's own failure; counted, kills that instance only
+        ├── TrapError                 500 trap         (unreachable, out of bounds, bad output)
+        ├── ModuleTimeoutError        504 timeout      (epoch deadline reached)
+        ├── MemoryLimitError          507 memory       (memory limit reached)
+        └── CpuLimitError             429 cpu          (over its CPU share after queueing)
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class EdgeError(Exception):
+    """Base of every edge error: a stable `code`, an HTTP `status` and a human `message`."""
+
+    code: ClassVar[str] = "error"
+    status: ClassVar[int] = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class RequestError(EdgeError):
+    status = 400
+
+
+class BadRequestError(RequestError):
+    code = "bad_request"
+    status = 400
+
+
+class UnauthorizedError(RequestError):
+    code = "unauthorized"
+    status = 401
+
+
+class NotFoundError(RequestError):
+    code = "not_found"
+    status = 404
+
+
+class TooLargeError(RequestError):
+    code = "too_large"
+    status = 413
+
+
+class UnavailableError(EdgeError):
+    code = "unavailable"
+    status = 503
+
+
+class LoadError(EdgeError):
+    code = "load"
+    status = 500
+
+
+class ModuleError(EdgeError):
+    """The module failed while running: the instance that failed is discarded."""
+
+    code = "trap"
+    status = 500
+
+
+class TrapError(ModuleError):
+    code = "trap"
+    status = 500
+
+
+class ModuleTimeoutError(ModuleError):
+    code = "timeout"
+    status = 504
+
+
+class MemoryLimitError(ModuleError):
+    code = "memory"
+    status = 507
+
+
+class CpuLimitError(ModuleError):
+    code = "cpu"
+    status = 429

@@ -1,0 +1,63 @@
+"""CPU share of a module version, measured over a sliding window.
+
+Where it sits: the server charges the thread CPU time of every call to the version's `CpuShare`
+and, before running a call, asks `delay()`. A version over its `cpuPercent` (of one core) in the
+last `window` seconds gets its requests held back (they wait until the share frees up) and, if
+the wait would exceed `max_wait`, refused with 429 `{"error": "cpu"}`.
+
+Time is injected (`clock`), so the window logic is tested without sleeping.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+
+Clock = Callable[[], float]
+
+
+class CpuShare:
+    """CPU nanoseconds charged in the last `window` seconds, against `percent` of one core."""
+
+    def __init__(self, percent: float, *, window: float = 1.0, clock: Clock = time.monotonic) -> None:
+        if not 0 < percent <= 100:
+            raise ValueError(f"cpuPercent must be in (0, 100], got {percent}")
+        self.percent = percent
+        self.window = window
+        self.budget_ns = int(window * 1e9 * percent / 100)
+        self._clock = clock
+        self._charges: deque[tuple[float, int]] = deque()
+        self._used_ns = 0
+
+    def _expire(self, now: float) -> None:
+        horizon = now - self.window
+        charges = self._charges
+        while charges and charges[0][0] <= horizon:
+            self._used_ns -= charges.popleft()[1]
+
+    def charge(self, cpu_ns: int) -> None:
+        now = self._clock()
+        self._expire(now)
+        if cpu_ns > 0:
+            self._charges.append((now, cpu_ns))
+            self._used_ns += cpu_ns
+
+    def used_ns(self) -> int:
+        self._expire(self._clock())
+        return self._used_ns
+
+    def delay(self) -> float:
+        """Seconds until the version is back under its share (0.0 when it is under now)."""
+        now = self._clock()
+        self._expire(now)
+        excess = self._used_ns - self.budget_ns
+        if excess < 0:
+            return 0.0
+        # The oldest charges leave the window first: find when enough of them have left.
+        freed = 0
+        for at, ns in self._charges:
+            freed += ns
+            if freed > excess:
+                return max(at + self.window - now, 0.0)
+        return self.window  # pragma: no cover - freed always reaches used_ns > excess

@@ -1,0 +1,140 @@
+"""The wire contract between a client, an edge node and the control plane.
+
+Three shapes live here, and nothing else (no I/O, no wasmtime), so the control plane can import
+this module without pulling in the runtime:
+
+* `ExecuteRequest` / `ExecuteResponse` / `ErrorBody`: `POST /api/v1/wasm/execute`.
+* `ModuleEntry`: one row of a node's module table. The control plane publishes the full table
+  (a generation number and a list of entries); the node applies it with `Router.apply_table`,
+  which loads what is new, re-weights what stays and unloads what went once its requests finish.
+* `VersionMetrics`: per module version counters and a latency histogram, as deltas since the
+  last read (`Router.metrics_delta`), which the agent ships with each heartbeat.
+
+Field names are camelCase on the wire, as in the fleet YAML.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypedDict
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ErrorCode = Literal[
+    "bad_request",
+    "unauthorized",
+    "not_found",
+    "too_large",
+    "unavailable",
+    "trap",
+    "timeout",
+    "memory",
+    "cpu",
+]
+VERSION_HEADER = "X-Hotswap-Version"
+STICKY_HEADER = "X-Hotswap-Sticky"
+
+# Latency histogram bucket upper bounds in milliseconds (the last bucket is +Inf).
+LATENCY_BUCKETS_MS: tuple[float, ...] = (
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 10000.0,
+)  # fmt: skip
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Limits(_Wire):
+    """Per module limits; the defaults and ranges are the spec's."""
+
+    memory_mb: int = Field(128, alias="memoryMB", ge=1, le=4096)
+    cpu_percent: int = Field(50, alias="cpuPercent", ge=1, le=100)
+    timeout_seconds: float = Field(30, alias="timeoutSeconds", gt=0, le=300)
+
+
+class FilesystemGrant(_Wire):
+    host: str
+    guest: str
+    mode: Literal["ro", "rw"] = "ro"
+
+
+class Network(_Wire):
+    allow_hosts: tuple[str, ...] = Field((), alias="allowHosts")
+
+
+class Capabilities(_Wire):
+    """The WASI sandbox: everything not listed is denied."""
+
+    filesystem: tuple[FilesystemGrant, ...] = ()
+    env: dict[str, str] = Field(default_factory=dict)
+    network: Network = Network()
+
+
+class HealthCheck(_Wire):
+    function: str
+    args: tuple[Any, ...] = ()
+    interval_seconds: float = Field(10, alias="intervalSeconds", gt=0)
+
+
+class ModuleEntry(_Wire):
+    """One version of one module in a node's table, and the share of its traffic it takes."""
+
+    module: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    version: str = Field(min_length=1, max_length=64)
+    digest: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    weight: int = Field(100, ge=0, le=100)
+    limits: Limits = Limits()
+    capabilities: Capabilities = Capabilities()
+    health_check: HealthCheck | None = Field(None, alias="healthCheck")
+
+    def identity(self) -> tuple[str, str, str, str, str]:
+        """What must match for an already loaded version to be kept as it is (weight aside)."""
+        return (
+            self.module,
+            self.version,
+            self.digest,
+            self.limits.model_dump_json(),
+            self.capabilities.model_dump_json(),
+        )
+
+
+class ModuleTable(_Wire):
+    """What the control plane assigns to a node: the whole table, with a generation number."""
+
+    generation: int = Field(0, ge=0)
+    modules: tuple[ModuleEntry, ...] = ()
+
+
+class ExecuteRequest(_Wire):
+    module: str = Field(min_length=1, max_length=128)
+    function: str = Field(min_length=1, max_length=256)
+    args: Any = None
+    version: str | None = None
+
+
+class ExecuteResponse(TypedDict):
+    result: Any
+    module: str
+    version: str
+    durationMs: float
+
+
+class ErrorBody(TypedDict, total=False):
+    error: str
+    message: str
+    module: str
+    version: str
+
+
+class VersionMetrics(_Wire):
+    """Counters of one module version since the previous read (or since load, for /metrics)."""
+
+    module: str
+    version: str
+    requests: int = 0
+    errors: int = 0
+    traps: int = 0
+    timeouts: int = 0
+    memory: int = 0
+    cpu: int = 0
+    latency_buckets: tuple[int, ...] = Field((), alias="latencyBuckets")  # per LATENCY_BUCKETS_MS + Inf
+    latency_sum_ms: float = Field(0.0, alias="latencySumMs")

@@ -1,0 +1,301 @@
+"""The version router: which loaded version of a module serves a request.
+
+Where it sits: between the server and the runtime. The control-plane agent (or, for a standalone
+node, the folder scanner) hands the router the node's full module table through `apply_table`;
+the server asks `pick` for each request and gives the version back with `release`.
+
+* Per module, a `Route` holds the loaded versions with their weights. A request goes to the version
+  named in `X-Hotswap-Version` if given (even at weight 0, for smoke tests), else to the bucket
+  of a stable hash of its sticky key (A/B and affinity), else to a weighted random choice.
+* `apply_table` loads what is new (off the event loop), reuses what is unchanged, then replaces
+  the whole routing table in one assignment. A version that left the table is retired: it takes
+  no new requests and is unloaded when its last in-flight request has finished. No request fails
+  because of a swap.
+* Each version counts requests, module failures by kind and a latency histogram; `metrics_delta`
+  returns what changed since the previous call (for heartbeats), `metrics_total` everything (for
+  `/metrics`). Counters are only touched on the event loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from edge.errors import EdgeError, LoadError, NotFoundError, UnavailableError
+from edge.limits import Clock, CpuShare
+from edge.protocol import LATENCY_BUCKETS_MS, ModuleEntry, VersionMetrics
+from edge.runtime import LoadedModule, Runtime, Sandbox
+
+log = logging.getLogger("hotswap.edge.router")
+OUTCOMES = ("ok", "trap", "timeout", "memory", "cpu")
+
+
+class BlobSource(Protocol):
+    """Where module binaries come from, by digest (the control plane, S3, or a local folder)."""
+
+    async def fetch(self, digest: str) -> bytes: ...
+
+
+@dataclass
+class Counters:
+    requests: int = 0
+    traps: int = 0
+    timeouts: int = 0
+    memory: int = 0
+    cpu: int = 0
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_MS) + 1))
+    latency_sum_ms: float = 0.0
+
+    @property
+    def errors(self) -> int:
+        return self.traps + self.timeouts + self.memory + self.cpu
+
+    def copy(self) -> Counters:
+        return Counters(
+            self.requests, self.traps, self.timeouts, self.memory, self.cpu, list(self.buckets), self.latency_sum_ms
+        )
+
+    def minus(self, other: Counters) -> Counters:
+        return Counters(
+            self.requests - other.requests,
+            self.traps - other.traps,
+            self.timeouts - other.timeouts,
+            self.memory - other.memory,
+            self.cpu - other.cpu,
+            [a - b for a, b in zip(self.buckets, other.buckets, strict=True)],
+            self.latency_sum_ms - other.latency_sum_ms,
+        )
+
+
+class VersionSlot:
+    """One loaded version of one module: its entry, runtime module, counters and in-flight count."""
+
+    def __init__(self, entry: ModuleEntry, loaded: LoadedModule, clock: Clock, load_ms: float) -> None:
+        self.entry = entry
+        self.loaded = loaded
+        self.module = entry.module
+        self.version = entry.version
+        self.counters = Counters()
+        self.shipped = Counters()
+        self.cpu = CpuShare(entry.limits.cpu_percent, clock=clock)
+        self.inflight = 0
+        self.retired = False
+        self.load_ms = load_ms
+
+    def record(self, outcome: str, duration_ms: float) -> None:
+        c = self.counters
+        c.requests += 1
+        if outcome == "trap":
+            c.traps += 1
+        elif outcome == "timeout":
+            c.timeouts += 1
+        elif outcome == "memory":
+            c.memory += 1
+        elif outcome == "cpu":
+            c.cpu += 1
+        c.buckets[bisect.bisect_left(LATENCY_BUCKETS_MS, duration_ms)] += 1
+        c.latency_sum_ms += duration_ms
+
+    def metrics(self, counters: Counters) -> VersionMetrics:
+        return VersionMetrics(
+            module=self.module,
+            version=self.version,
+            requests=counters.requests,
+            errors=counters.errors,
+            traps=counters.traps,
+            timeouts=counters.timeouts,
+            memory=counters.memory,
+            cpu=counters.cpu,
+            latency_buckets=tuple(counters.buckets),
+            latency_sum_ms=counters.latency_sum_ms,
+        )
+
+
+@dataclass(frozen=True)
+class Route:
+    """The versions of one module and how traffic splits between them (immutable)."""
+
+    module: str
+    slots: tuple[VersionSlot, ...]
+    cumulative: tuple[int, ...]
+
+    @classmethod
+    def of(cls, module: str, slots: Sequence[VersionSlot]) -> Route:
+        total = 0
+        cumulative = []
+        for slot in slots:
+            total += slot.entry.weight
+            cumulative.append(total)
+        return cls(module, tuple(slots), tuple(cumulative))
+
+    @property
+    def total(self) -> int:
+        return self.cumulative[-1] if self.cumulative else 0
+
+    def by_version(self, version: str) -> VersionSlot | None:
+        return next((s for s in self.slots if s.version == version), None)
+
+    def choose(self, point: int) -> VersionSlot:
+        return self.slots[bisect.bisect_right(self.cumulative, point)]
+
+
+@dataclass(frozen=True)
+class ApplyReport:
+    generation: int
+    loaded: tuple[str, ...] = ()
+    kept: tuple[str, ...] = ()
+    retired: tuple[str, ...] = ()
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def sticky_point(module: str, key: str, total: int) -> int:
+    """A stable position in [0, total) for a sticky key: the same on every node and restart."""
+    digest = hashlib.blake2b(f"{module}\0{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % total
+
+
+class Router:
+    def __init__(self, runtime: Runtime, source: BlobSource, *, clock: Clock = time.monotonic) -> None:
+        self.runtime = runtime
+        self.source = source
+        self.clock = clock
+        self.routes: dict[str, Route] = {}
+        self.generation = 0
+        self._retiring: list[VersionSlot] = []
+        self._drained: list[VersionSlot] = []
+        self._lock = asyncio.Lock()
+        self._random = random.Random()
+
+    # -- requests -------------------------------------------------------------------------------
+
+    def pick(self, module: str, version: str | None = None, sticky: str | None = None) -> VersionSlot:
+        """The version to serve a request; the caller must `release` it when done."""
+        route = self.routes.get(module)
+        if route is None:
+            raise NotFoundError(f"module {module!r} is not loaded on this node")
+        if version:
+            slot = route.by_version(version)
+            if slot is None:
+                versions = ", ".join(s.version for s in route.slots)
+                raise NotFoundError(f"version {version!r} of module {module!r} is not loaded (loaded: {versions})")
+        else:
+            total = route.total
+            if total <= 0:
+                raise UnavailableError(f"no version of module {module!r} takes traffic (all weights are 0)")
+            point = sticky_point(module, sticky, total) if sticky else self._random.randrange(total)
+            slot = route.choose(point)
+        slot.inflight += 1
+        return slot
+
+    def release(self, slot: VersionSlot) -> None:
+        slot.inflight -= 1
+        if slot.retired and slot.inflight == 0:
+            self._unload(slot)
+
+    # -- the module table -----------------------------------------------------------------------
+
+    def slots(self) -> list[VersionSlot]:
+        return [slot for route in self.routes.values() for slot in route.slots]
+
+    async def apply_table(self, entries: Sequence[ModuleEntry], generation: int | None = None) -> ApplyReport:
+        """Make the node serve exactly `entries`: load new versions, swap, retire the rest."""
+        async with self._lock:
+            current = {(s.module, s.version): s for s in self.slots()}
+            seen: set[tuple[str, str]] = set()
+            chosen: dict[str, list[VersionSlot]] = {}
+            loaded: list[str] = []
+            kept: list[str] = []
+            failed: dict[str, str] = {}
+            for entry in entries:
+                key = (entry.module, entry.version)
+                name = f"{entry.module}@{entry.version}"
+                if key in seen:
+                    failed[name] = "listed twice in the table"
+                    continue
+                seen.add(key)
+                old = current.get(key)
+                if old is not None and old.entry.identity() == entry.identity():
+                    slot = old
+                    slot.entry = entry  # the weight may have changed; weights are read via Route
+                    kept.append(name)
+                else:
+                    try:
+                        slot = await self._load(entry)
+                        loaded.append(name)
+                    except EdgeError as exc:
+                        failed[name] = exc.message
+                        log.warning("cannot load %s: %s", name, exc.message)
+                        if old is None:
+                            continue
+                        slot = old  # keep serving the version already loaded under that name
+                chosen.setdefault(entry.module, []).append(slot)
+            # Weights live on the entries; a kept slot gets its new weight with the new route.
+            self.routes = {module: Route.of(module, slots) for module, slots in chosen.items()}
+            if generation is not None:
+                self.generation = generation
+            in_use = {id(s) for slots in chosen.values() for s in slots}
+            retired = [s for s in current.values() if id(s) not in in_use]
+            for slot in retired:
+                slot.retired = True
+                if slot.inflight == 0:
+                    self._unload(slot)
+                else:
+                    self._retiring.append(slot)
+            return ApplyReport(
+                self.generation,
+                tuple(loaded),
+                tuple(kept),
+                tuple(f"{s.module}@{s.version}" for s in retired),
+                failed,
+            )
+
+    async def _load(self, entry: ModuleEntry) -> VersionSlot:
+        try:
+            data = await self.source.fetch(entry.digest)
+        except EdgeError:
+            raise
+        except Exception as exc:
+            raise LoadError(f"cannot fetch {entry.digest}: {exc}") from None
+        sandbox = Sandbox.from_entry(entry.limits, entry.capabilities)
+        started = time.perf_counter()
+        loaded = await asyncio.to_thread(self.runtime.load, data, sandbox, digest=entry.digest)
+        load_ms = (time.perf_counter() - started) * 1000
+        if entry.health_check is not None and entry.health_check.function not in loaded.functions:
+            raise LoadError(f"healthCheck.function {entry.health_check.function!r} is not a callable export")
+        return VersionSlot(entry, loaded, self.clock, load_ms)
+
+    def _unload(self, slot: VersionSlot) -> None:
+        slot.loaded.close()
+        if slot in self._retiring:
+            self._retiring.remove(slot)
+        self._drained.append(slot)  # its last counts still go out with the next delta
+        log.info("unloaded %s@%s", slot.module, slot.version)
+
+    @property
+    def retiring(self) -> tuple[VersionSlot, ...]:
+        """Versions out of the table that still finish in-flight requests."""
+        return tuple(self._retiring)
+
+    # -- metrics --------------------------------------------------------------------------------
+
+    def metrics_delta(self) -> list[VersionMetrics]:
+        """Per version, what changed since the previous call (retiring versions included)."""
+        out = []
+        drained, self._drained = self._drained, []
+        for slot in [*self.slots(), *self._retiring, *drained]:
+            now = slot.counters.copy()
+            delta = now.minus(slot.shipped)
+            slot.shipped = now
+            if delta.requests:
+                out.append(slot.metrics(delta))
+        return out
+
+    def metrics_total(self) -> list[tuple[VersionSlot, VersionMetrics]]:
+        return [(slot, slot.metrics(slot.counters)) for slot in [*self.slots(), *self._retiring]]

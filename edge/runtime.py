@@ -1,0 +1,606 @@
+"""The wasmtime runtime of an edge node: compile, cache, sandbox, instantiate, call.
+
+Where it sits: the router (`edge.router`) asks the runtime to `load` the bytes of a module version
+it was assigned, and the server calls `LoadedModule.prepare` (on the event loop: argument checks,
+4xx) then `LoadedModule.invoke` (on the loop for calls known to be short, or on a worker thread).
+
+* One `Engine` with epoch interruption; a ticker thread advances the epoch every millisecond and
+  each call sets its deadline in ticks, so an endless loop stops at its timeout.
+* Modules are compiled once; the precompiled artifact is kept on disk under the module digest and
+  a key of the engine settings (wasmtime version, target, options), with a sidecar holding the
+  artifact's SHA-256. A restart loads it with `Module.deserialize_file` after checking the
+  checksum; a missing, corrupt or stale entry is rebuilt, never trusted.
+* Each `Store` gets the module's memory limit (`Store.set_limits`) and a WASI preview 1 context
+  built from its capabilities only: no inherited environment, listed variables only, listed
+  directories only (read-only unless `rw`), stdout and stderr captured and capped, no sockets.
+* A `Store` belongs to one thread at a time: every call takes an idle instance from the version's
+  pool (or instantiates one from the `InstancePre`) and gives it back afterwards. A failed call
+  discards its instance; the next call gets a fresh one.
+* Calling conventions (decided by `edge.wasm`): numeric, json (alloc + memory, result packed as
+  `(ptr << 32) | len`) and command (`_start`, args as JSON on stdin, stdout is the result).
+  Numeric and json calls go through `_wasmtime_func_call_unchecked` with a buffer preallocated
+  per instance; that raw call is only made for exports whose signature was checked at load, with
+  arguments converted to exactly those types. `fast_path=False` uses `Func.__call__` instead.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import hashlib
+import json
+import math
+import os
+import platform
+import threading
+import time
+import weakref
+from collections import deque
+from dataclasses import dataclass
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any
+
+import wasmtime
+from wasmtime import _bindings as ffi
+
+from edge import wasm
+from edge.errors import BadRequestError, LoadError, MemoryLimitError, ModuleTimeoutError, NotFoundError, TrapError
+from edge.protocol import Capabilities, Limits
+
+MIB = 1024 * 1024
+TICK_SECONDS = 0.001
+LOG_CAP = 64 * 1024
+RESULT_CAP = 16 * MIB
+MAX_IDLE_INSTANCES = 16
+I32 = (-(2**31), 2**32 - 1)
+I64 = (-(2**63), 2**64 - 1)
+
+
+class BudgetExceededError(Exception):
+    """An inline call ran past its short budget; its instance is gone, run it again on a worker."""
+
+
+@dataclass(frozen=True)
+class DirGrant:
+    host: Path
+    guest: str
+    writable: bool = False
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """Limits and WASI capabilities of one module version; nothing outside it is reachable."""
+
+    memory_bytes: int = 128 * MIB
+    timeout_seconds: float = 30.0
+    env: tuple[tuple[str, str], ...] = ()
+    dirs: tuple[DirGrant, ...] = ()
+    log_cap: int = LOG_CAP
+    result_cap: int = RESULT_CAP
+
+    @classmethod
+    def from_entry(cls, limits: Limits, capabilities: Capabilities) -> Sandbox:
+        return cls(
+            memory_bytes=limits.memory_mb * MIB,
+            timeout_seconds=limits.timeout_seconds,
+            env=tuple(sorted(capabilities.env.items())),
+            dirs=tuple(DirGrant(Path(g.host), g.guest, g.mode == "rw") for g in capabilities.filesystem),
+        )
+
+    @property
+    def writes_files(self) -> bool:
+        return any(d.writable for d in self.dirs)
+
+
+@dataclass(frozen=True)
+class CallResult:
+    value: Any
+    cpu_ns: int
+
+
+@dataclass(frozen=True)
+class Call:
+    """A call checked against the export's signature, ready to run on any thread."""
+
+    function: str
+    convention: wasm.Convention
+    values: tuple[int | float, ...] = ()
+    payload: bytes = b""
+
+
+def engine_key(settings: dict[str, str]) -> str:
+    """Names the compiled code: artifacts from another wasmtime, target or option set never load."""
+    text = ";".join(f"{k}={v}" for k, v in sorted(settings.items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class ModuleCache:
+    """Precompiled artifacts on disk: `<hex>-<engine key>.cwasm` plus a `.sum` with its SHA-256."""
+
+    def __init__(self, directory: Path, key: str) -> None:
+        self.directory = directory
+        self.key = key
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def path(self, digest: str) -> Path:
+        return self.directory / f"{digest.removeprefix('sha256:')}-{self.key}.cwasm"
+
+    def load(self, engine: wasmtime.Engine, digest: str) -> wasmtime.Module | None:
+        """The cached module, or None when absent, corrupt or stale (the bad entry is removed)."""
+        path = self.path(digest)
+        sums = path.with_suffix(".sum")
+        try:
+            expected = sums.read_text().strip()
+            actual = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError:
+            return None
+        if actual != expected:
+            self.remove(digest)
+            return None
+        try:
+            return wasmtime.Module.deserialize_file(engine, str(path))
+        except wasmtime.WasmtimeError:
+            self.remove(digest)
+            return None
+
+    def store(self, digest: str, module: wasmtime.Module) -> None:
+        path = self.path(digest)
+        data = bytes(module.serialize())
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+        tmp_sum = tmp.with_suffix(".sumtmp")
+        tmp_sum.write_text(hashlib.sha256(data).hexdigest())
+        tmp_sum.replace(path.with_suffix(".sum"))
+
+    def remove(self, digest: str) -> None:
+        path = self.path(digest)
+        for p in (path, path.with_suffix(".sum")):
+            p.unlink(missing_ok=True)
+
+
+class Ticker:
+    """Advances the engine's epoch every `tick` seconds; deadlines are counted in these ticks."""
+
+    def __init__(self, engine: wasmtime.Engine, tick: float) -> None:
+        self._engine = engine
+        self._tick = tick
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="epoch-ticker", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._tick):
+            self._engine.increment_epoch()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+
+class Runtime:
+    """One engine, one linker with WASI, an optional on-disk cache and the epoch ticker."""
+
+    def __init__(self, *, cache_dir: Path | None = None, tick: float = TICK_SECONDS, fast_path: bool = True):
+        config = wasmtime.Config()
+        config.epoch_interruption = True
+        config.cranelift_opt_level = "speed"
+        self.engine = wasmtime.Engine(config)
+        self.linker = wasmtime.Linker(self.engine)
+        self.linker.define_wasi()
+        self.tick = tick
+        self.fast_path = fast_path
+        self.settings = {
+            "wasmtime": package_version("wasmtime"),
+            "machine": platform.machine(),
+            "system": platform.system(),
+            "epoch": "1",
+            "opt": "speed",
+        }
+        self.cache = ModuleCache(cache_dir, engine_key(self.settings)) if cache_dir is not None else None
+        self._modules: weakref.WeakSet[LoadedModule] = weakref.WeakSet()
+        self._ticker = Ticker(self.engine, tick)
+        self._ticker.start()
+
+    def close(self) -> None:
+        """Stop the ticker and drop every instance now. Stores with WASI files left for the
+        interpreter's exit make wasmtime's I/O threads panic as the process ends."""
+        self._ticker.stop()
+        for loaded in list(self._modules):
+            loaded.close()
+        gc.collect()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def ticks(self, seconds: float) -> int:
+        """Deadline in ticks: at least `seconds`, at most one tick more."""
+        return max(1, math.ceil(seconds / self.tick)) + 1
+
+    def compile(self, data: bytes, digest: str) -> tuple[wasmtime.Module, bool]:
+        """The module for `data`, from the cache when a good entry exists; True if it was cached."""
+        if self.cache is not None:
+            cached = self.cache.load(self.engine, digest)
+            if cached is not None:
+                return cached, True
+        try:
+            module = wasmtime.Module(self.engine, data)
+        except wasmtime.WasmtimeError as exc:
+            raise LoadError(f"does not compile: {_first_line(exc)}") from None
+        if self.cache is not None:
+            self.cache.store(digest, module)
+        return module, False
+
+    def load(self, data: bytes, sandbox: Sandbox, *, digest: str | None = None) -> LoadedModule:
+        """Verify, compile (or load from cache), link and instantiate once to prove it runs."""
+        actual = wasm.sha256_digest(data)
+        if digest is not None and digest != actual:
+            raise LoadError(f"digest mismatch: expected {digest}, got {actual}")
+        try:
+            info = wasm.inspect(data)
+        except wasm.WasmError as exc:
+            raise LoadError(f"not a valid module: {exc.message}") from None
+        if info.component:
+            raise LoadError("components (WASI preview 2) are not supported by this node yet")
+        if info.problems:
+            raise LoadError("; ".join(info.problems))
+        for grant in sandbox.dirs:
+            if not grant.host.is_dir():
+                raise LoadError(f"capabilities.filesystem: {grant.host} is not a directory on this node")
+        module, cached = self.compile(data, actual)
+        try:
+            pre = self.linker.instantiate_pre(module)
+        except wasmtime.WasmtimeError as exc:
+            raise LoadError(f"cannot link: {_first_line(exc)}") from None
+        loaded = LoadedModule(self, info, module, pre, sandbox, from_cache=cached)
+        loaded.warm()
+        self._modules.add(loaded)
+        return loaded
+
+
+class _Capture:
+    """A WASI output stream kept in memory up to `cap` bytes; the rest is dropped and flagged."""
+
+    __slots__ = ("cap", "data", "truncated")
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.data = bytearray()
+        self.truncated = False
+
+    def __call__(self, chunk: bytes) -> int:
+        """Keep what fits and report every byte as written, so the guest never retries."""
+        room = self.cap - len(self.data)
+        if len(chunk) > room:
+            self.truncated = True
+        self.data += chunk[: max(room, 0)]
+        return len(chunk)
+
+    def reset(self) -> None:
+        self.data.clear()
+        self.truncated = False
+
+    def tail(self, n: int = 400) -> str:
+        return bytes(self.data[-n:]).decode("utf-8", "replace").strip()
+
+
+class _RawFunc:
+    """An export with a checked numeric signature and a buffer for `func_call_unchecked`."""
+
+    __slots__ = ("buf", "func", "kinds", "nparams", "result", "size", "wrapped")
+
+    def __init__(self, func: wasmtime.Func, sig: wasm.FuncSig) -> None:
+        self.wrapped = func
+        self.func = ctypes.byref(func._func)
+        self.kinds = sig.params
+        self.nparams = len(sig.params)
+        self.result = sig.results[0] if sig.results else None
+        self.size = max(len(sig.params), len(sig.results), 1)
+        self.buf = (ffi.wasmtime_val_raw_t * self.size)()
+
+
+class _Instance:
+    """One store and one instance of a module version, used by one thread at a time."""
+
+    def __init__(self, owner: LoadedModule, stdin: bytes | None = None) -> None:
+        sandbox = owner.sandbox
+        self.owner = owner
+        self.store = wasmtime.Store(owner.runtime.engine)
+        self.store.set_limits(memory_size=sandbox.memory_bytes)
+        config = wasmtime.WasiConfig()
+        config.env = list(sandbox.env)
+        for grant in sandbox.dirs:
+            config.preopen_dir(str(grant.host), grant.guest, fs_mutable=grant.writable)
+        self.stdout = _Capture(sandbox.result_cap if stdin is not None else sandbox.log_cap)
+        self.stderr = _Capture(sandbox.log_cap)
+        config.stdout_custom = self.stdout
+        config.stderr_custom = self.stderr
+        if stdin is not None:
+            _set_stdin(config, stdin)
+        self.store.set_wasi(config)
+        self.store.set_epoch_deadline(owner.runtime.ticks(sandbox.timeout_seconds))
+        self.memory: wasmtime.Memory | None = None
+        try:
+            instance = owner.pre.instantiate(self.store)
+        except Exception as exc:
+            raise self.failure(exc, None) from None
+        self.ctx = self.store._context()
+        exports = instance.exports(self.store)
+        memory = exports.get("memory")
+        self.memory = memory if isinstance(memory, wasmtime.Memory) else None
+        self.raw: dict[str, _RawFunc] = {}
+        for name, export in owner.info.functions().items():
+            func = exports.get(name)
+            if isinstance(func, wasmtime.Func) and export.sig is not None and _numeric(export.sig):
+                self.raw[name] = _RawFunc(func, export.sig)
+
+    # -- calling ------------------------------------------------------------------------------
+
+    def call(self, name: str, values: tuple[int | float, ...]) -> int | float | None:
+        rf = self.raw[name]
+        if not self.owner.runtime.fast_path:
+            result: int | float | None = rf.wrapped(self.store, *values)
+            return result
+        buf = rf.buf
+        for i, kind in enumerate(rf.kinds):
+            setattr(buf[i], kind, values[i])
+        trap = ctypes.POINTER(ffi.wasm_trap_t)()
+        error = ffi._wasmtime_func_call_unchecked(self.ctx, rf.func, buf, rf.size, ctypes.byref(trap))
+        if error:
+            raise wasmtime.WasmtimeError._from_ptr(error)
+        if trap:
+            raise wasmtime.Trap._from_ptr(trap)
+        if rf.result is None:
+            return None
+        value: int | float = getattr(buf[0], rf.result)
+        return value
+
+    def run_json(self, name: str, payload: bytes) -> Any:
+        if self.memory is None:
+            raise TrapError("the module exports no memory")
+        ptr = self.call("alloc", (len(payload),))
+        assert isinstance(ptr, int)
+        base, size = self._memory_view()
+        ptr &= 0xFFFFFFFF
+        if ptr + len(payload) > size:
+            raise TrapError(f"alloc returned {ptr}, outside memory of {size} bytes")
+        ctypes.memmove(base + ptr, payload, len(payload))
+        packed = self.call(name, (ptr, len(payload)))
+        assert isinstance(packed, int)
+        packed &= 0xFFFFFFFFFFFFFFFF
+        out_ptr, out_len = packed >> 32, packed & 0xFFFFFFFF
+        base, size = self._memory_view()
+        if out_ptr + out_len > size:
+            raise TrapError(f"result at {out_ptr}+{out_len} lies outside memory of {size} bytes")
+        if out_len > self.owner.sandbox.result_cap:
+            raise TrapError(f"result of {out_len} bytes exceeds the cap of {self.owner.sandbox.result_cap}")
+        raw = ctypes.string_at(base + out_ptr, out_len)
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise TrapError(f"result is not UTF-8 JSON: {raw[:80]!r}") from None
+
+    def run_command(self) -> Any:
+        try:
+            self.call("_start", ())
+        except wasmtime.ExitTrap as exc:
+            if exc.code != 0:
+                detail = self.stderr.tail()
+                raise TrapError(f"exited with status {exc.code}" + (f": {detail}" if detail else "")) from None
+        if self.stdout.truncated:
+            raise TrapError(f"stdout exceeds the cap of {self.stdout.cap} bytes")
+        text = bytes(self.stdout.data).decode("utf-8", "replace")
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+
+    def _memory_view(self) -> tuple[int, int]:
+        assert self.memory is not None
+        pointer = self.memory.data_ptr(self.store)
+        return ctypes.addressof(pointer.contents), self.memory.data_len(self.store)
+
+    # -- failures -----------------------------------------------------------------------------
+
+    def at_memory_cap(self) -> bool:
+        if self.memory is None:
+            return False
+        try:
+            size = self.memory.data_len(self.store)
+        except Exception:
+            return False
+        return size + wasm.PAGE_BYTES > self.owner.sandbox.memory_bytes
+
+    def failure(self, exc: BaseException, budget: int | None) -> Exception:
+        """The error a failed call becomes: a timeout, a memory violation, or a trap."""
+        if isinstance(exc, (BadRequestError, TrapError)):
+            return exc
+        if isinstance(exc, wasmtime.Trap) and exc.trap_code == wasmtime.TrapCode.INTERRUPT:
+            if budget is not None:
+                return BudgetExceededError()
+            return ModuleTimeoutError(f"stopped after its timeout of {self.owner.sandbox.timeout_seconds:g}s")
+        message = _first_line(exc)
+        if "memory" in message and ("limit" in message or "exceeds" in message):
+            return MemoryLimitError(f"memory limit of {self.owner.sandbox.memory_bytes // MIB} MB: {message}")
+        if self.at_memory_cap():
+            return MemoryLimitError(
+                f"trapped at its memory limit of {self.owner.sandbox.memory_bytes // MIB} MB: {message}"
+            )
+        if isinstance(exc, wasmtime.ExitTrap):
+            return TrapError(f"exited with status {exc.code}")
+        detail = self.stderr.tail()
+        return TrapError(message + (f" (stderr: {detail})" if detail else ""))
+
+
+class LoadedModule:
+    """A compiled, linked module version with its sandbox and a pool of idle instances."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        info: wasm.ModuleInfo,
+        module: wasmtime.Module,
+        pre: wasmtime.InstancePre,
+        sandbox: Sandbox,
+        *,
+        from_cache: bool = False,
+    ) -> None:
+        self.runtime = runtime
+        self.info = info
+        self.module = module
+        self.pre = pre
+        self.sandbox = sandbox
+        self.from_cache = from_cache
+        self.functions = {n: e for n, e in info.functions().items() if e.convention is not None}
+        self._idle: deque[_Instance] = deque()
+        self._slow: set[str] = set()
+
+    @property
+    def digest(self) -> str:
+        return self.info.digest
+
+    def warm(self) -> None:
+        """Instantiate once, so a module that cannot start fails at load and not on a request."""
+        try:
+            inst = _Instance(self)
+        except MemoryLimitError as exc:
+            raise LoadError(exc.message) from None
+        except (TrapError, ModuleTimeoutError) as exc:
+            raise LoadError(f"cannot instantiate: {exc.message}") from None
+        if any(e.convention != "command" for e in self.functions.values()):
+            self._idle.append(inst)
+
+    # -- the event loop side: checks that give a 4xx --------------------------------------------
+
+    def prepare(self, function: str, args: Any) -> Call:
+        export = self.functions.get(function)
+        if export is None:
+            callable_names = ", ".join(sorted(self.functions)) or "none"
+            raise NotFoundError(
+                f"function {function!r} is not an export that can be called (exports: {callable_names})"
+            )
+        assert export.sig is not None and export.convention is not None
+        if export.convention == "numeric":
+            return Call(function, "numeric", _numeric_args(function, export.sig, args))
+        payload = json.dumps(args, separators=(",", ":"), allow_nan=False).encode()
+        return Call(function, export.convention, payload=payload)
+
+    def may_run_inline(self, function: str) -> bool:
+        """Short calls may run on the event loop: numeric/json, no file writes, never slow before."""
+        export = self.functions.get(function)
+        return (
+            export is not None
+            and export.convention in ("numeric", "json")
+            and not self.sandbox.writes_files
+            and function not in self._slow
+        )
+
+    def mark_slow(self, function: str) -> None:
+        self._slow.add(function)
+
+    # -- any thread: the call itself -------------------------------------------------------------
+
+    def invoke(self, call: Call, *, budget: int | None = None, timeout: float | None = None) -> CallResult:
+        """Run `call`; raises a ModuleError, or BudgetExceededError when an inline budget ran out."""
+        started = time.thread_time_ns()
+        ticks = budget if budget is not None else self.runtime.ticks(timeout or self.sandbox.timeout_seconds)
+        if call.convention == "command":
+            value = self._invoke_command(call, ticks)
+            return CallResult(value, time.thread_time_ns() - started)
+        try:
+            inst = self._idle.pop()
+        except IndexError:
+            inst = _Instance(self)
+        inst.store.set_epoch_deadline(ticks)
+        try:
+            if call.convention == "numeric":
+                value = _json_number(inst.call(call.function, call.values))
+            else:
+                value = inst.run_json(call.function, call.payload)
+        except Exception as exc:
+            raise inst.failure(exc, budget) from None
+        inst.stdout.reset()
+        inst.stderr.reset()
+        if len(self._idle) < MAX_IDLE_INSTANCES:
+            self._idle.append(inst)
+        return CallResult(value, time.thread_time_ns() - started)
+
+    def _invoke_command(self, call: Call, ticks: int) -> Any:
+        inst = _Instance(self, stdin=call.payload)
+        inst.store.set_epoch_deadline(ticks)
+        try:
+            return inst.run_command()
+        except Exception as exc:
+            raise inst.failure(exc, None) from None
+
+    def close(self) -> None:
+        self._idle.clear()
+
+
+def _set_stdin(config: wasmtime.WasiConfig, data: bytes) -> None:
+    vec = ffi.wasm_byte_vec_t()
+    buf = (ffi.wasm_byte_t * len(data)).from_buffer_copy(data) if data else None
+    ffi.wasm_byte_vec_new(ctypes.byref(vec), len(data), buf)
+    ffi.wasi_config_set_stdin_bytes(config.ptr(), ctypes.byref(vec))
+
+
+def _numeric(sig: wasm.FuncSig) -> bool:
+    return all(t in wasm.NUMERIC_TYPES for t in (*sig.params, *sig.results)) and len(sig.results) <= 1
+
+
+def _numeric_args(function: str, sig: wasm.FuncSig, args: Any) -> tuple[int | float, ...]:
+    if args is None:
+        args = []
+    if not isinstance(args, list):
+        raise BadRequestError(f"args: {function}{sig} takes a JSON array of numbers")
+    if len(args) != len(sig.params):
+        raise BadRequestError(f"args: {function}{sig} takes {len(sig.params)} argument(s), got {len(args)}")
+    values: list[int | float] = []
+    for i, (kind, given) in enumerate(zip(sig.params, args, strict=True)):
+        if isinstance(given, bool) or not isinstance(given, (int, float)):
+            raise BadRequestError(f"args[{i}]: expected a number for {kind}, got {json.dumps(given)[:40]}")
+        value: int | float = given
+        if kind in ("i32", "i64"):
+            if isinstance(value, float):
+                if not value.is_integer():
+                    raise BadRequestError(f"args[{i}]: {kind} takes an integer, got {value}")
+                value = int(value)
+            low, high = I32 if kind == "i32" else I64
+            if not low <= value <= high:
+                raise BadRequestError(f"args[{i}]: {value} does not fit in {kind}")
+            bits = 32 if kind == "i32" else 64
+            if value >= 2 ** (bits - 1):
+                value -= 2**bits
+        else:
+            value = float(value)
+        values.append(value)
+    return tuple(values)
+
+
+def _json_number(value: int | float | None) -> int | float | str | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def _first_line(exc: BaseException) -> str:
+    """The line of a wasmtime error that says what happened (`wasm trap: ...` for a trap)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    for line in lines:
+        if line.startswith("wasm trap:"):
+            return line
+    if "Caused by:" in lines and lines.index("Caused by:") + 1 < len(lines):
+        return lines[lines.index("Caused by:") + 1]
+    return lines[0]

@@ -1,0 +1,338 @@
+"""The node's HTTP server (aiohttp on uvloop): execute, health, metrics, the loaded modules.
+
+Where it sits: in front of the router and the runtime. `build_app(node)` makes the application;
+`serve(node, host, port)` runs it until cancelled.
+
+    POST /api/v1/wasm/execute      {"module", "function", "args", "version"?}
+                                   200 {"result", "module", "version", "durationMs"} and the header
+                                   X-Hotswap-Version; a client mistake is a 4xx, a module failure a
+                                   5xx (429 for cpu), both JSON {"error", "message", ...}
+    GET  /health                   {"status": "ok", ...}
+    GET  /metrics                  Prometheus text
+    GET  /api/v1/wasm/modules      what is loaded: versions, weights, functions and conventions
+    PUT  /api/v1/wasm/admin/table  (loopback only, when enabled) apply a full ModuleTable: the same
+                                   `Router.apply_table` path the control-plane agent uses
+
+Where a call runs: a call to a numeric or json export first runs on the event loop thread with a
+budget of a couple of epoch ticks (about 2 ms). Most calls finish far sooner, and skip the ~40 µs
+round trip through a thread pool. A call that runs out of that budget loses its instance, is run
+again on a worker thread with the rest of its timeout, and that function goes to the workers from
+then on. Commands and modules that may write files always run on workers. wasmtime calls release
+the GIL, so a module spinning on a worker does not hold up the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from edge.auth import Authenticator
+from edge.errors import BadRequestError, CpuLimitError, EdgeError, ModuleError, NotFoundError
+from edge.protocol import (
+    LATENCY_BUCKETS_MS,
+    STICKY_HEADER,
+    VERSION_HEADER,
+    ExecuteRequest,
+    ModuleTable,
+)
+from edge.router import Router, VersionSlot
+from edge.runtime import BudgetExceededError, Call, CallResult, Runtime
+
+log = logging.getLogger("hotswap.edge.server")
+MIB = 1024 * 1024
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    max_body: int = 4 * MIB
+    threads: int = 4
+    inline_budget_ticks: int = 2
+    cpu_max_wait: float = 1.0
+    admin: bool = False
+    node_id: str = "standalone"
+
+
+class Node:
+    """The runtime, the router and the worker threads of one edge node."""
+
+    def __init__(self, runtime: Runtime, router: Router, config: NodeConfig, auth: Authenticator | None = None) -> None:
+        self.runtime = runtime
+        self.router = router
+        self.config = config
+        self.auth = auth
+        self.pool = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="wasm")
+        self.started = time.time()
+
+    async def run(self, slot: VersionSlot, call: Call) -> CallResult:
+        loaded = slot.loaded
+        timeout = loaded.sandbox.timeout_seconds
+        if loaded.may_run_inline(call.function):
+            started = time.perf_counter()
+            try:
+                return loaded.invoke(call, budget=self.config.inline_budget_ticks)
+            except BudgetExceededError:
+                loaded.mark_slow(call.function)
+                log.info("%s@%s %s: long call, moved to workers", slot.module, slot.version, call.function)
+                timeout = max(timeout - (time.perf_counter() - started), self.runtime.tick)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, partial(loaded.invoke, call, timeout=timeout))
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+NODE = web.AppKey("node", Node)
+
+
+def _error(status: int, code: str, message: str, **extra: str) -> web.Response:
+    body = {"error": code, "message": message, **extra}
+    return web.Response(status=status, body=json.dumps(body).encode(), content_type="application/json")
+
+
+_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure leaves as JSON; nothing a client sends takes the server down."""
+    try:
+        return await handler(request)
+    except EdgeError as exc:
+        return _error(exc.status, exc.code, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+        return _error(exc.status, _HTTP_CODES.get(exc.status, "http_error"), message or exc.reason)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return _error(500, "internal", "the node failed to handle this request; see its log")
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+async def execute(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    if node.auth is not None:
+        node.auth.check(request.headers.get("Authorization"))
+    body = await request.read()
+    if not body:
+        raise BadRequestError("the body must be a JSON object {module, function, args, version?}")
+    try:
+        req = ExecuteRequest.model_validate_json(body)
+    except ValidationError as exc:
+        raise BadRequestError(_validation_message(exc)) from None
+    headers = request.headers
+    slot = node.router.pick(req.module, req.version or headers.get(VERSION_HEADER), headers.get(STICKY_HEADER))
+    try:
+        try:
+            call = slot.loaded.prepare(req.function, req.args)
+        except ValueError as exc:  # json.dumps refusing NaN and the like
+            raise BadRequestError(f"args: {exc}") from None
+        started = time.perf_counter()
+        try:
+            await _cpu_gate(node, slot)
+            result = await node.run(slot, call)
+        except ModuleError as exc:
+            elapsed = time.perf_counter() - started
+            if not isinstance(exc, CpuLimitError):
+                slot.cpu.charge(int(elapsed * 1e9))
+            slot.record(exc.code, elapsed * 1000)
+            log.warning("%s@%s %s: %s: %s", slot.module, slot.version, req.function, exc.code, exc.message)
+            response = _error(exc.status, exc.code, exc.message, module=slot.module, version=slot.version)
+            response.headers[VERSION_HEADER] = slot.version
+            return response
+        duration_ms = (time.perf_counter() - started) * 1000
+        slot.cpu.charge(result.cpu_ns)
+        slot.record("ok", duration_ms)
+    finally:
+        node.router.release(slot)
+    payload = {"result": result.value, "module": slot.module, "version": slot.version, "durationMs": duration_ms}
+    return web.Response(
+        body=json.dumps(payload, separators=(",", ":")).encode(),
+        content_type="application/json",
+        headers={VERSION_HEADER: slot.version},
+    )
+
+
+async def _cpu_gate(node: Node, slot: VersionSlot) -> None:
+    """Hold a request while its version is over its CPU share; refuse it if that takes too long."""
+    waited = 0.0
+    while (delay := slot.cpu.delay()) > 0:
+        if waited + delay > node.config.cpu_max_wait:
+            raise CpuLimitError(f"over its CPU share of {slot.cpu.percent:g}% of a core; retry in {math.ceil(delay)}s")
+        await asyncio.sleep(delay)
+        waited += delay
+
+
+async def health(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    slots = node.router.slots()
+    return web.json_response(
+        {
+            "status": "ok",
+            "node": node.config.node_id,
+            "generation": node.router.generation,
+            "modules": len(node.router.routes),
+            "versions": len(slots),
+            "retiring": len(node.router.retiring),
+            "uptimeSeconds": round(time.time() - node.started, 3),
+        }
+    )
+
+
+async def modules(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    items = []
+    for slot in node.router.slots():
+        entry = slot.entry
+        items.append(
+            {
+                "module": slot.module,
+                "version": slot.version,
+                "digest": entry.digest,
+                "weight": entry.weight,
+                "inflight": slot.inflight,
+                "fromCache": slot.loaded.from_cache,
+                "loadMs": round(slot.load_ms, 3),
+                "size": slot.loaded.info.size,
+                "limits": entry.limits.model_dump(by_alias=True),
+                "capabilities": entry.capabilities.model_dump(by_alias=True),
+                "functions": [
+                    {"name": name, "signature": str(e.sig), "convention": e.convention}
+                    for name, e in sorted(slot.loaded.functions.items())
+                ],
+            }
+        )
+    return web.json_response({"generation": node.router.generation, "modules": items})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(text=render_metrics(request.app[NODE]), content_type="text/plain", charset="utf-8")
+
+
+def render_metrics(node: Node) -> str:
+    """Prometheus text exposition: the spec's metric names with dots as underscores."""
+    lines: list[str] = []
+
+    def family(name: str, kind: str, help_text: str) -> None:
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} {kind}")
+
+    rows = node.router.metrics_total()
+    family("wasm_functions_invoked_total", "counter", "Function invocations per module version")
+    for slot, m in rows:
+        lines.append(f"wasm_functions_invoked_total{{{_labels(slot)}}} {m.requests}")
+    family("wasm_functions_failed_total", "counter", "Failed invocations per module version and reason")
+    for slot, m in rows:
+        for reason, value in (("trap", m.traps), ("timeout", m.timeouts), ("memory", m.memory), ("cpu", m.cpu)):
+            lines.append(f'wasm_functions_failed_total{{{_labels(slot)},reason="{reason}"}} {value}')
+    family("wasm_function_invoke_duration_ms", "histogram", "Execute latency in milliseconds")
+    for slot, m in rows:
+        running = 0
+        for bound, count in zip((*LATENCY_BUCKETS_MS, math.inf), m.latency_buckets, strict=True):
+            running += count
+            le = "+Inf" if math.isinf(bound) else f"{bound:g}"
+            lines.append(f'wasm_function_invoke_duration_ms_bucket{{{_labels(slot)},le="{le}"}} {running}')
+        lines.append(f"wasm_function_invoke_duration_ms_sum{{{_labels(slot)}}} {m.latency_sum_ms:.6f}")
+        lines.append(f"wasm_function_invoke_duration_ms_count{{{_labels(slot)}}} {m.requests}")
+    family("wasm_module_load_duration_ms", "gauge", "Time the module version took to load")
+    for slot, _ in rows:
+        lines.append(f"wasm_module_load_duration_ms{{{_labels(slot)}}} {slot.load_ms:.3f}")
+    family("wasm_module_size_bytes", "gauge", "Binary size of the module version")
+    for slot, _ in rows:
+        lines.append(f"wasm_module_size_bytes{{{_labels(slot)}}} {slot.loaded.info.size}")
+    family("hotswap_version_weight", "gauge", "Traffic weight of the module version")
+    for slot, _ in rows:
+        lines.append(f"hotswap_version_weight{{{_labels(slot)}}} {0 if slot.retired else slot.entry.weight}")
+    family("hotswap_inflight_requests", "gauge", "Requests running on the module version")
+    for slot, _ in rows:
+        lines.append(f"hotswap_inflight_requests{{{_labels(slot)}}} {slot.inflight}")
+    family("wasm_modules_count", "gauge", "Modules loaded on this node")
+    lines.append(f"wasm_modules_count {len(node.router.routes)}")
+    family("hotswap_table_generation", "gauge", "Generation of the module table applied")
+    lines.append(f"hotswap_table_generation {node.router.generation}")
+    return "\n".join(lines) + "\n"
+
+
+def _labels(slot: VersionSlot) -> str:
+    return f'module="{_escape(slot.module)}",version="{_escape(slot.version)}"'
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+async def admin_table(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    if not node.config.admin or not _is_loopback(request.remote):
+        raise NotFoundError("no admin endpoint on this node")
+    try:
+        table = ModuleTable.model_validate_json(await request.read())
+    except ValidationError as exc:
+        raise BadRequestError(_validation_message(exc)) from None
+    report = await node.router.apply_table(table.modules, table.generation)
+    return web.json_response(
+        {
+            "generation": report.generation,
+            "loaded": report.loaded,
+            "kept": report.kept,
+            "retired": report.retired,
+            "failed": report.failed,
+        }
+    )
+
+
+def _is_loopback(remote: str | None) -> bool:
+    try:
+        return remote is not None and ipaddress.ip_address(remote).is_loopback
+    except ValueError:
+        return False
+
+
+def build_app(node: Node) -> web.Application:
+    app = web.Application(client_max_size=node.config.max_body, middlewares=[errors_middleware])
+    app[NODE] = node
+    app.router.add_post("/api/v1/wasm/execute", execute)
+    app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/v1/wasm/modules", modules)
+    app.router.add_put("/api/v1/wasm/admin/table", admin_table)
+
+    async def close_node(app: web.Application) -> None:
+        node.close()
+
+    app.on_cleanup.append(close_node)
+    return app
+
+
+async def start(node: Node, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Start serving; returns the runner (to clean up) and the port bound (useful with port 0)."""
+    runner = web.AppRunner(build_app(node), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=1024)
+    await site.start()
+    server = site._server
+    sockets = getattr(server, "sockets", None) or []
+    bound = sockets[0].getsockname()[1] if sockets else port
+    return runner, int(bound)

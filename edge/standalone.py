@@ -1,0 +1,104 @@
+"""A standalone node's module table, read from a folder instead of a control plane.
+
+Where it sits: `hotswap edge --standalone DIR` scans DIR at start and again on SIGHUP, and hands
+the result to `Router.apply_table`, the same entry point the control-plane agent uses. The folder
+is also the node's `BlobSource`: binaries are served by digest from the last scan.
+
+    NAME.wasm / NAME.wat          module NAME, version 0.0.0
+    NAME@X.Y.Z.wasm / .wat        module NAME, version X.Y.Z
+
+When a module has several versions, the highest takes all traffic (weight 100) and the others are
+loaded at weight 0, reachable with `X-Hotswap-Version`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge import wasm
+from edge.errors import LoadError
+from edge.protocol import Capabilities, Limits, ModuleEntry
+
+FILE_NAME = re.compile(
+    r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*?)(?:@(?P<version>\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?))?$"
+)
+
+
+def _version_key(version: str) -> tuple[int, int, int, int, str]:
+    core, _, pre = version.partition("-")
+    major, minor, patch = (int(p) for p in core.split("+")[0].split("."))
+    return (major, minor, patch, 0 if pre else 1, pre)
+
+
+@dataclass
+class Scan:
+    entries: list[ModuleEntry] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+class DirectorySource:
+    """Module binaries from a folder, by digest; `scan` lists what the folder serves."""
+
+    def __init__(self, folder: Path, limits: Limits | None = None, capabilities: Capabilities | None = None) -> None:
+        self.folder = folder
+        self.limits = limits or Limits()
+        self.capabilities = capabilities or Capabilities()
+        self._blobs: dict[str, bytes] = {}
+
+    async def fetch(self, digest: str) -> bytes:
+        try:
+            return self._blobs[digest]
+        except KeyError:
+            raise LoadError(f"{digest} is not in {self.folder}") from None
+
+    def add(self, data: bytes) -> str:
+        """Make a binary fetchable by digest (tests and admin tables may refer to it)."""
+        digest = wasm.sha256_digest(data)
+        self._blobs[digest] = data
+        return digest
+
+    def scan(self) -> Scan:
+        scan = Scan()
+        found: dict[str, list[tuple[str, str]]] = {}
+        if not self.folder.is_dir():
+            scan.problems.append(f"{self.folder}: not a directory")
+            return scan
+        for path in sorted(self.folder.iterdir()):
+            if path.suffix not in (".wasm", ".wat") or not path.is_file():
+                continue
+            match = FILE_NAME.match(path.stem)
+            if match is None:
+                scan.problems.append(f"{path.name}: expected NAME.wasm or NAME@X.Y.Z.wasm")
+                continue
+            name, version = match.group("name"), match.group("version") or "0.0.0"
+            try:
+                data = path.read_bytes()
+                if path.suffix == ".wat":
+                    data = wasm.compile_wat(data.decode("utf-8"))
+            except wasm.WasmError as exc:
+                where = f"{path.name}:{exc.line}" if exc.line else path.name
+                scan.problems.append(f"{where}: {exc.message}")
+                continue
+            except (OSError, UnicodeDecodeError) as exc:
+                scan.problems.append(f"{path.name}: {exc}")
+                continue
+            if any(v == version for v, _ in found.get(name, [])):
+                scan.problems.append(f"{path.name}: {name}@{version} is given by two files; ignored")
+                continue
+            found.setdefault(name, []).append((version, self.add(data)))
+        for name, versions in sorted(found.items()):
+            newest = max(versions, key=lambda v: _version_key(v[0]))[0]
+            for version, digest in versions:
+                scan.entries.append(
+                    ModuleEntry(
+                        module=name,
+                        version=version,
+                        digest=digest,
+                        weight=100 if version == newest else 0,
+                        limits=self.limits,
+                        capabilities=self.capabilities,
+                    )
+                )
+        return scan

@@ -1,0 +1,15 @@
+;; Numeric convention: every parameter and result is i32/i64/f32/f64.
+(module
+  (func (export "add") (param i32 i32) (result i32)
+    local.get 0 local.get 1 i32.add)
+  (func (export "mul64") (param i64 i64) (result i64)
+    local.get 0 local.get 1 i64.mul)
+  (func (export "half") (param f64) (result f64)
+    local.get 0 f64.const 2 f64.div)
+  (func (export "scale") (param f32 i32) (result f32)
+    local.get 0 local.get 1 f32.convert_i32_s f32.mul)
+  (func (export "nothing"))
+  (func (export "divide") (param i32 i32) (result i32)
+    local.get 0 local.get 1 i32.div_s)
+  (func (export "crash") (result i32)
+    unreachable))
