@@ -56,6 +56,8 @@ def seeded_repo(
     return repo
 
 
-def source_for(ws: Workspace, url: str | Path, trust_text: str, *, path: str = "fleet", **kwargs: object) -> GitSource:
-    config = SourceConfig(url=str(url), branch="main", path=path, interval=0.2)
+def source_for(
+    ws: Workspace, url: str | Path, trust_text: str, *, path: str = "fleet", interval: float = 0.2, **kwargs: object
+) -> GitSource:
+    config = SourceConfig(url=str(url), branch="main", path=path, interval=interval)
     return GitSource(config, parse_trust(trust_text), ws.root / "cache", **kwargs)  # type: ignore[arg-type]

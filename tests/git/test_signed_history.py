@@ -66,9 +66,7 @@ def test_commit_signed_by_unknown_key_is_refused(ws: Workspace, keys: Keys) -> N
     assert check is not None and check.status is SignatureStatus.UNKNOWN_KEY
 
 
-def test_commit_signed_by_expired_key_is_refused_and_earlier_commits_still_verify(
-    ws: Workspace, keys: Keys
-) -> None:
+def test_commit_signed_by_expired_key_is_refused_and_earlier_commits_still_verify(ws: Workspace, keys: Keys) -> None:
     rotated = datetime.now(UTC) - timedelta(days=30)
     trust = trust_yaml(
         ("alice@example.com", ["admin"], key_entry(keys.alice, valid_before=rotated) + key_entry(keys.carol)),

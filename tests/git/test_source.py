@@ -1,0 +1,195 @@
+"""The Git source following a branch: bad revisions held, remotes over real transports, force-pushes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from reconciler.gitsource.source import GitSource, Revision
+from reconciler.gitsource.status import Reason
+from tests.git.conftest import Keys, seeded_repo, source_for, standard_trust
+from tests.git.gitutil import Workspace, git_daemon, module_yaml
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+def test_broken_yaml_commit_keeps_the_last_good_revision(ws: Workspace, keys: Keys) -> None:
+    repo = seeded_repo(ws, keys)
+    source = source_for(ws, repo.path, standard_trust(keys))
+    good = repo.head()
+    source.sync()
+    repo.write("fleet/modules/greeter.yaml", "kind: Module\nmetadata: {name: greeter\nspec: [\n")
+    broken = repo.commit("broken yaml", key=keys.alice)
+    status = source.sync()
+    assert status.last_applied_revision == good
+    assert status.observed_revision == broken
+    assert status.stalled is not None and status.stalled.reason == Reason.INVALID_FLEET
+    assert f"commit {broken[:12]}" in status.stalled.message
+    assert "modules/greeter.yaml:" in status.stalled.message
+    latest = source.latest
+    assert latest is not None and latest.sha == good
+    # fixing it moves on
+    repo.write("fleet/modules/greeter.yaml", module_yaml("greeter", "1.2.0"))
+    fixed = repo.commit("fixed", key=keys.alice)
+    status = source.sync()
+    assert status.ready and status.last_applied_revision == fixed
+    assert status.stalled is None
+
+
+def test_invalid_field_is_reported_with_file_and_line(ws: Workspace, keys: Keys) -> None:
+    repo = seeded_repo(ws, keys)
+    repo.write("fleet/modules/greeter.yaml", module_yaml("greeter", "1.2"))
+    repo.commit("bad version", key=keys.alice)
+    status = source_for(ws, repo.path, standard_trust(keys)).sync()
+    assert status.stalled is not None
+    assert "modules/greeter.yaml:5: spec.version" in status.stalled.message
+    assert status.last_applied_revision is None
+    assert "no revision applied yet" in status.stalled.message
+
+
+def test_missing_sub_path_is_an_invalid_fleet(ws: Workspace, keys: Keys) -> None:
+    repo = seeded_repo(ws, keys)
+    status = source_for(ws, repo.path, standard_trust(keys), path="nowhere").sync()
+    assert status.stalled is not None and status.stalled.reason == Reason.INVALID_FLEET
+    assert "'nowhere' does not exist" in status.stalled.message
+
+
+def test_unreachable_remote_is_a_transient_fetch_failure(ws: Workspace, keys: Keys) -> None:
+    status = source_for(ws, ws.root / "no-such-repo", standard_trust(keys)).sync()
+    assert not status.ready and status.stalled is None
+    ready = status.condition("Ready")
+    assert ready is not None and ready.reason == Reason.FETCH_FAILED
+
+
+def test_same_head_is_not_parsed_twice(ws: Workspace, keys: Keys) -> None:
+    repo = seeded_repo(ws, keys)
+    calls: list[Path] = []
+
+    def counting(root: Path):  # type: ignore[no-untyped-def]
+        from reconciler.spec.loader import load_fleet
+
+        calls.append(root)
+        return load_fleet(root)
+
+    source = source_for(ws, repo.path, standard_trust(keys), parse=counting)
+    source.sync()
+    source.sync()
+    assert len(calls) == 1 and source.fetches == 2
+
+
+def test_bare_remote_by_path_is_followed_including_a_force_push(ws: Workspace, keys: Keys) -> None:
+    remote = ws.remote()
+    repo = seeded_repo(ws, keys, require_signed=False)
+    repo.git("remote", "add", "origin", str(remote))
+    repo.push("origin")
+    first = repo.head()
+    source = source_for(ws, remote, standard_trust(keys))
+    assert source.sync().last_applied_revision == first
+    repo.write("fleet/modules/greeter.yaml", module_yaml("greeter", "1.1.0"))
+    second = repo.commit("bump")
+    repo.push("origin")
+    assert source.sync().last_applied_revision == second
+    # rewrite: drop `second`, push a different commit in its place
+    repo.reset_hard(first)
+    repo.write("fleet/modules/greeter.yaml", module_yaml("greeter", "1.0.1"))
+    rewritten = repo.commit("rewritten")
+    repo.push("origin", force=True)
+    status = source.sync()
+    assert status.last_applied_revision == rewritten
+    assert any("history rewritten" in e and second[:12] in e for e in status.events)
+
+
+def test_force_push_under_signing_policy_is_held_until_accepted(ws: Workspace, keys: Keys) -> None:
+    remote = ws.remote()
+    repo = seeded_repo(ws, keys)
+    repo.git("remote", "add", "origin", str(remote))
+    first = repo.head()
+    repo.write("README.md", "two\n")
+    second = repo.commit("two", key=keys.alice)
+    repo.push("origin")
+    source = source_for(ws, remote, standard_trust(keys))
+    assert source.sync().last_applied_revision == second
+    repo.reset_hard(first)
+    repo.write("README.md", "other two\n")
+    other = repo.commit("other two", key=keys.alice)
+    repo.push("origin", force=True)
+    status = source.sync()
+    assert status.last_applied_revision == second
+    assert status.stalled is not None and status.stalled.reason == Reason.HISTORY_REWRITTEN
+    assert second[:12] in status.stalled.message and other[:12] in status.stalled.message
+    source.accept_history_rewrite(other)
+    status = source.sync()
+    assert status.ready and status.last_applied_revision == other and status.verified
+
+
+def test_git_daemon_remote_is_followed_including_a_force_push(ws: Workspace, keys: Keys) -> None:
+    served = ws.root / "served"
+    served.mkdir()
+    remote = ws.remote("served/fleet.git")
+    repo = seeded_repo(ws, keys, require_signed=False)
+    with git_daemon(served) as base_url:
+        repo.git("remote", "add", "origin", f"{base_url}/fleet.git")
+        repo.push("origin")
+        first = repo.head()
+        source = source_for(ws, f"{base_url}/fleet.git", standard_trust(keys))
+        assert source.sync().last_applied_revision == first
+        repo.write("fleet/modules/greeter.yaml", module_yaml("greeter", "2.0.0"))
+        repo.commit("bump")
+        repo.reset_hard(first)
+        repo.write("fleet/modules/greeter.yaml", module_yaml("greeter", "3.0.0"))
+        forced = repo.commit("forced")
+        repo.push("origin", force=True)
+        status = source.sync()
+        assert status.last_applied_revision == forced
+        latest = source.latest
+        assert latest is not None and latest.fleet is not None
+        assert latest.fleet.modules["greeter"].spec.version == "3.0.0"
+    assert remote.exists()
+
+
+async def test_run_loop_follows_local_commits_through_the_file_watcher(ws: Workspace, keys: Keys) -> None:
+    repo = seeded_repo(ws, keys)
+    source = source_for(ws, repo.path, standard_trust(keys), interval=3600.0)  # only the watcher wakes it
+    seen: list[Revision] = []
+
+    async def on_revision(revision: Revision) -> None:
+        seen.append(revision)
+
+    task = asyncio.create_task(source.run(on_revision))
+    try:
+        await eventually(lambda: len(seen) == 1)
+        # The watcher may not be watching yet: commit again until a commit is picked up (bounded).
+        for attempt in range(20):
+            repo.write("README.md", f"watched {attempt}\n")
+            head = await asyncio.to_thread(repo.commit, f"watched {attempt}", key=keys.alice)
+            try:
+                await eventually(lambda head=head: seen[-1].sha == head, timeout=1.0)  # type: ignore[misc]
+                break
+            except AssertionError:
+                continue
+        assert seen[-1].sha == head
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def test_source_status_json_has_flux_like_fields(ws: Workspace, keys: Keys) -> None:
+    repo = seeded_repo(ws, keys)
+    source: GitSource = source_for(ws, repo.path, standard_trust(keys))
+    body = source.sync().to_json()
+    assert body["lastAppliedRevision"] == repo.head() == body["observedRevision"]
+    assert body["verified"] is True
+    assert body["conditions"][0] == {
+        "type": "Ready",
+        "status": "True",
+        "reason": "Succeeded",
+        "message": f"stored revision main@sha1:{repo.head()}",
+    }
