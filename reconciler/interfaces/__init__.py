@@ -7,7 +7,7 @@ breaking_changes(old, new) -> [Change]            the changes alone
 version_bump_problems(old, new, changes) -> problems
 """
 
-from reconciler.interfaces.compat import check_component, check_module, export_names
+from reconciler.interfaces.compat import check_component, check_module, clear_cache, export_names
 from reconciler.interfaces.errors import InterfaceError, ToolError, WitError
 from reconciler.interfaces.evolution import (
     Change,
@@ -17,7 +17,7 @@ from reconciler.interfaces.evolution import (
     version_bump_problems,
 )
 from reconciler.interfaces.model import WitFunction, WitInterface, WitPackage, WitParam, WitType, WitWorld
-from reconciler.interfaces.wit import clear_cache, parse_wit, wasm_tools
+from reconciler.interfaces.wit import parse_wit, wasm_tools
 
 __all__ = [
     "Change",

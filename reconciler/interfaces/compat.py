@@ -23,6 +23,7 @@ from collections.abc import Iterable, Set
 from typing import Literal
 
 from edge.wasm import GRANTABLE_CAPABILITIES, Export, FuncSig, ModuleInfo
+from reconciler.interfaces import wit
 from reconciler.interfaces.model import WitFunction, WitInterface, WitPackage, WitWorld
 from reconciler.interfaces.wit import run_wasm_tools, tool_message
 
@@ -69,6 +70,12 @@ def check_module(
                 problems.extend(prefix + p for p in _check_function(function, exports, info))
     problems.extend(_check_imports(info, granted_capabilities))
     return problems
+
+
+def clear_cache() -> None:
+    """Forget parsed packages and component checks held in memory."""
+    _targets_cache.clear()
+    wit.clear_cache()
 
 
 def export_names(function: WitFunction) -> tuple[str, ...]:
