@@ -1,0 +1,316 @@
+"""The module registry: turns uploaded bytes into an immutable, stored, described module version.
+
+Used by the API (`POST /api/v1/wasm/modules`, CI uploads) and by the reconciler for module sources it
+finds in the fleet repository; the executor and the API read binaries back through it.
+
+register(name, version, bytes):
+  1. check the name and the semver version; the module id is `{name}-v{version}`;
+  2. an id already registered: same digest -> idempotent (`created` False), else `ModuleConflictError`;
+  3. inspect the binary with `edge.wasm`: invalid WebAssembly, imports the edge sandbox cannot grant,
+     or an initial memory/table above the limits -> `InvalidModuleError` saying which;
+  4. put the bytes in the blob store (content-addressed, so a crash here leaves only an unreferenced
+     blob, invisible and harmless);
+  5. insert the row in the state store: the commit point, after which the module exists;
+  6. mirror the record to `wasm-modules/{name}/{version}/metadata.json` and append to the audit log.
+
+Retention (`prune`) keeps the newest five versions of each module and every version in use.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Collection, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from edge import wasm
+from reconciler.store.blobs import BlobStore, VerifiedBlob
+from reconciler.store.errors import InvalidModuleError, ModuleConflictError, ModuleInUseError, UnknownModuleError
+from reconciler.store.records import BuildInfo, ExportRef, ImportRef, ModuleRecord
+from reconciler.store.state import Clock, StateStore, utcnow
+
+log = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+KEEP_VERSIONS = 5
+NAME_RE = re.compile(r"^[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_IDENT = r"(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)"
+SEMVER_RE = re.compile(rf"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-({_IDENT}(?:\.{_IDENT})*))?$")
+
+
+@dataclass(frozen=True)
+class RegistryLimits:
+    """What a module may declare to be accepted (the spec: 50 MB modules, memory within limits)."""
+
+    max_module_bytes: int = 50 * MIB
+    memory_limit_bytes: int = 512 * MIB
+    max_table_elements: int = 10_000_000
+
+
+@dataclass(frozen=True)
+class Registration:
+    module: ModuleRecord
+    created: bool  # False when the same id and bytes were already registered
+
+
+def module_id(name: str, version: str) -> str:
+    return f"{name}-v{version}"
+
+
+def check_name(name: object, field: str = "name") -> str:
+    if not isinstance(name, str) or not name:
+        raise InvalidModuleError(field, "is required (a lowercase name such as greeter)")
+    if not NAME_RE.match(name):
+        raise InvalidModuleError(
+            field,
+            f"{name!r} is not a module name (lowercase letters, digits and '-', starting with a letter, "
+            "at most 63 characters)",
+        )
+    return name
+
+
+def check_version(version: object, field: str = "version") -> str:
+    if not isinstance(version, str) or not version:
+        raise InvalidModuleError(field, "is required (a semver version such as 1.2.3)")
+    if not SEMVER_RE.match(version):
+        raise InvalidModuleError(field, f"{version!r} is not semver (MAJOR.MINOR.PATCH, e.g. 1.2.3 or 1.2.3-rc.1)")
+    return version
+
+
+def semver_key(version: str) -> tuple[int, int, int, int, tuple[tuple[int, int, str], ...]]:
+    """Sort key in semver precedence: 1.0.0-alpha < 1.0.0-alpha.1 < 1.0.0-beta < 1.0.0 < 1.0.1."""
+    match = SEMVER_RE.match(version)
+    if match is None:
+        raise ValueError(f"{version!r} is not semver")
+    major, minor, patch, pre = match.groups()
+    if pre is None:
+        return int(major), int(minor), int(patch), 1, ()
+    idents = tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in pre.split("."))
+    return int(major), int(minor), int(patch), 0, idents
+
+
+def check_build(build: BuildInfo | None) -> BuildInfo:
+    if build is None:
+        return BuildInfo()
+    if build.commit is not None and (not build.commit or len(build.commit) > 200 or not build.commit.isprintable()):
+        raise InvalidModuleError("build.commit", "must be a commit id or ref of 1-200 printable characters")
+    if build.timestamp is not None:
+        try:
+            datetime.fromisoformat(build.timestamp)
+        except ValueError:
+            raise InvalidModuleError(
+                "build.timestamp", f"{build.timestamp!r} is not an ISO 8601 time (e.g. 2026-01-31T12:00:00Z)"
+            ) from None
+    return build
+
+
+def wasi_version(record: ModuleRecord) -> str | None:
+    if record.component:
+        return "preview2"
+    return "preview1" if record.wasi_imports else None
+
+
+def module_json(record: ModuleRecord) -> dict[str, Any]:
+    """The record as the API answers it and as metadata.json stores it."""
+    return {
+        "id": record.id,
+        "name": record.name,
+        "version": record.version,
+        "digest": record.digest,
+        "size": record.size,
+        "compressedSize": record.compressed_size,
+        "imports": [{"module": i.module, "name": i.name, "kind": i.kind} for i in record.imports],
+        "exports": [
+            {"name": e.name, "kind": e.kind, "signature": e.signature, "convention": e.convention}
+            for e in record.exports
+        ],
+        "wasi": {
+            "version": wasi_version(record),
+            "imports": list(record.wasi_imports),
+            "capabilities": list(record.capabilities),
+        },
+        "component": record.component,
+        "memoryMinPages": record.memory_min_pages,
+        "build": {"commit": record.build.commit, "timestamp": record.build.timestamp},
+        "createdAt": record.created_at.isoformat().replace("+00:00", "Z"),
+    }
+
+
+def expired_versions(
+    modules: Iterable[ModuleRecord], in_use: Collection[str], keep: int = KEEP_VERSIONS
+) -> list[ModuleRecord]:
+    """The versions retention may delete: all but the newest `keep` of each module, never one in use."""
+    by_name: dict[str, list[ModuleRecord]] = {}
+    for record in modules:
+        by_name.setdefault(record.name, []).append(record)
+    expired: list[ModuleRecord] = []
+    for name in sorted(by_name):
+        newest_first = sorted(by_name[name], key=lambda m: semver_key(m.version), reverse=True)
+        expired.extend(m for m in newest_first[keep:] if m.id not in in_use)
+    return expired
+
+
+class Registry:
+    """Registration, lookup, download and deletion of module versions over a state and a blob store.
+
+    Synchronous (it hashes, compresses and talks to S3): async callers use `asyncio.to_thread`.
+    """
+
+    def __init__(
+        self,
+        state: StateStore,
+        blobs: BlobStore,
+        *,
+        limits: RegistryLimits | None = None,
+        clock: Clock = utcnow,
+    ) -> None:
+        self.state = state
+        self.blobs = blobs
+        self.limits = limits or RegistryLimits()
+        self._clock = clock
+        # Deleting a blob and registering the same bytes under another id must not interleave.
+        self._blob_lock = threading.Lock()
+
+    def register(
+        self,
+        name: str,
+        version: str,
+        data: bytes,
+        build: BuildInfo | None = None,
+        *,
+        memory_limit_bytes: int | None = None,
+        actor: str = "system",
+    ) -> Registration:
+        """Validate and store a module version (see the module docstring for the steps)."""
+        check_name(name)
+        check_version(version)
+        build = check_build(build)
+        ident = module_id(name, version)
+        if not data:
+            raise InvalidModuleError("wasm", "is empty")
+        if len(data) > self.limits.max_module_bytes:
+            raise InvalidModuleError(
+                "wasm", f"is {len(data)} bytes; modules are limited to {self.limits.max_module_bytes} bytes"
+            )
+        digest = wasm.sha256_digest(data)
+        existing = self.state.get_module(ident)
+        if existing is not None:
+            if existing.digest != digest:
+                raise ModuleConflictError(ident, existing.digest, digest)
+            self._ensure_stored(existing, data)
+            return Registration(existing, created=False)
+        info = self._inspect(data, memory_limit_bytes or self.limits.memory_limit_bytes)
+        with self._blob_lock:
+            stored = self.blobs.put(data)
+            record, created = self.state.add_module(
+                ModuleRecord(
+                    id=ident,
+                    name=name,
+                    version=version,
+                    digest=digest,
+                    size=len(data),
+                    compressed_size=stored.compressed_size,
+                    imports=tuple(ImportRef(i.module, i.name, i.kind) for i in info.imports),
+                    exports=tuple(
+                        ExportRef(e.name, e.kind, str(e.sig) if e.sig else None, e.convention) for e in info.exports
+                    ),
+                    wasi_imports=tuple(i.name for i in info.wasi_imports),
+                    capabilities=tuple(sorted(info.capabilities)),
+                    component=info.component,
+                    memory_min_pages=info.memory_min_pages,
+                    build=build,
+                    created_at=self._clock(),
+                )
+            )
+        self._mirror(record)
+        if created:
+            self.state.append_audit(
+                actor, "module.register", ident, {"digest": digest, "size": len(data), "build": build.commit}
+            )
+        return Registration(record, created)
+
+    def _inspect(self, data: bytes, memory_limit: int) -> wasm.ModuleInfo:
+        try:
+            info = wasm.inspect(data)
+        except wasm.WasmError as exc:
+            raise InvalidModuleError("wasm", f"not valid WebAssembly: {exc.message}") from None
+        if info.problems:
+            raise InvalidModuleError("wasm", "imports the edge sandbox cannot grant: " + "; ".join(info.problems))
+        memory = info.memory_min_pages * wasm.PAGE_BYTES
+        if memory > memory_limit:
+            raise InvalidModuleError(
+                "wasm",
+                f"declares {memory // MIB} MB of initial memory ({info.memory_min_pages} pages), more than the "
+                f"{memory_limit // MIB} MB limit",
+            )
+        if info.table_min_elements > self.limits.max_table_elements:
+            raise InvalidModuleError(
+                "wasm",
+                f"declares a table of {info.table_min_elements} elements, more than the "
+                f"{self.limits.max_table_elements} allowed",
+            )
+        return info
+
+    def _ensure_stored(self, record: ModuleRecord, data: bytes) -> None:
+        """An idempotent re-upload also repairs a missing or damaged blob and metadata.json."""
+        with self._blob_lock:
+            self.blobs.put(data)
+        if self.blobs.read_metadata(record.name, record.version) is None:
+            self._mirror(record)
+
+    def _mirror(self, record: ModuleRecord) -> None:
+        try:
+            self.blobs.write_metadata(record.name, record.version, module_json(record))
+        except Exception:  # the row is the truth; a missing mirror is rewritten on the next upload
+            log.exception("could not write metadata.json for %s", record.id)
+
+    def get(self, ident: str) -> ModuleRecord:
+        record = self.state.get_module(ident)
+        if record is None:
+            raise UnknownModuleError(ident)
+        return record
+
+    def modules(self, name: str | None = None) -> list[ModuleRecord]:
+        return self.state.list_modules(name)
+
+    @contextmanager
+    def open_binary(self, ident: str) -> Iterator[tuple[ModuleRecord, VerifiedBlob]]:
+        """A module's verified bytes, ready to stream."""
+        record = self.get(ident)
+        with self.blobs.open(record.digest) as blob:
+            yield record, blob
+
+    def open_blob(self, digest: str) -> AbstractContextManager[VerifiedBlob]:
+        """Verified bytes by digest, ready to stream (UnknownBlobError, BlobCorruptedError)."""
+        return self.blobs.open(digest)
+
+    def delete(self, ident: str, in_use: Collection[str], *, actor: str = "system") -> ModuleRecord:
+        """Remove a version that nothing uses: its row, its metadata.json, and its bytes when no other
+        version shares them. Raises ModuleInUseError / UnknownModuleError."""
+        if ident in in_use:
+            raise ModuleInUseError(ident)
+        record = self.get(ident)
+        with self._blob_lock:
+            if not self.state.delete_module(ident):
+                raise UnknownModuleError(ident)
+            self.blobs.delete_metadata(record.name, record.version)
+            if not self.state.modules_with_digest(record.digest):
+                self.blobs.delete(record.digest)
+        self.state.append_audit(actor, "module.delete", ident, {"digest": record.digest})
+        return record
+
+    def prune(self, in_use: Collection[str], keep: int = KEEP_VERSIONS, *, actor: str = "retention") -> list[str]:
+        """Apply retention: delete all but the newest `keep` versions of each module, sparing every
+        version in `in_use` (ids that desired state or a rollout names). Returns the ids deleted."""
+        removed = []
+        for record in expired_versions(self.modules(), in_use, keep):
+            try:
+                self.delete(record.id, in_use, actor=actor)
+            except UnknownModuleError:
+                continue  # someone else deleted it meanwhile
+            removed.append(record.id)
+        return removed
