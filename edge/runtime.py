@@ -236,7 +236,7 @@ class Runtime:
         try:
             module = wasmtime.Module(self.engine, data)
         except wasmtime.WasmtimeError as exc:
-            raise LoadError(f"does not compile: {_first_line(exc)}") from None
+            raise LoadError(f"not a valid module: {_first_line(exc)}") from None
         if self.cache is not None:
             self.cache.store(digest, module)
         return module, False
@@ -246,18 +246,17 @@ class Runtime:
         actual = wasm.sha256_digest(data)
         if digest is not None and digest != actual:
             raise LoadError(f"digest mismatch: expected {digest}, got {actual}")
-        try:
-            info = wasm.inspect(data)
-        except wasm.WasmError as exc:
-            raise LoadError(f"not a valid module: {exc.message}") from None
-        if info.component:
+        if data[:4] != b"\0asm":
+            raise LoadError("not a valid module: the magic bytes \\0asm are missing")
+        if wasm.is_component(data):
             raise LoadError("components (WASI preview 2) are not supported by this node yet")
-        if info.problems:
-            raise LoadError("; ".join(info.problems))
         for grant in sandbox.dirs:
             if not grant.host.is_dir():
                 raise LoadError(f"capabilities.filesystem: {grant.host} is not a directory on this node")
         module, cached = self.compile(data, actual)
+        info = wasm.describe(module, actual, len(data))
+        if info.problems:
+            raise LoadError("; ".join(info.problems))
         try:
             pre = self.linker.instantiate_pre(module)
         except wasmtime.WasmtimeError as exc:

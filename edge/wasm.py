@@ -250,7 +250,11 @@ def inspect(data: bytes) -> ModuleInfo:
     digest = sha256_digest(data)
     if is_component(data):
         return ModuleInfo(digest=digest, size=len(data), component=True, imports=(), exports=())
-    module = wasmtime.Module(engine(), data)
+    return describe(wasmtime.Module(engine(), data), digest, len(data))
+
+
+def describe(module: wasmtime.Module, digest: str, size: int) -> ModuleInfo:
+    """Describe a module already compiled (or loaded from a precompiled artifact) by any engine."""
     imports = tuple(
         Import(
             i.module,
@@ -296,7 +300,7 @@ def inspect(data: bytes) -> ModuleInfo:
     )
     return ModuleInfo(
         digest=digest,
-        size=len(data),
+        size=size,
         component=False,
         imports=imports,
         exports=exports,

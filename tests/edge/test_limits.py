@@ -1,0 +1,53 @@
+"""The CPU share of a module version over a sliding window, with an injected clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge.limits import CpuShare
+
+MS = 1_000_000  # nanoseconds
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_under_its_share_a_version_runs_at_once() -> None:
+    clock = FakeClock()
+    share = CpuShare(50, window=1.0, clock=clock)
+    share.charge(400 * MS)
+    assert share.delay() == 0.0
+    assert share.used_ns() == 400 * MS
+
+
+def test_over_its_share_it_waits_until_old_charges_leave_the_window() -> None:
+    clock = FakeClock()
+    share = CpuShare(50, window=1.0, clock=clock)
+    share.charge(300 * MS)  # at t=100.0
+    clock.now = 100.4
+    share.charge(300 * MS)  # at t=100.4: 600 ms used of a 500 ms budget
+    assert share.delay() == pytest.approx(0.6)  # when the first charge leaves (t=101.0)
+    clock.now = 101.0
+    assert share.delay() == 0.0
+    assert share.used_ns() == 300 * MS
+
+
+def test_the_window_forgets_everything_after_it_passes() -> None:
+    clock = FakeClock()
+    share = CpuShare(10, window=2.0, clock=clock)
+    share.charge(5_000 * MS)
+    assert share.delay() == pytest.approx(2.0)
+    clock.now += 2.0
+    assert share.delay() == 0.0
+    assert share.used_ns() == 0
+
+
+@pytest.mark.parametrize("percent", [0, -1, 101])
+def test_a_share_out_of_range_is_refused(percent: int) -> None:
+    with pytest.raises(ValueError, match="cpuPercent"):
+        CpuShare(percent)

@@ -1,0 +1,172 @@
+"""Limits and WASI isolation: memory, timeout, environment, filesystem."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge.errors import LoadError, MemoryLimitError, ModuleTimeoutError, TrapError
+from edge.protocol import Capabilities, FilesystemGrant, Limits
+from edge.runtime import MIB, DirGrant, LoadedModule, Runtime, Sandbox
+from edge.wasm import compile_wat
+from tests.edge.conftest import module_bytes
+
+EBADF = 8
+EPERM = 63
+ENOTCAPABLE = 76
+
+
+def call(loaded: LoadedModule, function: str, args: Any = None) -> Any:
+    return loaded.invoke(loaded.prepare(function, args)).value
+
+
+# -- memory ---------------------------------------------------------------------------------------
+
+
+def test_memory_growth_past_the_limit_is_refused(runtime: Runtime) -> None:
+    loaded = runtime.load(module_bytes("limits"), Sandbox(memory_bytes=2 * MIB))  # 32 pages
+    assert call(loaded, "grow", [20]) == 1  # previous size: 1 page
+    assert call(loaded, "grow", [20]) == -1  # 41 pages > 32: refused
+    assert call(loaded, "grow", [11]) == 21  # up to exactly the limit is fine
+
+
+def test_a_module_that_traps_at_its_memory_limit_reports_memory(runtime: Runtime) -> None:
+    loaded = runtime.load(module_bytes("limits"), Sandbox(memory_bytes=2 * MIB))
+    with pytest.raises(MemoryLimitError, match="memory limit of 2 MB"):
+        call(loaded, "grow_or_trap", [40])
+    assert call(loaded, "fast", []) == 7  # a fresh instance serves the next call
+    assert call(loaded, "grow_or_trap", [3]) == 4
+
+
+def test_initial_memory_over_the_limit_is_refused_at_load(runtime: Runtime) -> None:
+    data = compile_wat('(module (memory (export "memory") 100) (func (export "f")))')  # 6.25 MB
+    with pytest.raises(LoadError, match="memory"):
+        runtime.load(data, Sandbox(memory_bytes=4 * MIB))
+    runtime.load(data, Sandbox(memory_bytes=8 * MIB))
+
+
+# -- time -----------------------------------------------------------------------------------------
+
+
+def test_an_infinite_loop_is_stopped_at_its_timeout(runtime: Runtime) -> None:
+    loaded = runtime.load(module_bytes("limits"), Sandbox(timeout_seconds=0.05))
+    with pytest.raises(ModuleTimeoutError, match=r"timeout of 0.05s"):
+        call(loaded, "spin", [])
+    assert call(loaded, "fast", []) == 7
+
+
+def test_an_endless_start_function_fails_the_load(runtime: Runtime) -> None:
+    data = compile_wat("(module (func $s (loop $l (br $l))) (start $s) (func (export \"f\")))")
+    with pytest.raises(LoadError, match="cannot instantiate"):
+        runtime.load(data, Sandbox(timeout_seconds=0.05))
+
+
+def test_a_long_call_releases_the_gil(runtime: Runtime) -> None:
+    """A module spinning on one thread does not stop Python code on another."""
+    loaded = runtime.load(module_bytes("limits"), Sandbox(timeout_seconds=0.5))
+    spin = loaded.prepare("spin", [])
+    outcome: list[BaseException] = []
+
+    def spinner() -> None:
+        try:
+            loaded.invoke(spin)
+        except ModuleTimeoutError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=spinner)
+    thread.start()
+    fast = [call(loaded, "fast", []) for _ in range(200)]
+    assert thread.is_alive()  # still spinning while 200 calls went through here
+    assert fast == [7] * 200
+    thread.join()
+    assert len(outcome) == 1
+
+
+# -- environment ----------------------------------------------------------------------------------
+
+
+def test_only_listed_environment_variables_are_visible(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOTSWAP_HOST_SECRET", "do-not-leak")
+    sandbox = Sandbox.from_entry(Limits(), Capabilities(env={"GREETING": "hello", "EMPTY": ""}))
+    loaded = runtime.load(module_bytes("env"), sandbox)
+    output = call(loaded, "_start")
+    variables = sorted(v for v in output.split("\0") if v)
+    assert variables == ["EMPTY=", "GREETING=hello"]
+    assert "do-not-leak" not in output
+    assert "PATH=" not in output
+
+
+def test_no_environment_at_all_by_default(runtime: Runtime) -> None:
+    assert os.environ  # the host has some
+    loaded = runtime.load(module_bytes("env"), Sandbox())
+    assert call(loaded, "_start") == ""
+
+
+# -- filesystem -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    """tmp/data/inside.txt is granted; tmp/secret.txt is not."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "inside.txt").write_text("A: granted")
+    (tmp_path / "secret.txt").write_text("S: not granted")
+    return tmp_path
+
+
+def files_module(runtime: Runtime, tree: Path, mode: str) -> LoadedModule:
+    capabilities = Capabilities(filesystem=(FilesystemGrant(host=str(tree / "data"), guest="/data", mode=mode),))
+    return runtime.load(module_bytes("files"), Sandbox.from_entry(Limits(), capabilities))
+
+
+def test_a_granted_file_can_be_read(runtime: Runtime, tree: Path) -> None:
+    assert call(files_module(runtime, tree, "ro"), "read_inside") == ord("A")
+
+
+@pytest.mark.parametrize("function", ["read_outside", "read_absolute"])
+def test_nothing_outside_the_preopen_can_be_opened(runtime: Runtime, tree: Path, function: str) -> None:
+    errno = call(files_module(runtime, tree, "rw"), function)
+    assert errno in (EPERM, ENOTCAPABLE)
+
+
+def test_a_read_only_directory_cannot_be_written(runtime: Runtime, tree: Path) -> None:
+    errno = call(files_module(runtime, tree, "ro"), "write_new")
+    assert errno != 0
+    assert not (tree / "data" / "new.txt").exists()
+
+
+def test_a_read_write_directory_can_be_written(runtime: Runtime, tree: Path) -> None:
+    assert call(files_module(runtime, tree, "rw"), "write_new") == 0
+    assert (tree / "data" / "new.txt").read_text() == "hi"
+
+
+def test_without_a_grant_there_is_no_filesystem(runtime: Runtime) -> None:
+    loaded = runtime.load(module_bytes("files"), Sandbox())
+    assert call(loaded, "read_inside") == -EBADF
+    assert call(loaded, "write_new") == EBADF
+
+
+def test_a_grant_of_a_missing_directory_fails_the_load(runtime: Runtime, tmp_path: Path) -> None:
+    with pytest.raises(LoadError, match="is not a directory"):
+        runtime.load(module_bytes("files"), Sandbox(dirs=(DirGrant(tmp_path / "nope", "/data"),)))
+
+
+def test_a_nonzero_exit_is_a_trap_with_stderr(runtime: Runtime) -> None:
+    data = compile_wat(
+        """(module
+          (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+          (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+          (memory (export "memory") 1)
+          (data (i32.const 100) "bad input")
+          (func (export "_start")
+            (i32.store (i32.const 0) (i32.const 100)) (i32.store (i32.const 4) (i32.const 9))
+            (drop (call $w (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 8)))
+            (call $exit (i32.const 3))))"""
+    )
+    loaded = runtime.load(data, Sandbox())
+    with pytest.raises(TrapError, match="exited with status 3: bad input"):
+        call(loaded, "_start")
