@@ -17,7 +17,7 @@ from reconciler.interfaces.evolution import (
     version_bump_problems,
 )
 from reconciler.interfaces.model import WitFunction, WitInterface, WitPackage, WitParam, WitType, WitWorld
-from reconciler.interfaces.wit import parse_wit, wasm_tools
+from reconciler.interfaces.wit import parse_wit, parse_wit_text, wasm_tools
 
 __all__ = [
     "Change",
@@ -38,6 +38,7 @@ __all__ = [
     "compare",
     "export_names",
     "parse_wit",
+    "parse_wit_text",
     "version_bump_problems",
     "wasm_tools",
 ]

@@ -173,6 +173,8 @@ def check_component(binary: bytes | None, digest: str, package: WitPackage, ref:
         return list(cached)
     if binary is None:
         return [f"the component's bytes are needed to check it against world `{world.name}`"]
+    if not package.source.exists():
+        return [f"the WIT of {package.name} is no longer at {package.source}: parse it again"]
     source = str(package.source.resolve())
     done = run_wasm_tools(["component", "targets", "--world", world.qualified, source, "-"], stdin=binary)
     problems: tuple[str, ...] = ()

@@ -116,8 +116,10 @@ def version_bump_problems(old: WitPackage, new: WitPackage, changes: Sequence[Ch
 
 
 def _interface_changes(old: WitInterface, new: WitInterface) -> Iterable[Change]:
-    for _, before, after in _pairs(old.functions, new.functions):
-        item = f"{old.name}.{_either(before, after).display}"
+    old_functions = {f.display: f for f in old.functions.values()}
+    new_functions = {f.display: f for f in new.functions.values()}
+    for display, before, after in _pairs(old_functions, new_functions):
+        item = f"{old.name}.{display}"
         if after is None:
             yield Change("removed", item, True, f"function {item} was removed", "function")
         elif before is None:
@@ -170,12 +172,6 @@ def _items(world: str, side: str, old: Sequence[str], new: Sequence[str]) -> Ite
             yield Change("added", item, False, f"world {world} now {side} {now}", "world")
         elif was != now:
             yield Change("changed", item, True, f"world {world} {side} {was}, now {now}", "world")
-
-
-def _either(before: T | None, after: T | None) -> T:
-    found = before if before is not None else after
-    assert found is not None, "a name of neither mapping"
-    return found
 
 
 def _item_key(item: str) -> str:

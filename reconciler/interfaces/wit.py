@@ -15,10 +15,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections import OrderedDict
 from collections.abc import Sequence
 from functools import cache
@@ -94,10 +96,31 @@ def parse_wit(path: Path, *, cache_dir: Path | None = None) -> WitPackage:
         while len(_memory) > CACHE_ENTRIES:
             _memory.popitem(last=False)
     else:
-        _memory.move_to_end(key)
+        try:
+            _memory.move_to_end(key)
+        except KeyError:
+            pass  # evicted meanwhile by another thread: it is still ours to return
     if isinstance(cached, WitError):
         raise WitError(cached.message, cached.line, cached.file)
     return cached if cached.source == path else dataclasses.replace(cached, source=path)
+
+
+def parse_wit_text(text: str, name: str = "interface.wit") -> WitPackage:
+    """The package a WIT text defines (an upload through the API); WitError lines count in `text`.
+
+    The text is kept in a file named by its digest under the temporary folder, so that the package's
+    `source` stays valid for `wasm-tools component targets`.
+    """
+    if Path(name).name != name or not name.endswith(".wit"):
+        raise WitError("the WIT file name must be a plain `*.wit` file name", None, name)
+    folder = Path(tempfile.gettempdir()) / "hotswap-wit" / hashlib.sha256(text.encode()).hexdigest()[:32]
+    path = folder / name
+    if not path.is_file() or path.read_text() != text:
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(text)
+        partial.replace(path)
+    return parse_wit(path)
 
 
 def clear_cache() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -221,3 +222,16 @@ def test_wasi_http_proxy_component(tmp_path: Path, wasi_package: Callable[..., P
     assert check_module(info, cli, "command", BASE, "preview2", binary=data) == [
         "the component does not target world `command`: missing import named `wasi:http/types@0.2.0`"
     ]
+
+
+def test_component_whose_wit_is_gone(greeter_component: tuple[WitPackage, ModuleInfo, bytes]) -> None:
+    package, info, data = greeter_component
+    moved = dataclasses.replace(package, source=package.source.with_name("moved.wit"), digest="sha256:other")
+    (problem,) = check_module(info, moved, "greet", BASE, "preview2", binary=data)
+    assert problem.startswith("the WIT of example:greeter@1.0.0 is no longer at ")
+
+
+def test_example_fleet_greeters_implement_their_interface(example_fleet: Path) -> None:
+    package = parse_wit(example_fleet / "interfaces" / "greeter.wit")
+    for wat in sorted((example_fleet / "wasm").glob("greeter-*.wat")):
+        assert check_module(core(wat.read_text()), package, "example:greeter/greet@1.0.0", BASE, "preview1") == []

@@ -212,3 +212,22 @@ def test_wasi_http_evolution(wasi_package: Callable[..., Path]) -> None:
     assert compare(old, same_version).problems[0].endswith("without a major version bump from 0.2.0 (needs 0.3.0)")
     bumped = parse_wit(wasi_package("http", then(edits, replace("wasi:http@0.2.0;", "wasi:http@0.3.0;")), folder="v2"))
     assert compare(old, bumped).needs_approval
+
+
+def test_removed_type_and_changed_function_kind(write_wit: Callable[..., Path]) -> None:
+    old = parse_wit(
+        write_wit(
+            "package a:r@1.0.0;\ninterface i {\n  resource r {\n    make: static func() -> r;\n  }\n"
+            "  type gone = u8;\n}\n",
+            "r1/r.wit",
+        )
+    )
+    new = parse_wit(
+        write_wit("package a:r@2.0.0;\ninterface i {\n  resource r {\n    make: func() -> r;\n  }\n}\n", "r2/r.wit")
+    )
+    changes = {c.item: c for c in breaking_changes(old, new)}
+    assert changes["i.gone"].message == "type i.gone was removed"
+    assert changes["i.r.make"].kind == "changed"
+    assert changes["i.r.make"].message.startswith(
+        "function i.r.make: static function became method; 0 parameters became 1"
+    )

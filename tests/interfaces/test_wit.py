@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.interfaces import ToolError, WitError, WitPackage, clear_cache, parse_wit, wit
+from reconciler.interfaces import ToolError, WitError, WitPackage, clear_cache, parse_wit, parse_wit_text, wit
 from tests.interfaces.conftest import GREETER
 
 
@@ -198,3 +198,33 @@ def test_unreadable_disk_cache_is_ignored(write_wit: Callable[..., Path], tmp_pa
 
 def test_wasm_tools_is_the_packaged_binary() -> None:
     assert Path(wit.wasm_tools()).is_file()
+
+
+def test_parse_wit_text_counts_lines_in_the_text() -> None:
+    package = parse_wit_text(GREETER)
+    assert package.name == "example:greeter@1.0.0"
+    assert package.source.read_text() == GREETER
+    with pytest.raises(WitError) as caught:
+        parse_wit_text("package a:b@1.0.0;\n\ninterface x {\n  f: func(a: strin);\n}\n", "upload.wit")
+    assert (caught.value.file, caught.value.line) == ("upload.wit", 4)
+    with pytest.raises(WitError, match="plain"):
+        parse_wit_text(GREETER, "../escape.wit")
+
+
+def test_unreadable_json_from_the_tool(write_wit: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(wit, "wasm_tools", lambda: "/bin/echo")  # exits 0, prints no JSON
+    with pytest.raises(ToolError, match="printed no JSON"):
+        parse_wit(write_wit(GREETER.replace("1.0.0", "9.9.9"), "echo.wit"))
+
+
+def test_editing_a_dependency_changes_the_package(wasi_package: Callable[..., Path]) -> None:
+    root = wasi_package("cli")
+    before = parse_wit(root)
+    io = root / "deps" / "io.wit"
+    io.write_text(io.read_text().replace("get-stdin: func()", "get-stdin: func()"))
+    cli = root / "cli.wit"
+    cli.write_text(cli.read_text().replace("initial-cwd: func() -> option<string>;", ""))
+    after = parse_wit(root)
+    assert after.digest != before.digest
+    assert "initial-cwd" in before.interfaces["environment"].functions
+    assert "initial-cwd" not in after.interfaces["environment"].functions
