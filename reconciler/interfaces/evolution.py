@@ -8,6 +8,8 @@ package version, the very case a forgotten version bump produces):
     removed   an interface, function, type or world item that is gone      breaking
     changed   a function's parameters, result or kind; a type's definition  breaking
     added     anything new                                                  not breaking
+    changed   only a dependency's version, within semver-compatible releases not breaking
+              (`use wasi:io/streams@0.2.0.{..}` to `@0.2.3`)
 
 A breaking change must come with a new major version (for 0.x packages the minor, for 0.0.x the
 patch, as semver and Cargo read them): without one it is a validation error (`problems`); with one
@@ -22,12 +24,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
-from reconciler.interfaces.model import WitFunction, WitInterface, WitPackage, WitType
+from reconciler.interfaces.model import WitFunction, WitInterface, WitPackage
 
 ChangeKind = Literal["removed", "changed", "added"]
 Subject = Literal["package", "interface", "function", "type", "world"]
 
 _SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
+_VERSION_IN_TEXT = re.compile(r"@(\d+)\.(\d+)\.(\d+)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?")
 T = TypeVar("T")
 
 
@@ -132,8 +135,9 @@ def _interface_changes(old: WitInterface, new: WitInterface) -> Iterable[Change]
             yield Change("removed", item, True, f"type {item} was removed", "type")
         elif was is None:
             yield Change("added", item, False, f"type {item} was added", "type")
-        elif (detail := _type_diff(was, now)) is not None:
-            yield Change("changed", item, True, f"type {item}: {detail}", "type")
+        elif was.definition != now.definition:
+            breaking = _compatible(was.definition) != _compatible(now.definition)
+            yield Change("changed", item, breaking, f"type {item}: {was.definition} became {now.definition}", "type")
 
 
 def _function_diff(old: WitFunction, new: WitFunction) -> str | None:
@@ -155,27 +159,28 @@ def _function_diff(old: WitFunction, new: WitFunction) -> str | None:
     return "; ".join(details) + f" (was {old.signature}, now {new.signature})"
 
 
-def _type_diff(old: WitType, new: WitType) -> str | None:
-    if old.definition == new.definition:
-        return None
-    return f"{old.definition} became {new.definition}"
-
-
 def _items(world: str, side: str, old: Sequence[str], new: Sequence[str]) -> Iterable[Change]:
-    before = {_item_key(i): i for i in old}
-    after = {_item_key(i): i for i in new}
-    for key, was, now in _pairs(before, after):
-        item = f"{world}.{key}"
+    before = {_compatible(i.split(": ", 1)[0]): i for i in old}
+    after = {_compatible(i.split(": ", 1)[0]): i for i in new}
+    for _, was, now in _pairs(before, after):
+        item = f"{world}.{_either(was, now).split(': ', 1)[0]}"
         if now is None:
             yield Change("removed", item, True, f"world {world} no longer {side} {was}", "world")
         elif was is None:
             yield Change("added", item, False, f"world {world} now {side} {now}", "world")
         elif was != now:
-            yield Change("changed", item, True, f"world {world} {side} {was}, now {now}", "world")
+            breaking = _compatible(was) != _compatible(now)
+            yield Change("changed", item, breaking, f"world {world} {side} {was}, now {now}", "world")
 
 
-def _item_key(item: str) -> str:
-    return item.split(": ", 1)[0]
+def _either(was: str | None, now: str | None) -> str:
+    return was if was is not None else now or ""
+
+
+def _compatible(text: str) -> str:
+    """`text` with each `@x.y.z` version cut to what semver keeps compatible (`@0.2.0` to `@0.2`):
+    a dependency moving to a compatible release (wasi:io 0.2.0 to 0.2.3) is not a breaking change."""
+    return _VERSION_IN_TEXT.sub(lambda m: "@" + ".".join(map(str, _series((int(m[1]), int(m[2]), int(m[3]))))), text)
 
 
 def _pairs(old: Mapping[str, T], new: Mapping[str, T]) -> Iterable[tuple[str, T | None, T | None]]:

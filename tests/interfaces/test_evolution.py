@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -231,3 +232,23 @@ def test_removed_type_and_changed_function_kind(write_wit: Callable[..., Path]) 
     assert changes["i.r.make"].message.startswith(
         "function i.r.make: static function became method; 0 parameters became 1"
     )
+
+
+def _move_wasi_io(root: Path, version: str) -> Path:
+    for file in [root / "http.wit", *(root / "deps").glob("*.wit")]:
+        text = file.read_text().replace("package wasi:io@0.2.0;", f"package wasi:io@{version};")
+        file.write_text(re.sub(r"(wasi:io/[a-z-]+)@0\.2\.0", rf"\1@{version}", text))
+    return root
+
+
+def test_dependency_moving_to_a_compatible_release_is_not_breaking(wasi_package: Callable[..., Path]) -> None:
+    old = parse_wit(wasi_package("http"))
+    patched = parse_wit(_move_wasi_io(wasi_package("http", folder="io-0.2.3"), "0.2.3"))
+    changes = breaking_changes(old, patched)
+    assert changes
+    assert not [c for c in changes if c.breaking]
+    assert "types.input-stream" in {c.item for c in changes}
+    assert "proxy.wasi:io/streams@0.2.0" in {c.item for c in changes}
+    major = parse_wit(_move_wasi_io(wasi_package("http", folder="io-0.3.0"), "0.3.0"))
+    breaking = {c.item for c in breaking_changes(old, major) if c.breaking}
+    assert {"types.input-stream", "proxy.wasi:io/streams@0.2.0"} <= breaking
