@@ -102,7 +102,8 @@ def parse_wit(path: Path, *, cache_dir: Path | None = None) -> WitPackage:
             pass  # evicted meanwhile by another thread: it is still ours to return
     if isinstance(cached, WitError):
         raise WitError(cached.message, cached.line, cached.file)
-    return cached if cached.source == path else dataclasses.replace(cached, source=path)
+    source = path.absolute()
+    return cached if cached.source == source else dataclasses.replace(cached, source=source)
 
 
 def parse_wit_text(text: str, name: str = "interface.wit") -> WitPackage:
@@ -163,7 +164,7 @@ def _parse_uncached(path: Path, target: str, digest: str, cache_dir: Path | None
         message, line, file = stored["error"]
         return WitError(message, line, file)
     try:
-        return _Reader(stored["ok"]).package(digest, path)
+        return _Reader(stored["ok"]).package(digest, path.absolute())
     except (KeyError, IndexError, TypeError, ValueError) as exc:
         raise ToolError(f"wasm-tools JSON not understood: {exc!r}") from None
 
