@@ -60,7 +60,7 @@ def test_an_infinite_loop_is_stopped_at_its_timeout(runtime: Runtime) -> None:
 
 
 def test_an_endless_start_function_fails_the_load(runtime: Runtime) -> None:
-    data = compile_wat("(module (func $s (loop $l (br $l))) (start $s) (func (export \"f\")))")
+    data = compile_wat('(module (func $s (loop $l (br $l))) (start $s) (func (export "f")))')
     with pytest.raises(LoadError, match="cannot instantiate"):
         runtime.load(data, Sandbox(timeout_seconds=0.05))
 
