@@ -22,6 +22,7 @@ from reconciler.spec.models import (
 
 if TYPE_CHECKING:
     from edge.wasm import ModuleInfo
+    from reconciler.interfaces.model import WitPackage
 
 Severity = Literal["error", "warning"]
 
@@ -80,6 +81,7 @@ class DesiredFleet:
     binaries: Mapping[tuple[str, str], Binary]
     locations: Mapping[tuple[str, str], Location] = field(default_factory=dict)
     warnings: tuple[Problem, ...] = ()
+    wit_packages: Mapping[str, WitPackage] = field(default_factory=dict)  # by Interface name
 
     @property
     def name(self) -> str:

@@ -23,6 +23,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from edge import wasm
+from reconciler.interfaces import ToolError, WitError, WitPackage, check_module, parse_wit
 from reconciler.spec.fleet import Binary, DesiredFleet, Location, Problem
 from reconciler.spec.models import (
     API_VERSION,
@@ -257,6 +258,7 @@ def load_fleet(root: Path) -> LoadResult:
             binaries=fleet.binaries,
             locations=fleet.locations,
             warnings=problems,
+            wit_packages=fleet.wit_packages,
         )
     return LoadResult(fleet, problems, documents=len(docs), files=files)
 
@@ -342,9 +344,14 @@ def _assemble(root: Path, docs: list[_Doc], out: _Collector) -> DesiredFleet | N
                 )
 
     packages = {d.model.spec.package: name for name, d in interfaces.items() if isinstance(d.model, Interface)}
-    for doc in interfaces.values():
+    wit_packages: dict[str, WitPackage] = {}
+    for name, doc in interfaces.items():
         assert isinstance(doc.model, Interface)
-        _check_path(root, doc, doc.model.spec.wit, ["spec", "wit"], out, must_be_file=False)
+        wit_path = _check_path(root, doc, doc.model.spec.wit, ["spec", "wit"], out, must_be_file=False)
+        if wit_path is not None:
+            parsed = _parse_wit(root, doc, wit_path, out)
+            if parsed is not None:
+                wit_packages[name] = parsed
 
     binaries: dict[tuple[str, str], Binary] = {}
     cache: dict[Path, Binary | str] = {}
@@ -353,6 +360,7 @@ def _assemble(root: Path, docs: list[_Doc], out: _Collector) -> DesiredFleet | N
         for name, doc in group.items():
             locations[(kind, name)] = Location(doc.path, doc.line)
 
+    pending_checks: list[tuple[_Doc, Interface, WitPackage | None]] = []
     for name, doc in modules.items():
         assert isinstance(doc.model, Module)
         mspec = doc.model.spec
@@ -375,6 +383,7 @@ def _assemble(root: Path, docs: list[_Doc], out: _Collector) -> DesiredFleet | N
             elif interfaces[packages[package]].model is not None:
                 iface = interfaces[packages[package]].model
                 assert isinstance(iface, Interface)
+                pending_checks.append((doc, iface, wit_packages.get(packages[package])))
                 if iface.spec.deprecated:
                     out.add(
                         doc.path,
@@ -443,6 +452,9 @@ def _assemble(root: Path, docs: list[_Doc], out: _Collector) -> DesiredFleet | N
                     _field_name(loc),
                     f"the binary exports no function {mspec.health_check.function!r}",
                 )
+    for doc, iface, wit in pending_checks:
+        if wit is not None:
+            _check_implements(doc, iface, wit, binaries, out)
     return DesiredFleet(
         fleet=fleet,
         modules={n: d.model for n, d in modules.items() if isinstance(d.model, Module)},
@@ -450,7 +462,52 @@ def _assemble(root: Path, docs: list[_Doc], out: _Collector) -> DesiredFleet | N
         interfaces={n: d.model for n, d in interfaces.items() if isinstance(d.model, Interface)},
         binaries=binaries,
         locations=locations,
+        wit_packages=wit_packages,
     )
+
+
+def _parse_wit(root: Path, doc: _Doc, target: Path, out: _Collector) -> WitPackage | None:
+    """Resolve an Interface's WIT with wasm-tools; its errors name the WIT file's own line."""
+    assert isinstance(doc.model, Interface)
+    loc: list[str | int] = ["spec", "wit"]
+    try:
+        package = parse_wit(target)
+    except WitError as exc:
+        base = target if target.is_file() else target / (exc.file or "")
+        where = base.relative_to(root).as_posix() if base.is_relative_to(root) else (exc.file or target.name)
+        line = f":{exc.line}" if exc.line else ""
+        out.add(doc.path, doc.line_of(loc), _field_name(loc), f"{where}{line}: {exc.message}")
+        return None
+    except ToolError as exc:
+        out.add(doc.path, doc.line_of(loc), _field_name(loc), f"cannot run wasm-tools: {exc}")
+        return None
+    declared = doc.model.spec.package
+    if package.name != declared:
+        out.add(
+            doc.path,
+            doc.line_of(["spec", "package"]),
+            "spec.package",
+            f"{declared!r} does not match the WIT, which declares {package.name!r}",
+        )
+    return package
+
+
+def _check_implements(
+    doc: _Doc, iface: Interface, wit: WitPackage, binaries: Mapping[tuple[str, str], Binary], out: _Collector
+) -> None:
+    """Every version of a module that `implements` an interface must satisfy it."""
+    assert isinstance(doc.model, Module)
+    spec = doc.model.spec
+    assert spec.implements is not None
+    ref = spec.implements.split("/", 1)[1].split("@", 1)[0] if "/" in spec.implements else None
+    loc: list[str | int] = ["spec", "implements"]
+    for version in spec.all_versions():
+        binary = binaries.get((doc.model.metadata.name, version))
+        if binary is None:
+            continue
+        problems = check_module(binary.info, wit, ref, spec.capabilities.granted(), iface.spec.wasi, binary=binary.data)
+        for problem in problems:
+            out.add(doc.path, doc.line_of(loc), _field_name(loc), f"{binary.path} ({version}): {problem}")
 
 
 def _check_path(

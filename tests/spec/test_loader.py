@@ -300,3 +300,57 @@ def test_not_a_directory(tmp_path: Path) -> None:
     result = load_fleet(tmp_path / "missing")
     assert not result.ok
     assert "is not a directory" in result.problems[0].message
+
+
+IFACE = (
+    "apiVersion: hotswap.dev/v1\nkind: Interface\nmetadata: {name: adder}\nspec:\n"
+    "  package: test:adder@1.0.0\n  wit: adder.wit\n"
+)
+ADDER_WIT = "package test:adder@1.0.0;\n\ninterface api {\n  add: func(a: s32, b: s32) -> s32;\n}\n"
+
+
+def test_wit_syntax_error_names_the_wit_line(tmp_path: Path) -> None:
+    files: dict[str, str | bytes | None] = {
+        "interfaces/adder.yaml": IFACE,
+        "interfaces/adder.wit": "package test:adder@1.0.0;\n\ninterface api {\n  add: func(a: s32 -> s32;\n}\n",
+    }
+    found = problems(write_fleet(tmp_path, files))
+    assert any(p.startswith("interfaces/adder.yaml:6: spec.wit: interfaces/adder.wit:4: ") for p in found), found
+
+
+def test_wit_package_must_match_the_declared_one(tmp_path: Path) -> None:
+    files: dict[str, str | bytes | None] = {
+        "interfaces/adder.yaml": IFACE.replace("test:adder@1.0.0", "test:adder@2.0.0"),
+        "interfaces/adder.wit": ADDER_WIT,
+    }
+    found = problems(write_fleet(tmp_path, files))
+    assert (
+        "interfaces/adder.yaml:5: spec.package: 'test:adder@2.0.0' does not match the WIT, "
+        "which declares 'test:adder@1.0.0'"
+    ) in found
+
+
+def test_module_must_satisfy_the_interface_it_implements(tmp_path: Path) -> None:
+    wit = ADDER_WIT.replace("}\n", "  sub: func(a: s32, b: s32) -> s32;\n}\n")
+    files: dict[str, str | bytes | None] = {
+        "interfaces/adder.yaml": IFACE,
+        "interfaces/adder.wit": wit,
+        "modules/adder.yaml": MODULE + "  implements: test:adder/api@1.0.0\n",
+    }
+    found = problems(write_fleet(tmp_path, files))
+    assert any(
+        p.startswith("modules/adder.yaml:9: spec.implements: wasm/adder.wat (1.0.0): sub: missing export")
+        for p in found
+    ), found
+
+
+def test_module_that_satisfies_its_interface_passes(tmp_path: Path) -> None:
+    files: dict[str, str | bytes | None] = {
+        "interfaces/adder.yaml": IFACE,
+        "interfaces/adder.wit": ADDER_WIT,
+        "modules/adder.yaml": MODULE + "  implements: test:adder/api@1.0.0\n",
+    }
+    result = load_fleet(write_fleet(tmp_path, files))
+    assert result.ok, result.problems
+    assert result.fleet is not None
+    assert result.fleet.wit_packages["adder"].name == "test:adder@1.0.0"
