@@ -21,8 +21,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Collection, Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -277,15 +276,12 @@ class Registry:
     def modules(self, name: str | None = None) -> list[ModuleRecord]:
         return self.state.list_modules(name)
 
-    @contextmanager
-    def open_binary(self, ident: str) -> Iterator[tuple[ModuleRecord, VerifiedBlob]]:
-        """A module's verified bytes, ready to stream."""
-        record = self.get(ident)
-        with self.blobs.open(record.digest) as blob:
-            yield record, blob
+    def open_binary(self, ident: str) -> VerifiedBlob:
+        """A module's verified bytes, ready to stream (close it, or use it as a context manager)."""
+        return self.blobs.open(self.get(ident).digest)
 
-    def open_blob(self, digest: str) -> AbstractContextManager[VerifiedBlob]:
-        """Verified bytes by digest, ready to stream (UnknownBlobError, BlobCorruptedError)."""
+    def open_blob(self, digest: str) -> VerifiedBlob:
+        """Verified bytes by digest (UnknownBlobError, BlobCorruptedError; ValueError for a bad digest)."""
         return self.blobs.open(digest)
 
     def delete(self, ident: str, in_use: Collection[str], *, actor: str = "system") -> ModuleRecord:

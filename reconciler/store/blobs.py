@@ -20,7 +20,6 @@ import json
 import re
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -57,7 +56,10 @@ class StoredBlob:
 
 @dataclass
 class VerifiedBlob:
-    """A binary whose digest has been checked, ready to stream: `file` is positioned at the start."""
+    """A binary whose digest has been checked, ready to stream: `file` is positioned at the start.
+
+    The caller closes it (it is a context manager) to free the temporary file.
+    """
 
     digest: str
     size: int
@@ -65,6 +67,15 @@ class VerifiedBlob:
 
     def chunks(self, size: int = CHUNK) -> Iterator[bytes]:
         return iter(lambda: self.file.read(size), b"")
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> VerifiedBlob:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def open_blob_store(blob_url: str | None = None, data_dir: Path | None = None) -> BlobStore:
@@ -116,14 +127,17 @@ class BlobStore:
         self._decode(digest, parts.append)
         return b"".join(parts)
 
-    @contextmanager
-    def open(self, digest: str) -> Iterator[VerifiedBlob]:
+    def open(self, digest: str) -> VerifiedBlob:
         """A verified binary in a spooled temporary file (memory up to 8 MB, then disk), for streaming
-        large modules without holding them whole."""
-        with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
+        large modules without holding them whole. Use it as a context manager, or close it."""
+        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 (owned by the result)
+        try:
             size = self._decode(digest, spool.write)
-            spool.seek(0)
-            yield VerifiedBlob(digest=digest, size=size, file=spool)
+        except BaseException:
+            spool.close()
+            raise
+        spool.seek(0)
+        return VerifiedBlob(digest="sha256:" + digest_hex(digest), size=size, file=spool)
 
     def exists(self, digest: str) -> bool:
         return self.objects.size(BLOBS_PREFIX + digest_hex(digest)) is not None

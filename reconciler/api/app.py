@@ -1,0 +1,85 @@
+"""The control plane's HTTP application: one aiohttp app, built from one `ApiDeps` and a list of route
+files.
+
+`hotswap serve` (and the tests) call `create_app(deps)` and run it. Each entry of `ROUTE_FILES` is a
+route file's `setup(app, deps)`; adding an endpoint group means writing `reconciler/api/<group>.py`
+with a `setup` and appending it here. Two middlewares wrap every handler: `errors` (one JSON error
+shape, no request can take the server down) and `authenticate` (the principal seam, see base.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from reconciler.api import modules as module_routes
+from reconciler.api.base import DEPS, PRINCIPAL, ApiDeps, ApiError, deps, error_body
+from reconciler.store.errors import (
+    BlobCorruptedError,
+    ConflictError,
+    InvalidModuleError,
+    ModuleInUseError,
+    NotFoundError,
+    StoreError,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024 * 1024
+
+RouteSetup = Callable[[web.Application, ApiDeps], None]
+ROUTE_FILES: tuple[RouteSetup, ...] = (module_routes.setup,)
+
+
+def _json_error(status: int, error: str, message: str, **more: object) -> web.Response:
+    return web.json_response(error_body(error, message, **more), status=status)
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure becomes `{"error", "message"}` with a fitting status; nothing escapes."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        if exc.field is not None:
+            return _json_error(exc.status, exc.error, exc.message, field=exc.field)
+        return _json_error(exc.status, exc.error, exc.message)
+    except InvalidModuleError as exc:
+        return _json_error(400, "invalid_module", exc.message, field=exc.field)
+    except NotFoundError as exc:
+        return _json_error(404, "not_found", exc.message)
+    except ModuleInUseError as exc:
+        return _json_error(409, "in_use", exc.message)
+    except ConflictError as exc:
+        return _json_error(409, "conflict", exc.message)
+    except BlobCorruptedError as exc:
+        log.error("refused to serve a corrupted binary: %s", exc.message)
+        return _json_error(500, "corrupted", exc.message)
+    except StoreError as exc:
+        log.exception("store failure on %s %s", request.method, request.path)
+        return _json_error(503, "store_unavailable", exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _json_error(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _json_error(500, "internal", "internal error; the control plane's log has the details")
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request[PRINCIPAL] = await deps(request).authenticate(request)
+    return await handler(request)
+
+
+def create_app(api_deps: ApiDeps, routes: Sequence[RouteSetup] = ROUTE_FILES) -> web.Application:
+    """The API application over `api_deps`, with the route files given (all of them by default)."""
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[errors, authenticate])
+    app[DEPS] = api_deps
+    for setup in routes:
+        setup(app, api_deps)
+    return app

@@ -1,0 +1,103 @@
+"""What every route file of the control-plane API shares: the dependencies object, the principal
+seam, role checks, and one error shape.
+
+A route file (`reconciler/api/modules.py` is the model) offers `setup(app, deps)` that adds its routes;
+`reconciler/api/app.py` lists the route files. Handlers reach the dependencies with `deps(request)`
+and the caller with `principal(request)`, raise `ApiError` for a client's mistake, and let store
+errors propagate: the error middleware turns both into `{"error": code, "message": text}` with the
+right status, and anything unexpected into a 500 that keeps the server up.
+
+Authentication is a seam for now: `ApiDeps.authenticate` maps a request to a `Principal` (or raises
+`ApiError(401, ...)`); the default lets everyone in as an admin, which is what a development
+control plane on 127.0.0.1 does until tokens arrive.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from reconciler.registry import Registry
+
+ROLES = frozenset({"admin", "developer", "operator", "viewer"})
+ANY_ROLE = ROLES
+
+
+@dataclass(frozen=True)
+class Principal:
+    subject: str
+    roles: frozenset[str]
+
+
+Authenticator = Callable[[web.Request], Awaitable[Principal]]
+InUse = Callable[[], Collection[str] | Awaitable[Collection[str]]]
+
+
+async def open_door(request: web.Request) -> Principal:
+    """The authenticator used until the API issue brings tokens: everyone is a local admin."""
+    return Principal("anonymous", frozenset({"admin"}))
+
+
+def nothing_in_use() -> Collection[str]:
+    return frozenset()
+
+
+@dataclass(frozen=True)
+class ApiDeps:
+    """Everything the API's handlers need, built once by whoever starts the server.
+
+    Add a field (with a default, so existing callers keep working) when a route file needs more.
+    """
+
+    registry: Registry
+    modules_in_use: InUse = nothing_in_use  # module ids desired state or a rollout uses
+    authenticate: Authenticator = open_door
+
+
+DEPS = web.AppKey("deps", ApiDeps)
+PRINCIPAL = web.RequestKey("principal", Principal)
+
+
+class ApiError(Exception):
+    """A request the API refuses: `status` (4xx), a short `error` code, and a message for the caller."""
+
+    def __init__(self, status: int, error: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error
+        self.message = message
+        self.field = field
+
+
+def bad_request(field: str, message: str) -> ApiError:
+    """A 400 naming the part of the request at fault: `field: message`."""
+    return ApiError(400, "bad_request", f"{field}: {message}", field)
+
+
+def deps(request: web.Request) -> ApiDeps:
+    return request.app[DEPS]
+
+
+def principal(request: web.Request) -> Principal:
+    return request[PRINCIPAL]
+
+
+def require(request: web.Request, *roles: str) -> Principal:
+    """The caller, if it holds one of `roles`; else 403 naming them."""
+    who = principal(request)
+    if who.roles.isdisjoint(roles):
+        raise ApiError(403, "forbidden", f"{request.method} {request.path} needs one of the roles {', '.join(roles)}")
+    return who
+
+
+async def modules_in_use(request: web.Request) -> Collection[str]:
+    found = deps(request).modules_in_use()
+    return await found if inspect.isawaitable(found) else found
+
+
+def error_body(error: str, message: str, **more: Any) -> dict[str, Any]:
+    return {"error": error, "message": message, **more}
