@@ -1,1 +1,69 @@
-"""The planner: a pure function from desired fleet, observed nodes, rollout records and now to actions."""
+"""The planner: a pure function from desired fleet, observed nodes, rollout records and now to actions.
+
+Flow: the executor builds a `Snapshot` -> `plan(snapshot)` places modules (`placement`), moves each
+module's rollout at most one step (`machine`, judged by `analysis`), derives every node's table
+(`weights`) and the conditions (`conditions`) -> a `Plan` whose records the executor stores before
+it applies the actions. Nothing in this package does I/O or reads the clock (import-linter checks).
+"""
+
+from reconciler.planner.actions import (
+    Action,
+    AdvanceStep,
+    Pause,
+    Plan,
+    Promote,
+    RecordEvent,
+    Rollback,
+    SetAssignment,
+    StartRollout,
+)
+from reconciler.planner.conditions import module_conditions
+from reconciler.planner.placement import place
+from reconciler.planner.planner import latest_records, plan, rollout_rule
+from reconciler.planner.types import (
+    ABResult,
+    AssignmentEntry,
+    Condition,
+    ConditionType,
+    NodeStatus,
+    ObservedNode,
+    Phase,
+    Release,
+    RolloutRecord,
+    RunningEntry,
+    Snapshot,
+    StepKind,
+    StepResult,
+    VersionMetrics,
+)
+
+__all__ = [
+    "ABResult",
+    "Action",
+    "AdvanceStep",
+    "AssignmentEntry",
+    "Condition",
+    "ConditionType",
+    "NodeStatus",
+    "ObservedNode",
+    "Pause",
+    "Phase",
+    "Plan",
+    "Promote",
+    "RecordEvent",
+    "Release",
+    "Rollback",
+    "RolloutRecord",
+    "RunningEntry",
+    "SetAssignment",
+    "Snapshot",
+    "StartRollout",
+    "StepKind",
+    "StepResult",
+    "VersionMetrics",
+    "latest_records",
+    "module_conditions",
+    "place",
+    "plan",
+    "rollout_rule",
+]

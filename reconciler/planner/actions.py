@@ -1,0 +1,116 @@
+"""What a planner pass returns: a closed set of actions, the records to store, when to look again.
+
+Where it sits: `reconciler.planner.plan` returns a `Plan`; the executor applies it in this order:
+1. write `Plan.records` to the state store (each is a whole record, upserted by id), so a restarted
+   reconciler resumes from the new step and never repeats or skips one;
+2. apply `Plan.actions` in order, matching on the type with `assert_never` for the rest. The
+   transition actions (`StartRollout`, `AdvanceStep`, `Pause`, `Rollback`, `Promote`, `RecordEvent`)
+   are facts to log, trace and show: their state is already in the records. `SetAssignment` carries
+   a node's full desired table: publishing the same table again changes nothing;
+3. come back after `Plan.requeue_after` seconds (None: only when something changes).
+Every action is safe to repeat.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from reconciler.planner.types import AssignmentEntry, Condition, RolloutRecord, StepKind
+
+__all__ = [
+    "Action",
+    "AdvanceStep",
+    "Pause",
+    "Plan",
+    "Promote",
+    "RecordEvent",
+    "Rollback",
+    "SetAssignment",
+    "StartRollout",
+]
+
+
+@dataclass(frozen=True)
+class SetAssignment:
+    """Publish `table` (the node's whole desired module table) to `node_id`."""
+
+    node_id: str
+    table: tuple[AssignmentEntry, ...]
+
+
+@dataclass(frozen=True)
+class StartRollout:
+    """A rollout was created (span `wasm.deployment.create`)."""
+
+    rollout_id: str
+    module: str
+    from_version: str | None
+    to_version: str
+    strategy: str | None
+
+
+@dataclass(frozen=True)
+class AdvanceStep:
+    """A rollout entered a step (span `wasm.deployment.execute`)."""
+
+    rollout_id: str
+    module: str
+    step: int
+    kind: StepKind
+    percent: int
+    region: str | None = None
+
+
+@dataclass(frozen=True)
+class Pause:
+    """A rollout stopped moving and says why (NoTraffic, AnalysisFailed, AwaitingApproval...)."""
+
+    rollout_id: str
+    module: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Rollback:
+    """Traffic went back to `to_version` and the new version is unloaded (span `wasm.deployment.rollback`)."""
+
+    rollout_id: str
+    module: str
+    to_version: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Promote:
+    """`version` is now the module's stable version everywhere in the rollout's scope."""
+
+    rollout_id: str
+    module: str
+    version: str
+
+
+@dataclass(frozen=True)
+class RecordEvent:
+    """Something worth an event line that changes no traffic (Superseded, AwaitingApproval, Stalled)."""
+
+    module: str
+    rollout_id: str | None
+    reason: str
+    message: str
+    warning: bool = False
+
+
+Action = SetAssignment | StartRollout | AdvanceStep | Pause | Rollback | Promote | RecordEvent
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One pass's result. `records` holds only records that are new or changed in this pass."""
+
+    actions: tuple[Action, ...] = ()
+    records: tuple[RolloutRecord, ...] = ()
+    requeue_after: float | None = None
+    status: Mapping[str, tuple[Condition, ...]] = field(default_factory=dict)

@@ -1,0 +1,433 @@
+"""The rollout machine: one pass moves one rollout record at most one step, from recorded state and now.
+
+Where it sits: the planner (`reconciler.planner.planner`) calls `start` when Git asks for a release
+the module does not run, and `advance` for the module's active record on every pass. Both return a
+`Transition`: the new record, the actions that report it, and when to look again. Which versions and
+weights the nodes get follows from the record alone (`reconciler.planner.weights`).
+
+Steps per strategy (`StepKind`): Canary `Weight` per entry of `steps`; BlueGreen `Preview` (new at
+0 %) then `Switch` (new at 100 %, previous kept at 0 % for `keepPreviousSeconds`, so a rollback is
+an instant switch back); Rolling one `Batch` of `batchSize` nodes after the other until every node
+runs the new version; ABTest one sticky `Split`, then the winner; Regional the inner strategy's
+steps in one region after the other, each region closed by a `Settle` step of `regionSeconds`.
+A step ends when its time is up and analysis passes; the last step promotes.
+
+Gates: approval `beforeStart` and `gates` (step indexes; region indexes for Regional) wait in
+WaitingApproval until the fleet's rollout rule holds for module@version with approvals not yet
+spent on an earlier gate. BlueGreen without `autoPromote` waits the same way before switching, an
+ABTest with `winner: approval` before applying the winner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from reconciler.approvals import Approval, ApprovalRule, RuleResult, evaluate
+from reconciler.planner.actions import Action, AdvanceStep, Pause, Promote, RecordEvent, Rollback, StartRollout
+from reconciler.planner.analysis import Totals, Verdict, analyze, compare, totals
+from reconciler.planner.types import (
+    HISTORY_LIMIT,
+    Awaiting,
+    Phase,
+    Release,
+    RolloutRecord,
+    StepKind,
+    StepResult,
+    VersionMetrics,
+)
+from reconciler.spec.models import Analysis, RolloutStrategySpec, StrategyType
+
+__all__ = ["RECHECK_SECONDS", "RolloutContext", "Transition", "advance", "start"]
+
+RECHECK_SECONDS = 5.0
+"""How soon a rollout paused for lack of traffic (or a degraded baseline) is analysed again."""
+
+INCONCLUSIVE = frozenset({"NoTraffic", "BaselineDegraded"})
+
+
+@dataclass(frozen=True)
+class RolloutContext:
+    """What the machine knows about one module in this pass, besides its record."""
+
+    module: str
+    target: Release  # what Git asks for now
+    strategy: RolloutStrategySpec | None  # the record's strategy as Git defines it now
+    inner: RolloutStrategySpec | None  # Regional's perRegion strategy
+    regions: tuple[str, ...]  # the rollout's regions, in rollout order
+    scope: Mapping[str, tuple[str, ...]]  # region -> nodes whose version the rollout sets
+    rule: ApprovalRule
+    approvals: tuple[Approval, ...]  # approvals of this module
+    metrics: Mapping[str, tuple[VersionMetrics, ...]]  # version -> per-region metrics
+    now: float
+
+    @property
+    def regional(self) -> bool:
+        return self.strategy is not None and self.strategy.type is StrategyType.REGIONAL
+
+    @property
+    def unit(self) -> RolloutStrategySpec | None:
+        """The strategy that runs the steps: Regional's inner one (None: replace per region)."""
+        return self.inner if self.regional else self.strategy
+
+
+@dataclass(frozen=True)
+class Transition:
+    record: RolloutRecord
+    actions: tuple[Action, ...] = ()
+    requeue_after: float | None = None
+    changed: bool = True
+
+
+@dataclass(frozen=True)
+class _Step:
+    region_index: int
+    step: int
+    kind: StepKind
+    percent: int
+    done: tuple[str, ...] = ()
+    batch: tuple[str, ...] = ()
+
+
+# --- steps ------------------------------------------------------------------------------------
+
+
+def _unit_nodes(ctx: RolloutContext, region_index: int) -> tuple[str, ...]:
+    if ctx.regional:
+        return ctx.scope.get(ctx.regions[region_index], ()) if region_index < len(ctx.regions) else ()
+    return tuple(n for region in ctx.regions for n in ctx.scope.get(region, ()))
+
+
+def _next_in_unit(ctx: RolloutContext, region_index: int, step: int, done: tuple[str, ...]) -> _Step | None:
+    unit = ctx.unit
+    if unit is None:
+        return None
+    i = step + 1
+    if unit.type is StrategyType.CANARY and unit.canary is not None:
+        steps = unit.canary.steps
+        return _Step(region_index, i, StepKind.WEIGHT, steps[i]) if i < len(steps) else None
+    if unit.type is StrategyType.BLUE_GREEN:
+        kinds = (StepKind.PREVIEW, StepKind.SWITCH)
+        return _Step(region_index, i, kinds[i], 100 * i) if i < len(kinds) else None
+    if unit.type is StrategyType.AB_TEST and unit.ab_test is not None:
+        return _Step(region_index, i, StepKind.SPLIT, unit.ab_test.split) if i == 0 else None
+    if unit.type is StrategyType.ROLLING and unit.rolling is not None:
+        nodes = _unit_nodes(ctx, region_index)
+        seen = set(done)
+        remaining = [n for n in nodes if n not in seen]
+        if not remaining:
+            return None
+        batch = tuple(remaining[: unit.rolling.batch_size])
+        percent = round(100 * (len(nodes) - len(remaining) + len(batch)) / len(nodes))
+        return _Step(region_index, i, StepKind.BATCH, percent, done, batch)
+    return None  # pragma: no cover - a Regional unit is refused by the loader
+
+
+def _next(ctx: RolloutContext, r: RolloutRecord) -> _Step | None:
+    """The step after the applied one, or None when the rollout is complete."""
+    if ctx.regional and r.kind is StepKind.SETTLE:
+        first = r.region_index + 1
+        return _first_in_region(ctx, first) if first < len(ctx.regions) else None
+    if ctx.regional and r.step < 0:
+        return _first_in_region(ctx, r.region_index)
+    done = r.done_nodes + r.batch
+    found = _next_in_unit(ctx, r.region_index, r.step, done)
+    if found is None and ctx.regional:
+        return _Step(r.region_index, r.step + 1, StepKind.SETTLE, 100, done)
+    return found
+
+
+def _first_in_region(ctx: RolloutContext, region_index: int) -> _Step:
+    return _next_in_unit(ctx, region_index, -1, ()) or _Step(region_index, 0, StepKind.SETTLE, 100)
+
+
+def _duration(ctx: RolloutContext, r: RolloutRecord) -> float:
+    outer, unit = ctx.strategy, ctx.unit
+    if r.kind is StepKind.SETTLE and outer is not None and outer.regional is not None:
+        return outer.regional.region_seconds
+    if unit is None:
+        return 0.0
+    if r.kind is StepKind.WEIGHT and unit.canary is not None:
+        return unit.canary.step_seconds
+    if r.kind is StepKind.PREVIEW and unit.blue_green is not None:
+        return unit.blue_green.preview_seconds
+    if r.kind is StepKind.SWITCH and unit.blue_green is not None:
+        return unit.blue_green.keep_previous_seconds
+    if r.kind is StepKind.BATCH and unit.rolling is not None:
+        return unit.rolling.batch_seconds
+    if r.kind is StepKind.SPLIT and unit.ab_test is not None:
+        return unit.ab_test.duration_seconds
+    return 0.0
+
+
+def _analysis(ctx: RolloutContext, r: RolloutRecord) -> Analysis:
+    chosen = ctx.strategy if r.kind is StepKind.SETTLE or ctx.unit is None else ctx.unit
+    return chosen.analysis if chosen is not None else Analysis()
+
+
+def _gate(ctx: RolloutContext, r: RolloutRecord, nxt: _Step) -> Awaiting | None:
+    strategy = ctx.strategy
+    assert strategy is not None
+    if ctx.regional:
+        index: int | None = nxt.region_index if (r.step < 0 or nxt.region_index != r.region_index) else None
+    else:
+        index = nxt.step
+    if index is not None and ((index == 0 and strategy.approval.before_start) or index in strategy.approval.gates):
+        return "gate"
+    unit = ctx.unit
+    if nxt.kind is StepKind.SWITCH and unit is not None and unit.blue_green and not unit.blue_green.auto_promote:
+        return "promotion"
+    return None
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _region_name(ctx: RolloutContext, r: RolloutRecord | _Step) -> str | None:
+    if ctx.regional and r.region_index < len(ctx.regions):
+        return ctx.regions[r.region_index]
+    return None
+
+
+def _totals(ctx: RolloutContext, version: str, region: str | None) -> Totals:
+    regions = {region} if region is not None else set(ctx.regions)
+    return totals(m for m in ctx.metrics.get(version, ()) if m.region in regions)
+
+
+def _history(r: RolloutRecord, result: StepResult) -> tuple[StepResult, ...]:
+    return (*r.history, result)[-HISTORY_LIMIT:]
+
+
+def _result(ctx: RolloutContext, r: RolloutRecord, verdict: Verdict) -> StepResult:
+    outcome = verdict.outcome
+    return StepResult(
+        r.step,
+        r.kind,
+        _region_name(ctx, r),
+        ctx.now,
+        outcome,
+        verdict.reason,
+        verdict.message,
+        verdict.new.requests,
+        verdict.new.error_rate,
+        verdict.new.p99_ms,
+    )
+
+
+def _approval(ctx: RolloutContext, r: RolloutRecord) -> tuple[RuleResult, tuple[str, ...]]:
+    """The rule for module@target with unspent approvals; and the commits that satisfied it."""
+    fresh = [a for a in ctx.approvals if a.commit not in r.approvals_used]
+    result = evaluate(ctx.rule, ctx.module, r.target.version, fresh)
+    who = set(result.approved_by)
+    commits = tuple(
+        sorted(
+            {a.commit for a in fresh if a.principal in who and a.version == r.target.version and a.module == ctx.module}
+        )
+    )
+    return result, commits
+
+
+def _step_message(ctx: RolloutContext, nxt: _Step) -> str:
+    where = f" in {ctx.regions[nxt.region_index]}" if ctx.regional and nxt.region_index < len(ctx.regions) else ""
+    what = {
+        StepKind.WEIGHT: f"{nxt.percent}% of requests to {ctx.target.version}",
+        StepKind.PREVIEW: f"{ctx.target.version} loaded at 0% (preview with X-Hotswap-Version)",
+        StepKind.SWITCH: f"all requests to {ctx.target.version}, previous version kept loaded",
+        StepKind.BATCH: f"{', '.join(nxt.batch)} on {ctx.target.version} ({nxt.percent}% of nodes)",
+        StepKind.SPLIT: f"{nxt.percent}% of users to {ctx.target.version}",
+        StepKind.SETTLE: f"region on {ctx.target.version}, evaluating",
+    }[nxt.kind]
+    return f"step {nxt.step} ({nxt.kind.value}){where}: {what}"
+
+
+# --- transitions ------------------------------------------------------------------------------
+
+
+def start(
+    ctx: RolloutContext, seq: int, previous: Release | None, strategy_name: str | None, reason: str | None = None
+) -> Transition:
+    """Create the record of a rollout to `ctx.target` (from `previous`, the stable release)."""
+    strategy = ctx.strategy if strategy_name is not None else None
+    record = RolloutRecord(
+        id=f"{ctx.module}-r{seq}",
+        module=ctx.module,
+        seq=seq,
+        previous=previous,
+        target=ctx.target,
+        strategy=strategy_name,
+        strategy_type=strategy.type if strategy is not None else None,
+        phase=Phase.PROGRESSING,
+        created_at=ctx.now,
+        step_started_at=ctx.now,
+        reason=reason or "NewRelease",
+    )
+    started = StartRollout(
+        record.id, ctx.module, previous.version if previous else None, ctx.target.version, strategy_name
+    )
+    if previous is None or strategy is None or previous.version == ctx.target.version:
+        if reason == "Reverted":
+            why, message = reason, f"Git returned to {ctx.target.label}, which runs"
+        elif previous is None:
+            why, message = "InitialDeployment", f"{ctx.target.label} placed at once (nothing ran before)"
+        elif strategy is None:
+            why, message = (
+                "Replaced",
+                f"{previous.version} replaced by {ctx.target.label} at once (no rollout strategy)",
+            )
+        else:
+            why = "SameVersionReplaced"
+            message = f"{ctx.target.version}: new limits, capabilities or health check applied at once"
+        done = replace(record, phase=Phase.PROMOTED, finished_at=ctx.now, reason=why, message=message)
+        return Transition(done, (started, Promote(record.id, ctx.module, ctx.target.version)))
+    moved = _enter_next(ctx, record)
+    return Transition(moved.record, (started, *moved.actions), moved.requeue_after)
+
+
+def advance(ctx: RolloutContext, r: RolloutRecord) -> Transition:
+    """Move an active record at most one step; unchanged records come back with `changed` False."""
+    if r.request is not None:
+        phase = Phase.ROLLED_BACK if r.request == "rollback" else Phase.ABORTED
+        reason = "ManualRollback" if r.request == "rollback" else "Aborted"
+        return _rollback(ctx, r, reason, f"an operator asked to {r.request}", phase)
+    if ctx.strategy is None:
+        return _rollback(ctx, r, "StrategyMissing", f"RolloutStrategy {r.strategy!r} is gone from Git", Phase.ABORTED)
+    if r.held:
+        return Transition(r, changed=False)
+    if r.phase is Phase.WAITING_APPROVAL:
+        return _winner_approval(ctx, r) if r.awaiting == "winner" else _enter_next(ctx, r)
+    if r.phase is Phase.PAUSED and r.reason not in INCONCLUSIVE:
+        return Transition(r, changed=False)  # failed analysis without autoRollback: a human decides
+    if r.kind is None:
+        return _enter_next(ctx, r)
+    deadline = r.step_started_at + _duration(ctx, r)
+    if ctx.now < deadline:
+        return Transition(r, requeue_after=deadline - ctx.now, changed=False)
+    region = _region_name(ctx, r)
+    new = _totals(ctx, r.target.version, region)
+    if r.kind is StepKind.SPLIT:
+        return _split_done(ctx, r, new, region)
+    stable = _totals(ctx, r.previous.version, region) if r.previous is not None else None
+    verdict = analyze(_analysis(ctx, r), new, stable)
+    if verdict.outcome == "Inconclusive":
+        return _inconclusive(ctx, r, verdict)
+    if verdict.outcome == "Failed":
+        return _failed(ctx, r, verdict)
+    return _enter_next(ctx, replace(r, history=_history(r, _result(ctx, r, verdict))))
+
+
+def _enter_next(ctx: RolloutContext, r: RolloutRecord) -> Transition:
+    nxt = _next(ctx, r)
+    if nxt is None:
+        return _promote(ctx, r)
+    awaiting = _gate(ctx, r, nxt)
+    if awaiting is not None:
+        result, commits = _approval(ctx, r)
+        if not result.satisfied:
+            if r.phase is Phase.WAITING_APPROVAL and r.awaiting == awaiting:
+                return Transition(r, changed=False)
+            what = "promotion" if awaiting == "promotion" else f"step {nxt.step}"
+            message = f"{what} waits for approval: {result.message}"
+            waiting = replace(
+                r, phase=Phase.WAITING_APPROVAL, awaiting=awaiting, reason="AwaitingApproval", message=message
+            )
+            return Transition(waiting, (Pause(r.id, ctx.module, "AwaitingApproval", message),))
+        approved = StepResult(
+            nxt.step, nxt.kind, _region_name(ctx, nxt), ctx.now, "Approved", "Approved", result.message
+        )
+        r = replace(r, approvals_used=r.approvals_used + commits, history=_history(r, approved))
+    message = _step_message(ctx, nxt)
+    entered = replace(
+        r,
+        phase=Phase.PROGRESSING,
+        awaiting=None,
+        step=nxt.step,
+        kind=nxt.kind,
+        percent=nxt.percent,
+        region_index=nxt.region_index,
+        done_nodes=nxt.done,
+        batch=nxt.batch,
+        step_started_at=ctx.now,
+        reason="StepStarted",
+        message=message,
+    )
+    action = AdvanceStep(r.id, ctx.module, nxt.step, nxt.kind, nxt.percent, _region_name(ctx, nxt))
+    return Transition(entered, (action,), _duration(ctx, entered))
+
+
+def _promote(ctx: RolloutContext, r: RolloutRecord) -> Transition:
+    message = f"{r.target.label} is the stable version"
+    done = replace(
+        r, phase=Phase.PROMOTED, awaiting=None, finished_at=ctx.now, reason="Promoted", message=message, batch=()
+    )
+    return Transition(done, (Promote(r.id, ctx.module, r.target.version),))
+
+
+def _rollback(ctx: RolloutContext, r: RolloutRecord, reason: str, message: str, phase: Phase) -> Transition:
+    back_to = r.previous.version if r.previous is not None else "nothing"
+    done = replace(r, phase=phase, awaiting=None, finished_at=ctx.now, reason=reason, message=message, request=None)
+    return Transition(done, (Rollback(r.id, ctx.module, back_to, reason, message),))
+
+
+def _inconclusive(ctx: RolloutContext, r: RolloutRecord, verdict: Verdict) -> Transition:
+    if r.phase is Phase.PAUSED and r.reason == verdict.reason:
+        return Transition(r, requeue_after=RECHECK_SECONDS, changed=False)
+    paused = replace(
+        r,
+        phase=Phase.PAUSED,
+        reason=verdict.reason,
+        message=verdict.message,
+        history=_history(r, _result(ctx, r, verdict)),
+    )
+    return Transition(paused, (Pause(r.id, ctx.module, verdict.reason, verdict.message),), RECHECK_SECONDS)
+
+
+def _failed(ctx: RolloutContext, r: RolloutRecord, verdict: Verdict) -> Transition:
+    r = replace(r, history=_history(r, _result(ctx, r, verdict)))
+    strategy = ctx.strategy
+    if strategy is not None and strategy.auto_rollback:
+        return _rollback(ctx, r, verdict.reason, verdict.message, Phase.ROLLED_BACK)
+    message = f"{verdict.message} (autoRollback is off: roll back, or commit a fix)"
+    paused = replace(r, phase=Phase.PAUSED, reason="AnalysisFailed", message=message)
+    return Transition(paused, (Pause(r.id, ctx.module, "AnalysisFailed", message),))
+
+
+def _split_done(ctx: RolloutContext, r: RolloutRecord, b: Totals, region: str | None) -> Transition:
+    unit = ctx.unit
+    assert unit is not None and unit.ab_test is not None
+    a = _totals(ctx, r.previous.version, region) if r.previous is not None else Totals()
+    verdict, result = compare(unit.ab_test, unit.analysis, a, b)
+    if result is None:
+        return _inconclusive(ctx, r, verdict)
+    r = replace(r, ab_result=result, history=_history(r, _result(ctx, r, verdict)))
+    if unit.ab_test.winner == "approval":
+        hint = "approve it to promote" if result.winner == "B" else "approve it to promote B anyway, or roll back"
+        message = f"{verdict.message}; waiting for an approval of {ctx.module}@{r.target.version} ({hint})"
+        waiting = replace(
+            r, phase=Phase.WAITING_APPROVAL, awaiting="winner", reason="AwaitingApproval", message=message
+        )
+        return Transition(waiting, (Pause(r.id, ctx.module, "AwaitingApproval", message),))
+    if result.winner == "A":
+        return _rollback(ctx, r, "ABTestLost", verdict.message, Phase.ROLLED_BACK)
+    return _enter_next(ctx, r)
+
+
+def _winner_approval(ctx: RolloutContext, r: RolloutRecord) -> Transition:
+    result, commits = _approval(ctx, r)
+    if not result.satisfied:
+        return Transition(r, changed=False)
+    approved = StepResult(r.step, r.kind, _region_name(ctx, r), ctx.now, "Approved", "Approved", result.message)
+    r = replace(r, approvals_used=r.approvals_used + commits, history=_history(r, approved))
+    moved = _enter_next(ctx, r)
+    event = RecordEvent(ctx.module, r.id, "WinnerApproved", result.message)
+    return Transition(moved.record, (event, *moved.actions), moved.requeue_after)
+
+
+def supersede(ctx: RolloutContext, r: RolloutRecord, by: str) -> Transition:
+    """Git moved on while `r` ran: it stops where it is; the next rollout starts from `r.previous`."""
+    message = f"superseded by {by} before it finished"
+    done = replace(r, phase=Phase.SUPERSEDED, awaiting=None, finished_at=ctx.now, reason="Superseded", message=message)
+    return Transition(done, (RecordEvent(ctx.module, r.id, "Superseded", message),))
+
+
+def approvals_of(module: str, approvals: Sequence[Approval]) -> tuple[Approval, ...]:
+    return tuple(a for a in approvals if a.module == module)

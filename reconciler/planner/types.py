@@ -1,0 +1,267 @@
+"""The planner's inputs and its recorded state: observed nodes, metrics, rollout records, conditions.
+
+Where it sits: the executor builds a `Snapshot` from the desired fleet (one Git revision), the node
+registry (heartbeats), the state store (rollout records) and the Git source (approvals), and hands it
+to `reconciler.planner.plan`. The planner reads nothing else. A `RolloutRecord` is the whole memory
+of a rollout: the planner returns updated records, the executor stores them before it acts, and the
+next pass (maybe by another replica after a restart) continues from them. Everything here is frozen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Literal
+
+from reconciler.approvals import Approval
+from reconciler.spec.fleet import DesiredFleet
+from reconciler.spec.models import Capabilities, HealthCheck, Limits, ModuleSpec, StrategyType
+
+__all__ = [
+    "ABResult",
+    "AssignmentEntry",
+    "Condition",
+    "ConditionType",
+    "NodeStatus",
+    "ObservedNode",
+    "OperatorRequest",
+    "Phase",
+    "Release",
+    "RolloutRecord",
+    "RunningEntry",
+    "Snapshot",
+    "StepKind",
+    "StepResult",
+    "VersionMetrics",
+]
+
+HISTORY_LIMIT = 32
+"""Step results kept on a record; older ones are dropped (status shows a bounded history)."""
+
+
+class NodeStatus(StrEnum):
+    HEALTHY = "Healthy"
+    UNHEALTHY = "Unhealthy"  # missed 3 heartbeats: excluded, its modules move elsewhere
+    DRAINING = "Draining"  # leaving on purpose: excluded from placement like Unhealthy
+
+
+@dataclass(frozen=True)
+class RunningEntry:
+    """One module version a node reports running, with its current weight."""
+
+    module: str
+    version: str
+    digest: str
+    weight: int
+
+
+@dataclass(frozen=True)
+class AssignmentEntry:
+    """One module version in a node's desired table, with its share of the module's requests.
+
+    The table a node gets is always the full list for that node, so publishing it twice changes
+    nothing. `sticky` names the request header the node hashes to pick a version (A/B tests);
+    None means a weighted random pick. A version at weight 0 is loaded but only reachable with
+    X-Hotswap-Version.
+    """
+
+    module: str
+    version: str
+    digest: str
+    weight: int
+    limits: Limits
+    capabilities: Capabilities
+    health_check: HealthCheck | None = None
+    sticky: str | None = None
+
+
+@dataclass(frozen=True)
+class ObservedNode:
+    """A registered edge node as the registry sees it.
+
+    `assigned` is the table the executor last published to the node (the planner emits
+    `SetAssignment` only when the new table differs from it); `running` is what the node reported in
+    its last heartbeat (shown in status, and how the executor knows a table has been applied).
+    `max_modules` None means the fleet's `nodeDefaults.maxModules`.
+    """
+
+    id: str
+    region: str
+    status: NodeStatus = NodeStatus.HEALTHY
+    max_modules: int | None = None
+    assigned: tuple[AssignmentEntry, ...] = ()
+    running: tuple[RunningEntry, ...] = ()
+    last_heartbeat: float | None = None
+
+
+@dataclass(frozen=True)
+class VersionMetrics:
+    """What the nodes of one region served for one module version during the current step.
+
+    The executor sums heartbeat deltas since the rollout record's `step_started_at`; `p99_ms` is the
+    99th percentile latency over the same window (None when unknown). The planner sums regions.
+    """
+
+    module: str
+    version: str
+    region: str
+    requests: int = 0
+    errors: int = 0
+    p99_ms: float | None = None
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+
+@dataclass(frozen=True)
+class Release:
+    """Everything that makes a module version run the way Git says: a change of any field rolls out."""
+
+    version: str
+    digest: str
+    limits: Limits
+    capabilities: Capabilities
+    health_check: HealthCheck | None = None
+
+    @classmethod
+    def of(cls, spec: ModuleSpec, version: str, digest: str) -> Release:
+        return cls(version, digest, spec.limits, spec.capabilities, spec.health_check)
+
+    @property
+    def label(self) -> str:
+        return f"{self.version} ({self.digest[7:19]})" if self.digest.startswith("sha256:") else self.version
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"  # created; no node in its scope yet
+    WAITING_APPROVAL = "WaitingApproval"
+    PROGRESSING = "Progressing"
+    PAUSED = "Paused"  # inconclusive analysis (NoTraffic, BaselineDegraded) or failed without autoRollback
+    PROMOTED = "Promoted"
+    ROLLED_BACK = "RolledBack"
+    ABORTED = "Aborted"
+    SUPERSEDED = "Superseded"
+
+
+ACTIVE_PHASES = frozenset({Phase.PENDING, Phase.WAITING_APPROVAL, Phase.PROGRESSING, Phase.PAUSED})
+
+
+class StepKind(StrEnum):
+    WEIGHT = "Weight"  # Canary: `percent` of requests to the new version on every node
+    PREVIEW = "Preview"  # BlueGreen: new version loaded at 0 %, reachable with X-Hotswap-Version
+    SWITCH = "Switch"  # BlueGreen: all traffic to the new version, the previous one kept loaded at 0 %
+    BATCH = "Batch"  # Rolling: the nodes of `batch` (and `done_nodes`) run the new version
+    SPLIT = "Split"  # ABTest: `percent` of users to B, sticky by header
+    SETTLE = "Settle"  # Regional: the region runs the new version, evaluated before the next region
+
+
+Outcome = Literal["Passed", "Failed", "Inconclusive", "Approved"]
+OperatorRequest = Literal["rollback", "abort"]
+Awaiting = Literal["gate", "promotion", "winner"]
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """One line of a rollout's history: how a step (or a wait) ended."""
+
+    step: int
+    kind: StepKind | None
+    region: str | None
+    at: float
+    outcome: Outcome
+    reason: str
+    message: str
+    requests: int = 0
+    error_rate: float = 0.0
+    p99_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class ABResult:
+    """The outcome of an A/B comparison: who won on which metric, with both values."""
+
+    metric: str
+    a_value: float
+    b_value: float
+    winner: Literal["A", "B"]
+    a_requests: int
+    b_requests: int
+
+
+@dataclass(frozen=True)
+class RolloutRecord:
+    """The recorded state of one rollout of one module from `previous` to `target`.
+
+    The step fields describe what is *applied* on the nodes now: `step` -1 means nothing yet (the
+    rollout waits for approval before starting). `region_index` is the region a Regional rollout is
+    in; `done_nodes` and `batch` are Rolling's progress (inside the current region for Regional).
+    `held` and `request` are set by an operator (manual pause; rollback or abort) and read by the
+    planner. `approvals_used` lists the approval commits already spent on earlier gates, so each
+    gate needs fresh approvals.
+    """
+
+    id: str
+    module: str
+    seq: int
+    previous: Release | None
+    target: Release
+    strategy: str | None
+    strategy_type: StrategyType | None
+    phase: Phase
+    created_at: float
+    step: int = -1
+    kind: StepKind | None = None
+    percent: int = 0
+    step_started_at: float = 0.0
+    region_index: int = 0
+    done_nodes: tuple[str, ...] = ()
+    batch: tuple[str, ...] = ()
+    awaiting: Awaiting | None = None
+    ab_result: ABResult | None = None
+    reason: str = ""
+    message: str = ""
+    finished_at: float | None = None
+    history: tuple[StepResult, ...] = ()
+    approvals_used: tuple[str, ...] = ()
+    held: bool = False
+    request: OperatorRequest | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.phase in ACTIVE_PHASES
+
+    @property
+    def stable(self) -> Release | None:
+        """The release every node of the module returns to or stays on when this record is the last."""
+        return self.target if self.phase is Phase.PROMOTED else self.previous
+
+
+class ConditionType(StrEnum):
+    READY = "Ready"
+    PROGRESSING = "Progressing"
+    PAUSED = "Paused"
+    DEGRADED = "Degraded"
+    STALLED = "Stalled"
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A Flux-style condition: a type, whether it holds, a CamelCase reason and a human message."""
+
+    type: ConditionType
+    status: bool
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything one planner pass reads, frozen: the planner never looks anywhere else."""
+
+    desired: DesiredFleet
+    now: float
+    nodes: tuple[ObservedNode, ...] = ()
+    records: tuple[RolloutRecord, ...] = ()
+    approvals: tuple[Approval, ...] = ()
+    metrics: tuple[VersionMetrics, ...] = field(default=())
