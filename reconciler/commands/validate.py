@@ -16,6 +16,12 @@ from reconciler.spec.loader import LoadResult, load_fleet
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("fleet_dir", nargs="?", default=".", help="the fleet root (default: .)")
     parser.add_argument("-q", "--quiet", action="store_true", help="print problems only")
+    parser.add_argument(
+        "--base",
+        metavar="REV",
+        help="compare with the fleet at this Git revision (a pull request's target): breaking "
+        "interface changes and what the change would roll out",
+    )
 
 
 def summary(result: LoadResult) -> str:
@@ -34,12 +40,77 @@ def summary(result: LoadResult) -> str:
     )
 
 
+def load_at(fleet_dir: Path, rev: str) -> LoadResult:
+    """The fleet in `fleet_dir` as it was at Git revision `rev`."""
+    import tempfile
+
+    import git
+
+    from reconciler.gitsource.errors import GitSourceError
+    from reconciler.gitsource.gitrepo import GitRepo
+
+    fleet_dir = fleet_dir.resolve()
+    try:
+        top = str(git.Repo(fleet_dir, search_parent_directories=True).working_tree_dir)
+        repo = GitRepo(Path(top))
+        sha = repo.resolve(rev)
+        if sha is None:
+            raise ValueError(f"--base: {rev!r} is not a revision of {top}")
+        with tempfile.TemporaryDirectory(prefix="hotswap-base-") as tmp:
+            repo.export(sha, fleet_dir.relative_to(Path(top).resolve()).as_posix(), Path(tmp))
+            return load_fleet(Path(tmp))
+    except ValueError:
+        raise
+    except (GitSourceError, OSError) as exc:
+        raise ValueError(f"--base: {exc}") from None
+    except Exception as exc:  # GitPython's InvalidGitRepositoryError and friends
+        raise ValueError(f"--base: {fleet_dir} is not in a Git repository ({type(exc).__name__})") from None
+
+
+def compare_with_base(result: LoadResult, fleet_dir: Path, rev: str, prefix: str) -> tuple[list[str], int]:
+    """Lines that say what the change does, and how many of them are errors."""
+    from reconciler.changes import fleet_changes
+
+    assert result.fleet is not None
+    base = load_at(fleet_dir, rev)
+    changes = fleet_changes(base.fleet, result.fleet)
+    lines = [str(p.under(prefix)) for p in changes.problems]
+    policy = result.fleet.policy.approvals.breaking_interface_changes
+    for change in changes.interfaces:
+        for item in change.evolution.changes:
+            lines.append(f"interface {change.interface}: {item}")
+        if change.needs_approval:
+            who = f"{policy.count} of {', '.join(policy.roles)}" if policy else "1 of admin"
+            lines.append(
+                f"interface {change.interface}: {change.evolution.old} -> {change.evolution.new} is breaking; "
+                f"{', '.join(change.implementers) or 'no module'} will wait for approval ({who})"
+            )
+    lines += [f"rollout: {m}" for m in changes.modules]
+    if not changes.modules and not changes.interfaces:
+        lines.append(f"no change against {rev}")
+    return lines, len(changes.problems)
+
+
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     shown = str(args.fleet_dir)
+    prefix = "" if shown in (".", "./") else shown
     result = load_fleet(Path(args.fleet_dir))
     for problem in result.problems:
-        print(problem.under("" if shown in (".", "./") else shown))
+        print(problem.under(prefix))
+    if result.ok and args.base:
+        try:
+            lines, errors = compare_with_base(result, Path(args.fleet_dir), args.base, prefix)
+        except ValueError as exc:
+            print(f"hotswap validate: {exc}", file=sys.stderr)
+            return 2
+        print("\n".join(lines))
+        if errors:
+            print(
+                f"invalid: {errors} breaking interface change{'s' if errors != 1 else ''} need a major version bump",
+                file=sys.stderr,
+            )
+            return 1
     elapsed = time.perf_counter() - started
     if not result.ok:
         errors = len(result.errors)

@@ -1,0 +1,88 @@
+"""`hotswap validate --base REV`: what a pull request would roll out and which interfaces it breaks."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from hotswap.cli import main
+from tests.spec.fleets import MODULE, write_fleet
+
+IFACE = (
+    "apiVersion: hotswap.dev/v1\nkind: Interface\nmetadata: {name: adder}\nspec:\n"
+    "  package: test:adder@VERSION\n  wit: adder.wit\n"
+)
+WIT = "package test:adder@VERSION;\n\ninterface api {\n  add: func(a: s32, b: s32) -> s32;\nEXTRA}\n"
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+
+
+def interface(version: str, extra: str = "") -> dict[str, str | bytes | None]:
+    return {
+        "interfaces/adder.yaml": IFACE.replace("VERSION", version),
+        "interfaces/adder.wit": WIT.replace("VERSION", version).replace("EXTRA", extra),
+        "modules/adder.yaml": MODULE + f"  implements: test:adder/api@{version}\n",
+    }
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    fleet = write_fleet(tmp_path / "fleet", interface("1.0.0", "  sub: func(a: s32, b: s32) -> s32;\n"))
+    fleet.joinpath("wasm/adder.wat").write_text(
+        '(module (func (export "add") (param i32 i32) (result i32) (i32.add (local.get 0) (local.get 1)))'
+        ' (func (export "sub") (param i32 i32) (result i32) (i32.sub (local.get 0) (local.get 1))))'
+    )
+    git(tmp_path, "init", "-q", "-b", "main")
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "commit", "-qm", "base")
+    return fleet
+
+
+def test_reports_what_would_roll_out(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    module = repo / "modules/adder.yaml"
+    module.write_text(module.read_text().replace("version: 1.0.0", "version: 1.1.0"))
+    assert main(["validate", str(repo), "--base", "HEAD"]) == 0
+    out = capsys.readouterr().out
+    assert "rollout: adder: 1.0.0 -> 1.1.0 by canary (version)" in out
+
+
+def test_breaking_change_without_major_bump_is_refused(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_fleet(repo, interface("1.1.0"))  # `sub` removed, only a minor bump
+    assert main(["validate", str(repo), "--base", "HEAD"]) == 1
+    captured = capsys.readouterr()
+    assert f"{repo}/interfaces/adder.yaml:1: spec.wit:" in captured.out
+    assert "2.0.0" in captured.out  # the message names the version needed
+    assert "breaking interface change" in captured.err
+
+
+def test_breaking_change_with_major_bump_waits_for_approval(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_fleet(repo, interface("2.0.0"))
+    assert main(["validate", str(repo), "--base", "HEAD"]) == 0
+    out = capsys.readouterr().out
+    assert "interface adder: breaking:" in out
+    assert "test:adder@1.0.0 -> test:adder@2.0.0 is breaking; adder will wait for approval (1 of admin)" in out
+
+
+def test_no_change(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(repo), "--base", "HEAD"]) == 0
+    assert "no change against HEAD" in capsys.readouterr().out
+
+
+def test_unknown_revision(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(repo), "--base", "nope"]) == 2
+    assert "--base: 'nope' is not a revision" in capsys.readouterr().err
+
+
+def test_outside_git(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(write_fleet(tmp_path)), "--base", "HEAD"]) == 2
+    assert "--base:" in capsys.readouterr().err
