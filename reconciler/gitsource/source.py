@@ -6,7 +6,7 @@ reconciler.gitsource.webhook does so) and, for a repository on a local path, whe
 on disk (watchfiles). Each sync:
 
     fetch -> head moved? -> history rewritten? -> parse the fleet at head (the loader, on the
-    tree exported from git) -> verify signatures of every new first-parent commit when
+    tree exported from git; skipped when nothing under the fleet root changed) -> verify signatures of every new first-parent commit when
     requireSignedCommits holds -> scan new commits for approvals -> a new `Revision`
 
 A head that cannot be used (unsigned or untrusted commit, invalid fleet, rewritten history under
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import tempfile
 import threading
 from collections import deque
@@ -47,6 +48,7 @@ __all__ = ["FleetParser", "GitSource", "Revision", "SourceConfig", "Verification
 
 FleetParser = Callable[[Path], LoadResult]
 MAX_EVENTS = 20
+log = logging.getLogger(__name__)
 
 
 def _default_parser(root: Path) -> LoadResult:
@@ -232,6 +234,10 @@ class GitSource:
                 except GitCommandError as exc:
                     self._attempted = None  # try this head again at the next sync
                     self._failure = Failure(Reason.FETCH_FAILED, f"reading commit {head[:12]}: {exc}", head)
+                if self._failure is not None:
+                    log.warning("git source: %s: %s", self._failure.reason, self._failure.message)
+                else:
+                    log.info("git source: new revision %s@%s", self.config.branch, head)
             return self.status()
 
     def _take(self, head: str) -> Failure | None:
@@ -252,9 +258,13 @@ class GitSource:
             if required and head not in self._accepted_rewrites:
                 return Failure(Reason.HISTORY_REWRITTEN, message + " (signing policy: accept it to follow)", head)
             self._events.append(message + "; followed")
+            log.warning("git source: %s; followed (no signing policy)", message)
             base = repo.merge_base(base, head)
         new_commits = repo.first_parent_log(head, since=base) if base else [info]
-        problems, fleet = self._parse(head)
+        if good is not None and not rewritten and not repo.changed_files(good.sha, head, self.path):
+            problems, fleet = good.problems, good.fleet  # nothing under the fleet root changed
+        else:
+            problems, fleet = self._parse(head)
         if fleet is not None and fleet.policy.require_signed_commits:
             required = True
         checks: tuple[CommitCheck, ...] = ()
@@ -337,7 +347,10 @@ class GitSource:
             while True:
                 self._wake.clear()
                 before = self._good
-                await asyncio.to_thread(self.sync)
+                try:
+                    await asyncio.to_thread(self.sync)
+                except Exception:  # a bug must not stop the source: log it, keep the last good revision
+                    log.exception("git source: sync of %s failed", self.config.url)
                 if on_revision is not None and self._good is not None and self._good is not before:
                     await on_revision(self._good)
                 with contextlib.suppress(TimeoutError):

@@ -96,7 +96,7 @@ class _Keyring:
 
     def _gpg(self, args: list[str], stdin: str) -> str:
         done = subprocess.run(
-            [self.gpg, "--homedir", str(self.home), "--batch", "--no-tty", "--quiet", *args],
+            [self.gpg, "--homedir", str(self.home), "--batch", "--no-tty", "--quiet", "--no-autostart", *args],
             input=stdin.encode(),
             capture_output=True,
             check=False,

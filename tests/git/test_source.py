@@ -69,7 +69,7 @@ def test_unreachable_remote_is_a_transient_fetch_failure(ws: Workspace, keys: Ke
     assert ready is not None and ready.reason == Reason.FETCH_FAILED
 
 
-def test_same_head_is_not_parsed_twice(ws: Workspace, keys: Keys) -> None:
+def test_same_head_and_unchanged_fleet_are_not_parsed_again(ws: Workspace, keys: Keys) -> None:
     repo = seeded_repo(ws, keys)
     calls: list[Path] = []
 
@@ -83,6 +83,16 @@ def test_same_head_is_not_parsed_twice(ws: Workspace, keys: Keys) -> None:
     source.sync()
     source.sync()
     assert len(calls) == 1 and source.fetches == 2
+    # a commit that changes nothing under the fleet root reuses the parsed fleet
+    approval = repo.approve("greeter@1.1.0", keys.alice)
+    status = source.sync()
+    assert status.last_applied_revision == approval and len(calls) == 1
+    latest = source.latest
+    assert latest is not None and [a.commit for a in latest.approvals] == [approval]
+    repo.write("fleet/modules/greeter.yaml", module_yaml("greeter", "1.1.0"))
+    repo.commit("bump", key=keys.alice)
+    source.sync()
+    assert len(calls) == 2
 
 
 def test_bare_remote_by_path_is_followed_including_a_force_push(ws: Workspace, keys: Keys) -> None:

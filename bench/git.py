@@ -1,0 +1,147 @@
+"""Git source benchmark: commit to parsed revision, with and without signature verification.
+
+Builds, in a temporary directory, a fleet of N modules (one YAML file each, registry digests as
+sources) and a history of M commits, every one signed with a real ed25519 key, then measures:
+
+- the first sync (clone, parse, verify the head, scan the whole history for approvals);
+- commit -> revision: a new signed commit lands, `GitSource.sync()` returns with it parsed,
+  with verification off and on (requireSignedCommits from the trust root);
+- its parts: export of the tree + loader, and the incremental verification of one new commit;
+- verifying the whole history: one `git log --format=%G?` batch vs `git verify-commit` per commit.
+
+    python bench/git.py            # 1,000 modules, 1,000 commits
+    python bench/git.py --quick    # 100 modules, 100 commits (what CI runs)
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+# This file is named git.py: drop its own folder from the path so `import git` finds GitPython.
+_HERE = str(Path(__file__).resolve().parent)
+sys.path[:] = [p for p in sys.path if p not in ("", _HERE) and Path(p).resolve() != Path(_HERE)]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from reconciler.gitsource.gitrepo import GitRepo  # noqa: E402
+from reconciler.gitsource.source import GitSource, SourceConfig  # noqa: E402
+from reconciler.gitsource.trust import parse_trust  # noqa: E402
+from reconciler.gitsource.verify import Verifier  # noqa: E402
+from reconciler.spec.loader import load_fleet  # noqa: E402
+from tests.git.gitutil import Key, Repo, fleet_yaml, key_entry, make_key, module_yaml, trust_yaml  # noqa: E402
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def summary(samples: list[float]) -> str:
+    ordered = sorted(samples)
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    return f"median {ms(statistics.median(ordered))}, p99 {ms(p99)} (n={len(ordered)})"
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def build(root: Path, key: Key, modules: int, commits: int) -> Repo:
+    repo = Repo(root / "fleet-repo")
+    repo.write("fleet/fleet.yaml", fleet_yaml(require_signed=False, merges_approve=True))
+    for i in range(modules):
+        repo.write(f"fleet/modules/m{i:04d}.yaml", module_yaml(f"m{i:04d}", "1.0.0"))
+    repo.commit("fleet of {modules} modules", key=key)
+    started = time.perf_counter()
+    for n in range(1, commits):
+        i = n % modules
+        repo.write(f"fleet/modules/m{i:04d}.yaml", module_yaml(f"m{i:04d}", f"1.0.{n}"))
+        repo.commit(f"m{i:04d} 1.0.{n}", key=key)
+    print(f"built {commits} signed commits in {time.perf_counter() - started:.1f} s")
+    return repo
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--modules", type=int, default=1000)
+    parser.add_argument("--commits", type=int, default=1000)
+    parser.add_argument("--samples", type=int, default=20)
+    parser.add_argument("--quick", action="store_true", help="100 modules, 100 commits, 5 samples")
+    args = parser.parse_args()
+    if args.quick:
+        args.modules, args.commits, args.samples = 100, 100, 5
+    with tempfile.TemporaryDirectory(prefix="hotswap-bench-git-") as tmp:
+        root = Path(tmp)
+        key = make_key(root / "keys", "alice")
+        repo = build(root, key, args.modules, args.commits)
+        entry = key_entry(key)
+        sources = {
+            verify: GitSource(
+                SourceConfig(url=str(repo.path), path="fleet"),
+                parse_trust(trust_yaml(("alice@example.com", ["admin"], entry), require_signed=verify)),
+                root / f"cache-{verify}",
+            )
+            for verify in (False, True)
+        }
+        print(f"fleet: {args.modules} modules; history: {args.commits} commits (all signed, ed25519)")
+        for verify, source in sources.items():
+            took = timed(source.sync)
+            assert source.status().ready, source.status().conditions
+            print(f"first sync, verification {'on ' if verify else 'off'}: {ms(took)}")
+
+        results: dict[bool, list[float]] = {False: [], True: []}
+        approvals: list[float] = []
+        for n in range(args.samples):
+            i = n % args.modules
+            repo.write(f"fleet/modules/m{i:04d}.yaml", module_yaml(f"m{i:04d}", f"2.0.{n}"))
+            head = repo.commit(f"m{i:04d} 2.0.{n}", key=key)
+            for verify, source in sources.items():
+                results[verify].append(timed(source.sync))
+                latest = source.latest
+                assert latest is not None and latest.sha == head, source.status().conditions
+            head = repo.approve(f"m{i:04d}@2.0.{n}", key)
+            approvals.append(timed(sources[True].sync))
+            latest = sources[True].latest
+            assert latest is not None and latest.sha == head and latest.approvals[-1].commit == head
+            sources[False].sync()
+        for verify in (False, True):
+            print(f"commit -> parsed revision, verification {'on ' if verify else 'off'}: {summary(results[verify])}")
+
+        mirror = sources[True].repo
+        head = mirror.resolve("refs/remotes/origin/main")
+        assert head is not None
+        parse_times = []
+        for _ in range(max(3, args.samples // 4)):
+            with tempfile.TemporaryDirectory(dir=root) as checkout:
+                dest = Path(checkout) / "fleet"
+                parse_times.append(timed(lambda dest=dest: (mirror.export(head, "fleet", dest), load_fleet(dest))))
+        print(f"  of which export + load_fleet: {summary(parse_times)}")
+        print(f"approval commit (fleet unchanged) -> revision, verification on: {summary(approvals)}")
+
+        trust = sources[True].trust
+        history = [c.sha for c in GitRepo(repo.path).first_parent_log("HEAD")]
+        one = []
+        for sha in history[: args.samples]:
+            fresh = Verifier(trust, root / "v-one")
+            one.append(timed(lambda fresh=fresh, sha=sha: fresh.check(mirror, [sha])))
+        print(f"incremental verification of one new commit (git log %G?): {summary(one)}")
+        batch = Verifier(trust, root / "v-batch")
+        took = timed(lambda: batch.check(mirror, history))
+        assert all(c.trusted for c in batch.check(mirror, history).values())
+        print(
+            f"verify whole history in one batch: {ms(took)} for {len(history)} commits "
+            f"= {ms(took / len(history))} per commit"
+        )
+        per_commit = [timed(lambda sha=sha: batch.verify_commit(mirror, sha)) for sha in history[: args.samples]]
+        print(f"git verify-commit, one process per commit: {summary(per_commit)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
