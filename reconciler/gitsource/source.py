@@ -6,8 +6,9 @@ reconciler.gitsource.webhook does so) and, for a repository on a local path, whe
 on disk (watchfiles). Each sync:
 
     fetch -> head moved? -> history rewritten? -> parse the fleet at head (the loader, on the
-    tree exported from git; skipped when nothing under the fleet root changed) -> verify signatures of every new first-parent commit when
-    requireSignedCommits holds -> scan new commits for approvals -> a new `Revision`
+    tree exported from git; skipped when nothing under the fleet root changed) -> verify the
+    signatures of every new first-parent commit when requireSignedCommits holds -> scan the new
+    commits for approvals -> a new `Revision`
 
 A head that cannot be used (unsigned or untrusted commit, invalid fleet, rewritten history under
 signing policy) never replaces the last good revision: the reason goes to `status()` as Flux-like
