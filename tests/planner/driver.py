@@ -1,0 +1,178 @@
+"""Test helpers for the planner: the example fleet with variations, nodes, and a driver that plays the
+executor (stores the plan's records, publishes its tables) so a test reads as a sequence of passes."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from reconciler.approvals import Approval
+from reconciler.planner import (
+    Action,
+    ConditionType,
+    NodeStatus,
+    ObservedNode,
+    Plan,
+    RolloutRecord,
+    SetAssignment,
+    Snapshot,
+    VersionMetrics,
+    latest_records,
+    plan,
+)
+from reconciler.spec.fleet import DesiredFleet
+from reconciler.spec.loader import load_fleet
+from reconciler.spec.models import Module, RolloutStrategy, Source
+
+ROOT = Path(__file__).resolve().parents[2]
+REGIONS = ("us-east", "eu-central", "apac-east")
+
+
+def digest(tag: str) -> str:
+    return "sha256:" + (tag.encode().hex() * 64)[:64]
+
+
+@cache
+def example() -> DesiredFleet:
+    result = load_fleet(ROOT / "fleet-example")
+    assert result.fleet is not None, result.problems
+    return result.fleet
+
+
+def with_module(desired: DesiredFleet, name: str, **spec: Any) -> DesiredFleet:
+    """The fleet with module `name`'s spec fields replaced (a new version gets a registry digest)."""
+    module = desired.modules[name]
+    if "version" in spec and "source" not in spec and (name, spec["version"]) not in desired.binaries:
+        spec["source"] = Source(digest=digest(f"{name}-{spec['version']}"))
+    placement = spec.pop("placement", None)
+    new_spec = module.spec.model_copy(update=spec)
+    if placement is not None:
+        new_spec = new_spec.model_copy(update={"placement": new_spec.placement.model_copy(update=placement)})
+    modules = dict(desired.modules)
+    modules[name] = Module(metadata=module.metadata, spec=new_spec)
+    return dataclasses.replace(desired, modules=modules)
+
+
+def only(desired: DesiredFleet, *names: str) -> DesiredFleet:
+    return dataclasses.replace(desired, modules={n: desired.modules[n] for n in names})
+
+
+def with_strategy(desired: DesiredFleet, name: str, **spec: Any) -> DesiredFleet:
+    """The fleet with strategy `name`'s spec fields replaced; nested dicts update nested models."""
+    strategy = desired.strategies[name]
+    updates: dict[str, Any] = {}
+    for key, value in spec.items():
+        current = getattr(strategy.spec, key)
+        updates[key] = current.model_copy(update=value) if isinstance(value, dict) else value
+    strategies = dict(desired.strategies)
+    strategies[name] = RolloutStrategy(metadata=strategy.metadata, spec=strategy.spec.model_copy(update=updates))
+    return dataclasses.replace(desired, strategies=strategies)
+
+
+def with_policy(desired: DesiredFleet, **approvals: Any) -> DesiredFleet:
+    policy = desired.policy.model_copy(update={"approvals": desired.policy.approvals.model_copy(update=approvals)})
+    spec = desired.spec.model_copy(update={"policy": policy})
+    return dataclasses.replace(desired, fleet=desired.fleet.model_copy(update={"spec": spec}))
+
+
+def make_nodes(per_region: int = 3, regions: Iterable[str] = REGIONS, **kw: Any) -> tuple[ObservedNode, ...]:
+    return tuple(ObservedNode(f"{r}-{i}", r, **kw) for r in regions for i in range(per_region))
+
+
+def approval(
+    module: str, version: str, principal: str = "alice", roles: Iterable[str] = ("admin",), n: int = 1
+) -> Approval:
+    return Approval(module, version, principal, frozenset(roles), f"c{n:039d}")
+
+
+class Driver:
+    """Plays the executor: stores each plan's records, publishes its tables, keeps the clock."""
+
+    def __init__(self, desired: DesiredFleet, nodes: Iterable[ObservedNode] = (), now: float = 0.0) -> None:
+        self.desired = desired
+        self.nodes: dict[str, ObservedNode] = {n.id: n for n in (nodes or make_nodes())}
+        self.records: dict[str, RolloutRecord] = {}
+        self.approvals: tuple[Approval, ...] = ()
+        self.now = now
+        self.last: Plan = Plan()
+
+    def snapshot(self, metrics: Iterable[VersionMetrics] = ()) -> Snapshot:
+        return Snapshot(
+            self.desired,
+            self.now,
+            tuple(self.nodes.values()),
+            tuple(self.records.values()),
+            self.approvals,
+            tuple(metrics),
+        )
+
+    def apply(self, result: Plan) -> Plan:
+        for record in result.records:
+            self.records[record.id] = record
+        for action in result.actions:
+            if isinstance(action, SetAssignment):
+                self.nodes[action.node_id] = dataclasses.replace(self.nodes[action.node_id], assigned=action.table)
+        self.last = result
+        return result
+
+    def run(self, at: float | None = None, metrics: Iterable[VersionMetrics] = ()) -> Plan:
+        """One pass at time `at` (default: now), applied."""
+        if at is not None:
+            self.now = at
+        return self.apply(plan(self.snapshot(metrics)))
+
+    def settle(self) -> None:
+        self.run()
+
+    def later(self, seconds: float, metrics: Iterable[VersionMetrics] = ()) -> Plan:
+        return self.run(self.now + seconds, metrics)
+
+    def record(self, module: str) -> RolloutRecord:
+        return latest_records(self.records.values())[module]
+
+    def set_status(self, node_id: str, status: NodeStatus) -> None:
+        self.nodes[node_id] = dataclasses.replace(self.nodes[node_id], status=status)
+
+    def remove(self, node_id: str) -> None:
+        del self.nodes[node_id]
+
+    def add(self, node: ObservedNode) -> None:
+        self.nodes[node.id] = node
+
+    def update_record(self, module: str, **changes: Any) -> None:
+        record = self.record(module)
+        self.records[record.id] = dataclasses.replace(record, **changes)
+
+    def weights(self, module: str) -> dict[str, dict[str, int]]:
+        """node id -> {version: weight} of `module` in the published tables."""
+        out: dict[str, dict[str, int]] = {}
+        for node in self.nodes.values():
+            entries = {e.version: e.weight for e in node.assigned if e.module == module}
+            if entries:
+                out[node.id] = entries
+        return out
+
+    def holders(self, module: str) -> set[str]:
+        return set(self.weights(module))
+
+    def condition(self, module: str, kind: ConditionType) -> tuple[bool, str]:
+        found = next(c for c in self.last.status[module] if c.type is kind)
+        return found.status, found.reason
+
+
+def healthy_metrics(
+    module: str, version: str, requests: int = 1000, errors: int = 0, p99: float = 5.0
+) -> list[VersionMetrics]:
+    return [VersionMetrics(module, version, region, requests, errors, p99) for region in REGIONS]
+
+
+def kinds(actions: Iterable[Action]) -> list[str]:
+    return [type(a).__name__ for a in actions]
+
+
+def weight_set(weights: Mapping[str, Mapping[str, int]]) -> set[tuple[tuple[str, int], ...]]:
+    """The distinct weight tables across nodes, e.g. {(("1.1.0", 90), ("1.2.0", 10))}."""
+    return {tuple(sorted(w.items())) for w in weights.values()}
