@@ -167,6 +167,11 @@ class GitSource:
         """The last good revision (parsed, and verified when required)."""
         return self._good
 
+    @property
+    def failure(self) -> Failure | None:
+        """Why the observed head was not taken (None when it was); for an invalid fleet, every problem."""
+        return self._failure
+
     def status(self) -> SourceStatus:
         good = self._good
         return SourceStatus(
@@ -245,7 +250,7 @@ class GitSource:
         repo = self.repo
         info = repo.commits([head])[0]
         good = self._good
-        base = good.sha if good else self._known_resume(head)
+        base = good.sha if good else self._known_resume()
         rewritten = base is not None and not repo.is_ancestor(base, head)
         required = self.trust.require_signed_commits or bool(
             good and good.fleet and good.fleet.policy.require_signed_commits
@@ -281,7 +286,9 @@ class GitSource:
             errors = [p for p in problems if p.severity == "error"] or list(problems)
             first = str(errors[0]) if errors else "no fleet"
             more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-            return Failure(Reason.INVALID_FLEET, f"invalid fleet at commit {head[:12]}: {first}{more}", head)
+            return Failure(
+                Reason.INVALID_FLEET, f"invalid fleet at commit {head[:12]}: {first}{more}", head, tuple(errors)
+            )
         found = self._approvals(head, base if good and not rewritten else None, new_commits)
         merges = fleet.policy.merged_pull_requests_approve
         revision = Revision(
@@ -294,17 +301,16 @@ class GitSource:
             approvals=tuple(a for a in found.approvals if merges or a.via == "commit"),
             rejected_approvals=tuple(r for r in found.rejected if merges or r.via == "commit"),
         )
-        self._good, self._good_found = revision, found
+        self._good, self._good_found, self._resume = revision, found, None
         with contextlib.suppress(GitCommandError):
             repo.run(["update-ref", "refs/hotswap/applied", head])
         return None
 
-    def _known_resume(self, head: str) -> str | None:
-        """The `last_applied` given at start, when the mirror has it (the first sync only)."""
-        resume, self._resume = self._resume, None
-        if resume is None or repo_lacks(self.repo, resume):
+    def _known_resume(self) -> str | None:
+        """The `last_applied` given at start, when the mirror has it (until a revision is taken)."""
+        if self._resume is None or self.repo.resolve(self._resume) is None:
             return None
-        return resume
+        return self._resume
 
     def _parse(self, head: str) -> tuple[tuple[Problem, ...], DesiredFleet | None]:
         if not self.repo.has_path(head, self.path):
@@ -377,7 +383,3 @@ class GitSource:
         async for _changes in awatch(git_dir, watch_filter=refs_only, debounce=200, step=50):
             if self._wake is not None:
                 self._wake.set()
-
-
-def repo_lacks(repo: GitRepo, sha: str) -> bool:
-    return repo.resolve(sha) is None

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from reconciler.spec.fleet import Problem
 
 __all__ = ["Condition", "Failure", "Reason", "SourceStatus", "conditions"]
 
@@ -51,6 +54,7 @@ class Failure:
     reason: Reason
     message: str
     commit: str | None = None
+    problems: tuple[Problem, ...] = ()  # every loader problem, for InvalidFleet
 
 
 @dataclass(frozen=True)

@@ -143,6 +143,11 @@ def test_resuming_from_last_applied_verifies_every_commit_since(ws: Workspace, k
     source = source_for(ws, repo.path, standard_trust(keys), last_applied=applied)
     status = source.sync()
     assert status.stalled is not None and unsigned[:12] in status.stalled.message
+    # still so at the next head: the range starts at the revision applied before the restart
+    repo.write("README.md", "signed again\n")
+    repo.commit("signed again", key=keys.alice)
+    status = source.sync()
+    assert status.stalled is not None and unsigned[:12] in status.stalled.message
 
 
 def seeded_fleet_text(require_signed: bool = True) -> str:

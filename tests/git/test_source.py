@@ -36,6 +36,9 @@ def test_broken_yaml_commit_keeps_the_last_good_revision(ws: Workspace, keys: Ke
     assert "modules/greeter.yaml:" in status.stalled.message
     latest = source.latest
     assert latest is not None and latest.sha == good
+    failure = source.failure
+    assert failure is not None and failure.commit == broken
+    assert [p.path for p in failure.problems] == ["modules/greeter.yaml"]
     # fixing it moves on
     repo.write("fleet/modules/greeter.yaml", module_yaml("greeter", "1.2.0"))
     fixed = repo.commit("fixed", key=keys.alice)
