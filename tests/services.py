@@ -2,7 +2,7 @@
 
     postgres_server   a private PostgreSQL cluster (initdb + pg_ctl from /usr/lib/postgresql/*/bin),
                       trust auth on 127.0.0.1, fsync off; or the server in HOTSWAP_TEST_DATABASE_URL
-    database_url      (function scope) a fresh, empty database on that server for one test
+    database_url      (function scope) a URL for a fresh, empty schema on that server, for one test
     s3_server         moto_server on a free port (an S3 API), waited for until it answers
     blob_url          (function scope) an `s3://` URL for a fresh bucket on that server
 
@@ -34,6 +34,7 @@ from pathlib import Path
 import pytest
 
 START_TIMEOUT_S = 60.0
+TEST_DATABASE = "hotswap_tests"
 
 
 def free_port() -> int:
@@ -75,6 +76,11 @@ class PostgresServer:
     @property
     def admin_url(self) -> str:
         return self.base_url or self.url("postgres")
+
+    @property
+    def test_database_url(self) -> str:
+        """The database tests get their schemas in (the given one, or hotswap_tests)."""
+        return self.base_url or self.url(TEST_DATABASE)
 
 
 def _postgres_bin() -> Path:
@@ -164,7 +170,12 @@ def postgres_server() -> Iterator[PostgresServer]:
         log = (root / "log").read_text(errors="replace") if (root / "log").exists() else ""
         pytest.fail(f"pg_ctl start failed:\n{start.stdout}\n{start.stderr}\n{log}")
     try:
-        yield PostgresServer(host="127.0.0.1", port=port, user="postgres")
+        server = PostgresServer(host="127.0.0.1", port=port, user="postgres")
+        import psycopg
+
+        with psycopg.connect(server.admin_url, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{TEST_DATABASE}"')
+        yield server
     finally:
         subprocess.run(
             [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
@@ -176,17 +187,21 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 @pytest.fixture
 def database_url(postgres_server: PostgresServer) -> Iterator[str]:
-    """A fresh database for one test, dropped afterwards."""
+    """A URL whose connections see only a fresh, empty schema (through `search_path`), dropped after
+    the test: as good as a new database for code that does not name schemas, and far cheaper than a
+    CREATE DATABASE per test."""
     import psycopg
 
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(postgres_server.admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
+    test_database = postgres_server.test_database_url
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(test_database, autocommit=True) as admin:
+        admin.execute(f'CREATE SCHEMA "{schema}"')
+    separator = "&" if "?" in test_database else "?"
     try:
-        yield postgres_server.url(name)
+        yield f"{test_database}{separator}options=-csearch_path%3D{schema}"
     finally:
-        with psycopg.connect(postgres_server.admin_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        with psycopg.connect(test_database, autocommit=True) as admin:
+            admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 # -- S3 ------------------------------------------------------------------------------------------
