@@ -85,9 +85,16 @@ class ModuleEntry(_Wire):
     limits: Limits = Limits()
     capabilities: Capabilities = Capabilities()
     health_check: HealthCheck | None = Field(None, alias="healthCheck")
+    sticky: str | None = Field(
+        None,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9-]+$",
+        description="request header whose value is hashed to pick a version (A/B tests, affinity); "
+        "X-Hotswap-Sticky when unset",
+    )
 
     def identity(self) -> tuple[str, str, str, str, str]:
-        """What must match for an already loaded version to be kept as it is (weight aside)."""
+        """What must match for an already loaded version to be kept as it is (routing aside)."""
         return (
             self.module,
             self.version,

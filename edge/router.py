@@ -6,7 +6,8 @@ the server asks `pick` for each request and gives the version back with `release
 
 * Per module, a `Route` holds the loaded versions with their weights. A request goes to the version
   named in `X-Hotswap-Version` if given (even at weight 0, for smoke tests), else to the bucket
-  of a stable hash of its sticky key (A/B and affinity), else to a weighted random choice.
+  of a stable hash of its sticky key (the value of the entry's `sticky` header, by default
+  `X-Hotswap-Sticky`: A/B tests and affinity), else to a weighted random choice.
 * `apply_table` loads what is new (off the event loop), reuses what is unchanged, then replaces
   the whole routing table in one assignment. A version that left the table is retired: it takes
   no new requests and is unloaded when its last in-flight request has finished. No request fails
@@ -30,7 +31,7 @@ from typing import Protocol
 
 from edge.errors import EdgeError, LoadError, NotFoundError, UnavailableError
 from edge.limits import Clock, CpuShare
-from edge.protocol import LATENCY_BUCKETS_MS, ModuleEntry, VersionMetrics
+from edge.protocol import LATENCY_BUCKETS_MS, STICKY_HEADER, ModuleEntry, VersionMetrics
 from edge.runtime import LoadedModule, Runtime, Sandbox
 
 log = logging.getLogger("hotswap.edge.router")
@@ -125,6 +126,7 @@ class Route:
     module: str
     slots: tuple[VersionSlot, ...]
     cumulative: tuple[int, ...]
+    sticky_header: str = STICKY_HEADER
 
     @classmethod
     def of(cls, module: str, slots: Sequence[VersionSlot]) -> Route:
@@ -133,7 +135,8 @@ class Route:
         for slot in slots:
             total += slot.entry.weight
             cumulative.append(total)
-        return cls(module, tuple(slots), tuple(cumulative))
+        header = next((s.entry.sticky for s in slots if s.entry.sticky), STICKY_HEADER)
+        return cls(module, tuple(slots), tuple(cumulative), header)
 
     @property
     def total(self) -> int:
@@ -193,6 +196,11 @@ class Router:
             slot = route.choose(point)
         slot.inflight += 1
         return slot
+
+    def sticky_header(self, module: str) -> str:
+        """The request header whose value pins a client to a version of `module`."""
+        route = self.routes.get(module)
+        return route.sticky_header if route is not None else STICKY_HEADER
 
     def release(self, slot: VersionSlot) -> None:
         slot.inflight -= 1

