@@ -6,9 +6,9 @@
     s3_server         moto_server on a free port (an S3 API), waited for until it answers
     blob_url          (function scope) an `s3://` URL for a fresh bucket on that server
 
-A test package uses them by importing them into its conftest.py:
-
-    from tests.services import blob_url, database_url, postgres_server, s3_server  # noqa: F401
+Registered for the whole suite by `pytest_plugins = ["tests.services"]` in tests/conftest.py, they
+start once per session. (Importing them into a package's conftest.py also works, but then that
+package gets servers of its own.)
 
 Nothing here skips: a missing PostgreSQL or moto_server fails the test with what to install.
 """

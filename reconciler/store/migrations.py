@@ -2,7 +2,9 @@
 
 One schema serves SQLite and PostgreSQL: portable types only (TEXT, BIGINT, INTEGER), times as
 ISO 8601 UTC text (fixed width, so they sort), JSON as text. `{autoid}` is the one dialect word: an
-auto-incrementing integer primary key. Never edit a migration that has shipped; append a new one.
+auto-incrementing integer primary key; the few statements only one database understands (the
+triggers that make the audit log append-only) sit in `dialect_statements`. Never edit a migration
+that has shipped; append a new one.
 
 `StateStore.migrate` runs the missing ones in a single transaction under a lock (PostgreSQL:
 `pg_advisory_xact_lock`; SQLite: `BEGIN IMMEDIATE`), so two processes starting at once apply each
@@ -18,6 +20,8 @@ class Migration(NamedTuple):
     version: int
     name: str
     statements: tuple[str, ...]
+    # Statements only one database understands (triggers), by dialect name, run after the others.
+    dialect_statements: dict[str, tuple[str, ...]] = {}
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -125,6 +129,20 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
             "CREATE INDEX audit_log_subject ON audit_log (subject, seq)",
         ),
+        {
+            "sqlite": (
+                "CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log "
+                "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
+                "CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log "
+                "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
+            ),
+            "postgresql": (
+                "CREATE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql "
+                "AS $$ BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$",
+                "CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log "
+                "FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()",
+            ),
+        },
     ),
 )
 

@@ -180,6 +180,8 @@ class StateStore:
     def _apply(self, tx: _Tx, migration: Migration) -> None:
         for statement in migration.statements:
             tx.run(statement.replace("{autoid}", self.dialect.autoid))
+        for statement in migration.dialect_statements.get(self.dialect.name, ()):
+            tx.run(statement)
         tx.run(
             "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
             migration.version,

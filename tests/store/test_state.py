@@ -225,6 +225,11 @@ def test_the_audit_log_only_grows(state: StateStore) -> None:
     assert [e.actor for e in state.audit_log(subject="greeter-v1.0.0")] == ["alice", "bob"]
     assert [e.seq for e in state.audit_log(after=first.seq, limit=1)] == [second.seq]
     assert state.audit_log()[0].detail == {"digest": "sha256:aa"} and state.audit_log()[0].at == T0
+    # Not even SQL written by hand can change or remove a line.
+    for statement in ("UPDATE audit_log SET actor = 'mallory'", "DELETE FROM audit_log"):
+        with pytest.raises(Exception, match="append-only"), state._tx(write=True) as tx:
+            tx.run(statement)
+    assert [e.actor for e in state.audit_log()] == ["alice", "reconciler", "bob"]
 
 
 def test_migrations_run_once_and_reopening_applies_nothing(state_url: str) -> None:
