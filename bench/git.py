@@ -121,7 +121,13 @@ def main() -> int:
             with tempfile.TemporaryDirectory(dir=root) as checkout:
                 dest = Path(checkout) / "fleet"
                 parse_times.append(timed(lambda dest=dest: (mirror.export(head, "fleet", dest), load_fleet(dest))))
+        export_times = []
+        for _ in range(max(3, args.samples // 4)):
+            with tempfile.TemporaryDirectory(dir=root) as checkout:
+                dest = Path(checkout) / "fleet"
+                export_times.append(timed(lambda dest=dest: mirror.export(head, "fleet", dest)))
         print(f"  of which export + load_fleet: {summary(parse_times)}")
+        print(f"    of which git archive | tar extract: {summary(export_times)}")
         print(f"approval commit (fleet unchanged) -> revision, verification on: {summary(approvals)}")
 
         trust = sources[True].trust
