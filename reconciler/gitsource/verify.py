@@ -11,9 +11,11 @@ bad signature, a key nobody in the trust root holds, or a key used outside its v
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -29,6 +31,7 @@ _FIELD = "\x1f"
 _RECORD = "\x1e"
 _FORMAT = _FIELD.join(["%H", "%ct", "%G?", "%GF", "%GP", "%GS"]) + _RECORD
 _BATCH = 500
+_MIN_PER_WORKER = 32  # below this, one git process is cheaper than several
 
 
 class SignatureStatus(StrEnum):
@@ -151,22 +154,32 @@ class Verifier:
         return self._cache.get(sha)
 
     def check(self, repo: GitRepo, shas: Iterable[str]) -> dict[str, CommitCheck]:
-        """The verdict for each commit; only commits not seen before cost a git call."""
+        """The verdict for each commit; only commits not seen before cost a git call.
+
+        git runs ssh-keygen (or gpg) once or twice per commit, so long ranges are split over a few
+        `git log` processes running side by side (one per core).
+        """
         wanted = list(dict.fromkeys(shas))
         missing = [s for s in wanted if s not in self._cache]
-        for start in range(0, len(missing), _BATCH):
-            batch = missing[start : start + _BATCH]
-            out = repo.run(
-                ["log", "--no-walk=unsorted", f"--format={_FORMAT}", *batch],
-                config=self.config,
-                env=self.env,
-            )
-            for raw in out.split(_RECORD):
-                record = raw.strip("\n")
-                if record:
-                    check = self._verdict(*record.split(_FIELD))
-                    self._cache[check.sha] = check
+        if missing:
+            workers = max(1, min(os.cpu_count() or 1, len(missing) // _MIN_PER_WORKER, 8))
+            size = min(_BATCH, -(-len(missing) // workers))
+            batches = [missing[i : i + size] for i in range(0, len(missing), size)]
+            if len(batches) == 1:
+                outputs = [self._log(repo, batches[0])]
+            else:
+                with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify") as pool:
+                    outputs = list(pool.map(lambda batch: self._log(repo, batch), batches))
+            for out in outputs:
+                for raw in out.split(_RECORD):
+                    record = raw.strip("\n")
+                    if record:
+                        check = self._verdict(*record.split(_FIELD))
+                        self._cache[check.sha] = check
         return {s: self._cache[s] for s in wanted}
+
+    def _log(self, repo: GitRepo, batch: list[str]) -> str:
+        return repo.run(["log", "--no-walk=unsorted", f"--format={_FORMAT}", *batch], config=self.config, env=self.env)
 
     def verify_commit(self, repo: GitRepo, sha: str) -> bool:
         """`git verify-commit` on one commit: the slow path, kept for comparison in bench/git.py."""

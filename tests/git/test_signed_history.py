@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from reconciler.gitsource.status import Reason
 from reconciler.gitsource.verify import SignatureStatus
 from tests.git.conftest import Keys, seeded_repo, source_for, standard_trust
@@ -154,3 +156,31 @@ def seeded_fleet_text(require_signed: bool = True) -> str:
     from tests.git.gitutil import fleet_yaml
 
     return fleet_yaml(require_signed=require_signed, merges_approve=True)
+
+
+def test_long_ranges_are_verified_by_parallel_git_processes(
+    ws: Workspace, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reconciler.gitsource import verify
+
+    monkeypatch.setattr(verify, "_MIN_PER_WORKER", 2)
+    monkeypatch.setattr(verify.os, "cpu_count", lambda: 2)
+    repo = seeded_repo(ws, keys)
+    source = source_for(ws, repo.path, standard_trust(keys))
+    source.sync()
+    shas = []
+    for n in range(5):
+        repo.write("README.md", f"{n}\n")
+        shas.append(repo.commit(f"c{n}", key=keys.bob if n % 2 else keys.carol))
+    repo.write("README.md", "unsigned\n")
+    unsigned = repo.commit("unsigned")
+    status = source.sync()
+    assert status.stalled is not None and unsigned[:12] in status.stalled.message
+    checks = [source.verifier.cached(s) for s in shas]
+    assert [c.principal for c in checks if c is not None] == [
+        "carol@example.com",
+        "bob@example.com",
+        "carol@example.com",
+        "bob@example.com",
+        "carol@example.com",
+    ]
