@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from hashlib import blake2b
-from itertools import chain, islice
+from itertools import chain
 
 from reconciler.planner.types import NodeStatus, ObservedNode
 from reconciler.spec.fleet import DesiredFleet
@@ -78,15 +78,23 @@ def _ring(node_ids: tuple[str, ...]) -> list[int]:
     return sorted(chain.from_iterable(((p << _IDX_BITS) | i for p in _node_points(n)) for i, n in enumerate(node_ids)))
 
 
-def ranked(module: str, node_ids: tuple[str, ...]) -> Iterable[str]:
-    """Every node of `node_ids` (sorted, distinct), best score for `module` first, lazily."""
+def ranked(module: str, node_ids: tuple[str, ...], ring: list[int] | None = None) -> Iterable[str]:
+    """Every node of `node_ids` (sorted, distinct), best score for `module` first, lazily.
+
+    `ring` is `node_ids`' ring when the caller already has it (a cache look-up hashes the ids).
+    """
     if not node_ids:
         return
-    ring = _ring(node_ids)
-    start = bisect_left(ring, _module_key(module))
+    if ring is None:
+        ring = _ring(node_ids)
+    size = len(ring)
+    at = bisect_left(ring, _module_key(module))
     seen: set[int] = set()
-    for entry in chain(islice(ring, start, None), islice(ring, 0, start)):
-        index = entry & _IDX_MASK
+    for _ in range(size):
+        if at == size:
+            at = 0
+        index = ring[at] & _IDX_MASK
+        at += 1
         if index not in seen:
             seen.add(index)
             yield node_ids[index]
@@ -101,8 +109,30 @@ def module_regions(desired: DesiredFleet, module: str) -> list[str]:
     return names if wanted is None else [r for r in names if r in wanted]
 
 
-def place(desired: DesiredFleet, nodes: Iterable[ObservedNode]) -> dict[str, ModulePlacement]:
-    """Place every module of `desired` on the healthy `nodes`; see the module docstring."""
+_recent: list[
+    tuple[DesiredFleet, tuple[tuple[str, str, NodeStatus, int | None], ...], Mapping[str, ModulePlacement]]
+] = []
+
+
+def place(desired: DesiredFleet, nodes: Iterable[ObservedNode]) -> Mapping[str, ModulePlacement]:
+    """Place every module of `desired` on the healthy `nodes`; see the module docstring.
+
+    Placement depends on the revision and on each node's id, region, status and capacity only; the
+    result for the last revision objects and node lists is kept, so passes in between recompute
+    nothing.
+    """
+    nodes = tuple(nodes)
+    key = tuple((n.id, n.region, n.status, n.max_modules) for n in nodes)
+    for known, known_key, result in _recent:
+        if known is desired and known_key == key:
+            return result
+    result = _place(desired, nodes)
+    _recent.insert(0, (desired, key, result))
+    del _recent[2:]
+    return result
+
+
+def _place(desired: DesiredFleet, nodes: tuple[ObservedNode, ...]) -> Mapping[str, ModulePlacement]:
     default_cap = desired.spec.node_defaults.max_modules
     regions = set(desired.spec.region_names)
     by_region: dict[str, list[str]] = {r: [] for r in desired.spec.region_names}
@@ -112,6 +142,7 @@ def place(desired: DesiredFleet, nodes: Iterable[ObservedNode]) -> dict[str, Mod
             by_region[node.region].append(node.id)
             free[node.id] = node.max_modules if node.max_modules is not None else default_cap
     region_nodes = {r: tuple(sorted(ids)) for r, ids in by_region.items()}
+    rings = {r: _ring(ids) for r, ids in region_nodes.items()}
 
     names = sorted(desired.modules)
     pins: dict[str, dict[str, str]] = {}
@@ -134,7 +165,7 @@ def place(desired: DesiredFleet, nodes: Iterable[ObservedNode]) -> dict[str, Mod
                 short = sum(1 for n in candidates if free[n] <= 0 and n not in pinned)
             else:
                 picked = []
-                for node_id in ranked(name, candidates):
+                for node_id in ranked(name, candidates, rings[region]):
                     if free[node_id] > 0 and node_id not in pinned:
                         picked.append(node_id)
                         if len(picked) == placement.replicas:

@@ -19,11 +19,12 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
-from reconciler.approvals import Approval, ApprovalRule
-from reconciler.planner.actions import Action, Plan, RecordEvent, SetAssignment
+from reconciler.approvals import Approval
+from reconciler.planner.actions import Action, Plan, SetAssignment
 from reconciler.planner.conditions import ModuleView, module_conditions
+from reconciler.planner.index import ModuleFacts, facts, rollout_rule
 from reconciler.planner.machine import RolloutContext, Transition, advance, start, supersede
-from reconciler.planner.placement import ModulePlacement, module_regions, place
+from reconciler.planner.placement import ModulePlacement, place
 from reconciler.planner.types import (
     AssignmentEntry,
     Condition,
@@ -33,21 +34,11 @@ from reconciler.planner.types import (
     Snapshot,
     VersionMetrics,
 )
-from reconciler.planner.weights import EntryMaker, entry_maker, scope
-from reconciler.spec.fleet import DesiredFleet
-from reconciler.spec.models import Module, RolloutStrategySpec, StrategyType
+from reconciler.planner.weights import scope
 
 __all__ = ["plan", "rollout_rule"]
 
 _NO_METRICS: Mapping[str, tuple[VersionMetrics, ...]] = {}
-
-
-def rollout_rule(desired: DesiredFleet) -> ApprovalRule:
-    """The fleet's rule for rollout approvals; without one, a single admin approval."""
-    rule = desired.policy.approvals.rollouts
-    if rule is None:
-        return ApprovalRule.of(["admin"], 1)
-    return ApprovalRule.of([str(role) for role in rule.roles], rule.count)
 
 
 def latest_records(records: Iterable[RolloutRecord]) -> dict[str, RolloutRecord]:
@@ -60,16 +51,25 @@ def latest_records(records: Iterable[RolloutRecord]) -> dict[str, RolloutRecord]
     return latest
 
 
+def _steady(record: RolloutRecord | None, target: Release) -> bool:
+    """Nothing to move: the latest record is finished and already answers what Git asks for."""
+    if record is None or record.active:
+        return False
+    if record.phase in (Phase.ROLLED_BACK, Phase.ABORTED):
+        return record.target is target or record.target == target
+    stable = record.stable
+    return stable is target or stable == target
+
+
 class _Pass:
     """The state of one pass, built once from the snapshot; `module()` plans one module."""
 
     def __init__(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
-        self.desired = snapshot.desired
+        self.facts = facts(snapshot.desired)
         self.now = snapshot.now
-        self.placement = place(self.desired, snapshot.nodes)
+        self.placement = place(snapshot.desired, snapshot.nodes)
         self.latest = latest_records(snapshot.records)
-        self.rule = rollout_rule(self.desired)
         metrics: dict[str, dict[str, list[VersionMetrics]]] = defaultdict(lambda: defaultdict(list))
         for m in snapshot.metrics:
             metrics[m.module][m.version].append(m)
@@ -86,72 +86,70 @@ class _Pass:
 
     # --- one module ---------------------------------------------------------------------------
 
-    def module(self, name: str) -> None:
-        module = self.desired.modules[name]
-        spec = module.spec
-        placed = self.placement[name]
-        record = self.latest.get(name)
-        make = entry_maker(name)
-        overrides = {region: o.version for o in spec.placement.version_overrides for region in o.regions}
-        regions = [r for r in module_regions(self.desired, name) if r not in overrides]
-        digest = self.desired.digest_of(name, spec.version)
-        missing_binary = None
-        if digest is None:
-            missing_binary = f"{name}@{spec.version} has no binary (no source file and no digest)"
-            self.actions.append(RecordEvent(name, None, "MissingBinary", missing_binary, warning=True))
-        else:
-            target = Release.of(spec, spec.version, digest)
-            steady = (
-                record is not None
-                and not record.active
-                and (
-                    (record.phase in (Phase.PROMOTED, Phase.SUPERSEDED) and record.stable == target)
-                    or (record.phase in (Phase.ROLLED_BACK, Phase.ABORTED) and record.target == target)
-                )
-            )
-            if not steady:
-                record = self._transition(module, regions, placed, record, target)
+    def module(self, module: ModuleFacts) -> None:
+        placed = self.placement[module.name]
+        record = self.latest.get(module.name)
+        target = module.target
+        if target is not None and not _steady(record, target):
+            record = self._transition(module, placed, record, target)
 
-        placed_count = len(placed.pins)
-        if record is not None:
-            ctx_regions, regional, sticky = self._rollout_shape(module, record.strategy, regions)
-            nodes = {r: placed.regions.get(r, ()) for r in ctx_regions}
-            for node_id, entries in scope(record, ctx_regions, nodes, regional, make, sticky).items():
-                self.tables[node_id].extend(entries)
-                placed_count += 1
-        placed_count += self._fixed_versions(module, placed, overrides, make)
-        view = ModuleView(name, spec.version, record, placed_count, placed.missing, missing_binary)
-        self.status[name] = module_conditions(view)
+        tables = self.tables
+        count = len(placed.pins)
+        if record is not None and not record.active:
+            stable = record.stable
+            if stable is not None:
+                entry = module.entry(stable, 100)
+                for region in module.regions:
+                    for node_id in placed.regions.get(region, ()):
+                        tables[node_id].append(entry)
+                        count += 1
+        elif record is not None:
+            shape = self.facts.shape(module, record.strategy)
+            nodes = {r: placed.regions.get(r, ()) for r in shape.regions}
+            for node_id, entries in scope(
+                record, shape.regions, nodes, shape.regional, module.entry, shape.sticky
+            ).items():
+                tables[node_id].extend(entries)
+                count += 1
+        for region, version in module.overrides.items():
+            fixed = module.fixed.get(version)
+            if fixed is not None:
+                entry = module.entry(fixed, 100)
+                for node_id in placed.regions.get(region, ()):
+                    tables[node_id].append(entry)
+                    count += 1
+        for node_id, version in placed.pins.items():
+            fixed = module.fixed.get(version)
+            if fixed is not None:
+                tables[node_id].append(module.entry(fixed, 100))
+        view = ModuleView(module.name, module.spec.version, record, count, placed.missing, module.missing_binary)
+        self.status[module.name] = module_conditions(view)
 
     def _transition(
         self,
-        module: Module,
-        regions: list[str],
+        module: ModuleFacts,
         placed: ModulePlacement,
         record: RolloutRecord | None,
         target: Release,
     ) -> RolloutRecord:
-        name, spec = module.metadata.name, module.spec
+        name = module.name
 
         def context(strategy_name: str | None) -> RolloutContext:
-            strategy = self._strategy(strategy_name)
-            inner = None
-            if strategy is not None and strategy.type is StrategyType.REGIONAL and strategy.regional is not None:
-                inner = self._strategy(strategy.regional.per_region)
-            ordered, _, _ = self._rollout_shape(module, strategy_name, regions)
+            shape = self.facts.shape(module, strategy_name)
             return RolloutContext(
                 module=name,
                 target=target,
-                strategy=strategy,
-                inner=inner,
-                regions=tuple(ordered),
-                scope={r: placed.regions.get(r, ()) for r in ordered},
-                rule=self.rule,
+                strategy=shape.strategy,
+                inner=shape.inner,
+                regions=shape.regions,
+                scope={r: placed.regions.get(r, ()) for r in shape.regions},
+                rule=self.facts.rule,
                 approvals=self.approvals.get(name, ()),
                 metrics=self.metrics.get(name, _NO_METRICS),
                 now=self.now,
             )
 
+        rollout = module.spec.rollout
         steps: list[Transition] = []
         if record is None:
             steps.append(start(context(None), 1, None, None))
@@ -160,13 +158,13 @@ class _Pass:
         elif record.active:
             steps.append(supersede(context(record.strategy), record, f"{name}@{target.label}"))
             if record.previous != target:
-                steps.append(start(context(spec.rollout), record.seq + 1, record.previous, spec.rollout))
+                steps.append(start(context(rollout), record.seq + 1, record.previous, rollout))
         elif record.stable == target:
             # Git went back to the release that runs after a rollback: record it, so that asking
             # again for the rolled-back release starts a new rollout.
             steps.append(start(context(None), record.seq + 1, target, None, reason="Reverted"))
         else:
-            steps.append(start(context(spec.rollout), record.seq + 1, record.stable, spec.rollout))
+            steps.append(start(context(rollout), record.seq + 1, record.stable, rollout))
 
         for step in steps:
             if step.changed:
@@ -177,60 +175,11 @@ class _Pass:
                 self.requeue = wait if self.requeue is None else min(self.requeue, wait)
         return steps[-1].record
 
-    def _strategy(self, name: str | None) -> RolloutStrategySpec | None:
-        if name is None:
-            return None
-        found = self.desired.strategies.get(name)
-        return found.spec if found is not None else None
-
-    def _rollout_shape(
-        self, module: Module, strategy_name: str | None, regions: list[str]
-    ) -> tuple[list[str], bool, str | None]:
-        """The rollout's regions in order, whether it is Regional, and the A/B sticky header."""
-        strategy = self._strategy(strategy_name)
-        if strategy is None:
-            return regions, False, None
-        if strategy.type is StrategyType.REGIONAL and strategy.regional is not None:
-            order = strategy.regional.order or self.desired.spec.region_names
-            ordered = [r for r in order if r in regions] + [r for r in regions if r not in order]
-            unit = self._strategy(strategy.regional.per_region)
-            sticky = unit.ab_test.sticky_header if unit is not None and unit.ab_test is not None else None
-            return ordered, True, sticky
-        sticky = strategy.ab_test.sticky_header if strategy.ab_test is not None else None
-        return regions, False, sticky
-
-    def _fixed_versions(
-        self, module: Module, placed: ModulePlacement, overrides: Mapping[str, str], make: EntryMaker
-    ) -> int:
-        """Entries of version-override regions and pinned nodes; they take no part in rollouts."""
-        name, spec = module.metadata.name, module.spec
-        releases: dict[str, Release | None] = {}
-
-        def release(version: str) -> Release | None:
-            if version not in releases:
-                digest = self.desired.digest_of(name, version)
-                releases[version] = Release.of(spec, version, digest) if digest is not None else None
-            return releases[version]
-
-        count = 0
-        for region, version in overrides.items():
-            fixed = release(version)
-            if fixed is None:
-                continue
-            for node_id in placed.regions.get(region, ()):
-                self.tables[node_id].append(make(fixed, 100, None))
-                count += 1
-        for node_id, version in placed.pins.items():
-            fixed = release(version)
-            if fixed is not None:
-                self.tables[node_id].append(make(fixed, 100, None))
-        return count
-
     # --- the whole pass -----------------------------------------------------------------------
 
     def run(self) -> Plan:
-        for name in sorted(self.desired.modules):
-            self.module(name)
+        for name in self.facts.names:
+            self.module(self.facts.modules[name])
         for node in self.snapshot.nodes:
             table = tuple(self.tables[node.id])
             if table != node.assigned:

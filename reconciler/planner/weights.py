@@ -12,34 +12,10 @@ from collections.abc import Callable, Mapping, Sequence
 
 from reconciler.planner.types import AssignmentEntry, Release, RolloutRecord, StepKind
 
-__all__ = ["EntryMaker", "entry_maker", "scope"]
+__all__ = ["EntryMaker", "scope"]
 
 Entries = tuple[AssignmentEntry, ...]
 EntryMaker = Callable[[Release, int, str | None], AssignmentEntry]
-
-
-def entry_maker(module: str) -> EntryMaker:
-    """Builds entries for one module, sharing equal ones (tables compare by identity first)."""
-    made: dict[tuple[int, int, str | None], AssignmentEntry] = {}
-
-    def make(release: Release, weight: int, sticky: str | None = None) -> AssignmentEntry:
-        key = (id(release), weight, sticky)
-        entry = made.get(key)
-        if entry is None:
-            entry = AssignmentEntry(
-                module,
-                release.version,
-                release.digest,
-                weight,
-                release.limits,
-                release.capabilities,
-                release.health_check,
-                sticky,
-            )
-            made[key] = entry
-        return entry
-
-    return make
 
 
 def _unit_entries(r: RolloutRecord, make: EntryMaker, sticky: str | None) -> Entries | None:
