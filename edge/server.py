@@ -89,7 +89,7 @@ class Node:
         if loaded.may_run_inline(call.function):
             started = time.perf_counter()
             try:
-                return loaded.invoke(call, budget=self.config.inline_budget_ticks)
+                return loaded.invoke(call, budget=self.config.inline_budget_ticks, cpu_clock=time.perf_counter_ns)
             except BudgetExceededError:
                 loaded.mark_slow(call.function)
                 log.info("%s@%s %s: long call, moved to workers", slot.module, slot.version, call.function)
@@ -110,6 +110,7 @@ def _lower_priority(nice: int) -> None:
 
 
 NODE = web.AppKey("node", Node)
+_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
 def _error(status: int, code: str, message: str, **extra: str) -> web.Response:
@@ -188,7 +189,7 @@ async def execute(request: web.Request) -> web.Response:
         node.router.release(slot)
     payload = {"result": result.value, "module": slot.module, "version": slot.version, "durationMs": duration_ms}
     return web.Response(
-        body=json.dumps(payload, separators=(",", ":")).encode(),
+        body=_encode(payload).encode(),
         content_type="application/json",
         headers={VERSION_HEADER: slot.version},
     )

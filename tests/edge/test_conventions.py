@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from edge.errors import BadRequestError, LoadError, NotFoundError, TrapError
-from edge.runtime import LoadedModule, Runtime, Sandbox
+from edge.runtime import Call, LoadedModule, Runtime, Sandbox
 from tests.edge.conftest import module_bytes
 
 
@@ -156,3 +156,9 @@ def test_unsatisfiable_imports_do_not_load(runtime: Runtime) -> None:
 def test_digest_mismatch_is_refused(runtime: Runtime) -> None:
     with pytest.raises(LoadError, match="digest mismatch"):
         runtime.load(module_bytes("arith"), Sandbox(), digest="sha256:" + "0" * 64)
+
+
+def test_json_results_with_nan_are_not_json(runtime: Runtime) -> None:
+    loaded = runtime.load(module_bytes("echo"), Sandbox())
+    with pytest.raises(TrapError, match="not UTF-8 JSON"):
+        loaded.invoke(Call("echo", "json", payload=b"[NaN]"))
