@@ -73,7 +73,7 @@ async def upload(request: web.Request) -> web.Response:
     elif content_type == "application/json" or content_type.endswith("+json"):
         _check_length(request, json_limit)
         body = await _read_capped(request.content, json_limit, "the request body")
-        name, version, data, build = _parse_json_upload(body)
+        name, version, data, build = await asyncio.to_thread(_parse_json_upload, body)  # 60+ MB of JSON
     else:
         raise ApiError(
             415,

@@ -51,6 +51,7 @@ class Dialect:
     begin_read: str
     begin_write: str
     migration_lock: str | None
+    driver_errors: tuple[type[Exception], ...]  # what the driver raises, wrapped in BackendError
 
     def sql(self, query: str) -> str:
         """A query written with `?` placeholders, in this driver's placeholder style."""
@@ -78,6 +79,7 @@ def sqlite(path: Path) -> Dialect:
         begin_read="BEGIN",
         begin_write="BEGIN IMMEDIATE",
         migration_lock=None,  # BEGIN IMMEDIATE already holds the one write lock
+        driver_errors=(sqlite3.Error,),
     )
 
 
@@ -112,6 +114,7 @@ def postgresql(url: str) -> Dialect:
         begin_read="BEGIN",
         begin_write="BEGIN",
         migration_lock=f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})",
+        driver_errors=(psycopg.Error,),
     )
 
 

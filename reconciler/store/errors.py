@@ -9,6 +9,8 @@
     │   ├── ModuleInUseError            desired state or a rollout still uses the module
     │   └── StaleRecordError            a compare-and-set update lost the race (re-read, re-plan)
     ├── BlobCorruptedError              a stored object's SHA-256 does not match: never served
+    ├── BackendError                    the database or object store failed (connection lost, disk
+    │                                   full, permission): usually transient, retry with backoff
     ├── SchemaTooNewError               the database was migrated by a newer hotswap
     └── StoreConfigError                a bad --database-url / --blob-url
     InvalidModuleError (ValueError)     a registration request is refused (HTTP 400); names the field
@@ -77,6 +79,10 @@ class BlobCorruptedError(StoreError):
     def __init__(self, digest: str, detail: str) -> None:
         super().__init__(f"stored binary {digest} is corrupted ({detail}); upload the module again to repair it")
         self.digest = digest
+
+
+class BackendError(StoreError):
+    pass
 
 
 class SchemaTooNewError(StoreError):

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from reconciler.store.errors import StoreConfigError, StoreError
+from reconciler.store.errors import BackendError, StoreConfigError, StoreError
 
 CHUNK = 1 << 20
 _MISSING_CODES = frozenset({"NoSuchKey", "NoSuchObject", "ResourceNotFound", "NoSuchBucket"})
@@ -66,6 +66,18 @@ def open_objects(url: str) -> ObjectStore:
     return LocalObjects(Path(url))
 
 
+@contextmanager
+def _failures(where: str, doing: str) -> Iterator[None]:
+    """Driver and I/O failures as BackendError, naming the store and the operation."""
+    from minio.error import MinioException
+    from urllib3.exceptions import HTTPError
+
+    try:
+        yield
+    except (MinioException, HTTPError, OSError) as exc:
+        raise BackendError(f"{where}: {doing}: {exc}") from exc
+
+
 class LocalObjects:
     """Objects as files under a root directory (`key` = relative path)."""
 
@@ -82,25 +94,27 @@ class LocalObjects:
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
-        try:
-            with open(partial, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(partial, path)
-        finally:
-            partial.unlink(missing_ok=True)
+        with _failures(self.description, f"writing {key}"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with open(partial, "wb") as out:
+                    out.write(data)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(partial, path)
+            finally:
+                partial.unlink(missing_ok=True)
 
     @contextmanager
     def chunks(self, key: str) -> Iterator[Iterator[bytes]]:
-        try:
-            handle = open(self._path(key), "rb")  # noqa: SIM115 (closed below)
-        except FileNotFoundError:
-            raise ObjectMissingError(f"no object {key!r} in {self.description}") from None
-        with handle:
-            yield iter(lambda: handle.read(CHUNK), b"")
+        with _failures(self.description, f"reading {key}"):
+            try:
+                handle = open(self._path(key), "rb")  # noqa: SIM115 (closed below)
+            except FileNotFoundError:
+                raise ObjectMissingError(f"no object {key!r} in {self.description}") from None
+            with handle:
+                yield iter(lambda: handle.read(CHUNK), b"")
 
     def size(self, key: str) -> int | None:
         try:
@@ -110,7 +124,8 @@ class LocalObjects:
 
     def delete(self, key: str) -> None:
         path = self._path(key)
-        path.unlink(missing_ok=True)
+        with _failures(self.description, f"deleting {key}"):
+            path.unlink(missing_ok=True)
         # Tidy empty folders up to the root, so a deleted version leaves no trace.
         for parent in path.parents:
             if parent == self.root or not parent.is_relative_to(self.root):
@@ -185,48 +200,54 @@ class S3Objects:
     def _ensure_bucket(self) -> None:
         from minio.error import S3Error
 
-        if self.client.bucket_exists(self.bucket):
-            return
-        try:
-            self.client.make_bucket(self.bucket)
-        except S3Error as exc:
-            if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-                raise StoreError(f"cannot create bucket {self.bucket!r}: {exc.code} {exc.message}") from exc
+        with _failures(self.description, "checking the bucket"):
+            if self.client.bucket_exists(self.bucket):
+                return
+            try:
+                self.client.make_bucket(self.bucket)
+            except S3Error as exc:
+                if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    raise
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
-        self.client.put_object(
-            self.bucket, self.prefix + key, io.BytesIO(data), len(data), content_type=content_type, sse=self._sse
-        )
+        with _failures(self.description, f"writing {key}"):
+            self.client.put_object(
+                self.bucket, self.prefix + key, io.BytesIO(data), len(data), content_type=content_type, sse=self._sse
+            )
 
     @contextmanager
     def chunks(self, key: str) -> Iterator[Iterator[bytes]]:
         from minio.error import S3Error
 
-        try:
-            response = self.client.get_object(self.bucket, self.prefix + key)
-        except S3Error as exc:
-            if exc.code in _MISSING_CODES:
-                raise ObjectMissingError(f"no object {key!r} in {self.description}") from None
-            raise
-        try:
-            yield response.stream(CHUNK)
-        finally:
-            response.close()
-            response.release_conn()
+        with _failures(self.description, f"reading {key}"):
+            try:
+                response = self.client.get_object(self.bucket, self.prefix + key)
+            except S3Error as exc:
+                if exc.code in _MISSING_CODES:
+                    raise ObjectMissingError(f"no object {key!r} in {self.description}") from None
+                raise
+            try:
+                yield response.stream(CHUNK)
+            finally:
+                response.close()
+                response.release_conn()
 
     def size(self, key: str) -> int | None:
         from minio.error import S3Error
 
-        try:
-            return int(self.client.stat_object(self.bucket, self.prefix + key).size)
-        except S3Error as exc:
-            if exc.code in _MISSING_CODES:
-                return None
-            raise
+        with _failures(self.description, f"looking up {key}"):
+            try:
+                return int(self.client.stat_object(self.bucket, self.prefix + key).size)
+            except S3Error as exc:
+                if exc.code in _MISSING_CODES:
+                    return None
+                raise
 
     def delete(self, key: str) -> None:
-        self.client.remove_object(self.bucket, self.prefix + key)
+        with _failures(self.description, f"deleting {key}"):
+            self.client.remove_object(self.bucket, self.prefix + key)
 
     def keys(self, prefix: str) -> Iterator[str]:
-        for item in self.client.list_objects(self.bucket, prefix=self.prefix + prefix, recursive=True):
-            yield str(item.object_name).removeprefix(self.prefix)
+        with _failures(self.description, f"listing {prefix}"):
+            for item in self.client.list_objects(self.bucket, prefix=self.prefix + prefix, recursive=True):
+                yield str(item.object_name).removeprefix(self.prefix)

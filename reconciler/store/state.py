@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from reconciler.store import dialect as dialects
 from reconciler.store.dialect import Connection, Dialect
 from reconciler.store.errors import (
+    BackendError,
     ConflictError,
     ModuleConflictError,
     SchemaTooNewError,
@@ -134,14 +135,18 @@ class StateStore:
 
     @contextmanager
     def _tx(self, *, write: bool) -> Iterator[_Tx]:
-        with self._connection() as conn:
-            conn.execute(self.dialect.begin_write if write else self.dialect.begin_read, ())
-            try:
-                yield _Tx(conn, self.dialect)
-            except BaseException:
-                conn.execute("ROLLBACK", ())
-                raise
-            conn.execute("COMMIT", ())
+        try:
+            with self._connection() as conn:
+                conn.execute(self.dialect.begin_write if write else self.dialect.begin_read, ())
+                try:
+                    yield _Tx(conn, self.dialect)
+                except BaseException:
+                    with suppress(*self.dialect.driver_errors):
+                        conn.execute("ROLLBACK", ())
+                    raise
+                conn.execute("COMMIT", ())
+        except self.dialect.driver_errors as exc:
+            raise BackendError(f"{self.dialect.description}: {str(exc).strip()}") from exc
 
     def close(self) -> None:
         """Close pooled connections; the store must not be used afterwards."""

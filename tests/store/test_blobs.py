@@ -11,7 +11,7 @@ import brotli
 import pytest
 
 from reconciler.store.blobs import BLOBS_PREFIX, BlobStore, digest_hex, open_blob_store
-from reconciler.store.errors import BlobCorruptedError, StoreConfigError, UnknownBlobError
+from reconciler.store.errors import BackendError, BlobCorruptedError, StoreConfigError, UnknownBlobError
 from reconciler.store.objects import LocalObjects, S3Objects, open_objects
 from tests.services import S3Server
 
@@ -137,6 +137,16 @@ def test_local_objects_are_written_atomically_and_tidied(tmp_path: Path) -> None
     assert list((tmp_path / "blobs").iterdir()) == []
     with pytest.raises(Exception, match="bad object key"):
         objects.put("../escape", b"x")
+
+
+def test_io_failures_are_backend_errors(tmp_path: Path) -> None:
+    objects = LocalObjects(tmp_path / "objects")
+    objects.put("a", b"x")
+    with pytest.raises(BackendError, match="writing a/b"):
+        objects.put("a/b", b"y")  # "a" is a file, not a folder
+    (tmp_path / "objects" / "dir").mkdir()
+    with pytest.raises(BackendError, match="reading dir"), objects.chunks("dir") as chunks:
+        list(chunks)
 
 
 def test_blob_urls_are_checked(tmp_path: Path, s3_server: S3Server) -> None:

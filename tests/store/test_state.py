@@ -12,6 +12,7 @@ import pytest
 
 from reconciler.store.dialect import redact
 from reconciler.store.errors import (
+    BackendError,
     ConflictError,
     ModuleConflictError,
     SchemaTooNewError,
@@ -282,6 +283,16 @@ def test_bad_configuration_is_named() -> None:
         open_state_store()
     assert redact("postgresql://u:secret@h:5432/db") == "postgresql://u:***@h:5432/db"
     assert redact("postgresql://u@h/db") == "postgresql://u@h/db"
+
+
+def test_an_unreachable_or_unusable_database_is_a_backend_error(tmp_path: Path) -> None:
+    from tests.services import free_port
+
+    with pytest.raises(BackendError, match=r"postgresql://nobody@127\.0\.0\.1"):
+        open_state_store(database_url=f"postgresql://nobody@127.0.0.1:{free_port()}/db?connect_timeout=5")
+    (tmp_path / "state.db").mkdir()  # a directory where the file should be
+    with pytest.raises(BackendError, match="sqlite:"):
+        open_state_store(data_dir=tmp_path)
 
 
 def test_data_dir_holds_an_embedded_database(tmp_path: Path) -> None:
