@@ -39,7 +39,9 @@ class ModuleView:
 def module_conditions(view: ModuleView) -> tuple[Condition, ...]:
     r = view.record
     name = f"{view.module}@{view.desired_version}"
-    shortfall = ", ".join(f"{region}: {n} replica(s) without a node" for region, n in sorted(view.missing.items()))
+    shortfall = ""
+    if view.missing:
+        shortfall = ", ".join(f"{region}: {n} replica(s) without a node" for region, n in sorted(view.missing.items()))
     failed = r is not None and (
         (r.phase is Phase.PAUSED and r.reason == "AnalysisFailed")
         or (r.phase in (Phase.ROLLED_BACK, Phase.ABORTED) and r.target.version == view.desired_version)

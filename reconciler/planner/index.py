@@ -9,12 +9,12 @@ identity. This is memoisation of pure functions: a pass returns exactly what it 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from reconciler.approvals import ApprovalRule
 from reconciler.planner.placement import module_regions
-from reconciler.planner.types import AssignmentEntry, Release
+from reconciler.planner.types import AssignmentEntry, Condition, Release
 from reconciler.spec.fleet import DesiredFleet
 from reconciler.spec.models import ModuleSpec, RolloutStrategySpec, StrategyType
 
@@ -51,6 +51,15 @@ class ModuleFacts:
     fixed: Mapping[str, Release]  # version -> release, for overrides and pins (when a binary exists)
     _entries: dict[tuple[str, str, int, str | None], AssignmentEntry] = field(default_factory=dict, repr=False)
     _shapes: dict[str | None, Shape] = field(default_factory=dict, repr=False)
+    _status: list[tuple[object, tuple[Condition, ...]]] = field(default_factory=list, repr=False)
+
+    def status(self, key: object, compute: Callable[[], tuple[Condition, ...]]) -> tuple[Condition, ...]:
+        """The conditions for `key` (everything they depend on), computed again only when it changes."""
+        if self._status and self._status[0][0] == key:
+            return self._status[0][1]
+        conditions = compute()
+        self._status[:] = [(key, conditions)]
+        return conditions
 
     def entry(self, release: Release, weight: int, sticky: str | None = None) -> AssignmentEntry:
         """The entry for `release` at `weight`: the same object every pass while nothing changes."""

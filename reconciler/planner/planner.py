@@ -122,8 +122,16 @@ class _Pass:
             fixed = module.fixed.get(version)
             if fixed is not None:
                 tables[node_id].append(module.entry(fixed, 100))
-        view = ModuleView(module.name, module.spec.version, record, count, placed.missing, module.missing_binary)
-        self.status[module.name] = module_conditions(view)
+
+        def conditions() -> tuple[Condition, ...]:
+            view = ModuleView(module.name, module.spec.version, record, count, placed.missing, module.missing_binary)
+            return module_conditions(view)
+
+        if record is None or record.active:
+            self.status[module.name] = conditions()
+        else:  # a finished record: the same conditions as last pass unless something they show changed
+            key = (record.id, record.phase, record.reason, record.message, count, placed)
+            self.status[module.name] = module.status(key, conditions)
 
     def _transition(
         self,
