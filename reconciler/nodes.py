@@ -65,22 +65,27 @@ class MetricsWindow:
 
     def __init__(self, horizon: float = METRICS_HORIZON_SECONDS) -> None:
         self.horizon = horizon
-        self._events: dict[tuple[str, str], deque[tuple[float, VersionMetrics]]] = {}
+        self._events: dict[tuple[str, str, str], deque[tuple[float, VersionMetrics]]] = {}
 
-    def add(self, at: float, metrics: Iterable[VersionMetrics]) -> None:
+    def add(self, at: float, region: str, metrics: Iterable[VersionMetrics]) -> None:
         for m in metrics:
-            events = self._events.setdefault((m.module, m.version), deque())
+            events = self._events.setdefault((m.module, m.version, region), deque())
             events.append((at, m))
             while events and events[0][0] < at - self.horizon:
                 events.popleft()
 
-    def since(self, module: str, version: str, start: float) -> Totals:
+    def since(self, module: str, version: str, region: str, start: float) -> Totals:
         totals = Totals()
-        events = self._events.get((module, version), ())
+        events = self._events.get((module, version, region), deque())
         times = [t for t, _ in events]
         for _, m in list(events)[bisect.bisect_left(times, start) :]:
             totals.add(m)
         return totals
+
+    def since_by_region(self, module: str, versions: Iterable[str], start: float) -> dict[tuple[str, str, str], Totals]:
+        """(module, version, region) -> totals since `start`, for the versions given."""
+        wanted = set(versions)
+        return {key: self.since(*key, start) for key in self._events if key[0] == module and key[1] in wanted}
 
 
 @dataclass(frozen=True)
@@ -247,7 +252,7 @@ class NodeHub:
             return None
         before = self._nodes[node_id]
         self._nodes[node_id] = replace(before, reported=reported, last_heartbeat_at=at)
-        self.metrics.add(now, beat.metrics)
+        self.metrics.add(now, before.region, beat.metrics)
         if before.reported.get("running") != reported.get("running") or before.reported.get(
             "generation"
         ) != reported.get("generation"):

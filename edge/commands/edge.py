@@ -3,7 +3,7 @@
 `--standalone DIR` serves the modules of a folder without a control plane (see
 `edge.standalone`); SIGHUP rescans the folder. Such a node listens on 127.0.0.1 and accepts plain
 calls; it refuses another address unless `--key` gives a public key to check JWTs against.
-`--control URL` (a node managed by the control plane) needs the agent, which is not built yet.
+`--control URL --region R [--id ID]` runs a node managed by a control plane (`edge.managed`).
 """
 
 from __future__ import annotations
@@ -53,8 +53,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.control is not None:
-        print("hotswap edge: --control needs the control-plane agent, not available in this build", file=sys.stderr)
-        return 2
+        return _managed(args)
     try:
         loopback = ipaddress.ip_address(args.host).is_loopback
     except ValueError:
@@ -123,3 +122,27 @@ async def _standalone(args: argparse.Namespace, limits: Limits, auth: Authentica
         await runner.cleanup()
         runtime.close()
     return 0
+
+
+def _managed(args: argparse.Namespace) -> int:
+    from edge.managed import ManagedOptions, default_node_id, run_managed
+
+    if not args.region:
+        print("hotswap edge: --control needs --region", file=sys.stderr)
+        return 2
+    options = ManagedOptions(
+        control=args.control,
+        region=args.region,
+        node_id=args.id or default_node_id(args.region),
+        host=args.host,
+        port=args.port,
+        cache_dir=args.cache_dir or default_cache_dir(),
+        threads=args.threads,
+    )
+    import uvloop
+
+    try:
+        return uvloop.run(run_managed(options))
+    except OSError as exc:
+        print(f"hotswap edge: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,93 @@
+"""A node under a control plane (`hotswap edge --control URL --region R`): server plus agent.
+
+The node serves its execute API at once (with an empty table), registers with the control plane,
+and from then on applies the tables it is assigned (`edge.agent`). If the control plane goes away
+the node keeps serving what it has and the agent reconnects with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import signal
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge.agent import Agent, ControlPlaneBlobs
+from edge.nodeapi import Registration
+from edge.router import Router
+from edge.runtime import Runtime
+from edge.server import Node, NodeConfig, start
+
+
+@dataclass(frozen=True)
+class ManagedOptions:
+    control: str
+    region: str
+    node_id: str
+    host: str = "127.0.0.1"
+    port: int = 0
+    cache_dir: Path | None = None
+    threads: int = 4
+    advertise: str | None = None  # the URL others reach this node at (default http://host:port)
+
+
+def default_node_id(region: str) -> str:
+    host = re.sub(r"[^a-z0-9-]+", "-", socket.gethostname().lower()).strip("-") or "node"
+    return f"edge-{region}-{host}"[:63].rstrip("-")
+
+
+class _Blobs:
+    """The router needs its blob source before the agent exists; this forwards once it does."""
+
+    def __init__(self) -> None:
+        self.target: ControlPlaneBlobs | None = None
+
+    async def fetch(self, digest: str) -> bytes:
+        assert self.target is not None
+        return await self.target.fetch(digest)
+
+
+async def run_managed(options: ManagedOptions, *, ready: asyncio.Event | None = None) -> int:
+    runtime = Runtime(cache_dir=options.cache_dir)
+    blobs = _Blobs()
+    router = Router(runtime, blobs)
+    node = Node(runtime, router, NodeConfig(threads=options.threads, node_id=options.node_id))
+    runner, port = await start(node, options.host, options.port)
+    url = options.advertise or f"http://{options.host}:{port}"
+    registration = Registration(
+        id=options.node_id,
+        region=options.region,
+        hostname=socket.gethostname(),
+        url=url,
+        runtime_version=_wasmtime_version(),
+    )
+    agent = Agent(options.control, registration, router)
+    blobs.target = ControlPlaneBlobs(agent)
+    print(
+        f"hotswap edge: node {options.node_id} ({options.region}) on {url}, control plane {options.control}", flush=True
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    task = asyncio.create_task(agent.run(), name="agent")
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await runner.cleanup()
+        runtime.close()
+    return 0
+
+
+def _wasmtime_version() -> str:
+    from importlib.metadata import version
+
+    return f"wasmtime-{version('wasmtime')}"

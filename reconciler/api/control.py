@@ -1,0 +1,330 @@
+"""Routes of the running control plane: the node protocol, deployments (rollouts), the Git source.
+
+    POST   /api/v1/wasm/nodes                       register (edge.nodeapi.Registration)
+    GET    /api/v1/wasm/nodes                       every node: id, region, url, status, what it serves
+    GET    /api/v1/wasm/nodes/{id}                  one node
+    DELETE /api/v1/wasm/nodes/{id}                  forget a node (its modules move elsewhere)
+    GET    /api/v1/wasm/nodes/{id}/health           the spec's health shape
+    POST   /api/v1/wasm/nodes/{id}/heartbeat        what the node runs and its metric deltas
+    GET    /api/v1/wasm/nodes/{id}/assignment       long-poll: ?after=GEN&wait=SECONDS
+    GET    /api/v1/wasm/deployments                 rollouts with strategy, step, weights, conditions
+    GET    /api/v1/wasm/deployments/{id}            one rollout with its step history
+    GET    /api/v1/wasm/source                      the Git source's status (Flux GitRepository-like)
+    GET    /api/v1/wasm/status                      everything `hotswap status` shows
+    GET    /health                                  liveness, no authentication
+
+The handlers read from the controller's snapshot and the state store; they never plan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from edge.nodeapi import NODES_PATH, Heartbeat, Registration
+from reconciler.api.base import ANY_ROLE, ApiDeps, ApiError, require
+from reconciler.controller import Controller
+from reconciler.nodes import NodeView
+from reconciler.planner import Condition, RolloutRecord, latest_records
+from reconciler.rollouts import record_json
+
+MAX_WAIT_SECONDS = 60.0
+NODE_ROLES = ("admin", "node")
+
+
+@dataclass(frozen=True)
+class ControlDeps:
+    controller: Controller
+    source_status: Callable[[], dict[str, Any]]
+    version: str = "0.1.0"
+
+
+CONTROL = web.AppKey("control", ControlDeps)
+
+
+def _iso(epoch: float | None) -> str | None:
+    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z") if epoch else None
+
+
+def condition_json(condition: Condition) -> dict[str, Any]:
+    return {
+        "type": condition.type.value,
+        "status": "True" if condition.status else "False",
+        "reason": condition.reason,
+        "message": condition.message,
+    }
+
+
+def node_json(view: NodeView, table_generation: int) -> dict[str, Any]:
+    return {
+        "id": view.id,
+        "region": view.region,
+        "url": view.url,
+        "status": view.status,
+        "generation": table_generation,
+        "appliedGeneration": view.applied_generation,
+        "modules": [{"module": m, "version": v, "digest": d, "weight": w} for m, v, d, w in view.running],
+        "failed": view.failed,
+        "lastHeartbeat": _iso(view.last_heartbeat),
+        "cpuPercent": view.cpu_percent,
+        "memoryMB": view.memory_mb,
+        "maxModules": view.max_modules,
+    }
+
+
+def rollout_json(record: RolloutRecord, controller: Controller) -> dict[str, Any]:
+    body = record_json(record)
+    weights: dict[str, int] = {}
+    for view in controller.hub.view():
+        for module, version, _, weight in view.running:
+            if module == record.module:
+                weights[version] = weights.get(version, 0) + weight
+    return {
+        "id": record.id,
+        "module": record.module,
+        "moduleId": f"{record.module}-v{record.target.version}",
+        "fromVersion": record.previous.version if record.previous else None,
+        "toVersion": record.target.version,
+        "strategy": record.strategy,
+        "strategyType": record.strategy_type.value if record.strategy_type else None,
+        "phase": record.phase.value,
+        "step": record.step,
+        "stepKind": record.kind.value if record.kind else None,
+        "percent": record.percent,
+        "region": body.get("regionIndex"),
+        "reason": record.reason,
+        "message": record.message,
+        "createdAt": _iso(record.created_at),
+        "stepStartedAt": _iso(record.step_started_at),
+        "finishedAt": _iso(record.finished_at),
+        "revision": controller.book.revision_of(record.id),
+        "weightsOnNodes": weights,
+        "conditions": [condition_json(c) for c in controller.module_conditions(record.module)],
+        "history": body.get("history", []),
+        "abResult": body.get("abResult"),
+        "held": record.held,
+    }
+
+
+def _control(request: web.Request) -> ControlDeps:
+    return request.app[CONTROL]
+
+
+async def _body(request: web.Request) -> Any:
+    try:
+        return await request.json()
+    except ValueError:
+        raise ApiError(400, "bad_request", "the body is not JSON") from None
+
+
+def _validation(exc: ValidationError) -> ApiError:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "body"
+    return ApiError(400, "bad_request", f"{where}: {first['msg']}", where)
+
+
+async def register(request: web.Request) -> web.Response:
+    require(request, *NODE_ROLES)
+    try:
+        registration = Registration.model_validate(await _body(request))
+    except ValidationError as exc:
+        raise _validation(exc) from None
+    hub = _control(request).controller.hub
+    created = not hub.known(registration.id)
+    answer = await hub.register(registration)
+    return web.json_response(answer.model_dump(mode="json", by_alias=True), status=201 if created else 200)
+
+
+async def heartbeat(request: web.Request) -> web.Response:
+    require(request, *NODE_ROLES)
+    try:
+        beat = Heartbeat.model_validate(await _body(request))
+    except ValidationError as exc:
+        raise _validation(exc) from None
+    answer = await _control(request).controller.hub.heartbeat(request.match_info["id"], beat)
+    if answer is None:
+        raise ApiError(404, "not_found", f"node {request.match_info['id']!r} is not registered; register again")
+    return web.json_response(answer.model_dump(mode="json", by_alias=True))
+
+
+def _number(request: web.Request, name: str, default: float) -> float:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ApiError(400, "bad_request", f"{name}: {raw!r} is not a number", name) from None
+    if value < 0:
+        raise ApiError(400, "bad_request", f"{name}: must not be negative", name)
+    return value
+
+
+async def assignment(request: web.Request) -> web.Response:
+    require(request, *NODE_ROLES)
+    node_id = request.match_info["id"]
+    after = int(_number(request, "after", 0))
+    wait = min(_number(request, "wait", 0), MAX_WAIT_SECONDS)
+    try:
+        table = await _control(request).controller.hub.wait_assignment(node_id, after, wait)
+    except KeyError:
+        raise ApiError(404, "not_found", f"node {node_id!r} is not registered") from None
+    if table is None:
+        return web.Response(status=204)
+    return web.json_response(table.model_dump(mode="json", by_alias=True))
+
+
+def _find_node(request: web.Request) -> tuple[NodeView, int]:
+    hub = _control(request).controller.hub
+    node_id = request.match_info["id"]
+    for view in hub.view():
+        if view.id == node_id:
+            table = hub.table(node_id)
+            return view, table.generation if table else 0
+    raise ApiError(404, "not_found", f"node {node_id!r} is not registered")
+
+
+async def list_nodes(request: web.Request) -> web.Response:
+    require(request, *ANY_ROLE, "node")
+    hub = _control(request).controller.hub
+    region = request.query.get("region")
+    views = [v for v in hub.view() if region is None or v.region == region]
+    return web.json_response({"nodes": [node_json(v, (t.generation if (t := hub.table(v.id)) else 0)) for v in views]})
+
+
+async def get_node(request: web.Request) -> web.Response:
+    require(request, *ANY_ROLE)
+    view, generation = _find_node(request)
+    return web.json_response(node_json(view, generation))
+
+
+async def node_health(request: web.Request) -> web.Response:
+    require(request, *ANY_ROLE)
+    view, _ = _find_node(request)
+    return web.json_response(
+        {
+            "status": view.status,
+            "modulesDeployed": len(view.running),
+            "cpuUsagePercent": view.cpu_percent,
+            "memoryUsageMB": view.memory_mb,
+            "lastHeartbeat": _iso(view.last_heartbeat),
+            "wasmRuntimeVersion": f"wasmtime-{_wasmtime_version()}",
+        }
+    )
+
+
+def _wasmtime_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("wasmtime")
+    except PackageNotFoundError:  # pragma: no cover - wasmtime is a dependency
+        return "unknown"
+
+
+async def delete_node(request: web.Request) -> web.Response:
+    require(request, "admin", "operator")
+    node_id = request.match_info["id"]
+    if not await _control(request).controller.hub.delete(node_id):
+        raise ApiError(404, "not_found", f"node {node_id!r} is not registered")
+    return web.Response(status=204)
+
+
+async def list_deployments(request: web.Request) -> web.Response:
+    require(request, *ANY_ROLE)
+    controller = _control(request).controller
+    module = request.query.get("module")
+    records = [r for r in controller.book.records() if module is None or r.module == module]
+    records.sort(key=lambda r: (r.created_at, r.seq))
+    return web.json_response({"deployments": [rollout_json(r, controller) for r in records]})
+
+
+async def get_deployment(request: web.Request) -> web.Response:
+    require(request, *ANY_ROLE)
+    controller = _control(request).controller
+    record = controller.book.get(request.match_info["id"])
+    if record is None:
+        raise ApiError(404, "not_found", f"deployment {request.match_info['id']!r} does not exist")
+    body = rollout_json(record, controller)
+    steps = await asyncio.to_thread(controller.store.rollout_steps, record.id, 100)
+    body["steps"] = [
+        {"step": s.step, "event": s.event, "at": s.at.isoformat(), "message": s.message, "analysis": s.analysis}
+        for s in steps
+    ]
+    return web.json_response(body)
+
+
+async def source(request: web.Request) -> web.Response:
+    require(request, *ANY_ROLE)
+    return web.json_response(_control(request).source_status())
+
+
+def status_json(control: ControlDeps) -> dict[str, Any]:
+    controller = control.controller
+    state = controller.state
+    latest = latest_records(controller.book.records())
+    modules = []
+    for name in sorted(set(state.conditions) | set(latest)):
+        record = latest.get(name)
+        modules.append(
+            {
+                "module": name,
+                "rollout": rollout_json(record, controller) if record else None,
+                "conditions": [condition_json(c) for c in controller.module_conditions(name)],
+            }
+        )
+    stalled = controller.stalled_condition()
+    hub = controller.hub
+    return {
+        "revision": state.revision,
+        "appliedRevision": state.applied_revision,
+        "lastPass": {
+            "at": _iso(state.at),
+            "durationMs": round(state.duration_ms, 2),
+            "passes": state.passes,
+            "error": state.error,
+        },
+        "stalled": condition_json(stalled) if stalled else None,
+        "source": control.source_status(),
+        "modules": modules,
+        "nodes": [node_json(v, (t.generation if (t := hub.table(v.id)) else 0)) for v in hub.view()],
+        "events": [e.to_json() for e in controller.events[-30:]],
+    }
+
+
+async def status(request: web.Request) -> web.Response:
+    require(request, *ANY_ROLE)
+    return web.json_response(status_json(_control(request)))
+
+
+async def health(request: web.Request) -> web.Response:
+    control = _control(request)
+    return web.json_response({"status": "ok", "version": control.version, "python": platform.python_version()})
+
+
+def routes(control: ControlDeps) -> Callable[[web.Application, ApiDeps], None]:
+    """A route file's `setup` bound to the running control plane."""
+
+    def setup(app: web.Application, deps: ApiDeps) -> None:
+        app[CONTROL] = control
+        app.router.add_post(NODES_PATH, register)
+        app.router.add_get(NODES_PATH, list_nodes)
+        app.router.add_get(NODES_PATH + "/{id}", get_node)
+        app.router.add_delete(NODES_PATH + "/{id}", delete_node)
+        app.router.add_get(NODES_PATH + "/{id}/health", node_health)
+        app.router.add_post(NODES_PATH + "/{id}/heartbeat", heartbeat)
+        app.router.add_get(NODES_PATH + "/{id}/assignment", assignment)
+        app.router.add_get("/api/v1/wasm/deployments", list_deployments)
+        app.router.add_get("/api/v1/wasm/deployments/{id}", get_deployment)
+        app.router.add_get("/api/v1/wasm/source", source)
+        app.router.add_get("/api/v1/wasm/status", status)
+        app.router.add_get("/health", health)
+
+    return setup

@@ -1,0 +1,46 @@
+"""What the client verbs (`status`, `diff`, `token`-using scripts) share: where the control plane is
+and how to call it. `--control` or HOTSWAP_CONTROL (default http://127.0.0.1:8080) and HOTSWAP_TOKEN.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import urllib.error
+import urllib.request
+from typing import Any
+
+DEFAULT_CONTROL = "http://127.0.0.1:8080"
+
+
+class ClientError(Exception):
+    pass
+
+
+def add_control_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--control",
+        default=os.environ.get("HOTSWAP_CONTROL", DEFAULT_CONTROL),
+        help=f"control plane URL (HOTSWAP_CONTROL, default {DEFAULT_CONTROL})",
+    )
+
+
+def get_json(control: str, path: str, timeout: float = 10.0) -> Any:
+    request = urllib.request.Request(control.rstrip("/") + path, headers={"Accept": "application/json"})
+    token = os.environ.get("HOTSWAP_TOKEN")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        body = exc.read().decode(errors="replace")
+        try:
+            message = json.loads(body).get("message", body)
+        except ValueError:
+            message = body
+        raise ClientError(f"{control}{path}: {exc.code} {message}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ClientError(f"cannot reach the control plane at {control} ({reason}); is `hotswap up` running?") from None

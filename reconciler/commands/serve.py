@@ -1,0 +1,105 @@
+"""`hotswap serve`: the control plane (the container's command).
+
+Follows a fleet repository, keeps the embedded stores under --data-dir (or PostgreSQL and S3), and
+serves the API and the node protocol. Settings come from flags, or from HOTSWAP_* environment
+variables named after them (HOTSWAP_REPO, HOTSWAP_DATABASE_URL, HOTSWAP_WEBHOOK_SECRET, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from reconciler.server import ControlPlane, ServeOptions
+
+
+def env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"HOTSWAP_{name}", default)
+
+
+def add_store_arguments(parser: argparse.ArgumentParser, data_dir: str) -> None:
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(env("DATA_DIR", data_dir) or data_dir),
+        help=f"embedded state and blobs (default {data_dir})",
+    )
+    parser.add_argument("--database-url", default=env("DATABASE_URL"), help="postgresql://... instead of SQLite")
+    parser.add_argument(
+        "--blob-url",
+        default=env("BLOB_URL"),
+        help="s3://bucket?endpoint=host:port&secure=false instead of the local blob folder",
+    )
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--repo",
+        default=env("REPO"),
+        required=env("REPO") is None,
+        help="the fleet repository: a local path or any URL git can fetch",
+    )
+    parser.add_argument("--branch", default=env("BRANCH", "main"), help="branch to follow (default main)")
+    parser.add_argument("--path", default=env("PATH_IN_REPO", ""), help="fleet root inside the repository")
+    parser.add_argument("--trust", type=Path, default=env("TRUST"), help="trust root (principals, roles, keys)")
+    parser.add_argument("--host", default=env("HOST", "127.0.0.1"), help="address to listen on")
+    parser.add_argument("--port", type=int, default=int(env("PORT", "8080") or 8080), help="port (default 8080)")
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=float(env("INTERVAL", "30") or 30),
+        help="seconds between fetches (default 30)",
+    )
+    parser.add_argument("--heartbeat-seconds", type=float, default=5.0, help="node heartbeat period (default 5)")
+    parser.add_argument(
+        "--webhook-secret",
+        default=env("WEBHOOK_SECRET"),
+        help="shared secret of POST /api/v1/wasm/webhook (HMAC-SHA256)",
+    )
+    parser.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"))
+    add_store_arguments(parser, ".hotswap")
+
+
+def options(args: argparse.Namespace) -> ServeOptions:
+    return ServeOptions(
+        repo=args.repo,
+        branch=args.branch,
+        path=args.path,
+        trust=args.trust,
+        data_dir=args.data_dir,
+        database_url=args.database_url,
+        blob_url=args.blob_url,
+        host=args.host,
+        port=args.port,
+        interval=args.interval,
+        heartbeat_seconds=args.heartbeat_seconds,
+        webhook_secret=args.webhook_secret,
+    )
+
+
+async def serve(plane: ControlPlane) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await plane.start()
+    print(f"hotswap serve: listening on {plane.url}, following {plane.options.repo}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await plane.stop()
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(serve(ControlPlane(options(args))))
+    except OSError as exc:
+        print(f"hotswap serve: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,419 @@
+"""The controller: one reconcile loop from Git revisions and node reports to node assignments.
+
+Flow of one pass (`reconcile`):
+
+    last good revision (Git source) --register binaries--> registry (idempotent, by digest)
+    + node views (hub) + rollout records (book) + approvals + metrics windows  ->  Snapshot
+    -> planner.plan(snapshot) -> Plan
+    -> book.save(plan.records)          progress is recorded first, so a restart resumes mid-rollout
+    -> apply actions                    SetAssignment publishes a node's full table (a no-op when equal);
+                                        the rest become audit lines and events
+    -> come back after plan.requeue_after, or when poked (new revision, heartbeat change, node health)
+
+Triggers only say "look again" (`poke`); bursts collapse into one pass. A pass ends in one of four
+ways: done, come back later, a transient error (retried with backoff), or stalled (a human must act:
+an immutable version re-used with other bytes, a digest the registry does not have).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, assert_never
+
+from edge.protocol import Capabilities as EdgeCapabilities
+from edge.protocol import HealthCheck as EdgeHealthCheck
+from edge.protocol import Limits as EdgeLimits
+from edge.protocol import ModuleEntry
+from reconciler import planner
+from reconciler.approvals import Approval
+from reconciler.nodes import NodeHub, NodeView
+from reconciler.planner import (
+    AdvanceStep,
+    AssignmentEntry,
+    Condition,
+    ConditionType,
+    NodeStatus,
+    ObservedNode,
+    Pause,
+    Plan,
+    Promote,
+    RecordEvent,
+    Rollback,
+    RunningEntry,
+    SetAssignment,
+    Snapshot,
+    StartRollout,
+    VersionMetrics,
+)
+from reconciler.registry import Registry
+from reconciler.rollouts import RolloutBook, StaleBookError
+from reconciler.spec.fleet import DesiredFleet
+from reconciler.spec.models import Capabilities, HealthCheck, Limits
+from reconciler.store.errors import ModuleConflictError, StoreError
+from reconciler.store.state import StateStore
+
+log = logging.getLogger("hotswap.controller")
+MAX_EVENTS = 200
+
+
+class RevisionLike(Protocol):
+    """What the controller reads of a Git revision (`reconciler.gitsource.Revision` is one)."""
+
+    @property
+    def sha(self) -> str: ...
+
+    @property
+    def fleet(self) -> DesiredFleet | None: ...
+
+    @property
+    def approvals(self) -> tuple[Approval, ...]: ...
+
+
+class SourceLike(Protocol):
+    @property
+    def latest(self) -> RevisionLike | None: ...
+
+
+class StalledError(Exception):
+    """A pass cannot go on until a human acts; the message says what to do."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Event:
+    at: float
+    reason: str
+    message: str
+    module: str | None = None
+    rollout: str | None = None
+    warning: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "at": self.at,
+            "reason": self.reason,
+            "message": self.message,
+            "module": self.module,
+            "rollout": self.rollout,
+            "type": "Warning" if self.warning else "Normal",
+        }
+
+
+@dataclass
+class PassState:
+    """What the last pass saw and decided, for status."""
+
+    revision: str | None = None
+    applied_revision: str | None = None
+    at: float | None = None
+    duration_ms: float = 0.0
+    passes: int = 0
+    stalled: StalledError | None = None
+    error: str | None = None
+    conditions: dict[str, tuple[Condition, ...]] = field(default_factory=dict)
+    requeue_after: float | None = None
+
+
+# -- conversions between the planner's entries and the wire's -------------------------------------
+
+
+def to_wire(entry: AssignmentEntry) -> ModuleEntry:
+    return ModuleEntry(
+        module=entry.module,
+        version=entry.version,
+        digest=entry.digest,
+        weight=entry.weight,
+        limits=EdgeLimits.model_validate(entry.limits.model_dump(by_alias=True)),
+        capabilities=EdgeCapabilities.model_validate(entry.capabilities.model_dump(by_alias=True)),
+        health_check=(
+            EdgeHealthCheck.model_validate(entry.health_check.model_dump(by_alias=True)) if entry.health_check else None
+        ),
+        sticky=entry.sticky,
+    )
+
+
+def from_wire(entry: ModuleEntry) -> AssignmentEntry:
+    return AssignmentEntry(
+        module=entry.module,
+        version=entry.version,
+        digest=entry.digest,
+        weight=entry.weight,
+        limits=Limits.model_validate(entry.limits.model_dump(by_alias=True)),
+        capabilities=Capabilities.model_validate(entry.capabilities.model_dump(mode="json", by_alias=True)),
+        health_check=(
+            HealthCheck.model_validate(entry.health_check.model_dump(mode="json", by_alias=True))
+            if entry.health_check
+            else None
+        ),
+        sticky=entry.sticky,
+    )
+
+
+def observed(view: NodeView, assigned: tuple[AssignmentEntry, ...]) -> ObservedNode:
+    return ObservedNode(
+        id=view.id,
+        region=view.region,
+        status=NodeStatus(view.status),
+        max_modules=view.max_modules,
+        assigned=assigned,
+        running=tuple(RunningEntry(m, v, d, w) for m, v, d, w in view.running),
+        last_heartbeat=view.last_heartbeat,
+    )
+
+
+class Controller:
+    def __init__(
+        self,
+        *,
+        store: StateStore,
+        registry: Registry,
+        source: SourceLike,
+        hub: NodeHub,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.source = source
+        self.hub = hub
+        self.clock = clock
+        self.book = RolloutBook(store)
+        self.state = PassState()
+        self.events: list[Event] = []
+        self._registered: set[tuple[str, str, str]] = set()
+        self._wake = asyncio.Event()
+        self._assigned: dict[str, tuple[AssignmentEntry, ...]] = {}
+        self._pass_done = asyncio.Condition()
+
+    # -- triggers -------------------------------------------------------------------------------
+
+    def poke(self) -> None:
+        """Look again soon (safe to call often: bursts collapse into one pass)."""
+        self._wake.set()
+
+    async def wait_for_pass(self, after: int, timeout: float) -> bool:
+        """Wait until more than `after` passes have run (tests and the API use this to synchronise)."""
+        async with self._pass_done:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._pass_done.wait_for(lambda: self.state.passes > after), timeout)
+        return self.state.passes > after
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        backoff = 0.2
+        while True:
+            self._wake.clear()
+            delay: float | None
+            try:
+                delay = await self.reconcile()
+                backoff = 0.2
+            except StalledError:
+                delay = None  # wait for a new revision or a human
+            except (StoreError, OSError, StaleBookError) as exc:
+                self.state.error = f"{type(exc).__name__}: {exc}"
+                log.warning("reconcile failed (%s); retrying in %.1fs", self.state.error, backoff)
+                delay, backoff = backoff, min(backoff * 2, 10.0)
+            wait = self.hub.next_health_change()
+            if delay is not None:
+                wait = min(wait, max(delay, 0.01))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+            self.hub.check_health()
+
+    async def reconcile(self) -> float | None:
+        """One pass; returns when to look again (seconds), or None when only a change should wake it."""
+        started = time.perf_counter()
+        try:
+            return await self._reconcile()
+        finally:
+            self.state.duration_ms = (time.perf_counter() - started) * 1000
+            self.state.passes += 1
+            self.state.at = self.clock()
+            async with self._pass_done:
+                self._pass_done.notify_all()
+
+    async def _reconcile(self) -> float | None:
+        revision = self.source.latest
+        if revision is None or revision.fleet is None:
+            self.state.revision = None
+            return None
+        desired = revision.fleet
+        self.state.revision = revision.sha
+        try:
+            await asyncio.to_thread(self._register_binaries, desired)
+        except StalledError as exc:
+            if self.state.stalled is None or self.state.stalled.message != exc.message:
+                self._event(exc.reason, exc.message, warning=True)
+            self.state.stalled = exc
+            raise
+        self.state.stalled = None
+        now = self.clock()
+        snapshot = self.snapshot(desired, revision.approvals, now)
+        result = planner.plan(snapshot)
+        await asyncio.to_thread(self.book.save, result.records, revision.sha)
+        await self.apply(result)
+        self.state.conditions = dict(result.status)
+        self.state.requeue_after = result.requeue_after
+        self.state.error = None
+        if self.state.applied_revision != revision.sha:
+            await asyncio.to_thread(self._mark_applied, revision.sha)
+            self.state.applied_revision = revision.sha
+        return result.requeue_after
+
+    def _mark_applied(self, sha: str) -> None:
+        self.store.record_revision_seen(sha, verified=True)
+        self.store.mark_revision_applied(sha)
+
+    def _register_binaries(self, desired: DesiredFleet) -> None:
+        """Every binary the revision names is in the registry (once per digest), or the pass stalls."""
+        for (name, version), binary in desired.binaries.items():
+            key = (name, version, binary.digest)
+            if key in self._registered:
+                continue
+            try:
+                self.registry.register(name, version, binary.data, actor="git")
+            except ModuleConflictError as exc:
+                raise StalledError(
+                    "ImmutableVersion",
+                    f"{name}@{version}: {exc.message}; a released version never changes its bytes: "
+                    "give the new binary a new version",
+                ) from None
+            self._registered.add(key)
+        for name, module in desired.modules.items():
+            for version in module.spec.all_versions():
+                if (name, version) in desired.binaries:
+                    continue
+                digest = desired.digest_of(name, version)
+                if digest is None or not self.registry.blobs.exists(digest):
+                    raise StalledError(
+                        "MissingBinary",
+                        f"{name}@{version}: the registry has no binary {digest}; upload it with "
+                        "POST /api/v1/wasm/modules before committing its digest",
+                    )
+
+    def snapshot(self, desired: DesiredFleet, approvals: tuple[Approval, ...], now: float) -> Snapshot:
+        views = self.hub.view(now)
+        nodes = []
+        for view in views:
+            assigned = self._assigned.get(view.id)
+            if assigned is None:
+                table = self.hub.table(view.id)
+                assigned = tuple(from_wire(e) for e in table.modules) if table else ()
+                self._assigned[view.id] = assigned
+            nodes.append(observed(view, assigned))
+        records = self.book.records()
+        return Snapshot(
+            desired=desired,
+            now=now,
+            nodes=tuple(nodes),
+            records=records,
+            approvals=approvals,
+            metrics=self.metrics_for(records),
+        )
+
+    def metrics_for(self, records: tuple[planner.RolloutRecord, ...]) -> tuple[VersionMetrics, ...]:
+        """Per active rollout, what each version served in each region since its step began."""
+        out = []
+        for record in planner.latest_records(records).values():
+            if not record.active:
+                continue
+            versions = {record.target.version}
+            if record.previous is not None:
+                versions.add(record.previous.version)
+            for (module, version, region), totals in self.hub.metrics.since_by_region(
+                record.module, versions, record.step_started_at
+            ).items():
+                out.append(
+                    VersionMetrics(
+                        module=module,
+                        version=version,
+                        region=region,
+                        requests=totals.requests,
+                        errors=totals.errors,
+                        p99_ms=totals.p99_ms,
+                    )
+                )
+        return tuple(out)
+
+    async def apply(self, result: Plan) -> None:
+        for action in result.actions:
+            match action:
+                case SetAssignment(node_id=node_id, table=table):
+                    generation = await self.hub.publish(node_id, tuple(to_wire(e) for e in table))
+                    if generation is not None:
+                        self._assigned[node_id] = table
+                case StartRollout():
+                    how = f"by {action.strategy}" if action.strategy else "at once"
+                    self._event(
+                        "RolloutStarted",
+                        f"{action.module}: {action.from_version or 'nothing'} -> {action.to_version} {how}",
+                        action.module,
+                        action.rollout_id,
+                    )
+                case AdvanceStep():
+                    where = f" in {action.region}" if action.region else ""
+                    self._event(
+                        "StepStarted",
+                        f"{action.module}: step {action.step} ({action.kind.value}, {action.percent}%){where}",
+                        action.module,
+                        action.rollout_id,
+                    )
+                case Pause():
+                    self._event(action.reason, f"{action.module}: {action.message}", action.module, action.rollout_id)
+                case Rollback():
+                    self._event(
+                        "RolledBack",
+                        f"{action.module}: back to {action.to_version}: {action.message}",
+                        action.module,
+                        action.rollout_id,
+                        warning=True,
+                    )
+                case Promote():
+                    self._event(
+                        "Promoted", f"{action.module}: {action.version} is stable", action.module, action.rollout_id
+                    )
+                case RecordEvent():
+                    self._event(action.reason, action.message, action.module, action.rollout_id, warning=action.warning)
+                case _:
+                    assert_never(action)
+
+    def _event(
+        self,
+        reason: str,
+        message: str,
+        module: str | None = None,
+        rollout: str | None = None,
+        *,
+        warning: bool = False,
+    ) -> None:
+        event = Event(self.clock(), reason, message, module, rollout, warning)
+        self.events.append(event)
+        del self.events[:-MAX_EVENTS]
+        (log.warning if warning else log.info)("%s: %s", reason, message)
+        with contextlib.suppress(StoreError):
+            self.store.append_audit(
+                actor="reconciler",
+                action=f"rollout.{reason[0].lower()}{reason[1:]}",
+                subject=rollout or module or "fleet",
+                detail={"message": message, "module": module},
+            )
+
+    # -- status ---------------------------------------------------------------------------------
+
+    def module_conditions(self, module: str) -> tuple[Condition, ...]:
+        return self.state.conditions.get(module, ())
+
+    def stalled_condition(self) -> Condition | None:
+        stalled = self.state.stalled
+        if stalled is None:
+            return None
+        return Condition(ConditionType.STALLED, True, stalled.reason, stalled.message)

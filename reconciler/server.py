@@ -1,0 +1,143 @@
+"""The control plane as one process: stores, registry, Git source, node hub, controller, HTTP API.
+
+`hotswap serve` and `hotswap up` build a `ControlPlane` from `ServeOptions` and run it until
+cancelled. Three loops share one event loop: the Git source (fetch on interval, webhook, file
+watch), the controller (reconcile when poked or when a rollout's step is due), and the aiohttp
+server (API and node protocol). Every resource opens in `start()` and closes in `stop()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from reconciler.api.app import ROUTE_FILES, create_app
+from reconciler.api.base import ApiDeps
+from reconciler.api.control import ControlDeps, routes
+from reconciler.controller import Controller
+from reconciler.gitsource.source import GitSource, SourceConfig
+from reconciler.gitsource.trust import TrustRoot, load_trust
+from reconciler.gitsource.webhook import webhook_handler
+from reconciler.nodes import NodeHub
+from reconciler.planner import latest_records
+from reconciler.registry import Registry
+from reconciler.store.blobs import open_blob_store
+from reconciler.store.state import StateStore, open_state_store
+
+log = logging.getLogger("hotswap.serve")
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    repo: str
+    branch: str = "main"
+    path: str = ""
+    trust: Path | None = None
+    data_dir: Path = Path(".hotswap")
+    database_url: str | None = None
+    blob_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    interval: float = 30.0
+    heartbeat_seconds: float = 5.0
+    webhook_secret: str | None = None
+
+
+@dataclass
+class ControlPlane:
+    options: ServeOptions
+    store: StateStore = field(init=False)
+    registry: Registry = field(init=False)
+    source: GitSource = field(init=False)
+    hub: NodeHub = field(init=False)
+    controller: Controller = field(init=False)
+    app: web.Application = field(init=False)
+    url: str = ""
+    _runner: web.AppRunner | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def build(self) -> None:
+        options = self.options
+        options.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = open_state_store(database_url=options.database_url, data_dir=options.data_dir)
+        blobs = open_blob_store(options.blob_url, options.data_dir)
+        self.registry = Registry(self.store, blobs)
+        trust = load_trust(options.trust) if options.trust else TrustRoot(principals=())
+        applied = self.store.last_applied_revision()
+        self.source = GitSource(
+            SourceConfig(url=options.repo, branch=options.branch, path=options.path, interval=options.interval),
+            trust,
+            options.data_dir / "git",
+            last_applied=applied.sha if applied else None,
+        )
+        self.hub = NodeHub(self.store, heartbeat_seconds=options.heartbeat_seconds)
+        self.controller = Controller(store=self.store, registry=self.registry, source=self.source, hub=self.hub)
+        self.hub.poke = self.controller.poke
+        control = ControlDeps(controller=self.controller, source_status=self.source_status)
+        api = ApiDeps(registry=self.registry, modules_in_use=self.modules_in_use)
+        self.app = create_app(api, (*ROUTE_FILES, routes(control)))
+        if options.webhook_secret:
+            self.app.router.add_post(
+                "/api/v1/wasm/webhook",
+                webhook_handler(options.webhook_secret, self.source.trigger, branch=options.branch),
+            )
+
+    def source_status(self) -> dict[str, Any]:
+        status: dict[str, Any] = self.source.status().to_json()
+        return status
+
+    def modules_in_use(self) -> set[str]:
+        """Module ids that desired state or a rollout still needs (never deleted nor pruned)."""
+        used: set[str] = set()
+        revision = self.source.latest
+        if revision is not None and revision.fleet is not None:
+            used.update(revision.fleet.module_ids())
+        for record in latest_records(self.controller.book.records()).values():
+            used.add(f"{record.module}-v{record.target.version}")
+            if record.previous is not None:
+                used.add(f"{record.module}-v{record.previous.version}")
+        return used
+
+    async def start(self) -> None:
+        self.build()
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.options.host, self.options.port, reuse_address=True)
+        await site.start()
+        port = self._runner.addresses[0][1] if self._runner.addresses else self.options.port
+        self.url = f"http://{self.options.host}:{port}"
+
+        async def on_revision(_revision: object) -> None:
+            self.controller.poke()
+
+        self._tasks = [
+            asyncio.create_task(self.source.run(on_revision), name="git-source"),
+            asyncio.create_task(self.controller.run(), name="controller"),
+        ]
+        log.info("control plane listening on %s, following %s", self.url, self.options.repo)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._runner is not None:
+            await self._runner.cleanup()
+        self.store.close()
+
+    async def serve_forever(self, ready: Callable[[ControlPlane], None] | None = None) -> None:
+        await self.start()
+        try:
+            if ready is not None:
+                ready(self)
+            await asyncio.gather(*self._tasks)
+        finally:
+            await self.stop()
