@@ -31,7 +31,7 @@ from itertools import chain
 from reconciler.planner.types import NodeStatus, ObservedNode
 from reconciler.spec.fleet import DesiredFleet
 
-__all__ = ["VNODES", "ModulePlacement", "module_regions", "place", "ranked"]
+__all__ = ["VNODES", "ModulePlacement", "module_regions", "place"]
 
 VNODES = 100
 _M64 = (1 << 64) - 1
@@ -78,28 +78,30 @@ def _ring(node_ids: tuple[str, ...]) -> list[int]:
     return sorted(chain.from_iterable(((p << _IDX_BITS) | i for p in _node_points(n)) for i, n in enumerate(node_ids)))
 
 
-def ranked(module: str, node_ids: tuple[str, ...], ring: list[int] | None = None) -> Iterable[str]:
-    """Every node of `node_ids` (sorted, distinct), best score for `module` first, lazily.
-
-    `ring` is `node_ids`' ring when the caller already has it (a cache look-up hashes the ids).
-    """
-    if not node_ids:
-        return
-    if ring is None:
-        ring = _ring(node_ids)
-    size = len(ring)
-    at = bisect_left(ring, _module_key(module))
+def _best(
+    key: int, ids: tuple[str, ...], ring: list[int], k: int, free: Mapping[str, int], pinned: Mapping[str, str]
+) -> list[str]:
+    """The `k` best-scoring nodes of `ids` for the module at ring position `key` that have room."""
+    picked: list[str] = []
+    size, count = len(ring), len(ids)
+    at = bisect_left(ring, key)
     seen: set[int] = set()
     for _ in range(size):
         if at == size:
             at = 0
         index = ring[at] & _IDX_MASK
         at += 1
-        if index not in seen:
-            seen.add(index)
-            yield node_ids[index]
-            if len(seen) == len(node_ids):
-                return
+        if index in seen:
+            continue
+        seen.add(index)
+        node_id = ids[index]
+        if free[node_id] > 0 and node_id not in pinned:
+            picked.append(node_id)
+            if len(picked) == k:
+                break
+        if len(seen) == count:
+            break
+    return picked
 
 
 def module_regions(desired: DesiredFleet, module: str) -> list[str]:
@@ -109,72 +111,121 @@ def module_regions(desired: DesiredFleet, module: str) -> list[str]:
     return names if wanted is None else [r for r in names if r in wanted]
 
 
-_recent: list[
-    tuple[DesiredFleet, tuple[tuple[str, str, NodeStatus, int | None], ...], Mapping[str, ModulePlacement]]
-] = []
+@dataclass(frozen=True)
+class _Region:
+    """One region's placement: regions are independent (a node and its capacity are in one region)."""
+
+    chosen: Mapping[str, tuple[str, ...]]  # module -> nodes, best first
+    missing: Mapping[str, int]  # module -> replicas without a node
+    pins: Mapping[str, Mapping[str, str]]  # module -> {node id: version} for pinned nodes here
+
+
+_RegionKey = tuple[tuple[str, int], ...]  # the region's healthy nodes (sorted) with their capacity
+
+
+class _Memo:
+    """Placement work kept for one revision object: per-region results by node set, the last answer."""
+
+    def __init__(self, desired: DesiredFleet) -> None:
+        self.desired = desired
+        self.names = tuple(sorted(desired.modules))
+        self.wanted: dict[str, list[str]] = {r: [] for r in desired.spec.region_names}
+        for name in self.names:
+            for region in module_regions(desired, name):
+                self.wanted[region].append(name)
+        self.pins = tuple((n, p) for n in self.names if (p := desired.modules[n].spec.placement.pins))
+        self.regions: dict[tuple[str, _RegionKey], _Region] = {}
+        self.last: tuple[tuple[tuple[str, str, NodeStatus, int | None], ...], Mapping[str, ModulePlacement]] | None
+        self.last = None
+
+    def region(self, region: str, key: _RegionKey) -> _Region:
+        found = self.regions.get((region, key))
+        if found is None:
+            found = _place_region(self.desired, self.pins, self.wanted[region], key)
+            stale = [k for k in self.regions if k[0] == region]
+            for k in stale[:-1]:  # keep the last two node sets of every region
+                del self.regions[k]
+            self.regions[(region, key)] = found
+        return found
+
+
+_memos: list[_Memo] = []
 
 
 def place(desired: DesiredFleet, nodes: Iterable[ObservedNode]) -> Mapping[str, ModulePlacement]:
     """Place every module of `desired` on the healthy `nodes`; see the module docstring.
 
-    Placement depends on the revision and on each node's id, region, status and capacity only; the
-    result for the last revision objects and node lists is kept, so passes in between recompute
-    nothing.
+    Placement depends on the revision and on each node's id, region, status and capacity only, and
+    regions do not depend on each other. So the work is kept per revision object: a pass with the
+    same nodes recomputes nothing, and a node that changes recomputes only its own region.
     """
     nodes = tuple(nodes)
+    memo = next((m for m in _memos if m.desired is desired), None)
+    if memo is None:
+        memo = _Memo(desired)
+        _memos.insert(0, memo)
+        del _memos[2:]
     key = tuple((n.id, n.region, n.status, n.max_modules) for n in nodes)
-    for known, known_key, result in _recent:
-        if known is desired and known_key == key:
-            return result
-    result = _place(desired, nodes)
-    _recent.insert(0, (desired, key, result))
-    del _recent[2:]
-    return result
+    if memo.last is not None and memo.last[0] == key:
+        return memo.last[1]
 
-
-def _place(desired: DesiredFleet, nodes: tuple[ObservedNode, ...]) -> Mapping[str, ModulePlacement]:
     default_cap = desired.spec.node_defaults.max_modules
-    regions = set(desired.spec.region_names)
-    by_region: dict[str, list[str]] = {r: [] for r in desired.spec.region_names}
-    free: dict[str, int] = {}
+    healthy: dict[str, list[tuple[str, int]]] = {r: [] for r in desired.spec.region_names}
     for node in nodes:
-        if node.status is NodeStatus.HEALTHY and node.region in regions:
-            by_region[node.region].append(node.id)
-            free[node.id] = node.max_modules if node.max_modules is not None else default_cap
-    region_nodes = {r: tuple(sorted(ids)) for r, ids in by_region.items()}
-    rings = {r: _ring(ids) for r, ids in region_nodes.items()}
-
-    names = sorted(desired.modules)
-    pins: dict[str, dict[str, str]] = {}
-    for name in names:
-        own = {n: v for n, v in desired.modules[name].spec.placement.pins.items() if n in free}
-        for node_id in own:
-            free[node_id] -= 1
-        pins[name] = own
+        if node.status is NodeStatus.HEALTHY and node.region in healthy:
+            healthy[node.region].append((node.id, node.max_modules if node.max_modules is not None else default_cap))
+    results = [memo.region(r, tuple(sorted(ids))) for r, ids in healthy.items()]
 
     out: dict[str, ModulePlacement] = {}
-    for name in names:
-        placement = desired.modules[name].spec.placement
-        pinned = pins[name]
+    empty: Mapping[str, str] = {}
+    for name in memo.names:
         chosen: dict[str, tuple[str, ...]] = {}
         missing: dict[str, int] = {}
-        for region in module_regions(desired, name):
-            candidates = region_nodes[region]
-            if placement.replicas == "all":
-                picked = [n for n in candidates if free[n] > 0 and n not in pinned]
-                short = sum(1 for n in candidates if free[n] <= 0 and n not in pinned)
-            else:
-                picked = []
-                for node_id in ranked(name, candidates, rings[region]):
-                    if free[node_id] > 0 and node_id not in pinned:
-                        picked.append(node_id)
-                        if len(picked) == placement.replicas:
-                            break
-                short = placement.replicas - len(picked)
-            for node_id in picked:
-                free[node_id] -= 1
-            chosen[region] = tuple(picked)
-            if short:
-                missing[region] = short
-        out[name] = ModulePlacement(chosen, pinned, missing)
+        pins: dict[str, str] = {}
+        for region, result in zip(healthy, results, strict=True):
+            picked = result.chosen.get(name)
+            if picked is not None:
+                chosen[region] = picked
+                short = result.missing.get(name)
+                if short:
+                    missing[region] = short
+            pinned = result.pins.get(name, empty)
+            if pinned:
+                pins.update(pinned)
+        out[name] = ModulePlacement(chosen, pins, missing)
+    memo.last = (key, out)
     return out
+
+
+def _place_region(
+    desired: DesiredFleet, all_pins: tuple[tuple[str, dict[str, str]], ...], wanted: list[str], key: _RegionKey
+) -> _Region:
+    """Place the modules that want this region (`wanted`, in name order) on its healthy nodes."""
+    ids = tuple(node_id for node_id, _ in key)
+    free = dict(key)
+    ring = _ring(ids)
+    pins: dict[str, dict[str, str]] = {}
+    for name, module_pins in all_pins:  # pins first, whatever regions the module lists
+        own = {n: v for n, v in module_pins.items() if n in free}
+        if own:
+            for node_id in own:
+                free[node_id] -= 1
+            pins[name] = own
+    chosen: dict[str, tuple[str, ...]] = {}
+    missing: dict[str, int] = {}
+    no_pins: dict[str, str] = {}
+    for name in wanted:
+        replicas = desired.modules[name].spec.placement.replicas
+        pinned = pins.get(name, no_pins)
+        if replicas == "all":
+            picked = [n for n in ids if free[n] > 0 and n not in pinned]
+            short = sum(1 for n in ids if free[n] <= 0 and n not in pinned)
+        else:
+            picked = _best(_module_key(name), ids, ring, replicas, free, pinned) if ids else []
+            short = replicas - len(picked)
+        for node_id in picked:
+            free[node_id] -= 1
+        chosen[name] = tuple(picked)
+        if short:
+            missing[name] = short
+    return _Region(chosen, missing, pins)
