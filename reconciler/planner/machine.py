@@ -279,6 +279,10 @@ def start(
             message = f"{ctx.target.version}: new limits, capabilities or health check applied at once"
         done = replace(record, phase=Phase.PROMOTED, finished_at=ctx.now, reason=why, message=message)
         return Transition(done, (started, Promote(record.id, ctx.module, ctx.target.version)))
+    if not any(ctx.scope.get(region) for region in ctx.regions):
+        message = f"no healthy node in {', '.join(ctx.regions) or 'any region'} can take {ctx.target.version} yet"
+        pending = replace(record, phase=Phase.PENDING, reason="NoNodes", message=message)
+        return Transition(pending, (started, Pause(record.id, ctx.module, "NoNodes", message)))
     moved = _enter_next(ctx, record)
     return Transition(moved.record, (started, *moved.actions), moved.requeue_after)
 
@@ -293,6 +297,10 @@ def advance(ctx: RolloutContext, r: RolloutRecord) -> Transition:
         return _rollback(ctx, r, "StrategyMissing", f"RolloutStrategy {r.strategy!r} is gone from Git", Phase.ABORTED)
     if r.held:
         return Transition(r, changed=False)
+    if r.phase is Phase.PENDING:
+        if not any(ctx.scope.get(region) for region in ctx.regions):
+            return Transition(r, changed=False)
+        return _enter_next(ctx, r)
     if r.phase is Phase.WAITING_APPROVAL:
         return _winner_approval(ctx, r) if r.awaiting == "winner" else _enter_next(ctx, r)
     if r.phase is Phase.PAUSED and r.reason not in INCONCLUSIVE:

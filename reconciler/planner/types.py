@@ -134,7 +134,7 @@ class Release:
 
 
 class Phase(StrEnum):
-    PENDING = "Pending"  # created; no node in its scope yet
+    PENDING = "Pending"  # created while no healthy node is in its scope; starts when one is
     WAITING_APPROVAL = "WaitingApproval"
     PROGRESSING = "Progressing"
     PAUSED = "Paused"  # inconclusive analysis (NoTraffic, BaselineDegraded) or failed without autoRollback

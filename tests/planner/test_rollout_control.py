@@ -413,3 +413,64 @@ def test_pause_action_names_the_reason() -> None:
     result = d.run(at=30.0)
     pause = next(a for a in result.actions if isinstance(a, Pause))
     assert pause.reason == "NoTraffic" and "50" in pause.message
+
+
+# --- nodes coming and going, timing ----------------------------------------------------------
+
+
+def test_rollout_without_any_node_in_scope_is_pending_until_one_is_healthy() -> None:
+    nodes = [ObservedNode(f"us-east-{i}", "us-east", NodeStatus.UNHEALTHY) for i in range(2)]
+    d = Driver(example(), nodes)
+    d.run()
+    d.desired = with_module(example(), "wc", version="1.1.0")
+    result = d.run(at=1.0)
+    record = d.record("wc")
+    assert (record.phase, record.reason) == (Phase.PENDING, "NoNodes")
+    assert kinds(result.actions) == ["StartRollout", "Pause"]
+    assert d.run(at=2.0).actions == ()
+    d.set_status("us-east-0", NodeStatus.HEALTHY)
+    d.run(at=3.0)
+    assert (d.record("wc").phase, d.record("wc").batch) == (Phase.PROGRESSING, ("us-east-0",))
+
+
+def test_joining_node_mid_canary_gets_the_current_step_weights() -> None:
+    desired = with_module(example(), "greeter", placement={"replicas": "all"})
+    d = Driver(desired)
+    d.run()
+    d.desired = with_module(desired, "greeter", version="1.2.0")
+    d.run(at=0.0)
+    d.add(ObservedNode("us-east-9", "us-east"))
+    d.run(at=1.0)
+    assert d.weights("greeter")["us-east-9"] == {"1.1.0": 90, "1.2.0": 10}
+
+
+def test_requeue_after_is_the_earliest_step_end_over_all_modules() -> None:
+    d = Driver(example())
+    d.run()
+    desired = with_module(example(), "greeter", version="1.2.0")
+    d.desired = with_module(desired, "calc", version="1.1.0")
+    result = d.run(at=0.0)
+    assert result.requeue_after == 20.0  # calc's blue-green preview (20 s) ends before greeter's step (30 s)
+    assert d.run(at=5.0).requeue_after == 15.0
+
+
+def test_finished_rollouts_ask_for_no_requeue() -> None:
+    d = Driver(example())
+    assert d.run().requeue_after is None
+
+
+def test_regional_gate_at_a_region_index_waits_before_that_region() -> None:
+    desired = with_strategy(example(), "regional", approval={"before_start": False, "gates": [1]})
+    desired = with_strategy(desired, "canary", canary={"steps": [100]})
+    d = Driver(desired)
+    d.run()
+    d.desired = with_module(desired, "greeter", version="1.2.0", rollout="regional")
+    d.run(at=0.0)
+    good = healthy_metrics("greeter", "1.2.0")
+    d.run(at=30.0, metrics=good)
+    d.run(at=90.0, metrics=good)
+    record = d.record("greeter")
+    assert (record.phase, record.region_index, record.kind) == (Phase.WAITING_APPROVAL, 0, StepKind.SETTLE)
+    d.approvals = (approval("greeter", "1.2.0"),)
+    d.run(at=100.0)
+    assert (d.record("greeter").phase, d.record("greeter").region_index) == (Phase.PROGRESSING, 1)

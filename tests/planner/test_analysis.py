@@ -1,0 +1,75 @@
+"""Analysis verdicts and A/B comparisons, as tables of metrics and expected outcomes."""
+
+from __future__ import annotations
+
+import pytest
+
+from reconciler.planner import VersionMetrics
+from reconciler.planner.analysis import Totals, analyze, compare, totals
+from reconciler.spec.models import ABTestParams, Analysis
+
+STRICT = Analysis(max_error_rate=0.01, max_latency_p99_ms=50, min_requests=100, on_no_traffic="pause")
+
+
+@pytest.mark.parametrize(
+    ("new", "stable", "outcome", "reason"),
+    [
+        (Totals(1000, 5, 20.0), None, "Passed", "AnalysisPassed"),
+        (Totals(1000, 10, 20.0), None, "Passed", "AnalysisPassed"),  # exactly at the threshold
+        (Totals(1000, 11, 20.0), None, "Failed", "ErrorRateTooHigh"),
+        (Totals(1000, 0, 51.0), None, "Failed", "LatencyTooHigh"),
+        (Totals(1000, 0, None), None, "Passed", "AnalysisPassed"),  # no latency data: not a failure
+        (Totals(99, 0, 1.0), None, "Inconclusive", "NoTraffic"),
+        (Totals(0, 0, None), None, "Inconclusive", "NoTraffic"),
+        (Totals(1000, 30, 20.0), Totals(1000, 40, 20.0), "Inconclusive", "BaselineDegraded"),
+        (Totals(1000, 50, 20.0), Totals(1000, 40, 20.0), "Failed", "ErrorRateTooHigh"),  # worse than stable
+        (Totals(1000, 30, 20.0), Totals(10, 5, 20.0), "Failed", "ErrorRateTooHigh"),  # stable has too few requests
+        (Totals(1000, 30, 90.0), Totals(1000, 40, 20.0), "Failed", "ErrorRateTooHigh"),  # stable is not slow
+        (Totals(1000, 0, 60.0), Totals(1000, 0, 70.0), "Inconclusive", "BaselineDegraded"),
+    ],
+)
+def test_analysis_verdicts(new: Totals, stable: Totals | None, outcome: str, reason: str) -> None:
+    verdict = analyze(STRICT, new, stable)
+    assert (verdict.outcome, verdict.reason) == (outcome, reason), verdict.message
+
+
+def test_too_few_requests_proceed_is_a_pass_that_says_so() -> None:
+    verdict = analyze(STRICT.model_copy(update={"on_no_traffic": "proceed"}), Totals(3, 3, 500.0), None)
+    assert (verdict.outcome, verdict.reason) == ("Passed", "NoTrafficProceed")
+
+
+def test_totals_sum_regions_and_keep_the_worst_p99() -> None:
+    summed = totals(
+        [
+            VersionMetrics("m", "1.0.0", "us-east", 100, 1, 10.0),
+            VersionMetrics("m", "1.0.0", "eu-central", 300, 3, 30.0),
+            VersionMetrics("m", "1.0.0", "apac-east", 0, 0, 99.0),  # no requests: its p99 means nothing
+        ]
+    )
+    assert summed == Totals(400, 4, 30.0)
+    assert summed.error_rate == pytest.approx(0.01)
+
+
+AB = ABTestParams(split=50, duration_seconds=60, metric="errorRate")
+
+
+@pytest.mark.parametrize(
+    ("params", "a", "b", "winner"),
+    [
+        (AB, Totals(1000, 5), Totals(1000, 2), "B"),
+        (AB, Totals(1000, 2), Totals(1000, 5), "A"),
+        (AB, Totals(1000, 0), Totals(1000, 0), "B"),  # a tie goes to the version Git asked for
+        (AB, Totals(1000, 100), Totals(1000, 20), "A"),  # B better than A but above maxErrorRate
+        (AB.model_copy(update={"metric": "latencyP99"}), Totals(1000, 0, 9.0), Totals(1000, 0, 12.0), "A"),
+        (AB.model_copy(update={"metric": "latencyP99"}), Totals(1000, 0, 9.0), Totals(1000, 0, 3.0), "B"),
+    ],
+)
+def test_ab_comparison_winner(params: ABTestParams, a: Totals, b: Totals, winner: str) -> None:
+    verdict, result = compare(params, STRICT, a, b)
+    assert result is not None and result.winner == winner
+    assert verdict.reason == f"Winner{winner}"
+
+
+def test_ab_comparison_needs_min_requests_on_both_sides() -> None:
+    verdict, result = compare(AB, STRICT, Totals(1000, 0), Totals(50, 0))
+    assert result is None and verdict.reason == "NoTraffic"
