@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol, cast
 
 from reconciler.store.errors import StoreConfigError
+from reconciler.store.lease import FileLease, Lease, PostgresLease
 
 # An arbitrary constant: the advisory lock key that serialises migrations (per database).
 MIGRATION_LOCK_KEY = 0x686F74_7377_6170 & 0x7FFFFFFFFFFFFFFF
@@ -52,6 +53,7 @@ class Dialect:
     begin_write: str
     migration_lock: str | None
     driver_errors: tuple[type[Exception], ...]  # what the driver raises, wrapped in BackendError
+    try_lease: Callable[[str], Lease | None]  # see lease.py
 
     def sql(self, query: str) -> str:
         """A query written with `?` placeholders, in this driver's placeholder style."""
@@ -80,6 +82,7 @@ def sqlite(path: Path) -> Dialect:
         begin_write="BEGIN IMMEDIATE",
         migration_lock=None,  # BEGIN IMMEDIATE already holds the one write lock
         driver_errors=(sqlite3.Error,),
+        try_lease=lambda name: FileLease.try_acquire(name, path.with_name(f"{path.name}.lease-{_safe(name)}")),
     )
 
 
@@ -115,7 +118,12 @@ def postgresql(url: str) -> Dialect:
         begin_write="BEGIN",
         migration_lock=f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})",
         driver_errors=(psycopg.Error,),
+        try_lease=lambda name: PostgresLease.try_acquire(name, psycopg.connect(url, autocommit=True)),
     )
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
 
 
 def redact(url: str) -> str:

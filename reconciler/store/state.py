@@ -31,6 +31,7 @@ from reconciler.store.errors import (
     StaleRecordError,
     StoreConfigError,
 )
+from reconciler.store.lease import Lease
 from reconciler.store.migrations import MIGRATIONS, Migration
 from reconciler.store.records import (
     ApprovalRecord,
@@ -193,6 +194,15 @@ class StateStore:
             migration.name,
             _ts(self._clock()),
         )
+
+    def try_lease(self, name: str) -> Lease | None:
+        """Leadership among replicas: a `Lease` if this process now holds `name`, else None (another
+        process holds it). It lasts until released or until this process dies (see lease.py)."""
+        failures: tuple[type[Exception], ...] = (*self.dialect.driver_errors, OSError)
+        try:
+            return self.dialect.try_lease(name)
+        except failures as exc:
+            raise BackendError(f"{self.dialect.description}: lease {name!r}: {str(exc).strip()}") from exc
 
     def schema_version(self) -> int:
         with self._tx(write=False) as tx:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -231,6 +233,47 @@ def test_the_audit_log_only_grows(state: StateStore) -> None:
         with pytest.raises(Exception, match="append-only"), state._tx(write=True) as tx:
             tx.run(statement)
     assert [e.actor for e in state.audit_log()] == ["alice", "reconciler", "bob"]
+
+
+def test_one_replica_at_a_time_holds_a_lease(state: StateStore, state_url: str) -> None:
+    other = open_state_store(database_url=state_url)
+    lease = state.try_lease("reconciler")
+    assert lease is not None and lease.held()
+    assert other.try_lease("reconciler") is None
+    unrelated = other.try_lease("something else")
+    assert unrelated is not None
+    lease.release()
+    lease.release()  # idempotent
+    assert not lease.held()
+    taken = other.try_lease("reconciler")
+    assert taken is not None and taken.held()
+    taken.release()
+    unrelated.release()
+    other.close()
+
+
+def _hold_lease_and_die(url: str, held: Any) -> None:
+    lease = connect_state_store(database_url=url).try_lease("reconciler")
+    held.put(lease is not None)
+    held.close()
+    held.join_thread()  # the answer is sent before the process dies
+    os._exit(0)  # no release: the lease must die with the process
+
+
+def test_a_lease_dies_with_its_process(state: StateStore, state_url: str) -> None:
+    context = multiprocessing.get_context("spawn")
+    held = context.Queue()
+    child = context.Process(target=_hold_lease_and_die, args=(state_url, held))
+    child.start()
+    assert held.get(timeout=60)
+    child.join(timeout=60)
+    deadline = time.monotonic() + 30
+    lease = state.try_lease("reconciler")
+    while lease is None and time.monotonic() < deadline:  # the server notices the closed connection
+        time.sleep(0.05)
+        lease = state.try_lease("reconciler")
+    assert lease is not None
+    lease.release()
 
 
 def test_migrations_run_once_and_reopening_applies_nothing(state_url: str) -> None:
