@@ -20,7 +20,7 @@ ABTest with `winner: approval` before applying the winner.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from reconciler.approvals import Approval, ApprovalRule, RuleResult, evaluate
@@ -435,7 +435,3 @@ def supersede(ctx: RolloutContext, r: RolloutRecord, by: str) -> Transition:
     message = f"superseded by {by} before it finished"
     done = replace(r, phase=Phase.SUPERSEDED, awaiting=None, finished_at=ctx.now, reason="Superseded", message=message)
     return Transition(done, (RecordEvent(ctx.module, r.id, "Superseded", message),))
-
-
-def approvals_of(module: str, approvals: Sequence[Approval]) -> tuple[Approval, ...]:
-    return tuple(a for a in approvals if a.module == module)

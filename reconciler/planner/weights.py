@@ -47,17 +47,12 @@ def scope(
     make: EntryMaker,
     sticky: str | None = None,
 ) -> dict[str, Entries]:
-    """node id -> entries for every node in the rollout's scope (`nodes`: region -> node ids)."""
+    """node id -> entries for every node in an active rollout's scope (`nodes`: region -> node ids).
+
+    A finished rollout needs no help: every node of its scope runs `r.stable` at 100 %.
+    """
     out: dict[str, Entries] = {}
-    if not r.active:
-        stable = r.stable
-        if stable is not None:
-            same = (make(stable, 100, None),)
-            for region in regions:
-                for node in nodes.get(region, ()):
-                    out[node] = same
-        return out
-    assert r.previous is not None
+    assert r.active and r.previous is not None
     only_old = (make(r.previous, 100, None),)
     only_new = (make(r.target, 100, None),)
     unit = _unit_entries(r, make, sticky)
