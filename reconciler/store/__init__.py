@@ -6,6 +6,7 @@
     migrations.py  the schema, as numbered migrations
     blobs.py       BlobStore: content-addressed, brotli-compressed, verified binaries + metadata.json
     objects.py     where blob objects live: a directory or an S3 bucket (minio SDK)
+    lease.py       leadership between replicas (advisory lock / flock)
     records.py     the rows, as frozen dataclasses
     errors.py      the exception tree
 
