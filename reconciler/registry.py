@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from edge import wasm
+from reconciler.spec.models import NAME_PATTERN, SEMVER_RE
 from reconciler.store.blobs import BlobStore, VerifiedBlob
 from reconciler.store.errors import InvalidModuleError, ModuleConflictError, ModuleInUseError, UnknownModuleError
 from reconciler.store.records import BuildInfo, ExportRef, ImportRef, ModuleRecord
@@ -36,9 +37,7 @@ log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
 KEEP_VERSIONS = 5
-NAME_RE = re.compile(r"^[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-_IDENT = r"(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)"
-SEMVER_RE = re.compile(rf"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-({_IDENT}(?:\.{_IDENT})*))?$")
+NAME_RE = re.compile(NAME_PATTERN)  # the fleet model's rules, so every module it accepts registers
 
 
 @dataclass(frozen=True)
@@ -66,8 +65,8 @@ def check_name(name: object, field: str = "name") -> str:
     if not NAME_RE.match(name):
         raise InvalidModuleError(
             field,
-            f"{name!r} is not a module name (lowercase letters, digits and '-', starting with a letter, "
-            "at most 63 characters)",
+            f"{name!r} is not a module name (lowercase letters, digits and '-', not starting or ending "
+            "with '-', at most 63 characters)",
         )
     return name
 
@@ -77,15 +76,18 @@ def check_version(version: object, field: str = "version") -> str:
         raise InvalidModuleError(field, "is required (a semver version such as 1.2.3)")
     if not SEMVER_RE.match(version):
         raise InvalidModuleError(field, f"{version!r} is not semver (MAJOR.MINOR.PATCH, e.g. 1.2.3 or 1.2.3-rc.1)")
+    if len(version) > 128:
+        raise InvalidModuleError(field, "is longer than 128 characters")
     return version
 
 
 def semver_key(version: str) -> tuple[int, int, int, int, tuple[tuple[int, int, str], ...]]:
-    """Sort key in semver precedence: 1.0.0-alpha < 1.0.0-alpha.1 < 1.0.0-beta < 1.0.0 < 1.0.1."""
+    """Sort key in semver precedence: 1.0.0-alpha < 1.0.0-alpha.1 < 1.0.0-beta < 1.0.0 < 1.0.1
+    (build metadata, `+...`, does not count)."""
     match = SEMVER_RE.match(version)
     if match is None:
         raise ValueError(f"{version!r} is not semver")
-    major, minor, patch, pre = match.groups()
+    major, minor, patch, pre = match.group(1), match.group(2), match.group(3), match.group(4)
     if pre is None:
         return int(major), int(minor), int(patch), 1, ()
     idents = tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in pre.split("."))

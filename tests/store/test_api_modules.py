@@ -223,6 +223,10 @@ async def test_listing_and_reading_modules(api: Api) -> None:
     one = await (await api.client.get(f"{MODULES}/hello-v1.0.0")).json()
     assert one["wasi"]["version"] == "preview1"
     assert (await error_of(await api.client.get(f"{MODULES}/nope-v1.0.0"), 404))["error"] == "not_found"
+    # Everything the fleet model accepts registers: a leading digit, build metadata in the version.
+    created = await post_json(api, json_upload("7zip", "1.0.0+build.5"))
+    assert (await created.json())["id"] == "7zip-v1.0.0+build.5"
+    assert (await api.client.get(f"{MODULES}/7zip-v1.0.0+build.5/binary")).status == 200
 
 
 async def test_nodes_download_the_verified_binary(api: Api) -> None:

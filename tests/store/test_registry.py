@@ -149,7 +149,8 @@ def test_limits_are_configurable(registry: Registry) -> None:
         ("greeter", "1.0", None, "version"),
         ("greeter", "v1.0.0", None, "version"),
         ("greeter", "01.0.0", None, "version"),
-        ("greeter", "1.0.0+build", None, "version"),
+        ("greeter", "1.0.0-", None, "version"),
+        ("-greeter", "1.0.0", None, "name"),
         ("greeter", "1.0.0", BuildInfo(commit=""), "build.commit"),
         ("greeter", "1.0.0", BuildInfo(timestamp="yesterday"), "build.timestamp"),
     ],
@@ -178,6 +179,7 @@ def test_prerelease_versions_are_accepted_and_ordered() -> None:
     with pytest.raises(ValueError, match="not semver"):
         semver_key("1")
     assert module_id("greeter", "1.0.0-rc.1") == "greeter-v1.0.0-rc.1"
+    assert semver_key("1.0.0+build.5") == semver_key("1.0.0")
 
 
 def test_delete_refuses_a_module_in_use_and_frees_unshared_bytes(registry: Registry) -> None:
