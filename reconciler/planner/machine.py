@@ -248,21 +248,9 @@ def start(
 ) -> Transition:
     """Create the record of a rollout to `ctx.target` (from `previous`, the stable release)."""
     strategy = ctx.strategy if strategy_name is not None else None
-    record = RolloutRecord(
-        id=f"{ctx.module}-r{seq}",
-        module=ctx.module,
-        seq=seq,
-        previous=previous,
-        target=ctx.target,
-        strategy=strategy_name,
-        strategy_type=strategy.type if strategy is not None else None,
-        phase=Phase.PROGRESSING,
-        created_at=ctx.now,
-        step_started_at=ctx.now,
-        reason=reason or "NewRelease",
-    )
+    rollout_id = f"{ctx.module}-r{seq}"
     started = StartRollout(
-        record.id, ctx.module, previous.version if previous else None, ctx.target.version, strategy_name
+        rollout_id, ctx.module, previous.version if previous else None, ctx.target.version, strategy_name
     )
     if previous is None or strategy is None or previous.version == ctx.target.version:
         if reason == "Reverted":
@@ -277,8 +265,35 @@ def start(
         else:
             why = "SameVersionReplaced"
             message = f"{ctx.target.version}: new limits, capabilities or health check applied at once"
-        done = replace(record, phase=Phase.PROMOTED, finished_at=ctx.now, reason=why, message=message)
-        return Transition(done, (started, Promote(record.id, ctx.module, ctx.target.version)))
+        done = RolloutRecord(
+            rollout_id,
+            ctx.module,
+            seq,
+            previous,
+            ctx.target,
+            strategy_name,
+            None,
+            Phase.PROMOTED,
+            ctx.now,
+            step_started_at=ctx.now,
+            reason=why,
+            message=message,
+            finished_at=ctx.now,
+        )
+        return Transition(done, (started, Promote(rollout_id, ctx.module, ctx.target.version)))
+    record = RolloutRecord(
+        rollout_id,
+        ctx.module,
+        seq,
+        previous,
+        ctx.target,
+        strategy_name,
+        strategy.type,
+        Phase.PROGRESSING,
+        ctx.now,
+        step_started_at=ctx.now,
+        reason=reason or "NewRelease",
+    )
     if not any(ctx.scope.get(region) for region in ctx.regions):
         message = f"no healthy node in {', '.join(ctx.regions) or 'any region'} can take {ctx.target.version} yet"
         pending = replace(record, phase=Phase.PENDING, reason="NoNodes", message=message)
