@@ -57,8 +57,8 @@ def regions_of(root: Path) -> list[str]:
 
 
 def start_node(control: str, node_id: str, region: str, port: int, data_dir: Path) -> subprocess.Popen[bytes]:
-    log = (data_dir / "nodes" / f"{node_id}.log").open("ab")
-    return subprocess.Popen(
+    with (data_dir / "nodes" / f"{node_id}.log").open("ab") as log:
+        return subprocess.Popen(
         [
             sys.executable, "-m", "hotswap", "edge", "--control", control, "--region", region, "--id", node_id,
             "--port", str(port), "--cache-dir", str(data_dir / "nodes" / node_id / "cache"),

@@ -1,0 +1,301 @@
+"""A real local cluster for end-to-end tests: a fleet Git repository in a temp dir, the control plane
+(in the test's event loop, so its code is measured), edge node processes on 127.0.0.1, and a load
+generator that records which version served every request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from reconciler.server import ControlPlane, ServeOptions
+from tests.git.gitutil import git
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "fleet-example"
+DEADLINE = 60.0
+
+FAST_STRATEGIES = {
+    "strategies/canary.yaml": """\
+apiVersion: hotswap.dev/v1
+kind: RolloutStrategy
+metadata: {name: canary}
+spec:
+  type: Canary
+  canary: {steps: [20, 50, 100], stepSeconds: 0.6}
+  analysis: {maxErrorRate: 0.05, minRequests: 20, onNoTraffic: pause}
+  autoRollback: true
+""",
+    "strategies/blue-green.yaml": """\
+apiVersion: hotswap.dev/v1
+kind: RolloutStrategy
+metadata: {name: blue-green}
+spec:
+  type: BlueGreen
+  blueGreen: {previewSeconds: 0.3, autoPromote: true, keepPreviousSeconds: 1}
+  analysis: {maxErrorRate: 0.05, minRequests: 0, onNoTraffic: proceed}
+""",
+    "strategies/rolling.yaml": """\
+apiVersion: hotswap.dev/v1
+kind: RolloutStrategy
+metadata: {name: rolling}
+spec:
+  type: Rolling
+  rolling: {batchSize: 1, batchSeconds: 0.5}
+  analysis: {maxErrorRate: 0.05, minRequests: 0, onNoTraffic: proceed}
+""",
+}
+
+
+async def poll(condition: Callable[[], Awaitable[bool] | bool], what: str, timeout: float = DEADLINE) -> None:
+    """Wait until `condition()` holds, checking every 50 ms; fail naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if isinstance(result, Awaitable):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+class FleetRepo:
+    """A Git repository holding a copy of fleet-example (with fast strategies) under `fleet/`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.fleet = root / "fleet"
+        shutil.copytree(EXAMPLE, self.fleet)
+        for rel, text in FAST_STRATEGIES.items():
+            (self.fleet / rel).write_text(text)
+        git(root, "init", "-q", "-b", "main")
+        self.commit("fleet")
+
+    def commit(self, message: str) -> str:
+        git(self.root, "add", "-A")
+        git(self.root, "commit", "-q", "--allow-empty", "-m", message)
+        return git(self.root, "rev-parse", "HEAD").strip()
+
+    def edit(self, rel: str, old: str, new: str) -> None:
+        path = self.fleet / rel
+        text = path.read_text()
+        assert old in text, f"{old!r} not in {rel}"
+        path.write_text(text.replace(old, new))
+
+    def derive_wat(self, base: str, name: str, **replace: str) -> str:
+        """A new module source made from an existing one by text replacement (a new build)."""
+        text = (self.fleet / "wasm" / base).read_text()
+        for old, new in replace.items():
+            assert old in text, f"{old!r} not in {base}"
+            text = text.replace(old, new)
+        (self.fleet / "wasm" / name).write_text(text)
+        return name
+
+    def set_module(self, name: str, version: str, source: str, **replace: str) -> str:
+        rel = f"modules/{name}.yaml"
+        text = (self.fleet / rel).read_text()
+        lines = []
+        for line in text.splitlines():
+            if line.startswith("  version: "):
+                lines.append(f"  version: {version}")
+            elif line.startswith("  source: "):
+                lines.append(f"  source: {{path: ../wasm/{source}}}")
+            else:
+                lines.append(line)
+        text = "\n".join(lines) + "\n"
+        for old, new in replace.items():
+            text = text.replace(old, new)
+        (self.fleet / rel).write_text(text)
+        return self.commit(f"{name} {version}")
+
+
+@dataclass
+class EdgeProcess:
+    node_id: str
+    region: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@dataclass
+class Cluster:
+    repo: FleetRepo
+    plane: ControlPlane
+    data: Path
+    nodes: list[EdgeProcess] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return self.plane.url
+
+    def start_node(self, node_id: str, region: str) -> EdgeProcess:
+        log = self.data / f"{node_id}.log"
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                [
+                    sys.executable, "-m", "hotswap", "edge", "--control", self.url, "--region", region,
+                    "--id", node_id, "--port", "0", "--cache-dir", str(self.data / "cache" / node_id),
+                    "--threads", "2", "--log-level", "WARNING",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )  # fmt: skip
+        node = EdgeProcess(node_id, region, process, log)
+        self.nodes.append(node)
+        return node
+
+    def node_urls(self) -> dict[str, str]:
+        return {v.id: v.url for v in self.plane.hub.view() if v.status == "Healthy"}
+
+    def serving(self, module: str) -> dict[str, set[tuple[str, int]]]:
+        """Node id -> {(version, weight)} the node reports for `module`."""
+        out: dict[str, set[tuple[str, int]]] = {}
+        for view in self.plane.hub.view():
+            out[view.id] = {(v, w) for m, v, _, w in view.running if m == module}
+        return out
+
+    def latest(self, module: str) -> Any:
+        from reconciler.planner import latest_records
+
+        return latest_records(self.plane.controller.book.records()).get(module)
+
+    async def wait_ready(self, count: int) -> None:
+        def ready() -> bool:
+            views = [v for v in self.plane.hub.view() if v.status == "Healthy"]
+            table_ok = all(v.applied_generation == v.generation and v.generation > 0 for v in views)
+            return len(views) >= count and table_ok
+
+        await poll(ready, f"{count} healthy nodes running their tables")
+
+    async def wait_phase(self, module: str, version: str, phases: Sequence[str]) -> Any:
+        def reached() -> bool:
+            record = self.latest(module)
+            return record is not None and record.target.version == version and record.phase.value in phases
+
+        await poll(reached, f"{module}@{version} to reach {' or '.join(phases)}")
+        return self.latest(module)
+
+    async def wait_all_serving(self, module: str, version: str, nodes: Sequence[str]) -> None:
+        def converged() -> bool:
+            serving = self.serving(module)
+            return all(serving.get(n) == {(version, 100)} for n in nodes)
+
+        await poll(converged, f"every node serving only {module}@{version}")
+
+
+@dataclass
+class LoadResult:
+    versions: Counter[str] = field(default_factory=Counter)
+    failures: list[str] = field(default_factory=list)
+    module_errors: Counter[str] = field(default_factory=Counter)
+    sent: int = 0
+
+
+class Load:
+    """Requests in a loop to every healthy node, until stopped; every response is checked."""
+
+    def __init__(self, cluster: Cluster, module: str, function: str, args: Callable[[int], Any]) -> None:
+        self.cluster = cluster
+        self.module = module
+        self.function = function
+        self.args = args
+        self.result = LoadResult()
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Load:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop.set()
+        assert self._task is not None
+        await self._task
+
+    async def _one(self, session: aiohttp.ClientSession, url: str, i: int) -> None:
+        body = {"module": self.module, "function": self.function, "args": self.args(i)}
+        self.result.sent += 1
+        try:
+            async with session.post(f"{url}/api/v1/wasm/execute", json=body) as response:
+                data = await response.json(content_type=None)
+                version = response.headers.get("X-Hotswap-Version")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self.result.failures.append(f"{url}: {type(exc).__name__}: {exc}")
+            return
+        if response.status == 200:
+            if version is None or data.get("version") != version:
+                self.result.failures.append(f"{url}: 200 without a version: {data}")
+            else:
+                self.result.versions[version] += 1
+        elif response.status >= 500 and data.get("error") in ("trap", "timeout", "memory", "cpu"):
+            self.result.module_errors[f"{data.get('version')}:{data.get('error')}"] += 1
+        else:
+            self.result.failures.append(f"{url}: {response.status} {data}")
+
+    async def _run(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            i = 0
+            while not self._stop.is_set():
+                urls = list(self.cluster.node_urls().values())
+                if not urls:
+                    await asyncio.sleep(0.05)
+                    continue
+                await asyncio.gather(*(self._one(session, url, i + k) for k, url in enumerate(urls)))
+                i += len(urls)
+
+
+async def start_cluster(tmp: Path, regions: Sequence[tuple[str, str]], heartbeat: float = 0.25) -> Cluster:
+    repo = FleetRepo(tmp / "repo")
+    data = tmp / "data"
+    data.mkdir()
+    plane = ControlPlane(
+        ServeOptions(
+            repo=str(repo.root),
+            path="fleet",
+            data_dir=data / "control",
+            port=0,
+            interval=0.5,
+            heartbeat_seconds=heartbeat,
+        )
+    )
+    await plane.start()
+    cluster = Cluster(repo, plane, data)
+    for node_id, region in regions:
+        cluster.start_node(node_id, region)
+    return cluster
+
+
+async def stop_cluster(cluster: Cluster) -> None:
+    for node in cluster.nodes:
+        node.stop()
+    await cluster.plane.stop()
