@@ -188,6 +188,7 @@ class Controller:
         self.book = RolloutBook(store)
         self.state = PassState()
         self.events: list[Event] = []
+        self.listeners: list[Callable[[Event], None]] = []  # told of every event; must not block
         self._registered: set[tuple[str, str, str]] = set()
         self._wake = asyncio.Event()
         self._assigned: dict[str, tuple[AssignmentEntry, ...]] = {}
@@ -398,6 +399,11 @@ class Controller:
         event = Event(self.clock(), reason, message, module, rollout, warning)
         self.events.append(event)
         del self.events[:-MAX_EVENTS]
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception:  # a listener's bug must not stop a rollout
+                log.exception("event listener failed on %s", reason)
         (log.warning if warning else log.info)("%s: %s", reason, message)
         with contextlib.suppress(StoreError):
             self.store.append_audit(
