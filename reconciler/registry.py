@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from opentelemetry import trace
+
 from edge import wasm
 from reconciler.spec.models import NAME_PATTERN, SEMVER_RE
 from reconciler.store.blobs import BlobStore, VerifiedBlob
@@ -168,11 +170,13 @@ class Registry:
         *,
         limits: RegistryLimits | None = None,
         clock: Clock = utcnow,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self.state = state
         self.blobs = blobs
         self.limits = limits or RegistryLimits()
         self._clock = clock
+        self._tracer = tracer or trace.get_tracer("hotswap.registry")
         # Deleting a blob and registering the same bytes under another id must not interleave.
         self._blob_lock = threading.Lock()
 
@@ -186,7 +190,31 @@ class Registry:
         memory_limit_bytes: int | None = None,
         actor: str = "system",
     ) -> Registration:
-        """Validate and store a module version (see the module docstring for the steps)."""
+        """Validate and store a module version (see the module docstring for the steps).
+
+        Traced as the span `wasm.module.register`, with `wasm.module.validate` inside it.
+        """
+        attributes: dict[str, str | int] = {
+            "wasm.module.name": str(name),
+            "wasm.module.version": str(version),
+            "wasm.module.size": len(data),
+        }
+        with self._tracer.start_as_current_span("wasm.module.register", attributes=attributes) as span:
+            registration = self._register(name, version, data, build, memory_limit_bytes, actor)
+            span.set_attribute("wasm.module.id", registration.module.id)
+            span.set_attribute("wasm.module.digest", registration.module.digest)
+            span.set_attribute("wasm.module.created", registration.created)
+            return registration
+
+    def _register(
+        self,
+        name: str,
+        version: str,
+        data: bytes,
+        build: BuildInfo | None,
+        memory_limit_bytes: int | None,
+        actor: str,
+    ) -> Registration:
         check_name(name)
         check_version(version)
         build = check_build(build)
@@ -204,7 +232,8 @@ class Registry:
                 raise ModuleConflictError(ident, existing.digest, digest)
             self._ensure_stored(existing, data)
             return Registration(existing, created=False)
-        info = self._inspect(data, memory_limit_bytes or self.limits.memory_limit_bytes)
+        with self._tracer.start_as_current_span("wasm.module.validate", attributes={"wasm.module.digest": digest}):
+            info = self._inspect(data, memory_limit_bytes or self.limits.memory_limit_bytes)
         with self._blob_lock:
             stored = self.blobs.put(data)
             record, created = self.state.add_module(

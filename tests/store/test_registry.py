@@ -88,6 +88,31 @@ def test_a_new_module_is_described_stored_and_audited(registry: Registry) -> Non
     assert described["build"] == {"commit": "abc123", "timestamp": "2026-01-31T12:00:00Z"}
 
 
+def test_registration_is_traced_with_the_spec_span_names(stores: Stores) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    base = make_registry(stores)
+    registry = Registry(base.state, base.blobs, tracer=provider.get_tracer("test"))
+    record = registry.register("adder", "1.0.0", ADD).module
+    with pytest.raises(InvalidModuleError):
+        registry.register("bad", "1.0.0", SOCKET)
+    spans = [(s.name, dict(s.attributes or {}), s.status.status_code.name) for s in exporter.get_finished_spans()]
+    assert [(name, status) for name, _, status in spans] == [
+        ("wasm.module.validate", "UNSET"),
+        ("wasm.module.register", "UNSET"),
+        ("wasm.module.validate", "ERROR"),
+        ("wasm.module.register", "ERROR"),
+    ]
+    assert spans[1][1]["wasm.module.id"] == "adder-v1.0.0" and spans[1][1]["wasm.module.digest"] == record.digest
+    assert spans[1][1]["wasm.module.created"] is True
+    base.state.close()
+
+
 def test_registering_the_same_bytes_again_is_idempotent(registry: Registry) -> None:
     first = registry.register("adder", "1.0.0", ADD)
     again = registry.register("adder", "1.0.0", ADD)
