@@ -10,7 +10,10 @@ Steps per strategy (`StepKind`): Canary `Weight` per entry of `steps`; BlueGreen
 an instant switch back); Rolling one `Batch` of `batchSize` nodes after the other until every node
 runs the new version; ABTest one sticky `Split`, then the winner; Regional the inner strategy's
 steps in one region after the other, each region closed by a `Settle` step of `regionSeconds`.
-A step ends when its time is up and analysis passes; the last step promotes.
+A step passes when its time is up and analysis passes; it fails as soon as analysis fails on
+enough requests (no need to wait for the step's end); the last step promotes. A failure rolls the
+whole rollout back (a Regional one too: every region returns to the stable release, and the
+history names the region that failed) when `autoRollback`, else pauses it as Degraded.
 
 Gates: approval `beforeStart` and `gates` (step indexes; region indexes for Regional) wait in
 WaitingApproval until the fleet's rollout rule holds for module@version with approvals not yet
@@ -41,9 +44,15 @@ from reconciler.spec.models import Analysis, RolloutStrategySpec, StrategyType
 __all__ = ["RECHECK_SECONDS", "RolloutContext", "Transition", "advance", "start"]
 
 RECHECK_SECONDS = 5.0
-"""How soon a rollout paused for lack of traffic (or a degraded baseline) is analysed again."""
+"""How often a running step is analysed for early failure, and a rollout paused for lack of traffic
+(or a degraded baseline) analysed again."""
 
 INCONCLUSIVE = frozenset({"NoTraffic", "BaselineDegraded"})
+
+
+def _wait(seconds: float) -> float:
+    """When to look again during a step: at its end, and every RECHECK_SECONDS for early failure."""
+    return min(seconds, RECHECK_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -323,14 +332,17 @@ def advance(ctx: RolloutContext, r: RolloutRecord) -> Transition:
     if r.kind is None:
         return _enter_next(ctx, r)
     deadline = r.step_started_at + _duration(ctx, r)
-    if ctx.now < deadline:
-        return Transition(r, requeue_after=deadline - ctx.now, changed=False)
     region = _region_name(ctx, r)
     new = _totals(ctx, r.target.version, region)
-    if r.kind is StepKind.SPLIT:
-        return _split_done(ctx, r, new, region)
     stable = _totals(ctx, r.previous.version, region) if r.previous is not None else None
     verdict = analyze(_analysis(ctx, r), new, stable)
+    if ctx.now < deadline:
+        # A step passes only when its time is up, but enough failing requests fail it at once.
+        if verdict.outcome == "Failed":
+            return _failed(ctx, r, verdict)
+        return Transition(r, requeue_after=_wait(deadline - ctx.now), changed=False)
+    if r.kind is StepKind.SPLIT:
+        return _split_done(ctx, r, new, region)
     if verdict.outcome == "Inconclusive":
         return _inconclusive(ctx, r, verdict)
     if verdict.outcome == "Failed":
@@ -374,7 +386,7 @@ def _enter_next(ctx: RolloutContext, r: RolloutRecord) -> Transition:
         message=message,
     )
     action = AdvanceStep(r.id, ctx.module, nxt.step, nxt.kind, nxt.percent, _region_name(ctx, nxt))
-    return Transition(entered, (action,), _duration(ctx, entered))
+    return Transition(entered, (action,), _wait(_duration(ctx, entered)))
 
 
 def _promote(ctx: RolloutContext, r: RolloutRecord) -> Transition:

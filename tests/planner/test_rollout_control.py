@@ -444,14 +444,14 @@ def test_joining_node_mid_canary_gets_the_current_step_weights() -> None:
     assert d.weights("greeter")["us-east-9"] == {"1.1.0": 90, "1.2.0": 10}
 
 
-def test_requeue_after_is_the_earliest_step_end_over_all_modules() -> None:
+def test_requeue_after_never_lets_a_step_end_pass_unseen() -> None:
     d = Driver(example())
     d.run()
     desired = with_module(example(), "greeter", version="1.2.0")
     d.desired = with_module(desired, "calc", version="1.1.0")
-    result = d.run(at=0.0)
-    assert result.requeue_after == 20.0  # calc's blue-green preview (20 s) ends before greeter's step (30 s)
-    assert d.run(at=5.0).requeue_after == 15.0
+    assert d.run(at=0.0).requeue_after == 5.0  # every running step is looked at every 5 s
+    assert d.run(at=17.0).requeue_after == 3.0  # calc's blue-green preview (20 s) ends first
+    assert d.run(at=28.0).requeue_after == 2.0  # then greeter's canary step (30 s)
 
 
 def test_finished_rollouts_ask_for_no_requeue() -> None:
@@ -474,3 +474,16 @@ def test_regional_gate_at_a_region_index_waits_before_that_region() -> None:
     d.approvals = (approval("greeter", "1.2.0"),)
     d.run(at=100.0)
     assert (d.record("greeter").phase, d.record("greeter").region_index) == (Phase.PROGRESSING, 1)
+
+
+def test_failing_metrics_mid_step_roll_back_before_the_step_ends() -> None:
+    d = canary_started()
+    early = d.run(at=3.0, metrics=FAILING["error rate"])
+    assert d.record("greeter").phase is Phase.ROLLED_BACK
+    assert any(isinstance(a, Rollback) for a in early.actions)
+
+
+def test_too_few_failing_requests_mid_step_do_not_fail_it_early() -> None:
+    d = canary_started()
+    d.run(at=3.0, metrics=healthy_metrics("greeter", "1.2.0", requests=10, errors=10))
+    assert (d.record("greeter").phase, d.record("greeter").percent) == (Phase.PROGRESSING, 10)
