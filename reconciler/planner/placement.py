@@ -11,11 +11,12 @@ and a node that joins takes only the modules it now scores best for (its fair sh
 a node for a module is how close, going clockwise on a 2^40 ring, the module's point is to the
 nearest of the node's `VNODES` points. That is still a per-pair score (all rendezvous properties
 hold) but the best nodes are found with one bisect in the region's sorted ring instead of scoring
-every node: 10,000 modules over 1,000 nodes take milliseconds, not seconds. With 100 points per
-node the load of a node stays within about 10 % of its fair share.
+every node (which, in pure Python, costs seconds for 10,000 modules over 1,000 nodes). With 100
+points per node the load of a node stays within about 10 % of its fair share.
 
 Capacity: a node holds at most `maxModules` modules (its own, else the fleet default). Pins are
-placed first, then modules in name order; a full node is skipped and the next best one is used.
+placed first, then modules in name order; a full node is skipped and the next best one is used
+(only then can a change move more modules than the minimum: who gets a full node's last slot).
 Draining and unhealthy nodes, and nodes in regions the fleet does not list, hold nothing.
 """
 

@@ -12,6 +12,13 @@ applies `Plan.actions` (see `reconciler.planner.actions`). The pass:
 Which release is stable comes from the latest record: the target of a promoted rollout, else the
 release the rollout started from. A rolled-back or aborted release stays so while Git asks for it;
 it is retried only when Git asks for another release first (a revert is recorded as `Reverted`).
+A first deployment, a module without a strategy, and a change of limits, capabilities or health
+check that keeps the version (two releases of one version cannot share a node's table) are
+replaced at once, with a record saying so.
+
+What follows from the revision alone (`index`) and the placement for a node set (`placement`) is
+computed once and reused by later passes over the same revision object: keep one `DesiredFleet`
+per revision and one pass of 10,000 modules stays well under 200 ms (bench/planner.py).
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from reconciler.planner.types import (
 )
 from reconciler.planner.weights import scope
 
-__all__ = ["plan", "rollout_rule"]
+__all__ = ["latest_records", "plan", "rollout_rule"]
 
 _NO_METRICS: Mapping[str, tuple[VersionMetrics, ...]] = {}
 

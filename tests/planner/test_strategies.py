@@ -292,3 +292,17 @@ def test_regional_without_inner_strategy_replaces_region_by_region() -> None:
     assert d.record("greeter").region_index == 1
     d.run(at=120.0, metrics=healthy_metrics("greeter", "1.2.0"))
     assert d.record("greeter").phase is Phase.PROMOTED
+
+
+def test_regional_follows_its_own_region_order() -> None:
+    desired = with_strategy(
+        example(), "regional", regional={"order": ["eu-central", "us-east"]}, approval={"before_start": False}
+    )
+    d = Driver(desired)
+    d.run()
+    d.desired = with_module(desired, "greeter", version="1.2.0", rollout="regional")
+    result = d.run(at=0.0)
+    (step,) = [a for a in result.actions if isinstance(a, AdvanceStep)]
+    assert (step.region, step.percent) == ("eu-central", 10)
+    us = {n: w for n, w in d.weights("greeter").items() if n.startswith("us-east")}
+    assert weight_set(us) == {(("1.1.0", 100),)}
