@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from reconciler.api import modules as module_routes
-from reconciler.api.base import DEPS, PRINCIPAL, ApiDeps, ApiError, deps, error_body
+from reconciler.api.base import ANONYMOUS, DEPS, PRINCIPAL, ApiDeps, ApiError, deps, error_body, is_public
 from reconciler.store.errors import (
     BlobCorruptedError,
     ConflictError,
@@ -72,7 +72,11 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request[PRINCIPAL] = await deps(request).authenticate(request)
+    """The caller's principal for every handler, except those marked `@public`."""
+    if is_public(handler):
+        request[PRINCIPAL] = ANONYMOUS
+    else:
+        request[PRINCIPAL] = await deps(request).authenticate(request)
     return await handler(request)
 
 

@@ -9,7 +9,8 @@ right status, and anything unexpected into a 500 that keeps the server up.
 
 Authentication is a seam for now: `ApiDeps.authenticate` maps a request to a `Principal` (or raises
 `ApiError(401, ...)`); the default lets everyone in as an admin, which is what a development
-control plane on 127.0.0.1 does until tokens arrive.
+control plane on 127.0.0.1 does until tokens arrive. A handler decorated `@public` (`/health`) is
+never authenticated and sees the ANONYMOUS principal (no roles).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -35,6 +36,23 @@ class Principal:
 
 Authenticator = Callable[[web.Request], Awaitable[Principal]]
 InUse = Callable[[], Collection[str] | Awaitable[Collection[str]]]
+
+
+ANONYMOUS = Principal("anonymous", frozenset())
+_PUBLIC_ATTRIBUTE = "__hotswap_public__"
+
+_H = TypeVar("_H", bound=Callable[..., Any])
+
+
+def public(handler: _H) -> _H:
+    """Mark a handler as open to everyone (`/health`): it gets the ANONYMOUS principal and the
+    authenticator is not consulted."""
+    setattr(handler, _PUBLIC_ATTRIBUTE, True)
+    return handler
+
+
+def is_public(handler: object) -> bool:
+    return bool(getattr(handler, _PUBLIC_ATTRIBUTE, False))
 
 
 async def open_door(request: web.Request) -> Principal:

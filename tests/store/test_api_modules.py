@@ -6,7 +6,7 @@ import base64
 import io
 import json
 import os
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,8 +16,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from reconciler.api.app import create_app
-from reconciler.api.base import ApiDeps, ApiError, Principal, bad_request, principal
+from reconciler.api.app import ROUTE_FILES, RouteSetup, create_app
+from reconciler.api.base import ApiDeps, ApiError, Principal, bad_request, principal, public
 from reconciler.registry import Registry, RegistryLimits
 from reconciler.store.blobs import BLOBS_PREFIX, digest_hex, open_blob_store
 from reconciler.store.errors import StoreError
@@ -56,13 +56,15 @@ def json_upload(name: str = "adder", version: str = "1.0.0", data: bytes = ADD, 
     return {"name": name, "version": version, "wasm": base64.b64encode(data).decode(), **more}
 
 
-async def make_api(tmp_path: Path, *, limits: RegistryLimits | None = None, **deps: Any) -> AsyncIterator[Api]:
+async def make_api(
+    tmp_path: Path, *, limits: RegistryLimits | None = None, routes: Sequence[RouteSetup] = ROUTE_FILES, **deps: Any
+) -> AsyncIterator[Api]:
     registry = Registry(
         open_state_store(data_dir=tmp_path), open_blob_store(data_dir=tmp_path), limits=limits or RegistryLimits()
     )
     in_use: set[str] = set()
     deps.setdefault("modules_in_use", lambda: in_use)
-    app = create_app(ApiDeps(registry=registry, **deps))
+    app = create_app(ApiDeps(registry=registry, **deps), routes)
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         yield Api(client, registry, in_use)
     registry.state.close()
@@ -291,8 +293,16 @@ async def test_roles_come_from_the_authentication_seam(tmp_path: Path) -> None:
             raise ApiError(401, "unauthorized", "no credentials")
         return Principal(f"someone-{role}", frozenset({role}))
 
-    async for api in make_api(tmp_path, authenticate=by_header):
+    @public
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response({"who": principal(request).subject})
+
+    def health_route(app: web.Application, deps: ApiDeps) -> None:
+        app.router.add_get("/health", health)
+
+    async for api in make_api(tmp_path, authenticate=by_header, routes=(*ROUTE_FILES, health_route)):
         await error_of(await api.client.get(MODULES), 401)
+        assert await (await api.client.get("/health")).json() == {"who": "anonymous"}
         viewer = {"X-Role": "viewer"}
         assert (await api.client.get(MODULES, headers=viewer)).status == 200
         assert (await error_of(await post_json(api, json_upload(), headers=viewer), 403))["error"] == "forbidden"
