@@ -39,7 +39,7 @@ from reconciler.planner.types import (
     StepResult,
     VersionMetrics,
 )
-from reconciler.spec.models import Analysis, RolloutStrategySpec, StrategyType
+from reconciler.spec.models import ABTestParams, Analysis, RolloutStrategySpec, StrategyType
 
 __all__ = ["RECHECK_SECONDS", "RolloutContext", "Transition", "advance", "start"]
 
@@ -341,8 +341,9 @@ def advance(ctx: RolloutContext, r: RolloutRecord) -> Transition:
         if verdict.outcome == "Failed":
             return _failed(ctx, r, verdict)
         return Transition(r, requeue_after=_wait(deadline - ctx.now), changed=False)
-    if r.kind is StepKind.SPLIT:
-        return _split_done(ctx, r, new, region)
+    unit = ctx.unit
+    if r.kind is StepKind.SPLIT and unit is not None and unit.ab_test is not None:
+        return _split_done(ctx, r, unit.ab_test, unit.analysis, new, region)
     if verdict.outcome == "Inconclusive":
         return _inconclusive(ctx, r, verdict)
     if verdict.outcome == "Failed":
@@ -426,15 +427,15 @@ def _failed(ctx: RolloutContext, r: RolloutRecord, verdict: Verdict) -> Transiti
     return Transition(paused, (Pause(r.id, ctx.module, "AnalysisFailed", message),))
 
 
-def _split_done(ctx: RolloutContext, r: RolloutRecord, b: Totals, region: str | None) -> Transition:
-    unit = ctx.unit
-    assert unit is not None and unit.ab_test is not None
+def _split_done(
+    ctx: RolloutContext, r: RolloutRecord, params: ABTestParams, analysis: Analysis, b: Totals, region: str | None
+) -> Transition:
     a = _totals(ctx, r.previous.version, region) if r.previous is not None else Totals()
-    verdict, result = compare(unit.ab_test, unit.analysis, a, b)
+    verdict, result = compare(params, analysis, a, b)
     if result is None:
         return _inconclusive(ctx, r, verdict)
     r = replace(r, ab_result=result, history=_history(r, _result(ctx, r, verdict)))
-    if unit.ab_test.winner == "approval":
+    if params.winner == "approval":
         hint = "approve it to promote" if result.winner == "B" else "approve it to promote B anyway, or roll back"
         message = f"{verdict.message}; waiting for an approval of {ctx.module}@{r.target.version} ({hint})"
         waiting = replace(

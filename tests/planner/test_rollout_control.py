@@ -487,3 +487,22 @@ def test_too_few_failing_requests_mid_step_do_not_fail_it_early() -> None:
     d = canary_started()
     d.run(at=3.0, metrics=healthy_metrics("greeter", "1.2.0", requests=10, errors=10))
     assert (d.record("greeter").phase, d.record("greeter").percent) == (Phase.PROGRESSING, 10)
+
+
+@pytest.mark.parametrize("strategy", ["canary", "blue-green", "ab-test", "rolling", "regional"])
+def test_strategy_edited_into_another_type_mid_rollout_never_breaks_a_pass(strategy: str) -> None:
+    from reconciler.spec.models import CanaryParams, StrategyType
+
+    module = {"blue-green": "calc", "rolling": "wc"}.get(strategy, "greeter")
+    d = Driver(example())
+    d.run()
+    d.desired = with_module(example(), module, version="2.0.0", rollout=strategy)
+    d.approvals = (approval(module, "2.0.0"),)
+    d.run(at=0.0)
+    edited = {"type": StrategyType.CANARY, "canary": CanaryParams(steps=[50, 100], step_seconds=1)}
+    edited |= {k: None for k in ("blue_green", "rolling", "regional", "ab_test")}
+    d.desired = with_strategy(d.desired, strategy, **edited)
+    metrics = healthy_metrics(module, "2.0.0")
+    for at in range(1000, 1010):
+        d.run(at=float(at), metrics=metrics)
+    assert d.record(module).phase is Phase.PROMOTED
