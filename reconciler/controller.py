@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -248,6 +249,8 @@ class Controller:
             self.state.revision = None
             return None
         desired = revision.fleet
+        if self.state.revision != revision.sha:
+            gc.freeze()  # a new revision's objects live long: keep full collections off the planner's p99
         self.state.revision = revision.sha
         try:
             await asyncio.to_thread(self._register_binaries, desired)
@@ -281,7 +284,8 @@ class Controller:
             if key in self._registered:
                 continue
             try:
-                self.registry.register(name, version, binary.data, actor="git")
+                limit = desired.modules[name].spec.limits.memory_mb * 1024 * 1024
+                self.registry.register(name, version, binary.data, memory_limit_bytes=limit, actor="git")
             except ModuleConflictError as exc:
                 raise StalledError(
                     "ImmutableVersion",

@@ -11,6 +11,7 @@
     GET    /api/v1/wasm/deployments/{id}            one rollout with its step history
     GET    /api/v1/wasm/source                      the Git source's status (Flux GitRepository-like)
     GET    /api/v1/wasm/status                      everything `hotswap status` shows
+    GET    /api/v1/wasm/snapshot                    what the planner reads (for `hotswap diff`)
     GET    /health                                  liveness, no authentication
 
 The handlers read from the controller's snapshot and the state store; they never plan.
@@ -29,11 +30,12 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from edge.nodeapi import NODES_PATH, Heartbeat, Registration
-from reconciler.api.base import ANY_ROLE, ApiDeps, ApiError, require
+from reconciler.api.base import ANY_ROLE, ApiDeps, ApiError, public, require
 from reconciler.controller import Controller
 from reconciler.nodes import NodeView
 from reconciler.planner import Condition, RolloutRecord, latest_records
 from reconciler.rollouts import record_json
+from reconciler.snapshots import snapshot_json
 
 MAX_WAIT_SECONDS = 60.0
 NODE_ROLES = ("admin", "node")
@@ -304,6 +306,21 @@ async def status(request: web.Request) -> web.Response:
     return web.json_response(status_json(_control(request)))
 
 
+async def snapshot(request: web.Request) -> web.Response:
+    """What the next pass would plan from, less the desired fleet (`hotswap diff` brings its own)."""
+    require(request, *ANY_ROLE)
+    controller = _control(request).controller
+    revision = controller.source.latest
+    approvals = revision.approvals if revision is not None else ()
+    if revision is not None and revision.fleet is not None:
+        taken = controller.snapshot(revision.fleet, approvals, controller.clock())
+        nodes, records, metrics, now = taken.nodes, taken.records, taken.metrics, taken.now
+    else:
+        nodes, records, metrics, now = (), controller.book.records(), (), controller.clock()
+    return web.json_response(snapshot_json(nodes, records, approvals, metrics, now, controller.state.revision))
+
+
+@public
 async def health(request: web.Request) -> web.Response:
     control = _control(request)
     return web.json_response({"status": "ok", "version": control.version, "python": platform.python_version()})
@@ -325,6 +342,7 @@ def routes(control: ControlDeps) -> Callable[[web.Application, ApiDeps], None]:
         app.router.add_get("/api/v1/wasm/deployments/{id}", get_deployment)
         app.router.add_get("/api/v1/wasm/source", source)
         app.router.add_get("/api/v1/wasm/status", status)
+        app.router.add_get("/api/v1/wasm/snapshot", snapshot)
         app.router.add_get("/health", health)
 
     return setup

@@ -10,7 +10,6 @@ import pytest
 
 from reconciler.store.blobs import BlobStore, open_blob_store
 from reconciler.store.state import StateStore, open_state_store
-from tests.services import blob_url, database_url, postgres_server, s3_server  # noqa: F401
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -1,0 +1,98 @@
+"""`hotswap diff [FLEET_DIR]`: what the next reconcile pass would change if FLEET_DIR were applied.
+
+Like `flux diff`: it loads the fleet from the working tree, asks the control plane what it observes
+(`GET /api/v1/wasm/snapshot`), runs the same planner locally and prints the rollouts it would start or
+move and every node table it would change. Exit 0 when nothing would change, 1 when something would,
+2 on an error. Without a reachable control plane it compares with the fleet at Git HEAD instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from reconciler.commands.client import ClientError, add_control_argument, get_json
+from reconciler.spec.fleet import DesiredFleet
+from reconciler.spec.loader import load_fleet
+
+if TYPE_CHECKING:
+    from reconciler.planner import AssignmentEntry
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("fleet_dir", nargs="?", default=".", help="the fleet root (default: .)")
+    add_control_argument(parser)
+
+
+def _table(entries: tuple[AssignmentEntry, ...]) -> dict[tuple[str, str], int]:
+    return {(e.module, e.version): e.weight for e in entries}
+
+
+def plan_lines(desired: DesiredFleet, data: dict[str, Any]) -> list[str]:
+    from reconciler import planner
+    from reconciler.snapshots import snapshot_from_json
+
+    snapshot = snapshot_from_json(data, desired)
+    result = planner.plan(snapshot)
+    assigned = {n.id: _table(n.assigned) for n in snapshot.nodes}
+    lines: list[str] = []
+    for action in result.actions:
+        match action:
+            case planner.SetAssignment(node_id=node_id, table=table):
+                before, after = assigned.get(node_id, {}), _table(table)
+                for key in sorted(set(before) | set(after)):
+                    old, new = before.get(key), after.get(key)
+                    if old == new:
+                        continue
+                    module, version = key
+                    if old is None:
+                        lines.append(f"  {node_id}: + {module}@{version} weight {new}")
+                    elif new is None:
+                        lines.append(f"  {node_id}: - {module}@{version} (was weight {old})")
+                    else:
+                        lines.append(f"  {node_id}: ~ {module}@{version} weight {old} -> {new}")
+            case planner.StartRollout():
+                how = f"by {action.strategy}" if action.strategy else "at once"
+                lines.append(f"rollout {action.module}: {action.from_version or '-'} -> {action.to_version} {how}")
+            case planner.AdvanceStep():
+                lines.append(f"rollout {action.module}: step {action.step} {action.kind.value} {action.percent}%")
+            case planner.Rollback():
+                lines.append(f"rollout {action.module}: roll back to {action.to_version} ({action.message})")
+            case planner.Promote():
+                lines.append(f"rollout {action.module}: promote {action.version}")
+            case planner.Pause() | planner.RecordEvent():
+                lines.append(f"rollout {action.module}: {action.reason}: {action.message}")
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    fleet_dir = Path(args.fleet_dir)
+    result = load_fleet(fleet_dir)
+    if not result.ok or result.fleet is None:
+        shown = "" if str(args.fleet_dir) in (".", "./") else str(args.fleet_dir)
+        for problem in result.errors:
+            print(problem.under(shown), file=sys.stderr)
+        print("hotswap diff: the fleet is not valid (see `hotswap validate`)", file=sys.stderr)
+        return 2
+    try:
+        data = get_json(args.control, "/api/v1/wasm/snapshot")
+    except ClientError as exc:
+        print(f"hotswap diff: {exc}; comparing with Git HEAD instead", file=sys.stderr)
+        from reconciler.commands.validate import compare_with_base
+
+        try:
+            lines, _ = compare_with_base(result, fleet_dir, "HEAD", "")
+        except ValueError as err:
+            print(f"hotswap diff: {err}", file=sys.stderr)
+            return 2
+        print("\n".join(lines))
+        return 0 if lines == ["no change against HEAD"] else 1
+    lines = plan_lines(result.fleet, data)
+    if not lines:
+        print(f"no change: the control plane already runs what {args.fleet_dir} asks for")
+        return 0
+    print(f"against revision {str(data.get('revision') or '-')[:12]} as the control plane observes it now:")
+    print("\n".join(lines))
+    return 1
