@@ -1,0 +1,336 @@
+"""The notifier: routes control-plane events to the alerts that want them, in the background.
+
+Flow:
+
+    controller Event --on_event (listener, returns at once)--> Notification (record, revision, action)
+    Git source status, node views --tick (every second)--> watchers, scaling evaluator --> Notification
+    Notification --publish--> each Alert whose spec wants it --Worker.offer--> bounded queue
+    Worker task --receiver.send, retries with backoff--> webhook | Slack | email
+    outcome --> counters and state per receiver, bounded history, audit log (in a thread)
+
+Nothing here runs inside the reconcile pass except `on_event`, which builds the notification from
+memory (the rollout book is in memory) and appends it to queues; a receiver that is slow or down
+delays only its own worker. `status()` is the JSON for the API and `hotswap status`: each
+receiver's state (Ready, Failing, Misconfigured) with its last error, recent deliveries, and the
+active scaling signals. `install(plane, alerts)` wires a notifier into a running `ControlPlane`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import ssl
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Protocol
+
+from reconciler.notify.delivery import Delivery, RetryPolicy, Worker
+from reconciler.notify.errors import ReceiverConfigError
+from reconciler.notify.events import Notification, from_controller
+from reconciler.notify.receivers import HttpClient, Receiver, build_receiver
+from reconciler.notify.scaling import NodeSample, ScalingEvaluator, Thresholds, to_notification
+from reconciler.notify.watch import NodeLike, NodeWatcher, SourceWatcher, StallLike, StatusLike
+from reconciler.planner import RolloutRecord
+from reconciler.spec.alerts import Alert, AlertSpec
+
+if TYPE_CHECKING:
+    from reconciler.controller import Event
+    from reconciler.server import ControlPlane
+
+__all__ = ["AuditLog", "Notifier", "Observed", "RolloutLookup", "Settings", "install"]
+
+log = logging.getLogger("hotswap.notify")
+
+STATUS_DELIVERIES = 50
+
+
+class RolloutLookup(Protocol):
+    """The rollout book's read side (`reconciler.rollouts.RolloutBook`)."""
+
+    def get(self, rollout_id: str) -> RolloutRecord | None: ...
+
+    def revision_of(self, rollout_id: str) -> str | None: ...
+
+
+class AuditLog(Protocol):
+    """`StateStore.append_audit`."""
+
+    def __call__(self, actor: str, action: str, subject: str, detail: dict[str, Any] | None = None) -> object: ...
+
+
+class SampledNode(NodeLike, Protocol):
+    @property
+    def cpu_percent(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Where the notifier looks; each part is optional (tests give only what they drive)."""
+
+    rollouts: RolloutLookup | None = None
+    source_status: Callable[[], StatusLike] | None = None
+    controller_stall: Callable[[], StallLike | None] | None = None
+    nodes: Callable[[float], Sequence[SampledNode]] | None = None
+    revision: Callable[[], str | None] | None = None  # the revision the controller works on
+
+
+@dataclass(frozen=True)
+class Settings:
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    tick_seconds: float | None = 1.0  # how often watchers and scaling look; None: only when `tick` is called
+    history: int = 500  # deliveries kept in memory
+    node_grace_seconds: float = 20.0
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    base_url: str = ""  # the control plane's URL, for links
+    tls_context: ssl.SSLContext | None = None  # trust for SMTP STARTTLS; default: the system's CAs
+    drain_seconds: float = 2.0  # how long `stop` lets queued notifications go out
+
+
+@dataclass(frozen=True)
+class _Route:
+    spec: AlertSpec
+    worker: Worker
+
+
+class Notifier:
+    def __init__(
+        self,
+        alerts: Sequence[Alert],
+        *,
+        observed: Observed | None = None,
+        settings: Settings | None = None,
+        env: Mapping[str, str] | None = None,
+        audit: AuditLog | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.observed = observed or Observed()
+        self.settings = settings or Settings()
+        self.audit = audit
+        self.clock = clock
+        self.http = HttpClient()
+        self.history: deque[Delivery] = deque(maxlen=self.settings.history)
+        self.recent: deque[Notification] = deque(maxlen=100)
+        self.published = 0
+        self.scaling = ScalingEvaluator(self.settings.thresholds)
+        self.source_watcher = SourceWatcher()
+        self.node_watcher = NodeWatcher(self.settings.node_grace_seconds)
+        self._audit_lines: deque[dict[str, Any]] = deque(maxlen=1000)
+        self._audit_ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        environment = os.environ if env is None else env
+        self.routes: list[_Route] = []
+        for alert in alerts:
+            receiver: Receiver | None = None
+            problem = None
+            try:
+                receiver = build_receiver(alert, environment, self.http, self.settings.tls_context)
+            except ReceiverConfigError as exc:
+                problem = str(exc)
+                log.warning("%s; its events are not sent", problem)
+            worker = Worker(
+                alert.metadata.name, receiver, self.settings.retry, self._record, problem=problem, clock=clock
+            )
+            self.routes.append(_Route(alert.spec, worker))
+
+    # -- events in ------------------------------------------------------------------------------
+
+    def on_event(self, event: Event) -> None:
+        """The controller's listener: enrich and queue; never waits, never raises."""
+        try:
+            rollouts = self.observed.rollouts
+            record = rollouts.get(event.rollout) if rollouts is not None and event.rollout else None
+            if rollouts is not None and event.rollout:
+                revision = rollouts.revision_of(event.rollout)
+            else:
+                revision = self.observed.revision() if self.observed.revision is not None else None
+            notification = from_controller(
+                at=event.at,
+                reason=event.reason,
+                message=event.message,
+                module=event.module,
+                rollout=event.rollout,
+                warning=event.warning,
+                record=record,
+                revision=revision,
+                base_url=self.settings.base_url,
+            )
+            self.publish(notification)
+        except Exception:
+            log.exception("could not notify about %s", event.reason)
+
+    def publish(self, notification: Notification) -> int:
+        """Queue `notification` for every alert that wants it; how many do."""
+        self.recent.append(notification)
+        self.published += 1
+        routed = 0
+        for route in self.routes:
+            if route.spec.wants(notification.type, notification.severity, notification.module):
+                route.worker.offer(notification)
+                routed += 1
+        return routed
+
+    def tick(self, now: float | None = None) -> list[Notification]:
+        """Look at the Git source, the nodes and the scaling triggers once; publish what changed."""
+        now = self.clock() if now is None else now
+        found: list[Notification] = []
+        observed = self.observed
+        if observed.source_status is not None or observed.controller_stall is not None:
+            status = observed.source_status() if observed.source_status is not None else None
+            stall = observed.controller_stall() if observed.controller_stall is not None else None
+            found += self.source_watcher.observe(now, status, stall)
+        if observed.nodes is not None:
+            views = observed.nodes(now)
+            found += self.node_watcher.observe(now, views)
+            samples = [NodeSample(v.id, v.region, v.cpu_percent, len(v.running), v.status == "Healthy") for v in views]
+            found += [to_notification(change) for change in self.scaling.evaluate(now, samples)]
+        for notification in found:
+            self.publish(notification)
+        return found
+
+    # -- outcomes -------------------------------------------------------------------------------
+
+    def _record(self, delivery: Delivery) -> None:
+        self.history.append(delivery)
+        self._audit_lines.append(
+            {
+                "actor": "notifier",
+                "action": f"notify.{delivery.outcome}",
+                "subject": delivery.alert,
+                "detail": {
+                    "type": delivery.notification.type,
+                    "id": delivery.notification.id,
+                    "module": delivery.notification.module,
+                    "deploymentId": delivery.notification.deployment,
+                    "receiver": delivery.receiver,
+                    "attempts": delivery.attempts,
+                    "error": delivery.error,
+                },
+            }
+        )
+        self._audit_ready.set()
+
+    def _write_audit(self, lines: list[dict[str, Any]]) -> None:
+        assert self.audit is not None
+        for line in lines:
+            try:
+                self.audit(**line)
+            except Exception as exc:  # the audit log being down must not stop notifications
+                log.warning("audit log: %s: %s", type(exc).__name__, exc)
+
+    async def _audit_loop(self) -> None:
+        while True:
+            await self._audit_ready.wait()
+            self._audit_ready.clear()
+            await self._flush_audit()
+
+    async def _flush_audit(self) -> None:
+        lines = list(self._audit_lines)
+        self._audit_lines.clear()
+        if lines and self.audit is not None:
+            await asyncio.to_thread(self._write_audit, lines)
+
+    # -- running --------------------------------------------------------------------------------
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued, nothing being sent, no audit line waiting."""
+        return all(r.worker.idle for r in self.routes) and not self._audit_lines
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until every queue is empty (or `timeout` passes); whether it is."""
+        deadline = time.monotonic() + timeout
+        while not self.idle and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return self.idle
+
+    async def run(self) -> None:
+        """Deliver, audit and (every `tick_seconds`) watch, until cancelled."""
+        await self.http.open()
+        tasks = [
+            asyncio.create_task(r.worker.run(), name=f"notify-{r.worker.alert}")
+            for r in self.routes
+            if r.worker.receiver is not None
+        ]
+        tasks.append(asyncio.create_task(self._audit_loop(), name="notify-audit"))
+        try:
+            while True:
+                if self.settings.tick_seconds is None:
+                    await asyncio.Event().wait()
+                    continue
+                try:
+                    self.tick()
+                except Exception:
+                    log.exception("notifier tick failed")
+                await asyncio.sleep(self.settings.tick_seconds)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await self._flush_audit()
+            await self.http.close()
+
+    def start(self) -> asyncio.Task[None]:
+        """Run in a background task of the running loop."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self.run(), name="notifier")
+        return self._task
+
+    async def stop(self) -> None:
+        """Let queued notifications go out for up to `drain_seconds`, then stop."""
+        if self._task is None:
+            return
+        if not self._task.done():
+            await self.drain(self.settings.drain_seconds)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    # -- status ---------------------------------------------------------------------------------
+
+    def receiver_status(self) -> list[dict[str, Any]]:
+        out = []
+        for route in self.routes:
+            status = route.worker.status()
+            status["eventTypes"] = list(route.spec.event_types)
+            status["severity"] = route.spec.severity.value
+            status["modules"] = list(route.spec.modules)
+            out.append(status)
+        return out
+
+    def status(self) -> dict[str, Any]:
+        """Receivers (state, counters, last error), recent deliveries and active scaling signals."""
+        return {
+            "receivers": self.receiver_status(),
+            "failing": [r.worker.alert for r in self.routes if r.worker.state != "Ready"],
+            "published": self.published,
+            "deliveries": [d.to_json() for d in list(self.history)[-STATUS_DELIVERIES:]],
+            "scaling": [s.to_json() for s in self.scaling.active()],
+        }
+
+
+def install(plane: ControlPlane, alerts: Sequence[Alert], settings: Settings | None = None) -> Notifier:
+    """Wire a notifier into a started `ControlPlane`: listen to its controller, watch its Git source
+    and nodes, audit to its store, and stop with it (its task joins the plane's tasks)."""
+    controller = plane.controller
+    chosen = settings or Settings()
+    notifier = Notifier(
+        alerts,
+        observed=Observed(
+            rollouts=controller.book,
+            source_status=plane.source.status,
+            controller_stall=controller.stalled_condition,
+            nodes=plane.hub.view,
+            revision=lambda: controller.state.revision,
+        ),
+        settings=replace(chosen, base_url=chosen.base_url or plane.url),
+        audit=plane.store.append_audit,
+    )
+    controller.listeners.append(notifier.on_event)
+    plane._tasks.append(notifier.start())
+    return notifier
