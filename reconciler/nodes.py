@@ -130,6 +130,7 @@ class NodeHub:
         self._changed: dict[str, asyncio.Event] = {}
         self._nodes: dict[str, NodeRecord] = {}
         self._health: dict[str, str] = {}
+        self._closing = False
         for node in store.list_nodes():
             self._remember(node)
 
@@ -263,7 +264,7 @@ class NodeHub:
     async def wait_assignment(self, node_id: str, after: int, wait: float) -> ModuleTable | None:
         """The node's table once its generation is past `after`; None if `wait` seconds pass first."""
         deadline = time.monotonic() + wait
-        while True:
+        while not self._closing:
             if node_id not in self._nodes:
                 raise KeyError(node_id)
             table = self._tables[node_id]
@@ -275,6 +276,13 @@ class NodeHub:
             event = self._changed.setdefault(node_id, asyncio.Event())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), remaining)
+        return None
+
+    def close(self) -> None:
+        """Answer every waiting long-poll now (the control plane is stopping)."""
+        self._closing = True
+        for node_id in list(self._changed):
+            self._wake(node_id)
 
     def table(self, node_id: str) -> ModuleTable | None:
         return self._tables.get(node_id)

@@ -124,6 +124,7 @@ class ControlPlane:
         log.info("control plane listening on %s, following %s", self.url, self.options.repo)
 
     async def stop(self) -> None:
+        self.hub.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
