@@ -14,7 +14,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +188,14 @@ class Cluster:
 
         return latest_records(self.plane.controller.book.records()).get(module)
 
+    async def restart_control_plane(self) -> None:
+        """Stop the control plane and start a new one on the same port and data (a crash and restart)."""
+        options = self.plane.options
+        port = int(self.url.rsplit(":", 1)[1])
+        await self.plane.stop()
+        self.plane = ControlPlane(replace(options, port=port))
+        await self.plane.start()
+
     async def wait_ready(self, count: int) -> None:
         def ready() -> bool:
             views = [v for v in self.plane.hub.view() if v.status == "Healthy"]
@@ -274,7 +282,9 @@ class Load:
                 i += len(urls)
 
 
-async def start_cluster(tmp: Path, regions: Sequence[tuple[str, str]], heartbeat: float = 0.25) -> Cluster:
+async def start_cluster(
+    tmp: Path, regions: Sequence[tuple[str, str]], heartbeat: float = 0.25, port: int = 0
+) -> Cluster:
     repo = FleetRepo(tmp / "repo")
     data = tmp / "data"
     data.mkdir()
@@ -283,7 +293,7 @@ async def start_cluster(tmp: Path, regions: Sequence[tuple[str, str]], heartbeat
             repo=str(repo.root),
             path="fleet",
             data_dir=data / "control",
-            port=0,
+            port=port,
             interval=0.5,
             heartbeat_seconds=heartbeat,
         )
