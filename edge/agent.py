@@ -30,6 +30,8 @@ from edge.router import ApplyReport, Router
 log = logging.getLogger("hotswap.edge.agent")
 LONG_POLL_SECONDS = 25.0
 MAX_BACKOFF_SECONDS = 5.0
+ERROR_CHECK_SECONDS = 0.1  # new module failures go out within this, not at the next heartbeat,
+ERROR_MIN_INTERVAL = 0.25  # but a node sends at most four such early heartbeats a second
 
 
 class ForgottenError(Exception):
@@ -201,8 +203,19 @@ class Agent:
         self.state.contact.set()
         return answer
 
+    def _new_errors(self) -> bool:
+        """Module failures since the last heartbeat: the control plane's analysis wants them now."""
+        return any(s.counters.errors > s.shipped.errors for s in self.router.slots())
+
     async def _heartbeat_loop(self) -> None:
         await self.heartbeat()
         self._heartbeat_now.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._heartbeat_now.wait(), self.heartbeat_seconds)
+        sent = time.monotonic()
+        deadline = sent + self.heartbeat_seconds
+        while (remaining := deadline - time.monotonic()) > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._heartbeat_now.wait(), min(remaining, ERROR_CHECK_SECONDS))
+            if self._heartbeat_now.is_set():
+                return
+            if time.monotonic() - sent >= ERROR_MIN_INTERVAL and self._new_errors():
+                return
