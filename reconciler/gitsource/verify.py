@@ -182,7 +182,7 @@ class Verifier:
         return repo.run(["log", "--no-walk=unsorted", f"--format={_FORMAT}", *batch], config=self.config, env=self.env)
 
     def verify_commit(self, repo: GitRepo, sha: str) -> bool:
-        """`git verify-commit` on one commit: the slow path, kept for comparison in bench/git.py."""
+        """`git verify-commit` on one commit: the slow path, kept for comparison in bench/gitsource.py."""
         try:
             repo.run(["verify-commit", sha], config=self.config, env=self.env)
         except GitSourceError:

@@ -1,4 +1,4 @@
-"""Building real fleet repositories with real signed commits, for tests (and bench/git.py).
+"""Building real fleet repositories with real signed commits, for tests (and bench/gitsource.py).
 
 Keys are real ed25519 keys from `ssh-keygen -t ed25519 -N ''`; commits are signed by git itself
 (`git -c gpg.format=ssh -c user.signingkey=KEY commit -S`). A `Workspace` holds keys, a working

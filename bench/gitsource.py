@@ -9,8 +9,8 @@ sources) and a history of M commits, every one signed with a real ed25519 key, t
 - its parts: export of the tree + loader, and the incremental verification of one new commit;
 - verifying the whole history: one `git log --format=%G?` batch vs `git verify-commit` per commit.
 
-    python bench/git.py            # 1,000 modules, 1,000 commits
-    python bench/git.py --quick    # 100 modules, 100 commits (what CI runs)
+    python bench/gitsource.py            # 1,000 modules, 1,000 commits
+    python bench/gitsource.py --quick    # 100 modules, 100 commits (what CI runs)
 """
 
 from __future__ import annotations
