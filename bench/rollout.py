@@ -25,7 +25,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.e2e.cluster import Cluster, FleetRepo, poll, start_cluster, stop_cluster  # noqa: E402
+from tests.e2e.cluster import Cluster, FleetRepo, poll, start_cluster, stop_cluster
 
 BLUE_GREEN = """\
 apiVersion: hotswap.dev/v1
@@ -87,7 +87,7 @@ async def rollback(cluster: Cluster, runs: int) -> tuple[list[float], list[float
             decided = None
             stop = asyncio.Event()
 
-            async def load() -> None:
+            async def load(stop: asyncio.Event = stop) -> None:
                 nonlocal first_error
                 i = 0
                 while not stop.is_set():
