@@ -521,10 +521,12 @@ class LoadedModule:
         return Call(function, export.convention, payload=payload)
 
     def may_run_inline(self, function: str) -> bool:
-        """Short calls may run on the event loop: numeric/json, no file writes, never slow before."""
+        """Short calls may run on the event loop: numeric/json, no file writes, never slow before,
+        and an idle instance ready (instantiating, with its start function, is left to workers)."""
         export = self.functions.get(function)
         return (
-            export is not None
+            bool(self._idle)
+            and export is not None
             and export.convention in ("numeric", "json")
             and not self.sandbox.writes_files
             and function not in self._slow
@@ -532,6 +534,11 @@ class LoadedModule:
 
     def mark_slow(self, function: str) -> None:
         self._slow.add(function)
+
+    @property
+    def slow(self) -> frozenset[str]:
+        """Functions that once ran past the inline budget: they run on workers from then on."""
+        return frozenset(self._slow)
 
     # -- any thread: the call itself -------------------------------------------------------------
 

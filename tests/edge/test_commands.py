@@ -93,9 +93,9 @@ def test_edge_needs_an_existing_folder(capsys: pytest.CaptureFixture[str], tmp_p
     assert code == 2 and "not a directory" in err
 
 
-def test_edge_under_a_control_plane_is_not_built_yet(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(capsys, "edge", "--control", "http://127.0.0.1:1", "--region", "r")
-    assert code == 2 and "agent" in err
+def test_edge_under_a_control_plane_needs_a_region(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "edge", "--control", "http://127.0.0.1:1")
+    assert code == 2 and "--region" in err
 
 
 def test_edge_checks_its_limits(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
