@@ -40,16 +40,19 @@ _SEMVER = (
     r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
     r"(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?(\+[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?"
 )
-_TARGET = re.compile(rf"(?P<module>{_NAME})@(?P<version>{_SEMVER})")
+# A module (`greeter`), or a WIT package (`example:greeter`) for breaking interface changes.
+_TARGET = re.compile(rf"(?P<module>(?:{_NAME}:)?{_NAME})@(?P<version>{_SEMVER})")
 
 
 def parse_target(text: str) -> tuple[str, str]:
-    """`greeter@1.1.0` -> ("greeter", "1.1.0"); ValueError naming what is wrong otherwise."""
+    """`greeter@1.1.0` -> ("greeter", "1.1.0"); `example:greeter@2.0.0` (an interface package) ->
+    ("example:greeter", "2.0.0"); ValueError naming what is wrong otherwise."""
     value = text.strip()
     match = _TARGET.fullmatch(value)
     if match is None:
         raise ValueError(
-            f"{value!r} is not MODULE@VERSION (a lowercase module name and a semver version, e.g. greeter@1.1.0)"
+            f"{value!r} is not MODULE@VERSION (a lowercase module name and a semver version, e.g. greeter@1.1.0) "
+            "nor an interface PACKAGE@VERSION (e.g. example:greeter@2.0.0)"
         )
     return match["module"], match["version"]
 

@@ -32,6 +32,7 @@ from edge.protocol import Limits as EdgeLimits
 from edge.protocol import ModuleEntry
 from reconciler import planner
 from reconciler.approvals import Approval
+from reconciler.gates import InterfaceGates
 from reconciler.nodes import NodeHub, NodeView
 from reconciler.planner import (
     AdvanceStep,
@@ -78,6 +79,8 @@ class RevisionLike(Protocol):
 class SourceLike(Protocol):
     @property
     def latest(self) -> RevisionLike | None: ...
+
+    def fleet_at(self, sha: str) -> DesiredFleet | None: ...
 
 
 class StalledError(Exception):
@@ -194,6 +197,7 @@ class Controller:
         self._wake = asyncio.Event()
         self._assigned: dict[str, tuple[AssignmentEntry, ...]] = {}
         self._pass_done = asyncio.Condition()
+        self.gates = InterfaceGates(store)
 
     # -- triggers -------------------------------------------------------------------------------
 
@@ -260,17 +264,29 @@ class Controller:
             self.state.stalled = exc
             raise
         self.state.stalled = None
+        if not self.gates.ready:
+            await asyncio.to_thread(self.gates.load_base, self.source)
+        held = self.gates.hold(desired, revision.approvals)
+        for module, message in held.new_waits:
+            self._event("AwaitingInterfaceApproval", message, module, warning=True)
         now = self.clock()
-        snapshot = self.snapshot(desired, revision.approvals, now)
+        snapshot = self.snapshot(held.fleet, revision.approvals, now)
         result = planner.plan(snapshot)
         await asyncio.to_thread(self.book.save, result.records, revision.sha)
         await self.apply(result)
-        self.state.conditions = dict(result.status)
+        conditions = dict(result.status)
+        for module, message in held.waiting.items():
+            conditions[module] = (
+                Condition(ConditionType.PAUSED, True, "AwaitingInterfaceApproval", message),
+                *(c for c in conditions.get(module, ()) if c.type is not ConditionType.PAUSED),
+            )
+        self.state.conditions = conditions
         self.state.requeue_after = result.requeue_after
         self.state.error = None
-        if self.state.applied_revision != revision.sha:
+        if not held.waiting and self.state.applied_revision != revision.sha:
             await asyncio.to_thread(self._mark_applied, revision.sha)
             self.state.applied_revision = revision.sha
+            self.gates.base = desired
         return result.requeue_after
 
     def _mark_applied(self, sha: str) -> None:

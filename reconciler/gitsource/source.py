@@ -312,6 +312,15 @@ class GitSource:
             return None
         return self._resume
 
+    def fleet_at(self, sha: str) -> DesiredFleet | None:
+        """The fleet as it was at an earlier commit (e.g. the last applied one), or None."""
+        try:
+            if self.repo.resolve(sha) is None:
+                return None
+            return self._parse(sha)[1]
+        except GitCommandError:
+            return None
+
     def _parse(self, head: str) -> tuple[tuple[Problem, ...], DesiredFleet | None]:
         if not self.repo.has_path(head, self.path):
             return (Problem(self.path, 0, "path", f"{self.path!r} does not exist at commit {head[:12]}"),), None

@@ -85,9 +85,12 @@ class FleetRepo:
         git(root, "init", "-q", "-b", "main")
         self.commit("fleet")
 
-    def commit(self, message: str) -> str:
+    def commit(self, message: str, *, key: Path | None = None, trailers: Sequence[str] = ()) -> str:
+        """Commit everything; signed with the SSH private key `key` when given."""
         git(self.root, "add", "-A")
-        git(self.root, "commit", "-q", "--allow-empty", "-m", message)
+        sign = ["-c", "gpg.format=ssh", "-c", f"user.signingkey={key}"] if key else []
+        extra = [x for t in trailers for x in ("--trailer", t)]
+        git(self.root, *sign, "commit", "-q", "--allow-empty", *(["-S"] if key else []), "-m", message, *extra)
         return git(self.root, "rev-parse", "HEAD").strip()
 
     def edit(self, rel: str, old: str, new: str) -> None:
@@ -157,7 +160,7 @@ class Cluster:
 
     def start_node(self, node_id: str, region: str) -> EdgeProcess:
         log = self.data / f"{node_id}.log"
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "HOTSWAP_NODE_TOKEN": self.plane.mint(node_id, "node")}
         with log.open("ab") as out:
             process = subprocess.Popen(
                 [
@@ -172,6 +175,13 @@ class Cluster:
         node = EdgeProcess(node_id, region, process, log)
         self.nodes.append(node)
         return node
+
+    def token(self, role: str = "developer", subject: str | None = None) -> str:
+        """A token the control plane signed, for calls to its API and to the nodes' execute."""
+        return self.plane.mint(subject or f"test-{role}", role)
+
+    def headers(self, role: str = "admin") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(role)}"}
 
     def node_urls(self) -> dict[str, str]:
         return {v.id: v.url for v in self.plane.hub.view() if v.status == "Healthy"}
@@ -271,7 +281,8 @@ class Load:
 
     async def _run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=10)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
+        headers = self.cluster.headers("developer")
+        async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
             i = 0
             while not self._stop.is_set():
                 urls = list(self.cluster.node_urls().values())
@@ -283,7 +294,11 @@ class Load:
 
 
 async def start_cluster(
-    tmp: Path, regions: Sequence[tuple[str, str]], heartbeat: float = 0.25, port: int = 0
+    tmp: Path,
+    regions: Sequence[tuple[str, str]],
+    heartbeat: float = 0.25,
+    port: int = 0,
+    trust: Path | None = None,
 ) -> Cluster:
     repo = FleetRepo(tmp / "repo")
     data = tmp / "data"
@@ -294,6 +309,7 @@ async def start_cluster(
             path="fleet",
             data_dir=data / "control",
             port=port,
+            trust=trust,
             interval=0.5,
             heartbeat_seconds=heartbeat,
         )
