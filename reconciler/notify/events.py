@@ -140,6 +140,8 @@ def classify(reason: str, warning: bool, record: RolloutRecord | None) -> tuple[
             return kind, Severity.INFO, details
         case "AwaitingApproval":
             return "rollout.awaitingApproval", Severity.WARNING, {"awaiting": record.awaiting if record else None}
+        case "AwaitingInterfaceApproval":
+            return "rollout.awaitingApproval", Severity.WARNING, {"awaiting": "interface"}
         case "WinnerApproved":
             return "rollout.approved", Severity.INFO, {}
         case "AnalysisFailed":
@@ -193,11 +195,13 @@ def from_controller(
     warning: bool,
     record: RolloutRecord | None,
     revision: str | None,
+    desired_version: str | None = None,
     base_url: str = "",
 ) -> Notification:
-    """A controller event (`reconciler.controller.Event`'s fields) with its rollout's record."""
+    """A controller event (`reconciler.controller.Event`'s fields) with its rollout's record; without
+    a record (an event about a module, not a rollout), `desired_version` is the version Git asks for."""
     kind, severity, details = classify(reason, warning, record)
-    version = record.target.version if record else None
+    version = record.target.version if record else desired_version
     previous = record.previous.version if record and record.previous else None
     if record is not None and record.strategy:
         details.setdefault("strategy", record.strategy)

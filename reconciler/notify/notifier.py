@@ -76,6 +76,7 @@ class Observed:
     controller_stall: Callable[[], StallLike | None] | None = None
     nodes: Callable[[float], Sequence[SampledNode]] | None = None
     revision: Callable[[], str | None] | None = None  # the revision the controller works on
+    desired_version: Callable[[str], str | None] | None = None  # the version Git asks for, by module
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,9 @@ class Notifier:
                 revision = rollouts.revision_of(event.rollout)
             else:
                 revision = self.observed.revision() if self.observed.revision is not None else None
+            version = None
+            if record is None and event.module and self.observed.desired_version is not None:
+                version = self.observed.desired_version(event.module)
             notification = from_controller(
                 at=event.at,
                 reason=event.reason,
@@ -156,6 +160,7 @@ class Notifier:
                 warning=event.warning,
                 record=record,
                 revision=revision,
+                desired_version=version,
                 base_url=self.settings.base_url,
             )
             self.publish(notification)
@@ -274,6 +279,10 @@ class Notifier:
                 await self._flush_audit()
             await self.http.close()
 
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
     def start(self) -> asyncio.Task[None]:
         """Run in a background task of the running loop."""
         if self._task is None or self._task.done():
@@ -319,6 +328,12 @@ def install(plane: ControlPlane, alerts: Sequence[Alert], settings: Settings | N
     and nodes, audit to its store, and stop with it (its task joins the plane's tasks)."""
     controller = plane.controller
     chosen = settings or Settings()
+
+    def desired_version(module: str) -> str | None:
+        latest = plane.source.latest
+        found = latest.fleet.modules.get(module) if latest is not None and latest.fleet is not None else None
+        return found.spec.version if found is not None else None
+
     notifier = Notifier(
         alerts,
         observed=Observed(
@@ -327,6 +342,7 @@ def install(plane: ControlPlane, alerts: Sequence[Alert], settings: Settings | N
             controller_stall=controller.stalled_condition,
             nodes=plane.hub.view,
             revision=lambda: controller.state.revision,
+            desired_version=desired_version,
         ),
         settings=replace(chosen, base_url=chosen.base_url or plane.url),
         audit=plane.store.append_audit,

@@ -65,6 +65,7 @@ def approved(step: int, at: float) -> StepResult:
         ("StepStarted", record(step=1, history=(passed(0, NOW - 50),)), "rollout.stepStarted", Severity.INFO),
         ("StepStarted", None, "rollout.stepStarted", Severity.INFO),
         ("AwaitingApproval", record(Phase.WAITING_APPROVAL), "rollout.awaitingApproval", Severity.WARNING),
+        ("AwaitingInterfaceApproval", None, "rollout.awaitingApproval", Severity.WARNING),
         ("WinnerApproved", record(), "rollout.approved", Severity.INFO),
         ("NoTraffic", record(Phase.PAUSED), "rollout.paused", Severity.WARNING),
         ("BaselineDegraded", record(Phase.PAUSED), "rollout.paused", Severity.WARNING),
@@ -150,3 +151,19 @@ def test_subject_names_a_node_or_region_when_there_is_no_module() -> None:
     assert n.subject == "[hotswap error] node.unhealthy edge-1"
     n = Notification("source.stalled", Severity.ERROR, "InvalidFleet", "bad", NOW, revision="b" * 40)
     assert n.subject.endswith("source.stalled " + "b" * 12)
+
+
+def test_a_module_event_without_a_rollout_names_the_version_git_asks_for() -> None:
+    n = from_controller(
+        at=NOW,
+        reason="AwaitingInterfaceApproval",
+        message="greeter: a breaking change of example:greeter needs approval",
+        module="greeter",
+        rollout=None,
+        warning=True,
+        record=None,
+        revision=None,
+        desired_version="2.0.0",
+    )
+    assert (n.type, n.version, n.action) == ("rollout.awaitingApproval", "2.0.0", "hotswap approve greeter@2.0.0")
+    assert n.details == {"awaiting": "interface"} and n.link is None
