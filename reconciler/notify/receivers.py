@@ -25,6 +25,7 @@ import smtplib
 import ssl
 from collections.abc import Mapping
 from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
 from typing import Any, Final, Protocol
 from urllib.parse import urlsplit
 
@@ -206,6 +207,8 @@ class EmailReceiver:
         message["Subject"] = notification.subject
         message["From"] = self.spec.from_
         message["To"] = ", ".join(self.spec.to)
+        message["Date"] = formatdate(notification.at, usegmt=True)
+        message["Message-ID"] = make_msgid(notification.id, domain=self.spec.from_.rsplit("@", 1)[1])
         message["X-Hotswap-Event"] = notification.type
         message["X-Hotswap-Delivery"] = notification.id
         message.set_content(notification.text() + "\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import pytest
@@ -145,6 +146,10 @@ async def test_email_goes_over_starttls_with_credentials_from_the_environment(
     assert mail.rcpt_tos == ["approvers@example.com", "ops@example.com"]
     assert mail.message["Subject"] == "[hotswap warning] rollout.awaitingApproval greeter@1.2.0"
     assert mail.message["X-Hotswap-Delivery"] == notification.id
+    assert (
+        mail.message["Message-ID"].endswith("@example.com>")
+        and parsedate_to_datetime(mail.message["Date"]).timestamp() == NOW
+    )
     body = mail.message.get_payload(decode=True)
     assert isinstance(body, bytes) and b"To act: hotswap approve greeter@1.2.0" in body
 
