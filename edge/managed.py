@@ -1,7 +1,9 @@
 """A node under a control plane (`hotswap edge --control URL --region R`): server plus agent.
 
-The node serves its execute API at once (with an empty table), registers with the control plane,
-and from then on applies the tables it is assigned (`edge.agent`). If the control plane goes away
+The node serves its execute API at once (with an empty table), registers with the control plane
+(with its node token), and from then on applies the tables it is assigned (`edge.agent`). The
+control plane's public key comes back at registration; from then on execute calls need a JWT it
+signed (roles developer or admin, `edge.auth`). If the control plane goes away
 the node keeps serving what it has and the agent reconnects with backoff.
 """
 
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.agent import Agent, ControlPlaneBlobs
+from edge.auth import Authenticator
 from edge.nodeapi import Registration
 from edge.router import Router
 from edge.runtime import Runtime
@@ -32,6 +35,7 @@ class ManagedOptions:
     cache_dir: Path | None = None
     threads: int = 4
     advertise: str | None = None  # the URL others reach this node at (default http://host:port)
+    token: str | None = None  # the node token the control plane minted (role node); HOTSWAP_NODE_TOKEN
 
 
 def default_node_id(region: str) -> str:
@@ -64,7 +68,11 @@ async def run_managed(options: ManagedOptions, *, ready: asyncio.Event | None = 
         url=url,
         runtime_version=_wasmtime_version(),
     )
-    agent = Agent(options.control, registration, router)
+
+    def trust_key(pem: str) -> None:  # execute calls now need a token the control plane signed
+        node.auth = Authenticator(pem)
+
+    agent = Agent(options.control, registration, router, token=options.token, on_public_key=trust_key)
     blobs.target = ControlPlaneBlobs(agent)
     print(
         f"hotswap edge: node {options.node_id} ({options.region}) on {url}, control plane {options.control}", flush=True

@@ -19,12 +19,15 @@ from typing import Any
 from aiohttp import web
 
 from reconciler.api.app import ROUTE_FILES, create_app
-from reconciler.api.base import ApiDeps
+from reconciler.api.base import ApiDeps, public
 from reconciler.api.control import ControlDeps, routes
+from reconciler.api.security import RateLimiter, RateLimits, bearer, tls_context
+from reconciler.auth import AuthOptions, TokenAuthority
 from reconciler.controller import Controller
 from reconciler.gitsource.source import GitSource, SourceConfig
 from reconciler.gitsource.trust import TrustRoot, load_trust
 from reconciler.gitsource.webhook import webhook_handler
+from reconciler.gitwrite import GitWriter, WriterConfig
 from reconciler.nodes import NodeHub
 from reconciler.planner import latest_records
 from reconciler.registry import Registry
@@ -48,6 +51,10 @@ class ServeOptions:
     interval: float = 30.0
     heartbeat_seconds: float = 5.0
     webhook_secret: str | None = None
+    auth: AuthOptions = field(default_factory=AuthOptions)
+    rate_limits: RateLimits = field(default_factory=RateLimits)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
 
 @dataclass
@@ -58,6 +65,8 @@ class ControlPlane:
     source: GitSource = field(init=False)
     hub: NodeHub = field(init=False)
     controller: Controller = field(init=False)
+    authority: TokenAuthority = field(init=False)  # mints and checks tokens (reconciler.auth)
+    writer: GitWriter = field(init=False)  # API writes as signed commits (reconciler.gitwrite)
     app: web.Application = field(init=False)
     url: str = ""
     _runner: web.AppRunner | None = None
@@ -77,17 +86,40 @@ class ControlPlane:
             options.data_dir / "git",
             last_applied=applied.sha if applied else None,
         )
-        self.hub = NodeHub(self.store, heartbeat_seconds=options.heartbeat_seconds)
+        self.authority = TokenAuthority.load(options.auth, options.data_dir)
+        self.writer = GitWriter(
+            WriterConfig(
+                url=options.repo,
+                branch=options.branch,
+                path=options.path,
+                work_dir=options.data_dir / "git" / "api-work",
+                key=options.data_dir / "auth" / "git-signing-key",
+            )
+        )
+        self.hub = NodeHub(
+            self.store, heartbeat_seconds=options.heartbeat_seconds, public_key=self.authority.public_key_pem
+        )
         self.controller = Controller(store=self.store, registry=self.registry, source=self.source, hub=self.hub)
         self.hub.poke = self.controller.poke
-        control = ControlDeps(controller=self.controller, source_status=self.source_status)
-        api = ApiDeps(registry=self.registry, modules_in_use=self.modules_in_use)
+        control = ControlDeps(
+            controller=self.controller, source_status=self.source_status, authority=self.authority, writer=self.writer
+        )
+        api = ApiDeps(
+            registry=self.registry,
+            modules_in_use=self.modules_in_use,
+            authenticate=bearer(self.authority),
+            limiter=RateLimiter(options.rate_limits),
+        )
         self.app = create_app(api, (*ROUTE_FILES, routes(control)))
         if options.webhook_secret:
             self.app.router.add_post(
                 "/api/v1/wasm/webhook",
-                webhook_handler(options.webhook_secret, self.source.trigger, branch=options.branch),
+                public(webhook_handler(options.webhook_secret, self.source.trigger, branch=options.branch)),
             )
+
+    def mint(self, subject: str, *roles: str, ttl_seconds: float | None = None) -> str:
+        """A token signed by this control plane (`hotswap up` gives one to each node it starts)."""
+        return self.authority.mint(subject, roles, ttl_seconds=ttl_seconds)
 
     def source_status(self) -> dict[str, Any]:
         status: dict[str, Any] = self.source.status().to_json()
@@ -109,10 +141,12 @@ class ControlPlane:
         self.build()
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.options.host, self.options.port, reuse_address=True)
+        options = self.options
+        tls = tls_context(options.tls_cert, options.tls_key) if options.tls_cert and options.tls_key else None
+        site = web.TCPSite(self._runner, options.host, options.port, reuse_address=True, ssl_context=tls)
         await site.start()
-        port = self._runner.addresses[0][1] if self._runner.addresses else self.options.port
-        self.url = f"http://{self.options.host}:{port}"
+        port = self._runner.addresses[0][1] if self._runner.addresses else options.port
+        self.url = f"{'https' if tls else 'http'}://{options.host}:{port}"
 
         async def on_revision(_revision: object) -> None:
             self.controller.poke()

@@ -42,6 +42,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 = any)")
     parser.add_argument("--key", type=Path, help="PEM public key: execute calls need a JWT it verifies")
     parser.add_argument("--cache-dir", type=Path, default=None, help="precompiled module cache")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("HOTSWAP_NODE_TOKEN"),
+        help="with --control: the node token (role node) the control plane minted (HOTSWAP_NODE_TOKEN)",
+    )
     parser.add_argument("--threads", type=int, default=4, help="worker threads for long calls (default 4)")
     parser.add_argument("--memory-mb", type=int, default=128, help="standalone: memory limit per module")
     parser.add_argument("--timeout-s", type=float, default=30.0, help="standalone: timeout per call")
@@ -138,6 +143,7 @@ def _managed(args: argparse.Namespace) -> int:
         port=args.port,
         cache_dir=args.cache_dir or default_cache_dir(),
         threads=args.threads,
+        token=args.token,
     )
     import uvloop
 

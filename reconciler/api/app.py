@@ -3,8 +3,10 @@ files.
 
 `hotswap serve` (and the tests) call `create_app(deps)` and run it. Each entry of `ROUTE_FILES` is a
 route file's `setup(app, deps)`; adding an endpoint group means writing `reconciler/api/<group>.py`
-with a `setup` and appending it here. Two middlewares wrap every handler: `errors` (one JSON error
-shape, no request can take the server down) and `authenticate` (the principal seam, see base.py).
+with a `setup` and appending it here. Three middlewares wrap every handler: `errors` (one JSON error
+shape, no request can take the server down), `authenticate` (the principal seam, see base.py) and
+`rate_limit` (per-user budgets, see security.py); every response carries HSTS and hardening headers.
+Request bodies are capped at MAX_BODY_BYTES (module uploads check their own, smaller, limits).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from aiohttp.typedefs import Handler
 
 from reconciler.api import modules as module_routes
 from reconciler.api.base import ANONYMOUS, DEPS, PRINCIPAL, ApiDeps, ApiError, deps, error_body, is_public
+from reconciler.api.security import rate_limit, security_headers
 from reconciler.store.errors import (
     BlobCorruptedError,
     ConflictError,
@@ -44,9 +47,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as exc:
-        if exc.field is not None:
-            return _json_error(exc.status, exc.error, exc.message, field=exc.field)
-        return _json_error(exc.status, exc.error, exc.message)
+        more = {"field": exc.field} if exc.field is not None else {}
+        response = _json_error(exc.status, exc.error, exc.message, **more)
+        response.headers.update(exc.headers)
+        return response
     except InvalidModuleError as exc:
         return _json_error(400, "invalid_module", exc.message, field=exc.field)
     except NotFoundError as exc:
@@ -82,8 +86,9 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
 
 def create_app(api_deps: ApiDeps, routes: Sequence[RouteSetup] = ROUTE_FILES) -> web.Application:
     """The API application over `api_deps`, with the route files given (all of them by default)."""
-    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[errors, authenticate])
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[errors, authenticate, rate_limit])
     app[DEPS] = api_deps
+    app.on_response_prepare.append(security_headers)
     for setup in routes:
         setup(app, api_deps)
     return app

@@ -7,18 +7,20 @@ and the caller with `principal(request)`, raise `ApiError` for a client's mistak
 errors propagate: the error middleware turns both into `{"error": code, "message": text}` with the
 right status, and anything unexpected into a 500 that keeps the server up.
 
-Authentication is a seam for now: `ApiDeps.authenticate` maps a request to a `Principal` (or raises
-`ApiError(401, ...)`); the default lets everyone in as an admin, which is what a development
-control plane on 127.0.0.1 does until tokens arrive. A handler decorated `@public` (`/health`) is
-never authenticated and sees the ANONYMOUS principal (no roles).
+Authentication is a seam: `ApiDeps.authenticate` maps a request to a `Principal` (or raises
+`ApiError(401, ...)`). The running control plane plugs in bearer JWTs (reconciler.api.security over
+reconciler.auth); the default, kept for tests of a single route file, lets everyone in as an admin.
+A handler decorated `@public` (`/health`) is never authenticated and sees the ANONYMOUS principal
+(no roles). `ApiDeps.limiter`, when set, holds each user's request budget per endpoint class.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Collection
+import json
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 
@@ -35,6 +37,13 @@ class Principal:
 
 
 Authenticator = Callable[[web.Request], Awaitable[Principal]]
+
+
+class Limiter(Protocol):
+    def take(self, subject: str, bucket: str) -> float | None:
+        """None when `subject` may make one more `bucket` request now; else seconds to wait."""
+
+
 InUse = Callable[[], Collection[str] | Awaitable[Collection[str]]]
 
 
@@ -74,6 +83,7 @@ class ApiDeps:
     registry: Registry
     modules_in_use: InUse = nothing_in_use  # module ids desired state or a rollout uses
     authenticate: Authenticator = open_door
+    limiter: Limiter | None = None  # per-user, per-endpoint request budgets (reconciler.api.security)
 
 
 DEPS = web.AppKey("deps", ApiDeps)
@@ -83,12 +93,20 @@ PRINCIPAL = web.RequestKey("principal", Principal)
 class ApiError(Exception):
     """A request the API refuses: `status` (4xx), a short `error` code, and a message for the caller."""
 
-    def __init__(self, status: int, error: str, message: str, field: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        message: str,
+        field: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.error = error
         self.message = message
         self.field = field
+        self.headers = dict(headers or {})
 
 
 def bad_request(field: str, message: str) -> ApiError:
@@ -119,3 +137,26 @@ async def modules_in_use(request: web.Request) -> Collection[str]:
 
 def error_body(error: str, message: str, **more: Any) -> dict[str, Any]:
     return {"error": error, "message": message, **more}
+
+
+JSON_BODY_BYTES = 1 << 20  # any JSON body but a module upload
+
+
+async def read_json(request: web.Request, limit: int = JSON_BODY_BYTES) -> Any:
+    """The request's JSON body, at most `limit` bytes (413 beyond), 400 when it is not JSON."""
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, "payload_too_large", f"the request body ({request.content_length} bytes) is over {limit}")
+    data = await request.content.read(limit + 1)
+    if len(data) > limit:
+        raise ApiError(413, "payload_too_large", f"the request body is larger than {limit} bytes")
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        raise ApiError(400, "bad_request", "the body is not JSON") from None
+
+
+async def read_object(request: web.Request, limit: int = JSON_BODY_BYTES) -> dict[str, Any]:
+    body = await read_json(request, limit)
+    if not isinstance(body, dict):
+        raise bad_request("body", "must be a JSON object")
+    return body

@@ -14,6 +14,10 @@
     GET    /api/v1/wasm/snapshot                    what the planner reads (for `hotswap diff`)
     GET    /health                                  liveness, no authentication
 
+`routes()` also installs the control plane's write routes (deployments.py, interfaces.py), the
+execute router (execute.py) and the OpenAPI document (reconciler/openapi.py). Node protocol calls
+need a node token whose subject is that node's id (or an admin token).
+
 The handlers read from the controller's snapshot and the state store; they never plan.
 """
 
@@ -30,8 +34,10 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from edge.nodeapi import NODES_PATH, Heartbeat, Registration
-from reconciler.api.base import ANY_ROLE, ApiDeps, ApiError, public, require
+from reconciler.api.base import ANY_ROLE, ApiDeps, ApiError, public, read_json, require
+from reconciler.auth import TokenAuthority
 from reconciler.controller import Controller
+from reconciler.gitwrite import GitWriter
 from reconciler.nodes import NodeView
 from reconciler.planner import Condition, RolloutRecord, latest_records
 from reconciler.rollouts import record_json
@@ -46,6 +52,8 @@ class ControlDeps:
     controller: Controller
     source_status: Callable[[], dict[str, Any]]
     version: str = "0.1.0"
+    authority: TokenAuthority | None = None  # mints the tokens execute calls carry to nodes
+    writer: GitWriter | None = None  # API writes as commits in the fleet repository
 
 
 CONTROL = web.AppKey("control", ControlDeps)
@@ -120,10 +128,7 @@ def _control(request: web.Request) -> ControlDeps:
 
 
 async def _body(request: web.Request) -> Any:
-    try:
-        return await request.json()
-    except ValueError:
-        raise ApiError(400, "bad_request", "the body is not JSON") from None
+    return await read_json(request)
 
 
 def _validation(exc: ValidationError) -> ApiError:
@@ -132,12 +137,20 @@ def _validation(exc: ValidationError) -> ApiError:
     return ApiError(400, "bad_request", f"{where}: {first['msg']}", where)
 
 
+def _node_caller(request: web.Request, node_id: str) -> None:
+    """A node's token speaks for that node only (its subject is the node id); an admin's for any."""
+    who = require(request, *NODE_ROLES)
+    if "admin" not in who.roles and who.subject != node_id:
+        raise ApiError(403, "forbidden", f"a token for node {who.subject!r} cannot act for node {node_id!r}")
+
+
 async def register(request: web.Request) -> web.Response:
     require(request, *NODE_ROLES)
     try:
         registration = Registration.model_validate(await _body(request))
     except ValidationError as exc:
         raise _validation(exc) from None
+    _node_caller(request, registration.id)
     hub = _control(request).controller.hub
     created = not hub.known(registration.id)
     answer = await hub.register(registration)
@@ -145,7 +158,7 @@ async def register(request: web.Request) -> web.Response:
 
 
 async def heartbeat(request: web.Request) -> web.Response:
-    require(request, *NODE_ROLES)
+    _node_caller(request, request.match_info["id"])
     try:
         beat = Heartbeat.model_validate(await _body(request))
     except ValidationError as exc:
@@ -170,8 +183,8 @@ def _number(request: web.Request, name: str, default: float) -> float:
 
 
 async def assignment(request: web.Request) -> web.Response:
-    require(request, *NODE_ROLES)
     node_id = request.match_info["id"]
+    _node_caller(request, node_id)
     after = int(_number(request, "after", 0))
     wait = min(_number(request, "wait", 0), MAX_WAIT_SECONDS)
     try:
@@ -344,5 +357,12 @@ def routes(control: ControlDeps) -> Callable[[web.Application, ApiDeps], None]:
         app.router.add_get("/api/v1/wasm/status", status)
         app.router.add_get("/api/v1/wasm/snapshot", snapshot)
         app.router.add_get("/health", health)
+        from reconciler.api import deployments, execute, interfaces
+        from reconciler.openapi import setup as openapi
+
+        deployments.setup(app)
+        execute.setup(app)
+        interfaces.setup(app)
+        openapi(app)
 
     return setup

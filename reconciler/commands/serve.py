@@ -15,6 +15,8 @@ import signal
 import sys
 from pathlib import Path
 
+from reconciler.api.security import RateLimits, parse_rate_limit
+from reconciler.commands.token import add_auth_arguments, auth_options
 from reconciler.server import ControlPlane, ServeOptions
 
 
@@ -62,10 +64,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="shared secret of POST /api/v1/wasm/webhook (HMAC-SHA256)",
     )
     parser.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"))
+    parser.add_argument("--tls-cert", type=Path, default=env("TLS_CERT"), help="PEM certificate chain: serve HTTPS")
+    parser.add_argument("--tls-key", type=Path, default=env("TLS_KEY"), help="PEM private key of --tls-cert")
+    parser.add_argument(
+        "--rate-limit",
+        action="append",
+        default=[],
+        metavar="CLASS=N",
+        help="requests per minute per user: registration (10), deployment (20), execution (1000), other (off)",
+    )
     add_store_arguments(parser, ".hotswap")
+    add_auth_arguments(parser)
 
 
 def options(args: argparse.Namespace) -> ServeOptions:
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ValueError("--tls-cert and --tls-key go together")
+    limits = RateLimits().with_overrides(dict(parse_rate_limit(text) for text in args.rate_limit))
     return ServeOptions(
         repo=args.repo,
         branch=args.branch,
@@ -79,6 +94,10 @@ def options(args: argparse.Namespace) -> ServeOptions:
         interval=args.interval,
         heartbeat_seconds=args.heartbeat_seconds,
         webhook_secret=args.webhook_secret,
+        auth=auth_options(args),
+        rate_limits=limits,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
 
 
@@ -89,6 +108,7 @@ async def serve(plane: ControlPlane) -> None:
         loop.add_signal_handler(sig, stop.set)
     await plane.start()
     print(f"hotswap serve: listening on {plane.url}, following {plane.options.repo}", flush=True)
+    print(f"hotswap serve: API commits are signed with {plane.writer.public_key}", flush=True)
     try:
         await stop.wait()
     finally:
@@ -99,6 +119,9 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         asyncio.run(serve(ControlPlane(options(args))))
+    except ValueError as exc:
+        print(f"hotswap serve: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"hotswap serve: {exc}", file=sys.stderr)
         return 1

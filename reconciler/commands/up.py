@@ -17,11 +17,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from reconciler.api.security import RateLimits
 from reconciler.commands.serve import add_store_arguments
 from reconciler.server import ControlPlane, ServeOptions
 from reconciler.spec.loader import load_fleet
 
 NODE_START_TIMEOUT = 30.0
+NODE_TOKEN_SECONDS = 30 * 24 * 3600.0
+DEV_RATE_FACTOR = 100  # development: the spec's production rate limits times 100
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -56,7 +59,10 @@ def regions_of(root: Path) -> list[str]:
     return result.fleet.spec.region_names
 
 
-def start_node(control: str, node_id: str, region: str, port: int, data_dir: Path) -> subprocess.Popen[bytes]:
+def start_node(
+    control: str, node_id: str, region: str, port: int, data_dir: Path, token: str | None = None
+) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "HOTSWAP_NODE_TOKEN": token} if token else None
     with (data_dir / "nodes" / f"{node_id}.log").open("ab") as log:
         return subprocess.Popen(
         [
@@ -66,6 +72,7 @@ def start_node(control: str, node_id: str, region: str, port: int, data_dir: Pat
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        env=env,
     )  # fmt: skip
 
 
@@ -92,8 +99,10 @@ def banner(plane: ControlPlane, nodes: list[tuple[str, str, int]], fleet_dir: st
         f"  state, blobs and logs under {data_dir}/",
         "",
         "Try:",
-        f"  curl -s {plane.url}/api/v1/wasm/nodes",
-        f"  curl -s -X POST http://127.0.0.1:{nodes[0][2] if nodes else 9001}/api/v1/wasm/execute "
+        f"  export HOTSWAP_TOKEN=$(cat {data_dir}/admin.token)   # an admin token (hotswap token --role ROLE)",
+        f'  curl -s -H "Authorization: Bearer $HOTSWAP_TOKEN" {plane.url}/api/v1/wasm/nodes',
+        f'  curl -s -H "Authorization: Bearer $HOTSWAP_TOKEN" -X POST '
+        f"http://127.0.0.1:{nodes[0][2] if nodes else 9001}/api/v1/wasm/execute "
         '-d \'{"module": "greeter", "function": "greet", "args": {"name": "edge"}}\'',
         f"  HOTSWAP_CONTROL={plane.url} hotswap status --watch",
         f"  edit {fleet_dir or '.'}/modules/greeter.yaml (version, source), commit, and watch the canary",
@@ -121,9 +130,13 @@ async def up(args: argparse.Namespace) -> int:
             port=args.port,
             interval=args.interval,
             heartbeat_seconds=args.heartbeat_seconds,
+            rate_limits=RateLimits().scaled(DEV_RATE_FACTOR),
         )
     )
     await plane.start()
+    admin = plane.mint("admin", "admin", ttl_seconds=NODE_TOKEN_SECONDS)
+    (data_dir / "admin.token").write_text(admin + "\n")
+    (data_dir / "admin.token").chmod(0o600)
     processes: list[subprocess.Popen[bytes]] = []
     nodes = []
     try:
@@ -131,7 +144,8 @@ async def up(args: argparse.Namespace) -> int:
             region = regions[i % len(regions)]
             node_id = f"edge-{region}-{i // len(regions) + 1:02d}"
             port = args.node_port + i
-            processes.append(start_node(plane.url, node_id, region, port, data_dir))
+            token = plane.mint(node_id, "node", ttl_seconds=NODE_TOKEN_SECONDS)
+            processes.append(start_node(plane.url, node_id, region, port, data_dir, token))
             nodes.append((node_id, region, port))
         healthy = await wait_for_nodes(plane, args.nodes, NODE_START_TIMEOUT)
         if healthy < args.nodes:
@@ -139,6 +153,8 @@ async def up(args: argparse.Namespace) -> int:
                 f"hotswap up: only {healthy} of {args.nodes} nodes joined; see {data_dir}/nodes/*.log", file=sys.stderr
             )
         print(banner(plane, nodes, args.path, data_dir), flush=True)
+        print(f"Admin token (also in {data_dir}/admin.token):\n{admin}", flush=True)
+        print(f"API commits are signed with: {plane.writer.public_key}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

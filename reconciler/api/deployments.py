@@ -1,0 +1,307 @@
+"""Deployment writes: requests and approvals become commits in the fleet repository; rollback acts at once.
+
+    POST /api/v1/wasm/deployments                {module, version, strategy?, regions?} -> a signed commit
+                                                 that sets the Module's version (on a review branch, or
+                                                 on the tracked branch under `apiCommitsToBranch`)
+    POST /api/v1/wasm/deployments/{id}/execute   an approval: a signed empty commit on the tracked branch
+                                                 with `Hotswap-Approve: module@version`
+    POST /api/v1/wasm/deployments/{id}/rollback  an operator's emergency rollback of an active rollout,
+                                                 written to the rollout book, audit-logged, applied by
+                                                 the next pass (poked at once)
+
+Where it sits: beside the read routes of reconciler/api/control.py, over the same `ControlDeps`.
+Writes go through reconciler.gitwrite (in a worker thread); the Git source is then asked to fetch
+at once, so the commit's effect shows within a fetch. `{id}` is a rollout id (`greeter-r3`), a
+module id (`greeter-v1.2.0`, what POST /deployments answers) or, for rollback, a module name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+from reconciler.api.base import ApiError, bad_request, deps, read_object, require
+from reconciler.api.control import CONTROL, ControlDeps, rollout_json
+from reconciler.approvals import APPROVE_TRAILER, APPROVED_BY_TRAILER
+from reconciler.gitwrite import (
+    DocumentNotFoundError,
+    GitWriteError,
+    GitWriter,
+    WriteResult,
+    edit_document,
+    find_document,
+    flow_map,
+)
+from reconciler.planner import latest_records
+from reconciler.rollouts import StaleBookError
+from reconciler.spec.fleet import DesiredFleet
+from reconciler.spec.models import NAME_PATTERN, SEMVER_RE
+from reconciler.store.errors import NotFoundError
+
+REQUESTERS = ("developer", "admin")
+ROLLBACKERS = ("operator", "admin")
+REQUESTED_BY = "Requested-by"
+DEPLOY_FIELDS = frozenset({"module", "version", "strategy", "regions"})
+MODULE_ID = re.compile(r"^(?P<module>[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)-v(?P<version>\d+\.\d+\.\d+\S*)$")
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_post("/api/v1/wasm/deployments", create_deployment)
+    app.router.add_post("/api/v1/wasm/deployments/{id}/execute", approve_deployment)
+    app.router.add_post("/api/v1/wasm/deployments/{id}/rollback", rollback_deployment)
+
+
+def _control(request: web.Request) -> ControlDeps:
+    return request.app[CONTROL]
+
+
+def current_fleet(control: ControlDeps) -> DesiredFleet:
+    revision = control.controller.source.latest
+    if revision is None or revision.fleet is None:
+        raise ApiError(503, "no_revision", "the control plane has no valid fleet revision yet; see GET /source")
+    return revision.fleet
+
+
+def writer_of(control: ControlDeps) -> GitWriter:
+    if control.writer is None:
+        raise ApiError(501, "not_configured", "this control plane does not write to its fleet repository")
+    return control.writer
+
+
+def trigger_fetch(control: ControlDeps) -> None:
+    trigger = getattr(control.controller.source, "trigger", None)
+    if callable(trigger):
+        trigger()
+
+
+def _string(body: dict[str, Any], key: str, pattern: str | None = None) -> str:
+    value = body.get(key)
+    if not isinstance(value, str) or not value:
+        raise bad_request(key, "is required (a string)")
+    if pattern is not None and not re.match(pattern, value):
+        raise bad_request(key, f"{value!r} is not valid")
+    return value
+
+
+async def write(control: ControlDeps, call: Any, *args: Any, **kwargs: Any) -> WriteResult:
+    try:
+        result: WriteResult = await asyncio.to_thread(call, *args, **kwargs)
+    except DocumentNotFoundError as exc:
+        raise ApiError(404, "not_found", str(exc)) from None
+    except GitWriteError as exc:
+        raise ApiError(409, "git_write_failed", str(exc)) from None
+    trigger_fetch(control)
+    return result
+
+
+# -- POST /deployments -------------------------------------------------------------------------------
+
+
+def _deploy_edit(
+    module: str, version: str, digest: str | None, strategy: str | None, regions: list[str] | None, hint: str | None
+) -> Any:
+    def change(doc: CommentedMap) -> None:
+        spec = doc["spec"]
+        old_version, old_source = str(spec["version"]), spec.get("source")
+        if old_version != version:
+            extras = spec.get("versions")
+            found = None
+            if isinstance(extras, list):
+                found = next((e for e in extras if isinstance(e, dict) and str(e.get("version")) == version), None)
+            source: Any
+            if digest is not None:
+                source = flow_map(digest=digest)
+                if found is not None:
+                    extras.remove(found)
+            elif found is not None and isinstance(extras, CommentedSeq):
+                source = found.get("source")
+                index = extras.index(found)
+                extras[index] = flow_map(version=old_version, source=old_source)
+            else:
+                raise ApiError(
+                    409,
+                    "not_registered",
+                    f"{module}-v{version} is not registered and not among the module's versions: "
+                    "upload it first (POST /api/v1/wasm/modules)",
+                )
+            spec["version"] = version
+            spec["source"] = source
+        if strategy is not None:
+            spec["rollout"] = strategy
+        if regions is not None:
+            placement = spec.get("placement")
+            if not isinstance(placement, CommentedMap):
+                placement = CommentedMap()
+                spec["placement"] = placement
+            listed = CommentedSeq(regions)
+            listed.fa.set_flow_style()
+            placement["regions"] = listed
+
+    def edit(root: Path) -> Sequence[str]:
+        path = find_document(root, "Module", module, hint)
+        return [str(path.relative_to(root))] if edit_document(path, "Module", module, change) else []
+
+    return edit
+
+
+async def create_deployment(request: web.Request) -> web.Response:
+    who = require(request, *REQUESTERS)
+    control = _control(request)
+    body = await read_object(request)
+    for key in body:
+        if key not in DEPLOY_FIELDS:
+            raise bad_request(str(key), f"unknown field (expected {', '.join(sorted(DEPLOY_FIELDS))})")
+    module = _string(body, "module", NAME_PATTERN)
+    version = _string(body, "version")
+    if not SEMVER_RE.match(version):
+        raise bad_request("version", f"{version!r} is not semver (MAJOR.MINOR.PATCH)")
+    fleet = current_fleet(control)
+    if module not in fleet.modules:
+        raise ApiError(404, "not_found", f"module {module!r} is not in the fleet; add its Module document in Git")
+    strategy = body.get("strategy")
+    if strategy is not None and (not isinstance(strategy, str) or strategy not in fleet.strategies):
+        known = ", ".join(sorted(fleet.strategies)) or "none"
+        raise bad_request("strategy", f"{strategy!r} is not a RolloutStrategy of the fleet ({known})")
+    regions = body.get("regions")
+    if regions is not None:
+        if not isinstance(regions, list) or not regions or not all(isinstance(r, str) for r in regions):
+            raise bad_request("regions", "must be a non-empty list of region names")
+        unknown = [r for r in regions if r not in fleet.spec.region_names]
+        if unknown:
+            raise bad_request("regions", f"{', '.join(unknown)}: not a region of the fleet")
+    digest = None
+    try:
+        record = await asyncio.to_thread(deps(request).registry.get, f"{module}-v{version}")
+        digest = record.digest
+    except NotFoundError:
+        pass
+    location = fleet.locations.get(("Module", module))
+    review = not fleet.policy.api_commits_to_branch
+    branch = f"hotswap/deploy-{module}-{version}-{secrets.token_hex(3)}" if review else None
+    edit = _deploy_edit(module, version, digest, strategy, regions, location.path if location else None)
+    result = await write(
+        control,
+        writer_of(control).write,
+        edit,
+        f"deploy {module} {version}",
+        "Requested through POST /api/v1/wasm/deployments"
+        + (f" (strategy {strategy})" if strategy else "")
+        + (f" to {', '.join(regions)}" if regions else "")
+        + ".",
+        [(REQUESTED_BY, who.subject)],
+        review_branch=branch,
+    )
+    await asyncio.to_thread(
+        control.controller.store.append_audit,
+        who.subject,
+        "deployment.request",
+        f"{module}-v{version}",
+        {"commit": result.sha, "branch": result.branch},
+    )
+    answer = {
+        "id": f"{module}-v{version}",
+        "module": module,
+        "version": version,
+        "strategy": strategy or fleet.modules[module].spec.rollout,
+        "regions": regions,
+        "status": "PendingReview" if review else "Committed",
+        "requestedBy": who.subject,
+        **result.to_json(),
+    }
+    return web.json_response(answer, status=202, headers={"Location": f"/api/v1/wasm/deployments/{module}-v{version}"})
+
+
+# -- POST /deployments/{id}/execute ------------------------------------------------------------------
+
+
+def target_of(control: ControlDeps, ident: str) -> tuple[str, str]:
+    """(module, version) a deployment id names: a rollout id or a module id."""
+    record = control.controller.book.get(ident)
+    if record is not None:
+        return record.module, record.target.version
+    match = MODULE_ID.match(ident)
+    if match is not None and SEMVER_RE.match(match["version"]):
+        return match["module"], match["version"]
+    raise ApiError(404, "not_found", f"deployment {ident!r} is neither a rollout id nor a module id (name-vX.Y.Z)")
+
+
+async def approve_deployment(request: web.Request) -> web.Response:
+    control = _control(request)
+    fleet = current_fleet(control)
+    production = fleet.spec.environment == "production"
+    who = require(request, "admin") if production else require(request, *REQUESTERS)
+    module, version = target_of(control, request.match_info["id"])
+    if module not in fleet.modules:
+        raise ApiError(404, "not_found", f"module {module!r} is not in the fleet")
+    target = f"{module}@{version}"
+    result = await write(
+        control,
+        writer_of(control).write,
+        lambda root: [],
+        f"approve {target}",
+        "Approved through POST /api/v1/wasm/deployments/{id}/execute.",
+        [(APPROVE_TRAILER, target), (APPROVED_BY_TRAILER, who.subject)],
+        review_branch=None,
+    )
+    await asyncio.to_thread(
+        control.controller.store.append_audit, who.subject, "deployment.approve", target, {"commit": result.sha}
+    )
+    return web.json_response(
+        {"id": request.match_info["id"], "approves": target, "approvedBy": who.subject, **result.to_json()},
+        status=202,
+    )
+
+
+# -- POST /deployments/{id}/rollback -----------------------------------------------------------------
+
+
+async def rollback_deployment(request: web.Request) -> web.Response:
+    who = require(request, *ROLLBACKERS)
+    control = _control(request)
+    controller = control.controller
+    ident = request.match_info["id"]
+    record = controller.book.get(ident)
+    if record is None:
+        match = MODULE_ID.match(ident)
+        module = match["module"] if match is not None else ident
+        record = latest_records(controller.book.records()).get(module)
+    if record is None:
+        raise ApiError(404, "not_found", f"no rollout {ident!r} (a rollout id, module id or module name)")
+    if not record.active:
+        raise ApiError(
+            409,
+            "not_active",
+            f"rollout {record.id} is {record.phase.value}: only an active rollout rolls back here; "
+            "to return to an earlier version, deploy it (POST /api/v1/wasm/deployments) or commit it",
+        )
+    for _ in range(5):
+        try:
+            record = await asyncio.to_thread(controller.book.request, record.id, request="rollback")
+            break
+        except StaleBookError:
+            continue  # a pass wrote the record meanwhile: the book reloaded, ask again
+    else:
+        raise ApiError(503, "busy", f"rollout {record.id} kept changing; try again")
+    controller.poke()
+    await asyncio.to_thread(
+        controller.store.append_audit,
+        who.subject,
+        "rollout.rollback",
+        record.id,
+        {
+            "module": record.module,
+            "from": record.target.version,
+            "to": record.previous.version if record.previous else None,
+        },
+    )
+    body = rollout_json(record, controller)
+    body["request"] = "rollback"
+    body["requestedBy"] = who.subject
+    return web.json_response(body, status=202)

@@ -1,0 +1,155 @@
+"""`POST /api/v1/wasm/execute` on the control plane: route a call to a healthy node that holds the module.
+
+Where it sits: a convenience in front of the edge nodes (clients near a node call the node itself).
+The handler picks the healthy nodes that serve the module (the version asked for, when one is),
+starting at a rotating offset so calls spread, and forwards the body as is with a short-lived token
+the control plane mints for the caller (nodes accept only tokens it signed; the caller's own token
+may be HS256 or from another issuer). When a node cannot be reached, or answers that it does not
+hold the module (it was just moved), the next node is tried; a module's own failure (a 5xx with
+`error` trap/timeout/memory/cpu) is the answer, not a reason to retry. The node's answer comes back
+with its status, body and `X-Hotswap-Version`, plus `X-Hotswap-Node`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from reconciler.api.base import ApiError, bad_request, read_json, require
+from reconciler.api.control import CONTROL, ControlDeps
+
+EXECUTORS = ("developer", "admin")
+EXECUTE_PATH = "/api/v1/wasm/execute"
+EXECUTE_BODY_BYTES = 8 << 20
+NODE_TIMEOUT_SECONDS = 330.0  # the longest module timeout (300 s) and some
+FORWARDED = ("Content-Type", "X-Hotswap-Version", "traceparent", "tracestate", "X-Hotswap-User")
+TOKEN_SECONDS = 300.0
+SESSION = web.AppKey("execute_session", aiohttp.ClientSession)
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_post(EXECUTE_PATH, execute)
+    app[_COUNTER] = _Rotor()
+    app[_TOKENS] = {}
+
+    async def close_session(app: web.Application) -> None:
+        session = app.get(SESSION)
+        if session is not None:
+            await session.close()
+
+    app.on_cleanup.append(close_session)
+
+
+class _Rotor:
+    """Where the next call starts in the list of candidate nodes."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def next(self) -> int:
+        self.calls += 1
+        return self.calls
+
+
+_COUNTER = web.AppKey("execute_counter", _Rotor)
+_TOKENS = web.AppKey("execute_tokens", dict[tuple[str, tuple[str, ...]], tuple[str, float]])
+
+
+def _session(app: web.Application) -> aiohttp.ClientSession:
+    session = app.get(SESSION)
+    if session is None or session.closed:
+        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=NODE_TIMEOUT_SECONDS, sock_connect=2))
+        app[SESSION] = session
+    return session
+
+
+def _token(request: web.Request, control: ControlDeps, subject: str, roles: frozenset[str]) -> str | None:
+    """A token for the nodes, minted for the caller, reused until a minute before it expires."""
+    if control.authority is None:
+        header = request.headers.get("Authorization")
+        return header.removeprefix("Bearer ").strip() if header else None
+    key = (subject, tuple(sorted(roles & set(EXECUTORS))))
+    cache = request.app[_TOKENS]
+    found = cache.get(key)
+    now = time.time()
+    if found is not None and found[1] > now + 60:
+        return found[0]
+    token = control.authority.mint(subject, key[1], ttl_seconds=TOKEN_SECONDS)
+    if len(cache) > 10_000:
+        cache.clear()
+    cache[key] = (token, now + TOKEN_SECONDS)
+    return token
+
+
+def candidates(control: ControlDeps, module: str, version: str | None) -> list[tuple[str, str]]:
+    """(node id, url) of healthy nodes serving the module (that version, when given)."""
+    found = []
+    for view in control.controller.hub.view():
+        if view.status != "Healthy" or not view.url:
+            continue
+        if any(m == module and (version is None or v == version) and (w > 0 or version is not None)
+               for m, v, _, w in view.running):  # fmt: skip
+            found.append((view.id, view.url))
+    return found
+
+
+async def execute(request: web.Request) -> web.StreamResponse:
+    who = require(request, *EXECUTORS)
+    control: ControlDeps = request.app[CONTROL]
+    body = await read_json(request, EXECUTE_BODY_BYTES)
+    if not isinstance(body, dict):
+        raise bad_request("body", 'must be a JSON object {"module", "function", "args", "version"?}')
+    module = body.get("module")
+    if not isinstance(module, str) or not module:
+        raise bad_request("module", "is required (a string)")
+    version = request.headers.get("X-Hotswap-Version") or body.get("version")
+    if version is not None and not isinstance(version, str):
+        raise bad_request("version", "must be a string")
+    nodes = candidates(control, module, version)
+    if not nodes:
+        what = f"{module}@{version}" if version else module
+        raise ApiError(503, "no_node", f"no healthy node serves {what} now", headers={"Retry-After": "1"})
+    start = request.app[_COUNTER].next() % len(nodes)
+    ordered = nodes[start:] + nodes[:start]
+    token = _token(request, control, who.subject, who.roles)
+    headers = {name: request.headers[name] for name in FORWARDED if name in request.headers}
+    headers["Content-Type"] = "application/json"
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode()
+    failures: list[str] = []
+    last: web.Response | None = None
+    session = _session(request.app)
+    for node_id, url in ordered:
+        try:
+            async with session.post(f"{url.rstrip('/')}{EXECUTE_PATH}", data=data, headers=headers) as answer:
+                payload = await answer.read()
+                status = answer.status
+                version_header = answer.headers.get("X-Hotswap-Version")
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            failures.append(f"{node_id}: {type(exc).__name__}")
+            continue
+        out = {"X-Hotswap-Node": node_id}
+        if version_header:
+            out["X-Hotswap-Version"] = version_header
+        last = web.Response(status=status, body=payload, content_type="application/json", headers=out)
+        if status in (404, 503) and _moved(payload):
+            failures.append(f"{node_id}: {status}")
+            continue
+        return last
+    if last is not None:
+        return last  # every node said the same: that is the answer
+    raise ApiError(502, "nodes_unreachable", f"every node serving {module} failed: {'; '.join(failures)}")
+
+
+def _moved(payload: bytes) -> bool:
+    """The node no longer holds the module (or is shutting down): another node may."""
+    try:
+        data: Any = json.loads(payload)
+    except ValueError:
+        return True
+    return isinstance(data, dict) and data.get("error") in ("unknown_module", "not_found", "unavailable", None)

@@ -1,0 +1,223 @@
+"""The API's guards: bearer-token authentication, per-user rate limits, security headers, TLS.
+
+Where it sits: `create_app` (reconciler/api/app.py) installs `rate_limit` after `authenticate` and
+`security_headers` on every response; the control plane (reconciler/server.py) plugs
+`bearer(authority)` into `ApiDeps.authenticate` and a `RateLimiter` into `ApiDeps.limiter`, and
+serves over TLS with `tls_context(cert, key)` when given a certificate.
+
+Rate limits are token buckets per (user, endpoint class), refilled continuously: `limit` requests
+per `window_seconds`, at most `limit` at once. The classes and the spec's production defaults:
+
+    registration   POST /api/v1/wasm/modules                                  10 / min / user
+    deployment     POST /api/v1/wasm/deployments, .../{id}/execute,           20 / min / user
+                   .../{id}/rollback, POST /interfaces, .../{id}/approve
+    execution      POST /api/v1/wasm/execute                                1000 / min / user
+    other          everything else                                    unlimited unless set
+
+A refused request gets 429 with `Retry-After` (whole seconds until one request fits again).
+"""
+
+from __future__ import annotations
+
+import math
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from reconciler.api.base import ApiError, Authenticator, Principal, deps, principal
+from reconciler.auth import TokenAuthority, TokenError
+
+BUCKETS: Mapping[tuple[str, str], str] = {
+    ("POST", "/api/v1/wasm/modules"): "registration",
+    ("POST", "/api/v1/wasm/deployments"): "deployment",
+    ("POST", "/api/v1/wasm/deployments/{id}/execute"): "deployment",
+    ("POST", "/api/v1/wasm/deployments/{id}/rollback"): "deployment",
+    ("POST", "/api/v1/wasm/interfaces"): "deployment",
+    ("POST", "/api/v1/wasm/interfaces/{id}/approve"): "deployment",
+    ("POST", "/api/v1/wasm/execute"): "execution",
+}
+SECURITY_HEADERS: Mapping[str, str] = {
+    "Strict-Transport-Security": "max-age=63072000; includeSubDomains",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+TOKEN_CACHE_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """Requests per `window_seconds` per user for each endpoint class; None means no limit."""
+
+    registration: int | None = 10
+    deployment: int | None = 20
+    execution: int | None = 1000
+    other: int | None = None
+    window_seconds: float = 60.0
+
+    def limit(self, bucket: str) -> int | None:
+        value = getattr(self, bucket, None)
+        return value if isinstance(value, int) else None
+
+    def scaled(self, factor: int) -> RateLimits:
+        """Every limit times `factor` (`hotswap up` raises them for development)."""
+
+        def times(value: int | None) -> int | None:
+            return None if value is None else value * factor
+
+        return replace(
+            self,
+            registration=times(self.registration),
+            deployment=times(self.deployment),
+            execution=times(self.execution),
+            other=times(self.other),
+        )
+
+    def with_overrides(self, overrides: Mapping[str, int | None]) -> RateLimits:
+        """These limits with some classes set (`--rate-limit deployment=50`); ValueError on an unknown class."""
+        for name in overrides:
+            if name not in ("registration", "deployment", "execution", "other"):
+                raise ValueError(f"unknown rate limit {name!r} (registration, deployment, execution, other)")
+        return replace(self, **overrides)  # type: ignore[arg-type]
+
+
+def parse_rate_limit(text: str) -> tuple[str, int | None]:
+    """`deployment=50` or `other=off` -> ("deployment", 50) / ("other", None)."""
+    name, sep, value = text.partition("=")
+    if not sep:
+        raise ValueError(f"{text!r}: expected CLASS=N, e.g. deployment=50")
+    if value.strip().lower() in ("off", "none", "unlimited"):
+        return name.strip(), None
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"{text!r}: {value!r} is not a whole number") from None
+    if number < 1:
+        raise ValueError(f"{text!r}: a limit must be at least 1 (or `off`)")
+    return name.strip(), number
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    at: float
+
+
+@dataclass
+class RateLimiter:
+    """Token buckets per (subject, class); `clock` is injected so tests need no sleeping."""
+
+    limits: RateLimits = field(default_factory=RateLimits)
+    clock: Callable[[], float] = time.monotonic
+    _buckets: dict[tuple[str, str], _Bucket] = field(default_factory=dict)
+
+    def take(self, subject: str, bucket: str) -> float | None:
+        limit = self.limits.limit(bucket)
+        if limit is None:
+            return None
+        rate = limit / self.limits.window_seconds
+        now = self.clock()
+        key = (subject, bucket)
+        found = self._buckets.get(key)
+        tokens = float(limit) if found is None else min(float(limit), found.tokens + (now - found.at) * rate)
+        if len(self._buckets) > 100_000:
+            self._forget_full(now)
+        if tokens >= 1.0:
+            self._buckets[key] = _Bucket(tokens - 1.0, now)
+            return None
+        self._buckets[key] = _Bucket(tokens, now)
+        return (1.0 - tokens) / rate
+
+    def _forget_full(self, now: float) -> None:
+        """Drop buckets that have refilled (they hold nothing a fresh bucket would not)."""
+        for key, bucket in list(self._buckets.items()):
+            limit = self.limits.limit(key[1]) or 0
+            if bucket.tokens + (now - bucket.at) * limit / self.limits.window_seconds >= limit:
+                del self._buckets[key]
+
+
+def bucket_of(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    path = resource.canonical if resource is not None else request.path
+    return BUCKETS.get((request.method, path), "other")
+
+
+@web.middleware
+async def rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """429 with Retry-After once the caller has spent its budget for this endpoint class."""
+    limiter = deps(request).limiter
+    who = principal(request)
+    if limiter is not None and who.roles:
+        bucket = bucket_of(request)
+        wait = limiter.take(who.subject, bucket)
+        if wait is not None:
+            seconds = max(1, math.ceil(wait))
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"{who.subject} has made too many {bucket} requests; retry in {seconds}s",
+                headers={"Retry-After": str(seconds)},
+            )
+    return await handler(request)
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """HSTS and the usual hardening headers on every answer (an `on_response_prepare` signal)."""
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    response.headers.setdefault("Cache-Control", "no-store")
+
+
+def unauthorized(message: str, *, invalid: bool) -> ApiError:
+    challenge = 'Bearer realm="hotswap"'
+    if invalid:
+        quoted = message.replace('"', "'")
+        challenge += f', error="invalid_token", error_description="{quoted}"'
+    return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": challenge})
+
+
+def bearer(authority: TokenAuthority, clock: Callable[[], float] = time.time) -> Authenticator:
+    """The authenticator of a running control plane: `Authorization: Bearer <JWT>` on every call."""
+    verified: dict[str, tuple[Principal, float]] = {}
+
+    async def authenticate(request: web.Request) -> Principal:
+        header = request.headers.get("Authorization")
+        if header is None:
+            raise unauthorized(
+                f"{request.method} {request.path} needs `Authorization: Bearer <token>` "
+                "(a development token: hotswap token --role ROLE)",
+                invalid=False,
+            )
+        scheme, _, token = header.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise unauthorized("the Authorization header must be `Bearer <token>`", invalid=True)
+        cached = verified.get(token)
+        if cached is not None and cached[1] > clock():
+            return cached[0]
+        try:
+            claims = authority.verify(token)
+        except TokenError as exc:
+            raise unauthorized(str(exc), invalid=True) from None
+        who = Principal(claims.subject, claims.roles)
+        if len(verified) >= TOKEN_CACHE_SIZE:
+            verified.clear()
+        verified[token] = (who, claims.expires)
+        return who
+
+    return authenticate
+
+
+def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """A server context for HTTPS: the certificate chain and key given, TLS 1.3 only."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.load_cert_chain(cert, key)
+    return context
