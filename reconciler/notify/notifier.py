@@ -93,8 +93,12 @@ class Settings:
 
 @dataclass(frozen=True)
 class _Route:
-    spec: AlertSpec
+    alert: Alert
     worker: Worker
+
+    @property
+    def spec(self) -> AlertSpec:
+        return self.alert.spec
 
 
 class Notifier:
@@ -122,20 +126,45 @@ class Notifier:
         self._audit_lines: deque[dict[str, Any]] = deque(maxlen=1000)
         self._audit_ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        environment = os.environ if env is None else env
+        self.env: Mapping[str, str] = os.environ if env is None else env
         self.routes: list[_Route] = []
+        self._worker_tasks: dict[Worker, asyncio.Task[None]] = {}
+        self._running = False
+        self.update_alerts(alerts)
+
+    def _route(self, alert: Alert) -> _Route:
+        receiver: Receiver | None = None
+        problem = None
+        try:
+            receiver = build_receiver(alert, self.env, self.http, self.settings.tls_context)
+        except ReceiverConfigError as exc:
+            problem = str(exc)
+            log.warning("%s; its events are not sent", problem)
+        worker = Worker(
+            alert.metadata.name, receiver, self.settings.retry, self._record, problem=problem, clock=self.clock
+        )
+        return _Route(alert, worker)
+
+    def update_alerts(self, alerts: Sequence[Alert]) -> None:
+        """Follow the alerts of a new revision: unchanged alerts keep their worker (queue, counters,
+        state); new or changed ones get a fresh worker; removed ones stop (their queue is dropped)."""
+        kept = {r.alert.metadata.name: r for r in self.routes}
+        routes = []
         for alert in alerts:
-            receiver: Receiver | None = None
-            problem = None
-            try:
-                receiver = build_receiver(alert, environment, self.http, self.settings.tls_context)
-            except ReceiverConfigError as exc:
-                problem = str(exc)
-                log.warning("%s; its events are not sent", problem)
-            worker = Worker(
-                alert.metadata.name, receiver, self.settings.retry, self._record, problem=problem, clock=clock
-            )
-            self.routes.append(_Route(alert.spec, worker))
+            old = kept.get(alert.metadata.name)
+            routes.append(old if old is not None and old.alert == alert else self._route(alert))
+        self.routes = routes
+        live = {r.worker for r in routes}
+        for worker in [w for w in self._worker_tasks if w not in live]:
+            self._worker_tasks.pop(worker).cancel()
+        if self._running:
+            self._start_workers()
+
+    def _start_workers(self) -> None:
+        for route in self.routes:
+            worker = route.worker
+            if worker.receiver is not None and worker not in self._worker_tasks:
+                self._worker_tasks[worker] = asyncio.create_task(worker.run(), name=f"notify-{worker.alert}")
 
     # -- events in ------------------------------------------------------------------------------
 
@@ -255,12 +284,9 @@ class Notifier:
     async def run(self) -> None:
         """Deliver, audit and (every `tick_seconds`) watch, until cancelled."""
         await self.http.open()
-        tasks = [
-            asyncio.create_task(r.worker.run(), name=f"notify-{r.worker.alert}")
-            for r in self.routes
-            if r.worker.receiver is not None
-        ]
-        tasks.append(asyncio.create_task(self._audit_loop(), name="notify-audit"))
+        self._running = True
+        self._start_workers()
+        audit = asyncio.create_task(self._audit_loop(), name="notify-audit")
         try:
             while True:
                 if self.settings.tick_seconds is None:
@@ -272,6 +298,9 @@ class Notifier:
                     log.exception("notifier tick failed")
                 await asyncio.sleep(self.settings.tick_seconds)
         finally:
+            self._running = False
+            tasks = [audit, *self._worker_tasks.values()]
+            self._worker_tasks.clear()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

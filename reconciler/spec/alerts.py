@@ -28,7 +28,7 @@ from typing import Annotated, Final, Literal, Self
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
-from reconciler.spec.models import Document, Name, Spec
+from reconciler.spec.models import KINDS, Document, Name, Spec
 
 EVENT_TYPES: Final = (
     "rollout.started",
@@ -163,3 +163,7 @@ class AlertSpec(Spec):
 class Alert(Document):
     kind: Literal["Alert"] = "Alert"
     spec: AlertSpec
+
+
+FLEET_KINDS: Final[dict[str, type[Document]]] = {**KINDS, "Alert": Alert}
+"""Every kind a fleet document may have, Alert included (`models` cannot import this module)."""

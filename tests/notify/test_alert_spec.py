@@ -86,3 +86,11 @@ def test_bad_alerts_say_what_is_wrong(spec: dict[str, Any], needle: str) -> None
 def test_filters(filters: dict[str, Any], event: tuple[str, str, str | None], wanted: bool) -> None:
     kind, severity, module = event
     assert alert(webhook=WEBHOOK, **filters).spec.wants(kind, Severity(severity), module) is wanted
+
+
+def test_alert_is_a_fleet_kind() -> None:
+    from reconciler.spec.alerts import FLEET_KINDS
+
+    assert FLEET_KINDS["Alert"] is Alert and {"Fleet", "Module", "RolloutStrategy", "Interface"} <= set(FLEET_KINDS)
+    schema = Alert.model_json_schema(by_alias=True)
+    assert "from" in schema["$defs"]["EmailReceiver"]["properties"]

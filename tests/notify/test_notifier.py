@@ -112,3 +112,37 @@ def test_events_about_a_module_name_the_desired_version() -> None:
     notifier.on_event(Event(T0, "AwaitingInterfaceApproval", "greeter: breaking change", "greeter", None, True))
     [n] = notifier.recent
     assert (n.version, n.action) == ("2.0.0", "hotswap approve greeter@2.0.0")
+
+
+def webhook_alert(name: str, url: str, **spec: object) -> Alert:
+    return Alert.model_validate({"metadata": {"name": name}, "spec": {**spec, "webhook": {"url": url}}})
+
+
+async def test_alerts_follow_new_revisions(http_receiver: HttpReceiver) -> None:
+    notifier = Notifier(
+        [webhook_alert("a", http_receiver.url("/a")), webhook_alert("b", http_receiver.url("/b"))], env={}
+    )
+    notifier.start()
+    try:
+        notifier.on_event(Event(T0, "Promoted", "greeter: 1.2.0 is stable", "greeter", None))
+        await until(lambda: len(http_receiver.requests) == 2, "both alerts")
+        kept = notifier.routes[0].worker
+        notifier.update_alerts(
+            [
+                webhook_alert("a", http_receiver.url("/a")),  # unchanged: keeps its worker and counters
+                webhook_alert("b", http_receiver.url("/b"), severity="error"),  # changed: a new worker
+                webhook_alert("c", http_receiver.url("/c")),  # new
+            ]
+        )
+        assert notifier.routes[0].worker is kept and kept.delivered == 1
+        assert notifier.routes[1].worker.delivered == 0
+        notifier.on_event(Event(T0, "Promoted", "calc: 1.0.1 is stable", "calc", None))
+        await until(lambda: len(http_receiver.bodies("/c")) == 1, "the new alert")
+        notifier.update_alerts([webhook_alert("c", http_receiver.url("/c"))])  # a and b removed
+        notifier.on_event(Event(T0, "Promoted", "wc: 2.0.0 is stable", "wc", None))
+        await until(lambda: len(http_receiver.bodies("/c")) == 2, "the remaining alert")
+        assert await notifier.drain(1.0)
+        assert [len(http_receiver.bodies(p)) for p in ("/a", "/b", "/c")] == [2, 1, 2]
+        assert [r["alert"] for r in notifier.status()["receivers"]] == ["c"]
+    finally:
+        await notifier.stop()
