@@ -12,7 +12,9 @@ Nothing here runs inside the reconcile pass except `on_event`, which builds the 
 memory (the rollout book is in memory) and appends it to queues; a receiver that is slow or down
 delays only its own worker. `status()` is the JSON for the API and `hotswap status`: each
 receiver's state (Ready, Failing, Misconfigured) with its last error, recent deliveries, and the
-active scaling signals. `install(plane, alerts)` wires a notifier into a running `ControlPlane`.
+active scaling signals. Alerts live in Git: `update_alerts` follows a new revision's alerts,
+keeping the worker (queue, counters, state) of every alert that did not change.
+`install(plane, alerts)` wires a notifier into a running `ControlPlane`.
 """
 
 from __future__ import annotations
@@ -353,8 +355,9 @@ class Notifier:
 
 
 def install(plane: ControlPlane, alerts: Sequence[Alert], settings: Settings | None = None) -> Notifier:
-    """Wire a notifier into a started `ControlPlane`: listen to its controller, watch its Git source
-    and nodes, audit to its store, and stop with it (its task joins the plane's tasks)."""
+    """Wire a notifier into a started `ControlPlane` (call it after `await plane.start()`, in the
+    plane's event loop): listen to its controller, watch its Git source and nodes, audit to its
+    store, and stop with it (its task joins the plane's tasks, which `plane.stop()` cancels)."""
     controller = plane.controller
     chosen = settings or Settings()
 
