@@ -116,14 +116,12 @@ def _deploy_edit(
             if isinstance(extras, list):
                 found = next((e for e in extras if isinstance(e, dict) and str(e.get("version")) == version), None)
             source: Any
-            if digest is not None:
-                source = flow_map(digest=digest)
-                if found is not None:
-                    extras.remove(found)
-            elif found is not None and isinstance(extras, CommentedSeq):
+            if found is not None and isinstance(extras, CommentedSeq):
+                # A version the module already lists: swap it with the current one (same layout).
                 source = found.get("source")
-                index = extras.index(found)
-                extras[index] = flow_map(version=old_version, source=old_source)
+                extras[extras.index(found)] = flow_map(version=old_version, source=old_source)
+            elif digest is not None:
+                source = flow_map(digest=digest)
             else:
                 raise ApiError(
                     409,

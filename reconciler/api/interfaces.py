@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import posixpath
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -65,7 +66,7 @@ def _package_of(implements: str) -> str:
     return re.sub(r"/[a-z][a-z0-9-]*@", "@", implements)
 
 
-def interface_json(fleet: DesiredFleet, name: str, with_wit: bool = False) -> dict[str, Any]:
+def interface_json(fleet: DesiredFleet, name: str) -> dict[str, Any]:
     doc = fleet.interfaces[name]
     package = fleet.wit_packages.get(name)
     location = fleet.locations.get(("Interface", name))
@@ -90,19 +91,20 @@ def interface_json(fleet: DesiredFleet, name: str, with_wit: bool = False) -> di
         ),
         "file": location.path if location else None,
     }
-    if with_wit:
-        body["wit"] = _wit_text(package)
     return body
 
 
-def _wit_text(package: WitPackage | None) -> str | None:
-    if package is None:
+def wit_text(control: ControlDeps, fleet: DesiredFleet, name: str) -> str | None:
+    """The WIT file of an Interface at the current revision, read from the Git mirror."""
+    source = control.controller.source
+    revision, repo = source.latest, getattr(source, "repo", None)
+    location = fleet.locations.get(("Interface", name))
+    if revision is None or repo is None or location is None:
         return None
-    try:
-        source = Path(package.source)
-        return source.read_text() if source.is_file() else None
-    except OSError:
-        return None
+    root = str(getattr(source, "path", ""))
+    path = posixpath.normpath(posixpath.join(root, posixpath.dirname(location.path), fleet.interfaces[name].spec.wit))
+    data = repo.read_blob(revision.sha, path)
+    return data.decode(errors="replace") if data is not None else None
 
 
 async def list_interfaces(request: web.Request) -> web.Response:
@@ -124,7 +126,8 @@ async def get_interface(request: web.Request) -> web.Response:
     require(request, *READERS)
     fleet = current_fleet(_control(request))
     name = _interface_name(fleet, request.match_info["id"])
-    body = await asyncio.to_thread(interface_json, fleet, name, True)
+    body = interface_json(fleet, name)
+    body["wit"] = await asyncio.to_thread(wit_text, _control(request), fleet, name)
     return web.json_response(body)
 
 
