@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from reconciler.spec.models import KINDS
+from reconciler.spec.alerts import FLEET_KINDS as KINDS
 
 
 def schemas() -> dict[str, dict[str, Any]]:

@@ -23,6 +23,7 @@ from reconciler.spec.models import (
 if TYPE_CHECKING:
     from edge.wasm import ModuleInfo
     from reconciler.interfaces.model import WitPackage
+    from reconciler.spec.alerts import Alert
 
 Severity = Literal["error", "warning"]
 
@@ -82,6 +83,7 @@ class DesiredFleet:
     locations: Mapping[tuple[str, str], Location] = field(default_factory=dict)
     warnings: tuple[Problem, ...] = ()
     wit_packages: Mapping[str, WitPackage] = field(default_factory=dict)  # by Interface name
+    alerts: Mapping[str, Alert] = field(default_factory=dict)
 
     @property
     def name(self) -> str:

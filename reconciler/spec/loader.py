@@ -26,10 +26,11 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from edge import wasm
 from reconciler.interfaces import ToolError, WitError, WitPackage, check_module, parse_wit
+from reconciler.spec.alerts import FLEET_KINDS as KINDS
+from reconciler.spec.alerts import Alert
 from reconciler.spec.fleet import Binary, DesiredFleet, Location, Problem
 from reconciler.spec.models import (
     API_VERSION,
-    KINDS,
     MAX_MODULE_BYTES,
     Document,
     Fleet,
@@ -292,6 +293,7 @@ def load_fleet(root: Path) -> LoadResult:
             locations=fleet.locations,
             warnings=problems,
             wit_packages=fleet.wit_packages,
+            alerts=fleet.alerts,
         )
     return LoadResult(fleet, problems, documents=len(docs), files=files)
 
@@ -330,6 +332,13 @@ def _assemble(root: Path, docs: list[_Doc], out: _Collector) -> DesiredFleet | N
     modules = _by_kind(docs, Module, out)
     strategies = _by_kind(docs, RolloutStrategy, out)
     interfaces = _by_kind(docs, Interface, out)
+    alerts = _by_kind(docs, Alert, out)
+    for doc in alerts.values():
+        assert isinstance(doc.model, Alert)
+        for i, module in enumerate(doc.model.spec.modules):
+            if module not in modules:
+                where: list[str | int] = ["spec", "modules", i]
+                out.add(doc.path, doc.line_of(where), _field_name(where), f"no Module named {module!r}")
     if not fleets:
         return None
     fleet_doc = fleets[0]
@@ -496,6 +505,7 @@ def _assemble(root: Path, docs: list[_Doc], out: _Collector) -> DesiredFleet | N
         binaries=binaries,
         locations=locations,
         wit_packages=wit_packages,
+        alerts={n: d.model for n, d in alerts.items() if isinstance(d.model, Alert)},
     )
 
 

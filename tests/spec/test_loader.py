@@ -127,7 +127,7 @@ def test_unknown_kind_and_missing_kind(tmp_path: Path) -> None:
             {"extra.yaml": "kind: Deployment\nmetadata: {name: x}\n---\nmetadata: {name: y}\nspec: {}\n"},
         )
     )
-    assert "extra.yaml:1: kind: unknown kind 'Deployment'; one of Fleet, Module, RolloutStrategy, Interface" in found
+    assert "extra.yaml:1: kind: unknown kind 'Deployment'; one of Fleet, Module, RolloutStrategy, Interface, Alert" in found
     assert any(p.startswith("extra.yaml:4: kind: missing") for p in found), found
 
 
@@ -354,3 +354,19 @@ def test_module_that_satisfies_its_interface_passes(tmp_path: Path) -> None:
     assert result.ok, result.problems
     assert result.fleet is not None
     assert result.fleet.wit_packages["adder"].name == "test:adder@1.0.0"
+
+
+ALERT = (
+    "apiVersion: hotswap.dev/v1\nkind: Alert\nmetadata: {name: on-call}\nspec:\n"
+    "  eventTypes: [rollout.rolledBack]\n  modules: [adder, nope]\n"
+    "  webhook: {url: 'https://ops.example.com/hook', secretEnv: HOOK_SECRET}\n"
+)
+
+
+def test_alerts_are_loaded_and_name_existing_modules(tmp_path: Path) -> None:
+    found = problems(write_fleet(tmp_path, {"alerts/on-call.yaml": ALERT}))
+    assert found == ["alerts/on-call.yaml:6: spec.modules[1]: no Module named 'nope'"]
+    result = load_fleet(write_fleet(tmp_path, {"alerts/on-call.yaml": ALERT.replace(", nope", "")}))
+    assert result.ok, result.problems
+    assert result.fleet is not None
+    assert list(result.fleet.alerts) == ["on-call"]
