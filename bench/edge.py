@@ -21,6 +21,7 @@ import asyncio
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -239,7 +240,8 @@ async def hammer(port: int, body: dict[str, Any], concurrency: int, seconds: flo
 def bench_http(quick: bool) -> None:
     import uvloop
 
-    seconds = 0.3 if quick else 5.0
+    seconds = 0.6 if quick else 10.0
+    rounds = 2 if quick else 5
     spin_seconds = 0.5 if quick else 2.0
     pin(os.getpid(), 1)
     call = {"module": "arith", "function": "add", "args": [20, 22]}
@@ -249,25 +251,50 @@ def bench_http(quick: bool) -> None:
         node, node_port = start_node(tmp, spin_seconds)
         try:
             for concurrency, label in ((32, "high load, 32 connections"), (4, "moderate load, 4 connections")):
-                print(f"HTTP execute, {label}, {seconds:g} s each")
-                base_rps, base_lat, base_err = uvloop.run(hammer(echo_port, call, concurrency, seconds))
-                rps, lat, err = uvloop.run(hammer(node_port, call, concurrency, seconds))
-                row(f"bare aiohttp JSON echo, {label}", base_lat, extra=f"{base_rps:,.0f} req/s, {base_err} errors")
-                row(f"edge execute arith.add, {label}", lat, extra=f"{rps:,.0f} req/s, {err} errors")
-                ROWS.append((f"ratio node/echo req/s, {label}", f"{rps / base_rps:.2f}", "", ""))
-                print(f"  ratio node/echo req/s: {rps / base_rps:.2f}")
+                print(f"HTTP execute, {label}: {rounds} alternating rounds of {seconds / rounds:g} s each")
+                runs: dict[str, list[float]] = {"echo": [], "node": []}
+                lats: dict[str, list[float]] = {"echo": [], "node": []}
+                errors = {"echo": 0, "node": 0}
+                for _ in range(rounds):  # alternate, so a neighbour's load hits both alike
+                    for name, port in (("echo", echo_port), ("node", node_port)):
+                        rps, lat, err = uvloop.run(hammer(port, call, concurrency, seconds / rounds))
+                        runs[name].append(rps)
+                        lats[name].extend(lat)
+                        errors[name] += err
+                ratios = sorted(n / e for n, e in zip(runs["node"], runs["echo"], strict=True))
+                echo_rps, node_rps = statistics.median(runs["echo"]), statistics.median(runs["node"])
+                row(
+                    f"bare aiohttp JSON echo, {label}",
+                    lats["echo"],
+                    extra=f"{echo_rps:,.0f} req/s, {errors['echo']} errors",
+                )
+                row(
+                    f"edge execute arith.add, {label}",
+                    lats["node"],
+                    extra=f"{node_rps:,.0f} req/s, {errors['node']} errors",
+                )
+                ratio = statistics.median(ratios)
+                ROWS.append(
+                    (
+                        f"ratio node/echo req/s, {label}",
+                        f"{ratio:.2f}",
+                        "",
+                        f"rounds: {', '.join(f'{r:.2f}' for r in ratios)}",
+                    )
+                )
+                print(f"  ratio node/echo req/s: {ratio:.2f} (median of {rounds} rounds)")
             print(f"fast calls while another module spins for {spin_seconds:g} s on the same node (4 connections)")
             spin = {"module": "limits", "function": "spin", "args": []}
             fast = {"module": "limits", "function": "fast", "args": []}
 
             async def with_spinner() -> tuple[float, list[float], int]:
-                spinner = asyncio.create_task(hammer(node_port, spin, 1, seconds + spin_seconds + 0.5))
+                spinner = asyncio.create_task(hammer(node_port, spin, 1, seconds / 2 + spin_seconds + 0.5))
                 await asyncio.sleep(0.1)  # the first spin has moved to a worker thread
-                result = await hammer(node_port, fast, 4, seconds)
+                result = await hammer(node_port, fast, 4, seconds / 2)
                 await spinner
                 return result
 
-            rps, lat, err = uvloop.run(hammer(node_port, fast, 4, seconds))
+            rps, lat, err = uvloop.run(hammer(node_port, fast, 4, seconds / 2))
             row("fast call, node otherwise idle", lat, extra=f"{rps:,.0f} req/s")
             rps, lat, err = uvloop.run(with_spinner())
             row(f"fast call, another module spinning {spin_seconds:g} s", lat, extra=f"{rps:,.0f} req/s, {err} errors")

@@ -217,16 +217,39 @@ class Runtime:
         }
         self.cache = ModuleCache(cache_dir, engine_key(self.settings)) if cache_dir is not None else None
         self._modules: weakref.WeakSet[LoadedModule] = weakref.WeakSet()
+        self._busy = 0  # long calls running (not inline ones), so close() can stop them
+        self._busy_lock = threading.Lock()
         self._ticker = Ticker(self.engine, tick)
         self._ticker.start()
 
     def close(self) -> None:
         """Stop the ticker and drop every instance now. Stores with WASI files left for the
         interpreter's exit make wasmtime's I/O threads panic as the process ends."""
+        self.interrupt()
         self._ticker.stop()
         for loaded in list(self._modules):
             loaded.close()
         gc.collect()
+
+    @property
+    def busy(self) -> int:
+        """How many calls with a full deadline are running now."""
+        return self._busy
+
+    def interrupt(self, within: float = 2.0) -> None:
+        """Make every running call reach its deadline now (shutdown), by running the epoch ahead."""
+        give_up = time.monotonic() + within
+        while self._busy and time.monotonic() < give_up:
+            for _ in range(10_000):
+                self.engine.increment_epoch()
+
+    def _enter(self) -> None:
+        with self._busy_lock:
+            self._busy += 1
+
+    def _leave(self) -> None:
+        with self._busy_lock:
+            self._busy -= 1
 
     def __enter__(self) -> Runtime:
         return self
@@ -554,8 +577,17 @@ class LoadedModule:
 
         `cpu_clock` measures the CPU the call used: the thread's CPU clock by default; a short call
         on the event loop passes the (much cheaper to read) wall clock, which equals it there."""
+        if budget is not None:
+            return self._invoke(call, budget, budget, cpu_clock)
+        runtime = self.runtime
+        runtime._enter()
+        try:
+            return self._invoke(call, runtime.ticks(timeout or self.sandbox.timeout_seconds), None, cpu_clock)
+        finally:
+            runtime._leave()
+
+    def _invoke(self, call: Call, ticks: int, budget: int | None, cpu_clock: Callable[[], int]) -> CallResult:
         started = cpu_clock()
-        ticks = budget if budget is not None else self.runtime.ticks(timeout or self.sandbox.timeout_seconds)
         if call.convention == "command":
             value = self._invoke_command(call, ticks)
             return CallResult(value, cpu_clock() - started)

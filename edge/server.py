@@ -339,9 +339,13 @@ def build_app(node: Node) -> web.Application:
     app.router.add_get("/api/v1/wasm/modules", modules)
     app.router.add_put("/api/v1/wasm/admin/table", admin_table)
 
+    async def stop_calls(app: web.Application) -> None:
+        node.runtime.interrupt()  # running calls end now, so shutdown does not wait for timeouts
+
     async def close_node(app: web.Application) -> None:
         node.close()
 
+    app.on_shutdown.append(stop_calls)
     app.on_cleanup.append(close_node)
     return app
 

