@@ -28,20 +28,35 @@ EXECUTE_BODY_BYTES = 8 << 20
 NODE_TIMEOUT_SECONDS = 330.0  # the longest module timeout (300 s) and some
 FORWARDED = ("Content-Type", "X-Hotswap-Version", "traceparent", "tracestate", "X-Hotswap-User")
 TOKEN_SECONDS = 300.0
-SESSION = web.AppKey("execute_session", aiohttp.ClientSession)
 
 
 def setup(app: web.Application) -> None:
     app.router.add_post(EXECUTE_PATH, execute)
     app[_COUNTER] = _Rotor()
     app[_TOKENS] = {}
+    app[_POOL] = _Pool()
 
     async def close_session(app: web.Application) -> None:
-        session = app.get(SESSION)
-        if session is not None:
-            await session.close()
+        await app[_POOL].close()
 
     app.on_cleanup.append(close_session)
+
+
+class _Pool:
+    """One HTTP client for all forwarded calls, opened on first use (the app is frozen by then)."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            timeout = aiohttp.ClientTimeout(total=NODE_TIMEOUT_SECONDS, sock_connect=2)
+            self._session = aiohttp.ClientSession(timeout=timeout)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
 
 
 class _Rotor:
@@ -56,15 +71,8 @@ class _Rotor:
 
 
 _COUNTER = web.AppKey("execute_counter", _Rotor)
+_POOL = web.AppKey("execute_pool", _Pool)
 _TOKENS = web.AppKey("execute_tokens", dict[tuple[str, tuple[str, ...]], tuple[str, float]])
-
-
-def _session(app: web.Application) -> aiohttp.ClientSession:
-    session = app.get(SESSION)
-    if session is None or session.closed:
-        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=NODE_TIMEOUT_SECONDS, sock_connect=2))
-        app[SESSION] = session
-    return session
 
 
 def _token(request: web.Request, control: ControlDeps, subject: str, roles: frozenset[str]) -> str | None:
@@ -123,7 +131,7 @@ async def execute(request: web.Request) -> web.StreamResponse:
     data = json.dumps(body).encode()
     failures: list[str] = []
     last: web.Response | None = None
-    session = _session(request.app)
+    session = request.app[_POOL].session()
     for node_id, url in ordered:
         try:
             async with session.post(f"{url.rstrip('/')}{EXECUTE_PATH}", data=data, headers=headers) as answer:
