@@ -279,6 +279,9 @@ def document() -> Schema:
         },
         "/api/v1/wasm/source": {"get": _op("the Git source's status", READ, {"200": _json(OBJECT, "status")})},
         "/api/v1/wasm/status": {"get": _op("everything `hotswap status` shows", READ, {"200": _json(OBJECT, "")})},
+        "/api/v1/wasm/notifications": {
+            "get": _op("notification receivers, recent deliveries, scaling signals", READ, {"200": _json(OBJECT, "")})
+        },
         "/api/v1/wasm/snapshot": {"get": _op("what the planner reads", READ, {"200": _json(OBJECT, "snapshot")})},
         "/api/v1/wasm/interfaces": {
             "get": _op("the fleet's interfaces", READ, {"200": _json(_list("interfaces", INTERFACE), "")}),

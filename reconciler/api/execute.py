@@ -120,6 +120,9 @@ async def execute(request: web.Request) -> web.StreamResponse:
     nodes = candidates(control, module, version)
     if not nodes:
         what = f"{module}@{version}" if version else module
+        revision = control.controller.source.latest
+        if revision is None or revision.fleet is None or module not in revision.fleet.modules:
+            raise ApiError(404, "not_found", f"module {module!r} is not in the fleet; no node serves it")
         raise ApiError(503, "no_node", f"no healthy node serves {what} now", headers={"Retry-After": "1"})
     start = request.app[_COUNTER].next() % len(nodes)
     ordered = nodes[start:] + nodes[:start]

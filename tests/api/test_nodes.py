@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.api.conftest import call
-from tests.e2e.cluster import Cluster, poll, start_cluster, stop_cluster
+from tests.e2e.cluster import Cluster, start_cluster, stop_cluster
 
 NODES = [("edge-us-east-1", "us-east"), ("edge-us-east-2", "us-east")]
 
@@ -64,7 +64,10 @@ async def test_execute_on_the_control_plane_routes_and_fails_over(cluster: Clust
     wrong = await call(cluster.url, "POST", "/api/v1/wasm/execute", token, json={**body, "function": "nope"})
     assert wrong.status == 404
     missing = await call(cluster.url, "POST", "/api/v1/wasm/execute", token, json={"module": "ghost", "function": "f"})
-    assert missing.status == 503 and missing.headers["Retry-After"] == "1"
+    assert missing.status == 404 and "not in the fleet" in missing.body["message"]
+    cluster.nodes[1].kill()
+    gone = await call(cluster.url, "POST", "/api/v1/wasm/execute", token, json=body)
+    assert gone.status in (502, 503), gone.body  # every node serving calc is down
 
 
 async def test_nodes_accept_only_tokens_the_control_plane_signed(cluster: Cluster) -> None:
