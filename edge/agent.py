@@ -30,6 +30,8 @@ from edge.router import ApplyReport, Router
 log = logging.getLogger("hotswap.edge.agent")
 LONG_POLL_SECONDS = 25.0
 MAX_BACKOFF_SECONDS = 5.0
+FIRST_RETRY_SECONDS = 0.5  # a table entry that failed to load is tried again after this,
+MAX_RETRY_SECONDS = 10.0  # doubling up to this
 ERROR_CHECK_SECONDS = 0.1  # new module failures go out within this, not at the next heartbeat,
 ERROR_MIN_INTERVAL = 0.25  # but a node sends at most four such early heartbeats a second
 
@@ -60,7 +62,9 @@ class ControlPlaneBlobs:
 class AgentState:
     registered: bool = False
     applied_generation: int = 0
+    table: ModuleTable | None = None
     last_report: ApplyReport | None = None
+    retry_delay: float = FIRST_RETRY_SECONDS
     unsent: list[VersionMetrics] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     contact: asyncio.Event = field(default_factory=asyncio.Event)
@@ -148,22 +152,30 @@ class Agent:
 
     async def _assignment_once(self) -> None:
         await self._ensure_registered()
+        failed = self.state.table is not None and self.state.last_report is not None and self.state.last_report.failed
+        wait = min(self.long_poll_seconds, self.state.retry_delay) if failed else self.long_poll_seconds
         url = f"{self.node_url}/assignment"
-        params = {"after": str(self.state.applied_generation), "wait": str(self.long_poll_seconds)}
-        timeout = aiohttp.ClientTimeout(total=self.long_poll_seconds + 10)
+        params = {"after": str(self.state.applied_generation), "wait": str(wait)}
+        timeout = aiohttp.ClientTimeout(total=wait + 10)
         async with self.session().get(url, params=params, timeout=timeout) as response:
             if response.status == 404:
                 raise ForgottenError()
             if response.status == 204:
+                if failed and self.state.table is not None:
+                    # What did not load (a blob store down, say) is tried again, less often each time.
+                    await self.apply(self.state.table)
+                    self.state.retry_delay = min(self.state.retry_delay * 2, MAX_RETRY_SECONDS)
                 return
             if response.status != 200:
                 raise ValueError(f"assignment: {response.status} {await response.text()}")
             table = ModuleTable.model_validate(await response.json())
+        self.state.retry_delay = FIRST_RETRY_SECONDS
         await self.apply(table)
 
     async def apply(self, table: ModuleTable) -> ApplyReport:
         report = await self.router.apply_table(table.modules, table.generation)
         self.state.applied_generation = table.generation
+        self.state.table = table
         self.state.last_report = report
         if report.failed:
             log.warning("generation %d: not loaded: %s", table.generation, report.failed)

@@ -19,16 +19,17 @@ from typing import Any
 from aiohttp import web
 
 from reconciler.api.app import ROUTE_FILES, create_app
-from reconciler.api.base import ApiDeps, public
+from reconciler.api.base import ANY_ROLE, ApiDeps, public, require
 from reconciler.api.control import ControlDeps, routes
 from reconciler.api.security import RateLimiter, RateLimits, bearer, tls_context
 from reconciler.auth import AuthOptions, TokenAuthority
 from reconciler.controller import Controller
-from reconciler.gitsource.source import GitSource, SourceConfig
+from reconciler.gitsource.source import GitSource, Revision, SourceConfig
 from reconciler.gitsource.trust import TrustRoot, load_trust
 from reconciler.gitsource.webhook import webhook_handler
 from reconciler.gitwrite import GitWriter, WriterConfig
 from reconciler.nodes import NodeHub
+from reconciler.notify import Notifier, install
 from reconciler.planner import latest_records
 from reconciler.registry import Registry
 from reconciler.store.blobs import open_blob_store
@@ -69,6 +70,7 @@ class ControlPlane:
     writer: GitWriter = field(init=False)  # API writes as signed commits (reconciler.gitwrite)
     app: web.Application = field(init=False)
     url: str = ""
+    notifier: Notifier | None = None
     _runner: web.AppRunner | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -111,11 +113,17 @@ class ControlPlane:
             limiter=RateLimiter(options.rate_limits),
         )
         self.app = create_app(api, (*ROUTE_FILES, routes(control)))
+        self.app.router.add_get("/api/v1/wasm/notifications", self._notifications)
         if options.webhook_secret:
             self.app.router.add_post(
                 "/api/v1/wasm/webhook",
                 public(webhook_handler(options.webhook_secret, self.source.trigger, branch=options.branch)),
             )
+
+    async def _notifications(self, request: web.Request) -> web.Response:
+        """Receivers, their states and recent deliveries; active scaling signals."""
+        require(request, *ANY_ROLE)
+        return web.json_response(self.notifier.status() if self.notifier is not None else {})
 
     def mint(self, subject: str, *roles: str, ttl_seconds: float | None = None) -> str:
         """A token signed by this control plane (`hotswap up` gives one to each node it starts)."""
@@ -148,16 +156,21 @@ class ControlPlane:
         port = self._runner.addresses[0][1] if self._runner.addresses else options.port
         self.url = f"{'https' if tls else 'http'}://{options.host}:{port}"
 
-        async def on_revision(_revision: object) -> None:
+        async def on_revision(revision: Revision) -> None:
+            if self.notifier is not None and revision.fleet is not None:
+                self.notifier.update_alerts(list(revision.fleet.alerts.values()))
             self.controller.poke()
 
         self._tasks = [
             asyncio.create_task(self.source.run(on_revision), name="git-source"),
             asyncio.create_task(self.controller.run(), name="controller"),
         ]
+        self.notifier = install(self, [])
         log.info("control plane listening on %s, following %s", self.url, self.options.repo)
 
     async def stop(self) -> None:
+        if self.notifier is not None:
+            await self.notifier.stop()  # queued notifications get a last chance
         self.hub.close()
         for task in self._tasks:
             task.cancel()

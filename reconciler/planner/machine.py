@@ -49,6 +49,9 @@ RECHECK_SECONDS = 5.0
 
 INCONCLUSIVE = frozenset({"NoTraffic", "BaselineDegraded"})
 
+LOADED_RECHECK_SECONDS = 0.25
+"""How soon a step whose nodes have not all loaded the new release is looked at again."""
+
 
 def _wait(seconds: float) -> float:
     """When to look again during a step: at its end, and every RECHECK_SECONDS for early failure."""
@@ -69,6 +72,7 @@ class RolloutContext:
     approvals: tuple[Approval, ...]  # approvals of this module
     metrics: Mapping[str, tuple[VersionMetrics, ...]]  # version -> per-region metrics
     now: float
+    loaded: frozenset[str] = frozenset()  # nodes that report running the target release
 
     @property
     def regional(self) -> bool:
@@ -341,6 +345,11 @@ def advance(ctx: RolloutContext, r: RolloutRecord) -> Transition:
         if verdict.outcome == "Failed":
             return _failed(ctx, r, verdict)
         return Transition(r, requeue_after=_wait(deadline - ctx.now), changed=False)
+    waiting = _not_loaded(ctx, r)
+    if waiting:
+        # Traffic only moves on once every node of the step runs the new release (a node that
+        # could not load it keeps its previous table and retries; the rollout waits for it).
+        return Transition(r, requeue_after=LOADED_RECHECK_SECONDS, changed=False)
     unit = ctx.unit
     if r.kind is StepKind.SPLIT and unit is not None and unit.ab_test is not None:
         return _split_done(ctx, r, unit.ab_test, unit.analysis, new, region)
@@ -349,6 +358,15 @@ def advance(ctx: RolloutContext, r: RolloutRecord) -> Transition:
     if verdict.outcome == "Failed":
         return _failed(ctx, r, verdict)
     return _enter_next(ctx, replace(r, history=_history(r, _result(ctx, r, verdict))))
+
+
+def _not_loaded(ctx: RolloutContext, r: RolloutRecord) -> tuple[str, ...]:
+    """Nodes that should run the target release at this step but do not report it yet."""
+    in_scope = _unit_nodes(ctx, r.region_index)  # healthy nodes only: a lost node is not waited for
+    if r.kind is StepKind.BATCH:
+        ours = {*r.done_nodes, *r.batch}
+        in_scope = tuple(n for n in in_scope if n in ours)
+    return tuple(n for n in in_scope if n not in ctx.loaded)
 
 
 def _enter_next(ctx: RolloutContext, r: RolloutRecord) -> Transition:

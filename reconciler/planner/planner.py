@@ -85,6 +85,11 @@ class _Pass:
         for a in snapshot.approvals:
             approvals[a.module].append(a)
         self.approvals = {name: tuple(items) for name, items in approvals.items()}
+        loaded: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+        for node in snapshot.nodes:
+            for entry in node.running:
+                loaded[(entry.module, entry.version, entry.digest)].add(node.id)
+        self.loaded = loaded
         self.tables: dict[str, list[AssignmentEntry]] = {node.id: [] for node in snapshot.nodes}
         self.actions: list[Action] = []
         self.records: list[RolloutRecord] = []
@@ -162,6 +167,7 @@ class _Pass:
                 approvals=self.approvals.get(name, ()),
                 metrics=self.metrics.get(name, _NO_METRICS),
                 now=self.now,
+                loaded=frozenset(self.loaded.get((name, target.version, target.digest), ())),
             )
 
         rollout = module.spec.rollout

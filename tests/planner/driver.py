@@ -17,6 +17,7 @@ from reconciler.planner import (
     ObservedNode,
     Plan,
     RolloutRecord,
+    RunningEntry,
     SetAssignment,
     Snapshot,
     VersionMetrics,
@@ -98,6 +99,7 @@ class Driver:
         self.approvals: tuple[Approval, ...] = ()
         self.now = now
         self.last: Plan = Plan()
+        self.stuck: set[str] = set()  # nodes that get tables but never report running them
 
     def snapshot(self, metrics: Iterable[VersionMetrics] = ()) -> Snapshot:
         return Snapshot(
@@ -113,7 +115,12 @@ class Driver:
         for record in result.records:
             self.records[record.id] = record
         for action in result.actions:
-            if isinstance(action, SetAssignment):
+            if isinstance(action, SetAssignment) and action.node_id not in self.stuck:
+                running = tuple(RunningEntry(e.module, e.version, e.digest, e.weight) for e in action.table)
+                self.nodes[action.node_id] = dataclasses.replace(
+                    self.nodes[action.node_id], assigned=action.table, running=running
+                )
+            elif isinstance(action, SetAssignment):
                 self.nodes[action.node_id] = dataclasses.replace(self.nodes[action.node_id], assigned=action.table)
         self.last = result
         return result

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from reconciler.planner import (
@@ -11,6 +13,7 @@ from reconciler.planner import (
     Pause,
     Phase,
     Rollback,
+    RunningEntry,
     SetAssignment,
     StepKind,
     VersionMetrics,
@@ -506,3 +509,24 @@ def test_strategy_edited_into_another_type_mid_rollout_never_breaks_a_pass(strat
     for at in range(1000, 1010):
         d.run(at=float(at), metrics=metrics)
     assert d.record(module).phase is Phase.PROMOTED
+
+
+def test_traffic_waits_for_every_node_of_the_step_to_load_the_new_release() -> None:
+    d = Driver(example())
+    d.run()
+    stuck = sorted(d.holders("calc"))[0]
+    d.stuck.add(stuck)  # this node gets tables but cannot load them (its blob store is down, say)
+    d.desired = with_module(example(), "calc", version="1.1.0")
+    d.run(at=0.0)
+    assert d.record("calc").kind is StepKind.PREVIEW
+    result = d.run(at=60.0)
+    assert d.record("calc").kind is StepKind.PREVIEW  # no switch while a node lacks 1.1.0
+    assert result.requeue_after is not None and result.requeue_after <= 0.25
+    assert all(w.get("1.1.0", 0) == 0 for w in d.weights("calc").values())
+    d.stuck.clear()
+    d.nodes[stuck] = dataclasses.replace(
+        d.nodes[stuck],
+        running=tuple(RunningEntry(e.module, e.version, e.digest, e.weight) for e in d.nodes[stuck].assigned),
+    )
+    d.run(at=61.0)
+    assert d.record("calc").kind is StepKind.SWITCH
