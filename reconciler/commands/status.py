@@ -48,6 +48,21 @@ def _conditions(items: list[dict[str, Any]]) -> Text:
     return text
 
 
+def _analysis(rollout: dict[str, Any]) -> Text:
+    """The last step's verdict: requests, error rate and p99 of the new version."""
+    history = rollout.get("history") or []
+    if not history:
+        return Text("")
+    last = history[-1]
+    p99 = last.get("p99Ms", last.get("p99_ms"))
+    rate = last.get("errorRate", last.get("error_rate")) or 0.0
+    style = "red" if last.get("outcome") == "Failed" else "green" if last.get("outcome") == "Passed" else "yellow"
+    text = f"{last.get('outcome')}: {last.get('requests', 0)} req, {100 * rate:.1f}% err"
+    if p99 is not None:
+        text += f", p99 {p99:g} ms"
+    return Text(text, style=style)
+
+
 def _progress(rollout: dict[str, Any]) -> ProgressBar:
     phase = rollout["phase"]
     done = 100.0 if phase == "Promoted" else float(rollout.get("percent") or 0)
@@ -71,12 +86,12 @@ def render(status: dict[str, Any]) -> Group:
         parts.append(Text(f"Stalled {status['stalled']['reason']}: {status['stalled']['message']}", style="red"))
 
     modules = Table(title="modules", title_justify="left", expand=False)
-    for column in ("module", "rollout", "strategy", "phase", "step", "progress", "weights", "conditions"):
+    for column in ("module", "rollout", "strategy", "phase", "step", "progress", "weights", "analysis", "conditions"):
         modules.add_column(column)
     for item in status.get("modules", []):
         rollout = item.get("rollout")
         if rollout is None:
-            modules.add_row(item["module"], "-", "-", "-", "-", "", "", _conditions(item["conditions"]))
+            modules.add_row(item["module"], "-", "-", "-", "-", "", "", "", _conditions(item["conditions"]))
             continue
         weights = ", ".join(f"{v}:{w}" for v, w in sorted(rollout.get("weightsOnNodes", {}).items()))
         step = (
@@ -90,6 +105,7 @@ def render(status: dict[str, Any]) -> Group:
             step,
             _progress(rollout),
             weights,
+            _analysis(rollout),
             _conditions(item["conditions"]),
         )
     parts.append(modules)
