@@ -55,7 +55,7 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_violation(plane:
         "--checks", "not_a_server_error,response_schema_conformance",
         "--max-examples", "8", "--phases", "examples,fuzzing", "--workers", "1",
         "--generation-deterministic", "--no-color",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=tmp_path,
         env={**os.environ, "SCHEMATHESIS_HOOKS": ""},
     )  # fmt: skip
     out, _ = await process.communicate()
