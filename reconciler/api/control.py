@@ -261,12 +261,24 @@ async def list_deployments(request: web.Request) -> web.Response:
     return web.json_response({"deployments": [rollout_json(r, controller) for r in records]})
 
 
+def _latest_for_module_id(controller: Controller, ident: str) -> RolloutRecord | None:
+    """The newest rollout to `name-vX.Y.Z` (the id POST /deployments answers), if one started."""
+    name, sep, version = ident.rpartition("-v")
+    if not sep:
+        return None
+    found = [r for r in controller.book.records() if r.module == name and r.target.version == version]
+    return max(found, key=lambda r: (r.created_at, r.seq), default=None)
+
+
 async def get_deployment(request: web.Request) -> web.Response:
     require(request, *ANY_ROLE)
     controller = _control(request).controller
-    record = controller.book.get(request.match_info["id"])
+    ident = request.match_info["id"]
+    record = controller.book.get(ident) or _latest_for_module_id(controller, ident)
     if record is None:
-        raise ApiError(404, "not_found", f"deployment {request.match_info['id']!r} does not exist")
+        raise ApiError(
+            404, "not_found", f"deployment {ident!r} does not exist (yet: a requested one starts once merged)"
+        )
     body = rollout_json(record, controller)
     steps = await asyncio.to_thread(controller.store.rollout_steps, record.id, 100)
     body["steps"] = [

@@ -1,5 +1,6 @@
 """What the client verbs (`status`, `diff`, `token`-using scripts) share: where the control plane is
-and how to call it. `--control` or HOTSWAP_CONTROL (default http://127.0.0.1:8080) and HOTSWAP_TOKEN.
+and how to call it. `--control` or HOTSWAP_CONTROL (default http://127.0.0.1:8080) and HOTSWAP_TOKEN
+(or, next to a `hotswap up`, the admin token it wrote to .hotswap/admin.token).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import json
 import os
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 DEFAULT_CONTROL = "http://127.0.0.1:8080"
@@ -26,9 +28,18 @@ def add_control_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def local_admin_token() -> str | None:
+    """The token `hotswap up` left in <data-dir>/admin.token (HOTSWAP_DATA_DIR, default .hotswap), if any."""
+    path = Path(os.environ.get("HOTSWAP_DATA_DIR") or ".hotswap") / "admin.token"
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
 def get_json(control: str, path: str, timeout: float = 10.0) -> Any:
     request = urllib.request.Request(control.rstrip("/") + path, headers={"Accept": "application/json"})
-    token = os.environ.get("HOTSWAP_TOKEN")
+    token = os.environ.get("HOTSWAP_TOKEN") or local_admin_token()
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:

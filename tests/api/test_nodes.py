@@ -41,6 +41,8 @@ async def test_rollback_through_the_api_acts_on_the_next_pass(cluster: Cluster) 
     latest = cluster.latest("greeter")
     assert latest.id == record.id and latest.reason == "ManualRollback"
     await cluster.wait_all_serving("greeter", "1.1.0", [n for n, _ in NODES])
+    by_module_id = await call(cluster.url, "GET", "/api/v1/wasm/deployments/greeter-v1.2.0", cluster.token("viewer"))
+    assert by_module_id.status == 200 and by_module_id.body["id"] == record.id
     audit = cluster.plane.store.audit_log(subject=record.id)
     assert ("test-operator", "rollout.rollback") in [(a.actor, a.action) for a in audit]
     again = await call(cluster.url, "POST", f"/api/v1/wasm/deployments/{record.id}/rollback", cluster.token("admin"))

@@ -12,12 +12,17 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from hotswap.cli import main
 from tests.api.conftest import call
 from tests.e2e.cluster import FleetRepo
 from tests.git.gitutil import free_port
 
 
-async def test_up_writes_an_admin_token_and_nodes_join_with_node_tokens(tmp_path: Path) -> None:
+async def test_up_writes_an_admin_token_and_nodes_join_with_node_tokens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     repo = FleetRepo(tmp_path / "repo")
     data = tmp_path / "data"
     port, node_port = free_port(), free_port()
@@ -51,6 +56,11 @@ async def test_up_writes_an_admin_token_and_nodes_join_with_node_tokens(tmp_path
             await asyncio.sleep(0.1)
         assert answer.body["result"] == 42
         assert (await call(node, "POST", "/api/v1/wasm/execute", json=body)).status == 401
+        # Client verbs next to `hotswap up` find its admin token without HOTSWAP_TOKEN.
+        monkeypatch.delenv("HOTSWAP_TOKEN", raising=False)
+        monkeypatch.setenv("HOTSWAP_DATA_DIR", str(data))
+        assert await asyncio.to_thread(main, ["status", "--json", "--control", control]) == 0
+        assert '"nodes"' in capsys.readouterr().out
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=30)
