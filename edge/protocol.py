@@ -44,7 +44,11 @@ class _Wire(BaseModel):
 
 
 class Limits(_Wire):
-    """Per module limits; the defaults and ranges are the spec's."""
+    """Per module version limits; the defaults and ranges are the spec's.
+
+    memoryMB caps the module's one linear memory (and its tables, at 8 bytes an element);
+    cpuPercent is a share of one core, measured over a sliding 1 s window; timeoutSeconds bounds
+    each call (epoch deadline)."""
 
     memory_mb: int = Field(128, alias="memoryMB", ge=1, le=4096)
     cpu_percent: int = Field(50, alias="cpuPercent", ge=1, le=100)

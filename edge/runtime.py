@@ -349,7 +349,15 @@ class _Instance:
         sandbox = owner.sandbox
         self.owner = owner
         self.store = wasmtime.Store(owner.runtime.engine)
-        self.store.set_limits(memory_size=sandbox.memory_bytes)
+        # One linear memory of at most the limit (multi-memory would multiply it), one instance, and
+        # tables bounded by the same budget (8 bytes an element).
+        self.store.set_limits(
+            memory_size=sandbox.memory_bytes,
+            table_elements=max(sandbox.memory_bytes // 8, 10_000),
+            instances=1,
+            tables=16,
+            memories=1,
+        )
         config = wasmtime.WasiConfig()
         config.env = list(sandbox.env)
         for grant in sandbox.dirs:

@@ -191,3 +191,19 @@ def test_closing_the_runtime_stops_calls_that_are_still_running() -> None:
     runtime.close()  # a node shutting down does not wait 300 s for the module
     thread.join(timeout=60)
     assert not thread.is_alive() and len(outcome) == 1
+
+
+def test_a_second_memory_is_refused(runtime: Runtime) -> None:
+    data = compile_wat('(module (memory 1) (memory $two 1) (func (export "f")))')
+    with pytest.raises(LoadError):
+        runtime.load(data, Sandbox())
+
+
+def test_table_growth_is_bounded_by_the_memory_budget(runtime: Runtime) -> None:
+    data = compile_wat(
+        '(module (table $t 1 funcref) (func (export "grow") (param i32) (result i32)'
+        " ref.null func local.get 0 table.grow $t))"
+    )
+    loaded = runtime.load(data, Sandbox(memory_bytes=1 * MIB))  # 131,072 elements at 8 bytes
+    assert call(loaded, "grow", [1000]) == 1
+    assert call(loaded, "grow", [200_000]) == -1
