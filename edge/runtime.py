@@ -6,7 +6,8 @@ it was assigned, and the server calls `LoadedModule.prepare` (on the event loop:
 
 * One `Engine` with epoch interruption; a ticker thread advances the epoch every millisecond and
   each call sets its deadline in ticks, so an endless loop stops at its timeout.
-* Modules are compiled once; the precompiled artifact is kept on disk under the module digest and
+* Modules are compiled once (and the last few kept in memory by digest, for versions swapped out
+  and back in); the precompiled artifact is kept on disk under the module digest and
   a key of the engine settings (wasmtime version, target, options), with a sidecar holding the
   artifact's SHA-256. A restart loads it with `Module.deserialize_file` after checking the
   checksum; a missing, corrupt or stale entry is rebuilt, never trusted.
@@ -35,7 +36,7 @@ import platform
 import threading
 import time
 import weakref
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
@@ -56,6 +57,7 @@ TICK_SECONDS = 0.001
 LOG_CAP = 64 * 1024
 RESULT_CAP = 16 * MIB
 MAX_IDLE_INSTANCES = 16
+RECENT_MODULES = 64  # compiled modules kept in memory by digest, for a version swapped back in
 I32 = (-(2**31), 2**32 - 1)
 I64 = (-(2**63), 2**64 - 1)
 
@@ -217,6 +219,7 @@ class Runtime:
         }
         self.cache = ModuleCache(cache_dir, engine_key(self.settings)) if cache_dir is not None else None
         self._modules: weakref.WeakSet[LoadedModule] = weakref.WeakSet()
+        self._recent: OrderedDict[str, tuple[wasmtime.Module, wasm.ModuleInfo]] = OrderedDict()
         self._busy = 0  # long calls running (not inline ones), so close() can stop them
         self._busy_lock = threading.Lock()
         self._ticker = Ticker(self.engine, tick)
@@ -287,8 +290,16 @@ class Runtime:
         for grant in sandbox.dirs:
             if not grant.host.is_dir():
                 raise LoadError(f"capabilities.filesystem: {grant.host} is not a directory on this node")
-        module, cached = self.compile(data, actual)
-        info = wasm.describe(data, actual)
+        recent = self._recent.get(actual)
+        if recent is not None:  # loaded before in this process: already verified, compiled, described
+            self._recent.move_to_end(actual)
+            module, info, cached = *recent, True
+        else:
+            module, cached = self.compile(data, actual)
+            info = wasm.describe(data, actual)
+            self._recent[actual] = (module, info)
+            while len(self._recent) > RECENT_MODULES:
+                self._recent.popitem(last=False)
         if info.problems:
             raise LoadError("; ".join(info.problems))
         try:

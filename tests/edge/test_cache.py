@@ -68,3 +68,12 @@ def test_the_cache_directory_is_private(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     load_once(cache)
     assert cache.stat().st_mode & 0o077 == 0
+
+
+def test_a_version_loaded_again_in_the_same_process_reuses_its_compiled_module() -> None:
+    with Runtime() as rt:
+        first = rt.load(module_bytes("arith"), Sandbox())
+        second = rt.load(module_bytes("arith"), Sandbox(memory_bytes=1024 * 1024))
+        assert (first.from_cache, second.from_cache) == (False, True)
+        assert second.module is first.module and second.sandbox.memory_bytes == 1024 * 1024
+        assert second.invoke(second.prepare("add", [1, 2])).value == 3
