@@ -57,6 +57,7 @@ TICK_SECONDS = 0.001
 LOG_CAP = 64 * 1024
 RESULT_CAP = 16 * MIB
 MAX_IDLE_INSTANCES = 16
+BLOCKING_WASI = frozenset({"poll_oneoff"})
 RECENT_MODULES = 64  # compiled modules kept in memory by digest, for a version swapped back in
 I32 = (-(2**31), 2**32 - 1)
 I64 = (-(2**63), 2**64 - 1)
@@ -100,10 +101,6 @@ class Sandbox:
             env=tuple(sorted(capabilities.env.items())),
             dirs=tuple(DirGrant(Path(g.host), g.guest, g.mode == "rw") for g in capabilities.filesystem),
         )
-
-    @property
-    def writes_files(self) -> bool:
-        return any(d.writable for d in self.dirs)
 
 
 @dataclass(frozen=True)
@@ -531,6 +528,9 @@ class LoadedModule:
         self.functions = {n: e for n, e in info.functions().items() if e.convention is not None}
         self._idle: deque[_Instance] = deque()
         self._slow: set[str] = set()
+        # The epoch deadline only interrupts wasm code, not a host call: a module that can sleep
+        # (poll_oneoff) or touch files never runs on the event loop.
+        self._inline_ok = not sandbox.dirs and not any(i.name in BLOCKING_WASI for i in info.wasi_imports)
 
     @property
     def digest(self) -> str:
@@ -563,14 +563,15 @@ class LoadedModule:
         return Call(function, export.convention, payload=payload)
 
     def may_run_inline(self, function: str) -> bool:
-        """Short calls may run on the event loop: numeric/json, no file writes, never slow before,
-        and an idle instance ready (instantiating, with its start function, is left to workers)."""
+        """Short calls may run on the event loop: numeric/json, no files and no sleeping, never slow
+        before, and an idle instance ready (instantiation, with its start function, is left to
+        workers)."""
         export = self.functions.get(function)
         return (
             bool(self._idle)
+            and self._inline_ok
             and export is not None
             and export.convention in ("numeric", "json")
-            and not self.sandbox.writes_files
             and function not in self._slow
         )
 

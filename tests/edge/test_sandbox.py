@@ -207,3 +207,21 @@ def test_table_growth_is_bounded_by_the_memory_budget(runtime: Runtime) -> None:
     loaded = runtime.load(data, Sandbox(memory_bytes=1 * MIB))  # 131,072 elements at 8 bytes
     assert call(loaded, "grow", [1000]) == 1
     assert call(loaded, "grow", [200_000]) == -1
+
+
+def test_only_modules_that_cannot_block_may_run_on_the_event_loop(runtime: Runtime, tmp_path: Path) -> None:
+    """The epoch deadline stops wasm code, not a host call such as a sleep or a file read."""
+    arith = runtime.load(module_bytes("arith"), Sandbox())
+    assert arith.may_run_inline("add")
+    sleeper = runtime.load(
+        compile_wat(
+            '(module (import "wasi_snapshot_preview1" "poll_oneoff" (func (param i32 i32 i32 i32) (result i32)))'
+            ' (memory (export "memory") 1) (func (export "f") (result i32) i32.const 1))'
+        ),
+        Sandbox(),
+    )
+    assert not sleeper.may_run_inline("f")
+    with_files = runtime.load(module_bytes("arith"), Sandbox(dirs=(DirGrant(tmp_path, "/data"),)))
+    assert not with_files.may_run_inline("add")
+    commands = runtime.load(module_bytes("cat"), Sandbox())
+    assert not commands.may_run_inline("_start")
