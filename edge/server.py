@@ -18,8 +18,9 @@ budget of a couple of epoch ticks (about 2 ms). Most calls finish far sooner, an
 round trip through a thread pool. A call that runs out of that budget loses its instance, is run
 again on a worker thread with the rest of its timeout, and that function goes to the workers from
 then on. Commands, modules with file grants and modules that can sleep (the epoch deadline does not
-interrupt a host call) always run on workers. wasmtime calls release the GIL, so a module spinning on a worker does not hold up the loop, and worker threads run at a
-lower priority (nice 10) so that on a busy machine the loop and its short calls get the CPU first.
+interrupt a host call) always run on workers. wasmtime calls release the GIL, so a module spinning
+on a worker does not hold up the loop, and worker threads run at a lower priority (nice 10) so that
+on a busy machine the loop and its short calls get the CPU first.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from edge.auth import Authenticator
-from edge.protocol import Capabilities, Limits
+from edge.protocol import Capabilities, FilesystemGrant, Limits
 from edge.router import Router
 from edge.runtime import Runtime
 from edge.server import Node, NodeConfig, start
@@ -51,6 +51,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory-mb", type=int, default=128, help="standalone: memory limit per module")
     parser.add_argument("--timeout-s", type=float, default=30.0, help="standalone: timeout per call")
     parser.add_argument("--cpu-percent", type=int, default=100, help="standalone: CPU share per module")
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="K=V", help="standalone: environment variable for every module"
+    )
+    parser.add_argument(
+        "--dir",
+        action="append",
+        default=[],
+        metavar="HOST:GUEST[:ro|rw]",
+        help="standalone: directory every module may open (read-only unless rw)",
+    )
     parser.add_argument("--no-admin", action="store_true", help="standalone: no loopback admin endpoint")
     parser.add_argument("--log-level", default="INFO")
 
@@ -79,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
     try:
         limits = Limits(memory_mb=args.memory_mb, timeout_seconds=args.timeout_s, cpu_percent=args.cpu_percent)
+        args.capabilities = standalone_capabilities(args.env, args.dir)
     except ValueError as exc:
         print(f"hotswap edge: {exc}", file=sys.stderr)
         return 2
@@ -94,9 +105,27 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
+def standalone_capabilities(env: list[str], dirs: list[str]) -> Capabilities:
+    """`--env K=V` and `--dir HOST:GUEST[:ro|rw]` as the capabilities every module of the folder gets."""
+    variables = {}
+    for item in env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--env {item!r}: expected K=V")
+        variables[key] = value
+    grants = []
+    for spec in dirs:
+        parts = spec.split(":")
+        mode = parts.pop() if len(parts) == 3 else "ro"
+        if len(parts) != 2 or not all(parts) or mode not in ("ro", "rw"):
+            raise ValueError(f"--dir {spec!r}: expected HOST:GUEST[:ro|rw]")
+        grants.append(FilesystemGrant(host=str(Path(parts[0]).resolve()), guest=parts[1], mode=mode))
+    return Capabilities(env=variables, filesystem=tuple(grants))
+
+
 async def _standalone(args: argparse.Namespace, limits: Limits, auth: Authenticator | None) -> int:
     folder: Path = args.standalone
-    source = DirectorySource(folder, limits, Capabilities())
+    source = DirectorySource(folder, limits, args.capabilities)
     runtime = Runtime(cache_dir=args.cache_dir or default_cache_dir())
     router = Router(runtime, source)
     node = Node(runtime, router, NodeConfig(threads=args.threads, admin=not args.no_admin), auth)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from edge.commands.edge import standalone_capabilities
 from edge.standalone import DirectorySource
 from hotswap.cli import main
 from tests.edge.conftest import MODULES
@@ -101,6 +102,21 @@ def test_edge_under_a_control_plane_needs_a_region(capsys: pytest.CaptureFixture
 def test_edge_checks_its_limits(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, _, err = run(capsys, "edge", "--standalone", str(tmp_path), "--cpu-percent", "0")
     assert code == 2 and "cpu_percent" in err
+
+
+def test_standalone_capabilities_from_the_command_line(tmp_path: Path) -> None:
+    caps = standalone_capabilities(["A=1", "B="], [f"{tmp_path}:/data", f"{tmp_path}:/out:rw"])
+    assert caps.env == {"A": "1", "B": ""}
+    assert [(g.guest, g.mode) for g in caps.filesystem] == [("/data", "ro"), ("/out", "rw")]
+    with pytest.raises(ValueError, match="expected K=V"):
+        standalone_capabilities(["novalue"], [])
+    with pytest.raises(ValueError, match="HOST:GUEST"):
+        standalone_capabilities([], ["a:b:c:d"])
+
+
+def test_edge_reports_bad_capabilities(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = run(capsys, "edge", "--standalone", str(tmp_path), "--dir", "x")
+    assert code == 2 and "--dir 'x'" in err
 
 
 # -- the standalone folder ------------------------------------------------------------------------

@@ -67,14 +67,15 @@ def node(tmp_path: Path) -> Iterator[NodeProcess]:
     folder.mkdir()
     for n in (1, 2):
         (folder / f"greeter@{n}.0.0.wat").write_text(WAT.format(n=n))
+    (folder / "env.wat").write_text((ROOT / "tests" / "edge" / "modules" / "env.wat").read_text())
     proc = subprocess.Popen(
         [sys.executable, "-m", "hotswap", "edge", "--standalone", str(folder), "--port", "0",
-         "--cache-dir", str(tmp_path / "cache"), "--log-level", "WARNING"],
+         "--cache-dir", str(tmp_path / "cache"), "--log-level", "WARNING", "--env", "GREETING=hi"],
         cwd=ROOT, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert proc.stdout is not None
     line = proc.stdout.readline()  # the node prints where it listens once it serves
-    assert "serving 2 module version(s)" in line, line
+    assert "serving 3 module version(s)" in line, line
     yield NodeProcess(proc, line.strip().rsplit(" ", 1)[1], folder)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
@@ -135,6 +136,16 @@ def test_ten_swaps_under_load_drop_no_request(node: NodeProcess, tmp_path: Path)
         assert status == "200" and header == version and value == version[0]
         seen.add(version)
     assert seen == {"1.0.0", "2.0.0"}
+
+
+def test_standalone_modules_get_the_env_given_on_the_command_line(node: NodeProcess) -> None:
+    request = urllib.request.Request(
+        node.url + "/api/v1/wasm/execute",
+        data=json.dumps({"module": "env", "function": "_start"}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        assert json.loads(resp.read())["result"] == "GREETING=hi\0"
 
 
 def test_sighup_rescans_the_folder(node: NodeProcess) -> None:
