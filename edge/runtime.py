@@ -229,6 +229,7 @@ class Runtime:
         self._ticker.stop()
         for loaded in list(self._modules):
             loaded.close()
+        self._recent.clear()
         gc.collect()
 
     @property
