@@ -27,8 +27,12 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
         await stop_cluster(cluster)
 
 
-async def call(cluster: Cluster, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as session, session.request(method, cluster.url + path, **kwargs) as r:
+async def call(cluster: Cluster, method: str, path: str, role: str = "admin", **kwargs: Any) -> tuple[int, Any]:
+    headers = cluster.headers(role) if role else {}
+    async with (
+        aiohttp.ClientSession(headers=headers) as session,
+        session.request(method, cluster.url + path, **kwargs) as r,
+    ):
         body = await r.json(content_type=None) if r.status != 204 else None
         return r.status, body
 
@@ -66,6 +70,7 @@ async def test_status_nodes_and_deployments(cluster: Cluster) -> None:
 
 
 async def test_node_protocol_refuses_bad_requests(cluster: Cluster) -> None:
+    assert (await call(cluster, "GET", "/api/v1/wasm/nodes", role=""))[0] == 401
     assert (await call(cluster, "POST", "/api/v1/wasm/nodes", data=b"{nope"))[0] == 400
     status, body = await call(cluster, "POST", "/api/v1/wasm/nodes", json={"id": "Bad Id", "region": "x"})
     assert status == 400 and body["message"].startswith("id:")
@@ -90,10 +95,17 @@ async def test_deleted_node_registers_again(cluster: Cluster) -> None:
     await cluster.wait_all_serving("calc", "1.0.0", ["edge-eu-central-1"])
 
 
-async def test_diff_plans_the_working_tree_against_what_runs(
-    cluster: Cluster, capsys: pytest.CaptureFixture[str]
+async def test_status_and_diff_verbs(
+    cluster: Cluster, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fleet = cluster.repo.fleet
+    monkeypatch.setenv("HOTSWAP_TOKEN", cluster.token("viewer"))
+    monkeypatch.setenv("COLUMNS", "240")  # rich draws for 80 columns without a terminal
+    assert await asyncio.to_thread(main, ["status", "--control", cluster.url]) == 0
+    out = capsys.readouterr().out
+    assert "edge-us-east-1" in out and "calc" in out and "Promoted" in out
+    assert await asyncio.to_thread(main, ["status", "--json", "--control", cluster.url]) == 0
+    assert '"appliedRevision"' in capsys.readouterr().out
     assert await asyncio.to_thread(main, ["diff", str(fleet), "--control", cluster.url]) == 0
     assert "no change" in capsys.readouterr().out
     cluster.repo.edit("modules/calc.yaml", "version: 1.0.0", "version: 1.1.0")

@@ -115,20 +115,23 @@ class Driver:
         for record in result.records:
             self.records[record.id] = record
         for action in result.actions:
-            if isinstance(action, SetAssignment) and action.node_id not in self.stuck:
-                running = tuple(RunningEntry(e.module, e.version, e.digest, e.weight) for e in action.table)
-                self.nodes[action.node_id] = dataclasses.replace(
-                    self.nodes[action.node_id], assigned=action.table, running=running
-                )
-            elif isinstance(action, SetAssignment):
+            if isinstance(action, SetAssignment):
                 self.nodes[action.node_id] = dataclasses.replace(self.nodes[action.node_id], assigned=action.table)
         self.last = result
         return result
 
+    def nodes_apply_tables(self) -> None:
+        """Between passes, every node (but the stuck ones) loads its table and reports running it."""
+        for node_id, node in self.nodes.items():
+            if node_id not in self.stuck:
+                running = tuple(RunningEntry(e.module, e.version, e.digest, e.weight) for e in node.assigned)
+                self.nodes[node_id] = dataclasses.replace(node, running=running)
+
     def run(self, at: float | None = None, metrics: Iterable[VersionMetrics] = ()) -> Plan:
-        """One pass at time `at` (default: now), applied."""
+        """One pass at time `at` (default: now), applied, after the nodes applied the previous one."""
         if at is not None:
             self.now = at
+        self.nodes_apply_tables()
         return self.apply(plan(self.snapshot(metrics)))
 
     def settle(self) -> None:
