@@ -6,11 +6,9 @@ it was assigned, and the server calls `LoadedModule.prepare` (on the event loop:
 
 * One `Engine` with epoch interruption; a ticker thread advances the epoch every millisecond and
   each call sets its deadline in ticks, so an endless loop stops at its timeout.
-* Modules are compiled once (and the last few kept in memory by digest, for versions swapped out
-  and back in); the precompiled artifact is kept on disk under the module digest and
-  a key of the engine settings (wasmtime version, target, options), with a sidecar holding the
-  artifact's SHA-256. A restart loads it with `Module.deserialize_file` after checking the
-  checksum; a missing, corrupt or stale entry is rebuilt, never trusted.
+* Modules are compiled once: the precompiled artifact goes to the on-disk cache (`edge.cache`),
+  keyed by digest and engine settings, and a restart loads it with `Module.deserialize_file`;
+  the last few compiled modules also stay in memory by digest, for versions swapped back in.
 * Each `Store` gets the module's memory limit (`Store.set_limits`) and a WASI preview 1 context
   built from its capabilities only: no inherited environment, listed variables only, listed
   directories only (read-only unless `rw`), stdout and stderr captured and capped, no sockets.
@@ -28,10 +26,8 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import hashlib
 import json
 import math
-import os
 import platform
 import threading
 import time
@@ -49,6 +45,7 @@ from wasmtime import _ffi
 from wasmtime._extern import wrap_extern
 
 from edge import wasm
+from edge.cache import ModuleCache, engine_key
 from edge.errors import BadRequestError, LoadError, MemoryLimitError, ModuleTimeoutError, NotFoundError, TrapError
 from edge.protocol import Capabilities, Limits
 
@@ -117,57 +114,6 @@ class Call:
     convention: wasm.Convention
     values: tuple[int | float, ...] = ()
     payload: bytes = b""
-
-
-def engine_key(settings: dict[str, str]) -> str:
-    """Names the compiled code: artifacts from another wasmtime, target or option set never load."""
-    text = ";".join(f"{k}={v}" for k, v in sorted(settings.items()))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-class ModuleCache:
-    """Precompiled artifacts on disk: `<hex>-<engine key>.cwasm` plus a `.sum` with its SHA-256."""
-
-    def __init__(self, directory: Path, key: str) -> None:
-        self.directory = directory
-        self.key = key
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-
-    def path(self, digest: str) -> Path:
-        return self.directory / f"{digest.removeprefix('sha256:')}-{self.key}.cwasm"
-
-    def load(self, engine: wasmtime.Engine, digest: str) -> wasmtime.Module | None:
-        """The cached module, or None when absent, corrupt or stale (the bad entry is removed)."""
-        path = self.path(digest)
-        sums = path.with_suffix(".sum")
-        try:
-            expected = sums.read_text().strip()
-            actual = hashlib.sha256(path.read_bytes()).hexdigest()
-        except OSError:
-            return None
-        if actual != expected:
-            self.remove(digest)
-            return None
-        try:
-            return wasmtime.Module.deserialize_file(engine, str(path))
-        except wasmtime.WasmtimeError:
-            self.remove(digest)
-            return None
-
-    def store(self, digest: str, module: wasmtime.Module) -> None:
-        path = self.path(digest)
-        data = bytes(module.serialize())
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
-        tmp_sum = tmp.with_suffix(".sumtmp")
-        tmp_sum.write_text(hashlib.sha256(data).hexdigest())
-        tmp_sum.replace(path.with_suffix(".sum"))
-
-    def remove(self, digest: str) -> None:
-        path = self.path(digest)
-        for p in (path, path.with_suffix(".sum")):
-            p.unlink(missing_ok=True)
 
 
 class Ticker:

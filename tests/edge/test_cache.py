@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge.runtime import ModuleCache, Runtime, Sandbox, engine_key
+from edge.cache import ModuleCache, engine_key
+from edge.runtime import Runtime, Sandbox
 from edge.wasm import sha256_digest
 from tests.edge.conftest import module_bytes
 
