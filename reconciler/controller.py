@@ -22,7 +22,7 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, assert_never
 
@@ -198,6 +198,11 @@ class Controller:
         self._assigned: dict[str, tuple[AssignmentEntry, ...]] = {}
         self._pass_done = asyncio.Condition()
         self.gates = InterfaceGates(store)
+        # Several replicas on one store (reconciler.leader): which one this is, whether it leads, and
+        # what to run before each pass (checks the lease; raises to step down).
+        self.replica = ""
+        self.leader = True
+        self.before_pass: Callable[[], Awaitable[None]] | None = None
 
     # -- triggers -------------------------------------------------------------------------------
 
@@ -239,6 +244,8 @@ class Controller:
         """One pass; returns when to look again (seconds), or None when only a change should wake it."""
         started = time.perf_counter()
         try:
+            if self.before_pass is not None:
+                await self.before_pass()
             return await self._reconcile()
         finally:
             self.state.duration_ms = (time.perf_counter() - started) * 1000
@@ -288,6 +295,12 @@ class Controller:
             self.state.applied_revision = revision.sha
             self.gates.base = desired
         return result.requeue_after
+
+    def forget(self) -> None:
+        """Drop what earlier passes left in memory and read the rollout book again (a replica that
+        becomes leader plans from what the others wrote)."""
+        self._assigned.clear()
+        self.book.reload()
 
     def _mark_applied(self, sha: str) -> None:
         self.store.record_revision_seen(sha, verified=True)

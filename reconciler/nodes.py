@@ -18,10 +18,11 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Protocol
 
 from edge.nodeapi import Heartbeat, HeartbeatAnswer, Registration, RegistrationAnswer
 from edge.protocol import LATENCY_BUCKETS_MS, ModuleEntry, ModuleTable, VersionMetrics
-from reconciler.store.records import NodeRecord
+from reconciler.store.records import JsonObject, NodeRecord
 from reconciler.store.state import StateStore
 
 MISSED_HEARTBEATS = 3
@@ -70,7 +71,10 @@ class MetricsWindow:
     def add(self, at: float, region: str, metrics: Iterable[VersionMetrics]) -> None:
         for m in metrics:
             events = self._events.setdefault((m.module, m.version, region), deque())
-            events.append((at, m))
+            if events and events[-1][0] > at:  # late, from another replica: keep the time order
+                bisect.insort(events, (at, m), key=lambda e: e[0])
+            else:
+                events.append((at, m))
             while events and events[0][0] < at - self.horizon:
                 events.popleft()
 
@@ -106,6 +110,22 @@ class NodeView:
     memory_mb: float
 
 
+class Peers(Protocol):
+    """Other control-plane replicas on the same store (`reconciler.leader.Replicas`); None when alone."""
+
+    def record_heartbeat(self, node_id: str, region: str, reported: JsonObject, at: datetime, beat: Heartbeat) -> bool:
+        """Store the heartbeat (and its metric deltas, for the leader); False for an unknown node."""
+        ...
+
+    def announce(self, node_id: str) -> None:
+        """Tell the other replicas that this node's row changed (returns at once)."""
+        ...
+
+
+def _progress(node: NodeRecord) -> tuple[object, object]:
+    return node.reported.get("running"), node.reported.get("generation")
+
+
 def _epoch(at: datetime | None) -> float | None:
     return at.timestamp() if at is not None else None
 
@@ -131,6 +151,7 @@ class NodeHub:
         self._nodes: dict[str, NodeRecord] = {}
         self._health: dict[str, str] = {}
         self._closing = False
+        self.peers: Peers | None = None
         for node in store.list_nodes():
             self._remember(node)
 
@@ -216,6 +237,8 @@ class NodeHub:
         )
         node = await asyncio.to_thread(self._register, record)
         self._remember(node)
+        if self.peers is not None:
+            self.peers.announce(node.id)
         if existing is None or existing.region != node.region:
             await asyncio.to_thread(
                 self.store.append_audit,
@@ -243,15 +266,22 @@ class NodeHub:
 
     async def heartbeat(self, node_id: str, beat: Heartbeat) -> HeartbeatAnswer | None:
         """Record a heartbeat; None when the node is unknown (it must register again)."""
-        if node_id not in self._nodes:
+        if node_id not in self._nodes and not await self.load(node_id):
             return None
         reported = beat.model_dump(mode="json", by_alias=True, exclude={"metrics"})
         now = self.clock()
         at = datetime.fromtimestamp(now, UTC)
-        if not await asyncio.to_thread(self.store.record_heartbeat, node_id, reported, at):
+        if self.peers is None:
+            recorded = await asyncio.to_thread(self.store.record_heartbeat, node_id, reported, at)
+        else:
+            region = self._nodes[node_id].region
+            recorded = await asyncio.to_thread(self.peers.record_heartbeat, node_id, region, reported, at, beat)
+        before = self._nodes.get(node_id)
+        if not recorded or before is None:
             self._nodes.pop(node_id, None)
             return None
-        before = self._nodes[node_id]
+        if self.peers is not None:
+            self.peers.announce(node_id)
         self._nodes[node_id] = replace(before, reported=reported, last_heartbeat_at=at)
         self.metrics.add(now, before.region, beat.metrics)
         if before.reported.get("running") != reported.get("running") or before.reported.get(
@@ -265,7 +295,7 @@ class NodeHub:
         """The node's table once its generation is past `after`; None if `wait` seconds pass first."""
         deadline = time.monotonic() + wait
         while not self._closing:
-            if node_id not in self._nodes:
+            if node_id not in self._nodes and not await self.load(node_id):
                 raise KeyError(node_id)
             table = self._tables[node_id]
             if table.generation > after or (after > table.generation and table.generation > 0):
@@ -301,6 +331,8 @@ class NodeHub:
         self._tables[node_id] = ModuleTable(generation=generation, modules=entries)
         self._nodes[node_id] = replace(self._nodes[node_id], assignment=body, generation=generation)
         self._wake(node_id)
+        if self.peers is not None:
+            self.peers.announce(node_id)
         return generation
 
     async def delete(self, node_id: str) -> bool:
@@ -308,6 +340,51 @@ class NodeHub:
         self._nodes.pop(node_id, None)
         self._tables.pop(node_id, None)
         self._wake(node_id)
+        if self.peers is not None:
+            self.peers.announce(node_id)
         if found:
             self.poke()
         return found
+
+    # -- other replicas on the same store (reconciler.leader) ------------------------------------
+
+    async def load(self, node_id: str) -> bool:
+        """Read a node this replica does not know from a shared store (another replica registered
+        it); False when there is no such node, or the store is not shared."""
+        if self.peers is None:
+            return False
+        node = await asyncio.to_thread(self.store.get_node, node_id)
+        if node is not None:
+            self.merge((node,), ())
+        return node is not None
+
+    def merge(self, nodes: Iterable[NodeRecord], gone: Iterable[str]) -> None:
+        """Take node rows another replica wrote, and forget nodes it deleted. A newer table wakes the
+        node's long-poll; a row never takes a table or a report back to an older one (rows read
+        before this replica's own write may arrive after it)."""
+        poke = False
+        for row in nodes:
+            before = self._nodes.get(row.id)
+            if before is None:
+                self._remember(row)
+                poke = True
+                continue
+            node = row
+            if node.generation < before.generation:
+                node = replace(node, generation=before.generation, assignment=before.assignment)
+            if (_epoch(before.last_heartbeat_at) or 0.0) > (_epoch(node.last_heartbeat_at) or 0.0):
+                node = replace(node, reported=before.reported, last_heartbeat_at=before.last_heartbeat_at)
+            poke = poke or _progress(before) != _progress(node) or before.status != node.status
+            if node.generation > before.generation:
+                self._remember(node)
+                self._wake(node.id)
+            else:
+                self._nodes[node.id] = node
+        for node_id in gone:
+            if self._nodes.pop(node_id, None) is not None:
+                self._tables.pop(node_id, None)
+                self._wake(node_id)
+                poke = True
+        if poke:
+            self.poke()
+        self.check_health()

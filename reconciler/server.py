@@ -28,6 +28,7 @@ from reconciler.gitsource.source import GitSource, Revision, SourceConfig
 from reconciler.gitsource.trust import TrustRoot, load_trust
 from reconciler.gitsource.webhook import webhook_handler
 from reconciler.gitwrite import GitWriter, WriterConfig
+from reconciler.leader import Replicas
 from reconciler.nodes import NodeHub
 from reconciler.notify import Notifier, install
 from reconciler.planner import latest_records
@@ -71,6 +72,7 @@ class ControlPlane:
     app: web.Application = field(init=False)
     url: str = ""
     notifier: Notifier | None = None
+    replicas: Replicas | None = None  # several replicas on one PostgreSQL (reconciler.leader)
     _runner: web.AppRunner | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -103,6 +105,8 @@ class ControlPlane:
         )
         self.controller = Controller(store=self.store, registry=self.registry, source=self.source, hub=self.hub)
         self.hub.poke = self.controller.poke
+        if options.database_url and self.store.dialect.name == "postgresql":
+            self.replicas = Replicas(self.store, self.controller, options.database_url)
         control = ControlDeps(
             controller=self.controller, source_status=self.source_status, authority=self.authority, writer=self.writer
         )
@@ -163,7 +167,9 @@ class ControlPlane:
 
         self._tasks = [
             asyncio.create_task(self.source.run(on_revision), name="git-source"),
-            asyncio.create_task(self.controller.run(), name="controller"),
+            asyncio.create_task(
+                self.replicas.run() if self.replicas is not None else self.controller.run(), name="controller"
+            ),
         ]
         self.notifier = install(self, [])
         log.info("control plane listening on %s, following %s", self.url, self.options.repo)

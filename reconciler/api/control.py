@@ -312,6 +312,8 @@ def status_json(control: ControlDeps) -> dict[str, Any]:
     return {
         "revision": state.revision,
         "appliedRevision": state.applied_revision,
+        "replica": controller.replica or None,  # several replicas on one PostgreSQL: which one answers
+        "leader": controller.leader,  # whether it plans and publishes (reconciler.leader)
         "lastPass": {
             "at": _iso(state.at),
             "durationMs": round(state.duration_ms, 2),

@@ -144,6 +144,23 @@ MIGRATIONS: tuple[Migration, ...] = (
             ),
         },
     ),
+    Migration(
+        2,
+        "metric deltas shared between replicas",
+        (
+            # What nodes shipped in their heartbeats, written by the replica that received them, so the
+            # leader's analysis windows see traffic reported to any replica (pruned after an hour).
+            """CREATE TABLE metric_deltas (
+                seq {autoid},
+                replica TEXT NOT NULL,
+                node_id TEXT NOT NULL,
+                region TEXT NOT NULL,
+                at TEXT NOT NULL,
+                metrics TEXT NOT NULL
+            )""",
+            "CREATE INDEX metric_deltas_at ON metric_deltas (at)",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -19,7 +19,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from reconciler.store import dialect as dialects
 from reconciler.store.dialect import Connection, Dialect
@@ -49,6 +49,30 @@ from reconciler.store.records import (
 )
 
 Clock = Callable[[], datetime]
+
+
+class SharedHeartbeat(NamedTuple):
+    """A heartbeat as a replica writes it to a shared store (`StateStore.record_shared_heartbeat`)."""
+
+    replica: str
+    node_id: str
+    region: str
+    reported: JsonObject
+    at: datetime
+    metrics: list[JsonObject]  # the heartbeat's metric deltas, as the wire has them
+
+
+class MetricDelta(NamedTuple):
+    """One heartbeat's metric deltas, as some replica received them."""
+
+    seq: int
+    replica: str
+    node_id: str
+    region: str
+    at: datetime
+    metrics: list[JsonObject]
+
+
 _T = TypeVar("_T")
 STATE_FILE = "state.db"
 
@@ -324,6 +348,73 @@ class StateStore:
     def delete_node(self, node_id: str) -> bool:
         with self._tx(write=True) as tx:
             return tx.run("DELETE FROM nodes WHERE id = ?", node_id) == 1
+
+    def get_nodes(self, node_ids: Iterable[str]) -> list[NodeRecord]:
+        """The nodes among `node_ids` that exist, by id."""
+        wanted = sorted(set(node_ids))
+        if not wanted:
+            return []
+        with self._tx(write=False) as tx:
+            rows = tx.all(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE id IN ({_marks(wanted)}) ORDER BY id", *wanted)
+        return [n for n in map(_node, rows) if n is not None]
+
+    # -- several replicas on one database (reconciler.leader) ------------------------------------
+
+    def namespace(self) -> str:
+        """What tells this installation apart from others in the same database server: the schema
+        on PostgreSQL (advisory locks and NOTIFY channels are per database, not per schema), "" on SQLite."""
+        if self.dialect.name != "postgresql":
+            return ""
+        with self._tx(write=False) as tx:
+            return str(tx.one("SELECT current_schema()")[0])
+
+    def notify(self, channel: str, payloads: Sequence[str]) -> None:
+        """Tell the listeners of `channel` (PostgreSQL NOTIFY, one per payload, sent at commit); nothing
+        on SQLite, which serves one process."""
+        if self.dialect.name != "postgresql" or not payloads:
+            return
+        with self._tx(write=True) as tx:
+            for payload in payloads:
+                tx.one("SELECT pg_notify(?, ?)", channel, payload)
+
+    def record_shared_heartbeat(self, beat: SharedHeartbeat) -> bool:
+        """`record_heartbeat` and the heartbeat's metric deltas in one transaction; False (nothing
+        written) for an unknown node."""
+        with self._tx(write=True) as tx:
+            found = tx.run(
+                "UPDATE nodes SET reported = ?, last_heartbeat_at = ? WHERE id = ?",
+                _json(beat.reported),
+                _ts(beat.at),
+                beat.node_id,
+            )
+            if found != 1:
+                return False
+            if beat.metrics:
+                tx.run(
+                    "INSERT INTO metric_deltas (replica, node_id, region, at, metrics) VALUES (?, ?, ?, ?, ?)",
+                    beat.replica,
+                    beat.node_id,
+                    beat.region,
+                    _ts(beat.at),
+                    _json(beat.metrics),
+                )
+        return True
+
+    def metric_deltas_since(self, since: datetime, *, exclude_replica: str = "") -> list[MetricDelta]:
+        """Metric deltas received at or after `since` by replicas other than `exclude_replica`, by time."""
+        with self._tx(write=False) as tx:
+            rows = tx.all(
+                "SELECT seq, replica, node_id, region, at, metrics FROM metric_deltas "
+                "WHERE at >= ? AND replica <> ? ORDER BY at, seq",
+                _ts(since),
+                exclude_replica,
+            )
+        return [MetricDelta(int(r[0]), r[1], r[2], r[3], _dt(r[4]), json.loads(r[5])) for r in rows]
+
+    def prune_metric_deltas(self, before: datetime) -> int:
+        """Forget metric deltas received before `before`; returns how many."""
+        with self._tx(write=True) as tx:
+            return tx.run("DELETE FROM metric_deltas WHERE at < ?", _ts(before))
 
     # -- rollouts -------------------------------------------------------------------------------
 

@@ -1,0 +1,267 @@
+"""Several control-plane replicas on one PostgreSQL: all serve, one leads (plans and publishes).
+
+Where it sits: `ControlPlane` builds a `Replicas` when the state store is PostgreSQL and runs
+`Replicas.run()` where it would run `Controller.run()`. SQLite serves one process: no `Replicas`,
+and the controller runs as it always did.
+
+    every replica    serves the API and the node protocol; stores the heartbeats it receives with
+                     their metric deltas (table `metric_deltas`), and announces every node row it
+                     changes (NOTIFY on `hotswap_nodes_<schema>`, batched); listens
+                     (`notify_pg.PgListener`) and re-reads the rows the others announce, so a node
+                     long-polling this replica is woken as soon as the leader publishes its table
+    the leader       holds the lease `reconciler@<schema>` (a PostgreSQL advisory lock, freed by the
+                     server when the leader's connection dies); before each pass it checks it still
+                     holds it (else it steps down) and reads the metric deltas others received
+    a follower       tries for the lease every `retry_seconds`, and meanwhile re-reads the rollout
+                     book so its status and API answers stay current
+    a new leader     re-reads the rollout book, every node and the last hour of metric deltas
+                     before its first pass
+
+Rollout progress is written with compare-and-set (`RolloutBook.save`), so even two replicas that
+both believe they lead (a lease connection that died mid-pass) never record a step twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+
+from edge.nodeapi import Heartbeat
+from edge.protocol import VersionMetrics
+from reconciler.controller import Controller
+from reconciler.nodes import METRICS_HORIZON_SECONDS
+from reconciler.notify_pg import PgListener
+from reconciler.store.errors import StoreError
+from reconciler.store.lease import Lease
+from reconciler.store.records import JsonObject
+from reconciler.store.state import SharedHeartbeat, StateStore
+
+log = logging.getLogger("hotswap.replicas")
+
+LEASE = "reconciler"
+CHANNEL = "hotswap_nodes_"
+MAX_PAYLOAD_CHARS = 7000  # NOTIFY payloads must stay under 8000 bytes
+LATE_SECONDS = 10.0  # how long after its time a metric delta may still commit
+PRUNE_EVERY_SECONDS = 60.0
+
+
+class NotLeaderError(Exception):
+    """This replica no longer holds the lease: it stops planning and follows."""
+
+
+def replica_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def pack(sender: str, node_ids: Iterable[str]) -> list[str]:
+    """NOTIFY payloads naming `node_ids`, each under the size PostgreSQL accepts."""
+    payloads: list[str] = []
+    chunk: list[str] = []
+    size = 0
+    for node_id in node_ids:
+        if chunk and size + len(node_id) + 4 > MAX_PAYLOAD_CHARS:
+            payloads.append(json.dumps({"r": sender, "n": chunk}))
+            chunk, size = [], 0
+        chunk.append(node_id)
+        size += len(node_id) + 4
+    if chunk:
+        payloads.append(json.dumps({"r": sender, "n": chunk}))
+    return payloads
+
+
+def unpack(payload: str) -> tuple[str, list[str]] | None:
+    """(sender, node ids) of a payload `pack` made; None for anything else."""
+    try:
+        data = json.loads(payload)
+        sender, ids = data["r"], data["n"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(sender, str) or not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        return None
+    return sender, ids
+
+
+class Replicas:
+    """This replica's part among several on one database (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        controller: Controller,
+        database_url: str,
+        *,
+        retry_seconds: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.controller = controller
+        self.hub = controller.hub
+        self.id = replica_id()
+        self.retry_seconds = retry_seconds
+        self.clock = clock
+        namespace = store.namespace()
+        self.channel = f"{CHANNEL}{namespace}"[:63]
+        self.lease_name = f"{LEASE}@{namespace}"
+        self.listener = PgListener(database_url, self.channel, self._on_message, self._on_connect)
+        self.elections = 0  # how many times this replica became leader
+        self._lease: Lease | None = None
+        self._incoming: set[str] = set()  # nodes others changed, to read
+        self._outgoing: set[str] = set()  # nodes this replica changed, to announce
+        self._reader: asyncio.Task[None] | None = None
+        self._sender: asyncio.Task[None] | None = None
+        self._seen: dict[int, float] = {}  # metric-delta seq -> its time, for deltas read lately
+        self._metrics_since = 0.0
+        self._pruned_at = 0.0
+        controller.replica = self.id
+        controller.leader = False
+        controller.before_pass = self._before_pass
+        self.hub.peers = self
+
+    @property
+    def leader(self) -> bool:
+        return self.controller.leader
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Follow, lead when the lease is free, follow again when it is lost; until cancelled."""
+        listening = asyncio.create_task(self.listener.run(), name="replica-listener")
+        try:
+            while True:
+                lease = await self._try_lease()
+                if lease is None:
+                    await self._follow()
+                    continue
+                try:
+                    await self._lead(lease)
+                except NotLeaderError as exc:
+                    log.warning("replica %s steps down: %s", self.id, exc)
+                except StoreError as exc:
+                    log.warning("replica %s cannot lead (%s); trying again", self.id, exc)
+                    await asyncio.sleep(self.retry_seconds)
+                finally:
+                    self.controller.leader = False
+                    self._lease = None
+                    lease.release()
+        finally:
+            for task in (listening, self._reader, self._sender):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+
+    async def _try_lease(self) -> Lease | None:
+        try:
+            return await asyncio.to_thread(self.store.try_lease, self.lease_name)
+        except StoreError as exc:
+            log.warning("replica %s: %s", self.id, exc)
+            return None
+
+    async def _follow(self) -> None:
+        with contextlib.suppress(StoreError):
+            await asyncio.to_thread(self.controller.book.reload)
+        await asyncio.sleep(self.retry_seconds)
+
+    async def _lead(self, lease: Lease) -> None:
+        self._lease = lease
+        await asyncio.to_thread(self.controller.forget)
+        await self.refresh()
+        self._seen.clear()
+        self._metrics_since = self.clock() - METRICS_HORIZON_SECONDS
+        await self._pull_metrics()
+        self.controller.leader = True
+        self.elections += 1
+        log.info("replica %s leads", self.id)
+        self.controller.poke()
+        await self.controller.run()
+
+    async def _before_pass(self) -> None:
+        lease = self._lease
+        if lease is None or not await asyncio.to_thread(lease.held):
+            raise NotLeaderError("the lease is gone (its database connection closed)")
+        await self._pull_metrics()
+
+    async def refresh(self) -> None:
+        """Read every node again (a new leader; a listener that may have missed notifications)."""
+        nodes = await asyncio.to_thread(self.store.list_nodes)
+        found = {n.id for n in nodes}
+        self.hub.merge(nodes, [v.id for v in self.hub.view() if v.id not in found])
+
+    # -- metric deltas --------------------------------------------------------------------------
+
+    async def _pull_metrics(self) -> None:
+        """Add the metric deltas other replicas received since the last pull to this hub's window."""
+        now = self.clock()
+        since = datetime.fromtimestamp(self._metrics_since - LATE_SECONDS, UTC)
+        rows = await asyncio.to_thread(self.store.metric_deltas_since, since, exclude_replica=self.id)
+        for row in rows:
+            if row.seq in self._seen:
+                continue
+            at = row.at.timestamp()
+            self._seen[row.seq] = at
+            self.hub.metrics.add(at, row.region, [VersionMetrics.model_validate(m) for m in row.metrics])
+        self._metrics_since = now
+        self._seen = {seq: at for seq, at in self._seen.items() if at >= now - 2 * LATE_SECONDS}
+        if now - self._pruned_at > PRUNE_EVERY_SECONDS:
+            horizon = datetime.fromtimestamp(now - METRICS_HORIZON_SECONDS, UTC)
+            await asyncio.to_thread(self.store.prune_metric_deltas, horizon)
+            self._pruned_at = now
+
+    # -- the hub's seam (nodes.Peers) -----------------------------------------------------------
+
+    def record_heartbeat(self, node_id: str, region: str, reported: JsonObject, at: datetime, beat: Heartbeat) -> bool:
+        metrics = [m.model_dump(mode="json", by_alias=True) for m in beat.metrics]
+        return self.store.record_shared_heartbeat(SharedHeartbeat(self.id, node_id, region, reported, at, metrics))
+
+    def announce(self, node_id: str) -> None:
+        self._outgoing.add(node_id)
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.get_running_loop().create_task(self._send(), name="replica-announce")
+
+    async def _send(self) -> None:
+        while self._outgoing:
+            node_ids, self._outgoing = sorted(self._outgoing), set()
+            try:
+                await asyncio.to_thread(self.store.notify, self.channel, pack(self.id, node_ids))
+            except StoreError as exc:  # the others read every node again when they reconnect
+                log.warning("replica %s could not announce %d nodes: %s", self.id, len(node_ids), exc)
+
+    # -- the listener's callbacks ---------------------------------------------------------------
+
+    def _on_message(self, payload: str) -> None:
+        message = unpack(payload)
+        if message is None:
+            log.warning("replica %s ignores a notification it cannot read: %.100r", self.id, payload)
+            return
+        sender, node_ids = message
+        if sender == self.id:
+            return
+        self._incoming.update(node_ids)
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.get_running_loop().create_task(self._read(), name="replica-read")
+
+    async def _read(self) -> None:
+        while self._incoming:
+            node_ids, self._incoming = self._incoming, set()
+            try:
+                nodes = await asyncio.to_thread(self.store.get_nodes, node_ids)
+            except StoreError as exc:
+                log.warning("replica %s could not read %d nodes (%s); again soon", self.id, len(node_ids), exc)
+                self._incoming |= node_ids
+                await asyncio.sleep(self.retry_seconds)
+                continue
+            self.hub.merge(nodes, node_ids - {n.id for n in nodes})
+
+    async def _on_connect(self) -> None:
+        try:
+            await self.refresh()
+        except StoreError as exc:
+            log.warning("replica %s could not read the nodes again: %s", self.id, exc)
