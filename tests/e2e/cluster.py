@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -126,6 +126,32 @@ class FleetRepo:
         return self.commit(f"{name} {version}")
 
 
+def spawn_edge(control: str, token: str, node_id: str, region: str, data: Path) -> EdgeProcess:
+    """An edge node process joining the control plane at `control` with the node token `token`."""
+    log = data / f"{node_id}.log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HOTSWAP_NODE_TOKEN": token}
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "hotswap", "edge", "--control", control, "--region", region,
+                "--id", node_id, "--port", "0", "--cache-dir", str(data / "cache" / node_id),
+                "--threads", "2", "--log-level", "WARNING",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )  # fmt: skip
+    return EdgeProcess(node_id, region, process, log)
+
+
+class LoadTarget(Protocol):
+    """What the load generator needs: where the nodes are, and headers that authorise execute calls."""
+
+    def node_urls(self) -> dict[str, str]: ...
+
+    def headers(self, role: str = "admin") -> dict[str, str]: ...
+
+
 @dataclass
 class EdgeProcess:
     node_id: str
@@ -159,20 +185,7 @@ class Cluster:
         return self.plane.url
 
     def start_node(self, node_id: str, region: str) -> EdgeProcess:
-        log = self.data / f"{node_id}.log"
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "HOTSWAP_NODE_TOKEN": self.plane.mint(node_id, "node")}
-        with log.open("ab") as out:
-            process = subprocess.Popen(
-                [
-                    sys.executable, "-m", "hotswap", "edge", "--control", self.url, "--region", region,
-                    "--id", node_id, "--port", "0", "--cache-dir", str(self.data / "cache" / node_id),
-                    "--threads", "2", "--log-level", "WARNING",
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )  # fmt: skip
-        node = EdgeProcess(node_id, region, process, log)
+        node = spawn_edge(self.url, self.plane.mint(node_id, "node"), node_id, region, self.data)
         self.nodes.append(node)
         return node
 
@@ -204,6 +217,16 @@ class Cluster:
         port = int(self.url.rsplit(":", 1)[1])
         await self.plane.stop()
         self.plane = ControlPlane(replace(options, port=port))
+        await self.plane.start()
+
+    async def stop_control_plane(self) -> None:
+        """Stop the control plane (the nodes lose it); `start_control_plane` brings it back."""
+        await self.plane.stop()
+
+    async def start_control_plane(self) -> None:
+        """A new control plane on the same port and data as the stopped one."""
+        port = int(self.url.rsplit(":", 1)[1])
+        self.plane = ControlPlane(replace(self.plane.options, port=port))
         await self.plane.start()
 
     async def wait_ready(self, count: int) -> None:
@@ -241,8 +264,17 @@ class LoadResult:
 class Load:
     """Requests in a loop to every healthy node, until stopped; every response is checked."""
 
-    def __init__(self, cluster: Cluster, module: str, function: str, args: Callable[[int], Any]) -> None:
+    def __init__(
+        self,
+        cluster: LoadTarget,
+        module: str,
+        function: str,
+        args: Callable[[int], Any],
+        targets: Callable[[], Sequence[str]] | None = None,
+    ) -> None:
+        """`targets` narrows the nodes called (default: every healthy node)."""
         self.cluster = cluster
+        self.targets = targets or (lambda: list(cluster.node_urls().values()))
         self.module = module
         self.function = function
         self.args = args
@@ -285,7 +317,7 @@ class Load:
         async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
             i = 0
             while not self._stop.is_set():
-                urls = list(self.cluster.node_urls().values())
+                urls = list(self.targets())
                 if not urls:
                     await asyncio.sleep(0.05)
                     continue
@@ -299,6 +331,8 @@ async def start_cluster(
     heartbeat: float = 0.25,
     port: int = 0,
     trust: Path | None = None,
+    database_url: str | None = None,
+    blob_url: str | None = None,
 ) -> Cluster:
     repo = FleetRepo(tmp / "repo")
     data = tmp / "data"
@@ -310,6 +344,8 @@ async def start_cluster(
             data_dir=data / "control",
             port=port,
             trust=trust,
+            database_url=database_url,
+            blob_url=blob_url,
             interval=0.5,
             heartbeat_seconds=heartbeat,
         )
