@@ -220,6 +220,7 @@ class Controller:
     # -- the loop -------------------------------------------------------------------------------
 
     async def run(self) -> None:
+        await self.hub.wait_reports()  # after a start: plan from the nodes' fresh reports (bounded wait)
         backoff = 0.2
         while True:
             self._wake.clear()

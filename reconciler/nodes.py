@@ -26,6 +26,7 @@ from reconciler.store.records import JsonObject, NodeRecord
 from reconciler.store.state import StateStore
 
 MISSED_HEARTBEATS = 3
+RECONNECT_SECONDS = 5.0  # a node's agent retries a lost control plane at least this often (edge.agent)
 METRICS_HORIZON_SECONDS = 3600.0
 
 
@@ -152,6 +153,8 @@ class NodeHub:
         self._health: dict[str, str] = {}
         self._closing = False
         self.peers: Peers | None = None
+        self._heard: set[str] = set()  # nodes that reported since this hub started
+        self._reported = asyncio.Event()
         for node in store.list_nodes():
             self._remember(node)
 
@@ -257,7 +260,11 @@ class NodeHub:
         )
 
     def _register(self, record: NodeRecord) -> NodeRecord:
-        """Upsert the node and count the registration as contact (it is healthy from now)."""
+        """Upsert the node and count the registration as contact (it is healthy from now); a drained
+        node stays drained when it registers again."""
+        before = self.store.get_node(record.id)
+        if before is not None and before.status == "Draining":
+            record = replace(record, status="Draining")
         node = self.store.upsert_node(record)
         self.store.record_heartbeat(node.id, dict(node.reported), datetime.fromtimestamp(self.clock(), UTC))
         found = self.store.get_node(node.id)
@@ -284,6 +291,8 @@ class NodeHub:
             self.peers.announce(node_id)
         self._nodes[node_id] = replace(before, reported=reported, last_heartbeat_at=at)
         self.metrics.add(now, before.region, beat.metrics)
+        self._heard.add(node_id)
+        self._reported.set()
         if before.reported.get("running") != reported.get("running") or before.reported.get(
             "generation"
         ) != reported.get("generation"):
@@ -307,6 +316,26 @@ class NodeHub:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), remaining)
         return None
+
+    async def wait_reports(self, timeout: float | None = None) -> bool:
+        """Wait until every known node has sent a heartbeat to this hub (False if `timeout` passes first).
+
+        A control plane that starts on a store of nodes waits for this before its first pass, so it
+        plans from fresh reports, with the metric deltas the nodes kept while it was away, rather
+        than from rows older than its start (every node Unhealthy, a step's analysis without data).
+        The default timeout is three heartbeats plus a node's longest reconnect delay.
+        """
+        if timeout is None:
+            timeout = MISSED_HEARTBEATS * self.heartbeat_seconds + RECONNECT_SECONDS
+        deadline = time.monotonic() + timeout
+        while not self._closing and not set(self._nodes) <= self._heard:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._reported.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reported.wait(), remaining)
+        return True
 
     def close(self) -> None:
         """Answer every waiting long-poll now (the control plane is stopping)."""
@@ -334,6 +363,18 @@ class NodeHub:
         if self.peers is not None:
             self.peers.announce(node_id)
         return generation
+
+    async def set_draining(self, node_id: str, draining: bool) -> bool:
+        """Drain a node (its modules move elsewhere, it gets an empty table) or take it back."""
+        if node_id not in self._nodes:
+            return False
+        status = "Draining" if draining else "Healthy"
+        if not await asyncio.to_thread(self.store.set_node_status, node_id, status):
+            return False
+        self._nodes[node_id] = replace(self._nodes[node_id], status=status)
+        self.check_health()
+        self.poke()
+        return True
 
     async def delete(self, node_id: str) -> bool:
         found = await asyncio.to_thread(self.store.delete_node, node_id)
@@ -375,6 +416,9 @@ class NodeHub:
             if (_epoch(before.last_heartbeat_at) or 0.0) > (_epoch(node.last_heartbeat_at) or 0.0):
                 node = replace(node, reported=before.reported, last_heartbeat_at=before.last_heartbeat_at)
             poke = poke or _progress(before) != _progress(node) or before.status != node.status
+            if (_epoch(node.last_heartbeat_at) or 0.0) > (_epoch(before.last_heartbeat_at) or 0.0):
+                self._heard.add(node.id)
+                self._reported.set()
             if node.generation > before.generation:
                 self._remember(node)
                 self._wake(node.id)

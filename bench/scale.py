@@ -1,0 +1,465 @@
+"""Scale: one control plane, a simulated fleet of 1,000 nodes carrying 10,000 module placements.
+
+The control plane is the real one (`ControlPlane`, as `hotswap serve` runs it) in a child process,
+with SQLite and the blob folder under a temp data dir, following a generated fleet repository. The
+nodes are lightweight agents in this process, all on one aiohttp connection pool: each speaks the
+real node protocol over HTTP (register with a node token, long-poll its assignment, heartbeat with
+a running table that echoes what it was assigned) and runs no wasm. For the canary, agents report
+metric deltas: requests in proportion to each version's weight, no errors.
+
+The fleet: 10 regions of N/10 nodes; in each region 9 modules with `replicas: all` (9 per node),
+plus one module `edge-all` with `replicas: all` everywhere: 10 placements per node, 10,000 for
+1,000 nodes. Measured:
+
+- registration of every node, and until every agent has applied its first table;
+- reconcile pass time (`controller.state.duration_ms`, every pass the control plane ran);
+- a blue-green switch of `edge-all`: commit -> every agent has applied the new table (several runs);
+- a canary of one regional module (steps 20/50/100) from commit to Promoted and converged;
+- the control plane's memory (VmRSS and VmHWM of the child).
+
+    python bench/scale.py [--nodes 1000] [--runs 3] [--quick]     (--quick: 100 nodes, 2 runs)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from reconciler.auth import AuthOptions, TokenAuthority
+
+REGIONS = 10
+MODULES_PER_REGION = 9
+GLOBAL = "edge-all"
+CANARY = "m0-0"
+HEARTBEAT_SECONDS = 5.0
+LONG_POLL_SECONDS = 25.0
+REQUESTS_PER_SECOND = 20.0  # per node and module under canary, as the simulated agents report them
+NODES_PATH = "/api/v1/wasm/nodes"
+
+STRATEGIES = {
+    "blue-green": """\
+apiVersion: hotswap.dev/v1
+kind: RolloutStrategy
+metadata: {name: blue-green}
+spec:
+  type: BlueGreen
+  blueGreen: {previewSeconds: 0, autoPromote: true, keepPreviousSeconds: 1}
+  analysis: {minRequests: 0, onNoTraffic: proceed}
+""",
+    "canary": """\
+apiVersion: hotswap.dev/v1
+kind: RolloutStrategy
+metadata: {name: canary}
+spec:
+  type: Canary
+  canary: {steps: [20, 50, 100], stepSeconds: 2}
+  analysis: {maxErrorRate: 0.05, minRequests: 20, onNoTraffic: pause}
+  autoRollback: true
+""",
+}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def figures(values: list[float]) -> str:
+    if not values:
+        return "no samples"
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"median {statistics.median(values):.1f}, p99 {percentile(values, 0.99):.1f} (n={len(values)})"
+
+
+# -- the fleet repository ---------------------------------------------------------------------------
+
+
+def wat(value: int) -> str:
+    run = f'(func (export "run") (result i32) (i32.const {value}))'
+    return f'(module {run} (func (export "health") (result i32) (i32.const 1)))\n'
+
+
+def module_doc(name: str, version: str, strategy: str, regions: list[str] | None) -> str:
+    where = f"\n    regions: [{', '.join(regions)}]" if regions else ""
+    return f"""\
+apiVersion: hotswap.dev/v1
+kind: Module
+metadata: {{name: {name}}}
+spec:
+  version: {version}
+  source: {{path: ../wasm/{name}-{version}.wat}}
+  limits: {{memoryMB: 16, timeoutSeconds: 2}}
+  placement:{where}
+    replicas: all
+  rollout: {strategy}
+"""
+
+
+class Repo:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.fleet = root / "fleet"
+        for sub in ("modules", "strategies", "wasm"):
+            (self.fleet / sub).mkdir(parents=True)
+        regions = "\n".join(f"    - {{name: r{i}}}" for i in range(REGIONS))
+        (self.fleet / "fleet.yaml").write_text(
+            "apiVersion: hotswap.dev/v1\nkind: Fleet\nmetadata: {name: scale}\nspec:\n  environment: dev\n"
+            f"  regions:\n{regions}\n  nodeDefaults: {{maxModules: 100}}\n"
+        )
+        for name, text in STRATEGIES.items():
+            (self.fleet / "strategies" / f"{name}.yaml").write_text(text)
+        for r in range(REGIONS):
+            for k in range(MODULES_PER_REGION):
+                self.set_version(f"m{r}-{k}", "1.0.0", "canary", [f"r{r}"])
+        self.set_version(GLOBAL, "1.0.0", "blue-green", None)
+        self.git("init", "-q", "-b", "main")
+        self.commit("fleet")
+
+    def git(self, *args: str) -> str:
+        env = {**os.environ, "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.com"}
+        env |= {"GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.com"}
+        return subprocess.run(["git", *args], cwd=self.root, env=env, check=True, capture_output=True, text=True).stdout
+
+    def set_version(self, name: str, version: str, strategy: str, regions: list[str] | None) -> None:
+        major, minor, patch = (int(x) for x in version.split("."))
+        (self.fleet / "wasm" / f"{name}-{version}.wat").write_text(wat(major * 10000 + minor * 100 + patch))
+        (self.fleet / "modules" / f"{name}.yaml").write_text(module_doc(name, version, strategy, regions))
+
+    def commit(self, message: str) -> None:
+        self.git("add", "-A")
+        self.git("commit", "-q", "-m", message)
+
+
+# -- the control plane in a child process -----------------------------------------------------------
+
+
+async def serve_child(args: argparse.Namespace) -> None:
+    """The child: the real control plane, noting every pass's duration in a file."""
+    import logging
+
+    from reconciler.server import ControlPlane, ServeOptions
+
+    raise_fd_limit()
+    logging.basicConfig(level=logging.WARNING)
+    plane = ControlPlane(
+        ServeOptions(
+            repo=args.repo,
+            path="fleet",
+            data_dir=Path(args.data),
+            port=args.port,
+            interval=1.0,
+            heartbeat_seconds=args.heartbeat,
+        )
+    )
+    await plane.start()
+    controller = plane.controller
+    reconcile = controller.reconcile
+    passes = append_to(Path(args.passes))
+
+    async def timed() -> float | None:
+        try:
+            return await reconcile()
+        finally:
+            passes.write(f"{controller.state.duration_ms:.3f}\n")
+            passes.flush()
+
+    controller.reconcile = timed  # type: ignore[method-assign]
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+
+def append_to(path: Path) -> IO[str]:
+    return path.open("a")  # open for the life of the process
+
+
+def spawn(command: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(command, stdout=subprocess.PIPE)
+
+
+def raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def memory_kb(pid: int) -> dict[str, int]:
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0])
+    return out
+
+
+# -- the simulated nodes ----------------------------------------------------------------------------
+
+
+@dataclass
+class SimAgent:
+    id: str
+    region: str
+    token: str
+    generation: int = 0
+    table: list[dict[str, Any]] = field(default_factory=list)
+    applied_at: float = 0.0
+    beat_now: asyncio.Event = field(default_factory=asyncio.Event)
+    last_beat: float = field(default_factory=time.monotonic)
+    traffic: set[str] = field(default_factory=set)
+
+    def serves(self, module: str, version: str) -> bool:
+        return any(e["module"] == module and e["version"] == version and e["weight"] == 100 for e in self.table)
+
+
+class Fleet:
+    def __init__(self, url: str, agents: list[SimAgent], session: aiohttp.ClientSession) -> None:
+        self.url = url
+        self.agents = agents
+        self.session = session
+        self.changed = asyncio.Event()
+        self.errors: list[str] = []
+
+    def headers(self, agent: SimAgent) -> dict[str, str]:
+        return {"Authorization": f"Bearer {agent.token}"}
+
+    async def register(self, agent: SimAgent) -> None:
+        body = {"id": agent.id, "region": agent.region, "hostname": agent.id, "url": f"http://127.0.0.1:9/{agent.id}"}
+        async with self.session.post(f"{self.url}{NODES_PATH}", json=body, headers=self.headers(agent)) as response:
+            if response.status not in (200, 201):
+                raise RuntimeError(f"{agent.id}: registration {response.status} {await response.text()}")
+
+    async def assignments(self, agent: SimAgent) -> None:
+        url = f"{self.url}{NODES_PATH}/{agent.id}/assignment"
+        while True:
+            params = {"after": str(agent.generation), "wait": str(LONG_POLL_SECONDS)}
+            try:
+                async with self.session.get(url, params=params, headers=self.headers(agent)) as response:
+                    if response.status == 204:
+                        continue
+                    if response.status != 200:
+                        raise RuntimeError(f"{response.status} {await response.text()}")
+                    table = await response.json()
+            except (aiohttp.ClientError, RuntimeError, TimeoutError) as exc:
+                self.errors.append(f"{agent.id} assignment: {exc}")
+                await asyncio.sleep(1)
+                continue
+            agent.table = table["modules"]
+            agent.generation = table["generation"]
+            agent.applied_at = time.monotonic()
+            agent.beat_now.set()
+            self.changed.set()
+
+    def heartbeat_body(self, agent: SimAgent) -> dict[str, Any]:
+        now = time.monotonic()
+        elapsed, agent.last_beat = now - agent.last_beat, now
+        metrics = []
+        for e in agent.table:
+            if e["module"] in agent.traffic and e["weight"] > 0:
+                requests = round(REQUESTS_PER_SECOND * elapsed * e["weight"] / 100)
+                metrics.append({"module": e["module"], "version": e["version"], "requests": requests, "errors": 0})
+        running = [{k: e[k] for k in ("module", "version", "digest", "weight")} for e in agent.table]
+        return {"generation": agent.generation, "running": running, "metrics": metrics}
+
+    async def heartbeats(self, agent: SimAgent) -> None:
+        url = f"{self.url}{NODES_PATH}/{agent.id}/heartbeat"
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(agent.beat_now.wait(), HEARTBEAT_SECONDS)
+            agent.beat_now.clear()
+            try:
+                body = self.heartbeat_body(agent)
+                async with self.session.post(url, json=body, headers=self.headers(agent)) as response:
+                    if response.status != 200:
+                        raise RuntimeError(f"{response.status} {await response.text()}")
+            except (aiohttp.ClientError, RuntimeError, TimeoutError) as exc:
+                self.errors.append(f"{agent.id} heartbeat: {exc}")
+
+    async def until(self, condition: Callable[[], bool], what: str, timeout: float = 300.0) -> float:
+        """Wait until `condition()` holds (checked whenever an agent applies a table); returns when."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            self.changed.clear()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"timed out waiting for {what}; agent errors: {self.errors[:5]}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), min(remaining, 0.5))
+        return time.monotonic()
+
+
+def everywhere(agents: list[SimAgent], version: str) -> bool:
+    return all(a.serves(GLOBAL, version) for a in agents)
+
+
+async def api(session: aiohttp.ClientSession, url: str, token: str) -> Any:
+    async with session.get(url, headers={"Authorization": f"Bearer {token}"}) as response:
+        if response.status == 404:
+            return None
+        return await response.json()
+
+
+async def wait_phase(session: aiohttp.ClientSession, url: str, token: str, ident: str) -> tuple[str, float]:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        body = await api(session, f"{url}/api/v1/wasm/deployments/{ident}", token)
+        if body is not None and body["phase"] in ("Promoted", "RolledBack", "Paused"):
+            return body["phase"], time.monotonic()
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"{ident} did not finish")
+
+
+async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    repo = Repo(work / "repo")
+    data = work / "data"
+    authority = TokenAuthority.load(AuthOptions(), data)
+    passes_file = work / "passes.txt"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    child = spawn(
+        [
+            sys.executable, __file__, "--child-serve", "--repo", str(repo.root), "--data", str(data),
+            "--port", str(port), "--heartbeat", str(HEARTBEAT_SECONDS), "--passes", str(passes_file),
+        ]
+    )  # fmt: skip
+    assert child.stdout is not None
+    line = await asyncio.to_thread(child.stdout.readline)
+    if b"ready" not in line:
+        raise RuntimeError(f"the control plane did not start: {line!r}")
+    out: dict[str, Any] = {"nodes": args.nodes, "placements": args.nodes * (MODULES_PER_REGION + 1)}
+    admin = authority.mint("bench", ("admin",))
+    per_region = args.nodes // REGIONS
+    agents = [
+        SimAgent(f"n{r}-{i}", f"r{r}", authority.mint(f"n{r}-{i}", ("node",)))
+        for r in range(REGIONS)
+        for i in range(per_region)
+    ]
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=LONG_POLL_SECONDS + 30)
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            fleet = Fleet(url, agents, session)
+            gate = asyncio.Semaphore(100)
+
+            async def register(agent: SimAgent) -> None:
+                async with gate:
+                    await fleet.register(agent)
+
+            started = time.monotonic()
+            await asyncio.gather(*(register(a) for a in agents))
+            out["register_s"] = time.monotonic() - started
+            for agent in agents:
+                tasks.append(asyncio.create_task(fleet.assignments(agent)))
+                tasks.append(asyncio.create_task(fleet.heartbeats(agent)))
+            done = await fleet.until(
+                lambda: all(len(a.table) == MODULES_PER_REGION + 1 for a in agents), "every first table"
+            )
+            out["first_tables_s"] = done - started
+            out["first_passes"] = len(passes_file.read_text().split())  # the fleet's arrival
+            await asyncio.sleep(2 * HEARTBEAT_SECONDS)  # steady state: every agent has heartbeated
+            out["memory_steady_kb"] = memory_kb(child.pid)
+
+            switches = []
+            for run in range(args.runs):
+                version = f"1.{run + 1}.0"
+                repo.set_version(GLOBAL, version, "blue-green", None)
+                repo.commit(f"{GLOBAL} {version}")
+                committed = time.monotonic()
+                reached = await fleet.until(functools.partial(everywhere, agents, version), f"{GLOBAL} {version}")
+                phase, _ = await wait_phase(session, url, admin, f"{GLOBAL}-v{version}")
+                assert phase == "Promoted", phase
+                switches.append(reached - committed)
+            out["blue_green_s"] = switches
+
+            canary_nodes = [a for a in agents if a.region == "r0"]
+            for agent in canary_nodes:
+                agent.traffic.add(CANARY)
+            repo.set_version(CANARY, "1.1.0", "canary", ["r0"])
+            repo.commit(f"{CANARY} 1.1.0")
+            committed = time.monotonic()
+            phase, promoted = await wait_phase(session, url, admin, f"{CANARY}-v1.1.0")
+            assert phase == "Promoted", phase
+            converged = await fleet.until(lambda: all(a.serves(CANARY, "1.1.0") for a in canary_nodes), "canary")
+            out["canary_promoted_s"] = promoted - committed
+            out["canary_converged_s"] = converged - committed
+            out["memory_end_kb"] = memory_kb(child.pid)
+            out["agent_errors"] = len(fleet.errors)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        child.terminate()
+        child.wait(timeout=30)
+    out["passes_ms"] = [float(x) for x in passes_file.read_text().split()]
+    return out
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def report(out: dict[str, Any]) -> None:
+    arrival, passes = out["passes_ms"][: out["first_passes"]], out["passes_ms"][out["first_passes"] :]
+    print(f"simulated nodes: {out['nodes']}, module placements: {out['placements']}")
+    print(f"registration of every node: {out['register_s']:.2f} s")
+    print(f"until every agent applied its first table: {out['first_tables_s']:.2f} s")
+    print(f"reconcile pass while the fleet arrives: {figures(arrival)} ms (the first registers every binary)")
+    print(f"reconcile pass after, through the rollouts: {figures(passes)} ms; max {max(passes):.1f} ms")
+    print(f"blue-green switch, commit -> every agent applied the new table: {figures(out['blue_green_s'])} s")
+    print(f"canary 20/50/100 (2 s steps), commit -> Promoted: {out['canary_promoted_s']:.2f} s")
+    print(f"canary, commit -> every node of the region on the new version: {out['canary_converged_s']:.2f} s")
+    steady, end = out["memory_steady_kb"], out["memory_end_kb"]
+    print(f"control plane memory: RSS {steady['VmRSS'] / 1024:.0f} MB steady, {end['VmRSS'] / 1024:.0f} MB at the end")
+    print(f"control plane peak RSS: {end['VmHWM'] / 1024:.0f} MB")
+    print(f"agent-side errors (failed calls): {out['agent_errors']}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nodes", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=3, help="blue-green switches to time")
+    parser.add_argument("--quick", action="store_true", help="100 nodes, 2 switches")
+    parser.add_argument("--child-serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--repo", help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--heartbeat", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--passes", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child_serve:
+        asyncio.run(serve_child(args))
+        return
+    if args.quick:
+        args.nodes, args.runs = 100, 2
+    raise_fd_limit()
+    work = Path(tempfile.mkdtemp(prefix="hotswap-scale-"))
+    try:
+        report(asyncio.run(measure(args, work)))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
