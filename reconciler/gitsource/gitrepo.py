@@ -190,4 +190,21 @@ class GitRepo:
         treeish = f"{sha}:{path}" if path else sha
         data = self.run_bytes(["archive", "--format=tar", treeish])
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-            tar.extractall(dest, filter="data")
+            _extract(tar, dest)
+
+
+def _extract(tar: tarfile.TarFile, dest: Path) -> None:
+    """`extractall(filter="data")` where Python has it (3.11.4+). Debian 12's Python 3.11.2 does not,
+    so there the same rule by hand: only files, folders and symlinks, none reaching outside `dest`."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(dest, filter="data")
+        return
+    root = dest.resolve()
+    for member in tar.getmembers():
+        target = (root / member.name).resolve()
+        link = (target.parent / member.linkname).resolve() if member.issym() else target
+        if not (member.isfile() or member.isdir() or member.issym()):
+            raise tarfile.TarError(f"{member.name}: not a file, folder or symlink")
+        if not (target.is_relative_to(root) and link.is_relative_to(root)):
+            raise tarfile.TarError(f"{member.name}: outside the fleet root")
+    tar.extractall(dest)  # every member checked above
