@@ -199,6 +199,17 @@ def document() -> Schema:
             "get": _op("one node", READ, {"200": _json(NODE, "the node")}, params=id_only),
             "delete": _op("forget a node", ("admin", "operator"), {"204": {"description": "gone"}}, params=id_only),
         },
+        "/api/v1/wasm/nodes/{id}/drain": {
+            "post": _op(
+                "drain a node: its modules move elsewhere",
+                ("admin", "operator"),
+                {"202": _json(OBJECT, "the node")},
+                params=id_only,
+            ),
+            "delete": _op(
+                "take a drained node back", ("admin", "operator"), {"202": _json(OBJECT, "the node")}, params=id_only
+            ),
+        },
         "/api/v1/wasm/nodes/{id}/health": {
             "get": _op("a node's health", READ, {"200": _json(OBJECT, "health")}, params=id_only)
         },
@@ -257,6 +268,22 @@ def document() -> Schema:
                 "roll an active rollout back now",
                 ("operator", "admin"),
                 {"202": _json(DEPLOYMENT, "rollback requested")},
+                params=id_only,
+            )
+        },
+        "/api/v1/wasm/deployments/{id}/pause": {
+            "post": _op(
+                "hold an active rollout at its step",
+                ("operator", "admin"),
+                {"202": _json(DEPLOYMENT, "pause requested")},
+                params=id_only,
+            )
+        },
+        "/api/v1/wasm/deployments/{id}/resume": {
+            "post": _op(
+                "let a held rollout go on",
+                ("operator", "admin"),
+                {"202": _json(DEPLOYMENT, "resume requested")},
                 params=id_only,
             )
         },

@@ -4,6 +4,7 @@
     GET    /api/v1/wasm/nodes                       every node: id, region, url, status, what it serves
     GET    /api/v1/wasm/nodes/{id}                  one node
     DELETE /api/v1/wasm/nodes/{id}                  forget a node (its modules move elsewhere)
+    POST   /api/v1/wasm/nodes/{id}/drain            drain a node (DELETE: take it back)
     GET    /api/v1/wasm/nodes/{id}/health           the spec's health shape
     POST   /api/v1/wasm/nodes/{id}/heartbeat        what the node runs and its metric deltas
     GET    /api/v1/wasm/nodes/{id}/assignment       long-poll: ?after=GEN&wait=SECONDS
@@ -252,6 +253,17 @@ async def delete_node(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def drain_node(request: web.Request) -> web.Response:
+    """POST drains a node (its modules are placed elsewhere, it gets an empty table); DELETE undrains."""
+    require(request, "admin", "operator")
+    node_id = request.match_info["id"]
+    hub = _control(request).controller.hub
+    if not await hub.set_draining(node_id, request.method == "POST"):
+        raise ApiError(404, "not_found", f"node {node_id!r} is not registered")
+    view, generation = _find_node(request)
+    return web.json_response(node_json(view, generation), status=202)
+
+
 async def list_deployments(request: web.Request) -> web.Response:
     require(request, *ANY_ROLE)
     controller = _control(request).controller
@@ -363,6 +375,8 @@ def routes(control: ControlDeps) -> Callable[[web.Application, ApiDeps], None]:
         app.router.add_get(NODES_PATH + "/{id}", get_node)
         app.router.add_delete(NODES_PATH + "/{id}", delete_node)
         app.router.add_get(NODES_PATH + "/{id}/health", node_health)
+        app.router.add_post(NODES_PATH + "/{id}/drain", drain_node)
+        app.router.add_delete(NODES_PATH + "/{id}/drain", drain_node)
         app.router.add_post(NODES_PATH + "/{id}/heartbeat", heartbeat)
         app.router.add_get(NODES_PATH + "/{id}/assignment", assignment)
         app.router.add_get("/api/v1/wasm/deployments", list_deployments)

@@ -8,6 +8,8 @@
     POST /api/v1/wasm/deployments/{id}/rollback  an operator's emergency rollback of an active rollout,
                                                  written to the rollout book, audit-logged, applied by
                                                  the next pass (poked at once)
+    POST /api/v1/wasm/deployments/{id}/pause     an operator holds an active rollout at its step
+    POST /api/v1/wasm/deployments/{id}/resume    and lets it go on
 
 Where it sits: beside the read routes of reconciler/api/control.py, over the same `ControlDeps`.
 Writes go through reconciler.gitwrite (in a worker thread); the Git source is then asked to fetch
@@ -56,6 +58,8 @@ def setup(app: web.Application) -> None:
     app.router.add_post("/api/v1/wasm/deployments", create_deployment)
     app.router.add_post("/api/v1/wasm/deployments/{id}/execute", approve_deployment)
     app.router.add_post("/api/v1/wasm/deployments/{id}/rollback", rollback_deployment)
+    app.router.add_post("/api/v1/wasm/deployments/{id}/pause", pause_deployment)
+    app.router.add_post("/api/v1/wasm/deployments/{id}/resume", resume_deployment)
 
 
 def _control(request: web.Request) -> ControlDeps:
@@ -260,11 +264,12 @@ async def approve_deployment(request: web.Request) -> web.Response:
 # -- POST /deployments/{id}/rollback -----------------------------------------------------------------
 
 
-async def rollback_deployment(request: web.Request) -> web.Response:
-    who = require(request, *ROLLBACKERS)
-    control = _control(request)
+async def _operator_request(http: web.Request, action: str, **changes: Any) -> web.Response:
+    """Write an operator's request on an active rollout (rollback, pause, resume), poke, audit it."""
+    who = require(http, *ROLLBACKERS)
+    control = _control(http)
     controller = control.controller
-    ident = request.match_info["id"]
+    ident = http.match_info["id"]
     record = controller.book.get(ident)
     if record is None:
         match = MODULE_ID.match(ident)
@@ -276,12 +281,12 @@ async def rollback_deployment(request: web.Request) -> web.Response:
         raise ApiError(
             409,
             "not_active",
-            f"rollout {record.id} is {record.phase.value}: only an active rollout rolls back here; "
+            f"rollout {record.id} is {record.phase.value}: only an active rollout can {action}; "
             "to return to an earlier version, deploy it (POST /api/v1/wasm/deployments) or commit it",
         )
     for _ in range(5):
         try:
-            record = await asyncio.to_thread(controller.book.request, record.id, request="rollback")
+            record = await asyncio.to_thread(controller.book.request, record.id, **changes)
             break
         except StaleBookError:
             continue  # a pass wrote the record meanwhile: the book reloaded, ask again
@@ -291,7 +296,7 @@ async def rollback_deployment(request: web.Request) -> web.Response:
     await asyncio.to_thread(
         controller.store.append_audit,
         who.subject,
-        "rollout.rollback",
+        f"rollout.{action}",
         record.id,
         {
             "module": record.module,
@@ -300,6 +305,19 @@ async def rollback_deployment(request: web.Request) -> web.Response:
         },
     )
     body = rollout_json(record, controller)
-    body["request"] = "rollback"
+    body["request"] = action
     body["requestedBy"] = who.subject
     return web.json_response(body, status=202)
+
+
+async def rollback_deployment(request: web.Request) -> web.Response:
+    return await _operator_request(request, "rollback", request="rollback")
+
+
+async def pause_deployment(request: web.Request) -> web.Response:
+    """Hold an active rollout where it is (traffic stays as the current step set it)."""
+    return await _operator_request(request, "pause", held=True)
+
+
+async def resume_deployment(request: web.Request) -> web.Response:
+    return await _operator_request(request, "resume", held=False)

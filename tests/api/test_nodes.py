@@ -4,13 +4,14 @@ calls without a token the control plane signed."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from tests.api.conftest import call
-from tests.e2e.cluster import Cluster, start_cluster, stop_cluster
+from tests.e2e.cluster import Cluster, poll, start_cluster, stop_cluster
 
 NODES = [("edge-us-east-1", "us-east"), ("edge-us-east-2", "us-east")]
 
@@ -79,3 +80,47 @@ async def test_nodes_accept_only_tokens_the_control_plane_signed(cluster: Cluste
     assert (await call(url, "POST", "/api/v1/wasm/execute", cluster.token("viewer"), json=body)).status == 401
     answer = await call(url, "POST", "/api/v1/wasm/execute", cluster.token("developer"), json=body)
     assert answer.status == 200 and answer.body["result"] == 2
+
+
+async def test_pause_holds_a_rollout_and_resume_lets_it_go_on(cluster: Cluster) -> None:
+    nodes = [n for n, _ in NODES]
+    await cluster.wait_all_serving("greeter", "1.1.0", nodes)
+    cluster.repo.edit(
+        "strategies/canary.yaml", "minRequests: 20, onNoTraffic: pause", "minRequests: 0, onNoTraffic: proceed"
+    )
+    cluster.repo.edit("strategies/canary.yaml", "stepSeconds: 0.6", "stepSeconds: 1.0")
+    cluster.repo.set_module("greeter", "1.0.1", "greeter-1.0.0.wat")
+    record = await cluster.wait_phase("greeter", "1.0.1", ["Progressing"])
+    answer = await call(cluster.url, "POST", f"/api/v1/wasm/deployments/{record.id}/pause", cluster.token("operator"))
+    assert answer.status == 202, answer.body
+    controller = cluster.plane.controller
+    held = cluster.latest("greeter")
+    # Past the step's time, a pass leaves the held rollout where it was.
+    deadline = held.step_started_at + 1.5
+    await poll(lambda: time.time() > deadline, "the step's time to pass")
+    passes = controller.state.passes
+    controller.poke()
+    assert await controller.wait_for_pass(passes, 5.0)
+    now = cluster.latest("greeter")
+    assert now.held and now.step == held.step and now.phase.value == "Progressing"
+    answer = await call(cluster.url, "POST", f"/api/v1/wasm/deployments/{record.id}/resume", cluster.token("admin"))
+    assert answer.status == 202, answer.body
+    final = await cluster.wait_phase("greeter", "1.0.1", ["Promoted"])
+    assert not final.held
+    actions = [a.action for a in cluster.plane.store.audit_log(subject=record.id)]
+    assert "rollout.pause" in actions and "rollout.resume" in actions
+
+
+async def test_a_drained_node_hands_its_modules_over_and_comes_back(cluster: Cluster) -> None:
+    nodes = [n for n, _ in NODES]
+    await cluster.wait_all_serving("calc", "1.0.0", nodes)
+    answer = await call(cluster.url, "POST", "/api/v1/wasm/nodes/edge-us-east-1/drain", cluster.token("operator"))
+    assert answer.status == 202 and answer.body["status"] == "Draining"
+    await poll(lambda: cluster.serving("calc").get("edge-us-east-1") == set(), "the drained node to empty")
+    assert cluster.serving("calc")["edge-us-east-2"] == {("1.0.0", 100)}
+    # It stays drained across a re-registration, and comes back when undrained.
+    answer = await call(cluster.url, "DELETE", "/api/v1/wasm/nodes/edge-us-east-1/drain", cluster.token("admin"))
+    assert answer.status == 202 and answer.body["status"] == "Healthy"
+    await cluster.wait_all_serving("calc", "1.0.0", nodes)
+    missing = await call(cluster.url, "POST", "/api/v1/wasm/nodes/ghost/drain", cluster.token("admin"))
+    assert missing.status == 404
