@@ -127,7 +127,8 @@ def test_unknown_kind_and_missing_kind(tmp_path: Path) -> None:
             {"extra.yaml": "kind: Deployment\nmetadata: {name: x}\n---\nmetadata: {name: y}\nspec: {}\n"},
         )
     )
-    assert "extra.yaml:1: kind: unknown kind 'Deployment'; one of Fleet, Module, RolloutStrategy, Interface, Alert" in found
+    kinds = "Fleet, Module, RolloutStrategy, Interface, Alert"
+    assert f"extra.yaml:1: kind: unknown kind 'Deployment'; one of {kinds}" in found
     assert any(p.startswith("extra.yaml:4: kind: missing") for p in found), found
 
 
