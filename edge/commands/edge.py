@@ -43,6 +43,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--key", type=Path, help="PEM public key: execute calls need a JWT it verifies")
     parser.add_argument("--cache-dir", type=Path, default=None, help="precompiled module cache")
     parser.add_argument(
+        "--advertise",
+        metavar="URL",
+        default=os.environ.get("HOTSWAP_ADVERTISE"),
+        help="with --control: the URL others reach this node's execute API at (HOTSWAP_ADVERTISE; "
+        "default http://HOST:PORT)",
+    )
+    parser.add_argument(
         "--token",
         default=os.environ.get("HOTSWAP_NODE_TOKEN"),
         help="with --control: the node token (role node) the control plane minted (HOTSWAP_NODE_TOKEN)",
@@ -173,6 +180,7 @@ def _managed(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir or default_cache_dir(),
         threads=args.threads,
         token=args.token,
+        advertise=args.advertise,
     )
     import uvloop
 
