@@ -304,6 +304,18 @@ def document() -> Schema:
                 },
             )
         },
+        "/api/v1/wasm/source/accept-rewrite": {
+            "post": _op(
+                "follow a force-pushed branch at the given head (a rewrite the signing policy holds)",
+                ("admin",),
+                {"202": _json(OBJECT, "the source's status")},
+                body={
+                    "type": "object",
+                    "required": ["head"],
+                    "properties": {"head": {"type": "string", "pattern": "^[0-9a-f]{40}$"}},
+                },
+            )
+        },
         "/api/v1/wasm/source": {"get": _op("the Git source's status", READ, {"200": _json(OBJECT, "status")})},
         "/api/v1/wasm/status": {"get": _op("everything `hotswap status` shows", READ, {"200": _json(OBJECT, "")})},
         "/api/v1/wasm/notifications": {

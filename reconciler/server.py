@@ -108,7 +108,11 @@ class ControlPlane:
         if options.database_url and self.store.dialect.name == "postgresql":
             self.replicas = Replicas(self.store, self.controller, options.database_url)
         control = ControlDeps(
-            controller=self.controller, source_status=self.source_status, authority=self.authority, writer=self.writer
+            controller=self.controller,
+            source_status=self.source_status,
+            authority=self.authority,
+            writer=self.writer,
+            accept_rewrite=self.accept_rewrite,
         )
         api = ApiDeps(
             registry=self.registry,
@@ -132,6 +136,10 @@ class ControlPlane:
     def mint(self, subject: str, *roles: str, ttl_seconds: float | None = None) -> str:
         """A token signed by this control plane (`hotswap up` gives one to each node it starts)."""
         return self.authority.mint(subject, roles, ttl_seconds=ttl_seconds)
+
+    def accept_rewrite(self, head: str) -> None:
+        self.source.accept_history_rewrite(head)
+        self.source.trigger()
 
     def source_status(self) -> dict[str, Any]:
         status: dict[str, Any] = self.source.status().to_json()

@@ -11,6 +11,7 @@
     GET    /api/v1/wasm/deployments                 rollouts with strategy, step, weights, conditions
     GET    /api/v1/wasm/deployments/{id}            one rollout with its step history
     GET    /api/v1/wasm/source                      the Git source's status (Flux GitRepository-like)
+    POST   /api/v1/wasm/source/accept-rewrite       follow a force-pushed branch at {"head": SHA} (admin)
     GET    /api/v1/wasm/status                      everything `hotswap status` shows
     GET    /api/v1/wasm/snapshot                    what the planner reads (for `hotswap diff`)
     GET    /health                                  liveness, no authentication
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import platform
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -55,6 +57,7 @@ class ControlDeps:
     version: str = "0.1.0"
     authority: TokenAuthority | None = None  # mints the tokens execute calls carry to nodes
     writer: GitWriter | None = None  # API writes as commits in the fleet repository
+    accept_rewrite: Callable[[str], None] | None = None  # follow a force-pushed branch at this head
 
 
 CONTROL = web.AppKey("control", ControlDeps)
@@ -305,6 +308,23 @@ async def source(request: web.Request) -> web.Response:
     return web.json_response(_control(request).source_status())
 
 
+async def accept_rewrite(request: web.Request) -> web.Response:
+    """An admin looked at a force-push the signing policy holds: follow the branch at `head`."""
+    who = require(request, "admin")
+    control = _control(request)
+    body = await _body(request)
+    head = body.get("head") if isinstance(body, dict) else None
+    if not isinstance(head, str) or not re.fullmatch(r"[0-9a-f]{40}", head):
+        raise ApiError(400, "bad_request", "head: the full 40-hex SHA of the rewritten branch's head", "head")
+    if control.accept_rewrite is None:
+        raise ApiError(409, "unsupported", "this control plane's source cannot follow a rewrite")
+    control.accept_rewrite(head)
+    await asyncio.to_thread(
+        control.controller.store.append_audit, who.subject, "source.acceptRewrite", head, {"head": head}
+    )
+    return web.json_response(control.source_status(), status=202)
+
+
 def status_json(control: ControlDeps) -> dict[str, Any]:
     controller = control.controller
     state = controller.state
@@ -382,6 +402,7 @@ def routes(control: ControlDeps) -> Callable[[web.Application, ApiDeps], None]:
         app.router.add_get("/api/v1/wasm/deployments", list_deployments)
         app.router.add_get("/api/v1/wasm/deployments/{id}", get_deployment)
         app.router.add_get("/api/v1/wasm/source", source)
+        app.router.add_post("/api/v1/wasm/source/accept-rewrite", accept_rewrite)
         app.router.add_get("/api/v1/wasm/status", status)
         app.router.add_get("/api/v1/wasm/snapshot", snapshot)
         app.router.add_get("/health", health)

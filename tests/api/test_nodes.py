@@ -124,3 +124,16 @@ async def test_a_drained_node_hands_its_modules_over_and_comes_back(cluster: Clu
     await cluster.wait_all_serving("calc", "1.0.0", nodes)
     missing = await call(cluster.url, "POST", "/api/v1/wasm/nodes/ghost/drain", cluster.token("admin"))
     assert missing.status == 404
+
+
+async def test_an_admin_accepts_a_history_rewrite(cluster: Cluster) -> None:
+    head = cluster.plane.source.latest.sha
+    bad = await call(cluster.url, "POST", "/api/v1/wasm/source/accept-rewrite", cluster.token("admin"), json={})
+    assert bad.status == 400 and bad.body["message"].startswith("head:")
+    answer = await call(
+        cluster.url, "POST", "/api/v1/wasm/source/accept-rewrite", cluster.token("admin"), json={"head": head}
+    )
+    assert answer.status == 202 and answer.body["branch"] == "main"
+    assert head in cluster.plane.source._accepted_rewrites
+    audit = cluster.plane.store.audit_log(subject=head)
+    assert [a.action for a in audit] == ["source.acceptRewrite"]

@@ -46,6 +46,7 @@ TABLE: list[tuple[str, str, Any, set[str]]] = [
     ("POST", "/api/v1/wasm/interfaces/nope/approve", None, {"admin"}),
     ("POST", "/api/v1/wasm/interfaces/nope/validate", {}, READ),
     ("GET", "/api/v1/wasm/source", None, READ),
+    ("POST", "/api/v1/wasm/source/accept-rewrite", {"head": "0" * 40}, {"admin"}),
     ("GET", "/api/v1/wasm/status", None, READ),
     ("GET", "/api/v1/wasm/snapshot", None, READ),
     ("GET", "/api/v1/openapi.json", None, ALL),
