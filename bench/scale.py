@@ -25,10 +25,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import functools
 import os
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -183,8 +185,17 @@ async def serve_child(args: argparse.Namespace) -> None:
             passes.flush()
 
     controller.reconcile = timed  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    profile = cProfile.Profile() if args.profile else None
+    if profile is not None:
+        profile.enable()
     print("ready", flush=True)
-    await asyncio.Event().wait()
+    await stop.wait()
+    if profile is not None:
+        profile.disable()
+        profile.dump_stats(args.profile)
+    await plane.stop()
 
 
 def append_to(path: Path) -> IO[str]:
@@ -337,6 +348,7 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         [
             sys.executable, __file__, "--child-serve", "--repo", str(repo.root), "--data", str(data),
             "--port", str(port), "--heartbeat", str(HEARTBEAT_SECONDS), "--passes", str(passes_file),
+            *(["--profile", args.profile] if args.profile else []),
         ]
     )  # fmt: skip
     assert child.stdout is not None
@@ -447,12 +459,15 @@ def main() -> None:
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--heartbeat", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--passes", help=argparse.SUPPRESS)
+    parser.add_argument("--profile", help="write the control plane's cProfile stats (event loop thread) here")
     args = parser.parse_args()
     if args.child_serve:
         asyncio.run(serve_child(args))
         return
     if args.quick:
         args.nodes, args.runs = 100, 2
+    if args.profile:
+        args.profile = os.path.abspath(args.profile)
     raise_fd_limit()
     work = Path(tempfile.mkdtemp(prefix="hotswap-scale-"))
     try:

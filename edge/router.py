@@ -244,6 +244,11 @@ class Router:
                             continue
                         slot = old  # keep serving the version already loaded under that name
                 chosen.setdefault(entry.module, []).append(slot)
+            for module in {e.module for e in entries} - set(chosen):
+                # None of the module's new versions loaded: it keeps serving what it serves now
+                # (the agent retries the table), rather than going dark until the load succeeds.
+                if previous := [s for (m, _), s in current.items() if m == module]:
+                    chosen[module] = previous
             # Weights live on the entries; a kept slot gets its new weight with the new route.
             self.routes = {module: Route.of(module, slots) for module, slots in chosen.items()}
             if generation is not None:

@@ -297,7 +297,12 @@ class NodeHub:
             "generation"
         ) != reported.get("generation"):
             self.poke()
-        self.check_health()
+        # Only this node's health can change here (others turn Unhealthy with time, which the
+        # controller's loop checks): O(1) per heartbeat, not a scan of the fleet.
+        status = self.status_of(self._nodes[node_id], now)
+        if self._health.get(node_id) != status:
+            self._health[node_id] = status
+            self.poke()
         return HeartbeatAnswer(generation=self._tables[node_id].generation)
 
     async def wait_assignment(self, node_id: str, after: int, wait: float) -> ModuleTable | None:
