@@ -173,7 +173,7 @@ class Agent:
         await self.apply(table)
 
     async def apply(self, table: ModuleTable) -> ApplyReport:
-        report = await self.router.apply_table(table.modules, table.generation)
+        report = await self.router.apply_table(table.modules, table.generation, table.traceparents)
         self.state.applied_generation = table.generation
         self.state.table = table
         self.state.last_report = report

@@ -23,6 +23,7 @@ from edge.nodeapi import Registration
 from edge.router import Router
 from edge.runtime import Runtime
 from edge.server import Node, NodeConfig, start
+from edge.telemetry import configure_tracing
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class ManagedOptions:
     threads: int = 4
     advertise: str | None = None  # the URL others reach this node at (default http://host:port)
     token: str | None = None  # the node token the control plane minted (role node); HOTSWAP_NODE_TOKEN
+    trace_ratio: float | None = None  # execute calls traced without a parent (default: OTel env, or 0.01)
 
 
 def default_node_id(region: str) -> str:
@@ -55,6 +57,7 @@ class _Blobs:
 
 
 async def run_managed(options: ManagedOptions, *, ready: asyncio.Event | None = None) -> int:
+    tracing = configure_tracing(options.node_id, ratio=options.trace_ratio)
     runtime = Runtime(cache_dir=options.cache_dir)
     blobs = _Blobs()
     router = Router(runtime, blobs)
@@ -92,6 +95,7 @@ async def run_managed(options: ManagedOptions, *, ready: asyncio.Event | None = 
             await task
         await runner.cleanup()
         runtime.close()
+        await asyncio.to_thread(tracing.shutdown)  # the last spans go out
     return 0
 
 

@@ -113,6 +113,11 @@ class ModuleTable(_Wire):
 
     generation: int = Field(0, ge=0)
     modules: tuple[ModuleEntry, ...] = ()
+    traceparents: dict[str, str] = Field(
+        default_factory=dict,
+        description="module -> W3C traceparent of the deployment step that changed it in this table: the "
+        "node's wasm.module.load spans join that trace",
+    )
 
 
 class ExecuteRequest(_Wire):

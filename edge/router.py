@@ -25,7 +25,7 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -33,6 +33,7 @@ from edge.errors import EdgeError, LoadError, NotFoundError, UnavailableError
 from edge.limits import Clock, CpuShare
 from edge.protocol import LATENCY_BUCKETS_MS, STICKY_HEADER, ModuleEntry, VersionMetrics
 from edge.runtime import LoadedModule, Runtime, Sandbox
+from edge.telemetry import NodeStats, health_check, load_span
 
 log = logging.getLogger("hotswap.edge.router")
 OUTCOMES = ("ok", "trap", "timeout", "memory", "cpu")
@@ -175,6 +176,7 @@ class Router:
         self._drained: list[VersionSlot] = []
         self._lock = asyncio.Lock()
         self._random = random.Random()
+        self.stats = NodeStats()  # loads and applied tables, for /metrics (edge.telemetry)
 
     # -- requests -------------------------------------------------------------------------------
 
@@ -212,64 +214,90 @@ class Router:
     def slots(self) -> list[VersionSlot]:
         return [slot for route in self.routes.values() for slot in route.slots]
 
-    async def apply_table(self, entries: Sequence[ModuleEntry], generation: int | None = None) -> ApplyReport:
-        """Make the node serve exactly `entries`: load new versions, swap, retire the rest."""
-        async with self._lock:
-            current = {(s.module, s.version): s for s in self.slots()}
-            seen: set[tuple[str, str]] = set()
-            chosen: dict[str, list[VersionSlot]] = {}
-            loaded: list[str] = []
-            kept: list[str] = []
-            failed: dict[str, str] = {}
-            for entry in entries:
-                key = (entry.module, entry.version)
-                name = f"{entry.module}@{entry.version}"
-                if key in seen:
-                    failed[name] = "listed twice in the table"
-                    continue
-                seen.add(key)
-                old = current.get(key)
-                if old is not None and old.entry.identity() == entry.identity():
-                    slot = old
-                    slot.entry = entry  # the weight may have changed; weights are read via Route
-                    kept.append(name)
-                else:
-                    try:
-                        slot = await self._load(entry)
-                        loaded.append(name)
-                    except EdgeError as exc:
-                        failed[name] = exc.message
-                        log.warning("cannot load %s: %s", name, exc.message)
-                        if old is None:
-                            continue
-                        slot = old  # keep serving the version already loaded under that name
-                chosen.setdefault(entry.module, []).append(slot)
-            for module in {e.module for e in entries} - set(chosen):
-                # None of the module's new versions loaded: it keeps serving what it serves now
-                # (the agent retries the table), rather than going dark until the load succeeds.
-                if previous := [s for (m, _), s in current.items() if m == module]:
-                    chosen[module] = previous
-            # Weights live on the entries; a kept slot gets its new weight with the new route.
-            self.routes = {module: Route.of(module, slots) for module, slots in chosen.items()}
-            if generation is not None:
-                self.generation = generation
-            in_use = {id(s) for slots in chosen.values() for s in slots}
-            retired = [s for s in current.values() if id(s) not in in_use]
-            for slot in retired:
-                slot.retired = True
-                if slot.inflight == 0:
-                    self._unload(slot)
-                else:
-                    self._retiring.append(slot)
-            return ApplyReport(
-                self.generation,
-                tuple(loaded),
-                tuple(kept),
-                tuple(f"{s.module}@{s.version}" for s in retired),
-                failed,
-            )
+    async def apply_table(
+        self,
+        entries: Sequence[ModuleEntry],
+        generation: int | None = None,
+        traceparents: Mapping[str, str] | None = None,
+    ) -> ApplyReport:
+        """Make the node serve exactly `entries`: load new versions, swap, retire the rest.
 
-    async def _load(self, entry: ModuleEntry) -> VersionSlot:
+        `traceparents` (module -> W3C traceparent) makes each module's load span part of the
+        deployment step that assigned it."""
+        started = time.perf_counter()
+        async with self._lock:
+            report = await self._apply(entries, generation, traceparents or {})
+        self.stats.applied((time.perf_counter() - started) * 1000, bool(report.failed))
+        return report
+
+    async def _apply(
+        self, entries: Sequence[ModuleEntry], generation: int | None, traceparents: Mapping[str, str]
+    ) -> ApplyReport:
+        current = {(s.module, s.version): s for s in self.slots()}
+        seen: set[tuple[str, str]] = set()
+        chosen: dict[str, list[VersionSlot]] = {}
+        loaded: list[str] = []
+        kept: list[str] = []
+        failed: dict[str, str] = {}
+        for entry in entries:
+            key = (entry.module, entry.version)
+            name = f"{entry.module}@{entry.version}"
+            if key in seen:
+                failed[name] = "listed twice in the table"
+                continue
+            seen.add(key)
+            old = current.get(key)
+            if old is not None and old.entry.identity() == entry.identity():
+                slot = old
+                slot.entry = entry  # the weight may have changed; weights are read via Route
+                kept.append(name)
+            else:
+                try:
+                    slot = await self._load(entry, traceparents.get(entry.module))
+                    loaded.append(name)
+                except EdgeError as exc:
+                    failed[name] = exc.message
+                    log.warning("cannot load %s: %s", name, exc.message)
+                    if old is None:
+                        continue
+                    slot = old  # keep serving the version already loaded under that name
+            chosen.setdefault(entry.module, []).append(slot)
+        for module in {e.module for e in entries} - set(chosen):
+            # None of the module's new versions loaded: it keeps serving what it serves now
+            # (the agent retries the table), rather than going dark until the load succeeds.
+            if previous := [s for (m, _), s in current.items() if m == module]:
+                chosen[module] = previous
+        # Weights live on the entries; a kept slot gets its new weight with the new route.
+        self.routes = {module: Route.of(module, slots) for module, slots in chosen.items()}
+        if generation is not None:
+            self.generation = generation
+        in_use = {id(s) for slots in chosen.values() for s in slots}
+        retired = [s for s in current.values() if id(s) not in in_use]
+        for slot in retired:
+            slot.retired = True
+            if slot.inflight == 0:
+                self._unload(slot)
+            else:
+                self._retiring.append(slot)
+        return ApplyReport(
+            self.generation,
+            tuple(loaded),
+            tuple(kept),
+            tuple(f"{s.module}@{s.version}" for s in retired),
+            failed,
+        )
+
+    async def _load(self, entry: ModuleEntry, traceparent: str | None = None) -> VersionSlot:
+        """Fetch, compile and instantiate a version, traced as `wasm.module.load`; its health check,
+        if it has one, runs once after (`wasm.function.invoke`)."""
+        with load_span(entry, traceparent):
+            slot = await self._load_slot(entry)
+            self.stats.loaded(slot.load_ms, slot.loaded.info.size)
+            if entry.health_check is not None:
+                await health_check(slot.loaded, entry, entry.health_check)
+            return slot
+
+    async def _load_slot(self, entry: ModuleEntry) -> VersionSlot:
         try:
             data = await self.source.fetch(entry.digest)
         except EdgeError:

@@ -51,6 +51,7 @@ from edge.protocol import (
 )
 from edge.router import Router, VersionSlot
 from edge.runtime import BudgetExceededError, Call, CallResult, Runtime
+from edge.telemetry import render_spec_metrics, traced
 
 log = logging.getLogger("hotswap.edge.server")
 MIB = 1024 * 1024
@@ -277,12 +278,6 @@ def render_metrics(node: Node) -> str:
             lines.append(f'wasm_function_invoke_duration_ms_bucket{{{_labels(slot)},le="{le}"}} {running}')
         lines.append(f"wasm_function_invoke_duration_ms_sum{{{_labels(slot)}}} {m.latency_sum_ms:.6f}")
         lines.append(f"wasm_function_invoke_duration_ms_count{{{_labels(slot)}}} {m.requests}")
-    family("wasm_module_load_duration_ms", "gauge", "Time the module version took to load")
-    for slot, _ in rows:
-        lines.append(f"wasm_module_load_duration_ms{{{_labels(slot)}}} {slot.load_ms:.3f}")
-    family("wasm_module_size_bytes", "gauge", "Binary size of the module version")
-    for slot, _ in rows:
-        lines.append(f"wasm_module_size_bytes{{{_labels(slot)}}} {slot.loaded.info.size}")
     family("hotswap_version_weight", "gauge", "Traffic weight of the module version")
     for slot, _ in rows:
         lines.append(f"hotswap_version_weight{{{_labels(slot)}}} {0 if slot.retired else slot.entry.weight}")
@@ -293,6 +288,7 @@ def render_metrics(node: Node) -> str:
     lines.append(f"wasm_modules_count {len(node.router.routes)}")
     family("hotswap_table_generation", "gauge", "Generation of the module table applied")
     lines.append(f"hotswap_table_generation {node.router.generation}")
+    lines += render_spec_metrics(node.router.stats, [m for _, m in rows], node_id=node.config.node_id)
     return "\n".join(lines) + "\n"
 
 
@@ -334,7 +330,7 @@ def _is_loopback(remote: str | None) -> bool:
 def build_app(node: Node) -> web.Application:
     app = web.Application(client_max_size=node.config.max_body, middlewares=[errors_middleware])
     app[NODE] = node
-    app.router.add_post("/api/v1/wasm/execute", execute)
+    app.router.add_post("/api/v1/wasm/execute", traced(execute))
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/v1/wasm/modules", modules)

@@ -11,18 +11,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
-import logging
 import os
 import signal
 import sys
 from pathlib import Path
 
 from edge.auth import Authenticator
+from edge.managed import default_node_id
 from edge.protocol import Capabilities, FilesystemGrant, Limits
 from edge.router import Router
 from edge.runtime import Runtime
 from edge.server import Node, NodeConfig, start
 from edge.standalone import DirectorySource
+from edge.telemetry import configure_tracing, setup_logging
 
 DEFAULT_PORT = 8081
 
@@ -70,10 +71,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-admin", action="store_true", help="standalone: no loopback admin endpoint")
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--log-format",
+        choices=("json", "text"),
+        default=None,
+        help="json (one object a line) or text; default HOTSWAP_LOG_FORMAT, else text on a terminal, json otherwise",
+    )
+    parser.add_argument(
+        "--trace-ratio",
+        type=float,
+        default=None,
+        help="with an OTLP endpoint (OTEL_EXPORTER_OTLP_ENDPOINT): share of execute calls without a "
+        "traceparent that are traced (default OTEL_TRACES_SAMPLER_ARG, else 0.01)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    node_id = args.id or (default_node_id(args.region) if args.region else "standalone")
+    setup_logging(args.log_level, args.log_format, edgeNodeId=node_id)
     if args.control is not None:
         return _managed(args)
     try:
@@ -132,6 +147,7 @@ def standalone_capabilities(env: list[str], dirs: list[str]) -> Capabilities:
 
 async def _standalone(args: argparse.Namespace, limits: Limits, auth: Authenticator | None) -> int:
     folder: Path = args.standalone
+    tracing = configure_tracing("standalone", ratio=args.trace_ratio)
     source = DirectorySource(folder, limits, args.capabilities)
     runtime = Runtime(cache_dir=args.cache_dir or default_cache_dir())
     router = Router(runtime, source)
@@ -162,11 +178,12 @@ async def _standalone(args: argparse.Namespace, limits: Limits, auth: Authentica
     finally:
         await runner.cleanup()
         runtime.close()
+        tracing.shutdown()
     return 0
 
 
 def _managed(args: argparse.Namespace) -> int:
-    from edge.managed import ManagedOptions, default_node_id, run_managed
+    from edge.managed import ManagedOptions, run_managed
 
     if not args.region:
         print("hotswap edge: --control needs --region", file=sys.stderr)
@@ -181,6 +198,7 @@ def _managed(args: argparse.Namespace) -> int:
         threads=args.threads,
         token=args.token,
         advertise=args.advertise,
+        trace_ratio=args.trace_ratio,
     )
     import uvloop
 
