@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -87,6 +88,13 @@ async def wait_for_nodes(plane: ControlPlane, count: int, timeout: float) -> int
     return sum(1 for v in plane.hub.view() if v.status == "Healthy")
 
 
+def _program() -> str:
+    """How to call hotswap again: by name when it is on PATH, else the path it was run by (.venv/bin/...)."""
+    if shutil.which("hotswap"):
+        return "hotswap"
+    return sys.argv[0] if sys.argv and sys.argv[0].endswith("hotswap") else f"{sys.executable} -m hotswap"
+
+
 def banner(plane: ControlPlane, nodes: list[tuple[str, str, int]], fleet_dir: str, data_dir: Path) -> str:
     lines = [
         "",
@@ -104,7 +112,7 @@ def banner(plane: ControlPlane, nodes: list[tuple[str, str, int]], fleet_dir: st
         f'  curl -s -H "Authorization: Bearer $HOTSWAP_TOKEN" -X POST '
         f"http://127.0.0.1:{nodes[0][2] if nodes else 9001}/api/v1/wasm/execute "
         '-d \'{"module": "greeter", "function": "greet", "args": {"name": "edge"}}\'',
-        f"  HOTSWAP_CONTROL={plane.url} hotswap status --watch",
+        f"  HOTSWAP_CONTROL={plane.url} {_program()} status --watch",
         f"  edit {fleet_dir or '.'}/modules/greeter.yaml (version, source), commit, and watch the canary",
         "",
         "Ctrl-C stops everything.",
