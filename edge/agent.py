@@ -17,15 +17,16 @@ import logging
 import os
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import aiohttp
 
 from edge.errors import LoadError
 from edge.nodeapi import NODES_PATH, Heartbeat, HeartbeatAnswer, Registration, RegistrationAnswer, Running
-from edge.protocol import ModuleTable, VersionMetrics
-from edge.router import ApplyReport, Router
+from edge.protocol import ModuleEntry, ModuleTable, VersionMetrics
+from edge.router import ApplyReport, Counters
 
 log = logging.getLogger("hotswap.edge.agent")
 LONG_POLL_SECONDS = 25.0
@@ -38,6 +39,34 @@ ERROR_MIN_INTERVAL = 0.25  # but a node sends at most four such early heartbeats
 
 class ForgottenError(Exception):
     """The control plane does not know this node (it restarted without state, or deleted it)."""
+
+
+class RunningVersion(Protocol):
+    """What a heartbeat says about one version the node runs (a router's `VersionSlot`)."""
+
+    @property
+    def module(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def entry(self) -> ModuleEntry: ...
+    @property
+    def counters(self) -> Counters: ...
+    @property
+    def shipped(self) -> Counters: ...
+
+
+class TableTarget(Protocol):
+    """What the agent drives: one process's `Router`, or the workers of a multi-process node."""
+
+    async def apply_table(
+        self,
+        entries: Sequence[ModuleEntry],
+        generation: int | None = None,
+        traceparents: Mapping[str, str] | None = None,
+    ) -> ApplyReport: ...
+    def metrics_delta(self) -> list[VersionMetrics]: ...
+    def slots(self) -> Sequence[RunningVersion]: ...
 
 
 class ControlPlaneBlobs:
@@ -75,7 +104,7 @@ class Agent:
         self,
         control: str,
         registration: Registration,
-        router: Router,
+        router: TableTarget,
         *,
         token: str | None = None,
         heartbeat_seconds: float = 5.0,

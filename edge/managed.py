@@ -37,7 +37,9 @@ class ManagedOptions:
     threads: int = 4
     advertise: str | None = None  # the URL others reach this node at (default http://host:port)
     token: str | None = None  # the node token the control plane minted (role node); HOTSWAP_NODE_TOKEN
+    workers: int = 1  # more than 1: a supervisor and that many server processes on one port (edge.workers)
     trace_ratio: float | None = None  # execute calls traced without a parent (default: OTel env, or 0.01)
+    log_format: str | None = None  # for worker processes (--workers): json or text, as the node's own
 
 
 def default_node_id(region: str) -> str:
@@ -45,7 +47,7 @@ def default_node_id(region: str) -> str:
     return f"edge-{region}-{host}"[:63].rstrip("-")
 
 
-class _Blobs:
+class Blobs:
     """The router needs its blob source before the agent exists; this forwards once it does."""
 
     def __init__(self) -> None:
@@ -57,9 +59,13 @@ class _Blobs:
 
 
 async def run_managed(options: ManagedOptions, *, ready: asyncio.Event | None = None) -> int:
+    if options.workers > 1:
+        from edge.workers import run_managed_workers
+
+        return await run_managed_workers(options, ready=ready)
     tracing = configure_tracing(options.node_id, ratio=options.trace_ratio)
     runtime = Runtime(cache_dir=options.cache_dir)
-    blobs = _Blobs()
+    blobs = Blobs()
     router = Router(runtime, blobs)
     node = Node(runtime, router, NodeConfig(threads=options.threads, node_id=options.node_id))
     runner, port = await start(node, options.host, options.port)
@@ -69,7 +75,7 @@ async def run_managed(options: ManagedOptions, *, ready: asyncio.Event | None = 
         region=options.region,
         hostname=socket.gethostname(),
         url=url,
-        runtime_version=_wasmtime_version(),
+        runtime_version=wasmtime_version(),
     )
 
     def trust_key(pem: str) -> None:  # execute calls now need a token the control plane signed
@@ -99,7 +105,7 @@ async def run_managed(options: ManagedOptions, *, ready: asyncio.Event | None = 
     return 0
 
 
-def _wasmtime_version() -> str:
+def wasmtime_version() -> str:
     from importlib.metadata import version
 
     return f"wasmtime-{version('wasmtime')}"

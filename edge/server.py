@@ -48,8 +48,9 @@ from edge.protocol import (
     VERSION_HEADER,
     ExecuteRequest,
     ModuleTable,
+    VersionMetrics,
 )
-from edge.router import Router, VersionSlot
+from edge.router import ApplyReport, Router, VersionSlot
 from edge.runtime import BudgetExceededError, Call, CallResult, Runtime
 from edge.telemetry import render_spec_metrics, traced
 
@@ -84,6 +85,10 @@ class Node:
             initargs=(config.worker_nice,),
         )
         self.started = time.time()
+        # Set by a worker of a multi-process node (edge.workers): admin tables go to every worker
+        # through the supervisor, and /metrics shows the whole node's counts.
+        self.forward_table: Callable[[ModuleTable], Awaitable[ApplyReport]] | None = None
+        self.node_metrics: Callable[[], Awaitable[list[VersionMetrics]]] | None = None
 
     async def run(self, slot: VersionSlot, call: Call) -> CallResult:
         loaded = slot.loaded
@@ -250,11 +255,15 @@ async def modules(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(text=render_metrics(request.app[NODE]), content_type="text/plain", charset="utf-8")
+    node = request.app[NODE]
+    totals = await node.node_metrics() if node.node_metrics is not None else None
+    return web.Response(text=render_metrics(node, totals), content_type="text/plain", charset="utf-8")
 
 
-def render_metrics(node: Node) -> str:
-    """Prometheus text exposition: the spec's metric names with dots as underscores."""
+def render_metrics(node: Node, totals: list[VersionMetrics] | None = None) -> str:
+    """Prometheus text exposition: the spec's metric names with dots as underscores.
+
+    `totals` (a multi-process node) replaces this process's counts with the whole node's."""
     lines: list[str] = []
 
     def family(name: str, kind: str, help_text: str) -> None:
@@ -262,6 +271,9 @@ def render_metrics(node: Node) -> str:
         lines.append(f"# TYPE {name} {kind}")
 
     rows = node.router.metrics_total()
+    if totals is not None:
+        whole = {(m.module, m.version): m for m in totals}
+        rows = [(slot, whole.get((slot.module, slot.version), m)) for slot, m in rows]
     family("wasm_functions_invoked_total", "counter", "Function invocations per module version")
     for slot, m in rows:
         lines.append(f"wasm_functions_invoked_total{{{_labels(slot)}}} {m.requests}")
@@ -308,7 +320,10 @@ async def admin_table(request: web.Request) -> web.Response:
         table = ModuleTable.model_validate_json(await request.read())
     except ValidationError as exc:
         raise BadRequestError(_validation_message(exc)) from None
-    report = await node.router.apply_table(table.modules, table.generation)
+    if node.forward_table is not None:
+        report = await node.forward_table(table)
+    else:
+        report = await node.router.apply_table(table.modules, table.generation)
     return web.json_response(
         {
             "generation": report.generation,

@@ -56,6 +56,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="with --control: the node token (role node) the control plane minted (HOTSWAP_NODE_TOKEN)",
     )
     parser.add_argument("--threads", type=int, default=4, help="worker threads for long calls (default 4)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="server processes on the one port (SO_REUSEPORT), under a supervisor that keeps their tables "
+        "and sums their metrics (default 1: one process)",
+    )
     parser.add_argument("--memory-mb", type=int, default=128, help="standalone: memory limit per module")
     parser.add_argument("--timeout-s", type=float, default=30.0, help="standalone: timeout per call")
     parser.add_argument("--cpu-percent", type=int, default=100, help="standalone: CPU share per module")
@@ -89,6 +97,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     node_id = args.id or (default_node_id(args.region) if args.region else "standalone")
     setup_logging(args.log_level, args.log_format, edgeNodeId=node_id)
+    if args.workers < 1:
+        print(f"hotswap edge: --workers {args.workers}: at least 1", file=sys.stderr)
+        return 2
     if args.control is not None:
         return _managed(args)
     try:
@@ -147,8 +158,23 @@ def standalone_capabilities(env: list[str], dirs: list[str]) -> Capabilities:
 
 async def _standalone(args: argparse.Namespace, limits: Limits, auth: Authenticator | None) -> int:
     folder: Path = args.standalone
-    tracing = configure_tracing("standalone", ratio=args.trace_ratio)
     source = DirectorySource(folder, limits, args.capabilities)
+    if args.workers > 1:
+        from edge.workers import PoolOptions, serve_standalone
+
+        options = PoolOptions(
+            count=args.workers,
+            host=args.host,
+            port=args.port,
+            cache_dir=args.cache_dir or default_cache_dir(),
+            threads=args.threads,
+            admin=not args.no_admin,
+            public_key=args.key.read_text() if args.key is not None else None,
+            log_format=args.log_format,
+            trace_ratio=args.trace_ratio,
+        )
+        return await serve_standalone(source, options)
+    tracing = configure_tracing("standalone", ratio=args.trace_ratio)
     runtime = Runtime(cache_dir=args.cache_dir or default_cache_dir())
     router = Router(runtime, source)
     node = Node(runtime, router, NodeConfig(threads=args.threads, admin=not args.no_admin), auth)
@@ -199,6 +225,8 @@ def _managed(args: argparse.Namespace) -> int:
         token=args.token,
         advertise=args.advertise,
         trace_ratio=args.trace_ratio,
+        workers=args.workers,
+        log_format=args.log_format,
     )
     import uvloop
 

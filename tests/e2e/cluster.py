@@ -126,8 +126,9 @@ class FleetRepo:
         return self.commit(f"{name} {version}")
 
 
-def spawn_edge(control: str, token: str, node_id: str, region: str, data: Path) -> EdgeProcess:
-    """An edge node process joining the control plane at `control` with the node token `token`."""
+def spawn_edge(control: str, token: str, node_id: str, region: str, data: Path, workers: int = 1) -> EdgeProcess:
+    """An edge node process joining the control plane at `control` with the node token `token`
+    (`workers` > 1: that many server processes under a supervisor, `hotswap edge --workers`)."""
     log = data / f"{node_id}.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HOTSWAP_NODE_TOKEN": token}
     with log.open("ab") as out:
@@ -135,7 +136,7 @@ def spawn_edge(control: str, token: str, node_id: str, region: str, data: Path) 
             [
                 sys.executable, "-m", "hotswap", "edge", "--control", control, "--region", region,
                 "--id", node_id, "--port", "0", "--cache-dir", str(data / "cache" / node_id),
-                "--threads", "2", "--log-level", "WARNING",
+                "--threads", "2", "--log-level", "WARNING", "--workers", str(workers),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -184,8 +185,8 @@ class Cluster:
     def url(self) -> str:
         return self.plane.url
 
-    def start_node(self, node_id: str, region: str) -> EdgeProcess:
-        node = spawn_edge(self.url, self.plane.mint(node_id, "node"), node_id, region, self.data)
+    def start_node(self, node_id: str, region: str, workers: int = 1) -> EdgeProcess:
+        node = spawn_edge(self.url, self.plane.mint(node_id, "node"), node_id, region, self.data, workers)
         self.nodes.append(node)
         return node
 
