@@ -58,6 +58,7 @@ from reconciler.spec.fleet import DesiredFleet
 from reconciler.spec.models import Capabilities, HealthCheck, Limits
 from reconciler.store.errors import ModuleConflictError, StoreError
 from reconciler.store.state import StateStore
+from reconciler.telemetry import DeploymentTracing
 
 log = logging.getLogger("hotswap.controller")
 MAX_EVENTS = 200
@@ -203,6 +204,7 @@ class Controller:
         self.replica = ""
         self.leader = True
         self.before_pass: Callable[[], Awaitable[None]] | None = None
+        self.tracing = DeploymentTracing()  # spans of the transitions applied (reconciler.telemetry)
 
     # -- triggers -------------------------------------------------------------------------------
 
@@ -281,7 +283,8 @@ class Controller:
         snapshot = self.snapshot(held.fleet, revision.approvals, now)
         result = planner.plan(snapshot)
         await asyncio.to_thread(self.book.save, result.records, revision.sha)
-        await self.apply(result)
+        with self.tracing.step_spans(result.actions, self.book.get):
+            await self.apply(result)
         conditions = dict(result.status)
         for module, message in held.waiting.items():
             conditions[module] = (
@@ -438,7 +441,8 @@ class Controller:
                 listener(event)
             except Exception:  # a listener's bug must not stop a rollout
                 log.exception("event listener failed on %s", reason)
-        (log.warning if warning else log.info)("%s: %s", reason, message)
+        ids = {"module": module, "deploymentId": rollout} if rollout else {"module": module}
+        (log.warning if warning else log.info)("%s: %s", reason, message, extra=ids)
         with contextlib.suppress(StoreError):
             self.store.append_audit(
                 actor="reconciler",

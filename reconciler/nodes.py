@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import contextvars
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -28,6 +29,9 @@ from reconciler.store.state import StateStore
 MISSED_HEARTBEATS = 3
 RECONNECT_SECONDS = 5.0  # a node's agent retries a lost control plane at least this often (edge.agent)
 METRICS_HORIZON_SECONDS = 3600.0
+# module -> W3C traceparent of the deployment step being applied (reconciler.telemetry sets it around
+# the executor): published tables carry it, so a node's load spans join that step's trace.
+STEP_TRACES: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("step_traces", default=None)
 
 
 @dataclass
@@ -362,7 +366,13 @@ class NodeHub:
         generation = await asyncio.to_thread(self.store.publish_assignment, node_id, body)
         if generation is None:
             return None
-        self._tables[node_id] = ModuleTable(generation=generation, modules=entries)
+        traces = STEP_TRACES.get() or {}
+        changed = {e.module for e in entries} | {e.module for e in current.modules}
+        self._tables[node_id] = ModuleTable(
+            generation=generation,
+            modules=entries,
+            traceparents={m: t for m, t in traces.items() if m in changed},
+        )
         self._nodes[node_id] = replace(self._nodes[node_id], assignment=body, generation=generation)
         self._wake(node_id)
         if self.peers is not None:

@@ -87,6 +87,18 @@ INTERFACE: Schema = {
         "interfaces": {"type": "object"},
     },
 }
+AUDIT: Schema = {
+    "type": "object",
+    "required": ["seq", "at", "actor", "action", "subject", "detail"],
+    "properties": {
+        "seq": {"type": "integer"},
+        "at": {"type": "string"},
+        "actor": {"type": "string"},
+        "action": {"type": "string"},
+        "subject": {"type": "string"},
+        "detail": {"type": "object"},
+    },
+}
 ID_PARAM: Schema = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
 
 
@@ -322,6 +334,42 @@ def document() -> Schema:
             "get": _op("notification receivers, recent deliveries, scaling signals", READ, {"200": _json(OBJECT, "")})
         },
         "/api/v1/wasm/snapshot": {"get": _op("what the planner reads", READ, {"200": _json(OBJECT, "snapshot")})},
+        "/metrics": {
+            "get": _op(
+                "every metric the spec names, in Prometheus text",
+                READ,
+                {"200": {"description": "Prometheus text", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+            )
+        },
+        "/api/v1/wasm/audit": {
+            "get": _op(
+                "the audit log, oldest first: registry changes, deployment steps, approvals, rollbacks",
+                READ,
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["entries", "next"],
+                            "properties": {
+                                "entries": {"type": "array", "items": AUDIT},
+                                "next": {"type": "integer", "description": "pass as `after` for the next page"},
+                            },
+                        },
+                        "audit lines",
+                    )
+                },
+                params=[
+                    {"name": "subject", "in": "query", "required": False, "schema": {"type": "string"}},
+                    {"name": "after", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}},
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                    },
+                ],
+            )
+        },
         "/api/v1/wasm/interfaces": {
             "get": _op("the fleet's interfaces", READ, {"200": _json(_list("interfaces", INTERFACE), "")}),
             "post": _op(

@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from reconciler.api import observe
 from reconciler.api.app import ROUTE_FILES, create_app
 from reconciler.api.base import ANY_ROLE, ApiDeps, public, require
 from reconciler.api.control import ControlDeps, routes
@@ -35,6 +36,7 @@ from reconciler.planner import latest_records
 from reconciler.registry import Registry
 from reconciler.store.blobs import open_blob_store
 from reconciler.store.state import StateStore, open_state_store
+from reconciler.telemetry import Telemetry
 
 log = logging.getLogger("hotswap.serve")
 
@@ -67,6 +69,7 @@ class ControlPlane:
     source: GitSource = field(init=False)
     hub: NodeHub = field(init=False)
     controller: Controller = field(init=False)
+    telemetry: Telemetry = field(init=False)  # spans, OTLP export, /metrics (reconciler.telemetry)
     authority: TokenAuthority = field(init=False)  # mints and checks tokens (reconciler.auth)
     writer: GitWriter = field(init=False)  # API writes as signed commits (reconciler.gitwrite)
     app: web.Application = field(init=False)
@@ -81,7 +84,8 @@ class ControlPlane:
         options.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = open_state_store(database_url=options.database_url, data_dir=options.data_dir)
         blobs = open_blob_store(options.blob_url, options.data_dir)
-        self.registry = Registry(self.store, blobs)
+        self.telemetry = Telemetry()
+        self.registry = Registry(self.store, blobs, tracer=self.telemetry.tracer("hotswap.registry"))
         trust = load_trust(options.trust) if options.trust else TrustRoot(principals=())
         applied = self.store.last_applied_revision()
         self.source = GitSource(
@@ -103,7 +107,9 @@ class ControlPlane:
         self.hub = NodeHub(
             self.store, heartbeat_seconds=options.heartbeat_seconds, public_key=self.authority.public_key_pem
         )
+        self.hub.metrics = self.telemetry.window  # also keeps cumulative totals for /metrics
         self.controller = Controller(store=self.store, registry=self.registry, source=self.source, hub=self.hub)
+        self.controller.tracing = self.telemetry.deployments
         self.hub.poke = self.controller.poke
         if options.database_url and self.store.dialect.name == "postgresql":
             self.replicas = Replicas(self.store, self.controller, options.database_url)
@@ -120,7 +126,7 @@ class ControlPlane:
             authenticate=bearer(self.authority),
             limiter=RateLimiter(options.rate_limits),
         )
-        self.app = create_app(api, (*ROUTE_FILES, routes(control)))
+        self.app = create_app(api, (*ROUTE_FILES, routes(control), observe.setup(self.telemetry)))
         self.app.router.add_get("/api/v1/wasm/notifications", self._notifications)
         if options.webhook_secret:
             self.app.router.add_post(
@@ -194,6 +200,7 @@ class ControlPlane:
         if self._runner is not None:
             await self._runner.cleanup()
         self.store.close()
+        await asyncio.to_thread(self.telemetry.shutdown)  # the last spans go out
 
     async def serve_forever(self, ready: Callable[[ControlPlane], None] | None = None) -> None:
         await self.start()

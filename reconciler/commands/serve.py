@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import signal
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 from reconciler.api.security import RateLimits, parse_rate_limit
 from reconciler.commands.token import add_auth_arguments, auth_options
 from reconciler.server import ControlPlane, ServeOptions
+from reconciler.telemetry import setup_logging
 
 
 def env(name: str, default: str | None = None) -> str | None:
@@ -64,6 +64,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="shared secret of POST /api/v1/wasm/webhook (HMAC-SHA256)",
     )
     parser.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--log-format",
+        choices=("json", "text"),
+        default=None,
+        help="json (one object a line) or text; default HOTSWAP_LOG_FORMAT, else text on a terminal, json otherwise",
+    )
     parser.add_argument("--tls-cert", type=Path, default=env("TLS_CERT"), help="PEM certificate chain: serve HTTPS")
     parser.add_argument("--tls-key", type=Path, default=env("TLS_KEY"), help="PEM private key of --tls-cert")
     parser.add_argument(
@@ -116,7 +122,7 @@ async def serve(plane: ControlPlane) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.log_level, args.log_format)
     try:
         asyncio.run(serve(ControlPlane(options(args))))
     except ValueError as exc:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import shutil
 import signal
@@ -22,6 +21,7 @@ from reconciler.api.security import RateLimits
 from reconciler.commands.serve import add_store_arguments
 from reconciler.server import ControlPlane, ServeOptions
 from reconciler.spec.loader import load_fleet
+from reconciler.telemetry import setup_logging
 
 NODE_START_TIMEOUT = 30.0
 NODE_TOKEN_SECONDS = 30 * 24 * 3600.0
@@ -39,6 +39,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heartbeat-seconds", type=float, default=2.0, help="node heartbeat period (default 2)")
     parser.add_argument("--interval", type=float, default=10.0, help="seconds between fetches (default 10)")
     parser.add_argument("--log-level", default="WARNING", help="control plane log level (default WARNING)")
+    parser.add_argument(
+        "--log-format",
+        choices=("json", "text"),
+        default=None,
+        help="control plane logs: json or text (default HOTSWAP_LOG_FORMAT, else text on a terminal)",
+    )
     add_store_arguments(parser, ".hotswap")
 
 
@@ -183,7 +189,7 @@ async def up(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.log_level, args.log_format)
     try:
         return asyncio.run(up(args))
     except (ValueError, OSError) as exc:

@@ -1,0 +1,80 @@
+"""Routes for watching the control plane: its metrics and its audit log.
+
+    GET /metrics                 Prometheus text of every metric the spec names (reconciler.telemetry);
+                                 any role (a scraper uses a viewer token: `hotswap token --role viewer`)
+    GET /api/v1/wasm/audit       the append-only audit log, oldest first: ?subject=&after=SEQ&limit=N
+                                 (any role): registry changes, deployment steps, approvals, rollbacks
+
+`setup(telemetry)` returns the route file's setup, bound to the running control plane's telemetry;
+the controller (rollout book, node hub, store) comes from the control routes (reconciler.api.control).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from aiohttp import web
+
+from reconciler.api.base import ANY_ROLE, ApiDeps, ApiError, require
+from reconciler.api.control import CONTROL
+from reconciler.telemetry import Telemetry, render_metrics
+
+TELEMETRY = web.AppKey("telemetry", Telemetry)
+MAX_AUDIT_LIMIT = 1000
+
+
+async def metrics(request: web.Request) -> web.Response:
+    require(request, *ANY_ROLE)
+    controller = request.app[CONTROL].controller
+    revision = controller.source.latest
+    modules = len(revision.fleet.modules) if revision is not None and revision.fleet is not None else 0
+    text = render_metrics(request.app[TELEMETRY], controller.book.records(), controller.hub.view(), modules)
+    return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
+
+def _int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, "bad_request", f"{name}: {raw!r} is not an integer", name) from None
+    if not low <= value <= high:
+        raise ApiError(400, "bad_request", f"{name}: must be between {low} and {high}", name)
+    return value
+
+
+async def audit(request: web.Request) -> web.Response:
+    require(request, *ANY_ROLE)
+    store = request.app[CONTROL].controller.store
+    subject = request.query.get("subject") or None
+    after = _int(request, "after", 0, 0, 2**62)
+    limit = _int(request, "limit", 100, 1, MAX_AUDIT_LIMIT)
+    entries = await asyncio.to_thread(store.audit_log, subject=subject, after=after, limit=limit)
+    return web.json_response(
+        {
+            "entries": [
+                {
+                    "seq": e.seq,
+                    "at": e.at.isoformat().replace("+00:00", "Z"),
+                    "actor": e.actor,
+                    "action": e.action,
+                    "subject": e.subject,
+                    "detail": e.detail,
+                }
+                for e in entries
+            ],
+            "next": entries[-1].seq if entries else after,
+        }
+    )
+
+
+def setup(telemetry: Telemetry) -> Callable[[web.Application, ApiDeps], None]:
+    def install(app: web.Application, deps: ApiDeps) -> None:
+        app[TELEMETRY] = telemetry
+        app.router.add_get("/metrics", metrics)
+        app.router.add_get("/api/v1/wasm/audit", audit)
+
+    return install

@@ -1,0 +1,437 @@
+"""The control plane's telemetry: deployment spans, the spec's metrics, JSON logs.
+
+Where it sits: `ControlPlane.build` makes one `Telemetry` and hands its pieces out: the registry's
+tracer (spans `wasm.module.register` / `wasm.module.validate`), the controller's `DeploymentTracing`,
+the node hub's metrics window (`CountingWindow`, cumulative counts of what nodes ship), and the
+`/metrics` route (reconciler.api.observe), which renders everything at scrape time.
+
+Traces. Each transition the executor applies is a span: `StartRollout` -> `wasm.deployment.create`,
+`AdvanceStep` and `Promote` -> `wasm.deployment.execute` (one trace per deployment step, linked to
+the rollout's create span when this process saw it), `Rollback` -> `wasm.deployment.rollback`; with
+module id, version, deployment id, strategy and step as attributes. Its W3C `traceparent` goes to
+the nodes in the module table they long-poll (`ModuleTable.traceparents`), so each node's
+`wasm.module.load` (and the health check's `wasm.function.invoke`) joins the step's trace. Spans
+leave over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set; `OTEL_TRACES_SAMPLER` is honoured
+(default: parent-based, always on: deployments are rare).
+
+Metrics (dots as underscores in Prometheus text): registrations, load time (the registry's) and sizes
+come from the registry's spans; deployments executed/failed and their durations from the rollout
+records; invocations, failures and their latency histogram from the nodes' heartbeats; the gauges
+from the hub's view of the nodes.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import json
+import logging
+import math
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, Sampler, _get_from_env_or_default
+from opentelemetry.trace import Link, SpanContext
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from edge.protocol import LATENCY_BUCKETS_MS, VersionMetrics
+from reconciler.nodes import STEP_TRACES, MetricsWindow, NodeView
+from reconciler.planner import AdvanceStep, Phase, Promote, Rollback, RolloutRecord, StartRollout
+from reconciler.planner.actions import Action
+
+CREATE = "wasm.deployment.create"
+EXECUTE = "wasm.deployment.execute"
+ROLLBACK = "wasm.deployment.rollback"
+REGISTER = "wasm.module.register"
+LOAD_BUCKETS_MS = (1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0)
+SIZE_BUCKETS = (1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0, 52428800.0)
+DEPLOYMENT_BUCKETS_S = (1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 86400.0)
+FAILED_PHASES = frozenset({Phase.ROLLED_BACK, Phase.ABORTED})
+MAX_REMEMBERED = 1000
+
+_propagator = TraceContextTextMapPropagator()
+
+
+# -- traces ------------------------------------------------------------------------------------
+
+
+def traceparent_of(span: trace.Span) -> str | None:
+    """The W3C traceparent that makes a remote span a child of `span` (None for a non-recording one)."""
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier, context=trace.set_span_in_context(span, Context()))
+    return carrier.get("traceparent")
+
+
+class DeploymentTracing:
+    """Spans for the transitions of one pass, and the traceparents the nodes get with their tables."""
+
+    def __init__(self, tracer: trace.Tracer | None = None) -> None:
+        self.tracer = tracer or trace.get_tracer("hotswap.controller")
+        self._created: dict[str, SpanContext] = {}  # rollout id -> its create span, for links
+
+    @contextlib.contextmanager
+    def step_spans(
+        self, actions: Iterable[Action], lookup: Callable[[str], RolloutRecord | None]
+    ) -> Iterator[dict[str, str]]:
+        """Open a span per transition action; yield module -> traceparent of that module's span (the
+        last transition of a module in the pass wins), also set as `STEP_TRACES` for the tables the
+        hub publishes meanwhile; end the spans on exit."""
+        traces: dict[str, str] = {}
+        with contextlib.ExitStack() as stack:
+            for action in actions:
+                if not isinstance(action, StartRollout | AdvanceStep | Promote | Rollback):
+                    continue
+                opened = self._open(action, lookup)
+                if opened is None:
+                    continue
+                span = stack.enter_context(opened)
+                parent = traceparent_of(span)
+                if parent is not None:
+                    traces[action.module] = parent
+            token = STEP_TRACES.set(traces)
+            try:
+                yield traces
+            finally:
+                STEP_TRACES.reset(token)
+
+    def _open(
+        self, action: Action, lookup: Callable[[str], RolloutRecord | None]
+    ) -> contextlib.AbstractContextManager[trace.Span] | None:
+        match action:
+            case StartRollout():
+                attributes = deployment_attributes(action.module, action.to_version, action.rollout_id, action.strategy)
+                if action.from_version:
+                    attributes["wasm.deployment.from_version"] = action.from_version
+                return self._span(CREATE, attributes, action.rollout_id, create=True)
+            case AdvanceStep():
+                record = lookup(action.rollout_id)
+                attributes = deployment_attributes(
+                    action.module,
+                    record.target.version if record else None,
+                    action.rollout_id,
+                    record.strategy if record else None,
+                )
+                attributes.update({"wasm.deployment.step": action.step, "wasm.deployment.step_kind": action.kind.value})
+                attributes["wasm.deployment.percent"] = action.percent
+                if action.region:
+                    attributes["wasm.deployment.region"] = action.region
+                return self._span(EXECUTE, attributes, action.rollout_id)
+            case Promote():
+                record = lookup(action.rollout_id)
+                attributes = deployment_attributes(
+                    action.module, action.version, action.rollout_id, record.strategy if record else None
+                )
+                attributes["wasm.deployment.step"] = record.step if record else -1
+                attributes["wasm.deployment.promoted"] = True
+                return self._span(EXECUTE, attributes, action.rollout_id)
+            case Rollback():
+                record = lookup(action.rollout_id)
+                attributes = deployment_attributes(
+                    action.module, action.to_version, action.rollout_id, record.strategy if record else None
+                )
+                attributes["wasm.deployment.reason"] = action.reason
+                if record is not None:
+                    attributes["wasm.deployment.step"] = record.step
+                    attributes["wasm.deployment.from_version"] = record.target.version
+                return self._span(ROLLBACK, attributes, action.rollout_id)
+            case _:
+                return None
+
+    def _span(
+        self, name: str, attributes: dict[str, Any], rollout_id: str, *, create: bool = False
+    ) -> contextlib.AbstractContextManager[trace.Span]:
+        created = self._created.get(rollout_id)
+        links = [Link(created)] if created is not None and not create else None
+        manager = self.tracer.start_as_current_span(name, context=Context(), attributes=attributes, links=links)
+        if not create:
+            return manager
+        return self._remember(manager, rollout_id)
+
+    @contextlib.contextmanager
+    def _remember(
+        self, manager: contextlib.AbstractContextManager[trace.Span], rollout_id: str
+    ) -> Iterator[trace.Span]:
+        with manager as span:
+            self._created[rollout_id] = span.get_span_context()
+            while len(self._created) > MAX_REMEMBERED:
+                del self._created[next(iter(self._created))]
+            yield span
+
+
+def deployment_attributes(module: str, version: str | None, rollout_id: str, strategy: str | None) -> dict[str, Any]:
+    attributes: dict[str, Any] = {"wasm.module.name": module, "wasm.deployment.id": rollout_id}
+    if version:
+        attributes["wasm.module.version"] = version
+        attributes["wasm.module.id"] = f"{module}-v{version}"
+    if strategy:
+        attributes["wasm.deployment.strategy"] = strategy
+    return attributes
+
+
+def sampler_from_env(environ: Mapping[str, str] = os.environ) -> Sampler:
+    """`OTEL_TRACES_SAMPLER` (and `_ARG`) when set, else parent-based always-on."""
+    if environ.get("OTEL_TRACES_SAMPLER"):
+        sampler: Sampler = _get_from_env_or_default()
+        return sampler
+    return ParentBased(ALWAYS_ON)
+
+
+# -- metrics -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Histogram:
+    bounds: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.counts:
+            self.counts = [0] * (len(self.bounds) + 1)
+
+    def observe(self, value: float, count: int = 1) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += count
+        self.total += value * count
+
+
+class RegistryMetrics(SpanProcessor):
+    """Counts registrations, their time and module sizes from the registry's `wasm.module.register`
+    spans (so the registry needs no metrics code of its own)."""
+
+    def __init__(self) -> None:
+        self.registered = 0
+        self.load_ms = Histogram(LOAD_BUCKETS_MS)
+        self.sizes = Histogram(SIZE_BUCKETS)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if span.name != REGISTER or not (span.attributes or {}).get("wasm.module.created"):
+            return
+        attributes = span.attributes or {}
+        self.registered += 1
+        if span.start_time is not None and span.end_time is not None:
+            self.load_ms.observe((span.end_time - span.start_time) / 1e6)
+        size = attributes.get("wasm.module.size")
+        if isinstance(size, int):
+            self.sizes.observe(float(size))
+
+
+class CountingWindow(MetricsWindow):
+    """The hub's metrics window that also keeps cumulative totals per module version (for /metrics)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.totals: dict[tuple[str, str], VersionMetrics] = {}
+
+    def add(self, at: float, region: str, metrics: Iterable[VersionMetrics]) -> None:
+        metrics = tuple(metrics)
+        super().add(at, region, metrics)
+        for m in metrics:
+            before = self.totals.get((m.module, m.version))
+            self.totals[(m.module, m.version)] = m if before is None else _sum(before, m)
+
+
+def _sum(a: VersionMetrics, b: VersionMetrics) -> VersionMetrics:
+    width = max(len(a.latency_buckets), len(b.latency_buckets))
+    buckets = tuple(
+        (a.latency_buckets[i] if i < len(a.latency_buckets) else 0)
+        + (b.latency_buckets[i] if i < len(b.latency_buckets) else 0)
+        for i in range(width)
+    )
+    return VersionMetrics(
+        module=a.module,
+        version=a.version,
+        requests=a.requests + b.requests,
+        errors=a.errors + b.errors,
+        traps=a.traps + b.traps,
+        timeouts=a.timeouts + b.timeouts,
+        memory=a.memory + b.memory,
+        cpu=a.cpu + b.cpu,
+        latency_buckets=buckets,
+        latency_sum_ms=a.latency_sum_ms + b.latency_sum_ms,
+    )
+
+
+class Telemetry:
+    """The control plane's tracer provider (OTLP when configured) and the metric sources it feeds."""
+
+    def __init__(
+        self,
+        *,
+        service: str = "hotswap-control",
+        instance: str = "",
+        environ: Mapping[str, str] = os.environ,
+        exporter: SpanExporter | None = None,
+    ) -> None:
+        resource = Resource.create(
+            {"service.name": environ.get("OTEL_SERVICE_NAME", service), "service.instance.id": instance or "control"}
+        )
+        self.provider = TracerProvider(resource=resource, sampler=sampler_from_env(environ))
+        self.registry_metrics = RegistryMetrics()
+        self.provider.add_span_processor(self.registry_metrics)
+        endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        if exporter is None and endpoint and environ.get("OTEL_SDK_DISABLED", "").lower() != "true":
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            exporter = OTLPSpanExporter()
+        if exporter is not None:
+            self.provider.add_span_processor(BatchSpanProcessor(exporter))
+        self.window = CountingWindow()
+        self.deployments = DeploymentTracing(self.tracer("hotswap.controller"))
+
+    def tracer(self, name: str) -> trace.Tracer:
+        return self.provider.get_tracer(name)
+
+    def add_exporter(self, processor: SpanProcessor) -> None:
+        """Another span processor (tests add an in-memory exporter's)."""
+        self.provider.add_span_processor(processor)
+
+    def shutdown(self) -> None:
+        self.provider.shutdown()
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _histogram(name: str, labels: str, bounds: Sequence[float], counts: Sequence[int], total: float) -> list[str]:
+    lines, running = [], 0
+    sep = "," if labels else ""
+    for bound, count in zip((*bounds, math.inf), counts, strict=True):
+        running += count
+        le = "+Inf" if math.isinf(bound) else f"{bound:g}"
+        lines.append(f'{name}_bucket{{{labels}{sep}le="{le}"}} {running}')
+    braces = f"{{{labels}}}" if labels else ""
+    lines += [f"{name}_sum{braces} {total:.6f}", f"{name}_count{braces} {running}"]
+    return lines
+
+
+def render_metrics(
+    telemetry: Telemetry, records: Sequence[RolloutRecord], nodes: Sequence[NodeView], modules: int
+) -> str:
+    """Prometheus text of every metric the spec names, as the control plane sees the fleet."""
+    lines: list[str] = []
+
+    def family(name: str, kind: str, help_text: str) -> None:
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} {kind}")
+
+    registry = telemetry.registry_metrics
+    totals = sorted(telemetry.window.totals.values(), key=lambda m: (m.module, m.version))
+    finished = [r for r in records if r.finished_at is not None]
+    family("wasm_modules_registered_total", "counter", "Module versions registered since this process started")
+    lines.append(f"wasm_modules_registered_total {registry.registered}")
+    family("wasm_deployments_executed_total", "counter", "Rollouts started (the rollout book)")
+    lines.append(f"wasm_deployments_executed_total {len(records)}")
+    family("wasm_deployments_failed_total", "counter", "Rollouts rolled back or aborted")
+    lines.append(f"wasm_deployments_failed_total {sum(r.phase in FAILED_PHASES for r in records)}")
+    family("wasm_functions_invoked_total", "counter", "Invocations the nodes reported, per module version")
+    for m in totals:
+        lines.append(f"wasm_functions_invoked_total{{{_labels(m)}}} {m.requests}")
+    family("wasm_functions_failed_total", "counter", "Failed invocations the nodes reported, per module version")
+    for m in totals:
+        lines.append(f"wasm_functions_failed_total{{{_labels(m)}}} {m.errors}")
+    family("wasm_module_load_duration", "histogram", "Registry load (validate and store) time in milliseconds")
+    lines += _histogram(
+        "wasm_module_load_duration", "", registry.load_ms.bounds, registry.load_ms.counts, registry.load_ms.total
+    )
+    family("wasm_function_invoke_duration", "histogram", "Invocation latency the nodes reported, in milliseconds")
+    for m in totals:
+        buckets = m.latency_buckets or (0,) * (len(LATENCY_BUCKETS_MS) + 1)
+        lines += _histogram("wasm_function_invoke_duration", _labels(m), LATENCY_BUCKETS_MS, buckets, m.latency_sum_ms)
+    durations = Histogram(DEPLOYMENT_BUCKETS_S)
+    for record in finished:
+        assert record.finished_at is not None
+        durations.observe(max(record.finished_at - record.created_at, 0.0))
+    family("wasm_deployment_duration", "histogram", "Rollout duration from start to its end, in seconds")
+    lines += _histogram("wasm_deployment_duration", "", durations.bounds, durations.counts, durations.total)
+    family("wasm_module_size_bytes", "histogram", "Binary size of the module versions registered")
+    lines += _histogram(
+        "wasm_module_size_bytes", "", registry.sizes.bounds, registry.sizes.counts, registry.sizes.total
+    )
+    family("wasm_modules_count", "gauge", "Modules in the desired fleet")
+    lines.append(f"wasm_modules_count {modules}")
+    family("wasm_edge_nodes_count", "gauge", "Edge nodes known")
+    lines.append(f"wasm_edge_nodes_count {len(nodes)}")
+    family("wasm_edge_nodes_healthy", "gauge", "Edge nodes healthy")
+    lines.append(f"wasm_edge_nodes_healthy {sum(v.status == 'Healthy' for v in nodes)}")
+    family("wasm_modules_deployed_per_node", "gauge", "Module versions each node runs")
+    for view in nodes:
+        lines.append(f'wasm_modules_deployed_per_node{{node="{_escape(view.id)}"}} {len(view.running)}')
+    family("wasm_edge_node_memory_used_mb", "gauge", "Memory each node reported, in MB")
+    for view in nodes:
+        lines.append(f'wasm_edge_node_memory_used_mb{{node="{_escape(view.id)}"}} {view.memory_mb}')
+    family("wasm_edge_node_cpu_percent", "gauge", "CPU use each node reported, percent")
+    for view in nodes:
+        lines.append(f'wasm_edge_node_cpu_percent{{node="{_escape(view.id)}"}} {view.cpu_percent}')
+    return "\n".join(lines) + "\n"
+
+
+def _labels(m: VersionMetrics) -> str:
+    return f'module="{_escape(m.module)}",version="{_escape(m.version)}"'
+
+
+# -- logs --------------------------------------------------------------------------------------
+
+RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+def current_trace_id() -> str | None:
+    context = trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else None
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: timestamp, level, message, logger, traceId, and ids passed as `extra`
+    (moduleId, edgeNodeId, deploymentId, ...). The edge has its own (edge.telemetry): edge never
+    imports reconciler, and reconciler imports only the edge's wire contract."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+        out: dict[str, Any] = {
+            "timestamp": stamp.replace("+00:00", "Z"),
+            "level": record.levelname,
+            "message": record.getMessage(),
+            "logger": record.name,
+        }
+        trace_id = current_trace_id()
+        if trace_id is not None:
+            out["traceId"] = trace_id
+        for key, value in record.__dict__.items():
+            if key not in RESERVED and not key.startswith("_"):
+                out[key] = value
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def log_format(choice: str | None, environ: Mapping[str, str] = os.environ) -> str:
+    """json or text: the flag, else HOTSWAP_LOG_FORMAT, else text on a terminal and json otherwise."""
+    chosen = (choice or environ.get("HOTSWAP_LOG_FORMAT") or "").strip().lower()
+    if chosen in ("json", "text"):
+        return chosen
+    return "text" if sys.stdout.isatty() else "json"
+
+
+def setup_logging(level: str, choice: str | None = None) -> str:
+    """Configure the root logger (stderr) in the chosen format; returns the format used."""
+    fmt = log_format(choice)
+    handler = logging.StreamHandler()
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    return fmt
