@@ -183,17 +183,21 @@ def start_echo(tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
     return proc, int(port_file.read_text())
 
 
-def start_node(tmp: Path, spin_seconds: float) -> tuple[subprocess.Popen[str], int]:
+def start_node(
+    tmp: Path, spin_seconds: float, workers: int = 1, pinned: bool = True
+) -> tuple[subprocess.Popen[str], int]:
     folder = tmp / "modules"
     folder.mkdir(exist_ok=True)
     for name in ("arith", "limits"):
         (folder / f"{name}.wat").write_text((MODULES / f"{name}.wat").read_text())
     proc = subprocess.Popen(
         [sys.executable, "-m", "hotswap", "edge", "--standalone", str(folder), "--port", "0",
-         "--cache-dir", str(tmp / "cache"), "--timeout-s", str(spin_seconds), "--log-level", "ERROR"],
+         "--cache-dir", str(tmp / "cache"), "--timeout-s", str(spin_seconds), "--log-level", "ERROR",
+         "--workers", str(workers)],
         cwd=ROOT, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
-    pin(proc.pid, 0)
+    if pinned:
+        pin(proc.pid, 0)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if "serving" not in line:
@@ -311,17 +315,61 @@ def bench_http(quick: bool) -> None:
                 node.stdout.close()
 
 
+def bench_workers(quick: bool) -> None:
+    """`--workers 1` and `--workers 2`, nothing pinned: node processes and this client share both cores."""
+    import uvloop
+
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, range(os.cpu_count() or 1))
+    seconds = 0.6 if quick else 12.0
+    rounds = 2 if quick else 6
+    call = {"module": "arith", "function": "add", "args": [20, 22]}
+    print(f"HTTP execute by worker count, 32 connections, nothing pinned: {rounds} alternating rounds")
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        nodes = {n: start_node(tmp, 1.0, workers=n, pinned=False) for n in (1, 2)}
+        try:
+            runs: dict[int, list[float]] = {1: [], 2: []}
+            lats: dict[int, list[float]] = {1: [], 2: []}
+            errors = {1: 0, 2: 0}
+            for _ in range(rounds):
+                for n, (_, port) in nodes.items():
+                    rps, lat, err = uvloop.run(hammer(port, call, 32, seconds / rounds))
+                    runs[n].append(rps)
+                    lats[n].extend(lat)
+                    errors[n] += err
+            for n in (1, 2):
+                spread = ", ".join(f"{r:,.0f}" for r in runs[n])
+                row(
+                    f"edge execute arith.add, --workers {n}, client sharing the 2 cores",
+                    lats[n],
+                    extra=f"{statistics.median(runs[n]):,.0f} req/s (rounds: {spread}), {errors[n]} errors",
+                )
+        finally:
+            for proc, _ in nodes.values():
+                proc.terminate()
+                proc.wait(timeout=30)
+                if proc.stdout is not None:
+                    proc.stdout.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a few seconds, for CI")
     parser.add_argument("--echo-server", metavar="PORT_FILE", help=argparse.SUPPRESS)
-    parser.add_argument("--only", choices=["load", "validate", "calls", "http"], action="append")
+    parser.add_argument("--only", choices=["load", "validate", "calls", "http", "workers"], action="append")
     args = parser.parse_args()
     if args.echo_server:
         echo_server(args.echo_server)
         return 0
     print(f"edge bench: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    steps = {"load": bench_load, "validate": bench_validate, "calls": bench_calls, "http": bench_http}
+    steps = {
+        "load": bench_load,
+        "validate": bench_validate,
+        "calls": bench_calls,
+        "http": bench_http,
+        "workers": bench_workers,
+    }
     for name in args.only or list(steps):
         steps[name](args.quick)
     print("\n| what | p50 | p99 | notes |\n|---|---|---|---|")
