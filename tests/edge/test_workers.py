@@ -15,6 +15,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -23,8 +24,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+import wasmtime
 
 from edge import wasm
+from edge.cache import ModuleCache, engine_key
 from edge.workers import WORKER_HEADER
 from tests.e2e.cluster import Cluster, poll, start_cluster, stop_cluster
 
@@ -242,3 +245,45 @@ async def test_a_managed_node_on_two_workers_swaps_under_load_and_heartbeats_who
     await poll(lambda: shipped() == expected, f"heartbeats totalling {expected}")
     counts = await invoked(url, headers)
     assert counts.get(("calc", "1.1.0")) == expected["1.1.0"]
+
+
+# -- the shared precompiled cache ------------------------------------------------------------------
+
+
+def test_concurrent_fills_of_the_shared_cache_never_hand_out_a_broken_module(tmp_path: Path) -> None:
+    """Workers fill one cache directory at once: writers race, readers see a whole entry or none."""
+    engine = wasmtime.Engine()
+    data = wasm.compile_wat(WAT.format(n=7))
+    digest = wasm.sha256_digest(data)
+    module = wasmtime.Module(engine, data)
+    cache = ModuleCache(tmp_path, engine_key({"test": "workers"}))
+    writers_done = threading.Event()
+    seen: Counter[str] = Counter()
+
+    def fill() -> None:
+        for _ in range(60):
+            cache.store(digest, module)
+
+    def read() -> None:
+        while not writers_done.is_set():
+            loaded = cache.load(engine, digest)
+            if loaded is None:
+                seen["miss"] += 1
+                continue
+            names = [e.name for e in loaded.exports]
+            seen["hit" if names == ["version"] else f"wrong {names}"] += 1
+
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    writers = [threading.Thread(target=fill) for _ in range(2)]
+    for t in readers + writers:
+        t.start()
+    for t in writers:
+        t.join()
+    writers_done.set()
+    for t in readers:
+        t.join()
+    assert set(seen) <= {"hit", "miss"}, seen
+    cache.store(digest, module)  # a last whole fill: the entry loads, and no temporary file is left
+    loaded = cache.load(engine, digest)
+    assert loaded is not None and [e.name for e in loaded.exports] == ["version"]
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".cwasm", ".sum"]
