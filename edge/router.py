@@ -32,7 +32,7 @@ from typing import Protocol
 from edge.errors import EdgeError, LoadError, NotFoundError, UnavailableError
 from edge.limits import Clock, CpuShare
 from edge.protocol import LATENCY_BUCKETS_MS, STICKY_HEADER, ModuleEntry, VersionMetrics
-from edge.runtime import LoadedModule, Runtime, Sandbox
+from edge.runtime import Loaded, Runtime, Sandbox
 from edge.telemetry import NodeStats, health_check, load_span
 
 log = logging.getLogger("hotswap.edge.router")
@@ -79,7 +79,7 @@ class Counters:
 class VersionSlot:
     """One loaded version of one module: its entry, runtime module, counters and in-flight count."""
 
-    def __init__(self, entry: ModuleEntry, loaded: LoadedModule, clock: Clock, load_ms: float) -> None:
+    def __init__(self, entry: ModuleEntry, loaded: Loaded, clock: Clock, load_ms: float) -> None:
         self.entry = entry
         self.loaded = loaded
         self.module = entry.module
@@ -306,7 +306,7 @@ class Router:
             raise LoadError(f"cannot fetch {entry.digest}: {exc}") from None
         sandbox = Sandbox.from_entry(entry.limits, entry.capabilities)
         started = time.perf_counter()
-        loaded = await asyncio.to_thread(self.runtime.load, data, sandbox, digest=entry.digest)
+        loaded = await asyncio.to_thread(self.runtime.load_any, data, sandbox, digest=entry.digest)
         load_ms = (time.perf_counter() - started) * 1000
         if entry.health_check is not None and entry.health_check.function not in loaded.functions:
             raise LoadError(f"healthCheck.function {entry.health_check.function!r} is not a callable export")

@@ -20,6 +20,8 @@ it was assigned, and the server calls `LoadedModule.prepare` (on the event loop:
   Numeric and json calls go through `_wasmtime_func_call_unchecked` with a buffer preallocated
   per instance; that raw call is only made for exports whose signature was checked at load, with
   arguments converted to exactly those types. `fast_path=False` uses `Func.__call__` instead.
+* Components (WASI preview 2, the `component` convention) load through `load_any`, which hands
+  them to `edge.component`; the result has the same `prepare`/`invoke` surface (`Loaded`).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import wasmtime
 from wasmtime import _bindings as ffi
@@ -48,6 +50,9 @@ from edge import wasm
 from edge.cache import ModuleCache, engine_key
 from edge.errors import BadRequestError, LoadError, MemoryLimitError, ModuleTimeoutError, NotFoundError, TrapError
 from edge.protocol import Capabilities, Limits
+
+if TYPE_CHECKING:
+    from edge.component import LoadedComponent
 
 MIB = 1024 * 1024
 TICK_SECONDS = 0.001
@@ -89,6 +94,7 @@ class Sandbox:
     dirs: tuple[DirGrant, ...] = ()
     log_cap: int = LOG_CAP
     result_cap: int = RESULT_CAP
+    allow_hosts: tuple[str, ...] = ()  # outgoing HTTP of components (edge.component)
 
     @classmethod
     def from_entry(cls, limits: Limits, capabilities: Capabilities) -> Sandbox:
@@ -97,6 +103,7 @@ class Sandbox:
             timeout_seconds=limits.timeout_seconds,
             env=tuple(sorted(capabilities.env.items())),
             dirs=tuple(DirGrant(Path(g.host), g.guest, g.mode == "rw") for g in capabilities.filesystem),
+            allow_hosts=capabilities.network.allow_hosts,
         )
 
 
@@ -104,6 +111,7 @@ class Sandbox:
 class CallResult:
     value: Any
     cpu_ns: int
+    violations: int = 0  # sandbox refusals inside the call (a component's fetch to a host off the list)
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,7 @@ class Call:
     convention: wasm.Convention
     values: tuple[int | float, ...] = ()
     payload: bytes = b""
+    params: tuple[Any, ...] = ()  # component: the arguments checked against the WIT types
 
 
 class Ticker:
@@ -162,6 +171,7 @@ class Runtime:
         }
         self.cache = ModuleCache(cache_dir, engine_key(self.settings)) if cache_dir is not None else None
         self._modules: weakref.WeakSet[LoadedModule] = weakref.WeakSet()
+        self._components: weakref.WeakSet[LoadedComponent] = weakref.WeakSet()
         self._recent: OrderedDict[str, tuple[wasmtime.Module, wasm.ModuleInfo]] = OrderedDict()
         self._busy = 0  # long calls running (not inline ones), so close() can stop them
         self._busy_lock = threading.Lock()
@@ -175,6 +185,8 @@ class Runtime:
         self._ticker.stop()
         for loaded in list(self._modules):
             loaded.close()
+        for component in list(self._components):
+            component.close()
         self._recent.clear()
         gc.collect()
 
@@ -230,7 +242,7 @@ class Runtime:
         if data[:4] != b"\0asm":
             raise LoadError("not a valid module: the magic bytes \\0asm are missing")
         if wasm.is_component(data):
-            raise LoadError("components (WASI preview 2) are not supported by this node yet")
+            raise LoadError("components (WASI preview 2) load through Runtime.load_any, not Runtime.load")
         for grant in sandbox.dirs:
             if not grant.host.is_dir():
                 raise LoadError(f"capabilities.filesystem: {grant.host} is not a directory on this node")
@@ -253,6 +265,22 @@ class Runtime:
         loaded = LoadedModule(self, info, module, pre, sandbox, from_cache=cached)
         loaded.warm()
         self._modules.add(loaded)
+        return loaded
+
+    def load_any(self, data: bytes, sandbox: Sandbox, *, digest: str | None = None) -> Loaded:
+        """`load` for a core module; a component (WASI preview 2) goes to `edge.component`."""
+        if not wasm.is_component(data):
+            return self.load(data, sandbox, digest=digest)
+        from edge.component import load_component
+
+        actual = wasm.sha256_digest(data)
+        if digest is not None and digest != actual:
+            raise LoadError(f"digest mismatch: expected {digest}, got {actual}")
+        for grant in sandbox.dirs:
+            if not grant.host.is_dir():
+                raise LoadError(f"capabilities.filesystem: {grant.host} is not a directory on this node")
+        loaded = load_component(self, data, sandbox, actual)
+        self._components.add(loaded)
         return loaded
 
 
@@ -586,6 +614,10 @@ class LoadedModule:
 
     def close(self) -> None:
         self._idle.clear()
+
+
+# What `Runtime.load_any` returns: the router and the server use both through the same methods.
+Loaded: TypeAlias = "LoadedModule | LoadedComponent"
 
 
 def _set_stdin(config: wasmtime.WasiConfig, data: bytes) -> None:

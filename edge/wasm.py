@@ -8,7 +8,12 @@ The calling convention of each export is decided here, once, from its signature:
   json      the module exports `memory` and `alloc(i32) -> i32`, and the function is
             `(i32, i32) -> i64`, the result packed as `(ptr << 32) | len`;
   command   `_start: () -> ()` of a WASI module: JSON args on stdin, the result on stdout.
-Components (WASI preview 2) are recognised by their layer byte and described as such.
+  component a function exported by a component (WASI preview 2), top level or `instance#func` in
+            an exported interface: WIT-typed parameters and result (`WitType`), called with JSON
+            mapped to WIT values by `edge.component`.
+A component is recognised by its layer byte and described from its type: its functions with their
+WIT signatures, and the interfaces it imports (`wasi:cli@0.2.0` / `environment`, kind `instance`),
+each mapped to the capability that grants it (`WASI_P2_CAPABILITIES`).
 """
 
 from __future__ import annotations
@@ -79,6 +84,43 @@ WASI_P1_CAPABILITIES: dict[str, str] = {
 }
 GRANTABLE_CAPABILITIES = frozenset({"process", "env", "clocks", "random", "stdio", "filesystem"})
 
+# WASI preview 2 interfaces (package without version, interface) by the capability that grants them.
+# `network` is outgoing HTTP only: `hotswap:http/fetch` (checked against `network.allowHosts`), or raw
+# `wasi:http` for `allowHosts: ["*"]`; sockets are never granted.
+WASI_P2_CAPABILITIES: dict[str, str] = {
+    **dict.fromkeys(("wasi:cli/environment",), "env"),
+    **dict.fromkeys(("wasi:cli/exit",), "process"),
+    **dict.fromkeys(
+        (
+            "wasi:cli/stdin",
+            "wasi:cli/stdout",
+            "wasi:cli/stderr",
+            "wasi:cli/terminal-input",
+            "wasi:cli/terminal-output",
+            "wasi:cli/terminal-stdin",
+            "wasi:cli/terminal-stdout",
+            "wasi:cli/terminal-stderr",
+            "wasi:io/error",
+            "wasi:io/poll",
+            "wasi:io/streams",
+        ),
+        "stdio",
+    ),
+    **dict.fromkeys(("wasi:clocks/monotonic-clock", "wasi:clocks/wall-clock", "wasi:clocks/timezone"), "clocks"),
+    **dict.fromkeys(("wasi:random/random", "wasi:random/insecure", "wasi:random/insecure-seed"), "random"),
+    **dict.fromkeys(("wasi:filesystem/types", "wasi:filesystem/preopens"), "filesystem"),
+    **dict.fromkeys(("wasi:http/types", "wasi:http/outgoing-handler", "hotswap:http/fetch"), "network"),
+}
+
+
+def wasi_p2_capability(package: str, interface: str) -> str:
+    """The capability an imported interface needs: one of WASI_P2_CAPABILITIES' values, `sockets`, or
+    `unknown` for an interface the edge does not provide."""
+    name = f"{package.split('@', 1)[0]}/{interface}"
+    if name.startswith("wasi:sockets/"):
+        return "sockets"
+    return WASI_P2_CAPABILITIES.get(name, "unknown")
+
 
 class WasmError(ValueError):
     """The bytes or the text are not a valid WebAssembly module; `line` is set for WAT text."""
@@ -107,11 +149,13 @@ class Import:
 
     @property
     def is_wasi(self) -> bool:
-        return self.module in WASI_P1_MODULES
+        return self.module in WASI_P1_MODULES or self.module.startswith("wasi:")
 
     @property
     def capability(self) -> str | None:
-        """The WASI capability this import needs, or None for a non-WASI import."""
+        """The WASI capability this import needs, or None for a non-WASI import of a core module."""
+        if self.kind == "instance":  # an interface imported by a component
+            return wasi_p2_capability(self.module, self.name)
         return WASI_P1_CAPABILITIES.get(self.name, "unknown") if self.is_wasi else None
 
 
@@ -396,10 +440,186 @@ def convention_of(name: str, sig: FuncSig, exports: dict[str, FuncSig | None], w
 
 def inspect(data: bytes) -> ModuleInfo:
     """Validate and describe a binary. Raises WasmError when it is not valid WebAssembly."""
-    validate(data)
     if is_component(data):
-        return ModuleInfo(digest=sha256_digest(data), size=len(data), component=True, imports=(), exports=())
+        import wasmtime.component
+
+        try:
+            component = wasmtime.component.Component(_component_engine(), data)
+        except wasmtime.WasmtimeError as exc:
+            raise WasmError(str(exc).strip().splitlines()[0] or "invalid component") from None
+        return describe_component(component, _component_engine(), sha256_digest(data), len(data))
+    validate(data)
     return describe(data)
+
+
+# -- components ---------------------------------------------------------------------------------
+
+WitKind = Literal[
+    "bool", "s8", "s16", "s32", "s64", "u8", "u16", "u32", "u64", "f32", "f64", "char", "string",
+    "list", "record", "tuple", "variant", "enum", "option", "result", "flags", "unsupported",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class WitType:
+    """A WIT value type, read from a component's type. `cases` holds record fields, variant cases
+    and the result's ok/err (None: no payload); `items` the list, option or tuple element types;
+    `names` enum cases and flags; `detail` what an unsupported type is (resource, stream...)."""
+
+    kind: WitKind
+    cases: tuple[tuple[str, WitType | None], ...] = ()
+    items: tuple[WitType, ...] = ()
+    names: tuple[str, ...] = ()
+    detail: str = ""
+
+    @property
+    def supported(self) -> bool:
+        """Whether values of this type map to and from JSON (resources, streams and futures do not)."""
+        if self.kind == "unsupported":
+            return False
+        return all(t.supported for t in self.items) and all(t is None or t.supported for _, t in self.cases)
+
+    def __str__(self) -> str:
+        k = self.kind
+        if k in ("list", "option"):
+            return f"{k}<{self.items[0]}>"
+        if k == "tuple":
+            return f"tuple<{', '.join(str(t) for t in self.items)}>"
+        if k == "record":
+            return "record {" + ", ".join(f"{n}: {t}" for n, t in self.cases) + "}"
+        if k == "variant":
+            return "variant {" + ", ".join(n if t is None else f"{n}({t})" for n, t in self.cases) + "}"
+        if k in ("enum", "flags"):
+            return f"{k} {{{', '.join(self.names)}}}"
+        if k == "result":
+            ok, err = (t for _, t in self.cases)
+            if ok is None and err is None:
+                return "result"
+            return f"result<{ok if ok is not None else '_'}" + (f", {err}>" if err is not None else ">")
+        if k == "unsupported":
+            return self.detail
+        return k
+
+
+@dataclass(frozen=True)
+class ComponentFunc:
+    """A function a component exports: `name` is `func`, or `instance#func` inside an exported interface."""
+
+    name: str
+    params: tuple[tuple[str, WitType], ...]
+    result: WitType | None
+
+    @property
+    def supported(self) -> bool:
+        return all(t.supported for _, t in self.params) and (self.result is None or self.result.supported)
+
+    @property
+    def sig(self) -> FuncSig:
+        """The signature with WIT types, as `GET /modules` and the registry show it."""
+        return FuncSig(
+            tuple(f"{n}: {t}" for n, t in self.params), (str(self.result),) if self.result is not None else ()
+        )
+
+
+_PRIMITIVES: dict[str, WitKind] = {
+    "Bool": "bool", "S8": "s8", "S16": "s16", "S32": "s32", "S64": "s64", "U8": "u8", "U16": "u16",
+    "U32": "u32", "U64": "u64", "F32": "f32", "F64": "f64", "Char": "char", "String": "string",
+}  # fmt: skip
+
+
+def wit_type(ty: object) -> WitType:
+    """A wasmtime component value type as a WitType (read once: wasmtime's objects query C each time)."""
+    from wasmtime import component as wc
+
+    name = type(ty).__name__
+    if name in _PRIMITIVES:
+        return WitType(_PRIMITIVES[name])
+    if isinstance(ty, wc.ListType):
+        return WitType("list", items=(wit_type(ty.element),))
+    if isinstance(ty, wc.OptionType):
+        return WitType("option", items=(wit_type(ty.payload),))
+    if isinstance(ty, wc.TupleType):
+        return WitType("tuple", items=tuple(wit_type(t) for t in ty.elements))
+    if isinstance(ty, wc.RecordType):
+        return WitType("record", cases=tuple((n, wit_type(t)) for n, t in ty.fields))
+    if isinstance(ty, wc.VariantType):
+        return WitType("variant", cases=tuple((n, wit_type(t) if t is not None else None) for n, t in ty.cases))
+    if isinstance(ty, wc.ResultType):
+        ok, err = ty.ok, ty.err
+        return WitType(
+            "result",
+            cases=(
+                ("ok", wit_type(ok) if ok is not None else None),
+                ("err", wit_type(err) if err is not None else None),
+            ),
+        )
+    if isinstance(ty, wc.EnumType):
+        return WitType("enum", names=tuple(ty.names))
+    if isinstance(ty, wc.FlagsType):
+        return WitType("flags", names=tuple(ty.names))
+    detail = {"OwnType": "own<resource>", "BorrowType": "borrow<resource>"}.get(name, name.lower())
+    return WitType("unsupported", detail=detail.removesuffix("type"))
+
+
+def component_functions(component: object, engine: wasmtime.Engine) -> tuple[ComponentFunc, ...]:
+    """Every function a component exports, top level and one interface deep (`instance#func`)."""
+    from wasmtime import component as wc
+
+    assert isinstance(component, wc.Component)
+    out: list[ComponentFunc] = []
+
+    def add(name: str, ty: wc.FuncType) -> None:
+        result = ty.result
+        params = tuple((n, wit_type(t)) for n, t in ty.params)
+        out.append(ComponentFunc(name, params, wit_type(result) if result is not None else None))
+
+    for name, item in component.type.exports(engine).items():
+        ty = item.ty
+        if isinstance(ty, wc.FuncType):
+            add(name, ty)
+        elif isinstance(ty, wc.ComponentInstanceType):
+            for inner, sub in ty.exports(engine).items():
+                if isinstance(sub.ty, wc.FuncType):
+                    add(f"{name}#{inner}", sub.ty)
+    return tuple(out)
+
+
+def component_imports(component: object, engine: wasmtime.Engine) -> tuple[Import, ...]:
+    """The interfaces a component imports, as `Import(package@version, interface, "instance")`; a
+    bare function import is `Import("", name, "func")`."""
+    from wasmtime import component as wc
+
+    assert isinstance(component, wc.Component)
+    out = []
+    for name, item in component.type.imports(engine).items():
+        if isinstance(item.ty, wc.ComponentInstanceType) and "/" in name:
+            package, _, rest = name.partition("/")
+            interface, _, version = rest.partition("@")
+            out.append(Import(f"{package}@{version}" if version else package, interface, "instance"))
+        else:
+            out.append(Import("", name, "func" if isinstance(item.ty, wc.FuncType) else "instance"))
+    return tuple(out)
+
+
+def describe_component(component: object, engine: wasmtime.Engine, digest: str, size: int) -> ModuleInfo:
+    """A compiled component described from its type: imports, and exports with the `component`
+    convention (None for a function whose types do not map to JSON: resources, streams, futures)."""
+    imports = component_imports(component, engine)
+    exports = tuple(
+        Export(f.name, "func", f.sig, "component" if f.supported else None)
+        for f in component_functions(component, engine)
+    )
+    problems = []
+    for imp in imports:
+        capability = imp.capability
+        where = f"import {imp.module}/{imp.name}" if imp.module else f"import {imp.name}"
+        if capability == "sockets":
+            problems.append(f"{where}: sockets are not available in the edge sandbox")
+        elif capability in (None, "unknown"):
+            problems.append(f"{where}: not a WASI preview 2 interface the edge provides (nor hotswap:http/fetch)")
+    return ModuleInfo(
+        digest=digest, size=size, component=True, imports=imports, exports=exports, problems=tuple(problems)
+    )
 
 
 def describe(data: bytes, digest: str | None = None) -> ModuleInfo:
