@@ -342,7 +342,8 @@ def render_spec_metrics(
     family("wasm_function_invoke_duration", "histogram", "Function invocation latency in milliseconds")
     for m in versions:
         labels = f'module="{escape(m.module)}",version="{escape(m.version)}"'
-        buckets = m.latency_buckets or (0,) * (len(LATENCY_BUCKETS_MS) + 1)
+        width = len(LATENCY_BUCKETS_MS) + 1
+        buckets = (*m.latency_buckets[:width], *(0,) * (width - len(m.latency_buckets)))
         lines += histogram_lines("wasm_function_invoke_duration", labels, LATENCY_BUCKETS_MS, buckets, m.latency_sum_ms)
     family("wasm_deployment_duration", "histogram", "Time to apply a module table in milliseconds")
     lines += histogram_lines(

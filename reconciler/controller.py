@@ -441,7 +441,7 @@ class Controller:
                 listener(event)
             except Exception:  # a listener's bug must not stop a rollout
                 log.exception("event listener failed on %s", reason)
-        ids = {"module": module, "deploymentId": rollout} if rollout else {"module": module}
+        ids = {"moduleName": module, "deploymentId": rollout}  # "module" is a LogRecord attribute
         (log.warning if warning else log.info)("%s: %s", reason, message, extra=ids)
         with contextlib.suppress(StoreError):
             self.store.append_audit(

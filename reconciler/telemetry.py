@@ -345,7 +345,7 @@ def render_metrics(
     )
     family("wasm_function_invoke_duration", "histogram", "Invocation latency the nodes reported, in milliseconds")
     for m in totals:
-        buckets = m.latency_buckets or (0,) * (len(LATENCY_BUCKETS_MS) + 1)
+        buckets = fit(m.latency_buckets, len(LATENCY_BUCKETS_MS) + 1)
         lines += _histogram("wasm_function_invoke_duration", _labels(m), LATENCY_BUCKETS_MS, buckets, m.latency_sum_ms)
     durations = Histogram(DEPLOYMENT_BUCKETS_S)
     for record in finished:
@@ -373,6 +373,13 @@ def render_metrics(
     for view in nodes:
         lines.append(f'wasm_edge_node_cpu_percent{{node="{_escape(view.id)}"}} {view.cpu_percent}')
     return "\n".join(lines) + "\n"
+
+
+def fit(counts: Sequence[int], width: int) -> tuple[int, ...]:
+    """Bucket counts as `width` buckets: missing ones are 0, extra ones fold into the last (+Inf)."""
+    if len(counts) <= width:
+        return (*counts, *(0,) * (width - len(counts)))
+    return (*counts[: width - 1], sum(counts[width - 1 :]))
 
 
 def _labels(m: VersionMetrics) -> str:
