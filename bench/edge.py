@@ -21,6 +21,7 @@ import asyncio
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -232,12 +233,16 @@ async def _connection(port: int, payload: bytes, stop_at: float, latencies: list
         writer.close()
 
 
-async def hammer(port: int, body: dict[str, Any], concurrency: int, seconds: float) -> tuple[float, list[float], int]:
+async def hammer(
+    port: int, body: dict[str, Any], concurrency: int, seconds: float, warm: list[float] | None = None
+) -> tuple[float, list[float], int]:
+    """req/s, latencies and errors of `seconds` of load (after a short warm-up, whose latencies go to `warm`)."""
     payload = request_bytes(port, body)
     latencies: list[float] = []
     errors: list[int] = []
     warm_until = time.perf_counter() + min(0.3, seconds / 4)
-    await asyncio.gather(*(_connection(port, payload, warm_until, [], []) for _ in range(concurrency)))
+    warm = [] if warm is None else warm
+    await asyncio.gather(*(_connection(port, payload, warm_until, warm, []) for _ in range(concurrency)))
     started = time.perf_counter()
     await asyncio.gather(
         *(_connection(port, payload, started + seconds, latencies, errors) for _ in range(concurrency))
@@ -315,6 +320,22 @@ def bench_http(quick: bool) -> None:
                 node.stdout.close()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and of its children still running (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(int(k)) for k in kids)
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def bench_workers(quick: bool) -> None:
     """`--workers 1` and `--workers 2`, nothing pinned: node processes and this client share both cores."""
     import uvloop
@@ -332,9 +353,15 @@ def bench_workers(quick: bool) -> None:
             runs: dict[int, list[float]] = {1: [], 2: []}
             lats: dict[int, list[float]] = {1: [], 2: []}
             errors = {1: 0, 2: 0}
+            cpu = {n: [0.0, 0.0, 0] for n in (1, 2)}  # node CPU s, client CPU s, requests
             for _ in range(rounds):
-                for n, (_, port) in nodes.items():
-                    rps, lat, err = uvloop.run(hammer(port, call, 32, seconds / rounds))
+                for n, (proc, port) in nodes.items():
+                    node_before, client_before = cpu_seconds(proc.pid), own_cpu_seconds()
+                    warm: list[float] = []
+                    rps, lat, err = uvloop.run(hammer(port, call, 32, seconds / rounds, warm))
+                    cpu[n][0] += cpu_seconds(proc.pid) - node_before
+                    cpu[n][1] += own_cpu_seconds() - client_before
+                    cpu[n][2] += len(lat) + len(warm)
                     runs[n].append(rps)
                     lats[n].extend(lat)
                     errors[n] += err
@@ -345,6 +372,20 @@ def bench_workers(quick: bool) -> None:
                     lats[n],
                     extra=f"{statistics.median(runs[n]):,.0f} req/s (rounds: {spread}), {errors[n]} errors",
                 )
+                node_cpu, client_cpu, count = cpu[n]
+                per_node, per_client = node_cpu / max(count, 1) * 1e6, client_cpu / max(count, 1) * 1e6
+                cores = os.cpu_count() or 1
+                # The node can use at most n cores; node and client together at most all of them.
+                ceiling = min(min(n, cores) / per_node, cores / (per_node + per_client)) * 1e6 if per_node else 0.0
+                ROWS.append(
+                    (
+                        f"CPU per request, --workers {n}: node + client",
+                        f"{per_node:.0f} + {per_client:.0f} µs",
+                        "",
+                        f"on {cores} idle cores: {ceiling:,.0f} req/s",
+                    )
+                )
+                print(f"  CPU per request: node {per_node:.0f} µs, client {per_client:.0f} µs -> {ceiling:,.0f} req/s")
         finally:
             for proc, _ in nodes.values():
                 proc.terminate()
