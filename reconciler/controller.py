@@ -383,12 +383,18 @@ class Controller:
         return tuple(out)
 
     async def apply(self, result: Plan) -> None:
+        # Tables go out together: one await for the fleet, not one event-loop turn per node.
+        tables = {a.node_id: a.table for a in result.actions if isinstance(a, SetAssignment)}
+        published = await asyncio.gather(
+            *(self.hub.publish(node_id, tuple(to_wire(e) for e in table)) for node_id, table in tables.items())
+        )
+        for (node_id, table), generation in zip(tables.items(), published, strict=True):
+            if generation is not None:
+                self._assigned[node_id] = table
         for action in result.actions:
             match action:
-                case SetAssignment(node_id=node_id, table=table):
-                    generation = await self.hub.publish(node_id, tuple(to_wire(e) for e in table))
-                    if generation is not None:
-                        self._assigned[node_id] = table
+                case SetAssignment():
+                    pass  # published above
                 case StartRollout():
                     how = f"by {action.strategy}" if action.strategy else "at once"
                     self._event(

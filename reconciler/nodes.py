@@ -159,6 +159,7 @@ class NodeHub:
         self.peers: Peers | None = None
         self._heard: set[str] = set()  # nodes that reported since this hub started
         self._reported = asyncio.Event()
+        self._views: dict[str, tuple[NodeRecord, NodeView]] = {}  # the last view of each node row
         for node in store.list_nodes():
             self._remember(node)
 
@@ -190,15 +191,20 @@ class NodeHub:
         now = self.clock() if now is None else now
         out = []
         for node in sorted(self._nodes.values(), key=lambda n: n.id):
+            generation, status = self._tables[node.id].generation, self.status_of(node, now)
+            cached = self._views.get(node.id)  # rows are replaced on change: the same row, the same view
+            if cached is not None and cached[0] is node and cached[1].generation == generation:
+                out.append(cached[1] if cached[1].status == status else replace(cached[1], status=status))
+                continue
             reported = node.reported or {}
             out.append(
                 NodeView(
                     id=node.id,
                     region=node.region,
                     url=node.url,
-                    status=self.status_of(node, now),
+                    status=status,
                     max_modules=node.max_modules,
-                    generation=self._tables[node.id].generation,
+                    generation=generation,
                     applied_generation=int(reported.get("generation", 0)),
                     running=tuple(
                         (r["module"], r["version"], r["digest"], int(r["weight"])) for r in reported.get("running", [])
@@ -209,6 +215,7 @@ class NodeHub:
                     memory_mb=float(reported.get("memoryMb", 0.0)),
                 )
             )
+            self._views[node.id] = (node, out[-1])
         return out
 
     def check_health(self) -> bool:
