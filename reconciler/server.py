@@ -35,8 +35,9 @@ from reconciler.notify import Notifier, install
 from reconciler.planner import latest_records
 from reconciler.registry import Registry
 from reconciler.store.blobs import open_blob_store
+from reconciler.store.errors import StoreError
 from reconciler.store.state import StateStore, open_state_store
-from reconciler.telemetry import Telemetry
+from reconciler.telemetry import ApprovalAudit, Telemetry
 
 log = logging.getLogger("hotswap.serve")
 
@@ -174,10 +175,14 @@ class ControlPlane:
         port = self._runner.addresses[0][1] if self._runner.addresses else options.port
         self.url = f"{'https' if tls else 'http'}://{options.host}:{port}"
 
+        approvals = ApprovalAudit(self.store)
+
         async def on_revision(revision: Revision) -> None:
             if self.notifier is not None and revision.fleet is not None:
                 self.notifier.update_alerts(list(revision.fleet.alerts.values()))
             self.controller.poke()
+            with contextlib.suppress(StoreError):  # the audit must not stop the source
+                await asyncio.to_thread(approvals.record, revision.approvals, revision.rejected_approvals)
 
         self._tasks = [
             asyncio.create_task(self.source.run(on_revision), name="git-source"),

@@ -32,7 +32,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -44,6 +44,7 @@ from opentelemetry.trace import Link, SpanContext
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from edge.protocol import LATENCY_BUCKETS_MS, VersionMetrics
+from reconciler.approvals import Approval, RejectedApproval
 from reconciler.nodes import STEP_TRACES, MetricsWindow, NodeView
 from reconciler.planner import AdvanceStep, Phase, Promote, Rollback, RolloutRecord, StartRollout
 from reconciler.planner.actions import Action
@@ -384,6 +385,58 @@ def fit(counts: Sequence[int], width: int) -> tuple[int, ...]:
 
 def _labels(m: VersionMetrics) -> str:
     return f'module="{_escape(m.module)}",version="{_escape(m.version)}"'
+
+
+# -- audit -------------------------------------------------------------------------------------
+
+
+class AuditLog(Protocol):
+    """What the approval audit needs of the state store."""
+
+    def append_audit(self, actor: str, action: str, subject: str, detail: dict[str, Any] | None = None) -> Any: ...
+
+    def audit_log(self, *, subject: str | None = None, after: int = 0, limit: int = 100) -> Sequence[Any]: ...
+
+
+class ApprovalAudit:
+    """Approvals the Git source finds (signed `Hotswap-Approve` commits, merged pull requests) and
+    the ones it rejects, each appended to the audit log once: `approval.found` / `approval.rejected`,
+    subject `module@version`. What is already in the log is read once, so a restart adds nothing."""
+
+    def __init__(self, store: AuditLog) -> None:
+        self.store = store
+        self._seen: set[tuple[str, str, str, str]] | None = None
+
+    def _load(self) -> set[tuple[str, str, str, str]]:
+        seen: set[tuple[str, str, str, str]] = set()
+        after = 0
+        while entries := self.store.audit_log(after=after, limit=1000):
+            for entry in entries:
+                if entry.action in ("approval.found", "approval.rejected"):
+                    seen.add((entry.action, entry.subject, str(entry.detail.get("commit")), entry.actor))
+            after = entries[-1].seq
+        return seen
+
+    def record(self, approvals: Iterable[Approval], rejected: Iterable[RejectedApproval]) -> int:
+        """Append what is new; returns how many lines were added."""
+        if self._seen is None:
+            self._seen = self._load()
+        added = 0
+        lines = [
+            ("approval.found", a.target, a.commit, a.principal, {"via": a.via, "roles": sorted(a.roles)})
+            for a in approvals
+        ] + [
+            ("approval.rejected", r.target, r.commit, r.claimed or "unknown", {"via": r.via, "reason": r.reason})
+            for r in rejected
+        ]
+        for action, subject, commit, actor, detail in lines:
+            key = (action, subject, commit, actor)
+            if key in self._seen:
+                continue
+            self.store.append_audit(actor, action, subject, {"commit": commit, **detail})
+            self._seen.add(key)
+            added += 1
+        return added
 
 
 # -- logs --------------------------------------------------------------------------------------

@@ -18,7 +18,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from edge import wasm
 from edge.protocol import VersionMetrics
 from reconciler import telemetry
-from reconciler.nodes import STEP_TRACES
+from reconciler.approvals import Approval, RejectedApproval
+from reconciler.controller import Controller
+from reconciler.nodes import STEP_TRACES, NodeHub
 from reconciler.planner import AdvanceStep, Pause, Promote, Rollback, SetAssignment, StartRollout, StepKind
 from reconciler.registry import Registry
 from reconciler.store.blobs import open_blob_store
@@ -166,3 +168,48 @@ def test_setup_logging_picks_the_format() -> None:
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
+
+
+def test_approvals_from_git_reach_the_audit_log_once(tmp_path: Path) -> None:
+    store = open_state_store(data_dir=tmp_path)
+    approval = Approval("calc", "1.1.0", "alice@example.com", frozenset({"admin"}), "a" * 40)
+    rejected = RejectedApproval("calc", "1.1.0", "b" * 40, "", "unsigned")
+    audit = telemetry.ApprovalAudit(store)
+    assert audit.record([approval], [rejected]) == 2
+    assert audit.record([approval], [rejected]) == 0
+    assert telemetry.ApprovalAudit(store).record([approval], []) == 0  # a restart reads what is there
+    lines = store.audit_log(subject="calc@1.1.0")
+    assert [(e.action, e.actor) for e in lines] == [
+        ("approval.found", "alice@example.com"),
+        ("approval.rejected", "unknown"),
+    ]
+    assert lines[0].detail["commit"] == "a" * 40 and lines[1].detail["reason"] == "unsigned"
+
+
+def test_controller_events_log_with_their_ids_at_every_level(tmp_path: Path) -> None:
+    store = open_state_store(data_dir=tmp_path)
+    registry = Registry(store, open_blob_store(None, tmp_path))
+
+    class NoSource:
+        latest = None
+
+        def fleet_at(self, sha: str) -> None:
+            return None
+
+    controller = Controller(store=store, registry=registry, source=NoSource(), hub=NodeHub(store))
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(telemetry.JsonFormatter())
+    logger = logging.getLogger("hotswap.controller")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        controller._event("RolledBack", "calc: back to 1.0.0", "calc", "calc-2", warning=True)
+        controller._event("Promoted", "calc: 1.1.0 is stable", "calc", "calc-3")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    warned, informed = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert (warned["level"], warned["moduleName"], warned["deploymentId"]) == ("WARNING", "calc", "calc-2")
+    assert informed["deploymentId"] == "calc-3"
