@@ -241,8 +241,11 @@ class SimAgent:
 
 
 class Fleet:
-    def __init__(self, url: str, agents: list[SimAgent], session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self, url: str, agents: list[SimAgent], session: aiohttp.ClientSession, heartbeat_seconds: float
+    ) -> None:
         self.url = url
+        self.heartbeat_seconds = heartbeat_seconds
         self.agents = agents
         self.session = session
         self.changed = asyncio.Event()
@@ -293,7 +296,7 @@ class Fleet:
         url = f"{self.url}{NODES_PATH}/{agent.id}/heartbeat"
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(agent.beat_now.wait(), HEARTBEAT_SECONDS)
+                await asyncio.wait_for(agent.beat_now.wait(), self.heartbeat_seconds)
             agent.beat_now.clear()
             try:
                 body = self.heartbeat_body(agent)
@@ -347,7 +350,7 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     child = spawn(
         [
             sys.executable, __file__, "--child-serve", "--repo", str(repo.root), "--data", str(data),
-            "--port", str(port), "--heartbeat", str(HEARTBEAT_SECONDS), "--passes", str(passes_file),
+            "--port", str(port), "--heartbeat", str(args.heartbeat_seconds), "--passes", str(passes_file),
             *(["--profile", args.profile] if args.profile else []),
         ]
     )  # fmt: skip
@@ -368,7 +371,7 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     tasks: list[asyncio.Task[None]] = []
     try:
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-            fleet = Fleet(url, agents, session)
+            fleet = Fleet(url, agents, session, args.heartbeat_seconds)
             gate = asyncio.Semaphore(100)
 
             async def register(agent: SimAgent) -> None:
@@ -386,7 +389,7 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             )
             out["first_tables_s"] = done - started
             out["first_passes"] = len(passes_file.read_text().split())  # the fleet's arrival
-            await asyncio.sleep(2 * HEARTBEAT_SECONDS)  # steady state: every agent has heartbeated
+            await asyncio.sleep(2 * args.heartbeat_seconds)  # steady state: every agent has heartbeated
             out["memory_steady_kb"] = memory_kb(child.pid)
 
             switches = []
@@ -420,6 +423,7 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         await asyncio.gather(*tasks, return_exceptions=True)
         child.terminate()
         child.wait(timeout=30)
+        child.stdout.close()
     out["passes_ms"] = [float(x) for x in passes_file.read_text().split()]
     return out
 
@@ -452,6 +456,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nodes", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=3, help="blue-green switches to time")
+    parser.add_argument("--heartbeat-seconds", type=float, default=HEARTBEAT_SECONDS, help="node heartbeat period")
     parser.add_argument("--quick", action="store_true", help="100 nodes, 2 switches")
     parser.add_argument("--child-serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--repo", help=argparse.SUPPRESS)
