@@ -139,6 +139,20 @@ def bench_calls(quick: bool) -> None:
         loaded = rt.load(wasm.compile_wat((MODULES / "echo.wat").read_text()), Sandbox())
         call = loaded.prepare("echo", {"name": "world", "n": [1, 2, 3]})
         row("json call (alloc + copy + echo + parse)", timed(lambda: loaded.invoke(call), n // 4), "µs", 1e6)
+    bench_component_calls(n)
+
+
+def bench_component_calls(n: int) -> None:
+    """The `component` convention: fleet-example's hello component (WASI preview 2), greet(string)
+    -> record {text, length}: JSON checked against the WIT types, lowered, called, lifted."""
+    data = (ROOT / "fleet-example" / "wasm" / "hello-1.0.0.wasm").read_bytes()
+    with Runtime() as rt:
+        loaded = rt.load_any(data, Sandbox())
+        call = loaded.prepare("greet", ["world"])
+        timed(lambda: loaded.invoke(call), 500)
+        row("component call (greet: string -> record)", timed(lambda: loaded.invoke(call), n // 4), "µs", 1e6)
+        health = loaded.prepare("health", [])
+        row("component call (health: () -> s32)", timed(lambda: loaded.invoke(health), n // 4), "µs", 1e6)
 
 
 # -- HTTP ------------------------------------------------------------------------------------------
