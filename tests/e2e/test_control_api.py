@@ -41,7 +41,7 @@ async def test_status_nodes_and_deployments(cluster: Cluster) -> None:
     status, body = await call(cluster, "GET", "/api/v1/wasm/status")
     assert status == 200
     assert body["appliedRevision"] == body["source"]["lastAppliedRevision"]
-    assert {m["module"] for m in body["modules"]} == {"calc", "greeter", "wc"}
+    assert {m["module"] for m in body["modules"]} == {"calc", "greeter", "wc", "hello"}
     calc = next(m for m in body["modules"] if m["module"] == "calc")
     assert calc["rollout"]["phase"] == "Promoted"
     assert any(c["type"] == "Ready" and c["status"] == "True" for c in calc["conditions"])

@@ -18,7 +18,7 @@ def test_validate_example_prints_a_one_line_summary(example_fleet: Path, capsys:
     assert main(["validate", str(example_fleet)]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1
-    assert out[0].startswith("valid: fleet 'example' (dev): 3 modules (4 versions), 5 strategies, 1 interface")
+    assert out[0].startswith("valid: fleet 'example' (dev): 4 modules (5 versions), 5 strategies, 2 interfaces")
 
 
 def test_validate_lists_every_problem_under_the_given_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

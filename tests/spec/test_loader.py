@@ -20,7 +20,7 @@ def test_example_fleet_is_valid(example_fleet: Path) -> None:
     assert result.ok
     fleet = result.fleet
     assert fleet is not None
-    assert set(fleet.modules) == {"greeter", "calc", "wc"}
+    assert set(fleet.modules) == {"greeter", "calc", "wc", "hello"}
     assert {s.spec.type.value for s in fleet.strategies.values()} == {
         "Canary",
         "BlueGreen",
