@@ -35,6 +35,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nodes", type=int, default=3, help="edge nodes to start (default 3; 0: none)")
     parser.add_argument("--port", type=int, default=8080, help="control plane port (default 8080)")
     parser.add_argument("--node-port", type=int, default=9001, help="first edge node port (default 9001)")
+    parser.add_argument(
+        "--node-workers",
+        type=int,
+        default=1,
+        help="server processes per edge node (`hotswap edge --workers`; default 1)",
+    )
     parser.add_argument("--trust", type=Path, default=None, help="trust root (principals, roles, keys)")
     parser.add_argument("--heartbeat-seconds", type=float, default=2.0, help="node heartbeat period (default 2)")
     parser.add_argument("--interval", type=float, default=10.0, help="seconds between fetches (default 10)")
@@ -67,7 +73,7 @@ def regions_of(root: Path) -> list[str]:
 
 
 def start_node(
-    control: str, node_id: str, region: str, port: int, data_dir: Path, token: str | None = None
+    control: str, node_id: str, region: str, port: int, data_dir: Path, token: str | None = None, workers: int = 1
 ) -> subprocess.Popen[bytes]:
     env = {**os.environ, "HOTSWAP_NODE_TOKEN": token} if token else None
     with (data_dir / "nodes" / f"{node_id}.log").open("ab") as log:
@@ -75,6 +81,7 @@ def start_node(
         [
             sys.executable, "-m", "hotswap", "edge", "--control", control, "--region", region, "--id", node_id,
             "--port", str(port), "--cache-dir", str(data_dir / "nodes" / node_id / "cache"),
+            "--workers", str(workers),
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -159,7 +166,7 @@ async def up(args: argparse.Namespace) -> int:
             node_id = f"edge-{region}-{i // len(regions) + 1:02d}"
             port = args.node_port + i
             token = plane.mint(node_id, "node", ttl_seconds=NODE_TOKEN_SECONDS)
-            processes.append(start_node(plane.url, node_id, region, port, data_dir, token))
+            processes.append(start_node(plane.url, node_id, region, port, data_dir, token, args.node_workers))
             nodes.append((node_id, region, port))
         healthy = await wait_for_nodes(plane, args.nodes, NODE_START_TIMEOUT)
         if healthy < args.nodes:
