@@ -23,7 +23,7 @@ from edge.nodeapi import Registration
 from edge.router import Router
 from edge.runtime import Runtime
 from edge.server import Node, NodeConfig, start
-from edge.telemetry import configure_tracing
+from edge.telemetry import configure_tracing, node_samples, start_metric_export
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,11 @@ async def run_managed(options: ManagedOptions, *, ready: asyncio.Event | None = 
     blobs = Blobs()
     router = Router(runtime, blobs)
     node = Node(runtime, router, NodeConfig(threads=options.threads, node_id=options.node_id))
+    meters = start_metric_export(
+        lambda: node_samples(router.stats, [m for _, m in router.metrics_total()], options.node_id),
+        service="hotswap-edge",
+        instance=options.node_id,
+    )
     runner, port = await start(node, options.host, options.port)
     url = options.advertise or f"http://{options.host}:{port}"
     registration = Registration(
@@ -102,6 +107,8 @@ async def run_managed(options: ManagedOptions, *, ready: asyncio.Event | None = 
         await runner.cleanup()
         runtime.close()
         await asyncio.to_thread(tracing.shutdown)  # the last spans go out
+        if meters is not None:
+            await asyncio.to_thread(meters.shutdown)
     return 0
 
 

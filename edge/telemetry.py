@@ -33,7 +33,7 @@ import random
 import resource
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -363,6 +363,100 @@ def render_spec_metrics(
     family("wasm_edge_node_cpu_percent", "gauge", "CPU use of this node since it started, percent of the machine")
     lines.append(f"wasm_edge_node_cpu_percent{{{node}}} {cpu}")
     return lines
+
+
+# -- metrics over OTLP -------------------------------------------------------------------------
+
+Sample = tuple[str, str, float, Mapping[str, str]]  # (spec name, counter | gauge, value, attributes)
+GAUGES = (
+    "wasm.modules.count",
+    "wasm.edge_nodes.count",
+    "wasm.edge_nodes.healthy",
+    "wasm.modules.deployed.per_node",
+    "wasm.edge_node.memory.used.mb",
+    "wasm.edge_node.cpu.percent",
+)
+COUNTERS = (
+    "wasm.modules.registered.total",
+    "wasm.deployments.executed.total",
+    "wasm.deployments.failed.total",
+    "wasm.functions.invoked.total",
+    "wasm.functions.failed.total",
+    *(
+        f"{name}.{part}"
+        for name in (
+            "wasm.module.load.duration",
+            "wasm.function.invoke.duration",
+            "wasm.deployment.duration",
+            "wasm.module.size.bytes",
+        )
+        for part in ("count", "sum")
+    ),
+)
+
+
+def node_samples(stats: NodeStats, versions: Sequence[VersionMetrics], node_id: str) -> list[Sample]:
+    """The node's metrics as OTLP samples (spec names, dots kept). A histogram goes as its
+    `.count` and `.sum` counters: its buckets are in /metrics."""
+    cpu, memory = process_usage(stats.started)
+    node = {"node": node_id}
+    out: list[Sample] = [
+        ("wasm.modules.registered.total", "counter", stats.loads, {}),
+        ("wasm.deployments.executed.total", "counter", stats.tables, {}),
+        ("wasm.deployments.failed.total", "counter", stats.tables_failed, {}),
+        ("wasm.module.load.duration.count", "counter", stats.load_ms.count, {}),
+        ("wasm.module.load.duration.sum", "counter", stats.load_ms.total, {}),
+        ("wasm.deployment.duration.count", "counter", stats.table_ms.count, {}),
+        ("wasm.deployment.duration.sum", "counter", stats.table_ms.total, {}),
+        ("wasm.module.size.bytes.count", "counter", stats.sizes.count, {}),
+        ("wasm.module.size.bytes.sum", "counter", stats.sizes.total, {}),
+        ("wasm.modules.count", "gauge", len({m.module for m in versions}), {}),
+        ("wasm.edge_nodes.count", "gauge", 1, {}),
+        ("wasm.edge_nodes.healthy", "gauge", 1, {}),
+        ("wasm.modules.deployed.per_node", "gauge", len(versions), node),
+        ("wasm.edge_node.memory.used.mb", "gauge", memory, node),
+        ("wasm.edge_node.cpu.percent", "gauge", cpu, node),
+    ]
+    for m in versions:
+        labels = {"module": m.module, "version": m.version}
+        out.append(("wasm.functions.invoked.total", "counter", m.requests, labels))
+        out.append(("wasm.functions.failed.total", "counter", m.errors, labels))
+        out.append(("wasm.function.invoke.duration.count", "counter", m.requests, labels))
+        out.append(("wasm.function.invoke.duration.sum", "counter", m.latency_sum_ms, labels))
+    return out
+
+
+def start_metric_export(
+    samples: Callable[[], Sequence[Sample]], *, service: str, instance: str, environ: Mapping[str, str] = os.environ
+) -> Any:
+    """Export `samples()` over OTLP/HTTP every `OTEL_METRIC_EXPORT_INTERVAL` ms (default 60 s) when an
+    OTLP endpoint is set; returns the meter provider (call `shutdown()`), or None when off. The
+    samples are read at export time only: nothing is added to the execute path."""
+    endpoint = environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if not endpoint or environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return None
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.metrics import CallbackOptions, Observation
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+    resource_ = Resource.create(
+        {"service.name": environ.get("OTEL_SERVICE_NAME", service), "service.instance.id": instance}
+    )
+    provider = MeterProvider(resource=resource_, metric_readers=[PeriodicExportingMetricReader(OTLPMetricExporter())])
+    meter = provider.get_meter("hotswap")
+
+    def observe(name: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def callback(options: CallbackOptions) -> Iterable[Observation]:
+            return [Observation(value, dict(attrs)) for n, _, value, attrs in samples() if n == name]
+
+        return callback
+
+    for name in COUNTERS:
+        meter.create_observable_counter(name, callbacks=[observe(name)])
+    for name in GAUGES:
+        meter.create_observable_gauge(name, callbacks=[observe(name)])
+    return provider
 
 
 # -- logs --------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +176,7 @@ class ControlPlane:
         port = self._runner.addresses[0][1] if self._runner.addresses else options.port
         self.url = f"{'https' if tls else 'http'}://{options.host}:{port}"
 
+        self.telemetry.export_metrics(partial(observe.samples, self.controller, self.telemetry), self.url)
         approvals = ApprovalAudit(self.store)
 
         async def on_revision(revision: Revision) -> None:

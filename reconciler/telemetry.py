@@ -287,6 +287,8 @@ class Telemetry:
             self.provider.add_span_processor(BatchSpanProcessor(exporter))
         self.window = CountingWindow()
         self.deployments = DeploymentTracing(self.tracer("hotswap.controller"))
+        self.environ = environ
+        self.meters: Any = None  # a MeterProvider while metrics go out over OTLP
 
     def tracer(self, name: str) -> trace.Tracer:
         return self.provider.get_tracer(name)
@@ -295,8 +297,15 @@ class Telemetry:
         """Another span processor (tests add an in-memory exporter's)."""
         self.provider.add_span_processor(processor)
 
+    def export_metrics(self, samples: Callable[[], Sequence[Sample]], instance: str) -> bool:
+        """Send `samples()` over OTLP too, when an endpoint is configured; True if so."""
+        self.meters = start_metric_export(samples, service="hotswap-control", instance=instance, environ=self.environ)
+        return self.meters is not None
+
     def shutdown(self) -> None:
         self.provider.shutdown()
+        if self.meters is not None:
+            self.meters.shutdown()
 
 
 def _escape(value: str) -> str:
@@ -385,6 +394,100 @@ def fit(counts: Sequence[int], width: int) -> tuple[int, ...]:
 
 def _labels(m: VersionMetrics) -> str:
     return f'module="{_escape(m.module)}",version="{_escape(m.version)}"'
+
+
+# -- metrics over OTLP -------------------------------------------------------------------------
+
+Sample = tuple[str, str, float, Mapping[str, str]]  # (spec name, counter | gauge, value, attributes)
+GAUGES = (
+    "wasm.modules.count",
+    "wasm.edge_nodes.count",
+    "wasm.edge_nodes.healthy",
+    "wasm.modules.deployed.per_node",
+    "wasm.edge_node.memory.used.mb",
+    "wasm.edge_node.cpu.percent",
+)
+HISTOGRAMS = ("wasm.module.load.duration", "wasm.function.invoke.duration", "wasm.deployment.duration")
+COUNTERS = (
+    "wasm.modules.registered.total",
+    "wasm.deployments.executed.total",
+    "wasm.deployments.failed.total",
+    "wasm.functions.invoked.total",
+    "wasm.functions.failed.total",
+    *(f"{name}.{part}" for name in (*HISTOGRAMS, "wasm.module.size.bytes") for part in ("count", "sum")),
+)
+
+
+def plane_samples(
+    telemetry: Telemetry, records: Sequence[RolloutRecord], nodes: Sequence[NodeView], modules: int
+) -> list[Sample]:
+    """What `render_metrics` shows, as OTLP samples (a histogram as its `.count` and `.sum`)."""
+    registry = telemetry.registry_metrics
+    finished = [r.finished_at - r.created_at for r in records if r.finished_at is not None]
+    out: list[Sample] = [
+        ("wasm.modules.registered.total", "counter", registry.registered, {}),
+        ("wasm.deployments.executed.total", "counter", len(records), {}),
+        ("wasm.deployments.failed.total", "counter", sum(r.phase in FAILED_PHASES for r in records), {}),
+        ("wasm.module.load.duration.count", "counter", sum(registry.load_ms.counts), {}),
+        ("wasm.module.load.duration.sum", "counter", registry.load_ms.total, {}),
+        ("wasm.deployment.duration.count", "counter", len(finished), {}),
+        ("wasm.deployment.duration.sum", "counter", sum(finished), {}),
+        ("wasm.module.size.bytes.count", "counter", sum(registry.sizes.counts), {}),
+        ("wasm.module.size.bytes.sum", "counter", registry.sizes.total, {}),
+        ("wasm.modules.count", "gauge", modules, {}),
+        ("wasm.edge_nodes.count", "gauge", len(nodes), {}),
+        ("wasm.edge_nodes.healthy", "gauge", sum(v.status == "Healthy" for v in nodes), {}),
+    ]
+    for view in nodes:
+        node = {"node": view.id}
+        out.append(("wasm.modules.deployed.per_node", "gauge", len(view.running), node))
+        out.append(("wasm.edge_node.memory.used.mb", "gauge", view.memory_mb, node))
+        out.append(("wasm.edge_node.cpu.percent", "gauge", view.cpu_percent, node))
+    for m in list(telemetry.window.totals.values()):
+        labels = {"module": m.module, "version": m.version}
+        out.append(("wasm.functions.invoked.total", "counter", m.requests, labels))
+        out.append(("wasm.functions.failed.total", "counter", m.errors, labels))
+        out.append(("wasm.function.invoke.duration.count", "counter", m.requests, labels))
+        out.append(("wasm.function.invoke.duration.sum", "counter", m.latency_sum_ms, labels))
+    return out
+
+
+def start_metric_export(
+    samples: Callable[[], Sequence[Sample]], *, service: str, instance: str, environ: Mapping[str, str] = os.environ
+) -> Any:
+    """Export `samples()` over OTLP/HTTP every `OTEL_METRIC_EXPORT_INTERVAL` ms when an OTLP endpoint
+    is set (the meter provider, to `shutdown()`), else None. `samples` runs on the exporter's thread:
+    a read that races the event loop is skipped for that round. (The edge has its own copy of this
+    bridge, edge.telemetry.start_metric_export: reconciler imports only the edge's wire contract.)"""
+    endpoint = environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if not endpoint or environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return None
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.metrics import CallbackOptions, Observation
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+    resource = Resource.create(
+        {"service.name": environ.get("OTEL_SERVICE_NAME", service), "service.instance.id": instance}
+    )
+    provider = MeterProvider(resource=resource, metric_readers=[PeriodicExportingMetricReader(OTLPMetricExporter())])
+    meter = provider.get_meter("hotswap")
+
+    def observe(name: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def callback(options: CallbackOptions) -> Iterable[Observation]:
+            try:
+                taken = samples()
+            except RuntimeError:  # a dict changed size under the read: next round
+                return []
+            return [Observation(value, dict(attrs)) for n, _, value, attrs in taken if n == name]
+
+        return callback
+
+    for name in COUNTERS:
+        meter.create_observable_counter(name, callbacks=[observe(name)])
+    for name in GAUGES:
+        meter.create_observable_gauge(name, callbacks=[observe(name)])
+    return provider
 
 
 # -- audit -------------------------------------------------------------------------------------

@@ -18,18 +18,30 @@ from aiohttp import web
 
 from reconciler.api.base import ANY_ROLE, ApiDeps, ApiError, require
 from reconciler.api.control import CONTROL
-from reconciler.telemetry import Telemetry, render_metrics
+from reconciler.controller import Controller
+from reconciler.nodes import NodeView
+from reconciler.planner import RolloutRecord
+from reconciler.telemetry import Sample, Telemetry, plane_samples, render_metrics
 
 TELEMETRY = web.AppKey("telemetry", Telemetry)
 MAX_AUDIT_LIMIT = 1000
 
 
-async def metrics(request: web.Request) -> web.Response:
-    require(request, *ANY_ROLE)
-    controller = request.app[CONTROL].controller
+def fleet(controller: Controller) -> tuple[tuple[RolloutRecord, ...], list[NodeView], int]:
+    """What the metrics describe: the rollout records, the nodes, and how many modules Git wants."""
     revision = controller.source.latest
     modules = len(revision.fleet.modules) if revision is not None and revision.fleet is not None else 0
-    text = render_metrics(request.app[TELEMETRY], controller.book.records(), controller.hub.view(), modules)
+    return controller.book.records(), controller.hub.view(), modules
+
+
+def samples(controller: Controller, telemetry: Telemetry) -> list[Sample]:
+    """The same metrics as OTLP samples (`Telemetry.export_metrics` reads them on its own thread)."""
+    return plane_samples(telemetry, *fleet(controller))
+
+
+async def metrics(request: web.Request) -> web.Response:
+    require(request, *ANY_ROLE)
+    text = render_metrics(request.app[TELEMETRY], *fleet(request.app[CONTROL].controller))
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 

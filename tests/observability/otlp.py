@@ -7,6 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -33,6 +37,7 @@ def _value(value: AnyValue) -> Any:
 class OtlpReceiver:
     def __init__(self) -> None:
         self.spans: list[ReceivedSpan] = []
+        self.metrics: list[tuple[str, str]] = []  # (service.instance.id, metric name)
         self.requests = 0
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -59,14 +64,24 @@ class OtlpReceiver:
         body = ExportTraceServiceResponse().SerializeToString()
         return web.Response(body=body, content_type="application/x-protobuf")
 
-    async def _other(self, request: web.Request) -> web.Response:
-        await request.read()
-        return web.Response(body=b"", content_type="application/x-protobuf")
+    async def _metrics(self, request: web.Request) -> web.Response:
+        message = ExportMetricsServiceRequest()
+        message.ParseFromString(await request.read())
+        for resource_metrics in message.resource_metrics:
+            resource = {a.key: _value(a.value) for a in resource_metrics.resource.attributes}
+            for scope in resource_metrics.scope_metrics:
+                for metric in scope.metrics:
+                    self.metrics.append((str(resource.get("service.instance.id")), metric.name))
+        body = ExportMetricsServiceResponse().SerializeToString()
+        return web.Response(body=body, content_type="application/x-protobuf")
+
+    def metric_names(self, instance: str) -> set[str]:
+        return {name for who, name in self.metrics if who == instance}
 
     async def start(self) -> str:
         app = web.Application()
         app.router.add_post("/v1/traces", self._traces)
-        app.router.add_post("/v1/{other}", self._other)
+        app.router.add_post("/v1/metrics", self._metrics)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)

@@ -26,26 +26,30 @@ from tests.observability.otlp import OtlpReceiver
 
 NODE = "edge-us-east-1"
 COUNTERS = (
-    "wasm_modules_registered_total",
-    "wasm_deployments_executed_total",
-    "wasm_deployments_failed_total",
-    "wasm_functions_invoked_total",
-    "wasm_functions_failed_total",
+    "wasm.modules.registered.total",
+    "wasm.deployments.executed.total",
+    "wasm.deployments.failed.total",
+    "wasm.functions.invoked.total",
+    "wasm.functions.failed.total",
 )
 HISTOGRAMS = (
-    "wasm_module_load_duration",
-    "wasm_function_invoke_duration",
-    "wasm_deployment_duration",
-    "wasm_module_size_bytes",
+    "wasm.module.load.duration",
+    "wasm.function.invoke.duration",
+    "wasm.deployment.duration",
+    "wasm.module.size.bytes",
 )
 GAUGES = (
-    "wasm_modules_count",
-    "wasm_edge_nodes_count",
-    "wasm_edge_nodes_healthy",
-    "wasm_modules_deployed_per_node",
-    "wasm_edge_node_memory_used_mb",
-    "wasm_edge_node_cpu_percent",
+    "wasm.modules.count",
+    "wasm.edge_nodes.count",
+    "wasm.edge_nodes.healthy",
+    "wasm.modules.deployed.per_node",
+    "wasm.edge_node.memory.used.mb",
+    "wasm.edge_node.cpu.percent",
 )
+
+
+def prometheus(name: str) -> str:
+    return name.replace(".", "_")
 
 
 @pytest.fixture
@@ -68,6 +72,7 @@ async def traced(
     cluster.plane.telemetry.add_exporter(SimpleSpanProcessor(memory))
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "200")
     monkeypatch.setenv("HOTSWAP_LOG_FORMAT", "json")
     try:
         cluster.start_node(NODE, "us-east")
@@ -187,15 +192,15 @@ def _families(text: str) -> dict[str, str]:
 
 def _assert_spec_metrics(families: dict[str, str]) -> None:
     for name in COUNTERS:
-        assert families.get(name.removesuffix("_total")) == "counter", name
+        assert families.get(prometheus(name).removesuffix("_total")) == "counter", name
     for name in HISTOGRAMS:
-        assert families.get(name) == "histogram", name
+        assert families.get(prometheus(name)) == "histogram", name
     for name in GAUGES:
-        assert families.get(name) == "gauge", name
+        assert families.get(prometheus(name)) == "gauge", name
 
 
 async def test_node_and_control_plane_serve_every_metric_the_spec_names(
-    traced: tuple[Cluster, InMemorySpanExporter],
+    traced: tuple[Cluster, InMemorySpanExporter], receiver: OtlpReceiver
 ) -> None:
     cluster, _ = traced
     assert await execute(cluster, {"module": "calc", "function": "add", "args": [1, 2]}, "") == 200
@@ -220,6 +225,10 @@ async def test_node_and_control_plane_serve_every_metric_the_spec_names(
     text = await plane_text()
     _assert_spec_metrics(_families(text))
     assert "wasm_edge_nodes_healthy 1" in text
+
+    # The node sends the same metrics over OTLP (histograms as .count and .sum).
+    spec = {*COUNTERS, *GAUGES, *(f"{name}.{part}" for name in HISTOGRAMS for part in ("count", "sum"))}
+    await poll(lambda: spec <= receiver.metric_names(NODE), "every spec metric over OTLP from the node")
     assert f'wasm_modules_deployed_per_node{{node="{NODE}"}}' in text
 
 

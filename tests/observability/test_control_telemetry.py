@@ -4,6 +4,7 @@ metrics text, and the log formats."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -25,6 +26,7 @@ from reconciler.planner import AdvanceStep, Pause, Promote, Rollback, SetAssignm
 from reconciler.registry import Registry
 from reconciler.store.blobs import open_blob_store
 from reconciler.store.state import open_state_store
+from tests.observability.otlp import OtlpReceiver
 
 CALC = Path(__file__).resolve().parents[2] / "fleet-example" / "wasm" / "calc-1.0.0.wat"
 
@@ -213,3 +215,20 @@ def test_controller_events_log_with_their_ids_at_every_level(tmp_path: Path) -> 
     warned, informed = (json.loads(line) for line in stream.getvalue().splitlines())
     assert (warned["level"], warned["moduleName"], warned["deploymentId"]) == ("WARNING", "calc", "calc-2")
     assert informed["deploymentId"] == "calc-3"
+
+
+async def test_metrics_go_out_over_otlp_when_an_endpoint_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    receiver = OtlpReceiver()
+    url = await receiver.start()
+    try:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", url)
+        plane = telemetry.Telemetry()
+        plane.window.add(1.0, "us-east", [versions(3, 1)])
+        assert plane.export_metrics(lambda: telemetry.plane_samples(plane, (), (), 2), "control-test")
+        await asyncio.to_thread(plane.meters.force_flush)
+        names = receiver.metric_names("control-test")
+        assert {"wasm.functions.invoked.total", "wasm.modules.count", "wasm.edge_nodes.healthy"} <= names
+        await asyncio.to_thread(plane.shutdown)
+    finally:
+        await receiver.stop()
+    assert not telemetry.Telemetry(environ={}).export_metrics(list, "off")
