@@ -231,15 +231,15 @@ class WorkerPool:
 
     async def start(self) -> int:
         """Reserve the port, start every worker (each applies the current table); returns the port."""
-        self._reserved = _reserve_port(self.options.host, self.options.port)
-        self.port = int(self._reserved.getsockname()[1])
-        self._hub = web.AppRunner(self._hub_app(), access_log=None, handle_signals=False)
-        await self._hub.setup()
-        await web.UnixSite(self._hub, supervisor_socket(self.run_dir)).start()
-        started = [asyncio.get_running_loop().create_future() for _ in self._workers]
-        self._tasks = [asyncio.create_task(self._keep(i, started[i]), name=f"worker-{i}") for i in range(len(started))]
-        self._tasks.append(asyncio.create_task(self._collect_forever(), name="collect"))
         try:
+            self._reserved = _reserve_port(self.options.host, self.options.port)
+            self.port = int(self._reserved.getsockname()[1])
+            self._hub = web.AppRunner(self._hub_app(), access_log=None, handle_signals=False)
+            await self._hub.setup()
+            await web.UnixSite(self._hub, supervisor_socket(self.run_dir)).start()
+            started = [asyncio.get_running_loop().create_future() for _ in self._workers]
+            self._tasks = [asyncio.create_task(self._keep(i, f), name=f"worker-{i}") for i, f in enumerate(started)]
+            self._tasks.append(asyncio.create_task(self._collect_forever(), name="collect"))
             await asyncio.gather(*started)
         except BaseException:
             await self.close()
@@ -473,8 +473,18 @@ def _identity(entry: ModuleEntry) -> tuple[str, str, str, int]:
 
 
 def _reserve_port(host: str, port: int) -> socket.socket:
-    """A bound, not listening, SO_REUSEPORT socket: holds the port number (0: any) for the workers."""
+    """A bound, not listening, SO_REUSEPORT socket: holds the port number (0: any) for the workers.
+
+    A port some other process holds is refused first, even when that process also uses
+    SO_REUSEPORT: another node must not silently share this one's connections."""
     family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    if port:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # connections in TIME_WAIT do not count
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:

@@ -191,6 +191,16 @@ async def _fill(session: aiohttp.ClientSession, url: str, tally: Tally) -> bool:
     return len(tally.workers) == 2
 
 
+def test_a_second_node_cannot_join_the_port_of_a_node_with_workers(node: Standalone, tmp_path: Path) -> None:
+    port = node.url.rsplit(":", 1)[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "hotswap", "edge", "--standalone", str(node.folder), "--workers", "2", "--port", port,
+         "--cache-dir", str(tmp_path / "cache")],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in result.stderr, result.stderr
+
+
 def test_workers_must_be_at_least_one(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "hotswap", "edge", "--standalone", str(tmp_path), "--workers", "0"],
