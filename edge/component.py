@@ -464,7 +464,7 @@ class _Instance:
             self.store.set_wasi_http()
         self.store.set_epoch_deadline(owner.runtime.ticks(sandbox.timeout_seconds))
         self.ctx = self.store._context()
-        _STATES[id(self.ctx.contents)] = self.state
+        _STATES[ctypes.addressof(self.ctx.contents)] = self.state
         try:
             self.instance = owner.linker.instantiate(self.store, owner.component)
         except Exception as exc:
@@ -472,7 +472,7 @@ class _Instance:
         self.funcs: dict[str, Any] = {}
 
     def close(self) -> None:
-        _STATES.pop(id(self.ctx.contents), None)
+        _STATES.pop(ctypes.addressof(self.ctx.contents), None)
 
     def func(self, name: str) -> Any:
         f = self.funcs.get(name)
@@ -601,7 +601,7 @@ class LoadedComponent:
 
     def _fetch(self, store: Any, request: Any) -> Any:
         """`hotswap:http/fetch.send`: the request checked against `network.allowHosts`, then sent."""
-        state = _STATES.get(id(store._context().contents)) or _CallState(deadline=time.monotonic() + 1)
+        state = _STATES.get(ctypes.addressof(store._context().contents)) or _CallState(deadline=time.monotonic() + 1)
         method = str(request.method).upper()
         url = str(request.url)
         if not host_allowed(url, self.allow_hosts):

@@ -154,3 +154,4 @@ class VersionMetrics(_Wire):
     cpu: int = 0
     latency_buckets: tuple[int, ...] = Field((), alias="latencyBuckets")  # per LATENCY_BUCKETS_MS + Inf
     latency_sum_ms: float = Field(0.0, alias="latencySumMs")
+    violations: int = 0  # sandbox refusals inside calls (a component's fetch to a host off the list)

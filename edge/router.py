@@ -54,6 +54,7 @@ class Counters:
     cpu: int = 0
     buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_MS) + 1))
     latency_sum_ms: float = 0.0
+    violations: int = 0  # sandbox refusals inside calls that otherwise went on (not errors)
 
     @property
     def errors(self) -> int:
@@ -61,7 +62,14 @@ class Counters:
 
     def copy(self) -> Counters:
         return Counters(
-            self.requests, self.traps, self.timeouts, self.memory, self.cpu, list(self.buckets), self.latency_sum_ms
+            self.requests,
+            self.traps,
+            self.timeouts,
+            self.memory,
+            self.cpu,
+            list(self.buckets),
+            self.latency_sum_ms,
+            self.violations,
         )
 
     def minus(self, other: Counters) -> Counters:
@@ -73,6 +81,7 @@ class Counters:
             self.cpu - other.cpu,
             [a - b for a, b in zip(self.buckets, other.buckets, strict=True)],
             self.latency_sum_ms - other.latency_sum_ms,
+            self.violations - other.violations,
         )
 
 
@@ -91,9 +100,10 @@ class VersionSlot:
         self.retired = False
         self.load_ms = load_ms
 
-    def record(self, outcome: str, duration_ms: float) -> None:
+    def record(self, outcome: str, duration_ms: float, violations: int = 0) -> None:
         c = self.counters
         c.requests += 1
+        c.violations += violations
         if outcome == "trap":
             c.traps += 1
         elif outcome == "timeout":
@@ -117,6 +127,7 @@ class VersionSlot:
             cpu=counters.cpu,
             latency_buckets=tuple(counters.buckets),
             latency_sum_ms=counters.latency_sum_ms,
+            violations=counters.violations,
         )
 
 

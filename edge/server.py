@@ -191,7 +191,7 @@ async def execute(request: web.Request) -> web.Response:
             return response
         duration_ms = (time.perf_counter() - started) * 1000
         slot.cpu.charge(result.cpu_ns)
-        slot.record("ok", duration_ms)
+        slot.record("ok", duration_ms, result.violations)
     finally:
         node.router.release(slot)
     payload = {"result": result.value, "module": slot.module, "version": slot.version, "durationMs": duration_ms}
@@ -281,6 +281,9 @@ def render_metrics(node: Node, totals: list[VersionMetrics] | None = None) -> st
     for slot, m in rows:
         for reason, value in (("trap", m.traps), ("timeout", m.timeouts), ("memory", m.memory), ("cpu", m.cpu)):
             lines.append(f'wasm_functions_failed_total{{{_labels(slot)},reason="{reason}"}} {value}')
+    family("hotswap_sandbox_violations_total", "counter", "Sandbox refusals inside calls (network off allowHosts)")
+    for slot, m in rows:
+        lines.append(f'hotswap_sandbox_violations_total{{{_labels(slot)},kind="network"}} {m.violations}')
     family("wasm_function_invoke_duration_ms", "histogram", "Execute latency in milliseconds")
     for slot, m in rows:
         running = 0

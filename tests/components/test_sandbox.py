@@ -121,6 +121,11 @@ async def test_outgoing_http_reaches_an_allowed_host_and_is_refused_elsewhere(
             assert resp.status == 200
             denied = body["result"]["err"]["denied"]
             assert f"127.0.0.1:{port} is not on network.allowHosts (127.0.0.1:{http_server})" == denied
+            async with session.get(f"http://127.0.0.1:{port}/metrics") as resp:
+                text = await resp.text()
+            assert 'hotswap_sandbox_violations_total{module="fetcher",version="1.0.0",kind="network"} 1' in text
+        (delta,) = router.metrics_delta()
+        assert (delta.requests, delta.errors, delta.violations) == (2, 0, 1)  # refused, counted, not an error
     finally:
         await runner.cleanup()
         runtime.close()
