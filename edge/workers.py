@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -132,13 +132,17 @@ def _metrics_json(rows: Sequence[VersionMetrics]) -> bytes:
     return _METRICS.dump_json(list(rows), by_alias=True)
 
 
+# The counts a worker's delta adds into the node's (every integer both shapes have: requests,
+# traps, timeouts, ...; `errors` is derived), so a counter added to both is summed without a change here.
+SUMMED_COUNTS = tuple(
+    f.name for f in fields(Counters) if f.type in ("int", int) and f.name in VersionMetrics.model_fields
+)
+
+
 def add_metrics(counters: Counters, m: VersionMetrics) -> None:
     """Add one version's delta (from a worker) into the node's counters."""
-    counters.requests += m.requests
-    counters.traps += m.traps
-    counters.timeouts += m.timeouts
-    counters.memory += m.memory
-    counters.cpu += m.cpu
+    for name in SUMMED_COUNTS:
+        setattr(counters, name, getattr(counters, name) + getattr(m, name))
     for i, count in enumerate(m.latency_buckets[: len(counters.buckets)]):
         counters.buckets[i] += count
     counters.latency_sum_ms += m.latency_sum_ms
@@ -148,14 +152,10 @@ def as_metrics(key: Key, c: Counters) -> VersionMetrics:
     return VersionMetrics(
         module=key[0],
         version=key[1],
-        requests=c.requests,
         errors=c.errors,
-        traps=c.traps,
-        timeouts=c.timeouts,
-        memory=c.memory,
-        cpu=c.cpu,
         latency_buckets=tuple(c.buckets),
         latency_sum_ms=c.latency_sum_ms,
+        **{name: getattr(c, name) for name in SUMMED_COUNTS},
     )
 
 

@@ -28,7 +28,9 @@ import wasmtime
 
 from edge import wasm
 from edge.cache import ModuleCache, engine_key
-from edge.workers import WORKER_HEADER
+from edge.protocol import LATENCY_BUCKETS_MS, VersionMetrics
+from edge.router import Counters
+from edge.workers import SUMMED_COUNTS, WORKER_HEADER, add_metrics, as_metrics
 from tests.e2e.cluster import Cluster, poll, start_cluster, stop_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -297,3 +299,26 @@ def test_concurrent_fills_of_the_shared_cache_never_hand_out_a_broken_module(tmp
     loaded = cache.load(engine, digest)
     assert loaded is not None and [e.name for e in loaded.exports] == ["version"]
     assert sorted(p.suffix for p in tmp_path.iterdir()) == [".cwasm", ".sum"]
+
+
+def test_worker_deltas_add_up_field_by_field() -> None:
+    """Every count a worker ships (and the latency histogram) is summed into the node's counters."""
+    one = VersionMetrics.model_validate(
+        {
+            "module": "m",
+            "version": "1.0.0",
+            **{name: i + 1 for i, name in enumerate(SUMMED_COUNTS)},
+            "latencyBuckets": list(range(len(LATENCY_BUCKETS_MS) + 1)),
+            "latencySumMs": 1.5,
+        }
+    )
+    counters = Counters()
+    add_metrics(counters, one)
+    add_metrics(counters, one)
+    total = as_metrics(("m", "1.0.0"), counters)
+    assert {"requests", "traps", "timeouts", "memory", "cpu"} <= set(SUMMED_COUNTS)
+    for name in SUMMED_COUNTS:
+        assert getattr(total, name) == 2 * getattr(one, name), name
+    assert total.latency_buckets == tuple(2 * b for b in one.latency_buckets)
+    assert total.latency_sum_ms == 3.0
+    assert total.errors == 2 * (one.traps + one.timeouts + one.memory + one.cpu)
