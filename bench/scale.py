@@ -17,7 +17,8 @@ plus one module `edge-all` with `replicas: all` everywhere: 10 placements per no
 - a canary of one regional module (steps 20/50/100) from commit to Promoted and converged;
 - the control plane's memory (VmRSS and VmHWM of the child).
 
-    python bench/scale.py [--nodes 1000] [--runs 3] [--quick]     (--quick: 100 nodes, 2 runs)
+    python bench/scale.py [--nodes 1000] [--runs 3] [--heartbeat-seconds 5] [--quick] [--profile FILE]
+    (--quick: 100 nodes, 2 switches, 2 s heartbeats; a canary step lasts two heartbeats)
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ kind: RolloutStrategy
 metadata: {name: canary}
 spec:
   type: Canary
-  canary: {steps: [20, 50, 100], stepSeconds: 2}
+  canary: {steps: [20, 50, 100], stepSeconds: STEP}
   analysis: {maxErrorRate: 0.05, minRequests: 20, onNoTraffic: pause}
   autoRollback: true
 """,
@@ -117,7 +118,7 @@ spec:
 
 
 class Repo:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, step_seconds: float) -> None:
         self.root = root
         self.fleet = root / "fleet"
         for sub in ("modules", "strategies", "wasm"):
@@ -128,7 +129,7 @@ class Repo:
             f"  regions:\n{regions}\n  nodeDefaults: {{maxModules: 100}}\n"
         )
         for name, text in STRATEGIES.items():
-            (self.fleet / "strategies" / f"{name}.yaml").write_text(text)
+            (self.fleet / "strategies" / f"{name}.yaml").write_text(text.replace("STEP", f"{step_seconds:g}"))
         for r in range(REGIONS):
             for k in range(MODULES_PER_REGION):
                 self.set_version(f"m{r}-{k}", "1.0.0", "canary", [f"r{r}"])
@@ -341,7 +342,8 @@ async def wait_phase(session: aiohttp.ClientSession, url: str, token: str, ident
 
 
 async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    repo = Repo(work / "repo")
+    # A canary step lasts two heartbeats: every node of the step reports its traffic within it.
+    repo = Repo(work / "repo", 2 * args.heartbeat_seconds)
     data = work / "data"
     authority = TokenAuthority.load(AuthOptions(), data)
     passes_file = work / "passes.txt"
@@ -359,6 +361,7 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     if b"ready" not in line:
         raise RuntimeError(f"the control plane did not start: {line!r}")
     out: dict[str, Any] = {"nodes": args.nodes, "placements": args.nodes * (MODULES_PER_REGION + 1)}
+    out["step_s"] = 2 * args.heartbeat_seconds
     admin = authority.mint("bench", ("admin",))
     per_region = args.nodes // REGIONS
     agents = [
@@ -444,7 +447,7 @@ def report(out: dict[str, Any]) -> None:
     print(f"reconcile pass while the fleet arrives: {figures(arrival)} ms (the first registers every binary)")
     print(f"reconcile pass after, through the rollouts: {figures(passes)} ms; max {max(passes):.1f} ms")
     print(f"blue-green switch, commit -> every agent applied the new table: {figures(out['blue_green_s'])} s")
-    print(f"canary 20/50/100 (2 s steps), commit -> Promoted: {out['canary_promoted_s']:.2f} s")
+    print(f"canary 20/50/100 ({out['step_s']:g} s steps), commit -> Promoted: {out['canary_promoted_s']:.2f} s")
     print(f"canary, commit -> every node of the region on the new version: {out['canary_converged_s']:.2f} s")
     steady, end = out["memory_steady_kb"], out["memory_end_kb"]
     print(f"control plane memory: RSS {steady['VmRSS'] / 1024:.0f} MB steady, {end['VmRSS'] / 1024:.0f} MB at the end")
@@ -456,8 +459,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nodes", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=3, help="blue-green switches to time")
-    parser.add_argument("--heartbeat-seconds", type=float, default=HEARTBEAT_SECONDS, help="node heartbeat period")
-    parser.add_argument("--quick", action="store_true", help="100 nodes, 2 switches")
+    parser.add_argument(
+        "--heartbeat-seconds", type=float, default=None, help="node heartbeat period (default 5; 2 with --quick)"
+    )
+    parser.add_argument("--quick", action="store_true", help="100 nodes, 2 switches, 2 s heartbeats")
     parser.add_argument("--child-serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--repo", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
@@ -471,6 +476,8 @@ def main() -> None:
         return
     if args.quick:
         args.nodes, args.runs = 100, 2
+        args.heartbeat_seconds = args.heartbeat_seconds or 2.0
+    args.heartbeat_seconds = args.heartbeat_seconds or HEARTBEAT_SECONDS
     if args.profile:
         args.profile = os.path.abspath(args.profile)
     raise_fd_limit()
