@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -129,3 +130,28 @@ async def test_outgoing_http_reaches_an_allowed_host_and_is_refused_elsewhere(
     finally:
         await runner.cleanup()
         runtime.close()
+
+
+async def test_a_fetch_that_cannot_connect_or_outlives_the_call_is_an_error_value(fetcher: bytes) -> None:
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(5)
+        return web.Response(text="too late")
+
+    app = web.Application()
+    app.router.add_get("/slow", slow)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        with Runtime() as runtime:
+            loaded = runtime.load_any(fetcher, Sandbox(timeout_seconds=0.3, allow_hosts=("127.0.0.1",)))
+            assert not loaded.may_run_inline("get")  # a fetch blocks: never on the event loop
+            timed_out = await asyncio.to_thread(loaded.invoke, loaded.prepare("get", [f"http://127.0.0.1:{port}/slow"]))
+            assert timed_out.value == {"err": "timeout"}
+            refused = await asyncio.to_thread(loaded.invoke, loaded.prepare("get", ["http://127.0.0.1:1/"]))
+            assert "Connect" in refused.value["err"]["failed"]
+            assert refused.violations == 0
+    finally:
+        await runner.cleanup()
