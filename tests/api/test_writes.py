@@ -136,8 +136,8 @@ async def test_interfaces_are_listed_validated_proposed_and_approved(plane: Clus
     await ready(plane)
     viewer, admin = plane.token("viewer"), plane.token("admin", "ada")
     listed = await call(plane.url, "GET", "/api/v1/wasm/interfaces", viewer)
-    assert [i["package"] for i in listed.body["interfaces"]] == ["example:greeter@1.0.0"]
-    assert listed.body["interfaces"][0]["implementedBy"] == ["greeter"]
+    assert [i["package"] for i in listed.body["interfaces"]] == ["example:greeter@1.0.0", "example:hello@1.0.0"]
+    assert [i["implementedBy"] for i in listed.body["interfaces"]] == [["greeter"], ["hello"]]
     one = await call(plane.url, "GET", "/api/v1/wasm/interfaces/greeter", viewer)
     assert "package example:greeter@1.0.0;" in one.body["wit"]
 
