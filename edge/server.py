@@ -185,7 +185,15 @@ async def execute(request: web.Request) -> web.Response:
             if not isinstance(exc, CpuLimitError):
                 slot.cpu.charge(int(elapsed * 1e9))
             slot.record(exc.code, elapsed * 1000)
-            log.warning("%s@%s %s: %s: %s", slot.module, slot.version, req.function, exc.code, exc.message)
+            log.warning(
+                "%s@%s %s: %s: %s",
+                slot.module,
+                slot.version,
+                req.function,
+                exc.code,
+                exc.message,
+                extra={"moduleId": f"{slot.module}-v{slot.version}"},
+            )
             response = _error(exc.status, exc.code, exc.message, module=slot.module, version=slot.version)
             response.headers[VERSION_HEADER] = slot.version
             return response

@@ -536,13 +536,13 @@ def log_format(choice: str | None, environ: Mapping[str, str] = os.environ) -> s
 
 
 def setup_logging(level: str, choice: str | None = None, **static: str) -> str:
-    """Configure the root logger (stderr) in the chosen format; returns the format used."""
+    """Configure the root logger (stderr) in the chosen format, unless it already has handlers;
+    returns the format chosen."""
     fmt = log_format(choice)
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter(**static) if fmt == "json" else TextFormatter())
     root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
     root.setLevel(level.upper())
+    if not root.handlers:  # as logging.basicConfig: a host that set up logging (pytest) keeps its own
+        root.addHandler(handler)
     return fmt

@@ -180,7 +180,7 @@ async def test_node_logs_are_json_lines_with_the_trace_id_of_the_request(
     await poll(caused, "a log line with the request's trace id")
     (line,) = caused()
     assert line["level"] == "WARNING" and "trap" in str(line["message"])
-    assert line["edgeNodeId"] == NODE
+    assert line["edgeNodeId"] == NODE and line["moduleId"] == "calc-v1.2.0"
     assert set(line) >= {"timestamp", "level", "message", "traceId"}
     assert all({"timestamp", "level", "message"} <= set(entry) for entry in lines())
     assert not [s for s in receiver.spans if s.trace_id == trace_id]  # unsampled: nothing exported

@@ -162,8 +162,13 @@ def test_setup_logging_picks_the_format() -> None:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     try:
+        root.handlers[:] = []
         assert telemetry.setup_logging("info", "text") == "text"
         assert not isinstance(root.handlers[0].formatter, telemetry.JsonFormatter)
+        text_handler = root.handlers[0]
+        assert telemetry.setup_logging("debug", "json") == "json"
+        assert root.handlers == [text_handler] and root.level == logging.DEBUG  # logging set up: kept
+        root.handlers[:] = []
         assert telemetry.setup_logging("info", None) == "json"  # not a terminal
         assert isinstance(root.handlers[0].formatter, telemetry.JsonFormatter)
         assert telemetry.log_format(None, {"HOTSWAP_LOG_FORMAT": "text"}) == "text"

@@ -222,6 +222,7 @@ def test_setup_logging_installs_one_handler_in_the_format() -> None:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     try:
+        root.handlers[:] = []
         assert telemetry.setup_logging("warning", "json", edgeNodeId="n") == "json"
         assert len(root.handlers) == 1 and isinstance(root.handlers[0].formatter, telemetry.JsonFormatter)
         assert root.level == logging.WARNING
