@@ -102,5 +102,5 @@ def test_status_is_reported_for_every_module_every_pass() -> None:
     d = Driver(example())
     d.run()
     again = d.run(at=1.0)
-    assert set(again.status) == {"calc", "greeter", "wc"}
+    assert set(again.status) == {"calc", "greeter", "wc", "hello"}
     assert all(c[0].status for c in again.status.values())

@@ -406,7 +406,7 @@ def test_unhealthy_and_draining_nodes_get_an_empty_table() -> None:
     d = Driver(example(), nodes)
     d.run()
     assert d.nodes["us-east-1"].assigned == () and d.nodes["eu-central-0"].assigned == ()
-    assert {e.module for e in d.nodes["us-east-0"].assigned} == {"calc", "greeter", "wc"}
+    assert {e.module for e in d.nodes["us-east-0"].assigned} == {"calc", "greeter", "wc", "hello"}
 
 
 def test_pause_action_names_the_reason() -> None:

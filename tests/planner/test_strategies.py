@@ -166,7 +166,7 @@ def test_first_deployment_places_at_once_without_strategy_steps() -> None:
     d = Driver(example())
     result = d.run()
     starts = [a for a in result.actions if isinstance(a, StartRollout)]
-    assert {a.module for a in starts} == {"calc", "greeter", "wc"}
+    assert {a.module for a in starts} == {"calc", "greeter", "wc", "hello"}
     assert all(r.phase is Phase.PROMOTED and r.reason == "InitialDeployment" for r in d.records.values())
 
 
