@@ -3,6 +3,7 @@ spans under the deployment step's traceparent, the JSON and text log formats, sa
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -14,12 +15,14 @@ import aiohttp
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
+from prometheus_client.parser import text_string_to_metric_families
 
 from edge import telemetry, wasm
 from edge.protocol import HealthCheck, ModuleEntry
 from edge.router import Router
 from edge.runtime import Runtime
 from edge.server import Node, NodeConfig, start
+from tests.observability.otlp import OtlpReceiver
 
 CALC = Path(__file__).resolve().parents[2] / "fleet-example" / "wasm" / "calc-1.0.0.wat"
 
@@ -258,3 +261,35 @@ def test_tracing_is_on_only_with_an_endpoint_and_not_disabled() -> None:
         assert not on.sample("00-short-01")  # a malformed parent is no parent to follow
     finally:
         telemetry.configure_tracing("standalone", environ={})
+
+
+async def test_node_metrics_render_and_go_out_over_otlp(
+    node: tuple[Router, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    router, url = node
+    assert await post(url) == 200
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as response:
+        text = await response.text()
+    found = {f.name: f for f in text_string_to_metric_families(text)}
+    assert found["wasm_modules_registered"].samples[0].value == 1  # calc, loaded once
+    assert found["wasm_deployments_executed"].samples[0].value == 1
+    count = [s for s in found["wasm_function_invoke_duration"].samples if s.name.endswith("_count")]
+    assert count[0].value == 1 and count[0].labels == {"module": "calc", "version": "1.0.0"}
+    assert found["wasm_edge_node_memory_used_mb"].samples[0].value > 0
+
+    receiver = OtlpReceiver()
+    endpoint = await receiver.start()
+    try:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+        versions = [m for _, m in router.metrics_total()]
+        meters = telemetry.start_metric_export(
+            lambda: telemetry.node_samples(router.stats, versions, "edge-test-1"),
+            service="hotswap-edge",
+            instance="edge-test-1",
+        )
+        await asyncio.to_thread(meters.force_flush)
+        await asyncio.to_thread(meters.shutdown)
+        assert set(telemetry.COUNTERS) | set(telemetry.GAUGES) <= receiver.metric_names("edge-test-1")
+    finally:
+        await receiver.stop()
+    assert telemetry.start_metric_export(list, service="s", instance="i", environ={}) is None
