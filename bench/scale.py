@@ -54,7 +54,7 @@ GLOBAL = "edge-all"
 CANARY = "m0-0"
 HEARTBEAT_SECONDS = 5.0
 LONG_POLL_SECONDS = 25.0
-REQUESTS_PER_SECOND = 20.0  # per node and module under canary, as the simulated agents report them
+REQUESTS_PER_SECOND = 100.0  # per node and module under canary, as the simulated agents report them
 NODES_PATH = "/api/v1/wasm/nodes"
 
 STRATEGIES = {

@@ -30,7 +30,7 @@ def load_bench() -> ModuleType:
 
 async def test_a_simulated_fleet_converges_switches_and_promotes_a_canary(tmp_path: Path) -> None:
     bench = load_bench()
-    args = argparse.Namespace(nodes=30, runs=1, profile=None, heartbeat_seconds=0.5)
+    args = argparse.Namespace(nodes=30, runs=1, profile=None, heartbeat_seconds=1.0)
     out = await bench.measure(args, tmp_path)  # asserts both rollouts end Promoted
     assert out["placements"] == 300
     assert out["agent_errors"] == 0  # no call of the node protocol failed
