@@ -79,10 +79,10 @@ def run(args: argparse.Namespace) -> int:
         return _fail("bad_request", str(exc), 2)
     runtime = Runtime(cache_dir=args.cache_dir)
     try:
-        loaded = runtime.load(data, sandbox)
+        loaded = runtime.load_any(data, sandbox)
         export = loaded.functions.get(args.function)
         values = [_arg(a) for a in args.args]
-        if export is not None and export.convention == "numeric":
+        if export is not None and export.convention in ("numeric", "component"):
             call_args: Any = values
         else:
             call_args = values[0] if len(values) == 1 else (values or None)

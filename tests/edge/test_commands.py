@@ -13,6 +13,7 @@ from hotswap.cli import main
 from tests.edge.conftest import MODULES
 
 ARITH = str(MODULES / "arith.wat")
+EXAMPLE_WASM = Path(__file__).resolve().parents[2] / "fleet-example" / "wasm"
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -34,6 +35,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
         ((str(MODULES / "echo.wat"), "echo", "1", "2"), [1, 2]),
         ((str(MODULES / "cat.wat"), "_start"), None),
         ((str(MODULES / "env.wat"), "_start", "--env", "A=1"), "A=1\0"),
+        ((str(EXAMPLE_WASM / "hello-1.0.0.wasm"), "greet", "world"), {"text": "hello, world", "length": 12}),
     ],
 )
 def test_exec_prints_the_result_as_json(
