@@ -22,16 +22,9 @@ from the hub's view of the nodes.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
-import json
-import logging
-import math
 import os
-import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from opentelemetry import trace
@@ -44,6 +37,15 @@ from opentelemetry.trace import Link, SpanContext
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from edge.protocol import LATENCY_BUCKETS_MS, VersionMetrics
+from edge.telemetry import (  # shared with the node: runtime-free logging and Prometheus helpers
+    Histogram,
+    JsonFormatter,
+    current_trace_id,
+    escape,
+    histogram_lines,
+    log_format,
+    setup_logging,
+)
 from reconciler.approvals import Approval, RejectedApproval
 from reconciler.nodes import STEP_TRACES, MetricsWindow, NodeView
 from reconciler.planner import AdvanceStep, Phase, Promote, Rollback, RolloutRecord, StartRollout
@@ -189,21 +191,6 @@ def sampler_from_env(environ: Mapping[str, str] = os.environ) -> Sampler:
 # -- metrics -----------------------------------------------------------------------------------
 
 
-@dataclass
-class Histogram:
-    bounds: tuple[float, ...]
-    counts: list[int] = field(default_factory=list)
-    total: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not self.counts:
-            self.counts = [0] * (len(self.bounds) + 1)
-
-    def observe(self, value: float, count: int = 1) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += count
-        self.total += value * count
-
-
 class RegistryMetrics(SpanProcessor):
     """Counts registrations, their time and module sizes from the registry's `wasm.module.register`
     spans (so the registry needs no metrics code of its own)."""
@@ -308,22 +295,6 @@ class Telemetry:
             self.meters.shutdown()
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _histogram(name: str, labels: str, bounds: Sequence[float], counts: Sequence[int], total: float) -> list[str]:
-    lines, running = [], 0
-    sep = "," if labels else ""
-    for bound, count in zip((*bounds, math.inf), counts, strict=True):
-        running += count
-        le = "+Inf" if math.isinf(bound) else f"{bound:g}"
-        lines.append(f'{name}_bucket{{{labels}{sep}le="{le}"}} {running}')
-    braces = f"{{{labels}}}" if labels else ""
-    lines += [f"{name}_sum{braces} {total:.6f}", f"{name}_count{braces} {running}"]
-    return lines
-
-
 def render_metrics(
     telemetry: Telemetry, records: Sequence[RolloutRecord], nodes: Sequence[NodeView], modules: int
 ) -> str:
@@ -350,21 +321,23 @@ def render_metrics(
     for m in totals:
         lines.append(f"wasm_functions_failed_total{{{_labels(m)}}} {m.errors}")
     family("wasm_module_load_duration", "histogram", "Registry load (validate and store) time in milliseconds")
-    lines += _histogram(
+    lines += histogram_lines(
         "wasm_module_load_duration", "", registry.load_ms.bounds, registry.load_ms.counts, registry.load_ms.total
     )
     family("wasm_function_invoke_duration", "histogram", "Invocation latency the nodes reported, in milliseconds")
     for m in totals:
         buckets = fit(m.latency_buckets, len(LATENCY_BUCKETS_MS) + 1)
-        lines += _histogram("wasm_function_invoke_duration", _labels(m), LATENCY_BUCKETS_MS, buckets, m.latency_sum_ms)
+        lines += histogram_lines(
+            "wasm_function_invoke_duration", _labels(m), LATENCY_BUCKETS_MS, buckets, m.latency_sum_ms
+        )
     durations = Histogram(DEPLOYMENT_BUCKETS_S)
     for record in finished:
         assert record.finished_at is not None
         durations.observe(max(record.finished_at - record.created_at, 0.0))
     family("wasm_deployment_duration", "histogram", "Rollout duration from start to its end, in seconds")
-    lines += _histogram("wasm_deployment_duration", "", durations.bounds, durations.counts, durations.total)
+    lines += histogram_lines("wasm_deployment_duration", "", durations.bounds, durations.counts, durations.total)
     family("wasm_module_size_bytes", "histogram", "Binary size of the module versions registered")
-    lines += _histogram(
+    lines += histogram_lines(
         "wasm_module_size_bytes", "", registry.sizes.bounds, registry.sizes.counts, registry.sizes.total
     )
     family("wasm_modules_count", "gauge", "Modules in the desired fleet")
@@ -375,13 +348,13 @@ def render_metrics(
     lines.append(f"wasm_edge_nodes_healthy {sum(v.status == 'Healthy' for v in nodes)}")
     family("wasm_modules_deployed_per_node", "gauge", "Module versions each node runs")
     for view in nodes:
-        lines.append(f'wasm_modules_deployed_per_node{{node="{_escape(view.id)}"}} {len(view.running)}')
+        lines.append(f'wasm_modules_deployed_per_node{{node="{escape(view.id)}"}} {len(view.running)}')
     family("wasm_edge_node_memory_used_mb", "gauge", "Memory each node reported, in MB")
     for view in nodes:
-        lines.append(f'wasm_edge_node_memory_used_mb{{node="{_escape(view.id)}"}} {view.memory_mb}')
+        lines.append(f'wasm_edge_node_memory_used_mb{{node="{escape(view.id)}"}} {view.memory_mb}')
     family("wasm_edge_node_cpu_percent", "gauge", "CPU use each node reported, percent")
     for view in nodes:
-        lines.append(f'wasm_edge_node_cpu_percent{{node="{_escape(view.id)}"}} {view.cpu_percent}')
+        lines.append(f'wasm_edge_node_cpu_percent{{node="{escape(view.id)}"}} {view.cpu_percent}')
     return "\n".join(lines) + "\n"
 
 
@@ -393,7 +366,7 @@ def fit(counts: Sequence[int], width: int) -> tuple[int, ...]:
 
 
 def _labels(m: VersionMetrics) -> str:
-    return f'module="{_escape(m.module)}",version="{_escape(m.version)}"'
+    return f'module="{escape(m.module)}",version="{escape(m.version)}"'
 
 
 # -- metrics over OTLP -------------------------------------------------------------------------
@@ -544,57 +517,5 @@ class ApprovalAudit:
 
 # -- logs --------------------------------------------------------------------------------------
 
-RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
-
-def current_trace_id() -> str | None:
-    context = trace.get_current_span().get_span_context()
-    return format(context.trace_id, "032x") if context.is_valid else None
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object a line: timestamp, level, message, logger, traceId, and ids passed as `extra`
-    (moduleId, edgeNodeId, deploymentId, ...). The edge has its own (edge.telemetry): edge never
-    imports reconciler, and reconciler imports only the edge's wire contract."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        stamp = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
-        out: dict[str, Any] = {
-            "timestamp": stamp.replace("+00:00", "Z"),
-            "level": record.levelname,
-            "message": record.getMessage(),
-            "logger": record.name,
-        }
-        trace_id = current_trace_id()
-        if trace_id is not None:
-            out["traceId"] = trace_id
-        for key, value in record.__dict__.items():
-            if key not in RESERVED and not key.startswith("_"):
-                out[key] = value
-        if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str)
-
-
-def log_format(choice: str | None, environ: Mapping[str, str] = os.environ) -> str:
-    """json or text: the flag, else HOTSWAP_LOG_FORMAT, else text on a terminal and json otherwise."""
-    chosen = (choice or environ.get("HOTSWAP_LOG_FORMAT") or "").strip().lower()
-    if chosen in ("json", "text"):
-        return chosen
-    return "text" if sys.stdout.isatty() else "json"
-
-
-def setup_logging(level: str, choice: str | None = None) -> str:
-    """Configure the root logger (stderr) in the chosen format, unless it already has handlers;
-    returns the format chosen."""
-    fmt = log_format(choice)
-    handler = logging.StreamHandler()
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.setLevel(level.upper())
-    if not root.handlers:  # as logging.basicConfig: a host that set up logging (pytest) keeps its own
-        root.addHandler(handler)
-    return fmt
+__all__ = ["JsonFormatter", "current_trace_id", "log_format", "setup_logging"]
