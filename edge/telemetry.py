@@ -427,11 +427,19 @@ def node_samples(stats: NodeStats, versions: Sequence[VersionMetrics], node_id: 
 
 
 def start_metric_export(
-    samples: Callable[[], Sequence[Sample]], *, service: str, instance: str, environ: Mapping[str, str] = os.environ
+    samples: Callable[[], Sequence[Sample]],
+    *,
+    service: str,
+    instance: str,
+    environ: Mapping[str, str] = os.environ,
+    counters: Sequence[str] | None = None,
+    gauges: Sequence[str] | None = None,
 ) -> Any:
     """Export `samples()` over OTLP/HTTP every `OTEL_METRIC_EXPORT_INTERVAL` ms (default 60 s) when an
     OTLP endpoint is set; returns the meter provider (call `shutdown()`), or None when off. The
-    samples are read at export time only: nothing is added to the execute path."""
+    samples are read at export time only, on the exporter's thread: nothing is added to the execute
+    path, and a read that races the event loop is skipped for that round. `counters` and `gauges`
+    name what to export (default: the node's; the control plane passes its own)."""
     endpoint = environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
     if not endpoint or environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
         return None
@@ -448,13 +456,17 @@ def start_metric_export(
 
     def observe(name: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def callback(options: CallbackOptions) -> Iterable[Observation]:
-            return [Observation(value, dict(attrs)) for n, _, value, attrs in samples() if n == name]
+            try:
+                taken = samples()
+            except RuntimeError:  # a dict changed size under the read: next round
+                return []
+            return [Observation(value, dict(attrs)) for n, _, value, attrs in taken if n == name]
 
         return callback
 
-    for name in COUNTERS:
+    for name in COUNTERS if counters is None else counters:
         meter.create_observable_counter(name, callbacks=[observe(name)])
-    for name in GAUGES:
+    for name in GAUGES if gauges is None else gauges:
         meter.create_observable_gauge(name, callbacks=[observe(name)])
     return provider
 

@@ -46,6 +46,7 @@ from edge.telemetry import (  # shared with the node: runtime-free logging and P
     log_format,
     setup_logging,
 )
+from edge.telemetry import start_metric_export as edge_metric_export
 from reconciler.approvals import Approval, RejectedApproval
 from reconciler.nodes import STEP_TRACES, MetricsWindow, NodeView
 from reconciler.planner import AdvanceStep, Phase, Promote, Rollback, RolloutRecord, StartRollout
@@ -428,39 +429,10 @@ def plane_samples(
 def start_metric_export(
     samples: Callable[[], Sequence[Sample]], *, service: str, instance: str, environ: Mapping[str, str] = os.environ
 ) -> Any:
-    """Export `samples()` over OTLP/HTTP every `OTEL_METRIC_EXPORT_INTERVAL` ms when an OTLP endpoint
-    is set (the meter provider, to `shutdown()`), else None. `samples` runs on the exporter's thread:
-    a read that races the event loop is skipped for that round. (The edge has its own copy of this
-    bridge, edge.telemetry.start_metric_export: reconciler imports only the edge's wire contract.)"""
-    endpoint = environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    if not endpoint or environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
-        return None
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-    from opentelemetry.metrics import CallbackOptions, Observation
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-
-    resource = Resource.create(
-        {"service.name": environ.get("OTEL_SERVICE_NAME", service), "service.instance.id": instance}
+    """The node's OTLP metrics bridge (edge.telemetry), exporting the control plane's metrics."""
+    return edge_metric_export(
+        samples, service=service, instance=instance, environ=environ, counters=COUNTERS, gauges=GAUGES
     )
-    provider = MeterProvider(resource=resource, metric_readers=[PeriodicExportingMetricReader(OTLPMetricExporter())])
-    meter = provider.get_meter("hotswap")
-
-    def observe(name: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
-        def callback(options: CallbackOptions) -> Iterable[Observation]:
-            try:
-                taken = samples()
-            except RuntimeError:  # a dict changed size under the read: next round
-                return []
-            return [Observation(value, dict(attrs)) for n, _, value, attrs in taken if n == name]
-
-        return callback
-
-    for name in COUNTERS:
-        meter.create_observable_counter(name, callbacks=[observe(name)])
-    for name in GAUGES:
-        meter.create_observable_gauge(name, callbacks=[observe(name)])
-    return provider
 
 
 # -- audit -------------------------------------------------------------------------------------
