@@ -341,8 +341,12 @@ def status_json(control: ControlDeps) -> dict[str, Any]:
         )
     stalled = controller.stalled_condition()
     hub = controller.hub
+    revision = controller.source.latest
+    fleet = revision.fleet if revision is not None else None
     return {
         "revision": state.revision,
+        # deprecated interfaces and other warnings of the revision followed (path:line: field: message)
+        "warnings": [str(p) for p in fleet.warnings if p.severity == "warning"] if fleet is not None else [],
         "appliedRevision": state.applied_revision,
         "replica": controller.replica or None,  # several replicas on one PostgreSQL: which one answers
         "leader": controller.leader,  # whether it plans and publishes (reconciler.leader)

@@ -82,6 +82,8 @@ def render(status: dict[str, Any]) -> Group:
         head.append(f"observed {observed[:12]}  ", style="yellow")
     head.append_text(_conditions(source.get("conditions", [])))
     parts: list[Any] = [head]
+    for warning in status.get("warnings", []):
+        parts.append(Text(f"warning: {warning}", style="yellow"))
     if status.get("stalled"):
         parts.append(Text(f"Stalled {status['stalled']['reason']}: {status['stalled']['message']}", style="red"))
 

@@ -126,3 +126,18 @@ def test_diff_without_control_plane_compares_with_head(tmp_path: Path, capsys: p
     captured = capsys.readouterr()
     assert "comparing with Git HEAD" in captured.err
     assert "rollout: calc: 1.0.0 -> 1.1.0 by blue-green" in captured.out
+
+
+async def test_a_deprecated_interface_shows_in_status(cluster: Cluster) -> None:
+    cluster.repo.edit("interfaces/greeter.yaml", "wasi: preview1", "wasi: preview1\n  deprecated: true")
+    head = cluster.repo.commit("deprecate greeter 1.0.0")
+
+    async def warned() -> bool:
+        status, body = await call(cluster, "GET", "/api/v1/wasm/status", role="viewer")
+        return status == 200 and body["revision"] == head and bool(body["warnings"])
+
+    await poll(warned, "the deprecation warning in status")
+    _, body = await call(cluster, "GET", "/api/v1/wasm/status", role="viewer")
+    assert body["warnings"] == [
+        "modules/greeter.yaml:12: spec.implements: warning: interface example:greeter@1.0.0 is deprecated"
+    ]
