@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -87,6 +88,35 @@ def unpack(payload: str) -> tuple[str, list[str]] | None:
     if not isinstance(sender, str) or not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
         return None
     return sender, ids
+
+
+class _LeaseAttempt:
+    """One try for the lease in a worker thread, which the event loop may abandon (a stopping
+    replica): whichever of the two finishes second gives back a lease the first one got."""
+
+    def __init__(self, store: StateStore, name: str) -> None:
+        self.store = store
+        self.name = name
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self._lease: Lease | None = None
+
+    def run(self) -> Lease | None:
+        lease = self.store.try_lease(self.name)
+        with self._lock:
+            if not self._abandoned:
+                self._lease = lease
+                return lease
+        if lease is not None:
+            lease.release()
+        return None
+
+    def abandon(self) -> None:
+        with self._lock:
+            self._abandoned = True
+            lease, self._lease = self._lease, None
+        if lease is not None:
+            lease.release()
 
 
 class Replicas:
@@ -159,11 +189,15 @@ class Replicas:
                         await task
 
     async def _try_lease(self) -> Lease | None:
+        attempt = _LeaseAttempt(self.store, self.lease_name)
         try:
-            return await asyncio.to_thread(self.store.try_lease, self.lease_name)
+            return await asyncio.to_thread(attempt.run)
         except StoreError as exc:
             log.warning("replica %s: %s", self.id, exc)
             return None
+        except asyncio.CancelledError:
+            attempt.abandon()  # stopping: a lease the thread gets after all is given back at once
+            raise
 
     async def _follow(self) -> None:
         with contextlib.suppress(StoreError):
@@ -191,9 +225,9 @@ class Replicas:
 
     async def refresh(self) -> None:
         """Read every node again (a new leader; a listener that may have missed notifications)."""
+        known = {v.id for v in self.hub.view()}  # before the read: a node registered meanwhile stays
         nodes = await asyncio.to_thread(self.store.list_nodes)
-        found = {n.id for n in nodes}
-        self.hub.merge(nodes, [v.id for v in self.hub.view() if v.id not in found])
+        self.hub.merge(nodes, known - {n.id for n in nodes})
 
     # -- metric deltas --------------------------------------------------------------------------
 

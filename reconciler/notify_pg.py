@@ -38,6 +38,7 @@ class PgListener:
         self.on_message = on_message
         self.on_connect = on_connect
         self.connected = asyncio.Event()  # set while LISTEN is in force
+        self.connections = 0  # how many times LISTEN took effect (reconnections included)
 
     async def run(self) -> None:
         backoff = 0.1
@@ -46,6 +47,7 @@ class PgListener:
                 async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
                     self.connected.set()
+                    self.connections += 1
                     backoff = 0.1
                     await self.on_connect()
                     async for notice in conn.notifies():

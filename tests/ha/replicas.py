@@ -38,6 +38,7 @@ def replica_options(repo: FleetRepo, data: Path, database_url: str, blob_url: st
         data_dir=data,
         database_url=database_url,
         blob_url=blob_url,
+        port=0,
         interval=0.5,
         heartbeat_seconds=0.25,
         auth=AuthOptions(private_key=key),
