@@ -79,6 +79,7 @@ class Observed:
     nodes: Callable[[float], Sequence[SampledNode]] | None = None
     revision: Callable[[], str | None] | None = None  # the revision the controller works on
     desired_version: Callable[[str], str | None] | None = None  # the version Git asks for, by module
+    leading: Callable[[], bool] | None = None  # with several replicas, only the leader watches and tells
 
 
 @dataclass(frozen=True)
@@ -295,7 +296,8 @@ class Notifier:
                     await asyncio.Event().wait()
                     continue
                 try:
-                    self.tick()
+                    if self.observed.leading is None or self.observed.leading():
+                        self.tick()
                 except Exception:
                     log.exception("notifier tick failed")
                 await asyncio.sleep(self.settings.tick_seconds)
@@ -375,6 +377,7 @@ def install(plane: ControlPlane, alerts: Sequence[Alert], settings: Settings | N
             nodes=plane.hub.view,
             revision=lambda: controller.state.revision,
             desired_version=desired_version,
+            leading=lambda: controller.leader,
         ),
         settings=replace(chosen, base_url=chosen.base_url or plane.url),
         audit=plane.store.append_audit,
