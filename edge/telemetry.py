@@ -418,12 +418,19 @@ def node_samples(stats: NodeStats, versions: Sequence[VersionMetrics], node_id: 
         ("wasm.edge_node.cpu.percent", "gauge", cpu, node),
     ]
     for m in versions:
-        labels = {"module": m.module, "version": m.version}
-        out.append(("wasm.functions.invoked.total", "counter", m.requests, labels))
-        out.append(("wasm.functions.failed.total", "counter", m.errors, labels))
-        out.append(("wasm.function.invoke.duration.count", "counter", m.requests, labels))
-        out.append(("wasm.function.invoke.duration.sum", "counter", m.latency_sum_ms, labels))
+        out += version_samples(m)
     return out
+
+
+def version_samples(m: VersionMetrics) -> list[Sample]:
+    """The invocation counters of one module version (node and control plane export the same)."""
+    labels = {"module": m.module, "version": m.version}
+    return [
+        ("wasm.functions.invoked.total", "counter", m.requests, labels),
+        ("wasm.functions.failed.total", "counter", m.errors, labels),
+        ("wasm.function.invoke.duration.count", "counter", m.requests, labels),
+        ("wasm.function.invoke.duration.sum", "counter", m.latency_sum_ms, labels),
+    ]
 
 
 def start_metric_export(

@@ -40,11 +40,13 @@ from edge.protocol import LATENCY_BUCKETS_MS, VersionMetrics
 from edge.telemetry import (  # shared with the node: runtime-free logging and Prometheus helpers
     Histogram,
     JsonFormatter,
+    Sample,
     current_trace_id,
     escape,
     histogram_lines,
     log_format,
     setup_logging,
+    version_samples,
 )
 from edge.telemetry import start_metric_export as edge_metric_export
 from reconciler.approvals import Approval, RejectedApproval
@@ -372,7 +374,6 @@ def _labels(m: VersionMetrics) -> str:
 
 # -- metrics over OTLP -------------------------------------------------------------------------
 
-Sample = tuple[str, str, float, Mapping[str, str]]  # (spec name, counter | gauge, value, attributes)
 GAUGES = (
     "wasm.modules.count",
     "wasm.edge_nodes.count",
@@ -418,11 +419,7 @@ def plane_samples(
         out.append(("wasm.edge_node.memory.used.mb", "gauge", view.memory_mb, node))
         out.append(("wasm.edge_node.cpu.percent", "gauge", view.cpu_percent, node))
     for m in list(telemetry.window.totals.values()):
-        labels = {"module": m.module, "version": m.version}
-        out.append(("wasm.functions.invoked.total", "counter", m.requests, labels))
-        out.append(("wasm.functions.failed.total", "counter", m.errors, labels))
-        out.append(("wasm.function.invoke.duration.count", "counter", m.requests, labels))
-        out.append(("wasm.function.invoke.duration.sum", "counter", m.latency_sum_ms, labels))
+        out += version_samples(m)
     return out
 
 
@@ -490,4 +487,4 @@ class ApprovalAudit:
 # -- logs --------------------------------------------------------------------------------------
 
 
-__all__ = ["JsonFormatter", "current_trace_id", "log_format", "setup_logging"]
+__all__ = ["JsonFormatter", "Sample", "current_trace_id", "log_format", "setup_logging"]
