@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hypothesis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,6 +25,7 @@ ROLLOUTS = {
 
 @settings(max_examples=60, deadline=None)
 @given(strategy=st.sampled_from(sorted(ROLLOUTS)), events=EVENTS)
+@hypothesis.example(strategy="regional", events=["bad", "approve"])  # an approved gate enters a step under bad metrics
 def test_any_history_replays_to_nothing_and_keeps_weights_whole(strategy: str, events: list[str]) -> None:
     module, stable = ROLLOUTS[strategy]
     d = Driver(example())
@@ -57,7 +59,9 @@ def test_any_history_replays_to_nothing_and_keeps_weights_whole(strategy: str, e
         result = d.later(700.0, metrics)
 
         assert sum(isinstance(a, AdvanceStep) for a in result.actions) <= 1
-        again = plan(d.snapshot(metrics))
+        # The executor's metrics start at a step's start: a step entered by this pass has none yet.
+        entered = any(isinstance(a, AdvanceStep) for a in result.actions)
+        again = plan(d.snapshot([] if entered else metrics))
         assert again.actions == () and again.records == (), (event, d.record(module))
         for node_id, weights in d.weights(module).items():
             assert sum(weights.values()) == 100, (node_id, weights)
