@@ -236,6 +236,10 @@ class Controller:
                 self.state.error = f"{type(exc).__name__}: {exc}"
                 log.warning("reconcile failed (%s); retrying in %.1fs", self.state.error, backoff)
                 delay, backoff = backoff, min(backoff * 2, 10.0)
+            except Exception as exc:  # a bug must not stop reconciling: say so loudly, retry with backoff
+                self.state.error = f"{type(exc).__name__}: {exc}"
+                log.exception("reconcile pass failed unexpectedly; retrying in %.1fs", backoff)
+                delay, backoff = backoff, min(backoff * 2, 10.0)
             wait = self.hub.next_health_change()
             if delay is not None:
                 wait = min(wait, max(delay, 0.01))
