@@ -84,6 +84,10 @@ class SourceLike(Protocol):
     def fleet_at(self, sha: str) -> DesiredFleet | None: ...
 
 
+class StopReconciling(Exception):  # noqa: N818 - a signal, not an error
+    """Raised by a `before_pass` hook to end `run()` (a replica that lost the leader lease)."""
+
+
 class StalledError(Exception):
     """A pass cannot go on until a human acts; the message says what to do."""
 
@@ -236,6 +240,8 @@ class Controller:
                 self.state.error = f"{type(exc).__name__}: {exc}"
                 log.warning("reconcile failed (%s); retrying in %.1fs", self.state.error, backoff)
                 delay, backoff = backoff, min(backoff * 2, 10.0)
+            except StopReconciling:
+                raise
             except Exception as exc:  # a bug must not stop reconciling: say so loudly, retry with backoff
                 self.state.error = f"{type(exc).__name__}: {exc}"
                 log.exception("reconcile pass failed unexpectedly; retrying in %.1fs", backoff)

@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 
 from edge.nodeapi import Heartbeat
 from edge.protocol import VersionMetrics
-from reconciler.controller import Controller
+from reconciler.controller import Controller, StopReconciling
 from reconciler.nodes import METRICS_HORIZON_SECONDS
 from reconciler.notify_pg import PgListener
 from reconciler.store.errors import StoreError
@@ -54,7 +54,7 @@ LATE_SECONDS = 10.0  # how long after its time a metric delta may still commit
 PRUNE_EVERY_SECONDS = 60.0
 
 
-class NotLeaderError(Exception):
+class NotLeaderError(StopReconciling):
     """This replica no longer holds the lease: it stops planning and follows."""
 
 
