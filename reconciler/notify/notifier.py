@@ -127,6 +127,7 @@ class Notifier:
         self.source_watcher = SourceWatcher()
         self.node_watcher = NodeWatcher(self.settings.node_grace_seconds)
         self._audit_lines: deque[dict[str, Any]] = deque(maxlen=1000)
+        self._audit_writing = 0
         self._audit_ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.env: Mapping[str, str] = os.environ if env is None else env
@@ -268,14 +269,18 @@ class Notifier:
         lines = list(self._audit_lines)
         self._audit_lines.clear()
         if lines and self.audit is not None:
-            await asyncio.to_thread(self._write_audit, lines)
+            self._audit_writing += 1  # not idle until these lines are in the log
+            try:
+                await asyncio.to_thread(self._write_audit, lines)
+            finally:
+                self._audit_writing -= 1
 
     # -- running --------------------------------------------------------------------------------
 
     @property
     def idle(self) -> bool:
         """Nothing queued, nothing being sent, no audit line waiting."""
-        return all(r.worker.idle for r in self.routes) and not self._audit_lines
+        return all(r.worker.idle for r in self.routes) and not self._audit_lines and not self._audit_writing
 
     async def drain(self, timeout: float) -> bool:
         """Wait until every queue is empty (or `timeout` passes); whether it is."""
@@ -332,6 +337,7 @@ class Notifier:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
+        await self._flush_audit()  # what the last deliveries said still reaches the audit log
 
     # -- status ---------------------------------------------------------------------------------
 
