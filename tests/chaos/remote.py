@@ -8,7 +8,6 @@ URL; tests.e2e.cluster's load generator runs against them through `node_urls()` 
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from typing import Any
 import aiohttp
 
 from reconciler.auth import AuthOptions, TokenAuthority
-from tests.e2e.cluster import EdgeProcess, FleetRepo, poll, spawn_edge
+from tests.e2e.cluster import EdgeProcess, FleetRepo, kill_process, poll, spawn_edge, stop_process
 from tests.services import free_port
 
 
@@ -70,19 +69,14 @@ class RemotePlane:
             return False
 
     def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=10)
+        if self.process is not None:
+            kill_process(self.process)
 
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        if self.process is not None:
+            stop_process(self.process)
 
     def start_node(self, node_id: str, region: str) -> EdgeProcess:
         node = spawn_edge(self.url, self.authority.mint(node_id, ("node",)), node_id, region, self.data)

@@ -153,6 +153,23 @@ class LoadTarget(Protocol):
     def headers(self, role: str = "admin") -> dict[str, str]: ...
 
 
+def kill_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL, as a crash would end it."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, and SIGKILL when it has not exited 10 s later."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            kill_process(process)
+
+
 @dataclass
 class EdgeProcess:
     node_id: str
@@ -161,17 +178,10 @@ class EdgeProcess:
     log: Path
 
     def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=10)
+        kill_process(self.process)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_process(self.process)
 
 
 @dataclass

@@ -7,7 +7,6 @@ signs tokens, so a node registered with one replica is accepted by the others.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from collections import Counter
@@ -21,7 +20,7 @@ from reconciler.auth import AuthOptions, load_or_create_signing_key
 from reconciler.server import ControlPlane, ServeOptions
 from reconciler.store.records import RolloutStepRecord
 from reconciler.store.state import open_state_store
-from tests.e2e.cluster import FleetRepo, poll
+from tests.e2e.cluster import FleetRepo, kill_process, poll, stop_process
 from tests.services import free_port
 
 
@@ -60,17 +59,10 @@ class ServeProcess:
     log: Path
 
     def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=10)
+        kill_process(self.process)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_process(self.process)
 
 
 def spawn_replica(repo: FleetRepo, data: Path, database_url: str, blob_url: str, key: Path) -> ServeProcess:
