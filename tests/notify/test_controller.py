@@ -207,6 +207,11 @@ async def test_approval_proceed_and_rollback_reach_webhook_and_email(
         assert len(http_receiver.bodies("/hangs")) <= 1
         await until(lambda: http_receiver.types("/all") == expected, "the rollout's events at the webhook")
         await until(lambda: len(smtp_server.mails) == 2, "two mails")
+        # A mail lands at the server before the sender has finished and recorded its delivery.
+        await until(
+            lambda: sum(r.worker.delivered for r in notifier.routes if r.alert.metadata.name == "approvers") == 2,
+            "both mails recorded as delivered",
+        )
     finally:
         http_receiver.release.set()
         await notifier.stop()
