@@ -55,10 +55,8 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import fnmatch
-import hashlib
 import json
 import math
-import os
 import threading
 import time
 from collections import deque
@@ -74,6 +72,7 @@ from wasmtime import _bindings as ffi
 from wasmtime import _ffi
 
 from edge import wasm
+from edge.cache import COMPONENT
 from edge.errors import BadRequestError, LoadError, MemoryLimitError, ModuleTimeoutError, NotFoundError, TrapError
 from edge.runtime import (
     MIB,
@@ -740,31 +739,17 @@ def load_component(runtime: Runtime, data: bytes, sandbox: Sandbox, digest: str)
 
 
 def _compile(runtime: Runtime, data: bytes, digest: str) -> tuple[wc.Component, bool]:
-    """The compiled component, from the on-disk cache when a good entry exists (checked as
-    `edge.cache` checks modules: the artifact's SHA-256 against its `.sum` before wasmtime reads it)."""
+    """The compiled component, from the on-disk cache when a good entry exists (checked as modules
+    are, by `edge.cache`)."""
     cache = runtime.cache
-    path = cache.path(digest).with_suffix(".component") if cache is not None else None
-    if path is not None:
-        sums = path.with_suffix(".component-sum")
-        try:
-            good = hashlib.sha256(path.read_bytes()).hexdigest() == sums.read_text().strip()
-        except OSError:
-            good = False
-        if good:
-            try:
-                return wc.Component.deserialize_file(runtime.engine, str(path)), True
-            except wasmtime.WasmtimeError:
-                pass
-        path.unlink(missing_ok=True)
+    if cache is not None:
+        cached = cache.fetch(digest, COMPONENT, lambda path: wc.Component.deserialize_file(runtime.engine, path))
+        if cached is not None:
+            return cached, True
     try:
         component = wc.Component(runtime.engine, data)
     except wasmtime.WasmtimeError as exc:
         raise LoadError(f"not a valid component: {_first_line(exc)}") from None
-    if path is not None:
-        artifact = bytes(component.serialize())
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_bytes(artifact)
-        tmp.replace(path)
-        tmp.write_text(hashlib.sha256(artifact).hexdigest())
-        tmp.replace(path.with_suffix(".component-sum"))
+    if cache is not None:
+        cache.put(digest, COMPONENT, bytes(component.serialize()))
     return component, False

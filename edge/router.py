@@ -40,7 +40,10 @@ OUTCOMES = ("ok", "trap", "timeout", "memory", "cpu")
 
 
 class BlobSource(Protocol):
-    """Where module binaries come from, by digest (the control plane, S3, or a local folder)."""
+    """Where module binaries come from, by digest (the control plane, S3, or a local folder).
+
+    `fetch` returns only bytes whose SHA-256 is `digest` (it checks what it downloads), so the
+    router loads them without hashing them again."""
 
     async def fetch(self, digest: str) -> bytes: ...
 
@@ -317,7 +320,7 @@ class Router:
             raise LoadError(f"cannot fetch {entry.digest}: {exc}") from None
         sandbox = Sandbox.from_entry(entry.limits, entry.capabilities)
         started = time.perf_counter()
-        loaded = await asyncio.to_thread(self.runtime.load_any, data, sandbox, digest=entry.digest)
+        loaded = await asyncio.to_thread(self.runtime.load_any, data, sandbox, digest=entry.digest, verified=True)
         load_ms = (time.perf_counter() - started) * 1000
         if entry.health_check is not None and entry.health_check.function not in loaded.functions:
             raise LoadError(f"healthCheck.function {entry.health_check.function!r} is not a callable export")

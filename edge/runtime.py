@@ -220,6 +220,15 @@ class Runtime:
         """Deadline in ticks: at least `seconds`, at most one tick more."""
         return max(1, math.ceil(seconds / self.tick)) + 1
 
+    @staticmethod
+    def _digest(data: bytes, digest: str | None, verified: bool) -> str:
+        if digest is not None and verified:
+            return digest
+        actual = wasm.sha256_digest(data)
+        if digest is not None and digest != actual:
+            raise LoadError(f"digest mismatch: expected {digest}, got {actual}")
+        return actual
+
     def compile(self, data: bytes, digest: str) -> tuple[wasmtime.Module, bool]:
         """The module for `data`, from the cache when a good entry exists; True if it was cached."""
         if self.cache is not None:
@@ -234,11 +243,12 @@ class Runtime:
             self.cache.store(digest, module)
         return module, False
 
-    def load(self, data: bytes, sandbox: Sandbox, *, digest: str | None = None) -> LoadedModule:
-        """Verify, compile (or load from cache), link and instantiate once to prove it runs."""
-        actual = wasm.sha256_digest(data)
-        if digest is not None and digest != actual:
-            raise LoadError(f"digest mismatch: expected {digest}, got {actual}")
+    def load(self, data: bytes, sandbox: Sandbox, *, digest: str | None = None, verified: bool = False) -> LoadedModule:
+        """Verify, compile (or load from cache), link and instantiate once to prove it runs.
+
+        `data` is checked against `digest` unless `verified` says the caller already did (a
+        `BlobSource` hands out only bytes that match their digest), so a binary is hashed once."""
+        actual = self._digest(data, digest, verified)
         if data[:4] != b"\0asm":
             raise LoadError("not a valid module: the magic bytes \\0asm are missing")
         if wasm.is_component(data):
@@ -267,15 +277,13 @@ class Runtime:
         self._modules.add(loaded)
         return loaded
 
-    def load_any(self, data: bytes, sandbox: Sandbox, *, digest: str | None = None) -> Loaded:
+    def load_any(self, data: bytes, sandbox: Sandbox, *, digest: str | None = None, verified: bool = False) -> Loaded:
         """`load` for a core module; a component (WASI preview 2) goes to `edge.component`."""
         if not wasm.is_component(data):
-            return self.load(data, sandbox, digest=digest)
+            return self.load(data, sandbox, digest=digest, verified=verified)
         from edge.component import load_component
 
-        actual = wasm.sha256_digest(data)
-        if digest is not None and digest != actual:
-            raise LoadError(f"digest mismatch: expected {digest}, got {actual}")
+        actual = self._digest(data, digest, verified)
         for grant in sandbox.dirs:
             if not grant.host.is_dir():
                 raise LoadError(f"capabilities.filesystem: {grant.host} is not a directory on this node")

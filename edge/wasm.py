@@ -367,7 +367,11 @@ def _read_imports(r: _Reader, end: int, out: _Sections) -> None:
 
 
 def _read_functions(r: _Reader, end: int, out: _Sections) -> None:
-    out.functions.extend(r.u() for _ in range(r.u()))
+    count = r.u()
+    if end - r.pos == count:  # every type index fits in one LEB128 byte (fewer than 128 types)
+        out.functions.extend(r.data[r.pos : end])
+        return
+    out.functions.extend(r.u() for _ in range(count))
 
 
 def _read_tables(r: _Reader, end: int, out: _Sections) -> None:

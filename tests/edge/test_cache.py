@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge.cache import ModuleCache, engine_key
+from edge.cache import ModuleCache, artifact_sum, engine_key
 from edge.runtime import Runtime, Sandbox
 from edge.wasm import sha256_digest
 from tests.edge.conftest import module_bytes
@@ -40,19 +40,39 @@ def test_a_corrupted_entry_is_rebuilt(tmp_path: Path) -> None:
 
 def test_a_truncated_entry_with_a_matching_sum_is_rebuilt(tmp_path: Path) -> None:
     """Even when the checksum agrees, wasmtime's own check refuses a broken artifact."""
-    import hashlib
-
     load_once(tmp_path)
     path = artifact(tmp_path)
     path.write_bytes(b"\x7fELF not really")
-    path.with_suffix(".sum").write_text(hashlib.sha256(path.read_bytes()).hexdigest())
+    ModuleCache.sum_path(path).write_text(artifact_sum(path.read_bytes()))
     assert load_once(tmp_path) == (False, 5)
     assert load_once(tmp_path) == (True, 5)
 
 
+def test_a_truncated_artifact_is_rebuilt(tmp_path: Path) -> None:
+    """A write cut short (a crash, a full disk) leaves a prefix: its length alone no longer matches."""
+    load_once(tmp_path)
+    path = artifact(tmp_path)
+    path.write_bytes(path.read_bytes()[:4096])
+    assert load_once(tmp_path) == (False, 5)
+    path.write_bytes(b"")
+    assert load_once(tmp_path) == (False, 5)
+    assert load_once(tmp_path) == (True, 5)
+
+
+def test_a_sum_in_another_format_is_not_trusted(tmp_path: Path) -> None:
+    """Entries written with a SHA-256 sum (before XXH3) are rebuilt once, not read."""
+    import hashlib
+
+    load_once(tmp_path)
+    path = artifact(tmp_path)
+    ModuleCache.sum_path(path).write_text(hashlib.sha256(path.read_bytes()).hexdigest())
+    assert load_once(tmp_path) == (False, 5)
+    assert ModuleCache.sum_path(path).read_text().startswith("xxh3-128:")
+
+
 def test_a_missing_sum_means_no_cache_hit(tmp_path: Path) -> None:
     load_once(tmp_path)
-    artifact(tmp_path).with_suffix(".sum").unlink()
+    ModuleCache.sum_path(artifact(tmp_path)).unlink()
     assert load_once(tmp_path) == (False, 5)
 
 

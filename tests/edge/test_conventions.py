@@ -8,6 +8,7 @@ import pytest
 
 from edge.errors import BadRequestError, LoadError, NotFoundError, TrapError
 from edge.runtime import Call, LoadedModule, Runtime, Sandbox
+from edge.wasm import sha256_digest
 from tests.edge.conftest import module_bytes
 
 
@@ -156,6 +157,16 @@ def test_unsatisfiable_imports_do_not_load(runtime: Runtime) -> None:
 def test_digest_mismatch_is_refused(runtime: Runtime) -> None:
     with pytest.raises(LoadError, match="digest mismatch"):
         runtime.load(module_bytes("arith"), Sandbox(), digest="sha256:" + "0" * 64)
+    with pytest.raises(LoadError, match="digest mismatch"):
+        runtime.load_any(module_bytes("arith"), Sandbox(), digest="sha256:" + "0" * 64)
+
+
+def test_a_verified_binary_is_loaded_under_the_digest_its_source_checked(runtime: Runtime) -> None:
+    """A `BlobSource` checked the bytes against their digest already; the runtime does not hash them again."""
+    data = module_bytes("arith")
+    loaded = runtime.load_any(data, Sandbox(), digest=sha256_digest(data), verified=True)
+    assert loaded.info.digest == sha256_digest(data)
+    assert loaded.invoke(loaded.prepare("add", [2, 3])).value == 5
 
 
 def test_json_results_with_nan_are_not_json(runtime: Runtime) -> None:
