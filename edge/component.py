@@ -59,7 +59,6 @@ import json
 import math
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from ctypes import byref
 from dataclasses import dataclass
@@ -79,13 +78,13 @@ from edge.runtime import (
     BudgetExceededError,
     Call,
     CallResult,
+    LoadedVersion,
     Runtime,
     Sandbox,
     _Capture,
     _first_line,
 )
 
-MAX_IDLE_INSTANCES = 16
 FETCH_INTERFACE = "hotswap:http/fetch@0.1.0"
 FETCH_MAX_BODY = 16 * MIB
 # Interfaces whose host calls may block (sleep, poll, files, HTTP): such components never run inline.
@@ -544,7 +543,7 @@ class _Instance:
 _STATES: dict[int, _CallState] = {}
 
 
-class LoadedComponent:
+class LoadedComponent(LoadedVersion["_Instance"]):
     """A compiled, linked component version with its sandbox and a pool of idle instances."""
 
     def __init__(
@@ -559,11 +558,8 @@ class LoadedComponent:
         from_cache: bool = False,
     ) -> None:
         self.runtime = runtime
-        self.info = info
         self.component = component
-        self.sandbox = sandbox
         self.allow_hosts = allow_hosts
-        self.from_cache = from_cache
         imported = {f"{i.module.split('@', 1)[0]}/{i.name}" for i in info.imports if i.kind == "instance"}
         self.raw_http = any(name.startswith("wasi:http/") for name in imported)
         self.uses_fetch = "hotswap:http/fetch" in imported
@@ -579,16 +575,16 @@ class LoadedComponent:
                 self._funcs[name] = found[0]
         exports = {e.name: e for e in info.exports}
         self.functions = {name: exports[f.name] for name, f in self._funcs.items()}
-        self._idle: deque[_Instance] = deque()
-        self._slow: set[str] = set()
-        self._inline_ok = not sandbox.dirs and not any(
+        super().__init__(runtime, info, sandbox, from_cache=from_cache)
+
+    def _blocking(self) -> bool:
+        return any(
             i.capability in BLOCKING_CAPABILITIES or f"{i.module.split('@', 1)[0]}/{i.name}" in BLOCKING_INTERFACES
-            for i in info.imports
+            for i in self.info.imports
         )
 
-    @property
-    def digest(self) -> str:
-        return self.info.digest
+    def _new_instance(self) -> _Instance:
+        return _Instance(self)
 
     def _linker(self) -> wc.Linker:
         linker = wc.Linker(self.runtime.engine)
@@ -623,16 +619,6 @@ class LoadedComponent:
             return wc.Variant("failed", f"{type(exc).__name__}: {exc}"[:400])
         return _record(status=status, headers=[_record(name=n, value=v) for n, v in answer_headers], body=body)
 
-    def warm(self) -> None:
-        """Instantiate once, so a component that cannot start fails at load and not on a request."""
-        try:
-            inst = _Instance(self)
-        except MemoryLimitError as exc:
-            raise LoadError(exc.message) from None
-        except (TrapError, ModuleTimeoutError) as exc:
-            raise LoadError(f"cannot instantiate: {exc.message}") from None
-        self._idle.append(inst)
-
     # -- the event loop side ---------------------------------------------------------------------
 
     def prepare(self, function: str, args: Any) -> Call:
@@ -642,45 +628,17 @@ class LoadedComponent:
             raise NotFoundError(f"function {function!r} is not an export that can be called (exports: {names})")
         return Call(func.name, "component", params=check_args(func, args))
 
-    def may_run_inline(self, function: str) -> bool:
-        return bool(self._idle) and self._inline_ok and function not in self._slow and function in self._funcs
-
-    def mark_slow(self, function: str) -> None:
-        self._slow.add(function)
-
-    @property
-    def slow(self) -> frozenset[str]:
-        return frozenset(self._slow)
+    def _inline_function(self, function: str) -> bool:
+        return function in self._funcs
 
     # -- any thread ------------------------------------------------------------------------------
-
-    def invoke(
-        self,
-        call: Call,
-        *,
-        budget: int | None = None,
-        timeout: float | None = None,
-        cpu_clock: Callable[[], int] = time.thread_time_ns,
-    ) -> CallResult:
-        if budget is not None:
-            return self._invoke(call, budget, budget, cpu_clock, self.runtime.tick * budget)
-        runtime = self.runtime
-        seconds = timeout or self.sandbox.timeout_seconds
-        runtime._enter()
-        try:
-            return self._invoke(call, runtime.ticks(seconds), None, cpu_clock, seconds)
-        finally:
-            runtime._leave()
 
     def _invoke(
         self, call: Call, ticks: int, budget: int | None, cpu_clock: Callable[[], int], seconds: float
     ) -> CallResult:
         started = cpu_clock()
         func = self._funcs[call.function] if call.function in self._funcs else self._by_full_name(call.function)
-        try:
-            inst = self._idle.pop()
-        except IndexError:
-            inst = _Instance(self)
+        inst = self._take()
         inst.state.deadline = time.monotonic() + seconds
         inst.state.violations = 0
         ffi.wasmtime_context_set_epoch_deadline(inst.ctx, ticks)
@@ -692,18 +650,11 @@ class LoadedComponent:
         violations = inst.state.violations
         inst.stdout.reset()
         inst.stderr.reset()
-        if len(self._idle) < MAX_IDLE_INSTANCES:
-            self._idle.append(inst)
-        else:
-            inst.close()
+        self._give_back(inst)
         return CallResult(value, cpu_clock() - started, violations)
 
     def _by_full_name(self, name: str) -> wasm.ComponentFunc:
         return next(f for f in self._funcs.values() if f.name == name)
-
-    def close(self) -> None:
-        while self._idle:
-            self._idle.pop().close()
 
 
 def _record(**fields: Any) -> wc.Record:

@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeAlias, TypeVar
 
 import wasmtime
 from wasmtime import _bindings as ffi
@@ -372,6 +372,9 @@ class _Instance:
         self.memory = memory if isinstance(memory, wasmtime.Memory) else None
         self.raw: dict[str, _RawFunc] = {}
 
+    def close(self) -> None:
+        """Nothing to release by hand: the store goes with the last reference to it."""
+
     def _export(self, name: str) -> object:
         """One export by name (listing all of them is quadratic in wasmtime's C API)."""
         item = ffi.wasmtime_extern_t()
@@ -489,74 +492,73 @@ class _Instance:
         return TrapError(message + (f" (stderr: {detail})" if detail else ""))
 
 
-class LoadedModule:
-    """A compiled, linked module version with its sandbox and a pool of idle instances."""
+class _Pooled(Protocol):
+    """What a version's pool holds: one instance, used by one thread at a time."""
 
-    def __init__(
-        self,
-        runtime: Runtime,
-        info: wasm.ModuleInfo,
-        module: wasmtime.Module,
-        pre: wasmtime.InstancePre,
-        sandbox: Sandbox,
-        *,
-        from_cache: bool = False,
-    ) -> None:
+    def failure(self, exc: BaseException, budget: int | None) -> Exception: ...
+    def close(self) -> None: ...
+
+
+P = TypeVar("P", bound=_Pooled)
+
+
+class LoadedVersion(Generic[P]):
+    """What a loaded module and a loaded component share: the sandbox, the pool of idle instances,
+    and the two call lanes (inline on the event loop with a small budget, or on a worker thread
+    with the full timeout). The subclasses say how a call is checked and run."""
+
+    def __init__(self, runtime: Runtime, info: wasm.ModuleInfo, sandbox: Sandbox, *, from_cache: bool) -> None:
         self.runtime = runtime
         self.info = info
-        self.module = module
-        self.pre = pre
         self.sandbox = sandbox
         self.from_cache = from_cache
-        self.functions = {n: e for n, e in info.functions().items() if e.convention is not None}
-        self._idle: deque[_Instance] = deque()
+        self._idle: deque[P] = deque()
         self._slow: set[str] = set()
-        # The epoch deadline only interrupts wasm code, not a host call: a module that can sleep
-        # (poll_oneoff) or touch files never runs on the event loop.
-        self._inline_ok = not sandbox.dirs and not any(i.name in BLOCKING_WASI for i in info.wasi_imports)
+        # The epoch deadline only interrupts wasm code, not a host call: a version that can sleep or
+        # touch files never runs on the event loop (`_blocking` says whether it can).
+        self._inline_ok = not sandbox.dirs and not self._blocking()
 
     @property
     def digest(self) -> str:
         return self.info.digest
 
+    def _blocking(self) -> bool:
+        raise NotImplementedError
+
+    def _new_instance(self) -> P:
+        raise NotImplementedError
+
+    def _keeps_instances(self) -> bool:
+        """Whether instances are reused between calls (a command gets a fresh one each time)."""
+        return True
+
     def warm(self) -> None:
-        """Instantiate once, so a module that cannot start fails at load and not on a request."""
+        """Instantiate once, so a version that cannot start fails at load and not on a request."""
         try:
-            inst = _Instance(self)
+            inst = self._new_instance()
         except MemoryLimitError as exc:
             raise LoadError(exc.message) from None
         except (TrapError, ModuleTimeoutError) as exc:
             raise LoadError(f"cannot instantiate: {exc.message}") from None
-        if any(e.convention != "command" for e in self.functions.values()):
+        if self._keeps_instances():
             self._idle.append(inst)
+        else:
+            inst.close()
 
-    # -- the event loop side: checks that give a 4xx --------------------------------------------
+    # -- the event loop side --------------------------------------------------------------------
 
     def prepare(self, function: str, args: Any) -> Call:
-        export = self.functions.get(function)
-        if export is None:
-            callable_names = ", ".join(sorted(self.functions)) or "none"
-            raise NotFoundError(
-                f"function {function!r} is not an export that can be called (exports: {callable_names})"
-            )
-        assert export.sig is not None and export.convention is not None
-        if export.convention == "numeric":
-            return Call(function, "numeric", _numeric_args(function, export.sig, args))
-        payload = json.dumps(args, separators=(",", ":"), allow_nan=False).encode()
-        return Call(function, export.convention, payload=payload)
+        """The checked call, or a 4xx error (unknown function, arguments of the wrong type)."""
+        raise NotImplementedError
+
+    def _inline_function(self, function: str) -> bool:
+        raise NotImplementedError
 
     def may_run_inline(self, function: str) -> bool:
-        """Short calls may run on the event loop: numeric/json, no files and no sleeping, never slow
-        before, and an idle instance ready (instantiation, with its start function, is left to
+        """Short calls may run on the event loop: never slow before, nothing that blocks in a host
+        call, and an idle instance ready (instantiation, with its start function, is left to
         workers)."""
-        export = self.functions.get(function)
-        return (
-            bool(self._idle)
-            and self._inline_ok
-            and export is not None
-            and export.convention in ("numeric", "json")
-            and function not in self._slow
-        )
+        return bool(self._idle) and self._inline_ok and function not in self._slow and self._inline_function(function)
 
     def mark_slow(self, function: str) -> None:
         self._slow.add(function)
@@ -580,24 +582,90 @@ class LoadedModule:
 
         `cpu_clock` measures the CPU the call used: the thread's CPU clock by default; a short call
         on the event loop passes the (much cheaper to read) wall clock, which equals it there."""
-        if budget is not None:
-            return self._invoke(call, budget, budget, cpu_clock)
         runtime = self.runtime
+        if budget is not None:
+            return self._invoke(call, budget, budget, cpu_clock, runtime.tick * budget)
+        seconds = timeout or self.sandbox.timeout_seconds
         runtime._enter()
         try:
-            return self._invoke(call, runtime.ticks(timeout or self.sandbox.timeout_seconds), None, cpu_clock)
+            return self._invoke(call, runtime.ticks(seconds), None, cpu_clock, seconds)
         finally:
             runtime._leave()
 
-    def _invoke(self, call: Call, ticks: int, budget: int | None, cpu_clock: Callable[[], int]) -> CallResult:
+    def _invoke(
+        self, call: Call, ticks: int, budget: int | None, cpu_clock: Callable[[], int], seconds: float
+    ) -> CallResult:
+        raise NotImplementedError
+
+    def _take(self) -> P:
+        try:
+            return self._idle.pop()
+        except IndexError:
+            return self._new_instance()
+
+    def _give_back(self, inst: P) -> None:
+        if len(self._idle) < MAX_IDLE_INSTANCES:
+            self._idle.append(inst)
+        else:
+            inst.close()
+
+    def close(self) -> None:
+        while self._idle:
+            self._idle.pop().close()
+
+
+class LoadedModule(LoadedVersion["_Instance"]):
+    """A compiled, linked module version with its sandbox and a pool of idle instances."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        info: wasm.ModuleInfo,
+        module: wasmtime.Module,
+        pre: wasmtime.InstancePre,
+        sandbox: Sandbox,
+        *,
+        from_cache: bool = False,
+    ) -> None:
+        self.module = module
+        self.pre = pre
+        self.functions = {n: e for n, e in info.functions().items() if e.convention is not None}
+        super().__init__(runtime, info, sandbox, from_cache=from_cache)
+
+    def _blocking(self) -> bool:
+        return any(i.name in BLOCKING_WASI for i in self.info.wasi_imports)
+
+    def _new_instance(self) -> _Instance:
+        return _Instance(self)
+
+    def _keeps_instances(self) -> bool:
+        return any(e.convention != "command" for e in self.functions.values())
+
+    def prepare(self, function: str, args: Any) -> Call:
+        export = self.functions.get(function)
+        if export is None:
+            callable_names = ", ".join(sorted(self.functions)) or "none"
+            raise NotFoundError(
+                f"function {function!r} is not an export that can be called (exports: {callable_names})"
+            )
+        assert export.sig is not None and export.convention is not None
+        if export.convention == "numeric":
+            return Call(function, "numeric", _numeric_args(function, export.sig, args))
+        payload = json.dumps(args, separators=(",", ":"), allow_nan=False).encode()
+        return Call(function, export.convention, payload=payload)
+
+    def _inline_function(self, function: str) -> bool:
+        export = self.functions.get(function)
+        return export is not None and export.convention in ("numeric", "json")
+
+    def _invoke(
+        self, call: Call, ticks: int, budget: int | None, cpu_clock: Callable[[], int], seconds: float
+    ) -> CallResult:
         started = cpu_clock()
         if call.convention == "command":
             value = self._invoke_command(call, ticks)
             return CallResult(value, cpu_clock() - started)
-        try:
-            inst = self._idle.pop()
-        except IndexError:
-            inst = _Instance(self)
+        inst = self._take()
         _set_epoch_deadline(inst.ctx, ticks)
         try:
             if call.convention == "numeric":
@@ -608,8 +676,7 @@ class LoadedModule:
             raise inst.failure(exc, budget) from None
         inst.stdout.reset()
         inst.stderr.reset()
-        if len(self._idle) < MAX_IDLE_INSTANCES:
-            self._idle.append(inst)
+        self._give_back(inst)
         return CallResult(value, cpu_clock() - started)
 
     def _invoke_command(self, call: Call, ticks: int) -> Any:
@@ -619,9 +686,6 @@ class LoadedModule:
             return inst.run_command()
         except Exception as exc:
             raise inst.failure(exc, None) from None
-
-    def close(self) -> None:
-        self._idle.clear()
 
 
 # What `Runtime.load_any` returns: the router and the server use both through the same methods.
