@@ -180,6 +180,7 @@ class ModuleInfo:
     memory_max_pages: int | None = None
     table_min_elements: int = 0
     problems: tuple[str, ...] = field(default=())
+    code_size: int = 0  # bytes of function bodies (the code section): what validation and compiling cost
 
     @property
     def wasi_imports(self) -> tuple[Import, ...]:
@@ -330,6 +331,7 @@ class _Sections:
     exports: list[tuple[str, str, int]] = field(default_factory=list)  # name, kind, index
     memories: list[tuple[int, int | None]] = field(default_factory=list)
     tables: list[int] = field(default_factory=list)
+    code_size: int = 0
     complete: bool = True
 
 
@@ -414,6 +416,8 @@ def _sections(data: bytes) -> _Sections:
             out.complete = False
             break
         end = r.pos + size
+        if section_id == 10:
+            out.code_size = size
         reader = _SECTION_READERS.get(section_id)
         if reader is not None:
             try:
@@ -679,4 +683,5 @@ def describe(data: bytes, digest: str | None = None) -> ModuleInfo:
         memory_max_pages=mem_max,
         table_min_elements=table_min,
         problems=problems,
+        code_size=parsed.code_size,
     )

@@ -48,6 +48,22 @@ def test_graphviz_is_described_without_compiling_it() -> None:
     assert {(e.name, e.kind, str(e.sig) if e.sig else None) for e in info.exports} == exports
     assert len(info.imports) == len(imports) == 16
     assert info.memory_min_pages > 0 and info.digest == wasm.sha256_digest(data)
+    assert 0.7e6 < info.code_size < len(data)  # the function bodies, most of this binary
+
+
+def test_type_indexes_of_more_than_one_byte_are_read() -> None:
+    """With 128 types or more, a function's type index takes two LEB128 bytes (the section's slow path)."""
+    types = "".join(f"(type $t{i} (func (param {' '.join(['i32'] * (i % 7))}) (result i64)))" for i in range(130))
+    funcs = "".join(f'(func (export "f{i}") (type $t{i}) i64.const {i})' for i in (0, 6, 127, 128, 129))
+    data = wasm.compile_wat(f"(module {types} {funcs})")
+    info = wasm.inspect(data)
+    assert {e.name: str(e.sig) for e in info.exports} == {
+        "f0": "() -> (i64)",
+        "f6": "(i32, i32, i32, i32, i32, i32) -> (i64)",
+        "f127": "(i32) -> (i64)",
+        "f128": "(i32, i32) -> (i64)",
+        "f129": "(i32, i32, i32) -> (i64)",
+    }
 
 
 def test_v128_signatures_are_described_not_fatal() -> None:
