@@ -690,17 +690,12 @@ def load_component(runtime: Runtime, data: bytes, sandbox: Sandbox, digest: str)
 
 
 def _compile(runtime: Runtime, data: bytes, digest: str) -> tuple[wc.Component, bool]:
-    """The compiled component, from the on-disk cache when a good entry exists (checked as modules
-    are, by `edge.cache`)."""
-    cache = runtime.cache
-    if cache is not None:
-        cached = cache.fetch(digest, COMPONENT, lambda path: wc.Component.deserialize_file(runtime.engine, path))
-        if cached is not None:
-            return cached, True
-    try:
-        component = wc.Component(runtime.engine, data)
-    except wasmtime.WasmtimeError as exc:
-        raise LoadError(f"not a valid component: {_first_line(exc)}") from None
-    if cache is not None:
-        cache.put(digest, COMPONENT, bytes(component.serialize()))
-    return component, False
+    """The compiled component, from the on-disk cache when a good entry exists."""
+
+    def build() -> wc.Component:
+        try:
+            return wc.Component(runtime.engine, data)
+        except wasmtime.WasmtimeError as exc:
+            raise LoadError(f"not a valid component: {_first_line(exc)}") from None
+
+    return runtime.cached(digest, COMPONENT, lambda path: wc.Component.deserialize_file(runtime.engine, path), build)

@@ -47,7 +47,7 @@ from wasmtime import _ffi
 from wasmtime._extern import wrap_extern
 
 from edge import wasm
-from edge.cache import ModuleCache, engine_key
+from edge.cache import MODULE, ModuleCache, engine_key
 from edge.errors import BadRequestError, LoadError, MemoryLimitError, ModuleTimeoutError, NotFoundError, TrapError
 from edge.protocol import Capabilities, Limits
 
@@ -150,6 +150,15 @@ class Ticker:
             self._thread = None
 
 
+class _Compiled(Protocol):
+    """A compiled module or component: what the cache stores."""
+
+    def serialize(self) -> bytearray: ...
+
+
+C = TypeVar("C", bound=_Compiled)
+
+
 class Runtime:
     """One engine, one linker with WASI, an optional on-disk cache and the epoch ticker."""
 
@@ -221,7 +230,12 @@ class Runtime:
         return max(1, math.ceil(seconds / self.tick)) + 1
 
     @staticmethod
-    def _digest(data: bytes, digest: str | None, verified: bool) -> str:
+    def _admit(data: bytes, sandbox: Sandbox, digest: str | None, verified: bool) -> str:
+        """The binary's digest, checked against `digest` unless `verified`; and the sandbox's
+        directories must exist on this node."""
+        for grant in sandbox.dirs:
+            if not grant.host.is_dir():
+                raise LoadError(f"capabilities.filesystem: {grant.host} is not a directory on this node")
         if digest is not None and verified:
             return digest
         actual = wasm.sha256_digest(data)
@@ -229,33 +243,38 @@ class Runtime:
             raise LoadError(f"digest mismatch: expected {digest}, got {actual}")
         return actual
 
+    def cached(self, digest: str, kind: str, deserialize: Callable[[str], C], build: Callable[[], C]) -> tuple[C, bool]:
+        """`deserialize` of a good cache entry (True), or `build()` stored in the cache (False)."""
+        if self.cache is not None:
+            hit = self.cache.fetch(digest, kind, deserialize)
+            if hit is not None:
+                return hit, True
+        built = build()
+        if self.cache is not None:
+            self.cache.put(digest, kind, bytes(built.serialize()))
+        return built, False
+
     def compile(self, data: bytes, digest: str) -> tuple[wasmtime.Module, bool]:
         """The module for `data`, from the cache when a good entry exists; True if it was cached."""
-        if self.cache is not None:
-            cached = self.cache.load(self.engine, digest)
-            if cached is not None:
-                return cached, True
-        try:
-            module = wasmtime.Module(self.engine, data)
-        except wasmtime.WasmtimeError as exc:
-            raise LoadError(f"not a valid module: {_first_line(exc)}") from None
-        if self.cache is not None:
-            self.cache.store(digest, module)
-        return module, False
+
+        def build() -> wasmtime.Module:
+            try:
+                return wasmtime.Module(self.engine, data)
+            except wasmtime.WasmtimeError as exc:
+                raise LoadError(f"not a valid module: {_first_line(exc)}") from None
+
+        return self.cached(digest, MODULE, lambda path: wasmtime.Module.deserialize_file(self.engine, path), build)
 
     def load(self, data: bytes, sandbox: Sandbox, *, digest: str | None = None, verified: bool = False) -> LoadedModule:
         """Verify, compile (or load from cache), link and instantiate once to prove it runs.
 
         `data` is checked against `digest` unless `verified` says the caller already did (a
         `BlobSource` hands out only bytes that match their digest), so a binary is hashed once."""
-        actual = self._digest(data, digest, verified)
+        actual = self._admit(data, sandbox, digest, verified)
         if data[:4] != b"\0asm":
             raise LoadError("not a valid module: the magic bytes \\0asm are missing")
         if wasm.is_component(data):
             raise LoadError("components (WASI preview 2) load through Runtime.load_any, not Runtime.load")
-        for grant in sandbox.dirs:
-            if not grant.host.is_dir():
-                raise LoadError(f"capabilities.filesystem: {grant.host} is not a directory on this node")
         recent = self._recent.get(actual)
         if recent is not None:  # loaded before in this process: already verified, compiled, described
             self._recent.move_to_end(actual)
@@ -283,10 +302,7 @@ class Runtime:
             return self.load(data, sandbox, digest=digest, verified=verified)
         from edge.component import load_component
 
-        actual = self._digest(data, digest, verified)
-        for grant in sandbox.dirs:
-            if not grant.host.is_dir():
-                raise LoadError(f"capabilities.filesystem: {grant.host} is not a directory on this node")
+        actual = self._admit(data, sandbox, digest, verified)
         loaded = load_component(self, data, sandbox, actual)
         self._components.add(loaded)
         return loaded
