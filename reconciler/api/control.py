@@ -127,7 +127,7 @@ def rollout_json(record: RolloutRecord, controller: Controller) -> dict[str, Any
     }
 
 
-def _control(request: web.Request) -> ControlDeps:
+def control_of(request: web.Request) -> ControlDeps:
     return request.app[CONTROL]
 
 
@@ -155,7 +155,7 @@ async def register(request: web.Request) -> web.Response:
     except ValidationError as exc:
         raise _validation(exc) from None
     _node_caller(request, registration.id)
-    hub = _control(request).controller.hub
+    hub = control_of(request).controller.hub
     created = not hub.known(registration.id)
     answer = await hub.register(registration)
     return web.json_response(answer.model_dump(mode="json", by_alias=True), status=201 if created else 200)
@@ -167,7 +167,7 @@ async def heartbeat(request: web.Request) -> web.Response:
         beat = Heartbeat.model_validate(await _body(request))
     except ValidationError as exc:
         raise _validation(exc) from None
-    answer = await _control(request).controller.hub.heartbeat(request.match_info["id"], beat)
+    answer = await control_of(request).controller.hub.heartbeat(request.match_info["id"], beat)
     if answer is None:
         raise ApiError(404, "not_found", f"node {request.match_info['id']!r} is not registered; register again")
     return web.json_response(answer.model_dump(mode="json", by_alias=True))
@@ -192,7 +192,7 @@ async def assignment(request: web.Request) -> web.Response:
     after = int(_number(request, "after", 0))
     wait = min(_number(request, "wait", 0), MAX_WAIT_SECONDS)
     try:
-        table = await _control(request).controller.hub.wait_assignment(node_id, after, wait)
+        table = await control_of(request).controller.hub.wait_assignment(node_id, after, wait)
     except KeyError:
         raise ApiError(404, "not_found", f"node {node_id!r} is not registered") from None
     if table is None:
@@ -201,7 +201,7 @@ async def assignment(request: web.Request) -> web.Response:
 
 
 def _find_node(request: web.Request) -> tuple[NodeView, int]:
-    hub = _control(request).controller.hub
+    hub = control_of(request).controller.hub
     node_id = request.match_info["id"]
     for view in hub.view():
         if view.id == node_id:
@@ -212,7 +212,7 @@ def _find_node(request: web.Request) -> tuple[NodeView, int]:
 
 async def list_nodes(request: web.Request) -> web.Response:
     require(request, *ANY_ROLE, "node")
-    hub = _control(request).controller.hub
+    hub = control_of(request).controller.hub
     region = request.query.get("region")
     views = [v for v in hub.view() if region is None or v.region == region]
     return web.json_response({"nodes": [node_json(v, (t.generation if (t := hub.table(v.id)) else 0)) for v in views]})
@@ -251,7 +251,7 @@ def _wasmtime_version() -> str:
 async def delete_node(request: web.Request) -> web.Response:
     require(request, "admin", "operator")
     node_id = request.match_info["id"]
-    if not await _control(request).controller.hub.delete(node_id):
+    if not await control_of(request).controller.hub.delete(node_id):
         raise ApiError(404, "not_found", f"node {node_id!r} is not registered")
     return web.Response(status=204)
 
@@ -260,7 +260,7 @@ async def drain_node(request: web.Request) -> web.Response:
     """POST drains a node (its modules are placed elsewhere, it gets an empty table); DELETE undrains."""
     require(request, "admin", "operator")
     node_id = request.match_info["id"]
-    hub = _control(request).controller.hub
+    hub = control_of(request).controller.hub
     if not await hub.set_draining(node_id, request.method == "POST"):
         raise ApiError(404, "not_found", f"node {node_id!r} is not registered")
     view, generation = _find_node(request)
@@ -269,7 +269,7 @@ async def drain_node(request: web.Request) -> web.Response:
 
 async def list_deployments(request: web.Request) -> web.Response:
     require(request, *ANY_ROLE)
-    controller = _control(request).controller
+    controller = control_of(request).controller
     module = request.query.get("module")
     records = [r for r in controller.book.records() if module is None or r.module == module]
     records.sort(key=lambda r: (r.created_at, r.seq))
@@ -287,7 +287,7 @@ def _latest_for_module_id(controller: Controller, ident: str) -> RolloutRecord |
 
 async def get_deployment(request: web.Request) -> web.Response:
     require(request, *ANY_ROLE)
-    controller = _control(request).controller
+    controller = control_of(request).controller
     ident = request.match_info["id"]
     record = controller.book.get(ident) or _latest_for_module_id(controller, ident)
     if record is None:
@@ -305,13 +305,13 @@ async def get_deployment(request: web.Request) -> web.Response:
 
 async def source(request: web.Request) -> web.Response:
     require(request, *ANY_ROLE)
-    return web.json_response(_control(request).source_status())
+    return web.json_response(control_of(request).source_status())
 
 
 async def accept_rewrite(request: web.Request) -> web.Response:
     """An admin looked at a force-push the signing policy holds: follow the branch at `head`."""
     who = require(request, "admin")
-    control = _control(request)
+    control = control_of(request)
     body = await _body(request)
     head = body.get("head") if isinstance(body, dict) else None
     if not isinstance(head, str) or not re.fullmatch(r"[0-9a-f]{40}", head):
@@ -366,13 +366,13 @@ def status_json(control: ControlDeps) -> dict[str, Any]:
 
 async def status(request: web.Request) -> web.Response:
     require(request, *ANY_ROLE)
-    return web.json_response(status_json(_control(request)))
+    return web.json_response(status_json(control_of(request)))
 
 
 async def snapshot(request: web.Request) -> web.Response:
     """What the next pass would plan from, less the desired fleet (`hotswap diff` brings its own)."""
     require(request, *ANY_ROLE)
-    controller = _control(request).controller
+    controller = control_of(request).controller
     revision = controller.source.latest
     approvals = revision.approvals if revision is not None else ()
     if revision is not None and revision.fleet is not None:
@@ -385,7 +385,7 @@ async def snapshot(request: web.Request) -> web.Response:
 
 @public
 async def health(request: web.Request) -> web.Response:
-    control = _control(request)
+    control = control_of(request)
     return web.json_response({"status": "ok", "version": control.version, "python": platform.python_version()})
 
 

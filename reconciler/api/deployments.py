@@ -30,7 +30,7 @@ from aiohttp import web
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from reconciler.api.base import ApiError, bad_request, deps, read_object, require
-from reconciler.api.control import CONTROL, ControlDeps, rollout_json
+from reconciler.api.control import ControlDeps, control_of, rollout_json
 from reconciler.approvals import APPROVE_TRAILER, APPROVED_BY_TRAILER
 from reconciler.gitwrite import (
     DocumentNotFoundError,
@@ -60,10 +60,6 @@ def setup(app: web.Application) -> None:
     app.router.add_post("/api/v1/wasm/deployments/{id}/rollback", rollback_deployment)
     app.router.add_post("/api/v1/wasm/deployments/{id}/pause", pause_deployment)
     app.router.add_post("/api/v1/wasm/deployments/{id}/resume", resume_deployment)
-
-
-def _control(request: web.Request) -> ControlDeps:
-    return request.app[CONTROL]
 
 
 def current_fleet(control: ControlDeps) -> DesiredFleet:
@@ -155,7 +151,7 @@ def _deploy_edit(
 
 async def create_deployment(request: web.Request) -> web.Response:
     who = require(request, *REQUESTERS)
-    control = _control(request)
+    control = control_of(request)
     body = await read_object(request)
     for key in body:
         if key not in DEPLOY_FIELDS:
@@ -235,7 +231,7 @@ def target_of(control: ControlDeps, ident: str) -> tuple[str, str]:
 
 
 async def approve_deployment(request: web.Request) -> web.Response:
-    control = _control(request)
+    control = control_of(request)
     fleet = current_fleet(control)
     production = fleet.spec.environment == "production"
     who = require(request, "admin") if production else require(request, *REQUESTERS)
@@ -267,7 +263,7 @@ async def approve_deployment(request: web.Request) -> web.Response:
 async def _operator_request(http: web.Request, action: str, **changes: Any) -> web.Response:
     """Write an operator's request on an active rollout (rollback, pause, resume), poke, audit it."""
     who = require(http, *ROLLBACKERS)
-    control = _control(http)
+    control = control_of(http)
     controller = control.controller
     ident = http.match_info["id"]
     record = controller.book.get(ident)

@@ -33,7 +33,7 @@ from ruamel.yaml.comments import CommentedMap
 
 from edge.wasm import ModuleInfo, WasmError, inspect
 from reconciler.api.base import ANY_ROLE, ApiError, bad_request, deps, read_object, require
-from reconciler.api.control import CONTROL, ControlDeps
+from reconciler.api.control import ControlDeps, control_of
 from reconciler.api.deployments import REQUESTED_BY, current_fleet, write, writer_of
 from reconciler.approvals import APPROVE_TRAILER, APPROVED_BY_TRAILER
 from reconciler.gitwrite import DocumentNotFoundError, edit_document, find_document
@@ -56,10 +56,6 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/api/v1/wasm/interfaces/{id}", get_interface)
     app.router.add_post("/api/v1/wasm/interfaces/{id}/approve", approve_interface)
     app.router.add_post("/api/v1/wasm/interfaces/{id}/validate", validate_interface)
-
-
-def _control(request: web.Request) -> ControlDeps:
-    return request.app[CONTROL]
 
 
 def _package_of(implements: str) -> str:
@@ -109,7 +105,7 @@ def wit_text(control: ControlDeps, fleet: DesiredFleet, name: str) -> str | None
 
 async def list_interfaces(request: web.Request) -> web.Response:
     require(request, *READERS)
-    fleet = current_fleet(_control(request))
+    fleet = current_fleet(control_of(request))
     return web.json_response({"interfaces": [interface_json(fleet, name) for name in sorted(fleet.interfaces)]})
 
 
@@ -124,10 +120,10 @@ def _interface_name(fleet: DesiredFleet, ident: str) -> str:
 
 async def get_interface(request: web.Request) -> web.Response:
     require(request, *READERS)
-    fleet = current_fleet(_control(request))
+    fleet = current_fleet(control_of(request))
     name = _interface_name(fleet, request.match_info["id"])
     body = interface_json(fleet, name)
-    body["wit"] = await asyncio.to_thread(wit_text, _control(request), fleet, name)
+    body["wit"] = await asyncio.to_thread(wit_text, control_of(request), fleet, name)
     return web.json_response(body)
 
 
@@ -146,7 +142,7 @@ def _parse(text: str, name: str) -> WitPackage:
 
 async def propose_interface(request: web.Request) -> web.Response:
     who = require(request, *WRITERS)
-    control = _control(request)
+    control = control_of(request)
     body = await read_object(request, MAX_WIT_BYTES + 4096)
     for key in body:
         if key not in PROPOSE_FIELDS:
@@ -234,7 +230,7 @@ async def propose_interface(request: web.Request) -> web.Response:
 
 async def approve_interface(request: web.Request) -> web.Response:
     who = require(request, *APPROVERS)
-    control = _control(request)
+    control = control_of(request)
     ident = request.match_info["id"]
     if ":" in ident and "@" in ident:
         if not WIT_PACKAGE_RE.match(ident) or "/" in ident:
@@ -279,7 +275,7 @@ def _inspect(data: bytes) -> ModuleInfo:
 
 async def validate_interface(request: web.Request) -> web.Response:
     require(request, *READERS)
-    control = _control(request)
+    control = control_of(request)
     fleet = current_fleet(control)
     name = _interface_name(fleet, request.match_info["id"])
     body = await read_object(request, MAX_VALIDATE_BYTES)
