@@ -41,6 +41,7 @@ import wasmtime
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.stats import percentile, pin  # noqa: E402
 from edge import wasm  # noqa: E402
 from edge.runtime import DirGrant, Runtime, Sandbox  # noqa: E402
 
@@ -49,13 +50,8 @@ MODULES = ROOT / "tests" / "edge" / "modules"
 ROWS: list[tuple[str, str, str, str]] = []
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def row(what: str, values: list[float], unit: str = "ms", scale: float = 1e3, extra: str = "") -> None:
-    p50, p99 = pct(values, 0.50) * scale, pct(values, 0.99) * scale
+    p50, p99 = percentile(values, 0.50) * scale, percentile(values, 0.99) * scale
     ROWS.append((what, f"{p50:.3f} {unit}", f"{p99:.3f} {unit}", extra))
     print(f"  {what}: p50 {p50:.3f} {unit}, p99 {p99:.3f} {unit} {extra}", flush=True)
 
@@ -223,11 +219,6 @@ def echo_server(port_file: str) -> None:
         await asyncio.Event().wait()
 
     uvloop.run(main())
-
-
-def pin(pid: int, cpu: int) -> None:
-    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
-        os.sched_setaffinity(pid, {cpu})
 
 
 def start_echo(tmp: Path) -> tuple[subprocess.Popen[bytes], int]:

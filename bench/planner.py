@@ -29,6 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.stats import percentile
 from reconciler.planner import (
     NodeStatus,
     ObservedNode,
@@ -99,11 +100,6 @@ def applied(snapshot: Snapshot, result: Plan, now: float) -> Snapshot:
     tables = {a.node_id: a.table for a in result.actions if isinstance(a, SetAssignment)}
     nodes = tuple(dataclasses.replace(n, assigned=tables.get(n.id, n.assigned)) for n in snapshot.nodes)
     return dataclasses.replace(snapshot, records=tuple(records.values()), nodes=nodes, now=now)
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 FREEZE = False

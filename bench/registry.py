@@ -34,6 +34,7 @@ from aiohttp import web
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.stats import percentile  # noqa: E402
 from edge.wasm import compile_wat  # noqa: E402
 from reconciler.api.app import create_app  # noqa: E402
 from reconciler.api.base import ApiDeps  # noqa: E402
@@ -89,11 +90,6 @@ def example_modules() -> dict[str, bytes]:
     return found
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def serve(data_dir: str, database_url: str | None, blob_url: str | None, port: int) -> None:
     """The API in its own process (so the client does not compete with it for the same core)."""
     state = open_state_store(database_url=database_url, data_dir=Path(data_dir))
@@ -121,7 +117,7 @@ async def wait_for(url: str, http: aiohttp.ClientSession) -> None:
 
 
 def figures(times_ms: list[float]) -> str:
-    return f"p50 {statistics.median(times_ms):6.1f} ms  p99 {pct(times_ms, 0.99):6.1f} ms"
+    return f"p50 {statistics.median(times_ms):6.1f} ms  p99 {percentile(times_ms, 0.99):6.1f} ms"
 
 
 async def run(args: argparse.Namespace) -> None:

@@ -46,6 +46,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.stats import percentile
 from reconciler.auth import AuthOptions, TokenAuthority
 
 REGIONS = 10
@@ -78,11 +79,6 @@ spec:
   autoRollback: true
 """,
 }
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def figures(values: list[float]) -> str:

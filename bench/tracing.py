@@ -27,6 +27,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.stats import percentile, pin  # noqa: E402
+
 CALC = ROOT / "fleet-example" / "wasm" / "calc-1.0.0.wat"
 CONCURRENCY = 32
 BODY = {"module": "calc", "function": "add", "args": [2, 3]}
@@ -59,11 +63,6 @@ def sink(port_file: str) -> None:
         await asyncio.Event().wait()
 
     asyncio.run(main())
-
-
-def pin(pid: int, cpu: int) -> None:
-    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
-        os.sched_setaffinity(pid, {cpu})
 
 
 def start_sink(tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
@@ -130,15 +129,9 @@ async def hammer(port: int, seconds: float) -> tuple[float, list[float]]:
     return len(latencies) / (time.perf_counter() - started), latencies
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
-
-
 def hot_path_costs(n: int = 20000) -> tuple[float, float, float]:
     """(unsampled decision, one sampled span, expected per call at the default ratio) in µs, in this
     process, with an exporter that drops what it gets."""
-    sys.path.insert(0, str(ROOT))
     from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
     from edge import telemetry
@@ -222,7 +215,7 @@ def main() -> int:
         each = ", ".join(f"{r:,.0f}" for r in rates[name])
         print(
             f"{name:<10} {statistics.median(rates[name]):>15,.0f} {each:>28} "
-            f"{pct(latencies[name], 0.5) * 1e3:>8.2f} {pct(latencies[name], 0.99) * 1e3:>8.2f}"
+            f"{percentile(latencies[name], 0.5) * 1e3:>8.2f} {percentile(latencies[name], 0.99) * 1e3:>8.2f}"
         )
     off = statistics.median(rates["off"])
     paired = [d / o for d, o in zip(rates["default"], rates["off"], strict=True)]
