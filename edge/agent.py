@@ -23,6 +23,7 @@ from typing import Protocol
 
 import aiohttp
 
+from edge.auth import ISSUER
 from edge.errors import LoadError
 from edge.nodeapi import NODES_PATH, Heartbeat, HeartbeatAnswer, Registration, RegistrationAnswer, Running
 from edge.protocol import ModuleEntry, ModuleTable, VersionMetrics
@@ -109,7 +110,7 @@ class Agent:
         token: str | None = None,
         heartbeat_seconds: float = 5.0,
         long_poll_seconds: float = LONG_POLL_SECONDS,
-        on_public_key: Callable[[str], None] | None = None,
+        on_public_key: Callable[[str, str], None] | None = None,
     ) -> None:
         self.control = control.rstrip("/")
         self.registration = registration
@@ -171,7 +172,7 @@ class Agent:
         self.state.registered = True
         self.heartbeat_seconds = answer.heartbeat_seconds
         if answer.public_key and self.on_public_key is not None:
-            self.on_public_key(answer.public_key)
+            self.on_public_key(answer.public_key, answer.issuer or ISSUER)
         log.info("registered with %s as %s (%s)", self.control, self.registration.id, self.registration.region)
         return answer
 

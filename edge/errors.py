@@ -7,9 +7,11 @@ The runtime, the router and the server raise these; the server turns them into J
     ├── RequestError                  4xx: the client's mistake; never counted against a module
     │   ├── BadRequestError           400 bad_request  (malformed JSON, wrong arity, bad types)
     │   ├── UnauthorizedError         401 unauthorized (missing or invalid token)
+    │   ├── ForbiddenError            403 forbidden    (a valid token without the role the call needs)
     │   ├── NotFoundError             404 not_found    (unknown module, version or function)
     │   └── TooLargeError             413 too_large    (body over the cap)
     ├── UnavailableError              503 unavailable  (no version of the module takes traffic)
+    ├── BusyError                     429 busy         (the version's share of worker threads stays taken)
     ├── LoadError                     a binary could not be fetched, verified, compiled or linked
     └── ModuleError                   the module's own failure; counted, kills that instance only
         ├── TrapError                 500 trap         (unreachable, out of bounds, bad output)
@@ -48,6 +50,11 @@ class UnauthorizedError(RequestError):
     status = 401
 
 
+class ForbiddenError(RequestError):
+    code = "forbidden"
+    status = 403
+
+
 class NotFoundError(RequestError):
     code = "not_found"
     status = 404
@@ -61,6 +68,14 @@ class TooLargeError(RequestError):
 class UnavailableError(EdgeError):
     code = "unavailable"
     status = 503
+
+
+class BusyError(EdgeError):
+    """Load shedding, not a module failure: its calls hold their share of the worker threads and
+    the queue behind them is full, or a call waited too long in it."""
+
+    code = "busy"
+    status = 429
 
 
 class LoadError(EdgeError):

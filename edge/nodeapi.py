@@ -44,6 +44,7 @@ class RegistrationAnswer(_Wire):
     heartbeat_seconds: float
     generation: int = 0
     public_key: str | None = Field(None, description="PEM key that signs execute tokens for this node")
+    issuer: str | None = Field(None, description="the `iss` those tokens carry (default hotswap)")
 
 
 class Running(_Wire):

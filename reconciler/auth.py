@@ -36,16 +36,29 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 __all__ = [
     "API_ROLES",
     "AUDIENCE",
+    "AUDIENCES",
+    "EDGE_AUDIENCE",
     "ISSUER",
     "ROLES",
     "AuthOptions",
     "Claims",
     "TokenAuthority",
     "TokenError",
+    "node_audience",
 ]
 
 ISSUER = "hotswap"
 AUDIENCE = "hotswap-api"
+# Audiences of tokens for edge nodes (edge.auth): never accepted by the API, which checks `AUDIENCE`.
+EDGE_AUDIENCE = "hotswap-edge"
+AUDIENCES = {"api": None, "edge": EDGE_AUDIENCE}  # `hotswap token --audience`: None is the API's own
+
+
+def node_audience(node_id: str) -> str:
+    """The audience of a token for one node only: what a forwarded execute call carries."""
+    return f"hotswap-node/{node_id}"
+
+
 API_ROLES = ("admin", "developer", "operator", "viewer")
 ROLES = (*API_ROLES, "node")
 DEFAULT_TTL_SECONDS = 12 * 3600.0
@@ -216,6 +229,7 @@ class TokenAuthority:
         algorithm: str | None = None,
         audience: str | None = None,
         issuer: str | None = None,
+        jti: str | None = None,
     ) -> str:
         """A signed token for `subject` holding `roles` (EdDSA/RS256/ES256 by the key; or HS256)."""
         listed = sorted(set(roles))
@@ -233,7 +247,7 @@ class TokenAuthority:
             "roles": listed,
             "iat": int(issued),
             "exp": int(issued + ttl),
-            "jti": uuid.uuid4().hex,
+            "jti": jti or uuid.uuid4().hex,
         }
         chosen = algorithm or self.algorithm
         if chosen == "HS256":

@@ -144,12 +144,14 @@ class NodeHub:
         clock: Callable[[], float] = time.time,
         poke: Callable[[], None] = lambda: None,
         public_key: str | None = None,
+        issuer: str | None = None,
     ) -> None:
         self.store = store
         self.heartbeat_seconds = heartbeat_seconds
         self.clock = clock
         self.poke = poke
         self.public_key = public_key
+        self.issuer = issuer
         self.metrics = MetricsWindow()
         self._tables: dict[str, ModuleTable] = {}
         self._changed: dict[str, asyncio.Event] = {}
@@ -268,6 +270,7 @@ class NodeHub:
             heartbeat_seconds=self.heartbeat_seconds,
             generation=self._tables[node.id].generation,
             public_key=self.public_key,
+            issuer=self.issuer,
         )
 
     def _register(self, record: NodeRecord) -> NodeRecord:

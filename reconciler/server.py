@@ -107,7 +107,10 @@ class ControlPlane:
             )
         )
         self.hub = NodeHub(
-            self.store, heartbeat_seconds=options.heartbeat_seconds, public_key=self.authority.public_key_pem
+            self.store,
+            heartbeat_seconds=options.heartbeat_seconds,
+            public_key=self.authority.public_key_pem,
+            issuer=self.authority.options.issuer,
         )
         self.hub.metrics = self.telemetry.window  # also keeps cumulative totals for /metrics
         self.controller = Controller(store=self.store, registry=self.registry, source=self.source, hub=self.hub)
@@ -141,9 +144,10 @@ class ControlPlane:
         require(request, *ANY_ROLE)
         return web.json_response(self.notifier.status() if self.notifier is not None else {})
 
-    def mint(self, subject: str, *roles: str, ttl_seconds: float | None = None) -> str:
-        """A token signed by this control plane (`hotswap up` gives one to each node it starts)."""
-        return self.authority.mint(subject, roles, ttl_seconds=ttl_seconds)
+    def mint(self, subject: str, *roles: str, ttl_seconds: float | None = None, audience: str | None = None) -> str:
+        """A token signed by this control plane (`hotswap up` gives one to each node it starts); the
+        API's audience unless another is named (reconciler.auth.EDGE_AUDIENCE for calls to nodes)."""
+        return self.authority.mint(subject, roles, ttl_seconds=ttl_seconds, audience=audience)
 
     def accept_rewrite(self, head: str) -> None:
         self.source.accept_history_rewrite(head)

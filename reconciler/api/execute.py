@@ -2,10 +2,14 @@
 
 Where it sits: a convenience in front of the edge nodes (clients near a node call the node itself).
 The handler picks the healthy nodes that serve the module (the version asked for, when one is),
-starting at a rotating offset so calls spread, and forwards the body as is with a short-lived token
-the control plane mints for the caller (nodes accept only tokens it signed; the caller's own token
-may be HS256 or from another issuer). When a node cannot be reached, or answers that it does not
-hold the module (it was just moved), the next node is tried; a module's own failure (a 5xx with
+starting at a rotating offset so calls spread, and forwards the body as is with a token the control
+plane mints for that one node and call: `aud` is `hotswap-node/<id>`, it lives a minute, its `jti` is
+the call's id, and it holds only the caller's execute roles. The caller's own API token never leaves
+the control plane, so a node (or whatever answers at its URL) learns nothing it could replay against
+the API or another node. A node is a candidate only for what the control plane assigned to it AND it
+reports running: a report is a claim, and a node that claims a module it was not given gets no calls.
+When a node cannot be reached, or answers that it does not hold the module (it was just moved), the
+next node is tried; a module's own failure (a 5xx with
 `error` trap/timeout/memory/cpu) is the answer, not a reason to retry. The node's answer comes back
 with its status, body and `X-Hotswap-Version`, plus `X-Hotswap-Node`.
 """
@@ -13,7 +17,7 @@ with its status, body and `X-Hotswap-Version`, plus `X-Hotswap-Node`.
 from __future__ import annotations
 
 import json
-import time
+import uuid
 from typing import Any
 
 import aiohttp
@@ -21,19 +25,19 @@ from aiohttp import web
 
 from reconciler.api.base import ApiError, bad_request, read_json, require
 from reconciler.api.control import CONTROL, ControlDeps
+from reconciler.auth import node_audience
 
 EXECUTORS = ("developer", "admin")
 EXECUTE_PATH = "/api/v1/wasm/execute"
 EXECUTE_BODY_BYTES = 8 << 20
 NODE_TIMEOUT_SECONDS = 330.0  # the longest module timeout (300 s) and some
 FORWARDED = ("Content-Type", "X-Hotswap-Version", "traceparent", "tracestate", "X-Hotswap-User")
-TOKEN_SECONDS = 300.0
+TOKEN_SECONDS = 60.0  # a forwarded call's token: one node, one call, a minute
 
 
 def setup(app: web.Application) -> None:
     app.router.add_post(EXECUTE_PATH, execute)
     app[_COUNTER] = _Rotor()
-    app[_TOKENS] = {}
     app[_POOL] = _Pool()
 
     async def close_session(app: web.Application) -> None:
@@ -72,35 +76,36 @@ class _Rotor:
 
 _COUNTER = web.AppKey("execute_counter", _Rotor)
 _POOL = web.AppKey("execute_pool", _Pool)
-_TOKENS = web.AppKey("execute_tokens", dict[tuple[str, tuple[str, ...]], tuple[str, float]])
 
 
-def _token(request: web.Request, control: ControlDeps, subject: str, roles: frozenset[str]) -> str | None:
-    """A token for the nodes, minted for the caller, reused until a minute before it expires."""
+def _token(control: ControlDeps, node_id: str, call: str, subject: str, roles: frozenset[str]) -> str | None:
+    """A token for one node and one call, holding the caller's execute roles; None without an authority
+    (then the node gets no token at all: the caller's own is never passed on)."""
     if control.authority is None:
-        header = request.headers.get("Authorization")
-        return header.removeprefix("Bearer ").strip() if header else None
-    key = (subject, tuple(sorted(roles & set(EXECUTORS))))
-    cache = request.app[_TOKENS]
-    found = cache.get(key)
-    now = time.time()
-    if found is not None and found[1] > now + 60:
-        return found[0]
-    token = control.authority.mint(subject, key[1], ttl_seconds=TOKEN_SECONDS)
-    if len(cache) > 10_000:
-        cache.clear()
-    cache[key] = (token, now + TOKEN_SECONDS)
-    return token
+        return None
+    return control.authority.mint(
+        subject, sorted(roles & set(EXECUTORS)), ttl_seconds=TOKEN_SECONDS, audience=node_audience(node_id), jti=call
+    )
+
+
+def _serves(entries: Any, module: str, version: str | None) -> bool:
+    return any(
+        m == module and (version is None or v == version) and (w > 0 or version is not None) for m, v, w in entries
+    )
 
 
 def candidates(control: ControlDeps, module: str, version: str | None) -> list[tuple[str, str]]:
-    """(node id, url) of healthy nodes serving the module (that version, when given)."""
+    """(node id, url) of healthy nodes that were assigned the module (that version, when given) and
+    report serving it: a node's report alone never draws calls."""
+    hub = control.controller.hub
     found = []
-    for view in control.controller.hub.view():
+    for view in hub.view():
         if view.status != "Healthy" or not view.url:
             continue
-        if any(m == module and (version is None or v == version) and (w > 0 or version is not None)
-               for m, v, _, w in view.running):  # fmt: skip
+        table = hub.table(view.id)
+        if table is None or not _serves(((e.module, e.version, e.weight) for e in table.modules), module, version):
+            continue
+        if _serves(((m, v, w) for m, v, _, w in view.running), module, version):
             found.append((view.id, view.url))
     return found
 
@@ -126,16 +131,17 @@ async def execute(request: web.Request) -> web.StreamResponse:
         raise ApiError(503, "no_node", f"no healthy node serves {what} now", headers={"Retry-After": "1"})
     start = request.app[_COUNTER].next() % len(nodes)
     ordered = nodes[start:] + nodes[:start]
-    token = _token(request, control, who.subject, who.roles)
+    call = uuid.uuid4().hex
     headers = {name: request.headers[name] for name in FORWARDED if name in request.headers}
     headers["Content-Type"] = "application/json"
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
     data = json.dumps(body).encode()
     failures: list[str] = []
     last: web.Response | None = None
     session = request.app[_POOL].session()
     for node_id, url in ordered:
+        token = _token(control, node_id, call, who.subject, who.roles)
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         try:
             async with session.post(f"{url.rstrip('/')}{EXECUTE_PATH}", data=data, headers=headers) as answer:
                 payload = await answer.read()

@@ -19,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from reconciler.auth import AUDIENCE, ISSUER, ROLES, AuthOptions, TokenAuthority, TokenError
+from reconciler.auth import AUDIENCE, AUDIENCES, ISSUER, ROLES, AuthOptions, TokenAuthority, TokenError
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -66,6 +66,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--algorithm", choices=("key", "HS256"), default="key", help="sign with the key (default) or the HS256 secret"
     )
+    parser.add_argument(
+        "--audience",
+        choices=sorted(AUDIENCES),
+        default="api",
+        help="api: the control plane's API (default); edge: execute calls straight to edge nodes "
+        "(nodes refuse API tokens, the API refuses edge tokens)",
+    )
     data_dir = _env("DATA_DIR", ".hotswap") or ".hotswap"
     parser.add_argument(
         "--data-dir", type=Path, default=Path(data_dir), help=f"control plane data (default {data_dir})"
@@ -84,6 +91,9 @@ def run(args: argparse.Namespace) -> int:
     if args.ttl <= 0:
         print("hotswap token: --ttl must be positive", file=sys.stderr)
         return 2
+    if args.audience == "edge" and args.algorithm == "HS256":
+        print("hotswap token: edge nodes only check tokens signed with the key, not HS256", file=sys.stderr)
+        return 2
     try:
         authority = TokenAuthority.load(auth_options(args), args.data_dir)
         token = authority.mint(
@@ -91,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
             args.role,
             ttl_seconds=args.ttl,
             algorithm="HS256" if args.algorithm == "HS256" else None,
+            audience=AUDIENCES[args.audience],
         )
     except (TokenError, OSError) as exc:
         print(f"hotswap token: {exc}", file=sys.stderr)

@@ -77,8 +77,8 @@ async def test_nodes_accept_only_tokens_the_control_plane_signed(cluster: Cluste
     url = cluster.node_urls()[NODES[0][0]]
     body = {"module": "calc", "function": "add", "args": [1, 1]}
     assert (await call(url, "POST", "/api/v1/wasm/execute", json=body)).status == 401
-    assert (await call(url, "POST", "/api/v1/wasm/execute", cluster.token("viewer"), json=body)).status == 401
-    answer = await call(url, "POST", "/api/v1/wasm/execute", cluster.token("developer"), json=body)
+    assert (await call(url, "POST", "/api/v1/wasm/execute", cluster.edge_token("viewer"), json=body)).status == 403
+    answer = await call(url, "POST", "/api/v1/wasm/execute", cluster.edge_token("developer"), json=body)
     assert answer.status == 200 and answer.body["result"] == 2
 
 

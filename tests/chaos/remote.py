@@ -3,7 +3,7 @@
 `RemotePlane` starts `hotswap serve` on a fixed port with a data dir, mints tokens with the keys it
 will use (made in the data dir before it starts), reads its state through the HTTP API, and can be
 SIGKILLed and started again on the same port and data. The edge nodes of such a test point at its
-URL; tests.e2e.cluster's load generator runs against them through `node_urls()` and `headers()`.
+URL; tests.e2e.cluster's load generator runs against them through `node_urls()` and `edge_headers()`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from reconciler.auth import AuthOptions, TokenAuthority
+from reconciler.auth import EDGE_AUDIENCE, AuthOptions, TokenAuthority
 from tests.e2e.cluster import EdgeProcess, FleetRepo, kill_process, poll, spawn_edge, stop_process
 from tests.services import free_port
 
@@ -41,6 +41,10 @@ class RemotePlane:
 
     def headers(self, role: str = "admin") -> dict[str, str]:
         return {"Authorization": f"Bearer {self.authority.mint(f'test-{role}', (role,))}"}
+
+    def edge_headers(self, role: str = "developer") -> dict[str, str]:
+        token = self.authority.mint(f"test-{role}", (role,), audience=EDGE_AUDIENCE)
+        return {"Authorization": f"Bearer {token}"}
 
     def node_urls(self) -> dict[str, str]:
         return dict(self.urls)

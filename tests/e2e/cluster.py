@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from reconciler.auth import EDGE_AUDIENCE
 from reconciler.server import ControlPlane, ServeOptions
 from tests.git.gitutil import git
 
@@ -150,7 +151,7 @@ class LoadTarget(Protocol):
 
     def node_urls(self) -> dict[str, str]: ...
 
-    def headers(self, role: str = "admin") -> dict[str, str]: ...
+    def edge_headers(self, role: str = "developer") -> dict[str, str]: ...
 
 
 def kill_process(process: subprocess.Popen[bytes]) -> None:
@@ -201,11 +202,18 @@ class Cluster:
         return node
 
     def token(self, role: str = "developer", subject: str | None = None) -> str:
-        """A token the control plane signed, for calls to its API and to the nodes' execute."""
+        """A token the control plane signed for calls to its API (nodes refuse it)."""
         return self.plane.mint(subject or f"test-{role}", role)
+
+    def edge_token(self, role: str = "developer", subject: str | None = None) -> str:
+        """A token the control plane signed for execute calls straight to the nodes (the API refuses it)."""
+        return self.plane.mint(subject or f"test-{role}", role, audience=EDGE_AUDIENCE)
 
     def headers(self, role: str = "admin") -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(role)}"}
+
+    def edge_headers(self, role: str = "developer") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.edge_token(role)}"}
 
     def node_urls(self) -> dict[str, str]:
         return {v.id: v.url for v in self.plane.hub.view() if v.status == "Healthy"}
@@ -324,7 +332,7 @@ class Load:
 
     async def _run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=10)
-        headers = self.cluster.headers("developer")
+        headers = self.cluster.edge_headers("developer")
         async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
             i = 0
             while not self._stop.is_set():

@@ -228,7 +228,7 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
 
 async def test_a_managed_node_on_two_workers_swaps_under_load_and_heartbeats_whole_metrics(cluster: Cluster) -> None:
     url = cluster.node_urls()["edge-us-east-1"]
-    headers = cluster.headers("developer")
+    headers = cluster.edge_headers("developer")
     body = {"module": "calc", "function": "add", "args": [2, 3]}
     async with Load(url, body, headers) as load:
         await poll(lambda: len(load.tally.workers) == 2 and load.tally.ok >= 200, "load on both workers")

@@ -93,7 +93,7 @@ def _finished(memory: InMemorySpanExporter, name: str, **attributes: object) -> 
 
 async def execute(cluster: Cluster, body: dict[str, object], traceparent: str) -> int:
     url = cluster.node_urls()[NODE]
-    headers = {**cluster.headers("developer"), **({"traceparent": traceparent} if traceparent else {})}
+    headers = {**cluster.edge_headers("developer"), **({"traceparent": traceparent} if traceparent else {})}
     async with (
         aiohttp.ClientSession() as session,
         session.post(f"{url}/api/v1/wasm/execute", json=body, headers=headers) as response,
