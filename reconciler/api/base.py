@@ -142,17 +142,44 @@ def error_body(error: str, message: str, **more: Any) -> dict[str, Any]:
 JSON_BODY_BYTES = 1 << 20  # any JSON body but a module upload
 
 
-async def read_json(request: web.Request, limit: int = JSON_BODY_BYTES) -> Any:
-    """The request's JSON body, at most `limit` bytes (413 beyond), 400 when it is not JSON."""
+MAX_JSON_DEPTH = 64  # arrays and objects inside each other; WIT values and fleet specs need far fewer
+
+
+async def read_body(request: web.Request, limit: int, what: str = "the request body") -> bytes:
+    """The whole body however it arrives (one segment or many, chunked or not), at most `limit`
+    bytes: 413 as soon as it is known to be larger, before the rest is read."""
     if request.content_length is not None and request.content_length > limit:
-        raise ApiError(413, "payload_too_large", f"the request body ({request.content_length} bytes) is over {limit}")
-    data = await request.content.read(limit + 1)
-    if len(data) > limit:
-        raise ApiError(413, "payload_too_large", f"the request body is larger than {limit} bytes")
+        raise ApiError(413, "payload_too_large", f"{what} ({request.content_length} bytes) is over {limit}")
+    received = bytearray()
+    async for chunk in request.content.iter_any():
+        received += chunk
+        if len(received) > limit:
+            raise ApiError(413, "payload_too_large", f"{what} is larger than {limit} bytes")
+    return bytes(received)
+
+
+def parse_json(data: bytes | str, where: str = "body") -> Any:
+    """JSON text as Python values; 400 naming `where` when it is not JSON or nests deeper than
+    MAX_JSON_DEPTH (a body nested thousands deep would otherwise exhaust the stack later)."""
     try:
-        return json.loads(data)
-    except (ValueError, RecursionError):
-        raise ApiError(400, "bad_request", "the body is not JSON") from None
+        value = json.loads(data)
+    except RecursionError:
+        raise bad_request(where, f"nested more than {MAX_JSON_DEPTH} levels deep") from None
+    except ValueError as exc:
+        raise bad_request(where, f"not valid JSON ({exc})") from None
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise bad_request(where, f"nested more than {MAX_JSON_DEPTH} levels deep")
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return value
+
+
+async def read_json(request: web.Request, limit: int = JSON_BODY_BYTES) -> Any:
+    """The request's whole JSON body, at most `limit` bytes (413 beyond), 400 when it is not JSON."""
+    return parse_json(await read_body(request, limit))
 
 
 async def read_object(request: web.Request, limit: int = JSON_BODY_BYTES) -> dict[str, Any]:

@@ -18,11 +18,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 from collections.abc import Callable
 from typing import Any
 
-from aiohttp import BodyPartReader, MultipartReader, StreamReader, web
+from aiohttp import BodyPartReader, MultipartReader, web
 
 from reconciler.api.base import (
     ANY_ROLE,
@@ -31,6 +30,8 @@ from reconciler.api.base import (
     bad_request,
     deps,
     modules_in_use,
+    parse_json,
+    read_body,
     require,
 )
 from reconciler.registry import check_name, module_json
@@ -72,7 +73,7 @@ async def upload(request: web.Request) -> web.Response:
         name, version, data, build = await _read_multipart(request, registry.limits.max_module_bytes)
     elif content_type == "application/json" or content_type.endswith("+json"):
         _check_length(request, json_limit)
-        body = await _read_capped(request.content, json_limit, "the request body")
+        body = await read_body(request, json_limit)
         name, version, data, build = await asyncio.to_thread(_parse_json_upload, body)  # 60+ MB of JSON
     else:
         raise ApiError(
@@ -94,20 +95,8 @@ def _check_length(request: web.Request, limit: int) -> None:
         raise ApiError(413, "payload_too_large", f"the request body ({request.content_length} bytes) is over {limit}")
 
 
-async def _read_capped(stream: StreamReader, limit: int, what: str) -> bytes:
-    received = bytearray()
-    async for chunk in stream.iter_chunked(CHUNK):
-        received += chunk
-        if len(received) > limit:
-            raise ApiError(413, "payload_too_large", f"{what} is larger than {limit} bytes")
-    return bytes(received)
-
-
 def _parse_json_upload(body: bytes) -> tuple[str, str, bytes, BuildInfo | None]:
-    try:
-        document: Any = json.loads(body)
-    except ValueError as exc:
-        raise bad_request("body", f"not valid JSON ({exc})") from None
+    document: Any = parse_json(body)
     if not isinstance(document, dict):
         raise bad_request("body", 'must be a JSON object {"name", "version", "wasm": "<base64>", "build"}')
     for key in document:

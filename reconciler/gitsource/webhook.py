@@ -59,9 +59,12 @@ def webhook_handler(secret: bytes | str, trigger: Callable[[], None], *, branch:
     async def handle(request: web.Request) -> web.StreamResponse:
         if request.content_length is not None and request.content_length > MAX_BODY:
             return _error(413, "too_large", f"the webhook body is limited to {MAX_BODY} bytes")
-        body = await request.content.read(MAX_BODY + 1)
-        if len(body) > MAX_BODY:
-            return _error(413, "too_large", f"the webhook body is limited to {MAX_BODY} bytes")
+        received = bytearray()  # the whole body, however many segments it came in
+        async for chunk in request.content.iter_any():
+            received += chunk
+            if len(received) > MAX_BODY:
+                return _error(413, "too_large", f"the webhook body is limited to {MAX_BODY} bytes")
+        body = bytes(received)
         given = next((request.headers[h] for h in SIGNATURE_HEADERS if h in request.headers), None)
         if given is None:
             return _error(401, "unauthorized", f"missing signature header ({' or '.join(SIGNATURE_HEADERS)})")
