@@ -165,6 +165,7 @@ class Agent:
 
     async def register(self) -> RegistrationAnswer:
         body = self.registration.model_dump(mode="json", by_alias=True)
+        body["generation"] = self.state.applied_generation
         async with self.session().post(f"{self.control}{NODES_PATH}", json=body) as response:
             if response.status not in (200, 201):
                 raise ValueError(f"registration refused: {response.status} {await response.text()}")

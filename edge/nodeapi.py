@@ -37,6 +37,13 @@ class Registration(_Wire):
     max_modules: int = Field(1000, ge=1, le=100000)
     runtime_version: str = ""
     wasi: tuple[str, ...] = ("preview1",)
+    generation: int = Field(
+        0,
+        ge=0,
+        le=2**53,
+        description="the table generation the node has applied: a control plane that does not know "
+        "the node (it was deleted, or the state was lost) numbers its tables from above it",
+    )
 
 
 class RegistrationAnswer(_Wire):

@@ -250,6 +250,7 @@ class NodeHub:
             url=registration.url,
             status="Healthy",
             max_modules=registration.max_modules,
+            generation=registration.generation,  # a new row numbers on from what the node applied
         )
         node = await asyncio.to_thread(self._register, record)
         self._remember(node)
