@@ -117,7 +117,8 @@ debian_mirror() {
     uri=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
         sed -e 's/#.*//' -e 's/\[[^]]*\]//' |
         awk -v suite="$SUITE" '$1 == "deb" && $3 == suite { print $2; exit }')
-    echo "${uri:-http://deb.debian.org/debian}"
+    [ -n "$uri" ] || fail "no deb source for $SUITE in apt's configuration: set HOTSWAP_DEBIAN_MIRROR"
+    echo "$uri"
 }
 
 free_port() {
