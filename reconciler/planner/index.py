@@ -92,6 +92,7 @@ class FleetFacts:
     def __init__(self, desired: DesiredFleet) -> None:
         self.desired = desired
         self.rule = rollout_rule(desired)
+        self.required = desired.policy.approvals.rollouts is not None  # the policy holds every rollout
         self.names = tuple(sorted(desired.modules))
         self.modules = {name: self._module(name) for name in self.names}
 

@@ -17,8 +17,27 @@ history names the region that failed) when `autoRollback`, else pauses it as Deg
 
 Gates: approval `beforeStart` and `gates` (step indexes; region indexes for Regional) wait in
 WaitingApproval until the fleet's rollout rule holds for module@version with approvals not yet
-spent on an earlier gate. BlueGreen without `autoPromote` waits the same way before switching, an
-ABTest with `winner: approval` before applying the winner.
+spent on an earlier gate. A Fleet with `policy.approvals.rollouts` holds every rollout before its
+first step, whatever its strategy says (`RolloutContext.required`). BlueGreen without `autoPromote`
+waits the same way before switching, an ABTest with `winner: approval` before applying the winner.
+Gates come before everything else a step does: entering a step, and promoting, first checks every
+gate not yet passed. A rollout with no next step because no healthy node is in scope (a Rolling one
+whose nodes are all drained or unhealthy) never promotes from there: it keeps waiting for its
+approval, or waits for nodes as Pending.
+
+Replaced at once (no steps): a first deployment, a module without a strategy, a revert to the
+release that runs, and a change of limits, capabilities or health check that keeps the version
+(a node's table cannot hold two releases of one version). Two of these wait for approval first,
+in WaitingApproval with the previous release still published, and are applied once approved:
+- a module without a strategy that changes version, when the Fleet sets `policy.approvals.rollouts`;
+- a change of capabilities (env, filesystem, network) on a version already deployed or rolling out,
+  when a new version of the module would need an approval (the Fleet's rollout policy, or its
+  strategy's `approval` block, BlueGreen without `autoPromote`, ABTest `winner: approval`).
+  An approval names module@version, not the capabilities, so every approval of module@version
+  that exists when the change is first planned counts as spent: only one given after it counts.
+  The same holds for a rollout of a version whose capabilities change while it rolls out.
+Limits and health check changes stay immediate; without an approval policy a capability change
+is applied at once, as before.
 """
 
 from __future__ import annotations
@@ -73,6 +92,7 @@ class RolloutContext:
     metrics: Mapping[str, tuple[VersionMetrics, ...]]  # version -> per-region metrics
     now: float
     loaded: frozenset[str] = frozenset()  # nodes that report running the target release
+    required: bool = False  # the Fleet's approval policy holds every rollout before it starts
 
     @property
     def regional(self) -> bool:
@@ -178,14 +198,35 @@ def _analysis(ctx: RolloutContext, r: RolloutRecord) -> Analysis:
     return chosen.analysis if chosen is not None else Analysis()
 
 
-def _gate(ctx: RolloutContext, r: RolloutRecord, nxt: _Step) -> Awaiting | None:
+def _before_start(ctx: RolloutContext) -> bool:
+    return ctx.required or (ctx.strategy is not None and ctx.strategy.approval.before_start)
+
+
+def _asks_approval(ctx: RolloutContext) -> bool:
+    """Would a new version of the module need an approval at some point of its rollout?"""
+    strategy, unit = ctx.strategy, ctx.unit
+    if _before_start(ctx) or (strategy is not None and strategy.approval.gates):
+        return True
+    if unit is not None and unit.blue_green is not None and not unit.blue_green.auto_promote:
+        return True
+    return unit is not None and unit.ab_test is not None and unit.ab_test.winner == "approval"
+
+
+def _gate(ctx: RolloutContext, r: RolloutRecord, nxt: _Step | None) -> Awaiting | None:
+    """The approval entering `nxt` waits for; with `nxt` None (promoting), any gate not yet passed."""
     strategy = ctx.strategy
     assert strategy is not None
+    gates = strategy.approval.gates
+    if nxt is None:
+        passed = r.region_index if ctx.regional else r.step
+        if (r.step < 0 and _before_start(ctx)) or any(g > passed for g in gates):
+            return "promotion"
+        return None
     if ctx.regional:
         index: int | None = nxt.region_index if (r.step < 0 or nxt.region_index != r.region_index) else None
     else:
         index = nxt.step
-    if index is not None and ((index == 0 and strategy.approval.before_start) or index in strategy.approval.gates):
+    if index is not None and ((index == 0 and _before_start(ctx)) or index in gates):
         return "gate"
     unit = ctx.unit
     if nxt.kind is StepKind.SWITCH and unit is not None and unit.blue_green and not unit.blue_green.auto_promote:
@@ -256,16 +297,96 @@ def _step_message(ctx: RolloutContext, nxt: _Step) -> str:
 # --- transitions ------------------------------------------------------------------------------
 
 
+def _spent(ctx: RolloutContext, *earlier: Release | None) -> tuple[str, ...]:
+    """Approvals of module@target that cannot count for it: all those given while an earlier release
+    of the same version had other capabilities (an approval names the version, not what it may do)."""
+    target = ctx.target
+    if not any(
+        e is not None and e.version == target.version and e.capabilities != target.capabilities for e in earlier
+    ):
+        return ()
+    return tuple(sorted({a.commit for a in ctx.approvals if a.module == ctx.module and a.version == target.version}))
+
+
+def _holds_replacement(ctx: RolloutContext, previous: Release, strategy: RolloutStrategySpec | None) -> bool:
+    """Must this replacement at once (no strategy, or the same version) wait for an approval first?"""
+    if previous.version != ctx.target.version:
+        return ctx.required  # a module without a strategy: the Fleet's policy holds it like any rollout
+    if previous.capabilities == ctx.target.capabilities:
+        return False  # limits or health check: applied at once
+    return ctx.required or (strategy is not None and _asks_approval(ctx))
+
+
+def _replace_when_approved(ctx: RolloutContext, r: RolloutRecord, first: bool = False) -> Transition:
+    """A replacement at once that waits in WaitingApproval (previous release still published)."""
+    result, commits = _approval(ctx, r)
+    previous = r.previous
+    assert previous is not None
+    same = previous.version == r.target.version
+    what = (
+        f"new capabilities for {ctx.module}@{r.target.version}"
+        if same
+        else f"{previous.version} -> {r.target.label} (no rollout strategy)"
+    )
+    if not result.satisfied:
+        if not first:
+            return Transition(r, changed=False)
+        message = f"{what}: applied once approved; {result.message}"
+        waiting = replace(r, phase=Phase.WAITING_APPROVAL, awaiting="gate", reason="AwaitingApproval", message=message)
+        return Transition(waiting, (Pause(r.id, ctx.module, "AwaitingApproval", message),))
+    approved = StepResult(r.step, None, None, ctx.now, "Approved", "Approved", result.message)
+    why = "SameVersionReplaced" if same else "Replaced"
+    done = replace(
+        r,
+        phase=Phase.PROMOTED,
+        awaiting=None,
+        finished_at=ctx.now,
+        reason=why,
+        message=f"{what} applied once approved ({result.message})",
+        approvals_used=r.approvals_used + commits,
+        history=_history(r, approved),
+    )
+    return Transition(done, (Promote(r.id, ctx.module, r.target.version),))
+
+
 def start(
-    ctx: RolloutContext, seq: int, previous: Release | None, strategy_name: str | None, reason: str | None = None
+    ctx: RolloutContext,
+    seq: int,
+    previous: Release | None,
+    strategy_name: str | None,
+    reason: str | None = None,
+    earlier: Release | None = None,
 ) -> Transition:
-    """Create the record of a rollout to `ctx.target` (from `previous`, the stable release)."""
+    """Create the record of a rollout to `ctx.target` (from `previous`, the stable release).
+
+    `earlier` is the release the module's latest record aimed at: when it is the same version with
+    other capabilities, the approvals of that version known now are spent (see the module docstring).
+    """
     strategy = ctx.strategy if strategy_name is not None else None
     rollout_id = f"{ctx.module}-r{seq}"
     started = StartRollout(
         rollout_id, ctx.module, previous.version if previous else None, ctx.target.version, strategy_name
     )
-    if previous is None or strategy is None or previous.version == ctx.target.version:
+    spent = _spent(ctx, earlier, previous)
+    at_once = previous is None or strategy is None or previous.version == ctx.target.version
+    if at_once and previous is not None and reason != "Reverted" and _holds_replacement(ctx, previous, strategy):
+        record = RolloutRecord(
+            rollout_id,
+            ctx.module,
+            seq,
+            previous,
+            ctx.target,
+            strategy_name,
+            None,  # no steps: replaced at once once approved
+            Phase.WAITING_APPROVAL,
+            ctx.now,
+            step_started_at=ctx.now,
+            reason="AwaitingApproval",
+            approvals_used=spent,
+        )
+        moved = _replace_when_approved(ctx, record, first=True)
+        return Transition(moved.record, (started, *moved.actions), moved.requeue_after)
+    if at_once:
         if reason == "Reverted":
             why, message = reason, f"Git returned to {ctx.target.label}, which runs"
         elif previous is None:
@@ -294,6 +415,7 @@ def start(
             finished_at=ctx.now,
         )
         return Transition(done, (started, Promote(rollout_id, ctx.module, ctx.target.version)))
+    assert strategy is not None  # not at once
     record = RolloutRecord(
         rollout_id,
         ctx.module,
@@ -306,11 +428,11 @@ def start(
         ctx.now,
         step_started_at=ctx.now,
         reason=reason or "NewRelease",
+        approvals_used=spent,
     )
     if not any(ctx.scope.get(region) for region in ctx.regions):
-        message = f"no healthy node in {', '.join(ctx.regions) or 'any region'} can take {ctx.target.version} yet"
-        pending = replace(record, phase=Phase.PENDING, reason="NoNodes", message=message)
-        return Transition(pending, (started, Pause(record.id, ctx.module, "NoNodes", message)))
+        pending, pause = _no_nodes(ctx, record)
+        return Transition(pending, (started, pause))
     moved = _enter_next(ctx, record)
     return Transition(moved.record, (started, *moved.actions), moved.requeue_after)
 
@@ -321,6 +443,8 @@ def advance(ctx: RolloutContext, r: RolloutRecord) -> Transition:
         phase = Phase.ROLLED_BACK if r.request == "rollback" else Phase.ABORTED
         reason = "ManualRollback" if r.request == "rollback" else "Aborted"
         return _rollback(ctx, r, reason, f"an operator asked to {r.request}", phase)
+    if r.strategy_type is None:  # a replacement at once that waits for its approval
+        return Transition(r, changed=False) if r.held else _replace_when_approved(ctx, r)
     if ctx.strategy is None:
         return _rollback(ctx, r, "StrategyMissing", f"RolloutStrategy {r.strategy!r} is gone from Git", Phase.ABORTED)
     if r.held:
@@ -369,26 +493,42 @@ def _not_loaded(ctx: RolloutContext, r: RolloutRecord) -> tuple[str, ...]:
     return tuple(n for n in in_scope if n not in ctx.loaded)
 
 
+def _no_nodes(ctx: RolloutContext, r: RolloutRecord) -> tuple[RolloutRecord, Pause]:
+    message = f"no healthy node in {', '.join(ctx.regions) or 'any region'} can take {ctx.target.version} yet"
+    pending = replace(r, phase=Phase.PENDING, awaiting=None, reason="NoNodes", message=message)
+    return pending, Pause(r.id, ctx.module, "NoNodes", message)
+
+
 def _enter_next(ctx: RolloutContext, r: RolloutRecord) -> Transition:
+    """Enter the next step, or promote: in both cases only past every gate not yet passed."""
     nxt = _next(ctx, r)
-    if nxt is None:
-        return _promote(ctx, r)
     awaiting = _gate(ctx, r, nxt)
+    approved: StepResult | None = None
+    commits: tuple[str, ...] = ()
     if awaiting is not None:
         result, commits = _approval(ctx, r)
         if not result.satisfied:
             if r.phase is Phase.WAITING_APPROVAL and r.awaiting == awaiting:
                 return Transition(r, changed=False)
-            what = "promotion" if awaiting == "promotion" else f"step {nxt.step}"
+            what = f"step {nxt.step}" if nxt is not None and awaiting == "gate" else "promotion"
             message = f"{what} waits for approval: {result.message}"
             waiting = replace(
                 r, phase=Phase.WAITING_APPROVAL, awaiting=awaiting, reason="AwaitingApproval", message=message
             )
             return Transition(waiting, (Pause(r.id, ctx.module, "AwaitingApproval", message),))
-        approved = StepResult(
-            nxt.step, nxt.kind, _region_name(ctx, nxt), ctx.now, "Approved", "Approved", result.message
-        )
+        at = nxt if nxt is not None else r
+        approved = StepResult(at.step, at.kind, _region_name(ctx, at), ctx.now, "Approved", "Approved", result.message)
+    if nxt is None and r.kind is None:
+        # Nothing ran yet and there is no step to enter (no healthy node in scope): wait for nodes;
+        # the approvals stay unspent until a step is entered.
+        if r.phase is Phase.PENDING and r.reason == "NoNodes":
+            return Transition(r, changed=False)
+        pending, pause = _no_nodes(ctx, r)
+        return Transition(pending, (pause,))
+    if approved is not None:
         r = replace(r, approvals_used=r.approvals_used + commits, history=_history(r, approved))
+    if nxt is None:
+        return _promote(ctx, r)
     message = _step_message(ctx, nxt)
     entered = replace(
         r,

@@ -5,8 +5,10 @@ applies `Plan.actions` (see `reconciler.planner.actions`). The pass:
 1. places every module on healthy nodes (`placement`);
 2. per module, compares what Git asks for (version, digest, limits, capabilities, health check) with
    the module's latest rollout record and starts, supersedes or advances a rollout (`machine`);
-3. derives every node's full table from the records (`weights`), plus pins and region overrides,
-   and emits `SetAssignment` for each node whose table differs from the one last published;
+3. derives every node's full table from the records (`weights`), plus pins and region overrides
+   (which run with the capabilities of the module's stable release, so a change of capabilities
+   reaches them only once it is promoted), and emits `SetAssignment` for each node whose table
+   differs from the one last published;
 4. computes the conditions of every module (`conditions`) and the earliest time to look again.
 
 Which release is stable comes from the latest record: the target of a promoted rollout, else the
@@ -14,7 +16,8 @@ release the rollout started from. A rolled-back or aborted release stays so whil
 it is retried only when Git asks for another release first (a revert is recorded as `Reverted`).
 A first deployment, a module without a strategy, and a change of limits, capabilities or health
 check that keeps the version (two releases of one version cannot share a node's table) are
-replaced at once, with a record saying so.
+replaced at once, with a record saying so. Under an approval policy a module without a strategy
+and a change of capabilities wait for an approval first (`machine`'s docstring says which).
 
 What follows from the revision alone (`index`) and the placement for a node set (`placement`) is
 computed once and reused by later passes over the same revision object: keep one `DesiredFleet`
@@ -23,6 +26,7 @@ per revision and one pass of 10,000 modules stays well under 200 ms (bench/plann
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
@@ -123,15 +127,24 @@ class _Pass:
             ).items():
                 tables[node_id].extend(entries)
                 count += 1
-        for region, version in module.overrides.items():
+        granted = record.stable.capabilities if record is not None and record.stable is not None else None
+
+        def fixed_release(version: str) -> Release | None:
+            """A pinned or overridden version, with the capabilities of the stable release."""
             fixed = module.fixed.get(version)
+            if fixed is None or granted is None or fixed.capabilities is granted or fixed.capabilities == granted:
+                return fixed
+            return dataclasses.replace(fixed, capabilities=granted)
+
+        for region, version in module.overrides.items():
+            fixed = fixed_release(version)
             if fixed is not None:
                 entry = module.entry(fixed, 100)
                 for node_id in placed.regions.get(region, ()):
                     tables[node_id].append(entry)
                     count += 1
         for node_id, version in placed.pins.items():
-            fixed = module.fixed.get(version)
+            fixed = fixed_release(version)
             if fixed is not None:
                 tables[node_id].append(module.entry(fixed, 100))
 
@@ -168,6 +181,7 @@ class _Pass:
                 metrics=self.metrics.get(name, _NO_METRICS),
                 now=self.now,
                 loaded=frozenset(self.loaded.get((name, target.version, target.digest), ())),
+                required=self.facts.required,
             )
 
         rollout = module.spec.rollout
@@ -179,13 +193,13 @@ class _Pass:
         elif record.active:
             steps.append(supersede(context(record.strategy), record, f"{name}@{target.label}"))
             if record.previous != target:
-                steps.append(start(context(rollout), record.seq + 1, record.previous, rollout))
+                steps.append(start(context(rollout), record.seq + 1, record.previous, rollout, earlier=record.target))
         elif record.stable == target:
             # Git went back to the release that runs after a rollback: record it, so that asking
             # again for the rolled-back release starts a new rollout.
             steps.append(start(context(None), record.seq + 1, target, None, reason="Reverted"))
         else:
-            steps.append(start(context(rollout), record.seq + 1, record.stable, rollout))
+            steps.append(start(context(rollout), record.seq + 1, record.stable, rollout, earlier=record.target))
 
         for step in steps:
             if step.changed:
