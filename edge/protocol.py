@@ -9,6 +9,9 @@ this module without pulling in the runtime:
   which loads what is new, re-weights what stays and unloads what went once its requests finish.
 * `VersionMetrics`: per module version counters and a latency histogram, as deltas since the
   last read (`Router.metrics_delta`), which the agent ships with each heartbeat.
+* Nesting limits: an execute call's `args` nest at most `MAX_ARGS_DEPTH` levels of arrays and
+  objects (a 400 otherwise), a module's JSON result at most `MAX_RESULT_DEPTH` (a trap otherwise),
+  so no JSON on either side of a call is deep enough to exhaust the interpreter's recursion limit.
 
 Field names are camelCase on the wire, as in the fleet YAML.
 """
@@ -29,9 +32,12 @@ ErrorCode = Literal[
     "timeout",
     "memory",
     "cpu",
+    "busy",
 ]
 VERSION_HEADER = "X-Hotswap-Version"
 STICKY_HEADER = "X-Hotswap-Sticky"
+MAX_ARGS_DEPTH = 64  # levels of arrays and objects in an execute call's args
+MAX_RESULT_DEPTH = 256  # levels of arrays and objects in a module's JSON result
 
 # Latency histogram bucket upper bounds in milliseconds (the last bucket is +Inf).
 LATENCY_BUCKETS_MS: tuple[float, ...] = (
@@ -155,3 +161,26 @@ class VersionMetrics(_Wire):
     latency_buckets: tuple[int, ...] = Field((), alias="latencyBuckets")  # per LATENCY_BUCKETS_MS + Inf
     latency_sum_ms: float = Field(0.0, alias="latencySumMs")
     violations: int = 0  # sandbox refusals inside calls (a component's fetch to a host off the list)
+
+
+def may_nest_deeper(raw: bytes | str, limit: int) -> bool:
+    """False when the JSON text `raw` surely nests at most `limit` levels (it has no more brackets
+    than that): a scan at C speed that spares most calls the walk of `nests_deeper`."""
+    if isinstance(raw, str):
+        return raw.count("[") + raw.count("{") > limit
+    return raw.count(b"[") + raw.count(b"{") > limit
+
+
+def nests_deeper(value: Any, limit: int) -> bool:
+    """Whether parsed JSON `value` nests arrays and objects more than `limit` levels deep. Walks
+    without recursion, and stops at the first level past `limit`."""
+    containers = (list, tuple, dict)
+    stack: list[tuple[Any, int]] = [(value, 0)] if isinstance(value, containers) else []
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        depth += 1
+        if depth > limit:
+            return True
+        stack.extend((child, depth) for child in children if isinstance(child, containers))
+    return False

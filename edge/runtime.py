@@ -49,7 +49,7 @@ from wasmtime._extern import wrap_extern
 from edge import wasm
 from edge.cache import MODULE, ModuleCache, engine_key
 from edge.errors import BadRequestError, LoadError, MemoryLimitError, ModuleTimeoutError, NotFoundError, TrapError
-from edge.protocol import Capabilities, Limits
+from edge.protocol import MAX_RESULT_DEPTH, Capabilities, Limits, may_nest_deeper, nests_deeper
 
 if TYPE_CHECKING:
     from edge.component import LoadedComponent
@@ -63,6 +63,17 @@ BLOCKING_WASI = frozenset({"poll_oneoff"})
 RECENT_MODULES = 64  # compiled modules kept in memory by digest, for a version swapped back in
 I32 = (-(2**31), 2**32 - 1)
 I64 = (-(2**63), 2**64 - 1)
+# Traps that say what went wrong, whatever the memory looks like: never reported as `memory`.
+NEVER_MEMORY = frozenset(
+    {
+        wasmtime.TrapCode.STACK_OVERFLOW,
+        wasmtime.TrapCode.INTEGER_DIVISION_BY_ZERO,
+        wasmtime.TrapCode.INTEGER_OVERFLOW,
+        wasmtime.TrapCode.BAD_CONVERSION_TO_INTEGER,
+        wasmtime.TrapCode.INDIRECT_CALL_TO_NULL,
+        wasmtime.TrapCode.BAD_SIGNATURE,
+    }
+)
 
 
 # The same library opened so that calls keep the GIL: only for tiny functions that never block or
@@ -452,7 +463,7 @@ class _Instance:
             raise TrapError(f"result of {out_len} bytes exceeds the cap of {self.owner.sandbox.result_cap}")
         raw = ctypes.string_at(base + out_ptr, out_len)
         try:
-            return json.loads(raw, parse_constant=_no_constants)
+            return _loads_result(raw)
         except ValueError:
             raise TrapError(f"result is not UTF-8 JSON: {raw[:80]!r}") from None
 
@@ -467,7 +478,7 @@ class _Instance:
             raise TrapError(f"stdout exceeds the cap of {self.stdout.cap} bytes")
         text = bytes(self.stdout.data).decode("utf-8", "replace")
         try:
-            return json.loads(text, parse_constant=_no_constants)
+            return _loads_result(text)
         except ValueError:
             return text
 
@@ -498,7 +509,10 @@ class _Instance:
         message = _first_line(exc)
         if "memory" in message and ("limit" in message or "exceeds" in message):
             return MemoryLimitError(f"memory limit of {self.owner.sandbox.memory_bytes // MIB} MB: {message}")
-        if self.at_memory_cap():
+        # A trap at the memory cap is an allocator that gave up (unreachable, or a bad address it
+        # went on with); a stack overflow or an arithmetic trap is not, however full the memory
+        # that earlier calls on this pooled instance left behind.
+        if not (isinstance(exc, wasmtime.Trap) and exc.trap_code in NEVER_MEMORY) and self.at_memory_cap():
             return MemoryLimitError(
                 f"trapped at its memory limit of {self.owner.sandbox.memory_bytes // MIB} MB: {message}"
             )
@@ -746,6 +760,19 @@ def _numeric_args(function: str, sig: wasm.FuncSig, args: Any) -> tuple[int | fl
             value = float(value)
         values.append(value)
     return tuple(values)
+
+
+def _loads_result(raw: bytes | str) -> Any:
+    """A module's JSON result (ValueError when it is not JSON). One that nests deeper than
+    MAX_RESULT_DEPTH is a trap: answering it would exhaust the recursion limit of the encoder."""
+    try:
+        value = json.loads(raw, parse_constant=_no_constants)
+    except RecursionError:
+        value = None
+    else:
+        if not (may_nest_deeper(raw, MAX_RESULT_DEPTH) and nests_deeper(value, MAX_RESULT_DEPTH)):
+            return value
+    raise TrapError(f"the result nests arrays and objects deeper than {MAX_RESULT_DEPTH} levels")
 
 
 def _no_constants(name: str) -> Any:

@@ -21,11 +21,20 @@ then on. Commands, modules with file grants and modules that can sleep (the epoc
 interrupt a host call) always run on workers. wasmtime calls release the GIL, so a module spinning
 on a worker does not hold up the loop, and worker threads run at a lower priority (nice 10) so that
 on a busy machine the loop and its short calls get the CPU first.
+
+Worker threads are shared fairly (`edge.lanes`): a module version runs at most half of them
+(`NodeConfig.thread_share`, default `max(1, threads // 2)`); its calls beyond that wait in its own
+bounded queue and are answered 429 `{"error": "busy"}` when the queue is full or the wait too
+long. A module whose calls all run into their timeout cannot hold up another module's calls.
+
+Execute bodies: `args` nest at most `MAX_ARGS_DEPTH` (64) levels of arrays and objects; deeper is
+a 400 naming the limit, as is a body too deep for the JSON parser.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
@@ -43,12 +52,16 @@ from pydantic import ValidationError
 
 from edge.auth import Authenticator
 from edge.errors import BadRequestError, CpuLimitError, EdgeError, ModuleError, NotFoundError
+from edge.lanes import ThreadShares
 from edge.protocol import (
     LATENCY_BUCKETS_MS,
+    MAX_ARGS_DEPTH,
     VERSION_HEADER,
     ExecuteRequest,
     ModuleTable,
     VersionMetrics,
+    may_nest_deeper,
+    nests_deeper,
 )
 from edge.router import ApplyReport, Router, VersionSlot
 from edge.runtime import BudgetExceededError, Call, CallResult, Runtime
@@ -68,6 +81,9 @@ class NodeConfig:
     admin: bool = False
     node_id: str = "standalone"
     worker_nice: int = 10
+    thread_share: int = 0  # worker threads one module version may hold at once; 0: max(1, threads // 2)
+    thread_queue: int = 64  # calls of one version that may wait for its share; more are 429 busy
+    thread_max_wait: float = 10.0  # seconds a call waits for its version's share before a 429 busy
 
 
 class Node:
@@ -83,6 +99,9 @@ class Node:
             thread_name_prefix="wasm",
             initializer=_lower_priority,
             initargs=(config.worker_nice,),
+        )
+        self.shares = ThreadShares(
+            config.thread_share or max(1, config.threads // 2), config.thread_queue, config.thread_max_wait
         )
         self.started = time.time()
         # Set by a worker of a multi-process node (edge.workers): admin tables go to every worker
@@ -101,11 +120,24 @@ class Node:
                 loaded.mark_slow(call.function)
                 log.info("%s@%s %s: long call, moved to workers", slot.module, slot.version, call.function)
                 timeout = max(timeout - (time.perf_counter() - started), self.runtime.tick)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.pool, partial(loaded.invoke, call, timeout=timeout))
+        shares = self.shares
+        await shares.take(loaded, f"{slot.module}@{slot.version}")
+        future = self.pool.submit(partial(loaded.invoke, call, timeout=timeout))
+        try:
+            return await asyncio.wrap_future(future)
+        finally:
+            if future.done():
+                shares.give_back(loaded)
+            else:  # the request was cancelled; the call still holds its thread until it stops
+                future.add_done_callback(partial(_give_back_later, asyncio.get_running_loop(), shares, loaded))
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _give_back_later(loop: asyncio.AbstractEventLoop, shares: ThreadShares, key: object, _: object) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to give back to
+        loop.call_soon_threadsafe(shares.give_back, key)
 
 
 def _lower_priority(nice: int) -> None:
@@ -165,7 +197,13 @@ async def execute(request: web.Request) -> web.Response:
     try:
         req = ExecuteRequest.model_validate_json(body)
     except ValidationError as exc:
+        if any(err["type"] == "json_invalid" and "recursion limit" in err["msg"] for err in exc.errors()):
+            raise BadRequestError(
+                f"body: JSON nested too deep to parse; args may nest at most {MAX_ARGS_DEPTH} levels"
+            ) from None
         raise BadRequestError(_validation_message(exc)) from None
+    if may_nest_deeper(body, MAX_ARGS_DEPTH + 1) and nests_deeper(req.args, MAX_ARGS_DEPTH):
+        raise BadRequestError(f"args: arrays and objects nest deeper than {MAX_ARGS_DEPTH} levels")
     headers = request.headers
     router = node.router
     slot = router.pick(

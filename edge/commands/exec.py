@@ -1,7 +1,8 @@
 """`hotswap exec FILE.wasm|.wat FUNCTION [ARG ...]`: one call in the edge runtime and sandbox.
 
 Like `wasmtime run --invoke`, but with the node's limits, WASI sandbox and calling conventions.
-Each ARG is read as JSON when it parses (`3`, `"x"`, `{"a": 1}`) and as a string otherwise. A
+Each ARG is read as JSON when it parses (`3`, `"x"`, `{"a": 1}`) and as a string otherwise; JSON
+nested deeper than an execute call's args may be (64 levels) is refused, as the node does. A
 numeric export gets the ARGs as its parameters; a json or command export gets the single ARG as
 its input (several ARGs become an array, none becomes null). Prints the result as JSON; a failure
 prints `{"error", "message"}` to stderr and exits 1.
@@ -17,6 +18,7 @@ from typing import Any
 
 from edge import wasm
 from edge.errors import EdgeError
+from edge.protocol import MAX_ARGS_DEPTH, may_nest_deeper, nests_deeper
 from edge.runtime import MIB, DirGrant, Runtime, Sandbox
 
 
@@ -33,11 +35,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", type=Path, default=None, help="precompiled module cache")
 
 
-def _arg(text: str) -> Any:
+def _arg(index: int, text: str) -> Any:
     try:
-        return json.loads(text)
+        value = json.loads(text)
+    except RecursionError:
+        value = None
     except ValueError:
         return text
+    else:
+        if not (may_nest_deeper(text, MAX_ARGS_DEPTH) and nests_deeper(value, MAX_ARGS_DEPTH)):
+            return value
+    raise ValueError(f"ARG {index}: arrays and objects nest deeper than {MAX_ARGS_DEPTH} levels")
 
 
 def _dir(spec: str) -> DirGrant:
@@ -69,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
             env=tuple(env),
             dirs=tuple(_dir(d) for d in args.dir),
         )
+        values = [_arg(i, a) for i, a in enumerate(args.args, 1)]
         data = args.file.read_bytes()
         if args.file.suffix == ".wat":
             data = wasm.compile_wat(data.decode("utf-8"))
@@ -81,7 +90,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         loaded = runtime.load_any(data, sandbox)
         export = loaded.functions.get(args.function)
-        values = [_arg(a) for a in args.args]
         if export is not None and export.convention in ("numeric", "component"):
             call_args: Any = values
         else:
