@@ -162,6 +162,9 @@ class NodeHub:
         self._heard: set[str] = set()  # nodes that reported since this hub started
         self._reported = asyncio.Event()
         self._views: dict[str, tuple[NodeRecord, NodeView]] = {}  # the last view of each node row
+        # (module, version) a node was given in its current table or the one before (whose last
+        # requests it may still be reporting): the only metrics of its that count (a report is a claim)
+        self._assigned: dict[str, frozenset[tuple[str, str]]] = {}
         for node in store.list_nodes():
             self._remember(node)
 
@@ -170,9 +173,17 @@ class NodeHub:
     def _remember(self, node: NodeRecord) -> None:
         self._nodes[node.id] = node
         modules = node.assignment.get("modules", []) if node.assignment else []
-        self._tables[node.id] = ModuleTable(
-            generation=node.generation, modules=tuple(ModuleEntry.model_validate(m) for m in modules)
+        self._set_table(
+            node.id,
+            ModuleTable(generation=node.generation, modules=tuple(ModuleEntry.model_validate(m) for m in modules)),
         )
+
+    def _set_table(self, node_id: str, table: ModuleTable) -> None:
+        before = self._tables.get(node_id)
+        self._assigned[node_id] = frozenset(
+            (e.module, e.version) for e in (*table.modules, *(before.modules if before else ()))
+        )
+        self._tables[node_id] = table
 
     def _wake(self, node_id: str) -> None:
         event = self._changed.pop(node_id, None)
@@ -290,6 +301,11 @@ class NodeHub:
         """Record a heartbeat; None when the node is unknown (it must register again)."""
         if node_id not in self._nodes and not await self.load(node_id):
             return None
+        assigned = self._assigned.get(node_id, frozenset())
+        if any((m.module, m.version) not in assigned for m in beat.metrics):
+            beat = beat.model_copy(
+                update={"metrics": tuple(m for m in beat.metrics if (m.module, m.version) in assigned)}
+            )
         reported = beat.model_dump(mode="json", by_alias=True, exclude={"metrics"})
         now = self.clock()
         at = datetime.fromtimestamp(now, UTC)
@@ -379,10 +395,13 @@ class NodeHub:
             return None
         traces = STEP_TRACES.get() or {}
         changed = {e.module for e in entries} | {e.module for e in current.modules}
-        self._tables[node_id] = ModuleTable(
-            generation=generation,
-            modules=entries,
-            traceparents={m: t for m, t in traces.items() if m in changed},
+        self._set_table(
+            node_id,
+            ModuleTable(
+                generation=generation,
+                modules=entries,
+                traceparents={m: t for m, t in traces.items() if m in changed},
+            ),
         )
         self._nodes[node_id] = replace(self._nodes[node_id], assignment=body, generation=generation)
         self._wake(node_id)
@@ -406,6 +425,7 @@ class NodeHub:
         found = await asyncio.to_thread(self.store.delete_node, node_id)
         self._nodes.pop(node_id, None)
         self._tables.pop(node_id, None)
+        self._assigned.pop(node_id, None)
         self._wake(node_id)
         if self.peers is not None:
             self.peers.announce(node_id)
@@ -453,6 +473,7 @@ class NodeHub:
         for node_id in gone:
             if self._nodes.pop(node_id, None) is not None:
                 self._tables.pop(node_id, None)
+                self._assigned.pop(node_id, None)
                 self._wake(node_id)
                 poke = True
         if poke:

@@ -35,6 +35,7 @@ class RogueNode:
         self.cluster, self.id, self.region = cluster, node_id, region
         self.captured: list[str] = []
         self.claims: list[dict[str, Any]] = []
+        self.metrics: list[dict[str, Any]] = []
         self.table: list[dict[str, Any]] = []
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -67,7 +68,7 @@ class RogueNode:
                 {"module": e["module"], "version": e["version"], "digest": e["digest"], "weight": e["weight"]}
                 for e in self.table
             ] + self.claims
-            body = {"generation": 1 if self.table else 0, "running": running}
+            body = {"generation": 1 if self.table else 0, "running": running, "metrics": self.metrics}
             async with session.post(f"{self.cluster.url}{NODES_PATH}/{self.id}/heartbeat", json=body) as r:
                 assert r.status == 200, await r.text()
 
@@ -154,8 +155,11 @@ async def test_a_node_claiming_what_it_was_not_given_gets_no_calls(cluster: Clus
             await rogue.heartbeat()
             return any(v.id == "edge-liar" and v.running for v in cluster.plane.hub.view())
 
+        rogue.metrics = [{"module": "calc", "version": "1.0.0", "requests": 1000, "errors": 1000}]
         await poll(heard, "the rogue node's claims recorded")
         assert rogue.table == []
+        # its made-up traffic of a version it was not given does not count in any analysis
+        assert cluster.plane.hub.metrics.since("calc", "1.0.0", "nowhere", 0).requests == 0
         body = {"module": "calc", "function": "add", "args": [1, 2]}
         answers = await asyncio.gather(
             *(call(cluster.url, "POST", EXECUTE, cluster.token(), json=body) for _ in range(6))
