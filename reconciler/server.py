@@ -35,6 +35,7 @@ from reconciler.nodes import NodeHub
 from reconciler.notify import Notifier, install
 from reconciler.planner import latest_records
 from reconciler.registry import Registry
+from reconciler.spec.limits import InputLimits
 from reconciler.store.blobs import open_blob_store
 from reconciler.store.errors import StoreError
 from reconciler.store.state import StateStore, open_state_store
@@ -61,6 +62,7 @@ class ServeOptions:
     rate_limits: RateLimits = field(default_factory=RateLimits)
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    input_limits: InputLimits = field(default_factory=InputLimits)  # caps on a fleet revision
 
 
 @dataclass
@@ -91,7 +93,13 @@ class ControlPlane:
         trust = load_trust(options.trust) if options.trust else TrustRoot(principals=())
         applied = self.store.last_applied_revision()
         self.source = GitSource(
-            SourceConfig(url=options.repo, branch=options.branch, path=options.path, interval=options.interval),
+            SourceConfig(
+                url=options.repo,
+                branch=options.branch,
+                path=options.path,
+                interval=options.interval,
+                limits=options.input_limits,
+            ),
             trust,
             options.data_dir / "git",
             last_applied=applied.sha if applied else None,
@@ -124,6 +132,7 @@ class ControlPlane:
             authority=self.authority,
             writer=self.writer,
             accept_rewrite=self.accept_rewrite,
+            adopt_roles=trust.roles.adopt,
         )
         api = ApiDeps(
             registry=self.registry,

@@ -40,6 +40,7 @@ from edge.nodeapi import NODES_PATH, Heartbeat, Registration
 from reconciler.api.base import ANY_ROLE, ApiDeps, ApiError, public, read_json, require
 from reconciler.auth import TokenAuthority
 from reconciler.controller import Controller
+from reconciler.gitsource.errors import RewriteNotPendingError
 from reconciler.gitwrite import GitWriter
 from reconciler.nodes import NodeView
 from reconciler.planner import Condition, RolloutRecord, latest_records
@@ -58,6 +59,7 @@ class ControlDeps:
     authority: TokenAuthority | None = None  # mints the tokens execute calls carry to nodes
     writer: GitWriter | None = None  # API writes as commits in the fleet repository
     accept_rewrite: Callable[[str], None] | None = None  # follow a force-pushed branch at this head
+    adopt_roles: frozenset[str] = frozenset({"admin"})  # who may accept a rewrite (the trust root's roles.adopt)
 
 
 CONTROL = web.AppKey("control", ControlDeps)
@@ -309,16 +311,20 @@ async def source(request: web.Request) -> web.Response:
 
 
 async def accept_rewrite(request: web.Request) -> web.Response:
-    """An admin looked at a force-push the signing policy holds: follow the branch at `head`."""
-    who = require(request, "admin")
+    """Someone who may adopt (admin by default) looked at the force-push the signing policy holds:
+    follow the branch at `head`, which must be the head held (409 naming the held one otherwise)."""
     control = control_of(request)
+    who = require(request, *sorted(control.adopt_roles))
     body = await _body(request)
     head = body.get("head") if isinstance(body, dict) else None
     if not isinstance(head, str) or not re.fullmatch(r"[0-9a-f]{40}", head):
         raise ApiError(400, "bad_request", "head: the full 40-hex SHA of the rewritten branch's head", "head")
     if control.accept_rewrite is None:
         raise ApiError(409, "unsupported", "this control plane's source cannot follow a rewrite")
-    control.accept_rewrite(head)
+    try:
+        await asyncio.to_thread(control.accept_rewrite, head)  # waits for a sync in progress
+    except RewriteNotPendingError as exc:
+        raise ApiError(409, "not_pending", str(exc), "head") from None
     await asyncio.to_thread(
         control.controller.store.append_audit, who.subject, "source.acceptRewrite", head, {"head": head}
     )

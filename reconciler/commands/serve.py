@@ -3,6 +3,8 @@
 Follows a fleet repository, keeps the embedded stores under --data-dir (or PostgreSQL and S3), and
 serves the API and the node protocol. Settings come from flags, or from HOTSWAP_* environment
 variables named after them (HOTSWAP_REPO, HOTSWAP_DATABASE_URL, HOTSWAP_WEBHOOK_SECRET, ...).
+`--max-yaml-bytes`, `--max-revision-bytes` and `--max-files` cap what one revision of the fleet
+repository may hold (reconciler.spec.limits); sizes take a unit: 1MiB, 512KiB, 64M.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -17,11 +20,25 @@ from pathlib import Path
 from reconciler.api.security import RateLimits, parse_rate_limit
 from reconciler.commands.token import add_auth_arguments, auth_options
 from reconciler.server import ControlPlane, ServeOptions
+from reconciler.spec.limits import InputLimits
 from reconciler.telemetry import setup_logging
 
 
 def env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(f"HOTSWAP_{name}", default)
+
+
+_UNITS = {"": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mib": 1024**2}
+_UNITS |= {"g": 1000**3, "gb": 1000**3, "gib": 1024**3}
+
+
+def size(text: str) -> int:
+    """`1048576`, `1MiB`, `512KiB`, `64M` -> bytes (an argparse type)."""
+    match = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", text)
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in _UNITS or int(match.group(1)) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (bytes, or with a unit: 512KiB, 1MiB, 64M)")
+    return int(match.group(1)) * _UNITS[unit]
 
 
 def add_store_arguments(parser: argparse.ArgumentParser, data_dir: str) -> None:
@@ -58,6 +75,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="seconds between fetches (default 30)",
     )
     parser.add_argument("--heartbeat-seconds", type=float, default=5.0, help="node heartbeat period (default 5)")
+    defaults = InputLimits()
+    parser.add_argument(
+        "--max-yaml-bytes",
+        type=size,
+        default=size(env("MAX_YAML_BYTES", str(defaults.yaml_bytes)) or ""),
+        help="largest fleet YAML file of a revision (default 1MiB)",
+    )
+    parser.add_argument(
+        "--max-revision-bytes",
+        type=size,
+        default=size(env("MAX_REVISION_BYTES", str(defaults.revision_bytes)) or ""),
+        help="largest total of the files under the fleet root in one revision (default 64MiB)",
+    )
+    parser.add_argument(
+        "--max-files",
+        type=size,
+        default=size(env("MAX_FILES", str(defaults.files)) or ""),
+        help="most files under the fleet root in one revision (default 10000)",
+    )
     parser.add_argument(
         "--webhook-secret",
         default=env("WEBHOOK_SECRET"),
@@ -104,6 +140,9 @@ def options(args: argparse.Namespace) -> ServeOptions:
         rate_limits=limits,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        input_limits=InputLimits(
+            yaml_bytes=args.max_yaml_bytes, revision_bytes=args.max_revision_bytes, files=args.max_files
+        ),
     )
 
 

@@ -48,6 +48,7 @@ def load_at(fleet_dir: Path, rev: str) -> LoadResult:
 
     from reconciler.gitsource.errors import GitSourceError
     from reconciler.gitsource.gitrepo import GitRepo
+    from reconciler.spec.limits import InputLimits
 
     fleet_dir = fleet_dir.resolve()
     try:
@@ -57,8 +58,9 @@ def load_at(fleet_dir: Path, rev: str) -> LoadResult:
         if sha is None:
             raise ValueError(f"--base: {rev!r} is not a revision of {top}")
         with tempfile.TemporaryDirectory(prefix="hotswap-base-") as tmp:
-            repo.export(sha, fleet_dir.relative_to(Path(top).resolve()).as_posix(), Path(tmp))
-            return load_fleet(Path(tmp))
+            limits = InputLimits()  # the base is read like the control plane reads a revision
+            repo.export(sha, fleet_dir.relative_to(Path(top).resolve()).as_posix(), Path(tmp), limits)
+            return load_fleet(Path(tmp), limits)
     except ValueError:
         raise
     except (GitSourceError, OSError) as exc:

@@ -5,8 +5,9 @@ revision; the resulting `Approval` / `RejectedApproval` records (reconciler.appr
 the revision to the planner, which never calls git.
 
 1. A commit with `Hotswap-Approve: module@version` trailers approves those versions when it is
-   signed by a principal of the trust root (whether that principal holds a required role is the
-   rule's business: `reconciler.approvals.evaluate`).
+   signed by a principal of the trust root whose roles may approve (the trust root's
+   `roles.approve`); whether that principal holds a role the rule requires is the rule's business
+   (`reconciler.approvals.evaluate`).
 2. A merge commit approves the module versions it merged, when signed by a principal (who
    approves), or by a `merger` key (the forge's), in which case the principals its `Approved-by:`
    trailers name approve. Which versions a merge "changed": the Module documents in the YAML
@@ -14,7 +15,8 @@ the revision to the planner, which never calls git.
    `module@version` named at the merge (spec.version, spec.versions, placement.versionOverrides and
    placement.pins) and not named in the same files at the first parent. This reads YAML only,
    not the full loader, so it costs one diff and a few blob reads per merge, and a broken file
-   on either side just names nothing.
+   on either side just names nothing; so does a file over the YAML cap (it is not read) or one
+   with anchors or aliases (reconciler.spec.limits).
 
 Anything unsigned, signed by an unknown key, or by a key outside its validity window, counts for
 nothing and is returned as a `RejectedApproval` with the verifier's reason.
@@ -25,13 +27,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from reconciler.approvals import Approval, RejectedApproval, parse_target
 from reconciler.gitsource.gitrepo import CommitInfo, GitRepo
-from reconciler.gitsource.trust import TrustRoot
+from reconciler.gitsource.trust import RolePolicy, TrustRoot
 from reconciler.gitsource.verify import CommitCheck, Verifier
+from reconciler.spec.limits import InputLimits, is_fleet_yaml, yaml_reader
 
 __all__ = ["ApprovalScanner", "module_versions"]
 
@@ -47,7 +49,7 @@ def module_versions(text: bytes) -> set[tuple[str, str]]:
     """Every (module, version) a YAML file's Module documents name; nothing if it does not parse."""
     found: set[tuple[str, str]] = set()
     try:
-        docs = list(YAML(typ="safe", pure=True).load_all(text))
+        docs = list(yaml_reader("safe").load_all(text))
     except (YAMLError, ValueError, RecursionError):
         return found
     for doc in docs:
@@ -74,19 +76,20 @@ def module_versions(text: bytes) -> set[tuple[str, str]]:
 
 
 def _is_fleet_yaml(path: str, root: str) -> bool:
-    rel = path[len(root) :].lstrip("/") if root else path
-    parts = rel.split("/")
-    return rel.endswith((".yaml", ".yml")) and not any(p.startswith(".") for p in parts)
+    return is_fleet_yaml(path[len(root) :].lstrip("/") if root else path)
 
 
 class ApprovalScanner:
     """Turns first-parent commits into approvals; per-commit results are cached by SHA."""
 
-    def __init__(self, repo: GitRepo, verifier: Verifier, trust: TrustRoot, path: str = "") -> None:
+    def __init__(
+        self, repo: GitRepo, verifier: Verifier, trust: TrustRoot, path: str = "", limits: InputLimits | None = None
+    ) -> None:
         self.repo = repo
         self.verifier = verifier
         self.trust = trust
         self.path = path.strip("/")
+        self.limits = limits or InputLimits()
         self._merged: dict[str, tuple[tuple[str, str], ...]] = {}
 
     def merged_versions(self, merge: CommitInfo) -> tuple[tuple[str, str], ...]:
@@ -99,8 +102,8 @@ class ApprovalScanner:
         after: set[tuple[str, str]] = set()
         before: set[tuple[str, str]] = set()
         for file in files:
-            new = self.repo.read_blob(merge.sha, file)
-            old = self.repo.read_blob(first, file)
+            new = self._read(merge.sha, file)
+            old = self._read(first, file)
             if new is not None:
                 after |= module_versions(new)
             if old is not None:
@@ -108,6 +111,20 @@ class ApprovalScanner:
         result = tuple(sorted(after - before))
         self._merged[merge.sha] = result
         return result
+
+    def _read(self, sha: str, path: str) -> bytes | None:
+        """A YAML file of a merge or its parent, unless it is missing or over the YAML cap."""
+        size = self.repo.blob_size(sha, path)
+        if size is None or size > self.limits.yaml_bytes:
+            return None
+        return self.repo.read_blob(sha, path)
+
+    def _may_approve(self, name: str, roles: frozenset[str]) -> str | None:
+        """None when `roles` may approve, else the reason an approval by `name` counts for nothing."""
+        allowed = self.trust.roles.approve
+        if roles & allowed:
+            return None
+        return f"{name} ({RolePolicy.spell(roles)}) may not approve (approve roles: {RolePolicy.spell(allowed)})"
 
     def scan(self, commits: Sequence[CommitInfo]) -> tuple[list[Approval], list[RejectedApproval]]:
         """Approvals found in these first-parent commits (any order), and those that count for nothing."""
@@ -134,13 +151,14 @@ class ApprovalScanner:
                         value, "", commit.sha, check.principal or "", f"{value!r} is not MODULE@VERSION", "commit"
                     )
                 )
+            refused = check.reason if not check.trusted else self._may_approve(check.principal or "", check.roles)
             for module, version in targets:
-                if check.trusted:
+                if refused is None:
                     assert check.principal is not None
                     approvals.append(Approval(module, version, check.principal, check.roles, commit.sha, "commit"))
                 else:
                     rejected.append(
-                        RejectedApproval(module, version, commit.sha, check.principal or check.key, check.reason)
+                        RejectedApproval(module, version, commit.sha, check.principal or check.key, refused)
                     )
             if merged:
                 self._merge_approvals(commit, check, merged, approvals, rejected)
@@ -161,7 +179,7 @@ class ApprovalScanner:
             return
         assert check.principal is not None
         signer_is_merger = MERGER_ROLE in check.roles
-        if check.roles - {MERGER_ROLE}:
+        if check.roles - {MERGER_ROLE} and self._may_approve(check.principal, check.roles) is None:
             approvals += [Approval(m, v, check.principal, check.roles, merge.sha, "merge") for m, v in merged]
         for name in merge.approved_by:
             principal = self.trust.principal(name)
@@ -172,6 +190,8 @@ class ApprovalScanner:
                 )
             elif principal is None:
                 reason = f"Approved-by names {name!r}, who is not a principal of the trust root"
+            elif (refused := self._may_approve(principal.name, principal.roles)) is not None:
+                reason = refused
             else:
                 approvals += [Approval(m, v, principal.name, principal.roles, merge.sha, "merge") for m, v in merged]
                 continue

@@ -4,6 +4,9 @@
     ├── TrustRootError              trust.yaml unreadable or invalid (`path:line: field: message` lines)
     ├── GitCommandError             a git command failed (its arguments and stderr in the message)
     │   └── FetchError              clone or fetch of the fleet repository failed (transient: retried)
+    ├── ExportError                 a revision's tree cannot be written out (a symlink leaving it, ...)
+    │   └── TooLargeError           a file or the revision is over its size cap (`problems` name them)
+    ├── RewriteNotPendingError      `accept_history_rewrite` of a head that is not the one held
     └── ApproveError                `hotswap approve` could not make, sign or push its commit
 
 A revision that does not verify or parse is not an exception: it is a `Stalled` condition in the
@@ -13,6 +16,10 @@ source's status (see reconciler.gitsource.status), and the last good revision st
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from reconciler.spec.fleet import Problem
 
 
 class GitSourceError(Exception):
@@ -39,6 +46,23 @@ class GitCommandError(GitSourceError):
 
 class FetchError(GitCommandError):
     """Clone or fetch failed; the source keeps its last good revision and tries again later."""
+
+
+class ExportError(GitSourceError):
+    """A revision's tree could not be written out for the loader; `problems` name the files."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = tuple(problems)
+        more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
+        super().__init__(f"{self.problems[0]}{more}" if self.problems else "cannot export the revision")
+
+
+class TooLargeError(ExportError):
+    """A file or the whole revision is over its cap (reconciler.spec.limits); nothing was exported."""
+
+
+class RewriteNotPendingError(GitSourceError):
+    """An accepted rewrite must name the head the source holds as `HistoryRewritten`, and only that."""
 
 
 class ApproveError(GitSourceError):

@@ -17,7 +17,9 @@ from pathlib import Path
 import git
 
 from reconciler.approvals import APPROVE_TRAILER, APPROVED_BY_TRAILER
-from reconciler.gitsource.errors import GitCommandError
+from reconciler.gitsource.errors import ExportError, GitCommandError, TooLargeError
+from reconciler.spec.fleet import Problem
+from reconciler.spec.limits import InputLimits, size_problems
 
 __all__ = ["CommitInfo", "GitRepo"]
 
@@ -175,6 +177,31 @@ class GitRepo:
         except GitCommandError:
             return None
 
+    def blob_size(self, sha: str, path: str) -> int | None:
+        """The size in bytes of the file `path` at `sha` (without reading it), or None."""
+        try:
+            return int(self.run(["cat-file", "-s", f"{sha}:{path}"]).strip())
+        except (GitCommandError, ValueError):
+            return None
+
+    def tree_sizes(self, sha: str, path: str = "") -> list[tuple[str, int]]:
+        """Every file under `path` at `sha` (relative to `path`) with its size, read from the tree alone."""
+        treeish = f"{sha}:{path}" if path else sha
+        files = []
+        for entry in self.run(["ls-tree", "-r", "-l", "-z", treeish]).split("\0"):
+            meta, _, rel = entry.partition("\t")
+            fields = meta.split()
+            if len(fields) == 4:  # mode type object size; a submodule's size is "-"
+                files.append((rel, int(fields[3]) if fields[3].isdigit() else 0))
+        return files
+
+    def trees(self, shas: Sequence[str]) -> dict[str, str]:
+        """The tree of each commit, in one call."""
+        if not shas:
+            return {}
+        out = self.run(["rev-parse", *(f"{s}^{{tree}}" for s in shas)]).split()
+        return dict(zip(shas, out, strict=True))
+
     def has_path(self, sha: str, path: str) -> bool:
         if not path:
             return True
@@ -184,13 +211,26 @@ class GitRepo:
             return False
         return True
 
-    def export(self, sha: str, path: str, dest: Path) -> None:
-        """Write the tree of `sha` under `path` into `dest` (which becomes the fleet root)."""
+    def export(self, sha: str, path: str, dest: Path, limits: InputLimits | None = None) -> None:
+        """Write the tree of `sha` under `path` into `dest` (which becomes the fleet root).
+
+        With `limits`, the files' sizes are checked from the tree first (`TooLargeError`, nothing
+        written); a member that cannot be written safely (a symlink leaving `dest`, a device) is
+        an `ExportError` naming it."""
+        if limits is not None:
+            too_large = size_problems(self.tree_sizes(sha, path), limits)
+            if too_large:
+                raise TooLargeError(too_large)
         dest.mkdir(parents=True, exist_ok=True)
         treeish = f"{sha}:{path}" if path else sha
         data = self.run_bytes(["archive", "--format=tar", treeish])
-        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-            _extract(tar, dest)
+        try:
+            with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+                _extract(tar, dest)
+        except tarfile.TarError as exc:
+            member = getattr(exc, "tarinfo", None)
+            name = member.name if isinstance(member, tarfile.TarInfo) else ""
+            raise ExportError([Problem(name, 0, "file", f"cannot be exported: {exc}")]) from None
 
 
 def _extract(tar: tarfile.TarFile, dest: Path) -> None:

@@ -5,27 +5,33 @@ loop fetches every `interval` seconds, at once when `trigger()` is called (the w
 reconciler.gitsource.webhook does so) and, for a repository on a local path, when its refs change
 on disk (watchfiles). Each sync:
 
-    fetch -> head moved? -> history rewritten? -> parse the fleet at head (the loader, on the
-    tree exported from git; skipped when nothing under the fleet root changed) -> verify the
-    signatures of every new first-parent commit when requireSignedCommits holds -> scan the new
-    commits for approvals -> a new `Revision`
+    fetch -> head moved? -> history rewritten? -> when signing is already required, verify every
+    new first-parent commit (signature, trust root, the signer's role) before reading any file ->
+    check the sizes of the head's files from the tree (`git ls-tree`) -> export and parse the fleet
+    at head (the loader; skipped when nothing under the fleet root changed) -> when the head's own
+    policy switches signing on, verify now -> scan the new commits for approvals -> a new `Revision`
 
-A head that cannot be used (unsigned or untrusted commit, invalid fleet, rewritten history under
-signing policy) never replaces the last good revision: the reason goes to `status()` as Flux-like
-conditions, naming the commit and, for an invalid fleet, the file:line. Signing is required when
-the trust root says so, when the last good revision's policy says so (a commit cannot switch it
-off for itself), or when the new head's policy says so. On the first sync with no
-`last_applied` revision known, only the head commit is verified.
+A head that cannot be used (unsigned or untrusted commit, a signer whose roles may not author it,
+a file or revision over its cap, an invalid fleet, a tree that cannot be exported, rewritten
+history under signing policy) never replaces the last good revision: the reason goes to `status()`
+as Flux-like conditions (`Stalled`), naming the commit and the file (file:line for YAML). A head
+that failed so is not read again; the next commit is. Signing is required when the trust root says
+so, when the last good revision's policy says so (a commit cannot switch it off for itself), or
+when the new head's policy says so; in that last case the caps of `SourceConfig.limits` (and the
+YAML reader's refusal of anchors and aliases) are what bound the reading before verification. On
+the first sync with no `last_applied` revision known, only the head commit is verified.
 
 A force-push that removes the applied revision from the branch is always reported. Without signing
 policy it is followed (and recorded in `status().events`); with signing policy it is held
-(`Stalled`, `HistoryRewritten`) until `accept_history_rewrite(head)` says a human looked at it.
+(`Stalled`, `HistoryRewritten`) until `accept_history_rewrite(head)` says a human looked at that
+head; the acceptance is used by that one rewrite.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import tempfile
 import threading
@@ -37,12 +43,20 @@ from pathlib import Path
 
 from reconciler.approvals import Approval, RejectedApproval
 from reconciler.gitsource.approving import ApprovalScanner
-from reconciler.gitsource.errors import FetchError, GitCommandError
+from reconciler.gitsource.errors import (
+    ExportError,
+    FetchError,
+    GitCommandError,
+    GitSourceError,
+    RewriteNotPendingError,
+    TooLargeError,
+)
 from reconciler.gitsource.gitrepo import CommitInfo, GitRepo
 from reconciler.gitsource.status import Failure, Reason, SourceStatus, conditions
 from reconciler.gitsource.trust import TrustRoot
-from reconciler.gitsource.verify import CommitCheck, Verifier
+from reconciler.gitsource.verify import CommitCheck, Verifier, authorised
 from reconciler.spec.fleet import DesiredFleet, Problem
+from reconciler.spec.limits import InputLimits
 from reconciler.spec.loader import LoadResult
 
 __all__ = ["FleetParser", "GitSource", "Revision", "SourceConfig", "Verification"]
@@ -52,10 +66,10 @@ MAX_EVENTS = 20
 log = logging.getLogger(__name__)
 
 
-def _default_parser(root: Path) -> LoadResult:
+def _default_parser(root: Path, limits: InputLimits) -> LoadResult:
     from reconciler.spec.loader import load_fleet
 
-    return load_fleet(root)
+    return load_fleet(root, limits)
 
 
 @dataclass(frozen=True)
@@ -64,6 +78,7 @@ class SourceConfig:
     branch: str = "main"
     path: str = ""  # the fleet root inside the repository
     interval: float = 30.0  # seconds between fetches when nothing triggers one
+    limits: InputLimits = field(default_factory=InputLimits)  # file, revision and file-count caps
 
     @property
     def local_path(self) -> Path | None:
@@ -135,18 +150,18 @@ class GitSource:
         trust: TrustRoot,
         cache_dir: Path,
         *,
-        parse: FleetParser = _default_parser,
+        parse: FleetParser | None = None,
         last_applied: str | None = None,
     ) -> None:
         self.config = config
         self.trust = trust
         self.cache_dir = cache_dir
-        self.parse = parse
+        self.parse = parse or functools.partial(_default_parser, limits=config.limits)
         self.path = config.path.strip("/")
         cache_dir.mkdir(parents=True, exist_ok=True)
         self.verifier = Verifier(trust, cache_dir / "trust")
         self.repo = self._open_mirror(cache_dir / "mirror.git")
-        self.scanner = ApprovalScanner(self.repo, self.verifier, trust, self.path)
+        self.scanner = ApprovalScanner(self.repo, self.verifier, trust, self.path, config.limits)
         self._lock = threading.Lock()
         self._good: Revision | None = None
         self._good_found = _Found()
@@ -154,7 +169,7 @@ class GitSource:
         self._observed: str | None = None
         self._attempted: str | None = None
         self._failure: Failure | None = None
-        self._accepted_rewrites: set[str] = set()
+        self._accepted_rewrite: str | None = None  # the held rewritten head a human accepted, until used
         self._events: deque[str] = deque(maxlen=MAX_EVENTS)
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -186,9 +201,17 @@ class GitSource:
         )
 
     def accept_history_rewrite(self, head: str) -> None:
-        """A human looked at a force-push: follow the rewritten branch when its head is `head`."""
+        """A human looked at a force-push: follow the rewritten branch at `head`, once.
+
+        `head` must be the head held as `HistoryRewritten` now (`RewriteNotPendingError` otherwise,
+        naming the one held, if any); a later rewrite needs an acceptance of its own."""
         with self._lock:
-            self._accepted_rewrites.add(head)
+            failure = self._failure
+            held = failure.commit if failure is not None and failure.reason is Reason.HISTORY_REWRITTEN else None
+            if held is None or held != head:
+                pending = f"the held rewrite's head is {held}" if held else "no rewritten history is held"
+                raise RewriteNotPendingError(f"{head} is not a rewritten head waiting for acceptance; {pending}")
+            self._accepted_rewrite = head
             self._attempted = None
 
     # -- fetching ---------------------------------------------------------------------------------
@@ -240,6 +263,11 @@ class GitSource:
                 except GitCommandError as exc:
                     self._attempted = None  # try this head again at the next sync
                     self._failure = Failure(Reason.FETCH_FAILED, f"reading commit {head[:12]}: {exc}", head)
+                except Exception as exc:  # a bug must not pass for success: stalled until the next commit
+                    log.exception("git source: reading commit %s failed", head)
+                    self._failure = Failure(
+                        Reason.SYNC_FAILED, f"reading commit {head[:12]} failed: {type(exc).__name__}: {exc}", head
+                    )
                 if self._failure is not None:
                     log.warning("git source: %s: %s", self._failure.reason, self._failure.message)
                 else:
@@ -261,27 +289,30 @@ class GitSource:
                 f"history rewritten: applied revision {base[:12]} is no longer on branch "
                 f"{self.config.branch}, whose head is now {head[:12]}"
             )
-            if required and head not in self._accepted_rewrites:
+            if required and head != self._accepted_rewrite:
                 return Failure(Reason.HISTORY_REWRITTEN, message + " (signing policy: accept it to follow)", head)
-            self._events.append(message + "; followed")
-            log.warning("git source: %s; followed (no signing policy)", message)
+            if required:
+                self._accepted_rewrite = None  # used: a later rewrite needs its own acceptance
+            self._events.append(message + ("; followed (accepted)" if required else "; followed"))
+            log.warning("git source: %s; followed (%s)", message, "accepted" if required else "no signing policy")
             base = repo.merge_base(base, head)
         new_commits = repo.first_parent_log(head, since=base) if base else [info]
+        verification = self._verify(new_commits) if required else Verification(False)
+        if not verification.ok:  # refused before any file of the revision is read
+            return self._unverified(verification, head)
         if good is not None and not rewritten and not repo.changed_files(good.sha, head, self.path):
             problems, fleet = good.problems, good.fleet  # nothing under the fleet root changed
         else:
-            problems, fleet = self._parse(head)
-        if fleet is not None and fleet.policy.require_signed_commits:
-            required = True
-        checks: tuple[CommitCheck, ...] = ()
-        if required:
-            verdicts = self.verifier.check(repo, [c.sha for c in new_commits])
-            checks = tuple(verdicts[c.sha] for c in reversed(new_commits))
-        verification = Verification(required, checks)
-        if not verification.ok:
-            failed = verification.failure
-            assert failed is not None
-            return Failure(Reason.UNVERIFIED_COMMIT, f"unverified commit {failed.sha[:12]}: {failed.reason}", head)
+            try:
+                problems, fleet = self._parse(head)
+            except ExportError as exc:
+                if isinstance(exc, TooLargeError):
+                    return Failure(Reason.TOO_LARGE, f"commit {head[:12]} is too large: {exc}", head, exc.problems)
+                return Failure(Reason.INVALID_FLEET, f"invalid fleet at commit {head[:12]}: {exc}", head, exc.problems)
+        if not required and fleet is not None and fleet.policy.require_signed_commits:
+            verification = self._verify(new_commits)  # the head's own policy switches signing on
+            if not verification.ok:
+                return self._unverified(verification, head)
         if fleet is None:
             errors = [p for p in problems if p.severity == "error"] or list(problems)
             first = str(errors[0]) if errors else "no fleet"
@@ -306,6 +337,28 @@ class GitSource:
             repo.run(["update-ref", "refs/hotswap/applied", head])
         return None
 
+    def _verify(self, commits: list[CommitInfo]) -> Verification:
+        """Signature, trust root and the signer's role for each first-parent commit (newest first given)."""
+        verdicts = self.verifier.check(self.repo, [c.sha for c in commits])
+        shas = [c.sha for c in commits if verdicts[c.sha].trusted]
+        trees = self.repo.trees(list(dict.fromkeys(shas + [c.parents[0] for c in commits if c.parents])))
+        checks = tuple(
+            authorised(
+                verdicts[c.sha],
+                c,
+                not c.parents or trees.get(c.sha) != trees.get(c.parents[0]),
+                self.trust.roles,
+            )
+            for c in reversed(commits)
+        )
+        return Verification(True, checks)
+
+    @staticmethod
+    def _unverified(verification: Verification, head: str) -> Failure:
+        failed = verification.failure
+        assert failed is not None
+        return Failure(Reason.UNVERIFIED_COMMIT, f"unverified commit {failed.sha[:12]}: {failed.reason}", head)
+
     def _known_resume(self) -> str | None:
         """The `last_applied` given at start, when the mirror has it (until a revision is taken)."""
         if self._resume is None or self.repo.resolve(self._resume) is None:
@@ -318,7 +371,7 @@ class GitSource:
             if self.repo.resolve(sha) is None:
                 return None
             return self._parse(sha)[1]
-        except GitCommandError:
+        except GitSourceError:
             return None
 
     def _parse(self, head: str) -> tuple[tuple[Problem, ...], DesiredFleet | None]:
@@ -326,7 +379,7 @@ class GitSource:
             return (Problem(self.path, 0, "path", f"{self.path!r} does not exist at commit {head[:12]}"),), None
         with tempfile.TemporaryDirectory(prefix="rev-", dir=self.cache_dir) as tmp:
             root = Path(tmp) / "fleet"
-            self.repo.export(head, self.path, root)
+            self.repo.export(head, self.path, root, self.config.limits)
             result = self.parse(root)
         return result.problems, result.fleet if result.ok else None
 

@@ -1,10 +1,12 @@
 """The Git source's status, as Flux's GitRepository shows it: revisions, `verified`, conditions.
 
 Where it sits: computed by `conditions()` (a pure function) once per sync of the Git source, read by
-`GET /api/v1/wasm/source` and `hotswap status`. A good revision gives `Ready=True`; a head that cannot
-be used gives `Ready=False` with a reason, plus `Stalled=True` when a human must act (an unverified
-commit, an invalid fleet, rewritten history). A failed fetch is transient (retried at the next
-interval), so it is `Ready=False` without `Stalled`. The last good revision stays in every case.
+`GET /api/v1/wasm/source` and `hotswap status`. A good revision gives `Ready=True`; a head that
+cannot be used gives `Ready=False` with a reason, plus `Stalled=True` when a human must act (an unverified commit or one
+its signer's roles may not make, an invalid fleet or one that cannot be exported, a file or
+revision over its cap, rewritten history, a revision whose reading failed unexpectedly). A failed
+fetch is transient (retried at the next interval), so it is `Ready=False` without `Stalled`. The
+last good revision stays in every case.
 """
 
 from __future__ import annotations
@@ -26,9 +28,13 @@ class Reason(StrEnum):
     UNVERIFIED_COMMIT = "UnverifiedCommit"
     INVALID_FLEET = "InvalidFleet"
     HISTORY_REWRITTEN = "HistoryRewritten"
+    TOO_LARGE = "TooLarge"
+    SYNC_FAILED = "SyncFailed"
 
 
-STALLING = frozenset({Reason.UNVERIFIED_COMMIT, Reason.INVALID_FLEET, Reason.HISTORY_REWRITTEN})
+STALLING = frozenset(
+    {Reason.UNVERIFIED_COMMIT, Reason.INVALID_FLEET, Reason.HISTORY_REWRITTEN, Reason.TOO_LARGE, Reason.SYNC_FAILED}
+)
 
 
 @dataclass(frozen=True)

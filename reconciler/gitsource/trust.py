@@ -6,6 +6,10 @@ turns it into an allowed-signers file for git's SSH signature check and a privat
 OpenPGP keys; the approvals code reads principals' roles from it.
 
     requireSignedCommits: true          # optional: enforce signing whatever the fleet's policy says
+    roles:                              # optional; these are the defaults
+      author: [admin, developer]        # may sign commits that change the repository's files
+      approve: [admin, developer, operator]   # may sign approvals (empty commits, merges, Approved-by)
+      adopt: [admin]                    # may accept a rewritten history (POST .../accept-rewrite)
     principals:
       - name: alice@example.com
         roles: [admin]
@@ -19,6 +23,10 @@ OpenPGP keys; the approvals code reads principals' roles from it.
               ...
 
 Times without a zone are UTC. `valid-after`/`valid-before` (git's spelling) are accepted too.
+A merge signed by a `merger` key (the forge's) passes as authored: what it merged was reviewed there.
+The control plane's own key (the API's commits, reconciler.gitwrite) is a principal like any other:
+give it a role that may author (developer) and, for the API's approvals, one that may approve.
+The file is YAML without anchors or aliases, at most TRUST_BYTES.
 """
 
 from __future__ import annotations
@@ -33,17 +41,28 @@ from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any, Literal
 
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from reconciler.gitsource.errors import TrustRootError
+from reconciler.spec.limits import yaml_reader
 
-__all__ = ["KeyKind", "Principal", "TrustKey", "TrustRoot", "load_trust", "parse_trust", "ssh_fingerprint"]
+__all__ = [
+    "KeyKind",
+    "Principal",
+    "RolePolicy",
+    "TrustKey",
+    "TrustRoot",
+    "load_trust",
+    "parse_trust",
+    "ssh_fingerprint",
+]
 
 KeyKind = Literal["ssh", "openpgp"]
 
 ROLES = ("admin", "developer", "operator", "viewer", "merger")
+ACTIONS = ("author", "approve", "adopt")
+TRUST_BYTES = 1024 * 1024
 SSH_KEY_TYPES = (
     "ssh-ed25519",
     "ssh-rsa",
@@ -94,10 +113,24 @@ class Principal:
 
 
 @dataclass(frozen=True)
+class RolePolicy:
+    """Which roles may author fleet commits, approve, and adopt (accept a rewritten history)."""
+
+    author: frozenset[str] = frozenset({"admin", "developer"})
+    approve: frozenset[str] = frozenset({"admin", "developer", "operator"})
+    adopt: frozenset[str] = frozenset({"admin"})
+
+    @staticmethod
+    def spell(roles: frozenset[str]) -> str:
+        return ", ".join(sorted(roles)) or "none"
+
+
+@dataclass(frozen=True)
 class TrustRoot:
     principals: tuple[Principal, ...]
     require_signed_commits: bool = False
     source: str = ""
+    roles: RolePolicy = field(default_factory=RolePolicy)
     _by_name: Mapping[str, Principal] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -224,7 +257,7 @@ def parse_trust(text: str, path: str = "trust.yaml") -> TrustRoot:
     """Parse trust-root YAML; every problem at once in a `TrustRootError`."""
     reader = _Reader(path)
     try:
-        doc = YAML(typ="rt").load(text)
+        doc = yaml_reader("rt").load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         raise TrustRootError(
@@ -235,8 +268,9 @@ def parse_trust(text: str, path: str = "trust.yaml") -> TrustRoot:
     if not isinstance(doc, CommentedMap):
         raise TrustRootError([f"{path}:1: (document): must be a mapping with `principals`"])
     for name in doc:
-        if name not in ("principals", "requireSignedCommits"):
-            reader.add(_line(doc, name), str(name), "unknown field; expected principals, requireSignedCommits")
+        if name not in ("principals", "requireSignedCommits", "roles"):
+            reader.add(_line(doc, name), str(name), "unknown field; expected principals, requireSignedCommits, roles")
+    role_policy = _role_policy(reader, doc)
     require = doc.get("requireSignedCommits", False)
     if not isinstance(require, bool):
         reader.add(_line(doc, "requireSignedCommits"), "requireSignedCommits", "must be true or false")
@@ -299,11 +333,39 @@ def parse_trust(text: str, path: str = "trust.yaml") -> TrustRoot:
         principals.append(Principal(name, frozenset(role_set), tuple(keys)))
     if reader.problems:
         raise TrustRootError(reader.problems)
-    return TrustRoot(tuple(principals), require, path)
+    return TrustRoot(tuple(principals), require, path, role_policy)
+
+
+def _role_policy(reader: _Reader, doc: CommentedMap) -> RolePolicy:
+    """`roles: {author: [...], approve: [...], adopt: [...]}`; each missing entry keeps its default."""
+    node = doc.get("roles")
+    if node is None:
+        return RolePolicy()
+    if not isinstance(node, CommentedMap):
+        reader.add(_line(doc, "roles"), "roles", f"must be a mapping of {', '.join(ACTIONS)} to lists of roles")
+        return RolePolicy()
+    chosen: dict[str, frozenset[str]] = {}
+    for action in node:
+        where = f"roles.{action}"
+        if action not in ACTIONS:
+            reader.add(_line(node, action), where, f"unknown field; expected {', '.join(ACTIONS)}")
+            continue
+        roles = node[action]
+        if not isinstance(roles, CommentedSeq):
+            reader.add(_line(node, action), where, "must be a list of roles")
+            continue
+        for index, role in enumerate(roles):
+            if role not in ROLES:
+                reader.add(_line(roles, index), f"{where}[{index}]", f"{role!r} is not one of {', '.join(ROLES)}")
+        chosen[str(action)] = frozenset(r for r in roles if r in ROLES)
+    return RolePolicy(**chosen)
 
 
 def load_trust(path: Path) -> TrustRoot:
     try:
+        size = path.stat().st_size
+        if size > TRUST_BYTES:
+            raise TrustRootError([f"{path}:0: file: {size} bytes, over the {TRUST_BYTES} bytes a trust root may hold"])
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise TrustRootError([f"{path}:0: file: cannot be read: {exc}"]) from None

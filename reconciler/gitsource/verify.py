@@ -7,6 +7,7 @@ home with those keys imported and trusted. Then one `git log --no-walk` per batc
 git for `%G?` (and the key's fingerprint) of each; results are cached by commit SHA, since a
 commit's signature never changes. The verdict names the principal, or says why not: unsigned, a
 bad signature, a key nobody in the trust root holds, or a key used outside its validity window.
+`authorised()` then holds a trusted signer to the trust root's roles for what the commit does.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from enum import StrEnum
 from pathlib import Path
 
 from reconciler.gitsource.errors import GitSourceError, TrustRootError
-from reconciler.gitsource.gitrepo import GitRepo
-from reconciler.gitsource.trust import Principal, TrustKey, TrustRoot
+from reconciler.gitsource.gitrepo import CommitInfo, GitRepo
+from reconciler.gitsource.trust import Principal, RolePolicy, TrustKey, TrustRoot
 
-__all__ = ["CommitCheck", "SignatureStatus", "Verifier"]
+__all__ = ["CommitCheck", "SignatureStatus", "Verifier", "authorised"]
 
 _FIELD = "\x1f"
 _RECORD = "\x1e"
@@ -41,6 +42,7 @@ class SignatureStatus(StrEnum):
     UNKNOWN_KEY = "UnknownKey"
     KEY_NOT_VALID = "KeyNotValid"
     CANNOT_CHECK = "CannotCheck"
+    NOT_ALLOWED = "NotAllowed"  # a trusted signer whose roles may not do what the commit does
 
 
 @dataclass(frozen=True)
@@ -244,6 +246,33 @@ class Verifier:
             key,
             f"git could not confirm the signature of commit {short} by {principal.name} (%G? = {code})",
         )
+
+
+def authorised(check: CommitCheck, commit: CommitInfo, changes_files: bool, roles: RolePolicy) -> CommitCheck:
+    """`check` when its signer may make this first-parent commit, else a NOT_ALLOWED verdict saying why.
+
+    A commit that changes files needs an author role; a merge, an author role or `merger` (the
+    forge's key); a commit that changes nothing (an approval), an author or an approve role."""
+    if not check.trusted:
+        return check
+    if commit.is_merge:
+        allowed, what = roles.author | {"merger"}, f"merge (author roles: {RolePolicy.spell(roles.author)}, or merger)"
+    elif changes_files:
+        allowed, what = roles.author, f"author fleet changes (author roles: {RolePolicy.spell(roles.author)})"
+    else:
+        allowed = roles.author | roles.approve
+        what = f"approve (approve roles: {RolePolicy.spell(roles.approve)})"
+    if check.roles & allowed:
+        return check
+    return CommitCheck(
+        check.sha,
+        check.committed_at,
+        SignatureStatus.NOT_ALLOWED,
+        check.principal,
+        check.roles,
+        check.key,
+        f"commit {check.sha[:12]} is signed by {check.principal} ({RolePolicy.spell(check.roles)}), who may not {what}",
+    )
 
 
 def gpg_available() -> bool:

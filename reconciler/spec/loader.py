@@ -29,8 +29,10 @@ from reconciler.interfaces import ToolError, WitError, WitPackage, check_module,
 from reconciler.spec.alerts import FLEET_KINDS as KINDS
 from reconciler.spec.alerts import Alert
 from reconciler.spec.fleet import Binary, DesiredFleet, Location, Problem
+from reconciler.spec.limits import InputLimits, size_problems, yaml_reader
 from reconciler.spec.models import (
     API_VERSION,
+    FLEET_INPUT,
     MAX_MODULE_BYTES,
     Document,
     Fleet,
@@ -42,6 +44,8 @@ from reconciler.spec.models import (
 )
 
 __all__ = ["LoadResult", "Problem", "load_documents", "load_fleet"]
+
+DEFAULT_LIMITS = InputLimits()
 
 
 @dataclass(frozen=True)
@@ -150,9 +154,7 @@ def fleet_files(root: Path) -> list[Path]:
 
 
 def _yaml() -> YAML:
-    y = YAML(typ="rt")
-    y.allow_duplicate_keys = False
-    return y
+    return yaml_reader("rt")  # no anchors or aliases, bounded depth (reconciler.spec.limits)
 
 
 _T = TypeVar("_T")
@@ -205,13 +207,17 @@ def _parse_file(rel: str, text: str) -> _Parsed:
     return _remember(_FILE_CACHE, key, (tuple(parsed), tuple(out.problems)))
 
 
-def load_documents(root: Path, out: _Collector) -> tuple[list[_Doc], int]:
+def load_documents(root: Path, out: _Collector, limits: InputLimits = DEFAULT_LIMITS) -> tuple[list[_Doc], int]:
     """Parse and validate every YAML file; problems go to `out`, documents come back with their nodes."""
     docs: list[_Doc] = []
     files = fleet_files(root)
     for file in files:
         rel = file.relative_to(root).as_posix()
         try:
+            oversize = size_problems([(rel, file.stat().st_size)], limits)
+            if oversize:
+                out.problems.extend(oversize)
+                continue
             text = file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             out.add(rel, 0, "file", f"cannot be read: {exc}")
@@ -238,7 +244,7 @@ def _validate_document(doc: _Doc, out: _Collector) -> None:
         out.add(doc.path, doc.line_of(["apiVersion"]), "apiVersion", f"{api!r} is not {API_VERSION}")
         return
     try:
-        doc.model = KINDS[kind].model_validate(_plain(doc.node))
+        doc.model = KINDS[kind].model_validate(_plain(doc.node), context=FLEET_INPUT)
     except ValidationError as exc:
         for error in exc.errors():
             loc = [p for p in error["loc"] if isinstance(p, (str, int))]
@@ -271,14 +277,17 @@ def _suggest(node: Any, loc: Sequence[str | int]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def load_fleet(root: Path) -> LoadResult:
-    """Load and check the fleet under `root`. Never raises for bad input: problems say what is wrong."""
+def load_fleet(root: Path, limits: InputLimits = DEFAULT_LIMITS) -> LoadResult:
+    """Load and check the fleet under `root`. Never raises for bad input: problems say what is wrong.
+
+    YAML files over `limits.yaml_bytes` are refused unread; the caller that exports a revision
+    checks the revision's total first (reconciler.spec.limits)."""
     out = _Collector()
     root = root.resolve()
     if not root.is_dir():
         out.add("", 0, "path", f"{root} is not a directory")
         return LoadResult(None, tuple(out.problems))
-    docs, files = load_documents(root, out)
+    docs, files = load_documents(root, out, limits)
     fleet = _assemble(root, docs, out)
     problems = tuple(sorted(out.problems, key=lambda p: (p.path, p.line, p.field)))
     if any(p.severity == "error" for p in problems):

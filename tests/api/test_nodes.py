@@ -126,14 +126,16 @@ async def test_a_drained_node_hands_its_modules_over_and_comes_back(cluster: Clu
     assert missing.status == 404
 
 
-async def test_an_admin_accepts_a_history_rewrite(cluster: Cluster) -> None:
+async def test_accept_rewrite_is_refused_when_no_rewrite_is_held(cluster: Cluster) -> None:
     head = cluster.plane.source.latest.sha
     bad = await call(cluster.url, "POST", "/api/v1/wasm/source/accept-rewrite", cluster.token("admin"), json={})
     assert bad.status == 400 and bad.body["message"].startswith("head:")
     answer = await call(
         cluster.url, "POST", "/api/v1/wasm/source/accept-rewrite", cluster.token("admin"), json={"head": head}
     )
-    assert answer.status == 202 and answer.body["branch"] == "main"
-    assert head in cluster.plane.source._accepted_rewrites
-    audit = cluster.plane.store.audit_log(subject=head)
-    assert [a.action for a in audit] == ["source.acceptRewrite"]
+    assert answer.status == 409 and answer.body["error"] == "not_pending"
+    assert (
+        answer.body["message"] == f"{head} is not a rewritten head waiting for acceptance; no rewritten history is held"
+    )
+    assert cluster.plane.source._accepted_rewrite is None
+    assert cluster.plane.store.audit_log(subject=head) == []

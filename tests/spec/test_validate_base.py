@@ -86,3 +86,14 @@ def test_unknown_revision(repo: Path, capsys: pytest.CaptureFixture[str]) -> Non
 def test_outside_git(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", str(write_fleet(tmp_path)), "--base", "HEAD"]) == 2
     assert "--base:" in capsys.readouterr().err
+
+
+def test_a_base_with_a_symlink_leaving_the_repository_is_refused_naming_it(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (repo / "modules/escape").symlink_to("../../../../../etc")
+    git(repo.parent, "add", "-A")
+    git(repo.parent, "commit", "-qm", "a symlink out")
+    (repo / "modules/escape").unlink()
+    assert main(["validate", str(repo), "--base", "HEAD"]) == 2
+    assert "--base: modules/escape: file: cannot be exported" in capsys.readouterr().err
