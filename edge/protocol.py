@@ -164,8 +164,11 @@ class VersionMetrics(_Wire):
 
 
 def may_nest_deeper(raw: bytes | str, limit: int) -> bool:
-    """False when the JSON text `raw` surely nests at most `limit` levels (it has no more brackets
-    than that): a scan at C speed that spares most calls the walk of `nests_deeper`."""
+    """False when the JSON text `raw` surely nests at most `limit` levels: it is too short to hold
+    `limit` + 1 opening and closing brackets, or has no more opening brackets than `limit`. Cheap
+    enough for every call; it spares most of them the walk of `nests_deeper`."""
+    if len(raw) < 2 * (limit + 1):
+        return False
     if isinstance(raw, str):
         return raw.count("[") + raw.count("{") > limit
     return raw.count(b"[") + raw.count(b"{") > limit
