@@ -9,6 +9,7 @@ snake_case in Python. Every model forbids unknown fields: a typo must not pass s
 from __future__ import annotations
 
 import itertools
+import posixpath
 import re
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal, Self
@@ -20,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -164,10 +166,58 @@ class Limits(Spec):
     timeout_seconds: float = Field(30, ge=1, le=300)
 
 
+FLEET_INPUT: Final = {"fleet_input": True}
+"""Validation context of documents read from a fleet (the loader passes it): checks that only apply
+to what Git asks for, not to tables and records the control plane stored earlier (read back as they
+are, so a stricter rule never stops a restart; the edge node refuses such a grant at load anyway)."""
+
+NEVER_GRANTED: Final = ("/boot", "/dev", "/etc", "/proc", "/root", "/run", "/sys")
+"""Host directories never granted to a module, nor anything under them: boot files, devices, system
+configuration, root's home, runtime sockets, kernel interfaces."""
+
+TOP_LEVEL_SYSTEM: Final = ("/bin", "/home", "/lib", "/lib32", "/lib64", "/opt", "/sbin", "/srv", "/tmp", "/usr", "/var")
+"""Top-level directories never granted whole (a folder below one, e.g. /srv/hotswap/NAME, may be)."""
+
+
+def host_problem(host: str) -> str | None:
+    """Why a filesystem grant's `host` is refused before any node sees it, or None.
+
+    What validate can know: the path's shape and the host's system directories. Whether a node
+    serves it is the node operator's `--allow-dir` roots (checked by the node at load, with symlinks
+    resolved)."""
+    if "\0" in host:
+        return "contains a NUL byte"
+    if not host.startswith("/"):
+        return f"{host!r} is not an absolute path (start it with /)"
+    if ".." in host.split("/"):
+        return f"{host!r} has a '..' component; name the directory itself"
+    normal = posixpath.normpath(host)
+    if normal != host or host.startswith("//"):
+        return f"{host!r} is not normalised; write {normal.replace('//', '/')!r}"
+    if host == "/":
+        return "the host's root directory is never granted; grant a folder such as /srv/hotswap/NAME"
+    for system in NEVER_GRANTED:
+        if host == system or host.startswith(system + "/"):
+            return f"{host!r} is {'' if host == system else 'under '}{system}, which is never granted"
+    if host in TOP_LEVEL_SYSTEM:
+        return f"{host!r} is a top-level system directory; grant a folder below it, such as {host}/hotswap/NAME"
+    return None
+
+
 class Mount(Spec):
     host: str = Field(min_length=1)
     guest: str = Field(min_length=1, pattern=r"^/")
     mode: Literal["ro", "rw"] = "ro"
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str, info: ValidationInfo) -> str:
+        context = info.context
+        if isinstance(context, dict) and context.get("fleet_input"):
+            problem = host_problem(value)
+            if problem is not None:
+                raise ValueError(problem)
+        return value
 
 
 class Network(Spec):
