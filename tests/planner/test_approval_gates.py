@@ -331,3 +331,17 @@ def test_no_weight_and_no_promotion_without_approval_then_progress_once_approved
             break
     assert d.record("calc").phase is Phase.PROMOTED, d.record("calc")
     assert weight_set(d.weights("calc")) == {(("2.0.0", 100),)}
+
+
+def test_reverting_a_held_capability_change_leaves_the_running_release_alone() -> None:
+    desired = with_policy(example(), rollouts=POLICY)
+    d = Driver(desired)
+    d.run()
+    d.desired = with_data_dir(desired)
+    d.run(at=1.0)
+    assert d.record("greeter").phase is Phase.WAITING_APPROVAL
+    d.desired = desired
+    d.run(at=2.0)
+    assert d.record("greeter").phase is Phase.SUPERSEDED
+    assert greeter_hosts(d) == {()}
+    assert d.run(at=3.0).actions == ()
