@@ -92,6 +92,7 @@ class ControlPlaneBlobs:
 class AgentState:
     registered: bool = False
     applied_generation: int = 0
+    early_polls: int = 0  # long-polls in a row that came back empty long before their wait
     table: ModuleTable | None = None
     last_report: ApplyReport | None = None
     retry_delay: float = FIRST_RETRY_SECONDS
@@ -188,6 +189,7 @@ class Agent:
         url = f"{self.node_url}/assignment"
         params = {"after": str(self.state.applied_generation), "wait": str(wait)}
         timeout = aiohttp.ClientTimeout(total=wait + 10)
+        started = time.monotonic()
         async with self.session().get(url, params=params, timeout=timeout) as response:
             if response.status == 404:
                 raise ForgottenError()
@@ -196,6 +198,13 @@ class Agent:
                     # What did not load (a blob store down, say) is tried again, less often each time.
                     await self.apply(self.state.table)
                     self.state.retry_delay = min(self.state.retry_delay * 2, MAX_RETRY_SECONDS)
+                elif time.monotonic() - started < wait / 2:
+                    # Nothing new long before the wait was up: a control plane that is stopping, or a
+                    # proxy cutting the poll short. Polling again at once would spin: back off.
+                    self.state.early_polls += 1
+                    await asyncio.sleep(min(0.05 * 2**self.state.early_polls, MAX_BACKOFF_SECONDS))
+                else:
+                    self.state.early_polls = 0
                 return
             if response.status != 200:
                 raise ValueError(f"assignment: {response.status} {await response.text()}")

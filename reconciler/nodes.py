@@ -135,6 +135,10 @@ def _epoch(at: datetime | None) -> float | None:
     return at.timestamp() if at is not None else None
 
 
+class HubClosedError(Exception):
+    """The control plane is stopping: a long-poll gets no answer from it (the API says 503)."""
+
+
 class NodeHub:
     def __init__(
         self,
@@ -337,7 +341,8 @@ class NodeHub:
         return HeartbeatAnswer(generation=self._tables[node_id].generation)
 
     async def wait_assignment(self, node_id: str, after: int, wait: float) -> ModuleTable | None:
-        """The node's table once its generation is past `after`; None if `wait` seconds pass first."""
+        """The node's table once its generation is past `after`; None if `wait` seconds pass first;
+        HubClosedError when the hub closes first (an empty answer would send the node straight back)."""
         deadline = time.monotonic() + wait
         while not self._closing:
             if node_id not in self._nodes and not await self.load(node_id):
@@ -351,7 +356,7 @@ class NodeHub:
             event = self._changed.setdefault(node_id, asyncio.Event())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), remaining)
-        return None
+        raise HubClosedError(node_id)
 
     async def wait_reports(self, timeout: float | None = None) -> bool:
         """Wait until every known node has sent a heartbeat to this hub (False if `timeout` passes first).

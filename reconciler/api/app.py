@@ -50,6 +50,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         more = {"field": exc.field} if exc.field is not None else {}
         response = _json_error(exc.status, exc.error, exc.message, **more)
         response.headers.update(exc.headers)
+        if exc.headers.get("Connection", "").lower() == "close":
+            response.force_close()  # aiohttp decides keep-alive itself: say it, not only the header
         return response
     except InvalidModuleError as exc:
         return _json_error(400, "invalid_module", exc.message, field=exc.field)

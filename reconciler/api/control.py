@@ -42,7 +42,7 @@ from reconciler.auth import TokenAuthority
 from reconciler.controller import Controller
 from reconciler.gitsource.errors import RewriteNotPendingError
 from reconciler.gitwrite import GitWriter
-from reconciler.nodes import NodeView
+from reconciler.nodes import HubClosedError, NodeView
 from reconciler.planner import Condition, RolloutRecord, latest_records
 from reconciler.rollouts import record_json
 from reconciler.snapshots import snapshot_json
@@ -197,6 +197,10 @@ async def assignment(request: web.Request) -> web.Response:
         table = await control_of(request).controller.hub.wait_assignment(node_id, after, wait)
     except KeyError:
         raise ApiError(404, "not_found", f"node {node_id!r} is not registered") from None
+    except HubClosedError:  # the node retries after a pause, on whichever replica answers next
+        raise ApiError(
+            503, "stopping", "this control plane is stopping", headers={"Retry-After": "1", "Connection": "close"}
+        ) from None
     if table is None:
         return web.Response(status=204)
     return web.json_response(table.model_dump(mode="json", by_alias=True))
