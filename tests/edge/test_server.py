@@ -234,15 +234,16 @@ async def test_the_admin_endpoint_is_absent_unless_enabled(make_node: NodeFactor
         assert resp.status == 404
 
 
-async def test_a_node_with_a_key_needs_a_token_with_an_execute_role(make_node: NodeFactory) -> None:
+async def test_a_node_with_a_key_needs_a_token_for_nodes_with_an_execute_role(make_node: NodeFactory) -> None:
     private = Ed25519PrivateKey.generate()
     public_pem = private.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    client = await make_node(auth=Authenticator(public_pem.decode()))
+    client = await make_node(auth=Authenticator(public_pem.decode(), node_id="edge-1"))
 
     def token(**claims: Any) -> dict[str, str]:
-        value = jwt.encode({"exp": int(time.time()) + 60, **claims}, private, algorithm="EdDSA")
+        base = {"exp": int(time.time()) + 60, "iss": "hotswap", "aud": "hotswap-edge"}
+        value = jwt.encode({**base, **claims}, private, algorithm="EdDSA")
         return {"Authorization": f"Bearer {value}"}
 
     request = {"module": "arith", "function": "add", "args": [1, 2]}
@@ -251,13 +252,25 @@ async def test_a_node_with_a_key_needs_a_token_with_an_execute_role(make_node: N
     status, body, _ = await client.post(request, headers={"Authorization": "Bearer not-a-jwt"})
     assert (status, body["error"]) == (401, "unauthorized")
     status, body, _ = await client.post(request, headers=token(role="viewer"))
-    assert status == 401 and "may not execute" in body["message"]
+    assert (status, body["error"]) == (403, "forbidden") and "may not do this" in body["message"]
     status, body, _ = await client.post(request, headers=token(role="developer"))
     assert (status, body["result"]) == (200, 3)
     status, body, _ = await client.post(request, headers=token(roles=["viewer", "admin"]))
     assert status == 200
+    status, body, _ = await client.post(request, headers=token(role="developer", aud="hotswap-node/edge-1"))
+    assert status == 200  # a token for this node only
+    for wrong in ({"aud": "hotswap-api"}, {"aud": "hotswap-node/edge-2"}, {"iss": "mallory"}):
+        status, body, _ = await client.post(request, headers=token(role="admin", **wrong))
+        assert (status, body["error"]) == (401, "unauthorized"), wrong
+    unaddressed = jwt.encode({"exp": int(time.time()) + 60, "iss": "hotswap", "role": "admin"}, private, "EdDSA")
+    status, body, _ = await client.post(request, headers={"Authorization": f"Bearer {unaddressed}"})
+    assert status == 401  # no audience at all
     other = Ed25519PrivateKey.generate()
-    forged = jwt.encode({"exp": int(time.time()) + 60, "role": "admin"}, other, algorithm="EdDSA")
+    forged = jwt.encode(
+        {"exp": int(time.time()) + 60, "iss": "hotswap", "aud": "hotswap-edge", "role": "admin"},
+        other,
+        algorithm="EdDSA",
+    )
     status, body, _ = await client.post(request, headers={"Authorization": f"Bearer {forged}"})
     assert status == 401
 
