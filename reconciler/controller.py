@@ -406,10 +406,9 @@ class Controller:
                 case SetAssignment():
                     pass  # published above
                 case StartRollout():
-                    how = f"by {action.strategy}" if action.strategy else "at once"
                     self._event(
                         "RolloutStarted",
-                        f"{action.module}: {action.from_version or 'nothing'} -> {action.to_version} {how}",
+                        f"{action.module}: {action.describe()}",
                         action.module,
                         action.rollout_id,
                     )

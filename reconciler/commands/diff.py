@@ -54,8 +54,7 @@ def plan_lines(desired: DesiredFleet, data: dict[str, Any]) -> list[str]:
                     else:
                         lines.append(f"  {node_id}: ~ {module}@{version} weight {old} -> {new}")
             case planner.StartRollout():
-                how = f"by {action.strategy}" if action.strategy else "at once"
-                lines.append(f"rollout {action.module}: {action.from_version or '-'} -> {action.to_version} {how}")
+                lines.append(f"rollout {action.module}: {action.describe()}")
             case planner.AdvanceStep():
                 lines.append(f"rollout {action.module}: step {action.step} {action.kind.value} {action.percent}%")
             case planner.Rollback():

@@ -41,13 +41,23 @@ class SetAssignment:
 
 @dataclass(frozen=True)
 class StartRollout:
-    """A rollout was created (span `wasm.deployment.create`)."""
+    """A rollout was created (span `wasm.deployment.create`).
+
+    `how` says what happens next, as events and `hotswap diff` show it: "by canary", "by canary
+    once approved", "at once (no rollout strategy)", "new capabilities applied once approved"...
+    """
 
     rollout_id: str
     module: str
     from_version: str | None
     to_version: str
     strategy: str | None
+    how: str = ""
+
+    def describe(self) -> str:
+        """`1.1.0 -> 1.2.0 by canary once approved`."""
+        how = self.how or (f"by {self.strategy}" if self.strategy else "at once")
+        return f"{self.from_version or 'nothing'} -> {self.to_version} {how}"
 
 
 @dataclass(frozen=True)

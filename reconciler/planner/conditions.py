@@ -34,6 +34,7 @@ class ModuleView:
     placed: int  # nodes running the module (pins and overrides included)
     missing: Mapping[str, int] = field(default_factory=dict)  # region -> replicas without a node
     missing_binary: str | None = None  # why the desired version has no binary
+    held: tuple[str, ...] = ()  # pins and overrides held for an approval, and what they wait for
 
 
 def module_conditions(view: ModuleView) -> tuple[Condition, ...]:
@@ -69,6 +70,13 @@ def module_conditions(view: ModuleView) -> tuple[Condition, ...]:
         paused = Condition(_T.PAUSED, True, r.reason, r.message)
     else:
         paused = NOT_PAUSED
+    if view.held:
+        waits = "; ".join(view.held)
+        paused = (
+            Condition(_T.PAUSED, True, paused.reason, f"{paused.message}; {waits}")
+            if paused.status
+            else Condition(_T.PAUSED, True, "AwaitingApproval", waits)
+        )
 
     if r is not None and r.active:
         progressing = Condition(_T.PROGRESSING, not r.held, r.reason or r.phase.value, r.message)

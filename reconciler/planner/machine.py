@@ -38,6 +38,26 @@ in WaitingApproval with the previous release still published, and are applied on
   The same holds for a rollout of a version whose capabilities change while it rolls out.
 Limits and health check changes stay immediate; without an approval policy a capability change
 is applied at once, as before.
+
+Pins and region overrides (`placement.pins`, `placement.versionOverrides`) have no steps: a pinned
+or overridden version runs at weight 100 at once. When a new version of the module would need an
+approval (`approval_asked`: the Fleet's rollout policy, or the strategy asks for one), the planner
+puts module@V on a pinned or overridden node only when V is already approved and live:
+- V is, or was, the module's stable release (a record promoted it, or a rollout started from it);
+- the Fleet's rollout rule holds for module@V (approval commits for module@V; a pin has no gates,
+  so approvals spent on a rollout's gates count too);
+- or some node already runs module@V alone (weight 100 in the tables last published) and V is not
+  what the module's latest rollout moves to: the pin or override was there before (tables hold
+  only what passed this rule, so this admits nothing unapproved; a new node in an overridden
+  region gets V like the others).
+So a fleet that starts under an approval policy needs approvals for the pinned and overridden
+versions other than the one each module deploys; one that adopts a policy keeps what runs.
+Otherwise the pin or override is held: the node keeps what it ran (its one version of the module
+at weight 100, when that is not the latest rollout's target, else the stable release, else
+nothing), and the module's `Paused` condition says `AwaitingApproval`, naming module@V and the rule
+it waits for. An approval commit for module@V releases it on the next pass. Pinned and overridden
+versions always run with the stable release's capabilities. Without an approval demand, pins and
+overrides apply at once, as before.
 """
 
 from __future__ import annotations
@@ -60,7 +80,7 @@ from reconciler.planner.types import (
 )
 from reconciler.spec.models import ABTestParams, Analysis, RolloutStrategySpec, StrategyType
 
-__all__ = ["RECHECK_SECONDS", "RolloutContext", "Transition", "advance", "start"]
+__all__ = ["RECHECK_SECONDS", "RolloutContext", "Transition", "advance", "approval_asked", "start"]
 
 RECHECK_SECONDS = 5.0
 """How often a running step is analysed for early failure, and a rollout paused for lack of traffic
@@ -202,14 +222,25 @@ def _before_start(ctx: RolloutContext) -> bool:
     return ctx.required or (ctx.strategy is not None and ctx.strategy.approval.before_start)
 
 
-def _asks_approval(ctx: RolloutContext) -> bool:
-    """Would a new version of the module need an approval at some point of its rollout?"""
-    strategy, unit = ctx.strategy, ctx.unit
-    if _before_start(ctx) or (strategy is not None and strategy.approval.gates):
+def approval_asked(
+    required: bool, strategy: RolloutStrategySpec | None, unit: RolloutStrategySpec | None = None
+) -> bool:
+    """Would a new version of the module need an approval at some point of its rollout?
+
+    `required`: the Fleet's rollout policy; `strategy`: the module's strategy; `unit`: the strategy
+    that runs the steps (Regional's `perRegion` one, else `strategy` itself).
+    """
+    if required:
+        return True
+    if strategy is not None and (strategy.approval.before_start or strategy.approval.gates):
         return True
     if unit is not None and unit.blue_green is not None and not unit.blue_green.auto_promote:
         return True
     return unit is not None and unit.ab_test is not None and unit.ab_test.winner == "approval"
+
+
+def _asks_approval(ctx: RolloutContext) -> bool:
+    return approval_asked(ctx.required, ctx.strategy, ctx.unit)
 
 
 def _gate(ctx: RolloutContext, r: RolloutRecord, nxt: _Step | None) -> Awaiting | None:
@@ -385,20 +416,29 @@ def start(
             approvals_used=spent,
         )
         moved = _replace_when_approved(ctx, record, first=True)
-        return Transition(moved.record, (started, *moved.actions), moved.requeue_after)
+        what = "new capabilities" if previous.version == ctx.target.version else "replaced (no rollout strategy)"
+        if moved.record.phase is Phase.PROMOTED:
+            how = f"{what} applied at once, already approved ({ctx.rule})"
+        else:
+            how = f"{what} applied once approved ({ctx.rule})"
+        return Transition(moved.record, (replace(started, how=how), *moved.actions), moved.requeue_after)
     if at_once:
         if reason == "Reverted":
             why, message = reason, f"Git returned to {ctx.target.label}, which runs"
+            how = "at once (back to the release that runs)"
         elif previous is None:
             why, message = "InitialDeployment", f"{ctx.target.label} placed at once (nothing ran before)"
+            how = "at once (nothing ran before)"
         elif strategy is None:
             why, message = (
                 "Replaced",
                 f"{previous.version} replaced by {ctx.target.label} at once (no rollout strategy)",
             )
+            how = "at once (no rollout strategy)"
         else:
             why = "SameVersionReplaced"
             message = f"{ctx.target.version}: new limits, capabilities or health check applied at once"
+            how = "at once (same version: new limits, capabilities or health check)"
         done = RolloutRecord(
             rollout_id,
             ctx.module,
@@ -414,7 +454,7 @@ def start(
             message=message,
             finished_at=ctx.now,
         )
-        return Transition(done, (started, Promote(rollout_id, ctx.module, ctx.target.version)))
+        return Transition(done, (replace(started, how=how), Promote(rollout_id, ctx.module, ctx.target.version)))
     assert strategy is not None  # not at once
     record = RolloutRecord(
         rollout_id,
@@ -432,9 +472,15 @@ def start(
     )
     if not any(ctx.scope.get(region) for region in ctx.regions):
         pending, pause = _no_nodes(ctx, record)
-        return Transition(pending, (started, pause))
+        how = f"by {strategy_name} when a healthy node can take it"
+        if _before_start(ctx):
+            how += f", once approved ({ctx.rule})"
+        return Transition(pending, (replace(started, how=how), pause))
     moved = _enter_next(ctx, record)
-    return Transition(moved.record, (started, *moved.actions), moved.requeue_after)
+    how = f"by {strategy_name}"
+    if moved.record.phase is Phase.WAITING_APPROVAL:
+        how += f" once approved ({ctx.rule})"
+    return Transition(moved.record, (replace(started, how=how), *moved.actions), moved.requeue_after)
 
 
 def advance(ctx: RolloutContext, r: RolloutRecord) -> Transition:

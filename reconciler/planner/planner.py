@@ -7,8 +7,9 @@ applies `Plan.actions` (see `reconciler.planner.actions`). The pass:
    the module's latest rollout record and starts, supersedes or advances a rollout (`machine`);
 3. derives every node's full table from the records (`weights`), plus pins and region overrides
    (which run with the capabilities of the module's stable release, so a change of capabilities
-   reaches them only once it is promoted), and emits `SetAssignment` for each node whose table
-   differs from the one last published;
+   reaches them only once it is promoted, and which, when the module's rollouts need approvals,
+   put on a node only a version already approved and live: `machine`'s docstring says which), and
+   emits `SetAssignment` for each node whose table differs from the one last published;
 4. computes the conditions of every module (`conditions`) and the earliest time to look again.
 
 Which release is stable comes from the latest record: the target of a promoted rollout, else the
@@ -30,11 +31,11 @@ import dataclasses
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
-from reconciler.approvals import Approval
+from reconciler.approvals import Approval, RuleResult, evaluate
 from reconciler.planner.actions import Action, Plan, SetAssignment
 from reconciler.planner.conditions import ModuleView, module_conditions
 from reconciler.planner.index import ModuleFacts, facts, rollout_rule
-from reconciler.planner.machine import RolloutContext, Transition, advance, start, supersede
+from reconciler.planner.machine import RolloutContext, Transition, advance, approval_asked, start, supersede
 from reconciler.planner.placement import ModulePlacement, place
 from reconciler.planner.types import (
     AssignmentEntry,
@@ -94,7 +95,9 @@ class _Pass:
             for entry in node.running:
                 loaded[(entry.module, entry.version, entry.digest)].add(node.id)
         self.loaded = loaded
+        self.assigned = {node.id: node.assigned for node in snapshot.nodes}
         self.tables: dict[str, list[AssignmentEntry]] = {node.id: [] for node in snapshot.nodes}
+        self._were_live: dict[str, set[str]] | None = None
         self.actions: list[Action] = []
         self.records: list[RolloutRecord] = []
         self.requeue: float | None = None
@@ -127,36 +130,112 @@ class _Pass:
             ).items():
                 tables[node_id].extend(entries)
                 count += 1
-        granted = record.stable.capabilities if record is not None and record.stable is not None else None
-
-        def fixed_release(version: str) -> Release | None:
-            """A pinned or overridden version, with the capabilities of the stable release."""
-            fixed = module.fixed.get(version)
-            if fixed is None or granted is None or fixed.capabilities is granted or fixed.capabilities == granted:
-                return fixed
-            return dataclasses.replace(fixed, capabilities=granted)
-
-        for region, version in module.overrides.items():
-            fixed = fixed_release(version)
-            if fixed is not None:
-                entry = module.entry(fixed, 100)
-                for node_id in placed.regions.get(region, ()):
-                    tables[node_id].append(entry)
-                    count += 1
-        for node_id, version in placed.pins.items():
-            fixed = fixed_release(version)
-            if fixed is not None:
-                tables[node_id].append(module.entry(fixed, 100))
+        held: list[str] = []
+        if module.fixed:
+            count += self._fixed(module, placed, record, held)
 
         def conditions() -> tuple[Condition, ...]:
-            view = ModuleView(module.name, module.spec.version, record, count, placed.missing, module.missing_binary)
+            view = ModuleView(
+                module.name, module.spec.version, record, count, placed.missing, module.missing_binary, tuple(held)
+            )
             return module_conditions(view)
 
         if record is None or record.active:
             self.status[module.name] = conditions()
         else:  # a finished record: the same conditions as last pass unless something they show changed
-            key = (record.id, record.phase, record.reason, record.message, count, placed)
+            key = (record.id, record.phase, record.reason, record.message, count, placed, tuple(held))
             self.status[module.name] = module.status(key, conditions)
+
+    def _fixed(
+        self, module: ModuleFacts, placed: ModulePlacement, record: RolloutRecord | None, held: list[str]
+    ) -> int:
+        """Put the module's pins and region overrides in the tables; return the override entries placed.
+
+        A pin or override that needs an approval it does not have is held (the rule is in `machine`'s
+        docstring): the node keeps what it ran, and `held` gets a message for the Paused condition.
+        """
+        name = module.name
+        stable = record.stable if record is not None else None
+        granted = stable.capabilities if stable is not None else None
+        shape = self.facts.shape(module, module.spec.rollout)
+        asked = approval_asked(self.facts.required, shape.strategy, shape.inner if shape.regional else shape.strategy)
+        moving = record.target.version if record is not None and record.phase is not Phase.PROMOTED else None
+        waits: dict[str, RuleResult | None] = {}
+        places: dict[tuple[str, str], list[str]] = {}
+
+        def with_granted(release: Release) -> Release:
+            if granted is None or release.capabilities is granted or release.capabilities == granted:
+                return release
+            return dataclasses.replace(release, capabilities=granted)
+
+        def ran(node_id: str) -> AssignmentEntry | None:
+            """The one version of the module the node ran alone, unless the latest rollout moves to it."""
+            entries = [e for e in self.assigned.get(node_id, ()) if e.module == name]
+            if len(entries) == 1 and entries[0].weight == 100 and entries[0].version != moving:
+                return entries[0]
+            return None
+
+        def wait_for(version: str) -> RuleResult | None:
+            """What a pin or override of `version` waits for; None: it may go on."""
+            if not asked or (stable is not None and stable.version == version):
+                return None
+            if version not in waits:
+                result = evaluate(self.facts.rule, name, version, self.approvals.get(name, ()))
+                live = version in self._live(name) and version != moving
+                waits[version] = None if result.satisfied or live else result
+            return waits[version]
+
+        def put(node_id: str, version: str, fixed: Release, kind: str, where: str) -> None:
+            if wait_for(version) is None:
+                self.tables[node_id].append(module.entry(with_granted(fixed), 100))
+                return
+            spots = places.setdefault((kind, version), [])
+            if where not in spots:
+                spots.append(where)
+            last = ran(node_id)
+            if last is not None and stable is not None and last.version != stable.version:
+                kept = Release(last.version, last.digest, last.limits, last.capabilities, last.health_check)
+                self.tables[node_id].append(module.entry(with_granted(kept), 100))
+            elif stable is not None:
+                self.tables[node_id].append(module.entry(stable, 100))
+
+        count = 0
+        for region, version in module.overrides.items():
+            fixed = module.fixed.get(version)
+            if fixed is not None:
+                for node_id in placed.regions.get(region, ()):
+                    put(node_id, version, fixed, "override", region)
+                    count += 1
+        for node_id, version in placed.pins.items():
+            fixed = module.fixed.get(version)
+            if fixed is not None:
+                put(node_id, version, fixed, "pin", node_id)
+        for (kind, version), spots in places.items():
+            result = waits[version]
+            assert result is not None
+            where = ("in " if kind == "override" else "on ") + ", ".join(spots)
+            held.append(f"{kind} to {version} {where} waits for approval: {result.message}; the node keeps what it ran")
+        return count
+
+    def _live(self, module: str) -> set[str]:
+        """Versions of `module` already approved and live: stable at some point (in any record), or
+        alone (weight 100) on some node in the tables last published. Built once per pass, when asked."""
+        if self._were_live is None:
+            live: dict[str, set[str]] = defaultdict(set)
+            for r in self.snapshot.records:
+                if r.phase is Phase.PROMOTED:
+                    live[r.module].add(r.target.version)
+                if r.previous is not None:
+                    live[r.module].add(r.previous.version)
+            for table in self.assigned.values():
+                per_module: dict[str, list[AssignmentEntry]] = defaultdict(list)
+                for e in table:
+                    per_module[e.module].append(e)
+                for name, entries in per_module.items():
+                    if len(entries) == 1 and entries[0].weight == 100:
+                        live[name].add(entries[0].version)
+            self._were_live = live
+        return self._were_live.get(module, set())
 
     def _transition(
         self,
