@@ -97,3 +97,38 @@ def test_a_base_with_a_symlink_leaving_the_repository_is_refused_naming_it(
     (repo / "modules/escape").unlink()
     assert main(["validate", str(repo), "--base", "HEAD"]) == 2
     assert "--base: modules/escape: file: cannot be exported" in capsys.readouterr().err
+
+
+def with_rollout_policy(repo: Path) -> None:
+    """The Fleet holds every rollout for one admin approval (committed, so it is in the base too)."""
+    fleet = repo / "fleet.yaml"
+    fleet.write_text(fleet.read_text() + "  policy:\n    approvals:\n      rollouts: {roles: [admin], count: 1}\n")
+    git(repo.parent, "commit", "-qam", "policy")
+
+
+def test_a_change_held_for_approval_is_not_reported_as_at_once(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with_rollout_policy(repo)
+    module = repo / "modules/adder.yaml"
+    module.write_text(module.read_text() + "  capabilities: {env: {MODE: fast}}\n")
+    assert main(["validate", str(repo), "--base", "HEAD"]) == 0
+    out = capsys.readouterr().out
+    assert "rollout: adder: 1.0.0 changes capabilities applied once approved (1 of [admin])" in out
+    assert "at once" not in out
+
+
+def test_a_new_version_under_a_policy_rolls_out_once_approved(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with_rollout_policy(repo)
+    module = repo / "modules/adder.yaml"
+    module.write_text(module.read_text().replace("version: 1.0.0", "version: 1.1.0"))
+    assert main(["validate", str(repo), "--base", "HEAD"]) == 0
+    assert "rollout: adder: 1.0.0 -> 1.1.0 by canary once approved (1 of [admin]) (version)" in capsys.readouterr().out
+
+
+def test_a_pin_to_a_version_not_yet_live_says_it_waits(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with_rollout_policy(repo)
+    module = repo / "modules/adder.yaml"
+    pinned = "  versions:\n    - {version: 1.1.0, source: {path: ../wasm/adder.wat}}\n  placement:\n"
+    module.write_text(module.read_text() + pinned + "    pins: {us-east-0: 1.1.0}\n")
+    assert main(["validate", str(repo), "--base", "HEAD"]) == 0
+    out = capsys.readouterr().out
+    assert "rollout: adder: 1.0.0 changes placement at once; pins and overrides to 1.1.0 wait for approval" in out
