@@ -1,25 +1,101 @@
 """Analysis: is the new version healthy enough to take the next step? And who won an A/B test?
 
-Where it sits: the rollout machine (`reconciler.planner.machine`) calls `analyze` when a step's time
-is up, with the metrics the nodes shipped for the step's window, and `compare` at the end of an A/B
-split. Pure arithmetic on `VersionMetrics`; the verdict's reason is a CamelCase word for conditions.
+Where it sits: the rollout machine (`reconciler.planner.machine`) calls `analyze` on every pass of a
+step, with the metrics the nodes shipped since the step began: a failure ends the step at once, a
+pass or an inconclusive verdict counts only once the step's time is up. It calls `compare` at the
+end of an A/B split. Pure arithmetic on `VersionMetrics`; the verdict's reason is a CamelCase word
+for conditions.
+
+Defaults (`analysis_for`): a strategy that leaves `analysis` out gets one that can always progress.
+- BlueGreen and Rolling: `LOADED_AND_HEALTHY` (maxErrorRate 0.01, minRequests 0, onNoTraffic
+  proceed). A step moves on once its time is up and every node of the step reports the new version
+  loaded (its health check passed) at the step's weights; whatever traffic it got is judged (a
+  preview gets some only with X-Hotswap-Version), none is waited for.
+- Canary and ABTest: `TRAFFIC` (maxErrorRate 0.01, minRequests 50, onNoTraffic pause): a step
+  passes on 50 requests or more to the new version, and waits for them.
+- Regional: its settle steps use the `perRegion` strategy's analysis (explicit or default); without
+  one, `LOADED_AND_HEALTHY`.
+An explicit `analysis` block means exactly what it says, for every step of every type.
 
 Rules: fewer than `minRequests` requests to the new version is inconclusive (`NoTraffic`), unless
-`onNoTraffic: proceed`. Above `maxErrorRate` or `maxLatencyP99Ms` is a failure, unless the stable
-version breaks the same threshold and the new one does no worse: then the environment is to blame
-(a dependency is down, say) and the verdict is inconclusive (`BaselineDegraded`), never a pass.
+`onNoTraffic: proceed`, or unless it already fails fast (below). With `minRequests` or more, above
+`maxErrorRate` or `maxLatencyP99Ms` is a failure, unless the stable version breaks the same
+threshold and the new one does no worse: then the environment is to blame (a dependency is down,
+say) and the verdict is inconclusive (`BaselineDegraded`), never a pass.
+
+Fail fast (`ErrorRateTooHigh` before `minRequests`): with n requests and e errors to the new
+version, n < minRequests, the step fails at once when the new version is clearly worse than the
+stable one, i.e. the one-sided 99 % Wilson lower bound L(e, n) of its error rate (z = 2.326) is above
+the stable version's error rate over the same window (0 when it served nothing), and either
+- failure is certain: e > maxErrorRate x minRequests (judged at minRequests, the rate would be above
+  maxErrorRate whatever the remaining requests do), or
+- failure is clear: L(e, n) > maxErrorRate.
+So with the defaults (1 %, 50) one error among fewer than 50 requests fails a version whose stable
+one served without errors; with 5 % and 50, a version failing 2 requests in 3 fails after 2 errors
+(L = 16.7 %) while 1 error in 30 (L = 0.46 %, 1 <= 2.5) waits for more. Latency never fails fast.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
 from reconciler.planner.types import ABResult, VersionMetrics
-from reconciler.spec.models import ABTestParams, Analysis
+from reconciler.spec.models import ABTestParams, Analysis, RolloutStrategySpec, StrategyType
 
-__all__ = ["Totals", "Verdict", "analyze", "compare", "totals"]
+__all__ = [
+    "LOADED_AND_HEALTHY",
+    "TRAFFIC",
+    "Totals",
+    "Verdict",
+    "analysis_for",
+    "analyze",
+    "compare",
+    "needs_traffic",
+    "totals",
+    "wilson_lower",
+]
+
+LOADED_AND_HEALTHY = Analysis(max_error_rate=0.01, min_requests=0, on_no_traffic="proceed")
+"""BlueGreen's and Rolling's analysis when the strategy has none: judge what came, wait for nothing."""
+
+TRAFFIC = Analysis(max_error_rate=0.01, min_requests=50, on_no_traffic="pause")
+"""Canary's and ABTest's analysis when the strategy has none: a step passes on traffic."""
+
+Z_99 = 2.326
+"""One-sided 99 % normal quantile: the confidence of a fail-fast verdict."""
+
+
+def analysis_for(strategy: RolloutStrategySpec, inner: RolloutStrategySpec | None = None) -> Analysis:
+    """The analysis a strategy's steps are judged by: its own, else its type's default (see above).
+
+    `inner` is a Regional strategy's `perRegion` one, whose analysis its settle steps inherit.
+    """
+    if strategy.analysis is not None:
+        return strategy.analysis
+    if strategy.type in (StrategyType.CANARY, StrategyType.AB_TEST):
+        return TRAFFIC
+    if strategy.type is StrategyType.REGIONAL and inner is not None and inner.type is not StrategyType.REGIONAL:
+        return analysis_for(inner)
+    return LOADED_AND_HEALTHY
+
+
+def needs_traffic(analysis: Analysis) -> bool:
+    """Would a step that gets no requests wait for ever (unless requests come)?"""
+    return analysis.min_requests > 0 and analysis.on_no_traffic == "pause"
+
+
+def wilson_lower(errors: int, requests: int, z: float = Z_99) -> float:
+    """The Wilson score lower bound of an error rate seen as `errors` of `requests` (0 for none)."""
+    if requests <= 0:
+        return 0.0
+    p = errors / requests
+    z2 = z * z
+    centre = p + z2 / (2 * requests)
+    margin = z * math.sqrt(p * (1 - p) / requests + z2 / (4 * requests * requests))
+    return max(0.0, (centre - margin) / (1 + z2 / requests))
 
 
 @dataclass(frozen=True)
@@ -68,9 +144,36 @@ def _violations(analysis: Analysis, t: Totals) -> list[tuple[str, str]]:
     return found
 
 
+def _fails_fast(analysis: Analysis, new: Totals, stable: Totals | None) -> Verdict | None:
+    """A failure already certain or clear before `minRequests` (the rule is in the module docstring)."""
+    if new.errors == 0:
+        return None
+    lower = wilson_lower(new.errors, new.requests)
+    baseline = stable.error_rate if stable is not None else 0.0
+    if lower <= baseline:
+        return None  # not clearly worse than the stable version: wait for minRequests
+    limit = analysis.max_error_rate
+    seen = f"{new.errors} errors in {new.requests} requests ({new.error_rate:.2%})"
+    if new.errors > limit * analysis.min_requests:
+        why = (
+            f"{seen}: above {limit:.2%} of the {analysis.min_requests} requests analysis needs,"
+            " whatever the next ones do"
+        )
+    elif lower > limit:
+        why = f"{seen}: its 99% lower bound {lower:.2%} is above {limit:.2%}"
+    else:
+        return None
+    if stable is not None and stable.requests:
+        why += f" and above the stable version's {baseline:.2%}"
+    return Verdict("Failed", "ErrorRateTooHigh", why, new)
+
+
 def analyze(analysis: Analysis, new: Totals, stable: Totals | None) -> Verdict:
     """Judge the new version's metrics over a step, against the thresholds and the stable version."""
     if new.requests < analysis.min_requests:
+        fast = _fails_fast(analysis, new, stable)
+        if fast is not None:
+            return fast
         if analysis.on_no_traffic == "proceed":
             return Verdict(
                 "Passed", "NoTrafficProceed", f"{new.requests} of {analysis.min_requests} requests; proceeding", new

@@ -10,10 +10,20 @@ Steps per strategy (`StepKind`): Canary `Weight` per entry of `steps`; BlueGreen
 an instant switch back); Rolling one `Batch` of `batchSize` nodes after the other until every node
 runs the new version; ABTest one sticky `Split`, then the winner; Regional the inner strategy's
 steps in one region after the other, each region closed by a `Settle` step of `regionSeconds`.
-A step passes when its time is up and analysis passes; it fails as soon as analysis fails on
-enough requests (no need to wait for the step's end); the last step promotes. A failure rolls the
-whole rollout back (a Regional one too: every region returns to the stable release, and the
-history names the region that failed) when `autoRollback`, else pauses it as Degraded.
+A step counts only what nodes report: entering it publishes its weights, and its time starts
+(`applied_at`) once every healthy node of the rollout's scope reports running exactly the entries
+the step gives it (versions, digests and weights: a node that could not load the new release, or
+has not applied the table yet, holds the step). A step passes when its time is up, every node still
+reports its weights and analysis passes (`reconciler.planner.analysis`: a strategy without
+`analysis` gets its type's default, which for BlueGreen and Rolling never waits for traffic); it
+fails as soon as analysis fails, on every pass while the step is published (waiting for nodes, for
+its time, for traffic or for an approval; analysis fails fast before `minRequests` when failure is
+certain or clear). After the last step the rollout enters `Promote`: every node of the scope gets
+the new release alone, and the record is Promoted only once every one of them reports it. A
+failure rolls the whole rollout back (a Regional one too: every region returns to the stable
+release, and the history names the region that failed) when `autoRollback`, else pauses it as
+Degraded. A step that waits for traffic it cannot get (a BlueGreen preview at 0 % under an analysis
+that needs requests and pauses without them) pauses with `CannotProgress` instead of `NoTraffic`.
 
 Gates: approval `beforeStart` and `gates` (step indexes; region indexes for Regional) wait in
 WaitingApproval until the fleet's rollout rule holds for module@version with approvals not yet
@@ -67,7 +77,7 @@ from dataclasses import dataclass, replace
 
 from reconciler.approvals import Approval, ApprovalRule, RuleResult, evaluate
 from reconciler.planner.actions import Action, AdvanceStep, Pause, Promote, RecordEvent, Rollback, StartRollout
-from reconciler.planner.analysis import Totals, Verdict, analyze, compare, totals
+from reconciler.planner.analysis import Totals, Verdict, analysis_for, analyze, compare, needs_traffic, totals
 from reconciler.planner.types import (
     HISTORY_LIMIT,
     Awaiting,
@@ -86,10 +96,11 @@ RECHECK_SECONDS = 5.0
 """How often a running step is analysed for early failure, and a rollout paused for lack of traffic
 (or a degraded baseline) analysed again."""
 
-INCONCLUSIVE = frozenset({"NoTraffic", "BaselineDegraded"})
+INCONCLUSIVE = frozenset({"NoTraffic", "BaselineDegraded", "CannotProgress"})
 
 LOADED_RECHECK_SECONDS = 0.25
-"""How soon a step whose nodes have not all loaded the new release is looked at again."""
+"""How soon a step whose nodes do not all report its weights yet is looked at again (a node's report
+wakes the executor anyway: this is the fallback)."""
 
 
 def _wait(seconds: float) -> float:
@@ -111,7 +122,7 @@ class RolloutContext:
     approvals: tuple[Approval, ...]  # approvals of this module
     metrics: Mapping[str, tuple[VersionMetrics, ...]]  # version -> per-region metrics
     now: float
-    loaded: frozenset[str] = frozenset()  # nodes that report running the target release
+    applied: frozenset[str] = frozenset()  # nodes that report exactly what the record's step gives them
     required: bool = False  # the Fleet's approval policy holds every rollout before it starts
 
     @property
@@ -214,8 +225,11 @@ def _duration(ctx: RolloutContext, r: RolloutRecord) -> float:
 
 
 def _analysis(ctx: RolloutContext, r: RolloutRecord) -> Analysis:
-    chosen = ctx.strategy if r.kind is StepKind.SETTLE or ctx.unit is None else ctx.unit
-    return chosen.analysis if chosen is not None else Analysis()
+    """The step's analysis: the strategy's own, else its type's default (`analysis_for`)."""
+    if r.kind is StepKind.SETTLE or ctx.unit is None:
+        outer = ctx.strategy
+        return analysis_for(outer, ctx.inner if ctx.regional else None) if outer is not None else Analysis()
+    return analysis_for(ctx.unit)
 
 
 def _before_start(ctx: RolloutContext) -> bool:
@@ -499,44 +513,49 @@ def advance(ctx: RolloutContext, r: RolloutRecord) -> Transition:
         if not any(ctx.scope.get(region) for region in ctx.regions):
             return Transition(r, changed=False)
         return _enter_next(ctx, r)
-    if r.phase is Phase.WAITING_APPROVAL:
-        return _winner_approval(ctx, r) if r.awaiting == "winner" else _enter_next(ctx, r)
     if r.phase is Phase.PAUSED and r.reason not in INCONCLUSIVE:
         return Transition(r, changed=False)  # failed analysis without autoRollback: a human decides
-    if r.kind is None:
-        return _enter_next(ctx, r)
-    deadline = r.step_started_at + _duration(ctx, r)
     region = _region_name(ctx, r)
     new = _totals(ctx, r.target.version, region)
-    stable = _totals(ctx, r.previous.version, region) if r.previous is not None else None
-    verdict = analyze(_analysis(ctx, r), new, stable)
-    if ctx.now < deadline:
-        # A step passes only when its time is up, but enough failing requests fail it at once.
+    verdict: Verdict | None = None
+    if r.kind is not None and r.awaiting != "winner":
+        # Failure is judged on every pass while a step is published, whatever it waits for.
+        stable = _totals(ctx, r.previous.version, region) if r.previous is not None else None
+        verdict = analyze(_analysis(ctx, r), new, stable)
         if verdict.outcome == "Failed":
             return _failed(ctx, r, verdict)
-        return Transition(r, requeue_after=_wait(deadline - ctx.now), changed=False)
-    waiting = _not_loaded(ctx, r)
-    if waiting:
-        # Traffic only moves on once every node of the step runs the new release (a node that
-        # could not load it keeps its previous table and retries; the rollout waits for it).
+    if r.phase is Phase.WAITING_APPROVAL:
+        return _winner_approval(ctx, r) if r.awaiting == "winner" else _enter_next(ctx, r)
+    if r.kind is None or verdict is None:
+        return _enter_next(ctx, r)
+    if _unapplied(ctx):
+        # The step's weights count once every node reports them (a node that could not load the new
+        # release keeps its previous table and retries; the rollout waits for it). A step whose time
+        # had started waits the same way when a node no longer reports them (it restarted, say).
         return Transition(r, requeue_after=LOADED_RECHECK_SECONDS, changed=False)
+    if r.kind is StepKind.PROMOTE:
+        return _promote(ctx, r)
+    marked = r.applied_at is None
+    if marked:
+        r = replace(r, applied_at=ctx.now)
+    assert r.applied_at is not None
+    deadline = r.applied_at + _duration(ctx, r)
+    if ctx.now < deadline:
+        return Transition(r, requeue_after=_wait(deadline - ctx.now), changed=marked)
     unit = ctx.unit
     if r.kind is StepKind.SPLIT and unit is not None and unit.ab_test is not None:
-        return _split_done(ctx, r, unit.ab_test, unit.analysis, new, region)
+        return _split_done(ctx, r, unit.ab_test, analysis_for(unit), new, region)
     if verdict.outcome == "Inconclusive":
-        return _inconclusive(ctx, r, verdict)
-    if verdict.outcome == "Failed":
-        return _failed(ctx, r, verdict)
+        return _inconclusive(ctx, r, verdict, changed=marked)
     return _enter_next(ctx, replace(r, history=_history(r, _result(ctx, r, verdict))))
 
 
-def _not_loaded(ctx: RolloutContext, r: RolloutRecord) -> tuple[str, ...]:
-    """Nodes that should run the target release at this step but do not report it yet."""
-    in_scope = _unit_nodes(ctx, r.region_index)  # healthy nodes only: a lost node is not waited for
-    if r.kind is StepKind.BATCH:
-        ours = {*r.done_nodes, *r.batch}
-        in_scope = tuple(n for n in in_scope if n in ours)
-    return tuple(n for n in in_scope if n not in ctx.loaded)
+def _unapplied(ctx: RolloutContext) -> tuple[str, ...]:
+    """Nodes of the rollout's scope that do not report the entries the current step gives them.
+
+    Healthy nodes only: a lost node is not waited for (placement moves its modules elsewhere).
+    """
+    return tuple(n for region in ctx.regions for n in ctx.scope.get(region, ()) if n not in ctx.applied)
 
 
 def _no_nodes(ctx: RolloutContext, r: RolloutRecord) -> tuple[RolloutRecord, Pause]:
@@ -574,7 +593,7 @@ def _enter_next(ctx: RolloutContext, r: RolloutRecord) -> Transition:
     if approved is not None:
         r = replace(r, approvals_used=r.approvals_used + commits, history=_history(r, approved))
     if nxt is None:
-        return _promote(ctx, r)
+        return _finish(ctx, r)
     message = _step_message(ctx, nxt)
     entered = replace(
         r,
@@ -587,17 +606,43 @@ def _enter_next(ctx: RolloutContext, r: RolloutRecord) -> Transition:
         done_nodes=nxt.done,
         batch=nxt.batch,
         step_started_at=ctx.now,
+        applied_at=None,
         reason="StepStarted",
         message=message,
     )
     action = AdvanceStep(r.id, ctx.module, nxt.step, nxt.kind, nxt.percent, _region_name(ctx, nxt))
-    return Transition(entered, (action,), _wait(_duration(ctx, entered)))
+    return Transition(entered, (action,), LOADED_RECHECK_SECONDS)
+
+
+def _finish(ctx: RolloutContext, r: RolloutRecord) -> Transition:
+    """Every step passed: publish the new release alone on every node of the scope (`Promote`)."""
+    message = f"every step passed: {r.target.label} alone on every node; promoted once each reports it"
+    finishing = replace(
+        r,
+        phase=Phase.PROGRESSING,
+        awaiting=None,
+        kind=StepKind.PROMOTE,
+        percent=100,
+        step_started_at=ctx.now,
+        applied_at=None,
+        reason="Promoting",
+        message=message,
+    )
+    return Transition(finishing, (), LOADED_RECHECK_SECONDS)
 
 
 def _promote(ctx: RolloutContext, r: RolloutRecord) -> Transition:
+    """Every node of the scope reports the new release alone: it is the stable version."""
     message = f"{r.target.label} is the stable version"
     done = replace(
-        r, phase=Phase.PROMOTED, awaiting=None, finished_at=ctx.now, reason="Promoted", message=message, batch=()
+        r,
+        phase=Phase.PROMOTED,
+        awaiting=None,
+        finished_at=ctx.now,
+        applied_at=ctx.now,
+        reason="Promoted",
+        message=message,
+        batch=(),
     )
     return Transition(done, (Promote(r.id, ctx.module, r.target.version),))
 
@@ -608,9 +653,15 @@ def _rollback(ctx: RolloutContext, r: RolloutRecord, reason: str, message: str, 
     return Transition(done, (Rollback(r.id, ctx.module, back_to, reason, message),))
 
 
-def _inconclusive(ctx: RolloutContext, r: RolloutRecord, verdict: Verdict) -> Transition:
+def _inconclusive(ctx: RolloutContext, r: RolloutRecord, verdict: Verdict, changed: bool = False) -> Transition:
+    if verdict.reason == "NoTraffic" and r.kind is StepKind.PREVIEW and needs_traffic(_analysis(ctx, r)):
+        message = (
+            f"{verdict.message}, and a preview at 0% gets requests only with X-Hotswap-Version:"
+            " send some, or set the strategy's analysis onNoTraffic: proceed (or leave analysis out)"
+        )
+        verdict = replace(verdict, reason="CannotProgress", message=message)
     if r.phase is Phase.PAUSED and r.reason == verdict.reason:
-        return Transition(r, requeue_after=RECHECK_SECONDS, changed=False)
+        return Transition(r, requeue_after=RECHECK_SECONDS, changed=changed)
     paused = replace(
         r,
         phase=Phase.PAUSED,

@@ -90,11 +90,11 @@ class _Pass:
         for a in snapshot.approvals:
             approvals[a.module].append(a)
         self.approvals = {name: tuple(items) for name, items in approvals.items()}
-        loaded: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+        running: dict[tuple[str, str], set[tuple[str, str, int]]] = defaultdict(set)
         for node in snapshot.nodes:
             for entry in node.running:
-                loaded[(entry.module, entry.version, entry.digest)].add(node.id)
-        self.loaded = loaded
+                running[(entry.module, node.id)].add((entry.version, entry.digest, entry.weight))
+        self.running = running
         self.assigned = {node.id: node.assigned for node in snapshot.nodes}
         self.tables: dict[str, list[AssignmentEntry]] = {node.id: [] for node in snapshot.nodes}
         self._were_live: dict[str, set[str]] | None = None
@@ -237,6 +237,20 @@ class _Pass:
             self._were_live = live
         return self._were_live.get(module, set())
 
+    def _applied(self, module: ModuleFacts, placed: ModulePlacement, record: RolloutRecord | None) -> frozenset[str]:
+        """Nodes of an active rollout's scope that report running exactly what its step gives them."""
+        if record is None or not record.active or record.previous is None or record.strategy_type is None:
+            return frozenset()
+        shape = self.facts.shape(module, record.strategy)
+        nodes = {r: placed.regions.get(r, ()) for r in shape.regions}
+        expected = scope(record, shape.regions, nodes, shape.regional, module.entry, shape.sticky)
+        empty: set[tuple[str, str, int]] = set()
+        return frozenset(
+            node_id
+            for node_id, entries in expected.items()
+            if self.running.get((module.name, node_id), empty) == {(e.version, e.digest, e.weight) for e in entries}
+        )
+
     def _transition(
         self,
         module: ModuleFacts,
@@ -259,10 +273,11 @@ class _Pass:
                 approvals=self.approvals.get(name, ()),
                 metrics=self.metrics.get(name, _NO_METRICS),
                 now=self.now,
-                loaded=frozenset(self.loaded.get((name, target.version, target.digest), ())),
+                applied=applied,
                 required=self.facts.required,
             )
 
+        applied = self._applied(module, placed, record)
         rollout = module.spec.rollout
         steps: list[Transition] = []
         if record is None:

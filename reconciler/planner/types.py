@@ -154,6 +154,7 @@ class StepKind(StrEnum):
     BATCH = "Batch"  # Rolling: the nodes of `batch` (and `done_nodes`) run the new version
     SPLIT = "Split"  # ABTest: `percent` of users to B, sticky by header
     SETTLE = "Settle"  # Regional: the region runs the new version, evaluated before the next region
+    PROMOTE = "Promote"  # every step passed: the new version alone everywhere; Promoted once every node reports it
 
 
 Outcome = Literal["Passed", "Failed", "Inconclusive", "Approved"]
@@ -193,8 +194,10 @@ class ABResult:
 class RolloutRecord:
     """The recorded state of one rollout of one module from `previous` to `target`.
 
-    The step fields describe what is *applied* on the nodes now: `step` -1 means nothing yet (the
-    rollout waits for approval before starting). `region_index` is the region a Regional rollout is
+    The step fields describe what is *published* to the nodes now: `step` -1 means nothing yet (the
+    rollout waits for approval before starting). `applied_at` is when every node of the scope first
+    reported the step's weights (None: not yet); the step's time counts from then, while its metrics
+    window starts at `step_started_at`, when the step was entered. `region_index` is the region a Regional rollout is
     in; `done_nodes` and `batch` are Rolling's progress (inside the current region for Regional).
     `held` and `request` are set by an operator (manual pause; rollback or abort) and read by the
     planner. `approvals_used` lists the approval commits already spent on earlier gates, so each
@@ -214,6 +217,7 @@ class RolloutRecord:
     kind: StepKind | None = None
     percent: int = 0
     step_started_at: float = 0.0
+    applied_at: float | None = None
     region_index: int = 0
     done_nodes: tuple[str, ...] = ()
     batch: tuple[str, ...] = ()

@@ -55,6 +55,8 @@ def scope(
     assert r.active and r.previous is not None
     only_old = (make(r.previous, 100, None),)
     only_new = (make(r.target, 100, None),)
+    if r.kind is StepKind.PROMOTE:  # every step passed: the new release alone on every node
+        return {node: only_new for region in regions for node in nodes.get(region, ())}
     unit = _unit_entries(r, make, sticky)
     switched = set(r.done_nodes) | set(r.batch)
     for position, region in enumerate(regions):

@@ -358,10 +358,27 @@ class ABTestParams(Spec):
 
 
 class Analysis(Spec):
-    max_error_rate: float = Field(0.01, ge=0, le=1)
-    max_latency_p99_ms: float | None = Field(None, gt=0)
-    min_requests: int = Field(50, ge=0)
-    on_no_traffic: Literal["pause", "proceed"] = "pause"
+    """How a step is judged from the new version's traffic (reconciler.planner.analysis)."""
+
+    max_error_rate: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="the highest error rate the new version may have; failure is judged on every pass of a step"
+        " and fails fast, before minRequests, once it is certain or clear (99% Wilson bound above this rate and"
+        " above the stable version's)",
+    )
+    max_latency_p99_ms: float | None = Field(None, gt=0, description="the highest p99 latency; none: not judged")
+    min_requests: int = Field(
+        50,
+        ge=0,
+        description="requests the new version needs before a step passes on its traffic; 0: whatever it got",
+    )
+    on_no_traffic: Literal["pause", "proceed"] = Field(
+        "pause",
+        description="fewer than minRequests when a step's time is up: pause (wait for traffic) or proceed;"
+        " a BlueGreen preview runs at 0% and gets requests only with X-Hotswap-Version",
+    )
 
 
 class ApprovalGates(Spec):
@@ -385,7 +402,14 @@ class RolloutStrategySpec(Spec):
     rolling: RollingParams | None = None
     regional: RegionalParams | None = None
     ab_test: ABTestParams | None = None
-    analysis: Analysis = Field(default_factory=Analysis)
+    analysis: Analysis | None = Field(
+        None,
+        description="left out: a default that can always progress. BlueGreen and Rolling move on once the new"
+        " version is loaded and healthy on every node of the step, judging whatever traffic it gets and never"
+        " waiting for any (maxErrorRate 0.01, minRequests 0, onNoTraffic proceed); Canary and ABTest judge"
+        " traffic (maxErrorRate 0.01, minRequests 50, onNoTraffic pause); Regional's settle steps use its"
+        " perRegion strategy's analysis (none: as Rolling). Given: exactly what it says, for every step",
+    )
     approval: ApprovalGates = Field(default_factory=ApprovalGates)
     auto_rollback: bool = True
 

@@ -1,5 +1,10 @@
 """Test helpers for the planner: the example fleet with variations, nodes, and a driver that plays the
-executor (stores the plan's records, publishes its tables) so a test reads as a sequence of passes."""
+executor (stores the plan's records, publishes its tables) so a test reads as a sequence of passes.
+
+The driver's nodes apply a published table at once and report it (as real nodes do: a node's report
+wakes the executor for another pass), so one `run` is a pass plus the passes that follow at the same
+instant while the nodes take new tables. `prompt = False` makes reports wait for the next `run`, and
+`stuck` nodes never report what they get."""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from typing import Any
 from reconciler.approvals import Approval
 from reconciler.planner import (
     Action,
+    AdvanceStep,
     ConditionType,
     NodeStatus,
     ObservedNode,
@@ -89,6 +95,14 @@ def approval(
     return Approval(module, version, principal, frozenset(roles), f"c{n:039d}")
 
 
+def _goes_on(last: Plan) -> bool:
+    """Would the executor plan again at once? When nodes got new tables (their reports wake it), or
+    when a record changed and asks to be looked at again within a heartbeat's fraction."""
+    if any(isinstance(a, SetAssignment) for a in last.actions):
+        return True
+    return bool(last.records) and last.requeue_after is not None and last.requeue_after <= 0.25
+
+
 class Driver:
     """Plays the executor: stores each plan's records, publishes its tables, keeps the clock."""
 
@@ -100,6 +114,8 @@ class Driver:
         self.now = now
         self.last: Plan = Plan()
         self.stuck: set[str] = set()  # nodes that get tables but never report running them
+        self.prompt = True  # nodes report a new table within the same instant (see the module docstring)
+        self.passes: list[Plan] = []  # the passes of the last `run`, in order
 
     def snapshot(self, metrics: Iterable[VersionMetrics] = ()) -> Snapshot:
         return Snapshot(
@@ -128,11 +144,31 @@ class Driver:
                 self.nodes[node_id] = dataclasses.replace(node, running=running)
 
     def run(self, at: float | None = None, metrics: Iterable[VersionMetrics] = ()) -> Plan:
-        """One pass at time `at` (default: now), applied, after the nodes applied the previous one."""
+        """One pass at time `at` (default: now), applied, after the nodes applied the previous one; with
+        `prompt`, more passes at the same time while the nodes report new tables. Returns them merged.
+
+        A pass after one that entered a step sees no metrics: the executor's window starts at the step.
+        """
         if at is not None:
             self.now = at
+        metrics = tuple(metrics)
         self.nodes_apply_tables()
-        return self.apply(plan(self.snapshot(metrics)))
+        passes = [self.apply(plan(self.snapshot(metrics)))]
+        entered = False
+        while self.prompt and len(passes) < 20 and _goes_on(passes[-1]):
+            entered = entered or any(isinstance(a, AdvanceStep) for a in passes[-1].actions)
+            self.nodes_apply_tables()
+            passes.append(self.apply(plan(self.snapshot(() if entered else metrics))))
+        self.passes = passes
+        records = {r.id: r for p in passes for r in p.records}
+        merged = Plan(
+            tuple(a for p in passes for a in p.actions),
+            tuple(records.values()),
+            passes[-1].requeue_after,
+            passes[-1].status,
+        )
+        self.last = merged
+        return merged
 
     def settle(self) -> None:
         self.run()

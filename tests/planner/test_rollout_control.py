@@ -484,10 +484,20 @@ def test_failing_metrics_mid_step_roll_back_before_the_step_ends() -> None:
     assert any(isinstance(a, Rollback) for a in early.actions)
 
 
-def test_too_few_failing_requests_mid_step_do_not_fail_it_early() -> None:
-    d = canary_started()
-    d.run(at=3.0, metrics=healthy_metrics("greeter", "1.2.0", requests=10, errors=10))
+def test_too_few_requests_with_an_unclear_failure_mid_step_do_not_fail_it_early() -> None:
+    d = canary_started(analysis={"max_error_rate": 0.05})  # minRequests 50: 2.5 errors allowed
+    one_in_30 = [VersionMetrics("greeter", "1.2.0", "us-east", 30, 1, 5.0)]
+    d.run(at=3.0, metrics=healthy_metrics("greeter", "1.1.0") + one_in_30)
     assert (d.record("greeter").phase, d.record("greeter").percent) == (Phase.PROGRESSING, 10)
+
+
+def test_too_few_requests_that_fail_clearly_fail_the_step_at_once() -> None:
+    d = canary_started(analysis={"max_error_rate": 0.05})
+    two_in_3 = [VersionMetrics("greeter", "1.2.0", "us-east", 3, 2, 5.0)]
+    d.run(at=3.0, metrics=healthy_metrics("greeter", "1.1.0") + two_in_3)
+    record = d.record("greeter")
+    assert (record.phase, record.reason) == (Phase.ROLLED_BACK, "ErrorRateTooHigh")
+    assert "99% lower bound" in record.message
 
 
 @pytest.mark.parametrize("strategy", ["canary", "blue-green", "ab-test", "rolling", "regional"])
@@ -523,4 +533,8 @@ def test_traffic_waits_for_every_node_of_the_step_to_load_the_new_release() -> N
     assert all(w.get("1.1.0", 0) == 0 for w in d.weights("calc").values())
     d.stuck.clear()  # it loads 1.1.0 before the next pass
     d.run(at=61.0)
+    assert d.record("calc").applied_at == 61.0  # the preview's 20 s count from here
+    d.run(at=80.0)
+    assert d.record("calc").kind is StepKind.PREVIEW
+    d.run(at=81.0)
     assert d.record("calc").kind is StepKind.SWITCH
