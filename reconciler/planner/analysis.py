@@ -25,14 +25,19 @@ say) and the verdict is inconclusive (`BaselineDegraded`), never a pass.
 
 Fail fast (`ErrorRateTooHigh` before `minRequests`): with n requests and e errors to the new
 version, n < minRequests, the step fails at once when the new version is clearly worse than the
-stable one, i.e. the one-sided 99 % Wilson lower bound L(e, n) of its error rate (z = 2.326) is above
-the stable version's error rate over the same window (0 when it served nothing), and either
+stable one, i.e. the one-sided 99 % lower confidence bound L(e, n) of its error rate (`lower_bound`)
+is above the stable version's error rate over the same window (0 when it served nothing), and either
 - failure is certain: e > maxErrorRate x minRequests (judged at minRequests, the rate would be above
   maxErrorRate whatever the remaining requests do), or
 - failure is clear: L(e, n) > maxErrorRate.
-So with the defaults (1 %, 50) one error among fewer than 50 requests fails a version whose stable
-one served without errors; with 5 % and 50, a version failing 2 requests in 3 fails after 2 errors
-(L = 16.7 %) while 1 error in 30 (L = 0.46 %, 1 <= 2.5) waits for more. Latency never fails fast.
+L is the exact (Clopper-Pearson) bound: the error rate p at which e or more errors in n requests
+has a 1 % chance. Wilson's score bound, simpler, is far too eager at a handful of requests (1 error
+in 1 request gives 15.6 %, where the exact bound gives 1 %): a version allowed 5 % would fail on its
+first unlucky request. Above 100 errors the two agree within a fraction of a percent and Wilson's
+is used. So with the defaults (1 %, 50) one error among fewer than 50 requests fails a version whose
+stable one served without errors; with 5 % and 50, a version failing 2 requests in 3 fails after 2
+errors (L = 5.9 %) while 1 error in 30 (L = 0.03 %, 1 <= 2.5) or 1 in 1 (L = 1 %) waits for more.
+Latency never fails fast.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ __all__ = [
     "analysis_for",
     "analyze",
     "compare",
+    "lower_bound",
     "needs_traffic",
     "totals",
     "wilson_lower",
@@ -64,8 +70,14 @@ LOADED_AND_HEALTHY = Analysis(max_error_rate=0.01, min_requests=0, on_no_traffic
 TRAFFIC = Analysis(max_error_rate=0.01, min_requests=50, on_no_traffic="pause")
 """Canary's and ABTest's analysis when the strategy has none: a step passes on traffic."""
 
+CONFIDENCE = 0.99
+"""One-sided confidence of a fail-fast verdict."""
+
 Z_99 = 2.326
-"""One-sided 99 % normal quantile: the confidence of a fail-fast verdict."""
+"""The one-sided 99 % normal quantile (Wilson's bound)."""
+
+EXACT_UP_TO = 100
+"""Errors up to which `lower_bound` is the exact binomial bound; Wilson's above."""
 
 
 def analysis_for(strategy: RolloutStrategySpec, inner: RolloutStrategySpec | None = None) -> Analysis:
@@ -96,6 +108,38 @@ def wilson_lower(errors: int, requests: int, z: float = Z_99) -> float:
     centre = p + z2 / (2 * requests)
     margin = z * math.sqrt(p * (1 - p) / requests + z2 / (4 * requests * requests))
     return max(0.0, (centre - margin) / (1 + z2 / requests))
+
+
+def _at_least(errors: int, requests: int, rate: float) -> float:
+    """P(X >= errors) for X ~ Binomial(requests, rate), 0 < rate < 1: 1 minus the first `errors` terms."""
+    log_p, log_q, whole = math.log(rate), math.log1p(-rate), math.lgamma(requests + 1)
+    below = sum(
+        math.exp(whole - math.lgamma(k + 1) - math.lgamma(requests - k + 1) + k * log_p + (requests - k) * log_q)
+        for k in range(errors)
+    )
+    return max(0.0, 1.0 - below)
+
+
+def lower_bound(errors: int, requests: int, confidence: float = CONFIDENCE) -> float:
+    """The one-sided lower confidence bound of an error rate seen as `errors` of `requests`.
+
+    Exact (Clopper-Pearson: the rate at which `errors` or more has a 1 - confidence chance, found by
+    bisection) up to EXACT_UP_TO errors, Wilson's score bound above. 0 without errors.
+    """
+    if errors <= 0 or requests <= 0:
+        return 0.0
+    errors = min(errors, requests)  # a node's report is a claim: never more errors than requests
+    if errors > EXACT_UP_TO:
+        return wilson_lower(errors, requests)
+    alpha = 1.0 - confidence
+    low, high = 0.0, errors / requests
+    for _ in range(50):
+        middle = (low + high) / 2
+        if middle <= 0.0 or _at_least(errors, requests, middle) < alpha:
+            low = middle
+        else:
+            high = middle
+    return low
 
 
 @dataclass(frozen=True)
@@ -148,7 +192,7 @@ def _fails_fast(analysis: Analysis, new: Totals, stable: Totals | None) -> Verdi
     """A failure already certain or clear before `minRequests` (the rule is in the module docstring)."""
     if new.errors == 0:
         return None
-    lower = wilson_lower(new.errors, new.requests)
+    lower = lower_bound(new.errors, new.requests)
     baseline = stable.error_rate if stable is not None else 0.0
     if lower <= baseline:
         return None  # not clearly worse than the stable version: wait for minRequests

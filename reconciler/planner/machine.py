@@ -123,6 +123,7 @@ class RolloutContext:
     metrics: Mapping[str, tuple[VersionMetrics, ...]]  # version -> per-region metrics
     now: float
     applied: frozenset[str] = frozenset()  # nodes that report exactly what the record's step gives them
+    alone: frozenset[str] = frozenset()  # nodes that report the target release alone, at 100 %
     required: bool = False  # the Fleet's approval policy holds every rollout before it starts
 
     @property
@@ -615,7 +616,10 @@ def _enter_next(ctx: RolloutContext, r: RolloutRecord) -> Transition:
 
 
 def _finish(ctx: RolloutContext, r: RolloutRecord) -> Transition:
-    """Every step passed: publish the new release alone on every node of the scope (`Promote`)."""
+    """Every step passed: publish the new release alone on every node of the scope (`Promote`), or
+    promote at once when every node already reports it alone (a Rolling or Regional last step)."""
+    if all(n in ctx.alone for region in ctx.regions for n in ctx.scope.get(region, ())):
+        return _promote(ctx, r)
     message = f"every step passed: {r.target.label} alone on every node; promoted once each reports it"
     finishing = replace(
         r,

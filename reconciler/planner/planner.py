@@ -274,10 +274,13 @@ class _Pass:
                 metrics=self.metrics.get(name, _NO_METRICS),
                 now=self.now,
                 applied=applied,
+                alone=alone,
                 required=self.facts.required,
             )
 
         applied = self._applied(module, placed, record)
+        only = {(target.version, target.digest, 100)}
+        alone = frozenset(n for ns in placed.regions.values() for n in ns if self.running.get((name, n)) == only)
         rollout = module.spec.rollout
         steps: list[Transition] = []
         if record is None:

@@ -115,7 +115,7 @@ class Driver:
         self.last: Plan = Plan()
         self.stuck: set[str] = set()  # nodes that get tables but never report running them
         self.prompt = True  # nodes report a new table within the same instant (see the module docstring)
-        self.passes: list[Plan] = []  # the passes of the last `run`, in order
+        self.passes: list[tuple[Snapshot, Plan]] = []  # the passes of the last `run`: what each saw and did
 
     def snapshot(self, metrics: Iterable[VersionMetrics] = ()) -> Snapshot:
         return Snapshot(
@@ -152,14 +152,18 @@ class Driver:
         if at is not None:
             self.now = at
         metrics = tuple(metrics)
-        self.nodes_apply_tables()
-        passes = [self.apply(plan(self.snapshot(metrics)))]
+        seen: list[tuple[Snapshot, Plan]] = []
         entered = False
-        while self.prompt and len(passes) < 20 and _goes_on(passes[-1]):
-            entered = entered or any(isinstance(a, AdvanceStep) for a in passes[-1].actions)
+        while True:
             self.nodes_apply_tables()
-            passes.append(self.apply(plan(self.snapshot(() if entered else metrics))))
-        self.passes = passes
+            snapshot = self.snapshot(() if entered else metrics)
+            result = self.apply(plan(snapshot))
+            seen.append((snapshot, result))
+            entered = entered or any(isinstance(a, AdvanceStep) for a in result.actions)
+            if not (self.prompt and len(seen) < 20 and _goes_on(result)):
+                break
+        self.passes = seen
+        passes = [p for _, p in seen]
         records = {r.id: r for p in passes for r in p.records}
         merged = Plan(
             tuple(a for p in passes for a in p.actions),
