@@ -59,7 +59,6 @@ __all__ = [
     "analyze",
     "compare",
     "lower_bound",
-    "needs_traffic",
     "totals",
     "wilson_lower",
 ]
@@ -92,11 +91,6 @@ def analysis_for(strategy: RolloutStrategySpec, inner: RolloutStrategySpec | Non
     if strategy.type is StrategyType.REGIONAL and inner is not None and inner.type is not StrategyType.REGIONAL:
         return analysis_for(inner)
     return LOADED_AND_HEALTHY
-
-
-def needs_traffic(analysis: Analysis) -> bool:
-    """Would a step that gets no requests wait for ever (unless requests come)?"""
-    return analysis.min_requests > 0 and analysis.on_no_traffic == "pause"
 
 
 def wilson_lower(errors: int, requests: int, z: float = Z_99) -> float:

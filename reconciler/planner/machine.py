@@ -77,7 +77,7 @@ from dataclasses import dataclass, replace
 
 from reconciler.approvals import Approval, ApprovalRule, RuleResult, evaluate
 from reconciler.planner.actions import Action, AdvanceStep, Pause, Promote, RecordEvent, Rollback, StartRollout
-from reconciler.planner.analysis import Totals, Verdict, analysis_for, analyze, compare, needs_traffic, totals
+from reconciler.planner.analysis import Totals, Verdict, analysis_for, analyze, compare, totals
 from reconciler.planner.types import (
     HISTORY_LIMIT,
     Awaiting,
@@ -658,7 +658,7 @@ def _rollback(ctx: RolloutContext, r: RolloutRecord, reason: str, message: str, 
 
 
 def _inconclusive(ctx: RolloutContext, r: RolloutRecord, verdict: Verdict, changed: bool = False) -> Transition:
-    if verdict.reason == "NoTraffic" and r.kind is StepKind.PREVIEW and needs_traffic(_analysis(ctx, r)):
+    if verdict.reason == "NoTraffic" and r.kind is StepKind.PREVIEW and _analysis(ctx, r).waits_for_traffic:
         message = (
             f"{verdict.message}, and a preview at 0% gets requests only with X-Hotswap-Version:"
             " send some, or set the strategy's analysis onNoTraffic: proceed (or leave analysis out)"

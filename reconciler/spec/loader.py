@@ -39,6 +39,7 @@ from reconciler.spec.models import (
     Interface,
     Module,
     RolloutStrategy,
+    RolloutStrategySpec,
     Source,
     StrategyType,
 )
@@ -327,6 +328,30 @@ def _by_kind(docs: list[_Doc], kind: type[Document], out: _Collector) -> dict[st
     return found
 
 
+def _cannot_progress(doc: _Doc, spec: RolloutStrategySpec, out: _Collector) -> None:
+    """Warn about a strategy whose analysis waits for traffic in a phase that gets none.
+
+    A BlueGreen preview runs the new version at 0 %: only requests that name it (X-Hotswap-Version)
+    reach it. An explicit analysis that needs requests and pauses without them stops every rollout
+    there (the rollout says `CannotProgress`). Without a traffic figure for the fleet, whether a
+    canary step can collect `minRequests` is not judged here.
+    """
+    analysis = spec.analysis
+    if spec.type is not StrategyType.BLUE_GREEN or analysis is None or not analysis.waits_for_traffic:
+        return
+    loc: list[str | int] = ["spec", "analysis", "minRequests"]
+    out.add(
+        doc.path,
+        doc.line_of(loc),
+        _field_name(loc),
+        f"this strategy cannot progress without preview traffic: the preview runs at 0% (only requests with"
+        f" X-Hotswap-Version reach it) and analysis needs {analysis.min_requests} requests with onNoTraffic:"
+        " pause; set onNoTraffic: proceed or minRequests: 0, or leave analysis out (BlueGreen then moves on"
+        " once the new version is loaded and healthy)",
+        "warning",
+    )
+
+
 def _assemble(root: Path, docs: list[_Doc], out: _Collector) -> DesiredFleet | None:
     fleets = [d for d in docs if isinstance(d.model, Fleet)]
     if not fleets and not any(d.node.get("kind") == "Fleet" for d in docs):
@@ -383,6 +408,7 @@ def _assemble(root: Path, docs: list[_Doc], out: _Collector) -> DesiredFleet | N
                         _field_name(loc),
                         "a Regional strategy cannot nest another",
                     )
+        _cannot_progress(doc, spec, out)
         steps = spec.step_count()
         for i, gate in enumerate(spec.approval.gates):
             if gate >= steps:

@@ -380,6 +380,11 @@ class Analysis(Spec):
         " a BlueGreen preview runs at 0% and gets requests only with X-Hotswap-Version",
     )
 
+    @property
+    def waits_for_traffic(self) -> bool:
+        """Would a step that gets no requests wait for them for ever?"""
+        return self.min_requests > 0 and self.on_no_traffic == "pause"
+
 
 class ApprovalGates(Spec):
     before_start: bool = False

@@ -90,3 +90,19 @@ def test_console_script_runs_as_a_process(example_fleet: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("valid: ")
+
+
+def test_validate_prints_a_strategy_that_cannot_progress_and_passes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    strategy = (
+        "apiVersion: hotswap.dev/v1\nkind: RolloutStrategy\nmetadata: {name: bg}\nspec:\n  type: BlueGreen\n"
+        "  analysis: {minRequests: 10}\n"
+    )
+    root = write_fleet(tmp_path / "fleet", {"strategies/bg.yaml": strategy})
+    assert main(["validate", str(root)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith(
+        f"{root}/strategies/bg.yaml:6: spec.analysis.minRequests: warning: this strategy cannot progress"
+    )
+    assert lines[1].startswith("valid: ")

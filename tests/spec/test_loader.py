@@ -371,3 +371,47 @@ def test_alerts_are_loaded_and_name_existing_modules(tmp_path: Path) -> None:
     assert result.ok, result.problems
     assert result.fleet is not None
     assert list(result.fleet.alerts) == ["on-call"]
+
+
+BLUE_GREEN = """\
+apiVersion: hotswap.dev/v1
+kind: RolloutStrategy
+metadata:
+  name: blue-green
+spec:
+  type: BlueGreen
+  blueGreen: {previewSeconds: 0, autoPromote: true}
+"""
+
+
+@pytest.mark.parametrize(
+    ("analysis", "warned"),
+    [
+        ("", False),  # left out: moves on once loaded and healthy
+        ("  analysis: {minRequests: 0}\n", False),
+        ("  analysis: {minRequests: 20, onNoTraffic: proceed}\n", False),
+        ("  analysis:\n    maxErrorRate: 0.02\n    minRequests: 20\n", True),
+        ("  analysis: {maxErrorRate: 0.02}\n", True),  # minRequests 50 and pause by default
+    ],
+)
+def test_blue_green_whose_preview_waits_for_traffic_warns_that_it_cannot_progress(
+    tmp_path: Path, analysis: str, warned: bool
+) -> None:
+    result = load_fleet(write_fleet(tmp_path, {"strategies/blue-green.yaml": BLUE_GREEN + analysis}))
+    assert result.ok, result.problems  # a warning, never an error
+    found = [str(p) for p in result.warnings]
+    if not warned:
+        assert found == []
+        return
+    line = 10 if "\n    minRequests" in analysis else 8
+    assert len(found) == 1
+    assert found[0].startswith(
+        f"strategies/blue-green.yaml:{line}: spec.analysis.minRequests: warning: this strategy cannot progress"
+    )
+    assert "X-Hotswap-Version" in found[0] and "onNoTraffic: proceed" in found[0]
+
+
+def test_a_canary_that_waits_for_traffic_does_not_warn(tmp_path: Path) -> None:
+    canary = STRATEGY + "  analysis: {minRequests: 50, onNoTraffic: pause}\n"
+    result = load_fleet(write_fleet(tmp_path, {"strategies/canary.yaml": canary}))
+    assert result.ok and result.warnings == ()
