@@ -27,12 +27,11 @@ REGIONS = [
 ALL_NODES = [n for n, _ in REGIONS]
 GREETER_NODES = [n for n, r in REGIONS if r != "apac-east"]  # apac-east has a version override
 
-PLAIN = {
-    "strategies/blue-green.yaml": "blueGreen: {previewSeconds: 0, keepPreviousSeconds: 0}",
-    "strategies/rolling.yaml": "rolling: {batchSeconds: 0}",
-    "strategies/canary.yaml": "",  # every field left out: 10, 25, 50, 100 % for 30 s each
+PLAIN = {  # file -> (type, the one line of parameters besides the type)
+    "strategies/blue-green.yaml": ("BlueGreen", "blueGreen: {previewSeconds: 0, keepPreviousSeconds: 0}"),
+    "strategies/rolling.yaml": ("Rolling", "rolling: {batchSeconds: 0}"),
+    "strategies/canary.yaml": ("Canary", ""),  # every field left out: 10, 25, 50, 100 % for 30 s each
 }
-TYPES = {"strategies/blue-green.yaml": "BlueGreen", "strategies/rolling.yaml": "Rolling", "strategies/canary.yaml": "Canary"}
 STUCK = """\
 apiVersion: hotswap.dev/v1
 kind: RolloutStrategy
@@ -45,11 +44,9 @@ spec:
 
 def write_plain_strategies(cluster: Cluster) -> None:
     fleet = cluster.repo.fleet
-    for rel, params in PLAIN.items():
-        name = Path(rel).stem
-        body = f"  {params}\n" if params else ""
-        text = f"apiVersion: hotswap.dev/v1\nkind: RolloutStrategy\nmetadata: {{name: {name}}}\nspec:\n  type: {TYPES[rel]}\n"
-        (fleet / rel).write_text(text + body)
+    for rel, (kind, params) in PLAIN.items():
+        head = f"apiVersion: hotswap.dev/v1\nkind: RolloutStrategy\nmetadata: {{name: {Path(rel).stem}}}\n"
+        (fleet / rel).write_text(head + f"spec:\n  type: {kind}\n" + (f"  {params}\n" if params else ""))
     (fleet / "strategies/waits.yaml").write_text(STUCK)
     cluster.repo.commit("strategies as the README writes them")
 
