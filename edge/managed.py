@@ -14,11 +14,12 @@ import contextlib
 import re
 import signal
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge.agent import Agent, ControlPlaneBlobs
 from edge.auth import Authenticator
+from edge.grants import GrantRoots
 from edge.nodeapi import Registration
 from edge.router import Router
 from edge.runtime import Runtime
@@ -35,6 +36,7 @@ class ManagedOptions:
     port: int = 0
     cache_dir: Path | None = None
     threads: int = 4
+    grants: GrantRoots = field(default_factory=GrantRoots)  # where grants may lie (--allow-dir): none by default
     advertise: str | None = None  # the URL others reach this node at (default http://host:port)
     token: str | None = None  # the node token the control plane minted (role node); HOTSWAP_NODE_TOKEN
     workers: int = 1  # more than 1: a supervisor and that many server processes on one port (edge.workers)
@@ -64,7 +66,7 @@ async def run_managed(options: ManagedOptions, *, ready: asyncio.Event | None = 
 
         return await run_managed_workers(options, ready=ready)
     tracing = configure_tracing(options.node_id, ratio=options.trace_ratio)
-    runtime = Runtime(cache_dir=options.cache_dir)
+    runtime = Runtime(cache_dir=options.cache_dir, grants=options.grants)
     blobs = Blobs()
     router = Router(runtime, blobs)
     node = Node(runtime, router, NodeConfig(threads=options.threads, node_id=options.node_id))

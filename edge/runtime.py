@@ -11,7 +11,8 @@ it was assigned, and the server calls `LoadedModule.prepare` (on the event loop:
   the last few compiled modules also stay in memory by digest, for versions swapped back in.
 * Each `Store` gets the module's memory limit (`Store.set_limits`) and a WASI preview 1 context
   built from its capabilities only: no inherited environment, listed variables only, listed
-  directories only (read-only unless `rw`), stdout and stderr captured and capped, no sockets.
+  directories only (read-only unless `rw`, and only under the node's allowed roots: `edge.grants`),
+  stdout and stderr captured and capped, no sockets.
 * A `Store` belongs to one thread at a time: every call takes an idle instance from the version's
   pool (or instantiates one from the `InstancePre`) and gives it back afterwards. A failed call
   discards its instance; the next call gets a fresh one.
@@ -36,7 +37,7 @@ import time
 import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeAlias, TypeVar
@@ -49,6 +50,7 @@ from wasmtime._extern import wrap_extern
 from edge import wasm
 from edge.cache import MODULE, ModuleCache, engine_key
 from edge.errors import BadRequestError, LoadError, MemoryLimitError, ModuleTimeoutError, NotFoundError, TrapError
+from edge.grants import GrantRoots
 from edge.protocol import MAX_RESULT_DEPTH, Capabilities, Limits, may_nest_deeper, nests_deeper
 
 if TYPE_CHECKING:
@@ -171,9 +173,19 @@ C = TypeVar("C", bound=_Compiled)
 
 
 class Runtime:
-    """One engine, one linker with WASI, an optional on-disk cache and the epoch ticker."""
+    """One engine, one linker with WASI, an optional on-disk cache and the epoch ticker.
 
-    def __init__(self, *, cache_dir: Path | None = None, tick: float = TICK_SECONDS, fast_path: bool = True):
+    `grants` bounds the host directories a sandbox may be granted (`edge.grants`): every node passes
+    its operator's roots; without it (`hotswap exec`, a local user's own command) any directory goes."""
+
+    def __init__(
+        self,
+        *,
+        cache_dir: Path | None = None,
+        tick: float = TICK_SECONDS,
+        fast_path: bool = True,
+        grants: GrantRoots | None = None,
+    ):
         config = wasmtime.Config()
         config.epoch_interruption = True
         config.cranelift_opt_level = "speed"
@@ -182,6 +194,7 @@ class Runtime:
         self.linker.define_wasi()
         self.tick = tick
         self.fast_path = fast_path
+        self.grants = grants
         self.settings = {
             "wasmtime": package_version("wasmtime"),
             "machine": platform.machine(),
@@ -240,19 +253,22 @@ class Runtime:
         """Deadline in ticks: at least `seconds`, at most one tick more."""
         return max(1, math.ceil(seconds / self.tick)) + 1
 
-    @staticmethod
-    def _admit(data: bytes, sandbox: Sandbox, digest: str | None, verified: bool) -> str:
-        """The binary's digest, checked against `digest` unless `verified`; and the sandbox's
-        directories must exist on this node."""
+    def _admit(self, data: bytes, sandbox: Sandbox, digest: str | None, verified: bool) -> tuple[str, Sandbox]:
+        """The binary's digest, checked against `digest` unless `verified`; and the sandbox with its
+        directories allowed by `grants` (then opened by their resolved paths) and present here."""
+        dirs = []
         for grant in sandbox.dirs:
-            if not grant.host.is_dir():
+            host = self.grants.check(grant.host, grant.writable) if self.grants is not None else grant.host
+            if not host.is_dir():
                 raise LoadError(f"capabilities.filesystem: {grant.host} is not a directory on this node")
+            dirs.append(replace(grant, host=host))
+        sandbox = replace(sandbox, dirs=tuple(dirs))
         if digest is not None and verified:
-            return digest
+            return digest, sandbox
         actual = wasm.sha256_digest(data)
         if digest is not None and digest != actual:
             raise LoadError(f"digest mismatch: expected {digest}, got {actual}")
-        return actual
+        return actual, sandbox
 
     def cached(self, digest: str, kind: str, deserialize: Callable[[str], C], build: Callable[[], C]) -> tuple[C, bool]:
         """`deserialize` of a good cache entry (True), or `build()` stored in the cache (False)."""
@@ -281,7 +297,7 @@ class Runtime:
 
         `data` is checked against `digest` unless `verified` says the caller already did (a
         `BlobSource` hands out only bytes that match their digest), so a binary is hashed once."""
-        actual = self._admit(data, sandbox, digest, verified)
+        actual, sandbox = self._admit(data, sandbox, digest, verified)
         if data[:4] != b"\0asm":
             raise LoadError("not a valid module: the magic bytes \\0asm are missing")
         if wasm.is_component(data):
@@ -313,7 +329,7 @@ class Runtime:
             return self.load(data, sandbox, digest=digest, verified=verified)
         from edge.component import load_component
 
-        actual = self._admit(data, sandbox, digest, verified)
+        actual, sandbox = self._admit(data, sandbox, digest, verified)
         loaded = load_component(self, data, sandbox, actual)
         self._components.add(loaded)
         return loaded

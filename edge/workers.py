@@ -50,6 +50,7 @@ from pydantic import TypeAdapter, ValidationError
 from edge.agent import Agent, ControlPlaneBlobs
 from edge.auth import Authenticator
 from edge.errors import LoadError
+from edge.grants import GrantRoots
 from edge.nodeapi import Registration
 from edge.protocol import ModuleEntry, ModuleTable, VersionMetrics
 from edge.router import ApplyReport, BlobSource, Counters, Router
@@ -90,9 +91,14 @@ class WorkerConfig:
     log_level: str = "WARNING"
     log_format: str | None = None
     trace_ratio: float | None = None
+    grants: Mapping[str, Any] = field(default_factory=dict)  # the node's GrantRoots (--allow-dir), as JSON
 
     def socket_path(self) -> str:
         return worker_socket(self.run_dir, self.index)
+
+    def grant_roots(self) -> GrantRoots:
+        """The node's grant roots; the worker's sockets are never granted either."""
+        return GrantRoots.from_json(self.grants).protect(self.run_dir, "worker sockets")
 
 
 def worker_socket(run_dir: str, index: int) -> str:
@@ -196,6 +202,7 @@ class PoolOptions:
     threads: int = 4
     admin: bool = False
     node_id: str = "standalone"
+    grants: GrantRoots = field(default_factory=GrantRoots)
     public_key: str | None = None
     log_level: str = "WARNING"
     log_format: str | None = None
@@ -313,6 +320,7 @@ class WorkerPool:
             log_level=self.options.log_level,
             log_format=self.options.log_format,
             trace_ratio=self.options.trace_ratio,
+            grants=asdict(self.options.grants),
         )
         process = await asyncio.create_subprocess_exec(*self.options.python, json.dumps(asdict(config)))
         session = aiohttp.ClientSession(
@@ -560,6 +568,7 @@ async def run_managed_workers(options: ManagedOptions, *, ready: asyncio.Event |
             cache_dir=options.cache_dir,
             threads=options.threads,
             node_id=options.node_id,
+            grants=options.grants,
             log_level=_root_level(),
             log_format=options.log_format,
             trace_ratio=options.trace_ratio,
@@ -622,7 +631,7 @@ async def run_worker(config: WorkerConfig) -> int:
     """One worker: the execute server on the shared port (once it has a table) and its control socket."""
     parent = os.getppid()
     tracing = configure_tracing(config.node_id, ratio=config.trace_ratio)
-    runtime = Runtime(cache_dir=Path(config.cache_dir) if config.cache_dir else None)
+    runtime = Runtime(cache_dir=Path(config.cache_dir) if config.cache_dir else None, grants=config.grant_roots())
     session = aiohttp.ClientSession(
         connector=aiohttp.UnixConnector(path=supervisor_socket(config.run_dir)),
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),

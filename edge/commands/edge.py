@@ -4,6 +4,9 @@
 `edge.standalone`); SIGHUP rescans the folder. Such a node listens on 127.0.0.1 and accepts plain
 calls; it refuses another address unless `--key` gives a public key to check JWTs against.
 `--control URL --region R [--id ID]` runs a node managed by a control plane (`edge.managed`).
+Either kind grants modules host directories only under its `--allow-dir` roots (none by default;
+a standalone node's own `--dir` grants are allowed as given), never its cache dir, module folder or
+key (`edge.grants`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import sys
 from pathlib import Path
 
 from edge.auth import Authenticator
+from edge.errors import LoadError
+from edge.grants import GrantRoots
 from edge.managed import default_node_id
 from edge.protocol import Capabilities, FilesystemGrant, Limits
 from edge.router import Router
@@ -43,6 +48,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 = any)")
     parser.add_argument("--key", type=Path, help="PEM public key: execute calls need a JWT it verifies")
     parser.add_argument("--cache-dir", type=Path, default=None, help="precompiled module cache")
+    parser.add_argument(
+        "--allow-dir",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="ROOT",
+        help="host directory under which modules' filesystem grants are served (repeatable; default none: "
+        "every grant is refused)",
+    )
     parser.add_argument(
         "--advertise",
         metavar="URL",
@@ -100,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print(f"hotswap edge: --workers {args.workers}: at least 1", file=sys.stderr)
         return 2
+    args.cache_dir = args.cache_dir or default_cache_dir()
     if args.control is not None:
         return _managed(args)
     try:
@@ -123,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         limits = Limits(memory_mb=args.memory_mb, timeout_seconds=args.timeout_s, cpu_percent=args.cpu_percent)
         args.capabilities = standalone_capabilities(args.env, args.dir)
+        own = [(args.cache_dir, "cache dir"), (args.standalone, "module folder"), (args.key, "key file (--key)")]
+        args.grants = standalone_grants(node_grants(args.allow_dir, own), args.capabilities)
     except ValueError as exc:
         print(f"hotswap edge: {exc}", file=sys.stderr)
         return 2
@@ -156,6 +173,27 @@ def standalone_capabilities(env: list[str], dirs: list[str]) -> Capabilities:
     return Capabilities(env=variables, filesystem=tuple(grants))
 
 
+def node_grants(allow: list[Path], own: list[tuple[Path | None, str]]) -> GrantRoots:
+    """The `--allow-dir` roots (each must be a directory) and the node's own paths, never granted."""
+    for root in allow:
+        if not root.is_dir():
+            raise ValueError(f"--allow-dir {root}: not a directory")
+    return GrantRoots.of(allow, [(path, what) for path, what in own if path is not None])
+
+
+def standalone_grants(grants: GrantRoots, capabilities: Capabilities) -> GrantRoots:
+    """`grants` that also allow the operator's own `--dir` grants exactly as given (each still
+    checked: never `/`, never the node's own paths). A table pushed to the admin endpoint gets no
+    directory under them, and none of them writable when the operator's is read-only."""
+    grants = grants.with_operator((g.host, g.mode == "rw") for g in capabilities.filesystem)
+    for grant in capabilities.filesystem:
+        try:
+            grants.check(grant.host, grant.mode == "rw")
+        except LoadError as exc:
+            raise ValueError(f"--dir {grant.host}:{grant.guest}: {exc.message}") from None
+    return grants
+
+
 async def _standalone(args: argparse.Namespace, limits: Limits, auth: Authenticator | None) -> int:
     folder: Path = args.standalone
     source = DirectorySource(folder, limits, args.capabilities)
@@ -166,16 +204,17 @@ async def _standalone(args: argparse.Namespace, limits: Limits, auth: Authentica
             count=args.workers,
             host=args.host,
             port=args.port,
-            cache_dir=args.cache_dir or default_cache_dir(),
+            cache_dir=args.cache_dir,
             threads=args.threads,
             admin=not args.no_admin,
+            grants=args.grants,
             public_key=args.key.read_text() if args.key is not None else None,
             log_format=args.log_format,
             trace_ratio=args.trace_ratio,
         )
         return await serve_standalone(source, options)
     tracing = configure_tracing("standalone", ratio=args.trace_ratio)
-    runtime = Runtime(cache_dir=args.cache_dir or default_cache_dir())
+    runtime = Runtime(cache_dir=args.cache_dir, grants=args.grants)
     router = Router(runtime, source)
     node = Node(runtime, router, NodeConfig(threads=args.threads, admin=not args.no_admin), auth)
     generation = 0
@@ -214,14 +253,20 @@ def _managed(args: argparse.Namespace) -> int:
     if not args.region:
         print("hotswap edge: --control needs --region", file=sys.stderr)
         return 2
+    try:
+        grants = node_grants(args.allow_dir, [(args.cache_dir, "cache dir")])
+    except ValueError as exc:
+        print(f"hotswap edge: {exc}", file=sys.stderr)
+        return 2
     options = ManagedOptions(
         control=args.control,
         region=args.region,
         node_id=args.id or default_node_id(args.region),
         host=args.host,
         port=args.port,
-        cache_dir=args.cache_dir or default_cache_dir(),
+        cache_dir=args.cache_dir,
         threads=args.threads,
+        grants=grants,
         token=args.token,
         advertise=args.advertise,
         trace_ratio=args.trace_ratio,

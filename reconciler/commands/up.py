@@ -3,7 +3,8 @@
 The first command of README.md. It follows the current branch of a local repository (default: the
 one around the working directory; `--path` names the fleet root inside it), starts `--nodes N` edge
 node processes spread over the fleet's regions, prints where everything listens and what to try,
-and stops everything on Ctrl-C.
+and stops everything on Ctrl-C. The nodes serve filesystem grants only under `<data-dir>/grants`
+(`hotswap edge --allow-dir`): a module's `capabilities.filesystem` host must lie there.
 """
 
 from __future__ import annotations
@@ -81,13 +82,18 @@ def start_node(
         [
             sys.executable, "-m", "hotswap", "edge", "--control", control, "--region", region, "--id", node_id,
             "--port", str(port), "--cache-dir", str(data_dir / "nodes" / node_id / "cache"),
-            "--workers", str(workers),
+            "--workers", str(workers), "--allow-dir", str(grants_dir(data_dir)),
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
         env=env,
     )  # fmt: skip
+
+
+def grants_dir(data_dir: Path) -> Path:
+    """The one root under which `up`'s nodes serve filesystem grants (created by `up`)."""
+    return data_dir / "grants"
 
 
 async def wait_for_nodes(plane: ControlPlane, count: int, timeout: float) -> int:
@@ -117,7 +123,7 @@ def banner(plane: ControlPlane, nodes: list[tuple[str, str, int]], fleet_dir: st
     for node_id, region, port in nodes:
         lines.append(f"  edge node {node_id:<18} {region:<12} http://127.0.0.1:{port}")
     lines += [
-        f"  state, blobs and logs under {data_dir}/",
+        f"  state, blobs and logs under {data_dir}/; filesystem grants only under {grants_dir(data_dir)}/",
         "",
         "Try:",
         f"  export HOTSWAP_TOKEN=$(cat {data_dir}/admin.token)   # an admin token (hotswap token --role ROLE)",
@@ -139,6 +145,7 @@ async def up(args: argparse.Namespace) -> int:
     regions = regions_of(fleet_root)
     data_dir: Path = args.data_dir.resolve()
     (data_dir / "nodes").mkdir(parents=True, exist_ok=True)
+    grants_dir(data_dir).mkdir(exist_ok=True)
     plane = ControlPlane(
         ServeOptions(
             repo=str(top),
