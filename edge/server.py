@@ -11,7 +11,8 @@ Where it sits: in front of the router and the runtime. `build_app(node)` makes t
     GET  /metrics                  Prometheus text
     GET  /api/v1/wasm/modules      what is loaded: versions, weights, functions and conventions
     PUT  /api/v1/wasm/admin/table  (loopback only, when enabled) apply a full ModuleTable: the same
-                                   `Router.apply_table` path the control-plane agent uses
+                                   `Router.apply_table` path the control-plane agent uses; a node
+                                   with a key also needs a token with role admin (401, 403)
 
 Where a call runs: a call to a numeric or json export first runs on the event loop thread with a
 budget of a couple of epoch ticks (about 2 ms). Most calls finish far sooner, and skip the ~40 µs
@@ -149,6 +150,7 @@ def _lower_priority(nice: int) -> None:
 
 
 NODE = web.AppKey("node", Node)
+_ADMIN = frozenset({"admin"})  # who may replace a standalone node's table when it checks tokens
 _encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
@@ -365,6 +367,8 @@ async def admin_table(request: web.Request) -> web.Response:
     node = request.app[NODE]
     if not node.config.admin or not _is_loopback(request.remote):
         raise NotFoundError("no admin endpoint on this node")
+    if node.auth is not None:  # the same key as execute, and the admin role
+        node.auth.check(request.headers.get("Authorization"), roles=_ADMIN)
     try:
         table = ModuleTable.model_validate_json(await request.read())
     except ValidationError as exc:
