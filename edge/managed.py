@@ -85,8 +85,8 @@ async def run_managed(options: ManagedOptions, *, ready: asyncio.Event | None = 
         runtime_version=wasmtime_version(),
     )
 
-    def trust_key(pem: str) -> None:  # execute calls now need a token the control plane signed
-        node.auth = Authenticator(pem)
+    def trust_key(pem: str, issuer: str) -> None:  # execute calls now need a token the control plane signed
+        node.auth = Authenticator(pem, issuer=issuer, node_id=options.node_id)
 
     agent = Agent(options.control, registration, router, token=options.token, on_public_key=trust_key)
     blobs.target = ControlPlaneBlobs(agent)

@@ -47,6 +47,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 = any)")
     parser.add_argument("--key", type=Path, help="PEM public key: execute calls need a JWT it verifies")
+    parser.add_argument(
+        "--issuer",
+        default="hotswap",
+        help="standalone with --key: the `iss` tokens must carry (default hotswap; audience hotswap-edge)",
+    )
     parser.add_argument("--cache-dir", type=Path, default=None, help="precompiled module cache")
     parser.add_argument(
         "--allow-dir",
@@ -131,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     auth = None
     if args.key is not None:
         try:
-            auth = Authenticator(args.key.read_text())
+            auth = Authenticator(args.key.read_text(), issuer=args.issuer)
         except OSError as exc:
             print(f"hotswap edge: --key: {exc}", file=sys.stderr)
             return 2
@@ -209,6 +214,7 @@ async def _standalone(args: argparse.Namespace, limits: Limits, auth: Authentica
             admin=not args.no_admin,
             grants=args.grants,
             public_key=args.key.read_text() if args.key is not None else None,
+            issuer=args.issuer,
             log_format=args.log_format,
             trace_ratio=args.trace_ratio,
         )
