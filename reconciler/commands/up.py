@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from reconciler.api.security import RateLimits
+from reconciler.auth import EDGE_AUDIENCE
 from reconciler.commands.serve import add_store_arguments
 from reconciler.server import ControlPlane, ServeOptions
 from reconciler.spec.loader import load_fleet
@@ -128,7 +129,7 @@ def banner(plane: ControlPlane, nodes: list[tuple[str, str, int]], fleet_dir: st
         "Try:",
         f"  export HOTSWAP_TOKEN=$(cat {data_dir}/admin.token)   # an admin token (hotswap token --role ROLE)",
         f'  curl -s -H "Authorization: Bearer $HOTSWAP_TOKEN" {plane.url}/api/v1/wasm/nodes',
-        f'  curl -s -H "Authorization: Bearer $HOTSWAP_TOKEN" -X POST '
+        f'  curl -s -H "Authorization: Bearer $(cat {data_dir}/edge.token)" -X POST '
         f"http://127.0.0.1:{nodes[0][2] if nodes else 9001}/api/v1/wasm/execute "
         '-d \'{"module": "greeter", "function": "greet", "args": {"name": "edge"}}\'',
         f"  HOTSWAP_CONTROL={plane.url} {_program()} status --watch",
@@ -165,6 +166,10 @@ async def up(args: argparse.Namespace) -> int:
     admin = plane.mint("admin", "admin", ttl_seconds=NODE_TOKEN_SECONDS)
     (data_dir / "admin.token").write_text(admin + "\n")
     (data_dir / "admin.token").chmod(0o600)
+    # Nodes refuse API tokens: calls straight to a node carry one for nodes (hotswap token --audience edge).
+    edge = plane.mint("developer", "developer", ttl_seconds=NODE_TOKEN_SECONDS, audience=EDGE_AUDIENCE)
+    (data_dir / "edge.token").write_text(edge + "\n")
+    (data_dir / "edge.token").chmod(0o600)
     processes: list[subprocess.Popen[bytes]] = []
     nodes = []
     try:

@@ -1,6 +1,6 @@
 """`hotswap up` with security on: it writes an admin token to <data-dir>/admin.token and prints it,
-each node it starts joins with its own node token, and the admin token works on the API and on
-the nodes' execute endpoint."""
+each node it starts joins with its own node token, the admin token works on the API (nodes refuse
+it), and an edge token (<data-dir>/edge.token) works on the nodes' execute endpoint."""
 
 from __future__ import annotations
 
@@ -48,14 +48,17 @@ async def test_up_writes_an_admin_token_and_nodes_join_with_node_tokens(
         assert [n["status"] for n in nodes.body["nodes"]] == ["Healthy"]
         node = f"http://127.0.0.1:{node_port}"
         body = {"module": "calc", "function": "add", "args": [20, 22]}
+        edge = (data / "edge.token").read_text().strip()  # what the banner's node curl uses
+        assert (data / "edge.token").stat().st_mode & 0o777 == 0o600 and "edge.token" in log.read_text()
         while True:
-            answer = await call(node, "POST", "/api/v1/wasm/execute", token, json=body)
+            answer = await call(node, "POST", "/api/v1/wasm/execute", edge, json=body)
             if answer.status == 200:
                 break
             assert answer.status == 404 and time.monotonic() < deadline, answer.body  # calc not placed yet
             await asyncio.sleep(0.1)
         assert answer.body["result"] == 42
         assert (await call(node, "POST", "/api/v1/wasm/execute", json=body)).status == 401
+        assert (await call(node, "POST", "/api/v1/wasm/execute", token, json=body)).status == 401  # an API token
         # Client verbs next to `hotswap up` find its admin token without HOTSWAP_TOKEN.
         monkeypatch.delenv("HOTSWAP_TOKEN", raising=False)
         monkeypatch.setenv("HOTSWAP_DATA_DIR", str(data))
