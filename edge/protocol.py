@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, TypedDict
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 ErrorCode = Literal[
     "bad_request",
@@ -38,6 +38,7 @@ VERSION_HEADER = "X-Hotswap-Version"
 STICKY_HEADER = "X-Hotswap-Sticky"
 MAX_ARGS_DEPTH = 64  # levels of arrays and objects in an execute call's args
 MAX_RESULT_DEPTH = 256  # levels of arrays and objects in a module's JSON result
+LAST_ERROR_CHARS = 300  # of a module's error message, in metrics and rollout reasons
 
 # Latency histogram bucket upper bounds in milliseconds (the last bucket is +Inf).
 LATENCY_BUCKETS_MS: tuple[float, ...] = (
@@ -161,6 +162,14 @@ class VersionMetrics(_Wire):
     latency_buckets: tuple[int, ...] = Field((), alias="latencyBuckets")  # per LATENCY_BUCKETS_MS + Inf
     latency_sum_ms: float = Field(0.0, alias="latencySumMs")
     violations: int = 0  # sandbox refusals inside calls (a component's fetch to a host off the list)
+    # The latest module failure's message in the period ("trap: wasm trap: ..."): the error the
+    # module itself gave, no request data, so a rollback can say why, not only how often.
+    last_error: str | None = Field(None, alias="lastError")
+
+    @field_validator("last_error", mode="before")
+    @classmethod
+    def _bounded(cls, value: object) -> object:
+        return value[:LAST_ERROR_CHARS] if isinstance(value, str) else value
 
 
 def may_nest_deeper(raw: bytes | str, limit: int) -> bool:

@@ -31,7 +31,7 @@ from typing import Protocol
 
 from edge.errors import EdgeError, LoadError, NotFoundError, UnavailableError
 from edge.limits import Clock, CpuShare
-from edge.protocol import LATENCY_BUCKETS_MS, STICKY_HEADER, ModuleEntry, VersionMetrics
+from edge.protocol import LAST_ERROR_CHARS, LATENCY_BUCKETS_MS, STICKY_HEADER, ModuleEntry, VersionMetrics
 from edge.runtime import Loaded, Runtime, Sandbox
 from edge.telemetry import NodeStats, health_check, load_span
 
@@ -58,6 +58,7 @@ class Counters:
     buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_MS) + 1))
     latency_sum_ms: float = 0.0
     violations: int = 0  # sandbox refusals inside calls that otherwise went on (not errors)
+    last_error: str | None = None  # "code: message" of the latest module failure (kept by copy and minus)
 
     @property
     def errors(self) -> int:
@@ -73,6 +74,7 @@ class Counters:
             list(self.buckets),
             self.latency_sum_ms,
             self.violations,
+            self.last_error,
         )
 
     def minus(self, other: Counters) -> Counters:
@@ -85,6 +87,7 @@ class Counters:
             [a - b for a, b in zip(self.buckets, other.buckets, strict=True)],
             self.latency_sum_ms - other.latency_sum_ms,
             self.violations - other.violations,
+            self.last_error,
         )
 
 
@@ -103,10 +106,12 @@ class VersionSlot:
         self.retired = False
         self.load_ms = load_ms
 
-    def record(self, outcome: str, duration_ms: float, violations: int = 0) -> None:
+    def record(self, outcome: str, duration_ms: float, violations: int = 0, message: str | None = None) -> None:
         c = self.counters
         c.requests += 1
         c.violations += violations
+        if message is not None:
+            c.last_error = f"{outcome}: {message}"[:LAST_ERROR_CHARS]
         if outcome == "trap":
             c.traps += 1
         elif outcome == "timeout":
@@ -131,6 +136,7 @@ class VersionSlot:
             latency_buckets=tuple(counters.buckets),
             latency_sum_ms=counters.latency_sum_ms,
             violations=counters.violations,
+            last_error=counters.last_error if counters.errors else None,
         )
 
 

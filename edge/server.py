@@ -224,7 +224,7 @@ async def execute(request: web.Request) -> web.Response:
             elapsed = time.perf_counter() - started
             if not isinstance(exc, CpuLimitError):
                 slot.cpu.charge(int(elapsed * 1e9))
-            slot.record(exc.code, elapsed * 1000)
+            slot.record(exc.code, elapsed * 1000, message=exc.message)
             log.warning(
                 "%s@%s %s: %s: %s",
                 slot.module,

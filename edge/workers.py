@@ -48,7 +48,7 @@ from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
 from edge.agent import Agent, ControlPlaneBlobs
-from edge.auth import Authenticator
+from edge.auth import ISSUER, Authenticator
 from edge.errors import LoadError
 from edge.grants import GrantRoots
 from edge.nodeapi import Registration
@@ -88,6 +88,7 @@ class WorkerConfig:
     admin: bool = False
     node_id: str = "standalone"
     public_key: str | None = None
+    issuer: str = ISSUER
     log_level: str = "WARNING"
     log_format: str | None = None
     trace_ratio: float | None = None
@@ -152,6 +153,7 @@ def add_metrics(counters: Counters, m: VersionMetrics) -> None:
     for i, count in enumerate(m.latency_buckets[: len(counters.buckets)]):
         counters.buckets[i] += count
     counters.latency_sum_ms += m.latency_sum_ms
+    counters.last_error = m.last_error or counters.last_error
 
 
 def as_metrics(key: Key, c: Counters) -> VersionMetrics:
@@ -161,6 +163,7 @@ def as_metrics(key: Key, c: Counters) -> VersionMetrics:
         errors=c.errors,
         latency_buckets=tuple(c.buckets),
         latency_sum_ms=c.latency_sum_ms,
+        last_error=c.last_error if c.errors else None,
         **{name: getattr(c, name) for name in SUMMED_COUNTS},
     )
 
@@ -204,6 +207,7 @@ class PoolOptions:
     node_id: str = "standalone"
     grants: GrantRoots = field(default_factory=GrantRoots)
     public_key: str | None = None
+    issuer: str = ISSUER
     log_level: str = "WARNING"
     log_format: str | None = None
     trace_ratio: float | None = None
@@ -220,6 +224,7 @@ class WorkerPool:
         self.source = source
         self.port = options.port
         self.public_key = options.public_key
+        self.issuer = options.issuer
         self.table = ModuleTable()
         self.generation = 0
         self.restarts = 0
@@ -317,6 +322,7 @@ class WorkerPool:
             admin=self.options.admin,
             node_id=self.options.node_id,
             public_key=self.public_key,
+            issuer=self.issuer,
             log_level=self.options.log_level,
             log_format=self.options.log_format,
             trace_ratio=self.options.trace_ratio,
@@ -357,7 +363,11 @@ class WorkerPool:
     # -- the table -----------------------------------------------------------------------------
 
     async def _push(self, worker: _Worker, table: ModuleTable) -> tuple[ApplyReport, list[ModuleEntry]]:
-        body = {"table": table.model_dump(mode="json", by_alias=True), "publicKey": self.public_key}
+        body = {
+            "table": table.model_dump(mode="json", by_alias=True),
+            "publicKey": self.public_key,
+            "issuer": self.issuer,
+        }
         async with worker.session.put("http://worker/table", json=body) as response:
             if response.status != 200:
                 raise ValueError(f"worker {worker.index}: table: {response.status} {await response.text()}")
@@ -402,14 +412,13 @@ class WorkerPool:
             out.append(PoolSlot(entry, self.counters.setdefault(key, Counters()), self.shipped.get(key, Counters())))
         return out
 
-    async def set_public_key(self, pem: str) -> None:
+    async def set_public_key(self, pem: str, issuer: str = ISSUER) -> None:
         """Execute calls need tokens this key verifies, on every worker (and on workers started later)."""
-        self.public_key = pem
+        self.public_key, self.issuer = pem, issuer
+        body = {"publicKey": pem, "issuer": issuer}
         async with self._lock:
             live = [w for w in self._workers if w is not None and w.ready]
-            await asyncio.gather(
-                *(w.session.put("http://worker/key", data=pem.encode()) for w in live), return_exceptions=True
-            )
+            await asyncio.gather(*(w.session.put("http://worker/key", json=body) for w in live), return_exceptions=True)
 
     def worker_pids(self) -> list[int]:
         return [w.process.pid for w in self._workers if w is not None and w.ready]
@@ -578,8 +587,8 @@ async def run_managed_workers(options: ManagedOptions, *, ready: asyncio.Event |
     port = await pool.start()
     keys: set[asyncio.Task[None]] = set()
 
-    def trust_key(pem: str) -> None:  # execute calls now need a token the control plane signed
-        task = asyncio.get_running_loop().create_task(pool.set_public_key(pem))
+    def trust_key(pem: str, issuer: str) -> None:  # execute calls now need a token the control plane signed
+        task = asyncio.get_running_loop().create_task(pool.set_public_key(pem, issuer))
         keys.add(task)
         task.add_done_callback(keys.discard)
 
@@ -637,7 +646,11 @@ async def run_worker(config: WorkerConfig) -> int:
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
     )
     router = Router(runtime, SupervisorBlobs(session))
-    auth = Authenticator(config.public_key) if config.public_key else None
+
+    def authenticator(pem: str, issuer: str) -> Authenticator:
+        return Authenticator(pem, issuer=issuer, node_id=config.node_id)
+
+    auth = authenticator(config.public_key, config.issuer) if config.public_key else None
     node = Node(runtime, router, NodeConfig(threads=config.threads, admin=config.admin, node_id=config.node_id), auth)
 
     async def forward_table(table: ModuleTable) -> ApplyReport:
@@ -668,7 +681,7 @@ async def run_worker(config: WorkerConfig) -> int:
         except (KeyError, ValidationError) as exc:
             return web.Response(status=400, text=f"table: {exc}")
         if body.get("publicKey"):
-            node.auth = Authenticator(body["publicKey"])
+            node.auth = authenticator(body["publicKey"], body.get("issuer") or ISSUER)
         report = await router.apply_table(table.modules, table.generation, table.traceparents)
         if not serving:
             await public.setup()
@@ -677,7 +690,8 @@ async def run_worker(config: WorkerConfig) -> int:
         return web.json_response(report_json(report, [s.entry for s in router.slots()]))
 
     async def take_key(request: web.Request) -> web.Response:
-        node.auth = Authenticator((await request.read()).decode())
+        body = await request.json()
+        node.auth = authenticator(body["publicKey"], body.get("issuer") or ISSUER)
         return web.Response(status=204)
 
     async def delta(request: web.Request) -> web.Response:

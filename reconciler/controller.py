@@ -388,6 +388,7 @@ class Controller:
                         requests=totals.requests,
                         errors=totals.errors,
                         p99_ms=totals.p99_ms,
+                        last_error=totals.last_error,
                     )
                 )
         return tuple(out)

@@ -41,10 +41,13 @@ class Totals:
     requests: int = 0
     errors: int = 0
     buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_MS) + 1))
+    last_error: str | None = None  # the latest module error message shipped in the window
 
     def add(self, m: VersionMetrics) -> None:
         self.requests += m.requests
         self.errors += m.errors
+        if m.last_error:
+            self.last_error = m.last_error
         for i, count in enumerate(m.latency_buckets[: len(self.buckets)]):
             self.buckets[i] += count
 

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from reconciler.planner.types import ABResult, VersionMetrics
@@ -143,6 +143,7 @@ class Totals:
     requests: int = 0
     errors: int = 0
     p99_ms: float | None = None
+    last_error: str | None = None  # one region's latest module error (trap message, timeout, exit code)
 
     @property
     def error_rate(self) -> float:
@@ -156,12 +157,14 @@ class Totals:
 def totals(metrics: Iterable[VersionMetrics]) -> Totals:
     requests = errors = 0
     p99: float | None = None
+    last_error: str | None = None
     for m in metrics:
         requests += m.requests
         errors += m.errors
         if m.p99_ms is not None and m.requests:
             p99 = m.p99_ms if p99 is None else max(p99, m.p99_ms)
-    return Totals(requests, errors, p99)
+        last_error = m.last_error or last_error
+    return Totals(requests, errors, p99, last_error)
 
 
 @dataclass(frozen=True)
@@ -206,8 +209,20 @@ def _fails_fast(analysis: Analysis, new: Totals, stable: Totals | None) -> Verdi
     return Verdict("Failed", "ErrorRateTooHigh", why, new)
 
 
+def _quoting(verdict: Verdict) -> Verdict:
+    """A failure says what the module itself reported, not only the rate (the node's log has the rest)."""
+    if verdict.outcome != "Failed" or not verdict.new.last_error:
+        return verdict
+    return replace(verdict, message=f"{verdict.message}; last error: {verdict.new.last_error}")
+
+
 def analyze(analysis: Analysis, new: Totals, stable: Totals | None) -> Verdict:
-    """Judge the new version's metrics over a step, against the thresholds and the stable version."""
+    """Judge the new version's metrics over a step, against the thresholds and the stable version;
+    a failure quotes the new version's last error."""
+    return _quoting(_analyze(analysis, new, stable))
+
+
+def _analyze(analysis: Analysis, new: Totals, stable: Totals | None) -> Verdict:
     if new.requests < analysis.min_requests:
         fast = _fails_fast(analysis, new, stable)
         if fast is not None:

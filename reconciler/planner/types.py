@@ -108,6 +108,7 @@ class VersionMetrics:
     requests: int = 0
     errors: int = 0
     p99_ms: float | None = None
+    last_error: str | None = None  # the module's own words for its latest failure in the window
 
     @property
     def error_rate(self) -> float:

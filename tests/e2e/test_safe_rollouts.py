@@ -16,6 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.api.conftest import call
 from tests.e2e.cluster import Cluster, Load, start_cluster, stop_cluster
 
 REGIONS = [
@@ -126,3 +127,9 @@ async def test_faulty_canary_under_light_load_rolls_back_after_a_few_client_erro
     errors = load.result.module_errors["1.2.0:trap"]
     assert 1 <= errors <= 10, load.result
     assert set(load.result.module_errors) == {"1.2.0:trap"}
+    # why, in the module's own words, in the record, the event and the deployments API
+    assert "last error: trap: " in record.message and "unreachable" in record.message, record.message
+    events = [e.message for e in cluster.plane.controller.events if e.reason == "RolledBack"]
+    assert any("unreachable" in m for m in events), events
+    answer = await call(cluster.url, "GET", f"/api/v1/wasm/deployments/{record.id}", cluster.token("viewer"))
+    assert "unreachable" in answer.body["message"], answer.body

@@ -186,3 +186,18 @@ async def test_counts_of_a_drained_version_still_ship(router: Router, source: Di
     running.record("ok", 1.0)
     router.release(running)
     assert [(m.version, m.requests) for m in router.metrics_delta()] == [("1.0.0", 1)]
+
+
+def test_a_versions_last_error_travels_with_its_metrics_through_workers() -> None:
+    from edge.router import Counters
+    from edge.workers import add_metrics, as_metrics
+
+    worker = Counters(requests=3, traps=1, last_error="trap: wasm trap: wasm `unreachable` instruction executed")
+    node = Counters()
+    add_metrics(node, as_metrics(("m", "1.0.0"), worker))  # a worker's delta into the node's counters
+    shipped = as_metrics(("m", "1.0.0"), node.minus(Counters()))
+    assert shipped.errors == 1 and shipped.last_error == worker.last_error
+    healthy = as_metrics(("m", "1.0.0"), Counters(requests=5, last_error=worker.last_error))
+    assert healthy.last_error is None  # only a period with errors quotes one
+    long = as_metrics(("m", "1.0.0"), Counters(requests=1, traps=1, last_error="x" * 5000))
+    assert long.last_error is not None and len(long.last_error) == 300

@@ -142,3 +142,17 @@ def test_exact_lower_bound(errors: int, requests: int, expected: float) -> None:
 def test_lower_bound_is_wilson_above_a_hundred_errors_and_close_to_exact_there() -> None:
     assert lower_bound(150, 300) == wilson_lower(150, 300)
     assert lower_bound(100, 200) == pytest.approx(wilson_lower(100, 200), rel=0.01)
+
+
+def test_a_failure_quotes_the_new_versions_last_error_and_a_pass_does_not() -> None:
+    trap = "trap: wasm trap: wasm `unreachable` instruction executed"
+    regions = [
+        VersionMetrics("m", "2.0.0", "eu", requests=60, errors=30, last_error=None),
+        VersionMetrics("m", "2.0.0", "us", requests=60, errors=30, last_error=trap),
+    ]
+    failed = analyze(Analysis(), totals(regions), Totals(100, 0))
+    assert failed.outcome == "Failed" and failed.message.endswith(f"; last error: {trap}")
+    fast = analyze(Analysis(), Totals(4, 3, None, trap), Totals(100, 0))  # fails before minRequests
+    assert fast.outcome == "Failed" and trap in fast.message
+    passed = analyze(Analysis(), Totals(100, 0, None, trap), None)  # an old error, a healthy window
+    assert passed.outcome == "Passed" and trap not in passed.message
