@@ -34,6 +34,9 @@ async def test_restarted_control_plane_resumes_the_rollout_at_its_step(tmp_path:
             record = await cluster.wait_phase("greeter", "1.3.0", ["Promoted", "RolledBack", "Paused"])
             assert record.phase.value == "Promoted", record
             await cluster.wait_all_serving("greeter", "1.3.0", NODES)
+            # Promoted only once the nodes report it: every node runs the last table published to it.
+            views = {v.id: v for v in cluster.plane.hub.view()}
+            assert all(views[n].applied_generation == views[n].generation for n in NODES), views
         steps = [h.step for h in record.history if h.outcome == "Passed"]
         assert steps == sorted(set(steps)), f"a step was passed twice or out of order: {record.history}"
         assert len(steps) == 3  # 20 %, 50 %, 100 %: none skipped
