@@ -1,9 +1,10 @@
 """`hotswap token --role ROLE [--subject NAME] [--data-dir D]`: print a development token, alone on stdout.
 
 Where it sits: beside `hotswap serve` / `hotswap up`, on the same machine and data dir. It signs with
-the control plane's own key under `<data-dir>/auth/` (made there if the control plane has not run
-yet), so the token works against the API and, for roles developer and admin, directly against the
-edge nodes' execute endpoints:
+the control plane's own key under `<data-dir>/auth/`, so the token works against the API and, for
+roles developer and admin, directly against the edge nodes' execute endpoints. It never makes keys:
+a data dir without them (the control plane has not run there, or it runs elsewhere) is an error
+that names the dir, since a token from fresh keys would be refused by the running control plane:
 
     export HOTSWAP_TOKEN=$(hotswap token --role developer)
     curl -H "Authorization: Bearer $HOTSWAP_TOKEN" http://127.0.0.1:8080/api/v1/wasm/modules
@@ -14,12 +15,13 @@ The `--jwt-*` flags (shared with `hotswap serve`) and their HOTSWAP_JWT_* variab
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import getpass
 import os
 import sys
 from pathlib import Path
 
-from reconciler.auth import AUDIENCE, AUDIENCES, ISSUER, ROLES, AuthOptions, TokenAuthority, TokenError
+from reconciler.auth import AUDIENCE, AUDIENCES, AUTH_DIR, ISSUER, ROLES, AuthOptions, TokenAuthority, TokenError
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -87,6 +89,23 @@ def _default_subject() -> str:
         return "developer"
 
 
+def missing_keys(args: argparse.Namespace) -> str | None:
+    """Why no token can be minted here without making keys of our own, or None when it can."""
+    folder = args.data_dir / AUTH_DIR
+    missing = []
+    if args.jwt_private_key is None and not (folder / "signing-key.pem").is_file():
+        missing.append("signing-key.pem")
+    if args.algorithm == "HS256" and not args.jwt_secret and not (folder / "hs256.secret").is_file():
+        missing.append("hs256.secret")
+    if not missing:
+        return None
+    return (
+        f"no control plane keys in {folder.resolve()}/ (no {' or '.join(missing)}): point at the data dir of "
+        "the running control plane with --data-dir DIR or HOTSWAP_DATA_DIR (`hotswap up` and `hotswap serve` "
+        "make the keys on their first start), or give --jwt-private-key / --jwt-secret"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     if args.ttl <= 0:
         print("hotswap token: --ttl must be positive", file=sys.stderr)
@@ -94,8 +113,15 @@ def run(args: argparse.Namespace) -> int:
     if args.audience == "edge" and args.algorithm == "HS256":
         print("hotswap token: edge nodes only check tokens signed with the key, not HS256", file=sys.stderr)
         return 2
+    problem = missing_keys(args)
+    if problem is not None:
+        print(f"hotswap token: {problem}", file=sys.stderr)
+        return 1
     try:
-        authority = TokenAuthority.load(auth_options(args), args.data_dir)
+        options = auth_options(args)
+        if args.algorithm != "HS256":  # never make an HS256 secret only to leave it unused
+            options = dataclasses.replace(options, allow_hs256=False)
+        authority = TokenAuthority.load(options, args.data_dir)
         token = authority.mint(
             args.subject or _default_subject(),
             args.role,

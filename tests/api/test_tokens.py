@@ -109,6 +109,7 @@ async def test_every_answer_carries_hsts_and_hardening_headers(plane: Cluster) -
 
 def test_token_verb_prints_a_token_alone(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "data"
+    TokenAuthority.load(AuthOptions(), data)  # what `hotswap serve`/`up` do on their first start
     assert main(["token", "--role", "developer", "--subject", "carol", "--data-dir", str(data)]) == 0
     out = capsys.readouterr().out
     assert out.count("\n") == 1
@@ -119,3 +120,23 @@ def test_token_verb_prints_a_token_alone(tmp_path: Path, capsys: pytest.CaptureF
     assert jwt.get_unverified_header(token)["alg"] == "HS256"
     assert TokenAuthority.load(AuthOptions(), data).verify(token).roles == {"viewer"}
     assert main(["token", "--role", "viewer", "--ttl", "0", "--data-dir", str(data)]) == 2
+
+
+def test_token_verb_refuses_a_data_dir_without_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Fresh keys would make a token the running control plane rejects: exit 1, naming the dir."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HOTSWAP_DATA_DIR", raising=False)
+    for argv in (["token", "--role", "admin"], ["token", "--role", "viewer", "--algorithm", "HS256"]):
+        assert main(argv) == 1
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert str(tmp_path / ".hotswap" / "auth") in captured.err
+        assert "--data-dir" in captured.err and "HOTSWAP_DATA_DIR" in captured.err
+    assert not (tmp_path / ".hotswap").exists()
+    data = tmp_path / "elsewhere"
+    TokenAuthority.load(AuthOptions(), data)
+    monkeypatch.setenv("HOTSWAP_DATA_DIR", str(data))
+    assert main(["token", "--role", "admin"]) == 0
+    assert TokenAuthority.load(AuthOptions(), data).verify(capsys.readouterr().out.strip()).roles == {"admin"}
