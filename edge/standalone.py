@@ -6,9 +6,14 @@ is also the node's `BlobSource`: binaries are served by digest from the last sca
 
     NAME.wasm / NAME.wat          module NAME, version 0.0.0
     NAME@X.Y.Z.wasm / .wat        module NAME, version X.Y.Z
+    NAME-X.Y.Z.wasm / .wat        the same (how a fleet repository names its files: calc-1.1.0.wat)
+    NAME-X.Y.Z-PRE.wasm / .wat    module NAME, pre-release version X.Y.Z-PRE (calc-1.2.0-faulty.wat)
 
-When a module has several versions, the highest takes all traffic (weight 100) and the others are
-loaded at weight 0, reachable with `X-Hotswap-Version`.
+When a module has several versions, the highest release takes all traffic (weight 100) and the
+others, pre-releases included, are loaded at weight 0, reachable with `X-Hotswap-Version` (a
+pre-release takes traffic only when the module has nothing else). One version given by two files
+(`hello-1.0.0.wasm` built from `hello-1.0.0.wat`) is served from the first in name order, so the
+`.wasm`.
 """
 
 from __future__ import annotations
@@ -22,14 +27,16 @@ from edge.errors import LoadError
 from edge.protocol import Capabilities, Limits, ModuleEntry
 
 FILE_NAME = re.compile(
-    r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*?)(?:@(?P<version>\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?))?$"
+    r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*?)(?:[@-](?P<version>\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?))?$"
 )
 
 
-def _version_key(version: str) -> tuple[int, int, int, int, str]:
-    core, _, pre = version.partition("-")
-    major, minor, patch = (int(p) for p in core.split("+")[0].split("."))
-    return (major, minor, patch, 0 if pre else 1, pre)
+def _version_key(version: str) -> tuple[int, int, int, int, int, str]:
+    """Releases above every pre-release, then by semver precedence (a close enough reading of it)."""
+    core, _, pre = version.partition("+")[0].partition("-")
+    major, minor, patch = (int(p) for p in core.split("."))
+    release = 0 if pre else 1
+    return (release, major, minor, patch, release, pre)
 
 
 @dataclass
@@ -62,6 +69,7 @@ class DirectorySource:
     def scan(self) -> Scan:
         scan = Scan()
         found: dict[str, list[tuple[str, str]]] = {}
+        given: dict[str, dict[str, str]] = {}  # module -> version -> the file it is served from
         if not self.folder.is_dir():
             scan.problems.append(f"{self.folder}: not a directory")
             return scan
@@ -70,7 +78,7 @@ class DirectorySource:
                 continue
             match = FILE_NAME.match(path.stem)
             if match is None:
-                scan.problems.append(f"{path.name}: expected NAME.wasm or NAME@X.Y.Z.wasm")
+                scan.problems.append(f"{path.name}: expected NAME.wasm, NAME@X.Y.Z.wasm or NAME-X.Y.Z.wasm")
                 continue
             name, version = match.group("name"), match.group("version") or "0.0.0"
             try:
@@ -84,9 +92,10 @@ class DirectorySource:
             except (OSError, UnicodeDecodeError) as exc:
                 scan.problems.append(f"{path.name}: {exc}")
                 continue
-            if any(v == version for v, _ in found.get(name, [])):
-                scan.problems.append(f"{path.name}: {name}@{version} is given by two files; ignored")
+            if version in given.setdefault(name, {}):
+                scan.problems.append(f"{path.name}: {name}@{version} is served from {given[name][version]}; skipped")
                 continue
+            given[name][version] = path.name
             found.setdefault(name, []).append((version, self.add(data)))
         for name, versions in sorted(found.items()):
             newest = max(versions, key=lambda v: _version_key(v[0]))[0]

@@ -40,7 +40,9 @@ def default_cache_dir() -> Path:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--standalone", metavar="DIR", type=Path, help="serve NAME[@X.Y.Z].wasm|.wat files")
+    mode.add_argument(
+        "--standalone", metavar="DIR", type=Path, help="serve NAME[@X.Y.Z].wasm|.wat (or NAME-X.Y.Z) files"
+    )
     mode.add_argument("--control", metavar="URL", help="control plane to take assignments from")
     parser.add_argument("--region", help="region this node joins (with --control)")
     parser.add_argument("--id", help="node id (with --control)")

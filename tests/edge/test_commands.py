@@ -126,7 +126,8 @@ def test_edge_reports_bad_capabilities(capsys: pytest.CaptureFixture[str], tmp_p
 
 def test_the_folder_scan_names_modules_and_versions(tmp_path: Path) -> None:
     wat = (MODULES / "arith.wat").read_text()
-    for name in ("plain.wat", "greeter@1.0.0.wat", "greeter@1.10.0.wat", "greeter@1.9.0-rc.1.wat", "notes.txt"):
+    names = ("plain.wat", "greeter@1.0.0.wat", "greeter@1.10.0.wat", "greeter@1.9.0-rc.1.wat", "notes.txt")
+    for name in (*names, "calc-2.0.0.wat", "calc-2.1.0-rc.1.wat", "pre@3.0.0-beta.wat"):
         (tmp_path / name).write_text(wat)
     (tmp_path / "bin.wasm").write_bytes(_binary(wat))
     scan = DirectorySource(tmp_path).scan()
@@ -138,6 +139,9 @@ def test_the_folder_scan_names_modules_and_versions(tmp_path: Path) -> None:
         ("greeter", "1.10.0"): 100,
         ("greeter", "1.9.0-rc.1"): 0,
         ("plain", "0.0.0"): 100,
+        ("calc", "2.0.0"): 100,  # NAME-X.Y.Z is a version too; a pre-release never outranks a release
+        ("calc", "2.1.0-rc.1"): 0,
+        ("pre", "3.0.0-beta"): 100,  # ... unless the module has nothing else
     }
 
 
@@ -157,7 +161,21 @@ def test_the_folder_scan_reports_bad_files_and_goes_on(tmp_path: Path) -> None:
     assert [e.module for e in scan.entries] == ["good", "twice"]
     assert any(p.startswith("broken.wat:2:") for p in scan.problems)
     assert any(p.startswith("bad name!.wasm: expected NAME.wasm") for p in scan.problems)
-    assert any("given by two files" in p for p in scan.problems)
+    assert "twice@1.0.0.wat: twice@1.0.0 is served from twice@1.0.0.wasm; skipped" in scan.problems
+
+
+def test_the_fleet_examples_wasm_folder_serves_each_module_by_name_with_every_version() -> None:
+    """`hotswap edge --standalone fleet-example/wasm`: NAME-X.Y.Z files are versions of NAME; the
+    highest release takes the traffic, a faulty pre-release (calc-1.2.0-faulty) is loaded at 0 %."""
+    scan = DirectorySource(Path(__file__).parents[2] / "fleet-example" / "wasm").scan()
+    table = {(e.module, e.version): e.weight for e in scan.entries}
+    assert {k: w for k, w in table.items() if k[0] == "calc"} == {
+        ("calc", "1.0.0"): 0,
+        ("calc", "1.1.0"): 100,
+        ("calc", "1.2.0-faulty"): 0,
+    }
+    assert {module for module, _ in table} == {"calc", "greeter", "hello", "wc"}
+    assert scan.problems == ["hello-1.0.0.wat: hello@1.0.0 is served from hello-1.0.0.wasm; skipped"]
 
 
 def test_a_missing_folder_is_a_problem_not_a_crash(tmp_path: Path) -> None:
