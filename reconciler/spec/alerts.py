@@ -23,6 +23,7 @@ spec:
 
 from __future__ import annotations
 
+import difflib
 from enum import StrEnum
 from typing import Annotated, Final, Literal, Self
 
@@ -128,6 +129,9 @@ class AlertSpec(Spec):
                 continue
             if value.endswith(".*") and value[:-2] in EVENT_GROUPS:
                 continue
+            close = difflib.get_close_matches(value, [*EVENT_TYPES, *(f"{g}.*" for g in EVENT_GROUPS)], n=1)
+            if close:
+                raise ValueError(f"{value!r} is not an event type; did you mean {close[0]!r}?")
             known = ", ".join(EVENT_TYPES)
             raise ValueError(f"{value!r} is not an event type; use one of {known}, a group like rollout.*, or *")
         return values

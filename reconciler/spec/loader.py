@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -262,6 +262,14 @@ def _validate_document(doc: _Doc, out: _Collector) -> None:
             out.add(doc.path, doc.line_of(loc), _field_name(loc), message)
 
 
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`; did you mean 'X'?` when one of `known` is close to `name` (a misspelled reference), else ''."""
+    import difflib
+
+    close = difflib.get_close_matches(name, sorted(set(known)), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 def _suggest(node: Any, loc: Sequence[str | int]) -> str:
     """`; did you mean X?` for an unknown key close to a known one of the same model."""
     import difflib
@@ -269,9 +277,11 @@ def _suggest(node: Any, loc: Sequence[str | int]) -> str:
     from reconciler.spec import models
 
     known: set[str] = set()
-    for model in vars(models).values():
-        if isinstance(model, type) and issubclass(model, models.Spec):
-            known.update(f.alias or to_camel(name) for name, f in model.model_fields.items())
+    specs: list[type[models.Spec]] = [models.Spec]
+    while specs:  # every Spec model, those of other modules (alerts) too
+        model = specs.pop()
+        specs.extend(model.__subclasses__())
+        known.update(f.alias or to_camel(name) for name, f in model.model_fields.items())
     if not loc or not isinstance(loc[-1], str):
         return ""
     close = difflib.get_close_matches(loc[-1], sorted(known), n=1, cutoff=0.75)
@@ -372,7 +382,8 @@ def _assemble(root: Path, docs: list[_Doc], out: _Collector) -> DesiredFleet | N
         for i, module in enumerate(doc.model.spec.modules):
             if module not in modules:
                 where: list[str | int] = ["spec", "modules", i]
-                out.add(doc.path, doc.line_of(where), _field_name(where), f"no Module named {module!r}")
+                message = f"no Module named {module!r}{did_you_mean(module, modules)}"
+                out.add(doc.path, doc.line_of(where), _field_name(where), message)
     if not fleets:
         return None
     fleet_doc = fleets[0]
@@ -387,7 +398,8 @@ def _assemble(root: Path, docs: list[_Doc], out: _Collector) -> DesiredFleet | N
                     doc.path,
                     doc.line_of([*loc, i]),
                     _field_name([*loc, i]),
-                    f"unknown region {name!r}; the Fleet has {', '.join(sorted(regions))}",
+                    f"unknown region {name!r} (the Fleet has {', '.join(sorted(regions))})"
+                    + did_you_mean(name, regions),
                 )
 
     for doc in strategies.values():
@@ -400,7 +412,8 @@ def _assemble(root: Path, docs: list[_Doc], out: _Collector) -> DesiredFleet | N
                 target = strategies.get(inner)
                 loc: list[str | int] = ["spec", "regional", "perRegion"]
                 if target is None:
-                    out.add(doc.path, doc.line_of(loc), _field_name(loc), f"no RolloutStrategy named {inner!r}")
+                    message = f"no RolloutStrategy named {inner!r}{did_you_mean(inner, strategies)}"
+                    out.add(doc.path, doc.line_of(loc), _field_name(loc), message)
                 elif isinstance(target.model, RolloutStrategy) and target.model.spec.type is StrategyType.REGIONAL:
                     out.add(
                         doc.path,
@@ -446,7 +459,7 @@ def _assemble(root: Path, docs: list[_Doc], out: _Collector) -> DesiredFleet | N
                 doc.path,
                 doc.line_of(["spec", "rollout"]),
                 "spec.rollout",
-                f"no RolloutStrategy named {mspec.rollout!r}",
+                f"no RolloutStrategy named {mspec.rollout!r}{did_you_mean(mspec.rollout, strategies)}",
             )
         if mspec.implements is not None:
             package = re.sub(r"/[a-z][a-z0-9-]*@", "@", mspec.implements)
@@ -455,7 +468,7 @@ def _assemble(root: Path, docs: list[_Doc], out: _Collector) -> DesiredFleet | N
                     doc.path,
                     doc.line_of(["spec", "implements"]),
                     "spec.implements",
-                    f"no Interface declares package {package!r}",
+                    f"no Interface declares package {package!r}{did_you_mean(package, packages)}",
                 )
             elif interfaces[packages[package]].model is not None:
                 iface = interfaces[packages[package]].model

@@ -415,3 +415,51 @@ def test_a_canary_that_waits_for_traffic_does_not_warn(tmp_path: Path) -> None:
     canary = STRATEGY + "  analysis: {minRequests: 50, onNoTraffic: pause}\n"
     result = load_fleet(write_fleet(tmp_path, {"strategies/canary.yaml": canary}))
     assert result.ok and result.warnings == ()
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        (
+            {"modules/adder.yaml": MODULE.replace("rollout: canary", "rollout: canari")},
+            "modules/adder.yaml:8: spec.rollout: no RolloutStrategy named 'canari'; did you mean 'canary'?",
+        ),
+        (
+            {"modules/adder.yaml": MODULE + "  placement: {regions: [us-east, eu-centrl]}\n"},
+            "modules/adder.yaml:9: spec.placement.regions[1]: unknown region 'eu-centrl' (the Fleet has eu-central, "
+            "us-east); did you mean 'eu-central'?",
+        ),
+        (
+            {
+                "interfaces/adder.yaml": IFACE,
+                "interfaces/adder.wit": ADDER_WIT,
+                "modules/adder.yaml": MODULE + "  implements: test:addr/api@1.0.0\n",
+            },
+            "modules/adder.yaml:9: spec.implements: no Interface declares package 'test:addr@1.0.0'; "
+            "did you mean 'test:adder@1.0.0'?",
+        ),
+        (
+            {"alerts/on-call.yaml": ALERT.replace(", nope", ", addr")},
+            "alerts/on-call.yaml:6: spec.modules[1]: no Module named 'addr'; did you mean 'adder'?",
+        ),
+        (
+            {"alerts/on-call.yaml": ALERT.replace("rollout.rolledBack", "rollout.rolledback")},
+            "alerts/on-call.yaml:5: spec.eventTypes: 'rollout.rolledback' is not an event type; "
+            "did you mean 'rollout.rolledBack'?",
+        ),
+        (
+            {"alerts/on-call.yaml": ALERT.replace("webhook:", "webhok:")},
+            "alerts/on-call.yaml:7: spec.webhok: unknown field; did you mean 'webhook'?",
+        ),
+    ],
+    ids=["strategy", "region", "interface", "alert-module", "alert-event-type", "alert-receiver"],
+)
+def test_a_misspelled_reference_gets_a_did_you_mean(
+    tmp_path: Path, files: dict[str, str | None], expected: str
+) -> None:
+    assert expected in problems(write_fleet(tmp_path, files))
+
+
+def test_a_reference_close_to_nothing_gets_no_guess(tmp_path: Path) -> None:
+    found = problems(write_fleet(tmp_path, {"modules/adder.yaml": MODULE.replace("rollout: canary", "rollout: zzz")}))
+    assert "modules/adder.yaml:8: spec.rollout: no RolloutStrategy named 'zzz'" in found
