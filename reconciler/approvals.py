@@ -18,8 +18,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 __all__ = [
+    "ADOPT_TRAILER",
+    "API_APPROVED_BY_TRAILER",
     "APPROVED_BY_TRAILER",
     "APPROVE_TRAILER",
+    "REQUESTED_BY_TRAILER",
     "Approval",
     "ApprovalRule",
     "RejectedApproval",
@@ -31,9 +34,15 @@ __all__ = [
 ]
 
 APPROVE_TRAILER = "Hotswap-Approve"
-APPROVED_BY_TRAILER = "Approved-by"
+APPROVED_BY_TRAILER = "Approved-by"  # on a merge signed by the forge's `merger` key
+# On a commit the control plane signs for an API caller (reconciler.gitwrite): the principal who
+# approved (an approval) or asked for the change (a deployment), whose roles the commit counts for.
+API_APPROVED_BY_TRAILER = "Hotswap-Approved-By"
+REQUESTED_BY_TRAILER = "Hotswap-Requested-By"
+# On a signed commit by a principal who may adopt: the unverified commits it takes responsibility for.
+ADOPT_TRAILER = "Hotswap-Adopt"
 
-Via = Literal["commit", "merge"]
+Via = Literal["commit", "merge", "api"]
 
 _NAME = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
 _SEMVER = (
@@ -59,7 +68,8 @@ def parse_target(text: str) -> tuple[str, str]:
 
 @dataclass(frozen=True, order=True)
 class Approval:
-    """`principal` (holding `roles` when it signed) approved `module@version` in `commit`."""
+    """`principal` (holding `roles` when it signed) approved `module@version` in `commit`; `via`
+    "api" when the control plane signed it for that principal (`Hotswap-Approved-By`)."""
 
     module: str
     version: str

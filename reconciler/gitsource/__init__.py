@@ -2,6 +2,7 @@
 
     trust.py      the trust root (principals, roles, SSH / OpenPGP keys with validity windows)
     verify.py     commit signatures checked by git against the trust root, cached by SHA
+    recovery.py   moving past unverified commits: signed reverts and `Hotswap-Adopt:` adoptions
     approving.py  signed `Hotswap-Approve:` commits and signed merges -> reconciler.approvals records
     source.py     GitSource: fetch, parse (the spec loader), verify, approvals -> Revision + status
     status.py     Flux-like conditions (Ready / Stalled with UnverifiedCommit, InvalidFleet, ...)

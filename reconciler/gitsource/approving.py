@@ -18,6 +18,10 @@ the revision to the planner, which never calls git.
    on either side just names nothing; so does a file over the YAML cap (it is not read) or one
    with anchors or aliases (reconciler.spec.limits).
 
+3. A commit the control plane signed for an API caller (its principal has `actsFor`) approves
+   for the principals its `Hotswap-Approved-By:` trailers name, each with its roles that the
+   control plane may act for (`via` "api"); the control plane never approves for itself.
+
 Anything unsigned, signed by an unknown key, or by a key outside its validity window, counts for
 nothing and is returned as a `RejectedApproval` with the verifier's reason.
 """
@@ -29,9 +33,9 @@ from typing import Any
 
 from ruamel.yaml.error import YAMLError
 
-from reconciler.approvals import Approval, RejectedApproval, parse_target
+from reconciler.approvals import API_APPROVED_BY_TRAILER, Approval, RejectedApproval, parse_target
 from reconciler.gitsource.gitrepo import CommitInfo, GitRepo
-from reconciler.gitsource.trust import RolePolicy, TrustRoot
+from reconciler.gitsource.trust import Principal, RolePolicy, TrustRoot
 from reconciler.gitsource.verify import CommitCheck, Verifier
 from reconciler.spec.limits import InputLimits, is_fleet_yaml, yaml_reader
 
@@ -151,8 +155,11 @@ class ApprovalScanner:
                         value, "", commit.sha, check.principal or "", f"{value!r} is not MODULE@VERSION", "commit"
                     )
                 )
+            signer = self.trust.principal(check.principal) if check.trusted and check.principal else None
+            if signer is not None and signer.is_control_plane:
+                self._api_approvals(commit, signer, targets, approvals, rejected)
             refused = check.reason if not check.trusted else self._may_approve(check.principal or "", check.roles)
-            for module, version in targets:
+            for module, version in targets if signer is None or not signer.is_control_plane else []:
                 if refused is None:
                     assert check.principal is not None
                     approvals.append(Approval(module, version, check.principal, check.roles, commit.sha, "commit"))
@@ -163,6 +170,33 @@ class ApprovalScanner:
             if merged:
                 self._merge_approvals(commit, check, merged, approvals, rejected)
         return approvals, rejected
+
+    def _api_approvals(
+        self,
+        commit: CommitInfo,
+        signer: Principal,
+        targets: list[tuple[str, str]],
+        approvals: list[Approval],
+        rejected: list[RejectedApproval],
+    ) -> None:
+        """Approvals the control plane signed: one per principal its Hotswap-Approved-By names."""
+        if not commit.api_approved_by:
+            reason = f"signed by the control plane ({signer.name}) without {API_APPROVED_BY_TRAILER}: nobody approved"
+            rejected += [RejectedApproval(m, v, commit.sha, signer.name, reason, "api") for m, v in targets]
+            return
+        for name in commit.api_approved_by:
+            caller = self.trust.principal(name)
+            if caller is None or caller.is_control_plane:
+                reason = f"{API_APPROVED_BY_TRAILER} names {name!r}, who is not a principal of the trust root"
+                rejected += [RejectedApproval(m, v, commit.sha, name, reason, "api") for m, v in targets]
+                continue
+            roles = caller.roles & signer.acts_for
+            refused = self._may_approve(caller.name, roles)
+            if refused is not None:
+                reason = f"{refused}, as far as the control plane may act for ({RolePolicy.spell(signer.acts_for)})"
+                rejected += [RejectedApproval(m, v, commit.sha, caller.name, reason, "api") for m, v in targets]
+                continue
+            approvals += [Approval(m, v, caller.name, roles, commit.sha, "api") for m, v in targets]
 
     def _merge_approvals(
         self,

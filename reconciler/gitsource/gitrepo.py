@@ -16,7 +16,13 @@ from pathlib import Path
 
 import git
 
-from reconciler.approvals import APPROVE_TRAILER, APPROVED_BY_TRAILER
+from reconciler.approvals import (
+    ADOPT_TRAILER,
+    API_APPROVED_BY_TRAILER,
+    APPROVE_TRAILER,
+    APPROVED_BY_TRAILER,
+    REQUESTED_BY_TRAILER,
+)
 from reconciler.gitsource.errors import ExportError, GitCommandError, TooLargeError
 from reconciler.spec.fleet import Problem
 from reconciler.spec.limits import InputLimits, size_problems
@@ -33,6 +39,9 @@ _LOG_FORMAT = _FIELD.join(
         "%s",
         f"%(trailers:key={APPROVE_TRAILER},valueonly,separator=%x1d)",
         f"%(trailers:key={APPROVED_BY_TRAILER},valueonly,separator=%x1d)",
+        f"%(trailers:key={ADOPT_TRAILER},valueonly,separator=%x1d)",
+        f"%(trailers:key={API_APPROVED_BY_TRAILER},valueonly,separator=%x1d)",
+        f"%(trailers:key={REQUESTED_BY_TRAILER},valueonly,separator=%x1d)",
     ]
 )
 
@@ -47,6 +56,9 @@ class CommitInfo:
     subject: str
     approves: tuple[str, ...]  # Hotswap-Approve trailer values
     approved_by: tuple[str, ...]  # Approved-by trailer values
+    adopts: tuple[str, ...] = ()  # Hotswap-Adopt values: SHAs (or prefixes) of unverified commits
+    api_approved_by: tuple[str, ...] = ()  # Hotswap-Approved-By: who approved, on a control-plane commit
+    requested_by: tuple[str, ...] = ()  # Hotswap-Requested-By: who asked, on a control-plane commit
 
     @property
     def is_merge(self) -> bool:
@@ -153,7 +165,7 @@ class GitRepo:
             record = raw.strip("\n")
             if not record:
                 continue
-            sha, parents, ct, subject, approves, approved_by = record.split(_FIELD)
+            sha, parents, ct, subject, approves, approved_by, adopts, api_by, requested = record.split(_FIELD)
             commits.append(
                 CommitInfo(
                     sha,
@@ -162,6 +174,9 @@ class GitRepo:
                     subject,
                     _values(approves),
                     _values(approved_by),
+                    tuple(s for v in _values(adopts) for s in v.replace(",", " ").split()),
+                    _values(api_by),
+                    _values(requested),
                 )
             )
         return commits
@@ -201,6 +216,16 @@ class GitRepo:
             return {}
         out = self.run(["rev-parse", *(f"{s}^{{tree}}" for s in shas)]).split()
         return dict(zip(shas, out, strict=True))
+
+    def tree(self, sha: str, path: str = "") -> str | None:
+        """The tree object of `path` (the whole tree when "") at commit `sha`; None when it is not there."""
+        return self.resolve_object(f"{sha}:{path}" if path else f"{sha}^{{tree}}")
+
+    def resolve_object(self, spec: str) -> str | None:
+        try:
+            return self.run(["rev-parse", "--verify", "--quiet", spec]).strip() or None
+        except GitCommandError:
+            return None
 
     def has_path(self, sha: str, path: str) -> bool:
         if not path:

@@ -52,9 +52,10 @@ from reconciler.gitsource.errors import (
     TooLargeError,
 )
 from reconciler.gitsource.gitrepo import CommitInfo, GitRepo
+from reconciler.gitsource.recovery import Recovery, walk
 from reconciler.gitsource.status import Failure, Reason, SourceStatus, conditions
 from reconciler.gitsource.trust import TrustRoot
-from reconciler.gitsource.verify import CommitCheck, Verifier, authorised
+from reconciler.gitsource.verify import CommitCheck, Verifier, authorised, on_behalf
 from reconciler.spec.fleet import DesiredFleet, Problem
 from reconciler.spec.limits import InputLimits
 from reconciler.spec.loader import LoadResult
@@ -63,6 +64,7 @@ __all__ = ["FleetParser", "GitSource", "Revision", "SourceConfig", "Verification
 
 FleetParser = Callable[[Path], LoadResult]
 MAX_EVENTS = 20
+UNVERIFIED = frozenset({Reason.UNVERIFIED_COMMIT, Reason.HISTORY_REWRITTEN})
 log = logging.getLogger(__name__)
 
 
@@ -92,14 +94,20 @@ class SourceConfig:
 
 @dataclass(frozen=True)
 class Verification:
-    """Signature checks of the commits a revision brought (oldest first), and whether they were required."""
+    """Signature checks of the commits a revision brought (oldest first), and whether they were required.
+
+    `recoveries` are the signed reverts and adoptions that moved past unverified commits
+    (reconciler.gitsource.recovery); `pending` the unverified commits nothing moved past."""
 
     required: bool
     checks: tuple[CommitCheck, ...] = ()
+    recoveries: tuple[Recovery, ...] = ()
+    pending: tuple[CommitCheck, ...] = ()
+    hint: str = ""  # what a human can do about `pending`
 
     @property
     def failure(self) -> CommitCheck | None:
-        return next((c for c in self.checks if not c.trusted), None)
+        return self.pending[0] if self.pending else None
 
     @property
     def ok(self) -> bool:
@@ -107,7 +115,8 @@ class Verification:
 
     @property
     def verified(self) -> bool:
-        """Every commit checked was signed by a trusted principal (and at least one was checked)."""
+        """Every commit checked was signed by a trusted principal, or moved past by a signed revert or
+        adoption (and at least one was checked)."""
         return bool(self.checks) and self.failure is None
 
 
@@ -195,7 +204,9 @@ class GitSource:
             path=self.path,
             observed_revision=self._observed,
             last_applied_revision=good.sha if good else None,
-            verified=bool(good and good.verification.verified),
+            # the last applied revision verified, and no unverified or rewritten head held over it
+            verified=bool(good and good.verification.verified)
+            and not (self._failure is not None and self._failure.reason in UNVERIFIED),
             conditions=conditions(self.config.branch, good.sha if good else None, self._failure),
             events=tuple(self._events),
         )
@@ -297,7 +308,7 @@ class GitSource:
             log.warning("git source: %s; followed (%s)", message, "accepted" if required else "no signing policy")
             base = repo.merge_base(base, head)
         new_commits = repo.first_parent_log(head, since=base) if base else [info]
-        verification = self._verify(new_commits) if required else Verification(False)
+        verification = self._verify(new_commits, base) if required else Verification(False)
         if not verification.ok:  # refused before any file of the revision is read
             return self._unverified(verification, head)
         if good is not None and not rewritten and not repo.changed_files(good.sha, head, self.path):
@@ -310,7 +321,7 @@ class GitSource:
                     return Failure(Reason.TOO_LARGE, f"commit {head[:12]} is too large: {exc}", head, exc.problems)
                 return Failure(Reason.INVALID_FLEET, f"invalid fleet at commit {head[:12]}: {exc}", head, exc.problems)
         if not required and fleet is not None and fleet.policy.require_signed_commits:
-            verification = self._verify(new_commits)  # the head's own policy switches signing on
+            verification = self._verify(new_commits, base)  # the head's own policy switches signing on
             if not verification.ok:
                 return self._unverified(verification, head)
         if fleet is None:
@@ -329,35 +340,48 @@ class GitSource:
             fleet=fleet,
             problems=problems,
             verification=verification,
-            approvals=tuple(a for a in found.approvals if merges or a.via == "commit"),
-            rejected_approvals=tuple(r for r in found.rejected if merges or r.via == "commit"),
+            approvals=tuple(a for a in found.approvals if merges or a.via != "merge"),
+            rejected_approvals=tuple(r for r in found.rejected if merges or r.via != "merge"),
         )
         self._good, self._good_found, self._resume = revision, found, None
+        for recovery in verification.recoveries:
+            self._events.append(recovery.describe())
+            log.warning("git source: %s", recovery.describe())
         with contextlib.suppress(GitCommandError):
             repo.run(["update-ref", "refs/hotswap/applied", head])
         return None
 
-    def _verify(self, commits: list[CommitInfo]) -> Verification:
-        """Signature, trust root and the signer's role for each first-parent commit (newest first given)."""
+    def _verify(self, commits: list[CommitInfo], anchor: str | None) -> Verification:
+        """Signature, trust root and the signer's role for each first-parent commit (newest first
+        given), then the signed reverts and adoptions that move past unverified ones, from the
+        verified commit `anchor`."""
         verdicts = self.verifier.check(self.repo, [c.sha for c in commits])
         shas = [c.sha for c in commits if verdicts[c.sha].trusted]
         trees = self.repo.trees(list(dict.fromkeys(shas + [c.parents[0] for c in commits if c.parents])))
-        checks = tuple(
-            authorised(
-                verdicts[c.sha],
+        oldest_first = list(reversed(commits))
+        checks = {
+            c.sha: authorised(
+                on_behalf(verdicts[c.sha], c, self.trust),
                 c,
                 not c.parents or trees.get(c.sha) != trees.get(c.parents[0]),
                 self.trust.roles,
             )
-            for c in reversed(commits)
-        )
-        return Verification(True, checks)
+            for c in oldest_first
+        }
+        result = walk(oldest_first, checks, self.repo.tree, self.trust.roles, anchor)
+        return Verification(True, tuple(checks.values()), result.recoveries, result.pending, result.hint())
 
     @staticmethod
     def _unverified(verification: Verification, head: str) -> Failure:
         failed = verification.failure
         assert failed is not None
-        return Failure(Reason.UNVERIFIED_COMMIT, f"unverified commit {failed.sha[:12]}: {failed.reason}", head)
+        more = len(verification.pending) - 1
+        also = f" (and {more} more unverified commit{'s' if more > 1 else ''})" if more else ""
+        return Failure(
+            Reason.UNVERIFIED_COMMIT,
+            f"unverified commit {failed.sha[:12]}: {failed.reason}{also}{verification.hint}",
+            head,
+        )
 
     def _known_resume(self) -> str | None:
         """The `last_applied` given at start, when the mirror has it (until a revision is taken)."""

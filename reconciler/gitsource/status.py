@@ -70,7 +70,8 @@ class SourceStatus:
     path: str
     observed_revision: str | None  # the head seen at the last fetch
     last_applied_revision: str | None  # the last revision that parsed and verified
-    verified: bool  # whether the last applied revision's commits were verified as signed
+    verified: bool  # the applied revision's commits verified (or recovered), and no UnverifiedCommit /
+    # HistoryRewritten condition holds over it: never true while the conditions say otherwise
     conditions: tuple[Condition, ...]
     events: tuple[str, ...] = ()  # recent notable events, newest last (rewrites followed, ...)
 

@@ -9,7 +9,7 @@ OpenPGP keys; the approvals code reads principals' roles from it.
     roles:                              # optional; these are the defaults
       author: [admin, developer]        # may sign commits that change the repository's files
       approve: [admin, developer, operator]   # may sign approvals (empty commits, merges, Approved-by)
-      adopt: [admin]                    # may accept a rewritten history (POST .../accept-rewrite)
+      adopt: [admin]                    # may accept a rewritten history, and adopt unverified commits
     principals:
       - name: alice@example.com
         roles: [admin]
@@ -24,8 +24,16 @@ OpenPGP keys; the approvals code reads principals' roles from it.
 
 Times without a zone are UTC. `valid-after`/`valid-before` (git's spelling) are accepted too.
 A merge signed by a `merger` key (the forge's) passes as authored: what it merged was reviewed there.
-The control plane's own key (the API's commits, reconciler.gitwrite) is a principal like any other:
-give it a role that may author (developer) and, for the API's approvals, one that may approve.
+The control plane is a principal of its own for API writes (reconciler.gitwrite): instead of roles
+it lists the roles it may act for, and holds the public half of `<data-dir>/auth/git-signing-key`
+(`hotswap up` prints the line):
+
+      - {name: hotswap-control-plane, actsFor: [admin, developer, operator], keys: ["ssh-ed25519 AAAA..."]}
+
+A commit it signs counts only for the callers it names (`Hotswap-Approved-By:` on an approval,
+`Hotswap-Requested-By:` on a change), each a principal of this file (the API token's subject is
+the principal's name), with that principal's roles that are also in `actsFor`; it has no roles of
+its own, so it can neither approve nor adopt for itself.
 The file is YAML without anchors or aliases, at most TRUST_BYTES.
 """
 
@@ -107,6 +115,11 @@ class Principal:
     name: str
     roles: frozenset[str]
     keys: tuple[TrustKey, ...]
+    acts_for: frozenset[str] = frozenset()  # a control plane: the roles of callers it may sign for
+
+    @property
+    def is_control_plane(self) -> bool:
+        return bool(self.acts_for)
 
     def has_role(self, roles: frozenset[str]) -> bool:
         return bool(self.roles & roles)
@@ -145,6 +158,15 @@ class TrustRoot:
             if match:
                 found = self._by_name.get(match.group(1).strip())
         return found
+
+    def holder_of(self, public_key: str) -> Principal | None:
+        """The principal that lists this SSH public key (`TYPE BASE64 [COMMENT]`), if any."""
+        try:
+            fingerprint = ssh_fingerprint(public_key)
+        except ValueError:
+            return None
+        found = self.ssh_keys().get(fingerprint)
+        return found[0] if found else None
 
     def ssh_keys(self) -> dict[str, tuple[Principal, TrustKey]]:
         """SSH fingerprint -> (principal, key)."""
@@ -289,8 +311,8 @@ def parse_trust(text: str, path: str = "trust.yaml") -> TrustRoot:
             reader.add(line, where, "must be a mapping with name, roles, keys")
             continue
         for name in item:
-            if name not in ("name", "roles", "keys"):
-                reader.add(_line(item, name), f"{where}.{name}", "unknown field; expected name, roles, keys")
+            if name not in ("name", "roles", "actsFor", "keys"):
+                reader.add(_line(item, name), f"{where}.{name}", "unknown field; expected name, roles, actsFor, keys")
         name = item.get("name")
         if not isinstance(name, str) or not PRINCIPAL_NAME.fullmatch(name):
             reader.add(
@@ -302,18 +324,16 @@ def parse_trust(text: str, path: str = "trust.yaml") -> TrustRoot:
         if name.lower() in seen_names:
             reader.add(_line(item, "name"), f"{where}.name", f"{name!r} is listed twice")
         seen_names.add(name.lower())
-        roles = item.get("roles", [])
-        role_set: set[str] = set()
-        if not isinstance(roles, list):
-            reader.add(_line(item, "roles"), f"{where}.roles", "must be a list of roles")
-        else:
-            for r_index, role in enumerate(roles):
-                if role not in ROLES:
-                    reader.add(
-                        _line(roles, r_index), f"{where}.roles[{r_index}]", f"{role!r} is not one of {', '.join(ROLES)}"
-                    )
-                else:
-                    role_set.add(role)
+        role_set = _roles(reader, item, "roles", where)
+        acts_for = _roles(reader, item, "actsFor", where)
+        if acts_for and role_set:
+            reader.add(
+                _line(item, "actsFor"),
+                f"{where}.actsFor",
+                "a control plane (actsFor) holds no roles of its own; list its roles under actsFor only",
+            )
+        if "actsFor" in item and not acts_for:
+            reader.add(_line(item, "actsFor"), f"{where}.actsFor", "must name at least one role")
         keys_node = item.get("keys", [])
         keys: list[TrustKey] = []
         if not isinstance(keys_node, CommentedSeq) or not keys_node:
@@ -330,10 +350,26 @@ def parse_trust(text: str, path: str = "trust.yaml") -> TrustRoot:
                         continue
                     seen_keys[key.fingerprint] = name
                 keys.append(key)
-        principals.append(Principal(name, frozenset(role_set), tuple(keys)))
+        principals.append(Principal(name, role_set, tuple(keys), acts_for))
     if reader.problems:
         raise TrustRootError(reader.problems)
     return TrustRoot(tuple(principals), require, path, role_policy)
+
+
+def _roles(reader: _Reader, item: CommentedMap, field_name: str, where: str) -> frozenset[str]:
+    """A principal's `roles` or `actsFor` list; unknown roles are problems."""
+    roles = item.get(field_name, [])
+    found: set[str] = set()
+    if not isinstance(roles, list):
+        reader.add(_line(item, field_name), f"{where}.{field_name}", "must be a list of roles")
+        return frozenset()
+    for index, role in enumerate(roles):
+        if role not in ROLES:
+            problem = f"{role!r} is not one of {', '.join(ROLES)}"
+            reader.add(_line(roles, index), f"{where}.{field_name}[{index}]", problem)
+        else:
+            found.add(role)
+    return frozenset(found)
 
 
 def _role_policy(reader: _Reader, doc: CommentedMap) -> RolePolicy:

@@ -7,7 +7,9 @@ home with those keys imported and trusted. Then one `git log --no-walk` per batc
 git for `%G?` (and the key's fingerprint) of each; results are cached by commit SHA, since a
 commit's signature never changes. The verdict names the principal, or says why not: unsigned, a
 bad signature, a key nobody in the trust root holds, or a key used outside its validity window.
-`authorised()` then holds a trusted signer to the trust root's roles for what the commit does.
+`authorised()` then holds a trusted signer to the trust root's roles for what the commit does;
+for a commit the control plane signed (a principal with `actsFor`), `on_behalf()` first gives it
+the roles of the callers its trailers name, as far as `actsFor` allows.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -26,7 +28,7 @@ from reconciler.gitsource.errors import GitSourceError, TrustRootError
 from reconciler.gitsource.gitrepo import CommitInfo, GitRepo
 from reconciler.gitsource.trust import Principal, RolePolicy, TrustKey, TrustRoot
 
-__all__ = ["CommitCheck", "SignatureStatus", "Verifier", "authorised"]
+__all__ = ["CommitCheck", "SignatureStatus", "Verifier", "authorised", "on_behalf"]
 
 _FIELD = "\x1f"
 _RECORD = "\x1e"
@@ -246,6 +248,24 @@ class Verifier:
             key,
             f"git could not confirm the signature of commit {short} by {principal.name} (%G? = {code})",
         )
+
+
+def on_behalf(check: CommitCheck, commit: CommitInfo, trust: TrustRoot) -> CommitCheck:
+    """`check` with the roles a control-plane commit counts for: those of the principals its
+    `Hotswap-Approved-By` / `Hotswap-Requested-By` trailers name, within the signer's `actsFor`.
+
+    Any other commit's check is returned as it is."""
+    if not check.trusted or check.principal is None:
+        return check
+    signer = trust.principal(check.principal)
+    if signer is None or not signer.is_control_plane:
+        return check
+    roles: set[str] = set()
+    for name in (*commit.api_approved_by, *commit.requested_by):
+        caller = trust.principal(name)
+        if caller is not None and not caller.is_control_plane:
+            roles |= caller.roles & signer.acts_for
+    return replace(check, roles=frozenset(roles))
 
 
 def authorised(check: CommitCheck, commit: CommitInfo, changes_files: bool, roles: RolePolicy) -> CommitCheck:
