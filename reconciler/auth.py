@@ -33,6 +33,8 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from reconciler.authnames import API_ROLES, AUDIENCE, AUDIENCES, AUTH_DIR, EDGE_AUDIENCE, ISSUER, ROLES, node_audience
+
 __all__ = [
     "API_ROLES",
     "AUDIENCE",
@@ -47,23 +49,8 @@ __all__ = [
     "node_audience",
 ]
 
-ISSUER = "hotswap"
-AUDIENCE = "hotswap-api"
-# Audiences of tokens for edge nodes (edge.auth): never accepted by the API, which checks `AUDIENCE`.
-EDGE_AUDIENCE = "hotswap-edge"
-AUDIENCES = {"api": None, "edge": EDGE_AUDIENCE}  # `hotswap token --audience`: None is the API's own
-
-
-def node_audience(node_id: str) -> str:
-    """The audience of a token for one node only: what a forwarded execute call carries."""
-    return f"hotswap-node/{node_id}"
-
-
-API_ROLES = ("admin", "developer", "operator", "viewer")
-ROLES = (*API_ROLES, "node")
 DEFAULT_TTL_SECONDS = 12 * 3600.0
 LEEWAY_SECONDS = 30.0
-AUTH_DIR = "auth"
 ASYMMETRIC = ("EdDSA", "RS256", "RS384", "RS512", "ES256", "ES384", "PS256")
 
 

@@ -16,12 +16,12 @@ import re
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from reconciler.api.security import RateLimits, parse_rate_limit
 from reconciler.commands.token import add_auth_arguments, auth_options
-from reconciler.server import ControlPlane, ServeOptions
-from reconciler.spec.limits import InputLimits
-from reconciler.telemetry import setup_logging
+
+if TYPE_CHECKING:  # the rest is imported when the verb runs: `--help` loads no server
+    from reconciler.server import ControlPlane, ServeOptions
 
 
 def env(name: str, default: str | None = None) -> str | None:
@@ -75,23 +75,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="seconds between fetches (default 30)",
     )
     parser.add_argument("--heartbeat-seconds", type=float, default=5.0, help="node heartbeat period (default 5)")
-    defaults = InputLimits()
+
+    def given(name: str) -> int | None:  # None: reconciler.spec.limits.InputLimits' default
+        text = env(name)
+        return None if text is None else size(text)
+
     parser.add_argument(
         "--max-yaml-bytes",
         type=size,
-        default=size(env("MAX_YAML_BYTES", str(defaults.yaml_bytes)) or ""),
+        default=given("MAX_YAML_BYTES"),
         help="largest fleet YAML file of a revision (default 1MiB)",
     )
     parser.add_argument(
         "--max-revision-bytes",
         type=size,
-        default=size(env("MAX_REVISION_BYTES", str(defaults.revision_bytes)) or ""),
+        default=given("MAX_REVISION_BYTES"),
         help="largest total of the files under the fleet root in one revision (default 64MiB)",
     )
     parser.add_argument(
         "--max-files",
         type=size,
-        default=size(env("MAX_FILES", str(defaults.files)) or ""),
+        default=given("MAX_FILES"),
         help="most files under the fleet root in one revision (default 10000)",
     )
     parser.add_argument(
@@ -120,6 +124,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def options(args: argparse.Namespace) -> ServeOptions:
+    from reconciler.api.security import RateLimits, parse_rate_limit
+    from reconciler.server import ServeOptions
+    from reconciler.spec.limits import InputLimits
+
+    defaults = InputLimits()
     if (args.tls_cert is None) != (args.tls_key is None):
         raise ValueError("--tls-cert and --tls-key go together")
     limits = RateLimits().with_overrides(dict(parse_rate_limit(text) for text in args.rate_limit))
@@ -141,7 +150,9 @@ def options(args: argparse.Namespace) -> ServeOptions:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         input_limits=InputLimits(
-            yaml_bytes=args.max_yaml_bytes, revision_bytes=args.max_revision_bytes, files=args.max_files
+            yaml_bytes=args.max_yaml_bytes or defaults.yaml_bytes,
+            revision_bytes=args.max_revision_bytes or defaults.revision_bytes,
+            files=args.max_files or defaults.files,
         ),
     )
 
@@ -161,6 +172,9 @@ async def serve(plane: ControlPlane) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from reconciler.server import ControlPlane
+    from reconciler.telemetry import setup_logging
+
     setup_logging(args.log_level, args.log_format)
     try:
         asyncio.run(serve(ControlPlane(options(args))))

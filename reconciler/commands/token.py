@@ -20,8 +20,12 @@ import getpass
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from reconciler.auth import AUDIENCE, AUDIENCES, AUTH_DIR, ISSUER, ROLES, AuthOptions, TokenAuthority, TokenError
+from reconciler.authnames import AUDIENCE, AUDIENCES, AUTH_DIR, ISSUER, ROLES
+
+if TYPE_CHECKING:
+    from reconciler.auth import AuthOptions
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -51,6 +55,8 @@ def add_auth_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def auth_options(args: argparse.Namespace) -> AuthOptions:
+    from reconciler.auth import AuthOptions
+
     return AuthOptions(
         issuer=args.jwt_issuer,
         audience=args.jwt_audience,
@@ -113,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
     if args.audience == "edge" and args.algorithm == "HS256":
         print("hotswap token: edge nodes only check tokens signed with the key, not HS256", file=sys.stderr)
         return 2
+    from reconciler.auth import TokenAuthority, TokenError
+
     problem = missing_keys(args)
     if problem is not None:
         print(f"hotswap token: {problem}", file=sys.stderr)
