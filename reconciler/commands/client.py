@@ -1,6 +1,7 @@
 """What the client verbs (`status`, `diff`, `token`-using scripts) share: where the control plane is
-and how to call it. `--control` or HOTSWAP_CONTROL (default http://127.0.0.1:8080) and HOTSWAP_TOKEN
-(or, next to a `hotswap up`, the admin token it wrote to .hotswap/admin.token).
+and how to call it. `--control` or HOTSWAP_CONTROL (next to a `hotswap up`, the URL it wrote to
+.hotswap/control.url; else http://127.0.0.1:8080) and HOTSWAP_TOKEN (or, next to a `hotswap up`,
+the admin token it wrote to .hotswap/admin.token).
 """
 
 from __future__ import annotations
@@ -20,17 +21,33 @@ class ClientError(Exception):
     pass
 
 
+def local_data_dir() -> Path:
+    return Path(os.environ.get("HOTSWAP_DATA_DIR") or ".hotswap")
+
+
+def default_control() -> str:
+    """HOTSWAP_CONTROL, else the control plane of a `hotswap up` running here (it writes its URL to
+    <data-dir>/control.url and removes it when it stops), else http://127.0.0.1:8080."""
+    given = os.environ.get("HOTSWAP_CONTROL")
+    if given:
+        return given
+    try:
+        return (local_data_dir() / "control.url").read_text().strip() or DEFAULT_CONTROL
+    except OSError:
+        return DEFAULT_CONTROL
+
+
 def add_control_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--control",
-        default=os.environ.get("HOTSWAP_CONTROL", DEFAULT_CONTROL),
-        help=f"control plane URL (HOTSWAP_CONTROL, default {DEFAULT_CONTROL})",
+        default=default_control(),
+        help=f"control plane URL (HOTSWAP_CONTROL, else that of a `hotswap up` here, else {DEFAULT_CONTROL})",
     )
 
 
 def local_admin_token() -> str | None:
     """The token `hotswap up` left in <data-dir>/admin.token (HOTSWAP_DATA_DIR, default .hotswap), if any."""
-    path = Path(os.environ.get("HOTSWAP_DATA_DIR") or ".hotswap") / "admin.token"
+    path = local_data_dir() / "admin.token"
     try:
         return path.read_text().strip() or None
     except OSError:

@@ -1,9 +1,14 @@
 """`hotswap up`: the control plane on the embedded stores plus local edge nodes, all in one.
 
 The first command of README.md. It follows the current branch of a local repository (default: the
-one around the working directory; `--path` names the fleet root inside it), starts `--nodes N` edge
-node processes spread over the fleet's regions, prints where everything listens and what to try,
-and stops everything on Ctrl-C. The nodes serve filesystem grants only under `<data-dir>/grants`
+one around the working directory; `--path` names the fleet root inside it), starts the edge nodes
+the fleet needs (in each region as many as the largest `replicas` placed there; `--nodes N` spreads
+N over the regions instead), prints where everything listens and what to try, and stops
+everything on Ctrl-C. Every port is checked before anything starts: a port given with `--port` or
+`--node-port` that is taken is an error naming it and its holder; by default the control plane
+takes 8080 (another free port when 8080 is taken, said so) and the nodes take free ports. It exits
+non-zero, stopping what it started, when a node exits or does not join: the banner only ever lists
+nodes that joined. The nodes serve filesystem grants only under `<data-dir>/grants`
 (`hotswap edge --allow-dir`): a module's `capabilities.filesystem` host must lie there.
 """
 
@@ -16,16 +21,22 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
-from reconciler.api.security import RateLimits
-from reconciler.auth import EDGE_AUDIENCE
+from reconciler.authnames import EDGE_AUDIENCE
+from reconciler.commands import ports
 from reconciler.commands.serve import add_store_arguments
-from reconciler.server import ControlPlane, ServeOptions
-from reconciler.spec.loader import load_fleet
-from reconciler.telemetry import setup_logging
+
+if TYPE_CHECKING:  # imported when the verb runs: `--help` loads no server
+    from reconciler.server import ControlPlane
+    from reconciler.spec.fleet import DesiredFleet
 
 NODE_START_TIMEOUT = 30.0
+HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+LOG_TAIL_LINES = 5
 NODE_TOKEN_SECONDS = 30 * 24 * 3600.0
 DEV_RATE_FACTOR = 100  # development: the spec's production rate limits times 100
 
@@ -34,9 +45,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repo", type=Path, default=Path("."), help="local fleet repository (default .)")
     parser.add_argument("--path", default="", help="fleet root inside the repository, e.g. fleet-example")
     parser.add_argument("--branch", default=None, help="branch to follow (default: the checked-out one)")
-    parser.add_argument("--nodes", type=int, default=3, help="edge nodes to start (default 3; 0: none)")
-    parser.add_argument("--port", type=int, default=8080, help="control plane port (default 8080)")
-    parser.add_argument("--node-port", type=int, default=9001, help="first edge node port (default 9001)")
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        default=None,
+        help="edge nodes to start, spread over the regions (default: in each region as many as the largest "
+        "`replicas` placed there; 0: the control plane alone)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help=f"control plane port (default {DEFAULT_PORT}, or a free one when it is taken); given and taken: an error",
+    )
+    parser.add_argument(
+        "--node-port",
+        type=int,
+        default=None,
+        help="first edge node port, the next nodes on the ports after it (default: free ports); taken: an error",
+    )
     parser.add_argument(
         "--node-workers",
         type=int,
@@ -66,19 +93,48 @@ def git_top_and_branch(repo: Path) -> tuple[Path, str]:
     return Path(git("rev-parse", "--show-toplevel")), git("rev-parse", "--abbrev-ref", "HEAD")
 
 
-def regions_of(root: Path) -> list[str]:
+def load(root: Path) -> DesiredFleet:
+    from reconciler.spec.loader import load_fleet
+
     result = load_fleet(root)
     if result.fleet is None:
         problems = "\n".join(str(p.under(str(root))) for p in result.errors[:20])
         raise ValueError(f"the fleet in {root} is not valid:\n{problems}")
-    return result.fleet.spec.region_names
+    return result.fleet
+
+
+def regions_of(root: Path) -> list[str]:
+    return load(root).spec.region_names
+
+
+def node_regions(fleet: DesiredFleet, count: int | None) -> list[str]:
+    """The region of each node to start: `count` spread over the regions in the Fleet's order, or
+    (None) in each region as many nodes as the largest `replicas` placed there (1 for `all`)."""
+    regions = fleet.spec.region_names
+    if count is not None:
+        return [regions[i % len(regions)] for i in range(count)]
+    need = dict.fromkeys(regions, 1)
+    for module in fleet.modules.values():
+        placement = module.spec.placement
+        replicas = placement.replicas if isinstance(placement.replicas, int) else 1
+        for region in placement.regions or regions:
+            if region in need:
+                need[region] = max(need[region], replicas)
+    return [region for i in range(max(need.values())) for region in regions if i < need[region]]
+
+
+class NodeProcess(NamedTuple):
+    node_id: str
+    region: str
+    port: int
+    process: subprocess.Popen[bytes]
 
 
 def start_node(
     control: str, node_id: str, region: str, port: int, data_dir: Path, token: str | None = None, workers: int = 1
 ) -> subprocess.Popen[bytes]:
     env = {**os.environ, "HOTSWAP_NODE_TOKEN": token} if token else None
-    with (data_dir / "nodes" / f"{node_id}.log").open("ab") as log:
+    with log_of(data_dir, node_id).open("ab") as log:
         return subprocess.Popen(
         [
             sys.executable, "-m", "hotswap", "edge", "--control", control, "--region", region, "--id", node_id,
@@ -97,15 +153,36 @@ def grants_dir(data_dir: Path) -> Path:
     return data_dir / "grants"
 
 
-async def wait_for_nodes(plane: ControlPlane, count: int, timeout: float) -> int:
+def joined(plane: ControlPlane) -> set[str]:
+    return {v.id for v in plane.hub.view() if v.status == "Healthy"}
+
+
+async def wait_for_nodes(plane: ControlPlane, nodes: list[NodeProcess], timeout: float) -> list[NodeProcess]:
+    """The nodes that did not join: [] once every node is Healthy; else (a node process exited, or
+    `timeout` passed) the ones missing."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        healthy = sum(1 for v in plane.hub.view() if v.status == "Healthy")
-        if healthy >= count:
-            return healthy
+    while True:
+        missing = [n for n in nodes if n.node_id not in joined(plane)]
+        if not missing or loop.time() >= deadline or any(n.process.poll() is not None for n in missing):
+            return missing
         await asyncio.sleep(0.1)
-    return sum(1 for v in plane.hub.view() if v.status == "Healthy")
+
+
+def log_of(data_dir: Path, node_id: str) -> Path:
+    return data_dir / "nodes" / f"{node_id}.log"
+
+
+def why_not_joined(node: NodeProcess, data_dir: Path) -> str:
+    """One node that did not join: its exit code or that it still runs, and the end of its log."""
+    code = node.process.poll()
+    state = f"exited with {code}" if code is not None else "did not join in time"
+    try:
+        tail = log_of(data_dir, node.node_id).read_text(errors="replace").strip().splitlines()[-LOG_TAIL_LINES:]
+    except OSError:
+        tail = []
+    lines = [f"  edge node {node.node_id} ({node.region}, port {node.port}) {state}; {log_of(data_dir, node.node_id)}:"]
+    return "\n".join(lines + [f"    {line}" for line in tail])
 
 
 def _program() -> str:
@@ -116,6 +193,7 @@ def _program() -> str:
 
 
 def banner(plane: ControlPlane, nodes: list[tuple[str, str, int]], fleet_dir: str, data_dir: Path) -> str:
+    """What listens where and what to try; `nodes` are the (id, region, port) of nodes that joined."""
     lines = [
         "",
         f"hotswap is up: control plane {plane.url}, following {fleet_dir or '.'} on "
@@ -129,9 +207,15 @@ def banner(plane: ControlPlane, nodes: list[tuple[str, str, int]], fleet_dir: st
         "Try:",
         f"  export HOTSWAP_TOKEN=$(cat {data_dir}/admin.token)   # an admin token (hotswap token --role ROLE)",
         f'  curl -s -H "Authorization: Bearer $HOTSWAP_TOKEN" {plane.url}/api/v1/wasm/nodes',
-        f'  curl -s -H "Authorization: Bearer $(cat {data_dir}/edge.token)" -X POST '
-        f"http://127.0.0.1:{nodes[0][2] if nodes else 9001}/api/v1/wasm/execute "
-        '-d \'{"module": "greeter", "function": "greet", "args": {"name": "edge"}}\'',
+        *(
+            [
+                f'  curl -s -H "Authorization: Bearer $(cat {data_dir}/edge.token)" -X POST '
+                f"http://127.0.0.1:{nodes[0][2]}/api/v1/wasm/execute "
+                '-d \'{"module": "greeter", "function": "greet", "args": {"name": "edge"}}\''
+            ]
+            if nodes
+            else []
+        ),
         f"  HOTSWAP_CONTROL={plane.url} {_program()} status --watch",
         f"  edit {fleet_dir or '.'}/modules/greeter.yaml (version, source), commit, and watch the canary",
         "",
@@ -141,9 +225,24 @@ def banner(plane: ControlPlane, nodes: list[tuple[str, str, int]], fleet_dir: st
 
 
 async def up(args: argparse.Namespace) -> int:
+    from reconciler.api.security import RateLimits
+    from reconciler.server import ControlPlane, ServeOptions
+
     top, branch = git_top_and_branch(args.repo)
     fleet_root = top / args.path if args.path else top
-    regions = regions_of(fleet_root)
+    fleet = load(fleet_root)
+    regions = node_regions(fleet, args.nodes)
+    # Every port before anything starts: a taken port is an error now, not a node that never joins.
+    port, note = ports.pick(HOST, args.port, DEFAULT_PORT, set(), "control plane", "--port")
+    if note:
+        print(f"hotswap up: {note}", flush=True)
+    taken = {port}
+    node_ports = []
+    for i in range(len(regions)):
+        asked = None if args.node_port is None else args.node_port + i
+        node_port, _ = ports.pick(HOST, asked, None, taken, "edge node", "--node-port")
+        taken.add(node_port)
+        node_ports.append(node_port)
     data_dir: Path = args.data_dir.resolve()
     (data_dir / "nodes").mkdir(parents=True, exist_ok=True)
     grants_dir(data_dir).mkdir(exist_ok=True)
@@ -156,7 +255,8 @@ async def up(args: argparse.Namespace) -> int:
             data_dir=data_dir,
             database_url=args.database_url,
             blob_url=args.blob_url,
-            port=args.port,
+            host=HOST,
+            port=port,
             interval=args.interval,
             heartbeat_seconds=args.heartbeat_seconds,
             rate_limits=RateLimits().scaled(DEV_RATE_FACTOR),
@@ -170,22 +270,27 @@ async def up(args: argparse.Namespace) -> int:
     edge = plane.mint("developer", "developer", ttl_seconds=NODE_TOKEN_SECONDS, audience=EDGE_AUDIENCE)
     (data_dir / "edge.token").write_text(edge + "\n")
     (data_dir / "edge.token").chmod(0o600)
-    processes: list[subprocess.Popen[bytes]] = []
-    nodes = []
+    nodes: list[NodeProcess] = []
     try:
-        for i in range(args.nodes):
-            region = regions[i % len(regions)]
-            node_id = f"edge-{region}-{i // len(regions) + 1:02d}"
-            port = args.node_port + i
+        counts: Counter[str] = Counter()
+        for region, node_port in zip(regions, node_ports, strict=True):
+            counts[region] += 1
+            node_id = f"edge-{region}-{counts[region]:02d}"
             token = plane.mint(node_id, "node", ttl_seconds=NODE_TOKEN_SECONDS)
-            processes.append(start_node(plane.url, node_id, region, port, data_dir, token, args.node_workers))
-            nodes.append((node_id, region, port))
-        healthy = await wait_for_nodes(plane, args.nodes, NODE_START_TIMEOUT)
-        if healthy < args.nodes:
+            process = start_node(plane.url, node_id, region, node_port, data_dir, token, args.node_workers)
+            nodes.append(NodeProcess(node_id, region, node_port, process))
+        missing = await wait_for_nodes(plane, nodes, NODE_START_TIMEOUT)
+        if missing:
             print(
-                f"hotswap up: only {healthy} of {args.nodes} nodes joined; see {data_dir}/nodes/*.log", file=sys.stderr
+                f"hotswap up: {len(missing)} of {len(nodes)} edge nodes did not join, so the fleet cannot come up "
+                "whole; stopping",
+                file=sys.stderr,
             )
-        print(banner(plane, nodes, args.path, data_dir), flush=True)
+            for node in missing:
+                print(why_not_joined(node, data_dir), file=sys.stderr)
+            return 1
+        (data_dir / "control.url").write_text(plane.url + "\n")
+        print(banner(plane, [(n.node_id, n.region, n.port) for n in nodes], args.path, data_dir), flush=True)
         print(f"Admin token (also in {data_dir}/admin.token):\n{admin}", flush=True)
         print(f"API commits are signed with: {plane.writer.public_key}", flush=True)
         stop = asyncio.Event()
@@ -195,22 +300,25 @@ async def up(args: argparse.Namespace) -> int:
         await stop.wait()
         print("\nhotswap up: stopping", flush=True)
     finally:
-        for process in processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in processes:
+        (data_dir / "control.url").unlink(missing_ok=True)
+        for node in nodes:
+            if node.process.poll() is None:
+                os.killpg(node.process.pid, signal.SIGTERM)
+        for node in nodes:
             try:
-                process.wait(timeout=10)
+                node.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+                os.killpg(node.process.pid, signal.SIGKILL)
         await plane.stop()
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
+    from reconciler.telemetry import setup_logging
+
     setup_logging(args.log_level, args.log_format)
     try:
         return asyncio.run(up(args))
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, ports.PortTakenError) as exc:
         print(f"hotswap up: {exc}", file=sys.stderr)
         return 1

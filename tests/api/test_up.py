@@ -7,16 +7,19 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from hotswap.cli import main
+from reconciler.commands import ports
 from tests.api.conftest import call
-from tests.e2e.cluster import FleetRepo
+from tests.e2e.cluster import EXAMPLE, FleetRepo
 from tests.git.gitutil import free_port
 
 
@@ -67,3 +70,66 @@ async def test_up_writes_an_admin_token_and_nodes_join_with_node_tokens(
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=30)
+
+
+# -- ports, nodes and a fleet that cannot come up whole ---------------------------------------------
+
+
+def _run_up(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    repo = FleetRepo(tmp_path / "repo")
+    return subprocess.run(
+        [sys.executable, "-m", "hotswap", "up", "--repo", str(repo.root), "--path", "fleet",
+         "--data-dir", str(tmp_path / "data"), *args],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("flag", ["--port", "--node-port"])
+def test_up_refuses_a_taken_port_it_was_given_before_starting_anything(tmp_path: Path, flag: str) -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        done = _run_up(tmp_path, "--nodes", "1", flag, str(port))
+    assert done.returncode == 1, done
+    assert f"port {port} is already in use (held by pid {os.getpid()} (" in done.stderr, done.stderr
+    assert f"give another {flag}" in done.stderr
+    assert "hotswap is up" not in done.stdout
+    assert not (tmp_path / "data").exists()  # nothing was started, nothing written
+
+
+def test_up_exits_non_zero_naming_a_node_that_did_not_join_and_never_lists_it(tmp_path: Path) -> None:
+    done = _run_up(tmp_path, "--nodes", "1", "--node-workers", "0")  # the node refuses to start
+    assert done.returncode == 1, done
+    assert "1 of 1 edge nodes did not join" in done.stderr, done.stderr
+    assert "edge node edge-us-east-01 (us-east, port " in done.stderr and "exited with 2" in done.stderr
+    assert "--workers 0: at least 1" in done.stderr  # the end of the node's own log
+    assert "hotswap is up" not in done.stdout and "edge-us-east-01" not in done.stdout
+    assert not (tmp_path / "data" / "control.url").exists()
+
+
+def test_ports_by_default_are_free_ones_and_the_default_control_port_gives_way() -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        taken = held.getsockname()[1]
+        holder = ports.holder(taken)
+        assert holder is not None and holder.startswith(f"pid {os.getpid()} (") and "python" in holder
+        port, note = ports.pick("127.0.0.1", None, taken, set(), "control plane", "--port")
+        assert port != taken and note is not None
+        assert note.startswith(f"port {taken} is in use (held by pid {os.getpid()} (")
+        assert note.endswith(f"the control plane listens on {port} instead")
+        port, note = ports.pick("127.0.0.1", None, None, {taken}, "edge node", "--node-port")
+        assert port != taken and note is None and ports.is_free("127.0.0.1", port)
+        with pytest.raises(ports.PortTakenError, match=f"edge node port {port} is already in use \\(by another"):
+            ports.pick("127.0.0.1", port, None, {port}, "edge node", "--node-port")
+
+
+def test_up_starts_in_each_region_as_many_nodes_as_the_largest_replicas_there() -> None:
+    from reconciler.commands.up import load, node_regions
+
+    fleet = load(EXAMPLE)  # greeter asks for 2 replicas in every region
+    assert Counter(node_regions(fleet, None)) == {"us-east": 2, "eu-central": 2, "apac-east": 2}
+    assert node_regions(fleet, None)[:3] == ["us-east", "eu-central", "apac-east"]  # one per region first
+    assert node_regions(fleet, 4) == ["us-east", "eu-central", "apac-east", "us-east"]  # --nodes N: spread N
+    assert node_regions(fleet, 0) == []
