@@ -1,159 +1,250 @@
-"""`hotswap status [--watch] [--json]`: the Git source, every module's rollout and conditions, the nodes.
+"""`hotswap status [-o wide|json|yaml] [--watch]`: the Git source, each module's rollout, the nodes.
 
-Reads `GET /api/v1/wasm/status`. `--watch` redraws every second with a progress bar per rollout.
+Reads `GET /api/v1/wasm/status`. The default layout is one line per module (like `kubectl get`)
+and fits 80 columns: what rolls out from which version to which, the share of traffic each takes,
+the rollout's phase, and the one condition that matters. A share is of the module's traffic (its
+weights averaged over the nodes that serve it), never a sum over nodes. `-o wide` shows every
+column (strategy, step, analysis, every condition, the rollout's message; node URLs, load and what
+each node runs); `-o json`/`-o yaml` print the document (`--json` is `-o json`). `--watch` redraws
+in place every second, cut to the terminal's width and height.
+
+`render` is a pure function of the document and a width, so layouts are tested without a terminal.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
-
-from rich.console import Console, Group
-from rich.live import Live
-from rich.progress_bar import ProgressBar
-from rich.table import Table
-from rich.text import Text
 
 from reconciler.commands.client import ClientError, add_control_argument, get_json
 
-PHASE_STYLE = {
-    "Promoted": "green",
-    "Progressing": "cyan",
-    "WaitingApproval": "yellow",
-    "Paused": "yellow",
-    "RolledBack": "red",
-    "Aborted": "red",
-    "Superseded": "dim",
-    "Pending": "cyan",
-}
+STATUS_PATH = "/api/v1/wasm/status"
+EVENTS_SHOWN = 5
+PROBLEM_TYPES = ("Stalled", "Degraded", "Paused")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_control_argument(parser)
-    parser.add_argument("--watch", action="store_true", help="redraw every second until Ctrl-C")
-    parser.add_argument("--json", action="store_true", help="print the status document as JSON")
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=("default", "wide", "json", "yaml"),
+        default="default",
+        help="default: one line per module, fits 80 columns; wide: every column; json or yaml: the document",
+    )
+    parser.add_argument("--json", action="store_true", help="the same as -o json")
+    parser.add_argument("--watch", action="store_true", help="redraw in place every second until Ctrl-C")
 
 
-def _conditions(items: list[dict[str, Any]]) -> Text:
-    text = Text()
-    for c in items:
-        if c["status"] != "True":
-            continue
-        style = "red" if c["type"] in ("Degraded", "Stalled") else "yellow" if c["type"] == "Paused" else "green"
-        text.append(f"{c['type']}", style=style)
-        text.append(f" {c['reason']}  ")
-    return text
+def traffic(weights: Mapping[str, float]) -> str:
+    """`1.0.0 75% 1.1.0 25%`: each version's share of the module's traffic, highest version last."""
+    total = sum(weights.values())
+    if total <= 0:
+        return "-"
+    shares = [(version, 100 * weight / total) for version, weight in weights.items() if weight > 0]
+    return " ".join(f"{version} {share:.0f}%" for version, share in sorted(shares, key=lambda vs: _version_key(vs[0])))
 
 
-def _analysis(rollout: dict[str, Any]) -> Text:
-    """The last step's verdict: requests, error rate and p99 of the new version."""
+def rollout_traffic(rollout: dict[str, Any]) -> str:
+    """`1.0.0 75% -> 1.1.0 25%`: what rolls out, from and to, each with its share of traffic (then any
+    other version still served, e.g. by a region override)."""
+    weights = rollout.get("weightsOnNodes") or {}
+    total = sum(weights.values())
+
+    def share(version: str) -> str:
+        return f"{version} {100 * weights.get(version, 0) / total:.0f}%" if total > 0 else version
+
+    old, new = rollout.get("fromVersion"), rollout["toVersion"]
+    text = f"{share(old)} -> {share(new)}" if old and old != new else share(new)
+    others = sorted((v for v, w in weights.items() if w > 0 and v not in (old, new)), key=_version_key)
+    return " ".join([text, *(share(v) for v in others)])
+
+
+def _version_key(version: str) -> tuple[tuple[int, ...], str]:
+    core, _, rest = version.partition("-")
+    try:
+        return tuple(int(p) for p in core.split(".")), rest
+    except ValueError:
+        return (), version
+
+
+def _true(conditions: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [c for c in conditions if c.get("status") == "True"]
+
+
+def headline(conditions: Sequence[dict[str, Any]]) -> str:
+    """The one condition to show: a problem (Stalled, Degraded, Paused) with its reason, else Ready
+    (Progressing is the phase's to say)."""
+    held = {c["type"]: c for c in _true(conditions)}
+    for kind in PROBLEM_TYPES:
+        if kind in held:
+            return f"{kind} {held[kind].get('reason', '')}".strip()
+    if "Ready" in held:
+        return "Ready"
+    ready = next((c for c in conditions if c.get("type") == "Ready"), None)
+    return f"NotReady {ready.get('reason', '')}".strip() if ready else "-"
+
+
+def _step(rollout: dict[str, Any]) -> str:
+    if rollout.get("step", -1) < 0:
+        return "-"
+    return f"{rollout['step']} {rollout.get('percent') or 0}%"
+
+
+def _analysis(rollout: dict[str, Any]) -> str:
     history = rollout.get("history") or []
     if not history:
-        return Text("")
+        return "-"
     last = history[-1]
-    p99 = last.get("p99Ms", last.get("p99_ms"))
     rate = last.get("errorRate", last.get("error_rate")) or 0.0
-    style = "red" if last.get("outcome") == "Failed" else "green" if last.get("outcome") == "Passed" else "yellow"
-    text = f"{last.get('outcome')}: {last.get('requests', 0)} req, {100 * rate:.1f}% err"
-    if p99 is not None:
-        text += f", p99 {p99:g} ms"
-    return Text(text, style=style)
+    text = f"{last.get('outcome')} {last.get('requests', 0)} req {100 * rate:.1f}% err"
+    p99 = last.get("p99Ms", last.get("p99_ms"))
+    return text + (f" p99 {p99:g}ms" if p99 is not None else "")
 
 
-def _progress(rollout: dict[str, Any]) -> ProgressBar:
-    phase = rollout["phase"]
-    done = 100.0 if phase == "Promoted" else float(rollout.get("percent") or 0)
-    style = "red" if phase in ("RolledBack", "Aborted") else "green" if phase == "Promoted" else "cyan"
-    return ProgressBar(total=100, completed=done, width=20, complete_style=style)
+def _module_row(item: dict[str, Any], wide: bool) -> list[str]:
+    rollout = item.get("rollout")
+    status = headline(item.get("conditions", []))
+    if rollout is None:
+        if wide:
+            return [item["module"], "-", "-", "-", "-", "-", "-", " ".join(_condition_names(item)) or "-", "-"]
+        return [item["module"], "-", "-", status]
+    from_version = rollout.get("fromVersion")
+    versions = f"{from_version}->{rollout['toVersion']}" if from_version else rollout["toVersion"]
+    weights = traffic(rollout.get("weightsOnNodes") or {})
+    if not wide:  # the step shows in the traffic
+        return [item["module"], rollout_traffic(rollout), rollout["phase"], status]
+    strategy = rollout.get("strategy") or "at once"
+    conditions = " ".join(_condition_names(item)) or "-"
+    step, analysis, message = _step(rollout), _analysis(rollout), rollout.get("message") or "-"
+    return [item["module"], versions, strategy, rollout["phase"], step, weights, analysis, conditions, message]
 
 
-def render(status: dict[str, Any]) -> Group:
+def _condition_names(item: dict[str, Any]) -> list[str]:
+    return [f"{c['type']}/{c.get('reason', '')}" for c in _true(item.get("conditions", []))]
+
+
+MODULE_COLUMNS = ["MODULE", "TRAFFIC (FROM -> TO)", "PHASE", "STATUS"]
+WIDE_MODULE_COLUMNS = ["MODULE", "VERSION", "STRATEGY", "PHASE", "STEP", "TRAFFIC", "ANALYSIS", "CONDITIONS", "MESSAGE"]
+NODE_COLUMNS = ["NODE", "REGION", "STATUS", "APPLIED", "MODULES"]
+WIDE_NODE_COLUMNS = ["NODE", "REGION", "STATUS", "APPLIED", "URL", "CPU%", "MEM-MB", "RUNNING"]
+
+
+def _node_row(node: dict[str, Any], wide: bool) -> list[str]:
+    applied = f"{node.get('appliedGeneration', 0)}/{node.get('generation', 0)}"
+    modules = node.get("modules", [])
+    row = [node["id"], node.get("region", "-"), node.get("status", "-"), applied]
+    if not wide:
+        return [*row, str(len({m["module"] for m in modules}))]
+    running = " ".join(f"{m['module']}@{m['version']}:{m['weight']}%" for m in modules) or "-"
+    cpu, memory = f"{node.get('cpuPercent', 0.0):.1f}", f"{node.get('memoryMB', 0.0):.0f}"
+    return [*row, node.get("url") or "-", cpu, memory, running]
+
+
+def table(header: list[str], rows: list[list[str]], width: int | None, keep: int | None = None) -> list[str]:
+    """Columns two spaces apart; when wider than `width`, the widest columns give way first (cut
+    with `…`) down to their header's width, column `keep` (the status) last of all."""
+    sizes = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
+    if width is not None:
+        floor = [len(h) for h in header]
+        if keep is not None:
+            floor[keep] = min(sizes[keep], max(width - sum(floor) + floor[keep] - 2 * (len(sizes) - 1), floor[keep]))
+        while sum(sizes) + 2 * (len(sizes) - 1) > width:
+            widest = max(range(len(sizes)), key=lambda i: (sizes[i] - floor[i], i))
+            if sizes[widest] <= floor[widest]:
+                break
+            sizes[widest] -= 1
+    lines = []
+    for row in [header, *rows]:
+        cells = [_cut(cell, size).ljust(size) for cell, size in zip(row, sizes, strict=True)]
+        lines.append("  ".join(cells).rstrip())
+    return lines
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
+def render(status: dict[str, Any], *, wide: bool = False, width: int | None = 80) -> list[str]:
+    """The status document as lines, each at most `width` characters (None: as long as they come)."""
     source = status.get("source") or {}
-    head = Text()
-    head.append("source ", style="bold")
-    head.append(f"{source.get('url')} {source.get('branch')}/{source.get('path') or ''}  ")
-    applied = source.get("lastAppliedRevision") or "-"
-    head.append(f"applied {applied[:12]}  ", style="green")
-    observed = source.get("observedRevision") or "-"
+    applied = (source.get("lastAppliedRevision") or "-")[:12]
+    head = f"source {source.get('url')} {source.get('branch')}/{source.get('path') or ''}  applied {applied}"
+    observed = (source.get("observedRevision") or "-")[:12]
     if observed != applied:
-        head.append(f"observed {observed[:12]}  ", style="yellow")
-    head.append_text(_conditions(source.get("conditions", [])))
-    parts: list[Any] = [head]
-    for warning in status.get("warnings", []):
-        parts.append(Text(f"warning: {warning}", style="yellow"))
+        head += f"  observed {observed}"
+    head += f"  {headline(source.get('conditions', []))}"
+    lines = [head]
+    lines += [f"warning: {warning}" for warning in status.get("warnings", [])]
     if status.get("stalled"):
-        parts.append(Text(f"Stalled {status['stalled']['reason']}: {status['stalled']['message']}", style="red"))
-
-    modules = Table(title="modules", title_justify="left", expand=False)
-    for column in ("module", "rollout", "strategy", "phase", "step", "progress", "weights", "analysis", "conditions"):
-        modules.add_column(column)
-    for item in status.get("modules", []):
-        rollout = item.get("rollout")
-        if rollout is None:
-            modules.add_row(item["module"], "-", "-", "-", "-", "", "", "", _conditions(item["conditions"]))
-            continue
-        weights = ", ".join(f"{v}:{w}" for v, w in sorted(rollout.get("weightsOnNodes", {}).items()))
-        step = (
-            "-" if rollout["step"] < 0 else f"{rollout['step']} {rollout.get('stepKind') or ''} {rollout['percent']}%"
-        )
-        modules.add_row(
-            item["module"],
-            f"{rollout['fromVersion'] or '-'} -> {rollout['toVersion']}",
-            rollout.get("strategy") or "at once",
-            Text(rollout["phase"], style=PHASE_STYLE.get(rollout["phase"], "")),
-            step,
-            _progress(rollout),
-            weights,
-            _analysis(rollout),
-            _conditions(item["conditions"]),
-        )
-    parts.append(modules)
-
-    nodes = Table(title="nodes", title_justify="left")
-    for column in ("node", "region", "status", "url", "generation", "modules", "cpu %", "mem MB"):
-        nodes.add_column(column)
-    for node in status.get("nodes", []):
-        style = "green" if node["status"] == "Healthy" else "red"
-        running = ", ".join(f"{m['module']}@{m['version']}:{m['weight']}" for m in node["modules"])
-        generation = f"{node['appliedGeneration']}/{node['generation']}"
-        nodes.add_row(
-            node["id"],
-            node["region"],
-            Text(node["status"], style=style),
-            node["url"],
-            generation,
-            running,
-            f"{node['cpuPercent']:.1f}",
-            f"{node['memoryMB']:.0f}",
-        )
-    parts.append(nodes)
-    events = status.get("events", [])[-8:]
+        lines.append(f"Stalled {status['stalled']['reason']}: {status['stalled']['message']}")
+    lines.append("")
+    modules = [_module_row(item, wide) for item in status.get("modules", [])]
+    lines += table(WIDE_MODULE_COLUMNS if wide else MODULE_COLUMNS, modules, None if wide else width, keep=-1)
+    lines.append("")
+    nodes = [_node_row(node, wide) for node in status.get("nodes", [])]
+    lines += table(WIDE_NODE_COLUMNS if wide else NODE_COLUMNS, nodes, None if wide else width)
+    events = status.get("events", [])[-EVENTS_SHOWN:]
     if events:
-        lines = Text()
+        lines.append("")
         for event in events:
             when = time.strftime("%H:%M:%S", time.localtime(event["at"]))
-            style = "yellow" if event["type"] == "Warning" else ""
-            lines.append(f"{when} {event['reason']}: {event['message']}\n", style=style)
-        parts.append(lines)
-    return Group(*parts)
+            kind = "warning " if event.get("type") == "Warning" else ""
+            lines.append(f"{when} {kind}{event['reason']}: {event['message']}")
+    if width is None or wide:
+        return lines
+    return [_cut(line, width) for line in lines]
+
+
+def frame(lines: list[str], columns: int, rows: int) -> str:
+    """One `--watch` screen: home the cursor, every line cut to the terminal, no more lines than fit
+    (the last says how many were left out), and the rest of the screen cleared."""
+    cut = [_cut(line, columns) for line in lines]
+    if len(cut) > rows - 1:
+        hidden = len(cut) - (rows - 2)
+        cut = [
+            *cut[: rows - 2],
+            _cut(f"… {hidden} more lines (a taller terminal, or -o wide without --watch)", columns),
+        ]
+    return "\x1b[H" + "".join(f"{line}\x1b[K\n" for line in cut) + "\x1b[J"
+
+
+def _dump(document: Any, output: str) -> str:
+    if output == "json":
+        return json.dumps(document, indent=2)
+    import io
+
+    from ruamel.yaml import YAML
+
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    out = io.StringIO()
+    yaml.dump(document, out)
+    return out.getvalue().rstrip("\n")
 
 
 def run(args: argparse.Namespace) -> int:
-    console = Console()
+    output = "json" if args.json else args.output
     try:
-        if args.json:
-            print(json.dumps(get_json(args.control, "/api/v1/wasm/status"), indent=2))
+        if output in ("json", "yaml"):
+            print(_dump(get_json(args.control, STATUS_PATH), output))
             return 0
         if not args.watch:
-            console.print(render(get_json(args.control, "/api/v1/wasm/status")))
+            width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+            print("\n".join(render(get_json(args.control, STATUS_PATH), wide=output == "wide", width=width)))
             return 0
-        with Live(console=console, refresh_per_second=4, screen=False) as live:
-            while True:
-                live.update(render(get_json(args.control, "/api/v1/wasm/status")))
-                time.sleep(1.0)
+        sys.stdout.write("\x1b[2J")
+        while True:
+            size = shutil.get_terminal_size()
+            lines = render(get_json(args.control, STATUS_PATH), wide=output == "wide", width=size.columns)
+            sys.stdout.write(frame(lines, size.columns, size.lines))
+            sys.stdout.flush()
+            time.sleep(1.0)
     except ClientError as exc:
         print(f"hotswap status: {exc}", file=sys.stderr)
         return 1
