@@ -258,6 +258,7 @@ end
 begin edge "hotswap edge from the same image under that control plane"
 node_token=$(pm exec "$control" hotswap token --role node --subject ci-edge-1)
 viewer_token=$(pm exec "$control" hotswap token --role viewer --subject ci)
+edge_token=$(pm exec "$control" hotswap token --role viewer --subject ci --audience edge) # nodes refuse API tokens
 edge_port=$(free_port)
 edge="$RUN_ID-edge"
 containers+=("$edge")
@@ -269,7 +270,7 @@ pm healthcheck run "$edge"
 say "HEALTHCHECK passes (HOTSWAP_HEALTH_URL names the node's port)"
 wait_for "http://127.0.0.1:$port/api/v1/wasm/nodes/ci-edge-1" "$control" '"us-east"' "$viewer_token"
 say "node ci-edge-1 registered"
-wait_for "http://127.0.0.1:$edge_port/api/v1/wasm/modules" "$edge" 'greeter'
+wait_for "http://127.0.0.1:$edge_port/api/v1/wasm/modules" "$edge" 'greeter' "$edge_token"
 say "node ci-edge-1 serves its assigned modules"
 end
 

@@ -23,6 +23,7 @@ from edge.errors import ForbiddenError, UnauthorizedError
 
 EXECUTE_ROLES = frozenset({"developer", "admin"})
 ADMIN_ROLES = frozenset({"admin"})
+READ_ROLES = frozenset({"admin", "developer", "operator", "viewer"})
 ALGORITHMS = ["EdDSA", "ES256", "ES384", "RS256", "RS384", "RS512", "PS256"]
 ISSUER = "hotswap"
 LEEWAY_SECONDS = 30.0  # clock skew between the control plane and a node
@@ -54,7 +55,7 @@ class Authenticator:
                 audience=self.audiences,
                 issuer=self.issuer,
                 leeway=LEEWAY_SECONDS,
-                options={"require": ["exp", "iss", "aud"]},
+                options={"require": ["exp", "iss", "aud", "sub"]},
             )
         except jwt.InvalidAudienceError:
             raise UnauthorizedError(
@@ -63,6 +64,8 @@ class Authenticator:
             ) from None
         except jwt.PyJWTError as exc:
             raise UnauthorizedError(f"invalid token: {exc}") from None
+        if not isinstance(claims.get("aud"), str):  # one audience each: a list naming several is refused
+            raise UnauthorizedError("invalid token: its audience must be one string")
         held: set[str] = set()
         role = claims.get("role")
         if isinstance(role, str):

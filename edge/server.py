@@ -9,7 +9,8 @@ Where it sits: in front of the router and the runtime. `build_app(node)` makes t
                                    5xx (429 for cpu), both JSON {"error", "message", ...}
     GET  /health                   {"status": "ok", ...}
     GET  /metrics                  Prometheus text
-    GET  /api/v1/wasm/modules      what is loaded: versions, weights, functions and conventions
+    GET  /api/v1/wasm/modules      what is loaded: versions, weights, functions and conventions (env names,
+                                   not values; with a key, for token holders only)
     PUT  /api/v1/wasm/admin/table  (loopback only, when enabled) apply a full ModuleTable: the same
                                    `Router.apply_table` path the control-plane agent uses; a node
                                    with a key also needs a token with role admin (401, 403)
@@ -51,7 +52,7 @@ from functools import partial
 from aiohttp import web
 from pydantic import ValidationError
 
-from edge.auth import Authenticator
+from edge.auth import READ_ROLES, Authenticator
 from edge.errors import BadRequestError, CpuLimitError, EdgeError, ModuleError, NotFoundError
 from edge.lanes import ThreadShares
 from edge.protocol import (
@@ -277,7 +278,11 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def modules(request: web.Request) -> web.Response:
+    """What is loaded. A node with a key shows it only to token holders (any role), and never shows
+    env values, only their names: env is how fleets hand modules their configuration."""
     node = request.app[NODE]
+    if node.auth is not None:
+        node.auth.check(request.headers.get("Authorization"), roles=READ_ROLES)
     items = []
     for slot in node.router.slots():
         entry = slot.entry
@@ -292,7 +297,10 @@ async def modules(request: web.Request) -> web.Response:
                 "loadMs": round(slot.load_ms, 3),
                 "size": slot.loaded.info.size,
                 "limits": entry.limits.model_dump(by_alias=True),
-                "capabilities": entry.capabilities.model_dump(by_alias=True),
+                "capabilities": {
+                    **entry.capabilities.model_dump(by_alias=True),
+                    "env": sorted(entry.capabilities.env),
+                },
                 "functions": [
                     {"name": name, "signature": str(e.sig), "convention": e.convention}
                     for name, e in sorted(slot.loaded.functions.items())

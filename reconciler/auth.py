@@ -277,6 +277,8 @@ class TokenAuthority:
                 continue
             except jwt.PyJWTError as exc:
                 raise TokenError(_describe(exc, self.options)) from None
+            if not isinstance(claims.get("aud"), str):  # one audience each: never a list naming several
+                raise TokenError(f"the token must name one audience ({self.options.audience!r})")
             return Claims(str(claims["sub"]), _roles(claims), float(claims["exp"]), claims)
         assert error is not None
         raise TokenError(_describe(error, self.options))

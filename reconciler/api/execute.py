@@ -30,6 +30,7 @@ from reconciler.auth import node_audience
 EXECUTORS = ("developer", "admin")
 EXECUTE_PATH = "/api/v1/wasm/execute"
 EXECUTE_BODY_BYTES = 8 << 20
+ANSWER_BYTES = 8 << 20  # the most of a node's answer read: a node cannot make the control plane hold more
 NODE_TIMEOUT_SECONDS = 330.0  # the longest module timeout (300 s) and some
 FORWARDED = ("Content-Type", "X-Hotswap-Version", "traceparent", "tracestate", "X-Hotswap-User")
 TOKEN_SECONDS = 60.0  # a forwarded call's token: one node, one call, a minute
@@ -144,11 +145,14 @@ async def execute(request: web.Request) -> web.StreamResponse:
             headers["Authorization"] = f"Bearer {token}"
         try:
             async with session.post(f"{url.rstrip('/')}{EXECUTE_PATH}", data=data, headers=headers) as answer:
-                payload = await answer.read()
+                payload = await _bounded(answer)
                 status = answer.status
                 version_header = answer.headers.get("X-Hotswap-Version")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             failures.append(f"{node_id}: {type(exc).__name__}")
+            continue
+        if payload is None:
+            failures.append(f"{node_id}: an answer over {ANSWER_BYTES} bytes")
             continue
         out = {"X-Hotswap-Node": node_id}
         if version_header:
@@ -161,6 +165,18 @@ async def execute(request: web.Request) -> web.StreamResponse:
     if last is not None:
         return last  # every node said the same: that is the answer
     raise ApiError(502, "nodes_unreachable", f"every node serving {module} failed: {'; '.join(failures)}")
+
+
+async def _bounded(answer: aiohttp.ClientResponse) -> bytes | None:
+    """The node's answer, or None when it is over ANSWER_BYTES (the rest is never read)."""
+    if answer.content_length is not None and answer.content_length > ANSWER_BYTES:
+        return None
+    received = bytearray()
+    async for chunk in answer.content.iter_any():
+        received += chunk
+        if len(received) > ANSWER_BYTES:
+            return None
+    return bytes(received)
 
 
 def _moved(payload: bytes) -> bool:

@@ -242,7 +242,7 @@ async def test_a_node_with_a_key_needs_a_token_for_nodes_with_an_execute_role(ma
     client = await make_node(auth=Authenticator(public_pem.decode(), node_id="edge-1"))
 
     def token(**claims: Any) -> dict[str, str]:
-        base = {"exp": int(time.time()) + 60, "iss": "hotswap", "aud": "hotswap-edge"}
+        base = {"exp": int(time.time()) + 60, "iss": "hotswap", "aud": "hotswap-edge", "sub": "someone"}
         value = jwt.encode({**base, **claims}, private, algorithm="EdDSA")
         return {"Authorization": f"Bearer {value}"}
 
@@ -259,7 +259,14 @@ async def test_a_node_with_a_key_needs_a_token_for_nodes_with_an_execute_role(ma
     assert status == 200
     status, body, _ = await client.post(request, headers=token(role="developer", aud="hotswap-node/edge-1"))
     assert status == 200  # a token for this node only
-    for wrong in ({"aud": "hotswap-api"}, {"aud": "hotswap-node/edge-2"}, {"iss": "mallory"}):
+    wrongs: list[dict[str, Any]] = [
+        {"aud": "hotswap-api"},
+        {"aud": "hotswap-node/edge-2"},
+        {"iss": "mallory"},
+        {"aud": ["hotswap-edge", "hotswap-api"]},  # one audience each
+        {"sub": None},
+    ]
+    for wrong in wrongs:
         status, body, _ = await client.post(request, headers=token(role="admin", **wrong))
         assert (status, body["error"]) == (401, "unauthorized"), wrong
     unaddressed = jwt.encode({"exp": int(time.time()) + 60, "iss": "hotswap", "role": "admin"}, private, "EdDSA")
