@@ -18,17 +18,12 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from edge.auth import Authenticator
-from edge.errors import LoadError
-from edge.grants import GrantRoots
-from edge.managed import default_node_id
-from edge.protocol import Capabilities, FilesystemGrant, Limits
-from edge.router import Router
-from edge.runtime import Runtime
-from edge.server import Node, NodeConfig, start
-from edge.standalone import DirectorySource
-from edge.telemetry import configure_tracing, setup_logging
+if TYPE_CHECKING:  # imported when the verb runs, so `--help` loads no runtime or server
+    from edge.auth import Authenticator
+    from edge.grants import GrantRoots
+    from edge.protocol import Capabilities, Limits
 
 DEFAULT_PORT = 8081
 
@@ -116,6 +111,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from edge.auth import Authenticator
+    from edge.managed import default_node_id
+    from edge.protocol import Limits
+    from edge.telemetry import setup_logging
+
     node_id = args.id or (default_node_id(args.region) if args.region else "standalone")
     setup_logging(args.log_level, args.log_format, edgeNodeId=node_id)
     if args.workers < 1:
@@ -164,6 +164,8 @@ def run(args: argparse.Namespace) -> int:
 
 def standalone_capabilities(env: list[str], dirs: list[str]) -> Capabilities:
     """`--env K=V` and `--dir HOST:GUEST[:ro|rw]` as the capabilities every module of the folder gets."""
+    from edge.protocol import Capabilities, FilesystemGrant
+
     variables = {}
     for item in env:
         key, sep, value = item.partition("=")
@@ -182,6 +184,8 @@ def standalone_capabilities(env: list[str], dirs: list[str]) -> Capabilities:
 
 def node_grants(allow: list[Path], own: list[tuple[Path | None, str]]) -> GrantRoots:
     """The `--allow-dir` roots (each must be a directory) and the node's own paths, never granted."""
+    from edge.grants import GrantRoots
+
     for root in allow:
         if not root.is_dir():
             raise ValueError(f"--allow-dir {root}: not a directory")
@@ -192,6 +196,8 @@ def standalone_grants(grants: GrantRoots, capabilities: Capabilities) -> GrantRo
     """`grants` that also allow the operator's own `--dir` grants exactly as given (each still
     checked: never `/`, never the node's own paths). A table pushed to the admin endpoint gets no
     directory under them, and none of them writable when the operator's is read-only."""
+    from edge.errors import LoadError
+
     grants = grants.with_operator((g.host, g.mode == "rw") for g in capabilities.filesystem)
     for grant in capabilities.filesystem:
         try:
@@ -202,6 +208,12 @@ def standalone_grants(grants: GrantRoots, capabilities: Capabilities) -> GrantRo
 
 
 async def _standalone(args: argparse.Namespace, limits: Limits, auth: Authenticator | None) -> int:
+    from edge.router import Router
+    from edge.runtime import Runtime
+    from edge.server import Node, NodeConfig, start
+    from edge.standalone import DirectorySource
+    from edge.telemetry import configure_tracing
+
     folder: Path = args.standalone
     source = DirectorySource(folder, limits, args.capabilities)
     if args.workers > 1:
@@ -256,7 +268,7 @@ async def _standalone(args: argparse.Namespace, limits: Limits, auth: Authentica
 
 
 def _managed(args: argparse.Namespace) -> int:
-    from edge.managed import ManagedOptions, run_managed
+    from edge.managed import ManagedOptions, default_node_id, run_managed
 
     if not args.region:
         print("hotswap edge: --control needs --region", file=sys.stderr)

@@ -14,12 +14,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edge import wasm
-from edge.errors import EdgeError
-from edge.protocol import MAX_ARGS_DEPTH, may_nest_deeper, nests_deeper
-from edge.runtime import MIB, DirGrant, Runtime, Sandbox
+if TYPE_CHECKING:  # imported when the verb runs, so `--help` loads none of it
+    from edge.runtime import DirGrant
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +34,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _arg(index: int, text: str) -> Any:
+    from edge.protocol import MAX_ARGS_DEPTH, may_nest_deeper, nests_deeper
+
     try:
         value = json.loads(text)
     except RecursionError:
@@ -49,6 +49,8 @@ def _arg(index: int, text: str) -> Any:
 
 
 def _dir(spec: str) -> DirGrant:
+    from edge.runtime import DirGrant
+
     parts = spec.split(":")
     mode = "ro"
     if len(parts) == 3:
@@ -64,6 +66,10 @@ def _fail(code: str, message: str, status: int = 1) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from edge import wasm
+    from edge.errors import EdgeError
+    from edge.runtime import MIB, Runtime, Sandbox
+
     try:
         env = []
         for item in args.env:

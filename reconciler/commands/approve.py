@@ -13,10 +13,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from reconciler.approvals import APPROVE_TRAILER, parse_target
-from reconciler.gitsource.errors import ApproveError, GitCommandError
-from reconciler.gitsource.gitrepo import GitRepo
-
 SIGNING_HINT = (
     "git could not sign the commit; set up signing first, e.g.\n"
     "  git config gpg.format ssh && git config user.signingkey ~/.ssh/id_ed25519.pub"
@@ -32,6 +28,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def approve(repo_dir: Path, target: str, *, push: bool = False, note: str = "") -> str:
     """Make (and optionally push) the signed approval commit; its SHA."""
+    from reconciler.approvals import APPROVE_TRAILER, parse_target
+    from reconciler.gitsource.errors import ApproveError, GitCommandError
+    from reconciler.gitsource.gitrepo import GitRepo
+
     module, version = parse_target(target)
     try:
         repo = GitRepo(repo_dir)
@@ -59,6 +59,8 @@ def approve(repo_dir: Path, target: str, *, push: bool = False, note: str = "") 
 
 
 def run(args: argparse.Namespace) -> int:
+    from reconciler.gitsource.errors import ApproveError
+
     try:
         sha = approve(args.repo, args.target, push=args.push, note=args.message)
     except ValueError as exc:

@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reconciler.commands.client import ClientError, add_control_argument, get_json
-from reconciler.spec.fleet import DesiredFleet
-from reconciler.spec.loader import load_fleet
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported when the verb runs, so `--help` loads none of it
     from reconciler.planner import AssignmentEntry
+    from reconciler.spec.fleet import DesiredFleet
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -67,6 +66,8 @@ def plan_lines(desired: DesiredFleet, data: dict[str, Any]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from reconciler.spec.loader import load_fleet
+
     fleet_dir = Path(args.fleet_dir)
     result = load_fleet(fleet_dir)
     if not result.ok or result.fleet is None:

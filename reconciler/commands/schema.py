@@ -10,11 +10,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from reconciler.spec.alerts import FLEET_KINDS as KINDS
-
 
 def schemas() -> dict[str, dict[str, Any]]:
     """File name -> JSON Schema, for every kind."""
+    from reconciler.spec.alerts import FLEET_KINDS as KINDS
+
     out: dict[str, dict[str, Any]] = {}
     for kind, model in KINDS.items():
         schema = model.model_json_schema(by_alias=True, mode="validation")

@@ -9,8 +9,10 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from reconciler.spec.loader import LoadResult, load_fleet
+if TYPE_CHECKING:  # imported when the verb runs, so `--help` loads none of it
+    from reconciler.spec.loader import LoadResult
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +51,7 @@ def load_at(fleet_dir: Path, rev: str) -> LoadResult:
     from reconciler.gitsource.errors import GitSourceError
     from reconciler.gitsource.gitrepo import GitRepo
     from reconciler.spec.limits import InputLimits
+    from reconciler.spec.loader import load_fleet
 
     fleet_dir = fleet_dir.resolve()
     try:
@@ -94,6 +97,8 @@ def compare_with_base(result: LoadResult, fleet_dir: Path, rev: str, prefix: str
 
 
 def run(args: argparse.Namespace) -> int:
+    from reconciler.spec.loader import load_fleet
+
     started = time.perf_counter()
     shown = str(args.fleet_dir)
     prefix = "" if shown in (".", "./") else shown
