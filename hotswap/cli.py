@@ -30,6 +30,7 @@ VERBS: dict[str, Verb] = {
     "diff": Verb("reconciler.commands.diff", "what the next reconcile pass would change"),
     "approve": Verb("reconciler.commands.approve", "make and sign an approval commit"),
     "token": Verb("reconciler.commands.token", "print a development token for a role"),
+    "init": Verb("reconciler.commands.init", "write a minimal fleet repository (and its CI check) to start from"),
 }
 
 

@@ -62,7 +62,8 @@ def load_at(fleet_dir: Path, rev: str) -> LoadResult:
             raise ValueError(f"--base: {rev!r} is not a revision of {top}")
         with tempfile.TemporaryDirectory(prefix="hotswap-base-") as tmp:
             limits = InputLimits()  # the base is read like the control plane reads a revision
-            repo.export(sha, fleet_dir.relative_to(Path(top).resolve()).as_posix(), Path(tmp), limits)
+            inside = fleet_dir.relative_to(Path(top).resolve()).as_posix()
+            repo.export(sha, "" if inside == "." else inside, Path(tmp), limits)  # "": the fleet is the repo
             return load_fleet(Path(tmp), limits)
     except ValueError:
         raise
