@@ -542,6 +542,13 @@ def _assemble(root: Path, docs: list[_Doc], out: _Collector) -> DesiredFleet | N
                     _field_name(loc),
                     f"the binary exports no function {mspec.health_check.function!r}",
                 )
+        if mspec.smoke and (name, mspec.version) in binaries:
+            info = binaries[(name, mspec.version)].info
+            for i, smoke in enumerate(mspec.smoke):
+                if not info.component and info.export(smoke.function) is None:
+                    loc = ["spec", "smoke", i, "function"]
+                    message = f"the binary exports no function {smoke.function!r}"
+                    out.add(doc.path, doc.line_of(loc), _field_name(loc), message)
     for doc, iface, wit in pending_checks:
         if wit is not None:
             _check_implements(doc, iface, wit, binaries, out)

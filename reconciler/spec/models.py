@@ -9,6 +9,7 @@ snake_case in Python. Every model forbids unknown fields: a typo must not pass s
 from __future__ import annotations
 
 import itertools
+import json
 import posixpath
 import re
 from enum import StrEnum
@@ -266,6 +267,56 @@ class HealthCheck(Spec):
     interval_seconds: float = Field(10, ge=0.1, le=3600)
 
 
+MAX_SMOKE_CALLS: Final = 10
+MAX_SMOKE_JSON: Final = 4096  # characters of one smoke call's args, and of its expect, as compact JSON
+MAX_SMOKE_DEPTH: Final = 32  # levels of arrays and objects in a smoke call's args or expect
+
+
+def _json_depth(value: Any) -> int:
+    """How deep arrays and objects nest in `value` (0 for a scalar); walks without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, tuple, dict)):
+            depth += 1
+            deepest = max(deepest, depth)
+            if depth > MAX_SMOKE_DEPTH:
+                return depth
+            stack.extend((child, depth) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+class SmokeCall(Spec):
+    """One call every node makes to a new version right after loading it, before it gets any weight."""
+
+    function: str = Field(min_length=1, max_length=256, description="the export to call")
+    args: Any = Field(
+        default_factory=list,
+        description="the call's arguments, as `args` of an execute request (a JSON array of numbers for a"
+        " numeric export, any JSON for a JSON or command export)",
+    )
+    expect: Any = Field(
+        None,
+        description="the exact JSON result the call must return (numbers compare by value, true is not 1);"
+        " left out or null: the call only has to succeed (no trap, timeout or limit)",
+    )
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Self:
+        for name in ("args", "expect"):
+            value = getattr(self, name)
+            if _json_depth(value) > MAX_SMOKE_DEPTH:
+                raise ValueError(f"{name}: arrays and objects nest deeper than {MAX_SMOKE_DEPTH} levels")
+            try:
+                text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{name}: not plain JSON ({exc})") from None
+            if len(text) > MAX_SMOKE_JSON:
+                raise ValueError(f"{name}: {len(text)} characters of JSON, at most {MAX_SMOKE_JSON}")
+        return self
+
+
 class ExtraVersion(Spec):
     """Another version this fleet may still serve (region overrides, node pins, switch-back)."""
 
@@ -284,6 +335,15 @@ class ModuleSpec(Spec):
     capabilities: Capabilities = Field(default_factory=Capabilities)
     placement: Placement = Field(default_factory=Placement)
     health_check: HealthCheck | None = None
+    smoke: list[SmokeCall] = Field(
+        default_factory=list,
+        max_length=MAX_SMOKE_CALLS,
+        description="calls every node makes to a new version after loading it and before it gets any weight,"
+        " with the version's limits and capabilities. A version whose smoke check fails gets no weight on"
+        " that node; a rollout's step (a BlueGreen preview, a Canary step, a Rolling batch) counts as applied"
+        " only once every node of the step reports it passed, and a failure rolls the rollout back"
+        " (SmokeFailed, with the module's error), or pauses it without autoRollback",
+    )
     rollout: Name | None = Field(None, description="a RolloutStrategy name; none: replace at once")
 
     @field_validator("sha256")
