@@ -25,9 +25,18 @@ import aiohttp
 
 from edge.auth import ISSUER
 from edge.errors import LoadError
-from edge.nodeapi import NODES_PATH, Heartbeat, HeartbeatAnswer, Registration, RegistrationAnswer, Running
+from edge.nodeapi import (
+    NODES_PATH,
+    Heartbeat,
+    HeartbeatAnswer,
+    Registration,
+    RegistrationAnswer,
+    Running,
+    SmokeReport,
+)
 from edge.protocol import ModuleEntry, ModuleTable, VersionMetrics
 from edge.router import ApplyReport, Counters
+from edge.smoke import SmokeOutcome
 
 log = logging.getLogger("hotswap.edge.agent")
 LONG_POLL_SECONDS = 25.0
@@ -51,6 +60,10 @@ class RunningVersion(Protocol):
     def version(self) -> str: ...
     @property
     def entry(self) -> ModuleEntry: ...
+    @property
+    def weight(self) -> int: ...
+    @property
+    def smoke(self) -> SmokeOutcome | None: ...
     @property
     def counters(self) -> Counters: ...
     @property
@@ -227,13 +240,24 @@ class Agent:
         self.state.unsent.extend(delta)
         usage = resource.getrusage(resource.RUSAGE_SELF)
         elapsed = max(time.monotonic() - self.state.started, 1e-6)
+        slots = self.router.slots()
         return Heartbeat(
             generation=self.state.applied_generation,
             running=tuple(
-                Running(module=s.module, version=s.version, digest=s.entry.digest, weight=s.entry.weight)
-                for s in self.router.slots()
+                Running(module=s.module, version=s.version, digest=s.entry.digest, weight=s.weight) for s in slots
             ),
             failed=dict(self.state.last_report.failed) if self.state.last_report else {},
+            smoke=tuple(
+                SmokeReport(
+                    module=s.module,
+                    version=s.version,
+                    digest=s.entry.digest,
+                    passed=s.smoke.passed,
+                    error=s.smoke.error,
+                )
+                for s in slots
+                if s.smoke is not None
+            ),
             metrics=tuple(self.state.unsent),
             cpu_percent=round(100 * (usage.ru_utime + usage.ru_stime) / elapsed / (os.cpu_count() or 1), 2),
             memory_mb=round(usage.ru_maxrss / 1024, 1),

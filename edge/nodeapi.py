@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
-from edge.protocol import ModuleTable, VersionMetrics
+from edge.protocol import SMOKE_ERROR_CHARS, ModuleTable, VersionMetrics
 
 NODES_PATH = "/api/v1/wasm/nodes"
 NODE_ID_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
@@ -55,7 +55,8 @@ class RegistrationAnswer(_Wire):
 
 
 class Running(_Wire):
-    """One module version a node actually serves, as the heartbeat reports it."""
+    """One module version a node actually serves, as the heartbeat reports it; `weight` is the share it
+    takes (0 for a version whose smoke check failed, whatever its table entry says)."""
 
     module: str
     version: str
@@ -63,10 +64,32 @@ class Running(_Wire):
     weight: int
 
 
+class SmokeReport(_Wire):
+    """The smoke check of one loaded module version (`edge.smoke`): passed, or why not."""
+
+    module: str = Field(max_length=253)
+    version: str = Field(max_length=128)
+    digest: str = Field(max_length=71)
+    passed: bool
+    error: str | None = Field(
+        None, description="the first failing call and the module's error, or the result that did not match"
+    )
+
+    @field_validator("error", mode="before")
+    @classmethod
+    def _bounded(cls, value: object) -> object:
+        return value[:SMOKE_ERROR_CHARS] if isinstance(value, str) else value
+
+
 class Heartbeat(_Wire):
     generation: int = Field(0, ge=0, description="the assignment generation the node has applied")
     running: tuple[Running, ...] = ()
     failed: dict[str, str] = Field(default_factory=dict, description="module@version -> why it did not load")
+    smoke: tuple[SmokeReport, ...] = Field(
+        (),
+        max_length=100000,
+        description="per loaded version with smoke calls, their outcome; a failed one takes no weight",
+    )
     metrics: tuple[VersionMetrics, ...] = ()
     cpu_percent: float = Field(0.0, ge=0)
     memory_mb: float = Field(0.0, ge=0)
@@ -86,5 +109,6 @@ __all__ = [
     "Registration",
     "RegistrationAnswer",
     "Running",
+    "SmokeReport",
     "VersionMetrics",
 ]

@@ -4,7 +4,8 @@ Three shapes live here, and nothing else (no I/O, no wasmtime), so the control p
 this module without pulling in the runtime:
 
 * `ExecuteRequest` / `ExecuteResponse` / `ErrorBody`: `POST /api/v1/wasm/execute`.
-* `ModuleEntry`: one row of a node's module table. The control plane publishes the full table
+* `ModuleEntry`: one row of a node's module table, with the smoke calls (`SmokeCall`) the node
+  makes to a new version before it gets any weight. The control plane publishes the full table
   (a generation number and a list of entries); the node applies it with `Router.apply_table`,
   which loads what is new, re-weights what stays and unloads what went once its requests finish.
 * `VersionMetrics`: per module version counters and a latency histogram, as deltas since the
@@ -39,6 +40,8 @@ STICKY_HEADER = "X-Hotswap-Sticky"
 MAX_ARGS_DEPTH = 64  # levels of arrays and objects in an execute call's args
 MAX_RESULT_DEPTH = 256  # levels of arrays and objects in a module's JSON result
 LAST_ERROR_CHARS = 300  # of a module's error message, in metrics and rollout reasons
+MAX_SMOKE_CALLS = 10  # smoke calls in one table entry
+SMOKE_ERROR_CHARS = 400  # of a failed smoke check's report (the call, and the module's error or result)
 
 # Latency histogram bucket upper bounds in milliseconds (the last bucket is +Inf).
 LATENCY_BUCKETS_MS: tuple[float, ...] = (
@@ -86,6 +89,15 @@ class HealthCheck(_Wire):
     interval_seconds: float = Field(10, alias="intervalSeconds", gt=0)
 
 
+class SmokeCall(_Wire):
+    """A call the node makes to a version right after loading it, before the version takes any weight;
+    `expect` None: the call only has to succeed (`edge.smoke`)."""
+
+    function: str = Field(min_length=1, max_length=256)
+    args: Any = Field(default_factory=list)
+    expect: Any = None
+
+
 class ModuleEntry(_Wire):
     """One version of one module in a node's table, and the share of its traffic it takes."""
 
@@ -96,6 +108,11 @@ class ModuleEntry(_Wire):
     limits: Limits = Limits()
     capabilities: Capabilities = Capabilities()
     health_check: HealthCheck | None = Field(None, alias="healthCheck")
+    smoke: tuple[SmokeCall, ...] = Field(
+        (),
+        max_length=MAX_SMOKE_CALLS,
+        description="calls made to the version after it is loaded; until they pass it takes no weight",
+    )
     sticky: str | None = Field(
         None,
         max_length=128,
@@ -104,7 +121,7 @@ class ModuleEntry(_Wire):
         "X-Hotswap-Sticky when unset",
     )
 
-    def identity(self) -> tuple[str, str, str, str, str]:
+    def identity(self) -> tuple[str, str, str, str, str, str]:
         """What must match for an already loaded version to be kept as it is (routing aside)."""
         return (
             self.module,
@@ -112,6 +129,7 @@ class ModuleEntry(_Wire):
             self.digest,
             self.limits.model_dump_json(),
             self.capabilities.model_dump_json(),
+            "[" + ",".join(c.model_dump_json() for c in self.smoke) + "]",
         )
 
 

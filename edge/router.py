@@ -12,6 +12,8 @@ the server asks `pick` for each request and gives the version back with `release
   the whole routing table in one assignment. A version that left the table is retired: it takes
   no new requests and is unloaded when its last in-flight request has finished. No request fails
   because of a swap.
+* A version whose table entry lists smoke calls runs them once loaded, before the swap (`edge.smoke`);
+  one that failed them takes weight 0 here whatever its entry says (`VersionSlot.weight`).
 * Each version counts requests, module failures by kind and a latency histogram; `metrics_delta`
   returns what changed since the previous call (for heartbeats), `metrics_total` everything (for
   `/metrics`). Counters are only touched on the event loop thread.
@@ -33,6 +35,7 @@ from edge.errors import EdgeError, LoadError, NotFoundError, UnavailableError
 from edge.limits import Clock, CpuShare
 from edge.protocol import LAST_ERROR_CHARS, LATENCY_BUCKETS_MS, STICKY_HEADER, ModuleEntry, VersionMetrics
 from edge.runtime import Loaded, Runtime, Sandbox
+from edge.smoke import SmokeOutcome, run_smoke
 from edge.telemetry import NodeStats, health_check, load_span
 
 log = logging.getLogger("hotswap.edge.router")
@@ -105,6 +108,15 @@ class VersionSlot:
         self.inflight = 0
         self.retired = False
         self.load_ms = load_ms
+        self.smoke: SmokeOutcome | None = None  # None: the entry lists no smoke calls
+
+    @property
+    def weight(self) -> int:
+        """The share of the module's requests this version takes here: its entry's weight, or 0 while
+        its smoke check has not passed (`edge.smoke`)."""
+        if self.smoke is not None and not self.smoke.passed:
+            return 0
+        return self.entry.weight
 
     def record(self, outcome: str, duration_ms: float, violations: int = 0, message: str | None = None) -> None:
         c = self.counters
@@ -154,7 +166,7 @@ class Route:
         total = 0
         cumulative = []
         for slot in slots:
-            total += slot.entry.weight
+            total += slot.weight
             cumulative.append(total)
         header = next((s.entry.sticky for s in slots if s.entry.sticky), STICKY_HEADER)
         return cls(module, tuple(slots), tuple(cumulative), header)
@@ -309,12 +321,15 @@ class Router:
 
     async def _load(self, entry: ModuleEntry, traceparent: str | None = None) -> VersionSlot:
         """Fetch, compile and instantiate a version, traced as `wasm.module.load`; its health check,
-        if it has one, runs once after (`wasm.function.invoke`)."""
+        if it has one, runs once after (`wasm.function.invoke`), then its smoke calls (`edge.smoke`),
+        before the new routes give it any weight."""
         with load_span(entry, traceparent):
             slot = await self._load_slot(entry)
             self.stats.loaded(slot.load_ms, slot.loaded.info.size)
             if entry.health_check is not None:
                 await health_check(slot.loaded, entry, entry.health_check)
+            if entry.smoke:
+                slot.smoke = await run_smoke(slot.loaded, entry)
             return slot
 
     async def _load_slot(self, entry: ModuleEntry) -> VersionSlot:

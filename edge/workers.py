@@ -56,6 +56,7 @@ from edge.protocol import ModuleEntry, ModuleTable, VersionMetrics
 from edge.router import ApplyReport, BlobSource, Counters, Router
 from edge.runtime import Runtime
 from edge.server import Node, NodeConfig, build_app
+from edge.smoke import SmokeOutcome
 from edge.standalone import DirectorySource
 from edge.telemetry import configure_tracing, setup_logging
 
@@ -113,7 +114,11 @@ def supervisor_socket(run_dir: str) -> str:
 # -- wire helpers ----------------------------------------------------------------------------------
 
 
-def report_json(report: ApplyReport, running: Sequence[ModuleEntry] = ()) -> dict[str, Any]:
+def report_json(
+    report: ApplyReport, running: Sequence[ModuleEntry] = (), smoke: Mapping[Key, SmokeOutcome] | None = None
+) -> dict[str, Any]:
+    """A worker's apply report; `running` carries each version's weight as it serves it (0 for a
+    failed smoke check), `smoke` the smoke outcome of each loaded version that has smoke calls."""
     return {
         "generation": report.generation,
         "loaded": list(report.loaded),
@@ -121,10 +126,11 @@ def report_json(report: ApplyReport, running: Sequence[ModuleEntry] = ()) -> dic
         "retired": list(report.retired),
         "failed": report.failed,
         "running": [e.model_dump(mode="json", by_alias=True) for e in running],
+        "smoke": [[m, v, o.passed, o.error] for (m, v), o in (smoke or {}).items()],
     }
 
 
-def report_from_json(data: dict[str, Any]) -> tuple[ApplyReport, list[ModuleEntry]]:
+def report_from_json(data: dict[str, Any]) -> tuple[ApplyReport, list[ModuleEntry], dict[Key, SmokeOutcome]]:
     report = ApplyReport(
         int(data["generation"]),
         tuple(data["loaded"]),
@@ -132,7 +138,18 @@ def report_from_json(data: dict[str, Any]) -> tuple[ApplyReport, list[ModuleEntr
         tuple(data["retired"]),
         dict(data["failed"]),
     )
-    return report, _ENTRIES.validate_python(data.get("running", []))
+    smoke = {(str(m), str(v)): SmokeOutcome(bool(passed), error) for m, v, passed, error in data.get("smoke", [])}
+    return report, _ENTRIES.validate_python(data.get("running", [])), smoke
+
+
+def served(router: Router) -> tuple[list[ModuleEntry], dict[Key, SmokeOutcome]]:
+    """What a worker's router serves: entries at the weight each version takes, and smoke outcomes."""
+    slots = router.slots()
+    running = [
+        s.entry.model_copy(update={"weight": s.weight}) if s.weight != s.entry.weight else s.entry for s in slots
+    ]
+    smoke = {(s.module, s.version): s.smoke for s in slots if s.smoke is not None}
+    return running, smoke
 
 
 def _metrics_json(rows: Sequence[VersionMetrics]) -> bytes:
@@ -178,6 +195,11 @@ class PoolSlot:
     entry: ModuleEntry
     counters: Counters
     shipped: Counters
+    smoke: SmokeOutcome | None = None  # failed when it failed on any worker
+
+    @property
+    def weight(self) -> int:
+        return self.entry.weight  # as the workers serve it (0 after a failed smoke check)
 
     @property
     def module(self) -> str:
@@ -229,6 +251,7 @@ class WorkerPool:
         self.generation = 0
         self.restarts = 0
         self.running: list[ModuleEntry] = []
+        self.smoke: dict[Key, SmokeOutcome] = {}
         self.counters: dict[Key, Counters] = {}
         self.shipped: dict[Key, Counters] = {}
         self.run_dir = tempfile.mkdtemp(prefix="hotswap-workers-")
@@ -362,7 +385,9 @@ class WorkerPool:
 
     # -- the table -----------------------------------------------------------------------------
 
-    async def _push(self, worker: _Worker, table: ModuleTable) -> tuple[ApplyReport, list[ModuleEntry]]:
+    async def _push(
+        self, worker: _Worker, table: ModuleTable
+    ) -> tuple[ApplyReport, list[ModuleEntry], dict[Key, SmokeOutcome]]:
         body = {
             "table": table.model_dump(mode="json", by_alias=True),
             "publicKey": self.public_key,
@@ -397,11 +422,16 @@ class WorkerPool:
             if not reports:
                 return ApplyReport(table.generation, failed={"node": "no worker applied the table"})
             failed: dict[str, str] = {}
-            for report, _ in reports:
+            smoke: dict[Key, SmokeOutcome] = {}
+            for report, _, outcomes in reports:
                 failed.update(report.failed)
+                for key, outcome in outcomes.items():  # a version fails its smoke check if any worker saw it fail
+                    if key not in smoke or (smoke[key].passed and not outcome.passed):
+                        smoke[key] = outcome
             first = reports[0][0]
-            common = set.intersection(*({_identity(e) for e in running} for _, running in reports))
+            common = set.intersection(*({_identity(e) for e in running} for _, running, _ in reports))
             self.running = [e for e in reports[0][1] if _identity(e) in common]
+            self.smoke = smoke
             return ApplyReport(table.generation, first.loaded, first.kept, first.retired, failed)
 
     def slots(self) -> list[PoolSlot]:
@@ -409,7 +439,14 @@ class WorkerPool:
         out = []
         for entry in self.running:
             key = (entry.module, entry.version)
-            out.append(PoolSlot(entry, self.counters.setdefault(key, Counters()), self.shipped.get(key, Counters())))
+            out.append(
+                PoolSlot(
+                    entry,
+                    self.counters.setdefault(key, Counters()),
+                    self.shipped.get(key, Counters()),
+                    self.smoke.get(key),
+                )
+            )
         return out
 
     async def set_public_key(self, pem: str, issuer: str = ISSUER) -> None:
@@ -687,7 +724,7 @@ async def run_worker(config: WorkerConfig) -> int:
             await public.setup()
             await web.TCPSite(public, config.host, config.port, backlog=1024, reuse_port=True).start()
             serving = True
-        return web.json_response(report_json(report, [s.entry for s in router.slots()]))
+        return web.json_response(report_json(report, *served(router)))
 
     async def take_key(request: web.Request) -> web.Response:
         body = await request.json()
