@@ -30,6 +30,7 @@ from edge.protocol import Capabilities as EdgeCapabilities
 from edge.protocol import HealthCheck as EdgeHealthCheck
 from edge.protocol import Limits as EdgeLimits
 from edge.protocol import ModuleEntry
+from edge.protocol import SmokeCall as EdgeSmokeCall
 from reconciler import planner
 from reconciler.approvals import Approval
 from reconciler.gates import InterfaceGates
@@ -48,6 +49,7 @@ from reconciler.planner import (
     Rollback,
     RunningEntry,
     SetAssignment,
+    SmokeResult,
     Snapshot,
     StartRollout,
     VersionMetrics,
@@ -55,7 +57,7 @@ from reconciler.planner import (
 from reconciler.registry import Registry
 from reconciler.rollouts import RolloutBook, StaleBookError
 from reconciler.spec.fleet import DesiredFleet
-from reconciler.spec.models import Capabilities, HealthCheck, Limits
+from reconciler.spec.models import Capabilities, HealthCheck, Limits, SmokeCall
 from reconciler.store.errors import ModuleConflictError, StoreError
 from reconciler.store.state import StateStore
 from reconciler.telemetry import DeploymentTracing
@@ -146,6 +148,7 @@ def to_wire(entry: AssignmentEntry) -> ModuleEntry:
         health_check=(
             EdgeHealthCheck.model_validate(entry.health_check.model_dump(by_alias=True)) if entry.health_check else None
         ),
+        smoke=tuple(EdgeSmokeCall.model_validate(c.model_dump(mode="json", by_alias=True)) for c in entry.smoke),
         sticky=entry.sticky,
     )
 
@@ -163,6 +166,7 @@ def from_wire(entry: ModuleEntry) -> AssignmentEntry:
             if entry.health_check
             else None
         ),
+        smoke=tuple(SmokeCall.model_validate(c.model_dump(mode="json", by_alias=True)) for c in entry.smoke),
         sticky=entry.sticky,
     )
 
@@ -176,6 +180,7 @@ def observed(view: NodeView, assigned: tuple[AssignmentEntry, ...]) -> ObservedN
         assigned=assigned,
         running=tuple(RunningEntry(m, v, d, w) for m, v, d, w in view.running),
         last_heartbeat=view.last_heartbeat,
+        smoke=tuple(SmokeResult(m, v, d, passed, error) for m, v, d, passed, error in view.smoke),
     )
 
 

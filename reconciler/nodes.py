@@ -116,6 +116,8 @@ class NodeView:
     last_heartbeat: float | None
     cpu_percent: float
     memory_mb: float
+    # (module, version, digest, passed, error): each loaded version's smoke check (edge.smoke)
+    smoke: tuple[tuple[str, str, str, bool, str | None], ...] = ()
 
 
 class Peers(Protocol):
@@ -130,8 +132,8 @@ class Peers(Protocol):
         ...
 
 
-def _progress(node: NodeRecord) -> tuple[object, object]:
-    return node.reported.get("running"), node.reported.get("generation")
+def _progress(node: NodeRecord) -> tuple[object, object, object]:
+    return node.reported.get("running"), node.reported.get("generation"), node.reported.get("smoke")
 
 
 def _epoch(at: datetime | None) -> float | None:
@@ -233,6 +235,10 @@ class NodeHub:
                     last_heartbeat=_epoch(node.last_heartbeat_at),
                     cpu_percent=float(reported.get("cpuPercent", 0.0)),
                     memory_mb=float(reported.get("memoryMb", 0.0)),
+                    smoke=tuple(
+                        (s["module"], s["version"], s["digest"], bool(s["passed"]), s.get("error"))
+                        for s in reported.get("smoke", [])
+                    ),
                 )
             )
             self._views[node.id] = (node, out[-1])
@@ -331,9 +337,7 @@ class NodeHub:
         self.metrics.add(now, before.region, beat.metrics)
         self._heard.add(node_id)
         self._reported.set()
-        if before.reported.get("running") != reported.get("running") or before.reported.get(
-            "generation"
-        ) != reported.get("generation"):
+        if _progress(before) != (reported.get("running"), reported.get("generation"), reported.get("smoke")):
             self.poke()
         # Only this node's health can change here (others turn Unhealthy with time, which the
         # controller's loop checks): O(1) per heartbeat, not a scan of the fleet.

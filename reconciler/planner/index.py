@@ -70,6 +70,7 @@ class ModuleFacts:
             and (found.limits is release.limits or found.limits == release.limits)
             and (found.capabilities is release.capabilities or found.capabilities == release.capabilities)
             and found.health_check == release.health_check
+            and found.smoke == release.smoke
         ):
             return found
         made = AssignmentEntry(
@@ -81,6 +82,7 @@ class ModuleFacts:
             release.capabilities,
             release.health_check,
             sticky,
+            release.smoke,
         )
         self._entries[key] = made
         return made

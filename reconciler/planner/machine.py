@@ -13,17 +13,22 @@ steps in one region after the other, each region closed by a `Settle` step of `r
 A step counts only what nodes report: entering it publishes its weights, and its time starts
 (`applied_at`) once every healthy node of the rollout's scope reports running exactly the entries
 the step gives it (versions, digests and weights: a node that could not load the new release, or
-has not applied the table yet, holds the step). A step passes when its time is up, every node still
-reports its weights and analysis passes (`reconciler.planner.analysis`: a strategy without
-`analysis` gets its type's default, which for BlueGreen and Rolling never waits for traffic); it
-fails as soon as analysis fails, on every pass while the step is published (waiting for nodes, for
-its time, for traffic or for an approval; analysis fails fast before `minRequests` when failure is
-certain or clear). After the last step the rollout enters `Promote`: every node of the scope gets
-the new release alone, and the record is Promoted only once every one of them reports it. A
-failure rolls the whole rollout back (a Regional one too: every region returns to the stable
-release, and the history names the region that failed) when `autoRollback`, else pauses it as
-Degraded. A step that waits for traffic it cannot get (a BlueGreen preview at 0 % under an analysis
-that needs requests and pauses without them) pauses with `CannotProgress` instead of `NoTraffic`.
+has not applied the table yet, holds the step) and, for a release with smoke calls (`smoke:` on the
+Module), reports its smoke check passed. Until every node the step gives the new release weight
+reports that pass, those nodes get it at weight 0 (the planner holds the step's weights back), so
+no user request reaches it before every node of the step has smoked it. A node that reports the
+smoke check failed fails the step at once: `SmokeFailed`, with the module's error in the message.
+A step passes when its time is up, every node still reports its weights and analysis passes
+(`reconciler.planner.analysis`: a strategy without `analysis` gets its type's default, which for
+BlueGreen and Rolling never waits for traffic); it fails as soon as analysis fails, on every pass
+while the step is published (waiting for nodes, for its time, for traffic or for an approval;
+analysis fails fast before `minRequests` when failure is certain or clear). After the last step
+the rollout enters `Promote`: every node of the scope gets the new release alone, and the record is
+Promoted only once every one of them reports it. A failure rolls the whole rollout back (a
+Regional one too: every region returns to the stable release, and the history names the region
+that failed) when `autoRollback`, else pauses it as Degraded. A step that waits for traffic it
+cannot get (a BlueGreen preview at 0 % under an analysis that needs requests and pauses without
+them) pauses with `CannotProgress` instead of `NoTraffic`.
 
 Gates: approval `beforeStart` and `gates` (step indexes; region indexes for Regional) wait in
 WaitingApproval until the fleet's rollout rule holds for module@version with approvals not yet
@@ -124,6 +129,7 @@ class RolloutContext:
     now: float
     applied: frozenset[str] = frozenset()  # nodes that report exactly what the record's step gives them
     alone: frozenset[str] = frozenset()  # nodes that report the target release alone, at 100 %
+    smoke_failed: tuple[tuple[str, str], ...] = ()  # (node, error): the target's smoke check failed there
     required: bool = False  # the Fleet's approval policy holds every rollout before it starts
 
     @property
@@ -518,6 +524,8 @@ def advance(ctx: RolloutContext, r: RolloutRecord) -> Transition:
         return Transition(r, changed=False)  # failed analysis without autoRollback: a human decides
     region = _region_name(ctx, r)
     new = _totals(ctx, r.target.version, region)
+    if r.kind is not None and ctx.smoke_failed:
+        return _failed(ctx, r, _smoke_verdict(ctx, new))
     verdict: Verdict | None = None
     if r.kind is not None and r.awaiting != "winner":
         # Failure is judged on every pass while a step is published, whatever it waits for.
@@ -549,6 +557,15 @@ def advance(ctx: RolloutContext, r: RolloutRecord) -> Transition:
     if verdict.outcome == "Inconclusive":
         return _inconclusive(ctx, r, verdict, changed=marked)
     return _enter_next(ctx, replace(r, history=_history(r, _result(ctx, r, verdict))))
+
+
+def _smoke_verdict(ctx: RolloutContext, new: Totals) -> Verdict:
+    """A failed smoke check, in the module's own words (the first node's; how many others saw one)."""
+    node, error = ctx.smoke_failed[0]
+    others = len(ctx.smoke_failed) - 1
+    where = f"{node}" + (f" (and {others} other node{'s' if others > 1 else ''})" if others else "")
+    message = f"{ctx.target.version} failed its smoke check on {where}: {error}"
+    return Verdict("Failed", "SmokeFailed", message, new)
 
 
 def _unapplied(ctx: RolloutContext) -> tuple[str, ...]:
@@ -682,8 +699,9 @@ def _failed(ctx: RolloutContext, r: RolloutRecord, verdict: Verdict) -> Transiti
     if strategy is not None and strategy.auto_rollback:
         return _rollback(ctx, r, verdict.reason, verdict.message, Phase.ROLLED_BACK)
     message = f"{verdict.message} (autoRollback is off: roll back, or commit a fix)"
-    paused = replace(r, phase=Phase.PAUSED, reason="AnalysisFailed", message=message)
-    return Transition(paused, (Pause(r.id, ctx.module, "AnalysisFailed", message),))
+    reason = "SmokeFailed" if verdict.reason == "SmokeFailed" else "AnalysisFailed"
+    paused = replace(r, phase=Phase.PAUSED, reason=reason, message=message)
+    return Transition(paused, (Pause(r.id, ctx.module, reason, message),))
 
 
 def _split_done(

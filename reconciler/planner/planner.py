@@ -43,7 +43,9 @@ from reconciler.planner.types import (
     Phase,
     Release,
     RolloutRecord,
+    SmokeResult,
     Snapshot,
+    StepKind,
     VersionMetrics,
 )
 from reconciler.planner.weights import scope
@@ -95,6 +97,11 @@ class _Pass:
             for entry in node.running:
                 running[(entry.module, node.id)].add((entry.version, entry.digest, entry.weight))
         self.running = running
+        smoke: dict[tuple[str, str], dict[tuple[str, str], SmokeResult]] = defaultdict(dict)
+        for node in snapshot.nodes:
+            for result in node.smoke:
+                smoke[(result.module, node.id)][(result.version, result.digest)] = result
+        self.smoke = smoke
         self.assigned = {node.id: node.assigned for node in snapshot.nodes}
         self.tables: dict[str, list[AssignmentEntry]] = {node.id: [] for node in snapshot.nodes}
         self._were_live: dict[str, set[str]] | None = None
@@ -125,10 +132,14 @@ class _Pass:
         elif record is not None:
             shape = self.facts.shape(module, record.strategy)
             nodes = {r: placed.regions.get(r, ()) for r in shape.regions}
-            for node_id, entries in scope(
-                record, shape.regions, nodes, shape.regional, module.entry, shape.sticky
-            ).items():
-                tables[node_id].extend(entries)
+            expected = scope(record, shape.regions, nodes, shape.regional, module.entry, shape.sticky)
+            held_back = self._smoke_pending(module.name, record, expected)
+            for node_id, entries in expected.items():
+                if node_id in held_back:
+                    assert record.previous is not None
+                    tables[node_id].extend((module.entry(record.previous, 100), module.entry(record.target, 0)))
+                else:
+                    tables[node_id].extend(entries)
                 count += 1
         held: list[str] = []
         if module.fixed:
@@ -194,7 +205,7 @@ class _Pass:
                 spots.append(where)
             last = ran(node_id)
             if last is not None and stable is not None and last.version != stable.version:
-                kept = Release(last.version, last.digest, last.limits, last.capabilities, last.health_check)
+                kept = Release(last.version, last.digest, last.limits, last.capabilities, last.health_check, last.smoke)
                 self.tables[node_id].append(module.entry(with_granted(kept), 100))
             elif stable is not None:
                 self.tables[node_id].append(module.entry(stable, 100))
@@ -237,19 +248,67 @@ class _Pass:
             self._were_live = live
         return self._were_live.get(module, set())
 
+    def _smoke_passed(self, module: str, node_id: str, release: Release) -> bool:
+        found = self.smoke.get((module, node_id), {}).get((release.version, release.digest))
+        return found is not None and found.passed
+
+    def _smoke_pending(
+        self, module: str, record: RolloutRecord, expected: Mapping[str, tuple[AssignmentEntry, ...]]
+    ) -> frozenset[str]:
+        """Nodes whose step gives the new release weight, held at weight 0 for it until every one of them
+        reports its smoke check passed; empty when none is held.
+
+        Only while the step is not applied yet (from then on a node that loads the release again keeps
+        it at weight 0 itself until its own check passes), and not for the nodes a Rolling rollout
+        already switched. A BlueGreen preview gives no weight: it only waits (`_applied`)."""
+        target = record.target
+        if not target.smoke or record.applied_at is not None or record.previous is None:
+            return frozenset()
+        if record.kind is None or record.kind is StepKind.PROMOTE:
+            return frozenset()
+        done = set(record.done_nodes)
+        giving = frozenset(
+            node_id
+            for node_id, entries in expected.items()
+            if node_id not in done
+            and any(e.version == target.version and e.digest == target.digest and e.weight > 0 for e in entries)
+        )
+        if all(self._smoke_passed(module, n, target) for n in giving):
+            return frozenset()
+        return giving
+
     def _applied(self, module: ModuleFacts, placed: ModulePlacement, record: RolloutRecord | None) -> frozenset[str]:
-        """Nodes of an active rollout's scope that report running exactly what its step gives them."""
+        """Nodes of an active rollout's scope that report running exactly what its step gives them, and,
+        where that includes a release with smoke calls, its smoke check passed."""
         if record is None or not record.active or record.previous is None or record.strategy_type is None:
             return frozenset()
         shape = self.facts.shape(module, record.strategy)
         nodes = {r: placed.regions.get(r, ()) for r in shape.regions}
         expected = scope(record, shape.regions, nodes, shape.regional, module.entry, shape.sticky)
         empty: set[tuple[str, str, int]] = set()
+        target = record.target
         return frozenset(
             node_id
             for node_id, entries in expected.items()
             if self.running.get((module.name, node_id), empty) == {(e.version, e.digest, e.weight) for e in entries}
+            and (
+                not target.smoke
+                or all(e.version != target.version for e in entries)
+                or self._smoke_passed(module.name, node_id, target)
+            )
         )
+
+    def _smoke_failed(self, module: str, placed: ModulePlacement, target: Release) -> tuple[tuple[str, str], ...]:
+        """(node, error) for every placed node that reports the smoke check of `target` failed."""
+        if not target.smoke:
+            return ()
+        out = []
+        for nodes in placed.regions.values():
+            for node_id in nodes:
+                found = self.smoke.get((module, node_id), {}).get((target.version, target.digest))
+                if found is not None and not found.passed:
+                    out.append((node_id, found.error or "failed"))
+        return tuple(sorted(out))
 
     def _transition(
         self,
@@ -275,10 +334,12 @@ class _Pass:
                 now=self.now,
                 applied=applied,
                 alone=alone,
+                smoke_failed=smoke_failed,
                 required=self.facts.required,
             )
 
         applied = self._applied(module, placed, record)
+        smoke_failed = self._smoke_failed(name, placed, target)
         only = {(target.version, target.digest, 100)}
         alone = frozenset(n for ns in placed.regions.values() for n in ns if self.running.get((name, n)) == only)
         rollout = module.spec.rollout

@@ -15,7 +15,7 @@ from typing import Literal
 
 from reconciler.approvals import Approval
 from reconciler.spec.fleet import DesiredFleet
-from reconciler.spec.models import Capabilities, HealthCheck, Limits, ModuleSpec, StrategyType
+from reconciler.spec.models import Capabilities, HealthCheck, Limits, ModuleSpec, SmokeCall, StrategyType
 
 __all__ = [
     "ABResult",
@@ -29,6 +29,7 @@ __all__ = [
     "Release",
     "RolloutRecord",
     "RunningEntry",
+    "SmokeResult",
     "Snapshot",
     "StepKind",
     "StepResult",
@@ -56,6 +57,18 @@ class RunningEntry:
 
 
 @dataclass(frozen=True)
+class SmokeResult:
+    """A node's smoke check of one module version it loaded (`edge.smoke`): passed, or the failing call
+    and the module's error (or the result that did not match)."""
+
+    module: str
+    version: str
+    digest: str
+    passed: bool
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class AssignmentEntry:
     """One module version in a node's desired table, with its share of the module's requests.
 
@@ -73,6 +86,7 @@ class AssignmentEntry:
     capabilities: Capabilities
     health_check: HealthCheck | None = None
     sticky: str | None = None
+    smoke: tuple[SmokeCall, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -82,7 +96,8 @@ class ObservedNode:
     `assigned` is the table the executor last published to the node (the planner emits
     `SetAssignment` only when the new table differs from it); `running` is what the node reported in
     its last heartbeat (shown in status, and how the executor knows a table has been applied).
-    `max_modules` None means the fleet's `nodeDefaults.maxModules`.
+    `max_modules` None means the fleet's `nodeDefaults.maxModules`. `smoke` is the outcome of the
+    smoke check of each version the node loaded with smoke calls.
     """
 
     id: str
@@ -92,6 +107,7 @@ class ObservedNode:
     assigned: tuple[AssignmentEntry, ...] = ()
     running: tuple[RunningEntry, ...] = ()
     last_heartbeat: float | None = None
+    smoke: tuple[SmokeResult, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -124,10 +140,11 @@ class Release:
     limits: Limits
     capabilities: Capabilities
     health_check: HealthCheck | None = None
+    smoke: tuple[SmokeCall, ...] = ()
 
     @classmethod
     def of(cls, spec: ModuleSpec, version: str, digest: str) -> Release:
-        return cls(version, digest, spec.limits, spec.capabilities, spec.health_check)
+        return cls(version, digest, spec.limits, spec.capabilities, spec.health_check, tuple(spec.smoke))
 
     @property
     def label(self) -> str:

@@ -25,6 +25,7 @@ from tests.e2e.cluster import Cluster, poll, start_cluster, stop_cluster
 from tests.observability.otlp import OtlpReceiver
 
 NODE = "edge-us-east-1"
+SMOKE_LINES = "  smoke:\n    - {function: add, args: [3, 2], expect: 5}\n"  # fleet-example's calc smoke check
 COUNTERS = (
     "wasm.modules.registered.total",
     "wasm.deployments.executed.total",
@@ -162,7 +163,8 @@ async def test_node_logs_are_json_lines_with_the_trace_id_of_the_request(
     cluster, _ = traced
     node = cluster.nodes[0]
     trace_id, span_id = secrets.token_hex(16), secrets.token_hex(8)
-    cluster.repo.set_module("calc", "1.2.0", "calc-1.2.0-faulty.wat")  # traps on an odd first argument
+    # traps on an odd first argument (so without the example's smoke check, which would stop it)
+    cluster.repo.set_module("calc", "1.2.0", "calc-1.2.0-faulty.wat", **{SMOKE_LINES: ""})
     await cluster.wait_phase("calc", "1.2.0", ["Promoted"])
     await cluster.wait_all_serving("calc", "1.2.0", [NODE])
     # Not sampled (flags 00): no span, but the log line the call causes still names its trace.

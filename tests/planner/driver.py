@@ -4,7 +4,11 @@ executor (stores the plan's records, publishes its tables) so a test reads as a 
 The driver's nodes apply a published table at once and report it (as real nodes do: a node's report
 wakes the executor for another pass), so one `run` is a pass plus the passes that follow at the same
 instant while the nodes take new tables. `prompt = False` makes reports wait for the next `run`, and
-`stuck` nodes never report what they get."""
+`stuck` nodes never report what they get.
+
+Nodes smoke every version whose entry has smoke calls and report it passed, unless `smoke_errors`
+names the node and version (it reports the error, and serves that version at weight 0, as a real
+node does) or the node is `unsmoked` (its smoke checks have not finished: it reports no outcome)."""
 
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from reconciler.planner import (
     RolloutRecord,
     RunningEntry,
     SetAssignment,
+    SmokeResult,
     Snapshot,
     VersionMetrics,
     latest_records,
@@ -115,6 +120,8 @@ class Driver:
         self.last: Plan = Plan()
         self.stuck: set[str] = set()  # nodes that get tables but never report running them
         self.prompt = True  # nodes report a new table within the same instant (see the module docstring)
+        self.smoke_errors: dict[tuple[str, str], str] = {}  # (node, version) -> the smoke check's error
+        self.unsmoked: set[str] = set()  # nodes whose smoke checks have not finished
         self.passes: list[tuple[Snapshot, Plan]] = []  # the passes of the last `run`: what each saw and did
 
     def snapshot(self, metrics: Iterable[VersionMetrics] = ()) -> Snapshot:
@@ -140,8 +147,25 @@ class Driver:
         """Between passes, every node (but the stuck ones) loads its table and reports running it."""
         for node_id, node in self.nodes.items():
             if node_id not in self.stuck:
-                running = tuple(RunningEntry(e.module, e.version, e.digest, e.weight) for e in node.assigned)
-                self.nodes[node_id] = dataclasses.replace(node, running=running)
+                smoke: tuple[SmokeResult, ...] = ()
+                if node_id not in self.unsmoked:
+                    smoke = tuple(
+                        SmokeResult(
+                            e.module,
+                            e.version,
+                            e.digest,
+                            (node_id, e.version) not in self.smoke_errors,
+                            self.smoke_errors.get((node_id, e.version)),
+                        )
+                        for e in node.assigned
+                        if e.smoke
+                    )
+                failed = {(r.module, r.version) for r in smoke if not r.passed}
+                running = tuple(
+                    RunningEntry(e.module, e.version, e.digest, 0 if (e.module, e.version) in failed else e.weight)
+                    for e in node.assigned
+                )
+                self.nodes[node_id] = dataclasses.replace(node, running=running, smoke=smoke)
 
     def run(self, at: float | None = None, metrics: Iterable[VersionMetrics] = ()) -> Plan:
         """One pass at time `at` (default: now), applied, after the nodes applied the previous one; with
