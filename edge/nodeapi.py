@@ -10,7 +10,7 @@ Wire models only (pydantic, camelCase), shared by `edge.agent` and the control p
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
@@ -19,6 +19,8 @@ from edge.protocol import SMOKE_ERROR_CHARS, ModuleTable, VersionMetrics
 
 NODES_PATH = "/api/v1/wasm/nodes"
 NODE_ID_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+NODE_URL_PATTERN = r"^https?://[^\s/?#@]+(/[^\s?#]*)?$"
+FAILED_REASON_CHARS = 2000
 NodeStatus = Literal["Healthy", "Unhealthy", "Draining"]
 
 
@@ -29,14 +31,19 @@ class _Wire(BaseModel):
 class Registration(_Wire):
     """What a node says about itself when it joins (and again after the control plane forgot it)."""
 
+    # Every field is bounded: a registration is what a node token holder says, nothing more.
     id: str = Field(pattern=NODE_ID_PATTERN)
     region: str = Field(min_length=1, max_length=63)
-    zone: str | None = None
+    zone: str | None = Field(None, max_length=63)
     hostname: str = Field(min_length=1, max_length=253)
-    url: str = Field(min_length=1, description="where the node's execute API listens")
+    url: str = Field(
+        max_length=2048,
+        pattern=NODE_URL_PATTERN,
+        description="where the node's execute API listens: http(s)://host[:port][/path], no query or fragment",
+    )
     max_modules: int = Field(1000, ge=1, le=100000)
-    runtime_version: str = ""
-    wasi: tuple[str, ...] = ("preview1",)
+    runtime_version: str = Field("", max_length=128)
+    wasi: tuple[Annotated[str, Field(max_length=32)], ...] = Field(("preview1",), max_length=8)
     generation: int = Field(
         0,
         ge=0,
@@ -82,18 +89,28 @@ class SmokeReport(_Wire):
 
 
 class Heartbeat(_Wire):
-    generation: int = Field(0, ge=0, description="the assignment generation the node has applied")
-    running: tuple[Running, ...] = ()
-    failed: dict[str, str] = Field(default_factory=dict, description="module@version -> why it did not load")
+    generation: int = Field(0, ge=0, le=2**53, description="the assignment generation the node has applied")
+    running: tuple[Running, ...] = Field((), max_length=100000)
+    failed: dict[str, str] = Field(
+        default_factory=dict, max_length=100000, description="module@version -> why it did not load"
+    )
     smoke: tuple[SmokeReport, ...] = Field(
         (),
         max_length=100000,
         description="per loaded version with smoke calls, their outcome; a failed one takes no weight",
     )
     metrics: tuple[VersionMetrics, ...] = ()
-    cpu_percent: float = Field(0.0, ge=0)
-    memory_mb: float = Field(0.0, ge=0)
-    uptime_seconds: float = Field(0.0, ge=0)
+    cpu_percent: float = Field(0.0, ge=0, le=1e6)
+    memory_mb: float = Field(0.0, ge=0, le=1e12)
+    uptime_seconds: float = Field(0.0, ge=0, le=1e12)
+
+    @field_validator("failed", mode="before")
+    @classmethod
+    def _short_reasons(cls, value: object) -> object:
+        """A long load error is cut, not refused (a heartbeat refused would make the node Unhealthy)."""
+        if isinstance(value, dict):
+            return {k: v[:FAILED_REASON_CHARS] if isinstance(v, str) else v for k, v in value.items()}
+        return value
 
 
 class HeartbeatAnswer(_Wire):

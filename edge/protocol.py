@@ -19,7 +19,7 @@ Field names are camelCase on the wire, as in the fleet YAML.
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypedDict
+from typing import Annotated, Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -166,20 +166,27 @@ class ErrorBody(TypedDict, total=False):
     version: str
 
 
+Count = Annotated[int, Field(ge=0, le=2**53)]
+
+
 class VersionMetrics(_Wire):
     """Counters of one module version since the previous read (or since load, for /metrics)."""
 
-    module: str
-    version: str
-    requests: int = 0
-    errors: int = 0
-    traps: int = 0
-    timeouts: int = 0
-    memory: int = 0
-    cpu: int = 0
-    latency_buckets: tuple[int, ...] = Field((), alias="latencyBuckets")  # per LATENCY_BUCKETS_MS + Inf
-    latency_sum_ms: float = Field(0.0, alias="latencySumMs")
-    violations: int = 0  # sandbox refusals inside calls (a component's fetch to a host off the list)
+    # Counts are never negative (a node's report is a claim: one that could subtract would cancel
+    # other nodes' errors in analysis, not be diluted by them) and never beyond 2**53.
+    module: str = Field(max_length=253)
+    version: str = Field(max_length=128)
+    requests: Count = 0
+    errors: Count = 0
+    traps: Count = 0
+    timeouts: Count = 0
+    memory: Count = 0
+    cpu: Count = 0
+    latency_buckets: tuple[Count, ...] = Field(
+        (), alias="latencyBuckets", max_length=len(LATENCY_BUCKETS_MS) + 1
+    )  # per LATENCY_BUCKETS_MS + Inf
+    latency_sum_ms: float = Field(0.0, alias="latencySumMs", ge=0, le=1e18)
+    violations: Count = 0  # sandbox refusals inside calls (a component's fetch to a host off the list)
     # The latest module failure's message in the period ("trap: wasm trap: ..."): the error the
     # module itself gave, no request data, so a rollback can say why, not only how often.
     last_error: str | None = Field(None, alias="lastError")
