@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -75,13 +75,17 @@ async def poll(condition: Callable[[], Awaitable[bool] | bool], what: str, timeo
 
 
 class FleetRepo:
-    """A Git repository holding a copy of fleet-example (with fast strategies) under `fleet/`."""
+    """A Git repository holding under `fleet/` a copy of fleet-example (with fast strategies), or only
+    `files` (path under `fleet/` -> text) when given."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, files: Mapping[str, str] | None = None) -> None:
         self.root = root
         self.fleet = root / "fleet"
-        shutil.copytree(EXAMPLE, self.fleet)
-        for rel, text in FAST_STRATEGIES.items():
+        if files is None:
+            shutil.copytree(EXAMPLE, self.fleet)
+            files = FAST_STRATEGIES
+        for rel, text in files.items():
+            (self.fleet / rel).parent.mkdir(parents=True, exist_ok=True)
             (self.fleet / rel).write_text(text)
         git(root, "init", "-q", "-b", "main")
         self.commit("fleet")
@@ -352,8 +356,10 @@ async def start_cluster(
     trust: Path | None = None,
     database_url: str | None = None,
     blob_url: str | None = None,
+    files: Mapping[str, str] | None = None,
 ) -> Cluster:
-    repo = FleetRepo(tmp / "repo")
+    """`files`: the fleet repository's files (see `FleetRepo`); default a copy of fleet-example."""
+    repo = FleetRepo(tmp / "repo", files)
     data = tmp / "data"
     data.mkdir()
     plane = ControlPlane(
