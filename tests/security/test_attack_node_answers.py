@@ -11,17 +11,12 @@ Safe: the control plane reads a node's answer only up to a bound (the size of an
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 from aiohttp import web
 
 from tests.api.conftest import call
-from tests.e2e.cluster import Cluster, poll, start_cluster, stop_cluster
+from tests.e2e.cluster import Cluster, poll
 from tests.security.test_node_tokens import EXECUTE, RogueNode
 
-NODES = [("edge-us-east-1", "us-east")]
 ANSWER_BYTES = 64 << 20  # what the rogue node answers with
 BOUND = 8 << 20  # reconciler.api.execute.EXECUTE_BODY_BYTES: what a call may carry the other way
 
@@ -40,17 +35,6 @@ class HugeAnswerNode(RogueNode):
         await response.write(b'", "module": "calc", "version": "1.0.0", "durationMs": 0}')
         await response.write_eof()
         return response
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    cluster = await start_cluster(tmp_path, NODES)
-    try:
-        await cluster.wait_ready(len(NODES))
-        await cluster.wait_all_serving("calc", "1.0.0", [n for n, _ in NODES])
-        yield cluster
-    finally:
-        await stop_cluster(cluster)
 
 
 async def test_a_node_cannot_flood_the_control_plane_through_a_forwarded_answer(cluster: Cluster) -> None:

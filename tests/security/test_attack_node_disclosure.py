@@ -11,26 +11,10 @@ Safe: the listing needs a token the node accepts (401 without one), or never car
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-
 from tests.api.conftest import call
-from tests.e2e.cluster import Cluster, poll, start_cluster, stop_cluster
+from tests.e2e.cluster import Cluster, poll
 
-NODES = [("edge-us-east-1", "us-east")]
 SECRET = "s3cr3t-value-of-greeter"
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    cluster = await start_cluster(tmp_path, NODES)
-    try:
-        await cluster.wait_ready(len(NODES))
-        yield cluster
-    finally:
-        await stop_cluster(cluster)
 
 
 async def test_a_node_does_not_show_module_env_values_without_a_token(cluster: Cluster) -> None:

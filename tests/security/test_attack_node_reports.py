@@ -16,29 +16,15 @@ Safe: each of these is a 400 naming the field.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from edge.nodeapi import NODES_PATH
 from tests.api.conftest import call
-from tests.e2e.cluster import Cluster, poll, start_cluster, stop_cluster
+from tests.e2e.cluster import Cluster, poll
 
-NODES = [("edge-us-east-1", "us-east")]
 ROGUE = "edge-rogue"
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    cluster = await start_cluster(tmp_path, NODES)
-    try:
-        await cluster.wait_ready(len(NODES))
-        await cluster.wait_all_serving("calc", "1.0.0", [n for n, _ in NODES])
-        yield cluster
-    finally:
-        await stop_cluster(cluster)
 
 
 def _registration(**more: Any) -> dict[str, Any]:

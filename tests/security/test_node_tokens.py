@@ -9,21 +9,17 @@ calls only for what it assigned to it, whatever the node claims.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import jwt
-import pytest
 from aiohttp import web
 
 from edge.nodeapi import NODES_PATH
 from reconciler.auth import EDGE_AUDIENCE
 from tests.api.conftest import call
-from tests.e2e.cluster import Cluster, poll, start_cluster, stop_cluster
+from tests.e2e.cluster import Cluster, poll
 
-NODES = [("edge-us-east-1", "us-east")]
 EXECUTE = "/api/v1/wasm/execute"
 
 
@@ -75,17 +71,6 @@ class RogueNode:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    cluster = await start_cluster(tmp_path, NODES)
-    try:
-        await cluster.wait_ready(len(NODES))
-        await cluster.wait_all_serving("calc", "1.0.0", [n for n, _ in NODES])
-        yield cluster
-    finally:
-        await stop_cluster(cluster)
 
 
 async def _rogue_serving_calc(cluster: Cluster, region: str) -> RogueNode:
