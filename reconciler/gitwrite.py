@@ -1,17 +1,22 @@
 """API writes as Git commits: the control plane's side of "Git is the source of truth" (DESIGN.md 4, 5).
 
 Where it sits: the API's write endpoints (`POST /deployments`, `POST /deployments/{id}/execute`,
-`POST /interfaces`, `POST /interfaces/{id}/approve`) call a `GitWriter`. It keeps a working clone of
+`POST /interfaces`, `POST /interfaces/{id}/approve`) call a `GitWriter`. It keeps its own clone of
 the fleet repository under `<data-dir>/git/api-work`, and for each write: fetch the tracked branch,
 start from its head, edit the YAML with ruamel.yaml's round-trip mode (comments, quotes, flow maps
 and indentation survive, so the diff is the change and nothing else), commit signed with the
-control plane's own SSH key (`<data-dir>/auth/git-signing-key`, made on first use; add its public
-key to trust.yaml so the commits verify), with `Requested-by:` / `Approved-by:` trailers naming the
-token's subject, and push. A change goes to a new branch for review, or to the tracked branch when
-the caller says so (the Fleet policy `apiCommitsToBranch: true`); an approval always goes to the
-tracked branch, where the Git source looks for approvals. A push that loses a race is redone on the
-new head. For a repository on a local path whose branch is checked out, the push updates that
-working tree (`receive.denyCurrentBranch=updateInstead`), and is refused while it has local changes.
+control plane's own SSH key (`<data-dir>/auth/git-signing-key`, made on first use, or
+`hotswap serve --git-signing-key`), with `Hotswap-Requested-By:` / `Hotswap-Approved-By:` trailers
+naming the calling principal, check the commit as the Git source will (`vet`: signature, trust root,
+the roles it counts for) and push. The control plane is a principal of the trust file with
+`actsFor` (reconciler.gitsource.acting); a commit that would not verify is never pushed.
+
+A change goes to a new branch for review, or to the tracked branch when the caller says so (the
+Fleet policy `apiCommitsToBranch: true`); an approval always goes to the tracked branch, where the
+Git source looks for approvals. A push that loses a race is redone on the new head (up to
+PUSH_ATTEMPTS times, then reported). Nothing is ever written into a working tree: when the
+repository is a local one whose target branch is checked out, the write is refused before any
+commit (follow a bare repository or a remote instead), and so is a push the remote refuses.
 """
 
 from __future__ import annotations
@@ -37,8 +42,9 @@ from reconciler.gitsource.gitrepo import GitRepo
 __all__ = ["DocumentNotFoundError", "GitWriteError", "GitWriter", "WriteResult", "WriterConfig", "find_document"]
 
 PUSH_ATTEMPTS = 3
-UPDATE_INSTEAD = "git -c receive.denyCurrentBranch=updateInstead receive-pack"
 Edit = Callable[[Path], Sequence[str]]  # edits files under the fleet root; returns the paths it changed
+# Checks a commit of the writer's clone as the Git source will; the reason it would not verify, or None.
+Vet = Callable[[GitRepo, str], str | None]
 
 
 class GitWriteError(Exception):
@@ -180,8 +186,9 @@ def flow_map(**items: Any) -> CommentedMap:
 class GitWriter:
     """Commits on behalf of API callers, one at a time, into the repository the control plane follows."""
 
-    def __init__(self, config: WriterConfig) -> None:
+    def __init__(self, config: WriterConfig, vet: Vet | None = None) -> None:
         self.config = config
+        self.vet = vet
         self._lock = threading.Lock()
         self._repo: GitRepo | None = None
 
@@ -255,23 +262,38 @@ class GitWriter:
             raise GitWriteError(f"git commit failed: {exc.stderr or exc}") from None
         return repo.run(["rev-parse", "HEAD"]).strip()
 
+    def _refuse_working_tree(self, target: str) -> None:
+        """A local repository with `target` checked out in a working tree is never pushed to."""
+        if not self._local_target:
+            return
+        path = self.config.url.removeprefix("file://")
+        done = subprocess.run(
+            ["git", "-C", path, "worktree", "list", "--porcelain"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if done.returncode != 0:
+            return  # not readable as a repository here: the push will say what is wrong
+        checked_out = [line.split(" ", 1)[1] for line in done.stdout.splitlines() if line.startswith("branch ")]
+        if f"refs/heads/{target}" in checked_out:
+            raise GitWriteError(
+                f"branch {target!r} is checked out in a working tree of {path}; the control plane never writes "
+                "into a working tree: follow a bare repository or a remote that people push to (hotswap serve "
+                "--repo URL), or commit there yourself (hotswap approve MODULE@VERSION)"
+            )
+
     def _push(self, repo: GitRepo, target: str) -> bool:
         """Push HEAD to `target`; False when the branch moved meanwhile (fetch and redo)."""
-        args = ["push", "--quiet", "--porcelain"]
-        if self._local_target:
-            args.append(f"--receive-pack={UPDATE_INSTEAD}")
         try:
-            repo.run([*args, "origin", f"HEAD:refs/heads/{target}"], timeout=120)
+            repo.run(["push", "--quiet", "--porcelain", "origin", f"HEAD:refs/heads/{target}"], timeout=120)
         except GitCommandError as exc:
             text = exc.stderr or str(exc)
-            if "non-fast-forward" in text or "fetch first" in text or "[rejected]" in text:
+            if "non-fast-forward" in text or "fetch first" in text:
                 return False
-            if "updateInstead" in text or "working tree" in text.lower() or "would be overwritten" in text:
-                raise GitWriteError(
-                    f"{self.config.url}: the checked-out branch {target!r} has local changes; commit or stash "
-                    "them, then try again"
-                ) from None
-            raise GitWriteError(f"git push to {self.config.url} failed: {text}") from None
+            refused = f"{self.config.url} refused the push to {target!r}, nothing was written: {text}"
+            raise GitWriteError(refused) from None
         return True
 
     def write(
@@ -284,15 +306,19 @@ class GitWriter:
         review_branch: str | None,
     ) -> WriteResult:
         """Edit the fleet at the branch's head, commit signed, push to `review_branch` or the tracked branch."""
+        target = review_branch or self.config.branch
         with self._lock:
             make_ssh_key(self.config.key, self.config.name.replace(" ", "-"))
+            self._refuse_working_tree(target)
             repo = self._open()
             for _ in range(PUSH_ATTEMPTS):
                 self._start(repo)
                 root = self.config.work_dir / self.config.path if self.config.path else self.config.work_dir
                 changed = [str((root / f).relative_to(self.config.work_dir)) for f in edit(root)]
                 sha = self._commit(repo, _message(subject, body, trailers), changed)
-                target = review_branch or self.config.branch
+                refused = self.vet(repo, sha) if self.vet is not None and review_branch is None else None
+                if refused is not None:
+                    raise GitWriteError(f"the commit would not verify, so it was not pushed: {refused}")
                 if self._push(repo, target):
                     return WriteResult(sha, target, review_branch is not None, tuple(changed))
                 if review_branch is not None:

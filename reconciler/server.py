@@ -26,8 +26,10 @@ from reconciler.api.control import ControlDeps, routes
 from reconciler.api.security import RateLimiter, RateLimits, bearer, tls_context
 from reconciler.auth import AuthOptions, TokenAuthority
 from reconciler.controller import Controller
+from reconciler.gitsource.gitrepo import GitRepo
 from reconciler.gitsource.source import GitSource, Revision, SourceConfig
 from reconciler.gitsource.trust import TrustRoot, load_trust
+from reconciler.gitsource.verify import authorised, on_behalf
 from reconciler.gitsource.webhook import webhook_handler
 from reconciler.gitwrite import GitWriter, WriterConfig
 from reconciler.leader import Replicas
@@ -63,6 +65,7 @@ class ServeOptions:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     input_limits: InputLimits = field(default_factory=InputLimits)  # caps on a fleet revision
+    git_signing_key: Path | None = None  # signs API commits (default <data-dir>/auth/git-signing-key)
 
 
 @dataclass
@@ -111,8 +114,9 @@ class ControlPlane:
                 branch=options.branch,
                 path=options.path,
                 work_dir=options.data_dir / "git" / "api-work",
-                key=options.data_dir / "auth" / "git-signing-key",
-            )
+                key=options.git_signing_key or options.data_dir / "auth" / "git-signing-key",
+            ),
+            vet=self.vet_commit,
         )
         self.hub = NodeHub(
             self.store,
@@ -133,6 +137,7 @@ class ControlPlane:
             writer=self.writer,
             accept_rewrite=self.accept_rewrite,
             adopt_roles=trust.roles.adopt,
+            trust=trust,
         )
         api = ApiDeps(
             registry=self.registry,
@@ -157,6 +162,24 @@ class ControlPlane:
         """A token signed by this control plane (`hotswap up` gives one to each node it starts); the
         API's audience unless another is named (reconciler.auth.EDGE_AUDIENCE for calls to nodes)."""
         return self.authority.mint(subject, roles, ttl_seconds=ttl_seconds, audience=audience)
+
+    def signing_required(self) -> bool:
+        """Whether the Git source verifies new commits now (the trust root's or the fleet's policy)."""
+        latest = self.source.latest
+        fleet = latest.fleet if latest is not None else None
+        return self.source.trust.require_signed_commits or bool(fleet and fleet.policy.require_signed_commits)
+
+    def vet_commit(self, repo: GitRepo, sha: str) -> str | None:
+        """Why the Git source would refuse the API commit `sha` (made in the writer's clone), or None."""
+        if not self.signing_required():
+            return None
+        trust = self.source.trust
+        commit = repo.commits([sha])[0]
+        check = self.source.verifier.check(repo, [sha])[sha]
+        trees = repo.trees([sha, *commit.parents[:1]])
+        changes = not commit.parents or trees[sha] != trees[commit.parents[0]]
+        verdict = authorised(on_behalf(check, commit, trust), commit, changes, trust.roles)
+        return None if verdict.trusted else verdict.reason
 
     def accept_rewrite(self, head: str) -> None:
         self.source.accept_history_rewrite(head)
@@ -198,6 +221,14 @@ class ControlPlane:
             self.controller.poke()
             with contextlib.suppress(StoreError):  # the audit must not stop the source
                 await asyncio.to_thread(approvals.record, revision.approvals, revision.rejected_approvals)
+                for recovery in revision.verification.recoveries:  # signed reverts and adoptions
+                    await asyncio.to_thread(
+                        self.store.append_audit,
+                        recovery.principal,
+                        f"source.{recovery.kind}",
+                        recovery.commit,
+                        {"covered": list(recovery.covered), "anchor": recovery.anchor, "message": recovery.describe()},
+                    )
 
         self._tasks = [
             asyncio.create_task(self.source.run(on_revision), name="git-source"),

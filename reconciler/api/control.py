@@ -41,6 +41,7 @@ from reconciler.api.base import ANY_ROLE, ApiDeps, ApiError, public, read_json, 
 from reconciler.auth import TokenAuthority
 from reconciler.controller import Controller
 from reconciler.gitsource.errors import RewriteNotPendingError
+from reconciler.gitsource.trust import TrustRoot
 from reconciler.gitwrite import GitWriter
 from reconciler.nodes import HubClosedError, NodeView
 from reconciler.planner import Condition, RolloutRecord, latest_records
@@ -60,6 +61,7 @@ class ControlDeps:
     writer: GitWriter | None = None  # API writes as commits in the fleet repository
     accept_rewrite: Callable[[str], None] | None = None  # follow a force-pushed branch at this head
     adopt_roles: frozenset[str] = frozenset({"admin"})  # who may accept a rewrite (the trust root's roles.adopt)
+    trust: TrustRoot | None = None  # the trust root: whom the control plane may sign API commits for
 
 
 CONTROL = web.AppKey("control", ControlDeps)

@@ -3,8 +3,12 @@
     POST /api/v1/wasm/deployments                {module, version, strategy?, regions?} -> a signed commit
                                                  that sets the Module's version (on a review branch, or
                                                  on the tracked branch under `apiCommitsToBranch`)
-    POST /api/v1/wasm/deployments/{id}/execute   an approval: a signed empty commit on the tracked branch
-                                                 with `Hotswap-Approve: module@version`
+    POST /api/v1/wasm/deployments/{id}/execute   an approval by the caller: a signed empty commit on the
+                                                 tracked branch with `Hotswap-Approve: module@version` and
+                                                 `Hotswap-Approved-By: <the caller's principal>`; 409 when
+                                                 the version waits for no approval, the caller already
+                                                 approved it, or the commit would not count (the control
+                                                 plane's key or the caller not in the trust file)
     POST /api/v1/wasm/deployments/{id}/rollback  an operator's emergency rollback of an active rollout,
                                                  written to the rollout book, audit-logged, applied by
                                                  the next pass (poked at once)
@@ -31,7 +35,8 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from reconciler.api.base import ApiError, bad_request, deps, read_object, require
 from reconciler.api.control import ControlDeps, control_of, rollout_json
-from reconciler.approvals import APPROVE_TRAILER, APPROVED_BY_TRAILER
+from reconciler.approvals import API_APPROVED_BY_TRAILER, APPROVE_TRAILER, REQUESTED_BY_TRAILER
+from reconciler.gitsource.acting import Acting, ActingError, acting_for, may
 from reconciler.gitwrite import (
     DocumentNotFoundError,
     GitWriteError,
@@ -41,7 +46,7 @@ from reconciler.gitwrite import (
     find_document,
     flow_map,
 )
-from reconciler.planner import latest_records
+from reconciler.planner import ConditionType, Phase, latest_records
 from reconciler.rollouts import StaleBookError
 from reconciler.spec.fleet import DesiredFleet
 from reconciler.spec.models import NAME_PATTERN, SEMVER_RE
@@ -49,7 +54,7 @@ from reconciler.store.errors import NotFoundError
 
 REQUESTERS = ("developer", "admin")
 ROLLBACKERS = ("operator", "admin")
-REQUESTED_BY = "Requested-by"
+REQUESTED_BY = REQUESTED_BY_TRAILER
 DEPLOY_FIELDS = frozenset({"module", "version", "strategy", "regions"})
 MODULE_ID = re.compile(r"^(?P<module>[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)-v(?P<version>\d+\.\d+\.\d+\S*)$")
 
@@ -184,6 +189,7 @@ async def create_deployment(request: web.Request) -> web.Response:
     review = not fleet.policy.api_commits_to_branch
     branch = f"hotswap/deploy-{module}-{version}-{secrets.token_hex(3)}" if review else None
     edit = _deploy_edit(module, version, digest, strategy, regions, location.path if location else None)
+    requester = caller_name(control, who.subject)
     result = await write(
         control,
         writer_of(control).write,
@@ -193,12 +199,12 @@ async def create_deployment(request: web.Request) -> web.Response:
         + (f" (strategy {strategy})" if strategy else "")
         + (f" to {', '.join(regions)}" if regions else "")
         + ".",
-        [(REQUESTED_BY, who.subject)],
+        [(REQUESTED_BY, requester)],
         review_branch=branch,
     )
     await asyncio.to_thread(
         control.controller.store.append_audit,
-        who.subject,
+        requester,
         "deployment.request",
         f"{module}-v{version}",
         {"commit": result.sha, "branch": result.branch},
@@ -230,6 +236,49 @@ def target_of(control: ControlDeps, ident: str) -> tuple[str, str]:
     raise ApiError(404, "not_found", f"deployment {ident!r} is neither a rollout id nor a module id (name-vX.Y.Z)")
 
 
+def caller_name(control: ControlDeps, subject: str) -> str:
+    """The trust principal the token's subject names (its spelling there), else the subject."""
+    principal = control.trust.principal(subject) if control.trust is not None else None
+    return principal.name if principal is not None and not principal.is_control_plane else subject
+
+
+def acting(control: ControlDeps, subject: str) -> Acting:
+    """Whom a commit the control plane signs for the caller `subject` counts for; 409 when nobody."""
+    writer = writer_of(control)
+    trust = control.trust
+    if trust is None:
+        raise ApiError(409, "untrusted_writer", "this control plane has no trust file: API approvals count for nobody")
+    try:
+        return acting_for(trust, writer.public_key, subject)
+    except ActingError as exc:
+        raise ApiError(409, "untrusted_writer", str(exc)) from None
+
+
+def waiting_for_approval(control: ControlDeps, module: str, version: str) -> bool:
+    """Whether module@version waits for an approval now: its rollout, or a held pin or override."""
+    controller = control.controller
+    record = latest_records(controller.book.records()).get(module)
+    if record is not None and record.phase is Phase.WAITING_APPROVAL and record.target.version == version:
+        return True
+    target = f"{module}@{version}"
+    return any(
+        c.type is ConditionType.PAUSED and c.status and c.reason == "AwaitingApproval" and target in c.message
+        for c in controller.module_conditions(module)
+    )
+
+
+def already_approved(control: ControlDeps, module: str, version: str, principal: str) -> str | None:
+    """The commit of `principal`'s approval of module@version not yet spent on a gate, if any."""
+    revision = control.controller.source.latest
+    record = latest_records(control.controller.book.records()).get(module)
+    spent = set(record.approvals_used) if record is not None else set()
+    for approval in getattr(revision, "approvals", ()):
+        mine = (approval.module, approval.version, approval.principal) == (module, version, principal)
+        if mine and approval.commit not in spent:
+            return str(approval.commit)
+    return None
+
+
 async def approve_deployment(request: web.Request) -> web.Response:
     control = control_of(request)
     fleet = current_fleet(control)
@@ -239,20 +288,47 @@ async def approve_deployment(request: web.Request) -> web.Response:
     if module not in fleet.modules:
         raise ApiError(404, "not_found", f"module {module!r} is not in the fleet")
     target = f"{module}@{version}"
+    act = acting(control, who.subject)
+    trust = control.trust
+    assert trust is not None
+    try:
+        may(act, trust.roles.approve, "approve")
+    except ActingError as exc:
+        raise ApiError(409, "not_allowed", str(exc)) from None
+    if not waiting_for_approval(control, module, version):
+        record = latest_records(control.controller.book.records()).get(module)
+        now = f"its latest rollout {record.id} is {record.phase.value} at {record.target.version}" if record else ""
+        raise ApiError(
+            409,
+            "not_waiting",
+            f"{target} is not waiting for approval{f' ({now})' if now else ''}; nothing was committed",
+        )
+    earlier = already_approved(control, module, version, act.caller.name)
+    if earlier is not None:
+        raise ApiError(
+            409,
+            "already_approved",
+            f"{act.caller.name} already approved {target} (commit {earlier[:12]}); approvals count once per "
+            "principal, so another principal must approve",
+        )
     result = await write(
         control,
         writer_of(control).write,
         lambda root: [],
         f"approve {target}",
-        "Approved through POST /api/v1/wasm/deployments/{id}/execute.",
-        [(APPROVE_TRAILER, target), (APPROVED_BY_TRAILER, who.subject)],
+        f"Approved by {act.caller.name} through POST /api/v1/wasm/deployments/{{id}}/execute.",
+        [(APPROVE_TRAILER, target), (API_APPROVED_BY_TRAILER, act.caller.name)],
         review_branch=None,
     )
     await asyncio.to_thread(
-        control.controller.store.append_audit, who.subject, "deployment.approve", target, {"commit": result.sha}
+        control.controller.store.append_audit,
+        act.caller.name,
+        "deployment.approve",
+        target,
+        {"commit": result.sha, "subject": who.subject, "roles": sorted(act.roles)},
     )
     return web.json_response(
-        {"id": request.match_info["id"], "approves": target, "approvedBy": who.subject, **result.to_json()},
+        {"id": request.match_info["id"], "approves": target, "approvedBy": act.caller.name, **result.to_json()},
         status=202,
     )
 

@@ -34,8 +34,9 @@ from ruamel.yaml.comments import CommentedMap
 from edge.wasm import ModuleInfo, WasmError, inspect
 from reconciler.api.base import ANY_ROLE, ApiError, bad_request, deps, read_object, require
 from reconciler.api.control import ControlDeps, control_of
-from reconciler.api.deployments import REQUESTED_BY, current_fleet, write, writer_of
-from reconciler.approvals import APPROVE_TRAILER, APPROVED_BY_TRAILER
+from reconciler.api.deployments import REQUESTED_BY, acting, caller_name, current_fleet, write, writer_of
+from reconciler.approvals import API_APPROVED_BY_TRAILER, APPROVE_TRAILER
+from reconciler.gitsource.acting import ActingError, may
 from reconciler.gitwrite import DocumentNotFoundError, edit_document, find_document
 from reconciler.interfaces import InterfaceError, WitError, WitPackage, check_module, compare, parse_wit_text
 from reconciler.spec.fleet import DesiredFleet
@@ -204,7 +205,7 @@ async def propose_interface(request: web.Request) -> web.Response:
         edit,
         f"interface {name}: {package.name}",
         "Proposed through POST /api/v1/wasm/interfaces." + (f"\n\nChanges: {'; '.join(changes)}" if changes else ""),
-        [(REQUESTED_BY, who.subject)],
+        [(REQUESTED_BY, caller_name(control, who.subject))],
         review_branch=branch,
     )
     await asyncio.to_thread(
@@ -239,20 +240,30 @@ async def approve_interface(request: web.Request) -> web.Response:
     else:
         fleet = current_fleet(control)
         package = fleet.interfaces[_interface_name(fleet, ident)].spec.package
+    act = acting(control, who.subject)
+    assert control.trust is not None
+    try:
+        may(act, control.trust.roles.approve, "approve")
+    except ActingError as exc:
+        raise ApiError(409, "not_allowed", str(exc)) from None
     result = await write(
         control,
         writer_of(control).write,
         lambda root: [],
         f"approve {package}",
-        "Approved through POST /api/v1/wasm/interfaces/{id}/approve.",
-        [(APPROVE_TRAILER, package), (APPROVED_BY_TRAILER, who.subject)],
+        f"Approved by {act.caller.name} through POST /api/v1/wasm/interfaces/{{id}}/approve.",
+        [(APPROVE_TRAILER, package), (API_APPROVED_BY_TRAILER, act.caller.name)],
         review_branch=None,
     )
     await asyncio.to_thread(
-        control.controller.store.append_audit, who.subject, "interface.approve", package, {"commit": result.sha}
+        control.controller.store.append_audit,
+        act.caller.name,
+        "interface.approve",
+        package,
+        {"commit": result.sha, "subject": who.subject},
     )
     return web.json_response(
-        {"id": ident, "approves": package, "approvedBy": who.subject, **result.to_json()}, status=202
+        {"id": ident, "approves": package, "approvedBy": act.caller.name, **result.to_json()}, status=202
     )
 
 

@@ -66,6 +66,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--branch", default=env("BRANCH", "main"), help="branch to follow (default main)")
     parser.add_argument("--path", default=env("PATH_IN_REPO", ""), help="fleet root inside the repository")
     parser.add_argument("--trust", type=Path, default=env("TRUST"), help="trust root (principals, roles, keys)")
+    parser.add_argument(
+        "--git-signing-key",
+        type=Path,
+        default=env("GIT_SIGNING_KEY"),
+        help="SSH private key that signs API commits (default <data-dir>/auth/git-signing-key, made on first use)",
+    )
     parser.add_argument("--host", default=env("HOST", "127.0.0.1"), help="address to listen on")
     parser.add_argument("--port", type=int, default=int(env("PORT", "8080") or 8080), help="port (default 8080)")
     parser.add_argument(
@@ -137,6 +143,7 @@ def options(args: argparse.Namespace) -> ServeOptions:
         branch=args.branch,
         path=args.path,
         trust=args.trust,
+        git_signing_key=args.git_signing_key,
         data_dir=args.data_dir,
         database_url=args.database_url,
         blob_url=args.blob_url,
@@ -157,6 +164,23 @@ def options(args: argparse.Namespace) -> ServeOptions:
     )
 
 
+def writer_banner(plane: ControlPlane) -> str:
+    """How the control plane signs API commits, and the trust file line that makes them verify."""
+    from reconciler.gitsource.acting import trust_line  # `hotswap up --help` stays light
+
+    key = plane.writer.public_key
+    holder = plane.source.trust.holder_of(key)
+    if holder is not None and holder.is_control_plane:
+        acts = ", ".join(sorted(holder.acts_for))
+        return f"API commits are signed as {holder.name}, acting for the caller's roles among [{acts}]"
+    where = plane.options.trust or "your trust file (--trust)"
+    return (
+        f"API approvals and signed API writes need the control plane in {where}; add under principals:\n"
+        f"{trust_line(key)}\n"
+        "and give each caller's token the principal's name as subject (hotswap token --subject NAME)"
+    )
+
+
 async def serve(plane: ControlPlane) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -164,7 +188,7 @@ async def serve(plane: ControlPlane) -> None:
         loop.add_signal_handler(sig, stop.set)
     await plane.start()
     print(f"hotswap serve: listening on {plane.url}, following {plane.options.repo}", flush=True)
-    print(f"hotswap serve: API commits are signed with {plane.writer.public_key}", flush=True)
+    print(writer_banner(plane), flush=True)
     try:
         await stop.wait()
     finally:

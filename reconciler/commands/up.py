@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from reconciler.authnames import EDGE_AUDIENCE
 from reconciler.commands import ports
-from reconciler.commands.serve import add_store_arguments
+from reconciler.commands.serve import add_store_arguments, writer_banner
 
 if TYPE_CHECKING:  # imported when the verb runs: `--help` loads no server
     from reconciler.server import ControlPlane
@@ -292,7 +292,7 @@ async def up(args: argparse.Namespace) -> int:
         (data_dir / "control.url").write_text(plane.url + "\n")
         print(banner(plane, [(n.node_id, n.region, n.port) for n in nodes], args.path, data_dir), flush=True)
         print(f"Admin token (also in {data_dir}/admin.token):\n{admin}", flush=True)
-        print(f"API commits are signed with: {plane.writer.public_key}", flush=True)
+        print(writer_banner(plane), flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

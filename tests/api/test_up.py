@@ -38,12 +38,16 @@ async def test_up_writes_an_admin_token_and_nodes_join_with_node_tokens(
         )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
-        while "API commits are signed with" not in log.read_text():
+        while "hotswap token --subject NAME" not in log.read_text():
             assert process.poll() is None, log.read_text()
             assert time.monotonic() < deadline, log.read_text()
             await asyncio.sleep(0.1)
         token = (data / "admin.token").read_text().strip()
         assert (data / "admin.token").stat().st_mode & 0o777 == 0o600
+        # The exact trust file line that makes the control plane's API commits verify, with its key.
+        public = (data / "auth" / "git-signing-key.pub").read_text().strip()
+        line = f'  - {{name: hotswap-control-plane, actsFor: [admin, developer, operator], keys: ["{public}"]}}'
+        assert line in log.read_text().splitlines()
         assert token in log.read_text()
         control = f"http://127.0.0.1:{port}"
         assert (await call(control, "GET", "/api/v1/wasm/nodes")).status == 401

@@ -1,6 +1,7 @@
 """API writes become signed commits in the fleet repository: a deployment request (a minimal
-round-trip YAML edit whose comments survive, on a review branch or on the tracked branch), an
-approval (an empty commit with Hotswap-Approve), an interface proposal and its approval."""
+round-trip YAML edit whose comments survive, on a review branch or on the tracked branch, never into
+a working tree), an interface proposal; approvals through the API are refused (409) before any
+commit while the trust file does not list the control plane (tests/e2e/test_git_trust.py)."""
 
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ async def test_a_deployment_request_is_a_signed_minimal_commit_on_a_review_branc
     assert (plane.repo.fleet / "modules" / "greeter.yaml").read_text() == before  # main is untouched
     verify(repo, sha, plane.plane.writer.public_key, tmp_path)
     message = git(repo, "log", "-1", "--format=%B", sha)
-    assert "Requested-by: dora" in message
+    assert "Hotswap-Requested-By: dora" in message
     diff = git(repo, "diff", "--unified=0", "main", sha, "--", "fleet/modules/greeter.yaml")
     changed = [line for line in diff.splitlines() if line[:1] in "+-" and not line.startswith(("+++", "---"))]
     assert sorted(changed) == sorted(
@@ -77,7 +78,9 @@ async def test_a_deployment_request_is_a_signed_minimal_commit_on_a_review_branc
     assert ("dora", "deployment.request") in [(a.actor, a.action) for a in audit]
 
 
-async def test_with_api_commits_to_branch_the_change_lands_on_the_tracked_branch(plane: Cluster) -> None:
+async def test_with_api_commits_to_branch_the_change_lands_on_the_tracked_branch_never_in_a_working_tree(
+    plane: Cluster,
+) -> None:
     await ready(plane)
     plane.repo.edit(
         "fleet.yaml",
@@ -88,11 +91,19 @@ async def test_with_api_commits_to_branch_the_change_lands_on_the_tracked_branch
     await poll(lambda: plane.plane.source.latest is not None and plane.plane.source.latest.sha == head, "policy")
     # A version already listed under `versions` is swapped with the current one.
     body = {"module": "greeter", "version": "1.0.0", "regions": ["us-east", "eu-central"]}
+    module = plane.repo.fleet / "modules" / "greeter.yaml"
+    before = module.read_text()
+    refused = await call(plane.url, "POST", "/api/v1/wasm/deployments", plane.token("admin", "ada"), json=body)
+    assert refused.status == 409 and "checked out in a working tree" in refused.body["message"], refused.body
+    assert git(plane.repo.root, "rev-parse", "main").strip() == head and module.read_text() == before
+    git(plane.repo.root, "checkout", "-q", "--detach")  # main is no longer checked out anywhere
     answer = await call(plane.url, "POST", "/api/v1/wasm/deployments", plane.token("admin", "ada"), json=body)
     assert answer.status == 202, answer.body
     assert answer.body["branch"] == "main" and answer.body["review"] is False
-    assert git(plane.repo.root, "rev-parse", "main").strip() == answer.body["commit"]
-    text = (plane.repo.fleet / "modules" / "greeter.yaml").read_text()  # the checkout follows (updateInstead)
+    answer_commit = answer.body["commit"]
+    assert git(plane.repo.root, "rev-parse", "main").strip() == answer_commit
+    assert module.read_text() == before  # the working tree is left alone
+    text = git(plane.repo.root, "show", "main:fleet/modules/greeter.yaml")
     assert "  version: 1.0.0" in text and "{version: 1.1.0, source: {path: ../wasm/greeter-1.1.0.wat}}" in text
     assert "    regions: [us-east, eu-central]" in text
 
@@ -103,14 +114,13 @@ async def test_with_api_commits_to_branch_the_change_lands_on_the_tracked_branch
         )
 
     await poll(applied, "the control plane to follow its own commit")
-    # An approval is an empty signed commit on the tracked branch.
+    # Without a trust file listing the control plane, an approval through the API would count for
+    # nobody: refused before anything is committed (tests/e2e/test_git_trust.py approves for real).
     answer = await call(
         plane.url, "POST", "/api/v1/wasm/deployments/greeter-v1.0.0/execute", plane.token("admin", "ada")
     )
-    assert answer.status == 202, answer.body
-    message = git(plane.repo.root, "log", "-1", "--format=%B", "main")
-    assert "Hotswap-Approve: greeter@1.0.0" in message and "Approved-by: ada" in message
-    assert git(plane.repo.root, "show", "--format=", "--name-only", "main").strip() == ""
+    assert answer.status == 409 and answer.body["error"] == "untrusted_writer", answer.body
+    assert git(plane.repo.root, "rev-parse", "main").strip() == answer_commit
 
 
 async def test_bad_deployment_requests_name_the_field(plane: Cluster) -> None:
@@ -167,9 +177,7 @@ async def test_interfaces_are_listed_validated_proposed_and_approved(plane: Clus
     assert bad_wit.status == 400 and bad_wit.body["field"] == "wit"
 
     approved = await call(plane.url, "POST", "/api/v1/wasm/interfaces/example:greeter@2.0.0/approve", admin)
-    assert approved.status == 202, approved.body
-    message = git(plane.repo.root, "log", "-1", "--format=%B", "main")
-    assert "Hotswap-Approve: example:greeter@2.0.0" in message and "Approved-by: ada" in message
+    assert approved.status == 409 and approved.body["error"] == "untrusted_writer", approved.body
 
 
 def test_indentation_is_read_from_the_file() -> None:

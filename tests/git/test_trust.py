@@ -123,3 +123,24 @@ def test_load_trust_reads_a_file(keys: Keys, tmp_path: Path) -> None:
     path.write_text(f"principals: [{{name: forge, roles: [merger], keys: ['{keys.forge.public}']}}]\n")
     trust = load_trust(path)
     assert trust.principal("forge") is not None and trust.source == str(path)
+
+
+def test_a_control_plane_principal_lists_the_roles_it_acts_for_and_no_roles_of_its_own(keys: Keys) -> None:
+    from reconciler.gitsource.acting import ActingError, acting_for
+
+    text = (
+        "principals:\n"
+        f'  - {{name: alice@example.com, roles: [admin], keys: ["{keys.alice.public}"]}}\n'
+        f'  - {{name: hotswap-control-plane, actsFor: [developer, operator], keys: ["{keys.forge.public}"]}}\n'
+    )
+    trust = parse_trust(text)
+    holder = trust.holder_of(keys.forge.public)
+    assert holder is not None and holder.acts_for == {"developer", "operator"} and holder.roles == frozenset()
+    acting = acting_for(trust, keys.forge.public, "Alice@example.com")
+    assert acting.caller.name == "alice@example.com" and acting.roles == frozenset()  # admin is not acted for
+    with pytest.raises(ActingError, match=r"commit-signing key is not in trust\.yaml"):
+        acting_for(trust, keys.bob.public, "alice@example.com")
+    with pytest.raises(ActingError, match="not a principal"):
+        acting_for(trust, keys.forge.public, "hotswap-control-plane")
+    with pytest.raises(TrustRootError, match="holds no roles of its own"):
+        parse_trust(text.replace("actsFor: [developer, operator]", "roles: [admin], actsFor: [developer]"))
