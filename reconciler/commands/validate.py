@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported when the verb runs, so `--help` loads none of it
+    from reconciler.gitsource.gitrepo import GitRepo
     from reconciler.spec.loader import LoadResult
 
 
@@ -42,8 +43,34 @@ def summary(result: LoadResult) -> str:
     )
 
 
-def load_at(fleet_dir: Path, rev: str) -> LoadResult:
-    """The fleet in `fleet_dir` as it was at Git revision `rev`."""
+def base_commit(repo: GitRepo, rev: str) -> str:
+    """The commit `rev` names: a SHA, a branch or any revision; else `origin/REV` (a CI checkout has
+    only remote branches); else fetched from origin (a shallow clone lacks it), shallow if the
+    clone is. ValueError saying what was tried."""
+    from reconciler.gitsource.errors import GitCommandError
+
+    for candidate in (rev, f"refs/remotes/origin/{rev}"):
+        sha = repo.resolve(candidate)
+        if sha is not None:
+            return sha
+    shallow = repo.run(["rev-parse", "--is-shallow-repository"]).strip() == "true"
+    try:
+        depth = ["--depth=1"] if shallow else []
+        repo.run(["fetch", "--quiet", "--no-tags", *depth, "origin", rev.removeprefix("origin/")], timeout=120)
+    except GitCommandError as exc:
+        raise ValueError(
+            f"--base: {rev!r} is not a revision of {repo.path} (nor origin/{rev}), and fetching it from "
+            f"origin failed: {exc.stderr or exc}"
+        ) from None
+    sha = repo.resolve("FETCH_HEAD")
+    if sha is None:
+        raise ValueError(f"--base: fetching {rev!r} from origin gave no commit")
+    return sha
+
+
+def load_at(fleet_dir: Path, rev: str) -> LoadResult | None:
+    """The fleet in `fleet_dir` as it was at Git revision `rev`; None when it was not there yet (a
+    pull request that adds the fleet)."""
     import tempfile
 
     import git
@@ -57,13 +84,14 @@ def load_at(fleet_dir: Path, rev: str) -> LoadResult:
     try:
         top = str(git.Repo(fleet_dir, search_parent_directories=True).working_tree_dir)
         repo = GitRepo(Path(top))
-        sha = repo.resolve(rev)
-        if sha is None:
-            raise ValueError(f"--base: {rev!r} is not a revision of {top}")
+        sha = base_commit(repo, rev)
+        inside = fleet_dir.relative_to(Path(top).resolve()).as_posix()
+        inside = "" if inside == "." else inside  # "": the fleet is the repository's root
+        if not repo.has_path(sha, inside):
+            return None
         with tempfile.TemporaryDirectory(prefix="hotswap-base-") as tmp:
             limits = InputLimits()  # the base is read like the control plane reads a revision
-            inside = fleet_dir.relative_to(Path(top).resolve()).as_posix()
-            repo.export(sha, "" if inside == "." else inside, Path(tmp), limits)  # "": the fleet is the repo
+            repo.export(sha, inside, Path(tmp), limits)
             return load_fleet(Path(tmp), limits)
     except ValueError:
         raise
@@ -79,7 +107,7 @@ def compare_with_base(result: LoadResult, fleet_dir: Path, rev: str, prefix: str
 
     assert result.fleet is not None
     base = load_at(fleet_dir, rev)
-    changes = fleet_changes(base.fleet, result.fleet)
+    changes = fleet_changes(base.fleet if base is not None else None, result.fleet)
     lines = [str(p.under(prefix)) for p in changes.problems]
     policy = result.fleet.policy.approvals.breaking_interface_changes
     for change in changes.interfaces:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,103 @@ def test_a_pin_to_a_version_not_yet_live_says_it_waits(repo: Path, capsys: pytes
     assert main(["validate", str(repo), "--base", "HEAD"]) == 0
     out = capsys.readouterr().out
     assert "rollout: adder: 1.0.0 changes placement at once; pins and overrides to 1.1.0 wait for approval" in out
+
+
+# -- where the fleet is and what the checkout holds: the shapes a pull request's CI job sees -----------
+
+
+def validate(fleet: Path, base: str) -> subprocess.CompletedProcess[str]:
+    """`hotswap validate FLEET --base REV` as a CI job runs it: a process, in the checkout."""
+    return subprocess.run(
+        [sys.executable, "-m", "hotswap", "validate", str(fleet), "--base", base],
+        cwd=fleet,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+def bump(fleet: Path, version: str = "1.1.0") -> None:
+    module = fleet / "modules/adder.yaml"
+    module.write_text(module.read_text().replace("version: 1.0.0", f"version: {version}"))
+
+
+@pytest.fixture
+def origin(tmp_path: Path) -> Path:
+    """A repository with the fleet at its root, its main branch with two commits, and a pull-request
+    branch `feature` that bumps adder to 1.1.0."""
+    root = tmp_path / "origin"
+    write_fleet(root)
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "first")
+    (root / "README.md").write_text("a fleet\n")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "docs")
+    git(root, "checkout", "-q", "-b", "feature")
+    bump(root)
+    git(root, "commit", "-qam", "adder 1.1.0")
+    git(root, "config", "uploadpack.allowAnySHA1InWant", "true")  # as forges allow fetching by SHA
+    return root
+
+
+ROLLOUT = "rollout: adder: 1.0.0 -> 1.1.0 by canary (version)"
+
+
+def test_a_root_level_fleet_in_a_pull_request_branch_against_a_branch_name_or_a_sha(origin: Path) -> None:
+    for base in (
+        "main",
+        git(origin, "rev-parse", "main").strip(),
+        "HEAD~1",
+        git(origin, "rev-list", "--max-parents=0", "HEAD").strip(),
+    ):
+        done = validate(origin, base)
+        assert done.returncode == 0, done.stderr
+        assert ROLLOUT in done.stdout, (base, done.stdout)
+
+
+def test_a_shallow_ci_checkout_fetches_the_base_by_branch_or_sha(origin: Path, tmp_path: Path) -> None:
+    main_sha = git(origin, "rev-parse", "main").strip()
+    for base in ("main", "origin/main", main_sha):
+        clone = tmp_path / f"ci-{len(base)}"
+        git(tmp_path, "clone", "-q", "--depth=1", "--branch=feature", f"file://{origin}", str(clone))
+        assert git(clone, "rev-parse", "--is-shallow-repository").strip() == "true"
+        done = validate(clone, base)
+        assert done.returncode == 0, (base, done.stderr)
+        assert ROLLOUT in done.stdout, (base, done.stdout)
+
+
+def test_a_fleet_in_a_sub_folder_of_a_shallow_clone(tmp_path: Path) -> None:
+    origin = tmp_path / "origin"
+    write_fleet(origin / "deploy" / "fleet")
+    git(origin, "init", "-q", "-b", "main")
+    git(origin, "add", "-A")
+    git(origin, "commit", "-qm", "first")
+    git(origin, "checkout", "-q", "-b", "feature")
+    bump(origin / "deploy" / "fleet")
+    git(origin, "commit", "-qam", "adder 1.1.0")
+    clone = tmp_path / "ci"
+    git(tmp_path, "clone", "-q", "--depth=1", "--branch=feature", f"file://{origin}", str(clone))
+    done = validate(clone / "deploy" / "fleet", "main")
+    assert done.returncode == 0, done.stderr
+    assert ROLLOUT in done.stdout
+
+
+def test_a_pull_request_that_adds_the_fleet_compares_with_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    root.mkdir()
+    (root / "README.md").write_text("soon a fleet\n")
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "first commit, no fleet yet")
+    write_fleet(root / "fleet")
+    done = validate(root / "fleet", "main")
+    assert done.returncode == 0, done.stderr
+    assert "rollout: adder:" in done.stdout and "1.0.0" in done.stdout
+
+
+def test_a_base_that_cannot_be_found_says_what_was_tried(origin: Path) -> None:
+    done = validate(origin, "no-such-branch")
+    assert done.returncode == 2
+    assert "'no-such-branch' is not a revision" in done.stderr and "nor origin/no-such-branch" in done.stderr
