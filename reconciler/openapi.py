@@ -269,9 +269,16 @@ def document() -> Schema:
         },
         "/api/v1/wasm/deployments/{id}/execute": {
             "post": _op(
-                "approve a deployment (admin only in production)",
+                "approve a deployment for the caller (admin only in production)",
                 ("admin", "developer"),
-                {"202": _json(WRITE, "approval committed")},
+                {
+                    "202": _json(WRITE, "approval committed, signed by the control plane for the caller's principal"),
+                    "409": _json(
+                        ERROR,
+                        "nothing committed: the control plane or the caller is not in the trust file, the version "
+                        "is not waiting for approval, or the caller already approved it",
+                    ),
+                },
                 params=id_only,
             )
         },
