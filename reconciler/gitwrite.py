@@ -42,6 +42,8 @@ from reconciler.gitsource.gitrepo import GitRepo
 __all__ = ["DocumentNotFoundError", "GitWriteError", "GitWriter", "WriteResult", "WriterConfig", "find_document"]
 
 PUSH_ATTEMPTS = 3
+# What git says when the branch moved since it was fetched (a race lost, redone on the new head).
+LOST_RACE = ("non-fast-forward", "fetch first", "the remote contains work that you do", "stale info")
 Edit = Callable[[Path], Sequence[str]]  # edits files under the fleet root; returns the paths it changed
 # Checks a commit of the writer's clone as the Git source will; the reason it would not verify, or None.
 Vet = Callable[[GitRepo, str], str | None]
@@ -290,7 +292,7 @@ class GitWriter:
             repo.run(["push", "--quiet", "--porcelain", "origin", f"HEAD:refs/heads/{target}"], timeout=120)
         except GitCommandError as exc:
             text = exc.stderr or str(exc)
-            if "non-fast-forward" in text or "fetch first" in text:
+            if any(sign in text for sign in LOST_RACE):
                 return False
             refused = f"{self.config.url} refused the push to {target!r}, nothing was written: {text}"
             raise GitWriteError(refused) from None
