@@ -46,7 +46,7 @@ kind: RolloutStrategy
 metadata: {name: blue-green}
 spec:
   type: BlueGreen
-  blueGreen: {previewSeconds: 0, autoPromote: true}
+  blueGreen: {previewSeconds: 0, keepPreviousSeconds: 0}   # defaults: 30 s preview, old one kept 300 s
 """
 
 WAT = """\
