@@ -89,6 +89,7 @@ def make_ssh_key(path: Path, comment: str) -> None:
         check=True,
         capture_output=True,
         timeout=30,
+        start_new_session=True,  # a Ctrl-C meant for `hotswap up` must not kill it half-way
     )
     if path.exists():  # another process made one first
         partial.unlink()
