@@ -44,6 +44,7 @@ from reconciler.store.state import StateStore, open_state_store
 from reconciler.telemetry import ApprovalAudit, Telemetry
 
 log = logging.getLogger("hotswap.serve")
+STOP_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,9 @@ class ControlPlane:
 
     async def start(self) -> None:
         self.build()
-        self._runner = web.AppRunner(self.app, access_log=None)
+        # A stop waits at most 5 s for requests in flight (aiohttp's default is 60 s): long-polls are
+        # answered at once by the closing hub, and a forwarded execute call may be cut.
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=STOP_SECONDS)
         await self._runner.setup()
         options = self.options
         tls = tls_context(options.tls_cert, options.tls_key) if options.tls_cert and options.tls_key else None
