@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from typing import NamedTuple, Protocol, cast
@@ -81,3 +82,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return module.run(parser.parse_args(rest))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `hotswap status | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
