@@ -258,7 +258,22 @@ class Cluster:
             table_ok = all(v.applied_generation == v.generation and v.generation > 0 for v in views)
             return len(views) >= count and table_ok
 
-        await poll(ready, f"{count} healthy nodes running their tables")
+        try:
+            await poll(ready, f"{count} healthy nodes running their tables")
+        except AssertionError as exc:  # say what each node was doing, for a failure seen only in CI
+            raise AssertionError(f"{exc}\n{self.describe_nodes()}") from None
+
+    def describe_nodes(self) -> str:
+        """Each node as the control plane sees it, and the end of each node process's log."""
+        lines = [
+            f"  {v.id}: {v.status}, generation {v.applied_generation}/{v.generation}, failed {v.failed}"
+            for v in self.plane.hub.view()
+        ]
+        for node in self.nodes:
+            exit_code = node.process.poll()
+            tail = node.log.read_text(errors="replace")[-1500:] if node.log.exists() else "(no log)"
+            lines.append(f"  --- {node.node_id} (exit {exit_code}) log:\n{tail}")
+        return "\n".join(lines)
 
     async def wait_phase(self, module: str, version: str, phases: Sequence[str]) -> Any:
         def reached() -> bool:

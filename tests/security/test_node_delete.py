@@ -15,6 +15,7 @@ async def test_a_deleted_live_node_rejoins_on_a_fresh_generation_and_runs_its_ne
     cluster = await start_cluster(tmp_path, [(NODE, "us-east")])
     try:
         await cluster.wait_ready(1)
+        assert f"{NODE}: Healthy" in cluster.describe_nodes()  # what a failed wait_ready would say
         hub = cluster.plane.hub
         before = next(v for v in hub.view() if v.id == NODE)
         applied = before.applied_generation
