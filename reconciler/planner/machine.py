@@ -420,22 +420,37 @@ def start(
         rollout_id, ctx.module, previous.version if previous else None, ctx.target.version, strategy_name
     )
     spent = _spent(ctx, earlier, previous)
-    at_once = previous is None or strategy is None or previous.version == ctx.target.version
-    if at_once and previous is not None and reason != "Reverted" and _holds_replacement(ctx, previous, strategy):
-        record = RolloutRecord(
+
+    def new_record(
+        phase: Phase,
+        steps: StrategyType | None,
+        reason: str,
+        *,
+        message: str = "",
+        finished_at: float | None = None,
+        approvals_used: tuple[str, ...] = (),
+    ) -> RolloutRecord:
+        return RolloutRecord(
             rollout_id,
             ctx.module,
             seq,
             previous,
             ctx.target,
             strategy_name,
-            None,  # no steps: replaced at once once approved
-            Phase.WAITING_APPROVAL,
+            steps,
+            phase,
             ctx.now,
             step_started_at=ctx.now,
-            reason="AwaitingApproval",
-            approvals_used=spent,
+            reason=reason,
+            message=message,
+            finished_at=finished_at,
+            approvals_used=approvals_used,
         )
+
+    at_once = previous is None or strategy is None or previous.version == ctx.target.version
+    if at_once and previous is not None and reason != "Reverted" and _holds_replacement(ctx, previous, strategy):
+        # no steps: replaced at once once approved
+        record = new_record(Phase.WAITING_APPROVAL, None, "AwaitingApproval", approvals_used=spent)
         moved = _replace_when_approved(ctx, record, first=True)
         what = "new capabilities" if previous.version == ctx.target.version else "replaced (no rollout strategy)"
         if moved.record.phase is Phase.PROMOTED:
@@ -460,37 +475,10 @@ def start(
             why = "SameVersionReplaced"
             message = f"{ctx.target.version}: new limits, capabilities or health check applied at once"
             how = "at once (same version: new limits, capabilities or health check)"
-        done = RolloutRecord(
-            rollout_id,
-            ctx.module,
-            seq,
-            previous,
-            ctx.target,
-            strategy_name,
-            None,
-            Phase.PROMOTED,
-            ctx.now,
-            step_started_at=ctx.now,
-            reason=why,
-            message=message,
-            finished_at=ctx.now,
-        )
+        done = new_record(Phase.PROMOTED, None, why, message=message, finished_at=ctx.now)
         return Transition(done, (replace(started, how=how), Promote(rollout_id, ctx.module, ctx.target.version)))
     assert strategy is not None  # not at once
-    record = RolloutRecord(
-        rollout_id,
-        ctx.module,
-        seq,
-        previous,
-        ctx.target,
-        strategy_name,
-        strategy.type,
-        Phase.PROGRESSING,
-        ctx.now,
-        step_started_at=ctx.now,
-        reason=reason or "NewRelease",
-        approvals_used=spent,
-    )
+    record = new_record(Phase.PROGRESSING, strategy.type, reason or "NewRelease", approvals_used=spent)
     if not any(ctx.scope.get(region) for region in ctx.regions):
         pending, pause = _no_nodes(ctx, record)
         how = f"by {strategy_name} when a healthy node can take it"
