@@ -6,6 +6,7 @@ generator that records which version served every request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -13,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -401,3 +402,26 @@ async def stop_cluster(cluster: Cluster) -> None:
     # Off the event loop: a node's last export may go to a receiver served by this very loop.
     await asyncio.gather(*(asyncio.to_thread(node.stop) for node in cluster.nodes))
     await cluster.plane.stop()
+
+
+# Four nodes over the example's three regions: two in us-east, and apac-east where greeter runs its
+# 1.0.0 override (so greeter's rollouts reach only the others).
+FOUR_NODES = [
+    ("edge-us-east-1", "us-east"),
+    ("edge-us-east-2", "us-east"),
+    ("edge-eu-central-1", "eu-central"),
+    ("edge-apac-east-1", "apac-east"),
+]
+GREETER_NODES = [n for n, r in FOUR_NODES if r != "apac-east"]
+
+
+@contextlib.asynccontextmanager
+async def ready_cluster(tmp: Path, regions: Sequence[tuple[str, str]]) -> AsyncIterator[Cluster]:
+    """A cluster whose nodes all run their tables, calc 1.0.0 on every one; stopped after."""
+    cluster = await start_cluster(tmp, regions)
+    try:
+        await cluster.wait_ready(len(regions))
+        await cluster.wait_all_serving("calc", "1.0.0", [n for n, _ in regions])
+        yield cluster
+    finally:
+        await stop_cluster(cluster)

@@ -17,16 +17,10 @@ import aiohttp
 import pytest
 
 from tests.api.conftest import call
-from tests.e2e.cluster import Cluster, Load, start_cluster, stop_cluster
+from tests.e2e.cluster import FOUR_NODES, GREETER_NODES, Cluster, Load, ready_cluster
 
-REGIONS = [
-    ("edge-us-east-1", "us-east"),
-    ("edge-us-east-2", "us-east"),
-    ("edge-eu-central-1", "eu-central"),
-    ("edge-apac-east-1", "apac-east"),
-]
+REGIONS = FOUR_NODES
 ALL_NODES = [n for n, _ in REGIONS]
-GREETER_NODES = [n for n, r in REGIONS if r != "apac-east"]  # apac-east has a version override
 
 PLAIN = {  # file -> (type, the one line of parameters besides the type)
     "strategies/blue-green.yaml": ("BlueGreen", "blueGreen: {previewSeconds: 0, keepPreviousSeconds: 0}"),
@@ -54,15 +48,10 @@ def write_plain_strategies(cluster: Cluster) -> None:
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    cluster = await start_cluster(tmp_path, REGIONS)
-    try:
-        await cluster.wait_ready(len(REGIONS))
-        await cluster.wait_all_serving("calc", "1.0.0", ALL_NODES)
+    async with ready_cluster(tmp_path, REGIONS) as cluster:
         await cluster.wait_all_serving("greeter", "1.1.0", GREETER_NODES)
         write_plain_strategies(cluster)
         yield cluster
-    finally:
-        await stop_cluster(cluster)
 
 
 async def test_plain_blue_green_and_rolling_finish_without_any_traffic(cluster: Cluster) -> None:

@@ -14,26 +14,16 @@ from pathlib import Path
 import pytest
 
 from tests.api.conftest import call
-from tests.e2e.cluster import Cluster, Load, start_cluster, stop_cluster
+from tests.e2e.cluster import FOUR_NODES, Cluster, Load, ready_cluster
 
-REGIONS = [
-    ("edge-us-east-1", "us-east"),
-    ("edge-us-east-2", "us-east"),
-    ("edge-eu-central-1", "eu-central"),
-    ("edge-apac-east-1", "apac-east"),
-]
+REGIONS = FOUR_NODES
 ALL_NODES = [n for n, _ in REGIONS]
 
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    cluster = await start_cluster(tmp_path, REGIONS)
-    try:
-        await cluster.wait_ready(len(REGIONS))
-        await cluster.wait_all_serving("calc", "1.0.0", ALL_NODES)
+    async with ready_cluster(tmp_path, REGIONS) as cluster:
         yield cluster
-    finally:
-        await stop_cluster(cluster)
 
 
 async def test_a_version_that_passes_its_health_check_but_fails_its_smoke_check_never_gets_a_request(

@@ -8,17 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.cluster import Cluster, start_cluster, stop_cluster
+from tests.e2e.cluster import Cluster, ready_cluster
 
 NODE = "edge-us-east-1"
 
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    cluster = await start_cluster(tmp_path, [(NODE, "us-east")])
-    try:
-        await cluster.wait_ready(1)
-        await cluster.wait_all_serving("calc", "1.0.0", [NODE])
+    async with ready_cluster(tmp_path, [(NODE, "us-east")]) as cluster:
         yield cluster
-    finally:
-        await stop_cluster(cluster)
