@@ -127,7 +127,12 @@ async def test_an_unknown_keys_approval_then_an_admins_adoption_applies(signed: 
     adoption = push(repo)
     status = await wait_applied(cluster, adoption)
     assert any(f"alice@example.com adopted unverified {bad[:12]}" in e for e in status["events"])
-    [line] = [a for a in cluster.plane.store.audit_log(subject=adoption) if a.action == "source.adopt"]
+
+    def adopted() -> list[Any]:  # the audit line is written after the revision is taken: wait for it
+        return [a for a in cluster.plane.store.audit_log(subject=adoption) if a.action == "source.adopt"]
+
+    await poll(lambda: bool(adopted()), "the adoption's audit line")
+    [line] = adopted()
     assert line.actor == "alice@example.com" and line.detail["covered"] == [bad]
     # Adopting the commit does not make mallory's approval count.
     audit = cluster.plane.store.audit_log(subject="calc@1.1.0")
