@@ -212,6 +212,13 @@ async def test_approval_proceed_and_rollback_reach_webhook_and_email(
             lambda: sum(r.worker.delivered for r in notifier.routes if r.alert.metadata.name == "approvers") == 2,
             "both mails recorded as delivered",
         )
+
+        def audited_mails() -> int:  # the audit line follows the delivery, from the sender's thread
+            return sum(
+                1 for e in store.audit_log(limit=500) if (e.action, e.subject) == ("notify.delivered", "approvers")
+            )
+
+        await until(lambda: audited_mails() == 2, "both mails in the audit log")
     finally:
         http_receiver.release.set()
         await notifier.stop()
