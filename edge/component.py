@@ -83,6 +83,7 @@ from edge.runtime import (
     Sandbox,
     _Capture,
     _first_line,
+    refuse_command_input,
 )
 
 FETCH_INTERFACE = "hotswap:http/fetch@0.1.0"
@@ -621,11 +622,14 @@ class LoadedComponent(LoadedVersion["_Instance"]):
 
     # -- the event loop side ---------------------------------------------------------------------
 
-    def prepare(self, function: str, args: Any) -> Call:
+    def prepare(
+        self, function: str, args: Any, *, argv: tuple[str, ...] | None = None, stdin: bytes | None = None
+    ) -> Call:
         func = self._funcs.get(function)
         if func is None:
             names = ", ".join(sorted(self._funcs)) or "none"
             raise NotFoundError(f"function {function!r} is not an export that can be called (exports: {names})")
+        refuse_command_input(function, "component", argv, stdin)
         return Call(func.name, "component", params=check_args(func, args))
 
     def _inline_function(self, function: str) -> bool:

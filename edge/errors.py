@@ -15,6 +15,7 @@ The runtime, the router and the server raise these; the server turns them into J
     ├── LoadError                     a binary could not be fetched, verified, compiled or linked
     └── ModuleError                   the module's own failure; counted, kills that instance only
         ├── TrapError                 500 trap         (unreachable, out of bounds, bad output)
+        ├── ExitError                 500 exit         (a command exited with a status other than 0)
         ├── ModuleTimeoutError        504 timeout      (epoch deadline reached)
         ├── MemoryLimitError          507 memory       (memory limit reached)
         └── CpuLimitError             429 cpu          (over its CPU share after queueing)
@@ -22,7 +23,7 @@ The runtime, the router and the server raise these; the server turns them into J
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 class EdgeError(Exception):
@@ -34,6 +35,11 @@ class EdgeError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    @property
+    def details(self) -> dict[str, Any]:
+        """Fields the JSON answer carries besides `error` and `message`."""
+        return {}
 
 
 class RequestError(EdgeError):
@@ -93,6 +99,28 @@ class ModuleError(EdgeError):
 class TrapError(ModuleError):
     code = "trap"
     status = 500
+
+
+class ExitError(ModuleError):
+    """A command (`_start`) that exited with a status other than 0: counted like a trap. The answer
+    carries the status, the tail of its stderr and, when it wrote any, its stdout."""
+
+    code = "exit"
+    status = 500
+
+    def __init__(self, exit_code: int, stderr: str, stdout: str | None = None) -> None:
+        detail = stderr.strip().splitlines()[-1] if stderr.strip() else ""
+        super().__init__(f"exited with status {exit_code}" + (f": {detail}" if detail else ""))
+        self.exit_code = exit_code
+        self.stderr = stderr
+        self.stdout = stdout
+
+    @property
+    def details(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"exitCode": self.exit_code, "stderr": self.stderr}
+        if self.stdout:
+            out["stdout"] = self.stdout
+        return out
 
 
 class ModuleTimeoutError(ModuleError):

@@ -19,6 +19,7 @@ Field names are camelCase on the wire, as in the fleet YAML.
 
 from __future__ import annotations
 
+import base64
 from typing import Annotated, Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -41,6 +42,8 @@ MAX_ARGS_DEPTH = 64  # levels of arrays and objects in an execute call's args
 MAX_RESULT_DEPTH = 256  # levels of arrays and objects in a module's JSON result
 LAST_ERROR_CHARS = 300  # of a module's error message, in metrics and rollout reasons
 MAX_SMOKE_CALLS = 10  # smoke calls in one table entry
+MAX_ARGV = 1024  # arguments of a command call (argv, argv[0] included)
+Arg = Annotated[str, Field(max_length=65536)]
 SMOKE_ERROR_CHARS = 400  # of a failed smoke check's report (the call, and the module's error or result)
 
 # Latency histogram bucket upper bounds in milliseconds (the last bucket is +Inf).
@@ -113,6 +116,11 @@ class ModuleEntry(_Wire):
         max_length=MAX_SMOKE_CALLS,
         description="calls made to the version after it is loaded; until they pass it takes no weight",
     )
+    argv: tuple[Arg, ...] = Field(
+        (),
+        max_length=MAX_ARGV,
+        description="a command's argv when a call gives none (argv[0] is the program name); empty: [module]",
+    )
     sticky: str | None = Field(
         None,
         max_length=128,
@@ -121,7 +129,7 @@ class ModuleEntry(_Wire):
         "X-Hotswap-Sticky when unset",
     )
 
-    def identity(self) -> tuple[str, str, str, str, str, str]:
+    def identity(self) -> tuple[str, str, str, str, str, str, str]:
         """What must match for an already loaded version to be kept as it is (routing aside)."""
         return (
             self.module,
@@ -130,6 +138,7 @@ class ModuleEntry(_Wire):
             self.limits.model_dump_json(),
             self.capabilities.model_dump_json(),
             "[" + ",".join(c.model_dump_json() for c in self.smoke) + "]",
+            "\0".join(self.argv),
         )
 
 
@@ -146,17 +155,33 @@ class ModuleTable(_Wire):
 
 
 class ExecuteRequest(_Wire):
+    """An execute call. A command (`_start`) may take `argv` (argv[0] is the program name) and raw
+    `stdin` (text, or bytes as `stdinBase64`) instead of `args`, which it would read as JSON on stdin."""
+
     module: str = Field(min_length=1, max_length=128)
     function: str = Field(min_length=1, max_length=256)
     args: Any = None
     version: str | None = None
+    argv: tuple[Arg, ...] | None = Field(None, max_length=MAX_ARGV)
+    stdin: str | None = None
+    stdin_base64: str | None = Field(None, alias="stdinBase64")
+
+    def stdin_bytes(self) -> bytes | None:
+        """The raw stdin the call gives, or None; ValueError for both fields or bad base64."""
+        if self.stdin is not None and self.stdin_base64 is not None:
+            raise ValueError("stdin and stdinBase64: give one")
+        if self.stdin_base64 is not None:
+            return base64.b64decode(self.stdin_base64, validate=True)
+        return self.stdin.encode() if self.stdin is not None else None
 
 
-class ExecuteResponse(TypedDict):
+class ExecuteResponse(TypedDict, total=False):
     result: Any
     module: str
     version: str
     durationMs: float
+    exitCode: int  # commands: 0 (another status is an `exit` error)
+    stderr: str  # commands: the tail of stderr
 
 
 class ErrorBody(TypedDict, total=False):

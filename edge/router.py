@@ -124,7 +124,7 @@ class VersionSlot:
         c.violations += violations
         if message is not None:
             c.last_error = f"{outcome}: {message}"[:LAST_ERROR_CHARS]
-        if outcome == "trap":
+        if outcome in ("trap", "exit"):  # a command's non-zero exit counts as a trap
             c.traps += 1
         elif outcome == "timeout":
             c.timeouts += 1
@@ -339,10 +339,19 @@ class Router:
             raise
         except Exception as exc:
             raise LoadError(f"cannot fetch {entry.digest}: {exc}") from None
-        sandbox = Sandbox.from_entry(entry.limits, entry.capabilities)
+        sandbox = Sandbox.from_entry(entry.limits, entry.capabilities, entry.argv, entry.module)
         started = time.perf_counter()
+        # Off the event loop: compiling a big module takes seconds, and the node goes on serving.
         loaded = await asyncio.to_thread(self.runtime.load_any, data, sandbox, digest=entry.digest, verified=True)
         load_ms = (time.perf_counter() - started) * 1000
+        log.info(
+            "loaded %s@%s (%.1f MB) in %.0f ms, %s",
+            entry.module,
+            entry.version,
+            len(data) / 1e6,
+            load_ms,
+            "from the precompiled cache" if loaded.from_cache else "compiled",
+        )
         if entry.health_check is not None and entry.health_check.function not in loaded.functions:
             raise LoadError(f"healthCheck.function {entry.health_check.function!r} is not a callable export")
         return VersionSlot(entry, loaded, self.clock, load_ms)

@@ -12,12 +12,17 @@ it was assigned, and the server calls `LoadedModule.prepare` (on the event loop:
 * Each `Store` gets the module's memory limit (`Store.set_limits`) and a WASI preview 1 context
   built from its capabilities only: no inherited environment, listed variables only, listed
   directories only (read-only unless `rw`, and only under the node's allowed roots: `edge.grants`),
-  stdout and stderr captured and capped, no sockets.
+  stdout and stderr captured and capped. Every WASI preview 1 function is linked, `sock_*` included
+  (wasi-libc and Rust's std import them in most programs), but no socket is ever handed in, so they
+  fail with EBADF/ENOTSOCK and there is no network.
 * A `Store` belongs to one thread at a time: every call takes an idle instance from the version's
   pool (or instantiates one from the `InstancePre`) and gives it back afterwards. A failed call
   discards its instance; the next call gets a fresh one.
 * Calling conventions (decided by `edge.wasm`): numeric, json (alloc + memory, result packed as
-  `(ptr << 32) | len`) and command (`_start`, args as JSON on stdin, stdout is the result).
+  `(ptr << 32) | len`) and command (`_start` in a fresh instance: `argv` (the module's default, or
+  `[module name]`) and raw `stdin` from the request, or the args as JSON on stdin; stdout is the
+  result, parsed as JSON when it parses; exit status 0 is a success and any other an `ExitError`
+  with the tail of stderr).
   Numeric and json calls go through `_wasmtime_func_call_unchecked` with a buffer preallocated
   per instance; that raw call is only made for exports whose signature was checked at load, with
   arguments converted to exactly those types. `fast_path=False` uses `Func.__call__` instead.
@@ -49,9 +54,18 @@ from wasmtime._extern import wrap_extern
 
 from edge import wasm
 from edge.cache import MODULE, ModuleCache, engine_key
-from edge.errors import BadRequestError, LoadError, MemoryLimitError, ModuleTimeoutError, NotFoundError, TrapError
+from edge.errors import (
+    BadRequestError,
+    ExitError,
+    LoadError,
+    MemoryLimitError,
+    ModuleError,
+    ModuleTimeoutError,
+    NotFoundError,
+    TrapError,
+)
 from edge.grants import GrantRoots
-from edge.protocol import MAX_RESULT_DEPTH, Capabilities, Limits, may_nest_deeper, nests_deeper
+from edge.protocol import MAX_ARGV, MAX_RESULT_DEPTH, Capabilities, Limits, may_nest_deeper, nests_deeper
 
 if TYPE_CHECKING:
     from edge.component import LoadedComponent
@@ -59,6 +73,7 @@ if TYPE_CHECKING:
 MIB = 1024 * 1024
 TICK_SECONDS = 0.001
 LOG_CAP = 64 * 1024
+STDERR_TAIL = 4096  # characters of a command's stderr (and of its stdout, on failure) in an answer
 RESULT_CAP = 16 * MIB
 MAX_IDLE_INSTANCES = 16
 BLOCKING_WASI = frozenset({"poll_oneoff"})
@@ -108,15 +123,19 @@ class Sandbox:
     log_cap: int = LOG_CAP
     result_cap: int = RESULT_CAP
     allow_hosts: tuple[str, ...] = ()  # outgoing HTTP of components (edge.component)
+    argv: tuple[str, ...] = ()  # a command's argv when the call gives none (argv[0]: the program name)
 
     @classmethod
-    def from_entry(cls, limits: Limits, capabilities: Capabilities) -> Sandbox:
+    def from_entry(
+        cls, limits: Limits, capabilities: Capabilities, argv: tuple[str, ...] = (), program: str = ""
+    ) -> Sandbox:
         return cls(
             memory_bytes=limits.memory_mb * MIB,
             timeout_seconds=limits.timeout_seconds,
             env=tuple(sorted(capabilities.env.items())),
             dirs=tuple(DirGrant(Path(g.host), g.guest, g.mode == "rw") for g in capabilities.filesystem),
             allow_hosts=capabilities.network.allow_hosts,
+            argv=argv or ((program,) if program else ()),
         )
 
 
@@ -125,6 +144,8 @@ class CallResult:
     value: Any
     cpu_ns: int
     violations: int = 0  # sandbox refusals inside the call (a component's fetch to a host off the list)
+    exit_code: int | None = None  # a command's exit status (always 0 here: another one is an ExitError)
+    stderr: str | None = None  # the tail of a command's stderr
 
 
 @dataclass(frozen=True)
@@ -134,8 +155,9 @@ class Call:
     function: str
     convention: wasm.Convention
     values: tuple[int | float, ...] = ()
-    payload: bytes = b""
+    payload: bytes = b""  # json: the args as JSON; command: stdin
     params: tuple[Any, ...] = ()  # component: the arguments checked against the WIT types
+    argv: tuple[str, ...] | None = None  # command: None runs with the sandbox's argv
 
 
 class Ticker:
@@ -379,7 +401,7 @@ class _RawFunc:
 class _Instance:
     """One store and one instance of a module version, used by one thread at a time."""
 
-    def __init__(self, owner: LoadedModule, stdin: bytes | None = None) -> None:
+    def __init__(self, owner: LoadedModule, stdin: bytes | None = None, argv: tuple[str, ...] | None = None) -> None:
         sandbox = owner.sandbox
         self.owner = owner
         self.store = wasmtime.Store(owner.runtime.engine)
@@ -394,6 +416,7 @@ class _Instance:
         )
         config = wasmtime.WasiConfig()
         config.env = list(sandbox.env)
+        config.argv = list(sandbox.argv if argv is None else argv)
         for grant in sandbox.dirs:
             config.preopen_dir(str(grant.host), grant.guest, fs_mutable=grant.writable)
         self.stdout = _Capture(sandbox.result_cap if stdin is not None else sandbox.log_cap)
@@ -488,8 +511,7 @@ class _Instance:
             self.call("_start", ())
         except wasmtime.ExitTrap as exc:
             if exc.code != 0:
-                detail = self.stderr.tail()
-                raise TrapError(f"exited with status {exc.code}" + (f": {detail}" if detail else "")) from None
+                raise self.exited(exc.code) from None
         if self.stdout.truncated:
             raise TrapError(f"stdout exceeds the cap of {self.stdout.cap} bytes")
         text = bytes(self.stdout.data).decode("utf-8", "replace")
@@ -505,6 +527,30 @@ class _Instance:
 
     # -- failures -----------------------------------------------------------------------------
 
+    def exited(self, code: int) -> ModuleError:
+        """The error of a command that exited with `code` (not 0). A program whose allocator was
+        refused memory usually exits (CPython: MemoryError, status 1) rather than trapping: when its
+        memory stands within a sixteenth of the limit, that is reported as the memory limit."""
+        stderr = self.stderr.tail(STDERR_TAIL)
+        if self.near_memory_cap():
+            detail = stderr.splitlines()[-1] if stderr else ""
+            return MemoryLimitError(
+                f"exited with status {code} at its memory limit of {self.owner.sandbox.memory_bytes // MIB} MB"
+                + (f": {detail}" if detail else "")
+            )
+        stdout = bytes(self.stdout.data[-STDERR_TAIL:]).decode("utf-8", "replace")
+        return ExitError(code, stderr, stdout or None)
+
+    def near_memory_cap(self) -> bool:
+        if self.memory is None:
+            return False
+        try:
+            size = self.memory.data_len(self.store)
+        except Exception:
+            return False
+        cap = self.owner.sandbox.memory_bytes
+        return size + max(MIB, cap // 16) > cap
+
     def at_memory_cap(self) -> bool:
         if self.memory is None:
             return False
@@ -516,7 +562,7 @@ class _Instance:
 
     def failure(self, exc: BaseException, budget: int | None) -> Exception:
         """The error a failed call becomes: a timeout, a memory violation, or a trap."""
-        if isinstance(exc, (BadRequestError, TrapError)):
+        if isinstance(exc, (BadRequestError, ModuleError)):
             return exc
         if isinstance(exc, wasmtime.Trap) and exc.trap_code == wasmtime.TrapCode.INTERRUPT:
             if budget is not None:
@@ -533,7 +579,7 @@ class _Instance:
                 f"trapped at its memory limit of {self.owner.sandbox.memory_bytes // MIB} MB: {message}"
             )
         if isinstance(exc, wasmtime.ExitTrap):
-            return TrapError(f"exited with status {exc.code}")
+            return self.exited(exc.code) if exc.code else TrapError("exited with status 0 before it returned")
         detail = self.stderr.tail()
         return TrapError(message + (f" (stderr: {detail})" if detail else ""))
 
@@ -593,8 +639,11 @@ class LoadedVersion(Generic[P]):
 
     # -- the event loop side --------------------------------------------------------------------
 
-    def prepare(self, function: str, args: Any) -> Call:
-        """The checked call, or a 4xx error (unknown function, arguments of the wrong type)."""
+    def prepare(
+        self, function: str, args: Any, *, argv: tuple[str, ...] | None = None, stdin: bytes | None = None
+    ) -> Call:
+        """The checked call, or a 4xx error (unknown function, arguments of the wrong type). `argv`
+        and `stdin` are for commands only."""
         raise NotImplementedError
 
     def _inline_function(self, function: str) -> bool:
@@ -687,7 +736,9 @@ class LoadedModule(LoadedVersion["_Instance"]):
     def _keeps_instances(self) -> bool:
         return any(e.convention != "command" for e in self.functions.values())
 
-    def prepare(self, function: str, args: Any) -> Call:
+    def prepare(
+        self, function: str, args: Any, *, argv: tuple[str, ...] | None = None, stdin: bytes | None = None
+    ) -> Call:
         export = self.functions.get(function)
         if export is None:
             callable_names = ", ".join(sorted(self.functions)) or "none"
@@ -695,6 +746,9 @@ class LoadedModule(LoadedVersion["_Instance"]):
                 f"function {function!r} is not an export that can be called (exports: {callable_names})"
             )
         assert export.sig is not None and export.convention is not None
+        if export.convention == "command":
+            return command_call(function, args, argv, stdin)
+        refuse_command_input(function, export.convention, argv, stdin)
         if export.convention == "numeric":
             return Call(function, "numeric", _numeric_args(function, export.sig, args))
         payload = json.dumps(args, separators=(",", ":"), allow_nan=False).encode()
@@ -709,8 +763,8 @@ class LoadedModule(LoadedVersion["_Instance"]):
     ) -> CallResult:
         started = cpu_clock()
         if call.convention == "command":
-            value = self._invoke_command(call, ticks)
-            return CallResult(value, cpu_clock() - started)
+            value, stderr = self._invoke_command(call, ticks)
+            return CallResult(value, cpu_clock() - started, exit_code=0, stderr=stderr)
         inst = self._take()
         _set_epoch_deadline(inst.ctx, ticks)
         try:
@@ -725,13 +779,38 @@ class LoadedModule(LoadedVersion["_Instance"]):
         self._give_back(inst)
         return CallResult(value, cpu_clock() - started)
 
-    def _invoke_command(self, call: Call, ticks: int) -> Any:
-        inst = _Instance(self, stdin=call.payload)
+    def _invoke_command(self, call: Call, ticks: int) -> tuple[Any, str]:
+        inst = _Instance(self, stdin=call.payload, argv=call.argv)
         inst.store.set_epoch_deadline(ticks)
         try:
-            return inst.run_command()
+            return inst.run_command(), inst.stderr.tail(STDERR_TAIL)
         except Exception as exc:
             raise inst.failure(exc, None) from None
+
+
+def command_call(function: str, args: Any, argv: tuple[str, ...] | None, stdin: bytes | None) -> Call:
+    """A command's call: raw `stdin` (or, when neither argv nor stdin is given, the args as JSON on
+    stdin, the older convention) and `argv` (None: the sandbox's)."""
+    if stdin is not None and args is not None:
+        raise BadRequestError("args and stdin: give one; a command reads either the args as JSON or stdin")
+    if argv is not None and len(argv) > MAX_ARGV:
+        raise BadRequestError(f"argv: {len(argv)} arguments, at most {MAX_ARGV}")
+    if stdin is None:
+        stdin = (
+            b""
+            if argv is not None and args is None
+            else json.dumps(args, separators=(",", ":"), allow_nan=False).encode()
+        )
+    return Call(function, "command", payload=stdin, argv=argv)
+
+
+def refuse_command_input(function: str, convention: str, argv: tuple[str, ...] | None, stdin: bytes | None) -> None:
+    """A 400 for argv or stdin sent to an export that is not a command."""
+    if argv is not None or stdin is not None:
+        given = " and ".join(n for n, v in (("argv", argv), ("stdin", stdin)) if v is not None)
+        raise BadRequestError(
+            f"{given}: only a command export (_start) takes them; {function} is a {convention} export, send args"
+        )
 
 
 # What `Runtime.load_any` returns: the router and the server use both through the same methods.

@@ -3,8 +3,11 @@
 Where it sits: in front of the router and the runtime. `build_app(node)` makes the application;
 `serve(node, host, port)` runs it until cancelled.
 
-    POST /api/v1/wasm/execute      {"module", "function", "args", "version"?}
-                                   200 {"result", "module", "version", "durationMs"} and the header
+    POST /api/v1/wasm/execute      {"module", "function", "args", "version"?}; a command (`_start`)
+                                   may take "argv" and "stdin" (or "stdinBase64") instead of args
+                                   200 {"result", "module", "version", "durationMs"} (commands: also
+                                   "exitCode" 0 and the tail of "stderr"; another status is a 500
+                                   {"error": "exit", "exitCode", "stderr", ...}) and the header
                                    X-Hotswap-Version; a client mistake is a 4xx, a module failure a
                                    5xx (429 for cpu), both JSON {"error", "message", ...}
     GET  /health                   {"status": "ok", ...}
@@ -48,6 +51,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -155,7 +159,7 @@ _ADMIN = frozenset({"admin"})  # who may replace a standalone node's table when 
 _encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
-def _error(status: int, code: str, message: str, **extra: str) -> web.Response:
+def _error(status: int, code: str, message: str, **extra: Any) -> web.Response:
     body = {"error": code, "message": message, **extra}
     return web.Response(status=status, body=json.dumps(body).encode(), content_type="application/json")
 
@@ -169,7 +173,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     try:
         return await handler(request)
     except EdgeError as exc:
-        return _error(exc.status, exc.code, exc.message)
+        return _error(exc.status, exc.code, exc.message, **exc.details)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -214,7 +218,11 @@ async def execute(request: web.Request) -> web.Response:
     )
     try:
         try:
-            call = slot.loaded.prepare(req.function, req.args)
+            stdin = req.stdin_bytes()
+        except ValueError as exc:
+            raise BadRequestError(f"stdin: {exc}") from None
+        try:
+            call = slot.loaded.prepare(req.function, req.args, argv=req.argv, stdin=stdin)
         except ValueError as exc:  # json.dumps refusing NaN and the like
             raise BadRequestError(f"args: {exc}") from None
         started = time.perf_counter()
@@ -235,7 +243,9 @@ async def execute(request: web.Request) -> web.Response:
                 exc.message,
                 extra={"moduleId": f"{slot.module}-v{slot.version}"},
             )
-            response = _error(exc.status, exc.code, exc.message, module=slot.module, version=slot.version)
+            response = _error(
+                exc.status, exc.code, exc.message, module=slot.module, version=slot.version, **exc.details
+            )
             response.headers[VERSION_HEADER] = slot.version
             return response
         duration_ms = (time.perf_counter() - started) * 1000
@@ -244,6 +254,9 @@ async def execute(request: web.Request) -> web.Response:
     finally:
         node.router.release(slot)
     payload = {"result": result.value, "module": slot.module, "version": slot.version, "durationMs": duration_ms}
+    if result.exit_code is not None:
+        payload["exitCode"] = result.exit_code
+        payload["stderr"] = result.stderr or ""
     return web.Response(
         body=_encode(payload).encode(),
         content_type="application/json",

@@ -31,8 +31,10 @@ WASI_P1_MODULES = frozenset({"wasi_snapshot_preview1", "wasi_unstable"})
 NUMERIC_TYPES = frozenset({"i32", "i64", "f32", "f64"})
 PAGE_BYTES = 65536
 
-# Every preview 1 function, by the capability that grants it. `sock_*` belong to `network`, which
-# the edge sandbox never provides (there are no sockets in preview 1 worth granting).
+# Every preview 1 function, by the capability that grants it. `sock_*` are `sockets`: linked, as
+# wasi-libc (wasi-sdk 20 and later) and Rust's std import them in most programs, but they only work
+# on sockets handed in as preopens, and the edge never hands one in, so they fail with an error code
+# and no program reaches the network through them. Nothing in a spec grants them.
 WASI_P1_CAPABILITIES: dict[str, str] = {
     **dict.fromkeys(("args_get", "args_sizes_get", "proc_exit", "proc_raise", "sched_yield"), "process"),
     **dict.fromkeys(("environ_get", "environ_sizes_get"), "env"),
@@ -80,9 +82,10 @@ WASI_P1_CAPABILITIES: dict[str, str] = {
         ),
         "filesystem",
     ),
-    **dict.fromkeys(("sock_accept", "sock_recv", "sock_send", "sock_shutdown"), "network"),
+    **dict.fromkeys(("sock_accept", "sock_recv", "sock_send", "sock_shutdown"), "sockets"),
 }
 GRANTABLE_CAPABILITIES = frozenset({"process", "env", "clocks", "random", "stdio", "filesystem"})
+LINKED_P1_CAPABILITIES = GRANTABLE_CAPABILITIES | {"sockets"}  # what a core module's imports may need
 
 # WASI preview 2 interfaces (package without version, interface) by the capability that grants them.
 # `network` is outgoing HTTP only: `hotswap:http/fetch` (checked against `network.allowHosts`), or raw
@@ -662,16 +665,7 @@ def describe(data: bytes, digest: str | None = None) -> ModuleInfo:
     mem_max = parsed.memories[0][1] if parsed.memories else None
     table_min = max(parsed.tables, default=0)
     problems = tuple(
-        f"import {i.module}.{i.name}: "
-        + (
-            "sockets are not available in the edge sandbox"
-            if i.capability == "network"
-            else "not a WASI preview 1 function"
-            if i.capability == "unknown"
-            else "only WASI preview 1 imports can be satisfied"
-        )
-        for i in imports
-        if i.capability not in GRANTABLE_CAPABILITIES
+        _p1_problem(i) for i in imports if i.module == "wasi_unstable" or i.capability not in LINKED_P1_CAPABILITIES
     )
     return ModuleInfo(
         digest=digest or sha256_digest(data),
@@ -685,3 +679,13 @@ def describe(data: bytes, digest: str | None = None) -> ModuleInfo:
         problems=problems,
         code_size=parsed.code_size,
     )
+
+
+def _p1_problem(imp: Import) -> str:
+    """Why a core module's import cannot be satisfied by the edge, naming it."""
+    where = f"import {imp.module}.{imp.name}"
+    if imp.module == "wasi_unstable":
+        return f"{where}: the old WASI snapshot `wasi_unstable` is not provided; build for wasi_snapshot_preview1"
+    if imp.capability == "unknown":
+        return f"{where}: not a WASI preview 1 function"
+    return f"{where}: only WASI preview 1 imports can be satisfied"

@@ -125,7 +125,7 @@ def fleet_changes(old: DesiredFleet | None, new: DesiredFleet) -> FleetChanges:
             what.append("version")
         if old.digest_of(name, before.spec.version) != new.digest_of(name, after.spec.version):
             what.append("binary")
-        for field in ("limits", "capabilities", "placement", "health_check", "smoke"):
+        for field in ("limits", "capabilities", "placement", "health_check", "smoke", "argv"):
             if getattr(before.spec, field) != getattr(after.spec, field):
                 what.append(field.replace("_c", "C"))
         if what:

@@ -5,7 +5,17 @@ Each ARG is read as JSON when it parses (`3`, `"x"`, `{"a": 1}`) and as a string
 nested deeper than an execute call's args may be (64 levels) is refused, as the node does. A
 numeric export gets the ARGs as its parameters; a json or command export gets the single ARG as
 its input (several ARGs become an array, none becomes null). Prints the result as JSON; a failure
-prints `{"error", "message"}` to stderr and exits 1.
+prints `{"error", "message", ...}` to stderr and exits 1.
+
+A command (`_start`) can instead be called the way its program expects, as a node's execute call
+with `argv` and `stdin` does:
+
+    hotswap exec python.wasm _start --argv -c 'import sys; print(sys.stdin.read())' --stdin @in.txt
+
+`--argv` takes the program's arguments (argv[0], the program name, is the file's stem) up to the
+next option of exec's own (`--stdin`, `--env`, `--dir`, ...) or `--`, after which every word is the
+program's. `--stdin` is text, `@FILE` for a file's bytes, or `-` for this process's stdin. The
+command's stderr is copied to stderr.
 """
 
 from __future__ import annotations
@@ -24,6 +34,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", type=Path, metavar="FILE", help="a .wasm binary or .wat text")
     parser.add_argument("function", metavar="FUNCTION", help="the export to call (`_start` for a command)")
     parser.add_argument("args", nargs="*", metavar="ARG", help="arguments, read as JSON when they parse")
+    _options(parser)
+    parser.add_argument(
+        "--argv",
+        nargs=argparse.REMAINDER,
+        metavar="WORD",
+        help="a command's arguments after argv[0], up to exec's next option or --",
+    )
+
+
+def _options(parser: argparse.ArgumentParser) -> None:
+    """The options that may also follow a command's `--argv` words."""
+    parser.add_argument("--stdin", default=None, metavar="TEXT|@FILE|-", help="a command's stdin")
     parser.add_argument("--memory-mb", type=int, default=128, help="memory limit (default 128)")
     parser.add_argument("--timeout-s", type=float, default=30.0, help="timeout (default 30)")
     parser.add_argument("--env", action="append", default=[], metavar="K=V", help="environment variable")
@@ -60,9 +82,43 @@ def _dir(spec: str) -> DirGrant:
     return DirGrant(Path(parts[0]), parts[1], mode == "rw")
 
 
-def _fail(code: str, message: str, status: int = 1) -> int:
-    print(json.dumps({"error": code, "message": message}), file=sys.stderr)
+def _fail(code: str, message: str, status: int = 1, **details: Any) -> int:
+    print(json.dumps({"error": code, "message": message, **details}), file=sys.stderr)
     return status
+
+
+def _split_argv(args: argparse.Namespace) -> tuple[str, ...] | None:
+    """The program's argv from `--argv WORD...`; exec's own options among the words are parsed."""
+    if args.argv is None:
+        return None
+    words: list[str] = list(args.argv)
+    own = argparse.ArgumentParser(add_help=False, prog="hotswap exec")
+    _options(own)
+    flags = {flag for action in own._actions for flag in action.option_strings}
+    program: list[str] = []
+    while words:
+        word = words.pop(0)
+        if word == "--":
+            program.extend(words)
+            break
+        if word.split("=", 1)[0] in flags:
+            tail = [word]
+            while words and words[0] != "--":
+                tail.append(words.pop(0))
+            own.parse_args(tail, namespace=args)
+            continue
+        program.append(word)
+    return (args.file.stem.split("@")[0], *program)
+
+
+def _stdin(spec: str | None) -> bytes | None:
+    if spec is None:
+        return None
+    if spec == "-":
+        return sys.stdin.buffer.read()
+    if spec.startswith("@"):
+        return Path(spec[1:]).read_bytes()
+    return spec.encode()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
     from edge.runtime import MIB, Runtime, Sandbox
 
     try:
+        argv = _split_argv(args)
+        stdin = _stdin(args.stdin)
         env = []
         for item in args.env:
             key, sep, value = item.partition("=")
@@ -82,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
             timeout_seconds=args.timeout_s,
             env=tuple(env),
             dirs=tuple(_dir(d) for d in args.dir),
+            argv=(args.file.stem.split("@")[0],),
         )
         values = [_arg(i, a) for i, a in enumerate(args.args, 1)]
         data = args.file.read_bytes()
@@ -100,11 +159,15 @@ def run(args: argparse.Namespace) -> int:
             call_args: Any = values
         else:
             call_args = values[0] if len(values) == 1 else (values or None)
-        call = loaded.prepare(args.function, call_args)
+        if (argv is not None or stdin is not None) and not values:
+            call_args = None
+        call = loaded.prepare(args.function, call_args, argv=argv, stdin=stdin)
         result = loaded.invoke(call)
     except EdgeError as exc:
-        return _fail(exc.code, exc.message, 2 if exc.status < 500 else 1)
+        return _fail(exc.code, exc.message, 2 if exc.status < 500 else 1, **exc.details)
     finally:
         runtime.close()
+    if result.stderr:
+        print(result.stderr, file=sys.stderr)
     print(json.dumps(result.value))
     return 0

@@ -71,6 +71,7 @@ class ModuleFacts:
             and (found.capabilities is release.capabilities or found.capabilities == release.capabilities)
             and found.health_check == release.health_check
             and found.smoke == release.smoke
+            and found.argv == release.argv
         ):
             return found
         made = AssignmentEntry(
@@ -83,6 +84,7 @@ class ModuleFacts:
             release.health_check,
             sticky,
             release.smoke,
+            release.argv,
         )
         self._entries[key] = made
         return made

@@ -205,7 +205,9 @@ class _Pass:
                 spots.append(where)
             last = ran(node_id)
             if last is not None and stable is not None and last.version != stable.version:
-                kept = Release(last.version, last.digest, last.limits, last.capabilities, last.health_check, last.smoke)
+                kept = Release(
+                    last.version, last.digest, last.limits, last.capabilities, last.health_check, last.smoke, last.argv
+                )
                 self.tables[node_id].append(module.entry(with_granted(kept), 100))
             elif stable is not None:
                 self.tables[node_id].append(module.entry(stable, 100))

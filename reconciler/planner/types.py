@@ -87,6 +87,7 @@ class AssignmentEntry:
     health_check: HealthCheck | None = None
     sticky: str | None = None
     smoke: tuple[SmokeCall, ...] = ()
+    argv: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -141,10 +142,13 @@ class Release:
     capabilities: Capabilities
     health_check: HealthCheck | None = None
     smoke: tuple[SmokeCall, ...] = ()
+    argv: tuple[str, ...] = ()  # a command's default argv (empty: [module name])
 
     @classmethod
     def of(cls, spec: ModuleSpec, version: str, digest: str) -> Release:
-        return cls(version, digest, spec.limits, spec.capabilities, spec.health_check, tuple(spec.smoke))
+        return cls(
+            version, digest, spec.limits, spec.capabilities, spec.health_check, tuple(spec.smoke), tuple(spec.argv)
+        )
 
     @property
     def label(self) -> str:

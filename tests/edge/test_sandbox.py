@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from edge.errors import LoadError, MemoryLimitError, ModuleTimeoutError, TrapError
+from edge.errors import ExitError, LoadError, MemoryLimitError, ModuleTimeoutError
 from edge.protocol import Capabilities, FilesystemGrant, Limits
 from edge.runtime import MIB, DirGrant, LoadedModule, Runtime, Sandbox
 from edge.wasm import compile_wat
@@ -156,7 +156,7 @@ def test_a_grant_of_a_missing_directory_fails_the_load(runtime: Runtime, tmp_pat
         runtime.load(module_bytes("files"), Sandbox(dirs=(DirGrant(tmp_path / "nope", "/data"),)))
 
 
-def test_a_nonzero_exit_is_a_trap_with_stderr(runtime: Runtime) -> None:
+def test_a_nonzero_exit_is_an_exit_error_with_stderr(runtime: Runtime) -> None:
     data = compile_wat(
         """(module
           (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
@@ -169,8 +169,9 @@ def test_a_nonzero_exit_is_a_trap_with_stderr(runtime: Runtime) -> None:
             (call $exit (i32.const 3))))"""
     )
     loaded = runtime.load(data, Sandbox())
-    with pytest.raises(TrapError, match="exited with status 3: bad input"):
+    with pytest.raises(ExitError, match="exited with status 3: bad input") as raised:
         call(loaded, "_start")
+    assert (raised.value.exit_code, raised.value.stderr, raised.value.code) == (3, "bad input", "exit")
 
 
 def test_closing_the_runtime_stops_calls_that_are_still_running() -> None:
