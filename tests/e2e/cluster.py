@@ -132,9 +132,12 @@ class FleetRepo:
         return self.commit(f"{name} {version}")
 
 
-def spawn_edge(control: str, token: str, node_id: str, region: str, data: Path, workers: int = 1) -> EdgeProcess:
+def spawn_edge(
+    control: str, token: str, node_id: str, region: str, data: Path, workers: int = 1, flags: Sequence[str] = ()
+) -> EdgeProcess:
     """An edge node process joining the control plane at `control` with the node token `token`
-    (`workers` > 1: that many server processes under a supervisor, `hotswap edge --workers`)."""
+    (`workers` > 1: that many server processes under a supervisor, `hotswap edge --workers`), and
+    any other `flags` of `hotswap edge`."""
     log = data / f"{node_id}.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HOTSWAP_NODE_TOKEN": token}
     with log.open("ab") as out:
@@ -142,7 +145,7 @@ def spawn_edge(control: str, token: str, node_id: str, region: str, data: Path, 
             [
                 sys.executable, "-m", "hotswap", "edge", "--control", control, "--region", region,
                 "--id", node_id, "--port", "0", "--cache-dir", str(data / "cache" / node_id),
-                "--threads", "2", "--log-level", "WARNING", "--workers", str(workers),
+                "--threads", "2", "--log-level", "WARNING", "--workers", str(workers), *flags,
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -201,8 +204,8 @@ class Cluster:
     def url(self) -> str:
         return self.plane.url
 
-    def start_node(self, node_id: str, region: str, workers: int = 1) -> EdgeProcess:
-        node = spawn_edge(self.url, self.plane.mint(node_id, "node"), node_id, region, self.data, workers)
+    def start_node(self, node_id: str, region: str, workers: int = 1, flags: Sequence[str] = ()) -> EdgeProcess:
+        node = spawn_edge(self.url, self.plane.mint(node_id, "node"), node_id, region, self.data, workers, flags)
         self.nodes.append(node)
         return node
 
