@@ -1,7 +1,8 @@
 """The `hotswap` command: a table of verbs, each served by one module imported on demand.
 
 A verb module offers `configure(parser: argparse.ArgumentParser) -> None` and
-`run(args: argparse.Namespace) -> int`. Only the module of the verb given is imported, so
+`run(args: argparse.Namespace) -> int`, and may offer `parse(parser, words) -> Namespace` when
+argparse cannot read its words alone. Only the module of the verb given is imported, so
 `hotswap validate` does not pay for aiohttp, and `hotswap edge` never loads the control plane.
 """
 
@@ -78,8 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     parser = argparse.ArgumentParser(prog=f"hotswap {name}", description=VERBS[name].summary)
     module.configure(parser)
+    parse = getattr(module, "parse", None)  # a verb that reads some words itself (exec --argv)
     try:
-        return module.run(parser.parse_args(rest))
+        return module.run(parse(parser, rest) if parse is not None else parser.parse_args(rest))
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `hotswap status | head`: the reader has what it wanted

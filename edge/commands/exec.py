@@ -34,17 +34,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", type=Path, metavar="FILE", help="a .wasm binary or .wat text")
     parser.add_argument("function", metavar="FUNCTION", help="the export to call (`_start` for a command)")
     parser.add_argument("args", nargs="*", metavar="ARG", help="arguments, read as JSON when they parse")
-    _options(parser)
     parser.add_argument(
         "--argv",
-        nargs=argparse.REMAINDER,
+        nargs="*",
         metavar="WORD",
-        help="a command's arguments after argv[0], up to exec's next option or --",
+        help="a command's arguments after argv[0], up to exec's next option (or every word after --)",
     )
-
-
-def _options(parser: argparse.ArgumentParser) -> None:
-    """The options that may also follow a command's `--argv` words."""
     parser.add_argument("--stdin", default=None, metavar="TEXT|@FILE|-", help="a command's stdin")
     parser.add_argument("--memory-mb", type=int, default=128, help="memory limit (default 128)")
     parser.add_argument("--timeout-s", type=float, default=30.0, help="timeout (default 30)")
@@ -87,28 +82,36 @@ def _fail(code: str, message: str, status: int = 1, **details: Any) -> int:
     return status
 
 
-def _split_argv(args: argparse.Namespace) -> tuple[str, ...] | None:
-    """The program's argv from `--argv WORD...`; exec's own options among the words are parsed."""
-    if args.argv is None:
-        return None
-    words: list[str] = list(args.argv)
-    own = argparse.ArgumentParser(add_help=False, prog="hotswap exec")
-    _options(own)
-    flags = {flag for action in own._actions for flag in action.option_strings}
+def parse(parser: argparse.ArgumentParser, words: list[str]) -> argparse.Namespace:
+    """The arguments, with `--argv` split off by hand: its words run to the next of exec's own
+    options, or to the end after `--` (argparse would take a word such as `-c` for an option)."""
+    if "--argv" not in words:
+        return parser.parse_args(words)
+    at = words.index("--argv")
+    head, rest = words[:at], words[at + 1 :]
+    flags = {flag for action in parser._actions for flag in action.option_strings} - {"--argv", "-h", "--help"}
     program: list[str] = []
-    while words:
-        word = words.pop(0)
+    while rest:
+        word = rest.pop(0)
         if word == "--":
-            program.extend(words)
+            program.extend(rest)
             break
-        if word.split("=", 1)[0] in flags:
-            tail = [word]
-            while words and words[0] != "--":
-                tail.append(words.pop(0))
-            own.parse_args(tail, namespace=args)
+        if word.split("=", 1)[0] in flags:  # each of exec's options takes one value
+            head.append(word)
+            if "=" not in word and rest:
+                head.append(rest.pop(0))
             continue
         program.append(word)
-    return (args.file.stem.split("@")[0], *program)
+    args = parser.parse_args(head)
+    args.argv = program
+    return args
+
+
+def _program_argv(args: argparse.Namespace) -> tuple[str, ...] | None:
+    """argv for the program: the file's stem as argv[0], then the `--argv` words."""
+    if args.argv is None:
+        return None
+    return (args.file.stem.split("@")[0], *args.argv)
 
 
 def _stdin(spec: str | None) -> bytes | None:
@@ -127,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     from edge.runtime import MIB, Runtime, Sandbox
 
     try:
-        argv = _split_argv(args)
+        argv = _program_argv(args)
         stdin = _stdin(args.stdin)
         env = []
         for item in args.env:
