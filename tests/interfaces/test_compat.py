@@ -233,5 +233,6 @@ def test_component_whose_wit_is_gone(greeter_component: tuple[WitPackage, Module
 
 def test_example_fleet_greeters_implement_their_interface(example_fleet: Path) -> None:
     package = parse_wit(example_fleet / "interfaces" / "greeter.wit")
+    granted = BASE | {"env"}  # modules/greeter.yaml grants env: {GREETING: hello}, which greet reads
     for wat in sorted((example_fleet / "wasm").glob("greeter-*.wat")):
-        assert check_module(core(wat.read_text()), package, "example:greeter/greet@1.0.0", BASE, "preview1") == []
+        assert check_module(core(wat.read_text()), package, "example:greeter/greet@1.0.0", granted, "preview1") == []
