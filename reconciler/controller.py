@@ -29,7 +29,7 @@ from typing import Any, Protocol, assert_never
 from edge.protocol import Capabilities as EdgeCapabilities
 from edge.protocol import HealthCheck as EdgeHealthCheck
 from edge.protocol import Limits as EdgeLimits
-from edge.protocol import ModuleEntry
+from edge.protocol import ModuleEntry, ModuleTable
 from edge.protocol import SmokeCall as EdgeSmokeCall
 from reconciler import planner
 from reconciler.approvals import Approval
@@ -205,7 +205,9 @@ class Controller:
         self.listeners: list[Callable[[Event], None]] = []  # told of every event; must not block
         self._registered: set[tuple[str, str, str]] = set()
         self._wake = asyncio.Event()
-        self._assigned: dict[str, tuple[AssignmentEntry, ...]] = {}
+        # node id -> (the hub's table object, its entries as the planner's): what each node was last
+        # given, converted once; it counts only while the hub still holds that very table object.
+        self._assigned: dict[str, tuple[ModuleTable, tuple[AssignmentEntry, ...]]] = {}
         self._pass_done = asyncio.Condition()
         self.gates = InterfaceGates(store)
         # Several replicas on one store (reconciler.leader): which one this is, whether it leads, and
@@ -357,12 +359,22 @@ class Controller:
         views = self.hub.view(now)
         nodes = []
         for view in views:
-            assigned = self._assigned.get(view.id)
-            if assigned is None:
-                table = self.hub.table(view.id)
-                assigned = tuple(from_wire(e) for e in table.modules) if table else ()
-                self._assigned[view.id] = assigned
+            # The node's table is what the hub holds now, not what this controller last published to
+            # it: a node deleted and registered again, or a table taken back, must be published again.
+            table = self.hub.table(view.id)
+            cached = self._assigned.get(view.id)
+            if cached is not None and cached[0] is table:
+                assigned = cached[1]
+            elif table is not None:
+                assigned = tuple(from_wire(e) for e in table.modules)
+                self._assigned[view.id] = (table, assigned)
+            else:
+                assigned = ()
             nodes.append(observed(view, assigned))
+        if len(self._assigned) > len(nodes):  # nodes deleted since
+            known = {view.id for view in views}
+            for node_id in [n for n in self._assigned if n not in known]:
+                del self._assigned[node_id]
         records = self.book.records()
         return Snapshot(
             desired=desired,
@@ -401,12 +413,14 @@ class Controller:
     async def apply(self, result: Plan) -> None:
         # Tables go out together: one await for the fleet, not one event-loop turn per node.
         tables = {a.node_id: a.table for a in result.actions if isinstance(a, SetAssignment)}
-        published = await asyncio.gather(
-            *(self.hub.publish(node_id, tuple(to_wire(e) for e in table)) for node_id, table in tables.items())
-        )
-        for (node_id, table), generation in zip(tables.items(), published, strict=True):
-            if generation is not None:
-                self._assigned[node_id] = table
+
+        async def publish(node_id: str, table: tuple[AssignmentEntry, ...]) -> None:
+            if await self.hub.publish(node_id, tuple(to_wire(e) for e in table)) is not None:
+                held = self.hub.table(node_id)  # no await since the publish: the table it left
+                if held is not None:
+                    self._assigned[node_id] = (held, table)
+
+        await asyncio.gather(*(publish(node_id, table) for node_id, table in tables.items()))
         for action in result.actions:
             match action:
                 case SetAssignment():
