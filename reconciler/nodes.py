@@ -140,6 +140,18 @@ def _epoch(at: datetime | None) -> float | None:
     return at.timestamp() if at is not None else None
 
 
+def _not_back(before: NodeRecord, row: NodeRecord) -> NodeRecord:
+    """`row`, but with `before`'s table and report where those are newer: a row read before a write
+    (this replica's publish or heartbeat, or another replica's) may arrive after it, and must not take
+    the node's table or report back to an older one."""
+    node = row
+    if node.generation < before.generation:
+        node = replace(node, generation=before.generation, assignment=before.assignment)
+    if (_epoch(before.last_heartbeat_at) or 0.0) > (_epoch(node.last_heartbeat_at) or 0.0):
+        node = replace(node, reported=before.reported, last_heartbeat_at=before.last_heartbeat_at)
+    return node
+
+
 class HubClosedError(Exception):
     """The control plane is stopping: a long-poll gets no answer from it (the API says 503)."""
 
@@ -277,7 +289,18 @@ class NodeHub:
             generation=registration.generation,  # a new row numbers on from what the node applied
         )
         node = await asyncio.to_thread(self._register, record)
-        self._remember(node)
+        before = self._nodes.get(node.id)
+        if before is None:
+            self._remember(node)
+        else:
+            # The row was read in a worker thread: a table published meanwhile (the node's other loop
+            # registers too, at start, while the first registration's pass publishes) is newer than it.
+            node = _not_back(before, node)
+            if node.generation > before.generation:
+                self._remember(node)
+                self._wake(node.id)
+            else:
+                self._nodes[node.id] = node
         if self.peers is not None:
             self.peers.announce(node.id)
         if existing is None or existing.region != node.region:
@@ -468,11 +491,7 @@ class NodeHub:
                 self._remember(row)
                 poke = True
                 continue
-            node = row
-            if node.generation < before.generation:
-                node = replace(node, generation=before.generation, assignment=before.assignment)
-            if (_epoch(before.last_heartbeat_at) or 0.0) > (_epoch(node.last_heartbeat_at) or 0.0):
-                node = replace(node, reported=before.reported, last_heartbeat_at=before.last_heartbeat_at)
+            node = _not_back(before, row)
             poke = poke or _progress(before) != _progress(node) or before.status != node.status
             if (_epoch(node.last_heartbeat_at) or 0.0) > (_epoch(before.last_heartbeat_at) or 0.0):
                 self._heard.add(node.id)
