@@ -795,6 +795,8 @@ def command_call(function: str, args: Any, argv: tuple[str, ...] | None, stdin: 
         raise BadRequestError("args and stdin: give one; a command reads either the args as JSON or stdin")
     if argv is not None and len(argv) > MAX_ARGV:
         raise BadRequestError(f"argv: {len(argv)} arguments, at most {MAX_ARGV}")
+    if argv is not None and any("\0" in word for word in argv):
+        raise BadRequestError("argv: a word holds a NUL character, which a C string cannot")
     if stdin is None:
         stdin = (
             b""

@@ -344,7 +344,7 @@ class ModuleSpec(Spec):
         " only once every node of the step reports it passed, and a failure rolls the rollout back"
         " (SmokeFailed, with the module's error), or pauses it without autoRollback",
     )
-    argv: list[Annotated[str, StringConstraints(max_length=65536)]] = Field(
+    argv: list[Annotated[str, StringConstraints(max_length=65536, pattern=r"^[^\x00]*$")]] = Field(
         default_factory=list,
         max_length=1024,
         description="a command module's argv when an execute call gives none; argv[0] is the program name"

@@ -43,6 +43,7 @@ HELLO = compile_wat(
     ' (memory (export "memory") 1) (func (export "_start")))'
 )
 SOCKET = compile_wat('(module (import "wasi_snapshot_preview1" "sock_accept" (func (param i32 i32 i32) (result i32))))')
+UNSTABLE = compile_wat('(module (import "wasi_unstable" "fd_write" (func (param i32 i32 i32 i32) (result i32))))')
 HOST_IMPORT = compile_wat('(module (import "env" "launch_missiles" (func)))')
 HUGE_MEMORY = compile_wat('(module (memory (export "memory") 10000))')  # 625 MB initial
 
@@ -100,7 +101,7 @@ def test_registration_is_traced_with_the_spec_span_names(stores: Stores) -> None
     registry = Registry(base.state, base.blobs, tracer=provider.get_tracer("test"))
     record = registry.register("adder", "1.0.0", ADD).module
     with pytest.raises(InvalidModuleError):
-        registry.register("bad", "1.0.0", SOCKET)
+        registry.register("bad", "1.0.0", UNSTABLE)
     spans = [(s.name, dict(s.attributes or {}), s.status.status_code.name) for s in exporter.get_finished_spans()]
     assert [(name, status) for name, _, status in spans] == [
         ("wasm.module.validate", "UNSET"),
@@ -142,17 +143,23 @@ def test_the_same_bytes_under_two_versions_are_stored_once(registry: Registry) -
         (b"", "wasm: is empty"),
         (b"MZ\x90\x00 an exe", "wasm: not valid WebAssembly: not a WebAssembly binary"),
         (ADD[:-3], "wasm: not valid WebAssembly"),
-        (SOCKET, "wasm: imports the edge sandbox cannot grant: import wasi_snapshot_preview1.sock_accept"),
+        (UNSTABLE, "wasm: imports the edge sandbox cannot grant: import wasi_unstable.fd_write: the old WASI"),
         (HOST_IMPORT, "import env.launch_missiles"),
         (HUGE_MEMORY, "declares 625 MB of initial memory .10000 pages., more than the 512 MB limit"),
     ],
-    ids=["empty", "not-wasm", "truncated", "socket", "host-import", "huge-memory"],
+    ids=["empty", "not-wasm", "truncated", "wasi-unstable", "host-import", "huge-memory"],
 )
 def test_bad_binaries_are_refused_with_the_reason(registry: Registry, data: bytes, message: str) -> None:
     with pytest.raises(InvalidModuleError, match=message) as caught:
         registry.register("bad", "1.0.0", data)
     assert caught.value.field == "wasm"
     assert registry.modules() == [] and list(registry.blobs.digests()) == []
+
+
+def test_a_binary_importing_the_socket_functions_registers(registry: Registry) -> None:
+    """wasi-libc programs import sock_*; they are linked, and no socket is ever handed in."""
+    record = registry.register("net", "1.0.0", SOCKET).module
+    assert "sockets" in record.capabilities
 
 
 def test_limits_are_configurable(registry: Registry) -> None:
