@@ -150,6 +150,7 @@ def to_wire(entry: AssignmentEntry) -> ModuleEntry:
         ),
         smoke=tuple(EdgeSmokeCall.model_validate(c.model_dump(mode="json", by_alias=True)) for c in entry.smoke),
         sticky=entry.sticky,
+        argv=entry.argv,
     )
 
 
@@ -168,6 +169,7 @@ def from_wire(entry: ModuleEntry) -> AssignmentEntry:
         ),
         smoke=tuple(SmokeCall.model_validate(c.model_dump(mode="json", by_alias=True)) for c in entry.smoke),
         sticky=entry.sticky,
+        argv=entry.argv,
     )
 
 
