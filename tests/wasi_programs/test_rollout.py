@@ -1,17 +1,21 @@
 """CPython from a package registry, rolled out by the control plane from a fleet repository: two nodes
-fetch, compile and serve the 26 MB interpreter, a canary moves to a new default argv under load, calls
-through the control plane carry argv and stdin, and a build whose program exits non-zero is rolled back
-by the analysis, which counts its exits like traps, with the program's own words in the message."""
+fetch, compile and serve the 26 MB interpreter; calls through the control plane carry argv and stdin,
+read a granted read-only directory and an env var, and meet a non-zero exit, a refused connection, the
+timeout and the memory limit; a canary moves to a new default argv under load, and a build whose
+program exits non-zero is rolled back by the analysis, which counts its exits like traps, with the
+program's own words in the message."""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from tests.e2e.cluster import Cluster, poll, start_cluster, stop_cluster
 
@@ -31,7 +35,7 @@ spec:
   version: {version}
   source: {{path: ../wasm/python.wasm}}
   argv: [python, -c, {argv_code!r}]
-  limits: {{memoryMB: 64, timeoutSeconds: 10}}
+  limits: {{memoryMB: 64, timeoutSeconds: 3}}
   capabilities:
     env: {{STAGE: canary}}
     filesystem: [{{host: {data}, guest: /data, mode: ro}}]
@@ -121,6 +125,21 @@ async def test_python_rolled_out_from_git_and_a_build_that_exits_rolled_back(tmp
         assert (answer["result"], answer["exitCode"]) == ("served from a read-only directory !\n", 0)
         status, answer = await through_control_plane(cluster, function="_start", argv=["python", "-c", "exit(9)"])
         assert (status, answer["error"], answer["exitCode"]) == (500, "exit", 9)
+        with socket.socket() as listener:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(8)
+            listener.setblocking(False)
+            code = f"import socket; socket.socket().connect(('127.0.0.1', {listener.getsockname()[1]}))"
+            status, answer = await through_control_plane(cluster, function="_start", argv=["python", "-c", code])
+            assert (status, answer["error"]) == (500, "exit") and "OSError" in answer["stderr"], answer
+            with pytest.raises(BlockingIOError):
+                listener.accept()  # no connection reached the host
+        spin = ["python", "-c", "while True: pass"]
+        status, answer = await through_control_plane(cluster, function="_start", argv=spin)
+        assert (status, answer["error"]) == (504, "timeout"), answer
+        hog = ["python", "-c", "b = []\nwhile True: b.append(bytearray(10**6))"]
+        status, answer = await through_control_plane(cluster, function="_start", argv=hog)
+        assert (status, answer["error"]) == (507, "memory"), answer
 
         calls = Calls(cluster)
         load = asyncio.create_task(calls.run())
