@@ -44,7 +44,7 @@ class StartRollout:
     """A rollout was created (span `wasm.deployment.create`).
 
     `how` says what happens next, as events and `hotswap diff` show it: "by canary", "by canary
-    once approved", "at once (no rollout strategy)", "new capabilities applied once approved"...
+    once approved", "at once (no rollout strategy)", "with new capabilities, applied once approved"...
     """
 
     rollout_id: str
@@ -55,8 +55,11 @@ class StartRollout:
     how: str = ""
 
     def describe(self) -> str:
-        """`1.1.0 -> 1.2.0 by canary once approved`."""
+        """`1.1.0 -> 1.2.0 by canary once approved`; `1.1.0 with new limits, applied at once` when the
+        version stays (a replacement with other settings)."""
         how = self.how or (f"by {self.strategy}" if self.strategy else "at once")
+        if self.from_version == self.to_version:
+            return f"{self.to_version} {how}"
         return f"{self.from_version or 'nothing'} -> {self.to_version} {how}"
 
 

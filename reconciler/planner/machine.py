@@ -40,10 +40,12 @@ gate not yet passed. A rollout with no next step because no healthy node is in s
 whose nodes are all drained or unhealthy) never promotes from there: it keeps waiting for its
 approval, or waits for nodes as Pending.
 
-Replaced at once (no steps): a first deployment, a module without a strategy, a revert to the
-release that runs, and a change of limits, capabilities or health check that keeps the version
-(a node's table cannot hold two releases of one version). Two of these wait for approval first,
-in WaitingApproval with the previous release still published, and are applied once approved:
+Replaced at once (no steps): a first deployment, a module without a strategy, and a change of
+limits, capabilities, health check, smoke calls or argv that keeps the version (a node's table
+cannot hold two releases of one version). A revert to the release that runs starts nothing: its
+record, and a `Reverted` event, only say that Git asks for what runs. Two of the replacements
+wait for approval first, in WaitingApproval with the previous release still published, and are
+applied once approved:
 - a module without a strategy that changes version, when the Fleet sets `policy.approvals.rollouts`;
 - a change of capabilities (env, filesystem, network) on a version already deployed or rolling out,
   when a new version of the module would need an approval (the Fleet's rollout policy, or its
@@ -360,6 +362,21 @@ def _spent(ctx: RolloutContext, *earlier: Release | None) -> tuple[str, ...]:
     return tuple(sorted({a.commit for a in ctx.approvals if a.module == ctx.module and a.version == target.version}))
 
 
+_SETTINGS = (
+    ("limits", "limits"),
+    ("capabilities", "capabilities"),
+    ("health_check", "health check"),
+    ("smoke", "smoke calls"),
+    ("argv", "argv"),
+)
+
+
+def _new_settings(old: Release, new: Release) -> str:
+    """What a replacement that keeps the version changes: `new limits and health check`."""
+    names = [label for name, label in _SETTINGS if getattr(old, name) != getattr(new, name)] or ["settings"]
+    return "new " + (names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}")
+
+
 def _holds_replacement(ctx: RolloutContext, previous: Release, strategy: RolloutStrategySpec | None) -> bool:
     """Must this replacement at once (no strategy, or the same version) wait for an approval first?"""
     if previous.version != ctx.target.version:
@@ -447,34 +464,37 @@ def start(
             approvals_used=approvals_used,
         )
 
+    if reason == "Reverted":
+        # Nothing starts and nothing changes on a node: the record only marks that Git asks for what runs.
+        message = f"Git returned to {ctx.target.label}, which runs: nothing to roll out"
+        done = new_record(Phase.PROMOTED, None, reason, message=message, finished_at=ctx.now)
+        return Transition(done, (RecordEvent(ctx.module, rollout_id, reason, f"{ctx.module}: {message}"),))
     at_once = previous is None or strategy is None or previous.version == ctx.target.version
-    if at_once and previous is not None and reason != "Reverted" and _holds_replacement(ctx, previous, strategy):
+    if at_once and previous is not None and _holds_replacement(ctx, previous, strategy):
         # no steps: replaced at once once approved
         record = new_record(Phase.WAITING_APPROVAL, None, "AwaitingApproval", approvals_used=spent)
         moved = _replace_when_approved(ctx, record, first=True)
-        what = "new capabilities" if previous.version == ctx.target.version else "replaced (no rollout strategy)"
+        same = previous.version == ctx.target.version
+        what = f"with {_new_settings(previous, ctx.target)}," if same else "replaced (no rollout strategy)"
         if moved.record.phase is Phase.PROMOTED:
             how = f"{what} applied at once, already approved ({ctx.rule})"
         else:
             how = f"{what} applied once approved ({ctx.rule})"
         return Transition(moved.record, (replace(started, how=how), *moved.actions), moved.requeue_after)
     if at_once:
-        if reason == "Reverted":
-            why, message = reason, f"Git returned to {ctx.target.label}, which runs"
-            how = "at once (back to the release that runs)"
-        elif previous is None:
+        if previous is None:
             why, message = "InitialDeployment", f"{ctx.target.label} placed at once (nothing ran before)"
             how = "at once (nothing ran before)"
-        elif strategy is None:
+        elif previous.version == ctx.target.version:  # with or without a strategy
+            changed = _new_settings(previous, ctx.target)
+            why, message = "SameVersionReplaced", f"{ctx.target.version}: {changed} applied at once"
+            how = f"with {changed}, applied at once"
+        else:
             why, message = (
                 "Replaced",
                 f"{previous.version} replaced by {ctx.target.label} at once (no rollout strategy)",
             )
             how = "at once (no rollout strategy)"
-        else:
-            why = "SameVersionReplaced"
-            message = f"{ctx.target.version}: new limits, capabilities or health check applied at once"
-            how = "at once (same version: new limits, capabilities or health check)"
         done = new_record(Phase.PROMOTED, None, why, message=message, finished_at=ctx.now)
         return Transition(done, (replace(started, how=how), Promote(rollout_id, ctx.module, ctx.target.version)))
     assert strategy is not None  # not at once

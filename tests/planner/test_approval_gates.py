@@ -555,7 +555,7 @@ def test_start_says_a_held_change_waits_for_approval_instead_of_at_once() -> Non
     d.run()
     d.desired = with_data_dir(desired)
     d.run(at=1.0)
-    assert started(d) == "1.1.0 -> 1.1.0 new capabilities applied once approved (1 of [admin])"
+    assert started(d) == "1.1.0 with new capabilities, applied once approved (1 of [admin])"
     d.desired = with_module(desired, "greeter", version="1.2.0", rollout=None)
     d.run(at=2.0)
     assert started(d) == "1.1.0 -> 1.2.0 replaced (no rollout strategy) applied once approved (1 of [admin])"
@@ -571,3 +571,21 @@ def test_start_says_at_once_only_for_what_is_applied_at_once() -> None:
     d.desired = with_module(example(), "greeter", version="1.2.0")
     d.run(at=1.0)
     assert started(d) == "1.1.0 -> 1.2.0 by canary"
+
+
+def test_a_change_that_keeps_the_version_says_what_changes_not_a_move_to_the_same_version() -> None:
+    d = Driver(example())
+    d.run()
+    limits = example().modules["greeter"].spec.limits.model_copy(update={"memory_mb": 96})
+    d.desired = with_module(example(), "greeter", limits=limits)
+    d.run(at=1.0)
+    assert started(d) == "1.1.0 with new limits, applied at once"
+    assert d.record("greeter").message == "1.1.0: new limits applied at once"
+    # A module without a strategy: the same replacement, not "1.1.0 replaced by 1.1.0".
+    d.desired = with_module(example(), "greeter", rollout=None, limits=limits, argv=["greeter", "-v"])
+    d.run(at=2.0)
+    assert started(d) == "1.1.0 with new argv, applied at once"
+    assert (d.record("greeter").reason, d.record("greeter").message) == (
+        "SameVersionReplaced",
+        "1.1.0: new argv applied at once",
+    )

@@ -10,6 +10,7 @@ from reconciler.planner import (
     ObservedNode,
     Pause,
     Phase,
+    RecordEvent,
     Rollback,
     SetAssignment,
     StepKind,
@@ -264,8 +265,13 @@ def test_asking_again_for_a_rolled_back_release_after_a_revert_retries_it() -> N
     d = canary_started()
     d.run(at=30.0, metrics=FAILING["error rate"])
     d.desired = example()
-    d.run(at=40.0)
+    result = d.run(at=40.0)
     assert (d.record("greeter").phase, d.record("greeter").reason) == (Phase.PROMOTED, "Reverted")
+    # Nothing starts (1.1.0 runs already): no "1.1.0 -> 1.1.0" rollout, one event that says so.
+    assert [(a.reason, a.message) for a in result.actions if isinstance(a, RecordEvent)] == [
+        ("Reverted", f"greeter: Git returned to {d.record('greeter').target.label}, which runs: nothing to roll out")
+    ]
+    assert kinds(result.actions) == ["RecordEvent"]
     d.desired = with_module(example(), "greeter", version="1.2.0")
     d.run(at=50.0)
     assert (d.record("greeter").phase, d.record("greeter").seq) == (Phase.PROGRESSING, 4)
