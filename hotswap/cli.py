@@ -31,6 +31,7 @@ VERBS: dict[str, Verb] = {
     "status": Verb("reconciler.commands.status", "rollouts, modules, nodes and their conditions"),
     "diff": Verb("reconciler.commands.diff", "what the next reconcile pass would change"),
     "approve": Verb("reconciler.commands.approve", "make and sign an approval commit"),
+    "push": Verb("reconciler.commands.push", "publish a .wasm/.wat file to an OCI registry (Wasm artifact)"),
     "token": Verb("reconciler.commands.token", "print a development token for a role"),
     "init": Verb("reconciler.commands.init", "write a minimal fleet repository (and its CI check) to start from"),
 }

@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, assert_never
+from typing import TYPE_CHECKING, Any, Protocol, assert_never
 
+from edge import wasm
 from edge.protocol import Capabilities as EdgeCapabilities
 from edge.protocol import HealthCheck as EdgeHealthCheck
 from edge.protocol import Limits as EdgeLimits
@@ -56,11 +58,14 @@ from reconciler.planner import (
 )
 from reconciler.registry import Registry
 from reconciler.rollouts import RolloutBook, StaleBookError
-from reconciler.spec.fleet import DesiredFleet
+from reconciler.spec.fleet import Binary, DesiredFleet
 from reconciler.spec.models import Capabilities, HealthCheck, Limits, SmokeCall
 from reconciler.store.errors import ModuleConflictError, StoreError
 from reconciler.store.state import StateStore
 from reconciler.telemetry import DeploymentTracing
+
+if TYPE_CHECKING:
+    from reconciler.oci import OciClient
 
 log = logging.getLogger("hotswap.controller")
 MAX_EVENTS = 200
@@ -195,8 +200,11 @@ class Controller:
         source: SourceLike,
         hub: NodeHub,
         clock: Callable[[], float] = time.time,
+        oci: OciClient | None = None,
     ) -> None:
         self.store = store
+        self.oci = oci  # pulls `source.oci` artifacts (None: a client from the environment, made on first use)
+        self._pulled: dict[str, Binary] = {}  # OCI reference as written -> its binary, pulled once
         self.registry = registry
         self.source = source
         self.hub = hub
@@ -286,6 +294,8 @@ class Controller:
             gc.freeze()  # a new revision's objects live long: keep full collections off the planner's p99
         self.state.revision = revision.sha
         try:
+            if any(source.oci for m in desired.modules.values() for _, source, _ in m.spec.all_sources()):
+                desired = await asyncio.to_thread(self._pull_artifacts, desired)
             await asyncio.to_thread(self._register_binaries, desired)
         except StalledError as exc:
             if self.state.stalled is None or self.state.stalled.message != exc.message:
@@ -328,6 +338,38 @@ class Controller:
     def _mark_applied(self, sha: str) -> None:
         self.store.record_revision_seen(sha, verified=True)
         self.store.mark_revision_applied(sha)
+
+    def _pull_artifacts(self, desired: DesiredFleet) -> DesiredFleet:
+        """The revision with the binary of every `source.oci` added, each pulled once (by the digest
+        written, or a dev fleet's tag resolved once), verified against the manifest's and the layer's
+        digests and a `sha256` pin; a pull that fails stalls the pass, and the nodes keep serving the
+        last good revision's tables."""
+        from reconciler.oci import OciClient, OciError, Reference
+
+        binaries = dict(desired.binaries)
+        for name, module in desired.modules.items():
+            for version, source, pin in module.spec.all_sources():
+                if source.oci is None:
+                    continue
+                binary = self._pulled.get(source.oci)
+                if binary is None:
+                    if self.oci is None:
+                        self.oci = OciClient()
+                    limit = self.registry.limits.max_module_bytes
+                    try:
+                        pulled = self.oci.pull(Reference.parse(source.oci), max_bytes=limit)
+                        info = wasm.inspect(pulled.wasm)
+                    except (OciError, wasm.WasmError) as exc:
+                        raise StalledError("ArtifactPullFailed", f"{name}@{version}: {exc}") from None
+                    binary = Binary(pulled.wasm_digest, pulled.wasm, str(pulled.reference), info)
+                    self._pulled[source.oci] = binary
+                    log.info("pulled %s for %s@%s: %s", pulled.reference, name, version, binary.digest)
+                if pin is not None and "sha256:" + pin.removeprefix("sha256:") != binary.digest:
+                    raise StalledError(
+                        "ArtifactPullFailed", f"{name}@{version}: {source.oci} holds {binary.digest}, pinned {pin}"
+                    )
+                binaries[(name, version)] = binary
+        return dataclasses.replace(desired, binaries=binaries)
 
     def _register_binaries(self, desired: DesiredFleet) -> None:
         """Every binary the revision names is in the registry (once per digest), or the pass stalls."""
@@ -460,6 +502,10 @@ class Controller:
                     self._event(action.reason, action.message, action.module, action.rollout_id, warning=action.warning)
                 case _:
                     assert_never(action)
+
+    def report(self, reason: str, message: str, module: str | None = None, *, warning: bool = False) -> None:
+        """An event from beside the controller (update automation): listeners, log and audit. Loop only."""
+        self._event(reason, message, module, warning=warning)
 
     def _event(
         self,

@@ -42,6 +42,7 @@ from reconciler.store.blobs import open_blob_store
 from reconciler.store.errors import StoreError
 from reconciler.store.state import StateStore, open_state_store
 from reconciler.telemetry import ApprovalAudit, Telemetry
+from reconciler.updates import UpdateAutomation
 
 log = logging.getLogger("hotswap.serve")
 STOP_SECONDS = 5.0
@@ -235,6 +236,7 @@ class ControlPlane:
 
         self._tasks = [
             asyncio.create_task(self.source.run(on_revision), name="git-source"),
+            asyncio.create_task(UpdateAutomation(self.controller, self.writer).run(), name="module-updates"),
             asyncio.create_task(
                 self.replicas.run() if self.replicas is not None else self.controller.run(), name="controller"
             ),

@@ -5,12 +5,15 @@
     database_url      (function scope) a URL for a fresh, empty schema on that server, for one test
     s3_server         moto_server on a free port (an S3 API), waited for until it answers
     blob_url          (function scope) an `s3://` URL for a fresh bucket on that server
+    oci_registry      Debian's docker-registry on a free port, anonymous (`.host` is 127.0.0.1:PORT)
+    oci_registry_auth the same with basic auth (htpasswd, bcrypt): `.username` and `.password`
 
 Registered for the whole suite by `pytest_plugins = ["tests.services"]` in tests/conftest.py, they
 start once per session. (Importing them into a package's conftest.py also works, but then that
 package gets servers of its own.)
 
-Nothing here skips: a missing PostgreSQL or moto_server fails the test with what to install.
+Nothing here skips: a missing PostgreSQL, moto_server or docker-registry fails the test with what to
+install.
 """
 
 from __future__ import annotations
@@ -274,3 +277,67 @@ def s3_server() -> Iterator[S3Server]:
 def blob_url(s3_server: S3Server) -> str:
     """An s3:// URL naming a bucket no other test uses (the store creates it)."""
     return s3_server.url(f"t-{uuid.uuid4().hex[:16]}")
+
+
+# -- an OCI registry: Debian's docker-registry (the CNCF distribution server) ---------------------
+
+
+@dataclass(frozen=True)
+class OciRegistry:
+    host: str  # 127.0.0.1:PORT
+    username: str | None = None
+    password: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+
+def _registry(tmp: Path, auth: tuple[str, str] | None) -> Iterator[OciRegistry]:
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        pytest.fail("docker-registry is not installed: `apt-get install docker-registry` (.ci/run does it)")
+    port = free_port()
+    lines = [
+        "version: 0.1",
+        "log: {level: warn}",
+        f"storage: {{filesystem: {{rootdirectory: {tmp / 'storage'}}}, delete: {{enabled: true}}}}",
+        f"http: {{addr: 127.0.0.1:{port}, secret: hotswap-tests}}",
+    ]
+    if auth is not None:
+        import bcrypt
+
+        hashed = bcrypt.hashpw(auth[1].encode(), bcrypt.gensalt(rounds=4)).decode()
+        (tmp / "htpasswd").write_text(f"{auth[0]}:{hashed}\n")
+        lines.append(f"auth: {{htpasswd: {{realm: hotswap-tests, path: {tmp / 'htpasswd'}}}}}")
+    (tmp / "config.yml").write_text("\n".join(lines) + "\n")
+    with (tmp / "registry.log").open("wb") as log:
+        process = subprocess.Popen([binary, "serve", str(tmp / "config.yml")], stdout=log, stderr=subprocess.STDOUT)
+
+        def up() -> bool:
+            if process.poll() is not None:
+                pytest.fail(f"docker-registry exited with {process.returncode}:\n{(tmp / 'registry.log').read_text()}")
+            return _answers(f"http://127.0.0.1:{port}/v2/")
+
+        try:
+            wait_until(up, f"docker-registry on 127.0.0.1:{port}")
+            yield OciRegistry(f"127.0.0.1:{port}", *(auth or (None, None)))
+        finally:
+            process.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=10)
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture(scope="session")
+def oci_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OciRegistry]:
+    """An anonymous OCI registry on 127.0.0.1 (pull and push without credentials)."""
+    yield from _registry(tmp_path_factory.mktemp("oci-registry"), None)
+
+
+@pytest.fixture(scope="session")
+def oci_registry_auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OciRegistry]:
+    """An OCI registry on 127.0.0.1 that wants basic auth (htpasswd, bcrypt) for everything."""
+    yield from _registry(tmp_path_factory.mktemp("oci-registry-auth"), ("ci-bot", "s3cret-token"))

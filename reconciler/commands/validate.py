@@ -25,6 +25,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="compare with the fleet at this Git revision (a pull request's target): breaking "
         "interface changes and what the change would roll out",
     )
+    parser.add_argument(
+        "--resolve",
+        action="store_true",
+        help="check that every OCI artifact the fleet names exists in its registry (network; credentials "
+        "from a Docker config file or HOTSWAP_OCI_USERNAME/PASSWORD)",
+    )
 
 
 def summary(result: LoadResult) -> str:
@@ -125,6 +131,29 @@ def compare_with_base(result: LoadResult, fleet_dir: Path, rev: str, prefix: str
     return lines, len(changes.problems)
 
 
+def unresolved(result: LoadResult, prefix: str) -> list[str]:
+    """`path:line: field: message` for each `source.oci` its registry does not have (or cannot say)."""
+    from reconciler.oci import OciClient, OciError, Reference
+
+    assert result.fleet is not None
+    client = OciClient()
+    lines = []
+    for name, module in sorted(result.fleet.modules.items()):
+        where = result.fleet.locations.get(("Module", name))
+        path = f"{prefix.rstrip('/')}/{where.path}" if prefix and where else where.path if where else name
+        for version, source, _ in module.spec.all_sources():
+            if source.oci is None:
+                continue
+            try:
+                digest = client.resolve(Reference.parse(source.oci))
+            except OciError as exc:
+                lines.append(f"{path}:{where.line if where else 0}: spec.source.oci: {version}: {exc}")
+                continue
+            if "@" not in source.oci:
+                print(f"{name}@{version}: {source.oci} is {digest} now")
+    return lines
+
+
 def run(args: argparse.Namespace) -> int:
     from reconciler.spec.loader import load_fleet
 
@@ -134,6 +163,12 @@ def run(args: argparse.Namespace) -> int:
     result = load_fleet(Path(args.fleet_dir))
     for problem in result.problems:
         print(problem.under(prefix))
+    if result.ok and args.resolve:
+        missing = unresolved(result, prefix)
+        if missing:
+            print("\n".join(missing))
+            print(f"invalid: {len(missing)} artifact{'s' if len(missing) != 1 else ''} not found", file=sys.stderr)
+            return 1
     if result.ok and args.base:
         try:
             lines, errors = compare_with_base(result, Path(args.fleet_dir), args.base, prefix)

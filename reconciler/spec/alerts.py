@@ -30,6 +30,7 @@ from typing import Annotated, Final, Literal, Self
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from reconciler.spec.models import KINDS, Document, Name, Spec
+from reconciler.spec.updates import ModuleUpdate
 
 EVENT_TYPES: Final = (
     "rollout.started",
@@ -169,5 +170,5 @@ class Alert(Document):
     spec: AlertSpec
 
 
-FLEET_KINDS: Final[dict[str, type[Document]]] = {**KINDS, "Alert": Alert}
-"""Every kind a fleet document may have, Alert included (`models` cannot import this module)."""
+FLEET_KINDS: Final[dict[str, type[Document]]] = {**KINDS, "Alert": Alert, "ModuleUpdate": ModuleUpdate}
+"""Every kind a fleet document may have, Alert and ModuleUpdate included (`models` cannot import them)."""

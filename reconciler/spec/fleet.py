@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from edge.wasm import ModuleInfo
     from reconciler.interfaces.model import WitPackage
     from reconciler.spec.alerts import Alert
+    from reconciler.spec.updates import ModuleUpdate
 
 Severity = Literal["error", "warning"]
 
@@ -84,6 +85,7 @@ class DesiredFleet:
     warnings: tuple[Problem, ...] = ()
     wit_packages: Mapping[str, WitPackage] = field(default_factory=dict)  # by Interface name
     alerts: Mapping[str, Alert] = field(default_factory=dict)
+    updates: Mapping[str, ModuleUpdate] = field(default_factory=dict)
 
     @property
     def name(self) -> str:

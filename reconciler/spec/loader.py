@@ -10,6 +10,7 @@ the others, so a pull request sees every mistake at once, each as `path:line: fi
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from collections import OrderedDict
@@ -43,6 +44,7 @@ from reconciler.spec.models import (
     Source,
     StrategyType,
 )
+from reconciler.spec.updates import ModuleUpdate
 
 __all__ = ["LoadResult", "Problem", "load_documents", "load_fleet"]
 
@@ -304,17 +306,7 @@ def load_fleet(root: Path, limits: InputLimits = DEFAULT_LIMITS) -> LoadResult:
     if any(p.severity == "error" for p in problems):
         fleet = None
     elif fleet is not None:
-        fleet = DesiredFleet(
-            fleet=fleet.fleet,
-            modules=fleet.modules,
-            strategies=fleet.strategies,
-            interfaces=fleet.interfaces,
-            binaries=fleet.binaries,
-            locations=fleet.locations,
-            warnings=problems,
-            wit_packages=fleet.wit_packages,
-            alerts=fleet.alerts,
-        )
+        fleet = dataclasses.replace(fleet, warnings=problems)
     return LoadResult(fleet, problems, documents=len(docs), files=files)
 
 
@@ -377,6 +369,13 @@ def _assemble(root: Path, docs: list[_Doc], out: _Collector) -> DesiredFleet | N
     strategies = _by_kind(docs, RolloutStrategy, out)
     interfaces = _by_kind(docs, Interface, out)
     alerts = _by_kind(docs, Alert, out)
+    updates = _by_kind(docs, ModuleUpdate, out)
+    for doc in updates.values():
+        assert isinstance(doc.model, ModuleUpdate)
+        if doc.model.spec.module not in modules:
+            module_loc: list[str | int] = ["spec", "module"]
+            message = f"no Module named {doc.model.spec.module!r}{did_you_mean(doc.model.spec.module, modules)}"
+            out.add(doc.path, doc.line_of(module_loc), _field_name(module_loc), message)
     for doc in alerts.values():
         assert isinstance(doc.model, Alert)
         for i, module in enumerate(doc.model.spec.modules):
@@ -517,6 +516,13 @@ def _assemble(root: Path, docs: list[_Doc], out: _Collector) -> DesiredFleet | N
             (v.version, v.source, v.sha256, ["spec", "versions", i, "source"]) for i, v in enumerate(mspec.versions)
         ]
         for version, source, pin, loc in sources:
+            if source.oci is not None and fleet.spec.environment != "dev" and "@" not in source.oci:
+                oci_loc = [*loc, "oci"]
+                message = (
+                    f"a {fleet.spec.environment} fleet names the artifact by digest: "
+                    f"{source.oci}@sha256:... (`hotswap push` prints it); a tag alone only in a dev fleet"
+                )
+                out.add(doc.path, doc.line_of(oci_loc), _field_name(oci_loc), message)
             if source.path is None:
                 continue
             binary = _binary(root, doc, source.path, [*loc, "path"], out, cache)
@@ -561,6 +567,7 @@ def _assemble(root: Path, docs: list[_Doc], out: _Collector) -> DesiredFleet | N
         locations=locations,
         wit_packages=wit_packages,
         alerts={n: d.model for n, d in alerts.items() if isinstance(d.model, Alert)},
+        updates={n: d.model for n, d in updates.items() if isinstance(d.model, ModuleUpdate)},
     )
 
 

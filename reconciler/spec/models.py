@@ -147,17 +147,29 @@ class FleetSpec(Spec):
 
 
 class Source(Spec):
-    """Where a module's binary comes from: a `.wasm`/`.wat` file in the repo, or a registry digest."""
+    """Where a module's binary comes from: a `.wasm`/`.wat` file in the repo, a digest uploaded to the
+    control plane's registry, or an OCI artifact (`REGISTRY/REPO:TAG@sha256:DIGEST`, the manifest's
+    digest; the control plane pulls it, nodes never talk to the OCI registry)."""
 
     path: str | None = None
     digest: Digest | None = None
+    oci: str | None = Field(
+        None,
+        max_length=1024,
+        description="REGISTRY/REPO:TAG@sha256:DIGEST of a Wasm OCI artifact (the CNCF layout, or one"
+        " application/wasm layer); a tag alone only in a dev fleet, resolved once",
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Self:
-        if (self.path is None) == (self.digest is None):
-            raise ValueError("give exactly one of `path` or `digest`")
+        if sum(v is not None for v in (self.path, self.digest, self.oci)) != 1:
+            raise ValueError("give exactly one of `path`, `digest` or `oci`")
         if self.path is not None and not self.path.endswith((".wasm", ".wat")):
             raise ValueError(f"{self.path!r}: a source path must end in .wasm or .wat")
+        if self.oci is not None:
+            from reconciler.oci import Reference
+
+            Reference.parse(self.oci)  # ValueError names what is wrong
         return self
 
 
@@ -371,6 +383,10 @@ class ModuleSpec(Spec):
 
     def all_versions(self) -> list[str]:
         return [self.version, *(v.version for v in self.versions)]
+
+    def all_sources(self) -> list[tuple[str, Source, str | None]]:
+        """(version, source, sha256 pin) of the version and of every other version declared."""
+        return [(self.version, self.source, self.sha256), *((v.version, v.source, v.sha256) for v in self.versions)]
 
 
 # --- RolloutStrategy ----------------------------------------------------------------------------

@@ -49,6 +49,7 @@ ALLOW_LIST: dict[str, str] = {
     "python3 -m venv .venv && .venv/bin/pip install -e .": "installs from the package index; its last part, "
     "`.venv/bin/hotswap up --path fleet-example`, is the live `up` every other command runs against",
     "bash .ci/run": "runs the whole suite (this test included) and installs PostgreSQL",
+    "hotswap push ": "needs an OCI registry; tests/e2e/test_oci_sources.py pushes to a real one",
     "hotswap serve --repo https://": "production: a forge, PostgreSQL, S3/MinIO and TLS files",
     "podman ": "a container engine and an image build",
     "POST $CP/api/v1/wasm/deployments/greeter-v1.2.0/execute": "an API approval is a commit signed by the "
@@ -80,6 +81,7 @@ SYNOPSES: dict[str, list[str]] = {
     ],
     "hotswap diff": ["hotswap diff fleet-example"],
     "hotswap approve": ["hotswap approve greeter@1.1.0"],
+    "hotswap push": [],  # needs an OCI registry: tests/e2e/test_oci_sources.py runs it against one
     "hotswap token --role": [
         'curl -s -H "Authorization: Bearer $(hotswap token --role admin)" $CP/api/v1/wasm/nodes',
         'curl -s -H "Authorization: Bearer $(hotswap token --role developer --audience edge)" '
