@@ -108,11 +108,17 @@ async def test_oci_artifacts_roll_out_stall_with_a_reason_and_update_from_new_ta
             f"  module: calc\n  repository: {host}/team/calc\n  semver: '^1.0.0'\n  intervalSeconds: 1\n"
             "  author: alice@example.com\n"
         )
-        cluster.repo.commit("update calc from its OCI repository", key=people.alice.private)
+        cluster.repo.edit("modules/calc.yaml", "rollout: blue-green", "rollout: canary")
+        cluster.repo.edit(
+            "strategies/canary.yaml", "minRequests: 20, onNoTraffic: pause", "minRequests: 0, onNoTraffic: proceed"
+        )
+        cluster.repo.commit("update calc from its OCI repository, by canary", key=people.alice.private)
         push(cluster.repo)
         hotswap_push(WASM / "calc-1.0.0.wat", f"{host}/team/calc:2.0.0")  # outside the range: never taken
         v120 = hotswap_push(WASM / "calc-1.0.0.wat", f"{host}/team/calc:1.2.0")
 
+        record = await cluster.wait_phase("calc", "1.2.0", ["Promoted", "RolledBack", "Paused"])
+        assert (record.phase.value, record.strategy_type.value) == ("Promoted", "Canary"), record.message
         await cluster.wait_all_serving("calc", "1.2.0", [n for n, _ in NODES])
         remote = tmp_path / "fleet.git"
         log = git(remote, "log", "-1", "--format=%an%n%s%n%b", "main")
