@@ -87,7 +87,7 @@ def test_a_valid_fleet_resolves_binaries_and_defaults(tmp_path: Path) -> None:
         ),
         (
             MODULE.replace("{path: ../wasm/adder.wat}", "{path: ../wasm/adder.wat, digest: sha256:" + "a" * 64 + "}"),
-            "modules/adder.yaml:7: spec.source: give exactly one of `path` or `digest`",
+            "modules/adder.yaml:7: spec.source: give exactly one of `path`, `digest` or `oci`",
         ),
         (
             MODULE + "  sha256: xyz\n",
@@ -127,7 +127,7 @@ def test_unknown_kind_and_missing_kind(tmp_path: Path) -> None:
             {"extra.yaml": "kind: Deployment\nmetadata: {name: x}\n---\nmetadata: {name: y}\nspec: {}\n"},
         )
     )
-    kinds = "Fleet, Module, RolloutStrategy, Interface, Alert"
+    kinds = "Fleet, Module, RolloutStrategy, Interface, Alert, ModuleUpdate"
     assert f"extra.yaml:1: kind: unknown kind 'Deployment'; one of {kinds}" in found
     assert any(p.startswith("extra.yaml:4: kind: missing") for p in found), found
 
