@@ -295,7 +295,9 @@ class Controller:
         self.state.revision = revision.sha
         try:
             if any(source.oci for m in desired.modules.values() for _, source, _ in m.spec.all_sources()):
-                desired = await asyncio.to_thread(self._pull_artifacts, desired)
+                desired, resolved = await asyncio.to_thread(self._pull_artifacts, desired)
+                for module, message in resolved:
+                    self._event("ArtifactPulled", message, module)
             await asyncio.to_thread(self._register_binaries, desired)
         except StalledError as exc:
             if self.state.stalled is None or self.state.stalled.message != exc.message:
@@ -339,7 +341,7 @@ class Controller:
         self.store.record_revision_seen(sha, verified=True)
         self.store.mark_revision_applied(sha)
 
-    def _pull_artifacts(self, desired: DesiredFleet) -> DesiredFleet:
+    def _pull_artifacts(self, desired: DesiredFleet) -> tuple[DesiredFleet, list[tuple[str, str]]]:
         """The revision with the binary of every `source.oci` added, each pulled once (by the digest
         written, or a dev fleet's tag resolved once), verified against the manifest's and the layer's
         digests and a `sha256` pin; a pull that fails stalls the pass, and the nodes keep serving the
@@ -347,6 +349,7 @@ class Controller:
         from reconciler.oci import OciClient, OciError, Reference
 
         binaries = dict(desired.binaries)
+        pulled_now: list[tuple[str, str]] = []  # (module, what was pulled): events, sent from the loop
         for name, module in desired.modules.items():
             for version, source, pin in module.spec.all_sources():
                 if source.oci is None:
@@ -363,13 +366,13 @@ class Controller:
                         raise StalledError("ArtifactPullFailed", f"{name}@{version}: {exc}") from None
                     binary = Binary(pulled.wasm_digest, pulled.wasm, str(pulled.reference), info)
                     self._pulled[source.oci] = binary
-                    log.info("pulled %s for %s@%s: %s", pulled.reference, name, version, binary.digest)
+                    pulled_now.append((name, f"{name}@{version}: pulled {pulled.reference}, module {binary.digest}"))
                 if pin is not None and "sha256:" + pin.removeprefix("sha256:") != binary.digest:
                     raise StalledError(
                         "ArtifactPullFailed", f"{name}@{version}: {source.oci} holds {binary.digest}, pinned {pin}"
                     )
                 binaries[(name, version)] = binary
-        return dataclasses.replace(desired, binaries=binaries)
+        return dataclasses.replace(desired, binaries=binaries), pulled_now
 
     def _register_binaries(self, desired: DesiredFleet) -> None:
         """Every binary the revision names is in the registry (once per digest), or the pass stalls."""

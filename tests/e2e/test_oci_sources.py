@@ -133,3 +133,44 @@ async def test_oci_artifacts_roll_out_stall_with_a_reason_and_update_from_new_ta
         assert any(a.action == "module.updateCommitted" and a.subject == "calc" for a in audit)
     finally:
         await stop_cluster(cluster)
+
+
+def test_validate_resolve_names_each_artifact_the_registry_lacks(tmp_path: Path, oci_registry: Any) -> None:
+    host = oci_registry.host
+    good = hotswap_push(WASM / "calc-1.0.0.wat", f"{host}/check/calc:1.0.0")
+    fleet = tmp_path / "fleet"
+    (fleet / "modules").mkdir(parents=True)
+    (fleet / "fleet.yaml").write_text(
+        "apiVersion: hotswap.dev/v1\nkind: Fleet\nmetadata: {name: f}\nspec:\n  regions: [{name: us-east}]\n"
+    )
+    module = "apiVersion: hotswap.dev/v1\nkind: Module\nmetadata: {{name: {name}}}\nspec:\n  version: 1.0.0\n"
+    (fleet / "modules" / "calc.yaml").write_text(module.format(name="calc") + f"  source: {{oci: {good}}}\n")
+    (fleet / "modules" / "gone.yaml").write_text(
+        module.format(name="gone") + f"  source: {{oci: {host}/check/gone:1.0.0}}\n"
+    )
+
+    def validate(*flags: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "hotswap", "validate", str(fleet), *flags]
+        return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+
+    assert validate().returncode == 0  # offline: the references are well formed
+    done = validate("--resolve")
+    assert done.returncode == 1
+    assert f"modules/gone.yaml:1: spec.source.oci: 1.0.0: {host}/check/gone:1.0.0: not found" in done.stdout
+    assert "calc.yaml" not in done.stdout
+
+
+def test_push_refuses_a_reference_with_a_digest_and_a_broken_file(tmp_path: Path, oci_registry: Any) -> None:
+    host = oci_registry.host
+    command = [sys.executable, "-m", "hotswap", "push"]
+    done = subprocess.run(
+        [*command, str(WASM / "calc-1.0.0.wat"), f"{host}/x/calc@sha256:" + "0" * 64],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2 and "push to a tag" in done.stderr
+    (tmp_path / "bad.wat").write_text('(module (func (export "f") (result i32) i64.const 1))')
+    done = subprocess.run(
+        [*command, str(tmp_path / "bad.wat"), f"{host}/x/bad:1.0.0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2 and "bad.wat" in done.stderr
