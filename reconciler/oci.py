@@ -3,26 +3,37 @@
 Where it sits: the controller pulls the `source.oci` artifacts a revision names
 (`Controller._pull_artifacts`), the update automation lists tags (`reconciler.updates`), and
 `hotswap push` / `hotswap validate --resolve` publish and check. Nodes never talk to a registry: they
-fetch binaries from the control plane by digest, as for any other source.
+fetch binaries from the control plane by digest, as for any other source. Every call blocks (the
+control plane makes them in a thread) and makes each request once, with a timeout.
 
 Layouts read: the CNCF Wasm OCI artifact (config `application/vnd.wasm.config.v0+json`, one layer
 `application/wasm`), which `hotswap push`, `spin registry push` and `wash push` write, and a plain
-artifact with a single `application/wasm` layer and any config (`oras push x.wasm:application/wasm`).
-A pull by digest checks that the manifest bytes hash to it, and the layer that the binary hashes to
-its descriptor's digest, which is then the module's digest; sizes are checked against `max_bytes`
-from the descriptor before anything is downloaded.
+artifact with a single `application/wasm` layer and any config (`oras push x.wasm:application/wasm`,
+whose config is `application/vnd.oci.empty.v1+json` or an image config). Anything else (another layer
+media type, more or fewer layers, an image index) is refused naming the media types it has. The
+manifest's bytes must hash to the digest asked for (or, by tag, to the `Docker-Content-Digest` the
+registry gives), the layer's bytes to its descriptor's digest, which is then the module's digest; the
+layer's size is checked against `max_bytes` from the descriptor before anything is downloaded, and
+again while downloading.
 
 Credentials, per registry host: a Docker-style config file (`$REGISTRY_AUTH_FILE`, else
 `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`: `auths.HOST.auth` = base64 user:password,
-or `username`/`password`), else `HOTSWAP_OCI_USERNAME`/`HOTSWAP_OCI_PASSWORD` for every registry,
-else anonymous. A registry that answers `Basic` gets them directly; one that answers `Bearer` gets a
-token for them (oras-py's token negotiation). Plain HTTP for registries on 127.0.0.1, localhost and
-::1 and those listed in `HOTSWAP_OCI_INSECURE` (comma-separated `host:port`), HTTPS otherwise.
+or `username`/`password`; credential helpers are not run), else `HOTSWAP_OCI_USERNAME` /
+`HOTSWAP_OCI_PASSWORD` for every registry, else anonymous. A registry that answers `Basic` gets them
+directly; one that answers `Bearer` gets a token for them, or an anonymous one (oras-py's token
+negotiation). Plain HTTP for registries on 127.0.0.1, localhost and [::1], those passed as
+`insecure` and those listed in the environment's `HOTSWAP_OCI_INSECURE` (comma-separated
+`host:port`, read by every `OciClient`); HTTPS, with the system's CA bundle, otherwise.
 
-oras-py (oras.container for URLs, oras.auth for the token dance) is used for what it does well; its
-`Registry.do_request` is not: it retries every failure five times, sleeping 3 + 3**n seconds, so a
-registry that is down or a wrong password took over two minutes to report, holding a controller pass.
-Requests here are made once, with a timeout, and fail with an `OciError` that says what happened.
+oras-py is used for the authentication handshake (`oras.auth`: the Basic header, the Bearer token
+request with the challenge's realm, service and scope). Its `Registry` is not used for the requests
+themselves: `Registry.do_request` retries every failure five times, sleeping 3, 5, 11, 29 and 83
+seconds, with no timeout, so a registry that is down or a wrong password takes over two minutes to
+report, holding a controller pass; `get_manifest` returns parsed JSON, so the manifest's bytes cannot
+be checked against a digest; `download_blob` writes to a file with no size limit; its auth reads
+`~/.docker/config.json` unless given paths, and its token backend cannot answer a `Basic` challenge.
+The distribution API calls (manifest GET/PUT, blob GET, HEAD and the POST-then-PUT upload, tag
+listing with `Link` pagination) are made here with `requests`, which oras-py itself uses.
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ import hashlib
 import json
 import os
 import re
+import urllib.parse
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,14 +56,20 @@ if TYPE_CHECKING:
 WASM_LAYER = "application/wasm"
 WASM_CONFIG = "application/vnd.wasm.config.v0+json"
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-ACCEPT = ", ".join((MANIFEST, "application/vnd.docker.distribution.manifest.v2+json"))
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
-_REF = re.compile(
-    r"^(?P<registry>[A-Za-z0-9.-]+(?::\d+)?|\[[0-9a-fA-F:]+\](?::\d+)?)/"
-    r"(?P<repository>[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)"
-    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
-    r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+INDEXES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
+ACCEPT = ", ".join((MANIFEST, DOCKER_MANIFEST, *INDEXES))
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # what the distribution registry itself accepts
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+
+_REGISTRY = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+    r"|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?"
 )
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REPOSITORY = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 class OciError(Exception):
@@ -60,24 +78,36 @@ class OciError(Exception):
 
 @dataclass(frozen=True)
 class Reference:
-    registry: str
+    registry: str  # host[:port]
     repository: str
     tag: str | None = None
     digest: str | None = None  # of the manifest
 
     @classmethod
     def parse(cls, text: str) -> Reference:
-        match = _REF.match(text.strip())
-        if match is None:
-            if "/" not in text or ("." not in text.split("/", 1)[0] and ":" not in text.split("/", 1)[0]):
-                raise ValueError(f"{text!r}: expected REGISTRY/REPO:TAG@sha256:DIGEST, with the registry's host")
+        """`REGISTRY/REPO[:TAG][@sha256:DIGEST]`; a ValueError names the part that is wrong."""
+        given = text
+        name, at, digest = text.strip().partition("@")
+        registry, slash, rest = name.partition("/")
+        if not slash or not ("." in registry or ":" in registry or registry == "localhost" or registry.startswith("[")):
+            raise ValueError(f"{given!r}: expected REGISTRY/REPO:TAG@sha256:DIGEST, with the registry's host")
+        if not _REGISTRY.fullmatch(registry):
+            raise ValueError(f"{given!r}: bad registry host {registry!r}: expected HOST or HOST:PORT")
+        repository, colon, tag = rest.partition(":")
+        if not _REPOSITORY.fullmatch(repository):
             raise ValueError(
-                f"{text!r}: not an OCI reference (REGISTRY/REPO[:TAG][@sha256:<64 hex>], lowercase repository)"
+                f"{given!r}: bad repository name {repository!r}: lowercase letters and digits, "
+                "separated by '/', '.', '_', '__' or '-'"
             )
-        ref = cls(match["registry"], match["repository"], match["tag"], match["digest"])
-        if ref.tag is None and ref.digest is None:
-            raise ValueError(f"{text!r}: name a tag or a digest (REPO:TAG or REPO@sha256:...)")
-        return ref
+        if colon and not _TAG.fullmatch(tag):
+            raise ValueError(
+                f"{given!r}: bad tag {tag!r}: up to 128 letters, digits, '_', '.' and '-', not starting with '.' or '-'"
+            )
+        if at and not _DIGEST.fullmatch(digest):
+            raise ValueError(f"{given!r}: bad digest {digest!r}: expected sha256: and 64 lowercase hex digits")
+        if not colon and not at:
+            raise ValueError(f"{given!r}: neither tag nor digest: name a tag or a digest (REPO:TAG or REPO@sha256:...)")
+        return cls(registry, repository, tag if colon else None, digest if at else None)
 
     def __str__(self) -> str:
         return (
@@ -113,6 +143,8 @@ class Credentials:
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str] | None = None) -> Credentials:
+        """The first Docker-style config that reads (`$REGISTRY_AUTH_FILE`, `$DOCKER_CONFIG/config.json`,
+        `$HOME/.docker/config.json`) and `HOTSWAP_OCI_USERNAME`/`HOTSWAP_OCI_PASSWORD`."""
         env = os.environ if env is None else env
         auths: dict[str, tuple[str, str]] = {}
         for path in _config_files(env):
@@ -120,7 +152,8 @@ class Credentials:
                 config = json.loads(path.read_text())
             except (OSError, ValueError):
                 continue
-            for host, entry in (config.get("auths") or {}).items():
+            entries = config.get("auths") if isinstance(config, dict) else None
+            for host, entry in (entries if isinstance(entries, dict) else {}).items():
                 pair = _pair(entry)
                 if pair is not None:
                     auths.setdefault(_host(host), pair)
@@ -129,6 +162,7 @@ class Credentials:
         return cls(auths, (user, password) if user and password is not None else None)
 
     def for_registry(self, registry: str) -> tuple[str, str] | None:
+        """The registry's own entry, else the pair for every registry, else None (anonymous)."""
         return self.auths.get(_host(registry)) or self.everywhere
 
 
@@ -146,13 +180,13 @@ def _config_files(env: Mapping[str, str]) -> list[Path]:
 def _pair(entry: Any) -> tuple[str, str] | None:
     if not isinstance(entry, dict):
         return None
-    if isinstance(entry.get("auth"), str):
+    if isinstance(entry.get("auth"), str) and entry["auth"]:
         try:
             user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
         except ValueError:
             return None
         return (user, password) if user else None
-    if isinstance(entry.get("username"), str) and isinstance(entry.get("password"), str):
+    if isinstance(entry.get("username"), str) and isinstance(entry.get("password"), str) and entry["username"]:
         return entry["username"], entry["password"]
     return None
 
@@ -173,30 +207,42 @@ class OciClient:
         self.insecure = {*insecure, *(h.strip() for h in extra.split(",") if h.strip())}
         self.timeout = timeout
         self._auth: dict[str, Any] = {}  # registry -> oras auth backend (tokens are kept per registry)
-        self._session: requests.Session | None = None
+        self._http: requests.Session | None = None
 
     # -- requests ------------------------------------------------------------------------------------
 
     def _scheme(self, registry: str) -> str:
-        host = registry.rsplit(":", 1)[0] if not registry.startswith("[") else registry.split("]", 1)[0] + "]"
+        host = registry.split("]", 1)[0] + "]" if registry.startswith("[") else registry.rsplit(":", 1)[0]
         return "http" if host in LOCAL_HOSTS or registry in self.insecure else "https"
 
     def _url(self, ref: Reference, path: str) -> str:
         return f"{self._scheme(ref.registry)}://{ref.registry}/v2/{ref.repository}/{path}"
+
+    def _session(self) -> requests.Session:
+        """One session (connections kept) whose every request, oras-py's token requests too, has the timeout."""
+        if self._http is None:
+            import requests
+
+            timeout = self.timeout
+
+            class Session(requests.Session):
+                def request(self, *args: Any, **kwargs: Any) -> requests.Response:
+                    kwargs.setdefault("timeout", timeout)
+                    return super().request(*args, **kwargs)
+
+            self._http = Session()
+        return self._http
 
     def _request(self, ref: Reference, method: str, url: str, **kwargs: Any) -> requests.Response:
         """One request, and once more with credentials (or a token for them) when the registry asks."""
         import oras.auth
         import requests
 
-        if self._session is None:
-            self._session = requests.Session()
+        session = self._session()
         headers = dict(kwargs.pop("headers", {}) or {})
         try:
             known = self._auth.get(ref.registry)
-            response = self._session.request(
-                method, url, headers={**headers, **_header(known)}, timeout=self.timeout, **kwargs
-            )
+            response = session.request(method, url, headers={**headers, **_header(known)}, **kwargs)
             if response.status_code not in (401, 403):
                 return response
             challenge = response.headers.get("Www-Authenticate", "")
@@ -204,39 +250,85 @@ class OciClient:
             backend = "basic" if challenge.lower().startswith("basic") else "token"
             if pair is None and backend == "basic":
                 return response
-            auth = oras.auth.get_auth_backend(backend, self._session, self._scheme(ref.registry) == "http")
+            auth = oras.auth.get_auth_backend(backend, session, self._scheme(ref.registry) == "http")
             if pair is not None:
                 auth.set_basic_auth(*pair)
-            retry, changed = auth.authenticate_request(response, dict(headers))
+            try:
+                retry, changed = auth.authenticate_request(response, dict(headers))
+            except (AttributeError, KeyError, TypeError, ValueError):  # a challenge oras-py cannot read
+                return response
             if not changed:
                 return response
             self._auth[ref.registry] = auth
-            return self._session.request(method, url, headers=retry, timeout=self.timeout, **kwargs)
+            response.close()
+            return session.request(method, url, headers=retry, **kwargs)
         except requests.RequestException as exc:
+            raise self._unreachable(ref, exc) from None
+
+    def _unreachable(self, ref: Reference, exc: Exception) -> OciError:
+        import requests
+
+        if isinstance(exc, requests.exceptions.SSLError):
+            reason = "the TLS handshake failed (a plain-HTTP registry? then name it in HOTSWAP_OCI_INSECURE)"
+        elif isinstance(exc, requests.Timeout):
+            reason = f"no answer within {self.timeout:g}s"
+        else:
             errno = re.search(r"\[Errno -?\d+\] [^'\")]+", str(exc))
-            reason = errno.group(0) if errno else type(exc).__name__
-            raise OciError(f"{ref}: the registry {ref.registry} is unreachable: {reason}") from None
+            reason = errno.group(0) if errno else f"{type(exc).__name__}: {exc}"
+        return OciError(f"{ref}: the registry {ref.registry} is unreachable: {reason}")
 
     def _check(self, ref: Reference, response: requests.Response, what: str) -> None:
         if response.status_code in (200, 201, 202):
             return
+        try:
+            raise self._failure(ref, response, what)
+        finally:
+            response.close()  # a streamed response's connection too
+
+    def _failure(self, ref: Reference, response: requests.Response, what: str) -> OciError:
         if response.status_code in (401, 403):
             has = self.credentials.for_registry(ref.registry) is not None
-            hint = "the credentials found for it were refused" if has else "no credentials were found for it"
-            raise OciError(f"{ref}: unauthorized ({response.status_code}) at {ref.registry}: {hint}")
+            hint = (
+                "the credentials found for it were refused"
+                if has
+                else "no credentials were found for it (a Docker config's auths, or HOTSWAP_OCI_USERNAME/PASSWORD)"
+            )
+            return OciError(f"{ref}: unauthorized ({response.status_code}) at {ref.registry}: {hint}")
         if response.status_code == 404:
-            raise OciError(f"{ref}: not found: {ref.registry} has no {what}")
-        raise OciError(f"{ref}: {what}: {ref.registry} answered {response.status_code} {response.text[:200]}")
+            return OciError(f"{ref}: not found: {ref.registry} has no {what}")
+        text = next(response.iter_content(300), b"").decode("utf-8", "replace").strip()  # the start of the body
+        return OciError(f"{ref}: {what}: {ref.registry} answered {response.status_code} {response.reason} {text}")
+
+    def _read(self, ref: Reference, response: requests.Response, limit: int) -> bytes | None:
+        """The body, or None once it grows past `limit` bytes (the rest is not read)."""
+        import requests
+
+        data = bytearray()
+        try:
+            with response:
+                for chunk in response.iter_content(1 << 16):
+                    data += chunk
+                    if len(data) > limit:
+                        return None
+        except requests.RequestException as exc:
+            raise self._unreachable(ref, exc) from None
+        return bytes(data)
 
     # -- reading -------------------------------------------------------------------------------------
 
     def _manifest(self, ref: Reference) -> tuple[dict[str, Any], str]:
-        response = self._request(ref, "GET", self._url(ref, f"manifests/{ref.target}"), headers={"Accept": ACCEPT})
-        self._check(ref, response, f"manifest {ref.target} in {ref.repository}")
-        body = response.content
+        url = self._url(ref, f"manifests/{ref.target}")
+        response = self._request(ref, "GET", url, headers={"Accept": ACCEPT}, stream=True)
+        what = f"manifest with digest {ref.digest}" if ref.digest else f"tag {ref.tag or 'latest'}"
+        self._check(ref, response, f"{what} in {ref.repository}")
+        said = response.headers.get("Docker-Content-Digest")
+        body = self._read(ref, response, MAX_MANIFEST_BYTES)
+        if body is None:
+            raise OciError(f"{ref}: the manifest is too large: over {MAX_MANIFEST_BYTES} bytes")
         digest = "sha256:" + hashlib.sha256(body).hexdigest()
-        if ref.digest is not None and digest != ref.digest:
-            raise OciError(f"{ref}: digest mismatch: the manifest served hashes to {digest}")
+        expected = ref.digest or (said if said and said.startswith("sha256:") else None)
+        if expected is not None and digest != expected:
+            raise OciError(f"{ref}: digest mismatch: expected the manifest {expected}, got bytes that hash to {digest}")
         try:
             manifest = json.loads(body)
         except ValueError:
@@ -250,44 +342,62 @@ class OciClient:
         return self._manifest(ref)[1]
 
     def pull(self, ref: Reference, *, max_bytes: int = 50 * 1024 * 1024) -> Pulled:
+        """The module `ref` names (by digest when it has one), in either layout, verified."""
         manifest, digest = self._manifest(ref)
-        layers = manifest.get("layers") or []
-        config = (manifest.get("config") or {}).get("mediaType", "")
-        kinds = [layer.get("mediaType") for layer in layers if isinstance(layer, dict)]
-        if len(layers) != 1 or kinds != [WASM_LAYER]:
+        kind = manifest.get("mediaType")
+        if kind in INDEXES or "manifests" in manifest:
             raise OciError(
-                f"{ref}: not a WebAssembly artifact: layers {kinds or 'none'} with config {config or 'none'} "
+                f"{ref}: not a WebAssembly artifact: an image index ({kind or 'no mediaType'}); "
+                "name one manifest of it by its digest"
+            )
+        layers = manifest.get("layers")
+        layers = layers if isinstance(layers, list) else []
+        config = manifest.get("config")
+        config_type = config.get("mediaType", "") if isinstance(config, dict) else ""
+        kinds = [layer.get("mediaType") if isinstance(layer, dict) else None for layer in layers]
+        if kinds != [WASM_LAYER]:
+            raise OciError(
+                f"{ref}: not a WebAssembly artifact: layers {kinds or 'none'} with config {config_type or 'none'} "
                 f"(one {WASM_LAYER} layer expected)"
             )
         layer = layers[0]
         size, blob = layer.get("size"), layer.get("digest", "")
-        if not isinstance(size, int) or size > max_bytes:
-            raise OciError(f"{ref}: the module is {size} bytes, over the limit of {max_bytes}")
-        if not re.fullmatch(r"sha256:[0-9a-f]{64}", str(blob)):
+        if not isinstance(size, int) or size < 0:
+            raise OciError(f"{ref}: the layer's descriptor has no size")
+        if size > max_bytes:
+            raise OciError(f"{ref}: too large: the module is {size} bytes, over the limit of {max_bytes}")
+        if not isinstance(blob, str) or not _DIGEST.fullmatch(blob):
             raise OciError(f"{ref}: the layer's digest {blob!r} is not a sha256 digest")
         response = self._request(ref, "GET", self._url(ref, f"blobs/{blob}"), stream=True)
         self._check(ref, response, f"blob {blob} in {ref.repository}")
-        data = bytearray()
-        for chunk in response.iter_content(1 << 20):
-            data += chunk
-            if len(data) > max_bytes:
-                raise OciError(f"{ref}: the layer is longer than the {max_bytes} bytes allowed")
+        data = self._read(ref, response, max_bytes)
+        if data is None:
+            raise OciError(
+                f"{ref}: too large: the layer {blob} sent more than the limit of {max_bytes} bytes "
+                f"(its descriptor said {size})"
+            )
         actual = "sha256:" + hashlib.sha256(data).hexdigest()
         if actual != blob:
-            raise OciError(f"{ref}: digest mismatch: the layer {blob} hashes to {actual}")
-        annotations = {str(k): str(v) for k, v in (manifest.get("annotations") or {}).items()}
-        layout: Literal["cncf", "plain"] = "cncf" if config == WASM_CONFIG else "plain"
-        return Pulled(ref.with_digest(digest), bytes(data), actual, layout, annotations)
+            raise OciError(f"{ref}: digest mismatch: expected the layer {blob}, got bytes that hash to {actual}")
+        given = manifest.get("annotations")
+        annotations = {str(k): str(v) for k, v in given.items()} if isinstance(given, dict) else {}
+        layout: Literal["cncf", "plain"] = "cncf" if config_type == WASM_CONFIG else "plain"
+        return Pulled(ref.with_digest(digest), data, actual, layout, annotations)
 
     def tags(self, ref: Reference) -> list[str]:
+        """The repository's tags, in the registry's order, following `Link: <...>; rel="next"` pages."""
         tags: list[str] = []
         url: str | None = self._url(ref, "tags/list")
         while url is not None:
             response = self._request(ref, "GET", url)
             self._check(ref, response, f"repository {ref.repository}")
-            tags += response.json().get("tags") or []
+            try:
+                page = response.json().get("tags") or []
+            except (AttributeError, ValueError):
+                raise OciError(f"{ref}: the tag list of {ref.repository} is not a JSON object") from None
+            tags += [str(tag) for tag in page]
             link = response.links.get("next", {}).get("url")
-            url = f"{self._scheme(ref.registry)}://{ref.registry}{link}" if link else None
+            url = urllib.parse.urljoin(url, link) if link else None
         return tags
 
     # -- writing -------------------------------------------------------------------------------------
@@ -297,24 +407,25 @@ class OciClient:
         head = self._request(ref, "HEAD", self._url(ref, f"blobs/{digest}"))
         if head.status_code != 200:
             start = self._request(ref, "POST", self._url(ref, "blobs/uploads/"))
-            self._check(ref, start, "a blob upload")
-            location = start.headers["Location"]
-            if location.startswith("/"):
-                location = f"{self._scheme(ref.registry)}://{ref.registry}{location}"
+            self._check(ref, start, "upload for blobs")
+            location = start.headers.get("Location")
+            if not location:
+                raise OciError(f"{ref}: {ref.registry} started a blob upload without a Location")
+            location = urllib.parse.urljoin(self._url(ref, "blobs/uploads/"), location)
             put = self._request(
                 ref,
                 "PUT",
-                location + ("&" if "?" in location else "?") + f"digest={digest}",
+                location + ("&" if "?" in location else "?") + urllib.parse.urlencode({"digest": digest}),
                 data=data,
                 headers={"Content-Type": "application/octet-stream"},
             )
-            self._check(ref, put, "the blob upload")
+            self._check(ref, put, f"upload for the blob {digest}")
         return {"digest": digest, "size": len(data)}
 
     def push(self, wasm: bytes, ref: Reference, *, annotations: Mapping[str, str] | None = None) -> str:
         """Publish `wasm` as a CNCF Wasm artifact under `ref.tag`; the manifest's digest."""
         if ref.tag is None:
-            raise OciError(f"{ref}: push needs a tag")
+            raise OciError(f"{ref}: push needs a tag (REGISTRY/REPO:TAG)")
         layer = {"mediaType": WASM_LAYER, **self._upload(ref, wasm)}
         created = _now()
         config = {"created": created, "architecture": "wasm", "os": "wasip1", "layerDigests": [layer["digest"]]}
@@ -327,11 +438,15 @@ class OciClient:
             "annotations": {"org.opencontainers.image.created": created, **(annotations or {})},
         }
         body = json.dumps(manifest, separators=(",", ":")).encode()
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
         response = self._request(
             ref, "PUT", self._url(ref, f"manifests/{ref.tag}"), data=body, headers={"Content-Type": MANIFEST}
         )
-        self._check(ref, response, "the manifest upload")
-        return "sha256:" + hashlib.sha256(body).hexdigest()
+        self._check(ref, response, f"upload for the manifest of tag {ref.tag}")
+        said = response.headers.get("Docker-Content-Digest")
+        if said and said != digest:
+            raise OciError(f"{ref}: digest mismatch: pushed the manifest {digest}, the registry stored {said}")
+        return digest
 
 
 def _header(auth: Any) -> dict[str, str]:
