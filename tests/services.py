@@ -5,8 +5,9 @@
     database_url      (function scope) a URL for a fresh, empty schema on that server, for one test
     s3_server         moto_server on a free port (an S3 API), waited for until it answers
     blob_url          (function scope) an `s3://` URL for a fresh bucket on that server
-    oci_registry      Debian's docker-registry on a free port, anonymous (`.host` is 127.0.0.1:PORT)
-    oci_registry_auth the same with basic auth (htpasswd, bcrypt): `.username` and `.password`
+    oci_registry      Debian's docker-registry on a free port, anonymous: `.host` (127.0.0.1:PORT),
+                      `.url` (http://...), `.storage` (its filesystem storage, to tamper with blobs)
+    oci_registry_auth the same with basic auth (htpasswd, bcrypt): `.username` and `.password` too
 
 Registered for the whole suite by `pytest_plugins = ["tests.services"]` in tests/conftest.py, they
 start once per session. (Importing them into a package's conftest.py also works, but then that
@@ -287,6 +288,7 @@ class OciRegistry:
     host: str  # 127.0.0.1:PORT
     username: str | None = None
     password: str | None = None
+    storage: Path | None = None  # the filesystem storage's root (a test may tamper with a blob there)
 
     @property
     def url(self) -> str:
@@ -300,7 +302,7 @@ def _registry(tmp: Path, auth: tuple[str, str] | None) -> Iterator[OciRegistry]:
     port = free_port()
     lines = [
         "version: 0.1",
-        "log: {level: warn}",
+        "log: {level: warn, accesslog: {disabled: true}}",  # the access log ignores the level
         f"storage: {{filesystem: {{rootdirectory: {tmp / 'storage'}}}, delete: {{enabled: true}}}}",
         f"http: {{addr: 127.0.0.1:{port}, secret: hotswap-tests}}",
     ]
@@ -321,7 +323,7 @@ def _registry(tmp: Path, auth: tuple[str, str] | None) -> Iterator[OciRegistry]:
 
         try:
             wait_until(up, f"docker-registry on 127.0.0.1:{port}")
-            yield OciRegistry(f"127.0.0.1:{port}", *(auth or (None, None)))
+            yield OciRegistry(f"127.0.0.1:{port}", *(auth or (None, None)), storage=tmp / "storage")
         finally:
             process.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
