@@ -83,6 +83,7 @@ from edge.runtime import (
     Sandbox,
     _Capture,
     _first_line,
+    preopen,
     refuse_command_input,
 )
 
@@ -454,8 +455,7 @@ class _Instance:
         )
         config = wasmtime.WasiConfig()  # always: a WASI call in a store without one aborts the process
         config.env = list(sandbox.env)
-        for grant in sandbox.dirs:
-            config.preopen_dir(str(grant.host), grant.guest, fs_mutable=grant.writable)
+        preopen(config, sandbox.dirs)
         self.stdout = _Capture(sandbox.log_cap)
         self.stderr = _Capture(sandbox.log_cap)
         config.stdout_custom = self.stdout

@@ -43,6 +43,7 @@ MAX_RESULT_DEPTH = 256  # levels of arrays and objects in a module's JSON result
 LAST_ERROR_CHARS = 300  # of a module's error message, in metrics and rollout reasons
 MAX_SMOKE_CALLS = 10  # smoke calls in one table entry
 MAX_ARGV = 1024  # arguments of a command call (argv, argv[0] included)
+MAX_ANSWER_BYTES = 20 << 20  # an execute answer's JSON: a node answers no more, the control plane reads this much
 Arg = Annotated[str, Field(max_length=65536, pattern=r"^[^\x00]*$")]  # a C string: no NUL
 SMOKE_ERROR_CHARS = 400  # of a failed smoke check's report (the call, and the module's error or result)
 

@@ -36,6 +36,7 @@ import ctypes
 import gc
 import json
 import math
+import os
 import platform
 import threading
 import time
@@ -99,6 +100,10 @@ _GIL_HELD = ctypes.PyDLL(_ffi.dll._name)
 _set_epoch_deadline = _GIL_HELD.wasmtime_context_set_epoch_deadline
 _set_epoch_deadline.argtypes = [ctypes.POINTER(ffi.wasmtime_context_t), ctypes.c_uint64]
 _set_epoch_deadline.restype = None
+
+
+_CALL = threading.local()  # `deadline`: when the call running on this thread must stop (time.monotonic)
+_EFAULT, _EINVAL = 21, 28  # WASI errno values
 
 
 class BudgetExceededError(Exception):
@@ -214,6 +219,18 @@ class Runtime:
         self.engine = wasmtime.Engine(config)
         self.linker = wasmtime.Linker(self.engine)
         self.linker.define_wasi()
+        # `poll_oneoff` (sleep) is ours: Wasmtime's blocks where the epoch deadline cannot stop it.
+        self._closing = threading.Event()
+        self.origins: dict[int, int] = {}  # store context address -> time.monotonic_ns() of its WASI clock's zero
+        self.linker.allow_shadowing = True
+        i32 = wasmtime.ValType.i32()
+        self.linker.define_func(
+            "wasi_snapshot_preview1",
+            "poll_oneoff",
+            wasmtime.FuncType([i32, i32, i32, i32], [i32]),
+            self._poll_oneoff,
+            access_caller=True,
+        )
         self.tick = tick
         self.fast_path = fast_path
         self.grants = grants
@@ -233,9 +250,65 @@ class Runtime:
         self._ticker = Ticker(self.engine, tick)
         self._ticker.start()
 
+    def _poll_oneoff(self, caller: wasmtime.Caller, subs: int, events: int, count: int, written: int) -> int:
+        """WASI `poll_oneoff`, in the host, bounded by the running call's deadline.
+
+        Wasmtime's own blocks in the host, where the epoch deadline cannot stop it (`time.sleep(3600)`
+        held a worker thread for an hour). Here a clock subscription waits at most until the call's
+        deadline (or the runtime's close), and a sleep cut short ends the call as its timeout. A
+        relative clock waits its timeout, an absolute realtime one until that time, an absolute
+        monotonic one until that time on the store's WASI clock (`origins`); a subscription on a
+        descriptor is ready at once (the edge hands a program in-memory stdio and regular files)."""
+        memory = caller.get("memory")
+        if not isinstance(memory, wasmtime.Memory):
+            return _EFAULT
+        if count == 0:
+            return _EINVAL
+        size = memory.data_len(caller)
+        if not (0 <= subs <= size - 48 * count and 0 <= events <= size - 32 * count and 0 <= written <= size - 4):
+            return _EFAULT
+        raw = memory.read(caller, subs, subs + 48 * count)
+        ready: list[tuple[bytes, int]] = []  # (userdata, event type) of descriptors, ready now
+        clocks: list[tuple[bytes, float]] = []  # (userdata, seconds to wait)
+        for i in range(count):
+            sub = raw[48 * i : 48 * (i + 1)]
+            tag = sub[8]
+            if tag in (1, 2):
+                ready.append((bytes(sub[0:8]), tag))
+            elif tag == 0:
+                clock, timeout = int.from_bytes(sub[16:20], "little"), int.from_bytes(sub[24:32], "little")
+                absolute = int.from_bytes(sub[40:42], "little") & 1
+                if not absolute:
+                    wait = timeout / 1e9
+                elif clock == 0:  # realtime
+                    wait = (timeout - time.time_ns()) / 1e9
+                else:  # Wasmtime's monotonic clock counts from the store's WASI context (`origins`)
+                    origin = self.origins.get(ctypes.addressof(caller._context().contents))
+                    wait = (timeout - (time.monotonic_ns() - origin)) / 1e9 if origin is not None else 0.0
+                clocks.append((bytes(sub[0:8]), max(wait, 0.0)))
+            else:
+                return _EINVAL
+        fired: list[tuple[bytes, int]] = ready
+        if not ready:
+            wait = min(seconds for _, seconds in clocks)
+            deadline = getattr(_CALL, "deadline", None)
+            left = wait if deadline is None else min(wait, deadline - time.monotonic())
+            if self._closing.wait(max(left, 0.0)) or left < wait:
+                _CALL.expired = True  # `failure` makes it the timeout it is
+                raise wasmtime.Trap("the call's deadline passed while the program slept")
+            fired = [(userdata, 0) for userdata, seconds in clocks if seconds <= wait]
+        out = bytearray(32 * len(fired))
+        for i, (userdata, kind) in enumerate(fired):
+            out[32 * i : 32 * i + 8] = userdata
+            out[32 * i + 10] = kind
+        memory.write(caller, bytes(out), events)
+        memory.write(caller, len(fired).to_bytes(4, "little"), written)
+        return 0
+
     def close(self) -> None:
         """Stop the ticker and drop every instance now. Stores with WASI files left for the
         interpreter's exit make wasmtime's I/O threads panic as the process ends."""
+        self._closing.set()  # a program asleep in poll_oneoff wakes, and meets its deadline
         self.interrupt()
         self._ticker.stop()
         for loaded in list(self._modules):
@@ -280,7 +353,7 @@ class Runtime:
         directories allowed by `grants` (then opened by their resolved paths) and present here."""
         dirs = []
         for grant in sandbox.dirs:
-            host = self.grants.check(grant.host, grant.writable) if self.grants is not None else grant.host
+            host = self.grants.check(grant.host, grant.writable) if self.grants is not None else grant.host.resolve()
             if not host.is_dir():
                 raise LoadError(f"capabilities.filesystem: {grant.host} is not a directory on this node")
             dirs.append(replace(grant, host=host))
@@ -415,10 +488,10 @@ class _Instance:
             memories=1,
         )
         config = wasmtime.WasiConfig()
+        origin = time.monotonic_ns()  # where the WASI monotonic clock of this store starts
         config.env = list(sandbox.env)
         config.argv = list(sandbox.argv if argv is None else argv)
-        for grant in sandbox.dirs:
-            config.preopen_dir(str(grant.host), grant.guest, fs_mutable=grant.writable)
+        preopen(config, sandbox.dirs)
         self.stdout = _Capture(sandbox.result_cap if stdin is not None else sandbox.log_cap)
         self.stderr = _Capture(sandbox.log_cap)
         config.stdout_custom = self.stdout
@@ -426,6 +499,10 @@ class _Instance:
         if stdin is not None:
             _set_stdin(config, stdin)
         self.store.set_wasi(config)
+        origins = owner.runtime.origins
+        key = ctypes.addressof(self.store._context().contents)
+        origins[key] = origin
+        weakref.finalize(self.store, origins.pop, key, None)
         self.store.set_epoch_deadline(owner.runtime.ticks(sandbox.timeout_seconds))
         self.memory: wasmtime.Memory | None = None
         try:
@@ -564,7 +641,9 @@ class _Instance:
         """The error a failed call becomes: a timeout, a memory violation, or a trap."""
         if isinstance(exc, (BadRequestError, ModuleError)):
             return exc
-        if isinstance(exc, wasmtime.Trap) and exc.trap_code == wasmtime.TrapCode.INTERRUPT:
+        if getattr(_CALL, "expired", False) or (
+            isinstance(exc, wasmtime.Trap) and exc.trap_code == wasmtime.TrapCode.INTERRUPT
+        ):
             if budget is not None:
                 return BudgetExceededError()
             return ModuleTimeoutError(f"stopped after its timeout of {self.owner.sandbox.timeout_seconds:g}s")
@@ -626,12 +705,16 @@ class LoadedVersion(Generic[P]):
 
     def warm(self) -> None:
         """Instantiate once, so a version that cannot start fails at load and not on a request."""
+        _CALL.deadline = time.monotonic() + self.sandbox.timeout_seconds  # a start function's sleep too
         try:
             inst = self._new_instance()
         except MemoryLimitError as exc:
             raise LoadError(exc.message) from None
         except (TrapError, ModuleTimeoutError) as exc:
             raise LoadError(f"cannot instantiate: {exc.message}") from None
+        finally:
+            _CALL.deadline = None
+            _CALL.expired = False
         if self._keeps_instances():
             self._idle.append(inst)
         else:
@@ -682,9 +765,12 @@ class LoadedVersion(Generic[P]):
             return self._invoke(call, budget, budget, cpu_clock, runtime.tick * budget)
         seconds = timeout or self.sandbox.timeout_seconds
         runtime._enter()
+        _CALL.deadline = time.monotonic() + seconds
         try:
             return self._invoke(call, runtime.ticks(seconds), None, cpu_clock, seconds)
         finally:
+            _CALL.deadline = None
+            _CALL.expired = False
             runtime._leave()
 
     def _invoke(
@@ -819,6 +905,20 @@ def refuse_command_input(function: str, convention: str, argv: tuple[str, ...] |
 Loaded: TypeAlias = "LoadedModule | LoadedComponent"
 
 
+def preopen(config: wasmtime.WasiConfig, dirs: tuple[DirGrant, ...]) -> None:
+    """Preopen each granted directory, by the real path checked at load. A path that resolves
+    elsewhere now (a program with a write grant above it swapped a directory for a symlink out of
+    the node's allowed roots), or that is gone, fails the call (a trap, counted), never the node."""
+    for grant in dirs:
+        host = str(grant.host)
+        if os.path.realpath(host) != host:
+            raise TrapError(f"capabilities.filesystem: {host} no longer resolves to itself; not opened")
+        try:
+            config.preopen_dir(host, grant.guest, fs_mutable=grant.writable)
+        except Exception as exc:
+            raise TrapError(f"capabilities.filesystem: {host} cannot be opened: {_first_line(exc)}") from None
+
+
 def _set_stdin(config: wasmtime.WasiConfig, data: bytes) -> None:
     vec = ffi.wasm_byte_vec_t()
     buf = (ffi.wasm_byte_t * len(data)).from_buffer_copy(data) if data else None
@@ -860,16 +960,24 @@ def _numeric_args(function: str, sig: wasm.FuncSig, args: Any) -> tuple[int | fl
 
 
 def _loads_result(raw: bytes | str) -> Any:
-    """A module's JSON result (ValueError when it is not JSON). One that nests deeper than
+    """A module's JSON result (ValueError when it is not JSON, or holds a number out of a double's
+    range, such as 1e400, which no JSON answer can carry). One that nests deeper than
     MAX_RESULT_DEPTH is a trap: answering it would exhaust the recursion limit of the encoder."""
     try:
-        value = json.loads(raw, parse_constant=_no_constants)
+        value = json.loads(raw, parse_constant=_no_constants, parse_float=_finite)
     except RecursionError:
         value = None
     else:
         if not (may_nest_deeper(raw, MAX_RESULT_DEPTH) and nests_deeper(value, MAX_RESULT_DEPTH)):
             return value
     raise TrapError(f"the result nests arrays and objects deeper than {MAX_RESULT_DEPTH} levels")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} is out of range for a JSON answer")
+    return value
 
 
 def _no_constants(name: str) -> Any:

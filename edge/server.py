@@ -57,10 +57,11 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from edge.auth import READ_ROLES, Authenticator
-from edge.errors import BadRequestError, CpuLimitError, EdgeError, ModuleError, NotFoundError
+from edge.errors import BadRequestError, CpuLimitError, EdgeError, ModuleError, NotFoundError, TrapError
 from edge.lanes import ThreadShares
 from edge.protocol import (
     LATENCY_BUCKETS_MS,
+    MAX_ANSWER_BYTES,
     MAX_ARGS_DEPTH,
     VERSION_HEADER,
     ExecuteRequest,
@@ -229,6 +230,8 @@ async def execute(request: web.Request) -> web.Response:
         try:
             await _cpu_gate(node, slot)
             result = await node.run(slot, call)
+            duration_ms = (time.perf_counter() - started) * 1000
+            body = _answer(result, slot, duration_ms)
         except ModuleError as exc:
             elapsed = time.perf_counter() - started
             if not isinstance(exc, CpuLimitError):
@@ -248,20 +251,27 @@ async def execute(request: web.Request) -> web.Response:
             )
             response.headers[VERSION_HEADER] = slot.version
             return response
-        duration_ms = (time.perf_counter() - started) * 1000
         slot.cpu.charge(result.cpu_ns)
         slot.record("ok", duration_ms, result.violations)
     finally:
         node.router.release(slot)
+    return web.Response(body=body, content_type="application/json", headers={VERSION_HEADER: slot.version})
+
+
+def _answer(result: CallResult, slot: VersionSlot, duration_ms: float) -> bytes:
+    """The 200 answer's body; a trap when it would be over MAX_ANSWER_BYTES, which is what the
+    control plane reads of an answer (JSON escapes can make it six times the module's output)."""
     payload = {"result": result.value, "module": slot.module, "version": slot.version, "durationMs": duration_ms}
     if result.exit_code is not None:
         payload["exitCode"] = result.exit_code
         payload["stderr"] = result.stderr or ""
-    return web.Response(
-        body=_encode(payload).encode(),
-        content_type="application/json",
-        headers={VERSION_HEADER: slot.version},
-    )
+    try:
+        body = _encode(payload).encode()
+    except (ValueError, RecursionError) as exc:
+        raise TrapError(f"the result cannot be answered as JSON: {exc}") from None
+    if len(body) > MAX_ANSWER_BYTES:
+        raise TrapError(f"the answer would be {len(body)} bytes of JSON, over the limit of {MAX_ANSWER_BYTES}")
+    return body
 
 
 async def _cpu_gate(node: Node, slot: VersionSlot) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from edge.protocol import MAX_ANSWER_BYTES
 from reconciler.api.base import ApiError, bad_request, read_json, require
 from reconciler.api.control import CONTROL, ControlDeps
 from reconciler.auth import node_audience
@@ -30,7 +31,9 @@ from reconciler.auth import node_audience
 EXECUTORS = ("developer", "admin")
 EXECUTE_PATH = "/api/v1/wasm/execute"
 EXECUTE_BODY_BYTES = 8 << 20
-ANSWER_BYTES = 8 << 20  # the most of a node's answer read: a node cannot make the control plane hold more
+# The most of a node's answer read (a node answers at most MAX_ANSWER_BYTES): a node cannot make the
+# control plane hold more.
+ANSWER_BYTES = MAX_ANSWER_BYTES + (64 << 10)
 NODE_TIMEOUT_SECONDS = 330.0  # the longest module timeout (300 s) and some
 FORWARDED = ("Content-Type", "X-Hotswap-Version", "traceparent", "tracestate", "X-Hotswap-User")
 TOKEN_SECONDS = 60.0  # a forwarded call's token: one node, one call, a minute
@@ -151,9 +154,8 @@ async def execute(request: web.Request) -> web.StreamResponse:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             failures.append(f"{node_id}: {type(exc).__name__}")
             continue
-        if payload is None:
-            failures.append(f"{node_id}: an answer over {ANSWER_BYTES} bytes")
-            continue
+        if payload is None:  # the call ran: running it again on another node would repeat its effects
+            raise ApiError(502, "answer_too_large", f"{node_id} answered more than {ANSWER_BYTES} bytes; not relayed")
         out = {"X-Hotswap-Node": node_id}
         if version_header:
             out["X-Hotswap-Version"] = version_header

@@ -23,7 +23,7 @@ from reconciler.store.blobs import BLOBS_PREFIX, digest_hex, open_blob_store
 from reconciler.store.errors import StoreError
 from reconciler.store.state import open_state_store
 from tests.store.test_blobs import overwrite_object
-from tests.store.test_registry import ADD, ADD2, HELLO, SOCKET
+from tests.store.test_registry import ADD, ADD2, HELLO, UNSTABLE
 
 MODULES = "/api/v1/wasm/modules"
 
@@ -132,8 +132,8 @@ async def test_invalid_webassembly_is_a_400_saying_why(api: Api) -> None:
     body = await error_of(await post_json(api, json_upload(data=b"\0asm junk")), 400)
     assert body == {**body, "error": "invalid_module", "field": "wasm"}
     assert "not valid WebAssembly" in body["message"]
-    body = await error_of(await post_json(api, json_upload(data=SOCKET)), 400)
-    assert "sock_accept" in body["message"]
+    body = await error_of(await post_json(api, json_upload(data=UNSTABLE)), 400)
+    assert "wasi_unstable.fd_write" in body["message"]
 
 
 @pytest.mark.parametrize(
