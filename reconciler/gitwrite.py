@@ -330,6 +330,9 @@ class GitWriter:
 
 
 def _message(subject: str, body: str, trailers: Sequence[tuple[str, str]]) -> str:
+    for key, value in trailers:  # a line break would start a trailer of the writer's choosing
+        if any(c in f"{key}{value}" for c in "\r\n") or not re.fullmatch(r"[A-Za-z][A-Za-z0-9-]*", key):
+            raise GitWriteError(f"trailer {key!r}: {value!r} is not one line; nothing was written")
     parts = [subject.strip()]
     if body.strip():
         parts.append(body.strip())

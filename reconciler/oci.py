@@ -19,7 +19,11 @@ again while downloading.
 Credentials, per registry host: a Docker-style config file (`$REGISTRY_AUTH_FILE`, else
 `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`: `auths.HOST.auth` = base64 user:password,
 or `username`/`password`; credential helpers are not run), else `HOTSWAP_OCI_USERNAME` /
-`HOTSWAP_OCI_PASSWORD` for every registry, else anonymous. A registry that answers `Basic` gets them
+`HOTSWAP_OCI_PASSWORD` for the registries `HOTSWAP_OCI_REGISTRY` names (comma-separated `host:port`;
+never for any host, since a fleet author names the hosts), else anonymous. Credentials go to their
+registry only: a tag page or an upload location on another host is refused, and requests drops the
+Authorization header on a redirect to another host. An error message never quotes a body the
+registry sent (a fleet could point the control plane at an internal service). A registry that answers `Basic` gets them
 directly; one that answers `Bearer` gets a token for them, or an anonymous one (oras-py's token
 negotiation). Plain HTTP for registries on 127.0.0.1, localhost and [::1], those passed as
 `insecure` and those listed in the environment's `HOTSWAP_OCI_INSECURE` (comma-separated
@@ -43,6 +47,7 @@ import hashlib
 import json
 import os
 import re
+import time
 import urllib.parse
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -59,7 +64,9 @@ MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 INDEXES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
 ACCEPT = ", ".join((MANIFEST, DOCKER_MANIFEST, *INDEXES))
-MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # what the distribution registry itself accepts
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # what the distribution registry itself accepts (a tag page too)
+MAX_TAG_PAGES = 100
+MAX_TAGS = 100_000
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 
 _REGISTRY = re.compile(
@@ -137,9 +144,8 @@ class Pulled:
 class Credentials:
     """Username and password per registry host, from a Docker-style config and the environment."""
 
-    def __init__(self, auths: Mapping[str, tuple[str, str]], everywhere: tuple[str, str] | None = None) -> None:
+    def __init__(self, auths: Mapping[str, tuple[str, str]]) -> None:
         self.auths = dict(auths)
-        self.everywhere = everywhere
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str] | None = None) -> Credentials:
@@ -159,11 +165,15 @@ class Credentials:
                     auths.setdefault(_host(host), pair)
             break
         user, password = env.get("HOTSWAP_OCI_USERNAME"), env.get("HOTSWAP_OCI_PASSWORD")
-        return cls(auths, (user, password) if user and password is not None else None)
+        if user and password is not None:  # only for the registries named: a fleet author names any host
+            for host in env.get("HOTSWAP_OCI_REGISTRY", "").split(","):
+                if host.strip():
+                    auths.setdefault(_host(host.strip()), (user, password))
+        return cls(auths)
 
     def for_registry(self, registry: str) -> tuple[str, str] | None:
-        """The registry's own entry, else the pair for every registry, else None (anonymous)."""
-        return self.auths.get(_host(registry)) or self.everywhere
+        """The registry's own pair, or None (anonymous)."""
+        return self.auths.get(_host(registry))
 
 
 def _config_files(env: Mapping[str, str]) -> list[Path]:
@@ -291,25 +301,31 @@ class OciClient:
             hint = (
                 "the credentials found for it were refused"
                 if has
-                else "no credentials were found for it (a Docker config's auths, or HOTSWAP_OCI_USERNAME/PASSWORD)"
+                else "no credentials were found for it (a Docker config's auths, or HOTSWAP_OCI_USERNAME/PASSWORD with HOTSWAP_OCI_REGISTRY)"
             )
             return OciError(f"{ref}: unauthorized ({response.status_code}) at {ref.registry}: {hint}")
         if response.status_code == 404:
             return OciError(f"{ref}: not found: {ref.registry} has no {what}")
-        text = next(response.iter_content(300), b"").decode("utf-8", "replace").strip()  # the start of the body
-        return OciError(f"{ref}: {what}: {ref.registry} answered {response.status_code} {response.reason} {text}")
+        # Not the body: whatever a fleet author points the control plane at must not come back in status.
+        return OciError(f"{ref}: {what}: {ref.registry} answered {response.status_code}")
 
     def _read(self, ref: Reference, response: requests.Response, limit: int) -> bytes | None:
-        """The body, or None once it grows past `limit` bytes (the rest is not read)."""
+        """The body, or None once it grows past `limit` bytes (the rest is not read). The whole read
+        has a deadline too (the timeout, plus a second per MiB of the limit beyond the first): a
+        registry that trickles bytes cannot hold a controller pass."""
         import requests
 
+        deadline = time.monotonic() + self.timeout + max(limit - (1 << 20), 0) / (1 << 20)
         data = bytearray()
         try:
             with response:
-                for chunk in response.iter_content(1 << 16):
+                # read1: what has arrived (up to 64 KiB), so the deadline is checked as bytes come in
+                while chunk := response.raw.read1(1 << 16, decode_content=True):
                     data += chunk
                     if len(data) > limit:
                         return None
+                    if time.monotonic() > deadline:
+                        raise OciError(f"{ref}: {ref.registry} sends too slowly: {len(data)} bytes by the deadline")
         except requests.RequestException as exc:
             raise self._unreachable(ref, exc) from None
         return bytes(data)
@@ -388,17 +404,30 @@ class OciClient:
         """The repository's tags, in the registry's order, following `Link: <...>; rel="next"` pages."""
         tags: list[str] = []
         url: str | None = self._url(ref, "tags/list")
-        while url is not None:
-            response = self._request(ref, "GET", url)
+        for _ in range(MAX_TAG_PAGES):
+            assert url is not None
+            response = self._request(ref, "GET", url, stream=True)
             self._check(ref, response, f"repository {ref.repository}")
+            link = response.links.get("next", {}).get("url")
+            body = self._read(ref, response, MAX_MANIFEST_BYTES)
             try:
-                page = response.json().get("tags") or []
+                page = json.loads(body or b"").get("tags") or []
             except (AttributeError, ValueError):
                 raise OciError(f"{ref}: the tag list of {ref.repository} is not a JSON object") from None
             tags += [str(tag) for tag in page]
-            link = response.links.get("next", {}).get("url")
-            url = urllib.parse.urljoin(url, link) if link else None
-        return tags
+            if len(tags) > MAX_TAGS:
+                raise OciError(f"{ref}: {ref.repository} lists more than {MAX_TAGS} tags")
+            if not link:
+                return tags
+            url = self._same_registry(ref, urllib.parse.urljoin(url, link), "a tag page")
+        raise OciError(f"{ref}: {ref.repository}'s tag list goes on past {MAX_TAG_PAGES} pages")
+
+    def _same_registry(self, ref: Reference, url: str, what: str) -> str:
+        """`url` when it is on `ref`'s registry (same scheme and host): credentials go nowhere else."""
+        parts = urllib.parse.urlsplit(url)
+        if f"{parts.scheme}://{parts.netloc}" != f"{self._scheme(ref.registry)}://{ref.registry}":
+            raise OciError(f"{ref}: {ref.registry} sent {what} on another host ({parts.netloc}); not followed")
+        return url
 
     # -- writing -------------------------------------------------------------------------------------
 
@@ -411,7 +440,9 @@ class OciClient:
             location = start.headers.get("Location")
             if not location:
                 raise OciError(f"{ref}: {ref.registry} started a blob upload without a Location")
-            location = urllib.parse.urljoin(self._url(ref, "blobs/uploads/"), location)
+            location = self._same_registry(
+                ref, urllib.parse.urljoin(self._url(ref, "blobs/uploads/"), location), "a blob upload"
+            )
             put = self._request(
                 ref,
                 "PUT",

@@ -5,7 +5,8 @@ annotations for the version (`org.opencontainers.image.version`: `--version`, el
 semver), the source (`org.opencontainers.image.source`: `--source`) and the exports
 (`dev.hotswap.exports`). Prints the reference with its digest, ready for a Module's `source.oci`.
 Credentials: a Docker config file (`$DOCKER_CONFIG/config.json`, `~/.docker/config.json`,
-`$REGISTRY_AUTH_FILE`) or `HOTSWAP_OCI_USERNAME`/`HOTSWAP_OCI_PASSWORD`.
+`$REGISTRY_AUTH_FILE`) or `HOTSWAP_OCI_USERNAME`/`HOTSWAP_OCI_PASSWORD` for the registries
+`HOTSWAP_OCI_REGISTRY` names.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--resolve",
         action="store_true",
         help="check that every OCI artifact the fleet names exists in its registry (network; credentials "
-        "from a Docker config file or HOTSWAP_OCI_USERNAME/PASSWORD)",
+        "from a Docker config file or HOTSWAP_OCI_USERNAME/PASSWORD for HOTSWAP_OCI_REGISTRY)",
     )
 
 

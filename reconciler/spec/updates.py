@@ -30,7 +30,12 @@ from pydantic import Field, field_validator
 
 from reconciler.spec.models import Document, Name, Spec
 
-SEMVER: Final = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$")
+# A tag that is a release or pre-release version, optionally `v`-prefixed: no leading zeros, no build
+# metadata (an OCI tag cannot hold `+`), and nothing after it (`\Z`: not even a newline).
+_NUMBER: Final = r"(0|[1-9]\d*)"
+_PRE: Final = r"(?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*)"
+SEMVER: Final = re.compile(rf"v?{_NUMBER}\.{_NUMBER}\.{_NUMBER}(?:-({_PRE}(?:\.{_PRE})*))?\Z")
+MAX_TAG: Final = 128
 _COMPARATOR: Final = re.compile(r"^(>=|<=|>|<|=|\^|~)?v?(\d+|x|\*)(?:\.(\d+|x|\*))?(?:\.(\d+|x|\*))?$")
 
 Version = tuple[int, int, int, tuple[int | str, ...]]  # a release sorts after its pre-releases (see key)
@@ -38,7 +43,7 @@ Version = tuple[int, int, int, tuple[int | str, ...]]  # a release sorts after i
 
 def parse_version(text: str) -> Version | None:
     """A semver tag (`1.2.3`, `v1.2.3`, `1.2.3-rc.1`), or None for any other tag."""
-    match = SEMVER.match(text)
+    match = SEMVER.match(text) if len(text) <= MAX_TAG else None
     if match is None:
         return None
     pre = tuple(int(p) if p.isdigit() else p for p in match.group(4).split(".")) if match.group(4) else ()
@@ -134,6 +139,7 @@ class ModuleUpdateSpec(Spec):
     author: str | None = Field(
         None,
         max_length=256,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._@+-]*$",
         description="under a signing policy: the trust file's principal (with the author role) the control"
         " plane signs the bump for (Hotswap-Requested-By), as for an API write; none: the control plane alone",
     )

@@ -497,11 +497,15 @@ def test_credentials_come_from_a_docker_config_or_the_environment(tmp_path: Path
     first = Credentials.from_environment({"REGISTRY_AUTH_FILE": str(auth_file), "DOCKER_CONFIG": str(docker.parent)})
     assert first.for_registry("127.0.0.1:5000") == ("dave", "y")
 
-    everywhere = Credentials.from_environment({"HOTSWAP_OCI_USERNAME": "ci", "HOTSWAP_OCI_PASSWORD": "t0k"})
-    assert everywhere.for_registry("127.0.0.1:5000") == ("ci", "t0k")
-    assert everywhere.for_registry("reg.example.com") == ("ci", "t0k")
+    pair = {"HOTSWAP_OCI_USERNAME": "ci", "HOTSWAP_OCI_PASSWORD": "t0k"}
+    nowhere = Credentials.from_environment(pair)  # no HOTSWAP_OCI_REGISTRY: sent to no registry
+    assert nowhere.for_registry("127.0.0.1:5000") is None and nowhere.for_registry("reg.example.com") is None
+    named = Credentials.from_environment({**pair, "HOTSWAP_OCI_REGISTRY": "reg.example.com, 127.0.0.1:5001"})
+    assert named.for_registry("reg.example.com") == ("ci", "t0k")
+    assert named.for_registry("127.0.0.1:5001") == ("ci", "t0k")
+    assert named.for_registry("127.0.0.1:5000") is None
     both = Credentials.from_environment(
-        {"DOCKER_CONFIG": str(docker.parent), "HOTSWAP_OCI_USERNAME": "ci", "HOTSWAP_OCI_PASSWORD": "t0k"}
+        {"DOCKER_CONFIG": str(docker.parent), **pair, "HOTSWAP_OCI_REGISTRY": "127.0.0.1:5000,elsewhere.example.com"}
     )
     assert both.for_registry("127.0.0.1:5000") == ("alice", "pa:ss")  # the host's own entry first
     assert both.for_registry("elsewhere.example.com") == ("ci", "t0k")
@@ -542,9 +546,13 @@ def test_an_auth_registry_takes_credentials_from_a_docker_config(
     assert client.tags(target) == ["1.0.0"]
 
 
-def test_an_auth_registry_takes_credentials_for_every_registry(oci_registry_auth: OciRegistry) -> None:
+def test_an_auth_registry_takes_credentials_from_the_environment(oci_registry_auth: OciRegistry) -> None:
     assert oci_registry_auth.username and oci_registry_auth.password
-    env = {"HOTSWAP_OCI_USERNAME": oci_registry_auth.username, "HOTSWAP_OCI_PASSWORD": oci_registry_auth.password}
+    env = {
+        "HOTSWAP_OCI_USERNAME": oci_registry_auth.username,
+        "HOTSWAP_OCI_PASSWORD": oci_registry_auth.password,
+        "HOTSWAP_OCI_REGISTRY": oci_registry_auth.host,
+    }
     client = OciClient(Credentials.from_environment(env))
     target = ref(oci_registry_auth, "team/private-env", "2.0.0")
     digest = client.push(wasm(), target)
@@ -554,7 +562,11 @@ def test_an_auth_registry_takes_credentials_for_every_registry(oci_registry_auth
 
 def test_an_auth_registry_refuses_a_wrong_password(oci_registry_auth: OciRegistry, tmp_path: Path) -> None:
     assert oci_registry_auth.username
-    env = {"HOTSWAP_OCI_USERNAME": oci_registry_auth.username, "HOTSWAP_OCI_PASSWORD": "wrong"}
+    env = {
+        "HOTSWAP_OCI_USERNAME": oci_registry_auth.username,
+        "HOTSWAP_OCI_PASSWORD": "wrong",
+        "HOTSWAP_OCI_REGISTRY": oci_registry_auth.host,
+    }
     client = OciClient(Credentials.from_environment(env))
     target = ref(oci_registry_auth, "team/private", "1.0.0")
     started = time.monotonic()

@@ -324,9 +324,15 @@ def test_a_registry_a_fleet_author_names_is_not_sent_the_control_planes_password
     and their registry answers 401 Basic: the next request carries the control plane's registry
     password in clear base64. Credentials should go only to the registry they were given for."""
     attacker = fake(challenge())
-    client = OciClient(Credentials({}, everywhere=("ci-robot", SECRET)), timeout=5)
-    with pytest.raises(OciError):
-        client.pull(Reference(attacker.host, "x/calc", "1.0.0", DIGEST))
+    trusted = {
+        "HOTSWAP_OCI_USERNAME": "ci-robot",
+        "HOTSWAP_OCI_PASSWORD": SECRET,
+        "HOTSWAP_OCI_REGISTRY": "reg.example",
+    }
+    for env in (trusted, {**trusted, "HOTSWAP_OCI_REGISTRY": ""}):
+        client = OciClient(Credentials.from_environment(env), timeout=5)
+        with pytest.raises(OciError):
+            client.pull(Reference(attacker.host, "x/calc", "1.0.0", DIGEST))
     sent = [base64.b64decode(a.split()[-1]).decode(errors="replace") for a in attacker.authorizations()]
     assert not any(SECRET in s for s in sent), f"the attacker's registry was sent {sent}"
 
@@ -376,9 +382,9 @@ def test_a_redirect_to_another_host_does_not_carry_the_credentials(fake: Any) ->
 def test_credentials_appear_in_no_error_message(fake: Any) -> None:
     """Held: a registry that refuses the credentials, or fails, gets an error that names the
     registry and the reference, never the password (it ends in events and the API)."""
-    client = OciClient(Credentials({}, everywhere=("ci-robot", SECRET)), timeout=5)
     for status in (401, 500):
         registry = fake(lambda m, p, h, s=status: (s, {"Www-Authenticate": 'Basic realm="r"'}, b"no"))
+        client = OciClient(Credentials({registry.host: ("ci-robot", SECRET)}), timeout=5)
         with pytest.raises(OciError) as caught:
             client.pull(Reference(registry.host, "team/calc", "1.0.0", DIGEST))
         assert SECRET not in str(caught.value) and "ci-robot" not in str(caught.value), str(caught.value)
