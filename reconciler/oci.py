@@ -301,7 +301,8 @@ class OciClient:
             hint = (
                 "the credentials found for it were refused"
                 if has
-                else "no credentials were found for it (a Docker config's auths, or HOTSWAP_OCI_USERNAME/PASSWORD with HOTSWAP_OCI_REGISTRY)"
+                else "no credentials were found for it (a Docker config's auths, or "
+                "HOTSWAP_OCI_USERNAME/PASSWORD with HOTSWAP_OCI_REGISTRY)"
             )
             return OciError(f"{ref}: unauthorized ({response.status_code}) at {ref.registry}: {hint}")
         if response.status_code == 404:
