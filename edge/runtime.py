@@ -619,23 +619,22 @@ class _Instance:
         return ExitError(code, stderr, stdout or None)
 
     def near_memory_cap(self) -> bool:
-        if self.memory is None:
-            return False
-        try:
-            size = self.memory.data_len(self.store)
-        except Exception:
-            return False
+        """Within a sixteenth of the limit (at least 1 MiB): where an allocator is refused more."""
         cap = self.owner.sandbox.memory_bytes
-        return size + max(MIB, cap // 16) > cap
+        return self._within(cap, max(MIB, cap // 16))
 
     def at_memory_cap(self) -> bool:
+        """Not one more page fits."""
+        return self._within(self.owner.sandbox.memory_bytes, wasm.PAGE_BYTES)
+
+    def _within(self, cap: int, margin: int) -> bool:
         if self.memory is None:
             return False
         try:
             size = self.memory.data_len(self.store)
         except Exception:
             return False
-        return size + wasm.PAGE_BYTES > self.owner.sandbox.memory_bytes
+        return size + margin > cap
 
     def failure(self, exc: BaseException, budget: int | None) -> Exception:
         """The error a failed call becomes: a timeout, a memory violation, or a trap."""

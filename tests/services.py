@@ -237,6 +237,15 @@ def _moto_server() -> str:
     return found
 
 
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=10)
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
 def _answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1):
@@ -266,12 +275,7 @@ def s3_server() -> Iterator[S3Server]:
             wait_until(up, f"moto_server on 127.0.0.1:{port}")
             yield S3Server(endpoint=f"127.0.0.1:{port}")
         finally:
-            process.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=10)
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+            _stop(process)
 
 
 @pytest.fixture
@@ -325,12 +329,7 @@ def _registry(tmp: Path, auth: tuple[str, str] | None) -> Iterator[OciRegistry]:
             wait_until(up, f"docker-registry on 127.0.0.1:{port}")
             yield OciRegistry(f"127.0.0.1:{port}", *(auth or (None, None)), storage=tmp / "storage")
         finally:
-            process.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=10)
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+            _stop(process)
 
 
 @pytest.fixture(scope="session")
