@@ -117,10 +117,7 @@ class ExitError(ModuleError):
 
     @property
     def details(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"exitCode": self.exit_code, "stderr": self.stderr}
-        if self.stdout:
-            out["stdout"] = self.stdout
-        return out
+        return {"exitCode": self.exit_code, "stderr": self.stderr, "stdout": self.stdout or ""}
 
 
 class ModuleTimeoutError(ModuleError):

@@ -62,6 +62,7 @@ class UpdateAutomation:
         self.clock = clock
         self._due: dict[str, float] = {}  # ModuleUpdate name -> when it is checked next
         self._written: dict[str, str] = {}  # ModuleUpdate name -> the version last proposed
+        self._failed: dict[str, str] = {}  # ModuleUpdate name -> its last failure, reported once
 
     async def run(self) -> None:
         while True:
@@ -87,10 +88,15 @@ class UpdateAutomation:
                 if proposal is None or self._written.get(name) == proposal.version:
                     continue
                 result = await asyncio.to_thread(self.write, update, proposal)
-            except Exception as exc:  # the registry or the forge failed: say so, look again later
+            except Exception as exc:  # the registry or the forge failed: say so (once), look again later
                 message = f"{update.spec.module}: {update.spec.repository}: {exc}"
-                self.controller.report("ModuleUpdateFailed", message, update.spec.module, warning=True)
+                if "working tree" in str(exc) and update.spec.write == "commit":
+                    message += "; `write: branch` proposes the bump on a branch instead"
+                if self._failed.get(name) != message:
+                    self._failed[name] = message
+                    self.controller.report("ModuleUpdateFailed", message, update.spec.module, warning=True)
                 continue
+            self._failed.pop(name, None)
             self._written[name] = proposal.version
             written.append(proposal)
             if result is None:

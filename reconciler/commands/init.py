@@ -86,6 +86,7 @@ def files(name: str) -> dict[str, str]:
         "strategies/blue-green.yaml": STRATEGY,
         "wasm/adder-1.0.0.wat": WAT,
         ".github/workflows/hotswap.yaml": WORKFLOW,
+        ".gitignore": "# hotswap up keeps its state, tokens and keys here: never commit them\n.hotswap/\n",
     }
 
 

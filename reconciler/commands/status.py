@@ -178,7 +178,8 @@ def render(status: dict[str, Any], *, wide: bool = False, width: int | None = 80
     observed = (source.get("observedRevision") or "-")[:12]
     if observed != applied:
         head += f"  observed {observed}"
-    head += f"  {headline(source.get('conditions', []))}"
+    # The source verified the revision; a pass that cannot apply it (a binary it cannot get) is Stalled.
+    head += "  Stalled" if status.get("stalled") else f"  {headline(source.get('conditions', []))}"
     lines = [head]
     lines += [f"warning: {warning}" for warning in status.get("warnings", [])]
     if status.get("stalled"):

@@ -131,7 +131,20 @@ def compare_with_base(result: LoadResult, fleet_dir: Path, rev: str, prefix: str
     return lines, len(changes.problems)
 
 
-def unresolved(result: LoadResult, prefix: str) -> list[str]:
+def _line_of(result: LoadResult, root: Path, module: str, oci: str) -> int:
+    """The line of the Module's file that names `oci` (the document's first line if none does)."""
+    assert result.fleet is not None
+    where = result.fleet.locations.get(("Module", module))
+    if where is None:
+        return 0
+    try:
+        lines = (root / where.path).read_text().splitlines()
+    except OSError:
+        lines = []
+    return next((i for i, line in enumerate(lines, 1) if oci in line), where.line)
+
+
+def unresolved(result: LoadResult, root: Path, prefix: str) -> list[str]:
     """`path:line: field: message` for each `source.oci` its registry does not have (or cannot say)."""
     from reconciler.oci import OciClient, OciError, Reference
 
@@ -147,7 +160,7 @@ def unresolved(result: LoadResult, prefix: str) -> list[str]:
             try:
                 digest = client.resolve(Reference.parse(source.oci))
             except OciError as exc:
-                lines.append(f"{path}:{where.line if where else 0}: spec.source.oci: {version}: {exc}")
+                lines.append(f"{path}:{_line_of(result, root, name, source.oci)}: spec.source.oci: {version}: {exc}")
                 continue
             if "@" not in source.oci:
                 print(f"{name}@{version}: {source.oci} is {digest} now")
@@ -164,10 +177,11 @@ def run(args: argparse.Namespace) -> int:
     for problem in result.problems:
         print(problem.under(prefix))
     if result.ok and args.resolve:
-        missing = unresolved(result, prefix)
+        missing = unresolved(result, Path(args.fleet_dir), prefix)
         if missing:
             print("\n".join(missing))
-            print(f"invalid: {len(missing)} artifact{'s' if len(missing) != 1 else ''} not found", file=sys.stderr)
+            count = f"{len(missing)} artifact{'s' if len(missing) != 1 else ''}"
+            print(f"invalid: {count} could not be resolved", file=sys.stderr)
             return 1
     if result.ok and args.base:
         try:

@@ -156,7 +156,7 @@ def test_validate_resolve_names_each_artifact_the_registry_lacks(tmp_path: Path,
     assert validate().returncode == 0  # offline: the references are well formed
     done = validate("--resolve")
     assert done.returncode == 1
-    assert f"modules/gone.yaml:1: spec.source.oci: 1.0.0: {host}/check/gone:1.0.0: not found" in done.stdout
+    assert f"modules/gone.yaml:6: spec.source.oci: 1.0.0: {host}/check/gone:1.0.0: not found" in done.stdout
     assert "calc.yaml" not in done.stdout
 
 
