@@ -82,7 +82,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     module.configure(parser)
     parse = getattr(module, "parse", None)  # a verb that reads some words itself (exec --argv)
     try:
-        return module.run(parse(parser, rest) if parse is not None else parser.parse_args(rest))
+        code = module.run(parse(parser, rest) if parse is not None else parser.parse_args(rest))
+        if name == "exec" and argv is None:  # the process is this one call: end it here, because
+            sys.stdout.flush()  # wasmtime's I/O threads can panic in the interpreter's teardown
+            sys.stderr.flush()
+            os._exit(code)
+        return code
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `hotswap status | head`: the reader has what it wanted
