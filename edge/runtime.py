@@ -259,6 +259,7 @@ class Runtime:
         relative clock waits its timeout, an absolute realtime one until that time, an absolute
         monotonic one until that time on the store's WASI clock (`origins`); a subscription on a
         descriptor is ready at once (the edge hands a program in-memory stdio and regular files)."""
+        subs, events, count, written = (v & 0xFFFFFFFF for v in (subs, events, count, written))  # i32: unsigned
         memory = caller.get("memory")
         if not isinstance(memory, wasmtime.Memory):
             return _EFAULT
@@ -502,7 +503,7 @@ class _Instance:
         origins = owner.runtime.origins
         key = ctypes.addressof(self.store._context().contents)
         origins[key] = origin
-        weakref.finalize(self.store, origins.pop, key, None)
+        weakref.finalize(self.store, _forget_origin, origins, key, origin)
         self.store.set_epoch_deadline(owner.runtime.ticks(sandbox.timeout_seconds))
         self.memory: wasmtime.Memory | None = None
         try:
@@ -902,6 +903,12 @@ def refuse_command_input(function: str, convention: str, argv: tuple[str, ...] |
 
 # What `Runtime.load_any` returns: the router and the server use both through the same methods.
 Loaded: TypeAlias = "LoadedModule | LoadedComponent"
+
+
+def _forget_origin(origins: dict[int, int], key: int, origin: int) -> None:
+    """Drop a freed store's clock origin, unless a new store at the same address has set its own."""
+    if origins.get(key) == origin:
+        origins.pop(key, None)
 
 
 def preopen(config: wasmtime.WasiConfig, dirs: tuple[DirGrant, ...]) -> None:

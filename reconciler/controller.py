@@ -372,6 +372,9 @@ class Controller:
                         "ArtifactPullFailed", f"{name}@{version}: {source.oci} holds {binary.digest}, pinned {pin}"
                     )
                 binaries[(name, version)] = binary
+        named = {source.oci for m in desired.modules.values() for _, source, _ in m.spec.all_sources()}
+        for gone in [ref for ref in self._pulled if ref not in named]:  # only what this revision names
+            del self._pulled[gone]
         return dataclasses.replace(desired, binaries=binaries), pulled_now
 
     def _register_binaries(self, desired: DesiredFleet) -> None:

@@ -315,6 +315,7 @@ class OciClient:
         has a deadline too (the timeout, plus a second per MiB of the limit beyond the first): a
         registry that trickles bytes cannot hold a controller pass."""
         import requests
+        import urllib3
 
         deadline = time.monotonic() + self.timeout + max(limit - (1 << 20), 0) / (1 << 20)
         data = bytearray()
@@ -327,7 +328,7 @@ class OciClient:
                         return None
                     if time.monotonic() > deadline:
                         raise OciError(f"{ref}: {ref.registry} sends too slowly: {len(data)} bytes by the deadline")
-        except requests.RequestException as exc:
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:  # read1 raises urllib3's own
             raise self._unreachable(ref, exc) from None
         return bytes(data)
 
@@ -415,7 +416,9 @@ class OciClient:
                 page = json.loads(body or b"").get("tags") or []
             except (AttributeError, ValueError):
                 raise OciError(f"{ref}: the tag list of {ref.repository} is not a JSON object") from None
-            tags += [str(tag) for tag in page]
+            if not isinstance(page, list) or not all(isinstance(tag, str) for tag in page):
+                raise OciError(f"{ref}: the tag list of {ref.repository} is not a list of strings")
+            tags += page
             if len(tags) > MAX_TAGS:
                 raise OciError(f"{ref}: {ref.repository} lists more than {MAX_TAGS} tags")
             if not link:

@@ -126,7 +126,9 @@ class UpdateAutomation:
         registry, _, path = update.spec.repository.partition("/")
         repository = Reference(registry, path)
         allowed = Range(update.spec.semver)
-        floor = parse_version(current)
+        floor = parse_version(current.split("+", 1)[0])  # build metadata does not order versions
+        if floor is None:
+            return None  # not a version the automation can compare with: a person bumps it
         best: tuple[object, str] | None = None
         for tag in self.oci.tags(repository):
             version = parse_version(tag)
@@ -154,6 +156,7 @@ class UpdateAutomation:
                 spec = doc["spec"]
                 spec["version"] = proposal.version
                 spec["source"] = flow_map(oci=proposal.oci)
+                spec.pop("sha256", None)  # the old build's pin; the new one is pinned by its digest
 
             edit_document(path, "Module", proposal.module, change)
             return [str(path.relative_to(root))]

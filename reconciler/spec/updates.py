@@ -36,7 +36,6 @@ _NUMBER: Final = r"(0|[1-9]\d*)"
 _PRE: Final = r"(?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*)"
 SEMVER: Final = re.compile(rf"v?{_NUMBER}\.{_NUMBER}\.{_NUMBER}(?:-({_PRE}(?:\.{_PRE})*))?\Z")
 MAX_TAG: Final = 128
-_COMPARATOR: Final = re.compile(r"^(>=|<=|>|<|=|\^|~)?v?(\d+|x|\*)(?:\.(\d+|x|\*))?(?:\.(\d+|x|\*))?$")
 
 Version = tuple[int, int, int, tuple[int | str, ...]]  # a release sorts after its pre-releases (see key)
 
@@ -61,7 +60,9 @@ class Range:
     """A semver range: comparators joined by spaces (all must hold), alternatives by `||`.
 
     `>=1.2.0 <2.0.0`, `^1.2.3` (same major; for 0.x the same minor), `~1.2.3` (same minor), `1.x` or
-    `1.2` (that prefix), `*` (any). Pre-releases match only a comparator that names one."""
+    `1.2` (that prefix), `*` (any). As in node-semver, a pre-release matches only an alternative with
+    a comparator that names a pre-release of the same MAJOR.MINOR.PATCH (`>=1.3.0-rc.1` admits
+    `1.3.0-rc.2`, never `1.4.0-beta` nor `2.0.0-rc.1`)."""
 
     def __init__(self, text: str) -> None:
         self.text = text
@@ -75,14 +76,14 @@ class Range:
                 comparators.extend(_comparators(word, text))
             self.alternatives.append(comparators)
 
-    def allows_prerelease(self) -> bool:
-        return any(v[3] for alt in self.alternatives for _, v in alt)
-
     def __contains__(self, version: Version) -> bool:
-        if version[3] and not self.allows_prerelease():
-            return False
         key = version_key(version)
-        return any(all(_holds(op, key, version_key(bound)) for op, bound in alt) for alt in self.alternatives)
+        for alternative in self.alternatives:
+            if version[3] and not any(bound[3] and bound[:3] == version[:3] for _, bound in alternative):
+                continue
+            if all(_holds(op, key, version_key(bound)) for op, bound in alternative):
+                return True
+        return False
 
 
 def _holds(op: str, key: object, bound: object) -> bool:
@@ -96,27 +97,40 @@ def _holds(op: str, key: object, bound: object) -> bool:
     }[op]
 
 
+_WORD: Final = re.compile(r"(>=|<=|>|<|=|\^|~)?(.+)")
+_PARTIAL: Final = re.compile(r"v?(\d+|[xX*])(?:\.(\d+|[xX*]))?(?:\.(\d+|[xX*]))?\Z")
+
+
 def _comparators(word: str, text: str) -> list[tuple[str, Version]]:
-    if word in ("*", "x"):
-        return [(">=", (0, 0, 0, ()))]
-    exact = parse_version(word.lstrip("=<>^~"))
-    op_match = re.match(r"^(>=|<=|>|<|=|\^|~)?", word)
-    op = op_match.group(1) if op_match else None
-    if exact is not None and op in (">=", "<=", ">", "<", "="):
-        return [(op, exact)]
-    if exact is not None and op in (None, "^", "~"):
+    def refuse() -> ValueError:
+        return ValueError(f"{text!r}: {word!r} is not a semver comparator (>=1.2.0, <2.0.0, ^1.2.0, ~1.2.0, 1.x, *)")
+
+    match = _WORD.fullmatch(word)
+    if match is None:
+        raise refuse()
+    op, rest = match.group(1), match.group(2)
+    exact = parse_version(rest)
+    if exact is not None:
         major, minor, patch, _ = exact
+        if op in (">=", "<=", ">", "<", "="):
+            return [(op, exact)]
         if op is None:
             return [("=", exact)]
         if op == "~":
             return [(">=", exact), ("<", (major, minor + 1, 0, ()))]
         upper = (major + 1, 0, 0, ()) if major else (0, minor + 1, 0, ()) if minor else (0, 0, patch + 1, ())
         return [(">=", exact), ("<", upper)]
-    match = _COMPARATOR.match(word)
-    if match is None or match.group(1) not in (None, "="):
-        raise ValueError(f"{text!r}: {word!r} is not a semver comparator (>=1.2.0, <2.0.0, ^1.2.0, ~1.2.0, 1.x, *)")
-    parts = [p for p in match.group(2, 3, 4) if p is not None and p not in ("x", "*")]
-    numbers = [int(p) for p in parts]
+    partial = _PARTIAL.match(rest)
+    if partial is None or op not in (None, "="):
+        raise refuse()
+    parts = [p for p in partial.groups() if p is not None]
+    numbers = []
+    for part in parts:
+        if part in ("x", "X", "*"):
+            break
+        numbers.append(int(part))
+    if len(numbers) < len(parts) and any(p not in ("x", "X", "*") for p in parts[len(numbers) :]):
+        raise refuse()  # a wildcard before a number: 1.x.3
     if len(numbers) == 0:
         return [(">=", (0, 0, 0, ()))]
     if len(numbers) == 1:
@@ -153,6 +167,14 @@ class ModuleUpdateSpec(Spec):
     @classmethod
     def _range(cls, value: str) -> str:
         Range(value)
+        return value
+
+    @field_validator("repository")
+    @classmethod
+    def _repository(cls, value: str) -> str:
+        from reconciler.oci import Reference
+
+        Reference.parse(f"{value}:latest")  # what the bump will write in source.oci must parse
         return value
 
 

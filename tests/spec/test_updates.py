@@ -115,3 +115,37 @@ def test_ranges(text: str, inside: list[str], outside: list[str]) -> None:
 
 def test_tags_that_are_not_semver_are_none() -> None:
     assert parse_version("latest") is None and parse_version("1.2") is None and parse_version("main-abc") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "outside"),
+    [
+        ("^1.2.0-rc.1", ["2.0.0-rc.1", "1.9.0-beta.1"]),  # pre-releases of other versions never match
+        (">=1.0.0-rc.1 <2.0.0", ["2.0.0-alpha", "1.5.0-beta"]),
+        ("=1.5.0-rc.1 || ^1.0.0", ["1.7.0-beta"]),
+    ],
+)
+def test_a_prerelease_matches_only_beside_its_own_version(text: str, outside: list[str]) -> None:
+    for tag in outside:
+        version = parse_version(tag)
+        assert version is not None and version not in Range(text), (text, tag)
+
+
+@pytest.mark.parametrize("text", ["1.x.3", "=>1.2.0", "<>1.0.0", "^1.x", "~>1.0.0"])
+def test_malformed_comparators_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="is not a semver comparator"):
+        Range(text)
+
+
+def test_a_repository_must_be_what_source_oci_takes(tmp_path: Path) -> None:
+    """The bump writes REPOSITORY:TAG@DIGEST into source.oci: a repository without a registry host
+    would make the automation commit a fleet that does not load."""
+    (tmp_path / "fleet.yaml").write_text(FLEET.replace("ENV", "dev"))
+    (tmp_path / "modules").mkdir()
+    (tmp_path / "modules" / "calc.yaml").write_text(
+        MODULE.replace("SOURCE", f"127.0.0.1:5000/team/calc:1.0.0@{DIGEST}")
+    )
+    update = UPDATE.replace("MODULE", "calc").replace("RANGE", "'^1.0.0'")
+    (tmp_path / "updates.yaml").write_text(update.replace("127.0.0.1:5000/team/calc", "myregistry/team/calc"))
+    problems = [str(p) for p in load_fleet(tmp_path).problems]
+    assert len(problems) == 1 and "spec.repository" in problems[0] and "registry's host" in problems[0], problems
