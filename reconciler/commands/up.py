@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -23,7 +24,7 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from reconciler.authnames import EDGE_AUDIENCE
 from reconciler.commands import ports
@@ -192,8 +193,39 @@ def _program() -> str:
     return sys.argv[0] if sys.argv and sys.argv[0].endswith("hotswap") else f"{sys.executable} -m hotswap"
 
 
-def banner(plane: ControlPlane, nodes: list[tuple[str, str, int]], fleet_dir: str, data_dir: Path) -> str:
+def example_call(fleet: DesiredFleet | None) -> tuple[str, str, str]:
+    """(module, execute body, its file) to show: greeter in the example fleet, else a module of the
+    fleet with an export whose arguments can be made up (numbers, an empty object, empty stdin)."""
+    if fleet is not None and "greeter" in fleet.modules:
+        body = '{"module": "greeter", "function": "greet", "args": {"name": "edge"}}'
+        return "greeter", body, "modules/greeter.yaml"
+    for name in sorted(fleet.modules if fleet is not None else ()):
+        assert fleet is not None
+        binary = fleet.binaries.get((name, fleet.modules[name].spec.version))
+        where = fleet.locations.get(("Module", name))
+        for export in binary.info.exports if binary is not None else ():
+            if export.sig is None or export.name == "health" or export.convention in (None, "component"):
+                continue
+            call: dict[str, Any] = {"module": name, "function": export.name}
+            if export.convention == "numeric":
+                call["args"] = [1] * len(export.sig.params)
+            elif export.convention == "json":
+                call["args"] = {}
+            else:
+                call["stdin"] = ""
+            return name, json.dumps(call), where.path if where is not None else f"modules/{name}.yaml"
+    return "", "", ""
+
+
+def banner(
+    plane: ControlPlane,
+    nodes: list[tuple[str, str, int]],
+    fleet_dir: str,
+    data_dir: Path,
+    fleet: DesiredFleet | None = None,
+) -> str:
     """What listens where and what to try; `nodes` are the (id, region, port) of nodes that joined."""
+    module, body, path = example_call(fleet)
     lines = [
         "",
         f"hotswap is up: control plane {plane.url}, following {fleet_dir or '.'} on "
@@ -210,14 +242,17 @@ def banner(plane: ControlPlane, nodes: list[tuple[str, str, int]], fleet_dir: st
         *(
             [
                 f'  curl -s -H "Authorization: Bearer $(cat {data_dir}/edge.token)" -X POST '
-                f"http://127.0.0.1:{nodes[0][2]}/api/v1/wasm/execute "
-                '-d \'{"module": "greeter", "function": "greet", "args": {"name": "edge"}}\''
+                f"http://127.0.0.1:{nodes[0][2]}/api/v1/wasm/execute -d '{body}'"
             ]
-            if nodes
+            if nodes and body
             else []
         ),
         f"  HOTSWAP_CONTROL={plane.url} {_program()} status --watch",
-        f"  edit {fleet_dir or '.'}/modules/greeter.yaml (version, source), commit, and watch the canary",
+        *(
+            [f"  edit {fleet_dir or '.'}/{path} (version, source), commit, and watch {module} roll out"]
+            if module
+            else []
+        ),
         "",
         "Ctrl-C stops everything.",
     ]
@@ -290,7 +325,8 @@ async def up(args: argparse.Namespace) -> int:
                 print(why_not_joined(node, data_dir), file=sys.stderr)
             return 1
         (data_dir / "control.url").write_text(plane.url + "\n")
-        print(banner(plane, [(n.node_id, n.region, n.port) for n in nodes], args.path, data_dir), flush=True)
+        joined = [(n.node_id, n.region, n.port) for n in nodes]
+        print(banner(plane, joined, args.path, data_dir, fleet), flush=True)
         print(f"Admin token (also in {data_dir}/admin.token):\n{admin}", flush=True)
         print(writer_banner(plane), flush=True)
         stop = asyncio.Event()
