@@ -129,19 +129,16 @@ class UpdateAutomation:
         floor = parse_version(current.split("+", 1)[0])  # build metadata does not order versions
         if floor is None:
             return None  # not a version the automation can compare with: a person bumps it
-        best: tuple[object, str] | None = None
-        for tag in self.oci.tags(repository):
-            version = parse_version(tag)
-            if version is None or version not in allowed:
-                continue
-            if floor is not None and version_key(version) <= version_key(floor):
-                continue
-            key = version_key(version)
-            if best is None or key > best[0]:  # type: ignore[operator]
-                best = (key, tag)
-        if best is None:
+        newer = [
+            (version_key(version), tag)
+            for tag in self.oci.tags(repository)
+            if (version := parse_version(tag)) is not None
+            and version in allowed
+            and version_key(version) > version_key(floor)
+        ]
+        if not newer:
             return None
-        tag = best[1]
+        tag = max(newer)[1]
         ref = Reference(registry, path, tag=tag)
         digest = self.oci.resolve(ref)
         return Proposal(update.spec.module, tag.removeprefix("v"), tag, str(ref.with_digest(digest)))

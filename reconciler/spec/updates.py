@@ -28,21 +28,19 @@ from typing import Final, Literal
 
 from pydantic import Field, field_validator
 
-from reconciler.spec.models import Document, Name, Spec
+from reconciler.spec.models import SEMVER_RE, Document, Name, Spec
 
-# A tag that is a release or pre-release version, optionally `v`-prefixed: no leading zeros, no build
-# metadata (an OCI tag cannot hold `+`), and nothing after it (`\Z`: not even a newline).
-_NUMBER: Final = r"(0|[1-9]\d*)"
-_PRE: Final = r"(?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*)"
-SEMVER: Final = re.compile(rf"v?{_NUMBER}\.{_NUMBER}\.{_NUMBER}(?:-({_PRE}(?:\.{_PRE})*))?\Z")
 MAX_TAG: Final = 128
 
 Version = tuple[int, int, int, tuple[int | str, ...]]  # a release sorts after its pre-releases (see key)
 
 
 def parse_version(text: str) -> Version | None:
-    """A semver tag (`1.2.3`, `v1.2.3`, `1.2.3-rc.1`), or None for any other tag."""
-    match = SEMVER.match(text) if len(text) <= MAX_TAG else None
+    """A semver tag (`1.2.3`, `v1.2.3`, `1.2.3-rc.1`), or None for any other tag: a Module's semver
+    (`SEMVER_RE`, no leading zeros, nothing after it), `v`-prefixed or not, without build metadata
+    (an OCI tag cannot hold `+`)."""
+    bare = text.removeprefix("v")
+    match = SEMVER_RE.match(bare) if len(text) <= MAX_TAG and "+" not in bare else None
     if match is None:
         return None
     pre = tuple(int(p) if p.isdigit() else p for p in match.group(4).split(".")) if match.group(4) else ()
