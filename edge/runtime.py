@@ -834,7 +834,8 @@ class LoadedModule(LoadedVersion["_Instance"]):
         assert export.sig is not None and export.convention is not None
         if export.convention == "command":
             return command_call(function, args, argv, stdin)
-        refuse_command_input(function, export.convention, argv, stdin)
+        if argv is not None or stdin is not None:  # the execute path: no call when there is nothing to refuse
+            refuse_command_input(function, export.convention, argv, stdin)
         if export.convention == "numeric":
             return Call(function, "numeric", _numeric_args(function, export.sig, args))
         payload = json.dumps(args, separators=(",", ":"), allow_nan=False).encode()
