@@ -42,6 +42,9 @@ from reconciler.store.blobs import open_blob_store
 from reconciler.store.errors import StoreError
 from reconciler.store.state import StateStore, open_state_store
 from reconciler.telemetry import ApprovalAudit, Telemetry
+from reconciler.ui import routes as ui_routes
+from reconciler.ui.events import Broadcaster
+from reconciler.ui.sessions import LoginLinks, Sessions, with_sessions
 from reconciler.updates import UpdateAutomation
 
 log = logging.getLogger("hotswap.serve")
@@ -85,6 +88,9 @@ class ControlPlane:
     url: str = ""
     notifier: Notifier | None = None
     replicas: Replicas | None = None  # several replicas on one PostgreSQL (reconciler.leader)
+    sessions: Sessions = field(init=False)  # the web console's cookie sessions (reconciler.ui.sessions)
+    links: LoginLinks = field(default_factory=LoginLinks)  # one-time console sign-in links
+    broadcaster: Broadcaster = field(default_factory=Broadcaster)  # the console's live stream
     _runner: web.AppRunner | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -110,6 +116,7 @@ class ControlPlane:
             last_applied=applied.sha if applied else None,
         )
         self.authority = TokenAuthority.load(options.auth, options.data_dir)
+        self.sessions = Sessions(self.authority, secure=bool(options.tls_cert and options.tls_key))
         self.writer = GitWriter(
             WriterConfig(
                 url=options.repo,
@@ -129,7 +136,7 @@ class ControlPlane:
         self.hub.metrics = self.telemetry.window  # also keeps cumulative totals for /metrics
         self.controller = Controller(store=self.store, registry=self.registry, source=self.source, hub=self.hub)
         self.controller.tracing = self.telemetry.deployments
-        self.hub.poke = self.controller.poke
+        self.hub.poke = self._nodes_changed
         if options.database_url and self.store.dialect.name == "postgresql":
             self.replicas = Replicas(self.store, self.controller, options.database_url)
         control = ControlDeps(
@@ -144,16 +151,27 @@ class ControlPlane:
         api = ApiDeps(
             registry=self.registry,
             modules_in_use=self.modules_in_use,
-            authenticate=bearer(self.authority),
+            authenticate=with_sessions(bearer(self.authority), self.sessions),
             limiter=RateLimiter(options.rate_limits),
         )
         self.app = create_app(api, (*ROUTE_FILES, routes(control), observe.setup(self.telemetry)))
         self.app.router.add_get("/api/v1/wasm/notifications", self._notifications)
+        ui_routes.setup(self.app, ui_routes.UiDeps(self.sessions, self.links, self.broadcaster))
         if options.webhook_secret:
             self.app.router.add_post(
                 "/api/v1/wasm/webhook",
                 public(webhook_handler(options.webhook_secret, self.source.trigger, branch=options.branch)),
             )
+
+    def _nodes_changed(self) -> None:
+        """The hub's "look again": the controller's poke, and a `nodes` message on the console's stream."""
+        self.controller.poke()
+        self.broadcaster.nodes_changed()
+
+    def login_link(self, subject: str = "up", roles: tuple[str, ...] = ("admin",), ttl: float = 900.0) -> str:
+        """A one-time link that signs its first visitor in to the console as `subject` with `roles`
+        (`hotswap up` prints one): `<url>/ui/login/<code>`, unusable after one use or `ttl` seconds."""
+        return f"{self.url}/ui/login/{self.links.create(subject, roles, ttl)}"
 
     async def _notifications(self, request: web.Request) -> web.Response:
         """Receivers, their states and recent deliveries; active scaling signals."""
@@ -234,6 +252,7 @@ class ControlPlane:
                         {"covered": list(recovery.covered), "anchor": recovery.anchor, "message": recovery.describe()},
                     )
 
+        self.broadcaster.start(self.controller)
         self._tasks = [
             asyncio.create_task(self.source.run(on_revision), name="git-source"),
             asyncio.create_task(UpdateAutomation(self.controller, self.writer).run(), name="module-updates"),
@@ -245,6 +264,7 @@ class ControlPlane:
         log.info("control plane listening on %s, following %s", self.url, self.options.repo)
 
     async def stop(self) -> None:
+        await self.broadcaster.close()  # open console streams end now, not at the runner's timeout
         if self.notifier is not None:
             await self.notifier.stop()  # queued notifications get a last chance
         self.hub.close()

@@ -50,6 +50,9 @@ SECURITY_HEADERS: Mapping[str, str] = {
     "Cross-Origin-Resource-Policy": "same-origin",
 }
 TOKEN_CACHE_SIZE = 4096
+# The `jti` of a web console session (reconciler.ui.sessions): such a token is accepted only from the
+# session cookie, where writes need the CSRF header; as a bearer token it would skip that check.
+SESSION_JTI_PREFIX = "hotswap-ui-session."
 
 
 @dataclass(frozen=True)
@@ -206,6 +209,8 @@ def bearer(authority: TokenAuthority, clock: Callable[[], float] = time.time) ->
             claims = authority.verify(token)
         except TokenError as exc:
             raise unauthorized(str(exc), invalid=True) from None
+        if str(claims.raw.get("jti", "")).startswith(SESSION_JTI_PREFIX):
+            raise unauthorized("a console session is not a bearer token", invalid=True)
         who = Principal(claims.subject, claims.roles)
         if len(verified) >= TOKEN_CACHE_SIZE:
             verified.clear()
