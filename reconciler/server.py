@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
+from reconciler.api import diff as diff_routes
 from reconciler.api import observe
 from reconciler.api.app import ROUTE_FILES, create_app
 from reconciler.api.base import ANY_ROLE, ApiDeps, public, require
@@ -154,7 +155,19 @@ class ControlPlane:
             authenticate=with_sessions(bearer(self.authority), self.sessions),
             limiter=RateLimiter(options.rate_limits),
         )
-        self.app = create_app(api, (*ROUTE_FILES, routes(control), observe.setup(self.telemetry)))
+        refs = diff_routes.RefReader(
+            url=options.repo,
+            branch=options.branch,
+            path=self.source.path,
+            work_dir=options.data_dir / "git",
+            limits=options.input_limits,
+            parse=self.source.parse,
+            trust=trust,
+            verifier=self.source.verifier,
+        )
+        self.app = create_app(
+            api, (*ROUTE_FILES, routes(control), observe.setup(self.telemetry), diff_routes.setup(refs))
+        )
         self.app.router.add_get("/api/v1/wasm/notifications", self._notifications)
         ui_routes.setup(self.app, ui_routes.UiDeps(self.sessions, self.links, self.broadcaster))
         if options.webhook_secret:

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from reconciler.commands.client import ClientError, add_control_argument, get_json
 
 if TYPE_CHECKING:  # imported when the verb runs, so `--help` loads none of it
-    from reconciler.planner import AssignmentEntry
     from reconciler.spec.fleet import DesiredFleet
 
 
@@ -25,44 +24,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_control_argument(parser)
 
 
-def _table(entries: tuple[AssignmentEntry, ...]) -> dict[tuple[str, str], int]:
-    return {(e.module, e.version): e.weight for e in entries}
-
-
 def plan_lines(desired: DesiredFleet, data: dict[str, Any]) -> list[str]:
-    from reconciler import planner
+    """The lines of what the next pass would change (reconciler.plandiff, shared with the console)."""
+    from reconciler.plandiff import plan_diff
     from reconciler.snapshots import snapshot_from_json
 
-    snapshot = snapshot_from_json(data, desired)
-    result = planner.plan(snapshot)
-    assigned = {n.id: _table(n.assigned) for n in snapshot.nodes}
-    lines: list[str] = []
-    for action in result.actions:
-        match action:
-            case planner.SetAssignment(node_id=node_id, table=table):
-                before, after = assigned.get(node_id, {}), _table(table)
-                for key in sorted(set(before) | set(after)):
-                    old, new = before.get(key), after.get(key)
-                    if old == new:
-                        continue
-                    module, version = key
-                    if old is None:
-                        lines.append(f"  {node_id}: + {module}@{version} weight {new}")
-                    elif new is None:
-                        lines.append(f"  {node_id}: - {module}@{version} (was weight {old})")
-                    else:
-                        lines.append(f"  {node_id}: ~ {module}@{version} weight {old} -> {new}")
-            case planner.StartRollout():
-                lines.append(f"rollout {action.module}: {action.describe()}")
-            case planner.AdvanceStep():
-                lines.append(f"rollout {action.module}: step {action.step} {action.kind.value} {action.percent}%")
-            case planner.Rollback():
-                lines.append(f"rollout {action.module}: roll back to {action.to_version} ({action.message})")
-            case planner.Promote():
-                lines.append(f"rollout {action.module}: promote {action.version}")
-            case planner.Pause() | planner.RecordEvent():
-                lines.append(f"rollout {action.module}: {action.reason}: {action.message}")
-    return lines
+    return list(plan_diff(snapshot_from_json(data, desired)).lines)
 
 
 def run(args: argparse.Namespace) -> int:
