@@ -58,7 +58,7 @@ async def test_the_followed_head_changes_nothing(plane_with_nodes: Cluster) -> N
 
     await poll(settled, "the head's diff to be empty once the plane runs it")
     status, body = await diff(cluster)
-    assert body["ref"] == "main" and body["lines"] == [] and body["actions"] == []
+    assert status == 200 and body["ref"] == "main" and body["lines"] == [] and body["actions"] == []
 
 
 async def test_an_unknown_ref_is_404(plane: Cluster) -> None:
