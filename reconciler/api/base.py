@@ -187,3 +187,50 @@ async def read_object(request: web.Request, limit: int = JSON_BODY_BYTES) -> dic
     if not isinstance(body, dict):
         raise bad_request("body", "must be a JSON object")
     return body
+
+
+MAX_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class Page:
+    """`?limit=&offset=&q=` of a list route: a window of the (filtered) list; None limit: the whole list."""
+
+    limit: int | None
+    offset: int
+    q: str | None
+
+    def matches(self, *texts: object) -> bool:
+        """Whether `q` (case-insensitive) is in one of `texts`, or there is no `q`."""
+        if not self.q:
+            return True
+        needle = self.q.casefold()
+        return any(needle in str(t).casefold() for t in texts if t is not None)
+
+    def window(self, key: str, items: list[Any]) -> dict[str, Any]:
+        """`{key: items}`, and with a limit the window only, the `total` before it and the `offset`."""
+        if self.limit is None:
+            return {key: items}
+        return {key: items[self.offset : self.offset + self.limit], "total": len(items), "offset": self.offset}
+
+
+def _whole(request: web.Request, name: str, low: int, high: int) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise bad_request(name, f"{raw!r} is not a whole number") from None
+    if not low <= value <= high:
+        raise bad_request(name, f"must be between {low} and {high}")
+    return value
+
+
+def page_of(request: web.Request) -> Page:
+    limit = _whole(request, "limit", 1, MAX_PAGE)
+    offset = _whole(request, "offset", 0, 2**62) or 0
+    q = request.query.get("q") or None
+    if q is not None and len(q) > 200:
+        raise bad_request("q", "at most 200 characters")
+    return Page(limit, offset, q)

@@ -2,6 +2,7 @@
 
     POST   /api/v1/wasm/nodes                       register (edge.nodeapi.Registration)
     GET    /api/v1/wasm/nodes                       every node: id, region, url, status, what it serves
+                                                    (?region=, ?status=; ?limit=&offset=&q= for a page)
     GET    /api/v1/wasm/nodes/{id}                  one node
     DELETE /api/v1/wasm/nodes/{id}                  forget a node (its modules move elsewhere)
     POST   /api/v1/wasm/nodes/{id}/drain            drain a node (DELETE: take it back)
@@ -37,7 +38,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from edge.nodeapi import NODES_PATH, Heartbeat, Registration
-from reconciler.api.base import ANY_ROLE, ApiDeps, ApiError, public, read_json, require
+from reconciler.api.base import ANY_ROLE, ApiDeps, ApiError, page_of, public, read_json, require
 from reconciler.auth import TokenAuthority
 from reconciler.controller import Controller
 from reconciler.gitsource.errors import RewriteNotPendingError
@@ -222,8 +223,17 @@ async def list_nodes(request: web.Request) -> web.Response:
     require(request, *ANY_ROLE, "node")
     hub = control_of(request).controller.hub
     region = request.query.get("region")
-    views = [v for v in hub.view() if region is None or v.region == region]
-    return web.json_response({"nodes": [node_json(v, (t.generation if (t := hub.table(v.id)) else 0)) for v in views]})
+    status = request.query.get("status")
+    page = page_of(request)
+    views = [
+        v
+        for v in hub.view()
+        if (region is None or v.region == region)
+        and (status is None or v.status.casefold() == status.casefold())
+        and page.matches(v.id, v.region, *(f"{m}@{ver}" for m, ver, _, _ in v.running))
+    ]
+    nodes = [node_json(v, (t.generation if (t := hub.table(v.id)) else 0)) for v in views]
+    return web.json_response(page.window("nodes", nodes))
 
 
 async def get_node(request: web.Request) -> web.Response:

@@ -4,7 +4,8 @@ them, people list and delete them.
     POST   /api/v1/wasm/modules               JSON {"name","version","wasm": base64,"build"} or
                                               multipart (name, version, file wasm, build.commit,
                                               build.timestamp) -> 201 (200 when already there)
-    GET    /api/v1/wasm/modules[?name=N]      {"modules": [...]}
+    GET    /api/v1/wasm/modules[?name=N]      {"modules": [...]}; ?limit=&offset=&q= for a page
+                                              (then also "total" and "offset")
     GET    /api/v1/wasm/modules/{id}          one module
     GET    /api/v1/wasm/modules/{id}/binary   the raw wasm bytes, verified, digest in X-Hotswap-Digest
     GET    /api/v1/wasm/blobs/{digest}        the same by digest (immutable, cacheable forever)
@@ -30,6 +31,7 @@ from reconciler.api.base import (
     bad_request,
     deps,
     modules_in_use,
+    page_of,
     parse_json,
     read_body,
     require,
@@ -187,8 +189,10 @@ async def list_modules(request: web.Request) -> web.Response:
     name = request.query.get("name")
     if name is not None:
         check_name(name)
+    page = page_of(request)
     records = await asyncio.to_thread(deps(request).registry.modules, name)
-    return web.json_response({"modules": [module_json(r) for r in records]})
+    found = [module_json(r) for r in records if page.matches(r.id, r.name, r.version)]
+    return web.json_response(page.window("modules", found))
 
 
 async def get_module(request: web.Request) -> web.Response:

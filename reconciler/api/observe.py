@@ -2,7 +2,8 @@
 
     GET /metrics                 Prometheus text of every metric the spec names (reconciler.telemetry);
                                  any role (a scraper uses a viewer token: `hotswap token --role viewer`)
-    GET /api/v1/wasm/audit       the append-only audit log, oldest first: ?subject=&after=SEQ&limit=N
+    GET /api/v1/wasm/audit       the append-only audit log, oldest first: ?subject=&after=SEQ&limit=N,
+                                 filtered on the server by ?action= and ?q= (`next` goes on from there)
                                  (any role): registry changes, deployment steps, approvals, rollbacks
 
 `setup(telemetry)` returns the route file's setup, bound to the running control plane's telemetry;
@@ -12,7 +13,9 @@ the controller (rollout book, node hub, store) comes from the control routes (re
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -21,10 +24,13 @@ from reconciler.api.control import CONTROL
 from reconciler.controller import Controller
 from reconciler.nodes import NodeView
 from reconciler.planner import RolloutRecord
+from reconciler.store.records import AuditEntry
+from reconciler.store.state import StateStore
 from reconciler.telemetry import Sample, Telemetry, plane_samples, render_metrics
 
 TELEMETRY = web.AppKey("telemetry", Telemetry)
 MAX_AUDIT_LIMIT = 1000
+MAX_AUDIT_SCAN = 20 * MAX_AUDIT_LIMIT  # lines one filtered call reads; `next` says where to go on
 
 
 def fleet(controller: Controller) -> tuple[tuple[RolloutRecord, ...], list[NodeView], int]:
@@ -64,7 +70,14 @@ async def audit(request: web.Request) -> web.Response:
     subject = request.query.get("subject") or None
     after = _int(request, "after", 0, 0, 2**62)
     limit = _int(request, "limit", 100, 1, MAX_AUDIT_LIMIT)
-    entries = await asyncio.to_thread(store.audit_log, subject=subject, after=after, limit=limit)
+    action = request.query.get("action") or None
+    q = request.query.get("q") or None
+    if action is None and q is None:
+        entries = await asyncio.to_thread(store.audit_log, subject=subject, after=after, limit=limit)
+        last = entries[-1].seq if entries else after
+    else:
+        wanted = AuditFilter(action, q.casefold() if q else None)
+        entries, last = await asyncio.to_thread(wanted.scan, store, subject, after, limit)
     return web.json_response(
         {
             "entries": [
@@ -78,9 +91,44 @@ async def audit(request: web.Request) -> web.Response:
                 }
                 for e in entries
             ],
-            "next": entries[-1].seq if entries else after,
+            "next": last,
         }
     )
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """`?action=` (exact, or a prefix ending in `.`: `rollout.`) and `?q=` (case-insensitive, over actor,
+    action, subject and detail), applied on the server over at most MAX_AUDIT_SCAN lines per call."""
+
+    action: str | None
+    q: str | None
+
+    def matches(self, entry: AuditEntry) -> bool:
+        if self.action is not None and not (
+            entry.action == self.action or (self.action.endswith(".") and entry.action.startswith(self.action))
+        ):
+            return False
+        if self.q is None:
+            return True
+        text = f"{entry.actor}\n{entry.action}\n{entry.subject}\n{json.dumps(entry.detail)}"
+        return self.q in text.casefold()
+
+    def scan(self, store: StateStore, subject: str | None, after: int, limit: int) -> tuple[list[AuditEntry], int]:
+        """Matching lines after `after` (at most `limit`) and the last sequence number looked at."""
+        found: list[AuditEntry] = []
+        last, scanned = after, 0
+        while len(found) < limit and scanned < MAX_AUDIT_SCAN:
+            batch = store.audit_log(subject=subject, after=last, limit=MAX_AUDIT_LIMIT)
+            for entry in batch:
+                last, scanned = entry.seq, scanned + 1
+                if self.matches(entry):
+                    found.append(entry)
+                    if len(found) == limit:
+                        break
+            if len(batch) < MAX_AUDIT_LIMIT:
+                break
+        return found, last
 
 
 def setup(telemetry: Telemetry) -> Callable[[web.Application, ApiDeps], None]:
