@@ -136,6 +136,8 @@ NODE_ROLES = ("admin", "node")
 
 def document() -> Schema:
     """The OpenAPI 3.1 document of every route the control plane serves."""
+    from reconciler.ui.apidoc import console_paths, page_params  # it builds on this module's helpers
+
     id_only = [ID_PARAM]
     upload_body: Schema = {
         "type": "object",
@@ -166,7 +168,10 @@ def document() -> Schema:
                 "list modules",
                 (*READ, "node"),
                 {"200": _json(_list("modules", MODULE), "modules")},
-                params=[{"name": "name", "in": "query", "required": False, "schema": {"type": "string"}}],
+                params=[
+                    {"name": "name", "in": "query", "required": False, "schema": {"type": "string"}},
+                    *page_params(),
+                ],
             ),
         },
         "/api/v1/wasm/modules/{id}": {
@@ -204,7 +209,11 @@ def document() -> Schema:
                 "every node",
                 (*READ, "node"),
                 {"200": _json(_list("nodes", NODE), "nodes")},
-                params=[{"name": "region", "in": "query", "required": False, "schema": {"type": "string"}}],
+                params=[
+                    {"name": "region", "in": "query", "required": False, "schema": {"type": "string"}},
+                    {"name": "status", "in": "query", "required": False, "schema": {"type": "string"}},
+                    *page_params(),
+                ],
             ),
         },
         "/api/v1/wasm/nodes/{id}": {
@@ -367,6 +376,8 @@ def document() -> Schema:
                 },
                 params=[
                     {"name": "subject", "in": "query", "required": False, "schema": {"type": "string"}},
+                    {"name": "action", "in": "query", "required": False, "schema": {"type": "string"}},
+                    {"name": "q", "in": "query", "required": False, "schema": {"type": "string"}},
                     {"name": "after", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}},
                     {
                         "name": "limit",
@@ -434,6 +445,7 @@ def document() -> Schema:
             "post": _op("a forge's push notification (HMAC-SHA256, when configured)", None, {"202": _json(OBJECT, "")})
         },
     }
+    paths.update(console_paths())
     return {
         "openapi": "3.1.0",
         "info": {
