@@ -217,6 +217,9 @@ def example_call(fleet: DesiredFleet | None) -> tuple[str, str, str]:
     return "", "", ""
 
 
+LOGIN_LINK_SECONDS = 900  # the banner's one-time console sign-in link
+
+
 def banner(
     plane: ControlPlane,
     nodes: list[tuple[str, str, int]],
@@ -233,6 +236,8 @@ def banner(
     ]
     for node_id, region, port in nodes:
         lines.append(f"  edge node {node_id:<18} {region:<12} http://127.0.0.1:{port}")
+    login = plane.login_link(subject="up", roles=("admin",), ttl=LOGIN_LINK_SECONDS)
+    lines.append(f"  Console:  {plane.url}/ui/  (sign in: {login}, one use, {LOGIN_LINK_SECONDS // 60} min)")
     lines += [
         f"  state, blobs and logs under {data_dir}/; filesystem grants only under {grants_dir(data_dir)}/",
         "",

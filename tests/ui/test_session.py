@@ -161,3 +161,15 @@ async def test_an_expired_login_link_is_refused(plane: Cluster) -> None:
     link = plane.plane.login_link(ttl=-1)
     answer = await call(plane.url, "GET", link.removeprefix(plane.url))
     assert answer.status == 401
+
+
+async def test_the_up_banner_prints_the_console_and_a_login_link_that_signs_in(plane: Cluster) -> None:
+    from reconciler.commands.up import banner
+
+    text = banner(plane.plane, [], "fleet", plane.data)
+    line = next(line for line in text.splitlines() if line.strip().startswith("Console:"))
+    assert f"{plane.url}/ui/" in line and "one use, 15 min" in line
+    link = line.split("sign in: ", 1)[1].split(",", 1)[0]
+    assert link.startswith(plane.url + "/ui/login/")
+    async with browser() as http, http.get(link, allow_redirects=False) as r:
+        assert r.status == 303
