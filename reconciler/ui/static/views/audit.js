@@ -12,6 +12,7 @@ import { api, fill, fmt, h, heading, problem, throttle } from "../lib.js";
 const PATH = "/api/v1/wasm/audit";
 const PAGE = 50;
 const MAX = 1000;
+const PROBE = 200;
 const ACTIONS = [
   "module.register",
   "module.delete",
@@ -65,26 +66,24 @@ async function range(lo, bound, filters) {
   }
 }
 
-// One more than the newest matching sequence number (0: nothing matches), and the lines already read.
+// One more than the newest matching sequence number (0: nothing matches), and the lines already
+// read when that was all of them. A long log is probed: forward in doubling steps, then halving,
+// each probe a small page whose shortness, when it is short, names the newest line.
 async function top(filters) {
   const first = await get(0, MAX, filters);
   if (first.length < MAX) return { bound: first.length ? first[first.length - 1].seq + 1 : 0, known: first.filter((e) => wanted(e, filters)) };
-  const beyond = async (a) => (await get(a, 1, filters)).length > 0;
-  let lo = first[first.length - 1].seq; // something at lo itself, maybe more after
+  let lo = first[first.length - 1].seq; // a line at lo
+  let hi = null; // nothing after hi
   let step = MAX;
-  let hi = lo + step;
-  while (await beyond(hi)) {
-    lo = hi;
-    step *= 2;
-    hi = lo + step;
+  for (;;) {
+    const a = hi === null ? lo + step : hi - lo <= PROBE ? lo : Math.floor((lo + hi) / 2);
+    const got = await get(a, PROBE, filters);
+    if (got.length < PROBE && (got.length || a === lo)) return { bound: (got.length ? got[got.length - 1].seq : lo) + 1, known: null };
+    if (got.length) {
+      lo = got[got.length - 1].seq;
+      step *= 2;
+    } else hi = a;
   }
-  if (!(await beyond(lo))) return { bound: lo + 1, known: null };
-  while (hi - lo > 1) {
-    const mid = Math.floor((lo + hi) / 2);
-    if (await beyond(mid)) lo = mid;
-    else hi = mid;
-  }
-  return { bound: hi + 1, known: null };
 }
 
 // Up to `want` newest matching lines below `bound`, newest first; `more` when older ones may exist.

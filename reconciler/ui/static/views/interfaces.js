@@ -16,7 +16,7 @@ function functionsText(item) {
 function implementers(item) {
   const names = item.implementedBy || [];
   if (!names.length) return h("span", { class: "muted" }, "no module");
-  return names.map((name, i) => [i ? ", " : "", h("a", { href: `#/modules?q=${encodeURIComponent(name)}`, "data-testid": "interface-implementer" }, name)]);
+  return names.map((name, i) => [i ? ", " : "", h("a", { href: `#/modules/${encodeURIComponent(name)}`, "data-testid": "interface-implementer" }, name)]);
 }
 
 function refill(target, ...children) {
@@ -170,7 +170,7 @@ async function renderOne(ctx, id) {
               h(
                 "tr",
                 { "data-testid": "interface-implementer-row", "data-module": name },
-                h("td", {}, h("a", { href: `#/modules?q=${encodeURIComponent(name)}`, "data-testid": "interface-implementer" }, name)),
+                h("td", {}, h("a", { href: `#/modules/${encodeURIComponent(name)}`, "data-testid": "interface-implementer" }, name)),
                 h(
                   "td",
                   {},

@@ -57,7 +57,9 @@ function placement(nodes) {
 function whereText(nodes) {
   if (!nodes.length) return h("span", { class: "muted" }, "nowhere");
   const regions = [...new Set(nodes.map((n) => n.region))].sort();
-  return `${nodes.length} node${nodes.length === 1 ? "" : "s"} · ${regions.join(", ")}`;
+  const serving = nodes.filter((n) => n.weight > 0).length;
+  const idle = serving === nodes.length ? "" : ` (${serving ? `${serving} serving` : "loaded, no traffic"})`;
+  return `${nodes.length} node${nodes.length === 1 ? "" : "s"}${idle} · ${regions.join(", ")}`;
 }
 
 function shareCell(share, running) {
@@ -82,6 +84,16 @@ function refill(target, ...children) {
 function matches(module, q) {
   return [module.id, module.name, module.version].some((text) => String(text).toLowerCase().includes(q));
 }
+
+const COLUMNS = [
+  { label: "Name", cell: (m) => h("a", { href: `#/modules/${encodeURIComponent(m.id)}`, "data-focus": m.id }, m.name) },
+  { label: "Version", cell: (m) => h("span", { class: "mono" }, m.version) },
+  { label: "Digest", cell: (m) => h("code", { title: m.digest }, fmt.sha(String(m.digest).replace(/^sha256:/, ""))) },
+  { label: "Size", class: "num", cell: (m) => fmt.bytes(m.size) },
+  { label: "Exports", cell: (m) => exportsText(m) },
+  { label: "Runs on", cell: (m) => whereText(m.where.nodes) },
+  { label: "Traffic share", class: "num", cell: (m) => shareCell(m.where.share, m.where.nodes.length) },
+];
 
 async function renderList(ctx) {
   const state = { q: ctx.query.get("q") || "", offset: Math.max(0, Number(ctx.query.get("offset")) || 0) };
@@ -108,16 +120,6 @@ async function renderList(ctx) {
     history.replaceState(null, "", `#/modules${text ? `?${text}` : ""}`);
   };
 
-  const columns = [
-    { label: "Name", cell: (m) => h("a", { href: `#/modules/${encodeURIComponent(m.id)}`, "data-focus": m.id }, m.name) },
-    { label: "Version", cell: (m) => h("span", { class: "mono" }, m.version) },
-    { label: "Digest", cell: (m) => h("code", { title: m.digest }, fmt.sha(String(m.digest).replace(/^sha256:/, ""))) },
-    { label: "Size", class: "num", cell: (m) => fmt.bytes(m.size) },
-    { label: "Exports", cell: (m) => exportsText(m) },
-    { label: "Runs on", cell: (m) => whereText(m.where.nodes) },
-    { label: "Traffic share", class: "num", cell: (m) => shareCell(m.where.share, m.where.nodes.length) },
-  ];
-
   const refresh = throttle(async () => {
     if (!ctx.current()) return;
     try {
@@ -132,7 +134,7 @@ async function renderList(ctx) {
       const rows = page.items.map((m) => ({ ...m, where: where.of(m.name, m.version) }));
       refill(
         results,
-        tableWithRows(columns, rows, (m) => ({ "data-testid": "module-row", "data-module": m.id }), {
+        tableWithRows(COLUMNS, rows, (m) => ({ "data-testid": "module-row", "data-module": m.id }), {
           empty: state.q ? `No module version matches “${state.q}”.` : "No module is registered yet.",
           caption: "Module versions",
         }),
@@ -176,6 +178,71 @@ function tableWithRows(columns, rows, rowAttrs, { empty = "Nothing here.", capti
   );
 }
 
+// #/modules/<name>: every registered version of one module, side by side.
+async function renderName(ctx, name, versions) {
+  ctx.title(`Module ${name}`);
+  const results = h("div", { "data-testid": "module-versions" });
+  const rollout = h("div", { "data-testid": "module-rollout" });
+  fill(
+    ctx.root,
+    h("p", {}, h("a", { href: "#/modules" }, "← Modules")),
+    heading(`Module ${name}`),
+    h("p", { class: "muted" }, "Its registered versions, where each runs and its share of the module’s traffic."),
+    rollout,
+    results,
+  );
+  const showRollout = throttle(async () => {
+    try {
+      const data = await api("/api/v1/wasm/deployments", { query: { module: name } });
+      const list = (data && data.deployments) || [];
+      const last = list[list.length - 1];
+      if (!ctx.current()) return;
+      fill(
+        rollout,
+        last
+          ? h(
+              "p",
+              {},
+              "Latest rollout: ",
+              h("a", { href: `#/rollouts/${encodeURIComponent(last.id)}` }, last.id),
+              ` (${last.fromVersion ?? "nothing"} → ${last.toVersion}) `,
+              badge(last.phase),
+              list.length > 1 ? h("span", { class: "muted" }, ` · ${list.length} rollouts in all`) : null,
+            )
+          : null,
+      );
+    } catch {
+      fill(rollout);
+    }
+  }, 0);
+  showRollout();
+  ctx.on(["event", "pass"], throttle(showRollout, 1000));
+  const refresh = throttle(async () => {
+    if (!ctx.current()) return;
+    try {
+      const [data, nodes] = await Promise.all([
+        versions ? Promise.resolve({ modules: versions }) : api("/api/v1/wasm/modules", { query: { name, limit: 1000 } }),
+        allNodes(),
+      ]);
+      versions = null;
+      if (!ctx.current()) return;
+      const where = placement(nodes);
+      const rows = ((data && data.modules) || []).filter((m) => m.name === name).map((m) => ({ ...m, where: where.of(m.name, m.version) }));
+      refill(
+        results,
+        tableWithRows(COLUMNS, rows, (m) => ({ "data-testid": "module-row", "data-module": m.id }), {
+          empty: `No version of ${name} is registered.`,
+          caption: `Versions of ${name}`,
+        }),
+      );
+    } catch (error) {
+      if (ctx.current()) refill(results, problem(error));
+    }
+  }, 0);
+  refresh();
+  ctx.on(["nodes", "pass"], throttle(refresh, 1000));
+}
+
 async function renderOne(ctx, id) {
   ctx.title(`Module ${id}`);
   const body = h("div", { "data-testid": "module-detail" }, h("p", { class: "muted" }, "Loading…"));
@@ -187,6 +254,13 @@ async function renderOne(ctx, id) {
     module = await api(`/api/v1/wasm/modules/${encodeURIComponent(id)}`);
   } catch (error) {
     if (error.status === 401) throw error;
+    if (error.status === 404) {
+      // a module name rather than a version id (#/modules/greeter): show its versions
+      const found = await api("/api/v1/wasm/modules", { query: { name: id, limit: 1000 } }).catch(() => null);
+      const versions = ((found && found.modules) || []).filter((m) => m.name === id);
+      if (!ctx.current()) return;
+      if (versions.length) return renderName(ctx, id, versions);
+    }
     fill(body, problem(error));
     return;
   }
@@ -197,7 +271,7 @@ async function renderOne(ctx, id) {
   fill(
     body,
     facts([
-      ["Module", h("a", { href: `#/modules?q=${encodeURIComponent(module.name)}` }, module.name)],
+      ["Module", h("a", { href: `#/modules/${encodeURIComponent(module.name)}` }, module.name)],
       ["Version", h("span", { class: "mono" }, module.version)],
       ["Digest", h("code", { "data-testid": "module-digest", class: "wrap" }, module.digest)],
       ["Size", `${fmt.bytes(module.size)} (${module.size} bytes; ${fmt.bytes(module.compressedSize)} stored)`],
@@ -280,6 +354,10 @@ async function renderOne(ctx, id) {
 }
 
 export async function render(ctx) {
-  if (ctx.params.length) return renderOne(ctx, ctx.params.join("/"));
+  // a version id is name-vX.Y.Z (a name has no dots); anything else is a module name
+  if (ctx.params.length) {
+    const id = ctx.params.join("/");
+    return /-v\d+\.\d+\.\d+/.test(id) ? renderOne(ctx, id) : renderName(ctx, id, null);
+  }
   return renderList(ctx);
 }

@@ -88,7 +88,7 @@ function deliveries(list) {
             {},
             h("span", {}, d.type || "—"),
             d.severity ? h("span", { class: "muted" }, ` (${d.severity})`) : null,
-            d.module ? [h("br"), h("a", { href: `#/modules?q=${encodeURIComponent(d.module)}` }, d.module)] : null,
+            d.module ? [h("br"), h("a", { href: `#/modules/${encodeURIComponent(d.module)}` }, d.module)] : null,
             d.deploymentId ? [" · ", h("a", { href: `#/rollouts/${encodeURIComponent(d.deploymentId)}` }, "rollout")] : null,
           ),
           h("td", {}, outcomeBadge(d.outcome)),
