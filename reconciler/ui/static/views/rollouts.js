@@ -411,7 +411,14 @@ function timeline(d, events) {
 async function renderOne(ctx, id) {
   ctx.title(`Rollout ${id}`);
   const path = `/api/v1/wasm/deployments/${enc(id)}`;
-  let d = await api(path);
+  let d;
+  try {
+    d = await api(path);
+  } catch (error) {
+    if (!(error instanceof ApiError) || error.status !== 404) throw error;
+    fill(ctx.root, h("p", {}, h("a", { href: "#/rollouts" }, "‹ All rollouts")), h("h1", {}, `Rollout ${id}`), h("div", { "data-testid": "rollout-missing" }, problem(error)));
+    return;
+  }
   let snapshot = null;
   let environment = null;
   let events = [];
