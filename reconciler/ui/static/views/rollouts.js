@@ -493,7 +493,7 @@ async function renderOne(ctx, id) {
           { class: "notice", "data-testid": "approve-area" },
           h("p", {}, h("strong", {}, `${target} waits for approval. `), d.message || ""),
           show.approve
-            ? withId(actionButton("Approve", post("execute", (a) => `Approved ${a.approves || target} as ${a.approvedBy || "you"} in commit ${fmt.sha(a.sha || a.commit)}.`), { out, kind: "primary", confirm: `Approve ${target}? The control plane signs an approval commit for you.` }), "approve")
+            ? withId(actionButton("Approve", post("execute", (a) => `Approved ${a.approves || target} as ${a.approvedBy || "you"} in commit ${fmt.sha(a.sha || a.commit)}.`), { out, kind: "primary" }), "approve")
             : h("p", { class: "muted" }, "Your role cannot approve here (", environment === "production" ? "admin" : "developer or admin", " can)."),
           h("p", {}, "Or approve with a signed commit in a checkout of the fleet repository:"),
           h("pre", {}, h("code", { "data-testid": "approve-command" }, `hotswap approve ${target} --push`)),
