@@ -50,7 +50,9 @@ function wanted(entry, { subject, action, q }) {
 }
 
 async function get(after, limit, filters) {
-  const data = await api(PATH, { query: { after, limit, subject: filters.subject, action: filters.action, q: filters.q } });
+  // a family ("rollout." or "rollout") is matched here only: the server's action filter is one action
+  const action = /^[^.]+\.[^.]/.test(filters.action) ? filters.action : undefined;
+  const data = await api(PATH, { query: { after, limit, subject: filters.subject, action, q: filters.q } });
   return (data && data.entries) || [];
 }
 
@@ -126,9 +128,9 @@ export async function render(ctx) {
   let loading = null;
   let epoch = 0; // bumped when the filters change: answers for older filters are dropped
 
-  const subjectInput = h("input", { type: "text", id: "audit-subject", "data-testid": "audit-filter-subject", value: filters.subject, placeholder: "e.g. greeter-v1.1.0", autocomplete: "off" });
-  const actionInput = h("input", { type: "text", id: "audit-action", "data-testid": "audit-filter-action", value: filters.action, list: "audit-actions", placeholder: "e.g. rollout.", autocomplete: "off" });
-  const textInput = h("input", { type: "search", id: "audit-q", "data-testid": "audit-search", value: filters.q, placeholder: "actor, subject, detail…", autocomplete: "off" });
+  const subjectInput = h("input", { type: "text", id: "audit-subject", "data-testid": "audit-filter-subject", value: filters.subject, placeholder: "e.g. greeter-v1.1.0", autocomplete: "off", maxlength: "200" });
+  const actionInput = h("input", { type: "text", id: "audit-action", "data-testid": "audit-filter-action", value: filters.action, list: "audit-actions", placeholder: "e.g. rollout.", autocomplete: "off", maxlength: "200" });
+  const textInput = h("input", { type: "search", id: "audit-q", "data-testid": "audit-search", value: filters.q, placeholder: "actor, subject, detail…", autocomplete: "off", maxlength: "200" });
   const apply = h("button", { type: "submit" }, "Filter");
   const clear = h("button", { type: "button", "data-testid": "audit-clear" }, "Clear");
   const form = h(

@@ -104,6 +104,7 @@ async function renderList(ctx) {
     refresh();
   });
   search.setAttribute("data-testid", "module-search");
+  search.setAttribute("maxlength", "200");
   fill(
     ctx.root,
     heading("Modules"),

@@ -90,6 +90,7 @@ async function renderList(ctx) {
     refresh();
   });
   search.setAttribute("data-testid", "node-search");
+  search.setAttribute("maxlength", "200");
   const statusSelect = h(
     "select",
     { id: "node-status-filter", "data-testid": "node-filter-status" },
