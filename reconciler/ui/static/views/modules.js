@@ -74,6 +74,15 @@ function shareCell(share, running) {
 }
 
 // Re-render `target` without losing the keyboard focus on a link or button inside it.
+// lib.js's pager, its buttons marked so that refill() keeps the focus on them across pages.
+function keyedPager(options) {
+  const nav = pager(options);
+  const [previous, next] = nav.querySelectorAll("button");
+  previous?.setAttribute("data-focus", "pager-previous");
+  next?.setAttribute("data-focus", "pager-next");
+  return nav;
+}
+
 function refill(target, ...children) {
   const active = document.activeElement;
   const key = active && target.contains(active) ? active.getAttribute("data-focus") : null;
@@ -121,14 +130,16 @@ async function renderList(ctx) {
     history.replaceState(null, "", `#/modules${text ? `?${text}` : ""}`);
   };
 
+  let asked = 0;
   const refresh = throttle(async () => {
     if (!ctx.current()) return;
     try {
+      const mine = ++asked;
       const [page, nodes] = await Promise.all([
         fetchPage("/api/v1/wasm/modules", "modules", state, matches),
         allNodes(),
       ]);
-      if (!ctx.current()) return;
+      if (!ctx.current() || mine !== asked) return; // a later request (another page, a filter) wins
       state.offset = page.offset;
       remember();
       const where = placement(nodes);
@@ -140,7 +151,7 @@ async function renderList(ctx) {
           caption: "Module versions",
         }),
         page.total > LIMIT || page.offset > 0
-          ? pager({
+          ? keyedPager({
               total: page.total,
               offset: page.offset,
               limit: LIMIT,

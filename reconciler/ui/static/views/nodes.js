@@ -41,6 +41,15 @@ async function allNodes() {
   }
 }
 
+// lib.js's pager, its buttons marked so that refill() keeps the focus on them across pages.
+function keyedPager(options) {
+  const nav = pager(options);
+  const [previous, next] = nav.querySelectorAll("button");
+  previous?.setAttribute("data-focus", "pager-previous");
+  next?.setAttribute("data-focus", "pager-next");
+  return nav;
+}
+
 function refill(target, ...children) {
   const active = document.activeElement;
   const key = active && target.contains(active) ? active.getAttribute("data-focus") : null;
@@ -149,11 +158,13 @@ async function renderList(ctx) {
     { label: "Last heartbeat", cell: (n) => heartbeatCell(n.lastHeartbeat) },
   ];
 
+  let asked = 0;
   const refresh = throttle(async () => {
     if (!ctx.current()) return;
     try {
+      const mine = ++asked;
       const page = await fetchPage(state);
-      if (!ctx.current()) return;
+      if (!ctx.current() || mine !== asked) return; // a later request (another page, a filter) wins
       state.offset = page.offset;
       remember();
       const filtered = state.q || state.status || state.region;
@@ -174,7 +185,7 @@ async function renderList(ctx) {
             )
           : h("p", { class: "muted empty" }, filtered ? "No node matches these filters." : "No node has registered yet."),
         page.total > LIMIT || page.offset > 0
-          ? pager({
+          ? keyedPager({
               total: page.total,
               offset: page.offset,
               limit: LIMIT,
