@@ -129,7 +129,17 @@ def rollout_json(record: RolloutRecord, controller: Controller) -> dict[str, Any
         "history": body.get("history", []),
         "abResult": body.get("abResult"),
         "held": record.held,
+        "strategySpec": _strategy_spec(controller, record.strategy),
     }
+
+
+def _strategy_spec(controller: Controller, name: str | None) -> dict[str, Any] | None:
+    """The named strategy as the followed revision defines it (steps, analysis thresholds), for the
+    console's progress line and analysis chart; None for an at-once rollout or a strategy gone."""
+    latest = controller.source.latest
+    fleet = latest.fleet if latest is not None else None
+    strategy = fleet.strategies.get(name) if fleet is not None and name is not None else None
+    return strategy.spec.model_dump(mode="json", by_alias=True, exclude_none=True) if strategy is not None else None
 
 
 def control_of(request: web.Request) -> ControlDeps:

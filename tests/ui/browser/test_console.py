@@ -82,6 +82,10 @@ def test_a_canary_advances_step_by_step_without_reloading(page: Page, console: C
     steps = page.evaluate("window.__steps")
     assert page.evaluate("window.__stillHere") is True, "the page reloaded"
     assert len(steps) >= 2, f"the page showed the current step as {steps}: not step by step"
+    # The strategy's own steps and thresholds, from the fleet: 25, 50, 100 %, error rate 5 %, p99 200 ms.
+    expect(page.get_by_test_id("steps").locator("li")).to_have_count(4)  # three weights, then Promote
+    expect(page.get_by_test_id("analysis")).to_contain_text("error rate at most 5.0%")
+    expect(page.get_by_test_id("analysis")).to_contain_text("p99 at most 200 ms")
     traffic = page.get_by_test_id("traffic").get_by_role("figure")  # the share of each version over time
     expect(traffic).to_contain_text("1.0.0")
     expect(traffic).to_contain_text("1.1.0")
