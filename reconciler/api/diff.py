@@ -68,6 +68,7 @@ class FleetAtRef:
     fleet: DesiredFleet
     verified: bool
     reason: str | None
+    signer: str | None  # the trust principal whose key signed it, when the signature checked out
 
 
 def check_ref(ref: str) -> str:
@@ -163,17 +164,18 @@ class RefReader:
         if not result.ok or result.fleet is None:
             errors = tuple(p for p in result.problems if p.severity == "error") or tuple(result.problems)
             raise FleetLoadError(sha, errors)
-        verified, reason = self._verify(repo, sha)
-        return FleetAtRef(ref, sha, author.strip(), message.strip(), result.fleet, verified, reason)
+        verified, reason, signer = self._verify(repo, sha)
+        return FleetAtRef(ref, sha, author.strip(), message.strip(), result.fleet, verified, reason, signer)
 
-    def _verify(self, repo: GitRepo, sha: str) -> tuple[bool, str | None]:
+    def _verify(self, repo: GitRepo, sha: str) -> tuple[bool, str | None, str | None]:
         """Whether the commit is signed by a principal of the trust root whose roles may author it."""
         commit = repo.commits([sha])[0]
         check = self.verifier.check(repo, [sha])[sha]
         trees = repo.trees([sha, *commit.parents[:1]])
         changes = not commit.parents or trees[sha] != trees[commit.parents[0]]
         verdict = authorised(on_behalf(check, commit, self.trust), commit, changes, self.trust.roles)
-        return verdict.trusted, None if verdict.trusted else (verdict.reason or verdict.status.value)
+        reason = None if verdict.trusted else (verdict.reason or verdict.status.value)
+        return verdict.trusted, reason, check.principal
 
 
 DIFF = web.AppKey("diff", RefReader)
@@ -196,6 +198,7 @@ def diff_json(found: FleetAtRef, request: web.Request) -> dict[str, Any]:
         "message": found.message,
         "verified": found.verified,
         "reason": found.reason,
+        "signer": found.signer,
         "actions": [a.to_json() for a in planned.actions],
         "tables": [
             {

@@ -30,6 +30,7 @@ DIFF: Schema = {
         "message": {"type": "string"},
         "verified": {"type": "boolean"},
         "reason": NULLABLE_TEXT,
+        "signer": NULLABLE_TEXT,
         "actions": {
             "type": "array",
             "items": {

@@ -30,6 +30,7 @@ async def test_a_branch_that_moves_a_version_lists_a_rollout(plane_with_nodes: C
     assert body["ref"] == "calc-next" and body["sha"] == sha
     assert body["message"] == "calc 1.1.0" and body["author"]
     assert body["verified"] is False and body["reason"]  # no trust root signs these commits
+    assert body["signer"] is None
     starts = [a for a in body["actions"] if a["kind"] == "startRollout"]
     assert [(a["module"], a["from"], a["to"]) for a in starts] == [("calc", "1.0.0", "1.1.0")]
     assert starts[0]["strategy"] and starts[0]["text"]

@@ -106,6 +106,7 @@ export async function render(ctx) {
     } catch (error) {
       if (error instanceof ApiError && error.status === 401) throw error;
       commit = null;
+      commitOf = null; // ask again on the next refresh
     }
   }
 
