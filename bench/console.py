@@ -67,7 +67,8 @@ def main() -> None:
         finally:
             console.process.terminate()
             console.process.wait(timeout=30)
-    print(f"console first paint, {args.loads} loads of /ui/#/fleet on the browser tests' copy of fleet-example (2 nodes), Chromium {CHROMIUM}")
+    where = "the browser tests' copy of fleet-example (2 nodes)"
+    print(f"console first paint, {args.loads} loads of /ui/#/fleet on {where}, Chromium {CHROMIUM}")
     for name, values in (
         ("first contentful paint", paints),
         ("fleet screen drawn with data", drawn),
