@@ -254,7 +254,12 @@ def document() -> Schema:
                 "rollouts",
                 READ,
                 {"200": _json(_list("deployments", DEPLOYMENT), "rollouts")},
-                params=[{"name": "module", "in": "query", "required": False, "schema": {"type": "string"}}],
+                params=[
+                    {"name": "module", "in": "query", "required": False, "schema": {"type": "string"}},
+                    {"name": "active", "in": "query", "required": False, "schema": {"type": "string"}},
+                    {"name": "order", "in": "query", "required": False, "schema": {"enum": ["asc", "desc"]}},
+                    *page_params(),
+                ],
             ),
             "post": _op(
                 "request a deployment: a signed commit in the fleet repository",

@@ -10,6 +10,7 @@
     POST   /api/v1/wasm/nodes/{id}/heartbeat        what the node runs and its metric deltas
     GET    /api/v1/wasm/nodes/{id}/assignment       long-poll: ?after=GEN&wait=SECONDS
     GET    /api/v1/wasm/deployments                 rollouts with strategy, step, weights, conditions
+                                                    (?module=, ?active=1, ?order=desc; ?limit=&offset=&q=)
     GET    /api/v1/wasm/deployments/{id}            one rollout with its step history
     GET    /api/v1/wasm/source                      the Git source's status (Flux GitRepository-like)
     POST   /api/v1/wasm/source/accept-rewrite       follow a force-pushed branch at {"head": SHA} (admin)
@@ -299,9 +300,22 @@ async def list_deployments(request: web.Request) -> web.Response:
     require(request, *ANY_ROLE)
     controller = control_of(request).controller
     module = request.query.get("module")
-    records = [r for r in controller.book.records() if module is None or r.module == module]
+    active = request.query.get("active", "").casefold() in {"1", "true"}
+    newest_first = request.query.get("order", "asc") == "desc"
+    page = page_of(request)
+    records = [
+        r
+        for r in controller.book.records()
+        if (module is None or r.module == module)
+        and (not active or r.active)
+        and page.matches(r.id, r.module, r.target.version, r.previous.version if r.previous else None)
+    ]
     records.sort(key=lambda r: (r.created_at, r.seq))
-    return web.json_response({"deployments": [rollout_json(r, controller) for r in records]})
+    if newest_first:
+        records.reverse()  # exactly the ascending order backwards, ties included
+    window = page.window("deployments", records)  # the JSON of the page only: it sums every node's weights
+    window["deployments"] = [rollout_json(r, controller) for r in window["deployments"]]
+    return web.json_response(window)
 
 
 def _latest_for_module_id(controller: Controller, ident: str) -> RolloutRecord | None:

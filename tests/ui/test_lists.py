@@ -73,3 +73,23 @@ async def test_audit_filters_by_action_and_text(plane_with_nodes: Cluster) -> No
     assert euro["entries"] and all("edge-eu-central" in str(e).lower() for e in euro["entries"])
     one = await get(cluster, "/api/v1/wasm/audit?action=node.registered&limit=1")
     assert len(one["entries"]) == 1 and one["next"] == one["entries"][0]["seq"]
+
+
+async def test_deployments_page_newest_first_and_active_only(plane_with_nodes: Cluster) -> None:
+    cluster = plane_with_nodes
+
+    async def started() -> bool:
+        return len((await get(cluster, "/api/v1/wasm/deployments"))["deployments"]) >= 2
+
+    await poll(started, "the first rollouts")
+    whole = (await get(cluster, "/api/v1/wasm/deployments"))["deployments"]
+    assert "total" not in await get(cluster, "/api/v1/wasm/deployments")  # unchanged without a limit
+    newest = await get(cluster, "/api/v1/wasm/deployments?limit=1&order=desc")
+    assert newest["total"] == len(whole) and [d["id"] for d in newest["deployments"]] == [whole[-1]["id"]]
+    oldest = await get(cluster, "/api/v1/wasm/deployments?limit=1")
+    assert [d["id"] for d in oldest["deployments"]] == [whole[0]["id"]]
+    calc = await get(cluster, "/api/v1/wasm/deployments?limit=50&q=CALC")
+    assert calc["total"] >= 1 and all(d["module"] == "calc" for d in calc["deployments"])
+    active = await get(cluster, "/api/v1/wasm/deployments?limit=50&active=1")
+    phases = {"Pending", "WaitingApproval", "Progressing", "Paused"}
+    assert all(d["phase"] in phases for d in active["deployments"])

@@ -94,7 +94,7 @@ async function renderList(ctx) {
   async function load() {
     let data;
     try {
-      data = await api("/api/v1/wasm/deployments", { query: { module, limit: PAGE, offset } });
+      data = await api("/api/v1/wasm/deployments", { query: { module, limit: PAGE, offset, order: "desc", active: activeOnly ? 1 : undefined } });
     } catch (error) {
       if (error instanceof ApiError && error.status === 401) throw error;
       fill(body, problem(error));
@@ -103,8 +103,8 @@ async function renderList(ctx) {
     if (!ctx.current()) return;
     let rows = data.deployments || [];
     let total = data.total;
-    if (activeOnly) rows = rows.filter((d) => ACTIVE.has(d.phase));
     if (total === undefined) {
+      if (activeOnly) rows = rows.filter((d) => ACTIVE.has(d.phase));
       // no server-side paging: newest first, paged here
       rows = [...rows].sort((a, b) => (epoch(b.createdAt) || 0) - (epoch(a.createdAt) || 0));
       total = rows.length;
