@@ -7,6 +7,8 @@
     blobs.py       BlobStore: content-addressed, brotli-compressed, verified binaries + metadata.json
     objects.py     where blob objects live: a directory or an S3 bucket (minio SDK)
     lease.py       leadership between replicas (advisory lock / flock)
+    outbox.py      the notification outbox: rows claimed, sent once, marked delivered or failed
+    ratelimits.py  token buckets shared by replicas (one upsert per request)
     records.py     the rows, as frozen dataclasses
     errors.py      the exception tree
 

@@ -1,6 +1,6 @@
 """The state store's schema, as numbered migrations applied in order when a store opens.
 
-One schema serves SQLite and PostgreSQL: portable types only (TEXT, BIGINT, INTEGER), times as
+One schema serves SQLite and PostgreSQL: portable types only (TEXT, BIGINT, INTEGER, DOUBLE PRECISION), times as
 ISO 8601 UTC text (fixed width, so they sort), JSON as text. `{autoid}` is the one dialect word: an
 auto-incrementing integer primary key; the few statements only one database understands (the
 triggers that make the audit log append-only) sit in `dialect_statements`. Never edit a migration
@@ -159,6 +159,44 @@ MIGRATIONS: tuple[Migration, ...] = (
                 metrics TEXT NOT NULL
             )""",
             "CREATE INDEX metric_deltas_at ON metric_deltas (at)",
+        ),
+    ),
+    Migration(
+        3,
+        "notification outbox and shared rate limits",
+        (
+            # One row per (notification, alert), written when the notification is made; a worker of
+            # any replica claims it (owner + lease_until), sends it, and marks it delivered / failed /
+            # dropped (reconciler.store.outbox). Times are ISO text like the rest of the schema.
+            """CREATE TABLE notification_outbox (
+                seq {autoid},
+                alert TEXT NOT NULL,
+                notification_id TEXT NOT NULL,
+                notification TEXT NOT NULL,
+                state TEXT NOT NULL,
+                attempts INTEGER NOT NULL,
+                next_at TEXT NOT NULL,
+                owner TEXT,
+                lease_until TEXT,
+                error TEXT,
+                created_at TEXT NOT NULL,
+                finished_at TEXT,
+                UNIQUE (alert, notification_id)
+            )""",
+            "CREATE INDEX notification_outbox_pending ON notification_outbox (alert, state, seq)",
+            # A token bucket per (subject, class) shared by replicas (reconciler.store.ratelimits):
+            # `tokens` left at `at` (epoch seconds), refilled at `rate` per second up to `capacity`;
+            # `granted` says whether the last take got a token (one upsert per request).
+            """CREATE TABLE rate_buckets (
+                subject TEXT NOT NULL,
+                bucket TEXT NOT NULL,
+                capacity DOUBLE PRECISION NOT NULL,
+                rate DOUBLE PRECISION NOT NULL,
+                tokens DOUBLE PRECISION NOT NULL,
+                at DOUBLE PRECISION NOT NULL,
+                granted INTEGER NOT NULL,
+                PRIMARY KEY (subject, bucket)
+            )""",
         ),
     ),
 )
