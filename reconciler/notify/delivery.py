@@ -128,6 +128,10 @@ class Worker:
     def idle(self) -> bool:
         return not self.queue and not self.busy
 
+    @property
+    def queued(self) -> int:
+        return len(self.queue)
+
     async def run(self) -> None:
         """Send queued notifications one at a time, in order, until cancelled."""
         while True:
@@ -141,11 +145,13 @@ class Worker:
             finally:
                 self.busy = False
 
-    async def _deliver(self, notification: Notification) -> None:
+    async def _deliver(self, notification: Notification, prior: int = 0) -> None:
+        """Try `notification` until delivered, refused, or out of tries; `prior` tries were made
+        before (by a process that stopped: the outbox remembers them)."""
         assert self.receiver is not None
-        tries = 1 if self.state == "Failing" else max(self.policy.attempts, 1)
+        tries = max(1 if self.state == "Failing" else self.policy.attempts, prior + 1)
         error = ""
-        for attempt in range(1, tries + 1):
+        for attempt in range(prior + 1, tries + 1):
             self.attempts += 1
             try:
                 await self.receiver.send(notification)
@@ -156,7 +162,9 @@ class Worker:
                 error = str(exc)
                 log.info("alert %s: try %d of %d failed: %s", self.alert, attempt, tries, error)
                 if attempt < tries:
-                    await asyncio.sleep(self.policy.delay(attempt))
+                    delay = self.policy.delay(attempt)
+                    await self._retrying(notification, attempt, delay, error)
+                    await asyncio.sleep(delay)
                 continue
             except Exception as exc:  # a receiver's bug must not end the worker
                 log.exception("alert %s: receiver failed", self.alert)
@@ -170,6 +178,9 @@ class Worker:
             self._finish(notification, "delivered", attempt, None)
             return
         self._failed(notification, tries, error)
+
+    async def _retrying(self, notification: Notification, attempt: int, delay: float, error: str) -> None:
+        """A try failed and another follows in `delay` seconds (the outbox records it)."""
 
     def _failed(self, notification: Notification, attempts: int, error: str) -> None:
         if self.state != "Failing":
@@ -202,7 +213,7 @@ class Worker:
             "failed": self.failed,
             "dropped": self.dropped,
             "attempts": self.attempts,
-            "queued": len(self.queue),
+            "queued": self.queued,
             "lastSuccessAt": iso(self.last_success_at) if self.last_success_at else None,
             "lastFailureAt": iso(self.last_failure_at) if self.last_failure_at else None,
         }

@@ -5,6 +5,7 @@ Flow:
     controller Event --on_event (listener, returns at once)--> Notification (record, revision, action)
     Git source status, node views --tick (every second)--> watchers, scaling evaluator --> Notification
     Notification --publish--> each Alert whose spec wants it --Worker.offer--> bounded queue
+                  (with an outbox: a row per alert in the state store, written from a thread)
     Worker task --receiver.send, retries with backoff--> webhook | Slack | email
     outcome --> counters and state per receiver, bounded history, audit log (in a thread)
 
@@ -14,7 +15,8 @@ delays only its own worker. `status()` is the JSON for the API and `hotswap stat
 receiver's state (Ready, Failing, Misconfigured) with its last error, recent deliveries, and the
 active scaling signals. Alerts live in Git: `update_alerts` follows a new revision's alerts,
 keeping the worker (queue, counters, state) of every alert that did not change.
-`install(plane, alerts)` wires a notifier into a running `ControlPlane`.
+`install(plane, alerts)` wires a notifier into a running `ControlPlane`, with its queues in the
+plane's state store (reconciler.notify.outbox), so they outlive a restart and replicas share them.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import ssl
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -33,11 +37,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 from reconciler.notify.delivery import Delivery, RetryPolicy, Worker
 from reconciler.notify.errors import ReceiverConfigError
 from reconciler.notify.events import Notification, from_controller
+from reconciler.notify.outbox import Outbox, StoredWorker
 from reconciler.notify.receivers import HttpClient, Receiver, build_receiver
 from reconciler.notify.scaling import NodeSample, ScalingEvaluator, Thresholds, to_notification
 from reconciler.notify.watch import NodeLike, NodeWatcher, SourceWatcher, StallLike, StatusLike
 from reconciler.planner import RolloutRecord
 from reconciler.spec.alerts import Alert, AlertSpec
+from reconciler.store.outbox import OutboxStore
 
 if TYPE_CHECKING:
     from reconciler.controller import Event
@@ -92,6 +98,7 @@ class Settings:
     base_url: str = ""  # the control plane's URL, for links
     tls_context: ssl.SSLContext | None = None  # trust for SMTP STARTTLS; default: the system's CAs
     drain_seconds: float = 2.0  # how long `stop` lets queued notifications go out
+    outbox_poll_seconds: float = 1.0  # with an outbox: how often workers look for rows of other replicas
 
 
 @dataclass(frozen=True)
@@ -114,6 +121,7 @@ class Notifier:
         env: Mapping[str, str] | None = None,
         audit: AuditLog | None = None,
         clock: Callable[[], float] = time.time,
+        outbox: OutboxStore | None = None,
     ) -> None:
         self.observed = observed or Observed()
         self.settings = settings or Settings()
@@ -134,6 +142,8 @@ class Notifier:
         self.routes: list[_Route] = []
         self._worker_tasks: dict[Worker, asyncio.Task[None]] = {}
         self._running = False
+        self.outbox = Outbox(outbox, self.settings.retry, clock) if outbox is not None else None
+        self._outbox_tasks: set[asyncio.Task[None]] = set()
         self.update_alerts(alerts)
 
     def _route(self, alert: Alert) -> _Route:
@@ -144,10 +154,14 @@ class Notifier:
         except ReceiverConfigError as exc:
             problem = str(exc)
             log.warning("%s; its events are not sent", problem)
-        worker = Worker(
-            alert.metadata.name, receiver, self.settings.retry, self._record, problem=problem, clock=self.clock
-        )
-        return _Route(alert, worker)
+        name, retry = alert.metadata.name, self.settings.retry
+        if self.outbox is not None:
+            poll = self.settings.outbox_poll_seconds
+            stored = StoredWorker(
+                name, receiver, retry, self._record, self.outbox, problem=problem, clock=self.clock, poll_seconds=poll
+            )
+            return _Route(alert, stored)
+        return _Route(alert, Worker(name, receiver, retry, self._record, problem=problem, clock=self.clock))
 
     def update_alerts(self, alerts: Sequence[Alert]) -> None:
         """Follow the alerts of a new revision: unchanged alerts keep their worker (queue, counters,
@@ -161,6 +175,12 @@ class Notifier:
         live = {r.worker for r in routes}
         for worker in [w for w in self._worker_tasks if w not in live]:
             self._worker_tasks.pop(worker).cancel()
+        gone = set(kept) - {r.alert.metadata.name for r in routes}
+        if self.outbox is not None and gone and self._running:
+            for name in sorted(gone):  # their rows would wait for a worker forever
+                task = asyncio.create_task(self.outbox.forget(name), name=f"notify-forget-{name}")
+                self._outbox_tasks.add(task)
+                task.add_done_callback(self._outbox_tasks.discard)
         if self._running:
             self._start_workers()
 
@@ -280,7 +300,8 @@ class Notifier:
     @property
     def idle(self) -> bool:
         """Nothing queued, nothing being sent, no audit line waiting."""
-        return all(r.worker.idle for r in self.routes) and not self._audit_lines and not self._audit_writing
+        written = self.outbox is None or self.outbox.idle
+        return written and all(r.worker.idle for r in self.routes) and not self._audit_lines and not self._audit_writing
 
     async def drain(self, timeout: float) -> bool:
         """Wait until every queue is empty (or `timeout` passes); whether it is."""
@@ -292,9 +313,14 @@ class Notifier:
     async def run(self) -> None:
         """Deliver, audit and (every `tick_seconds`) watch, until cancelled."""
         await self.http.open()
+        if self.outbox is not None:
+            await self.outbox.release_claims()
         self._running = True
         self._start_workers()
         audit = asyncio.create_task(self._audit_loop(), name="notify-audit")
+        helpers = [audit]
+        if self.outbox is not None:
+            helpers.append(asyncio.create_task(self.outbox.run(), name="notify-outbox"))
         try:
             while True:
                 if self.settings.tick_seconds is None:
@@ -308,11 +334,14 @@ class Notifier:
                 await asyncio.sleep(self.settings.tick_seconds)
         finally:
             self._running = False
-            tasks = [audit, *self._worker_tasks.values()]
+            tasks = [*helpers, *self._worker_tasks.values(), *self._outbox_tasks]
             self._worker_tasks.clear()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                if self.outbox is not None:
+                    await self.outbox.flush()  # what was published last is in the store for the next run
             with contextlib.suppress(Exception):
                 await self._flush_audit()
             await self.http.close()
@@ -374,6 +403,7 @@ def install(plane: ControlPlane, alerts: Sequence[Alert], settings: Settings | N
         found = latest.fleet.modules.get(module) if latest is not None and latest.fleet is not None else None
         return found.spec.version if found is not None else None
 
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     notifier = Notifier(
         alerts,
         observed=Observed(
@@ -387,6 +417,7 @@ def install(plane: ControlPlane, alerts: Sequence[Alert], settings: Settings | N
         ),
         settings=replace(chosen, base_url=chosen.base_url or plane.url),
         audit=plane.store.append_audit,
+        outbox=OutboxStore(plane.store, owner),
     )
     controller.listeners.append(notifier.on_event)
     plane._tasks.append(notifier.start())

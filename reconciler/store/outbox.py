@@ -158,22 +158,32 @@ class OutboxStore:
                 == 1
             )
 
-    def next_due(self, alert: str, at: datetime) -> datetime | None:
-        """When the next pending row of `alert` can be claimed (now or later), or None if none waits."""
+    def waiting(self, alert: str, at: datetime) -> tuple[datetime | None, int]:
+        """When the next pending row of `alert` can be claimed (now or later; None if none waits),
+        and how many rows are pending."""
         now = _ts(at)
         with self.store._tx(write=False) as tx:
             row = tx.one(
                 "SELECT MIN(CASE WHEN lease_until IS NOT NULL AND lease_until >= ? AND lease_until > next_at "
-                "THEN lease_until ELSE next_at END) FROM notification_outbox WHERE alert = ? AND state = 'pending'",
+                "THEN lease_until ELSE next_at END), COUNT(*) FROM notification_outbox "
+                "WHERE alert = ? AND state = 'pending'",
                 now,
                 alert,
             )
-        return None if row is None or row[0] is None else _dt(row[0])
+        return (None if row[0] is None else _dt(row[0])), int(row[1])
 
-    def pending(self, alert: str) -> int:
-        with self.store._tx(write=False) as tx:
-            return int(
-                tx.one("SELECT COUNT(*) FROM notification_outbox WHERE alert = ? AND state = 'pending'", alert)[0]
+    def release(self, seq: int) -> bool:
+        """Stop holding a row without an outcome (a worker stopping mid-retry): any replica may claim
+        it again once its next try is due. False when this owner did not hold it."""
+        with self.store._tx(write=True) as tx:
+            return (
+                tx.run(
+                    "UPDATE notification_outbox SET owner = NULL, lease_until = NULL "
+                    "WHERE seq = ? AND owner = ? AND state = 'pending'",
+                    seq,
+                    self.owner,
+                )
+                == 1
             )
 
     def release_claims(self) -> int:

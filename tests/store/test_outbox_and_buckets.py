@@ -51,15 +51,15 @@ def test_a_retry_keeps_the_row_until_its_next_try_and_counts_attempts(state: Sta
     claimed = a.claim("ops", T0)
     assert claimed is not None and claimed.attempts == 0
     assert a.retry(claimed.seq, 1, T0 + timedelta(seconds=10), "503")
-    assert a.next_due("ops", T0) == T0 + timedelta(seconds=40)  # held past the next try
+    assert a.waiting("ops", T0) == (T0 + timedelta(seconds=40), 1)  # held past the next try
     assert b.claim("ops", T0 + timedelta(seconds=35)) is None
     assert a.release_claims() == 1  # a process starting on SQLite: the holder is gone
-    assert a.next_due("ops", T0) == T0 + timedelta(seconds=10)
+    assert a.waiting("ops", T0) == (T0 + timedelta(seconds=10), 1)
     assert b.claim("ops", T0 + timedelta(seconds=5)) is None  # not due yet
     taken = b.claim("ops", T0 + timedelta(seconds=10))
     assert taken is not None and taken.attempts == 1
     assert b.finish(taken.seq, "failed", 2, "503", T0)
-    assert a.next_due("ops", T0) is None
+    assert a.waiting("ops", T0) == (None, 0)
 
 
 def test_a_full_outbox_drops_its_oldest_unclaimed_rows(state: StateStore) -> None:
@@ -68,7 +68,7 @@ def test_a_full_outbox_drops_its_oldest_unclaimed_rows(state: StateStore) -> Non
     assert a.claim("ops", T0) is not None  # n1 is being sent: never dropped
     dropped = a.add(entries("ops", "n2", "n3", "n4"), T0, keep=2)
     assert [d.notification for d in dropped] == ['{"id": "n2"}']
-    assert a.pending("ops") == 3
+    assert a.waiting("ops", T0)[1] == 3
     assert a.drop_alert("ops", T0) == 3
     assert state_of(state) == {"ops": {"dropped": 4}}
 
