@@ -8,7 +8,9 @@ that asks git a question goes through `GitRepo.run`, so a failing command always
 from __future__ import annotations
 
 import io
+import os
 import tarfile
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,7 +29,7 @@ from reconciler.gitsource.errors import ExportError, GitCommandError, TooLargeEr
 from reconciler.spec.fleet import Problem
 from reconciler.spec.limits import InputLimits, size_problems
 
-__all__ = ["CommitInfo", "GitRepo"]
+__all__ = ["CommitInfo", "GitRepo", "TreeEntry"]
 
 _FIELD = "\x1f"
 _RECORD = "\x1e"
@@ -70,6 +72,22 @@ class CommitInfo:
 
     def describe(self) -> str:
         return f"{self.short} ({self.subject!r})" if self.subject else self.short
+
+
+@dataclass(frozen=True)
+class TreeEntry:
+    """One line of `git ls-tree -r -l`: a blob (mode 100644/100755, or 120000 for a symlink) or a
+    submodule (kind "commit")."""
+
+    path: str
+    mode: str
+    kind: str
+    oid: str
+    size: int
+
+    @property
+    def is_symlink(self) -> bool:
+        return self.mode == "120000"
 
 
 def _values(text: str) -> tuple[str, ...]:
@@ -201,14 +219,53 @@ class GitRepo:
 
     def tree_sizes(self, sha: str, path: str = "") -> list[tuple[str, int]]:
         """Every file under `path` at `sha` (relative to `path`) with its size, read from the tree alone."""
+        return [(e.path, e.size) for e in self.tree_entries(sha, path)]
+
+    def tree_entries(self, sha: str, path: str = "") -> list[TreeEntry]:
+        """Every entry under `path` at `sha` (paths relative to `path`), from `git ls-tree -r -l` alone."""
         treeish = f"{sha}:{path}" if path else sha
-        files = []
-        for entry in self.run(["ls-tree", "-r", "-l", "-z", treeish]).split("\0"):
-            meta, _, rel = entry.partition("\t")
-            fields = meta.split()
+        entries = []
+        for raw in self.run_bytes(["ls-tree", "-r", "-l", "-z", treeish]).split(b"\0"):
+            meta, _, rel = raw.partition(b"\t")
+            fields = meta.decode("ascii", "replace").split()
             if len(fields) == 4:  # mode type object size; a submodule's size is "-"
-                files.append((rel, int(fields[3]) if fields[3].isdigit() else 0))
-        return files
+                mode, kind, oid, size = fields
+                entries.append(TreeEntry(os.fsdecode(rel), mode, kind, oid, int(size) if size.isdigit() else 0))
+        return entries
+
+    def blobs(self, oids: Sequence[str]) -> dict[str, bytes]:
+        """The contents of these blobs, in one `git cat-file --batch`; an id git does not have is an error."""
+        wanted = list(dict.fromkeys(oids))
+        if not wanted:
+            return {}
+        with tempfile.TemporaryFile() as ids:
+            ids.write("".join(f"{oid}\n" for oid in wanted).encode())
+            ids.seek(0)
+            status, out, err = self.repo.git.execute(
+                ["git", "cat-file", "--batch"],
+                istream=ids,
+                kill_after_timeout=300,
+                with_extended_output=True,
+                with_exceptions=False,
+                stdout_as_string=False,
+                strip_newline_in_stdout=False,
+            )
+        if status != 0:
+            raise GitCommandError(
+                ["cat-file", "--batch"], int(status), err.decode() if isinstance(err, bytes) else str(err)
+            )
+        assert isinstance(out, bytes)
+        found: dict[str, bytes] = {}
+        at = 0
+        for oid in wanted:
+            end = out.index(b"\n", at)
+            header = out[at:end].decode("ascii", "replace").split()
+            if len(header) != 3 or header[0] != oid:
+                raise GitCommandError(["cat-file", "--batch"], 1, f"{oid}: {' '.join(header[1:]) or 'no answer'}")
+            size = int(header[2])
+            found[oid] = out[end + 1 : end + 1 + size]
+            at = end + 2 + size
+        return found
 
     def trees(self, shas: Sequence[str]) -> dict[str, str]:
         """The tree of each commit, in one call."""

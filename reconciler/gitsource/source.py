@@ -7,8 +7,9 @@ on disk (watchfiles). Each sync:
 
     fetch -> head moved? -> history rewritten? -> when signing is already required, verify every
     new first-parent commit (signature, trust root, the signer's role) before reading any file ->
-    check the sizes of the head's files from the tree (`git ls-tree`) -> export and parse the fleet
-    at head (the loader; skipped when nothing under the fleet root changed) -> when the head's own
+    check the sizes of the head's files from the tree (`git ls-tree`) -> parse the fleet at head
+    (skipped when nothing under the fleet root changed; reconciler.gitsource.checkout writes and
+    parses only the files whose blob ids changed) -> when the head's own
     policy switches signing on, verify now -> scan the new commits for approvals -> a new `Revision`
 
 A head that cannot be used (unsigned or untrusted commit, a signer whose roles may not author it,
@@ -43,6 +44,7 @@ from pathlib import Path
 
 from reconciler.approvals import Approval, RejectedApproval
 from reconciler.gitsource.approving import ApprovalScanner
+from reconciler.gitsource.checkout import Checkout
 from reconciler.gitsource.errors import (
     ExportError,
     FetchError,
@@ -170,6 +172,8 @@ class GitSource:
         cache_dir.mkdir(parents=True, exist_ok=True)
         self.verifier = Verifier(trust, cache_dir / "trust")
         self.repo = self._open_mirror(cache_dir / "mirror.git")
+        # the default loader reads only what changed (by blob id); a parser given reads an export
+        self.checkout = Checkout(self.repo, self.path, cache_dir / "checkout", config.limits) if parse is None else None
         self.scanner = ApprovalScanner(self.repo, self.verifier, trust, self.path, config.limits)
         self._lock = threading.Lock()
         self._good: Revision | None = None
@@ -401,10 +405,13 @@ class GitSource:
     def _parse(self, head: str) -> tuple[tuple[Problem, ...], DesiredFleet | None]:
         if not self.repo.has_path(head, self.path):
             return (Problem(self.path, 0, "path", f"{self.path!r} does not exist at commit {head[:12]}"),), None
-        with tempfile.TemporaryDirectory(prefix="rev-", dir=self.cache_dir) as tmp:
-            root = Path(tmp) / "fleet"
-            self.repo.export(head, self.path, root, self.config.limits)
-            result = self.parse(root)
+        if self.checkout is not None:
+            result = self.checkout.load(head)
+        else:
+            with tempfile.TemporaryDirectory(prefix="rev-", dir=self.cache_dir) as tmp:
+                root = Path(tmp) / "fleet"
+                self.repo.export(head, self.path, root, self.config.limits)
+                result = self.parse(root)
         return result.problems, result.fleet if result.ok else None
 
     def _approvals(self, head: str, since_good: str | None, new_commits: list[CommitInfo]) -> _Found:

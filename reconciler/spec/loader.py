@@ -14,7 +14,7 @@ import dataclasses
 import hashlib
 import re
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -165,6 +165,7 @@ _Parsed = tuple[tuple[tuple[CommentedMap, Document | None], ...], tuple[Problem,
 _FILE_CACHE: OrderedDict[tuple[str, str], _Parsed] = OrderedDict()
 _BINARY_CACHE: OrderedDict[tuple[str, str], Binary | str] = OrderedDict()
 CACHE_ENTRIES = 8192
+BinaryReader = Callable[[Path, Path], Binary | str]  # (root, file) -> the binary, or why it is not one
 
 
 def _remember(cache: OrderedDict[tuple[str, str], _T], key: tuple[str, str], value: _T) -> _T:
@@ -216,19 +217,24 @@ def load_documents(root: Path, out: _Collector, limits: InputLimits = DEFAULT_LI
     files = fleet_files(root)
     for file in files:
         rel = file.relative_to(root).as_posix()
-        try:
-            oversize = size_problems([(rel, file.stat().st_size)], limits)
-            if oversize:
-                out.problems.extend(oversize)
-                continue
-            text = file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            out.add(rel, 0, "file", f"cannot be read: {exc}")
-            continue
-        parsed, problems = _parse_file(rel, text)
+        parsed, problems = read_file(rel, file, out, limits) or ((), ())
         out.problems.extend(problems)
         docs.extend(_Doc(rel, file, node, model) for node, model in parsed)
     return docs, len(files)
+
+
+def read_file(rel: str, file: Path, out: _Collector, limits: InputLimits) -> _Parsed | None:
+    """A YAML file's documents and problems; None when it is over its cap or unreadable (said in `out`)."""
+    try:
+        oversize = size_problems([(rel, file.stat().st_size)], limits)
+        if oversize:
+            out.problems.extend(oversize)
+            return None
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        out.add(rel, 0, "file", f"cannot be read: {exc}")
+        return None
+    return _parse_file(rel, text)
 
 
 _MODEL_KEY = re.compile(r"`(\w+)`")
@@ -301,7 +307,12 @@ def load_fleet(root: Path, limits: InputLimits = DEFAULT_LIMITS) -> LoadResult:
         out.add("", 0, "path", f"{root} is not a directory")
         return LoadResult(None, tuple(out.problems))
     docs, files = load_documents(root, out, limits)
-    fleet = _assemble(root, docs, out)
+    return finish(root, docs, files, out)
+
+
+def finish(root: Path, docs: list[_Doc], files: int, out: _Collector, read: BinaryReader | None = None) -> LoadResult:
+    """The cross-document checks over parsed documents, and the result (reconciler.spec.incremental uses it too)."""
+    fleet = _assemble(root, docs, out, read or _read_binary)
     problems = tuple(sorted(out.problems, key=lambda p: (p.path, p.line, p.field)))
     if any(p.severity == "error" for p in problems):
         fleet = None
@@ -354,7 +365,7 @@ def _cannot_progress(doc: _Doc, spec: RolloutStrategySpec, out: _Collector) -> N
     )
 
 
-def _assemble(root: Path, docs: list[_Doc], out: _Collector) -> DesiredFleet | None:
+def _assemble(root: Path, docs: list[_Doc], out: _Collector, read: BinaryReader) -> DesiredFleet | None:
     fleets = [d for d in docs if isinstance(d.model, Fleet)]
     if not fleets and not any(d.node.get("kind") == "Fleet" for d in docs):
         out.add("", 0, "kind", "no Fleet document found; a fleet root needs exactly one")
@@ -525,7 +536,7 @@ def _assemble(root: Path, docs: list[_Doc], out: _Collector) -> DesiredFleet | N
                 out.add(doc.path, doc.line_of(oci_loc), _field_name(oci_loc), message)
             if source.path is None:
                 continue
-            binary = _binary(root, doc, source.path, [*loc, "path"], out, cache)
+            binary = _binary(root, doc, source.path, [*loc, "path"], out, cache, read)
             if binary is None:
                 continue
             if pin is not None and "sha256:" + pin.removeprefix("sha256:") != binary.digest:
@@ -640,12 +651,13 @@ def _binary(
     loc: list[str | int],
     out: _Collector,
     cache: dict[Path, Binary | str],
+    read: BinaryReader,
 ) -> Binary | None:
     target = _check_path(root, doc, relpath, loc, out)
     if target is None:
         return None
     if target not in cache:
-        cache[target] = _read_binary(root, target)
+        cache[target] = read(root, target)
     found = cache[target]
     if isinstance(found, str):
         out.add(doc.path, doc.line_of(loc), _field_name(loc), found)
