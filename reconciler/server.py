@@ -24,7 +24,7 @@ from reconciler.api import observe
 from reconciler.api.app import ROUTE_FILES, create_app
 from reconciler.api.base import ANY_ROLE, ApiDeps, public, require
 from reconciler.api.control import ControlDeps, routes
-from reconciler.api.security import RateLimiter, RateLimits, bearer, tls_context
+from reconciler.api.security import RateLimits, bearer, limiter_for, tls_context
 from reconciler.auth import AuthOptions, TokenAuthority
 from reconciler.controller import Controller
 from reconciler.gitsource.gitrepo import GitRepo
@@ -153,7 +153,7 @@ class ControlPlane:
             registry=self.registry,
             modules_in_use=self.modules_in_use,
             authenticate=with_sessions(bearer(self.authority), self.sessions),
-            limiter=RateLimiter(options.rate_limits),
+            limiter=limiter_for(self.store, options.rate_limits),
         )
         refs = diff_routes.RefReader(
             url=options.repo,

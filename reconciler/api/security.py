@@ -15,10 +15,16 @@ per `window_seconds`, at most `limit` at once. The classes and the spec's produc
     other          everything else                                    unlimited unless set
 
 A refused request gets 429 with `Retry-After` (whole seconds until one request fits again).
+
+Replicas on one PostgreSQL share one budget: `limiter_for(store, limits)` gives them a
+`SharedRateLimiter`, whose buckets are rows of the state store taken from in one statement (one
+round trip per limited request, reconciler.store.ratelimits); with SQLite (one process) it gives the
+in-memory `RateLimiter`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import ssl
 import time
@@ -31,6 +37,8 @@ from aiohttp.typedefs import Handler
 
 from reconciler.api.base import ApiError, Authenticator, Principal, deps, principal
 from reconciler.auth import TokenAuthority, TokenError
+from reconciler.store.ratelimits import SharedBuckets
+from reconciler.store.state import StateStore
 
 BUCKETS: Mapping[tuple[str, str], str] = {
     ("POST", "/api/v1/wasm/modules"): "registration",
@@ -146,6 +154,40 @@ class RateLimiter:
                 del self._buckets[key]
 
 
+@dataclass
+class SharedRateLimiter:
+    """Token buckets in the state store, so every replica spends one budget. The clock is wall time
+    (replicas compare it); `take_shared` is what the middleware awaits."""
+
+    buckets: SharedBuckets
+    limits: RateLimits = field(default_factory=RateLimits)
+    clock: Callable[[], float] = time.time
+
+    async def take_shared(self, subject: str, bucket: str) -> float | None:
+        """None when `subject` may make one more `bucket` request now; else seconds to wait."""
+        limit = self.limits.limit(bucket)
+        if limit is None:
+            return None
+        return await asyncio.to_thread(self._take, subject, bucket, limit)
+
+    def take(self, subject: str, bucket: str) -> float | None:
+        """As `take_shared`, blocking (for callers outside an event loop)."""
+        limit = self.limits.limit(bucket)
+        return None if limit is None else self._take(subject, bucket, limit)
+
+    def _take(self, subject: str, bucket: str, limit: int) -> float | None:
+        rate = limit / self.limits.window_seconds
+        taken = self.buckets.take(subject, bucket, limit, rate, self.clock())
+        return None if taken.granted else (1.0 - taken.tokens) / rate
+
+
+def limiter_for(store: StateStore, limits: RateLimits) -> RateLimiter | SharedRateLimiter:
+    """One budget for all replicas on PostgreSQL; the in-memory buckets otherwise."""
+    if store.dialect.name == "postgresql":
+        return SharedRateLimiter(SharedBuckets(store), limits)
+    return RateLimiter(limits)
+
+
 def bucket_of(request: web.Request) -> str:
     resource = request.match_info.route.resource
     path = resource.canonical if resource is not None else request.path
@@ -159,7 +201,10 @@ async def rate_limit(request: web.Request, handler: Handler) -> web.StreamRespon
     who = principal(request)
     if limiter is not None and who.roles:
         bucket = bucket_of(request)
-        wait = limiter.take(who.subject, bucket)
+        if isinstance(limiter, SharedRateLimiter):
+            wait = await limiter.take_shared(who.subject, bucket)
+        else:
+            wait = limiter.take(who.subject, bucket)
         if wait is not None:
             seconds = max(1, math.ceil(wait))
             raise ApiError(
