@@ -34,7 +34,8 @@ async def main() -> None:
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--requests", type=int, default=2000)
     args = parser.parse_args()
-    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores; {datetime.now(UTC):%Y-%m-%d %H:%M}Z")
+    when = f"{datetime.now(UTC):%Y-%m-%d %H:%M}Z"
+    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores; {when}")
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     store = open_state_store(database_url=args.database_url)
     limits = RateLimits(execution=10**9)
