@@ -103,7 +103,22 @@ class RefReader:
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
+        self._turn = asyncio.Lock()  # diffs wait here, on the loop, not in a worker thread each
         self._repo: GitRepo | None = None
+
+    async def read_async(self, ref: str) -> FleetAtRef:
+        """`read` in a worker thread once the diff before it is done (503 after BUSY_SECONDS)."""
+        try:
+            async with asyncio.timeout(BUSY_SECONDS):
+                await self._turn.acquire()
+        except TimeoutError:
+            raise ApiError(
+                503, "busy", "another diff is still fetching; try again", headers={"Retry-After": "5"}
+            ) from None
+        try:
+            return await asyncio.to_thread(self.read, ref)
+        finally:
+            self._turn.release()
 
     def _mirror(self) -> GitRepo:
         if self._repo is None:
@@ -219,7 +234,7 @@ async def diff(request: web.Request) -> web.Response:
     reader = request.app[DIFF]
     ref = check_ref(request.query.get("ref") or reader.branch)
     try:
-        found = await asyncio.to_thread(reader.read, ref)
+        found = await reader.read_async(ref)
     except RefNotFoundError:
         raise ApiError(
             404, "not_found", f"ref {ref!r}: no such branch, tag or commit in the fleet repository"

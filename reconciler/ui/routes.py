@@ -29,7 +29,7 @@ from aiohttp import web
 from reconciler.api.base import ANY_ROLE, ApiError, public, read_object, require
 from reconciler.api.security import RateLimiter, RateLimits
 from reconciler.ui.events import KEEPALIVE_SECONDS, Broadcaster, StreamsFullError, encode
-from reconciler.ui.sessions import LoginLinks, Session, SessionError, Sessions, check_write
+from reconciler.ui.sessions import LoginLinks, Session, SessionError, Sessions, check_write, from_elsewhere, own_origin
 
 STATIC = Path(__file__).resolve().parent / "static"
 CONTENT_TYPES = {
@@ -153,6 +153,8 @@ def _session_response(ui: UiDeps, session: Session, value: str) -> web.Response:
 
 
 async def sign_in(request: web.Request) -> web.Response:
+    if from_elsewhere(request):  # another site's form would set its token's session in this browser
+        raise ApiError(403, "csrf", f"sign in from the console's own page ({own_origin(request)}/ui/)")
     _limit(request)
     body = await read_object(request, SIGN_IN_BODY_BYTES)
     token = body.get("token")

@@ -136,6 +136,15 @@ def own_origin(request: web.Request) -> str:
     return f"{request.scheme}://{request.host}".lower()
 
 
+def from_elsewhere(request: web.Request) -> bool:
+    """Whether the browser says the request comes from another origin: an `Origin` that is not this
+    one (`null` included), or `Sec-Fetch-Site` cross-site or same-site (a sibling port of 127.0.0.1)."""
+    origin = request.headers.get("Origin")
+    if origin is not None and origin.lower() != own_origin(request):
+        return True
+    return request.headers.get("Sec-Fetch-Site", "").lower() in ("cross-site", "same-site")
+
+
 def check_write(request: web.Request, session: Session) -> None:
     """A cookie-authenticated write carries the session's CSRF secret and comes from this origin."""
     if request.method in SAFE_METHODS:
@@ -143,8 +152,7 @@ def check_write(request: web.Request, session: Session) -> None:
     sent = request.headers.get(CSRF_HEADER, "")
     if not sent or not hmac.compare_digest(sent.encode(), session.csrf.encode()):
         raise ApiError(403, "csrf", f"a write with the session cookie needs the session's {CSRF_HEADER} header")
-    origin = request.headers.get("Origin")
-    if origin is not None and origin.lower() != own_origin(request):
+    if from_elsewhere(request):
         raise ApiError(403, "csrf", f"a write with the session cookie must come from {own_origin(request)}")
 
 
