@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from reconciler.api.base import ANY_ROLE, ApiDeps, ApiError, require
+from reconciler.api.base import ANY_ROLE, ApiDeps, ApiError, bad_request, require
 from reconciler.api.control import CONTROL
 from reconciler.controller import Controller
 from reconciler.nodes import NodeView
@@ -72,6 +72,8 @@ async def audit(request: web.Request) -> web.Response:
     limit = _int(request, "limit", 100, 1, MAX_AUDIT_LIMIT)
     action = request.query.get("action") or None
     q = request.query.get("q") or None
+    if q is not None and len(q) > 200:
+        raise bad_request("q", "at most 200 characters")  # as on the other list routes
     if action is None and q is None:
         entries = await asyncio.to_thread(store.audit_log, subject=subject, after=after, limit=limit)
         last = entries[-1].seq if entries else after

@@ -170,6 +170,14 @@ async def wait_for_nodes(plane: ControlPlane, nodes: list[NodeProcess], timeout:
         await asyncio.sleep(0.1)
 
 
+def write_secret(path: Path, text: str) -> None:
+    """`text` into `path`, readable by this user only from the first byte (never chmod after writing)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # a file left by an earlier run keeps its mode otherwise
+    with os.fdopen(fd, "w") as out:
+        out.write(text + "\n")
+
+
 def log_of(data_dir: Path, node_id: str) -> Path:
     return data_dir / "nodes" / f"{node_id}.log"
 
@@ -304,12 +312,10 @@ async def up(args: argparse.Namespace) -> int:
     )
     await plane.start()
     admin = plane.mint("admin", "admin", ttl_seconds=NODE_TOKEN_SECONDS)
-    (data_dir / "admin.token").write_text(admin + "\n")
-    (data_dir / "admin.token").chmod(0o600)
+    write_secret(data_dir / "admin.token", admin)
     # Nodes refuse API tokens: calls straight to a node carry one for nodes (hotswap token --audience edge).
     edge = plane.mint("developer", "developer", ttl_seconds=NODE_TOKEN_SECONDS, audience=EDGE_AUDIENCE)
-    (data_dir / "edge.token").write_text(edge + "\n")
-    (data_dir / "edge.token").chmod(0o600)
+    write_secret(data_dir / "edge.token", edge)
     nodes: list[NodeProcess] = []
     try:
         counts: Counter[str] = Counter()

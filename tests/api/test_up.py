@@ -137,3 +137,16 @@ def test_up_starts_in_each_region_as_many_nodes_as_the_largest_replicas_there() 
     assert node_regions(fleet, None)[:3] == ["us-east", "eu-central", "apac-east"]  # one per region first
     assert node_regions(fleet, 4) == ["us-east", "eu-central", "apac-east", "us-east"]  # --nodes N: spread N
     assert node_regions(fleet, 0) == []
+
+
+def test_token_files_are_private_from_the_first_byte_even_over_an_old_file(tmp_path: Path) -> None:
+    from reconciler.commands.up import write_secret
+
+    old = tmp_path / "admin.token"
+    old.write_text("an earlier run's token\n")
+    old.chmod(0o644)
+    write_secret(old, "new")
+    assert old.read_text() == "new\n" and old.stat().st_mode & 0o777 == 0o600
+    fresh = tmp_path / "edge.token"
+    write_secret(fresh, "edge")
+    assert fresh.stat().st_mode & 0o777 == 0o600

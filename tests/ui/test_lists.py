@@ -37,7 +37,9 @@ async def test_nodes_page_filter_and_total(plane_with_nodes: Cluster) -> None:
 
 
 async def test_bad_page_parameters_are_400(plane: Cluster) -> None:
-    for query in ("limit=0", "limit=1001", "limit=x", "offset=-1"):
+    long = "q=" + "x" * 201
+    assert (await call(plane.url, "GET", f"/api/v1/wasm/audit?{long}", plane.token("viewer"))).status == 400
+    for query in ("limit=0", "limit=1001", "limit=x", "offset=-1", long):
         answer = await call(plane.url, "GET", f"/api/v1/wasm/nodes?{query}", plane.token("viewer"))
         assert answer.status == 400, query
         answer = await call(plane.url, "GET", f"/api/v1/wasm/modules?{query}", plane.token("viewer"))

@@ -26,7 +26,13 @@ let generation = 0;
 function parse(hash) {
   const text = hash.replace(/^#\/?/, "");
   const [path, query = ""] = text.split("?", 2);
-  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  const parts = path.split("/").filter(Boolean).map((part) => {
+    try {
+      return decodeURIComponent(part);
+    } catch {
+      return part; // a malformed %-escape stays as typed; the screen says it finds nothing
+    }
+  });
   return { screen: parts[0] || "fleet", params: parts.slice(1), query: new URLSearchParams(query) };
 }
 

@@ -177,7 +177,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
             running.process.wait()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # closed with the module: sync Playwright holds an event loop on this thread
 def browser() -> Iterator[Browser]:
     with sync_playwright() as driver:
         chromium = driver.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])

@@ -149,3 +149,11 @@ def test_drain_and_undrain_a_node(page: Page, console: Console) -> None:
     expect(page.get_by_test_id("node-status")).to_contain_text(re.compile("Drain"))
     page.get_by_test_id("undrain").click()
     expect(page.get_by_test_id("node-status")).to_contain_text("Healthy")
+
+
+def test_a_malformed_address_shows_a_screen_not_a_broken_page(page: Page, console: Console) -> None:
+    sign_in(page, console, console.token("viewer", "vera"))
+    page.goto(console.url + "/ui/#/modules/%E0")  # not UTF-8 once decoded
+    expect(page.locator("main h1").first).to_be_visible()
+    page.get_by_role("link", name="Fleet", exact=True).click()
+    expect(page.get_by_test_id("needs-attention")).to_be_visible()
