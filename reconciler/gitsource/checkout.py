@@ -3,10 +3,11 @@
 Where it sits: under the Git source (reconciler.gitsource.source), in place of exporting the whole
 tree for every revision. `Checkout.load(sha)`:
 
-    git ls-tree -r -l (paths, modes, blob ids, sizes) -> the size caps (`TooLargeError`, nothing
-    read) -> the blobs that are new or changed since the last load, in one `git cat-file --batch`
-    -> every path and symlink checked -> remove what the tree no longer has, write what is new ->
-    no symlink resolving outside the root (`ExportError` naming it) -> the incremental loader
+    git ls-tree -r (paths, modes, blob ids; the sizes of blobs not seen before from one
+    `git cat-file --batch-check`) -> the size caps (`TooLargeError`, nothing read) -> the blobs
+    new or changed since the last load, in one `git cat-file --batch` -> every path and symlink
+    checked -> remove what the tree no longer has, write what is new -> no symlink resolving
+    outside the root (`ExportError` naming it) -> the incremental loader
     (reconciler.spec.incremental), which parses only YAML files whose blob ids it has not parsed
 
 The rules are those of `GitRepo.export` (tarfile's "data" filter): only files, folders and
@@ -60,13 +61,14 @@ class Checkout:
         self.loader = IncrementalLoader(limits)
         self.written = 0  # files written (not the ones left as they were), for tests and the bench
         self._on_disk: dict[str, TreeEntry] | None = None  # None: unknown, wipe before the next move
+        self._sizes: dict[str, int] = {}  # blob id -> bytes, so that only new blobs are asked about
         self._lock = threading.Lock()
 
     def load(self, sha: str) -> LoadResult:
         """The fleet at commit `sha` (`path` must exist there). `TooLargeError` before anything is
         read, `ExportError` for a tree that cannot be written out safely."""
         with self._lock:
-            entries = {e.path: e for e in self.repo.tree_entries(sha, self.path)}
+            entries = {e.path: e for e in self.repo.tree_entries(sha, self.path, self._sizes)}
             too_large = size_problems([(e.path, e.size) for e in entries.values()], self.limits)
             if too_large:
                 raise TooLargeError(too_large)
@@ -105,6 +107,8 @@ class Checkout:
         for e in new:
             self._write(e, contents)
         self._on_disk = dict(entries)
+        if len(self._sizes) > 4 * len(entries) + 1024:  # forget the sizes of blobs long gone
+            self._sizes = {e.oid: e.size for e in entries.values() if e.kind == "blob"}
 
     @staticmethod
     def _unsafe(entry: TreeEntry, contents: Mapping[str, bytes]) -> Problem | None:

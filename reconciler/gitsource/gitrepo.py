@@ -139,6 +139,25 @@ class GitRepo:
         assert isinstance(out, bytes)
         return out
 
+    def _batch(self, args: Sequence[str], lines: Sequence[str]) -> bytes:
+        """`git args...` with `lines` on its standard input; its stdout."""
+        with tempfile.TemporaryFile() as stdin:
+            stdin.write("".join(f"{line}\n" for line in lines).encode())
+            stdin.seek(0)
+            status, out, err = self.repo.git.execute(
+                ["git", *args],
+                istream=stdin,
+                kill_after_timeout=300,
+                with_extended_output=True,
+                with_exceptions=False,
+                stdout_as_string=False,
+                strip_newline_in_stdout=False,
+            )
+        if status != 0:
+            raise GitCommandError(list(args), int(status), err.decode() if isinstance(err, bytes) else str(err))
+        assert isinstance(out, bytes)
+        return out
+
     def resolve(self, ref: str) -> str | None:
         try:
             return self.run(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"]).strip() or None
@@ -221,40 +240,42 @@ class GitRepo:
         """Every file under `path` at `sha` (relative to `path`) with its size, read from the tree alone."""
         return [(e.path, e.size) for e in self.tree_entries(sha, path)]
 
-    def tree_entries(self, sha: str, path: str = "") -> list[TreeEntry]:
-        """Every entry under `path` at `sha` (paths relative to `path`), from `git ls-tree -r -l` alone."""
+    def tree_entries(self, sha: str, path: str = "", sizes: dict[str, int] | None = None) -> list[TreeEntry]:
+        """Every entry under `path` at `sha` (paths relative to `path`), read from the trees alone.
+
+        Without `sizes`, `git ls-tree -r -l` (which reads every blob's header: ~20 ms for 1,000 files);
+        with it, `git ls-tree -r` and the sizes of blobs not in `sizes` (blob id -> bytes) from one
+        `git cat-file --batch-check`, added to `sizes`."""
         treeish = f"{sha}:{path}" if path else sha
-        entries = []
-        for raw in self.run_bytes(["ls-tree", "-r", "-l", "-z", treeish]).split(b"\0"):
-            meta, _, rel = raw.partition(b"\t")
-            fields = meta.decode("ascii", "replace").split()
-            if len(fields) == 4:  # mode type object size; a submodule's size is "-"
-                mode, kind, oid, size = fields
-                entries.append(TreeEntry(os.fsdecode(rel), mode, kind, oid, int(size) if size.isdigit() else 0))
-        return entries
+        args = ["ls-tree", "-r", "-z", treeish] if sizes is not None else ["ls-tree", "-r", "-l", "-z", treeish]
+        rows = []
+        for line in os.fsdecode(self.run_bytes(args)).split("\0"):
+            meta, _, rel = line.partition("\t")
+            fields = meta.split()
+            if len(fields) == (3 if sizes is not None else 4):  # mode type object [size]
+                rows.append((rel, fields))
+        if sizes is None:  # a submodule's size is "-"
+            return [TreeEntry(rel, m, k, o, int(n) if n.isdigit() else 0) for rel, (m, k, o, n) in rows]
+        unknown = [o for _, (_, k, o) in rows if k == "blob" and o not in sizes]
+        if unknown:
+            sizes.update(self._sizes(unknown))
+        return [TreeEntry(rel, m, k, o, sizes.get(o, 0) if k == "blob" else 0) for rel, (m, k, o) in rows]
+
+    def _sizes(self, oids: Sequence[str]) -> dict[str, int]:
+        found = {}
+        for line in self._batch(["cat-file", "--batch-check"], oids).decode("ascii", "replace").splitlines():
+            fields = line.split()
+            if len(fields) != 3:
+                raise GitCommandError(["cat-file", "--batch-check"], 1, line)
+            found[fields[0]] = int(fields[2])
+        return found
 
     def blobs(self, oids: Sequence[str]) -> dict[str, bytes]:
         """The contents of these blobs, in one `git cat-file --batch`; an id git does not have is an error."""
         wanted = list(dict.fromkeys(oids))
         if not wanted:
             return {}
-        with tempfile.TemporaryFile() as ids:
-            ids.write("".join(f"{oid}\n" for oid in wanted).encode())
-            ids.seek(0)
-            status, out, err = self.repo.git.execute(
-                ["git", "cat-file", "--batch"],
-                istream=ids,
-                kill_after_timeout=300,
-                with_extended_output=True,
-                with_exceptions=False,
-                stdout_as_string=False,
-                strip_newline_in_stdout=False,
-            )
-        if status != 0:
-            raise GitCommandError(
-                ["cat-file", "--batch"], int(status), err.decode() if isinstance(err, bytes) else str(err)
-            )
-        assert isinstance(out, bytes)
+        out = self._batch(["cat-file", "--batch"], wanted)
         found: dict[str, bytes] = {}
         at = 0
         for oid in wanted:

@@ -178,6 +178,7 @@ class GitSource:
         self._lock = threading.Lock()
         self._good: Revision | None = None
         self._good_found = _Found()
+        self._good_tree: str | None = None  # the tree of the fleet root at the last good revision
         self._resume = last_applied
         self._observed: str | None = None
         self._attempted: str | None = None
@@ -291,7 +292,6 @@ class GitSource:
 
     def _take(self, head: str) -> Failure | None:
         repo = self.repo
-        info = repo.commits([head])[0]
         good = self._good
         base = good.sha if good else self._known_resume()
         rewritten = base is not None and not repo.is_ancestor(base, head)
@@ -311,15 +311,19 @@ class GitSource:
             self._events.append(message + ("; followed (accepted)" if required else "; followed"))
             log.warning("git source: %s; followed (%s)", message, "accepted" if required else "no signing policy")
             base = repo.merge_base(base, head)
-        new_commits = repo.first_parent_log(head, since=base) if base else [info]
+        new_commits = repo.first_parent_log(head, since=base) if base else []
+        info = new_commits[0] if new_commits and new_commits[0].sha == head else repo.commits([head])[0]
+        if not base:
+            new_commits = [info]
         verification = self._verify(new_commits, base) if required else Verification(False)
         if not verification.ok:  # refused before any file of the revision is read
             return self._unverified(verification, head)
-        if good is not None and not rewritten and not repo.changed_files(good.sha, head, self.path):
+        fleet_tree = repo.tree(head, self.path)
+        if good is not None and not rewritten and fleet_tree is not None and fleet_tree == self._good_tree:
             problems, fleet = good.problems, good.fleet  # nothing under the fleet root changed
         else:
             try:
-                problems, fleet = self._parse(head)
+                problems, fleet = self._parse(head, fleet_tree)
             except ExportError as exc:
                 if isinstance(exc, TooLargeError):
                     return Failure(Reason.TOO_LARGE, f"commit {head[:12]} is too large: {exc}", head, exc.problems)
@@ -347,7 +351,7 @@ class GitSource:
             approvals=tuple(a for a in found.approvals if merges or a.via != "merge"),
             rejected_approvals=tuple(r for r in found.rejected if merges or r.via != "merge"),
         )
-        self._good, self._good_found, self._resume = revision, found, None
+        self._good, self._good_found, self._good_tree, self._resume = revision, found, fleet_tree, None
         for recovery in verification.recoveries:
             self._events.append(recovery.describe())
             log.warning("git source: %s", recovery.describe())
@@ -398,12 +402,13 @@ class GitSource:
         try:
             if self.repo.resolve(sha) is None:
                 return None
-            return self._parse(sha)[1]
+            return self._parse(sha, self.repo.tree(sha, self.path))[1]
         except GitSourceError:
             return None
 
-    def _parse(self, head: str) -> tuple[tuple[Problem, ...], DesiredFleet | None]:
-        if not self.repo.has_path(head, self.path):
+    def _parse(self, head: str, fleet_tree: str | None) -> tuple[tuple[Problem, ...], DesiredFleet | None]:
+        """The fleet at `head` whose fleet root is the tree `fleet_tree` (None: not there)."""
+        if fleet_tree is None:
             return (Problem(self.path, 0, "path", f"{self.path!r} does not exist at commit {head[:12]}"),), None
         if self.checkout is not None:
             result = self.checkout.load(head)

@@ -54,16 +54,34 @@ class IncrementalLoader:
         self._documents: OrderedDict[_Key, _Parsed] = OrderedDict()
         self._binaries: OrderedDict[_Key, Binary | str] = OrderedDict()
         self.parsed = 0  # files read and parsed (not taken from the cache), for tests and the bench
+        self._yaml: dict[str, bool] = {}  # what is_fleet_yaml said of a path, and each path's Path:
+        self._paths: dict[tuple[Path, str], Path] = {}  # a revision's paths are mostly the last one's
+
+    def _is_yaml(self, rel: str) -> bool:
+        found = self._yaml.get(rel)
+        if found is None:
+            if len(self._yaml) > 2 * CACHE_ENTRIES:
+                self._yaml.clear()
+            found = self._yaml[rel] = is_fleet_yaml(rel)
+        return found
+
+    def _path(self, root: Path, rel: str) -> Path:
+        found = self._paths.get((root, rel))
+        if found is None:
+            if len(self._paths) > 2 * CACHE_ENTRIES:
+                self._paths.clear()
+            found = self._paths[(root, rel)] = root / rel
+        return found
 
     def load(self, root: Path, files: Mapping[str, str | None]) -> LoadResult:
         """The fleet under `root` (resolved, a directory) whose files are `files`: path -> blob id
         (None for a symlink). Every path the loader would read must be listed."""
         out = _Collector()
         docs: list[_Doc] = []
-        candidates = sorted((rel for rel in files if is_fleet_yaml(rel)), key=lambda rel: rel.split("/"))
+        candidates = sorted((rel for rel in files if self._is_yaml(rel)), key=lambda rel: rel.split("/"))
         count = 0
         for rel in candidates:
-            file = root / rel
+            file = self._path(root, rel)
             blob = files[rel]
             if blob is None and not file.is_file():  # a symlink to a folder or to nothing: not a file
                 continue

@@ -23,8 +23,8 @@ from reconciler.spec.limits import InputLimits
 from tests.git.gitutil import Repo, fleet_yaml, module_yaml
 
 LIMITS = InputLimits(yaml_bytes=4096)
-WAT = "(module (memory 1) (func (export \"run\") (result i32) (i32.const {n})))\n"
-BAD_WAT = "(module (func (export \"run\") (result i32) (i32.const\n"
+WAT = '(module (memory 1) (func (export "run") (result i32) (i32.const {n})))\n'
+BAD_WAT = '(module (func (export "run") (result i32) (i32.const\n'
 
 
 def wat_module(name: str, version: str) -> str:
