@@ -16,6 +16,13 @@ Prints one table; the figures that count against DESIGN.md section 7:
     the same client (the ratio is the figure that counts), at high and at moderate concurrency;
   * p50/p99 of a fast call while another module spins for 2 s on the same node.
 The servers run in their own processes pinned to CPU 0; the client runs here, pinned to CPU 1.
+Beside req/s, the HTTP rows give each server's CPU time per request (its /proc counters), and the
+ratio of those: on a machine shared with other work req/s swings with the neighbours' load, the CPU
+a request costs much less.
+
+    python bench/edge.py --only http --profile node.prof
+runs the node of the HTTP rows under cProfile (slower: read the profile's shares, not the figures)
+and prints the profile's top lines by own time and by cumulative time.
 """
 
 from __future__ import annotations
@@ -234,14 +241,15 @@ def start_echo(tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
 
 
 def start_node(
-    tmp: Path, spin_seconds: float, workers: int = 1, pinned: bool = True
+    tmp: Path, spin_seconds: float, workers: int = 1, pinned: bool = True, profile: Path | None = None
 ) -> tuple[subprocess.Popen[str], int]:
     folder = tmp / "modules"
     folder.mkdir(exist_ok=True)
     for name in ("arith", "limits"):
         (folder / f"{name}.wat").write_text((MODULES / f"{name}.wat").read_text())
+    profiler = ["-m", "cProfile", "-o", str(profile)] if profile is not None else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hotswap", "edge", "--standalone", str(folder), "--port", "0",
+        [sys.executable, *profiler, "-m", "hotswap", "edge", "--standalone", str(folder), "--port", "0",
          "--cache-dir", str(tmp / "cache"), "--timeout-s", str(spin_seconds), "--log-level", "ERROR",
          "--workers", str(workers)],
         cwd=ROOT, stdout=subprocess.PIPE, text=True,
@@ -300,7 +308,16 @@ async def hammer(
     return len(latencies) / elapsed, latencies, len(errors)
 
 
-def bench_http(quick: bool) -> None:
+def print_profile(path: Path, lines: int = 25) -> None:
+    """The profile's top lines: by own time, then by cumulative time."""
+    import pstats
+
+    for order in ("tottime", "cumulative"):
+        print(f"profile of the node under load, top {lines} by {order}:")
+        pstats.Stats(str(path)).strip_dirs().sort_stats(order).print_stats(lines)
+
+
+def bench_http(quick: bool, profile: Path | None = None) -> None:
     import uvloop
 
     seconds = 0.6 if quick else 10.0
@@ -311,16 +328,22 @@ def bench_http(quick: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         echo, echo_port = start_echo(tmp)
-        node, node_port = start_node(tmp, spin_seconds)
+        node, node_port = start_node(tmp, spin_seconds, profile=profile)
+        procs = {"echo": echo, "node": node}
         try:
             for concurrency, label in ((32, "high load, 32 connections"), (4, "moderate load, 4 connections")):
                 print(f"HTTP execute, {label}: {rounds} alternating rounds of {seconds / rounds:g} s each")
                 runs: dict[str, list[float]] = {"echo": [], "node": []}
                 lats: dict[str, list[float]] = {"echo": [], "node": []}
                 errors = {"echo": 0, "node": 0}
+                cpu = {"echo": [0.0, 0], "node": [0.0, 0]}  # server CPU seconds, requests
                 for _ in range(rounds):  # alternate, so a neighbour's load hits both alike
                     for name, port in (("echo", echo_port), ("node", node_port)):
-                        rps, lat, err = uvloop.run(hammer(port, call, concurrency, seconds / rounds))
+                        before = cpu_seconds(procs[name].pid)
+                        warm: list[float] = []
+                        rps, lat, err = uvloop.run(hammer(port, call, concurrency, seconds / rounds, warm))
+                        cpu[name][0] += cpu_seconds(procs[name].pid) - before
+                        cpu[name][1] += len(lat) + len(warm)
                         runs[name].append(rps)
                         lats[name].extend(lat)
                         errors[name] += err
@@ -346,6 +369,19 @@ def bench_http(quick: bool) -> None:
                     )
                 )
                 print(f"  ratio node/echo req/s: {ratio:.2f} (median of {rounds} rounds)")
+                per = {name: used / max(count, 1) * 1e6 for name, (used, count) in cpu.items()}
+                ROWS.append(
+                    (
+                        f"server CPU per request echo / node, {label}",
+                        f"{per['echo']:.0f} / {per['node']:.0f} µs",
+                        "",
+                        f"ratio echo/node CPU: {per['echo'] / max(per['node'], 1e-9):.2f}",
+                    )
+                )
+                print(
+                    f"  server CPU per request: echo {per['echo']:.0f} µs, node {per['node']:.0f} µs "
+                    f"(ratio {per['echo'] / max(per['node'], 1e-9):.2f})"
+                )
             print(f"fast calls while another module spins for {spin_seconds:g} s on the same node (4 connections)")
             spin = {"module": "limits", "function": "spin", "args": []}
             fast = {"module": "limits", "function": "fast", "args": []}
@@ -367,6 +403,8 @@ def bench_http(quick: bool) -> None:
                 proc.wait(timeout=30)
             if node.stdout is not None:
                 node.stdout.close()
+    if profile is not None:
+        print_profile(profile)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -448,17 +486,18 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a few seconds, for CI")
     parser.add_argument("--echo-server", metavar="PORT_FILE", help=argparse.SUPPRESS)
     parser.add_argument("--only", choices=["load", "setup", "validate", "calls", "http", "workers"], action="append")
+    parser.add_argument("--profile", metavar="FILE", type=Path, help="run the HTTP rows' node under cProfile into FILE")
     args = parser.parse_args()
     if args.echo_server:
         echo_server(args.echo_server)
         return 0
     print(f"edge bench: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    steps = {
+    steps: dict[str, Callable[[bool], None]] = {
         "load": bench_load,
         "validate": bench_validate,
         "setup": bench_setup,
         "calls": bench_calls,
-        "http": bench_http,
+        "http": lambda quick: bench_http(quick, args.profile),
         "workers": bench_workers,
     }
     for name in args.only or list(steps):

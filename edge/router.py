@@ -7,7 +7,8 @@ the server asks `pick` for each request and gives the version back with `release
 * Per module, a `Route` holds the loaded versions with their weights. A request goes to the version
   named in `X-Hotswap-Version` if given (even at weight 0, for smoke tests), else to the bucket
   of a stable hash of its sticky key (the value of the entry's `sticky` header, by default
-  `X-Hotswap-Sticky`: A/B tests and affinity), else to a weighted random choice.
+  `X-Hotswap-Sticky`: A/B tests and affinity), else to a weighted random choice. A route whose
+  traffic all goes to one version knows it (`Route.sole`) and skips both.
 * `apply_table` loads what is new (off the event loop), reuses what is unchanged, then replaces
   the whole routing table in one assignment. A version that left the table is retired: it takes
   no new requests and is unloaded when its last in-flight request has finished. No request fails
@@ -31,9 +32,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from multidict import CIMultiDict, CIMultiDictProxy
+
 from edge.errors import EdgeError, LoadError, NotFoundError, UnavailableError
 from edge.limits import Clock, CpuShare
-from edge.protocol import LAST_ERROR_CHARS, LATENCY_BUCKETS_MS, STICKY_HEADER, ModuleEntry, VersionMetrics
+from edge.protocol import (
+    LAST_ERROR_CHARS,
+    LATENCY_BUCKETS_MS,
+    STICKY_HEADER,
+    VERSION_HEADER,
+    ModuleEntry,
+    VersionMetrics,
+)
 from edge.runtime import Loaded, Runtime, Sandbox
 from edge.smoke import SmokeOutcome, run_smoke
 from edge.telemetry import NodeStats, health_check, load_span
@@ -109,6 +119,10 @@ class VersionSlot:
         self.retired = False
         self.load_ms = load_ms
         self.smoke: SmokeOutcome | None = None  # None: the entry lists no smoke calls
+        # The headers of its 200 execute answers, built once (an answer copies them).
+        self.answer_headers = CIMultiDictProxy(
+            CIMultiDict({"Content-Type": "application/json", VERSION_HEADER: self.version})
+        )
 
     @property
     def weight(self) -> int:
@@ -160,6 +174,7 @@ class Route:
     slots: tuple[VersionSlot, ...]
     cumulative: tuple[int, ...]
     sticky_header: str = STICKY_HEADER
+    sole: VersionSlot | None = None  # the one version with weight, when only one has any
 
     @classmethod
     def of(cls, module: str, slots: Sequence[VersionSlot]) -> Route:
@@ -169,7 +184,9 @@ class Route:
             total += slot.weight
             cumulative.append(total)
         header = next((s.entry.sticky for s in slots if s.entry.sticky), STICKY_HEADER)
-        return cls(module, tuple(slots), tuple(cumulative), header)
+        weighted = [s for s in slots if s.weight > 0]
+        sole = weighted[0] if len(weighted) == 1 else None
+        return cls(module, tuple(slots), tuple(cumulative), header, sole)
 
     @property
     def total(self) -> int:
@@ -217,16 +234,29 @@ class Router:
         route = self.routes.get(module)
         if route is None:
             raise NotFoundError(f"module {module!r} is not loaded on this node")
+        return self._pick(route, module, version, sticky)
+
+    def pick_request(self, module: str, version: str | None, headers: Mapping[str, str]) -> VersionSlot:
+        """`pick` for an execute request: the version asked in the body, else in `X-Hotswap-Version`,
+        and the sticky key from the route's sticky header."""
+        route = self.routes.get(module)
+        if route is None:
+            raise NotFoundError(f"module {module!r} is not loaded on this node")
+        return self._pick(route, module, version or headers.get(VERSION_HEADER), headers.get(route.sticky_header))
+
+    def _pick(self, route: Route, module: str, version: str | None, sticky: str | None) -> VersionSlot:
         if version:
             slot = route.by_version(version)
             if slot is None:
                 versions = ", ".join(s.version for s in route.slots)
                 raise NotFoundError(f"version {version!r} of module {module!r} is not loaded (loaded: {versions})")
+        elif route.sole is not None:  # where any key or draw would land
+            slot = route.sole
         else:
             total = route.total
             if total <= 0:
                 raise UnavailableError(f"no version of module {module!r} takes traffic (all weights are 0)")
-            point = sticky_point(module, sticky, total) if sticky else self._random.randrange(total)
+            point = sticky_point(module, sticky, total) if sticky else int(self._random.random() * total)
             slot = route.choose(point)
         slot.inflight += 1
         return slot

@@ -46,7 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeAlias, TypeVar
 
 import wasmtime
 from wasmtime import _bindings as ffi
@@ -66,6 +66,7 @@ from edge.errors import (
     TrapError,
 )
 from edge.grants import GrantRoots
+from edge.numeric import RawFunc, json_number, numeric, numeric_args
 from edge.protocol import MAX_ARGV, MAX_RESULT_DEPTH, Capabilities, Limits, may_nest_deeper, nests_deeper
 
 if TYPE_CHECKING:
@@ -79,8 +80,6 @@ RESULT_CAP = 16 * MIB
 MAX_IDLE_INSTANCES = 16
 BLOCKING_WASI = frozenset({"poll_oneoff"})
 RECENT_MODULES = 64  # compiled modules kept in memory by digest, for a version swapped back in
-I32 = (-(2**31), 2**32 - 1)
-I64 = (-(2**63), 2**64 - 1)
 # Traps that say what went wrong, whatever the memory looks like: never reported as `memory`.
 NEVER_MEMORY = frozenset(
     {
@@ -144,8 +143,7 @@ class Sandbox:
         )
 
 
-@dataclass(frozen=True)
-class CallResult:
+class CallResult(NamedTuple):  # a tuple: built on every call, and a frozen dataclass costs more
     value: Any
     cpu_ns: int
     violations: int = 0  # sandbox refusals inside the call (a component's fetch to a host off the list)
@@ -153,8 +151,7 @@ class CallResult:
     stderr: str | None = None  # the tail of a command's stderr
 
 
-@dataclass(frozen=True)
-class Call:
+class Call(NamedTuple):
     """A call checked against the export's signature, ready to run on any thread."""
 
     function: str
@@ -457,21 +454,6 @@ class _Capture:
         return bytes(self.data[-n:]).decode("utf-8", "replace").strip()
 
 
-class _RawFunc:
-    """An export with a checked numeric signature and a buffer for `func_call_unchecked`."""
-
-    __slots__ = ("buf", "func", "kinds", "nparams", "result", "size", "wrapped")
-
-    def __init__(self, func: wasmtime.Func, sig: wasm.FuncSig) -> None:
-        self.wrapped = func
-        self.func = ctypes.byref(func._func)
-        self.kinds = sig.params
-        self.nparams = len(sig.params)
-        self.result = sig.results[0] if sig.results else None
-        self.size = max(len(sig.params), len(sig.results), 1)
-        self.buf = (ffi.wasmtime_val_raw_t * self.size)()
-
-
 class _Instance:
     """One store and one instance of a module version, used by one thread at a time."""
 
@@ -514,7 +496,7 @@ class _Instance:
         self.instance = instance
         memory = self._export("memory")
         self.memory = memory if isinstance(memory, wasmtime.Memory) else None
-        self.raw: dict[str, _RawFunc] = {}
+        self.raw: dict[str, RawFunc] = {}
 
     def close(self) -> None:
         """Nothing to release by hand: the store goes with the last reference to it."""
@@ -528,14 +510,14 @@ class _Instance:
         )
         return wrap_extern(item) if found else None
 
-    def _raw(self, name: str) -> _RawFunc:
+    def _raw(self, name: str) -> RawFunc:
         rf = self.raw.get(name)
         if rf is None:
             export = self.owner.functions.get(name)
             func = self._export(name)
-            if export is None or export.sig is None or not _numeric(export.sig) or not isinstance(func, wasmtime.Func):
+            if export is None or export.sig is None or not numeric(export.sig) or not isinstance(func, wasmtime.Func):
                 raise TrapError(f"{name} is not a numeric export")  # prepare() never lets this happen
-            rf = self.raw[name] = _RawFunc(func, export.sig)
+            rf = self.raw[name] = RawFunc(self.ctx, func, export.sig)
         return rf
 
     # -- calling ------------------------------------------------------------------------------
@@ -545,19 +527,7 @@ class _Instance:
         if not self.owner.runtime.fast_path:
             result: int | float | None = rf.wrapped(self.store, *values)
             return result
-        buf = rf.buf
-        for i, kind in enumerate(rf.kinds):
-            setattr(buf[i], kind, values[i])
-        trap = ctypes.POINTER(ffi.wasm_trap_t)()
-        error = ffi._wasmtime_func_call_unchecked(self.ctx, rf.func, buf, rf.size, ctypes.byref(trap))
-        if error:
-            raise wasmtime.WasmtimeError._from_ptr(error)
-        if trap:
-            raise wasmtime.Trap._from_ptr(trap)
-        if rf.result is None:
-            return None
-        value: int | float = getattr(buf[0], rf.result)
-        return value
+        return rf(values)
 
     def run_json(self, name: str, payload: bytes) -> Any:
         if self.memory is None:
@@ -837,7 +807,7 @@ class LoadedModule(LoadedVersion["_Instance"]):
         if argv is not None or stdin is not None:  # the execute path: no call when there is nothing to refuse
             refuse_command_input(function, export.convention, argv, stdin)
         if export.convention == "numeric":
-            return Call(function, "numeric", _numeric_args(function, export.sig, args))
+            return Call(function, "numeric", numeric_args(function, export.sig, args))
         payload = json.dumps(args, separators=(",", ":"), allow_nan=False).encode()
         return Call(function, export.convention, payload=payload)
 
@@ -856,7 +826,7 @@ class LoadedModule(LoadedVersion["_Instance"]):
         _set_epoch_deadline(inst.ctx, ticks)
         try:
             if call.convention == "numeric":
-                value = _json_number(inst.call(call.function, call.values))
+                value = json_number(inst.call(call.function, call.values))
             else:
                 value = inst.run_json(call.function, call.payload)
         except Exception as exc:
@@ -933,39 +903,6 @@ def _set_stdin(config: wasmtime.WasiConfig, data: bytes) -> None:
     ffi.wasi_config_set_stdin_bytes(config.ptr(), ctypes.byref(vec))
 
 
-def _numeric(sig: wasm.FuncSig) -> bool:
-    return all(t in wasm.NUMERIC_TYPES for t in (*sig.params, *sig.results)) and len(sig.results) <= 1
-
-
-def _numeric_args(function: str, sig: wasm.FuncSig, args: Any) -> tuple[int | float, ...]:
-    if args is None:
-        args = []
-    if not isinstance(args, list):
-        raise BadRequestError(f"args: {function}{sig} takes a JSON array of numbers")
-    if len(args) != len(sig.params):
-        raise BadRequestError(f"args: {function}{sig} takes {len(sig.params)} argument(s), got {len(args)}")
-    values: list[int | float] = []
-    for i, (kind, given) in enumerate(zip(sig.params, args, strict=True)):
-        if isinstance(given, bool) or not isinstance(given, (int, float)):
-            raise BadRequestError(f"args[{i}]: expected a number for {kind}, got {json.dumps(given)[:40]}")
-        value: int | float = given
-        if kind in ("i32", "i64"):
-            if isinstance(value, float):
-                if not value.is_integer():
-                    raise BadRequestError(f"args[{i}]: {kind} takes an integer, got {value}")
-                value = int(value)
-            low, high = I32 if kind == "i32" else I64
-            if not low <= value <= high:
-                raise BadRequestError(f"args[{i}]: {value} does not fit in {kind}")
-            bits = 32 if kind == "i32" else 64
-            if value >= 2 ** (bits - 1):
-                value -= 2**bits
-        else:
-            value = float(value)
-        values.append(value)
-    return tuple(values)
-
-
 def _loads_result(raw: bytes | str) -> Any:
     """A module's JSON result (ValueError when it is not JSON, or holds a number out of a double's
     range, such as 1e400, which no JSON answer can carry). One that nests deeper than
@@ -989,12 +926,6 @@ def _finite(text: str) -> float:
 
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
-
-
-def _json_number(value: int | float | None) -> int | float | str | None:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
 
 
 def _first_line(exc: BaseException) -> str:

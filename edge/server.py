@@ -41,7 +41,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import json
 import logging
 import math
 import os
@@ -51,25 +50,15 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 from aiohttp import web
 from pydantic import ValidationError
 
 from edge.auth import READ_ROLES, Authenticator
-from edge.errors import BadRequestError, CpuLimitError, EdgeError, ModuleError, NotFoundError, TrapError
+from edge.errors import BadRequestError, EdgeError, NotFoundError
+from edge.execute import error_response, execute_handler, validation_message
 from edge.lanes import ThreadShares
-from edge.protocol import (
-    LATENCY_BUCKETS_MS,
-    MAX_ANSWER_BYTES,
-    MAX_ARGS_DEPTH,
-    VERSION_HEADER,
-    ExecuteRequest,
-    ModuleTable,
-    VersionMetrics,
-    may_nest_deeper,
-    nests_deeper,
-)
+from edge.protocol import LATENCY_BUCKETS_MS, ModuleTable, VersionMetrics
 from edge.router import ApplyReport, Router, VersionSlot
 from edge.runtime import BudgetExceededError, Call, CallResult, Runtime
 from edge.telemetry import render_spec_metrics, traced
@@ -157,14 +146,7 @@ def _lower_priority(nice: int) -> None:
 
 NODE = web.AppKey("node", Node)
 _ADMIN = frozenset({"admin"})  # who may replace a standalone node's table when it checks tokens
-_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
-
-
-def _error(status: int, code: str, message: str, **extra: Any) -> web.Response:
-    body = {"error": code, "message": message, **extra}
-    return web.Response(status=status, body=json.dumps(body).encode(), content_type="application/json")
-
-
+_error = error_response
 _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 
 
@@ -185,103 +167,6 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
         return _error(500, "internal", "the node failed to handle this request; see its log")
-
-
-def _validation_message(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:3]:
-        where = ".".join(str(p) for p in err["loc"]) or "body"
-        parts.append(f"{where}: {err['msg']}")
-    return "; ".join(parts)
-
-
-async def execute(request: web.Request) -> web.Response:
-    node = request.app[NODE]
-    if node.auth is not None:
-        node.auth.check(request.headers.get("Authorization"))
-    body = await request.read()
-    if not body:
-        raise BadRequestError("the body must be a JSON object {module, function, args, version?}")
-    try:
-        req = ExecuteRequest.model_validate_json(body)
-    except ValidationError as exc:
-        if any(err["type"] == "json_invalid" and "recursion limit" in err["msg"] for err in exc.errors()):
-            raise BadRequestError(
-                f"body: JSON nested too deep to parse; args may nest at most {MAX_ARGS_DEPTH} levels"
-            ) from None
-        raise BadRequestError(_validation_message(exc)) from None
-    if may_nest_deeper(body, MAX_ARGS_DEPTH + 1) and nests_deeper(req.args, MAX_ARGS_DEPTH):
-        raise BadRequestError(f"args: arrays and objects nest deeper than {MAX_ARGS_DEPTH} levels")
-    headers = request.headers
-    router = node.router
-    slot = router.pick(
-        req.module, req.version or headers.get(VERSION_HEADER), headers.get(router.sticky_header(req.module))
-    )
-    try:
-        try:
-            stdin = req.stdin_bytes()
-        except ValueError as exc:
-            raise BadRequestError(f"stdin: {exc}") from None
-        try:
-            call = slot.loaded.prepare(req.function, req.args, argv=req.argv, stdin=stdin)
-        except ValueError as exc:  # json.dumps refusing NaN and the like
-            raise BadRequestError(f"args: {exc}") from None
-        started = time.perf_counter()
-        try:
-            await _cpu_gate(node, slot)
-            result = await node.run(slot, call)
-            duration_ms = (time.perf_counter() - started) * 1000
-            body = _answer(result, slot, duration_ms)
-        except ModuleError as exc:
-            elapsed = time.perf_counter() - started
-            if not isinstance(exc, CpuLimitError):
-                slot.cpu.charge(int(elapsed * 1e9))
-            slot.record(exc.code, elapsed * 1000, message=exc.message)
-            log.warning(
-                "%s@%s %s: %s: %s",
-                slot.module,
-                slot.version,
-                req.function,
-                exc.code,
-                exc.message,
-                extra={"moduleId": f"{slot.module}-v{slot.version}"},
-            )
-            response = _error(
-                exc.status, exc.code, exc.message, module=slot.module, version=slot.version, **exc.details
-            )
-            response.headers[VERSION_HEADER] = slot.version
-            return response
-        slot.cpu.charge(result.cpu_ns)
-        slot.record("ok", duration_ms, result.violations)
-    finally:
-        node.router.release(slot)
-    return web.Response(body=body, content_type="application/json", headers={VERSION_HEADER: slot.version})
-
-
-def _answer(result: CallResult, slot: VersionSlot, duration_ms: float) -> bytes:
-    """The 200 answer's body; a trap when it would be over MAX_ANSWER_BYTES, which is what the
-    control plane reads of an answer (JSON escapes can make it six times the module's output)."""
-    payload = {"result": result.value, "module": slot.module, "version": slot.version, "durationMs": duration_ms}
-    if result.exit_code is not None:
-        payload["exitCode"] = result.exit_code
-        payload["stderr"] = result.stderr or ""
-    try:
-        body = _encode(payload).encode()
-    except (ValueError, RecursionError) as exc:
-        raise TrapError(f"the result cannot be answered as JSON: {exc}") from None
-    if len(body) > MAX_ANSWER_BYTES:
-        raise TrapError(f"the answer would be {len(body)} bytes of JSON, over the limit of {MAX_ANSWER_BYTES}")
-    return body
-
-
-async def _cpu_gate(node: Node, slot: VersionSlot) -> None:
-    """Hold a request while its version is over its CPU share; refuse it if that takes too long."""
-    waited = 0.0
-    while (delay := slot.cpu.delay()) > 0:
-        if waited + delay > node.config.cpu_max_wait:
-            raise CpuLimitError(f"over its CPU share of {slot.cpu.percent:g}% of a core; retry in {math.ceil(delay)}s")
-        await asyncio.sleep(delay)
-        waited += delay
 
 
 async def health(request: web.Request) -> web.Response:
@@ -403,7 +288,7 @@ async def admin_table(request: web.Request) -> web.Response:
     try:
         table = ModuleTable.model_validate_json(await request.read())
     except ValidationError as exc:
-        raise BadRequestError(_validation_message(exc)) from None
+        raise BadRequestError(validation_message(exc)) from None
     if node.forward_table is not None:
         report = await node.forward_table(table)
     else:
@@ -429,7 +314,7 @@ def _is_loopback(remote: str | None) -> bool:
 def build_app(node: Node) -> web.Application:
     app = web.Application(client_max_size=node.config.max_body, middlewares=[errors_middleware])
     app[NODE] = node
-    app.router.add_post("/api/v1/wasm/execute", traced(execute))
+    app.router.add_post("/api/v1/wasm/execute", traced(execute_handler(node)))
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/v1/wasm/modules", modules)

@@ -1,0 +1,236 @@
+"""The execute path: `POST /api/v1/wasm/execute`, from the request body to the answer.
+
+Where it sits: `edge.server.build_app` routes execute calls to `execute_handler(node)`, which
+decodes the body, asks the router for a version (`Router.pick_request`), runs the call on the node
+(`Node.run`: inline on the event loop, or on a worker thread), counts it and answers. What one
+request pays for is all here, so it is kept lean (DESIGN.md section 7; the profile before and after
+is in bench/RESULTS.md):
+
+* The body is decoded with orjson when it is installed (the stdlib's json otherwise) and used as
+  it is when it has the common shape: an object of module, function, args and version at most,
+  with strings of the lengths the model allows. Every other body (a command's argv or stdin, a
+  field of the wrong type or length, an unknown field, JSON orjson refuses, or a number of 19 digits
+  or more, which orjson would read as a float where the model keeps an integer) goes through the
+  `ExecuteRequest` model, so what is accepted and every error message stay the model's.
+* The 200 answer is encoded with orjson. What orjson refuses (an integer beyond 64 bits, a lone
+  surrogate, nesting past 254 levels) goes to the stdlib encoder, which answers it as before or
+  refuses it the same way. orjson writes text as UTF-8 where the stdlib wrote \\u escapes (the same
+  JSON), and it would write NaN and the infinities as null: results never hold them (the runtime
+  answers them as strings, or refuses them).
+* What depends only on the version (the answer's headers) is computed once, when the table is
+  applied (`VersionSlot.answer_headers`), and a module with one version taking traffic skips the
+  weighted choice (`Route.sole`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from edge.errors import BadRequestError, CpuLimitError, ModuleError, TrapError
+from edge.protocol import (
+    MAX_ANSWER_BYTES,
+    MAX_ARGS_DEPTH,
+    VERSION_HEADER,
+    ExecuteRequest,
+    may_nest_deeper,
+    nests_deeper,
+)
+from edge.router import VersionSlot
+from edge.runtime import CallResult
+
+if TYPE_CHECKING:
+    from edge.server import Node
+
+try:
+    import orjson
+except ImportError:  # pragma: no cover - the stdlib's json does the same, slower
+    orjson = None  # type: ignore[assignment]
+
+log = logging.getLogger("hotswap.edge.server")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_PLAIN_FIELDS = frozenset({"module", "function", "args", "version"})
+_LONG_NUMBER = re.compile(rb"\d{19}").search  # orjson reads an integer past 64 bits as a float
+_stdlib_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+_loads: Callable[[bytes], Any] = orjson.loads if orjson is not None else json.loads
+_decode_error: type[Exception] = orjson.JSONDecodeError if orjson is not None else ValueError
+
+
+class Asked(NamedTuple):
+    """What an execute body asks for: the fields the handler reads, and the model when one was built
+    (a body with argv or stdin)."""
+
+    module: str
+    function: str
+    args: Any
+    version: str | None
+    model: ExecuteRequest | None = None
+
+    @property
+    def argv(self) -> tuple[str, ...] | None:
+        return self.model.argv if self.model is not None else None
+
+    def stdin_bytes(self) -> bytes | None:
+        """The raw stdin the call gives, or None; BadRequestError for both fields or bad base64."""
+        try:
+            return self.model.stdin_bytes() if self.model is not None else None
+        except ValueError as exc:
+            raise BadRequestError(f"stdin: {exc}") from None
+
+
+def decode(body: bytes) -> Asked:
+    """The call an execute body asks for; BadRequestError with the model's message when it is not one."""
+    plain = _plain(body)
+    asked = plain if plain is not None else _validated(body)
+    if may_nest_deeper(body, MAX_ARGS_DEPTH + 1) and nests_deeper(asked.args, MAX_ARGS_DEPTH):
+        if plain is not None:
+            _validated(body)  # a body too deep for the model's parser is refused as such, as it always was
+        raise BadRequestError(f"args: arrays and objects nest deeper than {MAX_ARGS_DEPTH} levels")
+    return asked
+
+
+def _plain(body: bytes) -> Asked | None:
+    """The common body, decoded and checked without the model; None for anything else."""
+    if _LONG_NUMBER(body) is not None:
+        return None
+    try:
+        data = _loads(body)
+    except (_decode_error, RecursionError):
+        return None
+    if type(data) is not dict or not data.keys() <= _PLAIN_FIELDS:
+        return None
+    module, function, version = data.get("module"), data.get("function"), data.get("version")
+    if type(module) is not str or not 0 < len(module) <= 128:
+        return None
+    if type(function) is not str or not 0 < len(function) <= 256:
+        return None
+    if version is not None and type(version) is not str:
+        return None
+    return Asked(module, function, data.get("args"), version)
+
+
+def _validated(body: bytes) -> Asked:
+    try:
+        req = ExecuteRequest.model_validate_json(body)
+    except ValidationError as exc:
+        if any(err["type"] == "json_invalid" and "recursion limit" in err["msg"] for err in exc.errors()):
+            raise BadRequestError(
+                f"body: JSON nested too deep to parse; args may nest at most {MAX_ARGS_DEPTH} levels"
+            ) from None
+        raise BadRequestError(validation_message(exc)) from None
+    return Asked(req.module, req.function, req.args, req.version, req)
+
+
+def validation_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def encode(payload: dict[str, Any]) -> bytes:
+    """Compact JSON; ValueError or RecursionError for what JSON cannot carry."""
+    if orjson is not None:
+        try:
+            return orjson.dumps(payload)
+        except orjson.JSONEncodeError:
+            pass  # the stdlib encoder answers it, or refuses it with its own message
+    return _stdlib_encode(payload).encode()
+
+
+def error_response(status: int, code: str, message: str, **extra: Any) -> web.Response:
+    body = {"error": code, "message": message, **extra}
+    return web.Response(status=status, body=json.dumps(body).encode(), content_type="application/json")
+
+
+def execute_handler(node: Node) -> Handler:
+    """The execute handler of `node` (errors other than a module's leave as EdgeError, answered by
+    the server's middleware)."""
+    router = node.router
+
+    async def execute(request: web.Request) -> web.Response:
+        if node.auth is not None:
+            node.auth.check(request.headers.get("Authorization"))
+        body = await request.read()
+        if not body:
+            raise BadRequestError("the body must be a JSON object {module, function, args, version?}")
+        asked = decode(body)
+        slot = router.pick_request(asked.module, asked.version, request.headers)
+        try:
+            stdin = asked.stdin_bytes()
+            try:
+                call = slot.loaded.prepare(asked.function, asked.args, argv=asked.argv, stdin=stdin)
+            except ValueError as exc:  # json.dumps refusing NaN and the like
+                raise BadRequestError(f"args: {exc}") from None
+            started = time.perf_counter()
+            try:
+                if slot.cpu.delay() > 0:
+                    await _cpu_gate(node, slot)
+                result = await node.run(slot, call)
+                duration_ms = (time.perf_counter() - started) * 1000
+                answer = _answer(result, slot, duration_ms)
+            except ModuleError as exc:
+                return _module_error(slot, asked.function, exc, time.perf_counter() - started)
+            slot.cpu.charge(result.cpu_ns)
+            slot.record("ok", duration_ms, result.violations)
+        finally:
+            router.release(slot)
+        return web.Response(body=answer, headers=slot.answer_headers)
+
+    return execute
+
+
+def _module_error(slot: VersionSlot, function: str, exc: ModuleError, elapsed: float) -> web.Response:
+    """A module's failure: counted against its version, logged, answered with its status."""
+    if not isinstance(exc, CpuLimitError):
+        slot.cpu.charge(int(elapsed * 1e9))
+    slot.record(exc.code, elapsed * 1000, message=exc.message)
+    log.warning(
+        "%s@%s %s: %s: %s",
+        slot.module,
+        slot.version,
+        function,
+        exc.code,
+        exc.message,
+        extra={"moduleId": f"{slot.module}-v{slot.version}"},
+    )
+    details = {"module": slot.module, "version": slot.version, **exc.details}
+    response = error_response(exc.status, exc.code, exc.message, **details)
+    response.headers[VERSION_HEADER] = slot.version
+    return response
+
+
+def _answer(result: CallResult, slot: VersionSlot, duration_ms: float) -> bytes:
+    """The 200 answer's body; a trap when it would be over MAX_ANSWER_BYTES, which is what the
+    control plane reads of an answer (JSON escapes can make it six times the module's output)."""
+    payload = {"result": result.value, "module": slot.module, "version": slot.version, "durationMs": duration_ms}
+    if result.exit_code is not None:
+        payload["exitCode"] = result.exit_code
+        payload["stderr"] = result.stderr or ""
+    try:
+        body = encode(payload)
+    except (ValueError, RecursionError) as exc:
+        raise TrapError(f"the result cannot be answered as JSON: {exc}") from None
+    if len(body) > MAX_ANSWER_BYTES:
+        raise TrapError(f"the answer would be {len(body)} bytes of JSON, over the limit of {MAX_ANSWER_BYTES}")
+    return body
+
+
+async def _cpu_gate(node: Node, slot: VersionSlot) -> None:
+    """Hold a request while its version is over its CPU share; refuse it if that takes too long."""
+    waited = 0.0
+    while (delay := slot.cpu.delay()) > 0:
+        if waited + delay > node.config.cpu_max_wait:
+            raise CpuLimitError(f"over its CPU share of {slot.cpu.percent:g}% of a core; retry in {math.ceil(delay)}s")
+        await asyncio.sleep(delay)
+        waited += delay
