@@ -103,6 +103,12 @@ class Heartbeat(_Wire):
     cpu_percent: float = Field(0.0, ge=0, le=1e6)
     memory_mb: float = Field(0.0, ge=0, le=1e12)
     uptime_seconds: float = Field(0.0, ge=0, le=1e12)
+    conditions: tuple[Annotated[str, Field(max_length=64, pattern=r"^[A-Za-z]+$")], ...] = Field(
+        (),
+        max_length=16,
+        description="the node's own conditions: ServingCachedTable while it serves the table it kept on "
+        "disk and the control plane has not yet answered it",
+    )
 
     @field_validator("failed", mode="before")
     @classmethod

@@ -10,6 +10,11 @@ this module without pulling in the runtime:
   which loads what is new, re-weights what stays and unloads what went once its requests finish.
 * `VersionMetrics`: per module version counters and a latency histogram, as deltas since the
   last read (`Router.metrics_delta`), which the agent ships with each heartbeat.
+* Signed tables: the control plane encodes a table's `modules` once per distinct content with
+  `canonical_json` and signs the SHA-256 of those bytes (a JWT with audience `TABLE_AUDIENCE`, sent
+  in the `TABLE_SIGNATURE_HEADER` of the long-poll answer, so the body stays a plain `ModuleTable`).
+  A node re-encodes the `modules` it parsed the same way, which gives the same bytes, and keeps the
+  table with its signature on disk to serve after a restart (`edge.tablecache`).
 * Nesting limits: an execute call's `args` nest at most `MAX_ARGS_DEPTH` levels of arrays and
   objects (a 400 otherwise), a module's JSON result at most `MAX_RESULT_DEPTH` (a trap otherwise),
   so no JSON on either side of a call is deep enough to exhaust the interpreter's recursion limit.
@@ -20,6 +25,7 @@ Field names are camelCase on the wire, as in the fleet YAML.
 from __future__ import annotations
 
 import base64
+import json
 from typing import Annotated, Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -46,6 +52,9 @@ MAX_ARGV = 1024  # arguments of a command call (argv, argv[0] included)
 MAX_ANSWER_BYTES = 20 << 20  # an execute answer's JSON: a node answers no more, the control plane reads this much
 Arg = Annotated[str, Field(max_length=65536, pattern=r"^[^\x00]*$")]  # a C string: no NUL
 SMOKE_ERROR_CHARS = 400  # of a failed smoke check's report (the call, and the module's error or result)
+TABLE_AUDIENCE = "hotswap-table"  # the `aud` of a table signature: never an execute or API token
+TABLE_SIGNATURE_HEADER = "X-Hotswap-Table-Signature"
+SERVING_CACHED_TABLE = "ServingCachedTable"  # a node condition: serving its table from disk, unconfirmed
 
 # Latency histogram bucket upper bounds in milliseconds (the last bucket is +Inf).
 LATENCY_BUCKETS_MS: tuple[float, ...] = (
@@ -221,6 +230,13 @@ class VersionMetrics(_Wire):
     @classmethod
     def _bounded(cls, value: object) -> object:
         return value[:LAST_ERROR_CHARS] if isinstance(value, str) else value
+
+
+def canonical_json(value: Any) -> bytes:
+    """The one encoding of a table's `modules` that is signed and checked: sorted keys, no spaces,
+    ASCII only. Encoding the parse of these bytes again gives the same bytes, so a node that parsed
+    the JSON (with any parser that keeps numbers as they were) can check what the control plane signed."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
 
 
 def may_nest_deeper(raw: bytes | str, limit: int) -> bool:

@@ -245,6 +245,11 @@ class TokenAuthority:
             raise TokenError(f"this control plane signs with {self.algorithm} (or HS256), not {chosen}")
         return jwt.encode(claims, self._signing_key, algorithm=chosen)
 
+    def sign(self, claims: dict[str, Any]) -> str:
+        """`claims` as a JWT signed with the signing key (never HS256): what nodes check with the
+        public key they were given, e.g. the signature of a module table (`reconciler.tables`)."""
+        return jwt.encode(claims, self._signing_key, algorithm=self.algorithm)
+
     def verify(self, token: str) -> Claims:
         """The token's claims when it verifies; TokenError saying why not otherwise."""
         try:

@@ -28,11 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, assert_never
 
 from edge import wasm
-from edge.protocol import Capabilities as EdgeCapabilities
-from edge.protocol import HealthCheck as EdgeHealthCheck
-from edge.protocol import Limits as EdgeLimits
-from edge.protocol import ModuleEntry, ModuleTable
-from edge.protocol import SmokeCall as EdgeSmokeCall
+from edge.protocol import ModuleTable
 from reconciler import planner
 from reconciler.approvals import Approval
 from reconciler.gates import InterfaceGates
@@ -59,9 +55,9 @@ from reconciler.planner import (
 from reconciler.registry import Registry
 from reconciler.rollouts import RolloutBook, StaleBookError
 from reconciler.spec.fleet import Binary, DesiredFleet
-from reconciler.spec.models import Capabilities, HealthCheck, Limits, SmokeCall
 from reconciler.store.errors import ModuleConflictError, StoreError
 from reconciler.store.state import StateStore
+from reconciler.tables import WireEntries, from_wire
 from reconciler.telemetry import DeploymentTracing
 
 if TYPE_CHECKING:
@@ -139,45 +135,6 @@ class PassState:
     requeue_after: float | None = None
 
 
-# -- conversions between the planner's entries and the wire's -------------------------------------
-
-
-def to_wire(entry: AssignmentEntry) -> ModuleEntry:
-    return ModuleEntry(
-        module=entry.module,
-        version=entry.version,
-        digest=entry.digest,
-        weight=entry.weight,
-        limits=EdgeLimits.model_validate(entry.limits.model_dump(by_alias=True)),
-        capabilities=EdgeCapabilities.model_validate(entry.capabilities.model_dump(by_alias=True)),
-        health_check=(
-            EdgeHealthCheck.model_validate(entry.health_check.model_dump(by_alias=True)) if entry.health_check else None
-        ),
-        smoke=tuple(EdgeSmokeCall.model_validate(c.model_dump(mode="json", by_alias=True)) for c in entry.smoke),
-        sticky=entry.sticky,
-        argv=entry.argv,
-    )
-
-
-def from_wire(entry: ModuleEntry) -> AssignmentEntry:
-    return AssignmentEntry(
-        module=entry.module,
-        version=entry.version,
-        digest=entry.digest,
-        weight=entry.weight,
-        limits=Limits.model_validate(entry.limits.model_dump(by_alias=True)),
-        capabilities=Capabilities.model_validate(entry.capabilities.model_dump(mode="json", by_alias=True)),
-        health_check=(
-            HealthCheck.model_validate(entry.health_check.model_dump(mode="json", by_alias=True))
-            if entry.health_check
-            else None
-        ),
-        smoke=tuple(SmokeCall.model_validate(c.model_dump(mode="json", by_alias=True)) for c in entry.smoke),
-        sticky=entry.sticky,
-        argv=entry.argv,
-    )
-
-
 def observed(view: NodeView, assigned: tuple[AssignmentEntry, ...]) -> ObservedNode:
     return ObservedNode(
         id=view.id,
@@ -218,6 +175,8 @@ class Controller:
         # node id -> (the hub's table object, its entries as the planner's): what each node was last
         # given, converted once; it counts only while the hub still holds that very table object.
         self._assigned: dict[str, tuple[ModuleTable, tuple[AssignmentEntry, ...]]] = {}
+        self._wire = WireEntries()  # planner rows -> wire rows, each distinct row converted once
+        self._observed: dict[str, tuple[NodeView, tuple[AssignmentEntry, ...], ObservedNode]] = {}
         self._pass_done = asyncio.Condition()
         self.gates = InterfaceGates(store)
         # Several replicas on one store (reconciler.leader): which one this is, whether it leads, and
@@ -335,6 +294,7 @@ class Controller:
         """Drop what earlier passes left in memory and read the rollout book again (a replica that
         becomes leader plans from what the others wrote)."""
         self._assigned.clear()
+        self._observed.clear()
         self.book.reload()
 
     def _mark_applied(self, sha: str) -> None:
@@ -420,11 +380,16 @@ class Controller:
                 self._assigned[view.id] = (table, assigned)
             else:
                 assigned = ()
-            nodes.append(observed(view, assigned))
-        if len(self._assigned) > len(nodes):  # nodes deleted since
+            seen = self._observed.get(view.id)  # the hub hands out the same view until the node's row changes
+            if seen is None or seen[0] is not view or seen[1] is not assigned:
+                seen = (view, assigned, observed(view, assigned))
+                self._observed[view.id] = seen
+            nodes.append(seen[2])
+        if len(self._assigned) > len(nodes) or len(self._observed) > len(nodes):  # nodes deleted since
             known = {view.id for view in views}
-            for node_id in [n for n in self._assigned if n not in known]:
-                del self._assigned[node_id]
+            for cache in (self._assigned, self._observed):
+                for node_id in [n for n in cache if n not in known]:
+                    del cache[node_id]
         records = self.book.records()
         return Snapshot(
             desired=desired,
@@ -465,7 +430,8 @@ class Controller:
         tables = {a.node_id: a.table for a in result.actions if isinstance(a, SetAssignment)}
 
         async def publish(node_id: str, table: tuple[AssignmentEntry, ...]) -> None:
-            if await self.hub.publish(node_id, tuple(to_wire(e) for e in table)) is not None:
+            # The same rows give the same wire objects, so the hub encodes each distinct table once.
+            if await self.hub.publish(node_id, self._wire.table(table)) is not None:
                 held = self.hub.table(node_id)  # no await since the publish: the table it left
                 if held is not None:
                     self._assigned[node_id] = (held, table)

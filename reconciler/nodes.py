@@ -5,99 +5,46 @@ node's module table and wakes the node's long-poll at once, and says which nodes
 that missed three heartbeats is Unhealthy until it speaks again. The executor publishes through it;
 the planner reads its snapshot. State lives in the state store so a restarted control plane knows
 its nodes and their generations; a heartbeat, a registration or a health change pokes the
-reconciler ("look again"), never more.
+reconciler ("look again"), never more. Tables are encoded (and signed, with `signer`) once per
+distinct content (`reconciler.tables`): the nodes that run the same table share its bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import contextvars
+import functools
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
 from edge.nodeapi import Heartbeat, HeartbeatAnswer, Registration, RegistrationAnswer
-from edge.protocol import LATENCY_BUCKETS_MS, ModuleEntry, ModuleTable, VersionMetrics
+from edge.protocol import SERVING_CACHED_TABLE, ModuleEntry, ModuleTable
+from reconciler.metricswindow import METRICS_HORIZON_SECONDS, MetricsWindow, Totals
 from reconciler.store.records import JsonObject, NodeRecord
 from reconciler.store.state import StateStore
+from reconciler.tables import EncodedTable, Signer, TableEncoder
+from reconciler.threadbatch import ThreadBatch
+
+__all__ = [
+    "METRICS_HORIZON_SECONDS",
+    "STEP_TRACES",
+    "HubClosedError",
+    "MetricsWindow",
+    "NodeHub",
+    "NodeView",
+    "Peers",
+    "Totals",
+]
 
 MISSED_HEARTBEATS = 3
 RECONNECT_SECONDS = 5.0  # a node's agent retries a lost control plane at least this often (edge.agent)
-METRICS_HORIZON_SECONDS = 3600.0
 # module -> W3C traceparent of the deployment step being applied (reconciler.telemetry sets it around
 # the executor): published tables carry it, so a node's load spans join that step's trace.
 STEP_TRACES: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("step_traces", default=None)
-
-
-@dataclass
-class Totals:
-    """Summed metrics of one module version over a window."""
-
-    requests: int = 0
-    errors: int = 0
-    buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_MS) + 1))
-    last_error: str | None = None  # the latest module error message shipped in the window
-
-    def add(self, m: VersionMetrics) -> None:
-        self.requests += m.requests
-        self.errors += m.errors
-        if m.last_error:
-            self.last_error = m.last_error
-        for i, count in enumerate(m.latency_buckets[: len(self.buckets)]):
-            self.buckets[i] += count
-
-    @property
-    def error_rate(self) -> float:
-        return self.errors / self.requests if self.requests else 0.0
-
-    @property
-    def p99_ms(self) -> float | None:
-        """The upper bound of the bucket holding the 99th percentile (None without data)."""
-        total = sum(self.buckets)
-        if not total:
-            return None
-        target, running = 0.99 * total, 0
-        for i, count in enumerate(self.buckets):
-            running += count
-            if running >= target:
-                return LATENCY_BUCKETS_MS[i] if i < len(LATENCY_BUCKETS_MS) else float("inf")
-        return float("inf")
-
-
-class MetricsWindow:
-    """Metric deltas as nodes ship them, kept for an hour, summed over any window on demand."""
-
-    def __init__(self, horizon: float = METRICS_HORIZON_SECONDS) -> None:
-        self.horizon = horizon
-        self._events: dict[tuple[str, str, str], deque[tuple[float, VersionMetrics]]] = {}
-
-    def add(self, at: float, region: str, metrics: Iterable[VersionMetrics]) -> None:
-        for m in metrics:
-            events = self._events.setdefault((m.module, m.version, region), deque())
-            if events and events[-1][0] > at:  # late, from another replica: keep the time order
-                bisect.insort(events, (at, m), key=lambda e: e[0])
-            else:
-                events.append((at, m))
-            while events and events[0][0] < at - self.horizon:
-                events.popleft()
-
-    def since(self, module: str, version: str, region: str, start: float) -> Totals:
-        totals = Totals()
-        events = self._events.get((module, version, region), deque())
-        times = [t for t, _ in events]
-        for _, m in list(events)[bisect.bisect_left(times, start) :]:
-            totals.add(m)
-        return totals
-
-    def since_by_region(self, module: str, versions: Iterable[str], start: float) -> dict[tuple[str, str, str], Totals]:
-        """(module, version, region) -> totals since `start`, for the versions given."""
-        wanted = set(versions)
-        return {key: self.since(*key, start) for key in self._events if key[0] == module and key[1] in wanted}
 
 
 @dataclass(frozen=True)
@@ -166,6 +113,7 @@ class NodeHub:
         poke: Callable[[], None] = lambda: None,
         public_key: str | None = None,
         issuer: str | None = None,
+        signer: Signer | None = None,
     ) -> None:
         self.store = store
         self.heartbeat_seconds = heartbeat_seconds
@@ -174,7 +122,10 @@ class NodeHub:
         self.public_key = public_key
         self.issuer = issuer
         self.metrics = MetricsWindow()
+        self.encoder = TableEncoder(signer, issuer)
+        self.writes = ThreadBatch()  # heartbeat and table writes: one thread hop for many
         self._tables: dict[str, ModuleTable] = {}
+        self._encoded: dict[str, tuple[ModuleTable, EncodedTable]] = {}  # node -> the table and its bytes
         self._changed: dict[str, asyncio.Event] = {}
         self._nodes: dict[str, NodeRecord] = {}
         self._health: dict[str, str] = {}
@@ -346,10 +297,12 @@ class NodeHub:
         now = self.clock()
         at = datetime.fromtimestamp(now, UTC)
         if self.peers is None:
-            recorded = await asyncio.to_thread(self.store.record_heartbeat, node_id, reported, at)
+            recorded = await self.writes.run(functools.partial(self.store.record_heartbeat, node_id, reported, at))
         else:
-            region = self._nodes[node_id].region
-            recorded = await asyncio.to_thread(self.peers.record_heartbeat, node_id, region, reported, at, beat)
+            peers, region = self.peers, self._nodes[node_id].region
+            recorded = await self.writes.run(
+                functools.partial(peers.record_heartbeat, node_id, region, reported, at, beat)
+            )
         before = self._nodes.get(node_id)
         if not recorded or before is None:
             self._nodes.pop(node_id, None)
@@ -358,6 +311,15 @@ class NodeHub:
             self.peers.announce(node_id)
         self._nodes[node_id] = replace(before, reported=reported, last_heartbeat_at=at)
         self.metrics.add(now, before.region, beat.metrics)
+        cached = SERVING_CACHED_TABLE in beat.conditions
+        if cached and SERVING_CACHED_TABLE not in before.reported.get("conditions", ()):
+            await asyncio.to_thread(  # a node back from a restart, serving its table from disk until now
+                self.store.append_audit,
+                actor=node_id,
+                action="node.servingCachedTable",
+                subject=node_id,
+                detail={"generation": beat.generation},
+            )
         self._heard.add(node_id)
         self._reported.set()
         if _progress(before) != (reported.get("running"), reported.get("generation"), reported.get("smoke")):
@@ -424,25 +386,37 @@ class NodeHub:
             return None
         if current.modules == entries:
             return current.generation
-        body = {"modules": [e.model_dump(mode="json", by_alias=True) for e in entries]}
-        generation = await asyncio.to_thread(self.store.publish_assignment, node_id, body)
+        encoded = self.encoder.encode(entries)
+        generation = await self.writes.run(
+            functools.partial(self.store.publish_assignment, node_id, encoded.assignment)
+        )
         if generation is None:
             return None
         traces = STEP_TRACES.get() or {}
         changed = {e.module for e in entries} | {e.module for e in current.modules}
-        self._set_table(
-            node_id,
-            ModuleTable(
-                generation=generation,
-                modules=entries,
-                traceparents={m: t for m, t in traces.items() if m in changed},
-            ),
+        table = ModuleTable.model_construct(
+            generation=generation,
+            modules=encoded.entries,
+            traceparents={m: t for m, t in traces.items() if m in changed},
         )
-        self._nodes[node_id] = replace(self._nodes[node_id], assignment=body, generation=generation)
+        self._set_table(node_id, table)
+        self._encoded[node_id] = (table, encoded)
+        self._nodes[node_id] = replace(self._nodes[node_id], assignment=encoded.assignment, generation=generation)
         self._wake(node_id)
         if self.peers is not None:
             self.peers.announce(node_id)
         return generation
+
+    def answer(self, node_id: str, table: ModuleTable) -> tuple[bytes, str | None]:
+        """The long-poll answer for `table` (JSON bytes) and the control plane's signature of its
+        modules: the shared encoding when `table` is the one this hub published, encoded here otherwise
+        (a table read from the store, or from another replica)."""
+        published = self._encoded.get(node_id)
+        if published is None or published[0] is not table:
+            published = (table, self.encoder.encode(table.modules))
+            self._encoded[node_id] = published
+        encoded = published[1]
+        return encoded.answer(table.generation, table.traceparents), encoded.signature
 
     async def set_draining(self, node_id: str, draining: bool) -> bool:
         """Drain a node (its modules move elsewhere, it gets an empty table) or take it back."""
@@ -460,6 +434,7 @@ class NodeHub:
         found = await asyncio.to_thread(self.store.delete_node, node_id)
         self._nodes.pop(node_id, None)
         self._tables.pop(node_id, None)
+        self._encoded.pop(node_id, None)
         self._assigned.pop(node_id, None)
         self._wake(node_id)
         if self.peers is not None:
@@ -504,6 +479,7 @@ class NodeHub:
         for node_id in gone:
             if self._nodes.pop(node_id, None) is not None:
                 self._tables.pop(node_id, None)
+                self._encoded.pop(node_id, None)
                 self._assigned.pop(node_id, None)
                 self._wake(node_id)
                 poke = True

@@ -133,6 +133,7 @@ class ControlPlane:
             heartbeat_seconds=options.heartbeat_seconds,
             public_key=self.authority.public_key_pem,
             issuer=self.authority.options.issuer,
+            signer=self.authority.sign,  # module tables are signed: a node serves one from disk (edge.tablecache)
         )
         self.hub.metrics = self.telemetry.window  # also keeps cumulative totals for /metrics
         self.controller = Controller(store=self.store, registry=self.registry, source=self.source, hub=self.hub)

@@ -39,6 +39,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from edge.nodeapi import NODES_PATH, Heartbeat, Registration
+from edge.protocol import TABLE_SIGNATURE_HEADER
 from reconciler.api.base import ANY_ROLE, ApiDeps, ApiError, page_of, public, read_json, require
 from reconciler.auth import TokenAuthority
 from reconciler.controller import Controller
@@ -217,7 +218,9 @@ async def assignment(request: web.Request) -> web.Response:
         ) from None
     if table is None:
         return web.Response(status=204)
-    return web.json_response(table.model_dump(mode="json", by_alias=True))
+    body, signature = control_of(request).controller.hub.answer(node_id, table)  # shared bytes, encoded once
+    headers = {TABLE_SIGNATURE_HEADER: signature} if signature else None
+    return web.Response(body=body, content_type="application/json", headers=headers)
 
 
 def _find_node(request: web.Request) -> tuple[NodeView, int]:

@@ -1,0 +1,194 @@
+"""Module tables as the control plane publishes them: converted and encoded once per distinct content.
+
+Where it sits: the executor (`reconciler.controller.Controller.apply`) turns the planner's
+`AssignmentEntry` rows into wire `ModuleEntry` rows through `WireEntries`, which converts each
+distinct row once and hands the same object out again; `NodeHub.publish` asks `TableEncoder` for the
+table's `EncodedTable`: the JSON of its `modules` (`edge.protocol.canonical_json`), the value the
+state store keeps, and the control plane's signature over those bytes. The nodes of a region that run
+the same table share one encoding; a node's long-poll answer is that encoding with the node's
+generation and trace context around it (`EncodedTable.answer`), so no table is dumped per node.
+
+Both caches are keyed by object identity (the planner builds every node's rows from the same spec
+objects of one revision, and `WireEntries` hands out the same rows), and every cached value holds the
+objects its key names, so an id cannot be reused while its key is cached. A miss only costs a
+conversion. Both are bounded; the least recently used entry goes first.
+
+Signatures: a JWT signed with the control plane's token key (`TokenAuthority.sign`), audience
+`edge.protocol.TABLE_AUDIENCE`, claim `sha256` = the hex SHA-256 of the modules' bytes, no expiry.
+It says "the control plane published this content", not to which node or when: nodes that share a
+table share its signature, and one signature per distinct table is all a fleet-wide switch costs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from edge.protocol import TABLE_AUDIENCE, ModuleEntry, canonical_json
+from edge.protocol import Capabilities as EdgeCapabilities
+from edge.protocol import HealthCheck as EdgeHealthCheck
+from edge.protocol import Limits as EdgeLimits
+from edge.protocol import SmokeCall as EdgeSmokeCall
+from reconciler.planner import AssignmentEntry
+from reconciler.spec.models import Capabilities, HealthCheck, Limits, SmokeCall
+from reconciler.store.records import JsonObject
+
+Signer = Callable[[dict[str, Any]], str]  # claims -> a compact JWS (`TokenAuthority.sign`)
+ENTRY_CACHE = 65536
+TABLE_CACHE = 4096
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _Lru(Generic[K, V]):
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        self._items[key] = value
+        if len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+# -- the planner's rows and the wire's -------------------------------------------------------------
+
+
+def to_wire(entry: AssignmentEntry) -> ModuleEntry:
+    return ModuleEntry(
+        module=entry.module,
+        version=entry.version,
+        digest=entry.digest,
+        weight=entry.weight,
+        limits=EdgeLimits.model_validate(entry.limits.model_dump(by_alias=True)),
+        capabilities=EdgeCapabilities.model_validate(entry.capabilities.model_dump(by_alias=True)),
+        health_check=(
+            EdgeHealthCheck.model_validate(entry.health_check.model_dump(by_alias=True)) if entry.health_check else None
+        ),
+        smoke=tuple(EdgeSmokeCall.model_validate(c.model_dump(mode="json", by_alias=True)) for c in entry.smoke),
+        sticky=entry.sticky,
+        argv=entry.argv,
+    )
+
+
+def from_wire(entry: ModuleEntry) -> AssignmentEntry:
+    return AssignmentEntry(
+        module=entry.module,
+        version=entry.version,
+        digest=entry.digest,
+        weight=entry.weight,
+        limits=Limits.model_validate(entry.limits.model_dump(by_alias=True)),
+        capabilities=Capabilities.model_validate(entry.capabilities.model_dump(mode="json", by_alias=True)),
+        health_check=(
+            HealthCheck.model_validate(entry.health_check.model_dump(mode="json", by_alias=True))
+            if entry.health_check
+            else None
+        ),
+        smoke=tuple(SmokeCall.model_validate(c.model_dump(mode="json", by_alias=True)) for c in entry.smoke),
+        sticky=entry.sticky,
+        argv=entry.argv,
+    )
+
+
+_EntryKey = tuple[str, str, str, int, str | None, tuple[str, ...], int, int, int, tuple[int, ...]]
+
+
+class WireEntries:
+    """`to_wire`, once per distinct row: the same planner row (same spec objects) gives the same object."""
+
+    def __init__(self, size: int = ENTRY_CACHE) -> None:
+        self._cache: _Lru[_EntryKey, tuple[AssignmentEntry, ModuleEntry]] = _Lru(size)
+
+    def entry(self, row: AssignmentEntry) -> ModuleEntry:
+        key = (
+            row.module,
+            row.version,
+            row.digest,
+            row.weight,
+            row.sticky,
+            row.argv,
+            id(row.limits),
+            id(row.capabilities),
+            id(row.health_check),
+            tuple(map(id, row.smoke)),
+        )
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit[1]
+        wire = to_wire(row)
+        self._cache.put(key, (row, wire))  # the row keeps the objects whose ids make the key alive
+        return wire
+
+    def table(self, rows: Sequence[AssignmentEntry]) -> tuple[ModuleEntry, ...]:
+        return tuple(self.entry(row) for row in rows)
+
+
+# -- encodings -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class EncodedTable:
+    """One distinct table content, encoded once; every node that runs it shares this object."""
+
+    entries: tuple[ModuleEntry, ...]
+    modules_json: bytes  # canonical_json of the entries as the wire has them: what is signed
+    assignment: JsonObject  # what the state store keeps for each node that has it
+    sha256: str
+    signature: str | None
+
+    def answer(self, generation: int, traceparents: Mapping[str, str]) -> bytes:
+        """A node's long-poll answer: a `ModuleTable` in JSON, without dumping a model."""
+        traces = json.dumps(dict(traceparents), sort_keys=True, separators=(",", ":")).encode()
+        return b'{"generation":%d,"modules":%s,"traceparents":%s}' % (generation, self.modules_json, traces)
+
+
+class TableEncoder:
+    """`EncodedTable`s by content, each made (and signed) once."""
+
+    def __init__(
+        self,
+        signer: Signer | None = None,
+        issuer: str | None = None,
+        *,
+        size: int = TABLE_CACHE,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.signer = signer
+        self.issuer = issuer
+        self.clock = clock
+        self.encoded = 0  # tables encoded (misses), for tests and benches
+        self._cache: _Lru[tuple[int, ...], EncodedTable] = _Lru(size)
+
+    def encode(self, entries: tuple[ModuleEntry, ...]) -> EncodedTable:
+        key = tuple(map(id, entries))
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        rows = [e.model_dump(mode="json", by_alias=True) for e in entries]
+        data = canonical_json(rows)
+        sha = hashlib.sha256(data).hexdigest()
+        signature = None
+        if self.signer is not None:
+            claims: dict[str, Any] = {"aud": TABLE_AUDIENCE, "sha256": sha, "iat": int(self.clock())}
+            if self.issuer:
+                claims["iss"] = self.issuer
+            signature = self.signer(claims)
+        table = EncodedTable(entries, data, {"modules": rows}, sha, signature)
+        self._cache.put(key, table)  # the table holds its entries: their ids stay theirs
+        self.encoded += 1
+        return table

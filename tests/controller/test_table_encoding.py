@@ -1,0 +1,117 @@
+"""Tables cost little to publish: nodes given the same table share one encoding (and one signature),
+the encoding is what the nodes read, and a node can check the signature against the bytes it parsed."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edge.nodeapi import Registration
+from edge.protocol import ModuleEntry, ModuleTable
+from edge.tablecache import TableRefusedError, TrustedKey, verify
+from reconciler.auth import AuthOptions, TokenAuthority
+from reconciler.nodes import NodeHub
+from reconciler.planner import AssignmentEntry
+from reconciler.spec.models import Capabilities, Limits
+from reconciler.store.state import StateStore, open_state_store
+from reconciler.tables import WireEntries
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[StateStore]:
+    state = open_state_store(data_dir=tmp_path / "state")
+    try:
+        yield state
+    finally:
+        state.close()
+
+
+@pytest.fixture
+def authority(tmp_path: Path) -> TokenAuthority:
+    return TokenAuthority.load(AuthOptions(), tmp_path / "control")
+
+
+LIMITS, CAPABILITIES = Limits(), Capabilities(env={"GREETING": "hi"})  # one revision's spec objects
+
+
+def rows(
+    weight: int, limits: Limits = LIMITS, capabilities: Capabilities = CAPABILITIES
+) -> tuple[AssignmentEntry, ...]:
+    return (
+        AssignmentEntry("greeter", "1.0.0", DIGEST, 100 - weight, limits, capabilities),
+        AssignmentEntry("greeter", "1.1.0", DIGEST.replace("ab", "cd"), weight, limits, capabilities),
+    )
+
+
+async def registered(store: StateStore, authority: TokenAuthority, *nodes: str) -> NodeHub:
+    hub = NodeHub(store, public_key=authority.public_key_pem, issuer="hotswap", signer=authority.sign)
+    for node in nodes:
+        await hub.register(Registration(id=node, region="eu", hostname=node, url=f"http://127.0.0.1:9/{node}"))
+    return hub
+
+
+async def test_nodes_given_the_same_table_share_one_encoding(store: StateStore, authority: TokenAuthority) -> None:
+    hub = await registered(store, authority, "edge-1", "edge-2", "edge-3")
+    wire = WireEntries()
+    for node in ("edge-1", "edge-2", "edge-3"):
+        await hub.publish(node, wire.table(rows(20)))  # each node its own rows, from the same spec objects
+    assert hub.encoder.encoded == 1
+    answers = {}
+    for node in ("edge-1", "edge-2", "edge-3"):
+        held = hub.table(node)
+        assert held is not None
+        answers[node] = hub.answer(node, held)
+    bodies = {json.dumps(json.loads(body)["modules"]) for body, _ in answers.values()}
+    signatures = {signature for _, signature in answers.values()}
+    assert len(bodies) == 1 and len(signatures) == 1 and None not in signatures
+    await hub.publish("edge-2", wire.table(rows(50)))  # another content: one more encoding
+    assert hub.encoder.encoded == 2
+
+
+async def test_the_shared_encoding_is_the_table_a_node_reads_and_its_signature_checks(
+    store: StateStore, authority: TokenAuthority
+) -> None:
+    hub = await registered(store, authority, "edge-1")
+    entries = WireEntries().table(rows(20))
+    generation = await hub.publish("edge-1", entries)
+    held = hub.table("edge-1")
+    assert held is not None
+    body, signature = hub.answer("edge-1", held)
+    parsed = json.loads(body)
+    table = ModuleTable.model_validate(parsed)
+    assert table.generation == generation and table.modules == entries
+    assert json.loads(body) == json.loads(json.dumps(held.model_dump(mode="json", by_alias=True)))  # as before
+    assert signature is not None
+    key = TrustedKey(authority.public_key_pem, "hotswap")
+    verify(parsed["modules"], signature, key)
+    parsed["modules"][1]["weight"] = 100
+    with pytest.raises(TableRefusedError, match="not what the control plane signed"):
+        verify(parsed["modules"], signature, key)
+
+
+async def test_a_table_read_back_from_the_store_is_encoded_the_same(
+    store: StateStore, authority: TokenAuthority
+) -> None:
+    hub = await registered(store, authority, "edge-1")
+    await hub.publish("edge-1", WireEntries().table(rows(20)))
+    held = hub.table("edge-1")
+    assert held is not None
+    published = hub.answer("edge-1", held)
+    again = await registered(store, authority)  # a restarted control plane: tables come from the store
+    table = again.table("edge-1")
+    assert table is not None
+    assert again.answer("edge-1", table) == published
+
+
+def test_the_same_rows_give_the_same_wire_objects() -> None:
+    wire = WireEntries()
+    first, second = wire.table(rows(20)), wire.table(rows(20))
+    assert all(a is b for a, b in zip(first, second, strict=True))  # converted once
+    other = wire.table(rows(20, Limits(), Capabilities(env={"GREETING": "hi"})))  # another revision's objects
+    assert other == first and other[0] is not first[0]
+    assert isinstance(first[0], ModuleEntry)
