@@ -6,6 +6,10 @@ what runs and the metric deltas. When the control plane is unreachable the node 
 it has and retries with capped exponential backoff; when the control plane has forgotten the node
 (404), the agent registers again. Nothing here imports the control plane: the wire shapes are in
 `edge.nodeapi`.
+
+A node that keeps its tables (`SavedTables`, `edge.tablecache`) saves each signed table it applies;
+after a restart `restore` serves the saved one, once it verifies, before the control plane is
+reached, and heartbeats say `ServingCachedTable` until the control plane answers one.
 """
 
 from __future__ import annotations
@@ -34,9 +38,10 @@ from edge.nodeapi import (
     Running,
     SmokeReport,
 )
-from edge.protocol import ModuleEntry, ModuleTable, VersionMetrics
+from edge.protocol import SERVING_CACHED_TABLE, TABLE_SIGNATURE_HEADER, ModuleEntry, ModuleTable, VersionMetrics
 from edge.router import ApplyReport, Counters
 from edge.smoke import SmokeOutcome
+from edge.tablecache import SavedTables, TableRefusedError
 
 log = logging.getLogger("hotswap.edge.agent")
 LONG_POLL_SECONDS = 25.0
@@ -112,6 +117,10 @@ class AgentState:
     unsent: list[VersionMetrics] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     contact: asyncio.Event = field(default_factory=asyncio.Event)
+    serving_cached: bool = False  # the table applied came from disk; the control plane has not answered yet
+
+    def conditions(self) -> tuple[str, ...]:
+        return (SERVING_CACHED_TABLE,) if self.serving_cached else ()
 
 
 class Agent:
@@ -125,6 +134,7 @@ class Agent:
         heartbeat_seconds: float = 5.0,
         long_poll_seconds: float = LONG_POLL_SECONDS,
         on_public_key: Callable[[str, str], None] | None = None,
+        saved: SavedTables | None = None,
     ) -> None:
         self.control = control.rstrip("/")
         self.registration = registration
@@ -133,6 +143,7 @@ class Agent:
         self.heartbeat_seconds = heartbeat_seconds
         self.long_poll_seconds = long_poll_seconds
         self.on_public_key = on_public_key
+        self.saved = saved
         self.state = AgentState()
         self._session: aiohttp.ClientSession | None = None
         self._heartbeat_now = asyncio.Event()
@@ -186,8 +197,13 @@ class Agent:
             answer = RegistrationAnswer.model_validate(await response.json())
         self.state.registered = True
         self.heartbeat_seconds = answer.heartbeat_seconds
-        if answer.public_key and self.on_public_key is not None:
-            self.on_public_key(answer.public_key, answer.issuer or ISSUER)
+        if answer.public_key:
+            pem, issuer = answer.public_key, answer.issuer or ISSUER
+            if self.saved is not None:  # kept to check saved tables with (a pinned key wins)
+                key = await asyncio.to_thread(self.saved.remember_key, pem, issuer)
+                pem, issuer = key.pem, key.issuer
+            if self.on_public_key is not None:
+                self.on_public_key(pem, issuer)
         log.info("registered with %s as %s (%s)", self.control, self.registration.id, self.registration.region)
         return answer
 
@@ -221,9 +237,46 @@ class Agent:
                 return
             if response.status != 200:
                 raise ValueError(f"assignment: {response.status} {await response.text()}")
-            table = ModuleTable.model_validate(await response.json())
+            raw = await response.json()
+            signature = response.headers.get(TABLE_SIGNATURE_HEADER)
+            table = ModuleTable.model_validate(raw)
         self.state.retry_delay = FIRST_RETRY_SECONDS
         await self.apply(table)
+        if self.saved is not None:
+            await asyncio.to_thread(self.saved.save, table.generation, raw.get("modules", []), signature)
+
+    async def restore(self) -> bool:
+        """Serve the table saved before a restart, if it verifies; True when it is served. A table
+        that does not verify is refused loudly and set aside: the node serves nothing until the
+        control plane answers, never something unverified."""
+        if self.saved is None:
+            return False
+        try:
+            found = await asyncio.to_thread(self.saved.load)
+        except TableRefusedError as exc:
+            aside = await asyncio.to_thread(self.saved.set_aside)
+            log.error(
+                "refusing the cached table %s: %s; moved to %s; serving nothing until the control plane answers",
+                self.saved.path,
+                exc,
+                aside.name,
+            )
+            return False
+        if found is None:
+            return False
+        table, key = found
+        if self.on_public_key is not None:  # execute calls need the control plane's tokens before anything serves
+            self.on_public_key(key.pem, key.issuer)
+        report = await self.apply(table)
+        self.state.serving_cached = True
+        log.warning(
+            "%s: serving the cached table (generation %d: %d loaded, %d failed) until the control plane answers",
+            SERVING_CACHED_TABLE,
+            table.generation,
+            len(report.loaded),
+            len(report.failed),
+        )
+        return True
 
     async def apply(self, table: ModuleTable) -> ApplyReport:
         report = await self.router.apply_table(table.modules, table.generation, table.traceparents)
@@ -262,6 +315,7 @@ class Agent:
             cpu_percent=round(100 * (usage.ru_utime + usage.ru_stime) / elapsed / (os.cpu_count() or 1), 2),
             memory_mb=round(usage.ru_maxrss / 1024, 1),
             uptime_seconds=round(elapsed, 1),
+            conditions=self.state.conditions(),
         )
 
     async def heartbeat(self) -> HeartbeatAnswer:
@@ -277,6 +331,9 @@ class Agent:
             answer = HeartbeatAnswer.model_validate(await response.json())
         self.state.unsent.clear()  # delivered
         self.state.contact.set()
+        if body.conditions and self.state.serving_cached:
+            self.state.serving_cached = False
+            log.warning("the control plane answered: no longer %s", SERVING_CACHED_TABLE)
         return answer
 
     def _new_errors(self) -> bool:

@@ -5,25 +5,37 @@ The node serves its execute API at once (with an empty table), registers with th
 control plane's public key comes back at registration; from then on execute calls need a JWT it
 signed (roles developer or admin, `edge.auth`). If the control plane goes away
 the node keeps serving what it has and the agent reconnects with backoff.
+
+With a cache dir the node stands alone: it keeps its last signed table and the binaries it names on
+disk (`edge.tablecache`), and after a restart serves that table, once it verifies, before it reaches
+the control plane, saying `ServingCachedTable` in `GET /health` and its heartbeats until the control
+plane answers. `--control-plane-key` pins the key that table must be signed with.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import re
 import signal
 import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge.agent import Agent, ControlPlaneBlobs
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from edge.agent import Agent, AgentState, ControlPlaneBlobs
 from edge.auth import Authenticator
 from edge.grants import GrantRoots
 from edge.nodeapi import Registration
 from edge.router import Router
 from edge.runtime import Runtime
-from edge.server import Node, NodeConfig, start
+from edge.server import Node, NodeConfig, build_app
+from edge.tablecache import DiskBlobs, SavedTables, TrustedKey
 from edge.telemetry import configure_tracing, node_samples, start_metric_export
 
 
@@ -42,6 +54,7 @@ class ManagedOptions:
     workers: int = 1  # more than 1: a supervisor and that many server processes on one port (edge.workers)
     trace_ratio: float | None = None  # execute calls traced without a parent (default: OTel env, or 0.01)
     log_format: str | None = None  # for worker processes (--workers): json or text, as the node's own
+    control_plane_key: TrustedKey | None = None  # pinned: saved tables must be signed with it (--control-plane-key)
 
 
 def default_node_id(region: str) -> str:
@@ -60,22 +73,56 @@ class Blobs:
         return await self.target.fetch(digest)
 
 
+def conditions_middleware(state: AgentState) -> Middleware:
+    """`GET /health` with the node's conditions (`"conditions": ["ServingCachedTable"]` while it serves
+    its saved table unconfirmed); every other request passes straight through."""
+
+    @web.middleware
+    async def conditions(request: web.Request, handler: Handler) -> web.StreamResponse:
+        response = await handler(request)
+        if request.path != "/health" or not isinstance(response, web.Response) or response.status != 200:
+            return response
+        assert isinstance(response.body, bytes)
+        body = json.loads(response.body)
+        body["conditions"] = list(state.conditions())
+        return web.json_response(body)
+
+    return conditions
+
+
+async def serve(node: Node, host: str, port: int, state: AgentState) -> tuple[web.AppRunner, int]:
+    """`edge.server.start`, with the node's conditions in its health answer."""
+    app = build_app(node)
+    app.middlewares.append(conditions_middleware(state))
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=1024)
+    await site.start()
+    addresses = runner.addresses
+    return runner, int(addresses[0][1]) if addresses else port
+
+
 async def run_managed(options: ManagedOptions, *, ready: asyncio.Event | None = None) -> int:
     if options.workers > 1:
         from edge.workers import run_managed_workers
 
         return await run_managed_workers(options, ready=ready)
+    started = time.monotonic()
     tracing = configure_tracing(options.node_id, ratio=options.trace_ratio)
     runtime = Runtime(cache_dir=options.cache_dir, grants=options.grants)
     blobs = Blobs()
-    router = Router(runtime, blobs)
+    saved = None
+    if options.cache_dir is not None:
+        saved = SavedTables.under(options.cache_dir, options.node_id, options.control_plane_key)
+    router = Router(runtime, DiskBlobs(options.cache_dir / "blobs", blobs) if options.cache_dir else blobs)
     node = Node(runtime, router, NodeConfig(threads=options.threads, node_id=options.node_id))
     meters = start_metric_export(
         lambda: node_samples(router.stats, [m for _, m in router.metrics_total()], options.node_id),
         service="hotswap-edge",
         instance=options.node_id,
     )
-    runner, port = await start(node, options.host, options.port)
+    state = AgentState()
+    runner, port = await serve(node, options.host, options.port, state)
     url = options.advertise or f"http://{options.host}:{port}"
     registration = Registration(
         id=options.node_id,
@@ -88,11 +135,19 @@ async def run_managed(options: ManagedOptions, *, ready: asyncio.Event | None = 
     def trust_key(pem: str, issuer: str) -> None:  # execute calls now need a token the control plane signed
         node.auth = Authenticator(pem, issuer=issuer, node_id=options.node_id)
 
-    agent = Agent(options.control, registration, router, token=options.token, on_public_key=trust_key)
+    agent = Agent(options.control, registration, router, token=options.token, on_public_key=trust_key, saved=saved)
+    agent.state = state
     blobs.target = ControlPlaneBlobs(agent)
     print(
         f"hotswap edge: node {options.node_id} ({options.region}) on {url}, control plane {options.control}", flush=True
     )
+    if await agent.restore():
+        print(
+            f"hotswap edge: serving the cached table, generation {agent.state.applied_generation}, "
+            f"{(time.monotonic() - started) * 1000:.0f} ms after the node started "
+            f"({process_age() * 1000:.0f} ms after the process did)",
+            flush=True,
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -112,6 +167,19 @@ async def run_managed(options: ManagedOptions, *, ready: asyncio.Event | None = 
         if meters is not None:
             await asyncio.to_thread(meters.shutdown)
     return 0
+
+
+def process_age() -> float:
+    """Seconds since this process started (Linux: /proc; elsewhere since this module was imported)."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(uptime - ticks / os.sysconf("SC_CLK_TCK"), 0.0)
+    except (OSError, ValueError, IndexError):
+        return time.monotonic() - _IMPORTED
+
+
+_IMPORTED = time.monotonic()
 
 
 def wasmtime_version() -> str:

@@ -47,7 +47,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--issuer",
         default="hotswap",
-        help="standalone with --key: the `iss` tokens must carry (default hotswap; audience hotswap-edge)",
+        help="standalone with --key, or with --control-plane-key: the `iss` tokens and tables must carry "
+        "(default hotswap)",
     )
     parser.add_argument("--cache-dir", type=Path, default=None, help="precompiled module cache")
     parser.add_argument(
@@ -70,6 +71,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--token",
         default=os.environ.get("HOTSWAP_NODE_TOKEN"),
         help="with --control: the node token (role node) the control plane minted (HOTSWAP_NODE_TOKEN)",
+    )
+    parser.add_argument(
+        "--control-plane-key",
+        type=Path,
+        default=os.environ.get("HOTSWAP_CONTROL_PLANE_KEY"),
+        metavar="PEM",
+        help="with --control: the control plane's public key; the table the node keeps on disk and serves after "
+        "a restart must be signed with it (HOTSWAP_CONTROL_PLANE_KEY; default: the key of the last registration)",
     )
     parser.add_argument("--threads", type=int, default=4, help="worker threads for long calls (default 4)")
     parser.add_argument(
@@ -274,10 +283,19 @@ def _managed(args: argparse.Namespace) -> int:
         print("hotswap edge: --control needs --region", file=sys.stderr)
         return 2
     try:
-        grants = node_grants(args.allow_dir, [(args.cache_dir, "cache dir")])
+        grants = node_grants(args.allow_dir, [(args.cache_dir, "cache dir"), (args.control_plane_key, "key file")])
     except ValueError as exc:
         print(f"hotswap edge: {exc}", file=sys.stderr)
         return 2
+    pinned = None
+    if args.control_plane_key is not None:
+        from edge.tablecache import TrustedKey
+
+        try:
+            pinned = TrustedKey(Path(args.control_plane_key).read_text(), args.issuer, pinned=True)
+        except OSError as exc:
+            print(f"hotswap edge: --control-plane-key: {exc}", file=sys.stderr)
+            return 2
     options = ManagedOptions(
         control=args.control,
         region=args.region,
@@ -292,6 +310,7 @@ def _managed(args: argparse.Namespace) -> int:
         trace_ratio=args.trace_ratio,
         workers=args.workers,
         log_format=args.log_format,
+        control_plane_key=pinned,
     )
     import uvloop
 

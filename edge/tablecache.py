@@ -1,0 +1,253 @@
+"""A managed node's last table on disk, signed by the control plane, and the binaries it names.
+
+Where it sits: `edge.agent.Agent` keeps every table it applies that came with the control plane's
+signature (the long-poll answer's `TABLE_SIGNATURE_HEADER`, `reconciler.tables`); after a restart
+`Agent.restore` loads it, checks it and applies it before the agent first reaches the control plane,
+and the node reports `ServingCachedTable` until the control plane answers a heartbeat. Binaries come
+through `DiskBlobs`: kept by digest beside the precompiled artifacts (`edge.cache`), checked against
+their SHA-256 on every read, fetched from the control plane when missing or wrong. With both on disk
+a restarted node serves in the time its precompiled modules take to load (milliseconds each).
+
+Layout, under the node's cache dir (`hotswap edge --cache-dir`, private, never granted to a module):
+
+    blobs/<hex digest>.wasm             module binaries (shared by the nodes of one cache dir)
+    nodes/<node id>/table.json          {"format": 1, "nodeId", "generation", "modules", "signature"}
+    nodes/<node id>/control-plane.json  {"publicKey", "issuer"}: the key of the last registration
+    nodes/<node id>/table.refused.json  a table that did not verify, set aside for a human to look at
+
+What is checked: `signature` is a JWT with audience `TABLE_AUDIENCE` and the control plane's issuer,
+signed by the control plane's key, whose `sha256` claim is the SHA-256 of `canonical_json(modules)`.
+Anything else (no signature, another key, a changed byte or weight, a file that does not parse) is
+refused with an error in the log, and the node serves nothing until the control plane answers: never
+something unverified. The signature names content, not a node or a time (nodes that share a table
+share it), so whoever can write here could put back an older table this control plane signed. The
+`generation` beside it is not signed either: it only tells the control plane where the node's
+numbering stands when it registers again.
+
+Which key: `hotswap edge --control-plane-key FILE` (HOTSWAP_CONTROL_PLANE_KEY) pins the control
+plane's public key (PEM): only tables it signed are served, and a registration answer naming another
+key is logged and ignored. Without it, the node trusts the key the control plane gave at its last
+registration (`control-plane.json`, trust on first use): that catches a damaged or edited table, not
+someone who can write the cache dir (they could replace the key file too); pin the key where that
+matters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import jwt
+from pydantic import ValidationError
+
+from edge.auth import ALGORITHMS, ISSUER
+from edge.errors import LoadError
+from edge.protocol import TABLE_AUDIENCE, ModuleTable, canonical_json
+
+log = logging.getLogger("hotswap.edge.tablecache")
+FORMAT = 1
+MAX_TABLE_BYTES = 64 << 20
+
+
+class TableRefusedError(Exception):
+    """A table kept on disk that is not served: it does not verify, or there is no key to verify it."""
+
+
+@dataclass(frozen=True)
+class TrustedKey:
+    """The control plane's public key (PEM) and issuer; `pinned` when the operator gave it."""
+
+    pem: str
+    issuer: str = ISSUER
+    pinned: bool = False
+
+
+def verify(modules: Any, signature: str, key: TrustedKey) -> None:
+    """TableRefusedError unless `signature` is the control plane's over exactly `modules`."""
+    try:
+        claims = jwt.decode(
+            signature,
+            key.pem,
+            algorithms=ALGORITHMS,
+            audience=TABLE_AUDIENCE,
+            issuer=key.issuer,
+            options={"require": ["iss", "aud", "sha256"], "verify_exp": False},
+        )
+    except jwt.PyJWTError as exc:
+        raise TableRefusedError(f"its signature does not verify with the control plane's key ({exc})") from None
+    try:
+        actual = hashlib.sha256(canonical_json(modules)).hexdigest()
+    except (TypeError, ValueError) as exc:
+        raise TableRefusedError(f"its modules are not plain JSON ({exc})") from None
+    if claims.get("sha256") != actual:
+        raise TableRefusedError("its content is not what the control plane signed (the sha256 differs)")
+
+
+class SavedTables:
+    """One node's saved table and the key that checks it."""
+
+    def __init__(self, directory: Path, node_id: str, pinned: TrustedKey | None = None) -> None:
+        self.directory = directory
+        self.node_id = node_id
+        self.pinned = pinned
+        self.path = directory / "table.json"
+        self.key_path = directory / "control-plane.json"
+        self.refused_path = directory / "table.refused.json"
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    @classmethod
+    def under(cls, cache_dir: Path, node_id: str, pinned: TrustedKey | None = None) -> SavedTables:
+        return cls(cache_dir / "nodes" / node_id, node_id, pinned)
+
+    # -- the key ----------------------------------------------------------------------------------
+
+    def key(self) -> TrustedKey | None:
+        """The pinned key, else the one remembered from the last registration (None: never registered)."""
+        if self.pinned is not None:
+            return self.pinned
+        try:
+            data = json.loads(self.key_path.read_text())
+            return TrustedKey(str(data["publicKey"]), str(data.get("issuer") or ISSUER))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def remember_key(self, pem: str, issuer: str) -> TrustedKey:
+        """The key to trust after a registration answered with `pem`: the pinned one if any (another key
+        is logged and ignored), else `pem`, which is kept for the next restart."""
+        if self.pinned is not None:
+            if pem.strip() != self.pinned.pem.strip() or issuer != self.pinned.issuer:
+                log.error(
+                    "the control plane answered with another public key or issuer (%s) than --control-plane-key; "
+                    "keeping the pinned key: execute tokens and tables it did not sign are refused",
+                    issuer,
+                )
+            return self.pinned
+        key = TrustedKey(pem, issuer)
+        if self.key() != key:
+            _write(self.key_path, json.dumps({"publicKey": pem, "issuer": issuer}).encode())
+        return key
+
+    # -- the table --------------------------------------------------------------------------------
+
+    def save(self, generation: int, modules: Any, signature: str | None) -> bool:
+        """Keep the table the node just applied; True when kept. A table that does not verify is not
+        kept, and the one kept before goes too (a restart must not bring back an older table)."""
+        key = self.key()
+        try:
+            if signature is None:
+                raise TableRefusedError("it came without a signature")
+            if key is None:
+                raise TableRefusedError("there is no control-plane key to check it with")
+            verify(modules, signature, key)
+        except TableRefusedError as exc:
+            log.warning("not keeping table generation %d on disk: %s", generation, exc)
+            self.path.unlink(missing_ok=True)
+            return False
+        body = {
+            "format": FORMAT,
+            "nodeId": self.node_id,
+            "generation": generation,
+            "modules": modules,
+            "signature": signature,
+        }
+        _write(self.path, json.dumps(body, separators=(",", ":")).encode())
+        return True
+
+    def load(self) -> tuple[ModuleTable, TrustedKey] | None:
+        """The saved table and the key it verified with; None when there is none; TableRefusedError
+        saying why when there is one that must not be served."""
+        try:
+            with self.path.open("rb") as f:
+                raw = f.read(MAX_TABLE_BYTES + 1)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise TableRefusedError(f"it cannot be read ({exc})") from None
+        if len(raw) > MAX_TABLE_BYTES:
+            raise TableRefusedError(f"it is larger than {MAX_TABLE_BYTES} bytes")
+        try:
+            body = json.loads(raw)
+        except ValueError as exc:
+            raise TableRefusedError(f"it is not JSON ({exc})") from None
+        if not isinstance(body, dict) or body.get("format") != FORMAT:
+            raise TableRefusedError(f"it is not a table file of format {FORMAT}")
+        if body.get("nodeId") != self.node_id:
+            raise TableRefusedError(f"it was kept by node {body.get('nodeId')!r}, not {self.node_id!r}")
+        signature = body.get("signature")
+        if not isinstance(signature, str):
+            raise TableRefusedError("it has no signature")
+        key = self.key()
+        if key is None:
+            raise TableRefusedError("there is no control-plane key to check it with (pin one with --control-plane-key)")
+        verify(body.get("modules"), signature, key)
+        try:
+            table = ModuleTable.model_validate({"generation": body.get("generation"), "modules": body.get("modules")})
+        except ValidationError as exc:
+            raise TableRefusedError(f"it is not a valid table ({exc.error_count()} problems)") from None
+        return table, key
+
+    def set_aside(self) -> Path:
+        """Move a refused table out of the way (kept for a human; the next table replaces it)."""
+        self.path.replace(self.refused_path)
+        return self.refused_path
+
+
+# -- binaries --------------------------------------------------------------------------------------
+
+
+class BlobSource(Protocol):
+    async def fetch(self, digest: str) -> bytes: ...
+
+
+class DiskBlobs:
+    """Binaries by digest: from disk when the file hashes right, else from `upstream` (then kept)."""
+
+    def __init__(self, directory: Path, upstream: BlobSource) -> None:
+        self.directory = directory
+        self.upstream = upstream
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def path(self, digest: str) -> Path:
+        hex_digest = digest.removeprefix("sha256:")
+        if len(hex_digest) != 64 or not all(c in "0123456789abcdef" for c in hex_digest):
+            raise LoadError(f"not a sha256 digest: {digest!r}")
+        return self.directory / f"{hex_digest}.wasm"
+
+    def read(self, digest: str) -> bytes | None:
+        """The kept binary when it hashes to `digest`; a file that does not is removed."""
+        path = self.path(digest)
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return None
+        if "sha256:" + hashlib.sha256(data).hexdigest() == digest:
+            return data
+        log.warning("the kept binary %s does not match its digest; removed, fetching it again", path.name)
+        path.unlink(missing_ok=True)
+        return None
+
+    async def fetch(self, digest: str) -> bytes:
+        data = await asyncio.to_thread(self.read, digest)
+        if data is not None:
+            return data
+        data = await self.upstream.fetch(digest)  # checked against the digest there
+        await asyncio.to_thread(_write, self.path(digest), data)
+        return data
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Write to a temporary name, flush to disk, rename into place: a crash leaves the old file or the new."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with tmp.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, 0o600)
+    tmp.replace(path)
