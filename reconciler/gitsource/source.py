@@ -294,7 +294,10 @@ class GitSource:
         repo = self.repo
         good = self._good
         base = good.sha if good else self._known_resume()
-        rewritten = base is not None and not repo.is_ancestor(base, head)
+        new_commits = repo.first_parent_log(head, since=base) if base else []
+        # the usual case needs no question to git: base is the first parent of the oldest new commit
+        follows = bool(new_commits) and new_commits[-1].parents[:1] == (base,)
+        rewritten = base is not None and not follows and not repo.is_ancestor(base, head)
         required = self.trust.require_signed_commits or bool(
             good and good.fleet and good.fleet.policy.require_signed_commits
         )
@@ -311,7 +314,7 @@ class GitSource:
             self._events.append(message + ("; followed (accepted)" if required else "; followed"))
             log.warning("git source: %s; followed (%s)", message, "accepted" if required else "no signing policy")
             base = repo.merge_base(base, head)
-        new_commits = repo.first_parent_log(head, since=base) if base else []
+            new_commits = repo.first_parent_log(head, since=base) if base else []
         info = new_commits[0] if new_commits and new_commits[0].sha == head else repo.commits([head])[0]
         if not base:
             new_commits = [info]
