@@ -20,7 +20,8 @@ from reconciler.gitsource.errors import ExportError, TooLargeError
 from reconciler.gitsource.gitrepo import GitRepo
 from reconciler.spec import loader
 from reconciler.spec.limits import InputLimits
-from tests.git.gitutil import Repo, fleet_yaml, module_yaml
+from tests.git.conftest import Keys, seeded_repo, source_for, standard_trust
+from tests.git.gitutil import Repo, Workspace, fleet_yaml, module_yaml
 
 LIMITS = InputLimits(yaml_bytes=4096)
 WAT = '(module (memory 1) (func (export "run") (result i32) (i32.const {n})))\n'
@@ -200,3 +201,25 @@ def test_a_file_over_its_cap_is_refused_before_anything_is_written(tmp_path: Pat
     else:
         raise AssertionError("a file over its cap was read")
     assert checkout.written == written and not (checkout.root / "big.yaml").exists()
+
+
+def test_the_source_parses_one_file_per_commit_and_an_older_fleet_on_request(ws: Workspace, keys: Keys) -> None:
+    repo = seeded_repo(ws, keys, require_signed=False)
+    source = source_for(ws, repo.path, standard_trust(keys))
+    first = repo.head()
+    assert source.sync().last_applied_revision == first
+    checkout = source.checkout
+    assert checkout is not None
+    parsed = checkout.loader.parsed
+    repo.write("fleet/modules/greeter.yaml", module_yaml("greeter", "1.1.0"))
+    second = repo.commit("greeter 1.1.0")
+    assert source.sync().last_applied_revision == second and checkout.loader.parsed == parsed + 1
+    older = source.fleet_at(first)  # the checkout goes back, from what it has parsed
+    assert older is not None and older.modules["greeter"].spec.version == "1.0.0"
+    assert checkout.loader.parsed == parsed + 1
+    repo.write("fleet/modules/greeter.yaml", module_yaml("greeter", "1.2.0"))
+    third = repo.commit("greeter 1.2.0")
+    assert source.sync().last_applied_revision == third
+    latest = source.latest
+    assert latest is not None and latest.fleet is not None
+    assert latest.fleet.modules["greeter"].spec.version == "1.2.0"
