@@ -139,7 +139,8 @@ def validation_message(exc: ValidationError) -> str:
 
 
 def encode(payload: dict[str, Any]) -> bytes:
-    """Compact JSON; ValueError or RecursionError for what JSON cannot carry."""
+    """Compact JSON; ValueError or RecursionError for what JSON cannot carry. Not for NaN or the
+    infinities, which orjson writes as null: no result holds them (see the module's docstring)."""
     if orjson is not None:
         try:
             return orjson.dumps(payload)

@@ -711,6 +711,9 @@ class LoadedVersion(Generic[P]):
     def mark_slow(self, function: str) -> None:
         self._slow.add(function)
 
+    def mark_fast(self, function: str) -> None:
+        self._slow.discard(function)
+
     @property
     def slow(self) -> frozenset[str]:
         """Functions that once ran past the inline budget: they run on workers from then on."""

@@ -1,7 +1,7 @@
 """The node's HTTP server (aiohttp on uvloop): execute, health, metrics, the loaded modules.
 
 Where it sits: in front of the router and the runtime. `build_app(node)` makes the application;
-`serve(node, host, port)` runs it until cancelled.
+`serve(node, host, port)` runs it until cancelled. The execute handler is `edge.execute`'s.
 
     POST /api/v1/wasm/execute      {"module", "function", "args", "version"?}; a command (`_start`)
                                    may take "argv" and "stdin" (or "stdinBase64") instead of args
@@ -22,10 +22,13 @@ Where a call runs: a call to a numeric or json export first runs on the event lo
 budget of a couple of epoch ticks (about 2 ms). Most calls finish far sooner, and skip the ~40 µs
 round trip through a thread pool. A call that runs out of that budget loses its instance, is run
 again on a worker thread with the rest of its timeout, and that function goes to the workers from
-then on. Commands, modules with file grants and modules that can sleep (the epoch deadline does not
-interrupt a host call) always run on workers. wasmtime calls release the GIL, so a module spinning
-on a worker does not hold up the loop, and worker threads run at a lower priority (nice 10) so that
-on a busy machine the loop and its short calls get the CPU first.
+then on, unless the rerun used less than half the budget in thread CPU time: the budget is wall
+time, so a loop held up by the machine (another process on its core) was the cause, not the
+call, and the function stays inline. Commands, modules with file grants and modules that can
+sleep (the epoch deadline does not interrupt a host call) always run on workers. wasmtime calls
+release the GIL, so a module spinning on a worker does not hold up the loop, and worker threads run
+at a lower priority (nice 10) so that on a busy machine the loop and its short calls get the CPU
+first.
 
 Worker threads are shared fairly (`edge.lanes`): a module version runs at most half of them
 (`NodeConfig.thread_share`, default `max(1, threads // 2)`); its calls beyond that wait in its own
@@ -116,6 +119,17 @@ class Node:
                 loaded.mark_slow(call.function)
                 log.info("%s@%s %s: long call, moved to workers", slot.module, slot.version, call.function)
                 timeout = max(timeout - (time.perf_counter() - started), self.runtime.tick)
+            result = await self._on_worker(slot, call, timeout)
+            # The budget is wall time: a loop held up by the machine (another process on its core)
+            # runs a short call out of it too. The rerun's thread CPU time says which it was.
+            if result.cpu_ns * 2 < self.config.inline_budget_ticks * self.runtime.tick * 1e9:
+                loaded.mark_fast(call.function)
+                log.info("%s@%s %s: a short call after all, back inline", slot.module, slot.version, call.function)
+            return result
+        return await self._on_worker(slot, call, timeout)
+
+    async def _on_worker(self, slot: VersionSlot, call: Call, timeout: float) -> CallResult:
+        loaded = slot.loaded
         shares = self.shares
         await shares.take(loaded, f"{slot.module}@{slot.version}")
         future = self.pool.submit(partial(loaded.invoke, call, timeout=timeout))

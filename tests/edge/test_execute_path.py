@@ -1,0 +1,201 @@
+"""The execute path's shortcuts keep its behaviour: the fast decoder agrees with the model, answers
+name the version that served them across splits and swaps, and a short call held up by the machine
+stays inline."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from edge import wasm
+from edge.errors import BadRequestError
+from edge.execute import _validated, decode, encode
+from edge.protocol import MAX_ARGS_DEPTH, ExecuteRequest, ModuleEntry, may_nest_deeper, nests_deeper
+from edge.router import Router
+from edge.runtime import BudgetExceededError, Runtime
+from edge.server import Node, NodeConfig, start
+from edge.standalone import DirectorySource
+from tests.edge.test_server import Client, NodeFactory, make_node  # noqa: F401 - the fixture
+
+EXECUTE = "/api/v1/wasm/execute"
+
+
+def by_decode(body: bytes) -> Any:
+    try:
+        asked = decode(body)
+        return repr((asked.module, asked.function, asked.args, asked.version, asked.argv, asked.stdin_bytes()))
+    except BadRequestError as exc:
+        return exc.message
+
+
+def by_model(body: bytes) -> Any:
+    """What the handler did before the fast decoder: the model for every body."""
+    try:
+        asked = _validated(body)
+        if may_nest_deeper(body, MAX_ARGS_DEPTH + 1) and nests_deeper(asked.args, MAX_ARGS_DEPTH):
+            raise BadRequestError(f"args: arrays and objects nest deeper than {MAX_ARGS_DEPTH} levels")
+        return repr((asked.module, asked.function, asked.args, asked.version, asked.argv, asked.stdin_bytes()))
+    except BadRequestError as exc:
+        return exc.message
+
+
+NAMES = st.one_of(st.sampled_from(["", "a", "m" * 128, "m" * 129, "f" * 256, "f" * 257]), st.text(max_size=8))
+NUMBERS = st.one_of(
+    st.integers(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 2**64 - 1, 2**64, 10**19, 0.1 + 0.2, -0.0]),
+)
+VALUES = st.recursive(
+    st.one_of(st.none(), st.booleans(), NUMBERS, st.text(max_size=10)),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=4), inner, max_size=4)),
+    max_leaves=12,
+)
+FIELDS = st.dictionaries(
+    st.sampled_from(["module", "function", "args", "version", "argv", "stdin", "stdinBase64", "extra"]),
+    st.one_of(NAMES, VALUES),
+    max_size=6,
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(FIELDS, st.integers(min_value=0, max_value=3), st.integers(min_value=0, max_value=80))
+def test_the_fast_decoder_answers_every_body_as_the_model_does(fields: dict[str, Any], how: int, cut: int) -> None:
+    if how == 3:  # nested deep enough for the depth checks
+        fields = {**fields, "args": json.loads("[" * (MAX_ARGS_DEPTH + cut) + "]" * (MAX_ARGS_DEPTH + cut))}
+    body = json.dumps(fields, ensure_ascii=how == 1).encode()
+    if how == 2 and cut:
+        body = body[:-cut]  # broken JSON
+    assert by_decode(body) == by_model(body)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"{not json", None),
+        (b"[]", None),
+        (b'{"module": "arith"}', None),
+        (b'{"module": "arith", "function": "add", "args": [1, 2], "extra": 1}', None),
+        (b'{"module": "arith", "function": "add", "args": [' + b"[" * 250 + b"]" * 250 + b"]}", None),
+        (b'\xef\xbb\xbf{"module": "arith", "function": "add", "args": [1, 2]}', None),
+        # bodies the model takes, whose args the export refuses: an integer orjson would make a float
+        (
+            b'{"module": "arith", "function": "add", "args": [18446744073709551616, 1]}',
+            "args[0]: 18446744073709551616 does not fit in i32",
+        ),
+        (b'{"module": "arith", "function": "add", "args": [NaN, 1]}', "args[0]: i32 takes an integer, got nan"),
+    ],
+)
+async def test_a_body_off_the_common_shape_answers_as_before(
+    make_node: NodeFactory,  # noqa: F811
+    body: bytes,
+    message: str | None,
+) -> None:
+    client: Client = await make_node()
+    status, answer, _ = await client.post(body, headers={"Content-Type": "application/json"})
+    assert answer == {"error": "bad_request", "message": message or by_model(body)}
+    assert status == 400
+
+
+def test_answers_keep_what_orjson_refuses_or_the_stdlib_encoder_refused() -> None:
+    assert json.loads(encode({"result": 2**70, "text": "é\n"})) == {"result": 2**70, "text": "é\n"}
+    assert json.loads(encode({"result": "\ud800"})) == {"result": "\ud800"}  # a lone surrogate, escaped
+    deep: Any = []
+    for _ in range(300):
+        deep = [deep]
+    assert json.loads(encode({"result": deep}))["result"] == deep
+
+
+V = '(module (func (export "version") (result i32) i32.const {n}))'
+
+
+@pytest.fixture
+async def greeter(tmp_path: Path) -> AsyncIterator[tuple[Client, DirectorySource]]:
+    runtime = Runtime()
+    source = DirectorySource(tmp_path)
+    router = Router(runtime, source)
+    node = Node(runtime, router, NodeConfig())
+    runner, port = await start(node, "127.0.0.1", 0)
+    async with aiohttp.ClientSession() as session:
+        yield Client(session, f"http://127.0.0.1:{port}", node), source
+    await runner.cleanup()
+    runtime.close()
+
+
+def version(source: DirectorySource, n: int, weight: int) -> ModuleEntry:
+    digest = source.add(wasm.compile_wat(V.format(n=n)))
+    return ModuleEntry.model_validate({"module": "greeter", "version": f"{n}.0.0", "digest": digest, "weight": weight})
+
+
+async def ask(client: Client, **headers: str) -> tuple[str, str, int]:
+    status, body, resp = await client.post({"module": "greeter", "function": "version", "args": []}, headers=headers)
+    assert status == 200, body
+    return resp.headers["X-Hotswap-Version"], body["version"], body["result"]
+
+
+async def test_answers_name_the_version_that_served_them_across_a_split(
+    greeter: tuple[Client, DirectorySource],
+) -> None:
+    client, source = greeter
+    await client.node.router.apply_table([version(source, 1, 50), version(source, 2, 50)], 1)
+    seen = {await ask(client) for _ in range(60)}
+    assert seen == {("1.0.0", "1.0.0", 1), ("2.0.0", "2.0.0", 2)}
+    assert await ask(client, **{"X-Hotswap-Version": "2.0.0"}) == ("2.0.0", "2.0.0", 2)
+
+
+async def test_a_swap_mid_traffic_answers_from_the_new_version_after_it(
+    greeter: tuple[Client, DirectorySource],
+) -> None:
+    client, source = greeter
+    router = client.node.router
+    await router.apply_table([version(source, 1, 100)], 1)
+    swapped = asyncio.Event()
+    after: list[tuple[str, str, int]] = []
+
+    async def traffic() -> None:
+        while not swapped.is_set():
+            assert (await ask(client))[0] in ("1.0.0", "2.0.0")
+        after.extend([await ask(client) for _ in range(20)])
+
+    tasks = [asyncio.create_task(traffic()) for _ in range(8)]
+    await asyncio.sleep(0.1)
+    await router.apply_table([version(source, 2, 100)], 2)  # 2.0.0 only: a new route, new answer headers
+    swapped.set()
+    await asyncio.gather(*tasks)
+    assert set(after) == {("2.0.0", "2.0.0", 2)}
+    await router.apply_table([version(source, 2, 0), version(source, 3, 100)], 3)  # the sole version moves
+    assert {await ask(client) for _ in range(10)} == {("3.0.0", "3.0.0", 3)}
+
+
+async def test_a_short_call_held_up_past_its_inline_budget_stays_inline(make_node: NodeFactory) -> None:  # noqa: F811
+    client: Client = await make_node()
+    loaded = client.node.router.slots()[0].loaded
+    invoke, inline = loaded.invoke, []
+
+    def held_up_once(call: Any, **kw: Any) -> Any:
+        if kw.get("budget") is not None:
+            inline.append(call.function)
+            if len(inline) == 1:  # as if the machine took the loop's core for the whole budget
+                raise BudgetExceededError
+        return invoke(call, **kw)
+
+    loaded.invoke = held_up_once  # type: ignore[method-assign]
+    status, body, _ = await client.post({"module": "arith", "function": "add", "args": [20, 22]})
+    assert (status, body["result"]) == (200, 42)  # rerun on a worker, which took microseconds of CPU
+    assert "add" not in loaded.slow
+    status, body, _ = await client.post({"module": "arith", "function": "add", "args": [1, 2]})
+    assert (status, body["result"], inline) == (200, 3, ["add", "add"])  # inline again
+
+
+def test_the_model_still_parses_what_the_fast_decoder_takes() -> None:
+    body = b'{"module": "arith", "function": "add", "args": [1, 2], "version": "1.0.0"}'
+    req = ExecuteRequest.model_validate_json(body)
+    assert by_decode(body) == repr((req.module, req.function, req.args, req.version, None, None))
