@@ -182,6 +182,16 @@ async def serve_child(args: argparse.Namespace) -> None:
             passes.flush()
 
     controller.reconcile = timed  # type: ignore[method-assign]
+    watch = os.environ.get("HOTSWAP_SCALE_WATCH")  # a line every 5 s on the hub's store writes (debugging)
+
+    async def watching(out: IO[str]) -> None:
+        while True:
+            writes = plane.hub.writes
+            out.write(f"{time.time():.1f} pending={len(writes._pending)} batches={writes.batches}\n")
+            out.flush()
+            await asyncio.sleep(5)
+
+    watcher = asyncio.create_task(watching(append_to(Path(watch)))) if watch else None
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     profile = cProfile.Profile() if args.profile else None
@@ -192,6 +202,8 @@ async def serve_child(args: argparse.Namespace) -> None:
     if profile is not None:
         profile.disable()
         profile.dump_stats(args.profile)
+    if watcher is not None:
+        watcher.cancel()
     await plane.stop()
 
 
@@ -231,6 +243,7 @@ class SimAgent:
     applied_at: float = 0.0
     beat_now: asyncio.Event = field(default_factory=asyncio.Event)
     last_beat: float = field(default_factory=time.monotonic)
+    listed: dict[tuple[str, str], float] = field(default_factory=dict)  # (module, version) -> first given
     traffic: set[str] = field(default_factory=set)
 
     def serves(self, module: str, version: str) -> bool:
@@ -275,6 +288,8 @@ class Fleet:
             agent.table = table["modules"]
             agent.generation = table["generation"]
             agent.applied_at = time.monotonic()
+            for e in agent.table:
+                agent.listed.setdefault((e["module"], e["version"]), agent.applied_at)
             agent.beat_now.set()
             self.changed.set()
 
@@ -333,7 +348,7 @@ async def wait_phase(session: aiohttp.ClientSession, url: str, token: str, ident
         body = await api(session, f"{url}/api/v1/wasm/deployments/{ident}", token)
         if body is not None and body["phase"] in ("Promoted", "RolledBack", "Paused"):
             return body["phase"], time.monotonic()
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)  # each answer walks the fleet's view: at 1,000 nodes ~30 ms of the plane's loop
     raise TimeoutError(f"{ident} did not finish")
 
 
@@ -380,9 +395,17 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             started = time.monotonic()
             await asyncio.gather(*(register(a) for a in agents))
             out["register_s"] = time.monotonic() - started
+
+            def died(task: asyncio.Task[None]) -> None:  # an agent loop must not end quietly
+                if not task.cancelled() and task.exception() is not None:
+                    fleet.errors.append(f"{task.get_name()} ended: {task.exception()!r}")
+                    print(f"agent loop ended: {task.get_name()}: {task.exception()!r}", file=sys.stderr, flush=True)
+
             for agent in agents:
-                tasks.append(asyncio.create_task(fleet.assignments(agent)))
-                tasks.append(asyncio.create_task(fleet.heartbeats(agent)))
+                tasks.append(asyncio.create_task(fleet.assignments(agent), name=f"{agent.id} assignments"))
+                tasks.append(asyncio.create_task(fleet.heartbeats(agent), name=f"{agent.id} heartbeats"))
+            for task in tasks:
+                task.add_done_callback(died)
             done = await fleet.until(
                 lambda: all(len(a.table) == MODULES_PER_REGION + 1 for a in agents), "every first table"
             )
@@ -391,7 +414,8 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             await asyncio.sleep(2 * args.heartbeat_seconds)  # steady state: every agent has heartbeated
             out["memory_steady_kb"] = memory_kb(child.pid)
 
-            switches = []
+            switches: list[float] = []
+            phases: list[tuple[float, float]] = []  # commit -> the first / the last agent given the new version
             for run in range(args.runs):
                 version = f"1.{run + 1}.0"
                 repo.set_version(GLOBAL, version, "blue-green", None)
@@ -401,7 +425,10 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 phase, _ = await wait_phase(session, url, admin, f"{GLOBAL}-v{version}")
                 assert phase == "Promoted", phase
                 switches.append(reached - committed)
+                given = [a.listed[(GLOBAL, version)] - committed for a in agents]
+                phases.append((min(given), max(given)))
             out["blue_green_s"] = switches
+            out["blue_green_phases_s"] = phases
 
             canary_nodes = [a for a in agents if a.region == "r0"]
             for agent in canary_nodes:
@@ -443,6 +470,9 @@ def report(out: dict[str, Any]) -> None:
     print(f"reconcile pass while the fleet arrives: {figures(arrival)} ms (the first registers every binary)")
     print(f"reconcile pass after, through the rollouts: {figures(passes)} ms; max {max(passes):.1f} ms")
     print(f"blue-green switch, commit -> every agent applied the new table: {figures(out['blue_green_s'])} s")
+    first, last = zip(*out["blue_green_phases_s"], strict=True)
+    print(f"  of which commit -> the first agent given the new version (at weight 0): {figures(list(first))} s")
+    print(f"  and commit -> the last agent given it: {figures(list(last))} s")
     print(f"canary 20/50/100 ({out['step_s']:g} s steps), commit -> Promoted: {out['canary_promoted_s']:.2f} s")
     print(f"canary, commit -> every node of the region on the new version: {out['canary_converged_s']:.2f} s")
     steady, end = out["memory_steady_kb"], out["memory_end_kb"]
