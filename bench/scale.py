@@ -444,9 +444,11 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             out["memory_end_kb"] = memory_kb(child.pid)
             out["agent_errors"] = len(fleet.errors)
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        pending = set(tasks)
+        while pending:  # on Python 3.11 asyncio.wait_for can swallow a cancellation: cancel until done
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=1)
         child.terminate()
         child.wait(timeout=30)
         child.stdout.close()
