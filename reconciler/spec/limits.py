@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 from typing import Any, Literal
 
 from ruamel.yaml import YAML
@@ -58,8 +57,8 @@ def _size(n: int) -> str:
 
 def is_fleet_yaml(rel: str) -> bool:
     """A path (relative to the fleet root) the loader reads as YAML: `.yaml`/`.yml`, nothing hidden."""
-    path = PurePosixPath(rel)
-    return path.suffix in (".yaml", ".yml") and not any(part.startswith(".") for part in path.parts)
+    parts = [part for part in rel.split("/") if part and part != "."]  # as PurePosixPath reads it, cheaper
+    return bool(parts) and parts[-1].endswith((".yaml", ".yml")) and not any(p.startswith(".") for p in parts)
 
 
 def size_problems(files: Iterable[tuple[str, int]], limits: InputLimits) -> list[Problem]:
