@@ -26,7 +26,7 @@ from playwright.sync_api import sync_playwright
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.stats import percentile
-from tests.ui.browser.conftest import CHROMIUM, _start
+from tests.ui.browser.conftest import CHROMIUM, _start, stop
 
 DRAWN = """() => new Promise((done) => {
     const check = () => document.querySelector('[data-testid="needs-attention"]')
@@ -65,8 +65,7 @@ def main() -> None:
                     page.close()
                 browser.close()
         finally:
-            console.process.terminate()
-            console.process.wait(timeout=30)
+            stop(console.process)
     where = "the browser tests' copy of fleet-example (2 nodes)"
     print(f"console first paint, {args.loads} loads of /ui/#/fleet on {where}, Chromium {CHROMIUM}")
     for name, values in (

@@ -145,8 +145,7 @@ def _start(tmp: Path) -> Console:
     deadline = time.monotonic() + START_SECONDS
     while "Admin token (also in" not in log.read_text(errors="replace"):  # after the banner, with its link
         if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            process.wait()
+            stop(process)  # SIGINT: up stops the nodes it started (a kill would leave them running)
             raise AssertionError(f"hotswap up did not come up:\n{log.read_text(errors='replace')[-4000:]}")
         time.sleep(0.1)
     text = log.read_text(errors="replace")
@@ -169,12 +168,18 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     try:
         yield running
     finally:
-        running.process.send_signal(signal.SIGINT)
-        try:
-            running.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            running.process.kill()
-            running.process.wait()
+        stop(running.process)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop `hotswap up` the way Ctrl-C does, so it stops its nodes; kill it only if it hangs."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 @pytest.fixture(scope="module")  # closed with the module: sync Playwright holds an event loop on this thread

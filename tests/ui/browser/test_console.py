@@ -23,6 +23,8 @@ def open_rollout(page: Page, module: str, version: str) -> None:
     page.goto(page.url.split("#")[0] + "#/rollouts")
     row = page.get_by_role("row").filter(has_text=module).filter(has_text=version)
     row.get_by_role("link").first.click()
+    page.wait_for_url(re.compile(r"#/rollouts/[^/?]+$"))
+    expect(page.get_by_role("heading", name=re.compile("^Rollout "))).to_be_visible()
     expect(page.get_by_test_id("rollout-phase")).to_be_visible()
 
 
@@ -52,6 +54,8 @@ def test_sign_in_with_the_login_link_then_with_a_pasted_token(page: Page, consol
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
     assert "hotswap_session" not in page.evaluate("document.cookie")  # out of scripts' reach
     expect(page.get_by_test_id("needs-attention")).to_be_visible()
+    author = git(console.repo.root, "log", "-1", "--format=%an", "main").strip()
+    expect(page.locator("main")).to_contain_text(author)  # the followed commit, by whom
     page.screenshot(path=str(screenshots / "console-fleet.png"), full_page=True)  # README shows it
 
     # The link was for one sign-in only.
@@ -130,7 +134,7 @@ def test_the_diff_of_a_branch_shows_what_merging_it_would_roll_out(page: Page, c
     branch = console.set_module("calc", "1.1.0", "calc-1.1.0.wat", branch="try-calc-1.1.0")
     assert git(console.repo.root, "rev-parse", "main").strip() == main
     sign_in(page, console, console.token("viewer", "vera"))
-    page.get_by_role("link", name="Diff").click()
+    page.get_by_role("navigation", name="Screens").get_by_role("link", name="Diff").click()
     page.get_by_label(re.compile("Branch, tag or commit")).fill("try-calc-1.1.0")
     page.get_by_role("button", name="Show diff").click()
     expect(page.get_by_test_id("diff-actions")).to_contain_text("calc")
@@ -142,7 +146,7 @@ def test_the_diff_of_a_branch_shows_what_merging_it_would_roll_out(page: Page, c
 
 def test_drain_and_undrain_a_node(page: Page, console: Console) -> None:
     sign_in(page, console, console.admin_token)
-    page.get_by_role("link", name="Nodes").click()
+    page.get_by_role("navigation", name="Screens").get_by_role("link", name="Nodes").click()
     row = page.locator('[data-testid="node-row"][data-node="edge-us-east-01"]')
     row.get_by_role("link", name="edge-us-east-01").click()
     page.get_by_test_id("drain").click()
@@ -155,5 +159,5 @@ def test_a_malformed_address_shows_a_screen_not_a_broken_page(page: Page, consol
     sign_in(page, console, console.token("viewer", "vera"))
     page.goto(console.url + "/ui/#/modules/%E0")  # not UTF-8 once decoded
     expect(page.locator("main h1").first).to_be_visible()
-    page.get_by_role("link", name="Fleet", exact=True).click()
+    page.get_by_role("navigation", name="Screens").get_by_role("link", name="Fleet").click()
     expect(page.get_by_test_id("needs-attention")).to_be_visible()
