@@ -15,7 +15,9 @@ plus one module `edge-all` with `replicas: all` everywhere: 10 placements per no
 - reconcile pass time (`controller.state.duration_ms`, every pass the control plane ran);
 - a blue-green switch of `edge-all`: commit -> every agent has applied the new table (several runs);
 - a canary of one regional module (steps 20/50/100) from commit to Promoted and converged;
-- the control plane's memory (VmRSS and VmHWM of the child).
+- the control plane's memory (VmRSS and VmHWM of the child);
+- the control plane's event loop lag: a task in the child sleeps 10 ms at a time and notes how late
+  it wakes (max, p99, and the count of stalls over 50 ms), over the whole run and over the switches.
 
     python bench/scale.py [--nodes 1000] [--runs 3] [--heartbeat-seconds 5] [--quick] [--profile FILE]
     (--quick: 100 nodes, 2 switches, 2 s heartbeats; a canary step lasts two heartbeats)
@@ -54,6 +56,8 @@ MODULES_PER_REGION = 9
 GLOBAL = "edge-all"
 CANARY = "m0-0"
 HEARTBEAT_SECONDS = 5.0
+LAG_TICK_S = 0.010  # the loop-lag monitor's sleep
+STALL_MS = 50.0  # a wake-up later than this is a stall (issue 20: never blocked > 50 ms)
 LONG_POLL_SECONDS = 25.0
 REQUESTS_PER_SECOND = 100.0  # per node and module under canary, as the simulated agents report them
 NODES_PATH = "/api/v1/wasm/nodes"
@@ -192,6 +196,8 @@ async def serve_child(args: argparse.Namespace) -> None:
             await asyncio.sleep(5)
 
     watcher = asyncio.create_task(watching(append_to(Path(watch)))) if watch else None
+    lags: list[tuple[float, float]] = []  # (wall time, ms late) of every wake-up
+    monitor = asyncio.create_task(lagging(lags))
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     profile = cProfile.Profile() if args.profile else None
@@ -204,7 +210,31 @@ async def serve_child(args: argparse.Namespace) -> None:
         profile.dump_stats(args.profile)
     if watcher is not None:
         watcher.cancel()
+    monitor.cancel()
+    with append_to(Path(args.lags)) as out:
+        out.writelines(f"{at:.3f} {ms:.2f}\n" for at, ms in lags)
     await plane.stop()
+
+
+async def lagging(lags: list[tuple[float, float]]) -> None:
+    """How late the event loop wakes a task that sleeps LAG_TICK_S: what any callback waits at worst."""
+    while True:
+        before = time.perf_counter()
+        await asyncio.sleep(LAG_TICK_S)
+        late = time.perf_counter() - before - LAG_TICK_S
+        lags.append((time.time(), max(late, 0.0) * 1000))
+
+
+def lag_figures(lags: list[tuple[float, float]], since: float, until: float) -> dict[str, float]:
+    values = [ms for at, ms in lags if since <= at <= until]
+    if not values:
+        return {"max": 0.0, "p99": 0.0, "stalls": 0, "ticks": 0}
+    return {
+        "max": max(values),
+        "p99": percentile(values, 0.99),
+        "stalls": sum(ms > STALL_MS for ms in values),
+        "ticks": len(values),
+    }
 
 
 def append_to(path: Path) -> IO[str]:
@@ -358,12 +388,14 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     data = work / "data"
     authority = TokenAuthority.load(AuthOptions(), data)
     passes_file = work / "passes.txt"
+    lags_file = work / "lags.txt"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     child = spawn(
         [
             sys.executable, __file__, "--child-serve", "--repo", str(repo.root), "--data", str(data),
             "--port", str(port), "--heartbeat", str(args.heartbeat_seconds), "--passes", str(passes_file),
+            "--lags", str(lags_file),
             *(["--profile", args.profile] if args.profile else []),
         ]
     )  # fmt: skip
@@ -416,6 +448,7 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
             switches: list[float] = []
             phases: list[tuple[float, float]] = []  # commit -> the first / the last agent given the new version
+            switching = time.time()
             for run in range(args.runs):
                 version = f"1.{run + 1}.0"
                 repo.set_version(GLOBAL, version, "blue-green", None)
@@ -427,6 +460,7 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 switches.append(reached - committed)
                 given = [a.listed[(GLOBAL, version)] - committed for a in agents]
                 phases.append((min(given), max(given)))
+            out["switches_window"] = (switching, time.time())
             out["blue_green_s"] = switches
             out["blue_green_phases_s"] = phases
 
@@ -453,6 +487,9 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         child.wait(timeout=30)
         child.stdout.close()
     out["passes_ms"] = [float(x) for x in passes_file.read_text().split()]
+    lags = [(float(at), float(ms)) for at, ms in (line.split() for line in lags_file.read_text().splitlines())]
+    out["lag_all"] = lag_figures(lags, 0.0, float("inf"))
+    out["lag_switches"] = lag_figures(lags, *out["switches_window"])
     return out
 
 
@@ -480,6 +517,12 @@ def report(out: dict[str, Any]) -> None:
     steady, end = out["memory_steady_kb"], out["memory_end_kb"]
     print(f"control plane memory: RSS {steady['VmRSS'] / 1024:.0f} MB steady, {end['VmRSS'] / 1024:.0f} MB at the end")
     print(f"control plane peak RSS: {end['VmHWM'] / 1024:.0f} MB")
+    for name, what in (("lag_all", "the whole run"), ("lag_switches", "the blue-green switches")):
+        lag = out[name]
+        print(
+            f"control plane loop lag over {what}: max {lag['max']:.1f} ms, p99 {lag['p99']:.1f} ms, "
+            f"stalls > {STALL_MS:g} ms: {lag['stalls']} of {lag['ticks']} ticks of {LAG_TICK_S * 1000:g} ms"
+        )
     print(f"agent-side errors (failed calls): {out['agent_errors']}")
 
 
@@ -497,6 +540,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--heartbeat", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--passes", help=argparse.SUPPRESS)
+    parser.add_argument("--lags", help=argparse.SUPPRESS)
     parser.add_argument("--profile", help="write the control plane's cProfile stats (event loop thread) here")
     args = parser.parse_args()
     if args.child_serve:
