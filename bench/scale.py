@@ -190,8 +190,9 @@ async def serve_child(args: argparse.Namespace) -> None:
 
     async def watching(out: IO[str]) -> None:
         while True:
-            writes = plane.hub.writes
-            out.write(f"{time.time():.1f} pending={len(writes._pending)} batches={writes.batches}\n")
+            hub = plane.hub
+            for name, writes in (("heartbeats", hub.heartbeat_writes), ("tables", hub.table_writes)):
+                out.write(f"{time.time():.1f} {name} pending={len(writes._pending)} batches={writes.batches}\n")
             out.flush()
             await asyncio.sleep(5)
 

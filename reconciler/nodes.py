@@ -27,7 +27,7 @@ from reconciler.metricswindow import METRICS_HORIZON_SECONDS, MetricsWindow, Tot
 from reconciler.store.records import JsonObject, NodeRecord
 from reconciler.store.state import StateStore
 from reconciler.tables import EncodedTable, Signer, TableEncoder
-from reconciler.threadbatch import ThreadBatch
+from reconciler.threadbatch import RowBatch, ThreadBatch
 
 __all__ = [
     "METRICS_HORIZON_SECONDS",
@@ -123,7 +123,10 @@ class NodeHub:
         self.issuer = issuer
         self.metrics = MetricsWindow()
         self.encoder = TableEncoder(signer, issuer)
-        self.writes = ThreadBatch()  # heartbeat and table writes: one thread hop for many
+        # Store writes: one thread hop for many; heartbeats and tables one transaction per batch
+        self.writes = ThreadBatch()  # heartbeats to a shared store (with their metric deltas)
+        self.heartbeat_writes = RowBatch(store.record_heartbeats, lambda beat: store.record_heartbeat(*beat))
+        self.table_writes = RowBatch(store.publish_assignments, lambda table: store.publish_assignment(*table))
         self._tables: dict[str, ModuleTable] = {}
         self._encoded: dict[str, tuple[ModuleTable, EncodedTable]] = {}  # node -> the table and its bytes
         self._changed: dict[str, asyncio.Event] = {}
@@ -297,7 +300,7 @@ class NodeHub:
         now = self.clock()
         at = datetime.fromtimestamp(now, UTC)
         if self.peers is None:
-            recorded = await self.writes.run(functools.partial(self.store.record_heartbeat, node_id, reported, at))
+            recorded = await self.heartbeat_writes.write((node_id, reported, at))
         else:
             peers, region = self.peers, self._nodes[node_id].region
             recorded = await self.writes.run(
@@ -387,9 +390,7 @@ class NodeHub:
         if current.modules == entries:
             return current.generation
         encoded = self.encoder.encode(entries)
-        generation = await self.writes.run(
-            functools.partial(self.store.publish_assignment, node_id, encoded.assignment)
-        )
+        generation = await self.table_writes.write((node_id, encoded.assignment))
         if generation is None:
             return None
         traces = STEP_TRACES.get() or {}

@@ -323,27 +323,23 @@ class StateStore:
 
     def record_heartbeat(self, node_id: str, reported: JsonObject, at: datetime | None = None) -> bool:
         """Store what a node says it runs and when it said so; False for an unknown node."""
+        return self.record_heartbeats([(node_id, reported, at or self._clock())])[0]
+
+    def record_heartbeats(self, beats: Sequence[tuple[str, JsonObject, datetime]]) -> list[bool]:
+        """`record_heartbeat` for each (node id, reported, at) in ONE transaction: all or none."""
         with self._tx(write=True) as tx:
-            return (
-                tx.run(
-                    "UPDATE nodes SET reported = ?, last_heartbeat_at = ? WHERE id = ?",
-                    _json(reported),
-                    _ts(at or self._clock()),
-                    node_id,
-                )
-                == 1
-            )
+            return [tx.run(_HEARTBEAT, _json(reported), _ts(at), node_id) == 1 for node_id, reported, at in beats]
 
     def publish_assignment(self, node_id: str, assignment: JsonObject) -> int | None:
         """Replace a node's module table, bumping its generation; returns the new generation, or
         None for an unknown node. Publishing the same table again still bumps (callers compare first)."""
+        return self.publish_assignments([(node_id, assignment)])[0]
+
+    def publish_assignments(self, tables: Sequence[tuple[str, JsonObject]]) -> list[int | None]:
+        """`publish_assignment` for each (node id, assignment) in ONE transaction: all or none."""
         with self._tx(write=True) as tx:
-            row = tx.one(
-                "UPDATE nodes SET assignment = ?, generation = generation + 1 WHERE id = ? RETURNING generation",
-                _json(assignment),
-                node_id,
-            )
-        return int(row[0]) if row else None
+            rows = [tx.one(_PUBLISH, _json(assignment), node_id) for node_id, assignment in tables]
+        return [int(row[0]) if row else None for row in rows]
 
     def delete_node(self, node_id: str) -> bool:
         with self._tx(write=True) as tx:
@@ -381,12 +377,7 @@ class StateStore:
         """`record_heartbeat` and the heartbeat's metric deltas in one transaction; False (nothing
         written) for an unknown node."""
         with self._tx(write=True) as tx:
-            found = tx.run(
-                "UPDATE nodes SET reported = ?, last_heartbeat_at = ? WHERE id = ?",
-                _json(beat.reported),
-                _ts(beat.at),
-                beat.node_id,
-            )
+            found = tx.run(_HEARTBEAT, _json(beat.reported), _ts(beat.at), beat.node_id)
             if found != 1:
                 return False
             if beat.metrics:
@@ -691,6 +682,10 @@ _ROLLOUT_COLUMNS = (
 )
 _REVISION_COLUMNS = "sha, seen_at, verified, message, applied_at"
 _INTERFACE_COLUMNS = "id, name, package, version, wasi, wit, digest, status, approved_by, created_at"
+
+
+_HEARTBEAT = "UPDATE nodes SET reported = ?, last_heartbeat_at = ? WHERE id = ?"
+_PUBLISH = "UPDATE nodes SET assignment = ?, generation = generation + 1 WHERE id = ? RETURNING generation"
 
 
 def _marks(columns: str | Sequence[str]) -> str:

@@ -1,0 +1,89 @@
+"""Heartbeats and published tables written in bulk: one transaction for a batch, the same rows as the
+same writes one by one, nothing written when it fails, and through a RowBatch a bad row fails only its
+caller while the others of its batch are written (reconciler.threadbatch)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from reconciler.store.records import NodeRecord
+from reconciler.store.state import StateStore
+from reconciler.threadbatch import RowBatch
+
+T0 = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+UNSERIALISABLE = {"modules": {object()}}  # json.dumps refuses it: the write fails inside the transaction
+
+
+def nodes(state: StateStore, *ids: str) -> None:
+    for node_id in ids:
+        state.upsert_node(NodeRecord(id=node_id, region="r0", url=f"http://{node_id}"))
+
+
+def seen(state: StateStore, node_id: str) -> tuple[object, ...]:
+    node = state.get_node(node_id)
+    assert node is not None
+    return (node.generation, node.assignment, node.reported, node.last_heartbeat_at)
+
+
+def test_a_bulk_write_leaves_the_rows_the_same_writes_one_by_one_leave(state: StateStore) -> None:
+    nodes(state, "one-a", "one-b", "bulk-a", "bulk-b")
+    tables = [("a", {"modules": {"m": 1}}), ("b", {"modules": {"m": 2}}), ("a", {"modules": {"m": 3}})]
+    beats = [("a", {"running": ["m@1"]}, T0), ("b", {"running": []}, T0 + timedelta(seconds=1))]
+
+    singly = [state.publish_assignment(f"one-{n}", table) for n, table in tables]
+    singly.append(state.publish_assignment("ghost", {}))
+    in_bulk = state.publish_assignments([*((f"bulk-{n}", table) for n, table in tables), ("ghost", {})])
+    assert in_bulk == singly == [1, 1, 2, None]  # a node twice in a batch is bumped twice, as it would be
+
+    heard_singly = [state.record_heartbeat(f"one-{n}", reported, at) for n, reported, at in beats]
+    heard_singly.append(state.record_heartbeat("ghost", {}, T0))
+    heard_in_bulk = state.record_heartbeats([*((f"bulk-{n}", r, at) for n, r, at in beats), ("ghost", {}, T0)])
+    assert heard_in_bulk == heard_singly == [True, True, False]
+
+    for n in ("a", "b"):
+        assert seen(state, f"bulk-{n}") == seen(state, f"one-{n}")
+
+
+def test_an_empty_bulk_write_writes_nothing(state: StateStore) -> None:
+    assert state.publish_assignments([]) == [] and state.record_heartbeats([]) == []
+
+
+def test_a_bulk_write_that_fails_writes_none_of_its_rows(state: StateStore) -> None:
+    nodes(state, "a", "b")
+    with pytest.raises(TypeError):
+        state.publish_assignments([("a", {"modules": {}}), ("b", UNSERIALISABLE)])
+    with pytest.raises(TypeError):
+        state.record_heartbeats([("a", {"running": []}, T0), ("b", UNSERIALISABLE, T0)])
+    assert seen(state, "a") == seen(state, "b") == (0, {}, {}, None)
+
+
+async def test_a_bad_row_in_a_batch_fails_only_its_caller_and_the_others_are_written(state: StateStore) -> None:
+    nodes(state, "a", "b", "c")
+    tables = RowBatch(state.publish_assignments, lambda row: state.publish_assignment(*row))
+    answers = await asyncio.gather(
+        tables.write(("a", {"modules": {"m": 1}})),
+        tables.write(("b", UNSERIALISABLE)),
+        tables.write(("c", {"modules": {"m": 3}})),
+        tables.write(("ghost", {})),
+        return_exceptions=True,
+    )
+    assert tables.batches == 1  # queued together: one bulk try, then row by row
+    assert answers[0] == 1 and isinstance(answers[1], TypeError) and answers[2:] == [1, None]
+    assert [seen(state, n)[:2] for n in "abc"] == [(1, {"modules": {"m": 1}}), (0, {}), (1, {"modules": {"m": 3}})]
+
+
+async def test_rows_queued_together_are_written_in_one_bulk_call(state: StateStore) -> None:
+    nodes(state, *(f"n{i}" for i in range(20)))
+    bulks: list[int] = []
+
+    def bulk(rows: list[tuple[str, dict[str, object], datetime]]) -> list[bool]:
+        bulks.append(len(rows))
+        return state.record_heartbeats(rows)
+
+    beats = RowBatch(bulk, lambda row: state.record_heartbeat(*row), limit=8)
+    heard = await asyncio.gather(*(beats.write((f"n{i}", {"running": [i]}, T0)) for i in range(20)))
+    assert heard == [True] * 20 and bulks == [8, 8, 4]
+    assert all(seen(state, f"n{i}")[2:] == ({"running": [i]}, T0) for i in range(20))
