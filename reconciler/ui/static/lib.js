@@ -255,10 +255,19 @@ export function pager({ total, offset, limit, onPage }) {
   return h(
     "nav",
     { class: "pager", "aria-label": "Pages" },
-    h("button", { type: "button", disabled: offset <= 0, onclick: () => onPage(Math.max(0, offset - limit)) }, "‹ Previous"),
+    h("button", { type: "button", "data-focus": "pager-previous", disabled: offset <= 0, onclick: () => onPage(Math.max(0, offset - limit)) }, "‹ Previous"),
     h("span", { role: "status" }, `${first}–${last} of ${total}`),
-    h("button", { type: "button", disabled: last >= total, onclick: () => onPage(offset + limit) }, "Next ›"),
+    h("button", { type: "button", "data-focus": "pager-next", disabled: last >= total, onclick: () => onPage(offset + limit) }, "Next ›"),
   );
+}
+
+// Re-render `target` without losing the keyboard focus on a control inside it marked `data-focus`
+// (the pager's buttons are): a live refresh or a page turn must not throw the focus away.
+export function refill(target, ...children) {
+  const active = document.activeElement;
+  const key = active && target.contains(active) ? active.getAttribute("data-focus") : null;
+  fill(target, ...children);
+  if (key) target.querySelector(`[data-focus="${CSS.escape(key)}"]`)?.focus();
 }
 
 // A search box that calls onSearch(text) as the user types (debounced).

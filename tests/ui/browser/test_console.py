@@ -161,3 +161,16 @@ def test_a_malformed_address_shows_a_screen_not_a_broken_page(page: Page, consol
     expect(page.locator("main h1").first).to_be_visible()
     page.get_by_role("navigation", name="Screens").get_by_role("link", name="Fleet").click()
     expect(page.get_by_test_id("needs-attention")).to_be_visible()
+
+
+def test_modules_are_searched_on_the_server_and_one_version_shows_its_digest(page: Page, console: Console) -> None:
+    sign_in(page, console, console.token("viewer", "vera"))
+    page.get_by_role("navigation", name="Screens").get_by_role("link", name="Modules").click()
+    expect(page.get_by_test_id("module-row").first).to_be_visible()
+    page.get_by_test_id("module-search").fill("wc")
+    rows = page.get_by_test_id("module-row")
+    expect(rows.first).to_have_attribute("data-module", re.compile("^wc-v"))
+    for module in rows.evaluate_all("rows => rows.map(r => r.dataset.module)"):
+        assert module.startswith("wc-v"), module
+    rows.first.get_by_role("link").first.click()
+    expect(page.get_by_test_id("module-digest")).to_contain_text("sha256:")

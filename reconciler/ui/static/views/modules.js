@@ -3,7 +3,7 @@
 // traffic (summed from the node list's running tables, fetched once per refresh), and one version's
 // digest, size, imports, exports and the nodes that run it.
 
-import { api, badge, facts, fill, fmt, h, heading, pager, problem, searchBox, table, throttle } from "../lib.js";
+import { api, badge, facts, fill, fmt, h, heading, pager, problem, refill, searchBox, table, throttle } from "../lib.js";
 
 const LIMIT = 50;
 const NODE_PAGE = 1000;
@@ -73,23 +73,6 @@ function shareCell(share, running) {
   );
 }
 
-// Re-render `target` without losing the keyboard focus on a link or button inside it.
-// lib.js's pager, its buttons marked so that refill() keeps the focus on them across pages.
-function keyedPager(options) {
-  const nav = pager(options);
-  const [previous, next] = nav.querySelectorAll("button");
-  previous?.setAttribute("data-focus", "pager-previous");
-  next?.setAttribute("data-focus", "pager-next");
-  return nav;
-}
-
-function refill(target, ...children) {
-  const active = document.activeElement;
-  const key = active && target.contains(active) ? active.getAttribute("data-focus") : null;
-  fill(target, ...children);
-  if (key) target.querySelector(`[data-focus="${CSS.escape(key)}"]`)?.focus();
-}
-
 function matches(module, q) {
   return [module.id, module.name, module.version].some((text) => String(text).toLowerCase().includes(q));
 }
@@ -151,7 +134,7 @@ async function renderList(ctx) {
           caption: "Module versions",
         }),
         page.total > LIMIT || page.offset > 0
-          ? keyedPager({
+          ? pager({
               total: page.total,
               offset: page.offset,
               limit: LIMIT,

@@ -3,7 +3,7 @@
 // facts, health, what it runs with which weight, what failed to load, and Drain / Undrain for the
 // roles drain_node accepts (reconciler/api/control.py: admin, operator).
 
-import { WRITERS, actionButton, api, badge, can, facts, fill, fmt, h, heading, pager, problem, searchBox, throttle } from "../lib.js";
+import { WRITERS, actionButton, api, badge, can, facts, fill, fmt, h, heading, pager, problem, refill, searchBox, throttle } from "../lib.js";
 
 const LIMIT = 50;
 const NODE_PAGE = 1000;
@@ -39,22 +39,6 @@ async function allNodes() {
     nodes.push(...page);
     if (typeof data.total !== "number" || !page.length || nodes.length >= data.total) return nodes;
   }
-}
-
-// lib.js's pager, its buttons marked so that refill() keeps the focus on them across pages.
-function keyedPager(options) {
-  const nav = pager(options);
-  const [previous, next] = nav.querySelectorAll("button");
-  previous?.setAttribute("data-focus", "pager-previous");
-  next?.setAttribute("data-focus", "pager-next");
-  return nav;
-}
-
-function refill(target, ...children) {
-  const active = document.activeElement;
-  const key = active && target.contains(active) ? active.getAttribute("data-focus") : null;
-  fill(target, ...children);
-  if (key) target.querySelector(`[data-focus="${CSS.escape(key)}"]`)?.focus();
 }
 
 function statusBadge(status) {
@@ -185,7 +169,7 @@ async function renderList(ctx) {
             )
           : h("p", { class: "muted empty" }, filtered ? "No node matches these filters." : "No node has registered yet."),
         page.total > LIMIT || page.offset > 0
-          ? keyedPager({
+          ? pager({
               total: page.total,
               offset: page.offset,
               limit: LIMIT,
