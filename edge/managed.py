@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import re
 import signal
@@ -26,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 
 from edge.agent import Agent, AgentState, ControlPlaneBlobs
 from edge.auth import Authenticator
@@ -73,27 +71,9 @@ class Blobs:
         return await self.target.fetch(digest)
 
 
-def conditions_middleware(state: AgentState) -> Middleware:
-    """`GET /health` with the node's conditions (`"conditions": ["ServingCachedTable"]` while it serves
-    its saved table unconfirmed); every other request passes straight through."""
-
-    @web.middleware
-    async def conditions(request: web.Request, handler: Handler) -> web.StreamResponse:
-        response = await handler(request)
-        if request.path != "/health" or not isinstance(response, web.Response) or response.status != 200:
-            return response
-        assert isinstance(response.body, bytes)
-        body = json.loads(response.body)
-        body["conditions"] = list(state.conditions())
-        return web.json_response(body)
-
-    return conditions
-
-
 async def serve(node: Node, host: str, port: int, state: AgentState) -> tuple[web.AppRunner, int]:
     """`edge.server.start`, with the node's conditions in its health answer."""
-    app = build_app(node)
-    app.middlewares.append(conditions_middleware(state))
+    app = build_app(node, state.conditions)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=1024)

@@ -49,7 +49,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -159,6 +159,8 @@ def _lower_priority(nice: int) -> None:
 
 
 NODE = web.AppKey("node", Node)
+# What a node says about itself beyond serving (a managed node: `ServingCachedTable`), for /health.
+CONDITIONS: web.AppKey[Callable[[], Iterable[str]]] = web.AppKey("conditions")
 _ADMIN = frozenset({"admin"})  # who may replace a standalone node's table when it checks tokens
 _error = error_response
 _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
@@ -195,6 +197,7 @@ async def health(request: web.Request) -> web.Response:
             "versions": len(slots),
             "retiring": len(node.router.retiring),
             "uptimeSeconds": round(time.time() - node.started, 3),
+            **({"conditions": list(said())} if (said := request.app.get(CONDITIONS)) is not None else {}),
         }
     )
 
@@ -325,9 +328,11 @@ def _is_loopback(remote: str | None) -> bool:
         return False
 
 
-def build_app(node: Node) -> web.Application:
+def build_app(node: Node, conditions: Callable[[], Iterable[str]] | None = None) -> web.Application:
     app = web.Application(client_max_size=node.config.max_body, middlewares=[errors_middleware])
     app[NODE] = node
+    if conditions is not None:
+        app[CONDITIONS] = conditions
     app.router.add_post("/api/v1/wasm/execute", traced(execute_handler(node)))
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
