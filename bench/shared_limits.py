@@ -41,14 +41,14 @@ async def main() -> None:
     limits = RateLimits(execution=10**9)
     memory = RateLimiter(limits)
     shared = SharedRateLimiter(SharedBuckets(store), limits)
-    for name, take in (("in-memory RateLimiter.take", None), ("SharedRateLimiter.take_shared (PostgreSQL)", shared)):
+    for name, take in (("in-memory RateLimiter.take", None), ("SharedRateLimiter.admit (PostgreSQL)", shared)):
         samples = []
         for i in range(args.requests):
             start = time.perf_counter()
             if take is None:
                 memory.take(f"user-{i % 50}", "execution")
             else:
-                await take.take_shared(f"user-{i % 50}", "execution")
+                await take.admit(f"user-{i % 50}", "execution")
             samples.append(time.perf_counter() - start)
         figures(name, samples[len(samples) // 10 :])
     outbox = OutboxStore(store, "bench")

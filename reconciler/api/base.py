@@ -40,8 +40,9 @@ Authenticator = Callable[[web.Request], Awaitable[Principal]]
 
 
 class Limiter(Protocol):
-    def take(self, subject: str, bucket: str) -> float | None:
-        """None when `subject` may make one more `bucket` request now; else seconds to wait."""
+    async def admit(self, subject: str, bucket: str) -> float | None:
+        """None when `subject` may make one more `bucket` request now; else seconds to wait. Awaited:
+        a limiter shared by replicas asks the store."""
 
 
 InUse = Callable[[], Collection[str] | Awaitable[Collection[str]]]

@@ -129,6 +129,9 @@ class RateLimiter:
     clock: Callable[[], float] = time.monotonic
     _buckets: dict[tuple[str, str], _Bucket] = field(default_factory=dict)
 
+    async def admit(self, subject: str, bucket: str) -> float | None:
+        return self.take(subject, bucket)
+
     def take(self, subject: str, bucket: str) -> float | None:
         limit = self.limits.limit(bucket)
         if limit is None:
@@ -157,13 +160,13 @@ class RateLimiter:
 @dataclass
 class SharedRateLimiter:
     """Token buckets in the state store, so every replica spends one budget. The clock is wall time
-    (replicas compare it); `take_shared` is what the middleware awaits."""
+    (replicas compare it); `admit` asks the store from a worker thread."""
 
     buckets: SharedBuckets
     limits: RateLimits = field(default_factory=RateLimits)
     clock: Callable[[], float] = time.time
 
-    async def take_shared(self, subject: str, bucket: str) -> float | None:
+    async def admit(self, subject: str, bucket: str) -> float | None:
         """None when `subject` may make one more `bucket` request now; else seconds to wait."""
         limit = self.limits.limit(bucket)
         if limit is None:
@@ -171,7 +174,7 @@ class SharedRateLimiter:
         return await asyncio.to_thread(self._take, subject, bucket, limit)
 
     def take(self, subject: str, bucket: str) -> float | None:
-        """As `take_shared`, blocking (for callers outside an event loop)."""
+        """As `admit`, blocking (for callers outside an event loop)."""
         limit = self.limits.limit(bucket)
         return None if limit is None else self._take(subject, bucket, limit)
 
@@ -201,10 +204,7 @@ async def rate_limit(request: web.Request, handler: Handler) -> web.StreamRespon
     who = principal(request)
     if limiter is not None and who.roles:
         bucket = bucket_of(request)
-        if isinstance(limiter, SharedRateLimiter):
-            wait = await limiter.take_shared(who.subject, bucket)
-        else:
-            wait = limiter.take(who.subject, bucket)
+        wait = await limiter.admit(who.subject, bucket)
         if wait is not None:
             seconds = max(1, math.ceil(wait))
             raise ApiError(
