@@ -158,15 +158,21 @@ async def test_a_swap_mid_traffic_answers_from_the_new_version_after_it(
     router = client.node.router
     await router.apply_table([version(source, 1, 100)], 1)
     swapped = asyncio.Event()
+    answered = 0
+    flowing = asyncio.Event()
     after: list[tuple[str, str, int]] = []
 
     async def traffic() -> None:
+        nonlocal answered
         while not swapped.is_set():
             assert (await ask(client))[0] in ("1.0.0", "2.0.0")
+            answered += 1
+            if answered >= 16:
+                flowing.set()  # calls are in flight when the table swaps, not a pause
         after.extend([await ask(client) for _ in range(20)])
 
     tasks = [asyncio.create_task(traffic()) for _ in range(8)]
-    await asyncio.sleep(0.1)
+    await flowing.wait()
     await router.apply_table([version(source, 2, 100)], 2)  # 2.0.0 only: a new route, new answer headers
     swapped.set()
     await asyncio.gather(*tasks)
