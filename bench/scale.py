@@ -19,7 +19,15 @@ plus one module `edge-all` with `replicas: all` everywhere: 10 placements per no
 - the control plane's event loop lag: a task in the child sleeps 10 ms at a time and notes how late
   it wakes (max, p99, and the count of stalls over 50 ms), over the whole run and over the switches.
 
+Several replicas (`--replicas 2`, DESIGN.md's high availability): each replica is a child process of
+its own on one PostgreSQL (`--database-url`, else a private server started as bench/ha.py does, a
+fresh schema either way), with one blob directory and one token-signing key between them. Agent k
+registers with, long-polls and heartbeats replica k mod N only, as nodes behind a load balancer
+would; the advisory-lock leader plans and publishes, the others wake their long-polls on its NOTIFY.
+Memory, passes and loop lag are reported for each replica.
+
     python bench/scale.py [--nodes 1000] [--runs 3] [--heartbeat-seconds 5] [--quick] [--profile FILE]
+                          [--replicas N] [--database-url postgresql://...]
     (--quick: 100 nodes, 2 switches, 2 s heartbeats; a canary step lasts two heartbeats)
 """
 
@@ -49,7 +57,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.stats import percentile
-from reconciler.auth import AuthOptions, TokenAuthority
+from reconciler.auth import AuthOptions, TokenAuthority, load_or_create_signing_key
 
 REGIONS = 10
 MODULES_PER_REGION = 9
@@ -168,9 +176,12 @@ async def serve_child(args: argparse.Namespace) -> None:
             repo=args.repo,
             path="fleet",
             data_dir=Path(args.data),
+            database_url=args.database_url,
+            blob_url=args.blob_url,
             port=args.port,
             interval=1.0,
             heartbeat_seconds=args.heartbeat,
+            auth=AuthOptions(private_key=Path(args.key)),
         )
     )
     await plane.start()
@@ -269,6 +280,7 @@ class SimAgent:
     id: str
     region: str
     token: str
+    replica: int = 0  # the control-plane replica it speaks to (an index into Fleet.urls)
     generation: int = 0
     table: list[dict[str, Any]] = field(default_factory=list)
     applied_at: float = 0.0
@@ -283,26 +295,31 @@ class SimAgent:
 
 class Fleet:
     def __init__(
-        self, url: str, agents: list[SimAgent], session: aiohttp.ClientSession, heartbeat_seconds: float
+        self, urls: list[str], agents: list[SimAgent], session: aiohttp.ClientSession, heartbeat_seconds: float
     ) -> None:
-        self.url = url
+        self.urls = urls
         self.heartbeat_seconds = heartbeat_seconds
         self.agents = agents
         self.session = session
         self.changed = asyncio.Event()
         self.errors: list[str] = []
 
+    def url(self, agent: SimAgent) -> str:
+        return self.urls[agent.replica]
+
     def headers(self, agent: SimAgent) -> dict[str, str]:
         return {"Authorization": f"Bearer {agent.token}"}
 
     async def register(self, agent: SimAgent) -> None:
         body = {"id": agent.id, "region": agent.region, "hostname": agent.id, "url": f"http://127.0.0.1:9/{agent.id}"}
-        async with self.session.post(f"{self.url}{NODES_PATH}", json=body, headers=self.headers(agent)) as response:
+        async with self.session.post(
+            f"{self.url(agent)}{NODES_PATH}", json=body, headers=self.headers(agent)
+        ) as response:
             if response.status not in (200, 201):
                 raise RuntimeError(f"{agent.id}: registration {response.status} {await response.text()}")
 
     async def assignments(self, agent: SimAgent) -> None:
-        url = f"{self.url}{NODES_PATH}/{agent.id}/assignment"
+        url = f"{self.url(agent)}{NODES_PATH}/{agent.id}/assignment"
         while True:
             params = {"after": str(agent.generation), "wait": str(LONG_POLL_SECONDS)}
             try:
@@ -336,7 +353,7 @@ class Fleet:
         return {"generation": agent.generation, "running": running, "metrics": metrics}
 
     async def heartbeats(self, agent: SimAgent) -> None:
-        url = f"{self.url}{NODES_PATH}/{agent.id}/heartbeat"
+        url = f"{self.url(agent)}{NODES_PATH}/{agent.id}/heartbeat"
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(agent.beat_now.wait(), self.heartbeat_seconds)
@@ -383,42 +400,100 @@ async def wait_phase(session: aiohttp.ClientSession, url: str, token: str, ident
     raise TimeoutError(f"{ident} did not finish")
 
 
+@dataclass
+class Plane:
+    """One control-plane replica in its child process, and the files it writes."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    passes: Path
+    lags: Path
+
+    def memory(self) -> dict[str, int]:
+        return memory_kb(self.process.pid)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+    def passes_ms(self) -> list[float]:
+        return [float(x) for x in self.passes.read_text().split()] if self.passes.exists() else []
+
+    def lag_samples(self) -> list[tuple[float, float]]:
+        lines = self.lags.read_text().splitlines() if self.lags.exists() else []
+        return [(float(at), float(ms)) for at, ms in (line.split() for line in lines)]
+
+
+async def start_planes(args: argparse.Namespace, work: Path, repo: Repo, key: Path) -> list[Plane]:
+    """Spawn `args.replicas` control planes (one on SQLite, or all on `args.database_url`) and wait
+    until every one serves HTTP."""
+    shared = ["--database-url", args.database_url, "--blob-url", str(work / "blobs")] if args.database_url else []
+    planes = []
+    for i in range(args.replicas):
+        port = free_port()
+        profile = args.profile if args.replicas == 1 else f"{args.profile}.{i}"
+        child = spawn(
+            [
+                sys.executable, __file__, "--child-serve", "--repo", str(repo.root), "--data", str(work / f"data-{i}"),
+                "--port", str(port), "--heartbeat", str(args.heartbeat_seconds), "--key", str(key),
+                "--passes", str(work / f"passes-{i}.txt"), "--lags", str(work / f"lags-{i}.txt"), *shared,
+                *(["--profile", profile] if args.profile else []),
+            ]
+        )  # fmt: skip
+        planes.append(Plane(f"http://127.0.0.1:{port}", child, work / f"passes-{i}.txt", work / f"lags-{i}.txt"))
+    for plane in planes:
+        assert plane.process.stdout is not None
+        line = await asyncio.to_thread(plane.process.stdout.readline)
+        if b"ready" not in line:
+            raise RuntimeError(f"a control plane did not start: {line!r}")
+    return planes
+
+
+async def leads(session: aiohttp.ClientSession, plane: Plane, token: str) -> bool:
+    """Whether the replica leads (holds the lease, plans and publishes); SQLite's one plane always does."""
+    status = await api(session, f"{plane.url}/api/v1/wasm/status", token)
+    return status is not None and status.get("leader") is True
+
+
+async def leader_of(session: aiohttp.ClientSession, planes: list[Plane], token: str) -> int:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for i, plane in enumerate(planes):
+            if await leads(session, plane, token):
+                return i
+        await asyncio.sleep(0.2)
+    raise TimeoutError("no replica leads")
+
+
 async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     # A canary step lasts two heartbeats: every node of the step reports its traffic within it.
     repo = Repo(work / "repo", 2 * args.heartbeat_seconds)
-    data = work / "data"
-    authority = TokenAuthority.load(AuthOptions(), data)
-    passes_file = work / "passes.txt"
-    lags_file = work / "lags.txt"
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    child = spawn(
-        [
-            sys.executable, __file__, "--child-serve", "--repo", str(repo.root), "--data", str(data),
-            "--port", str(port), "--heartbeat", str(args.heartbeat_seconds), "--passes", str(passes_file),
-            "--lags", str(lags_file),
-            *(["--profile", args.profile] if args.profile else []),
-        ]
-    )  # fmt: skip
-    assert child.stdout is not None
-    line = await asyncio.to_thread(child.stdout.readline)
-    if b"ready" not in line:
-        raise RuntimeError(f"the control plane did not start: {line!r}")
+    key = work / "signing-key.pem"  # one key for every replica: a token any of them minted is good on all
+    load_or_create_signing_key(key)
+    authority = TokenAuthority.load(AuthOptions(private_key=key), work / "bench")
     out: dict[str, Any] = {"nodes": args.nodes, "placements": args.nodes * (MODULES_PER_REGION + 1)}
     out["step_s"] = 2 * args.heartbeat_seconds
+    out["store"] = "PostgreSQL" if args.database_url else "SQLite"
     admin = authority.mint("bench", ("admin",))
     per_region = args.nodes // REGIONS
     agents = [
-        SimAgent(f"n{r}-{i}", f"r{r}", authority.mint(f"n{r}-{i}", ("node",)))
+        SimAgent(
+            f"n{r}-{i}", f"r{r}", authority.mint(f"n{r}-{i}", ("node",)), replica=(r * per_region + i) % args.replicas
+        )
         for r in range(REGIONS)
         for i in range(per_region)
     ]
+    planes = await start_planes(args, work, repo, key)
     connector = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=LONG_POLL_SECONDS + 30)
     tasks: list[asyncio.Task[None]] = []
     try:
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-            fleet = Fleet(url, agents, session, args.heartbeat_seconds)
+            leader = await leader_of(session, planes, admin)
+            url = planes[leader].url  # the rollouts' phases are read where they are decided
+            fleet = Fleet([p.url for p in planes], agents, session, args.heartbeat_seconds)
             gate = asyncio.Semaphore(100)
 
             async def register(agent: SimAgent) -> None:
@@ -443,9 +518,9 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 lambda: all(len(a.table) == MODULES_PER_REGION + 1 for a in agents), "every first table"
             )
             out["first_tables_s"] = done - started
-            out["first_passes"] = len(passes_file.read_text().split())  # the fleet's arrival
+            first_passes = [len(p.passes_ms()) for p in planes]  # the fleet's arrival
             await asyncio.sleep(2 * args.heartbeat_seconds)  # steady state: every agent has heartbeated
-            out["memory_steady_kb"] = memory_kb(child.pid)
+            steady = [p.memory() for p in planes]
 
             switches: list[float] = []
             phases: list[tuple[float, float]] = []  # commit -> the first / the last agent given the new version
@@ -476,21 +551,34 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             converged = await fleet.until(lambda: all(a.serves(CANARY, "1.1.0") for a in canary_nodes), "canary")
             out["canary_promoted_s"] = promoted - committed
             out["canary_converged_s"] = converged - committed
-            out["memory_end_kb"] = memory_kb(child.pid)
+            end = [p.memory() for p in planes]
+            leading = [await leads(session, p, admin) for p in planes]  # a handover during the run shows here
             out["agent_errors"] = len(fleet.errors)
+            out["agent_error_samples"] = fleet.errors[:5]
     finally:
         pending = set(tasks)
         while pending:  # on Python 3.11 asyncio.wait_for can swallow a cancellation: cancel until done
             for task in pending:
                 task.cancel()
             _, pending = await asyncio.wait(pending, timeout=1)
-        child.terminate()
-        child.wait(timeout=30)
-        child.stdout.close()
-    out["passes_ms"] = [float(x) for x in passes_file.read_text().split()]
-    lags = [(float(at), float(ms)) for at, ms in (line.split() for line in lags_file.read_text().splitlines())]
-    out["lag_all"] = lag_figures(lags, 0.0, float("inf"))
-    out["lag_switches"] = lag_figures(lags, *out["switches_window"])
+        for plane in planes:
+            plane.stop()
+    out["planes"] = []
+    for i, plane in enumerate(planes):
+        lags = plane.lag_samples()
+        out["planes"].append(
+            {
+                "url": plane.url,
+                "leader": leading[i],
+                "agents": sum(a.replica == i for a in agents),
+                "first_passes": first_passes[i],
+                "passes_ms": plane.passes_ms(),
+                "memory_steady_kb": steady[i],
+                "memory_end_kb": end[i],
+                "lag_all": lag_figures(lags, 0.0, float("inf")),
+                "lag_switches": lag_figures(lags, *out["switches_window"]),
+            }
+        )
     return out
 
 
@@ -503,28 +591,41 @@ def free_port() -> int:
 
 
 def report(out: dict[str, Any]) -> None:
-    arrival, passes = out["passes_ms"][: out["first_passes"]], out["passes_ms"][out["first_passes"] :]
+    planes = out["planes"]
+    arrival = [ms for p in planes for ms in p["passes_ms"][: p["first_passes"]]]
+    passes = [ms for p in planes for ms in p["passes_ms"][p["first_passes"] :]]
     print(f"simulated nodes: {out['nodes']}, module placements: {out['placements']}")
+    if len(planes) > 1:
+        print(f"control-plane replicas: {len(planes)} on one {out['store']}, agents split between them")
     print(f"registration of every node: {out['register_s']:.2f} s")
     print(f"until every agent applied its first table: {out['first_tables_s']:.2f} s")
     print(f"reconcile pass while the fleet arrives: {figures(arrival)} ms (the first registers every binary)")
-    print(f"reconcile pass after, through the rollouts: {figures(passes)} ms; max {max(passes):.1f} ms")
+    print(f"reconcile pass after, through the rollouts: {figures(passes)} ms; max {max(passes, default=0):.1f} ms")
     print(f"blue-green switch, commit -> every agent applied the new table: {figures(out['blue_green_s'])} s")
     first, last = zip(*out["blue_green_phases_s"], strict=True)
     print(f"  of which commit -> the first agent given the new version (at weight 0): {figures(list(first))} s")
     print(f"  and commit -> the last agent given it: {figures(list(last))} s")
     print(f"canary 20/50/100 ({out['step_s']:g} s steps), commit -> Promoted: {out['canary_promoted_s']:.2f} s")
     print(f"canary, commit -> every node of the region on the new version: {out['canary_converged_s']:.2f} s")
-    steady, end = out["memory_steady_kb"], out["memory_end_kb"]
-    print(f"control plane memory: RSS {steady['VmRSS'] / 1024:.0f} MB steady, {end['VmRSS'] / 1024:.0f} MB at the end")
-    print(f"control plane peak RSS: {end['VmHWM'] / 1024:.0f} MB")
-    for name, what in (("lag_all", "the whole run"), ("lag_switches", "the blue-green switches")):
-        lag = out[name]
+    for i, plane in enumerate(planes):
+        name = "control plane"
+        if len(planes) > 1:
+            role = "leader" if plane["leader"] else "follower"
+            name = f"replica {i} ({role}, {plane['agents']} agents, {len(plane['passes_ms'])} passes)"
+        steady, end = plane["memory_steady_kb"], plane["memory_end_kb"]
         print(
-            f"control plane loop lag over {what}: max {lag['max']:.1f} ms, p99 {lag['p99']:.1f} ms, "
-            f"stalls > {STALL_MS:g} ms: {lag['stalls']} of {lag['ticks']} ticks of {LAG_TICK_S * 1000:g} ms"
+            f"{name} memory: RSS {steady['VmRSS'] / 1024:.0f} MB steady, {end['VmRSS'] / 1024:.0f} MB at the end, "
+            f"peak {end['VmHWM'] / 1024:.0f} MB"
         )
+        for key, what in (("lag_all", "the whole run"), ("lag_switches", "the blue-green switches")):
+            lag = plane[key]
+            print(
+                f"{name} loop lag over {what}: max {lag['max']:.1f} ms, p99 {lag['p99']:.1f} ms, "
+                f"stalls > {STALL_MS:g} ms: {lag['stalls']} of {lag['ticks']} ticks of {LAG_TICK_S * 1000:g} ms"
+            )
     print(f"agent-side errors (failed calls): {out['agent_errors']}")
+    for error in out["agent_error_samples"]:
+        print(f"  {error}")
 
 
 def main() -> None:
@@ -535,6 +636,11 @@ def main() -> None:
         "--heartbeat-seconds", type=float, default=None, help="node heartbeat period (default 5; 2 with --quick)"
     )
     parser.add_argument("--quick", action="store_true", help="100 nodes, 2 switches, 2 s heartbeats")
+    parser.add_argument("--replicas", type=int, default=1, help="control-plane replicas (more than 1: on PostgreSQL)")
+    parser.add_argument(
+        "--database-url",
+        help="PostgreSQL for the replicas (a fresh schema in it); default with --replicas > 1: a private server",
+    )
     parser.add_argument("--child-serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--repo", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
@@ -542,6 +648,8 @@ def main() -> None:
     parser.add_argument("--heartbeat", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--passes", help=argparse.SUPPRESS)
     parser.add_argument("--lags", help=argparse.SUPPRESS)
+    parser.add_argument("--key", help=argparse.SUPPRESS)
+    parser.add_argument("--blob-url", help=argparse.SUPPRESS)
     parser.add_argument("--profile", help="write the control plane's cProfile stats (event loop thread) here")
     args = parser.parse_args()
     if args.child_serve:
@@ -556,7 +664,12 @@ def main() -> None:
     raise_fd_limit()
     work = Path(tempfile.mkdtemp(prefix="hotswap-scale-"))
     try:
-        report(asyncio.run(measure(args, work)))
+        with contextlib.ExitStack() as stack:
+            if args.replicas > 1 or args.database_url:
+                from bench.ha import fresh_schema  # a private PostgreSQL as the tests start one, when none is given
+
+                args.database_url = stack.enter_context(fresh_schema(args.database_url))
+            report(asyncio.run(measure(args, work)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -4,8 +4,9 @@ Thirty lightweight agents (three per region) speak the node protocol over HTTP t
 child process: they register with node tokens, long-poll their tables, heartbeat what they were
 assigned. The fleet converges on its first tables (ten module placements per node), a blue-green
 switch of the module every node carries reaches every agent, and a canary driven by the agents'
-reported traffic promotes. The full-size run (1,000 nodes, 10,000 placements) is
-`python bench/scale.py`; its figures are in bench/RESULTS.md.
+reported traffic promotes. The same with two replicas on one PostgreSQL, the agents split between
+them. The full-size runs (1,000 nodes, 10,000 placements; 5,000 nodes on two replicas) are
+`python bench/scale.py [--replicas 2]`; their figures are in bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -30,11 +31,30 @@ def load_bench() -> ModuleType:
 
 async def test_a_simulated_fleet_converges_switches_and_promotes_a_canary(tmp_path: Path) -> None:
     bench = load_bench()
-    args = argparse.Namespace(nodes=30, runs=1, profile=None, heartbeat_seconds=1.0)
+    args = argparse.Namespace(nodes=30, runs=1, profile=None, heartbeat_seconds=1.0, replicas=1, database_url=None)
     out = await bench.measure(args, tmp_path)  # asserts both rollouts end Promoted
     assert out["placements"] == 300
     assert out["agent_errors"] == 0  # no call of the node protocol failed
     assert len(out["blue_green_s"]) == 1
     assert out["canary_converged_s"] >= out["canary_promoted_s"] > 0
-    assert out["passes_ms"] and out["first_passes"] >= 1
-    assert out["memory_end_kb"]["VmRSS"] > 0
+    [plane] = out["planes"]
+    assert plane["leader"] and plane["passes_ms"] and plane["first_passes"] >= 1
+    assert plane["memory_end_kb"]["VmRSS"] > 0
+
+
+async def test_two_replicas_on_postgresql_serve_a_split_fleet_through_both_rollouts(
+    tmp_path: Path, database_url: str
+) -> None:
+    bench = load_bench()
+    args = argparse.Namespace(
+        nodes=30, runs=1, profile=None, heartbeat_seconds=1.0, replicas=2, database_url=database_url
+    )
+    out = await bench.measure(args, tmp_path)  # asserts both rollouts end Promoted
+    assert out["agent_errors"] == 0  # no call failed, on the leader nor on the follower
+    assert len(out["blue_green_s"]) == 1
+    assert out["canary_converged_s"] >= out["canary_promoted_s"] > 0
+    leader, follower = sorted(out["planes"], key=lambda p: not p["leader"])
+    assert leader["leader"] and not follower["leader"]
+    assert leader["agents"] == follower["agents"] == 15  # each replica served half the fleet
+    assert leader["passes_ms"] and not follower["passes_ms"]  # only the leader plans
+    assert all(p["memory_end_kb"]["VmRSS"] > 0 and p["lag_all"]["ticks"] > 0 for p in out["planes"])
