@@ -196,7 +196,8 @@ class Controller:
         """Wait until more than `after` passes have run (tests and the API use this to synchronise)."""
         async with self._pass_done:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._pass_done.wait_for(lambda: self.state.passes > after), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._pass_done.wait_for(lambda: self.state.passes > after)
         return self.state.passes > after
 
     # -- the loop -------------------------------------------------------------------------------
@@ -226,7 +227,8 @@ class Controller:
             if delay is not None:
                 wait = min(wait, max(delay, 0.01))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
             self.hub.check_health()
 
     async def reconcile(self) -> float | None:

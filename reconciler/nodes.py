@@ -350,7 +350,8 @@ class NodeHub:
                 return None
             event = self._changed.setdefault(node_id, asyncio.Event())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await event.wait()
         raise HubClosedError(node_id)
 
     async def wait_reports(self, timeout: float | None = None) -> bool:
@@ -370,7 +371,8 @@ class NodeHub:
                 return False
             self._reported.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._reported.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self._reported.wait()
         return True
 
     def close(self) -> None:

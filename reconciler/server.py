@@ -52,6 +52,24 @@ log = logging.getLogger("hotswap.serve")
 STOP_SECONDS = 5.0
 
 
+async def finish(tasks: list[asyncio.Task[Any]], *, rounds: int = 10) -> None:
+    """Cancel `tasks` and wait for them to end. A task still running a second after its cancel is
+    cancelled again: a cancel can be lost (Python 3.11's `asyncio.wait_for` drops one that arrives in
+    the turn its future completes), and a stop must not wait forever on one."""
+    pending = {task for task in tasks if not task.done()}
+    for _ in range(rounds):
+        if not pending:
+            break
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=1.0)
+        for task in pending:
+            log.warning("task %s is still running after its cancel; cancelling it again", task.get_name())
+    for task in tasks:
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: a task that failed before the stop was logged where it failed
+
+
 @dataclass(frozen=True)
 class ServeOptions:
     repo: str
@@ -282,11 +300,7 @@ class ControlPlane:
         if self.notifier is not None:
             await self.notifier.stop()  # queued notifications get a last chance
         self.hub.close()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await finish(self._tasks)
         if self._runner is not None:
             await self._runner.cleanup()
         self.store.close()

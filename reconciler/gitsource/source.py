@@ -462,7 +462,8 @@ class GitSource:
                 if on_revision is not None and self._good is not None and self._good is not before:
                     await on_revision(self._good)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.config.interval)
+                    async with asyncio.timeout(self.config.interval):
+                        await self._wake.wait()
         finally:
             if watcher is not None:
                 watcher.cancel()

@@ -219,7 +219,8 @@ class StoredWorker(Worker):
                 self._caught_up = not self._ready.is_set()
             wait = self.poll_seconds if due is None else min(self.poll_seconds, max(due.timestamp() - now, 0.0))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ready.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._ready.wait()
 
     async def _settle(self, claimed: Claimed, outcome: Outcome, attempts: int, error: str | None) -> None:
         store = self.outbox.store

@@ -67,7 +67,8 @@ class Subscriber:
         if not self.pending and not self.closed:
             self.wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self.wake.wait()
         if self.closed:
             raise EOFError
         return self.pending.popleft() if self.pending else None

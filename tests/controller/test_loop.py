@@ -57,3 +57,64 @@ async def test_an_unexpected_error_in_a_pass_is_logged_and_the_loop_goes_on(
         with contextlib.suppress(asyncio.CancelledError):
             await task
         store.close()
+
+
+class EmptySource:
+    """A Git source with no revision yet: every pass ends at once and waits to be poked."""
+
+    latest = None
+
+    def fleet_at(self, sha: str) -> DesiredFleet | None:
+        return None
+
+
+async def test_a_poke_in_the_same_turn_as_the_stop_does_not_keep_the_loop_alive(tmp_path: Path) -> None:
+    # Python 3.11's asyncio.wait_for returns the result when the awaited event fires in the turn the
+    # task is cancelled, dropping the cancel: the loop then ran on and the plane's stop waited forever.
+    store = open_state_store(data_dir=tmp_path)
+    hub = NodeHub(store, heartbeat_seconds=0.1)
+    controller = Controller(
+        store=store, registry=Registry(store, open_blob_store(None, tmp_path)), source=EmptySource(), hub=hub
+    )
+    task = asyncio.create_task(controller.run())
+    try:
+        for round_ in range(5):
+            assert await controller.wait_for_pass(round_, 10.0)
+        controller.poke()  # wakes the loop's wait ...
+        task.cancel()  # ... in the same turn as the stop
+        done, _ = await asyncio.wait({task}, timeout=10.0)
+        assert done == {task}, "the controller's loop swallowed its cancellation"
+        assert task.cancelled()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        store.close()
+
+
+async def test_the_planes_stop_cancels_again_a_task_that_dropped_its_cancel(caplog: pytest.LogCaptureFixture) -> None:
+    from reconciler.server import finish
+
+    cancels = 0
+
+    async def stubborn() -> None:
+        nonlocal cancels
+        while True:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                cancels += 1
+                if cancels == 1:
+                    continue  # the first cancel is lost, as a 3.11 wait_for loses one
+                raise
+
+    async def quiet() -> None:
+        await asyncio.Event().wait()
+
+    tasks = [asyncio.create_task(stubborn(), name="stubborn"), asyncio.create_task(quiet(), name="quiet")]
+    await asyncio.sleep(0)  # both started
+    caplog.set_level(logging.WARNING, logger="hotswap.serve")
+    await finish(tasks)
+    assert all(task.cancelled() for task in tasks)
+    assert cancels == 2
+    assert "task stubborn is still running after its cancel" in caplog.text
