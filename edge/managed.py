@@ -9,7 +9,9 @@ the node keeps serving what it has and the agent reconnects with backoff.
 With a cache dir the node stands alone: it keeps its last signed table and the binaries it names on
 disk (`edge.tablecache`), and after a restart serves that table, once it verifies, before it reaches
 the control plane, saying `ServingCachedTable` in `GET /health` and its heartbeats until the control
-plane answers. `--control-plane-key` pins the key that table must be signed with.
+plane answers. `--control-plane-key` pins the key that table must be signed with. A node run with
+`--workers N` (`edge.workers`) does the same through `standing_alone` and `say_serving_cached`: its
+supervisor keeps the table and the binaries, its workers serve them.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from edge.agent import Agent, AgentState, ControlPlaneBlobs
 from edge.auth import Authenticator
 from edge.grants import GrantRoots
 from edge.nodeapi import Registration
-from edge.router import Router
+from edge.router import BlobSource, Router
 from edge.runtime import Runtime
 from edge.server import Node, NodeConfig, build_app
 from edge.tablecache import DiskBlobs, SavedTables, TrustedKey
@@ -71,6 +73,26 @@ class Blobs:
         return await self.target.fetch(digest)
 
 
+def standing_alone(options: ManagedOptions, upstream: BlobSource) -> tuple[SavedTables | None, BlobSource]:
+    """The node's saved tables and where its binaries come from: with a cache dir, the table it keeps
+    and binaries kept on disk by digest (fetched from `upstream` when missing or wrong); without one,
+    nothing kept and every binary from `upstream`. One place for both kinds of managed node."""
+    if options.cache_dir is None:
+        return None, upstream
+    saved = SavedTables.under(options.cache_dir, options.node_id, options.control_plane_key)
+    return saved, DiskBlobs(options.cache_dir / "blobs", upstream)
+
+
+def say_serving_cached(agent: Agent, started: float) -> None:
+    """The line operators (and tests) look for: the cached table serves, and how soon after the start."""
+    print(
+        f"hotswap edge: serving the cached table, generation {agent.state.applied_generation}, "
+        f"{(time.monotonic() - started) * 1000:.0f} ms after the node started "
+        f"({process_age() * 1000:.0f} ms after the process did)",
+        flush=True,
+    )
+
+
 async def serve(node: Node, host: str, port: int, state: AgentState) -> tuple[web.AppRunner, int]:
     """`edge.server.start`, with the node's conditions in its health answer."""
     app = build_app(node, state.conditions)
@@ -91,10 +113,8 @@ async def run_managed(options: ManagedOptions, *, ready: asyncio.Event | None = 
     tracing = configure_tracing(options.node_id, ratio=options.trace_ratio)
     runtime = Runtime(cache_dir=options.cache_dir, grants=options.grants)
     blobs = Blobs()
-    saved = None
-    if options.cache_dir is not None:
-        saved = SavedTables.under(options.cache_dir, options.node_id, options.control_plane_key)
-    router = Router(runtime, DiskBlobs(options.cache_dir / "blobs", blobs) if options.cache_dir else blobs)
+    saved, source = standing_alone(options, blobs)
+    router = Router(runtime, source)
     node = Node(runtime, router, NodeConfig(threads=options.threads, node_id=options.node_id))
     meters = start_metric_export(
         lambda: node_samples(router.stats, [m for _, m in router.metrics_total()], options.node_id),
@@ -122,12 +142,7 @@ async def run_managed(options: ManagedOptions, *, ready: asyncio.Event | None = 
         f"hotswap edge: node {options.node_id} ({options.region}) on {url}, control plane {options.control}", flush=True
     )
     if await agent.restore():
-        print(
-            f"hotswap edge: serving the cached table, generation {agent.state.applied_generation}, "
-            f"{(time.monotonic() - started) * 1000:.0f} ms after the node started "
-            f"({process_age() * 1000:.0f} ms after the process did)",
-            flush=True,
-        )
+        say_serving_cached(agent, started)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -23,6 +23,12 @@ and router, all listening on the same port (SO_REUSEPORT: the kernel spreads con
 * A worker that exits is started again and gets the current table before it takes connections:
   a worker binds the port only after its first table is applied.
 * Each response carries `X-Hotswap-Worker: <index>` (which worker served it).
+* Standing alone (a managed node with a cache dir, `edge.tablecache`): the supervisor keeps the
+  signed table and the binaries, exactly as a one-process node does (`edge.managed.standing_alone`,
+  the agent's `restore`), so after a restart the workers get the cached table as their first table
+  once it verifies. The node's conditions (`ServingCachedTable`) live in the supervisor's agent; it
+  sends them to each worker with every table and whenever they change (checked with the metrics,
+  every 100 ms), and a worker's `GET /health` answers with them.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,7 +53,7 @@ import aiohttp
 from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
-from edge.agent import Agent, ControlPlaneBlobs
+from edge.agent import Agent, AgentState, ControlPlaneBlobs
 from edge.auth import ISSUER, Authenticator
 from edge.errors import LoadError
 from edge.grants import GrantRoots
@@ -94,6 +100,7 @@ class WorkerConfig:
     log_format: str | None = None
     trace_ratio: float | None = None
     grants: Mapping[str, Any] = field(default_factory=dict)  # the node's GrantRoots (--allow-dir), as JSON
+    conditions: bool = False  # a managed node: GET /health carries the conditions the supervisor sends
 
     def socket_path(self) -> str:
         return worker_socket(self.run_dir, self.index)
@@ -239,7 +246,9 @@ class PoolOptions:
 class WorkerPool:
     """The supervisor's side: N worker processes, the node's table, and the node's summed metrics."""
 
-    def __init__(self, options: PoolOptions, source: BlobSource) -> None:
+    def __init__(
+        self, options: PoolOptions, source: BlobSource, conditions: Callable[[], Iterable[str]] | None = None
+    ) -> None:
         if options.count < 1:
             raise ValueError("--workers: at least 1")
         self.options = options
@@ -252,6 +261,8 @@ class WorkerPool:
         self.restarts = 0
         self.running: list[ModuleEntry] = []
         self.smoke: dict[Key, SmokeOutcome] = {}
+        self.conditions = conditions  # the node's conditions, read from its agent (None: it has none)
+        self._said: tuple[str, ...] = ()  # the conditions the workers were last sent
         self.counters: dict[Key, Counters] = {}
         self.shipped: dict[Key, Counters] = {}
         self.run_dir = tempfile.mkdtemp(prefix="hotswap-workers-")
@@ -350,6 +361,7 @@ class WorkerPool:
             log_format=self.options.log_format,
             trace_ratio=self.options.trace_ratio,
             grants=asdict(self.options.grants),
+            conditions=self.conditions is not None,
         )
         process = await asyncio.create_subprocess_exec(*self.options.python, json.dumps(asdict(config)))
         session = aiohttp.ClientSession(
@@ -392,6 +404,7 @@ class WorkerPool:
             "table": table.model_dump(mode="json", by_alias=True),
             "publicKey": self.public_key,
             "issuer": self.issuer,
+            "conditions": list(self._said),  # a restarted worker says what the others say from its start
         }
         async with worker.session.put("http://worker/table", json=body) as response:
             if response.status != 200:
@@ -449,6 +462,28 @@ class WorkerPool:
             )
         return out
 
+    async def say_conditions(self) -> None:
+        """Send the node's conditions to every live worker when they changed since they were last sent."""
+        if self.conditions is None or (now := tuple(self.conditions())) == self._said:
+            return
+        async with self._lock:
+            self._said = now
+            live = [w for w in self._workers if w is not None and w.ready]
+            body = {"conditions": list(now)}
+            results = await asyncio.gather(
+                *(w.session.put("http://worker/conditions", json=body) for w in live), return_exceptions=True
+            )
+            for result in results:
+                if not isinstance(result, BaseException):
+                    result.release()
+
+    def trust(self, pem: str, issuer: str = ISSUER) -> asyncio.Task[None]:
+        """`set_public_key` in a task, with the key taken at once: a table pushed before the task runs
+        (the cached table, applied right after its key is known) already carries it, so no worker
+        serves that table to callers without a token."""
+        self.public_key, self.issuer = pem, issuer
+        return asyncio.get_running_loop().create_task(self.set_public_key(pem, issuer))
+
     async def set_public_key(self, pem: str, issuer: str = ISSUER) -> None:
         """Execute calls need tokens this key verifies, on every worker (and on workers started later)."""
         self.public_key, self.issuer = pem, issuer
@@ -479,6 +514,10 @@ class WorkerPool:
         while True:
             await asyncio.sleep(COLLECT_SECONDS)
             await self.collect()
+            # The agent changes its conditions without telling anyone (a heartbeat answered clears
+            # ServingCachedTable); looking here bounds how long a worker's /health lags behind.
+            with contextlib.suppress(aiohttp.ClientError, OSError):
+                await self.say_conditions()
 
     def metrics_delta(self) -> list[VersionMetrics]:
         """Per version, what the node's counters gained since the previous call (for heartbeats)."""
@@ -603,9 +642,12 @@ async def serve_standalone(source: DirectorySource, options: PoolOptions) -> int
 
 async def run_managed_workers(options: ManagedOptions, *, ready: asyncio.Event | None = None) -> int:
     """`hotswap edge --control URL --workers N`: the agent here, the execute servers in N workers."""
-    from edge.managed import Blobs, wasmtime_version
+    from edge.managed import Blobs, say_serving_cached, standing_alone, wasmtime_version
 
+    started = time.monotonic()
     blobs = Blobs()
+    saved, source = standing_alone(options, blobs)  # the supervisor keeps the table and the binaries
+    state = AgentState()
     pool = WorkerPool(
         PoolOptions(
             count=options.workers,
@@ -619,13 +661,14 @@ async def run_managed_workers(options: ManagedOptions, *, ready: asyncio.Event |
             log_format=options.log_format,
             trace_ratio=options.trace_ratio,
         ),
-        blobs,
+        source,
+        conditions=state.conditions,
     )
     port = await pool.start()
     keys: set[asyncio.Task[None]] = set()
 
     def trust_key(pem: str, issuer: str) -> None:  # execute calls now need a token the control plane signed
-        task = asyncio.get_running_loop().create_task(pool.set_public_key(pem, issuer))
+        task = pool.trust(pem, issuer)
         keys.add(task)
         task.add_done_callback(keys.discard)
 
@@ -637,13 +680,17 @@ async def run_managed_workers(options: ManagedOptions, *, ready: asyncio.Event |
         url=url,
         runtime_version=wasmtime_version(),
     )
-    agent = Agent(options.control, registration, pool, token=options.token, on_public_key=trust_key)
+    agent = Agent(options.control, registration, pool, token=options.token, on_public_key=trust_key, saved=saved)
+    agent.state = state
     blobs.target = ControlPlaneBlobs(agent)
     print(
         f"hotswap edge: node {options.node_id} ({options.region}) on {url} with {options.workers} workers, "
         f"control plane {options.control}",
         flush=True,
     )
+    if await agent.restore():  # every worker serves it before restore returns
+        await pool.say_conditions()
+        say_serving_cached(agent, started)
     task = asyncio.create_task(agent.run(), name="agent")
     if ready is not None:
         ready.set()
@@ -700,7 +747,8 @@ async def run_worker(config: WorkerConfig) -> int:
 
     node.forward_table = forward_table
     node.node_metrics = node_metrics
-    app = build_app(node)
+    said: list[str] = []  # the node's conditions, as the supervisor last sent them
+    app = build_app(node, (lambda: said) if config.conditions else None)
     name = str(config.index)
 
     async def tag(request: web.Request, response: web.StreamResponse) -> None:
@@ -719,6 +767,7 @@ async def run_worker(config: WorkerConfig) -> int:
             return web.Response(status=400, text=f"table: {exc}")
         if body.get("publicKey"):
             node.auth = authenticator(body["publicKey"], body.get("issuer") or ISSUER)
+        said[:] = body.get("conditions") or []
         report = await router.apply_table(table.modules, table.generation, table.traceparents)
         if not serving:
             await public.setup()
@@ -731,6 +780,10 @@ async def run_worker(config: WorkerConfig) -> int:
         node.auth = authenticator(body["publicKey"], body.get("issuer") or ISSUER)
         return web.Response(status=204)
 
+    async def take_conditions(request: web.Request) -> web.Response:
+        said[:] = (await request.json())["conditions"]
+        return web.Response(status=204)
+
     async def delta(request: web.Request) -> web.Response:
         return web.Response(body=_metrics_json(router.metrics_delta()), content_type="application/json")
 
@@ -740,6 +793,7 @@ async def run_worker(config: WorkerConfig) -> int:
     control_app = web.Application(client_max_size=64 * 1024**2)
     control_app.router.add_put("/table", take_table)
     control_app.router.add_put("/key", take_key)
+    control_app.router.add_put("/conditions", take_conditions)
     control_app.router.add_post("/delta", delta)
     control_app.router.add_get("/ready", ready)
     control = web.AppRunner(control_app, access_log=None, handle_signals=False)
