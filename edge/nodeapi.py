@@ -3,7 +3,9 @@
     POST /api/v1/wasm/nodes                              Registration -> RegistrationAnswer
     POST /api/v1/wasm/nodes/{id}/heartbeat               Heartbeat    -> HeartbeatAnswer (404: register again)
     GET  /api/v1/wasm/nodes/{id}/assignment?after=GEN    long-poll    -> ModuleTable (204 when nothing newer)
-    GET  /api/v1/wasm/blobs/{digest}                     a module binary, checked against its digest
+    GET  /api/v1/wasm/blobs/{digest}                     a module binary, checked against its digest;
+         with `X-Hotswap-Blob-Direct: br`, a control plane whose blobs are in S3 may answer 307 to a
+         presigned URL of the stored object (brotli, `X-Hotswap-Blob-Encoding: br`) instead
 
 Wire models only (pydantic, camelCase), shared by `edge.agent` and the control plane's API; no I/O.
 """
@@ -21,6 +23,10 @@ NODES_PATH = "/api/v1/wasm/nodes"
 NODE_ID_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 NODE_URL_PATTERN = r"^https?://[^\s/?#@]+(/[^\s?#]*)?$"
 FAILED_REASON_CHARS = 2000
+# A node asks for the blob store's own URL with this header, naming the content coding it decodes;
+# a control plane that answers 307 names the coding of what is there (always br today).
+BLOB_DIRECT_HEADER = "X-Hotswap-Blob-Direct"
+BLOB_ENCODING_HEADER = "X-Hotswap-Blob-Encoding"
 NodeStatus = Literal["Healthy", "Unhealthy", "Draining"]
 
 

@@ -190,8 +190,15 @@ def document() -> Schema:
             "get": _op(
                 "a binary by digest",
                 (*READ, "node"),
-                {"200": {"description": "wasm", "content": {"application/wasm": {}}}, "304": {"description": "same"}},
-                params=[{"name": "digest", "in": "path", "required": True, "schema": {"type": "string"}}],
+                {
+                    "200": {"description": "wasm", "content": {"application/wasm": {}}},
+                    "304": {"description": "same"},
+                    "307": {"description": "to a presigned S3 URL of the brotli object (a node that asked)"},
+                },
+                params=[
+                    {"name": "digest", "in": "path", "required": True, "schema": {"type": "string"}},
+                    {"name": "X-Hotswap-Blob-Direct", "in": "header", "required": False, "schema": {"enum": ["br"]}},
+                ],
             )
         },
         "/api/v1/wasm/nodes": {

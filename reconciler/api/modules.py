@@ -8,7 +8,9 @@ them, people list and delete them.
                                               (then also "total" and "offset")
     GET    /api/v1/wasm/modules/{id}          one module
     GET    /api/v1/wasm/modules/{id}/binary   the raw wasm bytes, verified, digest in X-Hotswap-Digest
-    GET    /api/v1/wasm/blobs/{digest}        the same by digest (immutable, cacheable forever)
+    GET    /api/v1/wasm/blobs/{digest}        the same by digest (immutable, cacheable forever); a
+                                              node that asks (X-Hotswap-Blob-Direct: br) gets a 307
+                                              to a presigned S3 URL when the blobs are in S3
     DELETE /api/v1/wasm/modules/{id}          204; 409 while desired state or a rollout uses it
 
 Hashing, compressing and S3 calls run in a worker thread (`asyncio.to_thread`), never on the loop.
@@ -24,6 +26,7 @@ from typing import Any
 
 from aiohttp import BodyPartReader, MultipartReader, web
 
+from edge.nodeapi import BLOB_DIRECT_HEADER, BLOB_ENCODING_HEADER
 from reconciler.api.base import (
     ANY_ROLE,
     ApiDeps,
@@ -37,7 +40,7 @@ from reconciler.api.base import (
     require,
 )
 from reconciler.registry import check_name, module_json
-from reconciler.store.blobs import VerifiedBlob, digest_hex
+from reconciler.store.blobs import STORED_ENCODING, VerifiedBlob, digest_hex
 from reconciler.store.objects import CHUNK
 from reconciler.store.records import BuildInfo
 
@@ -210,12 +213,25 @@ async def get_binary(request: web.Request) -> web.StreamResponse:
 
 
 async def get_blob(request: web.Request) -> web.StreamResponse:
-    require(request, *READERS)
+    who = require(request, *READERS)
     registry = deps(request).registry
     try:
         digest = "sha256:" + digest_hex(request.match_info["digest"])
     except ValueError as exc:
         raise bad_request("digest", str(exc)) from None
+    # Only a node that asks: it decodes the stored object and checks the digest itself, where an
+    # older node (or a person's browser) would take brotli bytes for wasm. The node falls back to
+    # asking without the header when it cannot reach the URL.
+    if "node" in who.roles and request.headers.get(BLOB_DIRECT_HEADER) == STORED_ENCODING:
+        url = await asyncio.to_thread(registry.blobs.presigned_url, digest)
+        if url is not None:
+            headers = {
+                "Location": url,
+                DIGEST_HEADER: digest,
+                BLOB_ENCODING_HEADER: STORED_ENCODING,
+                "Cache-Control": "no-store",  # the URL expires; no cache may hand it out later
+            }
+            return web.Response(status=307, headers=headers)
     return await _send(request, digest, lambda: registry.open_blob(digest), "public, max-age=31536000, immutable")
 
 

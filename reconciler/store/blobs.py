@@ -11,6 +11,10 @@ would defeat de-duplication (a version bump with unchanged bytes costs one small
 nodes fetch binaries by digest anyway. Every read decompresses and hashes the whole object before a
 byte is handed out, so a corrupted object raises `BlobCorruptedError` and is never served; putting the
 same bytes again repairs it.
+
+In an S3 bucket, `presigned_url` signs a short-lived GET of a binary's stored object, for edge nodes
+to fetch it without the control plane in the path. What that URL gives is the stored object as it is:
+brotli-compressed and unverified, so the node decompresses it and checks the digest itself.
 """
 
 from __future__ import annotations
@@ -27,9 +31,10 @@ from typing import IO, Any
 import brotli
 
 from reconciler.store.errors import BlobCorruptedError, UnknownBlobError
-from reconciler.store.objects import CHUNK, ObjectMissingError, ObjectStore, open_objects
+from reconciler.store.objects import CHUNK, ObjectMissingError, ObjectStore, PresignedObjects, open_objects
 
 BLOBS_PREFIX = "blobs/sha256/"
+STORED_ENCODING = "br"  # the content coding of every stored binary, as HTTP names brotli
 MODULES_PREFIX = "wasm-modules/"
 MAX_MODULE_BYTES = 50 * 1024 * 1024
 DEFAULT_QUALITY = 6  # 10 MB in ~0.5 s; quality 9 is 5x slower for <1 % smaller, 11 is 20x slower for ~10 %
@@ -139,6 +144,18 @@ class BlobStore:
             raise
         spool.seek(0)
         return VerifiedBlob(digest="sha256:" + digest_hex(digest), size=size, file=spool)
+
+    def presigned_url(self, digest: str) -> str | None:
+        """A short-lived URL of the binary's stored (compressed) object, or None when this store
+        cannot sign one (a directory) or is told not to (`presign=0`).
+
+        The object is not looked up: a URL for a missing one answers 404 from S3, and the node then
+        asks the control plane, whose answer names the problem.
+        """
+        objects = self.objects
+        if not isinstance(objects, PresignedObjects) or objects.presign_seconds <= 0:
+            return None
+        return objects.presigned_get(BLOBS_PREFIX + digest_hex(digest))
 
     def exists(self, digest: str) -> bool:
         return self.objects.size(BLOBS_PREFIX + digest_hex(digest)) is not None

@@ -8,6 +8,11 @@ appears by rename; an S3 PUT is atomic), so a crash never leaves half an object 
     open_objects("s3://bucket/prefix?endpoint=127.0.0.1:9000&secure=false&sse=true")
 Credentials for S3 come from the URL (`access_key`, `secret_key`) or from the environment
 (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`).
+
+An S3 store can also sign short-lived GET URLs for single objects (`presign=SECONDS` in the URL,
+default 300, 0 for never), so edge nodes fetch binaries from the bucket instead of through the
+control plane (`reconciler.api.modules.get_blob`). A local directory cannot: `PresignedObjects` is a
+separate protocol, and callers ask whether a store has it.
 """
 
 from __future__ import annotations
@@ -15,15 +20,22 @@ from __future__ import annotations
 import io
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import parse_qs, urlsplit
 
 from reconciler.store.errors import BackendError, StoreConfigError, StoreError
 
 CHUNK = 1 << 20
+# Long enough for a node to start its GET after the redirect and to absorb a few minutes of clock
+# skew between the control plane and S3 (the signature carries the control plane's time); short
+# enough that a leaked URL is soon worthless. It never needs to outlast one download: S3 checks the
+# expiry when the request starts.
+DEFAULT_PRESIGN_SECONDS = 300
+MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4's own limit
 _MISSING_CODES = frozenset({"NoSuchKey", "NoSuchObject", "ResourceNotFound", "NoSuchBucket"})
 
 
@@ -55,6 +67,17 @@ class ObjectStore(Protocol):
         ...
 
 
+@runtime_checkable
+class PresignedObjects(Protocol):
+    """A store that can hand out a URL anyone may GET one object from, for a while (S3 only)."""
+
+    presign_seconds: int  # 0: it may, but was told not to
+
+    def presigned_get(self, key: str) -> str:
+        """A URL that reads `key` without other credentials until `presign_seconds` have passed."""
+        ...
+
+
 def open_objects(url: str) -> ObjectStore:
     """An object store for `--blob-url`: `s3://...`, `file:///path`, or a plain directory path."""
     if url.startswith("s3://"):
@@ -64,6 +87,10 @@ def open_objects(url: str) -> ObjectStore:
     if "://" in url:
         raise StoreConfigError(f"--blob-url: {url!r} is neither s3:// nor a directory")
     return LocalObjects(Path(url))
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 @contextmanager
@@ -150,11 +177,23 @@ class S3Objects:
     encryption (SSE-S3); servers without a key service refuse that, so it is off by default.
     """
 
-    def __init__(self, client: Any, bucket: str, prefix: str = "", sse: bool = False, description: str = "") -> None:
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        prefix: str = "",
+        sse: bool = False,
+        description: str = "",
+        *,
+        presign_seconds: int = DEFAULT_PRESIGN_SECONDS,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
         self.client = client
         self.bucket = bucket
         self.prefix = prefix
         self.description = description or f"s3://{bucket}/{prefix}"
+        self.presign_seconds = presign_seconds
+        self.clock = clock or _utc_now  # the signing time (tests set it back to get URLs that have expired)
         self._sse: Any = None
         if sse:
             from minio.sse import SseS3
@@ -163,12 +202,12 @@ class S3Objects:
         self._ensure_bucket()
 
     @classmethod
-    def from_url(cls, url: str) -> S3Objects:
+    def from_url(cls, url: str, *, clock: Callable[[], datetime] | None = None) -> S3Objects:
         from minio import Minio
 
         parts = urlsplit(url)
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        unknown = set(query) - {"endpoint", "secure", "region", "access_key", "secret_key", "sse"}
+        unknown = set(query) - {"endpoint", "secure", "region", "access_key", "secret_key", "sse", "presign"}
         if unknown:
             raise StoreConfigError(f"--blob-url: unknown option(s) {', '.join(sorted(unknown))}")
         bucket = parts.netloc
@@ -178,6 +217,11 @@ class S3Objects:
         for flag in ("secure", "sse"):
             if flag in query and query[flag].lower() not in flags:
                 raise StoreConfigError(f"--blob-url: {flag}={query[flag]!r} is not true or false")
+        presign = query.get("presign", str(DEFAULT_PRESIGN_SECONDS))
+        if not presign.isdigit() or int(presign) > MAX_PRESIGN_SECONDS:
+            raise StoreConfigError(
+                f"--blob-url: presign={presign!r} is not a number of seconds from 0 (off) to {MAX_PRESIGN_SECONDS}"
+            )
         endpoint = query.get("endpoint", "s3.amazonaws.com")
         secure = flags[query.get("secure", "true").lower()]
         client = Minio(
@@ -195,6 +239,8 @@ class S3Objects:
             f"{prefix}/" if prefix else "",
             sse=flags[query.get("sse", "false").lower()],
             description=f"s3://{bucket}/{prefix} at {endpoint}",
+            presign_seconds=int(presign),
+            clock=clock,
         )
 
     def _ensure_bucket(self) -> None:
@@ -231,6 +277,19 @@ class S3Objects:
             finally:
                 response.close()
                 response.release_conn()
+
+    def presigned_get(self, key: str) -> str:
+        # Signing is local (HMAC over the request), except that minio asks the bucket's region once
+        # when the URL does not name it; `_ensure_bucket` already made that call, and minio keeps it.
+        with _failures(self.description, f"signing a URL for {key}"):
+            return str(
+                self.client.presigned_get_object(
+                    self.bucket,
+                    self.prefix + key,
+                    expires=timedelta(seconds=max(self.presign_seconds, 1)),
+                    request_date=self.clock(),
+                )
+            )
 
     def size(self, key: str) -> int | None:
         from minio.error import S3Error
