@@ -67,6 +67,7 @@ HEARTBEAT_SECONDS = 5.0
 LAG_TICK_S = 0.010  # the loop-lag monitor's sleep
 STALL_MS = 50.0  # a wake-up later than this is a stall (issue 20: never blocked > 50 ms)
 LONG_POLL_SECONDS = 25.0
+PROGRESS_S = 15.0  # a waiting bench says how far the agents are this often (stderr)
 REQUESTS_PER_SECOND = 100.0  # per node and module under canary, as the simulated agents report them
 NODES_PATH = "/api/v1/wasm/nodes"
 
@@ -200,10 +201,14 @@ async def serve_child(args: argparse.Namespace) -> None:
     watch = os.environ.get("HOTSWAP_SCALE_WATCH")  # a line every 5 s on the hub's store writes (debugging)
 
     async def watching(out: IO[str]) -> None:
-        while True:
-            hub = plane.hub
-            for name, writes in (("heartbeats", hub.heartbeat_writes), ("tables", hub.table_writes)):
-                out.write(f"{time.time():.1f} {name} pending={len(writes._pending)} batches={writes.batches}\n")
+        hub = plane.hub
+        batchers = (("heartbeats", hub.heartbeat_writes), ("tables", hub.table_writes), ("shared", hub.writes))
+        while True:  # "shared": heartbeats with their metric deltas, when replicas share PostgreSQL
+            for name, writes in batchers:
+                out.write(
+                    f"{time.time():.1f} port={args.port} leader={controller.leader} {name} "
+                    f"pending={len(writes._pending)} batches={writes.batches}\n"
+                )
             out.flush()
             await asyncio.sleep(5)
 
@@ -330,7 +335,7 @@ class Fleet:
                         raise RuntimeError(f"{response.status} {await response.text()}")
                     table = await response.json()
             except (aiohttp.ClientError, RuntimeError, TimeoutError) as exc:
-                self.errors.append(f"{agent.id} assignment: {exc}")
+                self.errors.append(f"{agent.id} (replica {agent.replica}) assignment: {exc!r}")
                 await asyncio.sleep(1)
                 continue
             agent.table = table["modules"]
@@ -364,14 +369,31 @@ class Fleet:
                     if response.status != 200:
                         raise RuntimeError(f"{response.status} {await response.text()}")
             except (aiohttp.ClientError, RuntimeError, TimeoutError) as exc:
-                self.errors.append(f"{agent.id} heartbeat: {exc}")
+                self.errors.append(f"{agent.id} (replica {agent.replica}) heartbeat: {exc!r}")
 
-    async def until(self, condition: Callable[[], bool], what: str, timeout: float = 300.0) -> float:
-        """Wait until `condition()` holds (checked whenever an agent applies a table); returns when."""
-        deadline = time.monotonic() + timeout
+    async def until(
+        self, condition: Callable[[], bool], what: str, timeout: float = 300.0, done: Callable[[SimAgent], bool] = bool
+    ) -> float:
+        """Wait until `condition()` holds (checked whenever an agent applies a table); returns when.
+        Every PROGRESS_S a line on stderr says how many agents of each replica are `done`."""
+        started = time.monotonic()
+        deadline, progress = started + timeout, started + PROGRESS_S
         while not condition():
             self.changed.clear()
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
+            remaining = deadline - now
+            if now >= progress:
+                progress = now + PROGRESS_S
+                counts = [
+                    f"replica {i}: {sum(done(a) for a in self.agents if a.replica == i)}/"
+                    f"{sum(a.replica == i for a in self.agents)}"
+                    for i in range(len(self.urls))
+                ]
+                print(
+                    f"{now - started:.0f} s waiting for {what}: {', '.join(counts)} done; {len(self.errors)} errors",
+                    file=sys.stderr,
+                    flush=True,
+                )
             if remaining <= 0:
                 raise TimeoutError(f"timed out waiting for {what}; agent errors: {self.errors[:5]}")
             with contextlib.suppress(TimeoutError):
@@ -379,8 +401,12 @@ class Fleet:
         return time.monotonic()
 
 
+def switched(agent: SimAgent, version: str) -> bool:
+    return agent.serves(GLOBAL, version)
+
+
 def everywhere(agents: list[SimAgent], version: str) -> bool:
-    return all(a.serves(GLOBAL, version) for a in agents)
+    return all(switched(a, version) for a in agents)
 
 
 async def api(session: aiohttp.ClientSession, url: str, token: str) -> Any:
@@ -514,9 +540,11 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 tasks.append(asyncio.create_task(fleet.heartbeats(agent), name=f"{agent.id} heartbeats"))
             for task in tasks:
                 task.add_done_callback(died)
-            done = await fleet.until(
-                lambda: all(len(a.table) == MODULES_PER_REGION + 1 for a in agents), "every first table"
-            )
+
+            def first(agent: SimAgent) -> bool:
+                return len(agent.table) == MODULES_PER_REGION + 1
+
+            done = await fleet.until(lambda: all(first(a) for a in agents), "every first table", done=first)
             out["first_tables_s"] = done - started
             first_passes = [len(p.passes_ms()) for p in planes]  # the fleet's arrival
             await asyncio.sleep(2 * args.heartbeat_seconds)  # steady state: every agent has heartbeated
@@ -530,7 +558,11 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 repo.set_version(GLOBAL, version, "blue-green", None)
                 repo.commit(f"{GLOBAL} {version}")
                 committed = time.monotonic()
-                reached = await fleet.until(functools.partial(everywhere, agents, version), f"{GLOBAL} {version}")
+                reached = await fleet.until(
+                    functools.partial(everywhere, agents, version),
+                    f"{GLOBAL} {version}",
+                    done=functools.partial(switched, version=version),
+                )
                 phase, _ = await wait_phase(session, url, admin, f"{GLOBAL}-v{version}")
                 assert phase == "Promoted", phase
                 switches.append(reached - committed)
