@@ -1,0 +1,94 @@
+"""Where the event loop is held: a sampler that names the code running while the loop is late.
+
+Where it sits: bench/scale.py's control-plane child starts one (`--stalls FILE`) beside its loop-lag
+monitor. The monitor says *that* the loop was held (a 10 ms sleep that woke 600 ms late); asyncio's
+debug mode says which task, but a request handler shows only as `RequestHandler._handle_request`.
+This says *what*: a thread looks at the loop thread's stack every few milliseconds while the loop is
+late, and counts the project frames it finds there. Each sample stands for `every` seconds of hold,
+so the counts add up to the time each stack held the loop.
+
+    sampler = StallSampler(threading.get_ident())
+    sampler.start()                      # from the loop's thread, with the loop running
+    ...
+    sampler.stop(); print(sampler.report())
+
+Sampling needs the GIL, so the sampler sees the loop thread between two of its bytecodes: a hold in C
+code that keeps the GIL (a long `json.dumps`) shows as the Python line that called it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import sys
+import threading
+import time
+from types import FrameType
+
+OURS = ("/reconciler/", "/edge/")  # the frames that say what held the loop; the rest is plumbing
+
+
+def summarize(frame: FrameType | None, depth: int = 4, ours: tuple[str, ...] = OURS) -> str:
+    """The innermost `depth` project frames of a stack, innermost first ("dir/file:line function")."""
+    found: list[str] = []
+    fallback: str | None = None
+    while frame is not None and len(found) < depth:
+        code = frame.f_code
+        where = f"{'/'.join(code.co_filename.split('/')[-2:])}:{frame.f_lineno} {code.co_name}"
+        if fallback is None:
+            fallback = where
+        if any(part in code.co_filename for part in ours):
+            found.append(where)
+        frame = frame.f_back
+    if not found:
+        return f"(outside the project) {fallback}"
+    return " <- ".join(found)
+
+
+class StallSampler:
+    """Counts the loop thread's stacks while the loop is more than `threshold` seconds late."""
+
+    def __init__(
+        self, loop_thread: int, *, threshold: float = 0.05, every: float = 0.005, ours: tuple[str, ...] = OURS
+    ) -> None:
+        self.loop_thread = loop_thread
+        self.ours = ours
+        self.threshold = threshold
+        self.every = every
+        self.beat = time.monotonic()
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.samples = 0
+        self.checks = 0  # how often the thread looked, late or not
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="stall-sampler", daemon=True)
+        self._ticker: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._ticker = asyncio.get_running_loop().create_task(self._tick())
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        if self._ticker is not None:
+            self._ticker.cancel()
+        self._thread.join()
+
+    async def _tick(self) -> None:
+        while True:
+            self.beat = time.monotonic()
+            await asyncio.sleep(self.every)
+
+    def _sample(self) -> None:
+        while not self._done.wait(self.every):
+            self.checks += 1
+            if time.monotonic() - self.beat < self.threshold:
+                continue
+            frame = sys._current_frames().get(self.loop_thread)
+            self.counts[summarize(frame, ours=self.ours)] += 1
+            self.samples += 1
+
+    def report(self, top: int = 15) -> str:
+        lines = [f"loop held > {self.threshold * 1000:g} ms: {self.samples * self.every:.1f} s sampled in all"]
+        for stack, count in self.counts.most_common(top):
+            lines.append(f"{count * self.every * 1000:8.0f} ms  {stack}")
+        return "\n".join(lines)

@@ -1,0 +1,44 @@
+"""bench/stalls.py names the code that holds the event loop, and only while the loop is late."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from bench.stalls import StallSampler
+
+DEADLINE = 30.0
+
+
+def hold_the_loop(sampler: StallSampler, samples: int) -> None:
+    """Busy on the loop's thread (no await) until the sampler has seen it `samples` times."""
+    deadline = time.monotonic() + DEADLINE
+    while sampler.samples < samples and time.monotonic() < deadline:
+        sum(range(1000))
+
+
+async def test_a_hold_is_counted_against_the_function_that_held_the_loop() -> None:
+    sampler = StallSampler(threading.get_ident(), threshold=0.02, every=0.002, ours=("/tests/",))
+    sampler.start()
+    try:
+        hold_the_loop(sampler, 5)
+    finally:
+        sampler.stop()
+    assert sampler.samples >= 5
+    stack, _ = sampler.counts.most_common(1)[0]
+    assert stack.startswith("scale/test_stalls.py:") and "hold_the_loop" in stack
+    assert "test_a_hold_is_counted" in stack  # the caller, after the innermost frame
+    assert "hold_the_loop" in sampler.report()
+
+
+async def test_nothing_is_counted_while_the_loop_is_on_time() -> None:
+    sampler = StallSampler(threading.get_ident(), threshold=60.0, every=0.002, ours=("/tests/",))
+    sampler.start()
+    try:
+        deadline = time.monotonic() + DEADLINE
+        while sampler.checks < 5 and time.monotonic() < deadline:  # held, but less than the threshold
+            sum(range(1000))
+    finally:
+        sampler.stop()
+    assert sampler.checks >= 5
+    assert sampler.samples == 0 and not sampler.counts
