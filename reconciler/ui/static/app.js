@@ -43,10 +43,14 @@ function markNav(screen) {
   }
 }
 
-async function route() {
+function leaveScreen() {
   for (const undo of leave) undo();
   leave = [];
-  const mine = ++generation;
+  return ++generation;
+}
+
+async function route() {
+  const mine = leaveScreen();
   if (!session.current) return showSignIn();
   const { screen, params, query } = parse(location.hash);
   const load = SCREENS[screen];
@@ -127,6 +131,7 @@ function showSignIn(message) {
 function signedOut() {
   session.current = null;
   live.stop();
+  leaveScreen();
   showSignIn("Your session ended; sign in again.");
 }
 
@@ -151,8 +156,13 @@ document.getElementById("signout").addEventListener("click", async () => {
   }
   session.current = null;
   live.stop();
+  leaveScreen(); // the screen's live refreshes end with it
   location.hash = "";
   showSignIn();
+});
+
+window.addEventListener("hotswap:unauthorized", () => {
+  if (session.current) signedOut(); // signed out on purpose: nothing to say
 });
 
 window.addEventListener("hashchange", route);

@@ -150,6 +150,11 @@ export function throttle(fn, ms = 200) {
     again = false;
     try {
       await fn();
+    } catch (error) {
+      // A refresh that finds the session gone (signed out, expired) says so once for the page; it is
+      // not a script error. Anything else is.
+      if (!(error instanceof ApiError && error.status === 401)) throw error;
+      window.dispatchEvent(new CustomEvent("hotswap:unauthorized"));
     } finally {
       if (again && timer === null) timer = setTimeout(run, ms);
     }

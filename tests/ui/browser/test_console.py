@@ -74,6 +74,21 @@ def test_sign_in_with_the_login_link_then_with_a_pasted_token(page: Page, consol
     expect(page.locator("#user")).to_contain_text("vera (viewer)")
 
 
+def test_a_live_refresh_that_finds_the_session_gone_asks_to_sign_in_again(page: Page, console: Console) -> None:
+    sign_in(page, console, console.token("viewer", "vera"))
+    expect(page.get_by_test_id("needs-attention")).to_be_visible()
+    page.context.clear_cookies()  # the session ends under the open page; its live stream stays open
+    node = console.url + "/api/v1/wasm/nodes/edge-us-east-01/drain"
+    admin = {"Authorization": f"Bearer {console.admin_token}"}
+    assert page.request.post(node, headers=admin).ok  # a node change: the fleet screen refreshes ...
+    try:
+        expect(page.get_by_role("alert")).to_contain_text("Your session ended; sign in again.")  # ... and is told
+        expect(page.get_by_label("API token")).to_be_visible()
+    finally:
+        assert page.request.delete(node, headers=admin).ok
+    # and the page logged no error (the fixture checks): a 401 on a refresh is not a script error
+
+
 def test_a_canary_advances_step_by_step_without_reloading(page: Page, console: Console, screenshots: Path) -> None:
     sign_in(page, console, console.admin_token)
     console.set_module("greeter", "1.1.0", "greeter-1.1.0.wat")
