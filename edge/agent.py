@@ -472,7 +472,8 @@ class Agent:
         deadline = sent + self.heartbeat_seconds
         while (remaining := deadline - time.monotonic()) > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._heartbeat_now.wait(), min(remaining, ERROR_CHECK_SECONDS))
+                async with asyncio.timeout(min(remaining, ERROR_CHECK_SECONDS)):  # not wait_for: it can drop a cancel
+                    await self._heartbeat_now.wait()
             if self._heartbeat_now.is_set():
                 return
             if time.monotonic() - sent >= ERROR_MIN_INTERVAL and self._new_errors():

@@ -311,7 +311,8 @@ class WorkerPool:
         if worker.process.returncode is None:
             worker.process.terminate()
             try:
-                await asyncio.wait_for(worker.process.wait(), 15)
+                async with asyncio.timeout(15):
+                    await worker.process.wait()
             except TimeoutError:
                 worker.process.kill()
                 await worker.process.wait()
@@ -807,7 +808,8 @@ async def run_worker(config: WorkerConfig) -> int:
     try:
         while not stop.is_set():  # a worker whose supervisor is gone stops too
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.5)
+                async with asyncio.timeout(0.5):
+                    await stop.wait()
             if os.getppid() != parent:
                 log.warning("worker %d: the supervisor is gone; stopping", config.index)
                 break

@@ -118,3 +118,17 @@ async def test_the_planes_stop_cancels_again_a_task_that_dropped_its_cancel(capl
     assert all(task.cancelled() for task in tasks)
     assert cancels == 2
     assert "task stubborn is still running after its cancel" in caplog.text
+
+
+def test_no_production_code_waits_with_asyncio_wait_for() -> None:
+    # The loops above stop only because their waits use asyncio.timeout; one wait_for in a loop
+    # brings the hang back (until Python 3.12 rewrote wait_for on top of asyncio.timeout).
+    root = Path(__file__).resolve().parents[2]
+    found = [
+        f"{path.relative_to(root)}:{number}"
+        for package in ("reconciler", "edge", "hotswap")
+        for path in sorted((root / package).rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if "asyncio.wait_for(" in line and not line.lstrip().startswith("#")
+    ]
+    assert not found, f"use `async with asyncio.timeout(...)` instead of asyncio.wait_for at {found}"
