@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import gc
 import sys
 import threading
 import time
@@ -62,12 +64,29 @@ class StallSampler:
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._sample, name="stall-sampler", daemon=True)
         self._ticker: asyncio.Task[None] | None = None
+        # The garbage collector's pauses, by generation: (collections, total s, longest s). A full
+        # collection over a large heap holds the loop wherever it happens to allocate.
+        self.gc: dict[int, list[float]] = {0: [0, 0.0, 0.0], 1: [0, 0.0, 0.0], 2: [0, 0.0, 0.0]}
+        self._gc_started = 0.0
 
     def start(self) -> None:
         self._ticker = asyncio.get_running_loop().create_task(self._tick())
         self._thread.start()
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+            return
+        took = time.perf_counter() - self._gc_started
+        figures = self.gc[info["generation"]]
+        figures[0] += 1
+        figures[1] += took
+        figures[2] = max(figures[2], took)
 
     def stop(self) -> None:
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self._on_gc)
         self._done.set()
         if self._ticker is not None:
             self._ticker.cancel()
@@ -91,4 +110,9 @@ class StallSampler:
         lines = [f"loop held > {self.threshold * 1000:g} ms: {self.samples * self.every:.1f} s sampled in all"]
         for stack, count in self.counts.most_common(top):
             lines.append(f"{count * self.every * 1000:8.0f} ms  {stack}")
+        for generation, (count, total, longest) in self.gc.items():
+            lines.append(
+                f"gc generation {generation}: {count:.0f} collections, {total * 1000:.0f} ms in all, "
+                f"longest {longest * 1000:.1f} ms"
+            )
         return "\n".join(lines)

@@ -42,3 +42,17 @@ async def test_nothing_is_counted_while_the_loop_is_on_time() -> None:
         sampler.stop()
     assert sampler.checks >= 5
     assert sampler.samples == 0 and not sampler.counts
+
+
+async def test_garbage_collections_are_timed_while_sampling() -> None:
+    import gc
+
+    sampler = StallSampler(threading.get_ident(), threshold=60.0, ours=("/tests/",))
+    sampler.start()
+    try:
+        gc.collect()
+    finally:
+        sampler.stop()
+    collections, total, longest = sampler.gc[2]
+    assert collections >= 1 and total >= longest > 0
+    assert "gc generation 2: " in sampler.report()
