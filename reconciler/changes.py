@@ -14,14 +14,13 @@ the module's rollouts need one).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from reconciler.interfaces import Evolution, compare
 from reconciler.planner import rollout_rule
 from reconciler.planner.machine import approval_asked
 from reconciler.spec.fleet import DesiredFleet, Problem
-from reconciler.spec.models import ModuleSpec, StrategyType
+from reconciler.spec.models import ModuleSpec, StrategyType, package_of
 
 
 @dataclass(frozen=True)
@@ -103,10 +102,6 @@ class FleetChanges:
         return {m: c.evolution.new for c in self.interfaces if c.needs_approval for m in c.implementers}
 
 
-def _package_of(implements: str) -> str:
-    return re.sub(r"/[a-z][a-z0-9-]*@", "@", implements)
-
-
 def fleet_changes(old: DesiredFleet | None, new: DesiredFleet) -> FleetChanges:
     modules: list[ModuleChange] = []
     previous = old.modules if old is not None else {}
@@ -146,7 +141,7 @@ def fleet_changes(old: DesiredFleet | None, new: DesiredFleet) -> FleetChanges:
             sorted(
                 m
                 for m, doc in new.modules.items()
-                if doc.spec.implements and _package_of(doc.spec.implements) == evolution.new
+                if doc.spec.implements and package_of(doc.spec.implements) == evolution.new
             )
         )
         interfaces.append(InterfaceChange(name, evolution, implementers))

@@ -11,13 +11,13 @@ the base, so nothing that implements the new interface rolls out; everything els
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from reconciler.approvals import Approval, ApprovalRule, evaluate
 from reconciler.interfaces import compare
 from reconciler.spec.fleet import DesiredFleet
+from reconciler.spec.models import package_of
 from reconciler.store.state import StateStore
 
 
@@ -30,10 +30,6 @@ class Held:
     fleet: DesiredFleet  # what the planner gets: gated modules as they were at the base
     waiting: dict[str, str] = field(default_factory=dict)  # module -> why it waits
     new_waits: tuple[tuple[str, str], ...] = ()  # (module, message) not announced before
-
-
-def _package_of(implements: str) -> str:
-    return re.sub(r"/[a-z][a-z0-9-]*@", "@", implements)
 
 
 def breaking_rule(desired: DesiredFleet) -> ApprovalRule:
@@ -83,7 +79,7 @@ class InterfaceGates:
                     f"approve with `hotswap approve {package.name}`"
                 )
             for module, doc in desired.modules.items():
-                if doc.spec.implements and _package_of(doc.spec.implements) == package.name:
+                if doc.spec.implements and package_of(doc.spec.implements) == package.name:
                     out[module] = message
         return out
 

@@ -40,7 +40,7 @@ from reconciler.gitsource.acting import ActingError, may
 from reconciler.gitwrite import DocumentNotFoundError, edit_document, find_document
 from reconciler.interfaces import InterfaceError, WitError, WitPackage, check_module, compare, parse_wit_text
 from reconciler.spec.fleet import DesiredFleet
-from reconciler.spec.models import NAME_PATTERN, WIT_PACKAGE_RE, Capabilities
+from reconciler.spec.models import NAME_PATTERN, WIT_PACKAGE_RE, Capabilities, package_of
 
 WRITERS = ("developer", "admin")
 APPROVERS = ("admin",)
@@ -57,10 +57,6 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/api/v1/wasm/interfaces/{id}", get_interface)
     app.router.add_post("/api/v1/wasm/interfaces/{id}/approve", approve_interface)
     app.router.add_post("/api/v1/wasm/interfaces/{id}/validate", validate_interface)
-
-
-def _package_of(implements: str) -> str:
-    return re.sub(r"/[a-z][a-z0-9-]*@", "@", implements)
 
 
 def interface_json(fleet: DesiredFleet, name: str) -> dict[str, Any]:
@@ -84,7 +80,7 @@ def interface_json(fleet: DesiredFleet, name: str) -> dict[str, Any]:
         "implementedBy": sorted(
             m
             for m, module in fleet.modules.items()
-            if module.spec.implements and _package_of(module.spec.implements) == doc.spec.package
+            if module.spec.implements and package_of(module.spec.implements) == doc.spec.package
         ),
         "file": location.path if location else None,
     }

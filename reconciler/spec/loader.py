@@ -43,6 +43,7 @@ from reconciler.spec.models import (
     RolloutStrategySpec,
     Source,
     StrategyType,
+    package_of,
 )
 from reconciler.spec.updates import ModuleUpdate
 
@@ -472,7 +473,7 @@ def _assemble(root: Path, docs: list[_Doc], out: _Collector, read: BinaryReader)
                 f"no RolloutStrategy named {mspec.rollout!r}{did_you_mean(mspec.rollout, strategies)}",
             )
         if mspec.implements is not None:
-            package = re.sub(r"/[a-z][a-z0-9-]*@", "@", mspec.implements)
+            package = package_of(mspec.implements)
             if package not in packages:
                 out.add(
                     doc.path,

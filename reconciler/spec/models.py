@@ -41,6 +41,11 @@ DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
 WIT_PACKAGE_RE = re.compile(r"^[a-z][a-z0-9-]*:[a-z][a-z0-9-]*(/[a-z][a-z0-9-]*)?@(?P<version>\S+)$")
 
 
+def package_of(implements: str) -> str:
+    """The WIT package a module's `implements` names: `ns:pkg/world@1.2.0` -> `ns:pkg@1.2.0`."""
+    return re.sub(r"/[a-z][a-z0-9-]*@", "@", implements)
+
+
 def _semver(value: str) -> str:
     if not SEMVER_RE.match(value):
         raise ValueError(f"{value!r} is not semver (MAJOR.MINOR.PATCH, e.g. 1.2.0)")
