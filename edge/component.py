@@ -60,32 +60,18 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from ctypes import byref
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import wasmtime
 import wasmtime.component as wc
-from wasmtime import _bindings as ffi
-from wasmtime import _ffi
 
-from edge import wasm
+from edge import _ffi, wasm
 from edge.cache import COMPONENT
 from edge.errors import BadRequestError, LoadError, MemoryLimitError, ModuleTimeoutError, NotFoundError, TrapError
-from edge.runtime import (
-    MIB,
-    BudgetExceededError,
-    Call,
-    CallResult,
-    LoadedVersion,
-    Runtime,
-    Sandbox,
-    _Capture,
-    _first_line,
-    preopen,
-    refuse_command_input,
-)
+from edge.instance import MIB, Capture, Sandbox, first_line, is_timeout, new_store, wasi_config
+from edge.runtime import BudgetExceededError, Call, CallResult, LoadedVersion, Runtime, refuse_command_input
 
 FETCH_INTERFACE = "hotswap:http/fetch@0.1.0"
 FETCH_MAX_BODY = 16 * MIB
@@ -102,15 +88,7 @@ _INT_RANGES = {
     "u32": (0, 2**32 - 1),
     "u64": (0, 2**64 - 1),
 }
-_V = ffi.wasmtime_component_val_t
-_KIND = {
-    name: getattr(_ffi, f"WASMTIME_COMPONENT_{name.upper()}").value
-    for name in (
-        "bool", "s8", "s16", "s32", "s64", "u8", "u16", "u32", "u64", "f32", "f64", "char", "string",
-        "list", "record", "tuple", "variant", "option", "result", "flags",
-    )
-}  # fmt: skip
-_KIND["enum"] = _ffi.WASMTIME_COMPONENT_ENUM.value
+_KIND = _ffi.component_kinds()
 _UNION_FIELD = {"bool": "boolean", "char": "character", "enum": "enumeration"}
 
 
@@ -243,8 +221,7 @@ def check_args(func: wasm.ComponentFunc, args: Any) -> tuple[Any, ...]:
 # -- checked values <-> wasmtime's C values (any thread) --------------------------------------------
 
 
-def _name(text: str) -> Any:
-    return _ffi.str_to_capi(text)
+_name = _ffi.capi_string
 
 
 def lower(t: wasm.WitType, v: Any, out: Any) -> None:
@@ -263,17 +240,13 @@ def lower(t: wasm.WitType, v: Any, out: Any) -> None:
     elif k == "enum":
         of.enumeration = _name(v)
     elif k in ("list", "tuple"):
-        raw = ffi.wasmtime_component_vallist_t() if k == "list" else ffi.wasmtime_component_valtuple_t()
-        (ffi.wasmtime_component_vallist_new_uninit if k == "list" else ffi.wasmtime_component_valtuple_new_uninit)(
-            byref(raw), len(v)
-        )
+        raw = _ffi.new_list(k, len(v))
         types = t.items if k == "tuple" else (t.items[0],) * len(v)
         for i, (et, e) in enumerate(zip(types, v, strict=True)):
             lower(et, e, raw.data[i])
         setattr(of, k, raw)
     elif k == "record":
-        rec = ffi.wasmtime_component_valrecord_t()
-        ffi.wasmtime_component_valrecord_new_uninit(byref(rec), len(t.cases))
+        rec = _ffi.new_record(len(t.cases))
         for i, (name, ft) in enumerate(t.cases):
             entry = rec.data[i]
             entry.name = _name(name)
@@ -293,8 +266,7 @@ def lower(t: wasm.WitType, v: Any, out: Any) -> None:
         of.variant.discriminant = _name(case)
         of.variant.val = _boxed(ct, payload) if ct is not None else None
     elif k == "flags":
-        flags = ffi.wasmtime_component_valflags_t()
-        ffi.wasmtime_component_valflags_new_uninit(byref(flags), len(v))
+        flags = _ffi.new_flags(len(v))
         for i, name in enumerate(v):
             flags.data[i] = _name(name)
         of.flags = flags
@@ -303,9 +275,9 @@ def lower(t: wasm.WitType, v: Any, out: Any) -> None:
 
 
 def _boxed(t: wasm.WitType, v: Any) -> Any:
-    tmp = _V()
+    tmp = _ffi.ComponentVal()
     lower(t, v, tmp)
-    return ffi.wasmtime_component_val_new(byref(tmp))
+    return _ffi.box_val(tmp)
 
 
 def _text(vec: Any) -> str:
@@ -445,27 +417,19 @@ class _Instance:
         sandbox = owner.sandbox
         self.owner = owner
         self.state = _CallState()
-        self.store = wasmtime.Store(owner.runtime.engine)
-        self.store.set_limits(
-            memory_size=sandbox.memory_bytes,
-            table_elements=max(sandbox.memory_bytes // 8, 10_000),
-            instances=64,
-            tables=64,
-            memories=1,
+        # A component holds core instances and tables of its own (and of the adapters it embeds).
+        self.store = new_store(
+            owner.runtime.engine, sandbox, instances=64, tables=64, ticks=owner.runtime.ticks(sandbox.timeout_seconds)
         )
-        config = wasmtime.WasiConfig()  # always: a WASI call in a store without one aborts the process
-        config.env = list(sandbox.env)
-        preopen(config, sandbox.dirs)
-        self.stdout = _Capture(sandbox.log_cap)
-        self.stderr = _Capture(sandbox.log_cap)
-        config.stdout_custom = self.stdout
-        config.stderr_custom = self.stderr
-        self.store.set_wasi(config)
+        self.stdout = Capture(sandbox.log_cap)
+        self.stderr = Capture(sandbox.log_cap)
+        # Always a WASI context: a WASI call in a store without one aborts the process.
+        self.store.set_wasi(wasi_config(sandbox, self.stdout, self.stderr))
         if owner.raw_http:
             self.store.set_wasi_http()
-        self.store.set_epoch_deadline(owner.runtime.ticks(sandbox.timeout_seconds))
-        self.ctx = self.store._context()
-        _STATES[ctypes.addressof(self.ctx.contents)] = self.state
+        self.ctx = _ffi.context(self.store)
+        self.key = _ffi.context_key(self.store)
+        _STATES[self.key] = self.state
         try:
             self.instance = owner.linker.instantiate(self.store, owner.component)
         except Exception as exc:
@@ -473,7 +437,7 @@ class _Instance:
         self.funcs: dict[str, Any] = {}
 
     def close(self) -> None:
-        _STATES.pop(ctypes.addressof(self.ctx.contents), None)
+        _STATES.pop(self.key, None)
 
     def func(self, name: str) -> Any:
         f = self.funcs.get(name)
@@ -491,32 +455,25 @@ class _Instance:
     def call(self, func: wasm.ComponentFunc, params: tuple[Any, ...]) -> Any:
         f = self.func(func.name)
         n = len(func.params)
-        args = (_V * max(n, 1))()
+        args = _ffi.component_vals(n)
         done = 0
-        result = _V()
+        result = _ffi.ComponentVal() if func.result is not None else None
         try:
             for (_, t), v in zip(func.params, params, strict=True):
                 lower(t, v, args[done])
                 done += 1
-            error = ffi.wasmtime_component_func_call(
-                byref(f._func), self.ctx, args, n, byref(result) if func.result is not None else None,
-                1 if func.result is not None else 0,
-            )  # fmt: skip
-            if error:
-                raise wasmtime.WasmtimeError._from_ptr(error)
+            _ffi.component_call(f, self.ctx, args, n, result)
             if func.result is None:
                 value = None
             else:
                 try:
                     value = lift(func.result, result)
                 finally:
-                    ffi.wasmtime_component_val_delete(byref(result))
+                    _ffi.delete_val(result)
         finally:
             for i in range(done):
-                ffi.wasmtime_component_val_delete(byref(args[i]))
-        error = ffi.wasmtime_component_func_post_return(byref(f._func), self.ctx)
-        if error:
-            raise wasmtime.WasmtimeError._from_ptr(error)
+                _ffi.delete_val(args[i])
+        _ffi.component_post_return(f, self.ctx)
         return value
 
     def at_memory_cap(self, message: str) -> bool:
@@ -526,11 +483,11 @@ class _Instance:
         if isinstance(exc, (BadRequestError, TrapError)):
             return exc
         text = str(exc)
-        if "interrupt" in text and "wasm trap" in text:
+        if is_timeout(exc):
             if budget is not None:
                 return BudgetExceededError()
             return ModuleTimeoutError(f"stopped after its timeout of {self.owner.sandbox.timeout_seconds:g}s")
-        message = _first_line(exc)
+        message = first_line(exc)
         if self.at_memory_cap(text):
             return MemoryLimitError(f"memory limit of {self.owner.sandbox.memory_bytes // MIB} MB: {message}")
         if isinstance(exc, wasmtime.ExitTrap):
@@ -599,7 +556,7 @@ class LoadedComponent(LoadedVersion["_Instance"]):
 
     def _fetch(self, store: Any, request: Any) -> Any:
         """`hotswap:http/fetch.send`: the request checked against `network.allowHosts`, then sent."""
-        state = _STATES.get(ctypes.addressof(store._context().contents)) or _CallState(deadline=time.monotonic() + 1)
+        state = _STATES.get(_ffi.context_key(store)) or _CallState(deadline=time.monotonic() + 1)
         method = str(request.method).upper()
         url = str(request.url)
         if not host_allowed(url, self.allow_hosts):
@@ -645,7 +602,7 @@ class LoadedComponent(LoadedVersion["_Instance"]):
         inst = self._take()
         inst.state.deadline = time.monotonic() + seconds
         inst.state.violations = 0
-        ffi.wasmtime_context_set_epoch_deadline(inst.ctx, ticks)
+        _ffi.set_epoch_deadline(inst.ctx, ticks)
         try:
             value = inst.call(func, call.params)
         except Exception as exc:
@@ -689,7 +646,7 @@ def load_component(runtime: Runtime, data: bytes, sandbox: Sandbox, digest: str)
     try:
         loaded.warm()
     except wasmtime.WasmtimeError as exc:  # pragma: no cover - failure() maps instantiation errors
-        raise LoadError(f"cannot link: {_first_line(exc)}") from None
+        raise LoadError(f"cannot link: {first_line(exc)}") from None
     return loaded
 
 
@@ -700,6 +657,6 @@ def _compile(runtime: Runtime, data: bytes, digest: str) -> tuple[wc.Component, 
         try:
             return wc.Component(runtime.engine, data)
         except wasmtime.WasmtimeError as exc:
-            raise LoadError(f"not a valid component: {_first_line(exc)}") from None
+            raise LoadError(f"not a valid component: {first_line(exc)}") from None
 
     return runtime.cached(digest, COMPONENT, lambda path: wc.Component.deserialize_file(runtime.engine, path), build)

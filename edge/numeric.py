@@ -8,11 +8,12 @@ instance calls the export through its `RawFunc`, on the event loop or on a worke
   i32/i64, floats for f32/f64) as it is; anything else goes through the full conversion, which
   accepts integral floats for integers, unsigned values (as their two's complement) and integers
   for floats, and says what is wrong with the rest.
-* `RawFunc` calls `wasmtime_func_call_unchecked` with everything prepared when the instance first
-  calls the export: the argument buffer, the five C arguments and the struct layouts that write the
-  parameters into the buffer and read the result from it. wasmtime's `Func.__call__` checks and
-  converts every value on each call (~25 µs); this costs about a microsecond. The call releases the
-  GIL, so the epoch ticker can interrupt an endless loop.
+* `RawFunc` calls `wasmtime_func_call_unchecked` (`edge._ffi.call_unchecked`, bound once) with
+  everything prepared when the instance first calls the export: the argument buffer, the five C
+  arguments and the struct layouts that write the parameters into the buffer and read the result
+  from it. wasmtime's `Func.__call__` checks and converts every value on each call (~25 µs); this
+  costs about a microsecond. The call releases the GIL, so the epoch ticker can interrupt an
+  endless loop.
 """
 
 from __future__ import annotations
@@ -24,10 +25,9 @@ import struct
 from collections.abc import Callable
 
 import wasmtime
-from wasmtime import _bindings as ffi
-from wasmtime import _ffi
 
-from edge import wasm
+from edge import _ffi, wasm
+from edge._ffi import call_unchecked
 from edge.errors import BadRequestError
 
 I32 = (-(2**31), 2**32 - 1)
@@ -36,11 +36,6 @@ I64 = (-(2**63), 2**64 - 1)
 _SIGNED = {"i32": (-(2**31), 2**31 - 1), "i64": (-(2**63), 2**63 - 1)}
 # One wasmtime_val_raw_t (16 bytes) as struct formats: the value, then padding.
 _LAYOUT = {"i32": ("i", "12x"), "i64": ("q", "8x"), "f32": ("f", "12x"), "f64": ("d", "8x")}
-
-# A ctypes function of its own (not the one wasmtime's bindings share): no argument conversion
-# (every argument is prepared once per export) and the error comes back as a plain address.
-_call_unchecked = _ffi.dll["wasmtime_func_call_unchecked"]
-_call_unchecked.restype = ctypes.c_void_p
 
 
 def numeric(sig: wasm.FuncSig) -> bool:
@@ -99,13 +94,13 @@ class RawFunc:
 
     __slots__ = ("_args", "_pack", "_trap", "_unpack", "buf", "kinds", "wrapped")
 
-    def __init__(self, ctx: ctypes._Pointer[ffi.wasmtime_context_t], func: wasmtime.Func, sig: wasm.FuncSig) -> None:
+    def __init__(self, ctx: _ffi.Context, func: wasmtime.Func, sig: wasm.FuncSig) -> None:
         self.wrapped = func
         self.kinds = sig.params
         size = max(len(sig.params), len(sig.results), 1)
-        self.buf = (ffi.wasmtime_val_raw_t * size)()
+        self.buf = _ffi.raw_values(size)
         self._trap = ctypes.c_void_p()
-        self._args = (ctx, ctypes.byref(func._func), self.buf, ctypes.c_size_t(size), ctypes.byref(self._trap))
+        self._args = (ctx, _ffi.func_ref(func), self.buf, ctypes.c_size_t(size), ctypes.byref(self._trap))
         # struct refuses an f32 out of range where ctypes rounds it to infinity: f32 parameters
         # are set field by field.
         self._pack: Callable[..., None] | None = None
@@ -121,13 +116,13 @@ class RawFunc:
         else:
             for i, kind in enumerate(self.kinds):
                 setattr(buf[i], kind, values[i])
-        error = _call_unchecked(*self._args)
+        error = call_unchecked(*self._args)  # a ctypes function: no frame of ours in between
         if error:
-            raise wasmtime.WasmtimeError._from_ptr(ctypes.cast(error, ctypes.POINTER(ffi.wasmtime_error_t)))
+            raise _ffi.error_from_address(error)
         if self._trap.value:
-            trap = ctypes.cast(self._trap, ctypes.POINTER(ffi.wasm_trap_t))
+            trap = _ffi.trap_from_address(self._trap)
             self._trap.value = None
-            raise wasmtime.Trap._from_ptr(trap)
+            raise trap
         if self._unpack is None:
             return None
         value: int | float = self._unpack(buf)[0]

@@ -10,11 +10,12 @@ it was assigned, and the server calls `LoadedModule.prepare` (on the event loop:
   keyed by digest and engine settings, and a restart loads it with `Module.deserialize_file`;
   the last few compiled modules also stay in memory by digest, for versions swapped back in.
 * Each `Store` gets the module's memory limit (`Store.set_limits`) and a WASI preview 1 context
-  built from its capabilities only: no inherited environment, listed variables only, listed
-  directories only (read-only unless `rw`, and only under the node's allowed roots: `edge.grants`),
-  stdout and stderr captured and capped. Every WASI preview 1 function is linked, `sock_*` included
-  (wasi-libc and Rust's std import them in most programs), but no socket is ever handed in, so they
-  fail with EBADF/ENOTSOCK and there is no network.
+  (both built by `edge.instance`, as for components) from its capabilities only: no inherited
+  environment, listed variables only, listed directories only (read-only unless `rw`, and only
+  under the node's allowed roots: `edge.grants`), stdout and stderr captured and capped. Every
+  WASI preview 1 function is linked, `sock_*` included (wasi-libc and Rust's std import them in
+  most programs), but no socket is ever handed in, so they fail with EBADF/ENOTSOCK and there is
+  no network.
 * A `Store` belongs to one thread at a time: every call takes an idle instance from the version's
   pool (or instantiates one from the `InstancePre`) and gives it back afterwards. A failed call
   discards its instance; the next call gets a fresh one.
@@ -23,9 +24,10 @@ it was assigned, and the server calls `LoadedModule.prepare` (on the event loop:
   `[module name]`) and raw `stdin` from the request, or the args as JSON on stdin; stdout is the
   result, parsed as JSON when it parses; exit status 0 is a success and any other an `ExitError`
   with the tail of stderr).
-  Numeric and json calls go through `_wasmtime_func_call_unchecked` with a buffer preallocated
-  per instance; that raw call is only made for exports whose signature was checked at load, with
-  arguments converted to exactly those types. `fast_path=False` uses `Func.__call__` instead.
+  Numeric and json calls go through `wasmtime_func_call_unchecked` (`edge.numeric`; like every
+  use of wasmtime-py's private API, bound in `edge._ffi`) with a buffer preallocated per instance;
+  that raw call is only made for exports whose signature was checked at load, with arguments
+  converted to exactly those types. `fast_path=False` uses `Func.__call__` instead.
 * Components (WASI preview 2, the `component` convention) load through `load_any`, which hands
   them to `edge.component`; the result has the same `prepare`/`invoke` surface (`Loaded`).
 """
@@ -36,24 +38,21 @@ import ctypes
 import gc
 import json
 import math
-import os
 import platform
 import threading
 import time
 import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeAlias, TypeVar
 
 import wasmtime
-from wasmtime import _bindings as ffi
-from wasmtime import _ffi
-from wasmtime._extern import wrap_extern
 
-from edge import wasm
+from edge import _ffi, wasm
+from edge._ffi import set_epoch_deadline
 from edge.cache import MODULE, ModuleCache, engine_key
 from edge.errors import (
     BadRequestError,
@@ -66,17 +65,34 @@ from edge.errors import (
     TrapError,
 )
 from edge.grants import GrantRoots
+from edge.instance import MIB, RESULT_CAP, Capture, DirGrant, Sandbox, first_line, is_timeout, new_store, wasi_config
 from edge.numeric import RawFunc, json_number, numeric, numeric_args
-from edge.protocol import MAX_ARGV, MAX_RESULT_DEPTH, Capabilities, Limits, may_nest_deeper, nests_deeper
+from edge.protocol import MAX_ARGV, MAX_RESULT_DEPTH, may_nest_deeper, nests_deeper
 
 if TYPE_CHECKING:
     from edge.component import LoadedComponent
 
-MIB = 1024 * 1024
+# The sandbox and its sizes live in `edge.instance` (shared with components); they are named from
+# here too, where the router, `hotswap exec` and the tests have always taken them.
+__all__ = [
+    "MIB",
+    "RESULT_CAP",
+    "BudgetExceededError",
+    "Call",
+    "CallResult",
+    "DirGrant",
+    "Loaded",
+    "LoadedModule",
+    "LoadedVersion",
+    "Runtime",
+    "Sandbox",
+    "Ticker",
+    "command_call",
+    "refuse_command_input",
+]
+
 TICK_SECONDS = 0.001
-LOG_CAP = 64 * 1024
 STDERR_TAIL = 4096  # characters of a command's stderr (and of its stdout, on failure) in an answer
-RESULT_CAP = 16 * MIB
 MAX_IDLE_INSTANCES = 16
 BLOCKING_WASI = frozenset({"poll_oneoff"})
 RECENT_MODULES = 64  # compiled modules kept in memory by digest, for a version swapped back in
@@ -93,54 +109,12 @@ NEVER_MEMORY = frozenset(
 )
 
 
-# The same library opened so that calls keep the GIL: only for tiny functions that never block or
-# run wasm. Releasing and taking back the GIL around them costs more than the call itself.
-_GIL_HELD = ctypes.PyDLL(_ffi.dll._name)
-_set_epoch_deadline = _GIL_HELD.wasmtime_context_set_epoch_deadline
-_set_epoch_deadline.argtypes = [ctypes.POINTER(ffi.wasmtime_context_t), ctypes.c_uint64]
-_set_epoch_deadline.restype = None
-
-
 _CALL = threading.local()  # `deadline`: when the call running on this thread must stop (time.monotonic)
 _EFAULT, _EINVAL = 21, 28  # WASI errno values
 
 
 class BudgetExceededError(Exception):
     """An inline call ran past its short budget; its instance is gone, run it again on a worker."""
-
-
-@dataclass(frozen=True)
-class DirGrant:
-    host: Path
-    guest: str
-    writable: bool = False
-
-
-@dataclass(frozen=True)
-class Sandbox:
-    """Limits and WASI capabilities of one module version; nothing outside it is reachable."""
-
-    memory_bytes: int = 128 * MIB
-    timeout_seconds: float = 30.0
-    env: tuple[tuple[str, str], ...] = ()
-    dirs: tuple[DirGrant, ...] = ()
-    log_cap: int = LOG_CAP
-    result_cap: int = RESULT_CAP
-    allow_hosts: tuple[str, ...] = ()  # outgoing HTTP of components (edge.component)
-    argv: tuple[str, ...] = ()  # a command's argv when the call gives none (argv[0]: the program name)
-
-    @classmethod
-    def from_entry(
-        cls, limits: Limits, capabilities: Capabilities, argv: tuple[str, ...] = (), program: str = ""
-    ) -> Sandbox:
-        return cls(
-            memory_bytes=limits.memory_mb * MIB,
-            timeout_seconds=limits.timeout_seconds,
-            env=tuple(sorted(capabilities.env.items())),
-            dirs=tuple(DirGrant(Path(g.host), g.guest, g.mode == "rw") for g in capabilities.filesystem),
-            allow_hosts=capabilities.network.allow_hosts,
-            argv=argv or ((program,) if program else ()),
-        )
 
 
 class CallResult(NamedTuple):  # a tuple: built on every call, and a frozen dataclass costs more
@@ -281,7 +255,7 @@ class Runtime:
                 elif clock == 0:  # realtime
                     wait = (timeout - time.time_ns()) / 1e9
                 else:  # Wasmtime's monotonic clock counts from the store's WASI context (`origins`)
-                    origin = self.origins.get(ctypes.addressof(caller._context().contents))
+                    origin = self.origins.get(_ffi.context_key(caller))
                     wait = (timeout - (time.monotonic_ns() - origin)) / 1e9 if origin is not None else 0.0
                 clocks.append((bytes(sub[0:8]), max(wait, 0.0)))
             else:
@@ -381,7 +355,7 @@ class Runtime:
             try:
                 return wasmtime.Module(self.engine, data)
             except wasmtime.WasmtimeError as exc:
-                raise LoadError(f"not a valid module: {_first_line(exc)}") from None
+                raise LoadError(f"not a valid module: {first_line(exc)}") from None
 
         return self.cached(digest, MODULE, lambda path: wasmtime.Module.deserialize_file(self.engine, path), build)
 
@@ -410,7 +384,7 @@ class Runtime:
         try:
             pre = self.linker.instantiate_pre(module)
         except wasmtime.WasmtimeError as exc:
-            raise LoadError(f"cannot link: {_first_line(exc)}") from None
+            raise LoadError(f"cannot link: {first_line(exc)}") from None
         loaded = LoadedModule(self, info, module, pre, sandbox, from_cache=cached)
         loaded.warm()
         self._modules.add(loaded)
@@ -428,71 +402,32 @@ class Runtime:
         return loaded
 
 
-class _Capture:
-    """A WASI output stream kept in memory up to `cap` bytes; the rest is dropped and flagged."""
-
-    __slots__ = ("cap", "data", "truncated")
-
-    def __init__(self, cap: int) -> None:
-        self.cap = cap
-        self.data = bytearray()
-        self.truncated = False
-
-    def __call__(self, chunk: bytes) -> int:
-        """Keep what fits and report every byte as written, so the guest never retries."""
-        room = self.cap - len(self.data)
-        if len(chunk) > room:
-            self.truncated = True
-        self.data += chunk[: max(room, 0)]
-        return len(chunk)
-
-    def reset(self) -> None:
-        self.data.clear()
-        self.truncated = False
-
-    def tail(self, n: int = 400) -> str:
-        return bytes(self.data[-n:]).decode("utf-8", "replace").strip()
-
-
 class _Instance:
     """One store and one instance of a module version, used by one thread at a time."""
 
     def __init__(self, owner: LoadedModule, stdin: bytes | None = None, argv: tuple[str, ...] | None = None) -> None:
         sandbox = owner.sandbox
         self.owner = owner
-        self.store = wasmtime.Store(owner.runtime.engine)
-        # One linear memory of at most the limit (multi-memory would multiply it), one instance, and
-        # tables bounded by the same budget (8 bytes an element).
-        self.store.set_limits(
-            memory_size=sandbox.memory_bytes,
-            table_elements=max(sandbox.memory_bytes // 8, 10_000),
-            instances=1,
-            tables=16,
-            memories=1,
+        # One instance and its tables (a component's store holds many: `edge.component`).
+        self.store = new_store(
+            owner.runtime.engine, sandbox, instances=1, tables=16, ticks=owner.runtime.ticks(sandbox.timeout_seconds)
         )
-        config = wasmtime.WasiConfig()
         origin = time.monotonic_ns()  # where the WASI monotonic clock of this store starts
-        config.env = list(sandbox.env)
-        config.argv = list(sandbox.argv if argv is None else argv)
-        preopen(config, sandbox.dirs)
-        self.stdout = _Capture(sandbox.result_cap if stdin is not None else sandbox.log_cap)
-        self.stderr = _Capture(sandbox.log_cap)
-        config.stdout_custom = self.stdout
-        config.stderr_custom = self.stderr
-        if stdin is not None:
-            _set_stdin(config, stdin)
-        self.store.set_wasi(config)
+        self.stdout = Capture(sandbox.result_cap if stdin is not None else sandbox.log_cap)
+        self.stderr = Capture(sandbox.log_cap)
+        self.store.set_wasi(
+            wasi_config(sandbox, self.stdout, self.stderr, argv=sandbox.argv if argv is None else argv, stdin=stdin)
+        )
         origins = owner.runtime.origins
-        key = ctypes.addressof(self.store._context().contents)
+        key = _ffi.context_key(self.store)
         origins[key] = origin
         weakref.finalize(self.store, _forget_origin, origins, key, origin)
-        self.store.set_epoch_deadline(owner.runtime.ticks(sandbox.timeout_seconds))
         self.memory: wasmtime.Memory | None = None
         try:
             instance = owner.pre.instantiate(self.store)
         except Exception as exc:
             raise self.failure(exc, None) from None
-        self.ctx = self.store._context()
+        self.ctx = _ffi.context(self.store)
         self.instance = instance
         memory = self._export("memory")
         self.memory = memory if isinstance(memory, wasmtime.Memory) else None
@@ -503,12 +438,7 @@ class _Instance:
 
     def _export(self, name: str) -> object:
         """One export by name (listing all of them is quadratic in wasmtime's C API)."""
-        item = ffi.wasmtime_extern_t()
-        raw = name.encode()
-        found = ffi.wasmtime_instance_export_get(
-            self.ctx, ctypes.byref(self.instance._instance), raw, len(raw), ctypes.byref(item)
-        )
-        return wrap_extern(item) if found else None
+        return _ffi.instance_export(self.ctx, self.instance, name)
 
     def _raw(self, name: str) -> RawFunc:
         rf = self.raw.get(name)
@@ -611,13 +541,12 @@ class _Instance:
         """The error a failed call becomes: a timeout, a memory violation, or a trap."""
         if isinstance(exc, (BadRequestError, ModuleError)):
             return exc
-        if getattr(_CALL, "expired", False) or (
-            isinstance(exc, wasmtime.Trap) and exc.trap_code == wasmtime.TrapCode.INTERRUPT
-        ):
+        # `expired`: our poll_oneoff cut a sleep short at the deadline (a trap of its own, no code).
+        if getattr(_CALL, "expired", False) or is_timeout(exc):
             if budget is not None:
                 return BudgetExceededError()
             return ModuleTimeoutError(f"stopped after its timeout of {self.owner.sandbox.timeout_seconds:g}s")
-        message = _first_line(exc)
+        message = first_line(exc)
         if "memory" in message and ("limit" in message or "exceeds" in message):
             return MemoryLimitError(f"memory limit of {self.owner.sandbox.memory_bytes // MIB} MB: {message}")
         # A trap at the memory cap is an allocator that gave up (unreachable, or a bad address it
@@ -826,7 +755,7 @@ class LoadedModule(LoadedVersion["_Instance"]):
             value, stderr = self._invoke_command(call, ticks)
             return CallResult(value, cpu_clock() - started, exit_code=0, stderr=stderr)
         inst = self._take()
-        _set_epoch_deadline(inst.ctx, ticks)
+        set_epoch_deadline(inst.ctx, ticks)
         try:
             if call.convention == "numeric":
                 value = json_number(inst.call(call.function, call.values))
@@ -885,27 +814,6 @@ def _forget_origin(origins: dict[int, int], key: int, origin: int) -> None:
         origins.pop(key, None)
 
 
-def preopen(config: wasmtime.WasiConfig, dirs: tuple[DirGrant, ...]) -> None:
-    """Preopen each granted directory, by the real path checked at load. A path that resolves
-    elsewhere now (a program with a write grant above it swapped a directory for a symlink out of
-    the node's allowed roots), or that is gone, fails the call (a trap, counted), never the node."""
-    for grant in dirs:
-        host = str(grant.host)
-        if os.path.realpath(host) != host:
-            raise TrapError(f"capabilities.filesystem: {host} no longer resolves to itself; not opened")
-        try:
-            config.preopen_dir(host, grant.guest, fs_mutable=grant.writable)
-        except Exception as exc:
-            raise TrapError(f"capabilities.filesystem: {host} cannot be opened: {_first_line(exc)}") from None
-
-
-def _set_stdin(config: wasmtime.WasiConfig, data: bytes) -> None:
-    vec = ffi.wasm_byte_vec_t()
-    buf = (ffi.wasm_byte_t * len(data)).from_buffer_copy(data) if data else None
-    ffi.wasm_byte_vec_new(ctypes.byref(vec), len(data), buf)
-    ffi.wasi_config_set_stdin_bytes(config.ptr(), ctypes.byref(vec))
-
-
 def _loads_result(raw: bytes | str) -> Any:
     """A module's JSON result (ValueError when it is not JSON, or holds a number out of a double's
     range, such as 1e400, which no JSON answer can carry). One that nests deeper than
@@ -929,16 +837,3 @@ def _finite(text: str) -> float:
 
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
-
-
-def _first_line(exc: BaseException) -> str:
-    """The line of a wasmtime error that says what happened (`wasm trap: ...` for a trap)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    if not lines:
-        return type(exc).__name__
-    for line in lines:
-        if line.startswith("wasm trap:"):
-            return line
-    if "Caused by:" in lines and lines.index("Caused by:") + 1 < len(lines):
-        return lines[lines.index("Caused by:") + 1]
-    return lines[0]
