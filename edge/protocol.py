@@ -52,6 +52,13 @@ MAX_ARGV = 1024  # arguments of a command call (argv, argv[0] included)
 MAX_ANSWER_BYTES = 20 << 20  # an execute answer's JSON: a node answers no more, the control plane reads this much
 Arg = Annotated[str, Field(max_length=65536, pattern=r"^[^\x00]*$")]  # a C string: no NUL
 SMOKE_ERROR_CHARS = 400  # of a failed smoke check's report (the call, and the module's error or result)
+
+
+def module_id(module: str, version: str) -> str:
+    """A module version's id, as the API, logs and traces name it: `{name}-v{major}.{minor}.{patch}`."""
+    return f"{module}-v{version}"
+
+
 TABLE_AUDIENCE = "hotswap-table"  # the `aud` of a table signature: never an execute or API token
 TABLE_SIGNATURE_HEADER = "X-Hotswap-Table-Signature"
 SERVING_CACHED_TABLE = "ServingCachedTable"  # a node condition: serving its table from disk, unconfirmed

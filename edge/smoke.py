@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge.errors import EdgeError
-from edge.protocol import SMOKE_ERROR_CHARS, ModuleEntry, SmokeCall
+from edge.protocol import SMOKE_ERROR_CHARS, ModuleEntry, SmokeCall, module_id
 from edge.telemetry import Invocable
 
 log = logging.getLogger("hotswap.edge.smoke")
@@ -87,6 +87,6 @@ def _failed(entry: ModuleEntry, message: str) -> SmokeOutcome:
         entry.module,
         entry.version,
         message,
-        extra={"moduleId": f"{entry.module}-v{entry.version}"},
+        extra={"moduleId": module_id(entry.module, entry.version)},
     )
     return SmokeOutcome(False, message[:SMOKE_ERROR_CHARS])

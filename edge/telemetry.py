@@ -49,7 +49,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from edge.errors import EdgeError
-from edge.protocol import LATENCY_BUCKETS_MS, VERSION_HEADER, HealthCheck, ModuleEntry, VersionMetrics
+from edge.protocol import LATENCY_BUCKETS_MS, VERSION_HEADER, HealthCheck, ModuleEntry, VersionMetrics, module_id
 
 log = logging.getLogger("hotswap.edge.telemetry")
 
@@ -163,7 +163,7 @@ def module_attributes(module: str, version: str) -> dict[str, str]:
     return {
         "wasm.module.name": module,
         "wasm.module.version": version,
-        "wasm.module.id": f"{module}-v{version}",
+        "wasm.module.id": module_id(module, version),
         "wasm.edge_node.id": TRACING.node_id,
     }
 
@@ -207,7 +207,7 @@ def load_span(entry: ModuleEntry, traceparent: str | None) -> Iterator[trace.Spa
     attributes = {**module_attributes(entry.module, entry.version), "wasm.module.digest": entry.digest}
     with (
         TRACING.tracer.start_as_current_span(LOAD, context=parent_context(traceparent), attributes=attributes) as span,
-        log_context(moduleId=f"{entry.module}-v{entry.version}"),
+        log_context(moduleId=module_id(entry.module, entry.version)),
     ):
         yield span
 

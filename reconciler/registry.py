@@ -29,6 +29,7 @@ from typing import Any
 from opentelemetry import trace
 
 from edge import wasm
+from edge.protocol import module_id
 from reconciler.spec.models import NAME_PATTERN, SEMVER_RE
 from reconciler.store.blobs import BlobStore, VerifiedBlob
 from reconciler.store.errors import InvalidModuleError, ModuleConflictError, ModuleInUseError, UnknownModuleError
@@ -55,10 +56,6 @@ class RegistryLimits:
 class Registration:
     module: ModuleRecord
     created: bool  # False when the same id and bytes were already registered
-
-
-def module_id(name: str, version: str) -> str:
-    return f"{name}-v{version}"
 
 
 def check_name(name: object, field: str = "name") -> str:

@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
+from edge.protocol import module_id
 from reconciler.api import diff as diff_routes
 from reconciler.api import observe
 from reconciler.api.app import ROUTE_FILES, create_app
@@ -248,9 +249,9 @@ class ControlPlane:
         if revision is not None and revision.fleet is not None:
             used.update(revision.fleet.module_ids())
         for record in latest_records(self.controller.book.records()).values():
-            used.add(f"{record.module}-v{record.target.version}")
+            used.add(module_id(record.module, record.target.version))
             if record.previous is not None:
-                used.add(f"{record.module}-v{record.previous.version}")
+                used.add(module_id(record.module, record.previous.version))
         return used
 
     async def start(self) -> None:

@@ -36,7 +36,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, Sampler, _g
 from opentelemetry.trace import Link, SpanContext
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from edge.protocol import LATENCY_BUCKETS_MS, VersionMetrics
+from edge.protocol import LATENCY_BUCKETS_MS, VersionMetrics, module_id
 from edge.telemetry import (  # shared with the node: runtime-free logging and Prometheus helpers
     Histogram,
     JsonFormatter,
@@ -177,7 +177,7 @@ def deployment_attributes(module: str, version: str | None, rollout_id: str, str
     attributes: dict[str, Any] = {"wasm.module.name": module, "wasm.deployment.id": rollout_id}
     if version:
         attributes["wasm.module.version"] = version
-        attributes["wasm.module.id"] = f"{module}-v{version}"
+        attributes["wasm.module.id"] = module_id(module, version)
     if strategy:
         attributes["wasm.deployment.strategy"] = strategy
     return attributes

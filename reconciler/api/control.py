@@ -39,7 +39,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from edge.nodeapi import NODES_PATH, Heartbeat, Registration
-from edge.protocol import TABLE_SIGNATURE_HEADER
+from edge.protocol import TABLE_SIGNATURE_HEADER, module_id
 from reconciler.api.base import ANY_ROLE, ApiDeps, ApiError, page_of, public, read_json, require
 from reconciler.auth import TokenAuthority
 from reconciler.controller import Controller
@@ -110,7 +110,7 @@ def rollout_json(record: RolloutRecord, controller: Controller) -> dict[str, Any
     return {
         "id": record.id,
         "module": record.module,
-        "moduleId": f"{record.module}-v{record.target.version}",
+        "moduleId": module_id(record.module, record.target.version),
         "fromVersion": record.previous.version if record.previous else None,
         "toVersion": record.target.version,
         "strategy": record.strategy,

@@ -33,6 +33,7 @@ from typing import Any
 from aiohttp import web
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
+from edge.protocol import module_id
 from reconciler.api.base import ApiError, bad_request, deps, read_object, require
 from reconciler.api.control import ControlDeps, control_of, rollout_json
 from reconciler.approvals import API_APPROVED_BY_TRAILER, APPROVE_TRAILER, REQUESTED_BY_TRAILER
@@ -131,7 +132,7 @@ def _deploy_edit(
                 raise ApiError(
                     409,
                     "not_registered",
-                    f"{module}-v{version} is not registered and not among the module's versions: "
+                    f"{module_id(module, version)} is not registered and not among the module's versions: "
                     "upload it first (POST /api/v1/wasm/modules)",
                 )
             spec["version"] = version
@@ -181,7 +182,7 @@ async def create_deployment(request: web.Request) -> web.Response:
             raise bad_request("regions", f"{', '.join(unknown)}: not a region of the fleet")
     digest = None
     try:
-        record = await asyncio.to_thread(deps(request).registry.get, f"{module}-v{version}")
+        record = await asyncio.to_thread(deps(request).registry.get, module_id(module, version))
         digest = record.digest
     except NotFoundError:
         pass
@@ -206,11 +207,11 @@ async def create_deployment(request: web.Request) -> web.Response:
         control.controller.store.append_audit,
         requester,
         "deployment.request",
-        f"{module}-v{version}",
+        module_id(module, version),
         {"commit": result.sha, "branch": result.branch},
     )
     answer = {
-        "id": f"{module}-v{version}",
+        "id": module_id(module, version),
         "module": module,
         "version": version,
         "strategy": strategy or fleet.modules[module].spec.rollout,
@@ -219,7 +220,8 @@ async def create_deployment(request: web.Request) -> web.Response:
         "requestedBy": who.subject,
         **result.to_json(),
     }
-    return web.json_response(answer, status=202, headers={"Location": f"/api/v1/wasm/deployments/{module}-v{version}"})
+    location = f"/api/v1/wasm/deployments/{module_id(module, version)}"
+    return web.json_response(answer, status=202, headers={"Location": location})
 
 
 # -- POST /deployments/{id}/execute ------------------------------------------------------------------

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from edge.protocol import module_id
 from reconciler.spec.models import (
     Fleet,
     FleetSpec,
@@ -17,7 +18,6 @@ from reconciler.spec.models import (
     Module,
     Policy,
     RolloutStrategy,
-    module_id,
 )
 
 if TYPE_CHECKING:

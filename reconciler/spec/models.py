@@ -28,6 +28,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from edge.protocol import module_id
+
 API_VERSION: Final = "hotswap.dev/v1"
 MAX_MODULE_BYTES = 50 * 1024 * 1024
 
@@ -69,11 +71,6 @@ def _number_to_text(value: Any) -> Any:
 SemVer = Annotated[str, BeforeValidator(_number_to_text), AfterValidator(_semver)]
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 Digest = Annotated[str, StringConstraints(pattern=DIGEST_PATTERN)]
-
-
-def module_id(name: str, version: str) -> str:
-    """The spec's module id: `{name}-v{major}.{minor}.{patch}`."""
-    return f"{name}-v{version}"
 
 
 class Role(StrEnum):
