@@ -268,6 +268,12 @@ def raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (its threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
+
+
 def memory_kb(pid: int) -> dict[str, int]:
     out = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -584,6 +590,9 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             out["canary_promoted_s"] = promoted - committed
             out["canary_converged_s"] = converged - committed
             end = [p.memory() for p in planes]
+            cpu = [cpu_seconds(p.process.pid) for p in planes]
+            out["agents_cpu_s"] = cpu_seconds(os.getpid())
+            out["wall_s"] = time.monotonic() - started
             leading = [await leads(session, p, admin) for p in planes]  # a handover during the run shows here
             out["agent_errors"] = len(fleet.errors)
             out["agent_error_samples"] = fleet.errors[:5]
@@ -607,6 +616,7 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 "passes_ms": plane.passes_ms(),
                 "memory_steady_kb": steady[i],
                 "memory_end_kb": end[i],
+                "cpu_s": cpu[i],
                 "lag_all": lag_figures(lags, 0.0, float("inf")),
                 "lag_switches": lag_figures(lags, *out["switches_window"]),
             }
@@ -655,6 +665,9 @@ def report(out: dict[str, Any]) -> None:
                 f"{name} loop lag over {what}: max {lag['max']:.1f} ms, p99 {lag['p99']:.1f} ms, "
                 f"stalls > {STALL_MS:g} ms: {lag['stalls']} of {lag['ticks']} ticks of {LAG_TICK_S * 1000:g} ms"
             )
+    cpu = ", ".join(f"{p['cpu_s']:.0f} s" for p in planes)
+    print(f"CPU time, whole run ({out['wall_s']:.0f} s from registration to the end): control plane(s) {cpu}; ", end="")
+    print(f"the agents' process {out['agents_cpu_s']:.0f} s")
     print(f"agent-side errors (failed calls): {out['agent_errors']}")
     for error in out["agent_error_samples"]:
         print(f"  {error}")
