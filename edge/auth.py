@@ -17,6 +17,8 @@ command refuses to listen beyond 127.0.0.1 that way.
 
 from __future__ import annotations
 
+from typing import Any
+
 import jwt
 
 from edge.errors import ForbiddenError, UnauthorizedError
@@ -66,15 +68,22 @@ class Authenticator:
             raise UnauthorizedError(f"invalid token: {exc}") from None
         if not isinstance(claims.get("aud"), str):  # one audience each: a list naming several is refused
             raise UnauthorizedError("invalid token: its audience must be one string")
-        held: set[str] = set()
-        role = claims.get("role")
-        if isinstance(role, str):
-            held.add(role)
-        listed = claims.get("roles")
-        if isinstance(listed, list):
-            held.update(r for r in listed if isinstance(r, str))
+        held = roles_of(claims)
         if not held & roles:
             raise ForbiddenError(
                 f"role(s) {sorted(held) or ['none']} may not do this (needs {' or '.join(sorted(roles))})"
             )
         return claims
+
+
+def roles_of(claims: dict[str, Any]) -> frozenset[str]:
+    """The roles a token's claims name: `role` (one string) and `roles` (a list); anything else is
+    ignored. The control plane reads API tokens with this too, keeping only the roles it knows."""
+    found: set[str] = set()
+    role = claims.get("role")
+    if isinstance(role, str):
+        found.add(role)
+    listed = claims.get("roles")
+    if isinstance(listed, list):
+        found.update(r for r in listed if isinstance(r, str))
+    return frozenset(found)

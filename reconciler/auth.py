@@ -33,6 +33,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from edge.auth import roles_of
 from reconciler.authnames import API_ROLES, AUDIENCE, AUDIENCES, AUTH_DIR, EDGE_AUDIENCE, ISSUER, ROLES, node_audience
 
 __all__ = [
@@ -290,11 +291,4 @@ class TokenAuthority:
 
 
 def _roles(claims: dict[str, Any]) -> frozenset[str]:
-    found: set[str] = set()
-    role = claims.get("role")
-    if isinstance(role, str):
-        found.add(role)
-    listed = claims.get("roles")
-    if isinstance(listed, list):
-        found.update(r for r in listed if isinstance(r, str))
-    return frozenset(r for r in found if r in ROLES)
+    return frozenset(r for r in roles_of(claims) if r in ROLES)

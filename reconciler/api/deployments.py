@@ -220,8 +220,8 @@ async def create_deployment(request: web.Request) -> web.Response:
         "requestedBy": who.subject,
         **result.to_json(),
     }
-    location = f"/api/v1/wasm/deployments/{module_id(module, version)}"
-    return web.json_response(answer, status=202, headers={"Location": location})
+    where = f"/api/v1/wasm/deployments/{module_id(module, version)}"
+    return web.json_response(answer, status=202, headers={"Location": where})
 
 
 # -- POST /deployments/{id}/execute ------------------------------------------------------------------
