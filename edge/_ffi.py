@@ -149,14 +149,13 @@ def component_kinds() -> dict[str, int]:
     return {name: getattr(_wasmtime_ffi, f"WASMTIME_COMPONENT_{name.upper()}").value for name in names}
 
 
-def component_vals(n: int) -> ctypes.Array[Any]:
-    """An array of `n` (at least one) uninitialised component values: a call's arguments."""
-    return (ComponentVal * max(n, 1))()
+def _capi_string() -> Callable[[str], Any]:
+    """wasmtime-py's `str_to_capi`: a string as a `wasm_byte_vec_t` that the value it is stored in
+    owns (a string, an enum case, a field name). Bound once: called for every string lowered."""
+    return _wasmtime_ffi.str_to_capi
 
 
-def capi_string(text: str) -> Any:
-    """`text` as a `wasm_byte_vec_t` that the value it is stored in owns (a string, a name)."""
-    return _wasmtime_ffi.str_to_capi(text)
+capi_string = _capi_string()
 
 
 def new_list(kind: str, n: int) -> Any:
@@ -190,26 +189,31 @@ def box_val(val: Any) -> Any:
     return _bindings.wasmtime_component_val_new(ctypes.byref(val))
 
 
-def delete_val(val: Any) -> None:
-    """Free what `val` owns (`wasmtime_component_val_delete`), nested values and strings included."""
-    _bindings.wasmtime_component_val_delete(ctypes.byref(val))
+def component_func_ref(func: Any) -> Any:
+    """A C reference to a component function's `wasmtime_component_func_t` (kept private by
+    `wasmtime.component.Func`): taken once per instance and export, passed to every call."""
+    return ctypes.byref(func._func)
 
 
-def component_call(func: Any, ctx: Context, args: Any, n: int, result: Any | None) -> None:
-    """Call a component function with lowered `args`; the result (if any) lands in `result`.
-    Raises the call's `WasmtimeError` (a trap inside a component comes back as an error, not a
-    `Trap`: see `edge.instance.is_timeout`)."""
-    error = _bindings.wasmtime_component_func_call(
-        ctypes.byref(func._func), ctx, args, n, ctypes.byref(result) if result is not None else None,
-        1 if result is not None else 0,
-    )  # fmt: skip
-    if error:
-        raise wasmtime.WasmtimeError._from_ptr(error)
+def error_from_pointer(error: Any) -> wasmtime.WasmtimeError:
+    """The `WasmtimeError` owning a `wasmtime_error_t` pointer that a component call returned (a
+    trap inside a component comes back as an error, not a `Trap`: see `edge.instance.is_timeout`)."""
+    return wasmtime.WasmtimeError._from_ptr(error)
 
 
-def component_post_return(func: Any, ctx: Context) -> None:
-    """Let the component free what its last call returned (`wasmtime_component_func_post_return`),
-    as the C API asks after each call whose result has been lifted."""
-    error = _bindings.wasmtime_component_func_post_return(ctypes.byref(func._func), ctx)
-    if error:
-        raise wasmtime.WasmtimeError._from_ptr(error)
+def _component_calls() -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., None]]:
+    """wasmtime-py's bindings of `wasmtime_component_func_call(func_ref, ctx, args, n, results, m)`,
+    `wasmtime_component_func_post_return(func_ref, ctx)` (let the component free what the call
+    returned, as the C API asks after each call) and `wasmtime_component_val_delete(byref(val))`
+    (free what a value owns, nested values and strings included). Bound once and called directly
+    by `edge.component` on every call: a frame of ours around each would cost more than lowering a
+    small argument."""
+    return (
+        _bindings.wasmtime_component_func_call,
+        _bindings.wasmtime_component_func_post_return,
+        _bindings.wasmtime_component_val_delete,
+    )
+
+
+# Each returns a `wasmtime_error_t` pointer (false when it went well) except `delete_val`.
+component_call, component_post_return, delete_val = _component_calls()

@@ -60,6 +60,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from ctypes import byref
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -68,6 +69,7 @@ import wasmtime
 import wasmtime.component as wc
 
 from edge import _ffi, wasm
+from edge._ffi import component_call, component_post_return, delete_val
 from edge.cache import COMPONENT
 from edge.errors import BadRequestError, LoadError, MemoryLimitError, ModuleTimeoutError, NotFoundError, TrapError
 from edge.instance import MIB, Capture, Sandbox, first_line, is_timeout, new_store, wasi_config
@@ -440,6 +442,7 @@ class _Instance:
         _STATES.pop(self.key, None)
 
     def func(self, name: str) -> Any:
+        """The C reference to export `name` (`instance#func` or `func`), looked up once."""
         f = self.funcs.get(name)
         if f is None:
             outer, _, inner = name.partition("#")
@@ -449,31 +452,36 @@ class _Instance:
             found = self.instance.get_func(self.store, index) if index is not None else None
             if found is None:
                 raise TrapError(f"{name} is not an exported function")  # prepare() never lets this happen
-            f = self.funcs[name] = found
+            f = self.funcs[name] = _ffi.component_func_ref(found)
         return f
 
     def call(self, func: wasm.ComponentFunc, params: tuple[Any, ...]) -> Any:
-        f = self.func(func.name)
+        f = self.funcs.get(func.name) or self.func(func.name)
         n = len(func.params)
-        args = _ffi.component_vals(n)
+        args = (_ffi.ComponentVal * max(n, 1))()
         done = 0
-        result = _ffi.ComponentVal() if func.result is not None else None
+        result = _ffi.ComponentVal()
+        has_result = func.result is not None
         try:
             for (_, t), v in zip(func.params, params, strict=True):
                 lower(t, v, args[done])
                 done += 1
-            _ffi.component_call(f, self.ctx, args, n, result)
+            error = component_call(f, self.ctx, args, n, byref(result) if has_result else None, 1 if has_result else 0)
+            if error:
+                raise _ffi.error_from_pointer(error)
             if func.result is None:
                 value = None
             else:
                 try:
                     value = lift(func.result, result)
                 finally:
-                    _ffi.delete_val(result)
+                    delete_val(byref(result))
         finally:
             for i in range(done):
-                _ffi.delete_val(args[i])
-        _ffi.component_post_return(f, self.ctx)
+                delete_val(byref(args[i]))
+        error = component_post_return(f, self.ctx)
+        if error:
+            raise _ffi.error_from_pointer(error)
         return value
 
     def at_memory_cap(self, message: str) -> bool:

@@ -207,7 +207,7 @@ def _roundtrip(t: wasm.WitType, value: object) -> object:
     try:
         return lift(t, val)
     finally:
-        _ffi.delete_val(val)
+        _ffi.delete_val(ctypes.byref(val))
 
 
 def _wit(
@@ -261,7 +261,7 @@ def test_delete_val_frees_a_value_and_what_it_owns() -> None:
         val = _ffi.ComponentVal()
         lower(t, [{"name": "a" * 100}] * 10, val)
         with uses("wasmtime_component_val_delete", "delete_val"):
-            _ffi.delete_val(val)
+            _ffi.delete_val(ctypes.byref(val))
 
 
 def test_component_call_and_post_return_call_an_export() -> None:
@@ -277,17 +277,41 @@ def test_component_call_and_post_return_call_an_export() -> None:
     interface, _, name = greet.name.partition("#")
     func = instance.get_func(store, instance.get_export_index(store, name, instance.get_export_index(store, interface)))
     ctx = _ffi.context(store)
+    with uses("component Func._func", "component_func_ref"):
+        ref = _ffi.component_func_ref(func)
     for who in ("world", "again"):  # each call followed by its post-return, as edge.component does
-        args = _ffi.component_vals(1)
+        args = (_ffi.ComponentVal * 1)()
         lower(greet.params[0][1], who, args[0])
         result = _ffi.ComponentVal()
-        with uses("wasmtime_component_func_call / component Func._func", "component_call"):
-            _ffi.component_call(func, ctx, args, 1, result)
+        with uses("wasmtime_component_func_call", "component_call"):
+            error = _ffi.component_call(ref, ctx, args, 1, ctypes.byref(result), 1)
+        assert not error
         assert lift(greet.result, result) == {"text": f"hello, {who}", "length": 7 + len(who)}
-        _ffi.delete_val(result)
-        _ffi.delete_val(args[0])
+        _ffi.delete_val(ctypes.byref(result))
+        _ffi.delete_val(ctypes.byref(args[0]))
         with uses("wasmtime_component_func_post_return", "component_post_return"):
-            _ffi.component_post_return(func, ctx)
+            assert not _ffi.component_post_return(ref, ctx)
+
+
+def test_error_from_pointer_is_the_error_of_a_component_call() -> None:
+    engine = wasmtime.Engine()
+    component = wc.Component(engine, HELLO.read_bytes())
+    store = wasmtime.Store(engine)
+    store.set_wasi(wasmtime.WasiConfig())
+    linker = wc.Linker(engine)
+    linker.add_wasip2()
+    instance = linker.instantiate(store, component)
+    greet = instance.get_func(
+        store, instance.get_export_index(store, "greet", instance.get_export_index(store, "example:hello/greet@1.0.0"))
+    )
+    args = (_ffi.ComponentVal * 1)()
+    # No arguments for a function that takes one: the C API refuses the call with an error.
+    error = _ffi.component_call(_ffi.component_func_ref(greet), _ffi.context(store), args, 0, None, 0)
+    assert error
+    with uses("WasmtimeError._from_ptr / wasmtime_error_t", "error_from_pointer"):
+        exc = _ffi.error_from_pointer(error)
+    assert isinstance(exc, wasmtime.WasmtimeError) and not is_timeout(exc)
+    assert str(exc)
 
 
 # -- nobody else -----------------------------------------------------------------------------------
