@@ -43,6 +43,7 @@ from edge.protocol import (
     VERSION_HEADER,
     ExecuteRequest,
     may_nest_deeper,
+    module_id,
     nests_deeper,
 )
 from edge.router import VersionSlot
@@ -203,7 +204,7 @@ def _module_error(slot: VersionSlot, function: str, exc: ModuleError, elapsed: f
         function,
         exc.code,
         exc.message,
-        extra={"moduleId": f"{slot.module}-v{slot.version}"},
+        extra={"moduleId": module_id(slot.module, slot.version)},
     )
     details = {"module": slot.module, "version": slot.version, **exc.details}
     response = error_response(exc.status, exc.code, exc.message, **details)
