@@ -122,6 +122,7 @@ class _Region:
 
 
 _RegionKey = tuple[tuple[str, int], ...]  # the region's healthy nodes (sorted) with their capacity
+_NodesKey = tuple[tuple[str, str, NodeStatus, int | None], ...]  # what placement reads of every node
 
 
 class _Memo:
@@ -135,9 +136,10 @@ class _Memo:
             for region in module_regions(desired, name):
                 self.wanted[region].append(name)
         self.pins = tuple((n, p) for n in self.names if (p := desired.modules[n].spec.placement.pins))
+        self.pinned = tuple(n for n, _ in self.pins)
         self.regions: dict[tuple[str, _RegionKey], _Region] = {}
-        self.last: tuple[tuple[tuple[str, str, NodeStatus, int | None], ...], Mapping[str, ModulePlacement]] | None
-        self.last = None
+        # The last answer: the node key it was for, the placement, and the region results it was made of.
+        self.last: tuple[_NodesKey, dict[str, ModulePlacement], list[_Region]] | None = None
 
     def region(self, region: str, key: _RegionKey) -> _Region:
         found = self.regions.get((region, key))
@@ -158,7 +160,8 @@ def place(desired: DesiredFleet, nodes: Iterable[ObservedNode]) -> Mapping[str, 
 
     Placement depends on the revision and on each node's id, region, status and capacity only, and
     regions do not depend on each other. So the work is kept per revision object: a pass with the
-    same nodes recomputes nothing, and a node that changes recomputes only its own region.
+    same nodes recomputes nothing, and a node that changes recomputes only its own region. A module
+    whose nodes did not change keeps the very `ModulePlacement` object of the last answer.
     """
     nodes = tuple(nodes)
     memo = next((m for m in _memos if m.desired is desired), None)
@@ -176,26 +179,48 @@ def place(desired: DesiredFleet, nodes: Iterable[ObservedNode]) -> Mapping[str, 
         if node.status is NodeStatus.HEALTHY and node.region in healthy:
             healthy[node.region].append((node.id, node.max_modules if node.max_modules is not None else default_cap))
     results = [memo.region(r, tuple(sorted(ids))) for r, ids in healthy.items()]
+    regions = tuple(healthy)
 
-    out: dict[str, ModulePlacement] = {}
-    empty: Mapping[str, str] = {}
-    for name in memo.names:
-        chosen: dict[str, tuple[str, ...]] = {}
-        missing: dict[str, int] = {}
-        pins: dict[str, str] = {}
-        for region, result in zip(healthy, results, strict=True):
-            picked = result.chosen.get(name)
-            if picked is not None:
-                chosen[region] = picked
-                short = result.missing.get(name)
-                if short:
-                    missing[region] = short
-            pinned = result.pins.get(name, empty)
-            if pinned:
-                pins.update(pinned)
-        out[name] = ModulePlacement(chosen, pins, missing)
-    memo.last = (key, out)
+    if memo.last is None:
+        out = {name: _module_placement(name, regions, results) for name in memo.names}
+    else:
+        # Only modules whose nodes changed in a region whose result changed get a new ModulePlacement;
+        # the others keep the very object of the last answer (the incremental planner compares by it).
+        last_results = memo.last[2]
+        out = dict(memo.last[1])
+        for region, new, old in zip(regions, results, last_results, strict=True):
+            if new is old:
+                continue
+            for name in chain(memo.wanted[region], memo.pinned):
+                if (
+                    new.chosen.get(name) != old.chosen.get(name)
+                    or new.missing.get(name) != old.missing.get(name)
+                    or new.pins.get(name) != old.pins.get(name)
+                ):
+                    out[name] = _module_placement(name, regions, results)
+    memo.last = (key, out, results)
     return out
+
+
+_NO_PINS: Mapping[str, str] = {}
+
+
+def _module_placement(name: str, regions: tuple[str, ...], results: list[_Region]) -> ModulePlacement:
+    """One module's placement read off every region's result (regions in fleet order)."""
+    chosen: dict[str, tuple[str, ...]] = {}
+    missing: dict[str, int] = {}
+    pins: dict[str, str] = {}
+    for region, result in zip(regions, results, strict=True):
+        picked = result.chosen.get(name)
+        if picked is not None:
+            chosen[region] = picked
+            short = result.missing.get(name)
+            if short:
+                missing[region] = short
+        pinned = result.pins.get(name, _NO_PINS)
+        if pinned:
+            pins.update(pinned)
+    return ModulePlacement(chosen, pins, missing)
 
 
 def _place_region(
