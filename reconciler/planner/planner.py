@@ -40,6 +40,7 @@ from reconciler.planner.placement import ModulePlacement, place
 from reconciler.planner.types import (
     AssignmentEntry,
     Condition,
+    ObservedNode,
     Phase,
     Release,
     RolloutRecord,
@@ -75,15 +76,42 @@ def _steady(record: RolloutRecord | None, target: Release) -> bool:
     return stable is target or stable == target
 
 
-class _Pass:
-    """The state of one pass, built once from the snapshot; `module()` plans one module."""
+Running = dict[tuple[str, str], set[tuple[str, str, int]]]  # (module, node) -> {(version, digest, weight)}
+Smoke = dict[tuple[str, str], dict[tuple[str, str], SmokeResult]]  # (module, node) -> {(version, digest): result}
 
-    def __init__(self, snapshot: Snapshot) -> None:
+
+def node_reports(node: ObservedNode) -> tuple[Running, Smoke]:
+    """What one node reports, indexed by (module, node): what it runs, and its smoke checks (the last
+    result of a version wins)."""
+    running: Running = {}
+    for entry in node.running:
+        running.setdefault((entry.module, node.id), set()).add((entry.version, entry.digest, entry.weight))
+    smoke: Smoke = {}
+    for result in node.smoke:
+        smoke.setdefault((result.module, node.id), {})[(result.version, result.digest)] = result
+    return running, smoke
+
+
+class _Pass:
+    """The state of one pass, built once from the snapshot; `module()` plans one module.
+
+    `placement`, `latest`, `running` and `smoke` are derived from the snapshot unless given: the
+    incremental planner (`reconciler.planner.incremental`) hands in the ones it kept up to date."""
+
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        *,
+        placement: Mapping[str, ModulePlacement] | None = None,
+        latest: dict[str, RolloutRecord] | None = None,
+        running: Running | None = None,
+        smoke: Smoke | None = None,
+    ) -> None:
         self.snapshot = snapshot
         self.facts = facts(snapshot.desired)
         self.now = snapshot.now
-        self.placement = place(snapshot.desired, snapshot.nodes)
-        self.latest = latest_records(snapshot.records)
+        self.placement = place(snapshot.desired, snapshot.nodes) if placement is None else placement
+        self.latest = latest_records(snapshot.records) if latest is None else latest
         metrics: dict[str, dict[str, list[VersionMetrics]]] = defaultdict(lambda: defaultdict(list))
         for m in snapshot.metrics:
             metrics[m.module][m.version].append(m)
@@ -92,16 +120,16 @@ class _Pass:
         for a in snapshot.approvals:
             approvals[a.module].append(a)
         self.approvals = {name: tuple(items) for name, items in approvals.items()}
-        running: dict[tuple[str, str], set[tuple[str, str, int]]] = defaultdict(set)
-        for node in snapshot.nodes:
-            for entry in node.running:
-                running[(entry.module, node.id)].add((entry.version, entry.digest, entry.weight))
-        self.running = running
-        smoke: dict[tuple[str, str], dict[tuple[str, str], SmokeResult]] = defaultdict(dict)
-        for node in snapshot.nodes:
-            for result in node.smoke:
-                smoke[(result.module, node.id)][(result.version, result.digest)] = result
-        self.smoke = smoke
+        if running is None or smoke is None:
+            running, smoke = defaultdict(set), defaultdict(dict)
+            for node in snapshot.nodes:  # a node listed twice: its reports merge, the last smoke result wins
+                ran, smoked = node_reports(node)
+                for key, versions in ran.items():
+                    running[key] |= versions
+                for key, results in smoked.items():
+                    smoke[key].update(results)
+        self.running: Mapping[tuple[str, str], set[tuple[str, str, int]]] = running
+        self.smoke: Mapping[tuple[str, str], dict[tuple[str, str], SmokeResult]] = smoke
         self.assigned = {node.id: node.assigned for node in snapshot.nodes}
         self.tables: dict[str, list[AssignmentEntry]] = {node.id: [] for node in snapshot.nodes}
         self._were_live: dict[str, set[str]] | None = None
