@@ -1,6 +1,7 @@
 """The planner: a pure function from desired fleet, observed nodes, rollout records and now to actions.
 
-Flow: the executor builds a `Snapshot` -> `plan(snapshot)` places modules (`placement`), moves each
+Flow: the executor builds a `Snapshot` -> `plan(snapshot)` (or `Planner().plan(snapshot)`, the same plan
+from only what changed since its last pass: `incremental`) places modules (`placement`), moves each
 module's rollout at most one step (`machine`, judged by `analysis`), derives every node's table
 (`weights`) and the conditions (`conditions`) -> a `Plan` whose records the executor stores before
 it applies the actions. Nothing in this package does I/O or reads the clock (import-linter checks).
@@ -18,6 +19,7 @@ from reconciler.planner.actions import (
     StartRollout,
 )
 from reconciler.planner.conditions import module_conditions
+from reconciler.planner.incremental import Planner
 from reconciler.planner.placement import place
 from reconciler.planner.planner import latest_records, plan, rollout_rule
 from reconciler.planner.types import (
@@ -50,6 +52,7 @@ __all__ = [
     "Pause",
     "Phase",
     "Plan",
+    "Planner",
     "Promote",
     "RecordEvent",
     "Release",
