@@ -177,6 +177,7 @@ class Controller:
         self._assigned: dict[str, tuple[ModuleTable, tuple[AssignmentEntry, ...]]] = {}
         self._wire = WireEntries()  # planner rows -> wire rows, each distinct row converted once
         self._observed: dict[str, tuple[NodeView, tuple[AssignmentEntry, ...], ObservedNode]] = {}
+        self._planner = planner.Planner()  # plans again only what changed since its last pass
         self._pass_done = asyncio.Condition()
         self.gates = InterfaceGates(store)
         # Several replicas on one store (reconciler.leader): which one this is, whether it leads, and
@@ -275,7 +276,7 @@ class Controller:
         snapshot = self.snapshot(held.fleet, revision.approvals, now)
         # Off the loop: at 1,000 nodes a plan takes 50-300 ms of CPU, and every long-poll answer and
         # heartbeat would wait behind it. The snapshot is immutable, and one pass runs at a time.
-        result = await asyncio.to_thread(planner.plan, snapshot)
+        result = await asyncio.to_thread(self._planner.plan, snapshot)
         await asyncio.to_thread(self.book.save, result.records, revision.sha)
         with self.tracing.step_spans(result.actions, self.book.get):
             await self.apply(result)
@@ -299,6 +300,7 @@ class Controller:
         becomes leader plans from what the others wrote)."""
         self._assigned.clear()
         self._observed.clear()
+        self._planner.reset()
         self.book.reload()
 
     def _mark_applied(self, sha: str) -> None:
