@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from edge.auth import roles_of
 from reconciler.authnames import API_ROLES, AUDIENCE, AUDIENCES, AUTH_DIR, EDGE_AUDIENCE, ISSUER, ROLES, node_audience
+from reconciler.errors import ReconcilerError
 
 __all__ = [
     "API_ROLES",
@@ -55,7 +56,7 @@ LEEWAY_SECONDS = 30.0
 ASYMMETRIC = ("EdDSA", "RS256", "RS384", "RS512", "ES256", "ES384", "PS256")
 
 
-class TokenError(Exception):
+class TokenError(ReconcilerError):
     """A token that does not let its bearer in; the message says why, for the 401 answer."""
 
 

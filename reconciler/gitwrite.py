@@ -36,6 +36,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import YAMLError
 
+from reconciler.errors import ReconcilerError
 from reconciler.gitsource.errors import GitCommandError
 from reconciler.gitsource.gitrepo import GitRepo
 
@@ -49,7 +50,7 @@ Edit = Callable[[Path], Sequence[str]]  # edits files under the fleet root; retu
 Vet = Callable[[GitRepo, str], str | None]
 
 
-class GitWriteError(Exception):
+class GitWriteError(ReconcilerError):
     """A write the repository refused (push rejected, working tree dirty, git failed)."""
 
 

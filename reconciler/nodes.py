@@ -23,6 +23,7 @@ from typing import Protocol
 
 from edge.nodeapi import Heartbeat, HeartbeatAnswer, Registration, RegistrationAnswer
 from edge.protocol import SERVING_CACHED_TABLE, ModuleEntry, ModuleTable
+from reconciler.errors import ReconcilerError
 from reconciler.metricswindow import METRICS_HORIZON_SECONDS, MetricsWindow, Totals
 from reconciler.store.records import JsonObject, NodeRecord
 from reconciler.store.state import StateStore
@@ -99,7 +100,7 @@ def _not_back(before: NodeRecord, row: NodeRecord) -> NodeRecord:
     return node
 
 
-class HubClosedError(Exception):
+class HubClosedError(ReconcilerError):
     """The control plane is stopping: a long-poll gets no answer from it (the API says 503)."""
 
 

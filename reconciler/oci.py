@@ -55,6 +55,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from reconciler.errors import ReconcilerError
+
 if TYPE_CHECKING:
     import requests
 
@@ -79,7 +81,7 @@ _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
-class OciError(Exception):
+class OciError(ReconcilerError):
     """A registry operation that failed; the message names the reference and what happened."""
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from reconciler.errors import ReconcilerError
 from reconciler.planner import RolloutRecord
 from reconciler.store.errors import ConflictError
 from reconciler.store.records import RolloutRecord as StoredRollout
@@ -65,7 +66,7 @@ class _Entry:
     revision: str | None
 
 
-class StaleBookError(Exception):
+class StaleBookError(ReconcilerError):
     """Another reconciler wrote a rollout since this one read it: reload and plan again."""
 
 

@@ -24,6 +24,7 @@ from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 
+from reconciler.errors import ReconcilerError
 from reconciler.registry import Registry
 
 ROLES = frozenset({"admin", "developer", "operator", "viewer"})
@@ -91,7 +92,7 @@ DEPS = web.AppKey("deps", ApiDeps)
 PRINCIPAL = web.RequestKey("principal", Principal)
 
 
-class ApiError(Exception):
+class ApiError(ReconcilerError):
     """A request the API refuses: `status` (4xx), a short `error` code, and a message for the caller."""
 
     def __init__(

@@ -29,6 +29,7 @@ from aiohttp import web
 
 from reconciler.api.base import ANY_ROLE, ApiDeps, ApiError, require
 from reconciler.api.control import CONTROL
+from reconciler.errors import ReconcilerError
 from reconciler.gitsource.errors import ExportError, GitCommandError
 from reconciler.gitsource.gitrepo import GitRepo
 from reconciler.gitsource.trust import TrustRoot
@@ -46,11 +47,11 @@ _REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/+-]*")
 _HEX = re.compile(r"[0-9a-f]{4,40}")
 
 
-class RefNotFoundError(Exception):
+class RefNotFoundError(ReconcilerError):
     """The repository has no branch, tag or commit of that name."""
 
 
-class FleetLoadError(Exception):
+class FleetLoadError(ReconcilerError):
     """The fleet at the commit does not load; `problems` say where."""
 
     def __init__(self, sha: str, problems: tuple[Problem, ...]) -> None:

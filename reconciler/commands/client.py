@@ -14,10 +14,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from reconciler.errors import ReconcilerError
+
 DEFAULT_CONTROL = "http://127.0.0.1:8080"
 
 
-class ClientError(Exception):
+class ClientError(ReconcilerError):
     pass
 
 

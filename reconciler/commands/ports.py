@@ -13,10 +13,12 @@ import os
 import socket
 from pathlib import Path
 
+from reconciler.errors import ReconcilerError
+
 LISTEN = "0A"  # the state column of /proc/net/tcp for a listening socket
 
 
-class PortTakenError(Exception):
+class PortTakenError(ReconcilerError):
     """A port asked for explicitly is in use; the message names it and, when known, its holder."""
 
 

@@ -18,11 +18,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from reconciler.errors import ReconcilerError
+
 if TYPE_CHECKING:
     from reconciler.spec.fleet import Problem
 
 
-class GitSourceError(Exception):
+class GitSourceError(ReconcilerError):
     """Base of every Git source error."""
 
 

@@ -10,8 +10,10 @@ return their problems as data (one line each) for the fleet loader and the API t
 
 from __future__ import annotations
 
+from reconciler.errors import ReconcilerError
 
-class InterfaceError(Exception):
+
+class InterfaceError(ReconcilerError):
     """Base of every interface registry error."""
 
 

@@ -9,8 +9,10 @@ NotifyError
 
 from __future__ import annotations
 
+from reconciler.errors import ReconcilerError
 
-class NotifyError(Exception):
+
+class NotifyError(ReconcilerError):
     """Base of the notifier's errors; the message is for people."""
 
 

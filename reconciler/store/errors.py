@@ -21,8 +21,10 @@ object, and say what to do when there is something to do.
 
 from __future__ import annotations
 
+from reconciler.errors import ReconcilerError
 
-class StoreError(Exception):
+
+class StoreError(ReconcilerError):
     """Base of every store failure; `message` is the human text."""
 
     def __init__(self, message: str) -> None:
@@ -93,7 +95,7 @@ class StoreConfigError(StoreError):
     pass
 
 
-class InvalidModuleError(ValueError):
+class InvalidModuleError(ReconcilerError, ValueError):
     """A registration request that cannot be accepted; `field` names the part of the request at fault."""
 
     def __init__(self, field: str, message: str) -> None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.controller import Controller, Event
+from reconciler.errors import ReconcilerError
 
 log = logging.getLogger("hotswap.ui")
 QUEUE_SIZE = 256
@@ -34,7 +35,7 @@ NODES_EVERY = 0.25
 KEEPALIVE_SECONDS = 15.0
 
 
-class StreamsFullError(Exception):
+class StreamsFullError(ReconcilerError):
     """No room for another stream (in total, or for this subject); the message says which."""
 
 

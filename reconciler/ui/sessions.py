@@ -30,6 +30,7 @@ from aiohttp import web
 from reconciler.api.base import ApiError, Authenticator, Principal
 from reconciler.api.security import SESSION_JTI_PREFIX, unauthorized
 from reconciler.auth import API_ROLES, TokenAuthority, TokenError
+from reconciler.errors import ReconcilerError
 
 SESSION_COOKIE = "hotswap_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -53,7 +54,7 @@ class Session:
         return {"subject": self.subject, "roles": sorted(self.roles), "csrf": self.csrf, "expiresAt": int(self.expires)}
 
 
-class SessionError(Exception):
+class SessionError(ReconcilerError):
     """A cookie or token that opens no session; the message says why (for the 401)."""
 
 
