@@ -45,7 +45,6 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import math
 import os
 import threading
 import time
@@ -61,10 +60,11 @@ from edge.auth import READ_ROLES, Authenticator
 from edge.errors import BadRequestError, EdgeError, NotFoundError
 from edge.execute import error_response, execute_handler, validation_message
 from edge.lanes import ThreadShares
-from edge.protocol import LATENCY_BUCKETS_MS, ModuleTable, VersionMetrics
+from edge.metrics import prometheus_lines
+from edge.protocol import ModuleTable, VersionMetrics
 from edge.router import ApplyReport, Router, VersionSlot
 from edge.runtime import BudgetExceededError, Call, CallResult, Runtime
-from edge.telemetry import render_spec_metrics, traced
+from edge.telemetry import Serving, node_reading, traced
 
 log = logging.getLogger("hotswap.edge.server")
 MIB = 1024 * 1024
@@ -242,58 +242,19 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def render_metrics(node: Node, totals: list[VersionMetrics] | None = None) -> str:
-    """Prometheus text exposition: the spec's metric names with dots as underscores.
+    """Prometheus text exposition of the node's families (edge.telemetry declares them).
 
     `totals` (a multi-process node) replaces this process's counts with the whole node's."""
-    lines: list[str] = []
-
-    def family(name: str, kind: str, help_text: str) -> None:
-        lines.append(f"# HELP {name} {help_text}")
-        lines.append(f"# TYPE {name} {kind}")
-
     rows = node.router.metrics_total()
     if totals is not None:
         whole = {(m.module, m.version): m for m in totals}
         rows = [(slot, whole.get((slot.module, slot.version), m)) for slot, m in rows]
-    family("wasm_functions_invoked_total", "counter", "Function invocations per module version")
-    for slot, m in rows:
-        lines.append(f"wasm_functions_invoked_total{{{_labels(slot)}}} {m.requests}")
-    family("wasm_functions_failed_total", "counter", "Failed invocations per module version and reason")
-    for slot, m in rows:
-        for reason, value in (("trap", m.traps), ("timeout", m.timeouts), ("memory", m.memory), ("cpu", m.cpu)):
-            lines.append(f'wasm_functions_failed_total{{{_labels(slot)},reason="{reason}"}} {value}')
-    family("hotswap_sandbox_violations_total", "counter", "Sandbox refusals inside calls (network off allowHosts)")
-    for slot, m in rows:
-        lines.append(f'hotswap_sandbox_violations_total{{{_labels(slot)},kind="network"}} {m.violations}')
-    family("wasm_function_invoke_duration_ms", "histogram", "Execute latency in milliseconds")
-    for slot, m in rows:
-        running = 0
-        for bound, count in zip((*LATENCY_BUCKETS_MS, math.inf), m.latency_buckets, strict=True):
-            running += count
-            le = "+Inf" if math.isinf(bound) else f"{bound:g}"
-            lines.append(f'wasm_function_invoke_duration_ms_bucket{{{_labels(slot)},le="{le}"}} {running}')
-        lines.append(f"wasm_function_invoke_duration_ms_sum{{{_labels(slot)}}} {m.latency_sum_ms:.6f}")
-        lines.append(f"wasm_function_invoke_duration_ms_count{{{_labels(slot)}}} {m.requests}")
-    family("hotswap_version_weight", "gauge", "Traffic weight of the module version")
-    for slot, _ in rows:
-        lines.append(f"hotswap_version_weight{{{_labels(slot)}}} {0 if slot.retired else slot.entry.weight}")
-    family("hotswap_inflight_requests", "gauge", "Requests running on the module version")
-    for slot, _ in rows:
-        lines.append(f"hotswap_inflight_requests{{{_labels(slot)}}} {slot.inflight}")
-    family("wasm_modules_count", "gauge", "Modules loaded on this node")
-    lines.append(f"wasm_modules_count {len(node.router.routes)}")
-    family("hotswap_table_generation", "gauge", "Generation of the module table applied")
-    lines.append(f"hotswap_table_generation {node.router.generation}")
-    lines += render_spec_metrics(node.router.stats, [m for _, m in rows], node_id=node.config.node_id)
-    return "\n".join(lines) + "\n"
-
-
-def _labels(slot: VersionSlot) -> str:
-    return f'module="{_escape(slot.module)}",version="{_escape(slot.version)}"'
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    serving = [Serving(m, 0 if slot.retired else slot.entry.weight, slot.inflight) for slot, m in rows]
+    router, node_id = node.router, node.config.node_id
+    reading = node_reading(
+        router.stats, serving, node_id=node_id, modules=len(router.routes), generation=router.generation
+    )
+    return "\n".join(prometheus_lines(reading)) + "\n"
 
 
 async def admin_table(request: web.Request) -> web.Response:

@@ -11,9 +11,10 @@ Where it sits: beside the server, router and agent, which call into it; it impor
   `traceparent` says sampled is traced (parent-based), one that says not sampled is not, and one
   without a parent is traced with probability `ratio` (default 0.01; `OTEL_TRACES_SAMPLER_ARG`
   with a `*traceidratio` sampler, or `--trace-ratio`). Unsampled requests create no span object.
-* Metrics. `NodeStats` counts loads, applied tables and their durations (rare events); per-version
-  request counters stay in the router. `render_spec_metrics` turns both into the spec's families
-  at scrape time (dots as underscores), appended to the node's `/metrics`.
+* Metrics. Every family of the node's `/metrics` is declared here once (`FAMILIES`, an
+  `edge.metrics.Family` each); `node_reading` pairs them with this moment's values: `NodeStats`
+  (loads, applied tables and their durations, rare events) and the router's per-version counters.
+  `edge.metrics` renders that as Prometheus text and, for the exported families, as OTLP samples.
 * Logs. `setup_logging` installs either a JSON formatter (one object a line: timestamp, level,
   message, traceId, edgeNodeId, moduleId, deploymentId where known) or a human-readable one. The
   trace id is the current span's, else the caller's `traceparent` for this request.
@@ -22,7 +23,6 @@ Where it sits: beside the server, router and agent, which call into it; it impor
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import contextvars
 import json
@@ -33,7 +33,7 @@ import random
 import resource
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -49,6 +49,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from edge.errors import EdgeError
+from edge.metrics import Family, Histogram, Reading, Sample, otlp_samples
+from edge.metrics import start_metric_export as export_metrics
 from edge.protocol import LATENCY_BUCKETS_MS, VERSION_HEADER, HealthCheck, ModuleEntry, VersionMetrics, module_id
 
 log = logging.getLogger("hotswap.edge.telemetry")
@@ -243,26 +245,66 @@ async def health_check(loaded: Invocable, entry: ModuleEntry, check: HealthCheck
 
 # -- metrics -----------------------------------------------------------------------------------
 
-
-@dataclass
-class Histogram:
-    """Counts per bucket (upper bounds, then +Inf), a sum and a count."""
-
-    bounds: tuple[float, ...]
-    counts: list[int] = field(default_factory=list)
-    total: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not self.counts:
-            self.counts = [0] * (len(self.bounds) + 1)
-
-    def observe(self, value: float, count: int = 1) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += count
-        self.total += value * count
-
-    @property
-    def count(self) -> int:
-        return sum(self.counts)
+_VERSION = ("module", "version")
+INVOKED = Family("wasm.functions.invoked.total", "counter", "Function invocations per module version", _VERSION)
+FAILED = Family(
+    "wasm.functions.failed.total",
+    "counter",
+    "Failed invocations per module version and reason",
+    (*_VERSION, "reason"),
+    otlp_labels=_VERSION,
+)
+VIOLATIONS = Family(
+    "hotswap.sandbox.violations.total",
+    "counter",
+    "Sandbox refusals inside calls (network off allowHosts)",
+    (*_VERSION, "kind"),
+    exported=False,
+)
+EXECUTE_MS = Family(
+    "wasm.function.invoke.duration_ms",
+    "histogram",
+    "Execute latency in milliseconds",
+    _VERSION,
+    LATENCY_BUCKETS_MS,
+    exported=False,
+)
+WEIGHT = Family("hotswap.version.weight", "gauge", "Traffic weight of the module version", _VERSION, exported=False)
+INFLIGHT = Family(
+    "hotswap.inflight.requests", "gauge", "Requests running on the module version", _VERSION, exported=False
+)
+MODULES = Family("wasm.modules.count", "gauge", "Modules loaded on this node")
+GENERATION = Family("hotswap.table.generation", "gauge", "Generation of the module table applied", exported=False)
+REGISTERED = Family("wasm.modules.registered.total", "counter", "Module versions loaded by this node")
+EXECUTED = Family("wasm.deployments.executed.total", "counter", "Module tables applied by this node")
+TABLES_FAILED = Family("wasm.deployments.failed.total", "counter", "Module tables with an entry that did not load")
+LOAD_MS = Family(
+    "wasm.module.load.duration", "histogram", "Module load latency in milliseconds", buckets=LOAD_BUCKETS_MS
+)
+INVOKE_MS = Family(
+    "wasm.function.invoke.duration",
+    "histogram",
+    "Function invocation latency in milliseconds",
+    _VERSION,
+    LATENCY_BUCKETS_MS,
+)
+TABLE_MS = Family(
+    "wasm.deployment.duration", "histogram", "Time to apply a module table in milliseconds", buckets=TABLE_BUCKETS_MS
+)
+SIZES = Family("wasm.module.size.bytes", "histogram", "Binary size of the module versions loaded", buckets=SIZE_BUCKETS)
+NODES = Family("wasm.edge_nodes.count", "gauge", "Edge nodes this process is (1)")
+HEALTHY = Family("wasm.edge_nodes.healthy", "gauge", "Healthy edge nodes in this process (1 while serving)")
+DEPLOYED = Family("wasm.modules.deployed.per_node", "gauge", "Module versions loaded on this node", ("node",))
+MEMORY = Family("wasm.edge_node.memory.used.mb", "gauge", "Resident memory of this node in MB", ("node",))
+CPU = Family(
+    "wasm.edge_node.cpu.percent", "gauge", "CPU use of this node since it started, percent of the machine", ("node",)
+)
+# In the order /metrics shows them; the exported ones also go out over OTLP.
+SERVING = (INVOKED, FAILED, VIOLATIONS, EXECUTE_MS, WEIGHT, INFLIGHT, MODULES, GENERATION)
+SPEC = (REGISTERED, EXECUTED, TABLES_FAILED, LOAD_MS, INVOKE_MS, TABLE_MS, SIZES, NODES, HEALTHY, DEPLOYED, MEMORY, CPU)
+FAMILIES = (*SERVING, *SPEC)
+COUNTERS = tuple(name for f in FAMILIES for name, kind in f.instruments() if kind == "counter")
+GAUGES = tuple(name for f in FAMILIES for name, kind in f.instruments() if kind == "gauge")
 
 
 @dataclass
@@ -272,9 +314,9 @@ class NodeStats:
     loads: int = 0
     tables: int = 0
     tables_failed: int = 0
-    load_ms: Histogram = field(default_factory=lambda: Histogram(LOAD_BUCKETS_MS))
-    sizes: Histogram = field(default_factory=lambda: Histogram(SIZE_BUCKETS))
-    table_ms: Histogram = field(default_factory=lambda: Histogram(TABLE_BUCKETS_MS))
+    load_ms: Histogram = field(default_factory=lambda: Histogram(LOAD_MS.buckets))
+    sizes: Histogram = field(default_factory=lambda: Histogram(SIZES.buckets))
+    table_ms: Histogram = field(default_factory=lambda: Histogram(TABLE_MS.buckets))
     started: float = field(default_factory=time.monotonic)
 
     def loaded(self, load_ms: float, size: int) -> None:
@@ -288,6 +330,15 @@ class NodeStats:
         self.table_ms.observe(duration_ms)
 
 
+@dataclass(frozen=True)
+class Serving:
+    """One loaded version as /metrics shows it: its counters, traffic weight and calls in flight."""
+
+    metrics: VersionMetrics
+    weight: int = 0
+    inflight: int = 0
+
+
 def process_usage(started: float) -> tuple[float, float]:
     """(CPU percent of the machine since `started`, resident memory in MB) of this process."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -299,183 +350,61 @@ def process_usage(started: float) -> tuple[float, float]:
     return round(cpu, 2), round(memory, 1)
 
 
-def escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def histogram_lines(name: str, labels: str, bounds: Sequence[float], counts: Sequence[int], total: float) -> list[str]:
-    lines, running = [], 0
-    sep = "," if labels else ""
-    for bound, count in zip((*bounds, math.inf), counts, strict=True):
-        running += count
-        le = "+Inf" if math.isinf(bound) else f"{bound:g}"
-        lines.append(f'{name}_bucket{{{labels}{sep}le="{le}"}} {running}')
-    braces = f"{{{labels}}}" if labels else ""
-    lines.append(f"{name}_sum{braces} {total:.6f}")
-    lines.append(f"{name}_count{braces} {running}")
-    return lines
-
-
-def render_spec_metrics(
-    stats: NodeStats, versions: Sequence[VersionMetrics], *, node_id: str, healthy: bool = True
-) -> list[str]:
-    """The spec's metric families a node has not already written, as Prometheus text lines.
-
-    On a node: a module version loaded counts as registered, an applied table as a deployment
-    executed (failed when an entry did not load), and the edge node gauges describe this node."""
-    lines: list[str] = []
-
-    def family(name: str, kind: str, help_text: str) -> None:
-        lines.append(f"# HELP {name} {help_text}")
-        lines.append(f"# TYPE {name} {kind}")
-
-    node = f'node="{escape(node_id)}"'
-    family("wasm_modules_registered_total", "counter", "Module versions loaded by this node")
-    lines.append(f"wasm_modules_registered_total {stats.loads}")
-    family("wasm_deployments_executed_total", "counter", "Module tables applied by this node")
-    lines.append(f"wasm_deployments_executed_total {stats.tables}")
-    family("wasm_deployments_failed_total", "counter", "Module tables with an entry that did not load")
-    lines.append(f"wasm_deployments_failed_total {stats.tables_failed}")
-    family("wasm_module_load_duration", "histogram", "Module load latency in milliseconds")
-    load = stats.load_ms
-    lines += histogram_lines("wasm_module_load_duration", "", load.bounds, load.counts, load.total)
-    family("wasm_function_invoke_duration", "histogram", "Function invocation latency in milliseconds")
-    for m in versions:
-        labels = f'module="{escape(m.module)}",version="{escape(m.version)}"'
-        width = len(LATENCY_BUCKETS_MS) + 1
-        buckets = (*m.latency_buckets[:width], *(0,) * (width - len(m.latency_buckets)))
-        lines += histogram_lines("wasm_function_invoke_duration", labels, LATENCY_BUCKETS_MS, buckets, m.latency_sum_ms)
-    family("wasm_deployment_duration", "histogram", "Time to apply a module table in milliseconds")
-    lines += histogram_lines(
-        "wasm_deployment_duration", "", stats.table_ms.bounds, stats.table_ms.counts, stats.table_ms.total
-    )
-    family("wasm_module_size_bytes", "histogram", "Binary size of the module versions loaded")
-    lines += histogram_lines("wasm_module_size_bytes", "", stats.sizes.bounds, stats.sizes.counts, stats.sizes.total)
+def node_reading(
+    stats: NodeStats, serving: Sequence[Serving], *, node_id: str, modules: int, generation: int = 0
+) -> Reading:
+    """Every family's points on this node (`edge.metrics.prometheus_lines` makes /metrics of them).
+    A module version loaded counts as registered, an applied
+    table as a deployment executed (failed when an entry did not load), and the edge node gauges
+    describe this node."""
     cpu, memory = process_usage(stats.started)
-    family("wasm_edge_nodes_count", "gauge", "Edge nodes this process is (1)")
-    lines.append("wasm_edge_nodes_count 1")
-    family("wasm_edge_nodes_healthy", "gauge", "Healthy edge nodes in this process (1 while serving)")
-    lines.append(f"wasm_edge_nodes_healthy {int(healthy)}")
-    family("wasm_modules_deployed_per_node", "gauge", "Module versions loaded on this node")
-    lines.append(f"wasm_modules_deployed_per_node{{{node}}} {len(versions)}")
-    family("wasm_edge_node_memory_used_mb", "gauge", "Resident memory of this node in MB")
-    lines.append(f"wasm_edge_node_memory_used_mb{{{node}}} {memory}")
-    family("wasm_edge_node_cpu_percent", "gauge", "CPU use of this node since it started, percent of the machine")
-    lines.append(f"wasm_edge_node_cpu_percent{{{node}}} {cpu}")
-    return lines
+    node = (node_id,)
+    ids = [((s.metrics.module, s.metrics.version), s) for s in serving]
+    return (
+        (INVOKED, [(v, s.metrics.requests) for v, s in ids]),
+        (FAILED, [((*v, r), n) for v, s in ids for r, n in _failures(s.metrics)]),
+        (VIOLATIONS, [((*v, "network"), s.metrics.violations) for v, s in ids]),
+        (EXECUTE_MS, [(v, _latency(s.metrics)) for v, s in ids]),
+        (WEIGHT, [(v, s.weight) for v, s in ids]),
+        (INFLIGHT, [(v, s.inflight) for v, s in ids]),
+        (MODULES, [((), modules)]),
+        (GENERATION, [((), generation)]),
+        (REGISTERED, [((), stats.loads)]),
+        (EXECUTED, [((), stats.tables)]),
+        (TABLES_FAILED, [((), stats.tables_failed)]),
+        (LOAD_MS, [((), stats.load_ms)]),
+        (INVOKE_MS, [(v, _latency(s.metrics)) for v, s in ids]),
+        (TABLE_MS, [((), stats.table_ms)]),
+        (SIZES, [((), stats.sizes)]),
+        (NODES, [((), 1)]),
+        (HEALTHY, [((), 1)]),  # a node that answers is serving
+        (DEPLOYED, [(node, len(serving))]),
+        (MEMORY, [(node, memory)]),
+        (CPU, [(node, cpu)]),
+    )
 
 
-# -- metrics over OTLP -------------------------------------------------------------------------
+def _failures(m: VersionMetrics) -> tuple[tuple[str, int], ...]:
+    return (("trap", m.traps), ("timeout", m.timeouts), ("memory", m.memory), ("cpu", m.cpu))
 
-Sample = tuple[str, str, float, Mapping[str, str]]  # (spec name, counter | gauge, value, attributes)
-GAUGES = (
-    "wasm.modules.count",
-    "wasm.edge_nodes.count",
-    "wasm.edge_nodes.healthy",
-    "wasm.modules.deployed.per_node",
-    "wasm.edge_node.memory.used.mb",
-    "wasm.edge_node.cpu.percent",
-)
-COUNTERS = (
-    "wasm.modules.registered.total",
-    "wasm.deployments.executed.total",
-    "wasm.deployments.failed.total",
-    "wasm.functions.invoked.total",
-    "wasm.functions.failed.total",
-    *(
-        f"{name}.{part}"
-        for name in (
-            "wasm.module.load.duration",
-            "wasm.function.invoke.duration",
-            "wasm.deployment.duration",
-            "wasm.module.size.bytes",
-        )
-        for part in ("count", "sum")
-    ),
-)
+
+def _latency(m: VersionMetrics) -> Histogram:
+    return Histogram(LATENCY_BUCKETS_MS, list(m.latency_buckets), m.latency_sum_ms, reported=m.requests)
 
 
 def node_samples(stats: NodeStats, versions: Sequence[VersionMetrics], node_id: str) -> list[Sample]:
-    """The node's metrics as OTLP samples (spec names, dots kept). A histogram goes as its
+    """The node's exported families as OTLP samples (spec names, dots kept). A histogram goes as its
     `.count` and `.sum` counters: its buckets are in /metrics."""
-    cpu, memory = process_usage(stats.started)
-    node = {"node": node_id}
-    out: list[Sample] = [
-        ("wasm.modules.registered.total", "counter", stats.loads, {}),
-        ("wasm.deployments.executed.total", "counter", stats.tables, {}),
-        ("wasm.deployments.failed.total", "counter", stats.tables_failed, {}),
-        ("wasm.module.load.duration.count", "counter", stats.load_ms.count, {}),
-        ("wasm.module.load.duration.sum", "counter", stats.load_ms.total, {}),
-        ("wasm.deployment.duration.count", "counter", stats.table_ms.count, {}),
-        ("wasm.deployment.duration.sum", "counter", stats.table_ms.total, {}),
-        ("wasm.module.size.bytes.count", "counter", stats.sizes.count, {}),
-        ("wasm.module.size.bytes.sum", "counter", stats.sizes.total, {}),
-        ("wasm.modules.count", "gauge", len({m.module for m in versions}), {}),
-        ("wasm.edge_nodes.count", "gauge", 1, {}),
-        ("wasm.edge_nodes.healthy", "gauge", 1, {}),
-        ("wasm.modules.deployed.per_node", "gauge", len(versions), node),
-        ("wasm.edge_node.memory.used.mb", "gauge", memory, node),
-        ("wasm.edge_node.cpu.percent", "gauge", cpu, node),
-    ]
-    for m in versions:
-        out += version_samples(m)
-    return out
-
-
-def version_samples(m: VersionMetrics) -> list[Sample]:
-    """The invocation counters of one module version (node and control plane export the same)."""
-    labels = {"module": m.module, "version": m.version}
-    return [
-        ("wasm.functions.invoked.total", "counter", m.requests, labels),
-        ("wasm.functions.failed.total", "counter", m.errors, labels),
-        ("wasm.function.invoke.duration.count", "counter", m.requests, labels),
-        ("wasm.function.invoke.duration.sum", "counter", m.latency_sum_ms, labels),
-    ]
+    serving = [Serving(m) for m in versions]
+    modules = len({m.module for m in versions})
+    return otlp_samples(node_reading(stats, serving, node_id=node_id, modules=modules))
 
 
 def start_metric_export(
-    samples: Callable[[], Sequence[Sample]],
-    *,
-    service: str,
-    instance: str,
-    environ: Mapping[str, str] = os.environ,
-    counters: Sequence[str] | None = None,
-    gauges: Sequence[str] | None = None,
+    samples: Callable[[], Sequence[Sample]], *, service: str, instance: str, environ: Mapping[str, str] = os.environ
 ) -> Any:
-    """Export `samples()` over OTLP/HTTP every `OTEL_METRIC_EXPORT_INTERVAL` ms (default 60 s) when an
-    OTLP endpoint is set; returns the meter provider (call `shutdown()`), or None when off. The
-    samples are read at export time only, on the exporter's thread: nothing is added to the execute
-    path, and a read that races the event loop is skipped for that round. `counters` and `gauges`
-    name what to export (default: the node's; the control plane passes its own)."""
-    endpoint = environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    if not endpoint or environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
-        return None
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-    from opentelemetry.metrics import CallbackOptions, Observation
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-
-    resource_ = Resource.create(
-        {"service.name": environ.get("OTEL_SERVICE_NAME", service), "service.instance.id": instance}
-    )
-    provider = MeterProvider(resource=resource_, metric_readers=[PeriodicExportingMetricReader(OTLPMetricExporter())])
-    meter = provider.get_meter("hotswap")
-
-    def observe(name: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
-        def callback(options: CallbackOptions) -> Iterable[Observation]:
-            try:
-                taken = samples()
-            except RuntimeError:  # a dict changed size under the read: next round
-                return []
-            return [Observation(value, dict(attrs)) for n, _, value, attrs in taken if n == name]
-
-        return callback
-
-    for name in COUNTERS if counters is None else counters:
-        meter.create_observable_counter(name, callbacks=[observe(name)])
-    for name in GAUGES if gauges is None else gauges:
-        meter.create_observable_gauge(name, callbacks=[observe(name)])
-    return provider
+    """The node's families over OTLP (`edge.metrics.start_metric_export`); None when no endpoint is set."""
+    return export_metrics(samples, FAMILIES, service=service, instance=instance, environ=environ)
 
 
 # -- logs --------------------------------------------------------------------------------------

@@ -36,19 +36,10 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, Sampler, _g
 from opentelemetry.trace import Link, SpanContext
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from edge.metrics import Family, Histogram, Reading, Sample, fit, otlp_samples, prometheus_lines
+from edge.metrics import start_metric_export as export_metrics
 from edge.protocol import LATENCY_BUCKETS_MS, VersionMetrics, module_id
-from edge.telemetry import (  # shared with the node: runtime-free logging and Prometheus helpers
-    Histogram,
-    JsonFormatter,
-    Sample,
-    current_trace_id,
-    escape,
-    histogram_lines,
-    log_format,
-    setup_logging,
-    version_samples,
-)
-from edge.telemetry import start_metric_export as edge_metric_export
+from edge.telemetry import JsonFormatter, current_trace_id, log_format, setup_logging  # shared with the node
 from reconciler.approvals import Approval, RejectedApproval
 from reconciler.nodes import STEP_TRACES, MetricsWindow, NodeView
 from reconciler.planner import AdvanceStep, Phase, Promote, Rollback, RolloutRecord, StartRollout
@@ -298,138 +289,105 @@ class Telemetry:
             self.meters.shutdown()
 
 
+_VERSION = ("module", "version")
+REGISTERED = Family("wasm.modules.registered.total", "counter", "Module versions registered since this process started")
+EXECUTED = Family("wasm.deployments.executed.total", "counter", "Rollouts started (the rollout book)")
+FAILED = Family("wasm.deployments.failed.total", "counter", "Rollouts rolled back or aborted")
+INVOKED = Family(
+    "wasm.functions.invoked.total", "counter", "Invocations the nodes reported, per module version", _VERSION
+)
+INVOKE_FAILED = Family(
+    "wasm.functions.failed.total", "counter", "Failed invocations the nodes reported, per module version", _VERSION
+)
+LOAD_MS = Family(
+    "wasm.module.load.duration",
+    "histogram",
+    "Registry load (validate and store) time in milliseconds",
+    buckets=LOAD_BUCKETS_MS,
+)
+INVOKE_MS = Family(
+    "wasm.function.invoke.duration",
+    "histogram",
+    "Invocation latency the nodes reported, in milliseconds",
+    _VERSION,
+    LATENCY_BUCKETS_MS,
+)
+DEPLOYMENT_S = Family(
+    "wasm.deployment.duration",
+    "histogram",
+    "Rollout duration from start to its end, in seconds",
+    buckets=DEPLOYMENT_BUCKETS_S,
+)
+SIZES = Family(
+    "wasm.module.size.bytes", "histogram", "Binary size of the module versions registered", buckets=SIZE_BUCKETS
+)
+MODULES = Family("wasm.modules.count", "gauge", "Modules in the desired fleet")
+NODES = Family("wasm.edge_nodes.count", "gauge", "Edge nodes known")
+HEALTHY = Family("wasm.edge_nodes.healthy", "gauge", "Edge nodes healthy")
+DEPLOYED = Family("wasm.modules.deployed.per_node", "gauge", "Module versions each node runs", ("node",))
+MEMORY = Family("wasm.edge_node.memory.used.mb", "gauge", "Memory each node reported, in MB", ("node",))
+CPU = Family("wasm.edge_node.cpu.percent", "gauge", "CPU use each node reported, percent", ("node",))
+# In the order /metrics shows them; all of them also go out over OTLP.
+COUNTED = (REGISTERED, EXECUTED, FAILED, INVOKED, INVOKE_FAILED, LOAD_MS, INVOKE_MS, DEPLOYMENT_S, SIZES)
+FAMILIES = (*COUNTED, MODULES, NODES, HEALTHY, DEPLOYED, MEMORY, CPU)
+COUNTERS = tuple(name for f in FAMILIES for name, kind in f.instruments() if kind == "counter")
+GAUGES = tuple(name for f in FAMILIES for name, kind in f.instruments() if kind == "gauge")
+
+
+def plane_reading(
+    telemetry: Telemetry, records: Sequence[RolloutRecord], nodes: Sequence[NodeView], modules: int
+) -> Reading:
+    """Every family's points as the control plane sees the fleet: registrations from the registry,
+    deployments from the rollout records, invocations from the nodes' heartbeats (cumulative), the
+    gauges from the hub's view of the nodes."""
+    registry = telemetry.registry_metrics
+    totals = sorted(telemetry.window.totals.values(), key=lambda m: (m.module, m.version))
+    durations = Histogram(DEPLOYMENT_BUCKETS_S)
+    for record in records:
+        if record.finished_at is not None:
+            durations.observe(max(record.finished_at - record.created_at, 0.0))
+    ids = [((m.module, m.version), m) for m in totals]
+    return (
+        (REGISTERED, [((), registry.registered)]),
+        (EXECUTED, [((), len(records))]),
+        (FAILED, [((), sum(r.phase in FAILED_PHASES for r in records))]),
+        (INVOKED, [(v, m.requests) for v, m in ids]),
+        (INVOKE_FAILED, [(v, m.errors) for v, m in ids]),
+        (LOAD_MS, [((), registry.load_ms)]),
+        (
+            INVOKE_MS,
+            [(v, Histogram(LATENCY_BUCKETS_MS, list(m.latency_buckets), m.latency_sum_ms, m.requests)) for v, m in ids],
+        ),
+        (DEPLOYMENT_S, [((), durations)]),
+        (SIZES, [((), registry.sizes)]),
+        (MODULES, [((), modules)]),
+        (NODES, [((), len(nodes))]),
+        (HEALTHY, [((), sum(v.status == "Healthy" for v in nodes))]),
+        (DEPLOYED, [((v.id,), len(v.running)) for v in nodes]),
+        (MEMORY, [((v.id,), v.memory_mb) for v in nodes]),
+        (CPU, [((v.id,), v.cpu_percent) for v in nodes]),
+    )
+
+
 def render_metrics(
     telemetry: Telemetry, records: Sequence[RolloutRecord], nodes: Sequence[NodeView], modules: int
 ) -> str:
     """Prometheus text of every metric the spec names, as the control plane sees the fleet."""
-    lines: list[str] = []
-
-    def family(name: str, kind: str, help_text: str) -> None:
-        lines.append(f"# HELP {name} {help_text}")
-        lines.append(f"# TYPE {name} {kind}")
-
-    registry = telemetry.registry_metrics
-    totals = sorted(telemetry.window.totals.values(), key=lambda m: (m.module, m.version))
-    finished = [r for r in records if r.finished_at is not None]
-    family("wasm_modules_registered_total", "counter", "Module versions registered since this process started")
-    lines.append(f"wasm_modules_registered_total {registry.registered}")
-    family("wasm_deployments_executed_total", "counter", "Rollouts started (the rollout book)")
-    lines.append(f"wasm_deployments_executed_total {len(records)}")
-    family("wasm_deployments_failed_total", "counter", "Rollouts rolled back or aborted")
-    lines.append(f"wasm_deployments_failed_total {sum(r.phase in FAILED_PHASES for r in records)}")
-    family("wasm_functions_invoked_total", "counter", "Invocations the nodes reported, per module version")
-    for m in totals:
-        lines.append(f"wasm_functions_invoked_total{{{_labels(m)}}} {m.requests}")
-    family("wasm_functions_failed_total", "counter", "Failed invocations the nodes reported, per module version")
-    for m in totals:
-        lines.append(f"wasm_functions_failed_total{{{_labels(m)}}} {m.errors}")
-    family("wasm_module_load_duration", "histogram", "Registry load (validate and store) time in milliseconds")
-    lines += histogram_lines(
-        "wasm_module_load_duration", "", registry.load_ms.bounds, registry.load_ms.counts, registry.load_ms.total
-    )
-    family("wasm_function_invoke_duration", "histogram", "Invocation latency the nodes reported, in milliseconds")
-    for m in totals:
-        buckets = fit(m.latency_buckets, len(LATENCY_BUCKETS_MS) + 1)
-        lines += histogram_lines(
-            "wasm_function_invoke_duration", _labels(m), LATENCY_BUCKETS_MS, buckets, m.latency_sum_ms
-        )
-    durations = Histogram(DEPLOYMENT_BUCKETS_S)
-    for record in finished:
-        assert record.finished_at is not None
-        durations.observe(max(record.finished_at - record.created_at, 0.0))
-    family("wasm_deployment_duration", "histogram", "Rollout duration from start to its end, in seconds")
-    lines += histogram_lines("wasm_deployment_duration", "", durations.bounds, durations.counts, durations.total)
-    family("wasm_module_size_bytes", "histogram", "Binary size of the module versions registered")
-    lines += histogram_lines(
-        "wasm_module_size_bytes", "", registry.sizes.bounds, registry.sizes.counts, registry.sizes.total
-    )
-    family("wasm_modules_count", "gauge", "Modules in the desired fleet")
-    lines.append(f"wasm_modules_count {modules}")
-    family("wasm_edge_nodes_count", "gauge", "Edge nodes known")
-    lines.append(f"wasm_edge_nodes_count {len(nodes)}")
-    family("wasm_edge_nodes_healthy", "gauge", "Edge nodes healthy")
-    lines.append(f"wasm_edge_nodes_healthy {sum(v.status == 'Healthy' for v in nodes)}")
-    family("wasm_modules_deployed_per_node", "gauge", "Module versions each node runs")
-    for view in nodes:
-        lines.append(f'wasm_modules_deployed_per_node{{node="{escape(view.id)}"}} {len(view.running)}')
-    family("wasm_edge_node_memory_used_mb", "gauge", "Memory each node reported, in MB")
-    for view in nodes:
-        lines.append(f'wasm_edge_node_memory_used_mb{{node="{escape(view.id)}"}} {view.memory_mb}')
-    family("wasm_edge_node_cpu_percent", "gauge", "CPU use each node reported, percent")
-    for view in nodes:
-        lines.append(f'wasm_edge_node_cpu_percent{{node="{escape(view.id)}"}} {view.cpu_percent}')
-    return "\n".join(lines) + "\n"
-
-
-def fit(counts: Sequence[int], width: int) -> tuple[int, ...]:
-    """Bucket counts as `width` buckets: missing ones are 0, extra ones fold into the last (+Inf)."""
-    if len(counts) <= width:
-        return (*counts, *(0,) * (width - len(counts)))
-    return (*counts[: width - 1], sum(counts[width - 1 :]))
-
-
-def _labels(m: VersionMetrics) -> str:
-    return f'module="{escape(m.module)}",version="{escape(m.version)}"'
-
-
-# -- metrics over OTLP -------------------------------------------------------------------------
-
-GAUGES = (
-    "wasm.modules.count",
-    "wasm.edge_nodes.count",
-    "wasm.edge_nodes.healthy",
-    "wasm.modules.deployed.per_node",
-    "wasm.edge_node.memory.used.mb",
-    "wasm.edge_node.cpu.percent",
-)
-HISTOGRAMS = ("wasm.module.load.duration", "wasm.function.invoke.duration", "wasm.deployment.duration")
-COUNTERS = (
-    "wasm.modules.registered.total",
-    "wasm.deployments.executed.total",
-    "wasm.deployments.failed.total",
-    "wasm.functions.invoked.total",
-    "wasm.functions.failed.total",
-    *(f"{name}.{part}" for name in (*HISTOGRAMS, "wasm.module.size.bytes") for part in ("count", "sum")),
-)
+    return "\n".join(prometheus_lines(plane_reading(telemetry, records, nodes, modules))) + "\n"
 
 
 def plane_samples(
     telemetry: Telemetry, records: Sequence[RolloutRecord], nodes: Sequence[NodeView], modules: int
 ) -> list[Sample]:
     """What `render_metrics` shows, as OTLP samples (a histogram as its `.count` and `.sum`)."""
-    registry = telemetry.registry_metrics
-    finished = [r.finished_at - r.created_at for r in records if r.finished_at is not None]
-    out: list[Sample] = [
-        ("wasm.modules.registered.total", "counter", registry.registered, {}),
-        ("wasm.deployments.executed.total", "counter", len(records), {}),
-        ("wasm.deployments.failed.total", "counter", sum(r.phase in FAILED_PHASES for r in records), {}),
-        ("wasm.module.load.duration.count", "counter", sum(registry.load_ms.counts), {}),
-        ("wasm.module.load.duration.sum", "counter", registry.load_ms.total, {}),
-        ("wasm.deployment.duration.count", "counter", len(finished), {}),
-        ("wasm.deployment.duration.sum", "counter", sum(finished), {}),
-        ("wasm.module.size.bytes.count", "counter", sum(registry.sizes.counts), {}),
-        ("wasm.module.size.bytes.sum", "counter", registry.sizes.total, {}),
-        ("wasm.modules.count", "gauge", modules, {}),
-        ("wasm.edge_nodes.count", "gauge", len(nodes), {}),
-        ("wasm.edge_nodes.healthy", "gauge", sum(v.status == "Healthy" for v in nodes), {}),
-    ]
-    for view in nodes:
-        node = {"node": view.id}
-        out.append(("wasm.modules.deployed.per_node", "gauge", len(view.running), node))
-        out.append(("wasm.edge_node.memory.used.mb", "gauge", view.memory_mb, node))
-        out.append(("wasm.edge_node.cpu.percent", "gauge", view.cpu_percent, node))
-    for m in list(telemetry.window.totals.values()):
-        out += version_samples(m)
-    return out
+    return otlp_samples(plane_reading(telemetry, records, nodes, modules))
 
 
 def start_metric_export(
     samples: Callable[[], Sequence[Sample]], *, service: str, instance: str, environ: Mapping[str, str] = os.environ
 ) -> Any:
-    """The node's OTLP metrics bridge (edge.telemetry), exporting the control plane's metrics."""
-    return edge_metric_export(
-        samples, service=service, instance=instance, environ=environ, counters=COUNTERS, gauges=GAUGES
-    )
+    """The control plane's families over OTLP (`edge.metrics.start_metric_export`)."""
+    return export_metrics(samples, FAMILIES, service=service, instance=instance, environ=environ)
 
 
 # -- audit -------------------------------------------------------------------------------------
@@ -487,4 +445,4 @@ class ApprovalAudit:
 # -- logs --------------------------------------------------------------------------------------
 
 
-__all__ = ["JsonFormatter", "Sample", "current_trace_id", "log_format", "setup_logging"]
+__all__ = ["JsonFormatter", "Sample", "current_trace_id", "fit", "log_format", "setup_logging"]
