@@ -162,6 +162,8 @@ class Controller:
         self.store = store
         self.oci = oci  # pulls `source.oci` artifacts (None: a client from the environment, made on first use)
         self._pulled: dict[str, Binary] = {}  # OCI reference as written -> its binary, pulled once
+        # (revision's fleet, the same with its pulled binaries): the second made once per revision object
+        self._with_artifacts: tuple[DesiredFleet, DesiredFleet] | None = None
         self.registry = registry
         self.source = source
         self.hub = hub
@@ -256,10 +258,14 @@ class Controller:
             gc.freeze()  # a new revision's objects live long: keep full collections off the planner's p99
         self.state.revision = revision.sha
         try:
-            if any(source.oci for m in desired.modules.values() for _, source, _ in m.spec.all_sources()):
+            if self._with_artifacts is not None and self._with_artifacts[0] is desired:
+                desired = self._with_artifacts[1]  # the same object every pass: the planner's caches hold
+            elif any(source.oci for m in desired.modules.values() for _, source, _ in m.spec.all_sources()):
+                written = desired
                 desired, resolved = await asyncio.to_thread(self._pull_artifacts, desired)
                 for module, message in resolved:
                     self._event("ArtifactPulled", message, module)
+                self._with_artifacts = (written, desired)
             await asyncio.to_thread(self._register_binaries, desired)
         except StalledError as exc:
             if self.state.stalled is None or self.state.stalled.message != exc.message:
