@@ -10,8 +10,11 @@ With a cache dir the node stands alone: it keeps its last signed table and the b
 disk (`edge.tablecache`), and after a restart serves that table, once it verifies, before it reaches
 the control plane, saying `ServingCachedTable` in `GET /health` and its heartbeats until the control
 plane answers. `--control-plane-key` pins the key that table must be signed with. A node run with
-`--workers N` (`edge.workers`) does the same through `standing_alone` and `say_serving_cached`: its
-supervisor keeps the table and the binaries, its workers serve them.
+`--workers N` (`edge.supervisor`) does the same: its supervisor keeps the table and the binaries
+(this module's `ControlPlane` runs there), its workers serve them.
+
+Where it sits: `ControlPlane` is the source `edge.run.run_node` takes for such a node; the target
+(one process, or workers) is chosen by `edge.commands.edge` from `--workers`.
 """
 
 from __future__ import annotations
@@ -20,23 +23,19 @@ import asyncio
 import contextlib
 import os
 import re
-import signal
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-
-from aiohttp import web
+from typing import TYPE_CHECKING
 
 from edge.agent import Agent, AgentState, ControlPlaneBlobs
-from edge.auth import Authenticator
-from edge.grants import GrantRoots
 from edge.nodeapi import Registration
-from edge.router import BlobSource, Router
-from edge.runtime import Runtime
-from edge.server import Node, NodeConfig, build_app
+from edge.router import BlobSource
 from edge.tablecache import DiskBlobs, SavedTables, TrustedKey
-from edge.telemetry import configure_tracing, node_samples, start_metric_export
+
+if TYPE_CHECKING:
+    from edge.run import Signals, Started
 
 
 @dataclass(frozen=True)
@@ -44,16 +43,10 @@ class ManagedOptions:
     control: str
     region: str
     node_id: str
-    host: str = "127.0.0.1"
-    port: int = 0
-    cache_dir: Path | None = None
-    threads: int = 4
-    grants: GrantRoots = field(default_factory=GrantRoots)  # where grants may lie (--allow-dir): none by default
+    host: str = "127.0.0.1"  # with the port it serves, its URL unless `advertise` says another
+    cache_dir: Path | None = None  # with one, the node keeps its table and binaries (edge.tablecache)
     advertise: str | None = None  # the URL others reach this node at (default http://host:port)
     token: str | None = None  # the node token the control plane minted (role node); HOTSWAP_NODE_TOKEN
-    workers: int = 1  # more than 1: a supervisor and that many server processes on one port (edge.workers)
-    trace_ratio: float | None = None  # execute calls traced without a parent (default: OTel env, or 0.01)
-    log_format: str | None = None  # for worker processes (--workers): json or text, as the node's own
     control_plane_key: TrustedKey | None = None  # pinned: saved tables must be signed with it (--control-plane-key)
 
 
@@ -93,75 +86,53 @@ def say_serving_cached(agent: Agent, started: float) -> None:
     )
 
 
-async def serve(node: Node, host: str, port: int, state: AgentState) -> tuple[web.AppRunner, int]:
-    """`edge.server.start`, with the node's conditions in its health answer."""
-    app = build_app(node, state.conditions)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=1024)
-    await site.start()
-    addresses = runner.addresses
-    return runner, int(addresses[0][1]) if addresses else port
+class ControlPlane:
+    """A managed node's source (`edge.run.Source`): the agent, and what the node keeps to stand alone."""
 
+    def __init__(self, options: ManagedOptions) -> None:
+        self.options = options
+        self.started = time.monotonic()
+        self._upstream = Blobs()  # the control plane, once the agent exists
+        self.saved, self.blobs = standing_alone(options, self._upstream)
+        self.state = AgentState()
+        self.conditions = self.state.conditions
+        self._task: asyncio.Task[None] | None = None
 
-async def run_managed(options: ManagedOptions, *, ready: asyncio.Event | None = None) -> int:
-    if options.workers > 1:
-        from edge.workers import run_managed_workers
+    async def first(self, node: Started) -> None:
+        pass  # the node serves at once, with an empty table: the agent brings the first (or restores it)
 
-        return await run_managed_workers(options, ready=ready)
-    started = time.monotonic()
-    tracing = configure_tracing(options.node_id, ratio=options.trace_ratio)
-    runtime = Runtime(cache_dir=options.cache_dir, grants=options.grants)
-    blobs = Blobs()
-    saved, source = standing_alone(options, blobs)
-    router = Router(runtime, source)
-    node = Node(runtime, router, NodeConfig(threads=options.threads, node_id=options.node_id))
-    meters = start_metric_export(
-        lambda: node_samples(router.stats, [m for _, m in router.metrics_total()], options.node_id),
-        service="hotswap-edge",
-        instance=options.node_id,
-    )
-    state = AgentState()
-    runner, port = await serve(node, options.host, options.port, state)
-    url = options.advertise or f"http://{options.host}:{port}"
-    registration = Registration(
-        id=options.node_id,
-        region=options.region,
-        hostname=socket.gethostname(),
-        url=url,
-        runtime_version=wasmtime_version(),
-    )
+    async def follow(self, node: Started, port: int) -> Signals:
+        options = self.options
+        url = options.advertise or f"http://{options.host}:{port}"
+        registration = Registration(
+            id=options.node_id,
+            region=options.region,
+            hostname=socket.gethostname(),
+            url=url,
+            runtime_version=wasmtime_version(),
+        )
+        # on_public_key: execute calls now need a token the control plane signed
+        agent = Agent(
+            options.control, registration, node.table, token=options.token, on_public_key=node.trust, saved=self.saved
+        )
+        agent.state = self.state
+        self._upstream.target = ControlPlaneBlobs(agent)
+        print(
+            f"hotswap edge: node {options.node_id} ({options.region}) on {url}{node.described}, "
+            f"control plane {options.control}",
+            flush=True,
+        )
+        if await agent.restore():  # the whole node serves it before restore returns
+            await node.say_conditions()
+            say_serving_cached(agent, self.started)
+        self._task = asyncio.create_task(agent.run(), name="agent")
+        return {}
 
-    def trust_key(pem: str, issuer: str) -> None:  # execute calls now need a token the control plane signed
-        node.auth = Authenticator(pem, issuer=issuer, node_id=options.node_id)
-
-    agent = Agent(options.control, registration, router, token=options.token, on_public_key=trust_key, saved=saved)
-    agent.state = state
-    blobs.target = ControlPlaneBlobs(agent)
-    print(
-        f"hotswap edge: node {options.node_id} ({options.region}) on {url}, control plane {options.control}", flush=True
-    )
-    if await agent.restore():
-        say_serving_cached(agent, started)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    task = asyncio.create_task(agent.run(), name="agent")
-    if ready is not None:
-        ready.set()
-    try:
-        await stop.wait()
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await runner.cleanup()
-        runtime.close()
-        await asyncio.to_thread(tracing.shutdown)  # the last spans go out
-        if meters is not None:
-            await asyncio.to_thread(meters.shutdown)
-    return 0
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
 
 def process_age() -> float:

@@ -1,8 +1,10 @@
 """A standalone node's module table, read from a folder instead of a control plane.
 
-Where it sits: `hotswap edge --standalone DIR` scans DIR at start and again on SIGHUP, and hands
-the result to `Router.apply_table`, the same entry point the control-plane agent uses. The folder
-is also the node's `BlobSource`: binaries are served by digest from the last scan.
+Where it sits: `hotswap edge --standalone DIR` runs `edge.run.run_node` with a `Folder` as its
+source: it scans DIR at start and again on SIGHUP, and hands the result to the node's
+`apply_table` (one process's `Router`, or the `WorkerPool` of a node with `--workers N`), the same
+entry point the control-plane agent uses. The folder is also the node's `BlobSource`: binaries are
+served by digest from the last scan.
 
     NAME.wasm / NAME.wat          module NAME, version 0.0.0
     NAME@X.Y.Z.wasm / .wat        module NAME, version X.Y.Z
@@ -18,13 +20,20 @@ pre-release takes traffic only when the module has nothing else). One version gi
 
 from __future__ import annotations
 
+import asyncio
 import re
+import signal
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge import wasm
 from edge.errors import LoadError
 from edge.protocol import Capabilities, Limits, ModuleEntry
+
+if TYPE_CHECKING:
+    from edge.run import Signals, Started
 
 FILE_NAME = re.compile(
     r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*?)(?:[@-](?P<version>\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?))?$"
@@ -111,3 +120,43 @@ class DirectorySource:
                     )
                 )
         return scan
+
+
+class Folder:
+    """A standalone node's source (`edge.run.Source`): the folder's scan at start, and again on SIGHUP."""
+
+    conditions = None  # a standalone node says no conditions in GET /health
+
+    def __init__(self, source: DirectorySource) -> None:
+        self.blobs = source
+        self.generation = 0
+        self._rescans: set[asyncio.Task[None]] = set()
+
+    async def rescan(self, node: Started) -> None:
+        scan = self.blobs.scan()
+        for problem in scan.problems:
+            print(f"hotswap edge: {problem}", file=sys.stderr)
+        self.generation += 1
+        report = await node.table.apply_table(scan.entries, self.generation)
+        for name, message in report.failed.items():
+            print(f"hotswap edge: {name}: {message}", file=sys.stderr)
+
+    async def first(self, node: Started) -> None:
+        await self.rescan(node)
+
+    async def follow(self, node: Started, port: int) -> Signals:
+        print(
+            f"hotswap edge: serving {node.versions()} module version(s) from {self.blobs.folder}{node.described} "
+            f"on http://{node.host}:{port}",
+            flush=True,
+        )
+
+        def on_hup() -> None:
+            task = asyncio.get_running_loop().create_task(self.rescan(node))
+            self._rescans.add(task)
+            task.add_done_callback(self._rescans.discard)
+
+        return {signal.SIGHUP: on_hup}
+
+    async def close(self) -> None:
+        pass

@@ -4,6 +4,8 @@
 `edge.standalone`); SIGHUP rescans the folder. Such a node listens on 127.0.0.1 and accepts plain
 calls; it refuses another address unless `--key` gives a public key to check JWTs against.
 `--control URL --region R [--id ID]` runs a node managed by a control plane (`edge.managed`).
+Either kind runs in this process or, with `--workers N`, in N processes under this one
+(`edge.supervisor`): this module picks the source and the target, `edge.run.run_node` runs them.
 Either kind grants modules host directories only under its `--allow-dir` roots (none by default;
 a standalone node's own `--dir` grants are allowed as given), never its cache dir, module folder or
 key (`edge.grants`).
@@ -12,18 +14,16 @@ key (`edge.grants`).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import ipaddress
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported when the verb runs, so `--help` loads no runtime or server
-    from edge.auth import Authenticator
     from edge.grants import GrantRoots
-    from edge.protocol import Capabilities, Limits
+    from edge.protocol import Capabilities
+    from edge.run import Source, Target
 
 DEFAULT_PORT = 8081
 
@@ -120,7 +120,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge.auth import Authenticator
     from edge.managed import default_node_id
     from edge.protocol import Limits
     from edge.telemetry import setup_logging
@@ -144,28 +143,37 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    auth = None
+    key = None
     if args.key is not None:
         try:
-            auth = Authenticator(args.key.read_text(), issuer=args.issuer)
+            key = args.key.read_text()
         except OSError as exc:
             print(f"hotswap edge: --key: {exc}", file=sys.stderr)
             return 2
     try:
         limits = Limits(memory_mb=args.memory_mb, timeout_seconds=args.timeout_s, cpu_percent=args.cpu_percent)
-        args.capabilities = standalone_capabilities(args.env, args.dir)
+        capabilities = standalone_capabilities(args.env, args.dir)
         own = [(args.cache_dir, "cache dir"), (args.standalone, "module folder"), (args.key, "key file (--key)")]
-        args.grants = standalone_grants(node_grants(args.allow_dir, own), args.capabilities)
+        grants = standalone_grants(node_grants(args.allow_dir, own), capabilities)
     except ValueError as exc:
         print(f"hotswap edge: {exc}", file=sys.stderr)
         return 2
     if not args.standalone.is_dir():
         print(f"hotswap edge: --standalone {args.standalone}: not a directory", file=sys.stderr)
         return 2
+    from edge.standalone import DirectorySource, Folder
+
+    source = Folder(DirectorySource(args.standalone, limits, capabilities))
+    return _run_node(source, _target(args, "standalone", grants, key=key, managed=False))
+
+
+def _run_node(source: Source, target: Target) -> int:
     import uvloop
 
+    from edge.run import run_node
+
     try:
-        return uvloop.run(_standalone(args, limits, auth))
+        return uvloop.run(run_node(source, target))
     except OSError as exc:
         print(f"hotswap edge: {exc}", file=sys.stderr)
         return 1
@@ -216,68 +224,46 @@ def standalone_grants(grants: GrantRoots, capabilities: Capabilities) -> GrantRo
     return grants
 
 
-async def _standalone(args: argparse.Namespace, limits: Limits, auth: Authenticator | None) -> int:
-    from edge.router import Router
-    from edge.runtime import Runtime
-    from edge.server import Node, NodeConfig, start
-    from edge.standalone import DirectorySource
-    from edge.telemetry import configure_tracing
+def _target(args: argparse.Namespace, node_id: str, grants: GrantRoots, *, key: str | None, managed: bool) -> Target:
+    """Where the node's tables run: this process, or `--workers N` processes under it. `key`: a
+    standalone node's `--key` (a managed node trusts the control plane's key once it registers)."""
+    from edge.auth import Authenticator
+    from edge.run import OneProcess, Workers
+    from edge.supervisor import PoolOptions
 
-    folder: Path = args.standalone
-    source = DirectorySource(folder, limits, args.capabilities)
+    admin = not managed and not args.no_admin  # a managed node takes tables from its control plane only
     if args.workers > 1:
-        from edge.workers import PoolOptions, serve_standalone
-
         options = PoolOptions(
             count=args.workers,
             host=args.host,
             port=args.port,
             cache_dir=args.cache_dir,
             threads=args.threads,
-            admin=not args.no_admin,
-            grants=args.grants,
-            public_key=args.key.read_text() if args.key is not None else None,
+            admin=admin,
+            node_id=node_id,
+            grants=grants,
+            public_key=key,
             issuer=args.issuer,
             log_format=args.log_format,
             trace_ratio=args.trace_ratio,
         )
-        return await serve_standalone(source, options)
-    tracing = configure_tracing("standalone", ratio=args.trace_ratio)
-    runtime = Runtime(cache_dir=args.cache_dir, grants=args.grants)
-    router = Router(runtime, source)
-    node = Node(runtime, router, NodeConfig(threads=args.threads, admin=not args.no_admin), auth)
-    generation = 0
-
-    async def rescan() -> None:
-        nonlocal generation
-        scan = source.scan()
-        for problem in scan.problems:
-            print(f"hotswap edge: {problem}", file=sys.stderr)
-        generation += 1
-        report = await router.apply_table(scan.entries, generation)
-        for name, message in report.failed.items():
-            print(f"hotswap edge: {name}: {message}", file=sys.stderr)
-
-    await rescan()
-    runner, port = await start(node, args.host, args.port)
-    versions = len(router.slots())
-    print(f"hotswap edge: serving {versions} module version(s) from {folder} on http://{args.host}:{port}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(rescan()))
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
-        runtime.close()
-        tracing.shutdown()
-    return 0
+        return Workers(options)
+    return OneProcess(
+        host=args.host,
+        port=args.port,
+        threads=args.threads,
+        admin=admin,
+        node_id=node_id,
+        auth=Authenticator(key, issuer=args.issuer) if key is not None else None,
+        cache_dir=args.cache_dir,
+        grants=grants,
+        trace_ratio=args.trace_ratio,
+        export_metrics=managed,
+    )
 
 
 def _managed(args: argparse.Namespace) -> int:
-    from edge.managed import ManagedOptions, default_node_id, run_managed
+    from edge.managed import ControlPlane, ManagedOptions, default_node_id
 
     if not args.region:
         print("hotswap edge: --control needs --region", file=sys.stderr)
@@ -301,21 +287,9 @@ def _managed(args: argparse.Namespace) -> int:
         region=args.region,
         node_id=args.id or default_node_id(args.region),
         host=args.host,
-        port=args.port,
         cache_dir=args.cache_dir,
-        threads=args.threads,
-        grants=grants,
         token=args.token,
         advertise=args.advertise,
-        trace_ratio=args.trace_ratio,
-        workers=args.workers,
-        log_format=args.log_format,
         control_plane_key=pinned,
     )
-    import uvloop
-
-    try:
-        return uvloop.run(run_managed(options))
-    except OSError as exc:
-        print(f"hotswap edge: {exc}", file=sys.stderr)
-        return 1
+    return _run_node(ControlPlane(options), _target(args, options.node_id, grants, key=None, managed=True))

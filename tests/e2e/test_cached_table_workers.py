@@ -19,7 +19,7 @@ from typing import Any
 
 import aiohttp
 
-from edge.workers import WORKER_HEADER
+from edge.ipc import WORKER_HEADER
 from tests.e2e.cluster import Cluster, EdgeProcess, poll, start_cluster, stop_cluster
 from tests.e2e.test_cached_table import CALL, LISTENING, NODE, REGION, table_file
 

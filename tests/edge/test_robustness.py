@@ -25,13 +25,13 @@ from typing import Any
 import aiohttp
 import pytest
 
+from edge.ipc import WORKER_HEADER
 from edge.lanes import ThreadShares
 from edge.protocol import ModuleEntry
 from edge.router import Router
 from edge.runtime import Runtime
 from edge.server import Node, NodeConfig, start
 from edge.standalone import DirectorySource
-from edge.workers import WORKER_HEADER
 from hotswap.cli import main
 from tests.e2e.cluster import poll
 from tests.edge.conftest import MODULES, module_bytes

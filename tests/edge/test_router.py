@@ -190,7 +190,7 @@ async def test_counts_of_a_drained_version_still_ship(router: Router, source: Di
 
 def test_a_versions_last_error_travels_with_its_metrics_through_workers() -> None:
     from edge.router import Counters
-    from edge.workers import add_metrics, as_metrics
+    from edge.supervisor import add_metrics, as_metrics
 
     worker = Counters(requests=3, traps=1, last_error="trap: wasm trap: wasm `unreachable` instruction executed")
     node = Counters()

@@ -21,8 +21,8 @@ from edge.runtime import Runtime
 from edge.server import Node, NodeConfig, start
 from edge.smoke import same_json
 from edge.standalone import DirectorySource
+from edge.supervisor import PoolOptions, WorkerPool
 from edge.wasm import compile_wat
-from edge.workers import PoolOptions, WorkerPool
 
 CALC = """
 (module

@@ -28,9 +28,10 @@ import wasmtime
 
 from edge import wasm
 from edge.cache import ModuleCache, engine_key
+from edge.ipc import WORKER_HEADER
 from edge.protocol import LATENCY_BUCKETS_MS, VersionMetrics
 from edge.router import Counters
-from edge.workers import SUMMED_COUNTS, WORKER_HEADER, add_metrics, as_metrics
+from edge.supervisor import SUMMED_COUNTS, add_metrics, as_metrics
 from tests.e2e.cluster import Cluster, poll, start_cluster, stop_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
