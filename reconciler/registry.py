@@ -21,10 +21,11 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry import trace
 
@@ -50,6 +51,12 @@ class RegistryLimits:
     max_module_bytes: int = 50 * MIB
     memory_limit_bytes: int = 512 * MIB
     max_table_elements: int = 10_000_000
+
+
+class RegistrationObserver(Protocol):
+    """Told of every version the registry adds (not of a repeat of one it has): the metrics."""
+
+    def registered_version(self, size: int, seconds: float) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -168,8 +175,10 @@ class Registry:
         limits: RegistryLimits | None = None,
         clock: Clock = utcnow,
         tracer: trace.Tracer | None = None,
+        observer: RegistrationObserver | None = None,
     ) -> None:
         self.state = state
+        self.observer = observer
         self.blobs = blobs
         self.limits = limits or RegistryLimits()
         self._clock = clock
@@ -196,12 +205,15 @@ class Registry:
             "wasm.module.version": str(version),
             "wasm.module.size": len(data),
         }
+        started = time.perf_counter()
         with self._tracer.start_as_current_span("wasm.module.register", attributes=attributes) as span:
             registration = self._register(name, version, data, build, memory_limit_bytes, actor)
             span.set_attribute("wasm.module.id", registration.module.id)
             span.set_attribute("wasm.module.digest", registration.module.digest)
             span.set_attribute("wasm.module.created", registration.created)
-            return registration
+        if registration.created and self.observer is not None:
+            self.observer.registered_version(len(data), time.perf_counter() - started)
+        return registration
 
     def _register(
         self,

@@ -120,7 +120,12 @@ class ControlPlane:
         self.store = open_state_store(database_url=options.database_url, data_dir=options.data_dir)
         blobs = open_blob_store(options.blob_url, options.data_dir)
         self.telemetry = Telemetry()
-        self.registry = Registry(self.store, blobs, tracer=self.telemetry.tracer("hotswap.registry"))
+        self.registry = Registry(
+            self.store,
+            blobs,
+            tracer=self.telemetry.tracer("hotswap.registry"),
+            observer=self.telemetry.registry_metrics,
+        )
         trust = load_trust(options.trust) if options.trust else TrustRoot(principals=())
         applied = self.store.last_applied_revision()
         self.source = GitSource(

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, Sampler, _get_from_env_or_default
 from opentelemetry.trace import Link, SpanContext
@@ -48,7 +48,6 @@ from reconciler.planner.actions import Action
 CREATE = "wasm.deployment.create"
 EXECUTE = "wasm.deployment.execute"
 ROLLBACK = "wasm.deployment.rollback"
-REGISTER = "wasm.module.register"
 LOAD_BUCKETS_MS = (1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0)
 SIZE_BUCKETS = (1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0, 52428800.0)
 DEPLOYMENT_BUCKETS_S = (1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 86400.0)
@@ -185,25 +184,19 @@ def sampler_from_env(environ: Mapping[str, str] = os.environ) -> Sampler:
 # -- metrics -----------------------------------------------------------------------------------
 
 
-class RegistryMetrics(SpanProcessor):
-    """Counts registrations, their time and module sizes from the registry's `wasm.module.register`
-    spans (so the registry needs no metrics code of its own)."""
+class RegistryMetrics:
+    """Counts registrations, their time and module sizes; the registry tells it of each new version
+    (`Registry(observer=...)`), whatever the trace sampler keeps."""
 
     def __init__(self) -> None:
         self.registered = 0
         self.load_ms = Histogram(LOAD_BUCKETS_MS)
         self.sizes = Histogram(SIZE_BUCKETS)
 
-    def on_end(self, span: ReadableSpan) -> None:
-        if span.name != REGISTER or not (span.attributes or {}).get("wasm.module.created"):
-            return
-        attributes = span.attributes or {}
+    def registered_version(self, size: int, seconds: float) -> None:
         self.registered += 1
-        if span.start_time is not None and span.end_time is not None:
-            self.load_ms.observe((span.end_time - span.start_time) / 1e6)
-        size = attributes.get("wasm.module.size")
-        if isinstance(size, int):
-            self.sizes.observe(float(size))
+        self.load_ms.observe(seconds * 1000)
+        self.sizes.observe(float(size))
 
 
 class CountingWindow(MetricsWindow):
@@ -258,7 +251,6 @@ class Telemetry:
         )
         self.provider = TracerProvider(resource=resource, sampler=sampler_from_env(environ))
         self.registry_metrics = RegistryMetrics()
-        self.provider.add_span_processor(self.registry_metrics)
         endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
         if exporter is None and endpoint and environ.get("OTEL_SDK_DISABLED", "").lower() != "true":
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

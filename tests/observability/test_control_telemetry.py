@@ -1,5 +1,5 @@
 """The control plane's telemetry without a cluster: spans per transition and the traceparents the
-hub publishes with them, registry metrics from the registry's spans, cumulative node metrics, the
+hub publishes with them, registry metrics from the registry, cumulative node metrics, the
 metrics text, and the log formats."""
 
 from __future__ import annotations
@@ -76,10 +76,13 @@ def test_a_promotion_is_a_step_of_its_own_trace() -> None:
     assert "calc" in traces
 
 
-def test_registry_metrics_come_from_its_spans(tmp_path: Path) -> None:
+def test_registry_metrics_count_each_new_version(tmp_path: Path) -> None:
     plane, memory = traced()
     registry = Registry(
-        open_state_store(data_dir=tmp_path), open_blob_store(None, tmp_path), tracer=plane.tracer("hotswap.registry")
+        open_state_store(data_dir=tmp_path),
+        open_blob_store(None, tmp_path),
+        tracer=plane.tracer("hotswap.registry"),
+        observer=plane.registry_metrics,
     )
     data = wasm.compile_wat(CALC.read_text())
     registry.register("calc", "1.0.0", data)
@@ -89,6 +92,24 @@ def test_registry_metrics_come_from_its_spans(tmp_path: Path) -> None:
     assert sum(plane.registry_metrics.load_ms.counts) == 1
     names = [s.name for s in memory.get_finished_spans()]
     assert names.count("wasm.module.register") == 2 and names.count("wasm.module.validate") == 1
+
+
+def test_registry_metrics_count_what_the_trace_sampler_drops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Counted where the registry knows the result, not from its spans: a sampler below 1 must not undercount.
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0")
+    plane = telemetry.Telemetry()
+    memory = InMemorySpanExporter()
+    plane.add_exporter(SimpleSpanProcessor(memory))
+    registry = Registry(
+        open_state_store(data_dir=tmp_path),
+        open_blob_store(None, tmp_path),
+        tracer=plane.tracer("hotswap.registry"),
+        observer=plane.registry_metrics,
+    )
+    registry.register("calc", "1.0.0", wasm.compile_wat(CALC.read_text()))
+    assert memory.get_finished_spans() == ()  # sampled out
+    assert plane.registry_metrics.registered == 1
 
 
 def versions(requests: int, errors: int) -> VersionMetrics:
@@ -134,7 +155,7 @@ def test_the_sampler_follows_the_environment(monkeypatch: pytest.MonkeyPatch) ->
 def test_an_otlp_endpoint_adds_an_exporter() -> None:
     plane = telemetry.Telemetry(environ={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"})
     processors = plane.provider._active_span_processor._span_processors
-    assert len(processors) == 2  # registry metrics, and the OTLP batch exporter
+    assert [type(p).__name__ for p in processors] == ["BatchSpanProcessor"]  # the OTLP exporter
     plane.shutdown()
 
 
