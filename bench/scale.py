@@ -202,7 +202,7 @@ async def serve_child(args: argparse.Namespace) -> None:
 
     async def watching(out: IO[str]) -> None:
         hub = plane.hub
-        batchers = (("heartbeats", hub.heartbeat_writes), ("tables", hub.table_writes), ("shared", hub.writes))
+        batchers = (("heartbeats", hub.heartbeat_writes), ("tables", hub.table_writes), ("shared", hub.shared_heartbeat_writes))
         while True:  # "shared": heartbeats with their metric deltas, when replicas share PostgreSQL
             for name, writes in batchers:
                 out.write(

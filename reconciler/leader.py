@@ -251,9 +251,11 @@ class Replicas:
 
     # -- the hub's seam (nodes.Peers) -----------------------------------------------------------
 
-    def record_heartbeat(self, node_id: str, region: str, reported: JsonObject, at: datetime, beat: Heartbeat) -> bool:
+    def heartbeat_row(
+        self, node_id: str, region: str, reported: JsonObject, at: datetime, beat: Heartbeat
+    ) -> SharedHeartbeat:
         metrics = [m.model_dump(mode="json", by_alias=True) for m in beat.metrics]
-        return self.store.record_shared_heartbeat(SharedHeartbeat(self.id, node_id, region, reported, at, metrics))
+        return SharedHeartbeat(self.id, node_id, region, reported, at, metrics)
 
     def announce(self, node_id: str) -> None:
         self._outgoing.add(node_id)

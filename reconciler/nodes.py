@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import functools
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -26,9 +25,9 @@ from edge.protocol import SERVING_CACHED_TABLE, ModuleEntry, ModuleTable
 from reconciler.errors import ReconcilerError
 from reconciler.metricswindow import METRICS_HORIZON_SECONDS, MetricsWindow, Totals
 from reconciler.store.records import JsonObject, NodeRecord
-from reconciler.store.state import StateStore
+from reconciler.store.state import SharedHeartbeat, StateStore
 from reconciler.tables import EncodedTable, Signer, TableEncoder
-from reconciler.threadbatch import RowBatch, ThreadBatch
+from reconciler.threadbatch import RowBatch
 
 __all__ = [
     "METRICS_HORIZON_SECONDS",
@@ -71,8 +70,10 @@ class NodeView:
 class Peers(Protocol):
     """Other control-plane replicas on the same store (`reconciler.leader.Replicas`); None when alone."""
 
-    def record_heartbeat(self, node_id: str, region: str, reported: JsonObject, at: datetime, beat: Heartbeat) -> bool:
-        """Store the heartbeat (and its metric deltas, for the leader); False for an unknown node."""
+    def heartbeat_row(
+        self, node_id: str, region: str, reported: JsonObject, at: datetime, beat: Heartbeat
+    ) -> SharedHeartbeat:
+        """The row the hub stores for this heartbeat (with its metric deltas, for the leader)."""
         ...
 
     def announce(self, node_id: str) -> None:
@@ -125,7 +126,8 @@ class NodeHub:
         self.metrics = MetricsWindow()
         self.encoder = TableEncoder(signer, issuer)
         # Store writes: one thread hop for many; heartbeats and tables one transaction per batch
-        self.writes = ThreadBatch()  # heartbeats to a shared store (with their metric deltas)
+        # heartbeats to a shared store, with their metric deltas, one transaction per batch too
+        self.shared_heartbeat_writes = RowBatch(store.record_shared_heartbeats, store.record_shared_heartbeat)
         self.heartbeat_writes = RowBatch(store.record_heartbeats, lambda beat: store.record_heartbeat(*beat))
         self.table_writes = RowBatch(store.publish_assignments, lambda table: store.publish_assignment(*table))
         self._tables: dict[str, ModuleTable] = {}
@@ -304,9 +306,8 @@ class NodeHub:
             recorded = await self.heartbeat_writes.write((node_id, reported, at))
         else:
             peers, region = self.peers, self._nodes[node_id].region
-            recorded = await self.writes.run(
-                functools.partial(peers.record_heartbeat, node_id, region, reported, at, beat)
-            )
+            row = peers.heartbeat_row(node_id, region, reported, at, beat)
+            recorded = await self.shared_heartbeat_writes.write(row)
         before = self._nodes.get(node_id)
         if not recorded or before is None:
             self._nodes.pop(node_id, None)

@@ -376,20 +376,27 @@ class StateStore:
     def record_shared_heartbeat(self, beat: SharedHeartbeat) -> bool:
         """`record_heartbeat` and the heartbeat's metric deltas in one transaction; False (nothing
         written) for an unknown node."""
+        return self.record_shared_heartbeats([beat])[0]
+
+    def record_shared_heartbeats(self, beats: Sequence[SharedHeartbeat]) -> list[bool]:
+        """`record_shared_heartbeat` for each in ONE transaction: all or none. A replica at thousands
+        of nodes must not spend a commit per heartbeat: its queue grows, heartbeats reach the leader
+        late, and the leader takes nodes for lost."""
+        heard: list[bool] = []
         with self._tx(write=True) as tx:
-            found = tx.run(_HEARTBEAT, _json(beat.reported), _ts(beat.at), beat.node_id)
-            if found != 1:
-                return False
-            if beat.metrics:
-                tx.run(
-                    "INSERT INTO metric_deltas (replica, node_id, region, at, metrics) VALUES (?, ?, ?, ?, ?)",
-                    beat.replica,
-                    beat.node_id,
-                    beat.region,
-                    _ts(beat.at),
-                    _json(beat.metrics),
-                )
-        return True
+            for beat in beats:
+                found = tx.run(_HEARTBEAT, _json(beat.reported), _ts(beat.at), beat.node_id) == 1
+                heard.append(found)
+                if found and beat.metrics:
+                    tx.run(
+                        "INSERT INTO metric_deltas (replica, node_id, region, at, metrics) VALUES (?, ?, ?, ?, ?)",
+                        beat.replica,
+                        beat.node_id,
+                        beat.region,
+                        _ts(beat.at),
+                        _json(beat.metrics),
+                    )
+        return heard
 
     def metric_deltas_since(self, since: datetime, *, exclude_replica: str = "") -> list[MetricDelta]:
         """Metric deltas received at or after `since` by replicas other than `exclude_replica`, by time."""

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from reconciler.store.records import NodeRecord
-from reconciler.store.state import StateStore
+from reconciler.store.state import SharedHeartbeat, StateStore
 from reconciler.threadbatch import RowBatch
 
 T0 = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
@@ -45,6 +45,31 @@ def test_a_bulk_write_leaves_the_rows_the_same_writes_one_by_one_leave(state: St
 
     for n in ("a", "b"):
         assert seen(state, f"bulk-{n}") == seen(state, f"one-{n}")
+
+
+def test_shared_heartbeats_in_bulk_leave_what_they_leave_one_by_one_metrics_included(state: StateStore) -> None:
+    nodes(state, "one-a", "one-b", "bulk-a", "bulk-b")
+    metrics = [{"module": "m", "version": "1.0.0", "requests": 3}]
+
+    def beat(node_id: str, at: datetime, with_metrics: bool) -> SharedHeartbeat:
+        return SharedHeartbeat(
+            "replica-1", node_id, "r0", {"running": ["m@1.0.0"]}, at, metrics if with_metrics else []
+        )
+
+    shape = [("a", T0, True), ("b", T0 + timedelta(seconds=1), False), ("ghost", T0, True)]
+    singly = [state.record_shared_heartbeat(beat(f"one-{n}" if n != "ghost" else n, at, m)) for n, at, m in shape]
+    in_bulk = state.record_shared_heartbeats([beat(f"bulk-{n}" if n != "ghost" else n, at, m) for n, at, m in shape])
+    assert in_bulk == singly == [True, True, False]
+    for n in ("a", "b"):
+        assert seen(state, f"bulk-{n}")[2:] == seen(state, f"one-{n}")[2:] != ({}, None)
+    deltas = state.metric_deltas_since(T0 - timedelta(seconds=1), exclude_replica="another")
+    assert sorted(d.node_id for d in deltas) == ["bulk-a", "one-a"]  # a ghost's metrics are not kept
+    assert all(d.metrics == metrics for d in deltas)
+    with pytest.raises(TypeError):  # all or none
+        state.record_shared_heartbeats(
+            [beat("bulk-a", T0, True), SharedHeartbeat("r", "bulk-b", "r0", UNSERIALISABLE, T0, [])]
+        )
+    assert len(state.metric_deltas_since(T0 - timedelta(seconds=1), exclude_replica="another")) == 2
 
 
 def test_an_empty_bulk_write_writes_nothing(state: StateStore) -> None:
