@@ -173,6 +173,11 @@ class TableEncoder:
         self.clock = clock
         self.encoded = 0  # tables encoded (misses), for tests and benches
         self._cache: _Lru[tuple[int, ...], EncodedTable] = _Lru(size)
+        # Signatures by the SHA-256 of the bytes: tables parsed from store rows (a follower replica's, a
+        # restart's) are new objects each, but the nodes of a region share their content, so each
+        # distinct table is signed once however many nodes and replicas read it.
+        self._signatures: _Lru[str, str] = _Lru(size)
+        self.signed = 0  # signatures made (misses), for tests and benches
 
     def encode(self, entries: tuple[ModuleEntry, ...]) -> EncodedTable:
         key = tuple(map(id, entries))
@@ -184,10 +189,14 @@ class TableEncoder:
         sha = hashlib.sha256(data).hexdigest()
         signature = None
         if self.signer is not None:
-            claims: dict[str, Any] = {"aud": TABLE_AUDIENCE, "sha256": sha, "iat": int(self.clock())}
-            if self.issuer:
-                claims["iss"] = self.issuer
-            signature = self.signer(claims)
+            signature = self._signatures.get(sha)
+            if signature is None:
+                claims: dict[str, Any] = {"aud": TABLE_AUDIENCE, "sha256": sha, "iat": int(self.clock())}
+                if self.issuer:
+                    claims["iss"] = self.issuer
+                signature = self.signer(claims)
+                self._signatures.put(sha, signature)
+                self.signed += 1
         table = EncodedTable(entries, data, {"modules": rows}, sha, signature)
         self._cache.put(key, table)  # the table holds its entries: their ids stay theirs
         self.encoded += 1

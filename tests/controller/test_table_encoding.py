@@ -115,3 +115,20 @@ def test_the_same_rows_give_the_same_wire_objects() -> None:
     other = wire.table(rows(20, Limits(), Capabilities(env={"GREETING": "hi"})))  # another revision's objects
     assert other == first and other[0] is not first[0]
     assert isinstance(first[0], ModuleEntry)
+
+
+async def test_tables_read_back_from_rows_share_one_signature(store: StateStore, authority: TokenAuthority) -> None:
+    # A follower replica (or a restart) parses each node's table from its row: new objects each time,
+    # the same content; the content is signed once, however many nodes hold it.
+    hub = await registered(store, authority, "edge-1")
+    published = hub.encoder.encode(WireEntries().table(rows(20)))
+    parsed = [tuple(ModuleEntry.model_validate(row) for row in published.assignment["modules"]) for _ in range(3)]
+    again = [hub.encoder.encode(entries) for entries in parsed]
+    assert hub.encoder.encoded == 4 and hub.encoder.signed == 1
+    assert {table.signature for table in again} == {published.signature}
+    assert all(
+        table.modules_json == published.modules_json and table.entries is entries
+        for table, entries in zip(again, parsed, strict=True)
+    )
+    other = hub.encoder.encode(WireEntries().table(rows(50)))
+    assert hub.encoder.signed == 2 and other.signature != published.signature
