@@ -26,6 +26,10 @@ registers with, long-polls and heartbeats replica k mod N only, as nodes behind 
 would; the advisory-lock leader plans and publishes, the others wake their long-polls on its NOTIFY.
 Memory, passes and loop lag are reported for each replica.
 
+What holds a replica's event loop: `HOTSWAP_SCALE_STALLS=FILE` has each replica sample its loop
+thread's stack while the loop is over 50 ms late (bench/stalls.py) and append, at the end, the
+stacks that held it longest and the garbage collector's pauses to FILE.
+
     python bench/scale.py [--nodes 1000] [--runs 3] [--heartbeat-seconds 5] [--quick] [--profile FILE]
                           [--replicas N] [--database-url postgresql://...]
     (--quick: 100 nodes, 2 switches, 2 s heartbeats; a canary step lasts two heartbeats)
@@ -46,6 +50,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,6 +61,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.stalls import StallSampler
 from bench.stats import percentile
 from reconciler.auth import AuthOptions, TokenAuthority, load_or_create_signing_key
 
@@ -202,7 +208,11 @@ async def serve_child(args: argparse.Namespace) -> None:
 
     async def watching(out: IO[str]) -> None:
         hub = plane.hub
-        batchers = (("heartbeats", hub.heartbeat_writes), ("tables", hub.table_writes), ("shared", hub.shared_heartbeat_writes))
+        batchers = (
+            ("heartbeats", hub.heartbeat_writes),
+            ("tables", hub.table_writes),
+            ("shared", hub.shared_heartbeat_writes),
+        )
         while True:  # "shared": heartbeats with their metric deltas, when replicas share PostgreSQL
             for name, writes in batchers:
                 out.write(
@@ -215,6 +225,10 @@ async def serve_child(args: argparse.Namespace) -> None:
     watcher = asyncio.create_task(watching(append_to(Path(watch)))) if watch else None
     lags: list[tuple[float, float]] = []  # (wall time, ms late) of every wake-up
     monitor = asyncio.create_task(lagging(lags))
+    stalls_to = os.environ.get("HOTSWAP_SCALE_STALLS")  # where the code holding the loop is named (bench/stalls.py)
+    sampler = StallSampler(threading.get_ident()) if stalls_to else None
+    if sampler is not None:
+        sampler.start()
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     profile = cProfile.Profile() if args.profile else None
@@ -228,6 +242,10 @@ async def serve_child(args: argparse.Namespace) -> None:
     if watcher is not None:
         watcher.cancel()
     monitor.cancel()
+    if sampler is not None and stalls_to:
+        sampler.stop()
+        with append_to(Path(stalls_to)) as out:
+            out.write(f"== replica on port {args.port} (leader={controller.leader})\n{sampler.report(25)}\n")
     with append_to(Path(args.lags)) as out:
         out.writelines(f"{at:.3f} {ms:.2f}\n" for at, ms in lags)
     await plane.stop()
