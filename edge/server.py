@@ -103,7 +103,7 @@ class Node:
             config.thread_share or max(1, config.threads // 2), config.thread_queue, config.thread_max_wait
         )
         self.started = time.time()
-        # Set by a worker of a multi-process node (edge.workers): admin tables go to every worker
+        # Set by a worker of a multi-process node (edge.worker): admin tables go to every worker
         # through the supervisor, and /metrics shows the whole node's counts.
         self.forward_table: Callable[[ModuleTable], Awaitable[ApplyReport]] | None = None
         self.node_metrics: Callable[[], Awaitable[list[VersionMetrics]]] | None = None

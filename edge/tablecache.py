@@ -7,7 +7,7 @@ and the node reports `ServingCachedTable` until the control plane answers a hear
 through `DiskBlobs`: kept by digest beside the precompiled artifacts (`edge.cache`), checked against
 their SHA-256 on every read, fetched from the control plane when missing or wrong. With both on disk
 a restarted node serves in the time its precompiled modules take to load (milliseconds each). A
-node with `--workers N` keeps them in its supervisor (`edge.workers`), which holds the agent.
+node with `--workers N` keeps them in its supervisor (`edge.supervisor`), which holds the agent.
 
 Layout, under the node's cache dir (`hotswap edge --cache-dir`, private, never granted to a module):
 
