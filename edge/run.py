@@ -173,7 +173,7 @@ class _InProcess:
         return len(self.router.slots())
 
     def trust(self, pem: str, issuer: str) -> None:
-        self.node.auth = Authenticator(pem, issuer=issuer, node_id=self.options.node_id)
+        self.node.trust(Authenticator(pem, issuer=issuer, node_id=self.options.node_id))
 
     async def say_conditions(self) -> None:
         pass  # GET /health reads them when asked

@@ -52,6 +52,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
+from typing import Protocol
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -85,14 +86,30 @@ class NodeConfig:
     thread_max_wait: float = 10.0  # seconds a call waits for its version's share before a 429 busy
 
 
+class WholeNode(Protocol):
+    """A multi-process node's supervisor as one of its workers sees it (`edge.ipc.SupervisorLink`):
+    admin tables go to every worker through it, and /metrics shows the whole node's counts."""
+
+    async def forward_table(self, table: ModuleTable) -> ApplyReport: ...
+    async def node_metrics(self) -> list[VersionMetrics]: ...
+
+
 class Node:
     """The runtime, the router and the worker threads of one edge node."""
 
-    def __init__(self, runtime: Runtime, router: Router, config: NodeConfig, auth: Authenticator | None = None) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        router: Router,
+        config: NodeConfig,
+        auth: Authenticator | None = None,
+        whole: WholeNode | None = None,  # a worker of a multi-process node (edge.worker): its supervisor
+    ) -> None:
         self.runtime = runtime
         self.router = router
         self.config = config
         self.auth = auth
+        self.whole = whole
         self.pool = ThreadPoolExecutor(
             max_workers=config.threads,
             thread_name_prefix="wasm",
@@ -103,10 +120,11 @@ class Node:
             config.thread_share or max(1, config.threads // 2), config.thread_queue, config.thread_max_wait
         )
         self.started = time.time()
-        # Set by a worker of a multi-process node (edge.worker): admin tables go to every worker
-        # through the supervisor, and /metrics shows the whole node's counts.
-        self.forward_table: Callable[[ModuleTable], Awaitable[ApplyReport]] | None = None
-        self.node_metrics: Callable[[], Awaitable[list[VersionMetrics]]] | None = None
+
+    def trust(self, auth: Authenticator) -> None:
+        """Execute calls need a token `auth` verifies from now on (a managed node learns its
+        control plane's key at registration, after the node is built)."""
+        self.auth = auth
 
     async def run(self, slot: VersionSlot, call: Call) -> CallResult:
         loaded = slot.loaded
@@ -237,7 +255,7 @@ async def modules(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    totals = await node.node_metrics() if node.node_metrics is not None else None
+    totals = await node.whole.node_metrics() if node.whole is not None else None
     return web.Response(text=render_metrics(node, totals), content_type="text/plain", charset="utf-8")
 
 
@@ -267,8 +285,8 @@ async def admin_table(request: web.Request) -> web.Response:
         table = ModuleTable.model_validate_json(await request.read())
     except ValidationError as exc:
         raise BadRequestError(validation_message(exc)) from None
-    if node.forward_table is not None:
-        report = await node.forward_table(table)
+    if node.whole is not None:
+        report = await node.whole.forward_table(table)
     else:
         report = await node.router.apply_table(table.modules, table.generation)
     return web.json_response(

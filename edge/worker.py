@@ -53,9 +53,7 @@ class Worker:
         self.router = Router(runtime, supervisor)
         auth = self._authenticator(config.public_key, config.issuer) if config.public_key else None
         node_config = NodeConfig(threads=config.threads, admin=config.admin, node_id=config.node_id)
-        self.node = Node(runtime, self.router, node_config, auth)
-        self.node.forward_table = supervisor.forward_table
-        self.node.node_metrics = supervisor.node_metrics
+        self.node = Node(runtime, self.router, node_config, auth, whole=supervisor)
         self.said: list[str] = []  # the node's conditions, as the supervisor last sent them
         app = build_app(self.node, (lambda: self.said) if config.conditions else None)
         app.on_response_prepare.append(self._tag)
@@ -82,7 +80,7 @@ class Worker:
         return Applied(report, *served(self.router))
 
     def take_key(self, public_key: str, issuer: str) -> None:
-        self.node.auth = self._authenticator(public_key, issuer)
+        self.node.trust(self._authenticator(public_key, issuer))
 
     def take_conditions(self, conditions: Sequence[str]) -> None:
         self.said[:] = conditions
