@@ -111,12 +111,54 @@ class BlobStoreUnusableError(Exception):
     """The presigned URL did not give the object (unreachable, refused, cut short): ask the control plane."""
 
 
+class ControlPlaneLink:
+    """The control plane's address and the node's two HTTP sessions to it: one with the node token
+    (its API), one without (presigned blob store URLs). Built first and handed to both the agent and
+    `ControlPlaneBlobs`, so the router (which needs its blobs) exists before the agent (which needs
+    the router)."""
+
+    def __init__(self, control: str, token: str | None = None) -> None:
+        self.control = control.rstrip("/")
+        self.token = token
+        self._session: aiohttp.ClientSession | None = None
+        self._store_session: aiohttp.ClientSession | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+            self._session = aiohttp.ClientSession(
+                headers=headers, timeout=aiohttp.ClientTimeout(total=None, sock_connect=5)
+            )
+        return self._session
+
+    def store_session(self) -> aiohttp.ClientSession:
+        """For presigned blob store URLs: no default headers (so no node token), and bodies kept as
+        they are stored (brotli, decoded and checked by `ControlPlaneBlobs`)."""
+        if self._store_session is None or self._store_session.closed:
+            self._store_session = aiohttp.ClientSession(timeout=STORE_TIMEOUT, auto_decompress=False)
+        return self._store_session
+
+    async def close(self) -> None:
+        for session in (self._session, self._store_session):
+            if session is not None:
+                await session.close()
+
+
+class BlobClient(Protocol):
+    """What `ControlPlaneBlobs` needs to reach the control plane: a `ControlPlaneLink` (or an `Agent`)."""
+
+    @property
+    def control(self) -> str: ...
+    def session(self) -> aiohttp.ClientSession: ...
+    def store_session(self) -> aiohttp.ClientSession: ...
+
+
 class ControlPlaneBlobs:
     """Module binaries by digest, from the control plane or the S3 URL it redirects to; a binary that
     does not hash right, or is larger than any module may be, is refused and never returned."""
 
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
+    def __init__(self, link: BlobClient) -> None:
+        self.link = link
         self.direct_paused_until = 0.0  # monotonic time; before it, no X-Hotswap-Blob-Direct
         self.direct_fetches = 0  # binaries that came from the blob store's URL (for tests and logs)
 
@@ -135,11 +177,11 @@ class ControlPlaneBlobs:
         return await self._from_control_plane(digest, direct=False)
 
     async def _from_control_plane(self, digest: str, *, direct: bool) -> bytes:
-        url = f"{self.agent.control}/api/v1/wasm/blobs/{digest}"
+        url = f"{self.link.control}/api/v1/wasm/blobs/{digest}"
         headers = {BLOB_DIRECT_HEADER: "br"} if direct else {}
         # Redirects are followed by hand below, never by aiohttp: its own following would send the
         # session's node token on to S3 whenever S3 shares the control plane's origin (one ingress).
-        async with self.agent.session().get(url, headers=headers, allow_redirects=False) as response:
+        async with self.link.session().get(url, headers=headers, allow_redirects=False) as response:
             if direct and response.status == 307:
                 location = response.headers.get("Location")
                 encoding = response.headers.get(BLOB_ENCODING_HEADER)
@@ -161,7 +203,7 @@ class ControlPlaneBlobs:
             # The store session never held the node token, and the URL carries its own signature:
             # nothing of the node's credentials reaches S3 (nor could: S3 refuses a request that is
             # signed twice, in the URL and in an Authorization header).
-            async with self.agent.store_session().get(url, allow_redirects=False) as response:
+            async with self.link.store_session().get(url, allow_redirects=False) as response:
                 if response.status != 200:
                     raise BlobStoreUnusableError(
                         f"the blob store answered {response.status}{_s3_error(await response.content.read(4096))}"
@@ -242,27 +284,26 @@ class AgentState:
 class Agent:
     def __init__(
         self,
-        control: str,
+        control: str | ControlPlaneLink,  # a URL, or the link `ControlPlaneBlobs` shares
         registration: Registration,
         router: TableTarget,
         *,
-        token: str | None = None,
+        token: str | None = None,  # with a URL: the node token
         heartbeat_seconds: float = 5.0,
         long_poll_seconds: float = LONG_POLL_SECONDS,
         on_public_key: Callable[[str, str], None] | None = None,
         saved: SavedTables | None = None,
+        state: AgentState | None = None,  # given when the node reads its conditions before the agent exists
     ) -> None:
-        self.control = control.rstrip("/")
+        self.link = control if isinstance(control, ControlPlaneLink) else ControlPlaneLink(control, token)
+        self.control = self.link.control
         self.registration = registration
         self.router = router
-        self.token = token
         self.heartbeat_seconds = heartbeat_seconds
         self.long_poll_seconds = long_poll_seconds
         self.on_public_key = on_public_key
         self.saved = saved
-        self.state = AgentState()
-        self._session: aiohttp.ClientSession | None = None
-        self._store_session: aiohttp.ClientSession | None = None
+        self.state = state if state is not None else AgentState()
         self._heartbeat_now = asyncio.Event()
 
     @property
@@ -270,24 +311,13 @@ class Agent:
         return f"{self.control}{NODES_PATH}/{self.registration.id}"
 
     def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-            self._session = aiohttp.ClientSession(
-                headers=headers, timeout=aiohttp.ClientTimeout(total=None, sock_connect=5)
-            )
-        return self._session
+        return self.link.session()
 
     def store_session(self) -> aiohttp.ClientSession:
-        """For presigned blob store URLs: no default headers (so no node token), and bodies kept as
-        they are stored (brotli, decoded and checked by `ControlPlaneBlobs`)."""
-        if self._store_session is None or self._store_session.closed:
-            self._store_session = aiohttp.ClientSession(timeout=STORE_TIMEOUT, auto_decompress=False)
-        return self._store_session
+        return self.link.store_session()
 
     async def close(self) -> None:
-        for session in (self._session, self._store_session):
-            if session is not None:
-                await session.close()
+        await self.link.close()
 
     async def run(self) -> None:
         """Run until cancelled: the assignment loop and the heartbeat loop, each retrying on its own."""

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge.agent import Agent, AgentState, ControlPlaneBlobs
+from edge.agent import Agent, AgentState, ControlPlaneBlobs, ControlPlaneLink
 from edge.nodeapi import Registration
 from edge.router import BlobSource
 from edge.tablecache import DiskBlobs, SavedTables, TrustedKey
@@ -56,7 +56,10 @@ def default_node_id(region: str) -> str:
 
 
 class Blobs:
-    """The router needs its blob source before the agent exists; this forwards once it does."""
+    """A blob source that forwards to one set after it is built. The node no longer uses it (its
+    `ControlPlaneLink` is built before both the router's blobs and the agent); kept only for
+    `tests/store/test_presigned_blobs.py`, which wires a node this way, until that test builds a
+    `ControlPlaneBlobs(ControlPlaneLink(...))` instead."""
 
     def __init__(self) -> None:
         self.target: ControlPlaneBlobs | None = None
@@ -92,9 +95,11 @@ class ControlPlane:
     def __init__(self, options: ManagedOptions) -> None:
         self.options = options
         self.started = time.monotonic()
-        self._upstream = Blobs()  # the control plane, once the agent exists
-        self.saved, self.blobs = standing_alone(options, self._upstream)
-        self.state = AgentState()
+        # Built before the router and the agent, and handed to both: the router's binaries and the
+        # agent's calls go over the same sessions.
+        self.link = ControlPlaneLink(options.control, options.token)
+        self.saved, self.blobs = standing_alone(options, ControlPlaneBlobs(self.link))
+        self.state = AgentState()  # the node's conditions read it before the agent exists
         self.conditions = self.state.conditions
         self._task: asyncio.Task[None] | None = None
 
@@ -112,11 +117,7 @@ class ControlPlane:
             runtime_version=wasmtime_version(),
         )
         # on_public_key: execute calls now need a token the control plane signed
-        agent = Agent(
-            options.control, registration, node.table, token=options.token, on_public_key=node.trust, saved=self.saved
-        )
-        agent.state = self.state
-        self._upstream.target = ControlPlaneBlobs(agent)
+        agent = Agent(self.link, registration, node.table, on_public_key=node.trust, saved=self.saved, state=self.state)
         print(
             f"hotswap edge: node {options.node_id} ({options.region}) on {url}{node.described}, "
             f"control plane {options.control}",
@@ -133,6 +134,7 @@ class ControlPlane:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self.link.close()  # the agent closes it as it stops; this covers a node stopped before it
 
 
 def process_age() -> float:

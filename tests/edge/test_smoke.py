@@ -5,6 +5,7 @@ passes takes its weight and is reported passed. On one process (a node on a real
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from edge.agent import Agent, TableTarget
+from edge.agent import Agent, AgentState, TableTarget
 from edge.nodeapi import Heartbeat, Registration
 from edge.protocol import VERSION_HEADER, ModuleEntry
 from edge.router import Router
@@ -46,8 +47,8 @@ def entry(source: DirectorySource, version: str, wat: str, weight: int, **extra:
 
 def heartbeat(target: TableTarget) -> Heartbeat:
     registration = Registration(id="edge-1", region="us-east", hostname="localhost", url="http://127.0.0.1:1")
-    agent = Agent("http://127.0.0.1:1", registration, target)
-    agent.state.started -= 3600  # an hour of uptime: a CPU share the heartbeat can carry
+    # an hour of uptime: a CPU share the heartbeat can carry
+    agent = Agent("http://127.0.0.1:1", registration, target, state=AgentState(started=time.monotonic() - 3600))
     return agent.heartbeat_body()
 
 
