@@ -129,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print(f"hotswap edge: --workers {args.workers}: at least 1", file=sys.stderr)
         return 2
-    args.cache_dir = args.cache_dir or default_cache_dir()
+    # the flags as the modes read them: the cache dir filled in (a new namespace, not the parser's)
+    args = argparse.Namespace(**{**vars(args), "cache_dir": args.cache_dir or default_cache_dir()})
     if args.control is not None:
         return _managed(args)
     try:

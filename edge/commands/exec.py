@@ -102,9 +102,7 @@ def parse(parser: argparse.ArgumentParser, words: list[str]) -> argparse.Namespa
                 head.append(rest.pop(0))
             continue
         program.append(word)
-    args = parser.parse_args(head)
-    args.argv = program
-    return args
+    return parser.parse_args(head, namespace=argparse.Namespace(argv=program))  # --argv's words, split off above
 
 
 def _program_argv(args: argparse.Namespace) -> tuple[str, ...] | None:
