@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import platform
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -100,13 +100,23 @@ def node_json(view: NodeView, table_generation: int) -> dict[str, Any]:
     }
 
 
-def rollout_json(record: RolloutRecord, controller: Controller) -> dict[str, Any]:
-    body = record_json(record)
-    weights: dict[str, int] = {}
+def running_weights(controller: Controller) -> dict[str, dict[str, int]]:
+    """Module -> version -> the sum of its weights over the nodes' reports: one walk of the fleet."""
+    weights: dict[str, dict[str, int]] = {}
     for view in controller.hub.view():
         for module, version, _, weight in view.running:
-            if module == record.module:
-                weights[version] = weights.get(version, 0) + weight
+            of_module = weights.setdefault(module, {})
+            of_module[version] = of_module.get(version, 0) + weight
+    return weights
+
+
+def rollout_json(
+    record: RolloutRecord, controller: Controller, weights: Mapping[str, dict[str, int]] | None = None
+) -> dict[str, Any]:
+    """A rollout as the API shows it; pass `running_weights` when showing several (one fleet walk)."""
+    body = record_json(record)
+    if weights is None:
+        weights = running_weights(controller)
     return {
         "id": record.id,
         "module": record.module,
@@ -126,7 +136,7 @@ def rollout_json(record: RolloutRecord, controller: Controller) -> dict[str, Any
         "stepStartedAt": _iso(record.step_started_at),
         "finishedAt": _iso(record.finished_at),
         "revision": controller.book.revision_of(record.id),
-        "weightsOnNodes": weights,
+        "weightsOnNodes": dict(weights.get(record.module, {})),
         "conditions": [condition_json(c) for c in controller.module_conditions(record.module)],
         "history": body.get("history", []),
         "abResult": body.get("abResult"),
@@ -317,7 +327,8 @@ async def list_deployments(request: web.Request) -> web.Response:
     if newest_first:
         records.reverse()  # exactly the ascending order backwards, ties included
     window = page.window("deployments", records)  # the JSON of the page only: it sums every node's weights
-    window["deployments"] = [rollout_json(r, controller) for r in window["deployments"]]
+    weights = running_weights(controller)
+    window["deployments"] = [rollout_json(r, controller, weights) for r in window["deployments"]]
     return web.json_response(window)
 
 
@@ -378,13 +389,14 @@ def status_json(control: ControlDeps) -> dict[str, Any]:
     controller = control.controller
     state = controller.state
     latest = latest_records(controller.book.records())
+    weights = running_weights(controller)
     modules = []
     for name in sorted(set(state.conditions) | set(latest)):
         record = latest.get(name)
         modules.append(
             {
                 "module": name,
-                "rollout": rollout_json(record, controller) if record else None,
+                "rollout": rollout_json(record, controller, weights) if record else None,
                 "conditions": [condition_json(c) for c in controller.module_conditions(name)],
             }
         )
