@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import gc
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -98,6 +99,16 @@ class StalledError(Exception):
         super().__init__(message)
         self.reason = reason
         self.message = message
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What a snapshot reads of the loop's state, taken on the loop (`Controller._observe`)."""
+
+    views: list[NodeView]
+    tables: list[ModuleTable | None]
+    records: tuple[planner.RolloutRecord, ...]
+    metrics: tuple[VersionMetrics, ...]
 
 
 @dataclass(frozen=True)
@@ -179,6 +190,7 @@ class Controller:
         self._assigned: dict[str, tuple[ModuleTable, tuple[AssignmentEntry, ...]]] = {}
         self._wire = WireEntries()  # planner rows -> wire rows, each distinct row converted once
         self._observed: dict[str, tuple[NodeView, tuple[AssignmentEntry, ...], ObservedNode]] = {}
+        self._caches = threading.Lock()  # the two above: filled in a pass's worker thread
         self._planner = planner.Planner()  # plans again only what changed since its last pass
         self._pass_done = asyncio.Condition()
         self.gates = InterfaceGates(store)
@@ -279,10 +291,7 @@ class Controller:
         for module, message in held.new_waits:
             self._event("AwaitingInterfaceApproval", message, module, warning=True)
         now = self.clock()
-        snapshot = self.snapshot(held.fleet, revision.approvals, now)
-        # Off the loop: at 1,000 nodes a plan takes 50-300 ms of CPU, and every long-poll answer and
-        # heartbeat would wait behind it. The snapshot is immutable, and one pass runs at a time.
-        result = await asyncio.to_thread(self._planner.plan, snapshot)
+        result = await asyncio.to_thread(self._plan, held.fleet, revision.approvals, now, self._observe(now))
         await asyncio.to_thread(self.book.save, result.records, revision.sha)
         with self.tracing.step_spans(result.actions, self.book.get):
             await self.apply(result)
@@ -304,8 +313,9 @@ class Controller:
     def forget(self) -> None:
         """Drop what earlier passes left in memory and read the rollout book again (a replica that
         becomes leader plans from what the others wrote)."""
-        self._assigned.clear()
-        self._observed.clear()
+        with self._caches:
+            self._assigned.clear()
+            self._observed.clear()
         self._planner.reset()
         self.book.reload()
 
@@ -378,12 +388,35 @@ class Controller:
                     )
 
     def snapshot(self, desired: DesiredFleet, approvals: tuple[Approval, ...], now: float) -> Snapshot:
+        """What a pass plans from, now (on the loop; the API's diff and snapshot routes use it too)."""
+        return self._build_snapshot(desired, approvals, now, self._observe(now))
+
+    def _observe(self, now: float) -> Observed:
+        """What the snapshot reads of state the event loop changes (on the loop, cheap): the hub's
+        views and tables as they are now, the rollout book, the metrics windows."""
         views = self.hub.view(now)
+        # The node's table is what the hub holds now, not what this controller last published to
+        # it: a node deleted and registered again, or a table taken back, must be published again.
+        tables = [self.hub.table(view.id) for view in views]
+        records = self.book.records()
+        return Observed(views, tables, records, self.metrics_for(records))
+
+    def _plan(self, desired: DesiredFleet, approvals: tuple[Approval, ...], now: float, seen: Observed) -> Plan:
+        """The snapshot and the plan, in a worker thread: at 1,000 nodes the conversion of the nodes'
+        reports that changed and the plan take tens to hundreds of ms of CPU that every long-poll
+        answer and heartbeat would otherwise wait behind. Its inputs are immutable; one pass runs at a time."""
+        return self._planner.plan(self._build_snapshot(desired, approvals, now, seen))
+
+    def _build_snapshot(
+        self, desired: DesiredFleet, approvals: tuple[Approval, ...], now: float, seen: Observed
+    ) -> Snapshot:
+        with self._caches:  # a pass's thread, or the API on the loop: one at a time
+            return self._convert(desired, approvals, now, seen)
+
+    def _convert(self, desired: DesiredFleet, approvals: tuple[Approval, ...], now: float, seen: Observed) -> Snapshot:
+        views = seen.views
         nodes = []
-        for view in views:
-            # The node's table is what the hub holds now, not what this controller last published to
-            # it: a node deleted and registered again, or a table taken back, must be published again.
-            table = self.hub.table(view.id)
+        for view, table in zip(views, seen.tables, strict=True):
             cached = self._assigned.get(view.id)
             if cached is not None and cached[0] is table:
                 assigned = cached[1]
@@ -392,24 +425,23 @@ class Controller:
                 self._assigned[view.id] = (table, assigned)
             else:
                 assigned = ()
-            seen = self._observed.get(view.id)  # the hub hands out the same view until the node's row changes
-            if seen is None or seen[0] is not view or seen[1] is not assigned:
-                seen = (view, assigned, observed(view, assigned))
-                self._observed[view.id] = seen
-            nodes.append(seen[2])
+            known = self._observed.get(view.id)  # the hub hands out the same view until the node's row changes
+            if known is None or known[0] is not view or known[1] is not assigned:
+                known = (view, assigned, observed(view, assigned))
+                self._observed[view.id] = known
+            nodes.append(known[2])
         if len(self._assigned) > len(nodes) or len(self._observed) > len(nodes):  # nodes deleted since
-            known = {view.id for view in views}
+            ids = {view.id for view in views}
             for cache in (self._assigned, self._observed):
-                for node_id in [n for n in cache if n not in known]:
+                for node_id in [n for n in cache if n not in ids]:
                     del cache[node_id]
-        records = self.book.records()
         return Snapshot(
             desired=desired,
             now=now,
             nodes=tuple(nodes),
-            records=records,
+            records=seen.records,
             approvals=approvals,
-            metrics=self.metrics_for(records),
+            metrics=seen.metrics,
         )
 
     def metrics_for(self, records: tuple[planner.RolloutRecord, ...]) -> tuple[VersionMetrics, ...]:
