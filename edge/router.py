@@ -77,6 +77,31 @@ class Counters:
     def errors(self) -> int:
         return self.traps + self.timeouts + self.memory + self.cpu
 
+    def record(self, outcome: str, duration_ms: float, violations: int = 0, message: str | None = None) -> None:
+        self.requests += 1
+        self.violations += violations
+        if message is not None:
+            self.last_error = f"{outcome}: {message}"[:LAST_ERROR_CHARS]
+        if outcome in ("trap", "exit"):  # a command's non-zero exit counts as a trap
+            self.traps += 1
+        elif outcome == "timeout":
+            self.timeouts += 1
+        elif outcome == "memory":
+            self.memory += 1
+        elif outcome == "cpu":
+            self.cpu += 1
+        self.buckets[bisect.bisect_left(LATENCY_BUCKETS_MS, duration_ms)] += 1
+        self.latency_sum_ms += duration_ms
+
+    def add(self, m: VersionMetrics, counts: Sequence[str]) -> None:
+        """Add a delta (a worker's) into these counts: `counts` names the integers both shapes have."""
+        for name in counts:
+            setattr(self, name, getattr(self, name) + getattr(m, name))
+        for i, count in enumerate(m.latency_buckets[: len(self.buckets)]):
+            self.buckets[i] += count
+        self.latency_sum_ms += m.latency_sum_ms
+        self.last_error = m.last_error or self.last_error
+
     def copy(self) -> Counters:
         return Counters(
             self.requests,
@@ -133,21 +158,35 @@ class VersionSlot:
         return self.entry.weight
 
     def record(self, outcome: str, duration_ms: float, violations: int = 0, message: str | None = None) -> None:
-        c = self.counters
-        c.requests += 1
-        c.violations += violations
-        if message is not None:
-            c.last_error = f"{outcome}: {message}"[:LAST_ERROR_CHARS]
-        if outcome in ("trap", "exit"):  # a command's non-zero exit counts as a trap
-            c.traps += 1
-        elif outcome == "timeout":
-            c.timeouts += 1
-        elif outcome == "memory":
-            c.memory += 1
-        elif outcome == "cpu":
-            c.cpu += 1
-        c.buckets[bisect.bisect_left(LATENCY_BUCKETS_MS, duration_ms)] += 1
-        c.latency_sum_ms += duration_ms
+        self.counters.record(outcome, duration_ms, violations, message)
+
+    def enter(self) -> None:
+        """A request is routed here."""
+        self.inflight += 1
+
+    def leave(self) -> bool:
+        """A request routed here is done; True when the version is retired and now idle (to unload)."""
+        self.inflight -= 1
+        return self.retired and self.inflight == 0
+
+    def retire(self) -> bool:
+        """Out of the table; True when nothing runs on it (unload now), False while requests finish."""
+        self.retired = True
+        return self.inflight == 0
+
+    def renew(self, entry: ModuleEntry) -> None:
+        """Kept under a new table whose entry has the same identity (its weight may differ)."""
+        self.entry = entry
+
+    def smoked(self, outcome: SmokeOutcome) -> None:
+        self.smoke = outcome
+
+    def ship(self) -> Counters:
+        """The counts since the previous call (for a heartbeat), from now on counted as shipped."""
+        now = self.counters.copy()
+        delta = now.minus(self.shipped)
+        self.shipped = now
+        return delta
 
     def metrics(self, counters: Counters) -> VersionMetrics:
         return VersionMetrics(
@@ -258,7 +297,7 @@ class Router:
                 raise UnavailableError(f"no version of module {module!r} takes traffic (all weights are 0)")
             point = sticky_point(module, sticky, total) if sticky else int(self._random.random() * total)
             slot = route.choose(point)
-        slot.inflight += 1
+        slot.enter()
         return slot
 
     def sticky_header(self, module: str) -> str:
@@ -267,8 +306,7 @@ class Router:
         return route.sticky_header if route is not None else STICKY_HEADER
 
     def release(self, slot: VersionSlot) -> None:
-        slot.inflight -= 1
-        if slot.retired and slot.inflight == 0:
+        if slot.leave():
             self._unload(slot)
 
     # -- the module table -----------------------------------------------------------------------
@@ -311,7 +349,7 @@ class Router:
             old = current.get(key)
             if old is not None and old.entry.identity() == entry.identity():
                 slot = old
-                slot.entry = entry  # the weight may have changed; weights are read via Route
+                slot.renew(entry)  # the weight may have changed; weights are read via Route
                 kept.append(name)
             else:
                 try:
@@ -336,8 +374,7 @@ class Router:
         in_use = {id(s) for slots in chosen.values() for s in slots}
         retired = [s for s in current.values() if id(s) not in in_use]
         for slot in retired:
-            slot.retired = True
-            if slot.inflight == 0:
+            if slot.retire():
                 self._unload(slot)
             else:
                 self._retiring.append(slot)
@@ -359,7 +396,7 @@ class Router:
             if entry.health_check is not None:
                 await health_check(slot.loaded, entry, entry.health_check)
             if entry.smoke:
-                slot.smoke = await run_smoke(slot.loaded, entry)
+                slot.smoked(await run_smoke(slot.loaded, entry))
             return slot
 
     async def _load_slot(self, entry: ModuleEntry) -> VersionSlot:
@@ -405,9 +442,7 @@ class Router:
         out = []
         drained, self._drained = self._drained, []
         for slot in [*self.slots(), *self._retiring, *drained]:
-            now = slot.counters.copy()
-            delta = now.minus(slot.shipped)
-            slot.shipped = now
+            delta = slot.ship()
             if delta.requests:
                 out.append(slot.metrics(delta))
         return out

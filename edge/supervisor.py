@@ -76,12 +76,7 @@ SUMMED_COUNTS = tuple(
 
 def add_metrics(counters: Counters, m: VersionMetrics) -> None:
     """Add one version's delta (from a worker) into the node's counters."""
-    for name in SUMMED_COUNTS:
-        setattr(counters, name, getattr(counters, name) + getattr(m, name))
-    for i, count in enumerate(m.latency_buckets[: len(counters.buckets)]):
-        counters.buckets[i] += count
-    counters.latency_sum_ms += m.latency_sum_ms
-    counters.last_error = m.last_error or counters.last_error
+    counters.add(m, SUMMED_COUNTS)
 
 
 def as_metrics(key: Key, c: Counters) -> VersionMetrics:
@@ -123,7 +118,13 @@ class _Worker:
     index: int
     process: asyncio.subprocess.Process
     link: WorkerLink
-    ready: bool = False
+    ready: bool = False  # it has the current table and serves: `up` and `down` say when
+
+    def up(self) -> None:
+        self.ready = True
+
+    def down(self) -> None:
+        self.ready = False
 
 
 @dataclass
@@ -212,7 +213,7 @@ class WorkerPool:
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
     async def _stop(self, worker: _Worker) -> None:
-        worker.ready = False
+        worker.down()
         if worker.process.returncode is None:
             worker.process.terminate()
             try:
@@ -241,7 +242,7 @@ class WorkerPool:
             if not started.done():
                 started.set_result(None)
             code = await worker.process.wait()
-            worker.ready = False
+            worker.down()
             await worker.link.close()
             if self._closing:
                 return
@@ -283,7 +284,7 @@ class WorkerPool:
                 await asyncio.sleep(0.05)
             async with self._lock:  # the current table, then the port: no request meets an empty table
                 await self._push(worker, self.table)
-                worker.ready = True
+                worker.up()
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             process.kill()
             await process.wait()
