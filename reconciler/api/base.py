@@ -22,7 +22,6 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-import orjson
 from aiohttp import web
 
 from reconciler.errors import ReconcilerError
@@ -164,15 +163,13 @@ async def read_body(request: web.Request, limit: int, what: str = "the request b
 def parse_json(data: bytes | str, where: str = "body") -> Any:
     """JSON text as Python values; 400 naming `where` when it is not JSON or nests deeper than
     MAX_JSON_DEPTH (a body nested thousands deep would otherwise exhaust the stack later)."""
+    # json, not orjson: orjson reads an integer past 64 bits as a float, silently changing its value.
     try:
-        value = orjson.loads(data)  # a heartbeat a second per node: the fast parser first
-    except orjson.JSONDecodeError:
-        try:  # what orjson refuses and json takes (NaN, integers past 64 bits) is taken as before
-            value = json.loads(data)
-        except RecursionError:
-            raise bad_request(where, f"nested more than {MAX_JSON_DEPTH} levels deep") from None
-        except ValueError as exc:
-            raise bad_request(where, f"not valid JSON ({exc})") from None
+        value = json.loads(data)
+    except RecursionError:
+        raise bad_request(where, f"nested more than {MAX_JSON_DEPTH} levels deep") from None
+    except ValueError as exc:
+        raise bad_request(where, f"not valid JSON ({exc})") from None
     if isinstance(value, dict | list):
         stack: list[tuple[Any, int]] = [(value, 1)]  # containers only: scalars cannot nest
         while stack:
