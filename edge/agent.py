@@ -280,6 +280,33 @@ class AgentState:
     def conditions(self) -> tuple[str, ...]:
         return (SERVING_CACHED_TABLE,) if self.serving_cached else ()
 
+    # What the agent learns changes here, through these (the node reads `conditions` meanwhile).
+
+    def mark_registered(self, registered: bool) -> None:
+        self.registered = registered
+
+    def applied(self, table: ModuleTable, report: ApplyReport) -> None:
+        self.applied_generation = table.generation
+        self.table = table
+        self.last_report = report
+
+    def retry_sooner(self) -> None:
+        self.retry_delay = FIRST_RETRY_SECONDS
+
+    def retry_later(self) -> None:
+        self.retry_delay = min(self.retry_delay * 2, MAX_RETRY_SECONDS)
+
+    def polled_early(self) -> int:
+        """One more long-poll in a row that came back empty long before its wait; how many now."""
+        self.early_polls += 1
+        return self.early_polls
+
+    def polled_in_time(self) -> None:
+        self.early_polls = 0
+
+    def serve_cached(self, cached: bool) -> None:
+        self.serving_cached = cached
+
 
 class Agent:
     def __init__(
@@ -336,10 +363,10 @@ class Agent:
                 backoff = 0.1
             except ForgottenError:
                 log.info("the control plane does not know this node; registering again")
-                self.state.registered = False
+                self.state.mark_registered(False)
             except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
                 log.warning("%s: control plane unreachable (%s); retrying in %.1fs", what, exc, backoff)
-                self.state.registered = False
+                self.state.mark_registered(False)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
@@ -350,7 +377,7 @@ class Agent:
             if response.status not in (200, 201):
                 raise ValueError(f"registration refused: {response.status} {await response.text()}")
             answer = RegistrationAnswer.model_validate(await response.json())
-        self.state.registered = True
+        self.state.mark_registered(True)
         self.heartbeat_seconds = answer.heartbeat_seconds
         if answer.public_key:
             pem, issuer = answer.public_key, answer.issuer or ISSUER
@@ -381,21 +408,20 @@ class Agent:
                 if failed and self.state.table is not None:
                     # What did not load (a blob store down, say) is tried again, less often each time.
                     await self.apply(self.state.table)
-                    self.state.retry_delay = min(self.state.retry_delay * 2, MAX_RETRY_SECONDS)
+                    self.state.retry_later()
                 elif time.monotonic() - started < wait / 2:
                     # Nothing new long before the wait was up: a control plane that is stopping, or a
                     # proxy cutting the poll short. Polling again at once would spin: back off.
-                    self.state.early_polls += 1
-                    await asyncio.sleep(min(0.05 * 2**self.state.early_polls, MAX_BACKOFF_SECONDS))
+                    await asyncio.sleep(min(0.05 * 2 ** self.state.polled_early(), MAX_BACKOFF_SECONDS))
                 else:
-                    self.state.early_polls = 0
+                    self.state.polled_in_time()
                 return
             if response.status != 200:
                 raise ValueError(f"assignment: {response.status} {await response.text()}")
             raw = await response.json()
             signature = response.headers.get(TABLE_SIGNATURE_HEADER)
             table = ModuleTable.model_validate(raw)
-        self.state.retry_delay = FIRST_RETRY_SECONDS
+        self.state.retry_sooner()
         await self.apply(table)
         if self.saved is not None:
             await asyncio.to_thread(self.saved.save, table.generation, raw.get("modules", []), signature)
@@ -423,7 +449,7 @@ class Agent:
         if self.on_public_key is not None:  # execute calls need the control plane's tokens before anything serves
             self.on_public_key(key.pem, key.issuer)
         report = await self.apply(table)
-        self.state.serving_cached = True
+        self.state.serve_cached(True)
         log.warning(
             "%s: serving the cached table (generation %d: %d loaded, %d failed) until the control plane answers",
             SERVING_CACHED_TABLE,
@@ -435,9 +461,7 @@ class Agent:
 
     async def apply(self, table: ModuleTable) -> ApplyReport:
         report = await self.router.apply_table(table.modules, table.generation, table.traceparents)
-        self.state.applied_generation = table.generation
-        self.state.table = table
-        self.state.last_report = report
+        self.state.applied(table, report)
         if report.failed:
             log.warning("generation %d: not loaded: %s", table.generation, report.failed)
         self._heartbeat_now.set()  # tell the control plane at once what now runs
@@ -487,7 +511,7 @@ class Agent:
         self.state.unsent.clear()  # delivered
         self.state.contact.set()
         if body.conditions and self.state.serving_cached:
-            self.state.serving_cached = False
+            self.state.serve_cached(False)
             log.warning("the control plane answered: no longer %s", SERVING_CACHED_TABLE)
         return answer
 
