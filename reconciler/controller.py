@@ -169,6 +169,7 @@ class Controller:
         hub: NodeHub,
         clock: Callable[[], float] = time.time,
         oci: OciClient | None = None,
+        tracing: DeploymentTracing | None = None,
     ) -> None:
         self.store = store
         self.oci = oci  # pulls `source.oci` artifacts (None: a client from the environment, made on first use)
@@ -199,7 +200,8 @@ class Controller:
         self.replica = ""
         self.leader = True
         self.before_pass: Callable[[], Awaitable[None]] | None = None
-        self.tracing = DeploymentTracing()  # spans of the transitions applied (reconciler.telemetry)
+        # spans of the transitions applied (reconciler.telemetry)
+        self.tracing = tracing if tracing is not None else DeploymentTracing()
 
     # -- triggers -------------------------------------------------------------------------------
 

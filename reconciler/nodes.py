@@ -116,6 +116,7 @@ class NodeHub:
         public_key: str | None = None,
         issuer: str | None = None,
         signer: Signer | None = None,
+        metrics: MetricsWindow | None = None,
     ) -> None:
         self.store = store
         self.heartbeat_seconds = heartbeat_seconds
@@ -123,7 +124,7 @@ class NodeHub:
         self.poke = poke
         self.public_key = public_key
         self.issuer = issuer
-        self.metrics = MetricsWindow()
+        self.metrics = metrics if metrics is not None else MetricsWindow()
         self.encoder = TableEncoder(signer, issuer)
         # Store writes: one thread hop for many; heartbeats and tables one transaction per batch
         # heartbeats to a shared store, with their metric deltas, one transaction per batch too

@@ -160,11 +160,16 @@ class ControlPlane:
             public_key=self.authority.public_key_pem,
             issuer=self.authority.options.issuer,
             signer=self.authority.sign,  # module tables are signed: a node serves one from disk (edge.tablecache)
+            metrics=self.telemetry.window,  # also keeps cumulative totals for /metrics
+            poke=self._nodes_changed,  # reads self.controller when a node changes, once it is built
         )
-        self.hub.metrics = self.telemetry.window  # also keeps cumulative totals for /metrics
-        self.controller = Controller(store=self.store, registry=self.registry, source=self.source, hub=self.hub)
-        self.controller.tracing = self.telemetry.deployments
-        self.hub.poke = self._nodes_changed
+        self.controller = Controller(
+            store=self.store,
+            registry=self.registry,
+            source=self.source,
+            hub=self.hub,
+            tracing=self.telemetry.deployments,
+        )
         if options.database_url and self.store.dialect.name == "postgresql":
             self.replicas = Replicas(self.store, self.controller, options.database_url)
         control = ControlDeps(
