@@ -101,6 +101,25 @@ class StalledError(Exception):
         self.message = message
 
 
+class Role:
+    """Which replica a controller is and whether it leads; alone, it always leads. Among replicas
+    (reconciler.leader) the lease holder calls `lead()` and `follow()`; everyone else only reads."""
+
+    def __init__(self, replica: str = "", *, leading: bool = True) -> None:
+        self.replica = replica
+        self._leading = leading
+
+    @property
+    def leading(self) -> bool:
+        return self._leading
+
+    def lead(self) -> None:
+        self._leading = True
+
+    def follow(self) -> None:
+        self._leading = False
+
+
 @dataclass(frozen=True)
 class Observed:
     """What a snapshot reads of the loop's state, taken on the loop (`Controller._observe`)."""
@@ -170,6 +189,8 @@ class Controller:
         clock: Callable[[], float] = time.time,
         oci: OciClient | None = None,
         tracing: DeploymentTracing | None = None,
+        role: Role | None = None,
+        before_pass: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.oci = oci  # pulls `source.oci` artifacts (None: a client from the environment, made on first use)
@@ -197,11 +218,18 @@ class Controller:
         self.gates = InterfaceGates(store)
         # Several replicas on one store (reconciler.leader): which one this is, whether it leads, and
         # what to run before each pass (checks the lease; raises to step down).
-        self.replica = ""
-        self.leader = True
-        self.before_pass: Callable[[], Awaitable[None]] | None = None
+        self.role = role if role is not None else Role()
+        self.before_pass = before_pass
         # spans of the transitions applied (reconciler.telemetry)
         self.tracing = tracing if tracing is not None else DeploymentTracing()
+
+    @property
+    def replica(self) -> str:
+        return self.role.replica
+
+    @property
+    def leader(self) -> bool:
+        return self.role.leading
 
     # -- triggers -------------------------------------------------------------------------------
 

@@ -37,8 +37,8 @@ from datetime import UTC, datetime
 
 from edge.nodeapi import Heartbeat
 from edge.protocol import VersionMetrics
-from reconciler.controller import Controller, StopReconciling
-from reconciler.nodes import METRICS_HORIZON_SECONDS
+from reconciler.controller import Controller, Role, StopReconciling
+from reconciler.nodes import METRICS_HORIZON_SECONDS, NodeHub
 from reconciler.notify_pg import PgListener
 from reconciler.store.errors import StoreError
 from reconciler.store.lease import Lease
@@ -125,16 +125,17 @@ class Replicas:
     def __init__(
         self,
         store: StateStore,
-        controller: Controller,
         database_url: str,
         *,
         retry_seconds: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """Built before the hub and the controller, which take it (`NodeHub(peers=)`, and
+        `Controller(role=, before_pass=)`); `run(controller)` then leads or follows with them."""
         self.store = store
-        self.controller = controller
-        self.hub = controller.hub
         self.id = replica_id()
+        self.role = Role(self.id, leading=False)
+        self._controller: Controller | None = None
         self.retry_seconds = retry_seconds
         self.clock = clock
         namespace = store.namespace()
@@ -150,19 +151,27 @@ class Replicas:
         self._seen: dict[int, float] = {}  # metric-delta seq -> its time, for deltas read lately
         self._metrics_since = 0.0
         self._pruned_at = 0.0
-        controller.replica = self.id
-        controller.leader = False
-        controller.before_pass = self._before_pass
-        self.hub.peers = self
 
     @property
     def leader(self) -> bool:
-        return self.controller.leader
+        return self.role.leading
+
+    @property
+    def controller(self) -> Controller:
+        if self._controller is None:
+            raise RuntimeError("Replicas.run(controller) has not started")
+        return self._controller
+
+    @property
+    def hub(self) -> NodeHub:
+        return self.controller.hub
 
     # -- the loop -------------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        """Follow, lead when the lease is free, follow again when it is lost; until cancelled."""
+    async def run(self, controller: Controller) -> None:
+        """Follow, lead when the lease is free, follow again when it is lost; until cancelled.
+        `controller` was built with this replica's `role` and `before_pass`."""
+        self._controller = controller
         listening = asyncio.create_task(self.listener.run(), name="replica-listener")
         try:
             while True:
@@ -178,7 +187,7 @@ class Replicas:
                     log.warning("replica %s cannot lead (%s); trying again", self.id, exc)
                     await asyncio.sleep(self.retry_seconds)
                 finally:
-                    self.controller.leader = False
+                    self.role.follow()
                     self._lease = None
                     lease.release()
         finally:
@@ -211,13 +220,14 @@ class Replicas:
         self._seen.clear()
         self._metrics_since = self.clock() - METRICS_HORIZON_SECONDS
         await self._pull_metrics()
-        self.controller.leader = True
+        self.role.lead()
         self.elections += 1
         log.info("replica %s leads", self.id)
         self.controller.poke()
         await self.controller.run()
 
-    async def _before_pass(self) -> None:
+    async def before_pass(self) -> None:
+        """The controller's hook before each pass: still the lease holder, and the others' metrics in."""
         lease = self._lease
         if lease is None or not await asyncio.to_thread(lease.held):
             raise NotLeaderError("the lease is gone (its database connection closed)")

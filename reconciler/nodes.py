@@ -117,6 +117,7 @@ class NodeHub:
         issuer: str | None = None,
         signer: Signer | None = None,
         metrics: MetricsWindow | None = None,
+        peers: Peers | None = None,
     ) -> None:
         self.store = store
         self.heartbeat_seconds = heartbeat_seconds
@@ -137,7 +138,7 @@ class NodeHub:
         self._nodes: dict[str, NodeRecord] = {}
         self._health: dict[str, str] = {}
         self._closing = False
-        self.peers: Peers | None = None
+        self.peers = peers
         self._heard: set[str] = set()  # nodes that reported since this hub started
         self._reported = asyncio.Event()
         self._views: dict[str, tuple[NodeRecord, NodeView]] = {}  # the last view of each node row

@@ -154,6 +154,8 @@ class ControlPlane:
             ),
             vet=self.vet_commit,
         )
+        if options.database_url and self.store.dialect.name == "postgresql":
+            self.replicas = Replicas(self.store, options.database_url)
         self.hub = NodeHub(
             self.store,
             heartbeat_seconds=options.heartbeat_seconds,
@@ -162,6 +164,7 @@ class ControlPlane:
             signer=self.authority.sign,  # module tables are signed: a node serves one from disk (edge.tablecache)
             metrics=self.telemetry.window,  # also keeps cumulative totals for /metrics
             poke=self._nodes_changed,  # reads self.controller when a node changes, once it is built
+            peers=self.replicas,
         )
         self.controller = Controller(
             store=self.store,
@@ -169,9 +172,9 @@ class ControlPlane:
             source=self.source,
             hub=self.hub,
             tracing=self.telemetry.deployments,
+            role=self.replicas.role if self.replicas is not None else None,
+            before_pass=self.replicas.before_pass if self.replicas is not None else None,
         )
-        if options.database_url and self.store.dialect.name == "postgresql":
-            self.replicas = Replicas(self.store, self.controller, options.database_url)
         control = ControlDeps(
             controller=self.controller,
             source_status=self.source_status,
@@ -307,7 +310,8 @@ class ControlPlane:
             asyncio.create_task(self.source.run(on_revision), name="git-source"),
             asyncio.create_task(UpdateAutomation(self.controller, self.writer).run(), name="module-updates"),
             asyncio.create_task(
-                self.replicas.run() if self.replicas is not None else self.controller.run(), name="controller"
+                self.replicas.run(self.controller) if self.replicas is not None else self.controller.run(),
+                name="controller",
             ),
         ]
         self.notifier = install(self, [])
