@@ -55,20 +55,6 @@ def default_node_id(region: str) -> str:
     return f"edge-{region}-{host}"[:63].rstrip("-")
 
 
-class Blobs:
-    """A blob source that forwards to one set after it is built. The node no longer uses it (its
-    `ControlPlaneLink` is built before both the router's blobs and the agent); kept only for
-    `tests/store/test_presigned_blobs.py`, which wires a node this way, until that test builds a
-    `ControlPlaneBlobs(ControlPlaneLink(...))` instead."""
-
-    def __init__(self) -> None:
-        self.target: ControlPlaneBlobs | None = None
-
-    async def fetch(self, digest: str) -> bytes:
-        assert self.target is not None
-        return await self.target.fetch(digest)
-
-
 def standing_alone(options: ManagedOptions, upstream: BlobSource) -> tuple[SavedTables | None, BlobSource]:
     """The node's saved tables and where its binaries come from: with a cache dir, the table it keeps
     and binaries kept on disk by digest (fetched from `upstream` when missing or wrong); without one,

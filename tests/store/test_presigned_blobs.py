@@ -22,8 +22,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from edge.agent import DIRECT_PAUSE_SECONDS, MAX_BINARY_BYTES, Agent, ControlPlaneBlobs
-from edge.managed import Blobs
+from edge.agent import DIRECT_PAUSE_SECONDS, MAX_BINARY_BYTES, Agent, ControlPlaneBlobs, ControlPlaneLink
 from edge.nodeapi import BLOB_DIRECT_HEADER, Registration
 from edge.protocol import ModuleEntry
 from edge.router import Router
@@ -102,13 +101,13 @@ async def plane(tmp_path: Path, front: S3Front) -> AsyncIterator[Plane]:
 
 async def start_node(plane: Plane, cache: Path) -> AsyncIterator[EdgeNode]:
     """A node's fetch path as `edge.managed` wires it: router -> disk cache -> control plane."""
-    forward = Blobs()
-    router = Router(Runtime(), DiskBlobs(cache, forward))
+    link = ControlPlaneLink(plane.url, NODE_TOKEN)
+    fetcher = ControlPlaneBlobs(link)
+    router = Router(Runtime(), DiskBlobs(cache, fetcher))
     registration = Registration(id="edge-test-1", region="us-east", hostname="localhost", url="http://127.0.0.1:1")
-    agent = Agent(plane.url, registration, router, token=NODE_TOKEN)
-    forward.target = ControlPlaneBlobs(agent)
+    agent = Agent(link, registration, router)
     try:
-        yield EdgeNode(router, forward.target, cache)
+        yield EdgeNode(router, fetcher, cache)
     finally:
         await agent.close()
 
