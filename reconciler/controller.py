@@ -1,13 +1,16 @@
 """The controller: one reconcile loop from Git revisions and node reports to node assignments.
 
-Flow of one pass (`reconcile`):
+Flow of one pass (`reconcile`): the last good revision of the Git source, then `steps` in order,
+each an `async (Work) -> None` that reads and fills the pass's `Work`:
 
-    last good revision (Git source) --register binaries--> registry (idempotent, by digest)
-    + node views (hub) + rollout records (book) + approvals + metrics windows  ->  Snapshot
-    -> planner.plan(snapshot) -> Plan
-    -> book.save(plan.records)          progress is recorded first, so a restart resumes mid-rollout
-    -> apply actions                    SetAssignment publishes a node's full table (a no-op when equal);
-                                        the rest become audit lines and events
+    register   every binary pulled (OCI) and in the registry (idempotent, by digest), or Stalled
+    gate       modules whose interface change waits for an approval kept as at the base
+    plan       node views (hub) + rollout records (book) + approvals + metrics windows -> Snapshot
+               -> the incremental planner -> Plan, in a worker thread
+    save       book.save(plan.records): progress first, so a restart resumes mid-rollout
+    apply      reconciler.executor: each SetAssignment publishes a node's full table (a no-op when
+               equal); the rest become events, log lines and audit lines
+    report     conditions for status; the revision marked applied once nothing waits
     -> come back after plan.requeue_after, or when poked (new revision, heartbeat change, node health)
 
 Triggers only say "look again" (`poke`); bursts collapse into one pass. A pass ends in one of four
@@ -26,31 +29,25 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, assert_never
+from typing import TYPE_CHECKING, Protocol
 
 from edge import wasm
 from edge.protocol import ModuleTable
 from reconciler import planner
 from reconciler.approvals import Approval
-from reconciler.gates import InterfaceGates
+from reconciler.executor import Event, Executor
+from reconciler.gates import Held, InterfaceGates
 from reconciler.nodes import NodeHub, NodeView
 from reconciler.planner import (
-    AdvanceStep,
     AssignmentEntry,
     Condition,
     ConditionType,
     NodeStatus,
     ObservedNode,
-    Pause,
     Plan,
-    Promote,
-    RecordEvent,
-    Rollback,
     RunningEntry,
-    SetAssignment,
     SmokeResult,
     Snapshot,
-    StartRollout,
     VersionMetrics,
 )
 from reconciler.registry import Registry
@@ -58,14 +55,13 @@ from reconciler.rollouts import RolloutBook, StaleBookError
 from reconciler.spec.fleet import Binary, DesiredFleet
 from reconciler.store.errors import ModuleConflictError, StoreError
 from reconciler.store.state import StateStore
-from reconciler.tables import WireEntries, from_wire
+from reconciler.tables import from_wire
 from reconciler.telemetry import DeploymentTracing
 
 if TYPE_CHECKING:
     from reconciler.oci import OciClient
 
 log = logging.getLogger("hotswap.controller")
-MAX_EVENTS = 200
 
 
 class RevisionLike(Protocol):
@@ -101,6 +97,16 @@ class StalledError(Exception):
         self.message = message
 
 
+@dataclass
+class Work:
+    """What one pass carries from step to step."""
+
+    revision: RevisionLike
+    desired: DesiredFleet  # the revision's fleet, then with its OCI binaries pulled
+    held: Held | None = None  # after `gate`: the fleet the planner gets, and what waits for approval
+    plan: Plan | None = None  # after `plan`
+
+
 class Role:
     """Which replica a controller is and whether it leads; alone, it always leads. Among replicas
     (reconciler.leader) the lease holder calls `lead()` and `follow()`; everyone else only reads."""
@@ -128,26 +134,6 @@ class Observed:
     tables: list[ModuleTable | None]
     records: tuple[planner.RolloutRecord, ...]
     metrics: tuple[VersionMetrics, ...]
-
-
-@dataclass(frozen=True)
-class Event:
-    at: float
-    reason: str
-    message: str
-    module: str | None = None
-    rollout: str | None = None
-    warning: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "at": self.at,
-            "reason": self.reason,
-            "message": self.message,
-            "module": self.module,
-            "rollout": self.rollout,
-            "type": "Warning" if self.warning else "Normal",
-        }
 
 
 @dataclass
@@ -203,14 +189,12 @@ class Controller:
         self.clock = clock
         self.book = RolloutBook(store)
         self.state = PassState()
-        self.events: list[Event] = []
-        self.listeners: list[Callable[[Event], None]] = []  # told of every event; must not block
+        self.executor = Executor(hub, store, clock)  # the plan's side effects: tables, events, audit
         self._registered: set[tuple[str, str, str]] = set()
         self._wake = asyncio.Event()
         # node id -> (the hub's table object, its entries as the planner's): what each node was last
         # given, converted once; it counts only while the hub still holds that very table object.
         self._assigned: dict[str, tuple[ModuleTable, tuple[AssignmentEntry, ...]]] = {}
-        self._wire = WireEntries()  # planner rows -> wire rows, each distinct row converted once
         self._observed: dict[str, tuple[NodeView, tuple[AssignmentEntry, ...], ObservedNode]] = {}
         self._caches = threading.Lock()  # the two above: filled in a pass's worker thread
         self._planner = planner.Planner()  # plans again only what changed since its last pass
@@ -220,8 +204,27 @@ class Controller:
         # what to run before each pass (checks the lease; raises to step down).
         self.role = role if role is not None else Role()
         self.before_pass = before_pass
+        # One pass, in order (Flux's sub-reconcilers): each step reads and fills the pass's `Work`;
+        # a step that must stop the pass raises (StalledError: a human must act).
+        self.steps: tuple[tuple[str, Callable[[Work], Awaitable[None]]], ...] = (
+            ("register", self._register),
+            ("gate", self._gate),
+            ("plan", self._plan_step),
+            ("save", self._save),
+            ("apply", self._apply),
+            ("report", self._report),
+        )
         # spans of the transitions applied (reconciler.telemetry)
         self.tracing = tracing if tracing is not None else DeploymentTracing()
+
+    @property
+    def events(self) -> list[Event]:
+        return self.executor.events
+
+    @property
+    def listeners(self) -> list[Callable[[Event], None]]:
+        """Told of every event (the notifier, the console's stream); must not block."""
+        return self.executor.listeners
 
     @property
     def replica(self) -> str:
@@ -291,14 +294,29 @@ class Controller:
                 self._pass_done.notify_all()
 
     async def _reconcile(self) -> float | None:
+        work = self._source()
+        if work is None:
+            return None
+        for _, step in self.steps:
+            await step(work)
+        return work.plan.requeue_after if work.plan is not None else None
+
+    # -- the steps of a pass, in order (`steps`); each reads and fills the pass's `Work` --------------
+
+    def _source(self) -> Work | None:
+        """The last good revision of the Git source (it keeps serving while a newer one fails)."""
         revision = self.source.latest
         if revision is None or revision.fleet is None:
             self.state.revision = None
             return None
-        desired = revision.fleet
         if self.state.revision != revision.sha:
             gc.freeze()  # a new revision's objects live long: keep full collections off the planner's p99
         self.state.revision = revision.sha
+        return Work(revision, revision.fleet)
+
+    async def _register(self, work: Work) -> None:
+        """Every binary the revision names pulled (OCI) and in the registry, or the pass stalls."""
+        desired = work.desired
         try:
             if self._with_artifacts is not None and self._with_artifacts[0] is desired:
                 desired = self._with_artifacts[1]  # the same object every pass: the planner's caches hold
@@ -306,39 +324,60 @@ class Controller:
                 written = desired
                 desired, resolved = await asyncio.to_thread(self._pull_artifacts, desired)
                 for module, message in resolved:
-                    self._event("ArtifactPulled", message, module)
+                    self.executor.event("ArtifactPulled", message, module)
                 self._with_artifacts = (written, desired)
             await asyncio.to_thread(self._register_binaries, desired)
         except StalledError as exc:
             if self.state.stalled is None or self.state.stalled.message != exc.message:
-                self._event(exc.reason, exc.message, warning=True)
+                self.executor.event(exc.reason, exc.message, warning=True)
             self.state.stalled = exc
             raise
         self.state.stalled = None
+        work.desired = desired
+
+    async def _gate(self, work: Work) -> None:
+        """Modules whose interface change waits for an approval stay as they were at the base."""
         if not self.gates.ready:
             await asyncio.to_thread(self.gates.load_base, self.source)
-        held = self.gates.hold(desired, revision.approvals)
-        for module, message in held.new_waits:
-            self._event("AwaitingInterfaceApproval", message, module, warning=True)
+        work.held = self.gates.hold(work.desired, work.revision.approvals)
+        for module, message in work.held.new_waits:
+            self.executor.event("AwaitingInterfaceApproval", message, module, warning=True)
+
+    async def _plan_step(self, work: Work) -> None:
+        """The snapshot and the plan, off the loop (`_plan`)."""
+        assert work.held is not None
         now = self.clock()
-        result = await asyncio.to_thread(self._plan, held.fleet, revision.approvals, now, self._observe(now))
-        await asyncio.to_thread(self.book.save, result.records, revision.sha)
-        with self.tracing.step_spans(result.actions, self.book.get):
-            await self.apply(result)
-        conditions = dict(result.status)
-        for module, message in held.waiting.items():
+        work.plan = await asyncio.to_thread(
+            self._plan, work.held.fleet, work.revision.approvals, now, self._observe(now)
+        )
+
+    async def _save(self, work: Work) -> None:
+        """Progress recorded before anything is applied: a restart resumes mid-rollout."""
+        assert work.plan is not None
+        await asyncio.to_thread(self.book.save, work.plan.records, work.revision.sha)
+
+    async def _apply(self, work: Work) -> None:
+        assert work.plan is not None
+        with self.tracing.step_spans(work.plan.actions, self.book.get):
+            await self.apply(work.plan)
+
+    async def _report(self, work: Work) -> None:
+        """Conditions for status, and the revision marked applied once nothing waits."""
+        assert work.plan is not None and work.held is not None
+        conditions = dict(work.plan.status)
+        for module, message in work.held.waiting.items():
             conditions[module] = (
                 Condition(ConditionType.PAUSED, True, "AwaitingInterfaceApproval", message),
                 *(c for c in conditions.get(module, ()) if c.type is not ConditionType.PAUSED),
             )
         self.state.conditions = conditions
-        self.state.requeue_after = result.requeue_after
+        self.state.requeue_after = work.plan.requeue_after
         self.state.error = None
-        if not held.waiting and self.state.applied_revision != revision.sha:
-            await asyncio.to_thread(self._mark_applied, revision.sha)
-            self.state.applied_revision = revision.sha
-            self.gates.base = desired
-        return result.requeue_after
+        sha = work.revision.sha
+        if not work.held.waiting and self.state.applied_revision != sha:
+            await asyncio.to_thread(self._mark_applied, sha)
+            self.state.applied_revision = sha
+            self.gates.base = work.desired
 
     def forget(self) -> None:
         """Drop what earlier passes left in memory and read the rollout book again (a replica that
@@ -500,85 +539,13 @@ class Controller:
         return tuple(out)
 
     async def apply(self, result: Plan) -> None:
-        # Tables go out together: one await for the fleet, not one event-loop turn per node.
-        tables = {a.node_id: a.table for a in result.actions if isinstance(a, SetAssignment)}
-
-        async def publish(node_id: str, table: tuple[AssignmentEntry, ...]) -> None:
-            # The same rows give the same wire objects, so the hub encodes each distinct table once.
-            if await self.hub.publish(node_id, self._wire.table(table)) is not None:
-                held = self.hub.table(node_id)  # no await since the publish: the table it left
-                if held is not None:
-                    self._assigned[node_id] = (held, table)
-
-        await asyncio.gather(*(publish(node_id, table) for node_id, table in tables.items()))
-        for action in result.actions:
-            match action:
-                case SetAssignment():
-                    pass  # published above
-                case StartRollout():
-                    self._event(
-                        "RolloutStarted",
-                        f"{action.module}: {action.describe()}",
-                        action.module,
-                        action.rollout_id,
-                    )
-                case AdvanceStep():
-                    where = f" in {action.region}" if action.region else ""
-                    self._event(
-                        "StepStarted",
-                        f"{action.module}: step {action.step} ({action.kind.value}, {action.percent}%){where}",
-                        action.module,
-                        action.rollout_id,
-                    )
-                case Pause():
-                    self._event(action.reason, f"{action.module}: {action.message}", action.module, action.rollout_id)
-                case Rollback():
-                    self._event(
-                        "RolledBack",
-                        f"{action.module}: back to {action.to_version}: {action.message}",
-                        action.module,
-                        action.rollout_id,
-                        warning=True,
-                    )
-                case Promote():
-                    self._event(
-                        "Promoted", f"{action.module}: {action.version} is stable", action.module, action.rollout_id
-                    )
-                case RecordEvent():
-                    self._event(action.reason, action.message, action.module, action.rollout_id, warning=action.warning)
-                case _:
-                    assert_never(action)
+        """The plan's side effects (`reconciler.executor`); remembers what each node now holds."""
+        for node_id, held, table in await self.executor.apply(result):
+            self._assigned[node_id] = (held, table)
 
     def report(self, reason: str, message: str, module: str | None = None, *, warning: bool = False) -> None:
         """An event from beside the controller (update automation): listeners, log and audit. Loop only."""
-        self._event(reason, message, module, warning=warning)
-
-    def _event(
-        self,
-        reason: str,
-        message: str,
-        module: str | None = None,
-        rollout: str | None = None,
-        *,
-        warning: bool = False,
-    ) -> None:
-        event = Event(self.clock(), reason, message, module, rollout, warning)
-        self.events.append(event)
-        del self.events[:-MAX_EVENTS]
-        for listener in self.listeners:
-            try:
-                listener(event)
-            except Exception:  # a listener's bug must not stop a rollout
-                log.exception("event listener failed on %s", reason)
-        ids = {"moduleName": module, "deploymentId": rollout}  # "module" is a LogRecord attribute
-        (log.warning if warning else log.info)("%s: %s", reason, message, extra=ids)
-        with contextlib.suppress(StoreError):
-            self.store.append_audit(
-                actor="reconciler",
-                action=f"rollout.{reason[0].lower()}{reason[1:]}",
-                subject=rollout or module or "fleet",
-                detail={"message": message, "module": module},
-            )
+        self.executor.event(reason, message, module, warning=warning)
 
     # -- status ---------------------------------------------------------------------------------
 

@@ -46,7 +46,7 @@ from reconciler.spec.alerts import Alert, AlertSpec
 from reconciler.store.outbox import OutboxStore
 
 if TYPE_CHECKING:
-    from reconciler.controller import Event
+    from reconciler.executor import Event
     from reconciler.server import ControlPlane
 
 __all__ = ["AuditLog", "Notifier", "Observed", "RolloutLookup", "Settings", "install"]

@@ -233,8 +233,8 @@ def test_controller_events_log_with_their_ids_at_every_level(tmp_path: Path) -> 
     level = logger.level
     logger.setLevel(logging.INFO)
     try:
-        controller._event("RolledBack", "calc: back to 1.0.0", "calc", "calc-2", warning=True)
-        controller._event("Promoted", "calc: 1.1.0 is stable", "calc", "calc-3")
+        controller.executor.event("RolledBack", "calc: back to 1.0.0", "calc", "calc-2", warning=True)
+        controller.executor.event("Promoted", "calc: 1.1.0 is stable", "calc", "calc-3")
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
