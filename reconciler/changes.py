@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from reconciler.interfaces import Evolution, compare
 from reconciler.planner import rollout_rule
-from reconciler.planner.machine import approval_asked
+from reconciler.planner.rollout_approvals import approval_asked
 from reconciler.spec.fleet import DesiredFleet, Problem
 from reconciler.spec.models import ModuleSpec, StrategyType, package_of
 

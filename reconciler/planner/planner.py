@@ -35,8 +35,10 @@ from reconciler.approvals import Approval, RuleResult, evaluate
 from reconciler.planner.actions import Action, Plan, SetAssignment
 from reconciler.planner.conditions import ModuleView, module_conditions
 from reconciler.planner.index import ModuleFacts, facts, rollout_rule
-from reconciler.planner.machine import RolloutContext, Transition, advance, approval_asked, start, supersede
+from reconciler.planner.machine import advance, start, supersede
 from reconciler.planner.placement import ModulePlacement, place
+from reconciler.planner.rollout_approvals import approval_asked
+from reconciler.planner.rollout_context import RolloutContext, Transition
 from reconciler.planner.types import (
     AssignmentEntry,
     Condition,
