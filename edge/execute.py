@@ -37,6 +37,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from edge.errors import BadRequestError, CpuLimitError, ModuleError, TrapError
+from edge.loaded import CallResult
 from edge.protocol import (
     MAX_ANSWER_BYTES,
     MAX_ARGS_DEPTH,
@@ -47,7 +48,6 @@ from edge.protocol import (
     nests_deeper,
 )
 from edge.router import VersionSlot
-from edge.runtime import CallResult
 
 if TYPE_CHECKING:
     from edge.server import Node

@@ -36,6 +36,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from edge.errors import EdgeError, LoadError, NotFoundError, UnavailableError
 from edge.limits import Clock, CpuShare
+from edge.loaded import Loaded
 from edge.protocol import (
     LAST_ERROR_CHARS,
     LATENCY_BUCKETS_MS,
@@ -44,7 +45,7 @@ from edge.protocol import (
     ModuleEntry,
     VersionMetrics,
 )
-from edge.runtime import Loaded, Runtime, Sandbox
+from edge.runtime import Runtime, Sandbox
 from edge.smoke import SmokeOutcome, run_smoke
 from edge.telemetry import NodeStats, health_check, load_span
 

@@ -1,8 +1,10 @@
-"""The wasmtime runtime of an edge node: compile, cache, sandbox, instantiate, call.
+"""The wasmtime runtime of an edge node: compile, cache, sandbox, link, load.
 
-Where it sits: the router (`edge.router`) asks the runtime to `load` the bytes of a module version
-it was assigned, and the server calls `LoadedModule.prepare` (on the event loop: argument checks,
-4xx) then `LoadedModule.invoke` (on the loop for calls known to be short, or on a worker thread).
+Where it sits: the router (`edge.router`) asks the runtime to `load_any` the bytes of a module
+version it was assigned; what comes back (`edge.loaded.Loaded`) is what the server then calls,
+through `prepare` (on the event loop: argument checks, 4xx) and `invoke` (on the loop for calls
+known to be short, or on a worker thread). The call path lives in `edge.loaded` (the pool and the
+call lanes), `edge.coremodule` (core modules) and `edge.component` (components).
 
 * One `Engine` with epoch interruption; a ticker thread advances the epoch every millisecond and
   each call sets its deadline in ticks, so an endless loop stops at its timeout.
@@ -15,125 +17,58 @@ it was assigned, and the server calls `LoadedModule.prepare` (on the event loop:
   under the node's allowed roots: `edge.grants`), stdout and stderr captured and capped. Every
   WASI preview 1 function is linked, `sock_*` included (wasi-libc and Rust's std import them in
   most programs), but no socket is ever handed in, so they fail with EBADF/ENOTSOCK and there is
-  no network.
-* A `Store` belongs to one thread at a time: every call takes an idle instance from the version's
-  pool (or instantiates one from the `InstancePre`) and gives it back afterwards. A failed call
-  discards its instance; the next call gets a fresh one.
-* Calling conventions (decided by `edge.wasm`): numeric, json (alloc + memory, result packed as
-  `(ptr << 32) | len`) and command (`_start` in a fresh instance: `argv` (the module's default, or
-  `[module name]`) and raw `stdin` from the request, or the args as JSON on stdin; stdout is the
-  result, parsed as JSON when it parses; exit status 0 is a success and any other an `ExitError`
-  with the tail of stderr).
-  Numeric and json calls go through `wasmtime_func_call_unchecked` (`edge.numeric`; like every
-  use of wasmtime-py's private API, bound in `edge._ffi`) with a buffer preallocated per instance;
-  that raw call is only made for exports whose signature was checked at load, with arguments
-  converted to exactly those types. `fast_path=False` uses `Func.__call__` instead.
+  no network. `poll_oneoff` is the runtime's own, bounded by the running call's deadline.
+* Numeric and json calls go through `wasmtime_func_call_unchecked` (`edge.numeric`; like every
+  use of wasmtime-py's private API, bound in `edge._ffi`); `fast_path=False` makes the loaded
+  modules use `Func.__call__` instead.
 * Components (WASI preview 2, the `component` convention) load through `load_any`, which hands
   them to `edge.component`; the result has the same `prepare`/`invoke` surface (`Loaded`).
 """
 
 from __future__ import annotations
 
-import ctypes
 import gc
-import json
 import math
 import platform
 import threading
 import time
 import weakref
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import wasmtime
 
 from edge import _ffi, wasm
-from edge._ffi import set_epoch_deadline
 from edge.cache import MODULE, ModuleCache, engine_key
-from edge.errors import (
-    BadRequestError,
-    ExitError,
-    LoadError,
-    MemoryLimitError,
-    ModuleError,
-    ModuleTimeoutError,
-    NotFoundError,
-    TrapError,
-)
+from edge.coremodule import LoadedModule
+from edge.errors import LoadError
 from edge.grants import GrantRoots
-from edge.instance import MIB, RESULT_CAP, Capture, DirGrant, Sandbox, first_line, is_timeout, new_store, wasi_config
-from edge.numeric import RawFunc, json_number, numeric, numeric_args
-from edge.protocol import MAX_ARGV, MAX_RESULT_DEPTH, may_nest_deeper, nests_deeper
+from edge.instance import MIB, RESULT_CAP, DirGrant, Sandbox, first_line
+from edge.loaded import CALL, Loaded
 
 if TYPE_CHECKING:
     from edge.component import LoadedComponent
 
 # The sandbox and its sizes live in `edge.instance` (shared with components); they are named from
-# here too, where the router, `hotswap exec` and the tests have always taken them.
+# here too, where the router, `hotswap exec` and the tests have always taken them. The call path
+# (`LoadedModule`, `Call`, `CallResult`...) is imported from `edge.loaded` and `edge.coremodule`.
 __all__ = [
     "MIB",
     "RESULT_CAP",
-    "BudgetExceededError",
-    "Call",
-    "CallResult",
     "DirGrant",
-    "Loaded",
-    "LoadedModule",
-    "LoadedVersion",
     "Runtime",
     "Sandbox",
     "Ticker",
-    "command_call",
-    "refuse_command_input",
 ]
 
 TICK_SECONDS = 0.001
-STDERR_TAIL = 4096  # characters of a command's stderr (and of its stdout, on failure) in an answer
-MAX_IDLE_INSTANCES = 16
-BLOCKING_WASI = frozenset({"poll_oneoff"})
 RECENT_MODULES = 64  # compiled modules kept in memory by digest, for a version swapped back in
-# Traps that say what went wrong, whatever the memory looks like: never reported as `memory`.
-NEVER_MEMORY = frozenset(
-    {
-        wasmtime.TrapCode.STACK_OVERFLOW,
-        wasmtime.TrapCode.INTEGER_DIVISION_BY_ZERO,
-        wasmtime.TrapCode.INTEGER_OVERFLOW,
-        wasmtime.TrapCode.BAD_CONVERSION_TO_INTEGER,
-        wasmtime.TrapCode.INDIRECT_CALL_TO_NULL,
-        wasmtime.TrapCode.BAD_SIGNATURE,
-    }
-)
 
-
-_CALL = threading.local()  # `deadline`: when the call running on this thread must stop (time.monotonic)
 _EFAULT, _EINVAL = 21, 28  # WASI errno values
-
-
-class BudgetExceededError(Exception):
-    """An inline call ran past its short budget; its instance is gone, run it again on a worker."""
-
-
-class CallResult(NamedTuple):  # a tuple: built on every call, and a frozen dataclass costs more
-    value: Any
-    cpu_ns: int
-    violations: int = 0  # sandbox refusals inside the call (a component's fetch to a host off the list)
-    exit_code: int | None = None  # a command's exit status (always 0 here: another one is an ExitError)
-    stderr: str | None = None  # the tail of a command's stderr
-
-
-class Call(NamedTuple):
-    """A call checked against the export's signature, ready to run on any thread."""
-
-    function: str
-    convention: wasm.Convention
-    values: tuple[int | float, ...] = ()
-    payload: bytes = b""  # json: the args as JSON; command: stdin
-    params: tuple[Any, ...] = ()  # component: the arguments checked against the WIT types
-    argv: tuple[str, ...] | None = None  # command: None runs with the sandbox's argv
 
 
 class Ticker:
@@ -263,10 +198,10 @@ class Runtime:
         fired: list[tuple[bytes, int]] = ready
         if not ready:
             wait = min(seconds for _, seconds in clocks)
-            deadline = getattr(_CALL, "deadline", None)
+            deadline = getattr(CALL, "deadline", None)
             left = wait if deadline is None else min(wait, deadline - time.monotonic())
             if self._closing.wait(max(left, 0.0)) or left < wait:
-                _CALL.expired = True  # `failure` makes it the timeout it is
+                CALL.expired = True  # `failure` makes it the timeout it is
                 raise wasmtime.Trap("the call's deadline passed while the program slept")
             fired = [(userdata, 0) for userdata, seconds in clocks if seconds <= wait]
         out = bytearray(32 * len(fired))
@@ -400,440 +335,3 @@ class Runtime:
         loaded = load_component(self, data, sandbox, actual)
         self._components.add(loaded)
         return loaded
-
-
-class _Instance:
-    """One store and one instance of a module version, used by one thread at a time."""
-
-    def __init__(self, owner: LoadedModule, stdin: bytes | None = None, argv: tuple[str, ...] | None = None) -> None:
-        sandbox = owner.sandbox
-        self.owner = owner
-        # One instance and its tables (a component's store holds many: `edge.component`).
-        self.store = new_store(
-            owner.runtime.engine, sandbox, instances=1, tables=16, ticks=owner.runtime.ticks(sandbox.timeout_seconds)
-        )
-        origin = time.monotonic_ns()  # where the WASI monotonic clock of this store starts
-        self.stdout = Capture(sandbox.result_cap if stdin is not None else sandbox.log_cap)
-        self.stderr = Capture(sandbox.log_cap)
-        self.store.set_wasi(
-            wasi_config(sandbox, self.stdout, self.stderr, argv=sandbox.argv if argv is None else argv, stdin=stdin)
-        )
-        origins = owner.runtime.origins
-        key = _ffi.context_key(self.store)
-        origins[key] = origin
-        weakref.finalize(self.store, _forget_origin, origins, key, origin)
-        self.memory: wasmtime.Memory | None = None
-        try:
-            instance = owner.pre.instantiate(self.store)
-        except Exception as exc:
-            raise self.failure(exc, None) from None
-        self.ctx = _ffi.context(self.store)
-        self.instance = instance
-        memory = self._export("memory")
-        self.memory = memory if isinstance(memory, wasmtime.Memory) else None
-        self.raw: dict[str, RawFunc] = {}
-
-    def close(self) -> None:
-        """Nothing to release by hand: the store goes with the last reference to it."""
-
-    def _export(self, name: str) -> object:
-        """One export by name (listing all of them is quadratic in wasmtime's C API)."""
-        return _ffi.instance_export(self.ctx, self.instance, name)
-
-    def _raw(self, name: str) -> RawFunc:
-        rf = self.raw.get(name)
-        if rf is None:
-            export = self.owner.functions.get(name)
-            func = self._export(name)
-            if export is None or export.sig is None or not numeric(export.sig) or not isinstance(func, wasmtime.Func):
-                raise TrapError(f"{name} is not a numeric export")  # prepare() never lets this happen
-            rf = self.raw[name] = RawFunc(self.ctx, func, export.sig)
-        return rf
-
-    # -- calling ------------------------------------------------------------------------------
-
-    def call(self, name: str, values: tuple[int | float, ...]) -> int | float | None:
-        rf = self.raw.get(name) or self._raw(name)
-        if not self.owner.runtime.fast_path:
-            result: int | float | None = rf.wrapped(self.store, *values)
-            return result
-        return rf(values)
-
-    def run_json(self, name: str, payload: bytes) -> Any:
-        if self.memory is None:
-            raise TrapError("the module exports no memory")
-        ptr = self.call("alloc", (len(payload),))
-        assert isinstance(ptr, int)
-        base, size = self._memory_view()
-        ptr &= 0xFFFFFFFF
-        if ptr + len(payload) > size:
-            raise TrapError(f"alloc returned {ptr}, outside memory of {size} bytes")
-        ctypes.memmove(base + ptr, payload, len(payload))
-        packed = self.call(name, (ptr, len(payload)))
-        assert isinstance(packed, int)
-        packed &= 0xFFFFFFFFFFFFFFFF
-        out_ptr, out_len = packed >> 32, packed & 0xFFFFFFFF
-        base, size = self._memory_view()
-        if out_ptr + out_len > size:
-            raise TrapError(f"result at {out_ptr}+{out_len} lies outside memory of {size} bytes")
-        if out_len > self.owner.sandbox.result_cap:
-            raise TrapError(f"result of {out_len} bytes exceeds the cap of {self.owner.sandbox.result_cap}")
-        raw = ctypes.string_at(base + out_ptr, out_len)
-        try:
-            return _loads_result(raw)
-        except ValueError:
-            raise TrapError(f"result is not UTF-8 JSON: {raw[:80]!r}") from None
-
-    def run_command(self) -> Any:
-        try:
-            self.call("_start", ())
-        except wasmtime.ExitTrap as exc:
-            if exc.code != 0:
-                raise self.exited(exc.code) from None
-        if self.stdout.truncated:
-            raise TrapError(f"stdout exceeds the cap of {self.stdout.cap} bytes")
-        text = bytes(self.stdout.data).decode("utf-8", "replace")
-        try:
-            return _loads_result(text)
-        except ValueError:
-            return text
-
-    def _memory_view(self) -> tuple[int, int]:
-        assert self.memory is not None
-        pointer = self.memory.data_ptr(self.store)
-        return ctypes.addressof(pointer.contents), self.memory.data_len(self.store)
-
-    # -- failures -----------------------------------------------------------------------------
-
-    def exited(self, code: int) -> ModuleError:
-        """The error of a command that exited with `code` (not 0). A program whose allocator was
-        refused memory usually exits (CPython: MemoryError, status 1) rather than trapping: when its
-        memory stands within a sixteenth of the limit, that is reported as the memory limit."""
-        stderr = self.stderr.tail(STDERR_TAIL)
-        if self.near_memory_cap():
-            detail = stderr.splitlines()[-1] if stderr else ""
-            return MemoryLimitError(
-                f"exited with status {code} at its memory limit of {self.owner.sandbox.memory_bytes // MIB} MB"
-                + (f": {detail}" if detail else "")
-            )
-        stdout = bytes(self.stdout.data[-STDERR_TAIL:]).decode("utf-8", "replace")
-        return ExitError(code, stderr, stdout or None)
-
-    def near_memory_cap(self) -> bool:
-        """Within a sixteenth of the limit (at least 1 MiB): where an allocator is refused more."""
-        cap = self.owner.sandbox.memory_bytes
-        return self._within(cap, max(MIB, cap // 16))
-
-    def at_memory_cap(self) -> bool:
-        """Not one more page fits."""
-        return self._within(self.owner.sandbox.memory_bytes, wasm.PAGE_BYTES)
-
-    def _within(self, cap: int, margin: int) -> bool:
-        if self.memory is None:
-            return False
-        try:
-            size = self.memory.data_len(self.store)
-        except Exception:
-            return False
-        return size + margin > cap
-
-    def failure(self, exc: BaseException, budget: int | None) -> Exception:
-        """The error a failed call becomes: a timeout, a memory violation, or a trap."""
-        if isinstance(exc, (BadRequestError, ModuleError)):
-            return exc
-        # `expired`: our poll_oneoff cut a sleep short at the deadline (a trap of its own, no code).
-        if getattr(_CALL, "expired", False) or is_timeout(exc):
-            if budget is not None:
-                return BudgetExceededError()
-            return ModuleTimeoutError(f"stopped after its timeout of {self.owner.sandbox.timeout_seconds:g}s")
-        message = first_line(exc)
-        if "memory" in message and ("limit" in message or "exceeds" in message):
-            return MemoryLimitError(f"memory limit of {self.owner.sandbox.memory_bytes // MIB} MB: {message}")
-        # A trap at the memory cap is an allocator that gave up (unreachable, or a bad address it
-        # went on with); a stack overflow or an arithmetic trap is not, however full the memory
-        # that earlier calls on this pooled instance left behind.
-        if not (isinstance(exc, wasmtime.Trap) and exc.trap_code in NEVER_MEMORY) and self.at_memory_cap():
-            return MemoryLimitError(
-                f"trapped at its memory limit of {self.owner.sandbox.memory_bytes // MIB} MB: {message}"
-            )
-        if isinstance(exc, wasmtime.ExitTrap):
-            return self.exited(exc.code) if exc.code else TrapError("exited with status 0 before it returned")
-        detail = self.stderr.tail()
-        return TrapError(message + (f" (stderr: {detail})" if detail else ""))
-
-
-class _Pooled(Protocol):
-    """What a version's pool holds: one instance, used by one thread at a time."""
-
-    def failure(self, exc: BaseException, budget: int | None) -> Exception: ...
-    def close(self) -> None: ...
-
-
-P = TypeVar("P", bound=_Pooled)
-
-
-class LoadedVersion(Generic[P]):
-    """What a loaded module and a loaded component share: the sandbox, the pool of idle instances,
-    and the two call lanes (inline on the event loop with a small budget, or on a worker thread
-    with the full timeout). The subclasses say how a call is checked and run."""
-
-    def __init__(self, runtime: Runtime, info: wasm.ModuleInfo, sandbox: Sandbox, *, from_cache: bool) -> None:
-        self.runtime = runtime
-        self.info = info
-        self.sandbox = sandbox
-        self.from_cache = from_cache
-        self._idle: deque[P] = deque()
-        self._slow: set[str] = set()
-        # The epoch deadline only interrupts wasm code, not a host call: a version that can sleep or
-        # touch files never runs on the event loop (`_blocking` says whether it can).
-        self._inline_ok = not sandbox.dirs and not self._blocking()
-
-    @property
-    def digest(self) -> str:
-        return self.info.digest
-
-    def _blocking(self) -> bool:
-        raise NotImplementedError
-
-    def _new_instance(self) -> P:
-        raise NotImplementedError
-
-    def _keeps_instances(self) -> bool:
-        """Whether instances are reused between calls (a command gets a fresh one each time)."""
-        return True
-
-    def warm(self) -> None:
-        """Instantiate once, so a version that cannot start fails at load and not on a request."""
-        _CALL.deadline = time.monotonic() + self.sandbox.timeout_seconds  # a start function's sleep too
-        try:
-            inst = self._new_instance()
-        except MemoryLimitError as exc:
-            raise LoadError(exc.message) from None
-        except (TrapError, ModuleTimeoutError) as exc:
-            raise LoadError(f"cannot instantiate: {exc.message}") from None
-        finally:
-            _CALL.deadline = None
-            _CALL.expired = False
-        if self._keeps_instances():
-            self._idle.append(inst)
-        else:
-            inst.close()
-
-    # -- the event loop side --------------------------------------------------------------------
-
-    def prepare(
-        self, function: str, args: Any, *, argv: tuple[str, ...] | None = None, stdin: bytes | None = None
-    ) -> Call:
-        """The checked call, or a 4xx error (unknown function, arguments of the wrong type). `argv`
-        and `stdin` are for commands only."""
-        raise NotImplementedError
-
-    def _inline_function(self, function: str) -> bool:
-        raise NotImplementedError
-
-    def may_run_inline(self, function: str) -> bool:
-        """Short calls may run on the event loop: never slow before, nothing that blocks in a host
-        call, and an idle instance ready (instantiation, with its start function, is left to
-        workers)."""
-        return bool(self._idle) and self._inline_ok and function not in self._slow and self._inline_function(function)
-
-    def mark_slow(self, function: str) -> None:
-        self._slow.add(function)
-
-    def mark_fast(self, function: str) -> None:
-        self._slow.discard(function)
-
-    @property
-    def slow(self) -> frozenset[str]:
-        """Functions that once ran past the inline budget: they run on workers from then on."""
-        return frozenset(self._slow)
-
-    # -- any thread: the call itself -------------------------------------------------------------
-
-    def invoke(
-        self,
-        call: Call,
-        *,
-        budget: int | None = None,
-        timeout: float | None = None,
-        cpu_clock: Callable[[], int] = time.thread_time_ns,
-    ) -> CallResult:
-        """Run `call`; raises a ModuleError, or BudgetExceededError when an inline budget ran out.
-
-        `cpu_clock` measures the CPU the call used: the thread's CPU clock by default; a short call
-        on the event loop passes the (much cheaper to read) wall clock, which equals it there."""
-        runtime = self.runtime
-        if budget is not None:
-            return self._invoke(call, budget, budget, cpu_clock, runtime.tick * budget)
-        seconds = timeout or self.sandbox.timeout_seconds
-        runtime._enter()
-        _CALL.deadline = time.monotonic() + seconds
-        try:
-            return self._invoke(call, runtime.ticks(seconds), None, cpu_clock, seconds)
-        finally:
-            _CALL.deadline = None
-            _CALL.expired = False
-            runtime._leave()
-
-    def _invoke(
-        self, call: Call, ticks: int, budget: int | None, cpu_clock: Callable[[], int], seconds: float
-    ) -> CallResult:
-        raise NotImplementedError
-
-    def _take(self) -> P:
-        try:
-            return self._idle.pop()
-        except IndexError:
-            return self._new_instance()
-
-    def _give_back(self, inst: P) -> None:
-        if len(self._idle) < MAX_IDLE_INSTANCES:
-            self._idle.append(inst)
-        else:
-            inst.close()
-
-    def close(self) -> None:
-        while self._idle:
-            self._idle.pop().close()
-
-
-class LoadedModule(LoadedVersion["_Instance"]):
-    """A compiled, linked module version with its sandbox and a pool of idle instances."""
-
-    def __init__(
-        self,
-        runtime: Runtime,
-        info: wasm.ModuleInfo,
-        module: wasmtime.Module,
-        pre: wasmtime.InstancePre,
-        sandbox: Sandbox,
-        *,
-        from_cache: bool = False,
-    ) -> None:
-        self.module = module
-        self.pre = pre
-        self.functions = {n: e for n, e in info.functions().items() if e.convention is not None}
-        super().__init__(runtime, info, sandbox, from_cache=from_cache)
-
-    def _blocking(self) -> bool:
-        return any(i.name in BLOCKING_WASI for i in self.info.wasi_imports)
-
-    def _new_instance(self) -> _Instance:
-        return _Instance(self)
-
-    def _keeps_instances(self) -> bool:
-        return any(e.convention != "command" for e in self.functions.values())
-
-    def prepare(
-        self, function: str, args: Any, *, argv: tuple[str, ...] | None = None, stdin: bytes | None = None
-    ) -> Call:
-        export = self.functions.get(function)
-        if export is None:
-            callable_names = ", ".join(sorted(self.functions)) or "none"
-            raise NotFoundError(
-                f"function {function!r} is not an export that can be called (exports: {callable_names})"
-            )
-        assert export.sig is not None and export.convention is not None
-        if export.convention == "command":
-            return command_call(function, args, argv, stdin)
-        if argv is not None or stdin is not None:  # the execute path: no call when there is nothing to refuse
-            refuse_command_input(function, export.convention, argv, stdin)
-        if export.convention == "numeric":
-            return Call(function, "numeric", numeric_args(function, export.sig, args))
-        payload = json.dumps(args, separators=(",", ":"), allow_nan=False).encode()
-        return Call(function, export.convention, payload=payload)
-
-    def _inline_function(self, function: str) -> bool:
-        export = self.functions.get(function)
-        return export is not None and export.convention in ("numeric", "json")
-
-    def _invoke(
-        self, call: Call, ticks: int, budget: int | None, cpu_clock: Callable[[], int], seconds: float
-    ) -> CallResult:
-        started = cpu_clock()
-        if call.convention == "command":
-            value, stderr = self._invoke_command(call, ticks)
-            return CallResult(value, cpu_clock() - started, exit_code=0, stderr=stderr)
-        inst = self._take()
-        set_epoch_deadline(inst.ctx, ticks)
-        try:
-            if call.convention == "numeric":
-                value = json_number(inst.call(call.function, call.values))
-            else:
-                value = inst.run_json(call.function, call.payload)
-        except Exception as exc:
-            raise inst.failure(exc, budget) from None
-        inst.stdout.reset()
-        inst.stderr.reset()
-        self._give_back(inst)
-        return CallResult(value, cpu_clock() - started)
-
-    def _invoke_command(self, call: Call, ticks: int) -> tuple[Any, str]:
-        inst = _Instance(self, stdin=call.payload, argv=call.argv)
-        inst.store.set_epoch_deadline(ticks)
-        try:
-            return inst.run_command(), inst.stderr.tail(STDERR_TAIL)
-        except Exception as exc:
-            raise inst.failure(exc, None) from None
-
-
-def command_call(function: str, args: Any, argv: tuple[str, ...] | None, stdin: bytes | None) -> Call:
-    """A command's call: raw `stdin` (or, when neither argv nor stdin is given, the args as JSON on
-    stdin, the older convention) and `argv` (None: the sandbox's)."""
-    if stdin is not None and args is not None:
-        raise BadRequestError("args and stdin: give one; a command reads either the args as JSON or stdin")
-    if argv is not None and len(argv) > MAX_ARGV:
-        raise BadRequestError(f"argv: {len(argv)} arguments, at most {MAX_ARGV}")
-    if argv is not None and any("\0" in word for word in argv):
-        raise BadRequestError("argv: a word holds a NUL character, which a C string cannot")
-    if stdin is None:
-        stdin = (
-            b""
-            if argv is not None and args is None
-            else json.dumps(args, separators=(",", ":"), allow_nan=False).encode()
-        )
-    return Call(function, "command", payload=stdin, argv=argv)
-
-
-def refuse_command_input(function: str, convention: str, argv: tuple[str, ...] | None, stdin: bytes | None) -> None:
-    """A 400 for argv or stdin sent to an export that is not a command."""
-    if argv is not None or stdin is not None:
-        given = " and ".join(n for n, v in (("argv", argv), ("stdin", stdin)) if v is not None)
-        raise BadRequestError(
-            f"{given}: only a command export (_start) takes them; {function} is a {convention} export, send args"
-        )
-
-
-# What `Runtime.load_any` returns: the router and the server use both through the same methods.
-Loaded: TypeAlias = "LoadedModule | LoadedComponent"
-
-
-def _forget_origin(origins: dict[int, int], key: int, origin: int) -> None:
-    """Drop a freed store's clock origin, unless a new store at the same address has set its own."""
-    if origins.get(key) == origin:
-        origins.pop(key, None)
-
-
-def _loads_result(raw: bytes | str) -> Any:
-    """A module's JSON result (ValueError when it is not JSON, or holds a number out of a double's
-    range, such as 1e400, which no JSON answer can carry). One that nests deeper than
-    MAX_RESULT_DEPTH is a trap: answering it would exhaust the recursion limit of the encoder."""
-    try:
-        value = json.loads(raw, parse_constant=_no_constants, parse_float=_finite)
-    except RecursionError:
-        value = None
-    else:
-        if not (may_nest_deeper(raw, MAX_RESULT_DEPTH) and nests_deeper(value, MAX_RESULT_DEPTH)):
-            return value
-    raise TrapError(f"the result nests arrays and objects deeper than {MAX_RESULT_DEPTH} levels")
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text[:40]} is out of range for a JSON answer")
-    return value
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")

@@ -61,10 +61,11 @@ from edge.auth import READ_ROLES, Authenticator
 from edge.errors import BadRequestError, EdgeError, NotFoundError
 from edge.execute import error_response, execute_handler, validation_message
 from edge.lanes import ThreadShares
+from edge.loaded import BudgetExceededError, Call, CallResult
 from edge.metrics import prometheus_lines
 from edge.protocol import ModuleTable, VersionMetrics
 from edge.router import ApplyReport, Router, VersionSlot
-from edge.runtime import BudgetExceededError, Call, CallResult, Runtime
+from edge.runtime import Runtime
 from edge.telemetry import Serving, node_reading, traced
 
 log = logging.getLogger("hotswap.edge.server")

@@ -46,7 +46,7 @@ def test_an_endless_call_stops_at_its_timeout_and_the_next_call_runs(runtime: Ru
 
 
 def test_an_inline_call_over_its_budget_moves_to_a_worker(runtime: Runtime, kitchen: bytes) -> None:
-    from edge.runtime import BudgetExceededError
+    from edge.loaded import BudgetExceededError
 
     loaded = runtime.load_any(kitchen, Sandbox(timeout_seconds=1))
     assert loaded.may_run_inline("spin")

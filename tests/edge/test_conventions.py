@@ -6,8 +6,10 @@ from typing import Any
 
 import pytest
 
+from edge.coremodule import LoadedModule
 from edge.errors import BadRequestError, LoadError, NotFoundError, TrapError
-from edge.runtime import Call, LoadedModule, Runtime, Sandbox
+from edge.loaded import Call
+from edge.runtime import Runtime, Sandbox
 from edge.wasm import sha256_digest
 from tests.edge.conftest import module_bytes
 

@@ -18,9 +18,10 @@ from hypothesis import strategies as st
 from edge import wasm
 from edge.errors import BadRequestError
 from edge.execute import _validated, decode, encode
+from edge.loaded import BudgetExceededError
 from edge.protocol import MAX_ARGS_DEPTH, ExecuteRequest, ModuleEntry, may_nest_deeper, nests_deeper
 from edge.router import Router
-from edge.runtime import BudgetExceededError, Runtime
+from edge.runtime import Runtime
 from edge.server import Node, NodeConfig, start
 from edge.standalone import DirectorySource
 from tests.edge.test_server import Client, NodeFactory, make_node  # noqa: F401 - the fixture

@@ -20,8 +20,8 @@ import wasmtime
 import wasmtime.component as wc
 
 from edge import _ffi, wasm
-from edge.component import lift, lower
 from edge.instance import Capture, is_timeout
+from edge.witvalues import lift, lower
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULES = Path(__file__).resolve().parent / "modules"

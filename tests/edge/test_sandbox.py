@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
+from edge.coremodule import LoadedModule
 from edge.errors import ExitError, LoadError, MemoryLimitError, ModuleTimeoutError
 from edge.protocol import Capabilities, FilesystemGrant, Limits
-from edge.runtime import MIB, DirGrant, LoadedModule, Runtime, Sandbox
+from edge.runtime import MIB, DirGrant, Runtime, Sandbox
 from edge.wasm import compile_wat
 from tests.edge.conftest import module_bytes
 

@@ -33,10 +33,11 @@ ALLOWED = (
         "_ffi.py", frozenset({"setter", "call"}), "ctypes function prototypes declare argtypes/restype by attribute"
     ),
     Allowed(
-        "component.py",
-        frozenset({"out", "of", "of.result", "of.variant", "entry", "record"}),
+        "witvalues.py",
+        frozenset({"out", "of", "of.result", "of.variant", "entry"}),
         "wasmtime's C component values (ctypes unions and records) are filled field by field",
     ),
+    Allowed("component.py", frozenset({"record"}), "wasmtime.component.Record is filled field by field"),
     Allowed(
         "component.py",
         frozenset({"inst.state", "state"}),
@@ -47,7 +48,8 @@ ALLOWED = (
     Allowed(
         "runtime.py", frozenset({"config", "self.linker"}), "wasmtime.Config and Linker are configured by attribute"
     ),
-    Allowed("runtime.py", frozenset({"_CALL"}), "a threading.local: the deadline of the call on this thread"),
+    Allowed("loaded.py", frozenset({"CALL"}), "a threading.local: the deadline of the call on this thread"),
+    Allowed("runtime.py", frozenset({"CALL"}), "a threading.local: poll_oneoff marks the call on this thread expired"),
     Allowed("wasm.py", frozenset({"config"}), "wasmtime.Config is configured by attribute"),
     Allowed(
         "wasm.py", frozenset({"out", "r"}), "the binary parser fills the description it returns and moves its cursor"

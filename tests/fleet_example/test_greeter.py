@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 
 from edge import wasm
+from edge.coremodule import LoadedModule
 from edge.errors import TrapError
 from edge.protocol import Capabilities, Limits
-from edge.runtime import LoadedModule, Runtime, Sandbox
+from edge.runtime import Runtime, Sandbox
 from reconciler.spec.loader import load_fleet
 
 WASM = Path(__file__).resolve().parents[2] / "fleet-example" / "wasm"

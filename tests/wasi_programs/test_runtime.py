@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 
 from edge import wasm
+from edge.coremodule import LoadedModule
 from edge.errors import BadRequestError, ExitError, MemoryLimitError, ModuleTimeoutError
-from edge.runtime import MIB, CallResult, DirGrant, LoadedModule, Runtime, Sandbox
+from edge.loaded import CallResult
+from edge.runtime import MIB, DirGrant, Runtime, Sandbox
 
 
 def run(loaded: LoadedModule, *argv: str, stdin: bytes | None = None, args: Any = None) -> CallResult:
