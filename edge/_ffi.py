@@ -1,10 +1,10 @@
 """Every use of wasmtime-py's private API, each behind one small function that says why.
 
-Where it sits: under `edge.runtime` (core modules), `edge.numeric` (the raw numeric call) and
-`edge.component` (WIT values in and out). No other module imports `wasmtime._bindings`,
-`wasmtime._ffi` or `wasmtime._extern`, or reads an underscore attribute of a wasmtime object
-(`tests/edge/test_ffi.py` greps for it, and exercises each function here against the pinned
-wasmtime-py, so an upgrade that renames a symbol fails there, naming it).
+Where it sits: under `edge.runtime` and `edge.coremodule` (core modules), `edge.numeric` (the raw
+numeric call) and `edge.component` / `edge.witvalues` (WIT values in and out). No other module
+imports `wasmtime._bindings`, `wasmtime._ffi` or `wasmtime._extern`, or reads an underscore
+attribute of a wasmtime object (`tests/edge/test_ffi.py` greps for it, and exercises each function
+here against the pinned wasmtime-py, so an upgrade that renames a symbol fails there, naming it).
 
 Why private API at all: wasmtime-py's public surface converts and checks every value on each call
 (`Func.__call__` costs ~25 us a call, `wasmtime.component.Func.__call__` builds Python objects for

@@ -1,9 +1,10 @@
 """What a core module's instance and a component's instance share: the sandbox, the store, WASI.
 
-Where it sits: under `edge.runtime` and `edge.component`. Each of them builds a store per instance
-with `new_store` (memory limit, bounded tables and instances, the first epoch deadline) and a WASI
-context with `wasi_config` (listed variables only, listed directories only, stdout and stderr
-captured and capped), and turns a failed call into an error with `is_timeout` and `first_line`.
+Where it sits: under `edge.coremodule` and `edge.component` (loaded by `edge.runtime`). Each of them
+builds a store per instance with `new_store` (memory limit, bounded tables and instances, the first
+epoch deadline) and a WASI context with `wasi_config` (listed variables only, listed directories
+only, stdout and stderr captured and capped), and turns a failed call into an error with
+`is_timeout` and `first_line`.
 
 The sandbox itself (`Sandbox`, `DirGrant`) is read from a table entry (`Sandbox.from_entry`) by the
 router, and its directories are checked against the node's allowed roots by `Runtime._admit`.

@@ -1,6 +1,6 @@
 """The numeric convention: JSON arguments to wasm values, and the raw call of a checked export.
 
-Where it sits: under `edge.runtime`. `LoadedModule.prepare` turns a call's JSON `args` into the
+Where it sits: under `edge.coremodule`. `LoadedModule.prepare` turns a call's JSON `args` into the
 export's wasm values with `numeric_args` (a 400 naming the argument when one does not fit), and an
 instance calls the export through its `RawFunc`, on the event loop or on a worker thread.
 

@@ -215,7 +215,7 @@ def load_span(entry: ModuleEntry, traceparent: str | None) -> Iterator[trace.Spa
 
 
 class Invocable(Protocol):
-    """What a health check needs of a loaded module (`edge.runtime.LoadedModule`)."""
+    """What a health check needs of a loaded module (`edge.coremodule.LoadedModule`)."""
 
     def prepare(self, function: str, args: Any) -> Any: ...
 
