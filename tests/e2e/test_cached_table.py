@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,25 @@ async def restart_node(cluster: Cluster, node: EdgeProcess) -> tuple[EdgeProcess
     await poll(listening, "the restarted node to listen")
     assert found, cluster.describe_nodes()
     return again, found[0].decode()
+
+
+Restart = Callable[[Cluster, EdgeProcess], Awaitable[tuple[EdgeProcess, str]]]
+
+
+async def restart_with_a_tampered_table(cluster: Cluster, path: Path, restart: Restart) -> tuple[EdgeProcess, str]:
+    """With the control plane down, edit the node's kept table by hand (every module's traffic moved)
+    and restart the node with `restart`; returns once the node has said it refuses the table."""
+    await cluster.stop_control_plane()
+    node = cluster.nodes[0]
+    node.stop()
+    kept = json.loads(path.read_text())
+    for entry in kept["modules"]:
+        entry["weight"] = 100 - entry["weight"]
+    path.write_text(json.dumps(kept))
+    node, url = await restart(cluster, node)
+    await poll(lambda: b"refusing the cached table" in node.log.read_bytes(), "the node to refuse the table")
+    assert "is not what the control plane signed" in node.log.read_text()
+    return node, url
 
 
 async def health(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
@@ -95,23 +115,13 @@ async def test_a_cached_table_changed_on_disk_is_refused_and_nothing_is_served(t
         await cluster.wait_all_serving("greeter", "1.1.0", [NODE])
         path = table_file(cluster)
         await poll(path.exists, "the node to keep its table on disk")
-        await cluster.stop_control_plane()
-        node = cluster.nodes[0]
-        node.stop()
-        kept = json.loads(path.read_text())
-        for entry in kept["modules"]:  # someone moves every module's traffic by hand
-            entry["weight"] = 100 - entry["weight"]
-        path.write_text(json.dumps(kept))
-        node, url = await restart_node(cluster, node)
-        await poll(lambda: b"refusing the cached table" in node.log.read_bytes(), "the node to refuse the table")
-        log = node.log.read_text()
-        assert "is not what the control plane signed" in log
+        node, url = await restart_with_a_tampered_table(cluster, path, restart_node)
         async with aiohttp.ClientSession(headers=cluster.edge_headers()) as session:
             state = await health(session, url)
             assert state["modules"] == 0 and state["conditions"] == []
             async with session.post(f"{url}/api/v1/wasm/execute", json=CALL) as response:
                 assert response.status == 404  # nothing loaded: nothing unverified is served
         assert not path.exists() and path.with_name("table.refused.json").exists()
-        assert "serving the cached table" not in log.split("refusing the cached table")[-1]
+        assert "serving the cached table" not in node.log.read_text().split("refusing the cached table")[-1]
     finally:
         await stop_cluster(cluster)
