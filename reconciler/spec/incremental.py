@@ -21,25 +21,18 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 
+from reconciler.spec.documents import CACHE_ENTRIES, Collector, Doc, Parsed, read_file
 from reconciler.spec.fleet import Binary
 from reconciler.spec.limits import InputLimits, is_fleet_yaml
-from reconciler.spec.loader import (
-    CACHE_ENTRIES,
-    LoadResult,
-    _Collector,
-    _Doc,
-    _Parsed,
-    _read_binary,
-    finish,
-    read_file,
-)
+from reconciler.spec.loader import LoadResult, finish
+from reconciler.spec.sources import read_binary
 
 __all__ = ["IncrementalLoader"]
 
 _Key = tuple[str, str]  # (path relative to the root, blob id)
 
 
-def _bounded(cache: OrderedDict[_Key, _Parsed] | OrderedDict[_Key, Binary | str], floor: int) -> None:
+def _bounded(cache: OrderedDict[_Key, Parsed] | OrderedDict[_Key, Binary | str], floor: int) -> None:
     while len(cache) > max(CACHE_ENTRIES, 2 * floor):
         cache.popitem(last=False)
 
@@ -51,7 +44,7 @@ class IncrementalLoader:
 
     def __init__(self, limits: InputLimits) -> None:
         self.limits = limits
-        self._documents: OrderedDict[_Key, _Parsed] = OrderedDict()
+        self._documents: OrderedDict[_Key, Parsed] = OrderedDict()
         self._binaries: OrderedDict[_Key, Binary | str] = OrderedDict()
         self.parsed = 0  # files read and parsed (not taken from the cache), for tests and the bench
         self._yaml: dict[str, bool] = {}  # what is_fleet_yaml said of a path, and each path's Path:
@@ -76,8 +69,8 @@ class IncrementalLoader:
     def load(self, root: Path, files: Mapping[str, str | None]) -> LoadResult:
         """The fleet under `root` (resolved, a directory) whose files are `files`: path -> blob id
         (None for a symlink). Every path the loader would read must be listed."""
-        out = _Collector()
-        docs: list[_Doc] = []
+        out = Collector()
+        docs: list[Doc] = []
         candidates = sorted((rel for rel in files if self._is_yaml(rel)), key=lambda rel: rel.split("/"))
         count = 0
         for rel in candidates:
@@ -97,20 +90,20 @@ class IncrementalLoader:
             elif blob is not None:
                 self._documents.move_to_end((rel, blob))
             out.problems.extend(parsed[1])
-            docs.extend(_Doc(rel, file, node, model) for node, model in parsed[0])
+            docs.extend(Doc(rel, file, node, model) for node, model in parsed[0])
         _bounded(self._documents, len(files))
 
-        def read_binary(root: Path, target: Path) -> Binary | str:
+        def read_by_blob(root: Path, target: Path) -> Binary | str:
             rel = target.relative_to(root).as_posix()
             blob = files.get(rel)
             if blob is None:
-                return _read_binary(root, target)
+                return read_binary(root, target)
             found = self._binaries.get((rel, blob))
             if found is None:
-                found = _read_binary(root, target)
+                found = read_binary(root, target)
                 if not (isinstance(found, str) and found.startswith(f"{rel} cannot be read")):  # maybe transient
                     self._binaries[(rel, blob)] = found
                     _bounded(self._binaries, len(files))
             return found
 
-        return finish(root, docs, count, out, read_binary)
+        return finish(root, docs, count, out, read_by_blob)

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from reconciler.gitsource.checkout import Checkout
 from reconciler.gitsource.errors import ExportError, TooLargeError
 from reconciler.gitsource.gitrepo import GitRepo
-from reconciler.spec import loader
+from reconciler.spec import documents, loader, sources
 from reconciler.spec.limits import InputLimits
 from tests.git.conftest import Keys, seeded_repo, source_for, standard_trust
 from tests.git.gitutil import Repo, Workspace, fleet_yaml, module_yaml
@@ -40,8 +40,8 @@ Outcome = tuple[str, object, tuple[str, ...]]
 
 
 def full(repo: GitRepo, sha: str, work: Path) -> Outcome:
-    loader._FILE_CACHE.clear()
-    loader._BINARY_CACHE.clear()
+    documents.FILE_CACHE.clear()
+    sources.BINARY_CACHE.clear()
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         root = Path(tmp) / "fleet"
         try:
