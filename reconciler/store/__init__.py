@@ -1,7 +1,15 @@
 """State and blob stores: SQLite or PostgreSQL for state, a local directory or S3 for binaries.
 
-    state.py       StateStore: modules, nodes, rollouts and their history, revisions, approvals,
-                   interfaces, the audit log (one schema and one set of queries for both databases)
+    state.py       StateStore: the facade that owns one Database and composes the aggregates below
+                   (one schema and one set of queries for both databases)
+    database.py    Database: pooled connections, one transaction per call, migrations, leases, NOTIFY
+    modules.py     registered module versions (ModuleStore)
+    interfaces.py  WIT interface packages (InterfaceStore)
+    nodes.py       nodes, heartbeats (single, batched, shared with metric deltas), assignments (NodeStore)
+    rollouts.py    rollouts and their step history, compare-and-set (RolloutStore)
+    revisions.py   Git revisions seen and applied, approvals (RevisionStore)
+    audit.py       the append-only audit log (AuditLog)
+    rows.py        how times and JSON go into columns
     dialect.py     the seam between those queries and sqlite3 / psycopg
     migrations.py  the schema, as numbered migrations
     blobs.py       BlobStore: content-addressed, brotli-compressed, verified binaries + metadata.json
@@ -13,7 +21,8 @@
     errors.py      the exception tree
 
 Start from `open_state_store(...)` and `open_blob_store(...)`; the registry (reconciler/registry.py)
-is built on both.
+is built on both. A consumer that needs one aggregate takes its narrow Protocol (`RolloutStore`,
+`NodeStore`, ...); a `StateStore` satisfies all of them.
 """
 
 from reconciler.store.blobs import BlobStore, open_blob_store

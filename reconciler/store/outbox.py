@@ -28,7 +28,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from reconciler.store.state import StateStore, _dt, _ts
+from reconciler.store.database import Database
+from reconciler.store.rows import dt, ts
+from reconciler.store.state import StateStore
 
 __all__ = ["Claimed", "Finished", "OutboxEntry", "OutboxStore"]
 
@@ -56,10 +58,14 @@ class Claimed:
 
 
 class OutboxStore:
-    """The outbox table of `store`, worked on by `owner` (one id per notifier; see `claim`)."""
+    """The outbox table of `store` (a `StateStore` or its `Database`), worked on by `owner` (one id per
+    notifier; see `claim`)."""
 
-    def __init__(self, store: StateStore, owner: str, *, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> None:
+    def __init__(
+        self, store: StateStore | Database, owner: str, *, lease_seconds: float = DEFAULT_LEASE_SECONDS
+    ) -> None:
         self.store = store
+        self.db = store.database if isinstance(store, StateStore) else store
         self.owner = owner
         self.lease = timedelta(seconds=lease_seconds)
         self._skip_locked = " FOR UPDATE SKIP LOCKED" if store.dialect.name == "postgresql" else ""
@@ -68,9 +74,9 @@ class OutboxStore:
         """Insert pending rows (an entry already there is left alone). With `keep`, an alert left
         with more than `keep` pending rows nobody holds loses its oldest: they are marked dropped and
         returned, so the caller can count them."""
-        now = _ts(at)
+        now = ts(at)
         dropped: list[Claimed] = []
-        with self.store._tx(write=True) as tx:
+        with self.db.tx(write=True) as tx:
             for entry in entries:
                 tx.run(
                     "INSERT INTO notification_outbox (alert, notification_id, notification, state, attempts, "
@@ -104,8 +110,8 @@ class OutboxStore:
     def claim(self, alert: str, at: datetime) -> Claimed | None:
         """The oldest due pending row of `alert` that nobody holds, now held by this owner until
         `at` + the lease; None when there is none."""
-        now = _ts(at)
-        with self.store._tx(write=True) as tx:
+        now = ts(at)
+        with self.db.tx(write=True) as tx:
             row = tx.one(
                 "UPDATE notification_outbox SET owner = ?, lease_until = ? "
                 "WHERE seq = (SELECT seq FROM notification_outbox WHERE alert = ? AND state = 'pending' "
@@ -114,7 +120,7 @@ class OutboxStore:
                 "AND state = 'pending' AND (lease_until IS NULL OR lease_until < ?) "
                 "RETURNING seq, alert, notification, attempts",
                 self.owner,
-                _ts(at + self.lease),
+                ts(at + self.lease),
                 alert,
                 now,
                 now,
@@ -125,14 +131,14 @@ class OutboxStore:
     def retry(self, seq: int, attempts: int, next_at: datetime, error: str) -> bool:
         """A try failed and another follows at `next_at`: record it and keep holding the row until
         a lease past then. False when this owner no longer holds it."""
-        with self.store._tx(write=True) as tx:
+        with self.db.tx(write=True) as tx:
             return (
                 tx.run(
                     "UPDATE notification_outbox SET attempts = ?, next_at = ?, lease_until = ?, error = ? "
                     "WHERE seq = ? AND owner = ? AND state = 'pending'",
                     attempts,
-                    _ts(next_at),
-                    _ts(next_at + self.lease),
+                    ts(next_at),
+                    ts(next_at + self.lease),
                     error,
                     seq,
                     self.owner,
@@ -143,7 +149,7 @@ class OutboxStore:
     def finish(self, seq: int, state: Finished, attempts: int, error: str | None, at: datetime) -> bool:
         """The row's outcome; False when this owner no longer held it (its lease ran out and another
         replica may have sent it too: the caller logs that)."""
-        with self.store._tx(write=True) as tx:
+        with self.db.tx(write=True) as tx:
             return (
                 tx.run(
                     "UPDATE notification_outbox SET state = ?, attempts = ?, error = ?, finished_at = ?, "
@@ -151,7 +157,7 @@ class OutboxStore:
                     state,
                     attempts,
                     error,
-                    _ts(at),
+                    ts(at),
                     seq,
                     self.owner,
                 )
@@ -161,8 +167,8 @@ class OutboxStore:
     def waiting(self, alert: str, at: datetime) -> tuple[datetime | None, int]:
         """When the next pending row of `alert` can be claimed (now or later; None if none waits),
         and how many rows are pending."""
-        now = _ts(at)
-        with self.store._tx(write=False) as tx:
+        now = ts(at)
+        with self.db.tx(write=False) as tx:
             row = tx.one(
                 "SELECT MIN(CASE WHEN lease_until IS NOT NULL AND lease_until >= ? AND lease_until > next_at "
                 "THEN lease_until ELSE next_at END), COUNT(*) FROM notification_outbox "
@@ -170,12 +176,12 @@ class OutboxStore:
                 now,
                 alert,
             )
-        return (None if row[0] is None else _dt(row[0])), int(row[1])
+        return (None if row[0] is None else dt(row[0])), int(row[1])
 
     def release(self, seq: int) -> bool:
         """Stop holding a row without an outcome (a worker stopping mid-retry): any replica may claim
         it again once its next try is due. False when this owner did not hold it."""
-        with self.store._tx(write=True) as tx:
+        with self.db.tx(write=True) as tx:
             return (
                 tx.run(
                     "UPDATE notification_outbox SET owner = NULL, lease_until = NULL "
@@ -189,7 +195,7 @@ class OutboxStore:
     def release_claims(self) -> int:
         """Free every claim (a process starting on SQLite, the only one using the file: whoever held
         them died); returns how many."""
-        with self.store._tx(write=True) as tx:
+        with self.db.tx(write=True) as tx:
             return tx.run(
                 "UPDATE notification_outbox SET owner = NULL, lease_until = NULL "
                 "WHERE state = 'pending' AND lease_until IS NOT NULL"
@@ -197,17 +203,17 @@ class OutboxStore:
 
     def drop_alert(self, alert: str, at: datetime) -> int:
         """Give up the pending rows of an alert that no longer exists; returns how many."""
-        with self.store._tx(write=True) as tx:
+        with self.db.tx(write=True) as tx:
             return tx.run(
                 "UPDATE notification_outbox SET state = 'dropped', finished_at = ?, error = 'alert removed' "
                 "WHERE alert = ? AND state = 'pending'",
-                _ts(at),
+                ts(at),
                 alert,
             )
 
     def states(self) -> dict[str, dict[str, int]]:
         """How many rows each alert has in each state (for status and tests)."""
-        with self.store._tx(write=False) as tx:
+        with self.db.tx(write=False) as tx:
             rows = tx.all("SELECT alert, state, COUNT(*) FROM notification_outbox GROUP BY alert, state")
         out: dict[str, dict[str, int]] = {}
         for alert, state, count in rows:
@@ -216,8 +222,8 @@ class OutboxStore:
 
     def prune(self, before: datetime) -> int:
         """Forget finished rows older than `before`; returns how many."""
-        with self.store._tx(write=True) as tx:
-            return tx.run("DELETE FROM notification_outbox WHERE state <> 'pending' AND finished_at < ?", _ts(before))
+        with self.db.tx(write=True) as tx:
+            return tx.run("DELETE FROM notification_outbox WHERE state <> 'pending' AND finished_at < ?", ts(before))
 
 
 def _claimed(row: Any) -> Claimed:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import Final, NamedTuple
 
+from reconciler.store.database import Database
 from reconciler.store.errors import BackendError
 from reconciler.store.state import StateStore
 
@@ -50,25 +51,26 @@ class Taken(NamedTuple):
 
 
 class SharedBuckets:
-    """The `rate_buckets` table of `store`."""
+    """The `rate_buckets` table of `store` (a `StateStore` or its `Database`)."""
 
-    def __init__(self, store: StateStore) -> None:
+    def __init__(self, store: StateStore | Database) -> None:
         self.store = store
+        self.db = store.database if isinstance(store, StateStore) else store
         self._query = store.dialect.sql(TAKE)
 
     def take(self, subject: str, bucket: str, capacity: int, rate: float, now: float) -> Taken:
         """Take one token from (`subject`, `bucket`), a bucket of `capacity` tokens refilled at `rate`
         per second; a bucket seen for the first time starts full."""
         params = (subject, bucket, float(capacity), rate, float(capacity) - 1.0, now)
-        failures = self.store.dialect.driver_errors
+        failures = self.db.dialect.driver_errors
         try:
-            with self.store._connection() as conn:
+            with self.db.connection() as conn:
                 row = conn.execute(self._query, params).fetchone()
         except failures as exc:
-            raise BackendError(f"{self.store.dialect.description}: {str(exc).strip()}") from exc
+            raise BackendError(f"{self.db.dialect.description}: {str(exc).strip()}") from exc
         return Taken(bool(row[1]), float(row[0]))
 
     def forget_full(self, now: float) -> int:
         """Drop buckets that have refilled (a fresh bucket holds the same); returns how many."""
-        with self.store._tx(write=True) as tx:
+        with self.db.tx(write=True) as tx:
             return tx.run("DELETE FROM rate_buckets WHERE tokens + (? - at) * rate >= capacity", now)

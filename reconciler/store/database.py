@@ -1,0 +1,177 @@
+"""The state store's database: a small connection pool, one transaction per call, the schema's
+migrations, leases and (on PostgreSQL) NOTIFY, over the `Dialect` given.
+
+Where it sits: `open_state_store` (reconciler.store.state) builds one `Database` and hands it to the
+aggregate stores (modules, nodes, rollouts, revisions, audit), the outbox and the rate-limit
+buckets; each of those writes its queries once, with `?` placeholders, and runs them in `tx`. The
+calls are synchronous and thread-safe: async code calls them through `asyncio.to_thread`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from typing import Any
+
+from reconciler.store.dialect import Connection, Dialect
+from reconciler.store.errors import BackendError, SchemaTooNewError
+from reconciler.store.lease import Lease
+from reconciler.store.migrations import MIGRATIONS, Migration
+from reconciler.store.rows import ts
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Tx:
+    """One open transaction: `?`-style queries run in the dialect's style."""
+
+    def __init__(self, conn: Connection, dialect: Dialect) -> None:
+        self._conn = conn
+        self._dialect = dialect
+
+    def run(self, query: str, *params: Any) -> int:
+        return self._conn.execute(self._dialect.sql(query), params).rowcount
+
+    def one(self, query: str, *params: Any) -> Any:
+        return self._conn.execute(self._dialect.sql(query), params).fetchone()
+
+    def all(self, query: str, *params: Any) -> list[Any]:
+        return self._conn.execute(self._dialect.sql(query), params).fetchall()
+
+
+class Database:
+    """Connections and transactions over one `Dialect`; `clock` stamps what the stores write."""
+
+    def __init__(self, dialect: Dialect, *, clock: Clock = utcnow) -> None:
+        self.dialect = dialect
+        self.clock = clock
+        self._idle: list[Connection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"Database({self.dialect.description})"
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """A pooled connection in autocommit mode (see dialect.py)."""
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = self.dialect.connect()
+        try:
+            yield conn
+        except Exception:
+            # A failed connection must not go back to the pool; a healthy one can, but telling
+            # them apart is driver-specific, and opening a connection again is cheap.
+            conn.close()
+            raise
+        with self._lock:
+            if self._closed:
+                conn.close()
+            else:
+                self._idle.append(conn)
+
+    @contextmanager
+    def tx(self, *, write: bool) -> Iterator[Tx]:
+        """One transaction: committed when the block ends, rolled back when it raises; driver errors
+        come out as `BackendError`."""
+        try:
+            with self.connection() as conn:
+                conn.execute(self.dialect.begin_write if write else self.dialect.begin_read, ())
+                try:
+                    yield Tx(conn, self.dialect)
+                except BaseException:
+                    with suppress(*self.dialect.driver_errors):
+                        conn.execute("ROLLBACK", ())
+                    raise
+                conn.execute("COMMIT", ())
+        except self.dialect.driver_errors as exc:
+            raise BackendError(f"{self.dialect.description}: {str(exc).strip()}") from exc
+
+    def close(self) -> None:
+        """Close pooled connections; the database must not be used afterwards."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+    # -- schema ---------------------------------------------------------------------------------
+
+    def migrate(self) -> list[int]:
+        """Apply the migrations this database lacks; returns the versions applied (often none).
+
+        Safe to run twice and from several processes at once: one transaction, under a lock.
+        """
+        latest = MIGRATIONS[-1].version
+        with self.tx(write=True) as tx:
+            if self.dialect.migration_lock:
+                tx.all(self.dialect.migration_lock)
+            tx.run(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+            )
+            done = {row[0] for row in tx.all("SELECT version FROM schema_migrations")}
+            if done and max(done) > latest:
+                raise SchemaTooNewError(
+                    f"{self.dialect.description} has schema version {max(done)}; this hotswap knows "
+                    f"up to {latest}: upgrade hotswap"
+                )
+            applied = []
+            for migration in MIGRATIONS:
+                if migration.version not in done:
+                    self._apply(tx, migration)
+                    applied.append(migration.version)
+            return applied
+
+    def _apply(self, tx: Tx, migration: Migration) -> None:
+        for statement in migration.statements:
+            tx.run(statement.replace("{autoid}", self.dialect.autoid))
+        for statement in migration.dialect_statements.get(self.dialect.name, ()):
+            tx.run(statement)
+        tx.run(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+            migration.version,
+            migration.name,
+            ts(self.clock()),
+        )
+
+    def schema_version(self) -> int:
+        with self.tx(write=False) as tx:
+            row = tx.one("SELECT MAX(version) FROM schema_migrations")
+            return int(row[0] or 0)
+
+    # -- several replicas on one database (reconciler.leader) ------------------------------------
+
+    def try_lease(self, name: str) -> Lease | None:
+        """Leadership among replicas: a `Lease` if this process now holds `name`, else None (another
+        process holds it). It lasts until released or until this process dies (see lease.py)."""
+        failures: tuple[type[Exception], ...] = (*self.dialect.driver_errors, OSError)
+        try:
+            return self.dialect.try_lease(name)
+        except failures as exc:
+            raise BackendError(f"{self.dialect.description}: lease {name!r}: {str(exc).strip()}") from exc
+
+    def namespace(self) -> str:
+        """What tells this installation apart from others in the same database server: the schema
+        on PostgreSQL (advisory locks and NOTIFY channels are per database, not per schema), "" on SQLite."""
+        if self.dialect.name != "postgresql":
+            return ""
+        with self.tx(write=False) as tx:
+            return str(tx.one("SELECT current_schema()")[0])
+
+    def notify(self, channel: str, payloads: Sequence[str]) -> None:
+        """Tell the listeners of `channel` (PostgreSQL NOTIFY, one per payload, sent at commit); nothing
+        on SQLite, which serves one process."""
+        if self.dialect.name != "postgresql" or not payloads:
+            return
+        with self.tx(write=True) as tx:
+            for payload in payloads:
+                tx.one("SELECT pg_notify(?, ?)", channel, payload)

@@ -1,0 +1,89 @@
+"""WIT interface packages as the fleet declares them: one row per package id, replaced in place.
+
+Where it sits: beside the module versions (reconciler.store.modules) as the other thing a fleet
+registers; the API's interface routes and the store tests read it. Consumers take the narrow
+`InterfaceStore` Protocol; `SqlInterfaces` is its implementation over a `Database`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from reconciler.store.database import Database
+from reconciler.store.records import InterfaceRecord
+from reconciler.store.rows import dt, marks, required, ts
+
+__all__ = ["InterfaceStore", "SqlInterfaces"]
+
+
+class InterfaceStore(Protocol):
+    """What a consumer of interface packages needs."""
+
+    def put_interface(self, interface: InterfaceRecord) -> InterfaceRecord: ...
+
+    def get_interface(self, interface_id: str) -> InterfaceRecord | None: ...
+
+    def list_interfaces(self, name: str | None = None) -> list[InterfaceRecord]: ...
+
+
+class SqlInterfaces:
+    """The `interfaces` table of `db`."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def put_interface(self, interface: InterfaceRecord) -> InterfaceRecord:
+        """Insert or replace an interface package (creation time kept)."""
+        created = interface.created_at or self.db.clock()
+        with self.db.tx(write=True) as tx:
+            tx.run(
+                f"INSERT INTO interfaces ({_COLUMNS}) VALUES ({marks(_COLUMNS)}) "
+                "ON CONFLICT (id) DO UPDATE SET name = excluded.name, package = excluded.package, "
+                "version = excluded.version, wasi = excluded.wasi, wit = excluded.wit, digest = excluded.digest, "
+                "status = excluded.status, approved_by = excluded.approved_by",
+                interface.id,
+                interface.name,
+                interface.package,
+                interface.version,
+                interface.wasi,
+                interface.wit,
+                interface.digest,
+                interface.status,
+                interface.approved_by,
+                ts(created),
+            )
+            return required(_interface(tx.one(f"SELECT {_COLUMNS} FROM interfaces WHERE id = ?", interface.id)))
+
+    def get_interface(self, interface_id: str) -> InterfaceRecord | None:
+        with self.db.tx(write=False) as tx:
+            return _interface(tx.one(f"SELECT {_COLUMNS} FROM interfaces WHERE id = ?", interface_id))
+
+    def list_interfaces(self, name: str | None = None) -> list[InterfaceRecord]:
+        query = f"SELECT {_COLUMNS} FROM interfaces"
+        with self.db.tx(write=False) as tx:
+            rows = (
+                tx.all(f"{query} WHERE name = ? ORDER BY id", name)
+                if name is not None
+                else tx.all(f"{query} ORDER BY id")
+            )
+        return [i for i in map(_interface, rows) if i is not None]
+
+
+_COLUMNS = "id, name, package, version, wasi, wit, digest, status, approved_by, created_at"
+
+
+def _interface(row: Any) -> InterfaceRecord | None:
+    if row is None:
+        return None
+    return InterfaceRecord(
+        id=row[0],
+        name=row[1],
+        package=row[2],
+        version=row[3],
+        wasi=row[4],
+        wit=row[5],
+        digest=row[6],
+        status=row[7],
+        approved_by=row[8],
+        created_at=dt(row[9]),
+    )

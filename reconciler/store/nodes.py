@@ -1,0 +1,223 @@
+"""Edge nodes as the control plane knows them: registration, heartbeats (one, a batch, or shared
+between replicas with their metric deltas) and the module table published to each node.
+
+Where it sits: the node hub (reconciler.nodes) registers nodes, records heartbeats and publishes
+assignments here, in batches of one transaction each; the leader (reconciler.leader) reads other
+replicas' nodes and metric deltas from it. Consumers take the narrow `NodeStore` Protocol;
+`SqlNodes` is its implementation over a `Database` (`StateStore` offers the same methods too).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any, NamedTuple, Protocol
+
+from reconciler.store.database import Database
+from reconciler.store.records import JsonObject, NodeRecord
+from reconciler.store.rows import dt, dt_or_none, marks, required, to_json, ts, ts_or_none
+
+__all__ = ["MetricDelta", "NodeStore", "SharedHeartbeat", "SqlNodes"]
+
+
+class SharedHeartbeat(NamedTuple):
+    """A heartbeat as a replica writes it to a shared store (`NodeStore.record_shared_heartbeat`)."""
+
+    replica: str
+    node_id: str
+    region: str
+    reported: JsonObject
+    at: datetime
+    metrics: list[JsonObject]  # the heartbeat's metric deltas, as the wire has them
+
+
+class MetricDelta(NamedTuple):
+    """One heartbeat's metric deltas, as some replica received them."""
+
+    seq: int
+    replica: str
+    node_id: str
+    region: str
+    at: datetime
+    metrics: list[JsonObject]
+
+
+class NodeStore(Protocol):
+    """What a consumer of node rows needs."""
+
+    def upsert_node(self, node: NodeRecord) -> NodeRecord: ...
+
+    def get_node(self, node_id: str) -> NodeRecord | None: ...
+
+    def get_nodes(self, node_ids: Iterable[str]) -> list[NodeRecord]: ...
+
+    def list_nodes(self, region: str | None = None) -> list[NodeRecord]: ...
+
+    def set_node_status(self, node_id: str, status: str) -> bool: ...
+
+    def delete_node(self, node_id: str) -> bool: ...
+
+    def record_heartbeat(self, node_id: str, reported: JsonObject, at: datetime | None = None) -> bool: ...
+
+    def record_heartbeats(self, beats: Sequence[tuple[str, JsonObject, datetime]]) -> list[bool]: ...
+
+    def record_shared_heartbeat(self, beat: SharedHeartbeat) -> bool: ...
+
+    def record_shared_heartbeats(self, beats: Sequence[SharedHeartbeat]) -> list[bool]: ...
+
+    def publish_assignment(self, node_id: str, assignment: JsonObject) -> int | None: ...
+
+    def publish_assignments(self, tables: Sequence[tuple[str, JsonObject]]) -> list[int | None]: ...
+
+    def metric_deltas_since(self, since: datetime, *, exclude_replica: str = "") -> list[MetricDelta]: ...
+
+    def prune_metric_deltas(self, before: datetime) -> int: ...
+
+
+class SqlNodes:
+    """The `nodes` and `metric_deltas` tables of `db`."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def upsert_node(self, node: NodeRecord) -> NodeRecord:
+        """Register a node or update its region, url, status and capacity (a re-registering node
+        keeps its generation, assignment and report)."""
+        now = ts(self.db.clock())
+        with self.db.tx(write=True) as tx:
+            tx.run(
+                "INSERT INTO nodes (id, region, url, status, max_modules, registered_at, last_heartbeat_at, "
+                "generation, assignment, reported) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET region = excluded.region, url = excluded.url, "
+                "status = excluded.status, max_modules = excluded.max_modules",
+                node.id,
+                node.region,
+                node.url,
+                node.status,
+                node.max_modules,
+                ts(node.registered_at) if node.registered_at else now,
+                ts_or_none(node.last_heartbeat_at),
+                node.generation,
+                to_json(node.assignment),
+                to_json(node.reported),
+            )
+            return required(_node(tx.one(f"SELECT {_COLUMNS} FROM nodes WHERE id = ?", node.id)))
+
+    def get_node(self, node_id: str) -> NodeRecord | None:
+        with self.db.tx(write=False) as tx:
+            return _node(tx.one(f"SELECT {_COLUMNS} FROM nodes WHERE id = ?", node_id))
+
+    def get_nodes(self, node_ids: Iterable[str]) -> list[NodeRecord]:
+        """The nodes among `node_ids` that exist, by id."""
+        wanted = sorted(set(node_ids))
+        if not wanted:
+            return []
+        with self.db.tx(write=False) as tx:
+            rows = tx.all(f"SELECT {_COLUMNS} FROM nodes WHERE id IN ({marks(wanted)}) ORDER BY id", *wanted)
+        return [n for n in map(_node, rows) if n is not None]
+
+    def list_nodes(self, region: str | None = None) -> list[NodeRecord]:
+        query = f"SELECT {_COLUMNS} FROM nodes"
+        with self.db.tx(write=False) as tx:
+            rows = (
+                tx.all(f"{query} WHERE region = ? ORDER BY id", region)
+                if region is not None
+                else tx.all(f"{query} ORDER BY id")
+            )
+        return [n for n in map(_node, rows) if n is not None]
+
+    def set_node_status(self, node_id: str, status: str) -> bool:
+        with self.db.tx(write=True) as tx:
+            return tx.run("UPDATE nodes SET status = ? WHERE id = ?", status, node_id) == 1
+
+    def delete_node(self, node_id: str) -> bool:
+        with self.db.tx(write=True) as tx:
+            return tx.run("DELETE FROM nodes WHERE id = ?", node_id) == 1
+
+    # -- heartbeats -----------------------------------------------------------------------------
+
+    def record_heartbeat(self, node_id: str, reported: JsonObject, at: datetime | None = None) -> bool:
+        """Store what a node says it runs and when it said so; False for an unknown node."""
+        return self.record_heartbeats([(node_id, reported, at or self.db.clock())])[0]
+
+    def record_heartbeats(self, beats: Sequence[tuple[str, JsonObject, datetime]]) -> list[bool]:
+        """`record_heartbeat` for each (node id, reported, at) in ONE transaction: all or none."""
+        with self.db.tx(write=True) as tx:
+            return [tx.run(_HEARTBEAT, to_json(reported), ts(at), node_id) == 1 for node_id, reported, at in beats]
+
+    def record_shared_heartbeat(self, beat: SharedHeartbeat) -> bool:
+        """`record_heartbeat` and the heartbeat's metric deltas in one transaction; False (nothing
+        written) for an unknown node."""
+        return self.record_shared_heartbeats([beat])[0]
+
+    def record_shared_heartbeats(self, beats: Sequence[SharedHeartbeat]) -> list[bool]:
+        """`record_shared_heartbeat` for each in ONE transaction: all or none. A replica at thousands
+        of nodes must not spend a commit per heartbeat: its queue grows, heartbeats reach the leader
+        late, and the leader takes nodes for lost."""
+        heard: list[bool] = []
+        with self.db.tx(write=True) as tx:
+            for beat in beats:
+                found = tx.run(_HEARTBEAT, to_json(beat.reported), ts(beat.at), beat.node_id) == 1
+                heard.append(found)
+                if found and beat.metrics:
+                    tx.run(
+                        "INSERT INTO metric_deltas (replica, node_id, region, at, metrics) VALUES (?, ?, ?, ?, ?)",
+                        beat.replica,
+                        beat.node_id,
+                        beat.region,
+                        ts(beat.at),
+                        to_json(beat.metrics),
+                    )
+        return heard
+
+    def metric_deltas_since(self, since: datetime, *, exclude_replica: str = "") -> list[MetricDelta]:
+        """Metric deltas received at or after `since` by replicas other than `exclude_replica`, by time."""
+        with self.db.tx(write=False) as tx:
+            rows = tx.all(
+                "SELECT seq, replica, node_id, region, at, metrics FROM metric_deltas "
+                "WHERE at >= ? AND replica <> ? ORDER BY at, seq",
+                ts(since),
+                exclude_replica,
+            )
+        return [MetricDelta(int(r[0]), r[1], r[2], r[3], dt(r[4]), json.loads(r[5])) for r in rows]
+
+    def prune_metric_deltas(self, before: datetime) -> int:
+        """Forget metric deltas received before `before`; returns how many."""
+        with self.db.tx(write=True) as tx:
+            return tx.run("DELETE FROM metric_deltas WHERE at < ?", ts(before))
+
+    # -- assignments ----------------------------------------------------------------------------
+
+    def publish_assignment(self, node_id: str, assignment: JsonObject) -> int | None:
+        """Replace a node's module table, bumping its generation; returns the new generation, or
+        None for an unknown node. Publishing the same table again still bumps (callers compare first)."""
+        return self.publish_assignments([(node_id, assignment)])[0]
+
+    def publish_assignments(self, tables: Sequence[tuple[str, JsonObject]]) -> list[int | None]:
+        """`publish_assignment` for each (node id, assignment) in ONE transaction: all or none."""
+        with self.db.tx(write=True) as tx:
+            rows = [tx.one(_PUBLISH, to_json(assignment), node_id) for node_id, assignment in tables]
+        return [int(row[0]) if row else None for row in rows]
+
+
+_COLUMNS = "id, region, url, status, max_modules, registered_at, last_heartbeat_at, generation, assignment, reported"
+_HEARTBEAT = "UPDATE nodes SET reported = ?, last_heartbeat_at = ? WHERE id = ?"
+_PUBLISH = "UPDATE nodes SET assignment = ?, generation = generation + 1 WHERE id = ? RETURNING generation"
+
+
+def _node(row: Any) -> NodeRecord | None:
+    if row is None:
+        return None
+    return NodeRecord(
+        id=row[0],
+        region=row[1],
+        url=row[2],
+        status=row[3],
+        max_modules=int(row[4]),
+        registered_at=dt(row[5]),
+        last_heartbeat_at=dt_or_none(row[6]),
+        generation=int(row[7]),
+        assignment=json.loads(row[8]),
+        reported=json.loads(row[9]),
+    )

@@ -1,0 +1,136 @@
+"""What the control plane learned from Git: the revisions it saw (and whether they verified), the one
+it applied last, and the approvals found in commits.
+
+Where it sits: the controller records each revision it applies here; the interface gates
+(reconciler.gates) and the control plane's start read the last applied one. Consumers take the
+narrow `RevisionStore` Protocol; `SqlRevisions` is its implementation over a `Database`
+(`StateStore` offers the same methods too).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, Protocol
+
+from reconciler.store.database import Database
+from reconciler.store.records import ApprovalRecord, RevisionRecord
+from reconciler.store.rows import dt, dt_or_none, required, to_json, ts
+
+__all__ = ["RevisionStore", "SqlRevisions"]
+
+
+class RevisionStore(Protocol):
+    """What a consumer of revisions and approvals needs."""
+
+    def record_revision_seen(
+        self, sha: str, *, verified: bool, message: str = "", at: datetime | None = None
+    ) -> RevisionRecord: ...
+
+    def mark_revision_applied(self, sha: str, at: datetime | None = None) -> bool: ...
+
+    def get_revision(self, sha: str) -> RevisionRecord | None: ...
+
+    def last_seen_revision(self) -> RevisionRecord | None: ...
+
+    def last_applied_revision(self) -> RevisionRecord | None: ...
+
+    def record_approval(self, approval: ApprovalRecord) -> bool: ...
+
+    def approvals_for(self, module: str, version: str) -> list[ApprovalRecord]: ...
+
+
+class SqlRevisions:
+    """The `revisions` and `approvals` tables of `db`."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def record_revision_seen(
+        self, sha: str, *, verified: bool, message: str = "", at: datetime | None = None
+    ) -> RevisionRecord:
+        """Note a Git revision the source looked at (first sight time kept; verdict updated)."""
+        with self.db.tx(write=True) as tx:
+            tx.run(
+                "INSERT INTO revisions (sha, seen_at, verified, message) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (sha) DO UPDATE SET verified = excluded.verified, message = excluded.message",
+                sha,
+                ts(at or self.db.clock()),
+                int(verified),
+                message,
+            )
+            return required(_revision(tx.one(f"SELECT {_COLUMNS} FROM revisions WHERE sha = ?", sha)))
+
+    def mark_revision_applied(self, sha: str, at: datetime | None = None) -> bool:
+        """Record that the reconciler applied this revision; False when it was never seen."""
+        with self.db.tx(write=True) as tx:
+            return tx.run("UPDATE revisions SET applied_at = ? WHERE sha = ?", ts(at or self.db.clock()), sha) == 1
+
+    def get_revision(self, sha: str) -> RevisionRecord | None:
+        with self.db.tx(write=False) as tx:
+            return _revision(tx.one(f"SELECT {_COLUMNS} FROM revisions WHERE sha = ?", sha))
+
+    def last_seen_revision(self) -> RevisionRecord | None:
+        with self.db.tx(write=False) as tx:
+            return _revision(tx.one(f"SELECT {_COLUMNS} FROM revisions ORDER BY seen_at DESC, sha LIMIT 1"))
+
+    def last_applied_revision(self) -> RevisionRecord | None:
+        with self.db.tx(write=False) as tx:
+            return _revision(
+                tx.one(
+                    f"SELECT {_COLUMNS} FROM revisions WHERE applied_at IS NOT NULL "
+                    "ORDER BY applied_at DESC, sha LIMIT 1"
+                )
+            )
+
+    # -- approvals ------------------------------------------------------------------------------
+
+    def record_approval(self, approval: ApprovalRecord) -> bool:
+        """Store an approval found in Git; False when this commit already approved it for that principal."""
+        with self.db.tx(write=True) as tx:
+            return (
+                tx.run(
+                    "INSERT INTO approvals (commit_sha, module, version, principal, roles, kind, found_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    approval.commit,
+                    approval.module,
+                    approval.version,
+                    approval.principal,
+                    to_json(list(approval.roles)),
+                    approval.kind,
+                    ts(approval.found_at),
+                )
+                == 1
+            )
+
+    def approvals_for(self, module: str, version: str) -> list[ApprovalRecord]:
+        with self.db.tx(write=False) as tx:
+            rows = tx.all(
+                "SELECT commit_sha, module, version, principal, roles, kind, found_at FROM approvals "
+                "WHERE module = ? AND version = ? ORDER BY found_at, commit_sha, principal",
+                module,
+                version,
+            )
+        return [
+            ApprovalRecord(
+                commit=r[0],
+                module=r[1],
+                version=r[2],
+                principal=r[3],
+                roles=tuple(json.loads(r[4])),
+                kind=r[5],
+                found_at=dt(r[6]),
+            )
+            for r in rows
+        ]
+
+
+_COLUMNS = "sha, seen_at, verified, message, applied_at"
+
+
+def _revision(row: Any) -> RevisionRecord | None:
+    if row is None:
+        return None
+    return RevisionRecord(
+        sha=row[0], seen_at=dt(row[1]), verified=bool(row[2]), message=row[3], applied_at=dt_or_none(row[4])
+    )
