@@ -227,11 +227,25 @@ class Replicas:
         await self.controller.run()
 
     async def before_pass(self) -> None:
-        """The controller's hook before each pass: still the lease holder, and the others' metrics in."""
+        """The controller's hook before each pass: still the lease holder, the others' metrics in, and
+        no node taken for lost on this replica's memory alone."""
         lease = self._lease
         if lease is None or not await asyncio.to_thread(lease.held):
             raise NotLeaderError("the lease is gone (its database connection closed)")
         await self._pull_metrics()
+        await self._recheck_silent()
+
+    async def _recheck_silent(self) -> None:
+        """Read again the rows of nodes that look silent here: their heartbeats may have reached
+        another replica, whose NOTIFY this busy loop has not read yet. Without this, a leader a few
+        seconds behind its followers' announcements replans nodes that are alive, and every table
+        it moves makes thousands of nodes heartbeat at once, which puts it further behind."""
+        silent = self.hub.silent(self.clock())
+        if not silent:
+            return
+        with contextlib.suppress(StoreError):
+            rows = await asyncio.to_thread(self.store.get_nodes, silent)
+            self.hub.merge(rows, ())
 
     async def refresh(self) -> None:
         """Read every node again (a new leader; a listener that may have missed notifications)."""

@@ -179,6 +179,10 @@ class NodeHub:
         last = _epoch(node.last_heartbeat_at) or _epoch(node.registered_at) or now
         return "Unhealthy" if now - last > MISSED_HEARTBEATS * self.heartbeat_seconds else "Healthy"
 
+    def silent(self, now: float) -> list[str]:
+        """Nodes this hub would call Unhealthy for want of a heartbeat, as of `now`."""
+        return [n.id for n in self._nodes.values() if n.status != "Draining" and self.status_of(n, now) == "Unhealthy"]
+
     def view(self, now: float | None = None) -> list[NodeView]:
         """Every known node with its health as of `now` (wall clock by default)."""
         now = self.clock() if now is None else now
