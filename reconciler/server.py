@@ -12,8 +12,11 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import os
+import socket
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -37,12 +40,15 @@ from reconciler.gitsource.webhook import webhook_handler
 from reconciler.gitwrite import GitWriter, WriterConfig
 from reconciler.leader import Replicas
 from reconciler.nodes import NodeHub
-from reconciler.notify import Notifier, install
+from reconciler.notify import Notifier, Settings
+from reconciler.notify import Observed as NotifierInputs
 from reconciler.planner import latest_records
 from reconciler.registry import Registry
+from reconciler.spec.alerts import Alert
 from reconciler.spec.limits import InputLimits
 from reconciler.store.blobs import open_blob_store
 from reconciler.store.errors import StoreError
+from reconciler.store.outbox import OutboxStore
 from reconciler.store.state import StateStore, open_state_store
 from reconciler.telemetry import ApprovalAudit, Telemetry
 from reconciler.ui import routes as ui_routes
@@ -314,8 +320,39 @@ class ControlPlane:
                 name="controller",
             ),
         ]
-        self.notifier = install(self, [])
+        self.notifier = self.install_notifier([])
         log.info("control plane listening on %s, following %s", self.url, self.options.repo)
+
+    def install_notifier(self, alerts: Sequence[Alert], settings: Settings | None = None) -> Notifier:
+        """A notifier for this started plane (in its event loop): it listens to the controller, watches
+        the Git source and the nodes, audits to the store, and stops with the plane."""
+        controller = self.controller
+        chosen = settings or Settings()
+
+        def desired_version(module: str) -> str | None:
+            latest = self.source.latest
+            found = latest.fleet.modules.get(module) if latest is not None and latest.fleet is not None else None
+            return found.spec.version if found is not None else None
+
+        owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        notifier = Notifier(
+            alerts,
+            observed=NotifierInputs(
+                rollouts=controller.book,
+                source_status=self.source.status,
+                controller_stall=controller.stalled_condition,
+                nodes=self.hub.view,
+                revision=lambda: controller.state.revision,
+                desired_version=desired_version,
+                leading=lambda: controller.leader,
+            ),
+            settings=replace(chosen, base_url=chosen.base_url or self.url),
+            audit=self.store.append_audit,
+            outbox=OutboxStore(self.store, owner),
+        )
+        controller.listeners.append(notifier.on_event)
+        self._tasks.append(notifier.start())
+        return notifier
 
     async def stop(self) -> None:
         await self.broadcaster.close()  # open console streams end now, not at the runner's timeout

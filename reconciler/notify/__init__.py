@@ -9,7 +9,8 @@ Package map, in the order an event travels:
     scaling.py    ScalingEvaluator: the spec's auto-scaling triggers per region (pure, clock passed in)
     receivers.py  webhook (HMAC-signed), Slack-compatible webhook, SMTP email with STARTTLS
     delivery.py   Worker: one bounded queue per alert, retries with backoff, Ready/Failing state
-    notifier.py   Notifier: the controller listener, the tick loop, routing, status; install(plane, alerts)
+    notifier.py   Notifier: the controller listener, the tick loop, routing, status (a plane builds its
+                  own: `ControlPlane.install_notifier`)
     errors.py     the exception tree
 
 Alerts are fleet documents (`reconciler.spec.alerts.Alert`); credentials come from the control
@@ -18,7 +19,7 @@ plane's environment only.
 
 from reconciler.notify.delivery import Delivery, RetryPolicy
 from reconciler.notify.events import Notification
-from reconciler.notify.notifier import Notifier, Observed, Settings, install
+from reconciler.notify.notifier import Notifier, Observed, Settings
 from reconciler.notify.receivers import SIGNATURE_HEADER, sign, verify_signature
 from reconciler.notify.scaling import NodeSample, ScalingEvaluator, Signal, Thresholds, Trigger
 
@@ -35,7 +36,6 @@ __all__ = [
     "Signal",
     "Thresholds",
     "Trigger",
-    "install",
     "sign",
     "verify_signature",
 ]

@@ -15,7 +15,7 @@ delays only its own worker. `status()` is the JSON for the API and `hotswap stat
 receiver's state (Ready, Failing, Misconfigured) with its last error, recent deliveries, and the
 active scaling signals. Alerts live in Git: `update_alerts` follows a new revision's alerts,
 keeping the worker (queue, counters, state) of every alert that did not change.
-`install(plane, alerts)` wires a notifier into a running `ControlPlane`, with its queues in the
+`ControlPlane.install_notifier(alerts)` wires one into a running plane, with its queues in the
 plane's state store (reconciler.notify.outbox), so they outlive a restart and replicas share them.
 """
 
@@ -25,13 +25,11 @@ import asyncio
 import contextlib
 import logging
 import os
-import socket
 import ssl
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from reconciler.notify.delivery import Delivery, RetryPolicy, Worker
@@ -47,9 +45,8 @@ from reconciler.store.outbox import OutboxStore
 
 if TYPE_CHECKING:
     from reconciler.executor import Event
-    from reconciler.server import ControlPlane
 
-__all__ = ["AuditLog", "Notifier", "Observed", "RolloutLookup", "Settings", "install"]
+__all__ = ["AuditLog", "Notifier", "Observed", "RolloutLookup", "Settings"]
 
 log = logging.getLogger("hotswap.notify")
 
@@ -389,36 +386,3 @@ class Notifier:
             "deliveries": [d.to_json() for d in list(self.history)[-STATUS_DELIVERIES:]],
             "scaling": [s.to_json() for s in self.scaling.active()],
         }
-
-
-def install(plane: ControlPlane, alerts: Sequence[Alert], settings: Settings | None = None) -> Notifier:
-    """Wire a notifier into a started `ControlPlane` (call it after `await plane.start()`, in the
-    plane's event loop): listen to its controller, watch its Git source and nodes, audit to its
-    store, and stop with it (its task joins the plane's tasks, which `plane.stop()` cancels)."""
-    controller = plane.controller
-    chosen = settings or Settings()
-
-    def desired_version(module: str) -> str | None:
-        latest = plane.source.latest
-        found = latest.fleet.modules.get(module) if latest is not None and latest.fleet is not None else None
-        return found.spec.version if found is not None else None
-
-    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    notifier = Notifier(
-        alerts,
-        observed=Observed(
-            rollouts=controller.book,
-            source_status=plane.source.status,
-            controller_stall=controller.stalled_condition,
-            nodes=plane.hub.view,
-            revision=lambda: controller.state.revision,
-            desired_version=desired_version,
-            leading=lambda: controller.leader,
-        ),
-        settings=replace(chosen, base_url=chosen.base_url or plane.url),
-        audit=plane.store.append_audit,
-        outbox=OutboxStore(plane.store, owner),
-    )
-    controller.listeners.append(notifier.on_event)
-    plane._tasks.append(notifier.start())
-    return notifier

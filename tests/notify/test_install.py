@@ -1,4 +1,4 @@
-"""`install` wires a notifier into a running control plane: controller events, the Git source's
+"""`ControlPlane.install_notifier` wires a notifier into a running control plane: controller events, the Git source's
 stalls, node health and scaling reach a real receiver, and the notifier stops with the plane."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from edge.nodeapi import Heartbeat, Registration
-from reconciler.notify import RetryPolicy, Settings, install
+from reconciler.notify import RetryPolicy, Settings
 from reconciler.server import ControlPlane, ServeOptions
 from reconciler.spec.alerts import Alert
 from tests.e2e.cluster import FleetRepo
@@ -24,7 +24,9 @@ async def test_install_on_a_running_control_plane(tmp_path: Path, http_receiver:
     )
     await plane.start()
     alert = Alert.model_validate({"metadata": {"name": "ops"}, "spec": {"webhook": {"url": http_receiver.url()}}})
-    notifier = install(plane, [alert], Settings(retry=RetryPolicy(attempts=1), tick_seconds=0.05, node_grace_seconds=0))
+    notifier = plane.install_notifier(
+        [alert], Settings(retry=RetryPolicy(attempts=1), tick_seconds=0.05, node_grace_seconds=0)
+    )
     try:
         assert notifier.settings.base_url == plane.url
         await until(lambda: "rollout.promoted" in http_receiver.types(), "the first rollouts, from the controller", 30)
