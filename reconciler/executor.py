@@ -34,8 +34,8 @@ from reconciler.planner import (
     SetAssignment,
     StartRollout,
 )
+from reconciler.store.audit import AuditLog
 from reconciler.store.errors import StoreError
-from reconciler.store.state import StateStore
 from reconciler.tables import WireEntries
 
 log = logging.getLogger("hotswap.controller")
@@ -67,7 +67,7 @@ class Event:
 class Executor:
     """Publishes a plan's tables and turns its transitions into events."""
 
-    def __init__(self, hub: NodeHub, store: StateStore, clock: Callable[[], float]) -> None:
+    def __init__(self, hub: NodeHub, store: AuditLog, clock: Callable[[], float]) -> None:
         self.hub = hub
         self.store = store
         self.clock = clock

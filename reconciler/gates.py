@@ -18,7 +18,7 @@ from reconciler.approvals import Approval, ApprovalRule, evaluate
 from reconciler.interfaces import compare
 from reconciler.spec.fleet import DesiredFleet
 from reconciler.spec.models import package_of
-from reconciler.store.state import StateStore
+from reconciler.store.revisions import RevisionStore
 
 
 class FleetHistory(Protocol):
@@ -40,7 +40,7 @@ def breaking_rule(desired: DesiredFleet) -> ApprovalRule:
 
 
 class InterfaceGates:
-    def __init__(self, store: StateStore) -> None:
+    def __init__(self, store: RevisionStore) -> None:
         self.store = store
         self.base: DesiredFleet | None = None
         self.ready = False

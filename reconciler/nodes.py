@@ -24,8 +24,9 @@ from edge.nodeapi import Heartbeat, HeartbeatAnswer, Registration, RegistrationA
 from edge.protocol import SERVING_CACHED_TABLE, ModuleEntry, ModuleTable
 from reconciler.errors import ReconcilerError
 from reconciler.metricswindow import METRICS_HORIZON_SECONDS, MetricsWindow, Totals
+from reconciler.store.audit import AuditLog
+from reconciler.store.nodes import NodeStore, SharedHeartbeat
 from reconciler.store.records import JsonObject, NodeRecord
-from reconciler.store.state import SharedHeartbeat, StateStore
 from reconciler.tables import EncodedTable, Signer, TableEncoder
 from reconciler.threadbatch import RowBatch
 
@@ -105,10 +106,14 @@ class HubClosedError(ReconcilerError):
     """The control plane is stopping: a long-poll gets no answer from it (the API says 503)."""
 
 
+class HubStore(NodeStore, AuditLog, Protocol):
+    """What the hub needs of the state store: node rows, and the audit log for joins and leaves."""
+
+
 class NodeHub:
     def __init__(
         self,
-        store: StateStore,
+        store: HubStore,
         *,
         heartbeat_seconds: float = 5.0,
         clock: Callable[[], float] = time.time,

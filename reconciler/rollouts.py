@@ -20,7 +20,7 @@ from reconciler.planner import RolloutRecord
 from reconciler.store.errors import ConflictError
 from reconciler.store.records import RolloutRecord as StoredRollout
 from reconciler.store.records import RolloutStepRecord
-from reconciler.store.state import StateStore
+from reconciler.store.rollouts import RolloutStore
 
 _RECORD = TypeAdapter(RolloutRecord)
 
@@ -73,7 +73,7 @@ class StaleBookError(ReconcilerError):
 class RolloutBook:
     """Every rollout record by id, as last read from or written to the store."""
 
-    def __init__(self, store: StateStore) -> None:
+    def __init__(self, store: RolloutStore) -> None:
         self.store = store
         self._entries: dict[str, _Entry] = {}
         self.reload()

@@ -24,8 +24,8 @@ from reconciler.api.control import CONTROL
 from reconciler.controller import Controller
 from reconciler.nodes import NodeView
 from reconciler.planner import RolloutRecord
+from reconciler.store.audit import AuditLog
 from reconciler.store.records import AuditEntry
-from reconciler.store.state import StateStore
 from reconciler.telemetry import Sample, Telemetry, plane_samples, render_metrics
 
 TELEMETRY = web.AppKey("telemetry", Telemetry)
@@ -116,7 +116,7 @@ class AuditFilter:
         text = f"{entry.actor}\n{entry.action}\n{entry.subject}\n{json.dumps(entry.detail)}"
         return self.q in text.casefold()
 
-    def scan(self, store: StateStore, subject: str | None, after: int, limit: int) -> tuple[list[AuditEntry], int]:
+    def scan(self, store: AuditLog, subject: str | None, after: int, limit: int) -> tuple[list[AuditEntry], int]:
         """Matching lines after `after` (at most `limit`) and the last sequence number looked at."""
         found: list[AuditEntry] = []
         last, scanned = after, 0
