@@ -19,7 +19,7 @@
     GET    /health                                  liveness, no authentication
 
 `routes()` also installs the control plane's write routes (deployments.py, interfaces.py), the
-execute router (execute.py) and the OpenAPI document (reconciler/openapi.py). Node protocol calls
+execute router (execute.py) and the OpenAPI document (openapi.py). Node protocol calls
 need a node token whose subject is that node's id (or an admin token).
 
 The handlers read from the controller's snapshot and the state store; they never plan.
@@ -472,7 +472,7 @@ def routes(control: ControlDeps) -> Callable[[web.Application, ApiDeps], None]:
         app.router.add_get("/api/v1/wasm/snapshot", snapshot)
         app.router.add_get("/health", health)
         from reconciler.api import deployments, execute, interfaces
-        from reconciler.openapi import setup as openapi
+        from reconciler.api.openapi import setup as openapi
 
         deployments.setup(app)
         execute.setup(app)

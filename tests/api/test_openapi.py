@@ -12,7 +12,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from reconciler.openapi import document
+from reconciler.api.openapi import document
 from tests.api.conftest import call
 from tests.e2e.cluster import Cluster, poll
 

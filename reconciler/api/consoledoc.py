@@ -1,13 +1,14 @@
 """The OpenAPI description of the web console's routes and of the API routes it added (diff, pages).
 
-Where it sits: `reconciler.openapi.document()` merges `console_paths()` into its paths and
+Where it sits: `reconciler.api.openapi.document()` merges `console_paths()` into its paths and
 `page_params()` into the list routes, so the document stays true to the running app
-(tests/api/test_openapi.py). Kept apart so reconciler/openapi.py stays one screenful per group.
+(tests/api/test_openapi.py). Kept apart so reconciler/api/openapi.py stays one screenful per group;
+beside the API (not in reconciler/ui) so the API's document never imports the console.
 """
 
 from __future__ import annotations
 
-from reconciler.openapi import JSON, OBJECT, READ, Schema, _json, _op
+from reconciler.api.openapi import JSON, OBJECT, READ, Schema, _json, _op
 
 SESSION: Schema = {
     "type": "object",

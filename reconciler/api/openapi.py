@@ -1,6 +1,6 @@
 """The control plane's OpenAPI 3 document, served at `GET /api/v1/openapi.json`.
 
-Where it sits: beside the route files of reconciler/api; `reconciler.api.control.routes` installs
+Where it sits: among the route files of reconciler/api; `reconciler.api.control.routes` installs
 the route. A test (tests/api/test_openapi.py) keeps it true: every route of the running app is in
 the document and every operation of the document is a route, and schemathesis runs the document
 against a live control plane (no 5xx, no response outside its schema).
@@ -136,7 +136,7 @@ NODE_ROLES = ("admin", "node")
 
 def document() -> Schema:
     """The OpenAPI 3.1 document of every route the control plane serves."""
-    from reconciler.ui.apidoc import console_paths, page_params  # it builds on this module's helpers
+    from reconciler.api.consoledoc import console_paths, page_params  # it builds on this module's helpers
 
     id_only = [ID_PARAM]
     upload_body: Schema = {
