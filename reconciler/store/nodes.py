@@ -143,8 +143,12 @@ class SqlNodes:
 
     def record_heartbeats(self, beats: Sequence[tuple[str, JsonObject, datetime]]) -> list[bool]:
         """`record_heartbeat` for each (node id, reported, at) in ONE transaction: all or none."""
+        heard = [False] * len(beats)
         with self.db.tx(write=True) as tx:
-            return [tx.run(_HEARTBEAT, to_json(reported), ts(at), node_id) == 1 for node_id, reported, at in beats]
+            for i in _lock_order([node_id for node_id, _, _ in beats]):
+                node_id, reported, at = beats[i]
+                heard[i] = tx.run(_HEARTBEAT, to_json(reported), ts(at), node_id) == 1
+        return heard
 
     def record_shared_heartbeat(self, beat: SharedHeartbeat) -> bool:
         """`record_heartbeat` and the heartbeat's metric deltas in one transaction; False (nothing
@@ -155,11 +159,11 @@ class SqlNodes:
         """`record_shared_heartbeat` for each in ONE transaction: all or none. A replica at thousands
         of nodes must not spend a commit per heartbeat: its queue grows, heartbeats reach the leader
         late, and the leader takes nodes for lost."""
-        heard: list[bool] = []
+        heard = [False] * len(beats)
         with self.db.tx(write=True) as tx:
-            for beat in beats:
-                found = tx.run(_HEARTBEAT, to_json(beat.reported), ts(beat.at), beat.node_id) == 1
-                heard.append(found)
+            for i in _lock_order([beat.node_id for beat in beats]):
+                beat = beats[i]
+                found = heard[i] = tx.run(_HEARTBEAT, to_json(beat.reported), ts(beat.at), beat.node_id) == 1
                 if found and beat.metrics:
                     tx.run(
                         "INSERT INTO metric_deltas (replica, node_id, region, at, metrics) VALUES (?, ?, ?, ?, ?)",
@@ -196,9 +200,20 @@ class SqlNodes:
 
     def publish_assignments(self, tables: Sequence[tuple[str, JsonObject]]) -> list[int | None]:
         """`publish_assignment` for each (node id, assignment) in ONE transaction: all or none."""
+        generations: list[int | None] = [None] * len(tables)
         with self.db.tx(write=True) as tx:
-            rows = [tx.one(_PUBLISH, to_json(assignment), node_id) for node_id, assignment in tables]
-        return [int(row[0]) if row else None for row in rows]
+            for i in _lock_order([node_id for node_id, _ in tables]):
+                node_id, assignment = tables[i]
+                row = tx.one(_PUBLISH, to_json(assignment), node_id)
+                generations[i] = int(row[0]) if row else None
+        return generations
+
+
+def _lock_order(node_ids: Sequence[str]) -> list[int]:
+    """The positions of a batch's rows in node id order (stable: a node twice keeps its order). Every
+    bulk write takes its row locks in this one order, so two replicas writing overlapping batches at
+    once (heartbeats on one, tables on the other) wait for each other instead of deadlocking."""
+    return sorted(range(len(node_ids)), key=node_ids.__getitem__)
 
 
 _COLUMNS = "id, region, url, status, max_modules, registered_at, last_heartbeat_at, generation, assignment, reported"

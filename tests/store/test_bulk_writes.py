@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from reconciler.store.records import NodeRecord
-from reconciler.store.state import SharedHeartbeat, StateStore
+from reconciler.store.state import SharedHeartbeat, StateStore, open_state_store
 from reconciler.threadbatch import RowBatch
 
 T0 = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
@@ -112,3 +112,37 @@ async def test_rows_queued_together_are_written_in_one_bulk_call(state: StateSto
     heard = await asyncio.gather(*(beats.write((f"n{i}", {"running": [i]}, T0)) for i in range(20)))
     assert heard == [True] * 20 and bulks == [8, 8, 4]
     assert all(seen(state, f"n{i}")[2:] == ({"running": [i]}, T0) for i in range(20))
+
+
+def test_bulk_writes_lock_rows_in_node_order_so_replicas_never_deadlock(database_url: str) -> None:
+    # Another replica's transaction holds node "a" and is about to take "b". A bulk write of [b, a]
+    # must wait for "a" while holding nothing: had it locked "b" first (its batch's order), the two
+    # would deadlock, PostgreSQL would abort one, and the batch would fall back to one row at a time.
+    import threading
+    import time
+
+    import psycopg
+
+    state = open_state_store(database_url=database_url)
+    try:
+        nodes(state, "a", "b")
+        writing = threading.Thread(
+            target=state.record_heartbeats, args=([("b", {"running": []}, T0), ("a", {"running": []}, T0)],)
+        )
+        with psycopg.connect(database_url) as other:
+            other.execute("UPDATE nodes SET status = 'Healthy' WHERE id = 'a'")  # holds "a" until commit
+            writing.start()
+            deadline = time.monotonic() + 30
+            while not other.execute(  # the bulk write is now waiting for a row lock
+                "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype IN ('transactionid', 'tuple')"
+            ).fetchone()[0]:  # type: ignore[index]
+                assert time.monotonic() < deadline, "the bulk write never waited for node a"
+                time.sleep(0.01)
+            other.execute("SET lock_timeout = '5s'")
+            other.execute("UPDATE nodes SET status = 'Healthy' WHERE id = 'b'")  # free: the bulk write holds no b
+            other.commit()
+        writing.join(30)
+        assert not writing.is_alive()
+        assert all(state.get_node(n).last_heartbeat_at is not None for n in ("a", "b"))  # type: ignore[union-attr]
+    finally:
+        state.close()
