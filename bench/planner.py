@@ -46,19 +46,10 @@ from reconciler.planner import (
     VersionMetrics,
     plan,
 )
+from reconciler.spec.fields import Metadata
 from reconciler.spec.fleet import DesiredFleet
-from reconciler.spec.models import (
-    Fleet,
-    FleetSpec,
-    Metadata,
-    Module,
-    ModuleSpec,
-    Placement,
-    Region,
-    RolloutStrategy,
-    RolloutStrategySpec,
-    Source,
-)
+from reconciler.spec.models import Fleet, FleetSpec, Module, ModuleSpec, Placement, Region, RolloutStrategy, Source
+from reconciler.spec.strategies import RolloutStrategySpec
 
 REGIONS = ["us-east", "us-west", "eu-central", "eu-west", "apac-east"]
 

@@ -20,7 +20,8 @@ from reconciler.interfaces import Evolution, compare
 from reconciler.planner import rollout_rule
 from reconciler.planner.rollout_approvals import approval_asked
 from reconciler.spec.fleet import DesiredFleet, Problem
-from reconciler.spec.models import ModuleSpec, StrategyType, package_of
+from reconciler.spec.models import ModuleSpec, package_of
+from reconciler.spec.strategies import StrategyType
 
 
 @dataclass(frozen=True)

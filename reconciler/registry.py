@@ -31,7 +31,7 @@ from opentelemetry import trace
 
 from edge import wasm
 from edge.protocol import module_id
-from reconciler.spec.models import NAME_PATTERN, SEMVER_RE
+from reconciler.spec.fields import NAME_PATTERN, SEMVER_RE
 from reconciler.store.blobs import BlobStore, VerifiedBlob
 from reconciler.store.errors import InvalidModuleError, ModuleConflictError, ModuleInUseError, UnknownModuleError
 from reconciler.store.records import BuildInfo, ExportRef, ImportRef, ModuleRecord

@@ -49,8 +49,8 @@ from reconciler.gitwrite import (
 )
 from reconciler.planner import ConditionType, Phase, latest_records
 from reconciler.rollouts import StaleBookError
+from reconciler.spec.fields import NAME_PATTERN, SEMVER_RE
 from reconciler.spec.fleet import DesiredFleet
-from reconciler.spec.models import NAME_PATTERN, SEMVER_RE
 from reconciler.store.errors import NotFoundError
 
 REQUESTERS = ("developer", "admin")

@@ -39,8 +39,9 @@ from reconciler.approvals import API_APPROVED_BY_TRAILER, APPROVE_TRAILER
 from reconciler.gitsource.acting import ActingError, may
 from reconciler.gitwrite import DocumentNotFoundError, edit_document, find_document
 from reconciler.interfaces import InterfaceError, WitError, WitPackage, check_module, compare, parse_wit_text
+from reconciler.spec.fields import NAME_PATTERN
 from reconciler.spec.fleet import DesiredFleet
-from reconciler.spec.models import NAME_PATTERN, WIT_PACKAGE_RE, Capabilities, package_of
+from reconciler.spec.models import WIT_PACKAGE_RE, Capabilities, package_of
 
 WRITERS = ("developer", "admin")
 APPROVERS = ("admin",)

@@ -48,7 +48,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from reconciler.planner.types import ABResult, VersionMetrics
-from reconciler.spec.models import ABTestParams, Analysis, RolloutStrategySpec, StrategyType
+from reconciler.spec.strategies import ABTestParams, Analysis, RolloutStrategySpec, StrategyType
 
 __all__ = [
     "LOADED_AND_HEALTHY",

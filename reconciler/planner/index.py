@@ -16,7 +16,8 @@ from reconciler.approvals import ApprovalRule
 from reconciler.planner.placement import module_regions
 from reconciler.planner.types import AssignmentEntry, Condition, Release
 from reconciler.spec.fleet import DesiredFleet
-from reconciler.spec.models import ModuleSpec, RolloutStrategySpec, StrategyType
+from reconciler.spec.models import ModuleSpec
+from reconciler.spec.strategies import RolloutStrategySpec, StrategyType
 
 __all__ = ["FleetFacts", "ModuleFacts", "Shape", "facts", "rollout_rule"]
 

@@ -96,7 +96,7 @@ from reconciler.planner.rollout_steps import (
     version_totals,
 )
 from reconciler.planner.types import Phase, Release, RolloutRecord, StepKind, StepResult
-from reconciler.spec.models import StrategyType
+from reconciler.spec.strategies import StrategyType
 
 __all__ = ["advance", "start", "supersede"]
 

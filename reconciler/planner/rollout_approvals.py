@@ -23,7 +23,7 @@ from reconciler.approvals import RuleResult, evaluate
 from reconciler.planner.rollout_context import RolloutContext
 from reconciler.planner.rollout_steps import Step
 from reconciler.planner.types import Awaiting, Release, RolloutRecord, StepKind
-from reconciler.spec.models import RolloutStrategySpec
+from reconciler.spec.strategies import RolloutStrategySpec
 
 __all__ = [
     "approval_asked",

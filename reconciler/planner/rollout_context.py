@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from reconciler.approvals import Approval, ApprovalRule
 from reconciler.planner.actions import Action
 from reconciler.planner.types import Release, RolloutRecord, VersionMetrics
-from reconciler.spec.models import RolloutStrategySpec, StrategyType
+from reconciler.spec.strategies import RolloutStrategySpec, StrategyType
 
 __all__ = ["LOADED_RECHECK_SECONDS", "RECHECK_SECONDS", "RolloutContext", "Transition"]
 

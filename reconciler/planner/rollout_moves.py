@@ -24,7 +24,7 @@ from reconciler.planner.rollout_steps import (
     version_totals,
 )
 from reconciler.planner.types import Phase, RolloutRecord, StepKind, StepResult
-from reconciler.spec.models import ABTestParams, Analysis
+from reconciler.spec.strategies import ABTestParams, Analysis
 
 __all__ = [
     "enter_next",

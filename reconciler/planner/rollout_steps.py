@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from reconciler.planner.analysis import Totals, Verdict, analysis_for, totals
 from reconciler.planner.rollout_context import RolloutContext
 from reconciler.planner.types import HISTORY_LIMIT, RolloutRecord, StepKind, StepResult
-from reconciler.spec.models import Analysis, StrategyType
+from reconciler.spec.strategies import Analysis, StrategyType
 
 __all__ = [
     "Step",

@@ -15,7 +15,8 @@ from typing import Literal
 
 from reconciler.approvals import Approval
 from reconciler.spec.fleet import DesiredFleet
-from reconciler.spec.models import Capabilities, HealthCheck, Limits, ModuleSpec, SmokeCall, StrategyType
+from reconciler.spec.models import Capabilities, HealthCheck, Limits, ModuleSpec, SmokeCall
+from reconciler.spec.strategies import StrategyType
 
 __all__ = [
     "ABResult",

@@ -29,7 +29,8 @@ from typing import Annotated, Final, Literal, Self
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
-from reconciler.spec.models import KINDS, Document, Name, Spec
+from reconciler.spec.fields import Name, Spec
+from reconciler.spec.models import KINDS, Document
 from reconciler.spec.updates import ModuleUpdate
 
 EVENT_TYPES: Final = (

@@ -17,18 +17,9 @@ from reconciler.interfaces import WitPackage
 from reconciler.spec.alerts import Alert
 from reconciler.spec.documents import Collector, Doc, did_you_mean, field_name
 from reconciler.spec.fleet import Binary, DesiredFleet, Location
-from reconciler.spec.models import (
-    Document,
-    Fleet,
-    Interface,
-    Module,
-    RolloutStrategy,
-    RolloutStrategySpec,
-    Source,
-    StrategyType,
-    package_of,
-)
+from reconciler.spec.models import Document, Fleet, Interface, Module, RolloutStrategy, Source, package_of
 from reconciler.spec.sources import BinaryReader, check_binary, check_implements, check_path, module_binary, read_wit
+from reconciler.spec.strategies import RolloutStrategySpec, StrategyType
 from reconciler.spec.updates import ModuleUpdate
 
 __all__ = ["assemble"]

@@ -241,11 +241,11 @@ def _suggest(node: Any, loc: Sequence[str | int]) -> str:
     """`; did you mean X?` for an unknown key close to a known one of the same model."""
     import difflib
 
-    from reconciler.spec import models
+    from reconciler.spec.fields import Spec
 
     known: set[str] = set()
-    specs: list[type[models.Spec]] = [models.Spec]
-    while specs:  # every Spec model, those of other modules (alerts) too
+    specs: list[type[Spec]] = [Spec]
+    while specs:  # every Spec model, those of other modules (strategies, alerts) too
         model = specs.pop()
         specs.extend(model.__subclasses__())
         known.update(f.alias or to_camel(name) for name, f in model.model_fields.items())

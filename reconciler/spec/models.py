@@ -1,45 +1,31 @@
 """The fleet spec: pydantic models for every YAML kind in a fleet repository (DESIGN.md section 2).
 
-The loader (`reconciler.spec.loader`) turns YAML documents into these models and adds what a model
-alone cannot check (references between documents, files, binaries). `hotswap schema` writes the JSON
-Schema of each kind from them. Field names are camelCase on the wire (as in Kubernetes) and
-snake_case in Python. Every model forbids unknown fields: a typo must not pass silently.
+
+Where it sits: under the loader (`reconciler.spec.loader`), which turns YAML documents into these
+models and adds what a model alone cannot check (references between documents, files, binaries).
+Built from `reconciler.spec.fields` (the `Spec` base, names, versions); the RolloutStrategy kind's
+models are in `reconciler.spec.strategies`. `hotswap schema` writes the JSON Schema of each kind
+from them. Field names are camelCase on the wire (as in Kubernetes) and snake_case in Python. Every
+model forbids unknown fields: a typo must not pass silently.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import posixpath
 import re
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal, Self
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
-from pydantic.alias_generators import to_camel
+from pydantic import Field, StringConstraints, ValidationInfo, field_validator, model_validator
 
 from edge.protocol import module_id
+from reconciler.spec.fields import Digest, Metadata, Name, SemVer, Spec, check_semver
+from reconciler.spec.strategies import RolloutStrategySpec
 
 API_VERSION: Final = "hotswap.dev/v1"
 MAX_MODULE_BYTES = 50 * 1024 * 1024
 
-SEMVER_RE = re.compile(
-    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
-    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
-    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?\Z"
-)
-NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
-DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
 WIT_PACKAGE_RE = re.compile(r"^[a-z][a-z0-9-]*:[a-z][a-z0-9-]*(/[a-z][a-z0-9-]*)?@(?P<version>\S+)$")
 
 
@@ -48,49 +34,12 @@ def package_of(implements: str) -> str:
     return re.sub(r"/[a-z][a-z0-9-]*@", "@", implements)
 
 
-def _semver(value: str) -> str:
-    if not SEMVER_RE.match(value):
-        raise ValueError(f"{value!r} is not semver (MAJOR.MINOR.PATCH, e.g. 1.2.0)")
-    return value
-
-
-def semver_key(version: str) -> tuple[int, int, int, int, str]:
-    """Sort key for semver strings: releases after their pre-releases."""
-    match = SEMVER_RE.match(version)
-    if not match:
-        raise ValueError(f"{version!r} is not semver")
-    major, minor, patch, pre = match.group(1), match.group(2), match.group(3), match.group(4)
-    return (int(major), int(minor), int(patch), 0 if pre else 1, pre or "")
-
-
-def _number_to_text(value: Any) -> Any:
-    """YAML reads `version: 1.2` as a number; say it is not semver rather than "not a string"."""
-    return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
-
-
-SemVer = Annotated[str, BeforeValidator(_number_to_text), AfterValidator(_semver)]
-Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
-Digest = Annotated[str, StringConstraints(pattern=DIGEST_PATTERN)]
-
-
 class Role(StrEnum):
     ADMIN = "admin"
     DEVELOPER = "developer"
     OPERATOR = "operator"
     VIEWER = "viewer"
     MERGER = "merger"
-
-
-class Spec(BaseModel):
-    """Base of every model: camelCase aliases, unknown fields forbidden, immutable."""
-
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
-
-
-class Metadata(Spec):
-    name: Name
-    labels: dict[str, str] = Field(default_factory=dict)
-    annotations: dict[str, str] = Field(default_factory=dict)
 
 
 # --- Fleet --------------------------------------------------------------------------------------
@@ -391,140 +340,6 @@ class ModuleSpec(Spec):
         return [(self.version, self.source, self.sha256), *((v.version, v.source, v.sha256) for v in self.versions)]
 
 
-# --- RolloutStrategy ----------------------------------------------------------------------------
-
-
-class StrategyType(StrEnum):
-    CANARY = "Canary"
-    BLUE_GREEN = "BlueGreen"
-    ROLLING = "Rolling"
-    REGIONAL = "Regional"
-    AB_TEST = "ABTest"
-
-
-class CanaryParams(Spec):
-    steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(default_factory=lambda: [10, 25, 50, 100], min_length=1)
-    step_seconds: float = Field(30, ge=0, le=86400)
-
-    @field_validator("steps")
-    @classmethod
-    def _increasing(cls, steps: list[int]) -> list[int]:
-        if any(b <= a for a, b in itertools.pairwise(steps)):
-            raise ValueError("steps must increase strictly")
-        if steps[-1] != 100:
-            raise ValueError("the last step must be 100")
-        return steps
-
-
-class BlueGreenParams(Spec):
-    preview_seconds: float = Field(30, ge=0, le=86400)
-    auto_promote: bool = True
-    keep_previous_seconds: float = Field(300, ge=0, le=86400)
-
-
-class RollingParams(Spec):
-    batch_size: int = Field(1, ge=1, le=1000)
-    batch_seconds: float = Field(30, ge=0, le=86400)
-
-
-class RegionalParams(Spec):
-    order: list[Name] | None = Field(None, description="default: the Fleet's region order")
-    region_seconds: float = Field(60, ge=0, le=86400)
-    per_region: Name | None = Field(None, description="the strategy used inside each region")
-
-
-class ABTestParams(Spec):
-    split: int = Field(20, ge=1, le=99, description="percent of requests to B")
-    duration_seconds: float = Field(300, ge=0, le=604800)
-    sticky_header: str = Field("X-Hotswap-User", min_length=1)
-    winner: Literal["auto", "approval"] = "auto"
-    metric: Literal["errorRate", "latencyP99"] = "errorRate"
-
-
-class Analysis(Spec):
-    """How a step is judged from the new version's traffic (reconciler.planner.analysis)."""
-
-    max_error_rate: float = Field(
-        0.01,
-        ge=0,
-        le=1,
-        description="the highest error rate the new version may have; failure is judged on every pass of a step"
-        " and fails fast, before minRequests, once it is certain or clear (99% Wilson bound above this rate and"
-        " above the stable version's)",
-    )
-    max_latency_p99_ms: float | None = Field(None, gt=0, description="the highest p99 latency; none: not judged")
-    min_requests: int = Field(
-        50,
-        ge=0,
-        description="requests the new version needs before a step passes on its traffic; 0: whatever it got",
-    )
-    on_no_traffic: Literal["pause", "proceed"] = Field(
-        "pause",
-        description="fewer than minRequests when a step's time is up: pause (wait for traffic) or proceed;"
-        " a BlueGreen preview runs at 0% and gets requests only with X-Hotswap-Version",
-    )
-
-    @property
-    def waits_for_traffic(self) -> bool:
-        """Would a step that gets no requests wait for them for ever?"""
-        return self.min_requests > 0 and self.on_no_traffic == "pause"
-
-
-class ApprovalGates(Spec):
-    before_start: bool = False
-    gates: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list)
-
-
-PARAM_KEYS: dict[StrategyType, str] = {
-    StrategyType.CANARY: "canary",
-    StrategyType.BLUE_GREEN: "blue_green",
-    StrategyType.ROLLING: "rolling",
-    StrategyType.REGIONAL: "regional",
-    StrategyType.AB_TEST: "ab_test",
-}
-
-
-class RolloutStrategySpec(Spec):
-    type: StrategyType
-    canary: CanaryParams | None = None
-    blue_green: BlueGreenParams | None = None
-    rolling: RollingParams | None = None
-    regional: RegionalParams | None = None
-    ab_test: ABTestParams | None = None
-    analysis: Analysis | None = Field(
-        None,
-        description="left out: a default that can always progress. BlueGreen and Rolling move on once the new"
-        " version is loaded and healthy on every node of the step, judging whatever traffic it gets and never"
-        " waiting for any (maxErrorRate 0.01, minRequests 0, onNoTraffic proceed); Canary and ABTest judge"
-        " traffic (maxErrorRate 0.01, minRequests 50, onNoTraffic pause); Regional's settle steps use its"
-        " perRegion strategy's analysis (none: as Rolling). Given: exactly what it says, for every step",
-    )
-    approval: ApprovalGates = Field(default_factory=ApprovalGates)
-    auto_rollback: bool = True
-
-    @model_validator(mode="after")
-    def _params_match_type(self) -> Self:
-        own = PARAM_KEYS[self.type]
-        for key in PARAM_KEYS.values():
-            if key != own and getattr(self, key) is not None:
-                raise ValueError(f"`{to_camel(key)}` is set but the type is {self.type.value}")
-        if getattr(self, own) is None:
-            defaults: dict[str, type[Spec]] = {
-                "canary": CanaryParams,
-                "blue_green": BlueGreenParams,
-                "rolling": RollingParams,
-                "regional": RegionalParams,
-                "ab_test": ABTestParams,
-            }
-            object.__setattr__(self, own, defaults[own]())
-        return self
-
-    def step_count(self) -> int:
-        if self.type is StrategyType.CANARY and self.canary is not None:
-            return len(self.canary.steps)
-        return 1
-
-
 # --- Interface ----------------------------------------------------------------------------------
 
 
@@ -541,7 +356,7 @@ class InterfaceSpec(Spec):
         match = WIT_PACKAGE_RE.match(value)
         if not match or "/" in value.split("@", maxsplit=1)[0]:
             raise ValueError(f"{value!r} is not a WIT package like example:greeter@1.0.0")
-        _semver(match.group("version"))
+        check_semver(match.group("version"))
         return value
 
     @property

@@ -28,7 +28,8 @@ from typing import Final, Literal
 
 from pydantic import Field, field_validator
 
-from reconciler.spec.models import SEMVER_RE, Document, Name, Spec
+from reconciler.spec.fields import SEMVER_RE, Name, Spec
+from reconciler.spec.models import Document
 
 MAX_TAG: Final = 128
 

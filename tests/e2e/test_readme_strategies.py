@@ -32,7 +32,7 @@ import aiohttp
 
 from reconciler.spec.limits import yaml_reader
 from reconciler.spec.loader import load_fleet
-from reconciler.spec.models import StrategyType
+from reconciler.spec.strategies import StrategyType
 from tests.e2e.cluster import EXAMPLE, ROOT, Cluster, Load, poll, start_cluster, stop_cluster
 from tests.git.gitutil import GIT_ENV, key_entry, make_key, trust_yaml
 

@@ -6,7 +6,7 @@ import pytest
 
 from reconciler.planner import VersionMetrics
 from reconciler.planner.analysis import Totals, analyze, compare, lower_bound, totals, wilson_lower
-from reconciler.spec.models import ABTestParams, Analysis
+from reconciler.spec.strategies import ABTestParams, Analysis
 
 STRICT = Analysis(max_error_rate=0.01, max_latency_p99_ms=50, min_requests=100, on_no_traffic="pause")
 

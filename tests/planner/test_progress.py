@@ -10,7 +10,8 @@ import pytest
 from reconciler.planner import ConditionType, Phase, RunningEntry, StepKind, VersionMetrics
 from reconciler.planner.analysis import LOADED_AND_HEALTHY, TRAFFIC, analysis_for
 from reconciler.spec.fleet import DesiredFleet
-from reconciler.spec.models import Analysis, RolloutStrategy, RolloutStrategySpec
+from reconciler.spec.models import RolloutStrategy
+from reconciler.spec.strategies import Analysis, RolloutStrategySpec
 
 from .driver import Driver, approval, example, healthy_metrics, weight_set, with_module, with_strategy
 

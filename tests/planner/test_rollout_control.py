@@ -508,7 +508,7 @@ def test_too_few_requests_that_fail_clearly_fail_the_step_at_once() -> None:
 
 @pytest.mark.parametrize("strategy", ["canary", "blue-green", "ab-test", "rolling", "regional"])
 def test_strategy_edited_into_another_type_mid_rollout_never_breaks_a_pass(strategy: str) -> None:
-    from reconciler.spec.models import CanaryParams, StrategyType
+    from reconciler.spec.strategies import CanaryParams, StrategyType
 
     module = {"blue-green": "calc", "rolling": "wc"}.get(strategy, "greeter")
     d = Driver(example())
