@@ -29,7 +29,7 @@ print(json.dumps({"code": code, "help": out.getvalue(), "modules": sorted(set(sy
 
 OURS = ("hotswap", "reconciler", "edge")
 # What a verb's options may need of ours: the verb itself and small, import-free helpers.
-LIGHT = {"reconciler.authnames", "reconciler.commands.client", "reconciler.commands.ports"}
+LIGHT = {"reconciler.authnames", "reconciler.commands.client", "reconciler.commands.ports", "reconciler.errors"}
 MOST_MODULES = 150  # a verb's --help imports about 10-90 today; the control plane pulls in over 700
 
 
