@@ -12,7 +12,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from reconciler.gitsource.checkout import Checkout
@@ -77,6 +77,8 @@ def apply(repo: Repo, op: str, k: int, n: int) -> None:
     elif op == "break-field":
         repo.write(f"fleet/modules/{name}.yaml", module_yaml(name, "1.0.0") + "  colour: blue\n")
     elif op == "duplicate":
+        if (fleet / "other").is_file():  # after folder-to-file: a folder again
+            (fleet / "other").unlink()
         repo.write(f"fleet/other/dup-{k}.yaml", module_yaml("m0", "9.9.9"))
     elif op == "crlf":
         repo.write(f"fleet/modules/{name}.yaml", module_yaml(name, f"2.{n}.0").replace("\n", "\r\n"))
@@ -137,6 +139,7 @@ steps = st.lists(st.tuples(st.sampled_from(OPS), st.integers(0, 3)), min_size=1,
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps)
+@example([("duplicate", 0), ("folder-to-file", 0), ("duplicate", 1)])  # a folder, a file, a folder again
 def test_incremental_load_equals_a_full_load_after_every_commit(ops: list[tuple[str, int]]) -> None:
     with tempfile.TemporaryDirectory(prefix="hotswap-incremental-") as tmp:
         work = Path(tmp)
