@@ -122,3 +122,26 @@ def test_components_are_recognised_and_refused_by_the_runtime(runtime: Runtime) 
         runtime.load(data, Sandbox())
     with pytest.raises(wasm.WasmError):
         wasm.validate(data + b"\x00\x01")  # a section of an unknown id
+
+
+def test_descriptions_parse_each_digest_once_and_drop_the_least_recently_used() -> None:
+    one, two, three = (wasm.compile_wat(f'(module (func (export "f{n}")))') for n in range(3))
+    cache = wasm.Descriptions(capacity=2)
+    assert cache.inspect(one) == wasm.inspect(one)
+    assert cache.inspect(one, wasm.sha256_digest(one)) is cache.inspect(one)
+    cache.inspect(two)
+    cache.inspect(one)  # `one` is now the most recently used, so `two` goes first
+    cache.inspect(three)
+    assert cache.parses == 3
+    cache.inspect(one)
+    assert cache.parses == 3
+    cache.inspect(two)
+    assert cache.parses == 4
+
+
+def test_descriptions_keep_no_invalid_binary() -> None:
+    cache = wasm.Descriptions()
+    for _ in range(2):
+        with pytest.raises(wasm.WasmError, match="magic bytes"):
+            cache.inspect(b"not wasm")
+    assert cache.parses == 0

@@ -52,7 +52,9 @@ ALLOWED = (
     Allowed("runtime.py", frozenset({"CALL"}), "a threading.local: poll_oneoff marks the call on this thread expired"),
     Allowed("wasm.py", frozenset({"config"}), "wasmtime.Config is configured by attribute"),
     Allowed(
-        "wasm.py", frozenset({"out", "r"}), "the binary parser fills the description it returns and moves its cursor"
+        "wasmbinary.py",
+        frozenset({"out", "r"}),
+        "the binary parser fills the description it returns and moves its cursor",
     ),
 )
 
