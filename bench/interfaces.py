@@ -22,7 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edge.wasm import compile_wat, inspect  # noqa: E402
+from edge.wasm import inspect  # noqa: E402
+from edge.wat import compile_wat  # noqa: E402
 from reconciler.interfaces import check_module, clear_cache, compare, parse_wit  # noqa: E402
 from reconciler.interfaces.wit import wasm_tools  # noqa: E402
 from tests.interfaces.conftest import GREETER, GREETER_WAT, WASI, WASI_DEPS, dummy_component  # noqa: E402

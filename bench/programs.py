@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.stats import percentile
 from edge.runtime import Runtime, Sandbox
-from edge.wasm import sha256_digest
+from edge.wasminfo import sha256_digest
 from tests.wasi_programs.programs import fetch
 
 PROGRAMS = {

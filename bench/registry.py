@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.stats import percentile  # noqa: E402
-from edge.wasm import compile_wat  # noqa: E402
+from edge.wat import compile_wat  # noqa: E402
 from reconciler.api.app import create_app  # noqa: E402
 from reconciler.api.base import ApiDeps  # noqa: E402
 from reconciler.registry import Registry  # noqa: E402

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Set
 from typing import Literal
 
-from edge.wasm import GRANTABLE_CAPABILITIES, Export, FuncSig, ModuleInfo
+from edge.wasminfo import GRANTABLE_CAPABILITIES, Export, FuncSig, ModuleInfo
 from reconciler.interfaces import wit
 from reconciler.interfaces.model import WitFunction, WitInterface, WitPackage, WitWorld
 from reconciler.interfaces.wit import run_wasm_tools, tool_message

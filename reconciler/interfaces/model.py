@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge.wasm import FuncSig
+from edge.wasminfo import FuncSig
 
 # How WIT primitives travel through a core function of the numeric convention (canonical ABI flat types).
 CORE_TYPE: Mapping[str, str] = {

@@ -21,7 +21,7 @@ from reconciler.spec.models import (
 )
 
 if TYPE_CHECKING:
-    from edge.wasm import ModuleInfo
+    from edge.wasminfo import ModuleInfo
     from reconciler.interfaces.model import WitPackage
     from reconciler.spec.alerts import Alert
     from reconciler.spec.updates import ModuleUpdate

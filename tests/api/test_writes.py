@@ -9,7 +9,7 @@ import base64
 import subprocess
 from pathlib import Path
 
-from edge.wasm import compile_wat
+from edge.wat import compile_wat
 from reconciler.gitwrite import _guess_indent
 from tests.api.conftest import call
 from tests.e2e.cluster import Cluster, poll

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from edge.cache import ModuleCache, artifact_sum, engine_key
 from edge.runtime import Runtime, Sandbox
-from edge.wasm import sha256_digest
+from edge.wasminfo import sha256_digest
 from tests.edge.conftest import module_bytes
 
 

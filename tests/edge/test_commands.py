@@ -146,7 +146,7 @@ def test_the_folder_scan_names_modules_and_versions(tmp_path: Path) -> None:
 
 
 def _binary(wat: str) -> bytes:
-    from edge.wasm import compile_wat
+    from edge.wat import compile_wat
 
     return compile_wat(wat)
 

@@ -10,7 +10,7 @@ from edge.coremodule import LoadedModule
 from edge.errors import BadRequestError, LoadError, NotFoundError, TrapError
 from edge.loaded import Call
 from edge.runtime import Runtime, Sandbox
-from edge.wasm import sha256_digest
+from edge.wasminfo import sha256_digest
 from tests.edge.conftest import module_bytes
 
 
@@ -149,7 +149,7 @@ def test_malformed_binaries_do_not_load(runtime: Runtime, data: bytes, message: 
 
 
 def test_unsatisfiable_imports_do_not_load(runtime: Runtime) -> None:
-    from edge.wasm import compile_wat
+    from edge.wat import compile_wat
 
     data = compile_wat('(module (import "env" "host_fn" (func)) (func (export "f")))')
     with pytest.raises(LoadError, match=r"env\.host_fn"):

@@ -14,7 +14,7 @@ from edge.coremodule import LoadedModule
 from edge.errors import ExitError, LoadError, MemoryLimitError, ModuleTimeoutError
 from edge.protocol import Capabilities, FilesystemGrant, Limits
 from edge.runtime import MIB, DirGrant, Runtime, Sandbox
-from edge.wasm import compile_wat
+from edge.wat import compile_wat
 from tests.edge.conftest import module_bytes
 
 EBADF = 8

@@ -22,7 +22,7 @@ from edge.router import Router
 from edge.runtime import Runtime
 from edge.server import Node, NodeConfig, start
 from edge.standalone import DirectorySource
-from edge.wasm import compile_wat
+from edge.wat import compile_wat
 from tests.edge.conftest import module_bytes
 
 EXECUTE = "/api/v1/wasm/execute"

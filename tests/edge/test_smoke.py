@@ -23,7 +23,7 @@ from edge.server import Node, NodeConfig, start
 from edge.smoke import same_json
 from edge.standalone import DirectorySource
 from edge.supervisor import PoolOptions, WorkerPool
-from edge.wasm import compile_wat
+from edge.wat import compile_wat
 
 CALC = """
 (module

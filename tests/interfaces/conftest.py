@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.wasm import ModuleInfo, compile_wat, inspect
+from edge.wasm import ModuleInfo, inspect
+from edge.wat import compile_wat
 from reconciler.interfaces import WitPackage, parse_wit
 from reconciler.interfaces.wit import run_wasm_tools
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from edge.wasm import compile_wat
+from edge.wat import compile_wat
 from reconciler.oci import Credentials, OciClient, OciError, Pulled, Reference
 from tests.services import OciRegistry, free_port
 

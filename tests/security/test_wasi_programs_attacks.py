@@ -56,7 +56,8 @@ from typing import Any
 import pytest
 
 from edge.runtime import RESULT_CAP
-from edge.wasm import compile_wat, sha256_digest
+from edge.wasminfo import sha256_digest
+from edge.wat import compile_wat
 from reconciler.api.execute import ANSWER_BYTES
 from tests.api.conftest import call as api_call
 from tests.e2e.cluster import Cluster, start_cluster, stop_cluster

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from edge.wasm import sha256_digest
+from edge.wasminfo import sha256_digest
 from tests.edge.standalone import StandaloneNode, start_standalone
 
 ROOT = Path(__file__).resolve().parents[2]
