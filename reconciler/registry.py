@@ -242,7 +242,7 @@ class Registry:
             self._ensure_stored(existing, data)
             return Registration(existing, created=False)
         with self._tracer.start_as_current_span("wasm.module.validate", attributes={"wasm.module.digest": digest}):
-            info = self._inspect(data, memory_limit_bytes or self.limits.memory_limit_bytes)
+            info = self._inspect(data, digest, memory_limit_bytes or self.limits.memory_limit_bytes)
         with self._blob_lock:
             stored = self.blobs.put(data)
             record, created = self.state.add_module(
@@ -272,9 +272,11 @@ class Registry:
             )
         return Registration(record, created)
 
-    def _inspect(self, data: bytes, memory_limit: int) -> wasm.ModuleInfo:
+    def _inspect(self, data: bytes, digest: str, memory_limit: int) -> wasm.ModuleInfo:
         try:
-            info = wasm.inspect(data)
+            # `digest` is the hash of these very bytes, above; a binary the fleet loader has already
+            # inspected (every module source in Git) is not parsed again.
+            info = wasm.inspect_cached(data, digest)
         except wasm.WasmError as exc:
             raise InvalidModuleError("wasm", f"not valid WebAssembly: {exc.message}") from None
         if info.problems:

@@ -141,7 +141,7 @@ def _compile_binary(rel: str, target: Path, raw: bytes) -> Binary | str:
         data = wasm.compile_wat(raw.decode("utf-8")) if target.suffix == ".wat" else raw
         if len(data) > MAX_MODULE_BYTES:
             return f"{rel} is {len(data)} bytes, over the 50 MB module limit"
-        info = wasm.inspect(data)
+        info = wasm.inspect_cached(data)  # the registry finds it by digest when it registers these bytes
     except wasm.WasmError as exc:
         line = f":{exc.line}" if exc.line else ""
         return f"{rel}{line}: {exc.message}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -13,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from edge.wasm import compile_wat
+from edge import wasm
+from edge.wat import compile_wat
 from reconciler.registry import (
     Registry,
     RegistryLimits,
@@ -22,6 +24,7 @@ from reconciler.registry import (
     module_json,
     semver_key,
 )
+from reconciler.spec.loader import load_fleet
 from reconciler.store.blobs import BLOBS_PREFIX, digest_hex, open_blob_store
 from reconciler.store.errors import (
     InvalidModuleError,
@@ -31,6 +34,7 @@ from reconciler.store.errors import (
 )
 from reconciler.store.records import BuildInfo, ModuleRecord
 from reconciler.store.state import StateStore, connect_state_store, open_state_store
+from tests.spec.fleets import ADDER_WAT, write_fleet
 from tests.store.test_blobs import overwrite_object
 
 ADD = compile_wat(
@@ -135,6 +139,37 @@ def test_the_same_bytes_under_two_versions_are_stored_once(registry: Registry) -
     assert one.digest == two.digest
     assert list(registry.blobs.digests()) == [one.digest]
     assert sorted(registry.blobs.versions()) == [("adder", "1.0.0"), ("adder", "1.0.1")]
+
+
+def test_a_binary_the_fleet_loader_inspected_is_registered_without_parsing_it_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Git -> loader -> controller -> registry: the bytes are validated and described once, by digest."""
+    unique = ADDER_WAT.replace("(i32.const 1)", f"(i32.const {uuid.uuid4().int % 2**31})")  # not cached yet
+    parsed: list[str] = []
+    inspect = wasm.inspect
+
+    def counted(data: bytes, digest: str | None = None) -> wasm.ModuleInfo:
+        info = inspect(data, digest)
+        parsed.append(info.digest)
+        return info
+
+    monkeypatch.setattr(wasm, "inspect", counted)  # every parse, through the cache or around it
+    before = wasm.DESCRIPTIONS.parses
+    loaded = load_fleet(write_fleet(tmp_path / "fleet", {"wasm/adder.wat": unique}))
+    assert loaded.fleet is not None, loaded.problems
+    binary = loaded.fleet.binaries[("adder", "1.0.0")]
+    assert wasm.DESCRIPTIONS.parses == before + 1
+    registry = make_registry(Stores(f"sqlite:{tmp_path / 'state.db'}", str(tmp_path / "blobs")))
+    try:
+        record = registry.register("adder", "1.0.0", binary.data, actor="git").module
+    finally:
+        registry.state.close()
+    assert wasm.DESCRIPTIONS.parses == before + 1
+    assert parsed == [binary.digest]
+    assert record.digest == binary.digest == wasm.sha256_digest(binary.data)
+    assert list(registry.blobs.digests()) == [binary.digest]
+    assert [e.name for e in record.exports] == ["add", "health"]
 
 
 @pytest.mark.parametrize(
