@@ -20,6 +20,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
+import orjson
+
 from edge.nodeapi import Heartbeat, HeartbeatAnswer, Registration, RegistrationAnswer
 from edge.protocol import SERVING_CACHED_TABLE, ModuleEntry, ModuleTable
 from reconciler.errors import ReconcilerError
@@ -42,6 +44,7 @@ __all__ = [
 ]
 
 MISSED_HEARTBEATS = 3
+ENTRY_CACHE = 4096  # distinct stored table rows kept parsed (a few per module version in use)
 RECONNECT_SECONDS = 5.0  # a node's agent retries a lost control plane at least this often (edge.agent)
 # module -> W3C traceparent of the deployment step being applied (reconciler.telemetry sets it around
 # the executor): published tables carry it, so a node's load spans join that step's trace.
@@ -147,6 +150,7 @@ class NodeHub:
         self._heard: set[str] = set()  # nodes that reported since this hub started
         self._reported = asyncio.Event()
         self._views: dict[str, tuple[NodeRecord, NodeView]] = {}  # the last view of each node row
+        self._entries: dict[bytes, ModuleEntry] = {}  # a stored table row (canonical JSON) -> its entry
         # (module, version) a node was given in its current table or the one before (whose last
         # requests it may still be reporting): the only metrics of its that count (a report is a claim)
         self._assigned: dict[str, frozenset[tuple[str, str]]] = {}
@@ -158,10 +162,23 @@ class NodeHub:
     def _remember(self, node: NodeRecord) -> None:
         self._nodes[node.id] = node
         modules = node.assignment.get("modules", []) if node.assignment else []
-        self._set_table(
-            node.id,
-            ModuleTable(generation=node.generation, modules=tuple(ModuleEntry.model_validate(m) for m in modules)),
-        )
+        self._set_table(node.id, ModuleTable(generation=node.generation, modules=self._parsed(modules)))
+
+    def _parsed(self, rows: list[JsonObject]) -> tuple[ModuleEntry, ...]:
+        """A stored table's entries, each distinct row validated once: a replica that reads the rows
+        another one wrote (thousands of nodes, a few distinct tables) shares the entry objects, so
+        `TableEncoder` also encodes each distinct table once for the long-polls it answers."""
+        out = []
+        for row in rows:
+            key = orjson.dumps(row, option=orjson.OPT_SORT_KEYS)
+            entry = self._entries.get(key)
+            if entry is None:
+                entry = ModuleEntry.model_validate(row)
+                if len(self._entries) >= ENTRY_CACHE:
+                    self._entries.clear()  # a new revision's rows replace the old ones' anyway
+                self._entries[key] = entry
+            out.append(entry)
+        return tuple(out)
 
     def _set_table(self, node_id: str, table: ModuleTable) -> None:
         before = self._tables.get(node_id)
@@ -224,12 +241,25 @@ class NodeHub:
             self._views[node.id] = (node, out[-1])
         return out
 
-    def check_health(self) -> bool:
-        """Recompute node health; True (and a poke) when some node changed status."""
+    def check_health(self, node_ids: Iterable[str] | None = None) -> bool:
+        """Recompute node health (of `node_ids` only: the rows that just changed; the controller's
+        timer checks every node); True (and a poke) when some node changed status."""
         now = self.clock()
-        health = {node.id: self.status_of(node, now) for node in self._nodes.values()}
-        changed = health != self._health
-        self._health = health
+        if node_ids is None:
+            health = {node.id: self.status_of(node, now) for node in self._nodes.values()}
+            changed = health != self._health
+            self._health = health
+        else:
+            changed = False
+            for node_id in node_ids:
+                node = self._nodes.get(node_id)
+                status = self.status_of(node, now) if node is not None else None
+                if self._health.get(node_id) != status:
+                    changed = True
+                    if status is None:
+                        self._health.pop(node_id, None)
+                    else:
+                        self._health[node_id] = status
         if changed:
             self.poke()
         return changed
@@ -279,7 +309,7 @@ class NodeHub:
                 subject=registration.id,
                 detail={"region": node.region, "url": node.url},
             )
-        self.check_health()
+        self.check_health([node.id])
         self.poke()
         return RegistrationAnswer(
             id=node.id,
@@ -442,7 +472,7 @@ class NodeHub:
         if not await asyncio.to_thread(self.store.set_node_status, node_id, status):
             return False
         self._nodes[node_id] = replace(self._nodes[node_id], status=status)
-        self.check_health()
+        self.check_health([node_id])
         self.poke()
         return True
 
@@ -476,7 +506,9 @@ class NodeHub:
         node's long-poll; a row never takes a table or a report back to an older one (rows read
         before this replica's own write may arrive after it)."""
         poke = False
+        touched: list[str] = []
         for row in nodes:
+            touched.append(row.id)
             before = self._nodes.get(row.id)
             if before is None:
                 self._remember(row)
@@ -493,6 +525,7 @@ class NodeHub:
             else:
                 self._nodes[node.id] = node
         for node_id in gone:
+            touched.append(node_id)
             if self._nodes.pop(node_id, None) is not None:
                 self._tables.pop(node_id, None)
                 self._encoded.pop(node_id, None)
@@ -501,4 +534,4 @@ class NodeHub:
                 poke = True
         if poke:
             self.poke()
-        self.check_health()
+        self.check_health(touched)

@@ -180,3 +180,22 @@ async def test_a_leader_reads_again_the_rows_of_nodes_that_look_silent_before_it
         assert next(v for v in hub.view(clock[0]) if v.id == "quiet-here").status == "Healthy"
     finally:
         store.close()
+
+
+async def test_rows_another_replica_wrote_share_their_entries_and_one_encoding(tmp_path: Path) -> None:
+    # A follower answers thousands of long-polls from rows the leader wrote: a few distinct tables.
+    store = open_state_store(data_dir=tmp_path)
+    try:
+        entry = ModuleEntry(module="greeter", version="1.0.0", digest="sha256:" + "0" * 64, weight=100)
+        assignment = {"modules": [entry.model_dump(mode="json", by_alias=True)]}
+        for name in ("a", "b", "c"):
+            store.upsert_node(node(name))
+        hub = NodeHub(store)
+        hub.merge([node(name, 1, assignment=assignment) for name in ("a", "b", "c")], [])
+        tables = [hub.table(name) for name in ("a", "b", "c")]
+        assert all(t is not None and t.modules == (entry,) for t in tables)
+        assert len({id(t.modules[0]) for t in tables if t is not None}) == 1  # one object, shared
+        bodies = {hub.answer(name, t)[0] for name, t in zip(("a", "b", "c"), tables, strict=True) if t is not None}
+        assert len(bodies) == 1 and hub.encoder.encoded == 1
+    finally:
+        store.close()
