@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import gc
 import logging
 import threading
@@ -31,10 +30,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from edge import wasm
 from edge.protocol import ModuleTable
 from reconciler import planner
 from reconciler.approvals import Approval
+from reconciler.binaries import Binaries, StalledError
 from reconciler.executor import Event, Executor
 from reconciler.gates import Held, InterfaceGates
 from reconciler.nodes import NodeHub, NodeView
@@ -52,8 +51,8 @@ from reconciler.planner import (
 )
 from reconciler.registry import Registry
 from reconciler.rollouts import RolloutBook, StaleBookError
-from reconciler.spec.fleet import Binary, DesiredFleet
-from reconciler.store.errors import ModuleConflictError, StoreError
+from reconciler.spec.fleet import DesiredFleet
+from reconciler.store.errors import StoreError
 from reconciler.store.state import StateStore
 from reconciler.tables import from_wire
 from reconciler.telemetry import DeploymentTracing
@@ -86,15 +85,6 @@ class SourceLike(Protocol):
 
 class StopReconciling(Exception):  # noqa: N818 - a signal, not an error
     """Raised by a `before_pass` hook to end `run()` (a replica that lost the leader lease)."""
-
-
-class StalledError(Exception):
-    """A pass cannot go on until a human acts; the message says what to do."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
 
 
 @dataclass
@@ -179,10 +169,7 @@ class Controller:
         before_pass: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
-        self.oci = oci  # pulls `source.oci` artifacts (None: a client from the environment, made on first use)
-        self._pulled: dict[str, Binary] = {}  # OCI reference as written -> its binary, pulled once
-        # (revision's fleet, the same with its pulled binaries): the second made once per revision object
-        self._with_artifacts: tuple[DesiredFleet, DesiredFleet] | None = None
+        self.binaries = Binaries(registry, oci)  # pulled (OCI) and registered, once each
         self.registry = registry
         self.source = source
         self.hub = hub
@@ -190,7 +177,6 @@ class Controller:
         self.book = RolloutBook(store)
         self.state = PassState()
         self.executor = Executor(hub, store, clock)  # the plan's side effects: tables, events, audit
-        self._registered: set[tuple[str, str, str]] = set()
         self._wake = asyncio.Event()
         # node id -> (the hub's table object, its entries as the planner's): what each node was last
         # given, converted once; it counts only while the hub still holds that very table object.
@@ -316,17 +302,10 @@ class Controller:
 
     async def _register(self, work: Work) -> None:
         """Every binary the revision names pulled (OCI) and in the registry, or the pass stalls."""
-        desired = work.desired
         try:
-            if self._with_artifacts is not None and self._with_artifacts[0] is desired:
-                desired = self._with_artifacts[1]  # the same object every pass: the planner's caches hold
-            elif any(source.oci for m in desired.modules.values() for _, source, _ in m.spec.all_sources()):
-                written = desired
-                desired, resolved = await asyncio.to_thread(self._pull_artifacts, desired)
-                for module, message in resolved:
-                    self.executor.event("ArtifactPulled", message, module)
-                self._with_artifacts = (written, desired)
-            await asyncio.to_thread(self._register_binaries, desired)
+            desired, pulled = await asyncio.to_thread(self.binaries.prepare, work.desired)
+            for module, message in pulled:
+                self.executor.event("ArtifactPulled", message, module)
         except StalledError as exc:
             if self.state.stalled is None or self.state.stalled.message != exc.message:
                 self.executor.event(exc.reason, exc.message, warning=True)
@@ -391,70 +370,6 @@ class Controller:
     def _mark_applied(self, sha: str) -> None:
         self.store.record_revision_seen(sha, verified=True)
         self.store.mark_revision_applied(sha)
-
-    def _pull_artifacts(self, desired: DesiredFleet) -> tuple[DesiredFleet, list[tuple[str, str]]]:
-        """The revision with the binary of every `source.oci` added, each pulled once (by the digest
-        written, or a dev fleet's tag resolved once), verified against the manifest's and the layer's
-        digests and a `sha256` pin; a pull that fails stalls the pass, and the nodes keep serving the
-        last good revision's tables."""
-        from reconciler.oci import OciClient, OciError, Reference
-
-        binaries = dict(desired.binaries)
-        pulled_now: list[tuple[str, str]] = []  # (module, what was pulled): events, sent from the loop
-        for name, module in desired.modules.items():
-            for version, source, pin in module.spec.all_sources():
-                if source.oci is None:
-                    continue
-                binary = self._pulled.get(source.oci)
-                if binary is None:
-                    if self.oci is None:
-                        self.oci = OciClient()
-                    limit = self.registry.limits.max_module_bytes
-                    try:
-                        pulled = self.oci.pull(Reference.parse(source.oci), max_bytes=limit)
-                        info = wasm.inspect(pulled.wasm)
-                    except (OciError, wasm.WasmError) as exc:
-                        raise StalledError("ArtifactPullFailed", f"{name}@{version}: {exc}") from None
-                    binary = Binary(pulled.wasm_digest, pulled.wasm, str(pulled.reference), info)
-                    self._pulled[source.oci] = binary
-                    pulled_now.append((name, f"{name}@{version}: pulled {pulled.reference}, module {binary.digest}"))
-                if pin is not None and "sha256:" + pin.removeprefix("sha256:") != binary.digest:
-                    raise StalledError(
-                        "ArtifactPullFailed", f"{name}@{version}: {source.oci} holds {binary.digest}, pinned {pin}"
-                    )
-                binaries[(name, version)] = binary
-        named = {source.oci for m in desired.modules.values() for _, source, _ in m.spec.all_sources()}
-        for gone in [ref for ref in self._pulled if ref not in named]:  # only what this revision names
-            del self._pulled[gone]
-        return dataclasses.replace(desired, binaries=binaries), pulled_now
-
-    def _register_binaries(self, desired: DesiredFleet) -> None:
-        """Every binary the revision names is in the registry (once per digest), or the pass stalls."""
-        for (name, version), binary in desired.binaries.items():
-            key = (name, version, binary.digest)
-            if key in self._registered:
-                continue
-            try:
-                limit = desired.modules[name].spec.limits.memory_mb * 1024 * 1024
-                self.registry.register(name, version, binary.data, memory_limit_bytes=limit, actor="git")
-            except ModuleConflictError as exc:
-                raise StalledError(
-                    "ImmutableVersion",
-                    f"{name}@{version}: {exc.message}; a released version never changes its bytes: "
-                    "give the new binary a new version",
-                ) from None
-            self._registered.add(key)
-        for name, module in desired.modules.items():
-            for version in module.spec.all_versions():
-                if (name, version) in desired.binaries:
-                    continue
-                digest = desired.digest_of(name, version)
-                if digest is None or not self.registry.blobs.exists(digest):
-                    raise StalledError(
-                        "MissingBinary",
-                        f"{name}@{version}: the registry has no binary {digest}; upload it with "
-                        "POST /api/v1/wasm/modules before committing its digest",
-                    )
 
     def snapshot(self, desired: DesiredFleet, approvals: tuple[Approval, ...], now: float) -> Snapshot:
         """What a pass plans from, now (on the loop; the API's diff and snapshot routes use it too)."""

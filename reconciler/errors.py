@@ -52,7 +52,7 @@ page. `tests/test_errors.py` checks that the drawing below is the real class tre
     └── PortTakenError                              reconciler.commands.ports
 
 What each family means is in its module's docstring. Not in the tree, on purpose: the controller's
-signals (`StalledError`: a pass cannot go on until a human acts; `StopReconciling` and its
+signals (`reconciler.binaries.StalledError`: a pass cannot go on until a human acts; `StopReconciling` and its
 `NotLeaderError`: end the loop), which are control flow, not failures a caller reports. Invalid input
 that is expected (a fleet that does not load, a module that breaks an interface) is not an exception
 either: it comes back as data (`Problem`s, `Stalled` conditions) that names the file and the line.

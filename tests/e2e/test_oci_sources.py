@@ -79,12 +79,12 @@ async def test_oci_artifacts_roll_out_stall_with_a_reason_and_update_from_new_ta
         await cluster.wait_all_serving("calc", "1.1.0", [n for n, _ in NODES])
         assert (await add(cluster))["result"] == 5
         controller = cluster.plane.controller
-        pulled = controller._with_artifacts  # the fleet with its pulled binaries, made once per revision
+        pulled = controller.binaries._with_artifacts  # the fleet with its pulled binaries, made once per revision
         assert pulled is not None and pulled[0] is controller.source.latest.fleet  # type: ignore[union-attr]
         passes = controller.state.passes
         controller.poke()
         assert await controller.wait_for_pass(passes, 30.0)
-        assert controller._with_artifacts is pulled  # the same object every pass: the planner's caches hold
+        assert controller.binaries._with_artifacts is pulled  # the same object every pass: the planner's caches hold
 
         # a digest the registry does not have: the revision stalls, 1.1.0 keeps serving
         missing = f"{host}/team/calc:1.1.1@sha256:" + "0" * 64
