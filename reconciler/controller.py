@@ -36,7 +36,8 @@ from reconciler.approvals import Approval
 from reconciler.binaries import Binaries, StalledError
 from reconciler.executor import Event, Executor
 from reconciler.gates import Held, InterfaceGates
-from reconciler.nodes import NodeHub, NodeView
+from reconciler.noderows import NodeView
+from reconciler.nodes import NodeHub
 from reconciler.planner import (
     AssignmentEntry,
     Condition,

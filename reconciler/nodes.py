@@ -16,7 +16,7 @@ import contextlib
 import contextvars
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -26,6 +26,7 @@ from edge.nodeapi import Heartbeat, HeartbeatAnswer, Registration, RegistrationA
 from edge.protocol import SERVING_CACHED_TABLE, ModuleEntry, ModuleTable
 from reconciler.errors import ReconcilerError
 from reconciler.metricswindow import METRICS_HORIZON_SECONDS, MetricsWindow, Totals
+from reconciler.noderows import NodeView, epoch, not_back, progress, view_of
 from reconciler.store.audit import AuditLog
 from reconciler.store.nodes import NodeStore, SharedHeartbeat
 from reconciler.store.records import JsonObject, NodeRecord
@@ -51,26 +52,6 @@ RECONNECT_SECONDS = 5.0  # a node's agent retries a lost control plane at least 
 STEP_TRACES: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("step_traces", default=None)
 
 
-@dataclass(frozen=True)
-class NodeView:
-    """A node as the planner sees it: identity, capacity, health and what it runs."""
-
-    id: str
-    region: str
-    url: str
-    status: str  # Healthy | Unhealthy | Draining
-    max_modules: int
-    generation: int
-    applied_generation: int
-    running: tuple[tuple[str, str, str, int], ...]  # (module, version, digest, weight)
-    failed: dict[str, str]
-    last_heartbeat: float | None
-    cpu_percent: float
-    memory_mb: float
-    # (module, version, digest, passed, error): each loaded version's smoke check (edge.smoke)
-    smoke: tuple[tuple[str, str, str, bool, str | None], ...] = ()
-
-
 class Peers(Protocol):
     """Other control-plane replicas on the same store (`reconciler.leader.Replicas`); None when alone."""
 
@@ -83,26 +64,6 @@ class Peers(Protocol):
     def announce(self, node_id: str) -> None:
         """Tell the other replicas that this node's row changed (returns at once)."""
         ...
-
-
-def _progress(node: NodeRecord) -> tuple[object, object, object]:
-    return node.reported.get("running"), node.reported.get("generation"), node.reported.get("smoke")
-
-
-def _epoch(at: datetime | None) -> float | None:
-    return at.timestamp() if at is not None else None
-
-
-def _not_back(before: NodeRecord, row: NodeRecord) -> NodeRecord:
-    """`row`, but with `before`'s table and report where those are newer: a row read before a write
-    (this replica's publish or heartbeat, or another replica's) may arrive after it, and must not take
-    the node's table or report back to an older one."""
-    node = row
-    if node.generation < before.generation:
-        node = replace(node, generation=before.generation, assignment=before.assignment)
-    if (_epoch(before.last_heartbeat_at) or 0.0) > (_epoch(node.last_heartbeat_at) or 0.0):
-        node = replace(node, reported=before.reported, last_heartbeat_at=before.last_heartbeat_at)
-    return node
 
 
 class HubClosedError(ReconcilerError):
@@ -198,7 +159,7 @@ class NodeHub:
     def status_of(self, node: NodeRecord, now: float) -> str:
         if node.status == "Draining":
             return "Draining"
-        last = _epoch(node.last_heartbeat_at) or _epoch(node.registered_at) or now
+        last = epoch(node.last_heartbeat_at) or epoch(node.registered_at) or now
         return "Unhealthy" if now - last > MISSED_HEARTBEATS * self.heartbeat_seconds else "Healthy"
 
     def silent(self, now: float) -> list[str]:
@@ -215,29 +176,7 @@ class NodeHub:
             if cached is not None and cached[0] is node and cached[1].generation == generation:
                 out.append(cached[1] if cached[1].status == status else replace(cached[1], status=status))
                 continue
-            reported = node.reported or {}
-            out.append(
-                NodeView(
-                    id=node.id,
-                    region=node.region,
-                    url=node.url,
-                    status=status,
-                    max_modules=node.max_modules,
-                    generation=generation,
-                    applied_generation=int(reported.get("generation", 0)),
-                    running=tuple(
-                        (r["module"], r["version"], r["digest"], int(r["weight"])) for r in reported.get("running", [])
-                    ),
-                    failed=dict(reported.get("failed", {})),
-                    last_heartbeat=_epoch(node.last_heartbeat_at),
-                    cpu_percent=float(reported.get("cpuPercent", 0.0)),
-                    memory_mb=float(reported.get("memoryMb", 0.0)),
-                    smoke=tuple(
-                        (s["module"], s["version"], s["digest"], bool(s["passed"]), s.get("error"))
-                        for s in reported.get("smoke", [])
-                    ),
-                )
-            )
+            out.append(view_of(node, status, generation))
             self._views[node.id] = (node, out[-1])
         return out
 
@@ -268,7 +207,7 @@ class NodeHub:
         """Seconds until the next healthy node would turn Unhealthy without a heartbeat."""
         now = self.clock()
         limits = [
-            (_epoch(n.last_heartbeat_at) or now) + MISSED_HEARTBEATS * self.heartbeat_seconds - now
+            (epoch(n.last_heartbeat_at) or now) + MISSED_HEARTBEATS * self.heartbeat_seconds - now
             for n in self._nodes.values()
             if self.status_of(n, now) == "Healthy"
         ]
@@ -293,7 +232,7 @@ class NodeHub:
         else:
             # The row was read in a worker thread: a table published meanwhile (the node's other loop
             # registers too, at start, while the first registration's pass publishes) is newer than it.
-            node = _not_back(before, node)
+            node = not_back(before, node)
             if node.generation > before.generation:
                 self._remember(node)
                 self._wake(node.id)
@@ -368,7 +307,7 @@ class NodeHub:
             )
         self._heard.add(node_id)
         self._reported.set()
-        if _progress(before) != (reported.get("running"), reported.get("generation"), reported.get("smoke")):
+        if progress(before) != (reported.get("running"), reported.get("generation"), reported.get("smoke")):
             self.poke()
         # Only this node's health can change here (others turn Unhealthy with time, which the
         # controller's loop checks): O(1) per heartbeat, not a scan of the fleet.
@@ -514,9 +453,9 @@ class NodeHub:
                 self._remember(row)
                 poke = True
                 continue
-            node = _not_back(before, row)
-            poke = poke or _progress(before) != _progress(node) or before.status != node.status
-            if (_epoch(node.last_heartbeat_at) or 0.0) > (_epoch(before.last_heartbeat_at) or 0.0):
+            node = not_back(before, row)
+            poke = poke or progress(before) != progress(node) or before.status != node.status
+            if (epoch(node.last_heartbeat_at) or 0.0) > (epoch(before.last_heartbeat_at) or 0.0):
                 self._heard.add(node.id)
                 self._reported.set()
             if node.generation > before.generation:

@@ -41,7 +41,8 @@ from edge.metrics import start_metric_export as export_metrics
 from edge.protocol import LATENCY_BUCKETS_MS, VersionMetrics, module_id
 from edge.telemetry import JsonFormatter, current_trace_id, log_format, setup_logging  # shared with the node
 from reconciler.approvals import Approval, RejectedApproval
-from reconciler.nodes import STEP_TRACES, MetricsWindow, NodeView
+from reconciler.noderows import NodeView
+from reconciler.nodes import STEP_TRACES, MetricsWindow
 from reconciler.planner import AdvanceStep, Phase, Promote, Rollback, RolloutRecord, StartRollout
 from reconciler.planner.actions import Action
 

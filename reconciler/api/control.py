@@ -46,7 +46,8 @@ from reconciler.controller import Controller
 from reconciler.gitsource.errors import RewriteNotPendingError
 from reconciler.gitsource.trust import TrustRoot
 from reconciler.gitwrite import GitWriter
-from reconciler.nodes import HubClosedError, NodeView
+from reconciler.noderows import NodeView
+from reconciler.nodes import HubClosedError
 from reconciler.planner import Condition, RolloutRecord, latest_records
 from reconciler.rollouts import record_json
 from reconciler.snapshots import snapshot_json

@@ -22,7 +22,7 @@ from aiohttp import web
 from reconciler.api.base import ANY_ROLE, ApiDeps, ApiError, bad_request, require
 from reconciler.api.control import CONTROL
 from reconciler.controller import Controller
-from reconciler.nodes import NodeView
+from reconciler.noderows import NodeView
 from reconciler.planner import RolloutRecord
 from reconciler.store.audit import AuditLog
 from reconciler.store.records import AuditEntry

@@ -13,7 +13,7 @@ from edge import telemetry as node
 from edge.metrics import Family, Histogram, Reading, otlp_samples, prometheus_lines
 from edge.protocol import VersionMetrics
 from reconciler import telemetry as plane
-from reconciler.nodes import NodeView
+from reconciler.noderows import NodeView
 
 CALC = VersionMetrics(
     module="calc", version="1.0.0", requests=4, errors=3, traps=2, cpu=1, latency_buckets=(3, 1), latency_sum_ms=2.5

@@ -1,0 +1,77 @@
+"""A node's row as the hub keeps it: the view the planner and the API read, and the rules for taking
+a newer row.
+
+Where it sits: under `reconciler.nodes.NodeHub`, which holds one `NodeRecord` per node (its own
+writes, and rows other replicas wrote, `NodeHub.merge`) and hands out `NodeView`s made here, the
+same view object while the row is the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from reconciler.store.records import NodeRecord
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """A node as the planner sees it: identity, capacity, health and what it runs."""
+
+    id: str
+    region: str
+    url: str
+    status: str  # Healthy | Unhealthy | Draining
+    max_modules: int
+    generation: int
+    applied_generation: int
+    running: tuple[tuple[str, str, str, int], ...]  # (module, version, digest, weight)
+    failed: dict[str, str]
+    last_heartbeat: float | None
+    cpu_percent: float
+    memory_mb: float
+    # (module, version, digest, passed, error): each loaded version's smoke check (edge.smoke)
+    smoke: tuple[tuple[str, str, str, bool, str | None], ...] = ()
+
+
+def view_of(node: NodeRecord, status: str, generation: int) -> NodeView:
+    """The planner's view of a node row, with its health as judged now and its table's generation."""
+    reported = node.reported or {}
+    return NodeView(
+        id=node.id,
+        region=node.region,
+        url=node.url,
+        status=status,
+        max_modules=node.max_modules,
+        generation=generation,
+        applied_generation=int(reported.get("generation", 0)),
+        running=tuple((r["module"], r["version"], r["digest"], int(r["weight"])) for r in reported.get("running", [])),
+        failed=dict(reported.get("failed", {})),
+        last_heartbeat=epoch(node.last_heartbeat_at),
+        cpu_percent=float(reported.get("cpuPercent", 0.0)),
+        memory_mb=float(reported.get("memoryMb", 0.0)),
+        smoke=tuple(
+            (s["module"], s["version"], s["digest"], bool(s["passed"]), s.get("error"))
+            for s in reported.get("smoke", [])
+        ),
+    )
+
+
+def progress(node: NodeRecord) -> tuple[object, object, object]:
+    return node.reported.get("running"), node.reported.get("generation"), node.reported.get("smoke")
+
+
+def epoch(at: datetime | None) -> float | None:
+    return at.timestamp() if at is not None else None
+
+
+def not_back(before: NodeRecord, row: NodeRecord) -> NodeRecord:
+    """`row`, but with `before`'s table and report where those are newer: a row read before a write
+    (this replica's publish or heartbeat, or another replica's) may arrive after it, and must not take
+    the node's table or report back to an older one."""
+    node = row
+    if node.generation < before.generation:
+        node = replace(node, generation=before.generation, assignment=before.assignment)
+    if (epoch(before.last_heartbeat_at) or 0.0) > (epoch(node.last_heartbeat_at) or 0.0):
+        node = replace(node, reported=before.reported, last_heartbeat_at=before.last_heartbeat_at)
+    return node
