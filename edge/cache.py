@@ -12,7 +12,7 @@ Why XXH3 and not SHA-256: the sum guards against torn writes, truncation and fli
 against an attacker. The directory is private (0700) and written only by this node; whoever can
 write an artifact there can write its sum too, so a cryptographic hash would buy nothing, and over a
 3 MB artifact it costs 1.8 ms where XXH3 costs 0.06 ms. Binaries themselves are still checked
-against their SHA-256 digest when they arrive (`edge.agent.ControlPlaneBlobs`, `Runtime.load`).
+against their SHA-256 digest when they arrive (`edge.blobfetch.ControlPlaneBlobs`, `Runtime.load`).
 Writes go to a temporary name and are renamed into place.
 """
 

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge.agent import Agent, AgentState, ControlPlaneBlobs, ControlPlaneLink
+from edge.agent import Agent, AgentState
+from edge.blobfetch import ControlPlaneBlobs, ControlPlaneLink
 from edge.nodeapi import Registration
 from edge.router import BlobSource
 from edge.tablecache import DiskBlobs, SavedTables, TrustedKey

@@ -22,7 +22,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from edge.agent import DIRECT_PAUSE_SECONDS, MAX_BINARY_BYTES, Agent, ControlPlaneBlobs, ControlPlaneLink
+from edge.agent import Agent
+from edge.blobfetch import DIRECT_PAUSE_SECONDS, MAX_BINARY_BYTES, ControlPlaneBlobs, ControlPlaneLink
 from edge.nodeapi import BLOB_DIRECT_HEADER, Registration
 from edge.protocol import ModuleEntry
 from edge.router import Router
