@@ -23,12 +23,13 @@ def table_file(cluster: Cluster) -> Path:
     return cluster.data / "cache" / NODE / "nodes" / NODE / "table.json"
 
 
-async def restart_node(cluster: Cluster, node: EdgeProcess) -> tuple[EdgeProcess, str]:
-    """Stop `node` and start it again on the same cache dir; its new URL, read from its log."""
+async def restart_node(cluster: Cluster, node: EdgeProcess, workers: int = 1) -> tuple[EdgeProcess, str]:
+    """Stop `node` and start it again on the same cache dir (with `workers` server processes); its new
+    URL, read from its log."""
     node.stop()
     cluster.nodes.remove(node)
     before = len(LISTENING.findall(node.log.read_bytes()))
-    again = cluster.start_node(NODE, REGION)
+    again = cluster.start_node(NODE, REGION, workers=workers)
     found: list[bytes] = []
 
     def listening() -> bool:

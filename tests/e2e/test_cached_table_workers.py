@@ -21,7 +21,8 @@ import aiohttp
 
 from edge.ipc import WORKER_HEADER
 from tests.e2e.cluster import Cluster, EdgeProcess, poll, start_cluster, stop_cluster
-from tests.e2e.test_cached_table import CALL, LISTENING, NODE, REGION, restart_with_a_tampered_table, table_file
+from tests.e2e.test_cached_table import CALL, NODE, REGION, restart_with_a_tampered_table, table_file
+from tests.e2e.test_cached_table import restart_node as restart_one_process_or_more
 
 WORKERS = 2
 
@@ -38,19 +39,7 @@ async def start_with_node(tmp_path: Path) -> Cluster:
 
 async def restart_node(cluster: Cluster, node: EdgeProcess) -> tuple[EdgeProcess, str]:
     """Stop `node` and start it again with two workers on the same cache dir; its new URL, from its log."""
-    node.stop()
-    cluster.nodes.remove(node)
-    before = len(LISTENING.findall(node.log.read_bytes()))
-    again = cluster.start_node(NODE, REGION, workers=WORKERS)
-    found: list[bytes] = []
-
-    def listening() -> bool:
-        found[:] = LISTENING.findall(again.log.read_bytes())[before:]
-        return bool(found) or again.process.poll() is not None
-
-    await poll(listening, "the restarted node to listen")
-    assert found, cluster.describe_nodes()
-    return again, found[0].decode()
+    return await restart_one_process_or_more(cluster, node, workers=WORKERS)
 
 
 def workers_of(pid: int) -> set[int]:
