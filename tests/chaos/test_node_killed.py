@@ -56,7 +56,7 @@ async def test_a_killed_node_s_modules_move_and_the_canary_completes(tmp_path: P
                 lambda: any(v for v, _ in cluster.serving("greeter")[survivor_id]),
                 "greeter placed on the surviving us-east node",
             )
-            record = await cluster.wait_phase("greeter", "1.3.0", ["Promoted", "RolledBack", "Paused"])
+            record = await cluster.wait_ended("greeter", "1.3.0")
             assert record.phase.value == "Promoted", record
             await cluster.wait_all_serving("greeter", "1.3.0", [survivor_id, "edge-eu-central-1"])
         health = {v.id: v.status for v in cluster.plane.hub.view()}

@@ -44,7 +44,7 @@ async def test_the_control_plane_reconnects_and_the_canary_completes(
             )
             await asyncio.to_thread(private_postgres.restart)
             restarted = time.time()
-            record = await cluster.wait_phase("greeter", "1.3.0", ["Promoted", "RolledBack", "Paused"])
+            record = await cluster.wait_ended("greeter", "1.3.0")
             assert record.phase.value == "Promoted", record
             await cluster.wait_all_serving("greeter", "1.3.0", NODES)
             await poll(

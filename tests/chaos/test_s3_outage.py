@@ -52,7 +52,7 @@ async def test_nodes_keep_serving_and_the_rollout_waits_for_s3(tmp_path: Path, s
             assert record.phase.value == "Progressing", record  # waiting, not promoted nor rolled back
             assert on_new(cluster) == first  # and no further node moved on
             gate.open()
-            record = await cluster.wait_phase("wc", "1.1.0", ["Promoted", "RolledBack", "Paused"])
+            record = await cluster.wait_ended("wc", "1.1.0")
             assert record.phase.value == "Promoted", record
             await cluster.wait_all_serving("wc", "1.1.0", NODES)
             assert all(not v.failed for v in cluster.plane.hub.view())

@@ -61,6 +61,11 @@ spec:
 }
 
 
+# Pauses a rollout leaves by itself as requests come (reconciler.planner.machine.INCONCLUSIVE, less
+# CannotProgress, which waits for a person).
+WAITING_FOR_TRAFFIC = frozenset({"NoTraffic", "BaselineDegraded"})
+
+
 async def poll(condition: Callable[[], Awaitable[bool] | bool], what: str, timeout: float = DEADLINE) -> None:
     """Wait until `condition()` holds, checking every 50 ms; fail naming `what` after `timeout`."""
     deadline = time.monotonic() + timeout
@@ -285,6 +290,22 @@ class Cluster:
             return record is not None and record.target.version == version and record.phase.value in phases
 
         await poll(reached, f"{module}@{version} to reach {' or '.join(phases)}")
+        return self.latest(module)
+
+    async def wait_ended(self, module: str, version: str) -> Any:
+        """The rollout of `module` to `version` once it has ended: promoted, rolled back, or paused for
+        a reason a person must act on. A step with too few requests pauses (NoTraffic) and is judged
+        again as requests come: on a busy machine that pause is on the way, not the end."""
+
+        def ended() -> bool:
+            record = self.latest(module)
+            if record is None or record.target.version != version:
+                return False
+            phase = record.phase.value
+            waiting = phase == "Paused" and record.reason in WAITING_FOR_TRAFFIC
+            return phase in ("Promoted", "RolledBack", "Paused") and not waiting
+
+        await poll(ended, f"{module}@{version} to be promoted, rolled back or paused for a person")
         return self.latest(module)
 
     async def wait_all_serving(self, module: str, version: str, nodes: Sequence[str]) -> None:

@@ -123,7 +123,7 @@ async def test_oci_artifacts_roll_out_stall_with_a_reason_and_update_from_new_ta
         hotswap_push(WASM / "calc-1.0.0.wat", f"{host}/team/calc:2.0.0")  # outside the range: never taken
         v120 = hotswap_push(WASM / "calc-1.0.0.wat", f"{host}/team/calc:1.2.0")
 
-        record = await cluster.wait_phase("calc", "1.2.0", ["Promoted", "RolledBack", "Paused"])
+        record = await cluster.wait_ended("calc", "1.2.0")
         assert (record.phase.value, record.strategy_type.value) == ("Promoted", "Canary"), record.message
         await cluster.wait_all_serving("calc", "1.2.0", [n for n, _ in NODES])
         remote = tmp_path / "fleet.git"

@@ -31,7 +31,7 @@ async def test_restarted_control_plane_resumes_the_rollout_at_its_step(tmp_path:
             resumed = cluster.latest("greeter")
             assert resumed.id == before.id  # the same rollout, read back from the store
             assert resumed.step >= before.step  # not started over
-            record = await cluster.wait_phase("greeter", "1.3.0", ["Promoted", "RolledBack", "Paused"])
+            record = await cluster.wait_ended("greeter", "1.3.0")
             assert record.phase.value == "Promoted", record
             await cluster.wait_all_serving("greeter", "1.3.0", NODES)
             # Promoted only once the nodes report it: every node runs the last table published to it.

@@ -35,7 +35,7 @@ async def test_canary_promotes_and_every_node_serves_the_new_version(cluster: Cl
     async with Load(cluster, "greeter", "greet", greeting) as load:
         await cluster.wait_all_serving("greeter", "1.1.0", GREETER_NODES)
         repo.set_module("greeter", "1.3.0", source)
-        record = await cluster.wait_phase("greeter", "1.3.0", ["Promoted", "RolledBack", "Paused"])
+        record = await cluster.wait_ended("greeter", "1.3.0")
         assert record.phase.value == "Promoted", record
         await cluster.wait_all_serving("greeter", "1.3.0", GREETER_NODES)
     steps = [h.outcome for h in record.history]
@@ -66,7 +66,7 @@ async def test_blue_green_switches_at_once(cluster: Cluster) -> None:
     repo = cluster.repo
     async with Load(cluster, "calc", "add", lambda i: [2 * i, 1]) as load:
         repo.set_module("calc", "1.1.0", "calc-1.1.0.wat")
-        record = await cluster.wait_phase("calc", "1.1.0", ["Promoted", "RolledBack", "Paused"])
+        record = await cluster.wait_ended("calc", "1.1.0")
         assert record.phase.value == "Promoted", record
         await poll(
             lambda: all((("1.1.0", 100) in s) for s in cluster.serving("calc").values()),
@@ -89,7 +89,7 @@ async def test_rolling_continues_when_a_node_dies(cluster: Cluster) -> None:
         repo.set_module("wc", "1.1.0", "wc-1.1.0.wat")
         await poll(lambda: cluster.latest("wc") is not None and cluster.latest("wc").done_nodes, "a first batch")
         victim.kill()
-        record = await cluster.wait_phase("wc", "1.1.0", ["Promoted", "RolledBack", "Paused"])
+        record = await cluster.wait_ended("wc", "1.1.0")
         assert record.phase.value == "Promoted", record
     survivors = [n for n in ALL_NODES if n != victim.node_id]
     await cluster.wait_all_serving("wc", "1.1.0", survivors)

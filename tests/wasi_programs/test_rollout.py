@@ -94,26 +94,6 @@ class Calls:
             self.other.append(f"{response.status} {data}")
 
 
-# A step with fewer requests than its analysis needs pauses and is judged again as requests come
-# (CPython in wasm on a busy machine answers a few a second): that pause is not where a rollout ends.
-WAITING_FOR_TRAFFIC = {"NoTraffic", "BaselineDegraded"}
-
-
-async def settled(cluster: Cluster, version: str) -> Any:
-    """The py rollout to `version` once it ended: promoted, rolled back, or paused for a reason a
-    person must act on."""
-
-    def done() -> bool:
-        record = cluster.latest("py")
-        if record is None or record.target.version != version:
-            return False
-        phase = record.phase.value
-        return phase in ("Promoted", "RolledBack") or (phase == "Paused" and record.reason not in WAITING_FOR_TRAFFIC)
-
-    await poll(done, f"py@{version} to be promoted, rolled back or paused for a person")
-    return cluster.latest("py")
-
-
 async def through_control_plane(cluster: Cluster, **body: Any) -> tuple[int, Any]:
     url = f"{cluster.url}/api/v1/wasm/execute"
     async with (
@@ -167,7 +147,7 @@ async def test_python_rolled_out_from_git_and_a_build_that_exits_rolled_back(tmp
             cluster.repo.edit("modules/py.yaml", "'v': 1", "'v': 2")
             cluster.repo.edit("modules/py.yaml", "version: 1.0.0", "version: 1.1.0")
             cluster.repo.commit("py 1.1.0: a new default argv")
-            record = await settled(cluster, "1.1.0")
+            record = await cluster.wait_ended("py", "1.1.0")
             assert record.phase.value == "Promoted", record.message
             await cluster.wait_all_serving("py", "1.1.0", [n for n, _ in NODES])
 
@@ -175,7 +155,7 @@ async def test_python_rolled_out_from_git_and_a_build_that_exits_rolled_back(tmp
             cluster.repo.edit("modules/py.yaml", repr(PROGRAM.format(v=2)), repr(broken))
             cluster.repo.edit("modules/py.yaml", "version: 1.1.0", "version: 1.2.0")
             cluster.repo.commit("py 1.2.0")
-            record = await settled(cluster, "1.2.0")
+            record = await cluster.wait_ended("py", "1.2.0")
             assert record.phase.value == "RolledBack", record.message
             assert "last error: exit: exited with status 1: broken build: no config" in record.message
             await cluster.wait_all_serving("py", "1.1.0", [n for n, _ in NODES])
