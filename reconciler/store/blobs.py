@@ -41,7 +41,7 @@ DEFAULT_QUALITY = 6  # 10 MB in ~0.5 s; quality 9 is 5x slower for <1 % smaller,
 LGWIN = 22  # a 4 MB window: larger ones were slower and no smaller on real modules
 SPOOL_BYTES = 8 * 1024 * 1024
 OUTPUT_LIMIT = 4 * CHUNK
-_DIGEST = re.compile(r"^(?:sha256:)?([0-9a-f]{64})$")
+_DIGEST = re.compile(r"\A(?:sha256:)?([0-9a-f]{64})\Z")  # \Z: `$` would take a trailing newline
 
 
 def digest_hex(digest: str) -> str:
