@@ -35,7 +35,7 @@ MAX_COMPRESSED_BYTES = MAX_BINARY_BYTES + (1 << 20)
 DIRECT_PAUSE_SECONDS = 300.0  # after the blob store could not be used, binaries come through the control plane
 STORE_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=30)
 _DECODE_STEP = 4 << 20  # brotli output per call, so a hostile object cannot balloon in memory
-_S3_ERROR = re.compile(rb"<(Code|Message)>([^<]{1,300})</\1>")
+_S3_ERROR = re.compile(rb"<(Code|Message)>([^<\r\n]{1,300})</\1>")  # no newline: no forged log lines
 
 
 class BlobStoreUnusableError(Exception):

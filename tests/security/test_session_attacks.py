@@ -479,3 +479,12 @@ def test_a_node_reads_role_claims_the_same_way(plane: Cluster) -> None:  # noqa:
     unsigned = jwt.encode(_claims(aud=EDGE_AUDIENCE, roles=["admin"]), "", algorithm="none")
     with pytest.raises(UnauthorizedError):
         node.check(f"Bearer {unsigned}", ADMIN_ROLES)
+
+
+def test_a_store_error_body_cannot_forge_lines_in_the_nodes_log() -> None:
+    from edge.blobfetch import _s3_error
+
+    forged = b"<Error><Code>AccessDenied</Code><Message>no\nERROR hotswap.edge: forged line</Message></Error>"
+    said = _s3_error(forged)
+    assert "\n" not in said and "forged" not in said
+    assert said == ": AccessDenied"
