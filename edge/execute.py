@@ -28,7 +28,6 @@ import asyncio
 import json
 import logging
 import math
-import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -39,6 +38,7 @@ from pydantic import ValidationError
 from edge.errors import BadRequestError, CpuLimitError, ModuleError, TrapError
 from edge.loaded import CallResult
 from edge.protocol import (
+    LONG_NUMBER,
     MAX_ANSWER_BYTES,
     MAX_ARGS_DEPTH,
     VERSION_HEADER,
@@ -60,7 +60,7 @@ except ImportError:  # pragma: no cover - the stdlib's json does the same, slowe
 log = logging.getLogger("hotswap.edge.server")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _PLAIN_FIELDS = frozenset({"module", "function", "args", "version"})
-_LONG_NUMBER = re.compile(rb"\d{19}").search  # orjson reads an integer past 64 bits as a float
+_LONG_NUMBER = LONG_NUMBER.search  # such a body goes to the model, which reads it as json does
 _stdlib_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 _loads: Callable[[bytes], Any] = orjson.loads if orjson is not None else json.loads
 _decode_error: type[Exception] = orjson.JSONDecodeError if orjson is not None else ValueError

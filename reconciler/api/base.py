@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import inspect
 import json
-import re
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-import orjson
 from aiohttp import web
 
+from edge.protocol import loads, may_nest_deeper, nests_deeper
 from reconciler.errors import ReconcilerError
 from reconciler.registry import Registry
 
@@ -162,39 +161,17 @@ async def read_body(request: web.Request, limit: int, what: str = "the request b
     return bytes(received)
 
 
-_LONG_NUMBER = re.compile(rb"\d{19}")
-_LONG_NUMBER_TEXT = re.compile(r"\d{19}")
-
-
-def _fast(data: bytes | str) -> Any:
-    long = _LONG_NUMBER.search(data) if isinstance(data, bytes) else _LONG_NUMBER_TEXT.search(data)
-    if long is None:
-        try:
-            return orjson.loads(data)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(data)
-
-
 def parse_json(data: bytes | str, where: str = "body") -> Any:
     """JSON text as Python values; 400 naming `where` when it is not JSON or nests deeper than
     MAX_JSON_DEPTH (a body nested thousands deep would otherwise exhaust the stack later)."""
     try:
-        # orjson where it reads what json reads: it takes an integer of 19 digits or more for a float
-        # (so those go to json), and what it refuses (NaN, a lone surrogate) goes to json too.
-        value = _fast(data)
+        value = loads(data) if isinstance(data, bytes) else json.loads(data)
     except RecursionError:
         raise bad_request(where, f"nested more than {MAX_JSON_DEPTH} levels deep") from None
     except ValueError as exc:
         raise bad_request(where, f"not valid JSON ({exc})") from None
-    if isinstance(value, dict | list):
-        stack: list[tuple[Any, int]] = [(value, 1)]  # containers only: scalars cannot nest
-        while stack:
-            item, depth = stack.pop()
-            if depth > MAX_JSON_DEPTH:
-                raise bad_request(where, f"nested more than {MAX_JSON_DEPTH} levels deep")
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    if may_nest_deeper(data, MAX_JSON_DEPTH) and nests_deeper(value, MAX_JSON_DEPTH):
+        raise bad_request(where, f"nested more than {MAX_JSON_DEPTH} levels deep")
     return value
 
 
