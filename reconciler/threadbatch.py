@@ -1,4 +1,4 @@
-"""Blocking store calls from the event loop, run together: one worker thread hop per batch, not per call.
+"""Blocking store writes from the event loop, run together: one worker thread hop per batch, not per call.
 
 Where it sits: `reconciler.nodes.NodeHub` writes each heartbeat and each published table through a
 batcher. At 1,000 nodes a blue-green switch is 2,000 table writes and 2,000 heartbeats within a
@@ -6,13 +6,9 @@ second or two; one `asyncio.to_thread` each cost the event loop a future, a thre
 wake-up apiece. Here a call that arrives while a batch runs waits for the next one, so an idle
 control plane pays nothing extra and a busy one pays one hop for many calls.
 
-Two kinds, one queue-and-drain loop:
-
-  ThreadBatch  any calls; those of a batch run in order, each its own transaction (one that raises
-               fails only its caller).
-  RowBatch     rows of one kind (a heartbeat, a node's table), written by one bulk call in ONE
-               transaction per batch. When the bulk write raises, nothing of it was written and the
-               rows are written again one by one, so a bad row fails only its caller.
+`RowBatch` takes rows of one kind (a heartbeat, a shared heartbeat with its metric deltas, a node's
+table) and writes a batch with one bulk call in ONE transaction. When the bulk write raises, nothing
+of it was written and the rows are written again one by one, so a bad row fails only its caller.
 """
 
 from __future__ import annotations
@@ -25,7 +21,6 @@ from typing import Any, Generic, TypeVar, cast
 
 log = logging.getLogger("hotswap.nodes")
 
-T = TypeVar("T")
 Item = TypeVar("Item")
 Row = TypeVar("Row")
 Answer = TypeVar("Answer")
@@ -95,15 +90,6 @@ class _Batcher(Generic[Item]):
                         future.set_exception(value)
         finally:
             self._draining = None
-
-
-class ThreadBatch(_Batcher[Callable[[], Any]]):
-    def __init__(self, limit: int = BATCH_LIMIT) -> None:
-        super().__init__(_run_all, limit)
-
-    async def run(self, call: Callable[[], T]) -> T:
-        """`call()` in a worker thread, with whatever other calls are waiting."""
-        return cast(T, await self._submit(call))
 
 
 class RowBatch(_Batcher[Row], Generic[Row, Answer]):

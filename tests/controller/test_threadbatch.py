@@ -1,59 +1,65 @@
-"""Store calls made from the event loop run together in a worker thread: calls that arrive while a
-batch runs share the next hop, each gets its own answer, and one that raises fails only its caller."""
+"""Store writes made from the event loop run together in a worker thread: rows that arrive while a
+batch runs share the next hop, each gets its own answer, and one that fails fails only its caller."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import threading
 
 import pytest
 
-from reconciler.threadbatch import ThreadBatch
+from reconciler.threadbatch import RowBatch
 
 
-async def test_calls_waiting_together_share_one_thread_hop_and_keep_their_answers() -> None:
-    batch = ThreadBatch()
+def squares(threads: list[int] | None = None, gate: threading.Event | None = None) -> RowBatch[int, int]:
+    """A batcher whose bulk write squares its rows (row 0 waits for `gate`; -1 cannot be written)."""
+
+    def single(row: int) -> int:
+        if row < 0:
+            raise KeyError(row)
+        if row == 0 and gate is not None:
+            gate.wait(10)  # holds the first hop until the others are queued
+        if threads is not None:
+            threads.append(threading.get_ident())
+        return row * row
+
+    def bulk(rows: list[int]) -> list[int]:
+        if any(row < 0 for row in rows):
+            raise KeyError("a bad row: the whole transaction fails")
+        return [single(row) for row in rows]
+
+    return RowBatch(bulk, single)
+
+
+async def test_rows_waiting_together_share_one_thread_hop_and_keep_their_answers() -> None:
     gate = threading.Event()
     threads: list[int] = []
-
-    def first() -> str:
-        gate.wait(10)  # holds the first hop until the others are queued
-        return "first"
-
-    def call(i: int) -> int:
-        threads.append(threading.get_ident())
-        return i * i
-
-    head = asyncio.create_task(batch.run(first))
+    batch = squares(threads, gate)
+    head = asyncio.create_task(batch.write(0))
     await asyncio.sleep(0)  # the first hop starts
-    rest = [asyncio.create_task(batch.run(functools.partial(call, i))) for i in range(50)]
+    rest = [asyncio.create_task(batch.write(i)) for i in range(1, 51)]
     await asyncio.sleep(0)
     gate.set()
-    assert await head == "first"
-    assert await asyncio.gather(*rest) == [i * i for i in range(50)]
+    assert await head == 0
+    assert await asyncio.gather(*rest) == [i * i for i in range(1, 51)]
     assert batch.batches == 2 and len(set(threads)) == 1
 
 
-async def test_a_call_that_raises_fails_only_its_caller() -> None:
-    batch = ThreadBatch()
-
-    def boom() -> None:
-        raise KeyError("gone")
-
-    results = await asyncio.gather(batch.run(lambda: 1), batch.run(boom), batch.run(lambda: 3), return_exceptions=True)
-    assert results[0] == 1 and results[2] == 3 and isinstance(results[1], KeyError)
+async def test_a_row_that_fails_fails_only_its_caller() -> None:
+    batch = squares()
+    results = await asyncio.gather(batch.write(1), batch.write(-1), batch.write(3), return_exceptions=True)
+    assert results[0] == 1 and results[2] == 9 and isinstance(results[1], KeyError)
 
 
 async def test_a_batch_holds_at_most_its_limit() -> None:
-    batch = ThreadBatch(limit=4)
-    assert await asyncio.gather(*(batch.run(functools.partial(int, i)) for i in range(10))) == list(range(10))
+    batch: RowBatch[int, int] = RowBatch(list, int, limit=4)
+    assert await asyncio.gather(*(batch.write(i) for i in range(10))) == list(range(10))
     assert batch.batches == 3
 
 
 @pytest.mark.parametrize("calls", [1, 3])
 async def test_an_idle_batch_starts_at_once_and_ends(calls: int) -> None:
-    batch = ThreadBatch()
+    batch = squares()
     for _ in range(calls):
-        assert await batch.run(lambda: "done") == "done"
+        assert await batch.write(2) == 4
     assert batch._draining is None
