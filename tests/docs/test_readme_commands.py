@@ -515,10 +515,25 @@ def execute(live: Live, run: Run) -> None:
         codes = (0, 130) if "--watch" in script else (0,)
         assert code in codes, f"{script}\nexited with {code} on Ctrl-C:\n{log.read_text(errors='replace')}"
         return
-    done = subprocess.run(
-        ["bash", "-c", script], cwd=run.cwd, env=live.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, timeout=120, check=False,
-    )  # fmt: skip
+
+    def once() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", "-c", script], cwd=run.cwd, env=live.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, timeout=120, check=False,
+        )  # fmt: skip
+
+    done = once()
+    # `hotswap diff` of the unchanged fleet says "no change" once the fleet has settled. It is live:
+    # the node README's `hotswap edge --control` started (and Ctrl-C stopped) turns Unhealthy after
+    # three missed heartbeats, and until the pass that follows has published, the diff rightly shows
+    # its placements moving. So a diff that sees change is asked again until the fleet settles.
+    deadline = time.monotonic() + DEADLINE
+    while script.startswith("hotswap diff") and run.codes == (0,) and done.returncode == 1:
+        assert time.monotonic() < deadline, (
+            f"{script}\nthe fleet did not settle within {DEADLINE:.0f} s:\n{done.stdout}"
+        )
+        time.sleep(0.5)
+        done = once()
     out = done.stdout  # with its errors, in the order a terminal shows them
     assert done.returncode in run.codes, f"{script}\n(in {run.cwd}) exited with {done.returncode}:\n{out}"
     if STATUS in out:
