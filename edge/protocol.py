@@ -29,7 +29,7 @@ import json
 import re
 from typing import Annotated, Any, Literal, TypedDict
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, field_validator, model_serializer
 
 try:
     import orjson
@@ -238,11 +238,27 @@ class VersionMetrics(_Wire):
     # The latest module failure's message in the period ("trap: wasm trap: ..."): the error the
     # module itself gave, no request data, so a rollback can say why, not only how often.
     last_error: str | None = Field(None, alias="lastError")
+    # Runs of the version's healthCheck function in the period, and how many failed (`edge.health`);
+    # not requests. A failed run's message is `lastError` ("health check health failed: trap: ...").
+    health_checks: Count = Field(0, alias="healthChecks")
+    health_failures: Count = Field(0, alias="healthFailures")
 
     @field_validator("last_error", mode="before")
     @classmethod
     def _bounded(cls, value: object) -> object:
         return value[:LAST_ERROR_CHARS] if isinstance(value, str) else value
+
+    @model_serializer(mode="wrap")
+    def _without_idle_health(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """The health counts go on the wire only when there are any: a version without a healthCheck
+        reports exactly what it did before they existed (a control plane that forbids fields it does
+        not know reads it)."""
+        out: dict[str, Any] = handler(self)
+        for name, alias in (("health_checks", "healthChecks"), ("health_failures", "healthFailures")):
+            if not getattr(self, name):
+                out.pop(alias, None)
+                out.pop(name, None)
+        return out
 
 
 def canonical_json(value: Any) -> bytes:

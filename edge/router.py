@@ -35,6 +35,7 @@ from typing import Protocol
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from edge.errors import EdgeError, LoadError, NotFoundError, UnavailableError
+from edge.health import health_check, start_checks
 from edge.limits import Clock, CpuShare
 from edge.loaded import Loaded
 from edge.protocol import (
@@ -47,7 +48,7 @@ from edge.protocol import (
 )
 from edge.runtime import Runtime, Sandbox
 from edge.smoke import SmokeOutcome, run_smoke
-from edge.telemetry import NodeStats, health_check, load_span
+from edge.telemetry import NodeStats, load_span
 
 log = logging.getLogger("hotswap.edge.router")
 OUTCOMES = ("ok", "trap", "timeout", "memory", "cpu")
@@ -73,10 +74,19 @@ class Counters:
     latency_sum_ms: float = 0.0
     violations: int = 0  # sandbox refusals inside calls that otherwise went on (not errors)
     last_error: str | None = None  # "code: message" of the latest module failure (kept by copy and minus)
+    health_checks: int = 0  # runs of the version's healthCheck function (edge.health), not requests
+    health_failures: int = 0
 
     @property
     def errors(self) -> int:
         return self.traps + self.timeouts + self.memory + self.cpu
+
+    def checked(self, function: str, failure: str | None) -> None:
+        """A run of the version's health check; `failure` is why it failed, None when it passed."""
+        self.health_checks += 1
+        if failure is not None:
+            self.health_failures += 1
+            self.last_error = f"health check {function} failed: {failure}"[:LAST_ERROR_CHARS]
 
     def record(self, outcome: str, duration_ms: float, violations: int = 0, message: str | None = None) -> None:
         self.requests += 1
@@ -114,6 +124,8 @@ class Counters:
             self.latency_sum_ms,
             self.violations,
             self.last_error,
+            self.health_checks,
+            self.health_failures,
         )
 
     def minus(self, other: Counters) -> Counters:
@@ -127,6 +139,8 @@ class Counters:
             self.latency_sum_ms - other.latency_sum_ms,
             self.violations - other.violations,
             self.last_error,
+            self.health_checks - other.health_checks,
+            self.health_failures - other.health_failures,
         )
 
 
@@ -145,6 +159,7 @@ class VersionSlot:
         self.retired = False
         self.load_ms = load_ms
         self.smoke: SmokeOutcome | None = None  # None: the entry lists no smoke calls
+        self.checks: asyncio.Task[None] | None = None  # its periodic health checks (edge.health)
         # The headers of its 200 execute answers, built once (an answer copies them).
         self.answer_headers = CIMultiDictProxy(
             CIMultiDict({"Content-Type": "application/json", VERSION_HEADER: self.version})
@@ -173,11 +188,27 @@ class VersionSlot:
     def retire(self) -> bool:
         """Out of the table; True when nothing runs on it (unload now), False while requests finish."""
         self.retired = True
+        self.stop_checks()
         return self.inflight == 0
 
     def renew(self, entry: ModuleEntry) -> None:
-        """Kept under a new table whose entry has the same identity (its weight may differ)."""
+        """Kept under a new table whose entry has the same identity (its weight, health check may differ)."""
+        changed = entry.health_check != self.entry.health_check
         self.entry = entry
+        if changed:
+            self.stop_checks()
+            self.check_health()
+
+    def check_health(self) -> None:
+        """From now on, its entry's health check every `intervalSeconds` (`edge.health`), until retired."""
+        self.checks = start_checks(self.loaded, self.entry, self.counters.checked)
+
+    def stop_checks(self) -> asyncio.Task[None] | None:
+        """Cancel the periodic health checks; the task, to wait for, if there was one."""
+        task, self.checks = self.checks, None
+        if task is not None:
+            task.cancel()
+        return task
 
     def smoked(self, outcome: SmokeOutcome) -> None:
         self.smoke = outcome
@@ -202,7 +233,9 @@ class VersionSlot:
             latency_buckets=tuple(counters.buckets),
             latency_sum_ms=counters.latency_sum_ms,
             violations=counters.violations,
-            last_error=counters.last_error if counters.errors else None,
+            last_error=counters.last_error if counters.errors or counters.health_failures else None,
+            health_checks=counters.health_checks,
+            health_failures=counters.health_failures,
         )
 
 
@@ -389,16 +422,18 @@ class Router:
 
     async def _load(self, entry: ModuleEntry, traceparent: str | None = None) -> VersionSlot:
         """Fetch, compile and instantiate a version, traced as `wasm.module.load`; its health check,
-        if it has one, runs once after (`wasm.function.invoke`), then its smoke calls (`edge.smoke`),
-        before the new routes give it any weight."""
+        if it has one, runs once after (`wasm.function.invoke`, counted, not stopping the load), then
+        its smoke calls (`edge.smoke`), before the new routes give it any weight. The health check then
+        runs every `intervalSeconds` until the version is retired (`edge.health`)."""
         with load_span(entry, traceparent):
             slot = await self._load_slot(entry)
             self.stats.loaded(slot.load_ms, slot.loaded.info.size)
-            if entry.health_check is not None:
-                await health_check(slot.loaded, entry, entry.health_check)
+            if (check := entry.health_check) is not None:
+                slot.counters.checked(check.function, await health_check(slot.loaded, entry, check))
             if entry.smoke:
                 slot.smoked(await run_smoke(slot.loaded, entry))
-            return slot
+        slot.check_health()
+        return slot
 
     async def _load_slot(self, entry: ModuleEntry) -> VersionSlot:
         try:
@@ -431,6 +466,11 @@ class Router:
         self._drained.append(slot)  # its last counts still go out with the next delta
         log.info("unloaded %s@%s", slot.module, slot.version)
 
+    async def close(self) -> None:
+        """Stop every version's periodic health checks (the node shuts down)."""
+        tasks = [t for slot in [*self.slots(), *self._retiring] if (t := slot.stop_checks()) is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     @property
     def retiring(self) -> tuple[VersionSlot, ...]:
         """Versions out of the table that still finish in-flight requests."""
@@ -444,7 +484,7 @@ class Router:
         drained, self._drained = self._drained, []
         for slot in [*self.slots(), *self._retiring, *drained]:
             delta = slot.ship()
-            if delta.requests:
+            if delta.requests or delta.health_checks:
                 out.append(slot.metrics(delta))
         return out
 

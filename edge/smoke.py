@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge.errors import EdgeError
+from edge.health import Invocable
 from edge.protocol import SMOKE_ERROR_CHARS, ModuleEntry, SmokeCall, module_id
-from edge.telemetry import Invocable
 
 log = logging.getLogger("hotswap.edge.smoke")
 

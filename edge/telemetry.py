@@ -6,11 +6,13 @@ Where it sits: beside the server, router and agent, which call into it; it impor
   (spans go out over OTLP/HTTP in batches) or when a test hands it an exporter; otherwise tracing
   is off and costs nothing. Spans: `wasm.module.load` for every version the router loads, a child
   of the control plane's `wasm.deployment.execute` when the assignment carries its `traceparent`,
-  with the entry's health check as a `wasm.function.invoke` under it; and `wasm.function.invoke`
-  for execute calls. The execute hot path decides before creating anything: a request whose
-  `traceparent` says sampled is traced (parent-based), one that says not sampled is not, and one
-  without a parent is traced with probability `ratio` (default 0.01; `OTEL_TRACES_SAMPLER_ARG`
-  with a `*traceidratio` sampler, or `--trace-ratio`). Unsampled requests create no span object.
+  with the entry's health check as a `wasm.function.invoke` under it; `wasm.health.check` for each
+  periodic health check (`edge.health`), a trace of its own with the `wasm.function.invoke` under
+  it; and `wasm.function.invoke` for execute calls. The execute hot path decides before creating
+  anything: a request whose `traceparent` says sampled is traced (parent-based), one that says not
+  sampled is not, and one without a parent is traced with probability `ratio` (default 0.01;
+  `OTEL_TRACES_SAMPLER_ARG` with a `*traceidratio` sampler, or `--trace-ratio`). Unsampled requests
+  create no span object.
 * Metrics. Every family of the node's `/metrics` is declared here once (`FAMILIES`, an
   `edge.metrics.Family` each); `node_reading` pairs them with this moment's values: `NodeStats`
   (loads, applied tables and their durations, rare events) and the router's per-version counters.
@@ -22,7 +24,6 @@ Where it sits: beside the server, router and agent, which call into it; it impor
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import contextvars
 import json
@@ -36,7 +37,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from aiohttp import web
 from opentelemetry import trace
@@ -48,18 +49,17 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from edge.errors import EdgeError
 from edge.metrics import Family, Histogram, Reading, Sample, otlp_samples
 from edge.metrics import start_metric_export as export_metrics
-from edge.protocol import LATENCY_BUCKETS_MS, VERSION_HEADER, HealthCheck, ModuleEntry, VersionMetrics, module_id
+from edge.protocol import LATENCY_BUCKETS_MS, VERSION_HEADER, ModuleEntry, VersionMetrics, module_id
 
 log = logging.getLogger("hotswap.edge.telemetry")
 
 LOAD = "wasm.module.load"
 INVOKE = "wasm.function.invoke"
+HEALTH = "wasm.health.check"
 TRACEPARENT = "traceparent"
 DEFAULT_RATIO = 0.01
-HEALTH_CHECK_TIMEOUT = 5.0
 LOAD_BUCKETS_MS = (0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0)
 SIZE_BUCKETS = (1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0, 52428800.0)
 TABLE_BUCKETS_MS = (1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0, 30000.0)
@@ -214,33 +214,32 @@ def load_span(entry: ModuleEntry, traceparent: str | None) -> Iterator[trace.Spa
         yield span
 
 
-class Invocable(Protocol):
-    """What a health check needs of a loaded module (`edge.coremodule.LoadedModule`)."""
-
-    def prepare(self, function: str, args: Any) -> Any: ...
-
-    def invoke(self, call: Any, *, timeout: float | None = None) -> Any: ...
-
-
-async def health_check(loaded: Invocable, entry: ModuleEntry, check: HealthCheck) -> bool:
-    """Call the entry's health check once after a load, as a `wasm.function.invoke` span; a failure is
-    logged and marked on the span (it does not stop the load)."""
+@contextlib.contextmanager
+def invoke_span(entry: ModuleEntry, function: str) -> Iterator[trace.Span]:
+    """`wasm.function.invoke` of the node's own call to a version's health function (`edge.health`),
+    under the current span (the load's, or a periodic `wasm.health.check`)."""
     attributes: dict[str, str | bool] = {
         **module_attributes(entry.module, entry.version),
-        "wasm.function.name": check.function,
+        "wasm.function.name": function,
         "wasm.function.health_check": True,
     }
     with TRACING.tracer.start_as_current_span(INVOKE, attributes=attributes) as span:
-        timeout = min(entry.limits.timeout_seconds, HEALTH_CHECK_TIMEOUT)
-        try:
-            call = loaded.prepare(check.function, list(check.args))
-            await asyncio.to_thread(loaded.invoke, call, timeout=timeout)
-        except (EdgeError, ValueError) as exc:
-            message = getattr(exc, "message", str(exc))
-            span.set_status(Status(StatusCode.ERROR, message))
-            log.warning("%s@%s: health check %s failed: %s", entry.module, entry.version, check.function, message)
-            return False
-    return True
+        yield span
+
+
+@contextlib.contextmanager
+def health_span(entry: ModuleEntry, function: str) -> Iterator[trace.Span]:
+    """`wasm.health.check`: one periodic run of a version's health check, a trace of its own."""
+    attributes = {**module_attributes(entry.module, entry.version), "wasm.function.name": function}
+    with (
+        TRACING.tracer.start_as_current_span(HEALTH, context=Context(), attributes=attributes) as span,
+        log_context(moduleId=module_id(entry.module, entry.version)),
+    ):
+        yield span
+
+
+def mark_failed(span: trace.Span, message: str) -> None:
+    span.set_status(Status(StatusCode.ERROR, message))
 
 
 # -- metrics -----------------------------------------------------------------------------------

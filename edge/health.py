@@ -1,0 +1,92 @@
+"""Module health checks: a version's `healthCheck` function, called after load and then periodically.
+
+Where it sits: under the router, beside `edge.smoke`. `Router._load` (`edge.router`) calls
+`health_check` once for a new version whose table entry has a `healthCheck`, inside its
+`wasm.module.load` span and before the version gets weight (a failure is recorded, it does not stop
+the load); then `start_checks` calls it again every `intervalSeconds` while the version stays in
+the node's table. The router cancels that task when the version is retired and when it closes.
+
+* A call runs off the event loop (a worker thread, as a long request runs), under the version's
+  sandbox, bounded by the smaller of its `timeoutSeconds` and `HEALTH_CHECK_TIMEOUT` (the module's
+  epoch deadline, and an `asyncio.timeout` a little longer in case no thread was free to run it).
+* Traces: the call is a `wasm.function.invoke` span (`wasm.function.health_check` true); a periodic
+  run wraps it in a `wasm.health.check` span of its own trace.
+* Results observe, they do not decide: each run is reported to `record` (the version's counters,
+  `Counters.checked`), which the heartbeat ships as `healthChecks` / `healthFailures` with the
+  failure's message as `lastError`; the control plane's analysis decides what a failure means.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from edge.errors import EdgeError
+from edge.protocol import HealthCheck, ModuleEntry
+from edge.telemetry import health_span, invoke_span, mark_failed
+
+log = logging.getLogger("hotswap.edge.health")
+
+HEALTH_CHECK_TIMEOUT = 5.0
+GRACE_SECONDS = 1.0  # past the module's own deadline, before the wait for a thread gives up
+
+
+class Invocable(Protocol):
+    """What a health or smoke check needs of a loaded module (`edge.coremodule.LoadedModule`)."""
+
+    def prepare(self, function: str, args: Any) -> Any: ...
+
+    def invoke(self, call: Any, *, timeout: float | None = None) -> Any: ...
+
+
+Record = Callable[[str, "str | None"], None]  # (function, failure message or None when it passed)
+
+
+async def health_check(loaded: Invocable, entry: ModuleEntry, check: HealthCheck) -> str | None:
+    """Call the entry's health function once, as a `wasm.function.invoke` span under the current one.
+    Returns None when it passed, else why it failed (`trap: ...`); a failure is logged and marked
+    on the span, never raised."""
+    with invoke_span(entry, check.function) as span:
+        timeout = min(entry.limits.timeout_seconds, HEALTH_CHECK_TIMEOUT)
+        try:
+            call = loaded.prepare(check.function, list(check.args))
+            async with asyncio.timeout(timeout + GRACE_SECONDS):
+                await asyncio.to_thread(loaded.invoke, call, timeout=timeout)
+        except EdgeError as exc:
+            failure = f"{exc.code}: {exc.message}"
+        except ValueError as exc:  # arguments JSON cannot carry (NaN and the like)
+            failure = f"bad_request: {exc}"
+        except TimeoutError:
+            failure = f"timeout: no answer within {timeout + GRACE_SECONDS:g} s"
+        else:
+            return None
+        mark_failed(span, failure)
+        log.warning("%s@%s: health check %s failed: %s", entry.module, entry.version, check.function, failure)
+        return failure
+
+
+async def check_every(loaded: Invocable, entry: ModuleEntry, check: HealthCheck, record: Record) -> None:
+    """Every `check.interval_seconds`, a `wasm.health.check` run of `health_check`, reported to
+    `record`; runs until cancelled."""
+    while True:
+        await asyncio.sleep(check.interval_seconds)
+        with health_span(entry, check.function) as span:
+            failure = await health_check(loaded, entry, check)
+            if failure is not None:
+                mark_failed(span, failure)
+        record(check.function, failure)
+
+
+def start_checks(loaded: Invocable, entry: ModuleEntry, record: Record) -> asyncio.Task[None] | None:
+    """The periodic checks of a loaded version whose entry has a `healthCheck` (None when it has none);
+    the caller cancels the task when the version leaves the node."""
+    if entry.health_check is None:
+        return None
+    checks = check_every(loaded, entry, entry.health_check, record)
+    # A context of its own: not the load's span and log fields, which the task would otherwise keep.
+    return asyncio.get_running_loop().create_task(
+        checks, name=f"health {entry.module}@{entry.version}", context=contextvars.Context()
+    )
