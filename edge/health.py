@@ -74,7 +74,11 @@ async def check_every(loaded: Invocable, entry: ModuleEntry, check: HealthCheck,
     while True:
         await asyncio.sleep(check.interval_seconds)
         with health_span(entry, check.function) as span:
-            failure = await health_check(loaded, entry, check)
+            try:
+                failure = await health_check(loaded, entry, check)
+            except Exception:  # the node's fault, not the module's: logged, not counted, checks go on
+                log.exception("%s@%s: health check %s did not run", entry.module, entry.version, check.function)
+                continue
             if failure is not None:
                 mark_failed(span, failure)
         record(check.function, failure)

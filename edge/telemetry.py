@@ -298,10 +298,17 @@ MEMORY = Family("wasm.edge_node.memory.used.mb", "gauge", "Resident memory of th
 CPU = Family(
     "wasm.edge_node.cpu.percent", "gauge", "CPU use of this node since it started, percent of the machine", ("node",)
 )
+HEALTH_CHECKS = Family(
+    "wasm.health_checks.total", "counter", "Runs of the healthCheck function per module version", _VERSION
+)
+HEALTH_FAILED = Family(
+    "wasm.health_checks.failed.total", "counter", "Failed runs of the healthCheck function per module version", _VERSION
+)
 # In the order /metrics shows them; the exported ones also go out over OTLP.
 SERVING = (INVOKED, FAILED, VIOLATIONS, EXECUTE_MS, WEIGHT, INFLIGHT, MODULES, GENERATION)
 SPEC = (REGISTERED, EXECUTED, TABLES_FAILED, LOAD_MS, INVOKE_MS, TABLE_MS, SIZES, NODES, HEALTHY, DEPLOYED, MEMORY, CPU)
-FAMILIES = (*SERVING, *SPEC)
+CHECKS = (HEALTH_CHECKS, HEALTH_FAILED)  # edge.health (0 for a version without a healthCheck)
+FAMILIES = (*SERVING, *SPEC, *CHECKS)
 COUNTERS = tuple(name for f in FAMILIES for name, kind in f.instruments() if kind == "counter")
 GAUGES = tuple(name for f in FAMILIES for name, kind in f.instruments() if kind == "gauge")
 
@@ -380,6 +387,8 @@ def node_reading(
         (DEPLOYED, [(node, len(serving))]),
         (MEMORY, [(node, memory)]),
         (CPU, [(node, cpu)]),
+        (HEALTH_CHECKS, [(v, s.metrics.health_checks) for v, s in ids]),
+        (HEALTH_FAILED, [(v, s.metrics.health_failures) for v, s in ids]),
     )
 
 
