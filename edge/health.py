@@ -42,7 +42,7 @@ class Invocable(Protocol):
     def invoke(self, call: Any, *, timeout: float | None = None) -> Any: ...
 
 
-Record = Callable[[str, "str | None"], None]  # (function, failure message or None when it passed)
+Record = Callable[[str, str | None], None]  # (function, why it failed or None when it passed)
 
 
 async def health_check(loaded: Invocable, entry: ModuleEntry, check: HealthCheck) -> str | None:
