@@ -30,8 +30,8 @@ import psycopg
 
 from edge.nodeapi import Heartbeat, Registration
 from edge.protocol import ModuleEntry, VersionMetrics
-from reconciler.auth import AuthOptions, TokenAuthority
-from reconciler.nodes import NodeHub
+from reconciler.api.auth import AuthOptions, TokenAuthority
+from reconciler.apply.nodes import NodeHub
 from reconciler.server import ControlPlane
 from tests.e2e.cluster import FleetRepo, poll
 from tests.ha.replicas import shared_key, spawn_replica, start_replica, status_of, wait_leader

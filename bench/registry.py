@@ -38,7 +38,7 @@ from bench.stats import percentile  # noqa: E402
 from edge.wat import compile_wat  # noqa: E402
 from reconciler.api.app import create_app  # noqa: E402
 from reconciler.api.base import ApiDeps  # noqa: E402
-from reconciler.registry import Registry  # noqa: E402
+from reconciler.apply.registry import Registry  # noqa: E402
 from reconciler.store.blobs import DEFAULT_QUALITY, LGWIN, open_blob_store  # noqa: E402
 from reconciler.store.state import open_state_store  # noqa: E402
 

@@ -63,7 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.stalls import StallSampler
 from bench.stats import percentile
-from reconciler.auth import AuthOptions, TokenAuthority, load_or_create_signing_key
+from reconciler.api.auth import AuthOptions, TokenAuthority, load_or_create_signing_key
 
 REGIONS = 10
 MODULES_PER_REGION = 9

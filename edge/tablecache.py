@@ -1,7 +1,7 @@
 """A managed node's last table on disk, signed by the control plane, and the binaries it names.
 
 Where it sits: `edge.agent.Agent` keeps every table it applies that came with the control plane's
-signature (the long-poll answer's `TABLE_SIGNATURE_HEADER`, `reconciler.tables`); after a restart
+signature (the long-poll answer's `TABLE_SIGNATURE_HEADER`, `reconciler.apply.tables`); after a restart
 `Agent.restore` loads it, checks it and applies it before the agent first reaches the control plane,
 and the node reports `ServingCachedTable` until the control plane answers a heartbeat. Binaries come
 through `DiskBlobs`: kept by digest beside the precompiled artifacts (`edge.cache`), checked against

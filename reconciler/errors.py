@@ -21,7 +21,7 @@ page. `tests/test_errors.py` checks that the drawing below is the real class tre
     │   ├── StoreConfigError                        reconciler.store.errors
     │   └── ObjectMissingError                      reconciler.store.objects
     ├── InvalidModuleError (also a ValueError)      reconciler.store.errors
-    ├── StaleBookError                              reconciler.rollouts
+    ├── StaleBookError                              reconciler.apply.rollouts
     ├── GitSourceError                              reconciler.gitsource.errors
     │   ├── TrustRootError                          reconciler.gitsource.errors
     │   ├── GitCommandError                         reconciler.gitsource.errors
@@ -31,18 +31,18 @@ page. `tests/test_errors.py` checks that the drawing below is the real class tre
     │   ├── RewriteNotPendingError                  reconciler.gitsource.errors
     │   ├── ApproveError                            reconciler.gitsource.errors
     │   └── ActingError                             reconciler.gitsource.acting
-    ├── GitWriteError                               reconciler.gitwrite
-    │   └── DocumentNotFoundError                   reconciler.gitwrite
+    ├── GitWriteError                               reconciler.gitsource.gitwrite
+    │   └── DocumentNotFoundError                   reconciler.gitsource.gitwrite
     ├── InterfaceError                              reconciler.interfaces.errors
     │   ├── WitError (also a ValueError)            reconciler.interfaces.errors
     │   └── ToolError                               reconciler.interfaces.errors
-    ├── OciError                                    reconciler.oci
+    ├── OciError                                    reconciler.store.oci
     ├── NotifyError                                 reconciler.notify.errors
     │   ├── ReceiverConfigError                     reconciler.notify.errors
     │   └── DeliveryError                           reconciler.notify.errors
     │       └── PermanentDeliveryError              reconciler.notify.errors
-    ├── HubClosedError                              reconciler.nodes
-    ├── TokenError                                  reconciler.auth
+    ├── HubClosedError                              reconciler.apply.nodes
+    ├── TokenError                                  reconciler.api.auth
     ├── SessionError                                reconciler.ui.sessions
     ├── StreamsFullError                            reconciler.ui.events
     ├── ApiError                                    reconciler.api.base
@@ -52,7 +52,7 @@ page. `tests/test_errors.py` checks that the drawing below is the real class tre
     └── PortTakenError                              reconciler.commands.ports
 
 What each family means is in its module's docstring. Not in the tree, on purpose: the controller's
-signals (`reconciler.binaries.StalledError`: a pass cannot go on until a human acts; `StopReconciling` and its
+signals (`reconciler.apply.binaries.StalledError`: a pass cannot go on until a human acts; `StopReconciling` and its
 `NotLeaderError`: end the loop), which are control flow, not failures a caller reports. Invalid input
 that is expected (a fleet that does not load, a module that breaks an interface) is not an exception
 either: it comes back as data (`Problem`s, `Stalled` conditions) that names the file and the line.

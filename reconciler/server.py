@@ -27,34 +27,34 @@ from edge.protocol import module_id
 from reconciler.api import diff as diff_routes
 from reconciler.api import observe
 from reconciler.api.app import ROUTE_FILES, create_app
+from reconciler.api.auth import AuthOptions, TokenAuthority
 from reconciler.api.base import ANY_ROLE, ApiDeps, public, require
 from reconciler.api.control import ControlDeps, routes
 from reconciler.api.security import RateLimits, bearer, limiter_for, tls_context
-from reconciler.auth import AuthOptions, TokenAuthority
-from reconciler.controller import Controller
+from reconciler.apply.controller import Controller
+from reconciler.apply.leader import Replicas
+from reconciler.apply.nodes import NodeHub
+from reconciler.apply.registry import Registry
+from reconciler.apply.telemetry import ApprovalAudit, Telemetry
+from reconciler.apply.updates import UpdateAutomation
 from reconciler.gitsource.gitrepo import GitRepo
+from reconciler.gitsource.gitwrite import GitWriter, WriterConfig
 from reconciler.gitsource.source import GitSource, Revision, SourceConfig
 from reconciler.gitsource.trust import TrustRoot, load_trust
 from reconciler.gitsource.verify import authorised, on_behalf
 from reconciler.gitsource.webhook import webhook_handler
-from reconciler.gitwrite import GitWriter, WriterConfig
-from reconciler.leader import Replicas
-from reconciler.nodes import NodeHub
 from reconciler.notify import Notifier, Settings
 from reconciler.notify import Observed as NotifierInputs
 from reconciler.planner import latest_records
-from reconciler.registry import Registry
 from reconciler.spec.alerts import Alert
 from reconciler.spec.limits import InputLimits
 from reconciler.store.blobs import open_blob_store
 from reconciler.store.errors import StoreError
 from reconciler.store.outbox import OutboxStore
 from reconciler.store.state import StateStore, open_state_store
-from reconciler.telemetry import ApprovalAudit, Telemetry
 from reconciler.ui import routes as ui_routes
 from reconciler.ui.events import Broadcaster
 from reconciler.ui.sessions import LoginLinks, Sessions, with_sessions
-from reconciler.updates import UpdateAutomation
 
 log = logging.getLogger("hotswap.serve")
 STOP_SECONDS = 5.0
@@ -109,13 +109,13 @@ class ControlPlane:
     source: GitSource = field(init=False)
     hub: NodeHub = field(init=False)
     controller: Controller = field(init=False)
-    telemetry: Telemetry = field(init=False)  # spans, OTLP export, /metrics (reconciler.telemetry)
-    authority: TokenAuthority = field(init=False)  # mints and checks tokens (reconciler.auth)
-    writer: GitWriter = field(init=False)  # API writes as signed commits (reconciler.gitwrite)
+    telemetry: Telemetry = field(init=False)  # spans, OTLP export, /metrics (reconciler.apply.telemetry)
+    authority: TokenAuthority = field(init=False)  # mints and checks tokens (reconciler.api.auth)
+    writer: GitWriter = field(init=False)  # API writes as signed commits (reconciler.gitsource.gitwrite)
     app: web.Application = field(init=False)
     url: str = ""
     notifier: Notifier | None = None
-    replicas: Replicas | None = None  # several replicas on one PostgreSQL (reconciler.leader)
+    replicas: Replicas | None = None  # several replicas on one PostgreSQL (reconciler.apply.leader)
     sessions: Sessions = field(init=False)  # the web console's cookie sessions (reconciler.ui.sessions)
     links: LoginLinks = field(default_factory=LoginLinks)  # one-time console sign-in links
     broadcaster: Broadcaster = field(default_factory=Broadcaster)  # the console's live stream
@@ -234,7 +234,7 @@ class ControlPlane:
 
     def mint(self, subject: str, *roles: str, ttl_seconds: float | None = None, audience: str | None = None) -> str:
         """A token signed by this control plane (`hotswap up` gives one to each node it starts); the
-        API's audience unless another is named (reconciler.auth.EDGE_AUDIENCE for calls to nodes)."""
+        API's audience unless another is named (reconciler.api.auth.EDGE_AUDIENCE for calls to nodes)."""
         return self.authority.mint(subject, roles, ttl_seconds=ttl_seconds, audience=audience)
 
     def signing_required(self) -> bool:

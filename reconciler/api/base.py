@@ -9,7 +9,7 @@ right status, and anything unexpected into a 500 that keeps the server up.
 
 Authentication is a seam: `ApiDeps.authenticate` maps a request to a `Principal` (or raises
 `ApiError(401, ...)`). The running control plane plugs in bearer JWTs (reconciler.api.security over
-reconciler.auth); the default, kept for tests of a single route file, lets everyone in as an admin.
+reconciler.api.auth); the default, kept for tests of a single route file, lets everyone in as an admin.
 A handler decorated `@public` (`/health`) is never authenticated and sees the ANONYMOUS principal
 (no roles). `ApiDeps.limiter`, when set, holds each user's request budget per endpoint class.
 """
@@ -25,8 +25,8 @@ from typing import Any, Protocol, TypeVar
 from aiohttp import web
 
 from edge.protocol import loads, may_nest_deeper, nests_deeper
+from reconciler.apply.registry import Registry
 from reconciler.errors import ReconcilerError
-from reconciler.registry import Registry
 
 ROLES = frozenset({"admin", "developer", "operator", "viewer"})
 ANY_ROLE = ROLES

@@ -40,17 +40,17 @@ from pydantic import ValidationError
 
 from edge.nodeapi import NODES_PATH, Heartbeat, Registration
 from edge.protocol import TABLE_SIGNATURE_HEADER, module_id
+from reconciler.api.auth import TokenAuthority
 from reconciler.api.base import ANY_ROLE, ApiDeps, ApiError, page_of, public, read_json, require
-from reconciler.auth import TokenAuthority
-from reconciler.controller import Controller
+from reconciler.apply.controller import Controller
+from reconciler.apply.noderows import NodeView
+from reconciler.apply.nodes import HubClosedError
+from reconciler.apply.rollouts import record_json
 from reconciler.gitsource.errors import RewriteNotPendingError
+from reconciler.gitsource.gitwrite import GitWriter
 from reconciler.gitsource.trust import TrustRoot
-from reconciler.gitwrite import GitWriter
-from reconciler.noderows import NodeView
-from reconciler.nodes import HubClosedError
 from reconciler.planner import Condition, RolloutRecord, latest_records
-from reconciler.rollouts import record_json
-from reconciler.snapshots import snapshot_json
+from reconciler.planner.snapshots import snapshot_json
 
 MAX_WAIT_SECONDS = 60.0
 NODE_ROLES = ("admin", "node")
@@ -411,7 +411,7 @@ def status_json(control: ControlDeps) -> dict[str, Any]:
         "warnings": [str(p) for p in fleet.warnings if p.severity == "warning"] if fleet is not None else [],
         "appliedRevision": state.applied_revision,
         "replica": controller.replica or None,  # several replicas on one PostgreSQL: which one answers
-        "leader": controller.leader,  # whether it plans and publishes (reconciler.leader)
+        "leader": controller.leader,  # whether it plans and publishes (reconciler.apply.leader)
         "lastPass": {
             "at": _iso(state.at),
             "durationMs": round(state.duration_ms, 2),

@@ -16,7 +16,7 @@
     POST /api/v1/wasm/deployments/{id}/resume    and lets it go on
 
 Where it sits: beside the read routes of reconciler/api/control.py, over the same `ControlDeps`.
-Writes go through reconciler.gitwrite (in a worker thread); the Git source is then asked to fetch
+Writes go through reconciler.gitsource.gitwrite (in a worker thread); the Git source is then asked to fetch
 at once, so the commit's effect shows within a fetch. `{id}` is a rollout id (`greeter-r3`), a
 module id (`greeter-v1.2.0`, what POST /deployments answers) or, for rollback, a module name.
 """
@@ -36,9 +36,9 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from edge.protocol import module_id
 from reconciler.api.base import ApiError, bad_request, deps, read_object, require
 from reconciler.api.control import ControlDeps, control_of, rollout_json
-from reconciler.approvals import API_APPROVED_BY_TRAILER, APPROVE_TRAILER, REQUESTED_BY_TRAILER
+from reconciler.apply.rollouts import StaleBookError
 from reconciler.gitsource.acting import Acting, ActingError, acting_for, may
-from reconciler.gitwrite import (
+from reconciler.gitsource.gitwrite import (
     DocumentNotFoundError,
     GitWriteError,
     GitWriter,
@@ -48,7 +48,7 @@ from reconciler.gitwrite import (
     flow_map,
 )
 from reconciler.planner import ConditionType, Phase, latest_records
-from reconciler.rollouts import StaleBookError
+from reconciler.spec.approvals import API_APPROVED_BY_TRAILER, APPROVE_TRAILER, REQUESTED_BY_TRAILER
 from reconciler.spec.fields import NAME_PATTERN, SEMVER_RE
 from reconciler.spec.fleet import DesiredFleet
 from reconciler.store.errors import NotFoundError

@@ -10,7 +10,7 @@ branch and tag of the fleet repository into a mirror of its own (`<data-dir>/git
 Git source's), resolves the ref, loads the fleet at that commit with the Git source's loader and
 input limits, and says whether the commit verifies under the plane's trust root (as an API commit is
 vetted: signature, trust root, the signer's role). The handler then plans from the controller's
-observed state with that fleet (reconciler.plandiff, the same as `hotswap diff`). Nothing is
+observed state with that fleet (reconciler.planner.plandiff, the same as `hotswap diff`). Nothing is
 applied, committed or recorded. Git runs in a worker thread, one diff at a time, with a deadline.
 """
 
@@ -34,7 +34,7 @@ from reconciler.gitsource.errors import ExportError, GitCommandError
 from reconciler.gitsource.gitrepo import GitRepo
 from reconciler.gitsource.trust import TrustRoot
 from reconciler.gitsource.verify import Verifier, authorised, on_behalf
-from reconciler.plandiff import plan_diff
+from reconciler.planner.plandiff import plan_diff
 from reconciler.spec.fleet import DesiredFleet, Problem
 from reconciler.spec.limits import InputLimits
 from reconciler.spec.loader import LoadResult

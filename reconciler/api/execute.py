@@ -24,9 +24,9 @@ import aiohttp
 from aiohttp import web
 
 from edge.protocol import MAX_ANSWER_BYTES
+from reconciler.api.auth import node_audience
 from reconciler.api.base import ApiError, bad_request, read_json, require
 from reconciler.api.control import CONTROL, ControlDeps
-from reconciler.auth import node_audience
 
 EXECUTORS = ("developer", "admin")
 EXECUTE_PATH = "/api/v1/wasm/execute"

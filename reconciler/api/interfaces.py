@@ -12,7 +12,7 @@
                                                  the problems that keep it from implementing the interface
 
 Where it sits: reads come from the control plane's current revision (`source.latest.fleet`: the
-Interface documents and their parsed `wit_packages`); writes go through reconciler.gitwrite like the
+Interface documents and their parsed `wit_packages`); writes go through reconciler.gitsource.gitwrite like the
 deployment routes. `{id}` is an Interface name (`greeter`), or for approve a package
 (`example:greeter@2.0.0`).
 """
@@ -35,10 +35,10 @@ from edge.wasm import ModuleInfo, WasmError, inspect
 from reconciler.api.base import ANY_ROLE, ApiError, bad_request, deps, read_object, require
 from reconciler.api.control import ControlDeps, control_of
 from reconciler.api.deployments import REQUESTED_BY, acting, caller_name, current_fleet, write, writer_of
-from reconciler.approvals import API_APPROVED_BY_TRAILER, APPROVE_TRAILER
 from reconciler.gitsource.acting import ActingError, may
-from reconciler.gitwrite import DocumentNotFoundError, edit_document, find_document
+from reconciler.gitsource.gitwrite import DocumentNotFoundError, edit_document, find_document
 from reconciler.interfaces import InterfaceError, WitError, WitPackage, check_module, compare, parse_wit_text
+from reconciler.spec.approvals import API_APPROVED_BY_TRAILER, APPROVE_TRAILER
 from reconciler.spec.fields import NAME_PATTERN
 from reconciler.spec.fleet import DesiredFleet
 from reconciler.spec.models import WIT_PACKAGE_RE, Capabilities, package_of

@@ -39,7 +39,7 @@ from reconciler.api.base import (
     read_body,
     require,
 )
-from reconciler.registry import check_name, module_json
+from reconciler.apply.registry import check_name, module_json
 from reconciler.store.blobs import STORED_ENCODING, VerifiedBlob, digest_hex
 from reconciler.store.objects import CHUNK
 from reconciler.store.records import BuildInfo

@@ -1,6 +1,6 @@
 """Routes for watching the control plane: its metrics and its audit log.
 
-    GET /metrics                 Prometheus text of every metric the spec names (reconciler.telemetry);
+    GET /metrics                 Prometheus text of every metric the spec names (reconciler.apply.telemetry);
                                  any role (a scraper uses a viewer token: `hotswap token --role viewer`)
     GET /api/v1/wasm/audit       the append-only audit log, oldest first: ?subject=&after=SEQ&limit=N,
                                  filtered on the server by ?action= and ?q= (`next` goes on from there)
@@ -21,12 +21,12 @@ from aiohttp import web
 
 from reconciler.api.base import ANY_ROLE, ApiDeps, ApiError, bad_request, require
 from reconciler.api.control import CONTROL
-from reconciler.controller import Controller
-from reconciler.noderows import NodeView
+from reconciler.apply.controller import Controller
+from reconciler.apply.noderows import NodeView
+from reconciler.apply.telemetry import Sample, Telemetry, plane_samples, render_metrics
 from reconciler.planner import RolloutRecord
 from reconciler.store.audit import AuditLog
 from reconciler.store.records import AuditEntry
-from reconciler.telemetry import Sample, Telemetry, plane_samples, render_metrics
 
 TELEMETRY = web.AppKey("telemetry", Telemetry)
 MAX_AUDIT_LIMIT = 1000

@@ -35,8 +35,8 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from reconciler.api.auth import TokenAuthority, TokenError
 from reconciler.api.base import ApiError, Authenticator, Principal, deps, principal
-from reconciler.auth import TokenAuthority, TokenError
 from reconciler.store.ratelimits import SharedBuckets
 from reconciler.store.state import StateStore
 

@@ -28,9 +28,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def approve(repo_dir: Path, target: str, *, push: bool = False, note: str = "") -> str:
     """Make (and optionally push) the signed approval commit; its SHA."""
-    from reconciler.approvals import APPROVE_TRAILER, parse_target
     from reconciler.gitsource.errors import ApproveError, GitCommandError
     from reconciler.gitsource.gitrepo import GitRepo
+    from reconciler.spec.approvals import APPROVE_TRAILER, parse_target
 
     module, version = parse_target(target)
     try:

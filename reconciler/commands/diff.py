@@ -25,9 +25,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def plan_lines(desired: DesiredFleet, data: dict[str, Any]) -> list[str]:
-    """The lines of what the next pass would change (reconciler.plandiff, shared with the console)."""
-    from reconciler.plandiff import plan_diff
-    from reconciler.snapshots import snapshot_from_json
+    """The lines of what the next pass would change (reconciler.planner.plandiff, shared with the console)."""
+    from reconciler.planner.plandiff import plan_diff
+    from reconciler.planner.snapshots import snapshot_from_json
 
     return list(plan_diff(snapshot_from_json(data, desired)).lines)
 

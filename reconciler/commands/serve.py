@@ -196,8 +196,8 @@ async def serve(plane: ControlPlane) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from reconciler.apply.telemetry import setup_logging
     from reconciler.server import ControlPlane
-    from reconciler.telemetry import setup_logging
 
     setup_logging(args.log_level, args.log_format)
     try:

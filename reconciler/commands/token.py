@@ -22,10 +22,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reconciler.authnames import AUDIENCE, AUDIENCES, AUTH_DIR, ISSUER, ROLES
+from reconciler.api.authnames import AUDIENCE, AUDIENCES, AUTH_DIR, ISSUER, ROLES
 
 if TYPE_CHECKING:
-    from reconciler.auth import AuthOptions
+    from reconciler.api.auth import AuthOptions
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -55,7 +55,7 @@ def add_auth_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def auth_options(args: argparse.Namespace) -> AuthOptions:
-    from reconciler.auth import AuthOptions
+    from reconciler.api.auth import AuthOptions
 
     return AuthOptions(
         issuer=args.jwt_issuer,
@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     if args.audience == "edge" and args.algorithm == "HS256":
         print("hotswap token: edge nodes only check tokens signed with the key, not HS256", file=sys.stderr)
         return 2
-    from reconciler.auth import TokenAuthority, TokenError
+    from reconciler.api.auth import TokenAuthority, TokenError
 
     problem = missing_keys(args)
     if problem is not None:

@@ -26,7 +26,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from reconciler.authnames import EDGE_AUDIENCE
+from reconciler.api.authnames import EDGE_AUDIENCE
 from reconciler.commands import ports
 from reconciler.commands.serve import add_store_arguments, writer_banner
 
@@ -361,7 +361,7 @@ async def up(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reconciler.telemetry import setup_logging
+    from reconciler.apply.telemetry import setup_logging
 
     setup_logging(args.log_level, args.log_format)
     try:

@@ -109,7 +109,7 @@ def load_at(fleet_dir: Path, rev: str) -> LoadResult | None:
 
 def compare_with_base(result: LoadResult, fleet_dir: Path, rev: str, prefix: str) -> tuple[list[str], int]:
     """Lines that say what the change does, and how many of them are errors."""
-    from reconciler.changes import fleet_changes
+    from reconciler.apply.changes import fleet_changes
 
     assert result.fleet is not None
     base = load_at(fleet_dir, rev)
@@ -146,7 +146,7 @@ def _line_of(result: LoadResult, root: Path, module: str, oci: str) -> int:
 
 def unresolved(result: LoadResult, root: Path, prefix: str) -> list[str]:
     """`path:line: field: message` for each `source.oci` its registry does not have (or cannot say)."""
-    from reconciler.oci import OciClient, OciError, Reference
+    from reconciler.store.oci import OciClient, OciError, Reference
 
     assert result.fleet is not None
     client = OciClient()

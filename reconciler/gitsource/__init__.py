@@ -3,11 +3,12 @@
     trust.py      the trust root (principals, roles, SSH / OpenPGP keys with validity windows)
     verify.py     commit signatures checked by git against the trust root, cached by SHA
     recovery.py   moving past unverified commits: signed reverts and `Hotswap-Adopt:` adoptions
-    approving.py  signed `Hotswap-Approve:` commits and signed merges -> reconciler.approvals records
+    approving.py  signed `Hotswap-Approve:` commits and signed merges -> reconciler.spec.approvals records
     source.py     GitSource: fetch, parse (the spec loader), verify, approvals -> Revision + status
     status.py     Flux-like conditions (Ready / Stalled with UnverifiedCommit, InvalidFleet, ...)
     webhook.py    POST /api/v1/wasm/webhook (HMAC-SHA256) -> GitSource.trigger()
     gitrepo.py    the thin seam over GitPython every git call goes through
+    gitwrite.py   API writes (approvals, update automation) as signed commits pushed to the branch
     errors.py     the exception tree
 
 Wiring in a control plane:

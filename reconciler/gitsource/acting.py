@@ -1,7 +1,7 @@
 """The control plane as a principal of its own: whom it may sign API commits for, with which roles.
 
 Where it sits: between the API's write endpoints (reconciler.api.deployments, .interfaces) and
-reconciler.gitwrite. Before the control plane commits for a caller, `acting_for()` checks against
+reconciler.gitsource.gitwrite. Before the control plane commits for a caller, `acting_for()` checks against
 the trust root what the Git source will check after the push (reconciler.gitsource.verify
 `on_behalf`): that the control plane's signing key is held by a principal with `actsFor`, and
 that the caller (the API token's subject) is a principal of the trust root. The commit then counts

@@ -1,13 +1,13 @@
 """Finding approvals in the tracked branch: signed approval commits and signed merge commits.
 
 Where it sits: the Git source calls `ApprovalScanner.scan()` on the first-parent commits of each new
-revision; the resulting `Approval` / `RejectedApproval` records (reconciler.approvals) travel with
+revision; the resulting `Approval` / `RejectedApproval` records (reconciler.spec.approvals) travel with
 the revision to the planner, which never calls git.
 
 1. A commit with `Hotswap-Approve: module@version` trailers approves those versions when it is
    signed by a principal of the trust root whose roles may approve (the trust root's
    `roles.approve`); whether that principal holds a role the rule requires is the rule's business
-   (`reconciler.approvals.evaluate`).
+   (`reconciler.spec.approvals.evaluate`).
 2. A merge commit approves the module versions it merged, when signed by a principal (who
    approves), or by a `merger` key (the forge's), in which case the principals its `Approved-by:`
    trailers name approve. Which versions a merge "changed": the Module documents in the YAML
@@ -33,10 +33,10 @@ from typing import Any
 
 from ruamel.yaml.error import YAMLError
 
-from reconciler.approvals import API_APPROVED_BY_TRAILER, Approval, RejectedApproval, parse_target
 from reconciler.gitsource.gitrepo import CommitInfo, GitRepo
 from reconciler.gitsource.trust import Principal, RolePolicy, TrustRoot
 from reconciler.gitsource.verify import CommitCheck, Verifier
+from reconciler.spec.approvals import API_APPROVED_BY_TRAILER, Approval, RejectedApproval, parse_target
 from reconciler.spec.limits import InputLimits, is_fleet_yaml, yaml_reader
 
 __all__ = ["ApprovalScanner", "module_versions"]

@@ -18,14 +18,14 @@ from pathlib import Path
 
 import git
 
-from reconciler.approvals import (
+from reconciler.gitsource.errors import ExportError, GitCommandError, TooLargeError
+from reconciler.spec.approvals import (
     ADOPT_TRAILER,
     API_APPROVED_BY_TRAILER,
     APPROVE_TRAILER,
     APPROVED_BY_TRAILER,
     REQUESTED_BY_TRAILER,
 )
-from reconciler.gitsource.errors import ExportError, GitCommandError, TooLargeError
 from reconciler.spec.fleet import Problem
 from reconciler.spec.limits import InputLimits, size_problems
 

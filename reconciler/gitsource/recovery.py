@@ -31,10 +31,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from reconciler.approvals import ADOPT_TRAILER
 from reconciler.gitsource.gitrepo import CommitInfo
 from reconciler.gitsource.trust import RolePolicy
 from reconciler.gitsource.verify import CommitCheck
+from reconciler.spec.approvals import ADOPT_TRAILER
 
 __all__ = ["MIN_SHA_PREFIX", "Recovery", "Walk", "walk"]
 

@@ -42,7 +42,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from reconciler.approvals import Approval, RejectedApproval
 from reconciler.gitsource.approving import ApprovalScanner
 from reconciler.gitsource.checkout import Checkout
 from reconciler.gitsource.errors import (
@@ -58,6 +57,7 @@ from reconciler.gitsource.recovery import Recovery, walk
 from reconciler.gitsource.status import Failure, Reason, SourceStatus, conditions
 from reconciler.gitsource.trust import TrustRoot
 from reconciler.gitsource.verify import CommitCheck, Verifier, authorised, on_behalf
+from reconciler.spec.approvals import Approval, RejectedApproval
 from reconciler.spec.fleet import DesiredFleet, Problem
 from reconciler.spec.limits import InputLimits
 from reconciler.spec.loader import LoadResult

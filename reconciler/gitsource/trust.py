@@ -24,7 +24,7 @@ OpenPGP keys; the approvals code reads principals' roles from it.
 
 Times without a zone are UTC. `valid-after`/`valid-before` (git's spelling) are accepted too.
 A merge signed by a `merger` key (the forge's) passes as authored: what it merged was reviewed there.
-The control plane is a principal of its own for API writes (reconciler.gitwrite): instead of roles
+The control plane is a principal of its own for API writes (reconciler.gitsource.gitwrite): instead of roles
 it lists the roles it may act for, and holds the public half of `<data-dir>/auth/git-signing-key`
 (`hotswap up` prints the line):
 

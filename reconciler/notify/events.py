@@ -198,7 +198,7 @@ def from_controller(
     desired_version: str | None = None,
     base_url: str = "",
 ) -> Notification:
-    """A controller event (`reconciler.controller.Event`'s fields) with its rollout's record; without
+    """A controller event (`reconciler.apply.controller.Event`'s fields) with its rollout's record; without
     a record (an event about a module, not a rollout), `desired_version` is the version Git asks for."""
     kind, severity, details = classify(reason, warning, record)
     version = record.target.version if record else desired_version

@@ -44,7 +44,7 @@ from reconciler.spec.alerts import Alert, AlertSpec
 from reconciler.store.outbox import OutboxStore
 
 if TYPE_CHECKING:
-    from reconciler.executor import Event
+    from reconciler.apply.executor import Event
 
 __all__ = ["AuditLog", "Notifier", "Observed", "RolloutLookup", "Settings"]
 
@@ -54,7 +54,7 @@ STATUS_DELIVERIES = 50
 
 
 class RolloutLookup(Protocol):
-    """The rollout book's read side (`reconciler.rollouts.RolloutBook`)."""
+    """The rollout book's read side (`reconciler.apply.rollouts.RolloutBook`)."""
 
     def get(self, rollout_id: str) -> RolloutRecord | None: ...
 

@@ -50,7 +50,7 @@ class StatusLike(Protocol):
 
 
 class NodeLike(Protocol):
-    """What the watcher reads of `reconciler.noderows.NodeView`."""
+    """What the watcher reads of `reconciler.apply.noderows.NodeView`."""
 
     @property
     def id(self) -> str: ...

@@ -5,6 +5,8 @@ from only what changed since its last pass: `incremental`) places modules (`plac
 module's rollout at most one step (`machine`, judged by `analysis`), derives every node's table
 (`weights`) and the conditions (`conditions`) -> a `Plan` whose records the executor stores before
 it applies the actions. Nothing in this package does I/O or reads the clock (import-linter checks).
+`snapshots` turns a snapshot to JSON and back (`hotswap diff` plans on its own machine) and
+`plandiff` says what a plan would change, as `hotswap diff` and the console show it.
 """
 
 from reconciler.planner.actions import (

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from reconciler.approvals import ApprovalRule
 from reconciler.planner.placement import module_regions
 from reconciler.planner.types import AssignmentEntry, Condition, Release
+from reconciler.spec.approvals import ApprovalRule
 from reconciler.spec.fleet import DesiredFleet
 from reconciler.spec.models import ModuleSpec
 from reconciler.spec.strategies import RolloutStrategySpec, StrategyType

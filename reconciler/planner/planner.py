@@ -31,7 +31,6 @@ import dataclasses
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
-from reconciler.approvals import Approval, RuleResult, evaluate
 from reconciler.planner.actions import Action, Plan, SetAssignment
 from reconciler.planner.conditions import ModuleView, module_conditions
 from reconciler.planner.index import ModuleFacts, facts, rollout_rule
@@ -52,6 +51,7 @@ from reconciler.planner.types import (
     VersionMetrics,
 )
 from reconciler.planner.weights import scope
+from reconciler.spec.approvals import Approval, RuleResult, evaluate
 
 __all__ = ["latest_records", "plan", "rollout_rule"]
 

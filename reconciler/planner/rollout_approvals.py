@@ -2,9 +2,9 @@
 
 Where it sits: under the rollout machine (`reconciler.planner.machine`). `rollout_moves.enter_next`
 asks `gate` before it enters a step or promotes, and `unspent_approval` whether the Fleet's rule
-(`reconciler.approvals`) holds; `machine.start` asks `holds_replacement` and `spent_approvals` for a
+(`reconciler.spec.approvals`) holds; `machine.start` asks `holds_replacement` and `spent_approvals` for a
 replacement at once. `approval_asked` is also what the planner (pins and overrides) and
-`reconciler.changes` ask.
+`reconciler.apply.changes` ask.
 
 Gates: approval `beforeStart` and `gates` (step indexes; region indexes for Regional) wait in
 WaitingApproval until the fleet's rollout rule holds for module@version with approvals not yet
@@ -19,10 +19,10 @@ approval, or waits for nodes as Pending.
 
 from __future__ import annotations
 
-from reconciler.approvals import RuleResult, evaluate
 from reconciler.planner.rollout_context import RolloutContext
 from reconciler.planner.rollout_steps import Step
 from reconciler.planner.types import Awaiting, Release, RolloutRecord, StepKind
+from reconciler.spec.approvals import RuleResult, evaluate
 from reconciler.spec.strategies import RolloutStrategySpec
 
 __all__ = [

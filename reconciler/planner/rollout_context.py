@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from reconciler.approvals import Approval, ApprovalRule
 from reconciler.planner.actions import Action
 from reconciler.planner.types import Release, RolloutRecord, VersionMetrics
+from reconciler.spec.approvals import Approval, ApprovalRule
 from reconciler.spec.strategies import RolloutStrategySpec, StrategyType
 
 __all__ = ["LOADED_RECHECK_SECONDS", "RECHECK_SECONDS", "RolloutContext", "Transition"]

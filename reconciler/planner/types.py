@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
 
-from reconciler.approvals import Approval
+from reconciler.spec.approvals import Approval
 from reconciler.spec.fleet import DesiredFleet
 from reconciler.spec.models import Capabilities, HealthCheck, Limits, ModuleSpec, SmokeCall
 from reconciler.spec.strategies import StrategyType

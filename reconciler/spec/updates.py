@@ -1,7 +1,7 @@
 """The `ModuleUpdate` kind: watch an OCI repository and bump a Module in Git when a newer tag appears.
 
 Where it sits: one more fleet document, read by the loader with the other kinds; the control plane's
-update automation (`reconciler.updates`) acts on it, the way Flux's image-automation controllers do:
+update automation (`reconciler.apply.updates`) acts on it, the way Flux's image-automation controllers do:
 it lists the repository's tags every `intervalSeconds`, takes the highest semver tag inside `semver`
 that is newer than the Module's `version`, and writes a signed commit (or a branch, for a pull
 request) that sets the Module's `version` and `source.oci` (with the digest). From there the commit
@@ -171,7 +171,7 @@ class ModuleUpdateSpec(Spec):
     @field_validator("repository")
     @classmethod
     def _repository(cls, value: str) -> str:
-        from reconciler.oci import Reference
+        from reconciler.store.oci import Reference
 
         Reference.parse(f"{value}:latest")  # what the bump will write in source.oci must parse
         return value

@@ -15,12 +15,14 @@
     blobs.py       BlobStore: content-addressed, brotli-compressed, verified binaries + metadata.json
     objects.py     where blob objects live: a directory or an S3 bucket (minio SDK)
     lease.py       leadership between replicas (advisory lock / flock)
+    notify_pg.py   PostgreSQL LISTEN for replicas that share one database
+    oci.py         Wasm modules in OCI registries: references, pull, push and tags
     outbox.py      the notification outbox: rows claimed, sent once, marked delivered or failed
     ratelimits.py  token buckets shared by replicas (one upsert per request)
     records.py     the rows, as frozen dataclasses
     errors.py      the exception tree
 
-Start from `open_state_store(...)` and `open_blob_store(...)`; the registry (reconciler/registry.py)
+Start from `open_state_store(...)` and `open_blob_store(...)`; the registry (reconciler/apply/registry.py)
 is built on both. A consumer that needs one aggregate takes its narrow Protocol (`RolloutStore`,
 `NodeStore`, ...); a `StateStore` satisfies all of them.
 """

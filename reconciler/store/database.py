@@ -148,7 +148,7 @@ class Database:
             row = tx.one("SELECT MAX(version) FROM schema_migrations")
             return int(row[0] or 0)
 
-    # -- several replicas on one database (reconciler.leader) ------------------------------------
+    # -- several replicas on one database (reconciler.apply.leader) ------------------------------------
 
     def try_lease(self, name: str) -> Lease | None:
         """Leadership among replicas: a `Lease` if this process now holds `name`, else None (another

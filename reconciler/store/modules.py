@@ -1,6 +1,6 @@
 """Registered module versions: one immutable row per `{name}-v{version}`, keyed by digest too.
 
-Where it sits: the registry (reconciler.registry) adds, reads and deletes module versions here after
+Where it sits: the registry (reconciler.apply.registry) adds, reads and deletes module versions here after
 it has stored their bytes in the blob store; the planner's inputs and the API read them. Consumers
 take the narrow `ModuleStore` Protocol; `SqlModules` is its implementation over a `Database`
 (`StateStore` offers the same methods too).

@@ -1,8 +1,8 @@
 """Edge nodes as the control plane knows them: registration, heartbeats (one, a batch, or shared
 between replicas with their metric deltas) and the module table published to each node.
 
-Where it sits: the node hub (reconciler.nodes) registers nodes, records heartbeats and publishes
-assignments here, in batches of one transaction each; the leader (reconciler.leader) reads other
+Where it sits: the node hub (reconciler.apply.nodes) registers nodes, records heartbeats and publishes
+assignments here, in batches of one transaction each; the leader (reconciler.apply.leader) reads other
 replicas' nodes and metric deltas from it. Consumers take the narrow `NodeStore` Protocol;
 `SqlNodes` is its implementation over a `Database` (`StateStore` offers the same methods too).
 """

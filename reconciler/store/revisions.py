@@ -2,7 +2,7 @@
 it applied last, and the approvals found in commits.
 
 Where it sits: the controller records each revision it applies here; the interface gates
-(reconciler.gates) and the control plane's start read the last applied one. Consumers take the
+(reconciler.apply.gates) and the control plane's start read the last applied one. Consumers take the
 narrow `RevisionStore` Protocol; `SqlRevisions` is its implementation over a `Database`
 (`StateStore` offers the same methods too).
 """

@@ -1,7 +1,7 @@
 """Rollout records and their history: one row per rollout, written with compare-and-set on its
 generation, and an append-only list of step events per rollout.
 
-Where it sits: the rollout book (reconciler.rollouts) reads every record on start and writes a pass's
+Where it sits: the rollout book (reconciler.apply.rollouts) reads every record on start and writes a pass's
 records here, so two reconcilers never both advance a step (the loser gets `StaleRecordError`); the
 API reads the history. Consumers take the narrow `RolloutStore` Protocol; `SqlRollouts` is its
 implementation over a `Database` (`StateStore` offers the same methods too).

@@ -24,9 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.controller import Controller
+from reconciler.apply.controller import Controller
+from reconciler.apply.executor import Event
 from reconciler.errors import ReconcilerError
-from reconciler.executor import Event
 
 log = logging.getLogger("hotswap.ui")
 QUEUE_SIZE = 256

@@ -27,9 +27,9 @@ from typing import Any
 
 from aiohttp import web
 
+from reconciler.api.auth import API_ROLES, TokenAuthority, TokenError
 from reconciler.api.base import ApiError, Authenticator, Principal
 from reconciler.api.security import SESSION_JTI_PREFIX, unauthorized
-from reconciler.auth import API_ROLES, TokenAuthority, TokenError
 from reconciler.errors import ReconcilerError
 
 SESSION_COOKIE = "hotswap_session"

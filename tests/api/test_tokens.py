@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from hotswap.cli import main
-from reconciler.auth import AuthOptions, TokenAuthority, TokenError
+from reconciler.api.auth import AuthOptions, TokenAuthority, TokenError
 from tests.api.conftest import call
 from tests.e2e.cluster import Cluster
 

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 from edge.wat import compile_wat
-from reconciler.gitwrite import _guess_indent
+from reconciler.gitsource.gitwrite import _guess_indent
 from tests.api.conftest import call
 from tests.e2e.cluster import Cluster, poll
 from tests.git.gitutil import git

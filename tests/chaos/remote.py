@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from reconciler.auth import EDGE_AUDIENCE, AuthOptions, TokenAuthority
+from reconciler.api.auth import EDGE_AUDIENCE, AuthOptions, TokenAuthority
 from tests.e2e.cluster import EdgeProcess, FleetRepo, kill_process, poll, spawn_edge, stop_process
 from tests.services import free_port
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.controller import Controller
-from reconciler.nodes import NodeHub
-from reconciler.registry import Registry
+from reconciler.apply.controller import Controller
+from reconciler.apply.nodes import NodeHub
+from reconciler.apply.registry import Registry
 from reconciler.spec.fleet import DesiredFleet
 from reconciler.store.blobs import open_blob_store
 from reconciler.store.state import open_state_store

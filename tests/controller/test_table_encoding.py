@@ -12,12 +12,12 @@ import pytest
 from edge.nodeapi import Registration
 from edge.protocol import ModuleEntry, ModuleTable
 from edge.tablecache import TableRefusedError, TrustedKey, verify
-from reconciler.auth import AuthOptions, TokenAuthority
-from reconciler.nodes import NodeHub
+from reconciler.api.auth import AuthOptions, TokenAuthority
+from reconciler.apply.nodes import NodeHub
+from reconciler.apply.tables import WireEntries
 from reconciler.planner import AssignmentEntry
 from reconciler.spec.models import Capabilities, Limits
 from reconciler.store.state import StateStore, open_state_store
-from reconciler.tables import WireEntries
 
 DIGEST = "sha256:" + "ab" * 32
 

@@ -20,10 +20,10 @@ import pytest
 
 from edge.nodeapi import Registration
 from edge.protocol import ModuleEntry
-from reconciler.approvals import Approval
-from reconciler.controller import Controller
-from reconciler.nodes import NodeHub
-from reconciler.registry import Registry
+from reconciler.apply.controller import Controller
+from reconciler.apply.nodes import NodeHub
+from reconciler.apply.registry import Registry
+from reconciler.spec.approvals import Approval
 from reconciler.spec.fleet import DesiredFleet
 from reconciler.spec.loader import load_fleet
 from reconciler.store.blobs import open_blob_store

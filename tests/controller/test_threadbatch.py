@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from reconciler.threadbatch import RowBatch
+from reconciler.apply.threadbatch import RowBatch
 
 
 def squares(threads: list[int] | None = None, gate: threading.Event | None = None) -> RowBatch[int, int]:

@@ -2,7 +2,7 @@
 
 The page draws the flow from a commit to a node serving by naming the code, so a rename that
 forgets the page must fail here rather than leave the page quietly wrong. What is checked:
-- every dotted name that starts with one of our packages (`reconciler.controller.Controller.apply`,
+- every dotted name that starts with one of our packages (`reconciler.apply.controller.Controller.apply`,
   `edge.router`), in backticks or anywhere in a fenced block: the longest prefix that imports is
   the module, the rest are attributes of it (a dataclass field, or an attribute the constructor
   sets, counts as an attribute of its class);

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from reconciler.auth import EDGE_AUDIENCE
+from reconciler.api.auth import EDGE_AUDIENCE
 from reconciler.server import ControlPlane, ServeOptions
 from tests.git.gitutil import git
 

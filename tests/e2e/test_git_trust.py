@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.approvals import ApprovalRule, evaluate
+from reconciler.spec.approvals import ApprovalRule, evaluate
 from tests.api.conftest import call
 from tests.e2e.cluster import Cluster, poll, stop_cluster
 from tests.e2e.signed import People, push, start_signed_cluster, use_key

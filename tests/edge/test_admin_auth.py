@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.auth import AuthOptions, TokenAuthority, load_or_create_signing_key
+from reconciler.api.auth import AuthOptions, TokenAuthority, load_or_create_signing_key
 from tests.edge.standalone import StandaloneNode, start_standalone
 from tests.edge.test_grants import ARITH_ENTRY, make_tree, reader
 

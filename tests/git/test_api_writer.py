@@ -1,4 +1,4 @@
-"""The control plane's own clone and push (reconciler.gitwrite): a push that loses a race is redone
+"""The control plane's own clone and push (reconciler.gitsource.gitwrite): a push that loses a race is redone
 on the new head, a push the remote refuses and a commit that would not verify are reported with
 nothing written, and a branch checked out in a working tree is never written to."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.gitsource.gitrepo import GitRepo
-from reconciler.gitwrite import GitWriteError, GitWriter, Vet, WriterConfig
+from reconciler.gitsource.gitwrite import GitWriteError, GitWriter, Vet, WriterConfig
 from tests.git.gitutil import Workspace, git
 
 

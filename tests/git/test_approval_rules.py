@@ -1,10 +1,10 @@
-"""reconciler.approvals: the pure rule the planner applies to a revision's approvals."""
+"""reconciler.spec.approvals: the pure rule the planner applies to a revision's approvals."""
 
 from __future__ import annotations
 
 import pytest
 
-from reconciler.approvals import Approval, ApprovalRule, RejectedApproval, evaluate, parse_target
+from reconciler.spec.approvals import Approval, ApprovalRule, RejectedApproval, evaluate, parse_target
 
 ADMIN = frozenset({"admin"})
 DEV = frozenset({"developer"})

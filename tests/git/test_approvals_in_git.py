@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from reconciler.approvals import ApprovalRule, evaluate
 from reconciler.gitsource.source import GitSource, Revision
+from reconciler.spec.approvals import ApprovalRule, evaluate
 from tests.git.conftest import Keys, seeded_repo, source_for, standard_trust
 from tests.git.gitutil import Repo, Workspace, module_yaml
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hotswap.cli import main
-from reconciler.approvals import ApprovalRule, evaluate
+from reconciler.spec.approvals import ApprovalRule, evaluate
 from tests.git.conftest import Keys, seeded_repo, source_for, standard_trust
 from tests.git.gitutil import Workspace
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from reconciler.auth import AuthOptions, load_or_create_signing_key
+from reconciler.api.auth import AuthOptions, load_or_create_signing_key
 from reconciler.server import ControlPlane, ServeOptions
 from reconciler.store.records import RolloutStepRecord
 from reconciler.store.state import open_state_store

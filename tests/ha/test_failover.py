@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from reconciler.auth import AuthOptions, TokenAuthority
+from reconciler.api.auth import AuthOptions, TokenAuthority
 from tests.e2e.cluster import Cluster, FleetRepo, Load, poll
 from tests.ha.replicas import (
     assert_no_step_twice,

@@ -13,8 +13,8 @@ import psycopg
 import pytest
 
 from edge.protocol import ModuleEntry, VersionMetrics
-from reconciler.leader import MAX_PAYLOAD_CHARS, pack, unpack
-from reconciler.nodes import MetricsWindow, NodeHub
+from reconciler.apply.leader import MAX_PAYLOAD_CHARS, pack, unpack
+from reconciler.apply.nodes import MetricsWindow, NodeHub
 from reconciler.store.records import NodeRecord
 from reconciler.store.state import SharedHeartbeat, StateStore, open_state_store
 
@@ -149,10 +149,10 @@ async def test_a_leader_reads_again_the_rows_of_nodes_that_look_silent_before_it
 ) -> None:
     # A heartbeat that reached the other replica is in the store before its NOTIFY reaches a busy
     # leader: the leader must not replan the node as lost on its memory alone.
-    from reconciler.controller import Controller
-    from reconciler.leader import Replicas
-    from reconciler.nodes import MISSED_HEARTBEATS
-    from reconciler.registry import Registry
+    from reconciler.apply.controller import Controller
+    from reconciler.apply.leader import Replicas
+    from reconciler.apply.nodes import MISSED_HEARTBEATS
+    from reconciler.apply.registry import Registry
     from reconciler.store.blobs import open_blob_store
 
     store = open_state_store(database_url=database_url)

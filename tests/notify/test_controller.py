@@ -13,12 +13,12 @@ import pytest
 
 from edge.nodeapi import Heartbeat, Registration
 from edge.protocol import VersionMetrics
-from reconciler.approvals import Approval
-from reconciler.controller import Controller
-from reconciler.nodes import NodeHub
+from reconciler.apply.controller import Controller
+from reconciler.apply.nodes import NodeHub
+from reconciler.apply.registry import Registry
 from reconciler.notify import Notifier, Observed, RetryPolicy, Settings
-from reconciler.registry import Registry
 from reconciler.spec.alerts import Alert
+from reconciler.spec.approvals import Approval
 from reconciler.spec.fleet import DesiredFleet
 from reconciler.spec.loader import load_fleet
 from reconciler.store.blobs import open_blob_store

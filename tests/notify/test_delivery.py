@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.executor import Event
+from reconciler.apply.executor import Event
 from reconciler.notify import Notifier, RetryPolicy, Settings, sign, verify_signature
 from reconciler.notify.events import Notification
 from reconciler.spec.alerts import Alert, Severity

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from reconciler.executor import Event
+from reconciler.apply.executor import Event
 from reconciler.notify import Notifier, Observed, RetryPolicy, Settings
 from reconciler.planner import RolloutRecord
 from reconciler.spec.alerts import Alert

@@ -18,12 +18,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edge import wasm
 from edge.protocol import VersionMetrics
-from reconciler import telemetry
-from reconciler.approvals import Approval, RejectedApproval
-from reconciler.controller import Controller
-from reconciler.nodes import STEP_TRACES, NodeHub
+from reconciler.apply import telemetry
+from reconciler.apply.controller import Controller
+from reconciler.apply.nodes import STEP_TRACES, NodeHub
+from reconciler.apply.registry import Registry
 from reconciler.planner import AdvanceStep, Pause, Promote, Rollback, SetAssignment, StartRollout, StepKind
-from reconciler.registry import Registry
+from reconciler.spec.approvals import Approval, RejectedApproval
 from reconciler.store.blobs import open_blob_store
 from reconciler.store.state import open_state_store
 from tests.observability.otlp import OtlpReceiver

@@ -12,8 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from edge import telemetry as node
 from edge.metrics import Family, Histogram, Reading, otlp_samples, prometheus_lines
 from edge.protocol import VersionMetrics
-from reconciler import telemetry as plane
-from reconciler.noderows import NodeView
+from reconciler.apply import telemetry as plane
+from reconciler.apply.noderows import NodeView
 
 CALC = VersionMetrics(
     module="calc", version="1.0.0", requests=4, errors=3, traps=2, cpu=1, latency_buckets=(3, 1), latency_sum_ms=2.5

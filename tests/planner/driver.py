@@ -18,7 +18,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from reconciler.approvals import Approval
 from reconciler.planner import (
     Action,
     AdvanceStep,
@@ -35,6 +34,7 @@ from reconciler.planner import (
     latest_records,
     plan,
 )
+from reconciler.spec.approvals import Approval
 from reconciler.spec.fleet import DesiredFleet
 from reconciler.spec.loader import load_fleet
 from reconciler.spec.models import Module, RolloutStrategy, Source

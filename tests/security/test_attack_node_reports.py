@@ -6,7 +6,7 @@ control plane with a node token:
 - a heartbeat with `generation: 10**29` is taken (registration caps it at 2**53, the heartbeat
   does not) and shown as the node's `appliedGeneration`;
 - metric counters may be negative: `{"requests": -1000000, "errors": -1000000}` for a version the
-  node was assigned is summed into the analysis as is (reconciler.nodes.Totals.add), so one node
+  node was assigned is summed into the analysis as is (reconciler.apply.nodes.Totals.add), so one node
   can cancel every other node's errors instead of being diluted by them;
 - registration takes a 200 KB `zone`, a 200 KB `runtimeVersion`, 20,000 `wasi` entries and any
   string as `url` (`file:///etc/passwd`, `http://169.254.169.254/...`), which the control plane

@@ -14,8 +14,8 @@ import aiohttp
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from reconciler.api.auth import AuthOptions, TokenAuthority
 from reconciler.api.diff import DIFF
-from reconciler.auth import AuthOptions, TokenAuthority
 from reconciler.ui.routes import CSP
 from reconciler.ui.sessions import CSRF_HEADER, SESSION_COOKIE
 from tests.api.conftest import call, plane

@@ -16,7 +16,7 @@ import jwt
 from aiohttp import web
 
 from edge.nodeapi import NODES_PATH
-from reconciler.auth import EDGE_AUDIENCE
+from reconciler.api.auth import EDGE_AUDIENCE
 from tests.api.conftest import call
 from tests.e2e.cluster import Cluster, poll
 

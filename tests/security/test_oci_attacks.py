@@ -23,14 +23,14 @@ from typing import Any
 
 import pytest
 
+from reconciler.apply.updates import Proposal, UpdateAutomation
 from reconciler.gitsource.approving import ApprovalScanner
 from reconciler.gitsource.gitrepo import GitRepo
+from reconciler.gitsource.gitwrite import GitWriter, WriterConfig
 from reconciler.gitsource.trust import parse_trust
 from reconciler.gitsource.verify import Verifier
-from reconciler.gitwrite import GitWriter, WriterConfig
-from reconciler.oci import MANIFEST, WASM_CONFIG, WASM_LAYER, Credentials, OciClient, OciError, Reference
 from reconciler.spec.loader import load_fleet
-from reconciler.updates import Proposal, UpdateAutomation
+from reconciler.store.oci import MANIFEST, WASM_CONFIG, WASM_LAYER, Credentials, OciClient, OciError, Reference
 from tests.git.gitutil import git, make_key
 
 DIGEST = "sha256:" + "ab" * 32
@@ -435,7 +435,7 @@ def test_a_registry_that_answers_a_byte_at_a_time_cannot_hold_a_pull(fake: Any) 
     """FINDING. The client's timeout bounds each read, not the request: a registry that sends its
     manifest one byte every 0.2 s (well inside a 1 s timeout) holds `pull` for as long as it likes
     (4 MiB allowed: ten days). The controller awaits the pull inside its pass
-    (`reconciler.binaries.Binaries`), so one Module naming such a registry stops every rollout and
+    (`reconciler.apply.binaries.Binaries`), so one Module naming such a registry stops every rollout and
     rollback of the fleet; a ModuleUpdate naming it holds the automation. The drip is the attack, not
     a synchronisation: it stops after 60 bytes (12 s) so that the test ends, and the pull should have
     given up (its connection closed) after a few of them."""

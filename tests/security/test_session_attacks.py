@@ -29,7 +29,7 @@ from edge.blobfetch import MAX_BINARY_BYTES, MAX_COMPRESSED_BYTES, ControlPlaneB
 from edge.errors import ForbiddenError, LoadError, UnauthorizedError
 from edge.nodeapi import BLOB_DIRECT_HEADER, BLOB_ENCODING_HEADER, NODES_PATH
 from edge.tablecache import DiskBlobs
-from reconciler.auth import EDGE_AUDIENCE
+from reconciler.api.auth import EDGE_AUDIENCE
 from reconciler.store.blobs import BLOBS_PREFIX, digest_hex
 from tests.api.conftest import call, plane  # noqa: F401 - the fixture
 from tests.e2e.cluster import Cluster

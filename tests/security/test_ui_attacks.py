@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from reconciler.auth import EDGE_AUDIENCE
+from reconciler.api.auth import EDGE_AUDIENCE
 from reconciler.ui.events import MAX_STREAMS_PER_SUBJECT
 from reconciler.ui.routes import SIGN_INS_PER_MINUTE
 from reconciler.ui.sessions import SESSION_COOKIE

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reconciler.gitwrite import WriteResult
-from reconciler.oci import Reference
+from reconciler.apply.updates import Proposal, UpdateAutomation
+from reconciler.gitsource.gitwrite import WriteResult
 from reconciler.spec.updates import ModuleUpdate
-from reconciler.updates import Proposal, UpdateAutomation
+from reconciler.store.oci import Reference
 
 DIGEST = "sha256:" + "cd" * 32
 

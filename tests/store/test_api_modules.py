@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from reconciler.api.app import ROUTE_FILES, RouteSetup, create_app
 from reconciler.api.base import ApiDeps, ApiError, Principal, bad_request, principal, public
-from reconciler.registry import Registry, RegistryLimits
+from reconciler.apply.registry import Registry, RegistryLimits
 from reconciler.store.blobs import BLOBS_PREFIX, digest_hex, open_blob_store
 from reconciler.store.errors import StoreError
 from reconciler.store.state import open_state_store

@@ -1,6 +1,6 @@
 """Heartbeats and published tables written in bulk: one transaction for a batch, the same rows as the
 same writes one by one, nothing written when it fails, and through a RowBatch a bad row fails only its
-caller while the others of its batch are written (reconciler.threadbatch)."""
+caller while the others of its batch are written (reconciler.apply.threadbatch)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from reconciler.apply.threadbatch import RowBatch
 from reconciler.store.records import NodeRecord
 from reconciler.store.state import SharedHeartbeat, StateStore, open_state_store
-from reconciler.threadbatch import RowBatch
 
 T0 = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 UNSERIALISABLE = {"modules": {object()}}  # json.dumps refuses it: the write fails inside the transaction

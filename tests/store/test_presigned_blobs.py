@@ -31,7 +31,7 @@ from edge.runtime import Runtime
 from edge.tablecache import DiskBlobs
 from reconciler.api.app import ROUTE_FILES, create_app
 from reconciler.api.base import ApiDeps, ApiError, Principal
-from reconciler.registry import Registry
+from reconciler.apply.registry import Registry
 from reconciler.store.blobs import BLOBS_PREFIX, BlobStore, digest_hex
 from reconciler.store.errors import StoreConfigError
 from reconciler.store.objects import S3Objects

@@ -16,7 +16,7 @@ import pytest
 
 from edge import wasm
 from edge.wat import compile_wat
-from reconciler.registry import (
+from reconciler.apply.registry import (
     Registry,
     RegistryLimits,
     expired_versions,

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from reconciler.auth import AuthOptions, TokenAuthority
+from reconciler.api.auth import AuthOptions, TokenAuthority
 from tests.e2e.cluster import FleetRepo
 from tests.git.gitutil import free_port, git, make_key
 

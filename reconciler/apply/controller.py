@@ -8,7 +8,7 @@ each an `async (Work) -> None` that reads and fills the pass's `Work`:
     plan       node views (hub) + rollout records (book) + approvals + metrics windows -> Snapshot
                -> the incremental planner -> Plan, in a worker thread
     save       book.save(plan.records): progress first, so a restart resumes mid-rollout
-    apply      reconciler.executor: each SetAssignment publishes a node's full table (a no-op when
+    apply      reconciler.apply.executor: each SetAssignment publishes a node's full table (a no-op when
                equal); the rest become events, log lines and audit lines
     report     conditions for status; the revision marked applied once nothing waits
     -> come back after plan.requeue_after, or when poked (new revision, heartbeat change, node health)
@@ -32,12 +32,15 @@ from typing import TYPE_CHECKING, Protocol
 
 from edge.protocol import ModuleTable
 from reconciler import planner
-from reconciler.approvals import Approval
-from reconciler.binaries import Binaries, StalledError
-from reconciler.executor import Event, Executor
-from reconciler.gates import Held, InterfaceGates
-from reconciler.noderows import NodeView
-from reconciler.nodes import NodeHub
+from reconciler.apply.binaries import Binaries, StalledError
+from reconciler.apply.executor import Event, Executor
+from reconciler.apply.gates import Held, InterfaceGates
+from reconciler.apply.noderows import NodeView
+from reconciler.apply.nodes import NodeHub
+from reconciler.apply.registry import Registry
+from reconciler.apply.rollouts import RolloutBook, StaleBookError
+from reconciler.apply.tables import from_wire
+from reconciler.apply.telemetry import DeploymentTracing
 from reconciler.planner import (
     AssignmentEntry,
     Condition,
@@ -50,16 +53,13 @@ from reconciler.planner import (
     Snapshot,
     VersionMetrics,
 )
-from reconciler.registry import Registry
-from reconciler.rollouts import RolloutBook, StaleBookError
+from reconciler.spec.approvals import Approval
 from reconciler.spec.fleet import DesiredFleet
 from reconciler.store.errors import StoreError
 from reconciler.store.state import StateStore
-from reconciler.tables import from_wire
-from reconciler.telemetry import DeploymentTracing
 
 if TYPE_CHECKING:
-    from reconciler.oci import OciClient
+    from reconciler.store.oci import OciClient
 
 log = logging.getLogger("hotswap.controller")
 
@@ -100,7 +100,7 @@ class Work:
 
 class Role:
     """Which replica a controller is and whether it leads; alone, it always leads. Among replicas
-    (reconciler.leader) the lease holder calls `lead()` and `follow()`; everyone else only reads."""
+    (reconciler.apply.leader) the lease holder calls `lead()` and `follow()`; everyone else only reads."""
 
     def __init__(self, replica: str = "", *, leading: bool = True) -> None:
         self.replica = replica
@@ -187,7 +187,7 @@ class Controller:
         self._planner = planner.Planner()  # plans again only what changed since its last pass
         self._pass_done = asyncio.Condition()
         self.gates = InterfaceGates(store)
-        # Several replicas on one store (reconciler.leader): which one this is, whether it leads, and
+        # Several replicas on one store (reconciler.apply.leader): which one this is, whether it leads, and
         # what to run before each pass (checks the lease; raises to step down).
         self.role = role if role is not None else Role()
         self.before_pass = before_pass
@@ -201,7 +201,7 @@ class Controller:
             ("apply", self._apply),
             ("report", self._report),
         )
-        # spans of the transitions applied (reconciler.telemetry)
+        # spans of the transitions applied (reconciler.apply.telemetry)
         self.tracing = tracing if tracing is not None else DeploymentTracing()
 
     @property
@@ -455,7 +455,7 @@ class Controller:
         return tuple(out)
 
     async def apply(self, result: Plan) -> None:
-        """The plan's side effects (`reconciler.executor`); remembers what each node now holds."""
+        """The plan's side effects (`reconciler.apply.executor`); remembers what each node now holds."""
         for node_id, held, table in await self.executor.apply(result):
             self._assigned[node_id] = (held, table)
 

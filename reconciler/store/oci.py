@@ -1,7 +1,7 @@
 """Wasm modules in OCI registries: references, pull, push and tags (the control plane's only OCI code).
 
 Where it sits: the controller pulls the `source.oci` artifacts a revision names
-(`reconciler.binaries.Binaries`), the update automation lists tags (`reconciler.updates`), and
+(`reconciler.apply.binaries.Binaries`), the update automation lists tags (`reconciler.apply.updates`), and
 `hotswap push` / `hotswap validate --resolve` publish and check. Nodes never talk to a registry: they
 fetch binaries from the control plane by digest, as for any other source. Every call blocks (the
 control plane makes them in a thread) and makes each request once, with a timeout.

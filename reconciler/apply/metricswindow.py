@@ -1,8 +1,8 @@
 """Metric deltas as nodes ship them with heartbeats, kept for an hour and summed over any window.
 
-Where it sits: `reconciler.nodes.NodeHub.heartbeat` adds each node's deltas (`MetricsWindow.add`);
+Where it sits: `reconciler.apply.nodes.NodeHub.heartbeat` adds each node's deltas (`MetricsWindow.add`);
 the controller sums them per rollout step for the planner's analysis (`since_by_region`), and
-`reconciler.telemetry` extends the window with cumulative totals for /metrics.
+`reconciler.apply.telemetry` extends the window with cumulative totals for /metrics.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A node's row as the hub keeps it: the view the planner and the API read, and the rules for taking
 a newer row.
 
-Where it sits: under `reconciler.nodes.NodeHub`, which holds one `NodeRecord` per node (its own
+Where it sits: under `reconciler.apply.nodes.NodeHub`, which holds one `NodeRecord` per node (its own
 writes, and rows other replicas wrote, `NodeHub.merge`) and hands out `NodeView`s made here, the
 same view object while the row is the same.
 """

@@ -1,6 +1,6 @@
 """The executor: the one place where a pass's plan touches the world.
 
-Where it sits: `reconciler.controller.Controller` plans in a worker thread from an immutable
+Where it sits: `reconciler.apply.controller.Controller` plans in a worker thread from an immutable
 snapshot (no side effects), saves the rollout records, then hands the plan here:
 
     Plan.actions --SetAssignment--> NodeHub.publish (one gather for the fleet; the hub encodes and
@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import Any, assert_never
 
 from edge.protocol import ModuleTable
-from reconciler.nodes import NodeHub
+from reconciler.apply.nodes import NodeHub
+from reconciler.apply.tables import WireEntries
 from reconciler.planner import (
     Action,
     AdvanceStep,
@@ -36,7 +37,6 @@ from reconciler.planner import (
 )
 from reconciler.store.audit import AuditLog
 from reconciler.store.errors import StoreError
-from reconciler.tables import WireEntries
 
 log = logging.getLogger("hotswap.controller")
 MAX_EVENTS = 200

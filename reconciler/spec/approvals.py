@@ -35,7 +35,7 @@ __all__ = [
 
 APPROVE_TRAILER = "Hotswap-Approve"
 APPROVED_BY_TRAILER = "Approved-by"  # on a merge signed by the forge's `merger` key
-# On a commit the control plane signs for an API caller (reconciler.gitwrite): the principal who
+# On a commit the control plane signs for an API caller (reconciler.gitsource.gitwrite): the principal who
 # approved (an approval) or asked for the change (a deployment), whose roles the commit counts for.
 API_APPROVED_BY_TRAILER = "Hotswap-Approved-By"
 REQUESTED_BY_TRAILER = "Hotswap-Requested-By"

@@ -9,8 +9,8 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from reconciler.approvals import Approval
 from reconciler.planner import ObservedNode, RolloutRecord, Snapshot, VersionMetrics
+from reconciler.spec.approvals import Approval
 from reconciler.spec.fleet import DesiredFleet
 
 _NODES = TypeAdapter(tuple[ObservedNode, ...])

@@ -1,6 +1,6 @@
 """Module tables as the control plane publishes them: converted and encoded once per distinct content.
 
-Where it sits: the executor (`reconciler.controller.Controller.apply`) turns the planner's
+Where it sits: the executor (`reconciler.apply.controller.Controller.apply`) turns the planner's
 `AssignmentEntry` rows into wire `ModuleEntry` rows through `WireEntries`, which converts each
 distinct row once and hands the same object out again; `NodeHub.publish` asks `TableEncoder` for the
 table's `EncodedTable`: the JSON of its `modules` (`edge.protocol.canonical_json`), the value the

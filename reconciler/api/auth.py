@@ -34,7 +34,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from edge.auth import roles_of
-from reconciler.authnames import API_ROLES, AUDIENCE, AUDIENCES, AUTH_DIR, EDGE_AUDIENCE, ISSUER, ROLES, node_audience
+from reconciler.api.authnames import (
+    API_ROLES,
+    AUDIENCE,
+    AUDIENCES,
+    AUTH_DIR,
+    EDGE_AUDIENCE,
+    ISSUER,
+    ROLES,
+    node_audience,
+)
 from reconciler.errors import ReconcilerError
 
 __all__ = [
@@ -249,7 +258,7 @@ class TokenAuthority:
 
     def sign(self, claims: dict[str, Any]) -> str:
         """`claims` as a JWT signed with the signing key (never HS256): what nodes check with the
-        public key they were given, e.g. the signature of a module table (`reconciler.tables`)."""
+        public key they were given, e.g. the signature of a module table (`reconciler.apply.tables`)."""
         return jwt.encode(claims, self._signing_key, algorithm=self.algorithm)
 
     def verify(self, token: str) -> Claims:

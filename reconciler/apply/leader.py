@@ -37,11 +37,11 @@ from datetime import UTC, datetime
 
 from edge.nodeapi import Heartbeat
 from edge.protocol import VersionMetrics
-from reconciler.controller import Controller, Role, StopReconciling
-from reconciler.nodes import METRICS_HORIZON_SECONDS, NodeHub
-from reconciler.notify_pg import PgListener
+from reconciler.apply.controller import Controller, Role, StopReconciling
+from reconciler.apply.nodes import METRICS_HORIZON_SECONDS, NodeHub
 from reconciler.store.errors import StoreError
 from reconciler.store.lease import Lease
+from reconciler.store.notify_pg import PgListener
 from reconciler.store.records import JsonObject
 from reconciler.store.state import SharedHeartbeat, StateStore
 

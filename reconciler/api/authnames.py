@@ -1,6 +1,6 @@
 """The names tokens carry (issuer, audiences, roles) and where the keys live, without the crypto.
 
-Where it sits: `reconciler.auth` mints and verifies tokens with these names; the command line reads
+Where it sits: `reconciler.api.auth` mints and verifies tokens with these names; the command line reads
 them here to build its options (`hotswap token --role`, `--audience`), so `--help` loads no JWT or
 cryptography library.
 """

@@ -1,6 +1,6 @@
 """PostgreSQL LISTEN on a channel of its own connection, for replicas that share one database.
 
-Where it sits: `reconciler.leader.Replicas` starts one `PgListener` per control-plane replica. What
+Where it sits: `reconciler.apply.leader.Replicas` starts one `PgListener` per control-plane replica. What
 another replica announces with NOTIFY (a node's table published, a heartbeat or a registration it
 received) arrives here and is handed to `on_message`; the replica then reads the rows named from
 the store. Notifications sent while the connection was down are lost, so `on_connect` runs after

@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from reconciler.approvals import Approval, ApprovalRule, evaluate
 from reconciler.interfaces import compare
+from reconciler.spec.approvals import Approval, ApprovalRule, evaluate
 from reconciler.spec.fleet import DesiredFleet
 from reconciler.spec.models import package_of
 from reconciler.store.revisions import RevisionStore

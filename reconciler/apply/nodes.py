@@ -6,7 +6,7 @@ that missed three heartbeats is Unhealthy until it speaks again. The executor pu
 the planner reads its snapshot. State lives in the state store so a restarted control plane knows
 its nodes and their generations; a heartbeat, a registration or a health change pokes the
 reconciler ("look again"), never more. Tables are encoded (and signed, with `signer`) once per
-distinct content (`reconciler.tables`): the nodes that run the same table share its bytes.
+distinct content (`reconciler.apply.tables`): the nodes that run the same table share its bytes.
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ import orjson
 
 from edge.nodeapi import Heartbeat, HeartbeatAnswer, Registration, RegistrationAnswer
 from edge.protocol import SERVING_CACHED_TABLE, ModuleEntry, ModuleTable
+from reconciler.apply.metricswindow import METRICS_HORIZON_SECONDS, MetricsWindow, Totals
+from reconciler.apply.noderows import NodeView, epoch, not_back, progress, view_of
+from reconciler.apply.tables import EncodedTable, Signer, TableEncoder
+from reconciler.apply.threadbatch import RowBatch
 from reconciler.errors import ReconcilerError
-from reconciler.metricswindow import METRICS_HORIZON_SECONDS, MetricsWindow, Totals
-from reconciler.noderows import NodeView, epoch, not_back, progress, view_of
 from reconciler.store.audit import AuditLog
 from reconciler.store.nodes import NodeStore, SharedHeartbeat
 from reconciler.store.records import JsonObject, NodeRecord
-from reconciler.tables import EncodedTable, Signer, TableEncoder
-from reconciler.threadbatch import RowBatch
 
 __all__ = [
     "METRICS_HORIZON_SECONDS",
@@ -47,13 +47,13 @@ __all__ = [
 MISSED_HEARTBEATS = 3
 ENTRY_CACHE = 4096  # distinct stored table rows kept parsed (a few per module version in use)
 RECONNECT_SECONDS = 5.0  # a node's agent retries a lost control plane at least this often (edge.agent)
-# module -> W3C traceparent of the deployment step being applied (reconciler.telemetry sets it around
+# module -> W3C traceparent of the deployment step being applied (reconciler.apply.telemetry sets it around
 # the executor): published tables carry it, so a node's load spans join that step's trace.
 STEP_TRACES: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("step_traces", default=None)
 
 
 class Peers(Protocol):
-    """Other control-plane replicas on the same store (`reconciler.leader.Replicas`); None when alone."""
+    """Other control-plane replicas on the same store (`reconciler.apply.leader.Replicas`); None when alone."""
 
     def heartbeat_row(
         self, node_id: str, region: str, reported: JsonObject, at: datetime, beat: Heartbeat
@@ -428,7 +428,7 @@ class NodeHub:
             self.poke()
         return found
 
-    # -- other replicas on the same store (reconciler.leader) ------------------------------------
+    # -- other replicas on the same store (reconciler.apply.leader) ------------------------------------
 
     async def load(self, node_id: str) -> bool:
         """Read a node this replica does not know from a shared store (another replica registered

@@ -1,6 +1,6 @@
 """Blocking store writes from the event loop, run together: one worker thread hop per batch, not per call.
 
-Where it sits: `reconciler.nodes.NodeHub` writes each heartbeat and each published table through a
+Where it sits: `reconciler.apply.nodes.NodeHub` writes each heartbeat and each published table through a
 batcher. At 1,000 nodes a blue-green switch is 2,000 table writes and 2,000 heartbeats within a
 second or two; one `asyncio.to_thread` each cost the event loop a future, a thread hand-off and a
 wake-up apiece. Here a call that arrives while a batch runs waits for the next one, so an idle

@@ -14,12 +14,12 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 from edge import wasm
-from reconciler.registry import Registry
+from reconciler.apply.registry import Registry
 from reconciler.spec.fleet import Binary, DesiredFleet
 from reconciler.store.errors import ModuleConflictError
 
 if TYPE_CHECKING:
-    from reconciler.oci import OciClient
+    from reconciler.store.oci import OciClient
 
 
 class StalledError(Exception):
@@ -61,7 +61,7 @@ class Binaries:
         written, or a dev fleet's tag resolved once), verified against the manifest's and the layer's
         digests and a `sha256` pin; a pull that fails stalls the pass, and the nodes keep serving the
         last good revision's tables."""
-        from reconciler.oci import OciClient, OciError, Reference
+        from reconciler.store.oci import OciClient, OciError, Reference
 
         binaries = dict(desired.binaries)
         pulled_now: list[tuple[str, str]] = []  # (module, what was pulled): events, sent from the loop

@@ -1,7 +1,7 @@
 """What the next reconcile pass would change, as data and as the lines `hotswap diff` prints.
 
 Where it sits: beside the planner. `hotswap diff` (reconciler/commands/diff.py) plans locally from
-the control plane's snapshot (reconciler/snapshots.py) and a fleet from the working tree; the
+the control plane's snapshot (reconciler/planner/snapshots.py) and a fleet from the working tree; the
 console's `GET /api/v1/wasm/diff?ref=` (reconciler/api/diff.py) plans on the control plane from a
 fleet at a Git ref. Both call `plan_diff(snapshot)` and show the same lines. Pure: no I/O.
 """

@@ -1,0 +1,11 @@
+"""The fleet as users write it: YAML documents -> validated models -> a `DesiredFleet`.
+
+loader.py       load_fleet: every document under a fleet root -> a DesiredFleet, or every problem
+documents.py    find and parse the YAML files, keeping line numbers; validate each document
+assemble.py     what no single document can check (names, references, versions)
+sources.py      where a version's binary comes from (a path in the repository or an OCI reference)
+incremental.py  parse only the files a commit changed
+models.py       Module, Interface, Strategy, Fleet documents (pydantic) and their fields
+fleet.py        DesiredFleet and Problem
+approvals.py    approvals as facts about a revision, and the rule that says whether enough were given
+"""
