@@ -1,6 +1,6 @@
 """Metric families declared once, rendered to Prometheus text and to OTLP from the declaration.
 
-Where it sits: under `edge.telemetry` (the node's families) and `reconciler.telemetry` (the control
+Where it sits: under `edge.telemetry` (the node's families) and `reconciler.apply.telemetry` (the control
 plane's), which declare their `Family`s beside the code they describe and, at scrape or export time,
 pair each family with its points (a `Reading`). This module knows no family and imports no other
 hotswap module, so the control plane can use it without the node importing the control plane.
