@@ -86,9 +86,21 @@ def as_metrics(key: Key, c: Counters) -> VersionMetrics:
         errors=c.errors,
         latency_buckets=tuple(c.buckets),
         latency_sum_ms=c.latency_sum_ms,
-        last_error=c.last_error if c.errors else None,
+        last_error=c.last_error if c.errors or c.health_failures else None,
         **{name: getattr(c, name) for name in SUMMED_COUNTS},
     )
+
+
+def gained(counters: dict[Key, Counters], shipped: dict[Key, Counters]) -> list[VersionMetrics]:
+    """Per version that served requests or ran its health check since `shipped`, what it gained;
+    `shipped` becomes `counters`."""
+    out = []
+    for key, now in counters.items():
+        delta = now.minus(shipped.get(key, Counters()))
+        shipped[key] = now.copy()
+        if delta.requests or delta.health_checks:
+            out.append(as_metrics(key, delta))
+    return out
 
 
 @dataclass
@@ -409,13 +421,7 @@ class WorkerPool:
 
     def metrics_delta(self) -> list[VersionMetrics]:
         """Per version, what the node's counters gained since the previous call (for heartbeats)."""
-        out = []
-        for key, now in self.counters.items():
-            delta = now.minus(self.shipped.get(key, Counters()))
-            self.shipped[key] = now.copy()
-            if delta.requests:
-                out.append(as_metrics(key, delta))
-        return out
+        return gained(self.counters, self.shipped)
 
     def metrics_total(self) -> list[VersionMetrics]:
         return [as_metrics(key, c) for key, c in self.counters.items()]

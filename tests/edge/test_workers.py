@@ -31,7 +31,7 @@ from edge.cache import ModuleCache, engine_key
 from edge.ipc import WORKER_HEADER
 from edge.protocol import LATENCY_BUCKETS_MS, VersionMetrics
 from edge.router import Counters
-from edge.supervisor import SUMMED_COUNTS, add_metrics, as_metrics
+from edge.supervisor import SUMMED_COUNTS, add_metrics, as_metrics, gained
 from tests.e2e.cluster import Cluster, poll, start_cluster, stop_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -323,3 +323,15 @@ def test_worker_deltas_add_up_field_by_field() -> None:
     assert total.latency_buckets == tuple(2 * b for b in one.latency_buckets)
     assert total.latency_sum_ms == 3.0
     assert total.errors == 2 * (one.traps + one.timeouts + one.memory + one.cpu)
+
+
+def test_a_version_that_only_ran_its_health_check_is_shipped_with_why_it_failed() -> None:
+    """With workers, a version that took no requests but ran its health check still reaches the
+    heartbeat, its failure's message with it; a period with nothing new ships nothing."""
+    counters = {("m", "1.0.0"): Counters()}
+    counters["m", "1.0.0"].checked("health", "trap: unreachable")
+    shipped: dict[tuple[str, str], Counters] = {}
+    [delta] = gained(counters, shipped)
+    assert (delta.requests, delta.health_checks, delta.health_failures) == (0, 1, 1)
+    assert delta.last_error == "health check health failed: trap: unreachable"
+    assert gained(counters, shipped) == []
