@@ -25,10 +25,14 @@ class Totals:
     errors: int = 0
     buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_MS) + 1))
     last_error: str | None = None  # the latest module error message shipped in the window
+    health_checks: int = 0  # runs of the version's healthCheck function (`edge.health`), not requests
+    health_failures: int = 0  # of those, the failed ones (their message is a `last_error`)
 
     def add(self, m: VersionMetrics) -> None:
         self.requests += m.requests
         self.errors += m.errors
+        self.health_checks += m.health_checks
+        self.health_failures += m.health_failures
         if m.last_error:
             self.last_error = m.last_error
         for i, count in enumerate(m.latency_buckets[: len(self.buckets)]):

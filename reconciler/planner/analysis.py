@@ -9,15 +9,22 @@ for conditions.
 Defaults (`analysis_for`): a strategy that leaves `analysis` out gets one that can always progress.
 - BlueGreen and Rolling: `LOADED_AND_HEALTHY` (maxErrorRate 0.01, minRequests 0, onNoTraffic
   proceed). A step moves on once its time is up and every node of the step reports the new version
-  loaded (its health check passed) at the step's weights; whatever traffic it got is judged (a
-  preview gets some only with X-Hotswap-Version), none is waited for.
+  loaded (and smoked) at the step's weights, with no failed health check; whatever traffic it got is
+  judged (a preview gets some only with X-Hotswap-Version), none is waited for.
 - Canary and ABTest: `TRAFFIC` (maxErrorRate 0.01, minRequests 50, onNoTraffic pause): a step
   passes on 50 requests or more to the new version, and waits for them.
 - Regional: its settle steps use the `perRegion` strategy's analysis (explicit or default); without
   one, `LOADED_AND_HEALTHY`.
 An explicit `analysis` block means exactly what it says, for every step of every type.
 
-Rules: fewer than `minRequests` requests to the new version is inconclusive (`NoTraffic`), unless
+Rules: first, health checks (a Module's `healthCheck`, which every node runs after load and every
+`intervalSeconds`, `edge.health`): a failed run of the new version's during the step fails it
+(`HealthCheckFailed`, quoting the failure), whatever the traffic and under every analysis, explicit
+or default; unless the stable version's checks failed in the same window at least as often (a share
+of its runs no smaller than the new version's): then the environment is to blame, `BaselineDegraded`,
+never a pass (the rules below still fail the step on traffic).
+
+Then: fewer than `minRequests` requests to the new version is inconclusive (`NoTraffic`), unless
 `onNoTraffic: proceed`, or unless it already fails fast (below). With `minRequests` or more, above
 `maxErrorRate` or `maxLatencyP99Ms` is a failure, unless the stable version breaks the same
 threshold and the new one does no worse: then the environment is to blame (a dependency is down,
@@ -144,10 +151,19 @@ class Totals:
     errors: int = 0
     p99_ms: float | None = None
     last_error: str | None = None  # one region's latest module error (trap message, timeout, exit code)
+    health_checks: int = 0  # runs of the version's healthCheck function, not requests
+    health_failures: int = 0
 
     @property
     def error_rate(self) -> float:
         return self.errors / self.requests if self.requests else 0.0
+
+    @property
+    def health_failure_rate(self) -> float:
+        """The share of health check runs that failed (a node's claim of more failures than runs: 1)."""
+        if not self.health_checks:
+            return 1.0 if self.health_failures else 0.0
+        return min(1.0, self.health_failures / self.health_checks)
 
     def describe(self) -> str:
         p99 = "n/a" if self.p99_ms is None else f"{self.p99_ms:g} ms"
@@ -155,16 +171,18 @@ class Totals:
 
 
 def totals(metrics: Iterable[VersionMetrics]) -> Totals:
-    requests = errors = 0
+    requests = errors = checks = check_failures = 0
     p99: float | None = None
     last_error: str | None = None
     for m in metrics:
         requests += m.requests
         errors += m.errors
+        checks += m.health_checks
+        check_failures += m.health_failures
         if m.p99_ms is not None and m.requests:
             p99 = m.p99_ms if p99 is None else max(p99, m.p99_ms)
         last_error = m.last_error or last_error
-    return Totals(requests, errors, p99, last_error)
+    return Totals(requests, errors, p99, last_error, checks, check_failures)
 
 
 @dataclass(frozen=True)
@@ -209,9 +227,22 @@ def _fails_fast(analysis: Analysis, new: Totals, stable: Totals | None) -> Verdi
     return Verdict("Failed", "ErrorRateTooHigh", why, new)
 
 
+def _health(new: Totals, stable: Totals | None) -> Verdict | None:
+    """Failed health checks of the new version in the window (the rule is in the module docstring)."""
+    if new.health_failures <= 0:
+        return None
+    seen = f"{new.health_failures} of {max(new.health_checks, new.health_failures)} health checks failed"
+    if stable is not None and stable.health_failures > 0 and new.health_failure_rate <= stable.health_failure_rate:
+        baseline = f"{stable.health_failures} of {max(stable.health_checks, stable.health_failures)}"
+        message = f"the stable version's health checks fail too ({baseline}); new: {seen}"
+        return Verdict("Inconclusive", "BaselineDegraded", message, new)
+    return Verdict("Failed", "HealthCheckFailed", f"{seen}: {new.last_error or 'no message'}", new)
+
+
 def _quoting(verdict: Verdict) -> Verdict:
-    """A failure says what the module itself reported, not only the rate (the node's log has the rest)."""
-    if verdict.outcome != "Failed" or not verdict.new.last_error:
+    """A failure says what the module itself reported, not only the rate (the node's log has the rest);
+    a failed health check's message already does."""
+    if verdict.outcome != "Failed" or not verdict.new.last_error or verdict.reason == "HealthCheckFailed":
         return verdict
     return replace(verdict, message=f"{verdict.message}; last error: {verdict.new.last_error}")
 
@@ -223,6 +254,16 @@ def analyze(analysis: Analysis, new: Totals, stable: Totals | None) -> Verdict:
 
 
 def _analyze(analysis: Analysis, new: Totals, stable: Totals | None) -> Verdict:
+    health = _health(new, stable)
+    if health is None:
+        return _traffic(analysis, new, stable)
+    if health.outcome == "Failed":
+        return health
+    traffic = _traffic(analysis, new, stable)  # a degraded baseline's checks excuse no traffic failure
+    return traffic if traffic.outcome == "Failed" else health
+
+
+def _traffic(analysis: Analysis, new: Totals, stable: Totals | None) -> Verdict:
     if new.requests < analysis.min_requests:
         fast = _fails_fast(analysis, new, stable)
         if fast is not None:

@@ -19,6 +19,9 @@ Module), reports its smoke check passed. Until every node the step gives the new
 reports that pass, those nodes get it at weight 0 (the planner holds the step's weights back), so
 no user request reaches it before every node of the step has smoked it. A node that reports the
 smoke check failed fails the step at once: `SmokeFailed`, with the module's error in the message.
+So does a failed run of the new release's health check that a node counted in the step's window
+(`HealthCheckFailed`: the first rule of `reconciler.planner.analysis`, under every strategy, with or
+without an `analysis` block).
 A step passes when its time is up, every node still reports its weights and analysis passes
 (`reconciler.planner.analysis`: a strategy without `analysis` gets its type's default, which for
 BlueGreen and Rolling never waits for traffic); it fails as soon as analysis fails, on every pass

@@ -118,6 +118,9 @@ class VersionMetrics:
 
     The executor sums heartbeat deltas since the rollout record's `step_started_at`; `p99_ms` is the
     99th percentile latency over the same window (None when unknown). The planner sums regions.
+    `health_checks` and `health_failures` count runs of the version's `healthCheck` function (at
+    load and every `intervalSeconds`) in the window, not requests; a failed run's message is a
+    `last_error` ("health check health failed: trap: ...").
     """
 
     module: str
@@ -127,6 +130,8 @@ class VersionMetrics:
     errors: int = 0
     p99_ms: float | None = None
     last_error: str | None = None  # the module's own words for its latest failure in the window
+    health_checks: int = 0
+    health_failures: int = 0
 
     @property
     def error_rate(self) -> float:
