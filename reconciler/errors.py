@@ -36,7 +36,7 @@ page. `tests/test_errors.py` checks that the drawing below is the real class tre
     ├── InterfaceError                              reconciler.interfaces.errors
     │   ├── WitError (also a ValueError)            reconciler.interfaces.errors
     │   └── ToolError                               reconciler.interfaces.errors
-    ├── OciError                                    reconciler.store.oci
+    ├── OciError                                    reconciler.gitsource.oci
     ├── NotifyError                                 reconciler.notify.errors
     │   ├── ReceiverConfigError                     reconciler.notify.errors
     │   └── DeliveryError                           reconciler.notify.errors

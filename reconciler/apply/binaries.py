@@ -19,7 +19,7 @@ from reconciler.spec.fleet import Binary, DesiredFleet
 from reconciler.store.errors import ModuleConflictError
 
 if TYPE_CHECKING:
-    from reconciler.store.oci import OciClient
+    from reconciler.gitsource.oci import OciClient
 
 
 class StalledError(Exception):
@@ -61,7 +61,7 @@ class Binaries:
         written, or a dev fleet's tag resolved once), verified against the manifest's and the layer's
         digests and a `sha256` pin; a pull that fails stalls the pass, and the nodes keep serving the
         last good revision's tables."""
-        from reconciler.store.oci import OciClient, OciError, Reference
+        from reconciler.gitsource.oci import OciClient, OciError, Reference
 
         binaries = dict(desired.binaries)
         pulled_now: list[tuple[str, str]] = []  # (module, what was pulled): events, sent from the loop

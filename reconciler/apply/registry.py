@@ -31,6 +31,7 @@ from opentelemetry import trace
 
 from edge import wasm
 from edge.protocol import module_id
+from reconciler.spec import admission
 from reconciler.spec.fields import NAME_PATTERN, SEMVER_RE
 from reconciler.store.blobs import BlobStore, VerifiedBlob
 from reconciler.store.errors import InvalidModuleError, ModuleConflictError, ModuleInUseError, UnknownModuleError
@@ -50,7 +51,7 @@ class RegistryLimits:
 
     max_module_bytes: int = 50 * MIB
     memory_limit_bytes: int = 512 * MIB
-    max_table_elements: int = 10_000_000
+    max_table_elements: int = admission.MAX_TABLE_ELEMENTS
 
 
 class RegistrationObserver(Protocol):
@@ -279,21 +280,8 @@ class Registry:
             info = wasm.inspect_cached(data, digest)
         except wasm.WasmError as exc:
             raise InvalidModuleError("wasm", f"not valid WebAssembly: {exc.message}") from None
-        if info.problems:
-            raise InvalidModuleError("wasm", "imports the edge sandbox cannot grant: " + "; ".join(info.problems))
-        memory = info.memory_min_pages * wasm.PAGE_BYTES
-        if memory > memory_limit:
-            raise InvalidModuleError(
-                "wasm",
-                f"declares {memory // MIB} MB of initial memory ({info.memory_min_pages} pages), more than the "
-                f"{memory_limit // MIB} MB limit",
-            )
-        if info.table_min_elements > self.limits.max_table_elements:
-            raise InvalidModuleError(
-                "wasm",
-                f"declares a table of {info.table_min_elements} elements, more than the "
-                f"{self.limits.max_table_elements} allowed",
-            )
+        if problems := admission.check(info, memory_limit, self.limits.max_table_elements):
+            raise InvalidModuleError("wasm", "; ".join(problems))
         return info
 
     def _ensure_stored(self, record: ModuleRecord, data: bytes) -> None:

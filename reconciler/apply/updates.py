@@ -2,7 +2,7 @@
 
 Where it sits: `ControlPlane.start` runs `UpdateAutomation.run` beside the controller. For every
 `ModuleUpdate` of the revision the controller follows (reconciler.spec.updates), every
-`intervalSeconds` and only on the leading replica, it lists the repository's tags (`reconciler.store.oci`),
+`intervalSeconds` and only on the leading replica, it lists the repository's tags (`reconciler.gitsource.oci`),
 takes the highest semver tag inside the range that is newer than the Module's `version`, resolves its
 manifest digest, and writes, through the same `GitWriter` as the API's writes (a round-trip YAML edit,
 so comments survive; a commit signed with the control plane's key), `spec.version` and
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from ruamel.yaml.comments import CommentedMap
 
     from reconciler.apply.controller import Controller
-    from reconciler.store.oci import OciClient
+    from reconciler.gitsource.oci import OciClient
 
 log = logging.getLogger("hotswap.updates")
 TICK_SECONDS = 1.0
@@ -119,7 +119,7 @@ class UpdateAutomation:
 
     def check(self, update: ModuleUpdate, current: str) -> Proposal | None:
         """The newest tag inside the range and newer than `current`, with its digest; None if none."""
-        from reconciler.store.oci import OciClient, Reference
+        from reconciler.gitsource.oci import OciClient, Reference
 
         if self.oci is None:
             self.oci = OciClient()

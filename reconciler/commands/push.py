@@ -28,7 +28,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from edge import wasm
     from reconciler.spec.updates import parse_version
-    from reconciler.store.oci import OciClient, OciError, Reference
+    from reconciler.gitsource.oci import OciClient, OciError, Reference
 
     try:
         ref = Reference.parse(args.target)

@@ -9,6 +9,7 @@
     webhook.py    POST /api/v1/wasm/webhook (HMAC-SHA256) -> GitSource.trigger()
     gitrepo.py    the thin seam over GitPython every git call goes through
     gitwrite.py   API writes (approvals, update automation) as signed commits pushed to the branch
+    oci.py        the other source of binaries: OCI registries (pull, push, tags)
     errors.py     the exception tree
 
 Wiring in a control plane:

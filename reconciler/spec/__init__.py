@@ -8,4 +8,6 @@ incremental.py  parse only the files a commit changed
 models.py       Module, Interface, Strategy, Fleet documents (pydantic) and their fields
 fleet.py        DesiredFleet and Problem
 approvals.py    approvals as facts about a revision, and the rule that says whether enough were given
+admission.py    whether a binary can run on the edge sandbox within its limits (loader and registry)
+ocireference.py an OCI reference, parsed and checked
 """

@@ -118,7 +118,7 @@ class Source(Spec):
         if self.path is not None and not self.path.endswith((".wasm", ".wat")):
             raise ValueError(f"{self.path!r}: a source path must end in .wasm or .wat")
         if self.oci is not None:
-            from reconciler.store.oci import Reference
+            from reconciler.spec.ocireference import Reference
 
             Reference.parse(self.oci)  # ValueError names what is wrong
         return self

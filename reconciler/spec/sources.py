@@ -18,6 +18,7 @@ from pathlib import Path
 
 from edge import wasm
 from reconciler.interfaces import ToolError, WitError, WitPackage, check_module, parse_wit
+from reconciler.spec import admission
 from reconciler.spec.documents import Collector, Doc, field_name, remember
 from reconciler.spec.fleet import Binary
 from reconciler.spec.models import MAX_MODULE_BYTES, Interface, Module
@@ -151,22 +152,8 @@ def _compile_binary(rel: str, target: Path, raw: bytes) -> Binary | str:
 
 
 def check_binary(doc: Doc, binary: Binary, memory_mb: int, loc: list[str | int], out: Collector) -> None:
-    """What the registry refuses too: unsatisfiable imports and initial memory over the limit.
-
-    WASI env and filesystem imports link against an empty grant (no variables, no preopened
-    directories), so toolchains that import them unconditionally still run; sockets and non-WASI
-    imports cannot be satisfied and are in `info.problems`.
-    """
+    """What the registry refuses too (`reconciler.spec.admission.check`), at the source's line."""
     where = field_name([*loc, "path"])
     line = doc.line_of([*loc, "path"])
-    info = binary.info
-    for problem in info.problems:
+    for problem in admission.check(binary.info, memory_mb * admission.MIB):
         out.add(doc.path, line, where, f"{binary.path}: {problem}")
-    declared_mb = info.memory_min_pages * wasm.PAGE_BYTES / (1024 * 1024)
-    if declared_mb > memory_mb:
-        out.add(
-            doc.path,
-            line,
-            where,
-            f"{binary.path} declares {declared_mb:g} MB of initial memory, over its {memory_mb} MB limit",
-        )

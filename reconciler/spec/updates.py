@@ -171,7 +171,7 @@ class ModuleUpdateSpec(Spec):
     @field_validator("repository")
     @classmethod
     def _repository(cls, value: str) -> str:
-        from reconciler.store.oci import Reference
+        from reconciler.spec.ocireference import Reference
 
         Reference.parse(f"{value}:latest")  # what the bump will write in source.oci must parse
         return value

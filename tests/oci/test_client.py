@@ -1,4 +1,4 @@
-"""reconciler.store.oci against a real registry: Debian's docker-registry on 127.0.0.1 (tests/services.py),
+"""reconciler.gitsource.oci against a real registry: Debian's docker-registry on 127.0.0.1 (tests/services.py),
 anonymous and with basic auth.
 
 Pushes and pulls both layouts (the CNCF Wasm artifact that `hotswap push` writes and a plain
@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from edge.wat import compile_wat
-from reconciler.store.oci import Credentials, OciClient, OciError, Pulled, Reference
+from reconciler.gitsource.oci import Credentials, OciClient, OciError, Pulled, Reference
 from tests.services import OciRegistry, free_port
 
 ADD = '(module (func (export "add") (param i32 i32) (result i32) local.get 0 local.get 1 i32.add){extra})'

@@ -30,7 +30,7 @@ from reconciler.gitsource.gitwrite import GitWriter, WriterConfig
 from reconciler.gitsource.trust import parse_trust
 from reconciler.gitsource.verify import Verifier
 from reconciler.spec.loader import load_fleet
-from reconciler.store.oci import MANIFEST, WASM_CONFIG, WASM_LAYER, Credentials, OciClient, OciError, Reference
+from reconciler.gitsource.oci import MANIFEST, WASM_CONFIG, WASM_LAYER, Credentials, OciClient, OciError, Reference
 from tests.git.gitutil import git, make_key
 
 DIGEST = "sha256:" + "ab" * 32

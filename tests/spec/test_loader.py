@@ -240,7 +240,8 @@ def test_initial_memory_over_the_limit_is_refused(tmp_path: Path) -> None:
     found = problems(
         write_fleet(tmp_path, {"wasm/adder.wat": wat, "modules/adder.yaml": MODULE + "  limits: {memoryMB: 1}\n"})
     )
-    assert any("declares 2.5 MB of initial memory, over its 1 MB limit" in p for p in found), found
+    refused = "adder.wat: declares 2.5 MB of initial memory (40 pages), over its 1 MB limit"
+    assert any(refused in p for p in found), found
 
 
 def test_unsatisfiable_imports_are_refused_by_name(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 from reconciler.apply.updates import Proposal, UpdateAutomation
 from reconciler.gitsource.gitwrite import WriteResult
 from reconciler.spec.updates import ModuleUpdate
-from reconciler.store.oci import Reference
+from reconciler.spec.ocireference import Reference
 
 DIGEST = "sha256:" + "cd" * 32
 
