@@ -9,6 +9,7 @@
     rollouts.py    rollouts and their step history, compare-and-set (RolloutStore)
     revisions.py   Git revisions seen and applied, approvals (RevisionStore)
     audit.py       the append-only audit log (AuditLog)
+    conditions.py  each module's conditions as the leader last reported them (ConditionStore)
     rows.py        how times and JSON go into columns
     dialect.py     the seam between those queries and sqlite3 / psycopg
     migrations.py  the schema, as numbered migrations
@@ -16,7 +17,6 @@
     objects.py     where blob objects live: a directory or an S3 bucket (minio SDK)
     lease.py       leadership between replicas (advisory lock / flock)
     notify_pg.py   PostgreSQL LISTEN for replicas that share one database
-    oci.py         Wasm modules in OCI registries: references, pull, push and tags
     outbox.py      the notification outbox: rows claimed, sent once, marked delivered or failed
     ratelimits.py  token buckets shared by replicas (one upsert per request)
     records.py     the rows, as frozen dataclasses

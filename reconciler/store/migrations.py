@@ -199,6 +199,20 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        4,
+        "module conditions shared between replicas",
+        (
+            # Each module's conditions as the leader's last pass reported them (reconciler.store.conditions):
+            # a JSON list of {type, status, reason, message}, rewritten only when they change, so that
+            # followers and a restarted control plane show what the leader shows.
+            """CREATE TABLE module_conditions (
+                module TEXT PRIMARY KEY,
+                conditions TEXT NOT NULL,
+                updated_at TEXT NOT NULL
+            )""",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

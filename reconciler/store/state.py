@@ -11,6 +11,7 @@ aggregate over it:
     store.rollouts    rollouts and their history        (store/rollouts.py,   RolloutStore)
     store.revisions   revisions seen/applied, approvals (store/revisions.py,  RevisionStore)
     store.audit       the append-only audit log         (store/audit.py,      AuditLog)
+    store.conditions  each module's reported conditions (store/conditions.py, ConditionStore)
 
 A consumer that needs one aggregate takes its narrow Protocol; the store's own methods delegate to
 the aggregates, so a `StateStore` satisfies every one of those Protocols. The methods are
@@ -23,13 +24,14 @@ synchronous and thread-safe (a small connection pool): async code calls them thr
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
 
 from reconciler.store import dialect as dialects
 from reconciler.store.audit import SqlAudit
+from reconciler.store.conditions import ModuleConditions, SqlConditions
 from reconciler.store.database import Clock, Database, Tx, utcnow
 from reconciler.store.dialect import Connection, Dialect
 from reconciler.store.errors import StoreConfigError
@@ -55,6 +57,7 @@ __all__ = [
     "STATE_FILE",
     "Clock",
     "MetricDelta",
+    "ModuleConditions",
     "SharedHeartbeat",
     "StateStore",
     "connect_state_store",
@@ -104,6 +107,7 @@ class StateStore:
         self.rollouts = SqlRollouts(self.database)
         self.revisions = SqlRevisions(self.database)
         self.audit = SqlAudit(self.database)
+        self.conditions = SqlConditions(self.database)
 
     def __repr__(self) -> str:
         return f"StateStore({self.dialect.description})"
@@ -261,3 +265,16 @@ class StateStore:
 
     def audit_log(self, *, subject: str | None = None, after: int = 0, limit: int = 100) -> list[AuditEntry]:
         return self.audit.audit_log(subject=subject, after=after, limit=limit)
+
+    # -- module conditions ----------------------------------------------------------------------
+
+    def write_conditions(
+        self, changed: Mapping[str, list[JsonObject]], removed: Collection[str] = (), at: datetime | None = None
+    ) -> None:
+        self.conditions.write_conditions(changed, removed, at)
+
+    def list_conditions(self) -> dict[str, ModuleConditions]:
+        return self.conditions.list_conditions()
+
+    def get_conditions(self, module: str) -> ModuleConditions | None:
+        return self.conditions.get_conditions(module)
