@@ -112,9 +112,13 @@ def running_weights(controller: Controller) -> dict[str, dict[str, int]]:
 
 
 def rollout_json(
-    record: RolloutRecord, controller: Controller, weights: Mapping[str, dict[str, int]] | None = None
+    record: RolloutRecord,
+    controller: Controller,
+    conditions: tuple[Condition, ...],
+    weights: Mapping[str, dict[str, int]] | None = None,
 ) -> dict[str, Any]:
-    """A rollout as the API shows it; pass `running_weights` when showing several (one fleet walk)."""
+    """A rollout as the API shows it, with its module's `conditions` (`Controller.conditions`); pass
+    `running_weights` when showing several (one fleet walk)."""
     body = record_json(record)
     if weights is None:
         weights = running_weights(controller)
@@ -138,7 +142,7 @@ def rollout_json(
         "finishedAt": _iso(record.finished_at),
         "revision": controller.book.revision_of(record.id),
         "weightsOnNodes": dict(weights.get(record.module, {})),
-        "conditions": [condition_json(c) for c in controller.module_conditions(record.module)],
+        "conditions": [condition_json(c) for c in conditions],
         "history": body.get("history", []),
         "abResult": body.get("abResult"),
         "held": record.held,
@@ -329,7 +333,10 @@ async def list_deployments(request: web.Request) -> web.Response:
         records.reverse()  # exactly the ascending order backwards, ties included
     window = page.window("deployments", records)  # the JSON of the page only: it sums every node's weights
     weights = running_weights(controller)
-    window["deployments"] = [rollout_json(r, controller, weights) for r in window["deployments"]]
+    conditions = await controller.conditions()
+    window["deployments"] = [
+        rollout_json(r, controller, conditions.get(r.module, ()), weights) for r in window["deployments"]
+    ]
     return web.json_response(window)
 
 
@@ -351,7 +358,7 @@ async def get_deployment(request: web.Request) -> web.Response:
         raise ApiError(
             404, "not_found", f"deployment {ident!r} does not exist (yet: a requested one starts once merged)"
         )
-    body = rollout_json(record, controller)
+    body = rollout_json(record, controller, await controller.conditions_of(record.module))
     steps = await asyncio.to_thread(controller.store.rollout_steps, record.id, 100)
     body["steps"] = [
         {"step": s.step, "event": s.event, "at": s.at.isoformat(), "message": s.message, "analysis": s.analysis}
@@ -386,19 +393,21 @@ async def accept_rewrite(request: web.Request) -> web.Response:
     return web.json_response(control.source_status(), status=202)
 
 
-def status_json(control: ControlDeps) -> dict[str, Any]:
+def status_json(control: ControlDeps, conditions: Mapping[str, tuple[Condition, ...]]) -> dict[str, Any]:
+    """Everything `hotswap status` shows, with every module's `conditions` (`Controller.conditions`)."""
     controller = control.controller
     state = controller.state
     latest = latest_records(controller.book.records())
     weights = running_weights(controller)
     modules = []
-    for name in sorted(set(state.conditions) | set(latest)):
+    for name in sorted(set(conditions) | set(latest)):
         record = latest.get(name)
+        of_module = conditions.get(name, ())
         modules.append(
             {
                 "module": name,
-                "rollout": rollout_json(record, controller, weights) if record else None,
-                "conditions": [condition_json(c) for c in controller.module_conditions(name)],
+                "rollout": rollout_json(record, controller, of_module, weights) if record else None,
+                "conditions": [condition_json(c) for c in of_module],
             }
         )
     stalled = controller.stalled_condition()
@@ -428,7 +437,8 @@ def status_json(control: ControlDeps) -> dict[str, Any]:
 
 async def status(request: web.Request) -> web.Response:
     require(request, *ANY_ROLE)
-    return web.json_response(status_json(control_of(request)))
+    control = control_of(request)
+    return web.json_response(status_json(control, await control.controller.conditions()))
 
 
 async def snapshot(request: web.Request) -> web.Response:

@@ -47,7 +47,7 @@ from reconciler.gitsource.gitwrite import (
     find_document,
     flow_map,
 )
-from reconciler.planner import ConditionType, Phase, latest_records
+from reconciler.planner import Condition, ConditionType, Phase, latest_records
 from reconciler.spec.approvals import API_APPROVED_BY_TRAILER, APPROVE_TRAILER, REQUESTED_BY_TRAILER
 from reconciler.spec.fields import NAME_PATTERN, SEMVER_RE
 from reconciler.spec.fleet import DesiredFleet
@@ -256,8 +256,9 @@ def acting(control: ControlDeps, subject: str) -> Acting:
         raise ApiError(409, "untrusted_writer", str(exc)) from None
 
 
-def waiting_for_approval(control: ControlDeps, module: str, version: str) -> bool:
-    """Whether module@version waits for an approval now: its rollout, or a held pin or override."""
+def waiting_for_approval(control: ControlDeps, module: str, version: str, conditions: tuple[Condition, ...]) -> bool:
+    """Whether module@version waits for an approval now: its rollout, or a held pin or override (the
+    module's `conditions`, from `Controller.conditions_of`)."""
     controller = control.controller
     record = latest_records(controller.book.records()).get(module)
     if record is not None and record.phase is Phase.WAITING_APPROVAL and record.target.version == version:
@@ -265,7 +266,7 @@ def waiting_for_approval(control: ControlDeps, module: str, version: str) -> boo
     target = f"{module}@{version}"
     return any(
         c.type is ConditionType.PAUSED and c.status and c.reason == "AwaitingApproval" and target in c.message
-        for c in controller.module_conditions(module)
+        for c in conditions
     )
 
 
@@ -297,7 +298,7 @@ async def approve_deployment(request: web.Request) -> web.Response:
         may(act, trust.roles.approve, "approve")
     except ActingError as exc:
         raise ApiError(409, "not_allowed", str(exc)) from None
-    if not waiting_for_approval(control, module, version):
+    if not waiting_for_approval(control, module, version, await control.controller.conditions_of(module)):
         record = latest_records(control.controller.book.records()).get(module)
         now = f"its latest rollout {record.id} is {record.phase.value} at {record.target.version}" if record else ""
         raise ApiError(
@@ -378,7 +379,7 @@ async def _operator_request(http: web.Request, action: str, **changes: Any) -> w
             "to": record.previous.version if record.previous else None,
         },
     )
-    body = rollout_json(record, controller)
+    body = rollout_json(record, controller, await controller.conditions_of(record.module))
     body["request"] = action
     body["requestedBy"] = who.subject
     return web.json_response(body, status=202)

@@ -10,7 +10,9 @@ each an `async (Work) -> None` that reads and fills the pass's `Work`:
     save       book.save(plan.records): progress first, so a restart resumes mid-rollout
     apply      reconciler.apply.executor: each SetAssignment publishes a node's full table (a no-op when
                equal); the rest become events, log lines and audit lines
-    report     conditions for status; the revision marked applied once nothing waits
+    report     conditions for status, written to the store when they changed (the executor), so
+               followers and a restarted control plane show them; the revision marked applied
+               once nothing waits
     -> come back after plan.requeue_after, or when poked (new revision, heartbeat change, node health)
 
 Triggers only say "look again" (`poke`); bursts collapse into one pass. A pass ends in one of four
@@ -26,8 +28,8 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from edge.protocol import ModuleTable
@@ -59,7 +61,7 @@ from reconciler.store.errors import StoreError
 from reconciler.store.state import StateStore
 
 if TYPE_CHECKING:
-    from reconciler.store.oci import OciClient
+    from reconciler.gitsource.oci import OciClient
 
 log = logging.getLogger("hotswap.controller")
 
@@ -138,7 +140,9 @@ class PassState:
     passes: int = 0
     stalled: StalledError | None = None
     error: str | None = None
-    conditions: dict[str, tuple[Condition, ...]] = field(default_factory=dict)
+    # module -> its conditions, as this replica's last pass as leader reported (and wrote) them;
+    # None until it has reported since it started or became leader (`Controller.conditions`)
+    conditions: dict[str, tuple[Condition, ...]] | None = None
     requeue_after: float | None = None
 
 
@@ -350,6 +354,7 @@ class Controller:
                 Condition(ConditionType.PAUSED, True, "AwaitingInterfaceApproval", message),
                 *(c for c in conditions.get(module, ()) if c.type is not ConditionType.PAUSED),
             )
+        await self.executor.write_conditions(conditions)  # before memory: both say the same
         self.state.conditions = conditions
         self.state.requeue_after = work.plan.requeue_after
         self.state.error = None
@@ -367,6 +372,8 @@ class Controller:
             self._observed.clear()
         self._planner.reset()
         self.book.reload()
+        self.state.conditions = None  # until its first pass, status reads what the last leader wrote
+        self.executor.forget()
 
     def _mark_applied(self, sha: str) -> None:
         self.store.record_revision_seen(sha, verified=True)
@@ -467,8 +474,25 @@ class Controller:
 
     # -- status ---------------------------------------------------------------------------------
 
+    async def conditions(self) -> Mapping[str, tuple[Condition, ...]]:
+        """Every module's conditions as the leader last reported them: this replica's own once it
+        has reported as leader, else those in the store (a follower; a start before its first pass)."""
+        own = self.state.conditions
+        if own is not None and self.leader:
+            return own
+        return await self.executor.stored_conditions()
+
+    async def conditions_of(self, module: str) -> tuple[Condition, ...]:
+        """`conditions()` of one module (one row read, on a follower)."""
+        own = self.state.conditions
+        if own is not None and self.leader:
+            return own.get(module, ())
+        return (await self.executor.stored_conditions(module)).get(module, ())
+
     def module_conditions(self, module: str) -> tuple[Condition, ...]:
-        return self.state.conditions.get(module, ())
+        """A module's conditions as this replica's last pass reported them (in memory only; the
+        API reads `conditions()`, which a follower answers from the store)."""
+        return (self.state.conditions or {}).get(module, ())
 
     def stalled_condition(self) -> Condition | None:
         stalled = self.state.stalled

@@ -6,6 +6,10 @@ snapshot (no side effects), saves the rollout records, then hands the plan here:
     Plan.actions --SetAssignment--> NodeHub.publish (one gather for the fleet; the hub encodes and
                                     signs each distinct table once, nodes long-polling wake up)
                  --the others-----> Event -> listeners (notifier, console stream), log, audit log
+    the report's conditions ------> the store's `module_conditions`, once per pass and only the
+                                    modules whose conditions changed since the last write (an idle
+                                    pass writes nothing), in one transaction off the event loop;
+                                    replicas that do not lead read them back (`stored_conditions`)
 
 Events from beside the controller (update automation, a stalled revision) come through `event()` too,
 so every "something happened" reaches the same three places in the same order.
@@ -16,9 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, assert_never
+from typing import Any, Protocol, assert_never
 
 from edge.protocol import ModuleTable
 from reconciler.apply.nodes import NodeHub
@@ -27,6 +31,8 @@ from reconciler.planner import (
     Action,
     AdvanceStep,
     AssignmentEntry,
+    Condition,
+    ConditionType,
     Pause,
     Plan,
     Promote,
@@ -36,12 +42,36 @@ from reconciler.planner import (
     StartRollout,
 )
 from reconciler.store.audit import AuditLog
+from reconciler.store.conditions import ConditionStore
 from reconciler.store.errors import StoreError
+from reconciler.store.records import JsonObject
 
 log = logging.getLogger("hotswap.controller")
 MAX_EVENTS = 200
 
 Published = tuple[str, ModuleTable, tuple[AssignmentEntry, ...]]  # node, the table it holds, its rows
+Conditions = Mapping[str, tuple[Condition, ...]]  # module -> its conditions
+
+
+class ExecutorStore(AuditLog, ConditionStore, Protocol):
+    """What the executor writes: audit lines, and the modules' conditions."""
+
+
+def conditions_json(conditions: tuple[Condition, ...]) -> list[JsonObject]:
+    """A module's conditions as the store keeps them."""
+    return [{"type": c.type.value, "status": c.status, "reason": c.reason, "message": c.message} for c in conditions]
+
+
+def conditions_from_json(rows: list[JsonObject]) -> tuple[Condition, ...] | None:
+    """The conditions `conditions_json` wrote; None for rows this version cannot read (a condition
+    type it does not know): such a module counts as unwritten and is written again."""
+    try:
+        return tuple(
+            Condition(ConditionType(row["type"]), bool(row["status"]), str(row["reason"]), str(row["message"]))
+            for row in rows
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -67,13 +97,16 @@ class Event:
 class Executor:
     """Publishes a plan's tables and turns its transitions into events."""
 
-    def __init__(self, hub: NodeHub, store: AuditLog, clock: Callable[[], float]) -> None:
+    def __init__(self, hub: NodeHub, store: ExecutorStore, clock: Callable[[], float]) -> None:
         self.hub = hub
         self.store = store
         self.clock = clock
         self.events: list[Event] = []  # the last MAX_EVENTS, for status
         self.listeners: list[Callable[[Event], None]] = []  # told of every event; must not block
         self._wire = WireEntries()  # planner rows -> wire rows, each distinct row converted once
+        # The conditions as the store holds them after this executor's last write; None: read the
+        # store first (a start, or a replica that became leader: another may have written since).
+        self._written: dict[str, tuple[Condition, ...]] | None = None
 
     async def apply(self, plan: Plan) -> list[Published]:
         """Publish every table the plan sets (one await for the fleet, not one event-loop turn per
@@ -92,6 +125,34 @@ class Executor:
         for action in plan.actions:
             self._say(action)
         return published
+
+    async def write_conditions(self, conditions: Conditions) -> None:
+        """The pass's conditions into the store: the modules whose conditions differ from what was
+        last written, and the removal of those gone from the fleet, in one transaction; nothing when
+        none changed. A store error propagates (the pass is retried) and leaves the last write as
+        it was."""
+        written = self._written
+        if written is None:
+            written = await self.stored_conditions()
+        changed = {module: conditions_json(c) for module, c in conditions.items() if written.get(module) != c}
+        removed = [module for module in written if module not in conditions]
+        if changed or removed:
+            await asyncio.to_thread(self.store.write_conditions, changed, removed)
+        self._written = dict(conditions)
+
+    async def stored_conditions(self, module: str | None = None) -> dict[str, tuple[Condition, ...]]:
+        """The conditions in the store (of every module, or of `module` only), off the event loop."""
+        if module is None:
+            rows = await asyncio.to_thread(self.store.list_conditions)
+        else:
+            row = await asyncio.to_thread(self.store.get_conditions, module)
+            rows = {module: row} if row is not None else {}
+        read = {name: conditions_from_json(row.conditions) for name, row in rows.items()}
+        return {name: conditions for name, conditions in read.items() if conditions is not None}
+
+    def forget(self) -> None:
+        """Read the store again before the next write (a replica that becomes leader)."""
+        self._written = None
 
     def _say(self, action: Action) -> None:
         match action:
