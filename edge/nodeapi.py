@@ -12,7 +12,8 @@ Wire models only (pydantic, camelCase), shared by `edge.agent` and the control p
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from enum import StrEnum
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
@@ -27,7 +28,16 @@ FAILED_REASON_CHARS = 2000
 # a control plane that answers 307 names the coding of what is there (always br today).
 BLOB_DIRECT_HEADER = "X-Hotswap-Blob-Direct"
 BLOB_ENCODING_HEADER = "X-Hotswap-Blob-Encoding"
-NodeStatus = Literal["Healthy", "Unhealthy", "Draining"]
+
+
+class NodeStatus(StrEnum):
+    """A node's health, one type wherever it is named: the control plane judges it
+    (`reconciler.apply.nodes`), stores it (`reconciler.store.records.NodeRecord`), plans with it and
+    shows it in the API."""
+
+    HEALTHY = "Healthy"
+    UNHEALTHY = "Unhealthy"  # missed 3 heartbeats: excluded, its modules move elsewhere
+    DRAINING = "Draining"  # leaving on purpose: excluded from placement like Unhealthy
 
 
 class _Wire(BaseModel):

@@ -22,7 +22,7 @@ from typing import Protocol
 
 import orjson
 
-from edge.nodeapi import Heartbeat, HeartbeatAnswer, Registration, RegistrationAnswer
+from edge.nodeapi import Heartbeat, HeartbeatAnswer, NodeStatus, Registration, RegistrationAnswer
 from edge.protocol import SERVING_CACHED_TABLE, ModuleEntry, ModuleTable
 from reconciler.apply.metricswindow import METRICS_HORIZON_SECONDS, MetricsWindow, Totals
 from reconciler.apply.noderows import NodeView, epoch, not_back, progress, view_of
@@ -105,7 +105,7 @@ class NodeHub:
         self._encoded: dict[str, tuple[ModuleTable, EncodedTable]] = {}  # node -> the table and its bytes
         self._changed: dict[str, asyncio.Event] = {}
         self._nodes: dict[str, NodeRecord] = {}
-        self._health: dict[str, str] = {}
+        self._health: dict[str, NodeStatus] = {}
         self._closing = False
         self.peers = peers
         self._heard: set[str] = set()  # nodes that reported since this hub started
@@ -156,11 +156,12 @@ class NodeHub:
     def known(self, node_id: str) -> bool:
         return node_id in self._nodes
 
-    def status_of(self, node: NodeRecord, now: float) -> str:
-        if node.status == "Draining":
-            return "Draining"
+    def status_of(self, node: NodeRecord, now: float) -> NodeStatus:
+        if node.status == NodeStatus.DRAINING:
+            return NodeStatus.DRAINING
         last = epoch(node.last_heartbeat_at) or epoch(node.registered_at) or now
-        return "Unhealthy" if now - last > MISSED_HEARTBEATS * self.heartbeat_seconds else "Healthy"
+        silent = now - last > MISSED_HEARTBEATS * self.heartbeat_seconds
+        return NodeStatus.UNHEALTHY if silent else NodeStatus.HEALTHY
 
     def silent(self, now: float) -> list[str]:
         """Nodes this hub would call Unhealthy for want of a heartbeat, as of `now`."""
@@ -221,7 +222,7 @@ class NodeHub:
             id=registration.id,
             region=registration.region,
             url=registration.url,
-            status="Healthy",
+            status=NodeStatus.HEALTHY,
             max_modules=registration.max_modules,
             generation=registration.generation,  # a new row numbers on from what the node applied
         )
@@ -262,8 +263,8 @@ class NodeHub:
         """Upsert the node and count the registration as contact (it is healthy from now); a drained
         node stays drained when it registers again."""
         before = self.store.get_node(record.id)
-        if before is not None and before.status == "Draining":
-            record = replace(record, status="Draining")
+        if before is not None and before.status == NodeStatus.DRAINING:
+            record = replace(record, status=NodeStatus.DRAINING)
         node = self.store.upsert_node(record)
         self.store.record_heartbeat(node.id, dict(node.reported), datetime.fromtimestamp(self.clock(), UTC))
         found = self.store.get_node(node.id)
@@ -407,7 +408,7 @@ class NodeHub:
         """Drain a node (its modules move elsewhere, it gets an empty table) or take it back."""
         if node_id not in self._nodes:
             return False
-        status = "Draining" if draining else "Healthy"
+        status = NodeStatus.DRAINING if draining else NodeStatus.HEALTHY
         if not await asyncio.to_thread(self.store.set_node_status, node_id, status):
             return False
         self._nodes[node_id] = replace(self._nodes[node_id], status=status)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
 
+from edge.nodeapi import NodeStatus
 from reconciler.spec.approvals import Approval
 from reconciler.spec.fleet import DesiredFleet
 from reconciler.spec.models import Capabilities, HealthCheck, Limits, ModuleSpec, SmokeCall
@@ -39,12 +40,6 @@ __all__ = [
 
 HISTORY_LIMIT = 32
 """Step results kept on a record; older ones are dropped (status shows a bounded history)."""
-
-
-class NodeStatus(StrEnum):
-    HEALTHY = "Healthy"
-    UNHEALTHY = "Unhealthy"  # missed 3 heartbeats: excluded, its modules move elsewhere
-    DRAINING = "Draining"  # leaving on purpose: excluded from placement like Unhealthy
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
+from edge.nodeapi import NodeStatus
 from reconciler.store.database import Database
 from reconciler.store.records import JsonObject, NodeRecord
 from reconciler.store.rows import dt, dt_or_none, marks, required, to_json, ts, ts_or_none
@@ -228,7 +229,7 @@ def _node(row: Any) -> NodeRecord | None:
         id=row[0],
         region=row[1],
         url=row[2],
-        status=row[3],
+        status=NodeStatus(row[3]),
         max_modules=int(row[4]),
         registered_at=dt(row[5]),
         last_heartbeat_at=dt_or_none(row[6]),

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
+
+from edge.nodeapi import NodeStatus
 
 JsonObject = dict[str, Any]
 
@@ -57,9 +59,6 @@ class ModuleRecord:
     created_at: datetime
 
 
-NodeStatus = Literal["Ready", "Unhealthy", "Draining", "Left"]
-
-
 @dataclass(frozen=True)
 class NodeRecord:
     """An edge node known to the control plane.
@@ -71,7 +70,7 @@ class NodeRecord:
     id: str
     region: str
     url: str
-    status: str = "Ready"
+    status: NodeStatus = NodeStatus.HEALTHY
     max_modules: int = 1000
     registered_at: datetime | None = None
     last_heartbeat_at: datetime | None = None

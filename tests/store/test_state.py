@@ -96,7 +96,7 @@ def test_modules_list_by_name_and_digest_and_delete(state: StateStore) -> None:
 
 def test_nodes_register_heartbeat_and_take_assignments(state: StateStore) -> None:
     node = state.upsert_node(NodeRecord(id="edge-1", region="us-east", url="http://127.0.0.1:9001"))
-    assert node.generation == 0 and node.status == "Ready" and node.registered_at is not None
+    assert node.generation == 0 and node.status == "Healthy" and node.registered_at is not None
     assert state.publish_assignment("edge-1", {"modules": {"greeter": [{"version": "1.0.0", "weight": 100}]}}) == 1
     assert state.publish_assignment("edge-1", {"modules": {}}) == 2
     assert state.publish_assignment("ghost", {}) is None
