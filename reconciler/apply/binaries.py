@@ -61,7 +61,8 @@ class Binaries:
         written, or a dev fleet's tag resolved once), verified against the manifest's and the layer's
         digests and a `sha256` pin; a pull that fails stalls the pass, and the nodes keep serving the
         last good revision's tables."""
-        from reconciler.gitsource.oci import OciClient, OciError, Reference
+        from reconciler.gitsource.oci import OciClient, OciError
+        from reconciler.spec.ocireference import Reference
 
         binaries = dict(desired.binaries)
         pulled_now: list[tuple[str, str]] = []  # (module, what was pulled): events, sent from the loop

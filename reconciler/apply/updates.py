@@ -119,7 +119,8 @@ class UpdateAutomation:
 
     def check(self, update: ModuleUpdate, current: str) -> Proposal | None:
         """The newest tag inside the range and newer than `current`, with its digest; None if none."""
-        from reconciler.gitsource.oci import OciClient, Reference
+        from reconciler.gitsource.oci import OciClient
+        from reconciler.spec.ocireference import Reference
 
         if self.oci is None:
             self.oci = OciClient()

@@ -27,8 +27,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from edge import wasm
+    from reconciler.gitsource.oci import OciClient, OciError
+    from reconciler.spec.ocireference import Reference
     from reconciler.spec.updates import parse_version
-    from reconciler.gitsource.oci import OciClient, OciError, Reference
 
     try:
         ref = Reference.parse(args.target)

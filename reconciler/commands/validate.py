@@ -146,7 +146,8 @@ def _line_of(result: LoadResult, root: Path, module: str, oci: str) -> int:
 
 def unresolved(result: LoadResult, root: Path, prefix: str) -> list[str]:
     """`path:line: field: message` for each `source.oci` its registry does not have (or cannot say)."""
-    from reconciler.gitsource.oci import OciClient, OciError, Reference
+    from reconciler.gitsource.oci import OciClient, OciError
+    from reconciler.spec.ocireference import Reference
 
     assert result.fleet is not None
     client = OciClient()

@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 
 from edge.wat import compile_wat
-from reconciler.gitsource.oci import Credentials, OciClient, OciError, Pulled, Reference
+from reconciler.gitsource.oci import Credentials, OciClient, OciError, Pulled
+from reconciler.spec.ocireference import Reference
 from tests.services import OciRegistry, free_port
 
 ADD = '(module (func (export "add") (param i32 i32) (result i32) local.get 0 local.get 1 i32.add){extra})'

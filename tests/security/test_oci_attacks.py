@@ -27,10 +27,11 @@ from reconciler.apply.updates import Proposal, UpdateAutomation
 from reconciler.gitsource.approving import ApprovalScanner
 from reconciler.gitsource.gitrepo import GitRepo
 from reconciler.gitsource.gitwrite import GitWriter, WriterConfig
+from reconciler.gitsource.oci import MANIFEST, WASM_CONFIG, WASM_LAYER, Credentials, OciClient, OciError
 from reconciler.gitsource.trust import parse_trust
 from reconciler.gitsource.verify import Verifier
 from reconciler.spec.loader import load_fleet
-from reconciler.gitsource.oci import MANIFEST, WASM_CONFIG, WASM_LAYER, Credentials, OciClient, OciError, Reference
+from reconciler.spec.ocireference import Reference
 from tests.git.gitutil import git, make_key
 
 DIGEST = "sha256:" + "ab" * 32
