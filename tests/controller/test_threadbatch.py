@@ -42,7 +42,9 @@ async def test_rows_waiting_together_share_one_thread_hop_and_keep_their_answers
     gate.set()
     assert await head == 0
     assert await asyncio.gather(*rest) == [i * i for i in range(1, 51)]
-    assert batch.batches == 2 and len(set(threads)) == 1
+    # The 50 that queued while the first hop ran went in one hop: one thread ran them all (the pool
+    # may run that hop on another thread than the first's, which has not gone idle yet on a busy machine).
+    assert batch.batches == 2 and len(threads) == 51 and len(set(threads[1:])) == 1
 
 
 async def test_a_row_that_fails_fails_only_its_caller() -> None:
