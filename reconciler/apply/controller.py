@@ -362,7 +362,7 @@ class Controller:
         if not work.held.waiting and self.state.applied_revision != sha:
             await asyncio.to_thread(self._mark_applied, sha)
             self.state.applied_revision = sha
-            self.gates.base = work.desired
+            self.gates.applied(work.desired)
 
     def forget(self) -> None:
         """Drop what earlier passes left in memory and read the rollout book again (a replica that

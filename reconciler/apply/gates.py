@@ -53,6 +53,10 @@ class InterfaceGates:
         self.base = history.fleet_at(applied.sha) if applied is not None else None
         self.ready = True
 
+    def applied(self, fleet: DesiredFleet) -> None:
+        """`fleet` is now the last applied revision's: later changes are judged against it."""
+        self.base = fleet
+
     def waiting(self, desired: DesiredFleet, approvals: tuple[Approval, ...]) -> dict[str, str]:
         base = self.base
         if base is None:
