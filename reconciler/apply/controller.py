@@ -342,8 +342,8 @@ class Controller:
 
     async def _apply(self, work: Work) -> None:
         assert work.plan is not None
-        with self.tracing.step_spans(work.plan.actions, self.book.get):
-            await self.apply(work.plan)
+        with self.tracing.step_spans(work.plan.actions, self.book.get) as traces:
+            await self.apply(work.plan, traces)
 
     async def _report(self, work: Work) -> None:
         """Conditions for status, and the revision marked applied once nothing waits."""
@@ -463,9 +463,10 @@ class Controller:
                 )
         return tuple(out)
 
-    async def apply(self, result: Plan) -> None:
-        """The plan's side effects (`reconciler.apply.executor`); remembers what each node now holds."""
-        for node_id, held, table in await self.executor.apply(result):
+    async def apply(self, result: Plan, traces: Mapping[str, str] | None = None) -> None:
+        """The plan's side effects (`reconciler.apply.executor`), the tables carrying `traces` (module ->
+        traceparent of its step's span); remembers what each node now holds."""
+        for node_id, held, table in await self.executor.apply(result, traces):
             self._assigned[node_id] = (held, table)
 
     def report(self, reason: str, message: str, module: str | None = None, *, warning: bool = False) -> None:

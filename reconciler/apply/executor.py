@@ -108,15 +108,16 @@ class Executor:
         # store first (a start, or a replica that became leader: another may have written since).
         self._written: dict[str, tuple[Condition, ...]] | None = None
 
-    async def apply(self, plan: Plan) -> list[Published]:
+    async def apply(self, plan: Plan, traces: Mapping[str, str] | None = None) -> list[Published]:
         """Publish every table the plan sets (one await for the fleet, not one event-loop turn per
-        node), then say what the plan did; returns what each node now holds."""
+        node), each with the traceparents of the steps that changed it (`traces`: module ->
+        traceparent), then say what the plan did; returns what each node now holds."""
         tables = {a.node_id: a.table for a in plan.actions if isinstance(a, SetAssignment)}
         published: list[Published] = []
 
         async def publish(node_id: str, table: tuple[AssignmentEntry, ...]) -> None:
             # The same rows give the same wire objects, so the hub encodes each distinct table once.
-            if await self.hub.publish(node_id, self._wire.table(table)) is not None:
+            if await self.hub.publish(node_id, self._wire.table(table), traces) is not None:
                 held = self.hub.table(node_id)  # no await since the publish: the table it left
                 if held is not None:
                     published.append((node_id, held, table))

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Protocol
@@ -35,7 +34,6 @@ from reconciler.store.records import JsonObject, NodeRecord
 
 __all__ = [
     "METRICS_HORIZON_SECONDS",
-    "STEP_TRACES",
     "HubClosedError",
     "MetricsWindow",
     "NodeHub",
@@ -49,7 +47,6 @@ ENTRY_CACHE = 4096  # distinct stored table rows kept parsed (a few per module v
 RECONNECT_SECONDS = 5.0  # a node's agent retries a lost control plane at least this often (edge.agent)
 # module -> W3C traceparent of the deployment step being applied (reconciler.apply.telemetry sets it around
 # the executor): published tables carry it, so a node's load spans join that step's trace.
-STEP_TRACES: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("step_traces", default=None)
 
 
 class Peers(Protocol):
@@ -367,8 +364,11 @@ class NodeHub:
     def table(self, node_id: str) -> ModuleTable | None:
         return self._tables.get(node_id)
 
-    async def publish(self, node_id: str, entries: tuple[ModuleEntry, ...]) -> int | None:
-        """Give a node a new module table; publishing the table it already has changes nothing."""
+    async def publish(
+        self, node_id: str, entries: tuple[ModuleEntry, ...], traces: Mapping[str, str] | None = None
+    ) -> int | None:
+        """Give a node a new module table, with the traceparents (`traces`: module -> traceparent of
+        its step's span) of the modules it changes; publishing the table it already has changes nothing."""
         current = self._tables.get(node_id)
         if current is None:
             return None
@@ -378,7 +378,7 @@ class NodeHub:
         generation = await self.table_writes.write((node_id, encoded.assignment))
         if generation is None:
             return None
-        traces = STEP_TRACES.get() or {}
+        traces = traces or {}
         changed = {e.module for e in entries} | {e.module for e in current.modules}
         table = ModuleTable.model_construct(
             generation=generation,

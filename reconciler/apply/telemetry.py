@@ -41,7 +41,7 @@ from edge.metrics import start_metric_export as export_metrics
 from edge.protocol import LATENCY_BUCKETS_MS, VersionMetrics, module_id
 from edge.telemetry import JsonFormatter, current_trace_id, log_format, setup_logging  # shared with the node
 from reconciler.apply.noderows import NodeView
-from reconciler.apply.nodes import STEP_TRACES, MetricsWindow
+from reconciler.apply.nodes import MetricsWindow
 from reconciler.planner import AdvanceStep, Phase, Promote, Rollback, RolloutRecord, StartRollout
 from reconciler.planner.actions import Action
 from reconciler.spec.approvals import Approval, RejectedApproval
@@ -80,8 +80,8 @@ class DeploymentTracing:
         self, actions: Iterable[Action], lookup: Callable[[str], RolloutRecord | None]
     ) -> Iterator[dict[str, str]]:
         """Open a span per transition action; yield module -> traceparent of that module's span (the
-        last transition of a module in the pass wins), also set as `STEP_TRACES` for the tables the
-        hub publishes meanwhile; end the spans on exit."""
+        last transition of a module in the pass wins), which the tables published meanwhile carry
+        (`Executor.apply`); end the spans on exit."""
         traces: dict[str, str] = {}
         with contextlib.ExitStack() as stack:
             for action in actions:
@@ -94,11 +94,7 @@ class DeploymentTracing:
                 parent = traceparent_of(span)
                 if parent is not None:
                     traces[action.module] = parent
-            token = STEP_TRACES.set(traces)
-            try:
-                yield traces
-            finally:
-                STEP_TRACES.reset(token)
+            yield traces
 
     def _open(
         self, action: Action, lookup: Callable[[str], RolloutRecord | None]

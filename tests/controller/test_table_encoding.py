@@ -132,3 +132,23 @@ async def test_tables_read_back_from_rows_share_one_signature(store: StateStore,
     )
     other = hub.encoder.encode(WireEntries().table(rows(50)))
     assert hub.encoder.signed == 2 and other.signature != published.signature
+
+
+async def test_a_table_carries_the_step_traces_of_the_modules_it_changes(
+    store: StateStore, authority: TokenAuthority
+) -> None:
+    """The executor hands the pass's step traces to the publish (no context variable in between);
+    a table carries those of the modules it changes, not of the others."""
+    hub = await registered(store, authority, "edge-1")
+    wire = WireEntries()
+    first = wire.table(rows(2))
+    traces = {
+        "greeter": "00-" + "1" * 32 + "-" + "2" * 16 + "-01",
+        "elsewhere": "00-" + "3" * 32 + "-" + "4" * 16 + "-01",
+    }
+    await hub.publish("edge-1", first, traces)
+    table = hub.table("edge-1")
+    assert table is not None and table.traceparents == {"greeter": traces["greeter"]}
+    await hub.publish("edge-1", wire.table(rows(3)))  # another table, published with no steps
+    table = hub.table("edge-1")
+    assert table is not None and table.traceparents == {}
