@@ -9,8 +9,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from reconciler.store import database as database_module
 from reconciler.store.conditions import ConditionStore, SqlConditions
 from reconciler.store.database import Database
+from reconciler.store.migrations import LATEST, MIGRATIONS
 from reconciler.store.records import JsonObject
 from reconciler.store.state import StateStore, open_state_store
 
@@ -85,3 +87,22 @@ def test_the_state_store_is_a_condition_store(state: StateStore) -> None:
     as_conditions: ConditionStore = state
     as_conditions.write_conditions({"greeter": ready(True)})
     assert state.conditions.get_conditions("greeter") == state.get_conditions("greeter")
+
+
+def test_a_database_of_the_previous_schema_gains_the_table_and_keeps_its_rows(
+    state_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as older:
+        older.setattr(database_module, "MIGRATIONS", MIGRATIONS[:-1])
+        before = open_state_store(database_url=state_url)
+        before.append_audit("alice", "module.add", "greeter-v1.0.0")
+        assert before.schema_version() == LATEST - 1
+        before.close()
+    upgraded = open_state_store(database_url=state_url)
+    try:
+        assert upgraded.schema_version() == LATEST
+        assert [e.subject for e in upgraded.audit_log()] == ["greeter-v1.0.0"]
+        upgraded.write_conditions({"greeter": ready(True)}, at=T0)
+        assert list(upgraded.list_conditions()) == ["greeter"]
+    finally:
+        upgraded.close()
