@@ -9,8 +9,8 @@ from typing import Any
 
 from reconciler.apply.updates import Proposal, UpdateAutomation
 from reconciler.gitsource.gitwrite import WriteResult
-from reconciler.spec.updates import ModuleUpdate
 from reconciler.spec.ocireference import Reference
+from reconciler.spec.updates import ModuleUpdate
 
 DIGEST = "sha256:" + "cd" * 32
 
