@@ -2,7 +2,8 @@
 
 Where it sits: `edge.server.build_app` routes execute calls to `execute_handler(node)`, which
 decodes the body, asks the router for a version (`Router.pick_request`), runs the call on the node
-(`Node.run`: inline on the event loop, or on a worker thread), counts it and answers. What one
+(`Node.start`: inline on the event loop, its result at once, or on a worker thread, a coroutine to
+await), counts it and answers. What one
 request pays for is all here, so it is kept lean (DESIGN.md section 7; the profile before and after
 is in bench/RESULTS.md):
 
@@ -19,7 +20,10 @@ is in bench/RESULTS.md):
   answers them as strings, or refuses them).
 * What depends only on the version (the answer's headers) is computed once, when the table is
   applied (`VersionSlot.answer_headers`), and a module with one version taking traffic skips the
-  weighted choice (`Route.sole`).
+  weighted choice and the sticky header (`Route.sole`).
+* No coroutine layer that the common call does not need: the application has no middlewares (each
+  route answers its own failures, `edge.server.answers_json`), and a short call's result comes back
+  from `Node.start` without a coroutine of its own.
 """
 
 from __future__ import annotations
@@ -169,16 +173,21 @@ def execute_handler(node: Node) -> Handler:
         asked = decode(body)
         slot = router.pick_request(asked.module, asked.version, request.headers)
         try:
-            stdin = asked.stdin_bytes()
+            loaded = slot.loaded
             try:
-                call = slot.loaded.prepare(asked.function, asked.args, argv=asked.argv, stdin=stdin)
+                if asked.model is None:  # the common body: no argv or stdin to look at
+                    call = loaded.prepare(asked.function, asked.args)
+                else:
+                    call = loaded.prepare(asked.function, asked.args, argv=asked.argv, stdin=asked.stdin_bytes())
             except ValueError as exc:  # json.dumps refusing NaN and the like
                 raise BadRequestError(f"args: {exc}") from None
             started = time.perf_counter()
             try:
                 if slot.cpu.delay() > 0:
                     await _cpu_gate(node, slot)
-                result = await node.run(slot, call)
+                result = node.start(slot, call)  # a short call's result, or the coroutine of a longer one
+                if not isinstance(result, CallResult):
+                    result = await result
                 duration_ms = (time.perf_counter() - started) * 1000
                 answer = _answer(result, slot, duration_ms)
             except ModuleError as exc:

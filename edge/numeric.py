@@ -43,16 +43,21 @@ def numeric(sig: wasm.FuncSig) -> bool:
     return all(t in wasm.NUMERIC_TYPES for t in (*sig.params, *sig.results)) and len(sig.results) <= 1
 
 
-def _as_is(kind: str, given: object) -> bool:
-    if kind[0] == "f":
-        return type(given) is float
-    low, high = _SIGNED[kind]
-    return type(given) is int and low <= given <= high
+def _as_is(params: tuple[str, ...], args: list[object]) -> bool:
+    for kind, given in zip(params, args, strict=True):
+        if kind[0] == "f":
+            if type(given) is not float:
+                return False
+        else:
+            low, high = _SIGNED[kind]
+            if type(given) is not int or not low <= given <= high:
+                return False
+    return True
 
 
 def numeric_args(function: str, sig: wasm.FuncSig, args: object) -> tuple[int | float, ...]:
     """The wasm values of a call's JSON `args`; BadRequestError naming the first that does not fit."""
-    if type(args) is list and len(args) == len(sig.params) and all(map(_as_is, sig.params, args)):
+    if type(args) is list and len(args) == len(sig.params) and _as_is(sig.params, args):
         return tuple(args)
     if args is None:
         args = []

@@ -315,7 +315,12 @@ class Router:
         route = self.routes.get(module)
         if route is None:
             raise NotFoundError(f"module {module!r} is not loaded on this node")
-        return self._pick(route, module, version or headers.get(VERSION_HEADER), headers.get(route.sticky_header))
+        version = version or headers.get(VERSION_HEADER)
+        sole = route.sole
+        if sole is not None and not version:  # where any sticky key or draw would land
+            sole.enter()
+            return sole
+        return self._pick(route, module, version, headers.get(route.sticky_header))
 
     def _pick(self, route: Route, module: str, version: str | None, sticky: str | None) -> VersionSlot:
         if version:
