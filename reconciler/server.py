@@ -35,6 +35,7 @@ from reconciler.apply.controller import Controller
 from reconciler.apply.leader import Replicas
 from reconciler.apply.nodes import NodeHub
 from reconciler.apply.registry import Registry
+from reconciler.apply.rollouts import RolloutBook
 from reconciler.apply.telemetry import ApprovalAudit, Telemetry
 from reconciler.apply.updates import UpdateAutomation
 from reconciler.gitsource.gitrepo import GitRepo
@@ -172,8 +173,10 @@ class ControlPlane:
             poke=self._nodes_changed,  # reads self.controller when a node changes, once it is built
             peers=self.replicas,
         )
+        self.book = RolloutBook(self.store)
         self.controller = Controller(
             store=self.store,
+            book=self.book,
             registry=self.registry,
             source=self.source,
             hub=self.hub,
@@ -181,8 +184,11 @@ class ControlPlane:
             role=self.replicas.role if self.replicas is not None else None,
             before_pass=self.replicas.before_pass if self.replicas is not None else None,
         )
-        control = ControlDeps(
+        self.control = control = ControlDeps(
             controller=self.controller,
+            hub=self.hub,
+            book=self.book,
+            store=self.store,
             source_status=self.source_status,
             authority=self.authority,
             writer=self.writer,
@@ -269,7 +275,7 @@ class ControlPlane:
         revision = self.source.latest
         if revision is not None and revision.fleet is not None:
             used.update(revision.fleet.module_ids())
-        for record in latest_records(self.controller.book.records()).values():
+        for record in latest_records(self.book.records()).values():
             used.add(module_id(record.module, record.target.version))
             if record.previous is not None:
                 used.add(module_id(record.module, record.previous.version))
@@ -293,7 +299,7 @@ class ControlPlane:
         port = self._runner.addresses[0][1] if self._runner.addresses else options.port
         self.url = f"{'https' if tls else 'http'}://{options.host}:{port}"
 
-        self.telemetry.export_metrics(partial(observe.samples, self.controller, self.telemetry), self.url)
+        self.telemetry.export_metrics(partial(observe.samples, self.control, self.telemetry), self.url)
         approvals = ApprovalAudit(self.store)
 
         async def on_revision(revision: Revision) -> None:
@@ -338,7 +344,7 @@ class ControlPlane:
         notifier = Notifier(
             alerts,
             observed=NotifierInputs(
-                rollouts=controller.book,
+                rollouts=self.book,
                 source_status=self.source.status,
                 controller_stall=controller.stalled_condition,
                 nodes=self.hub.view,

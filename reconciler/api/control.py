@@ -44,13 +44,14 @@ from reconciler.api.auth import TokenAuthority
 from reconciler.api.base import ANY_ROLE, ApiDeps, ApiError, page_of, public, read_json, require
 from reconciler.apply.controller import Controller
 from reconciler.apply.noderows import NodeView
-from reconciler.apply.nodes import HubClosedError
-from reconciler.apply.rollouts import record_json
+from reconciler.apply.nodes import HubClosedError, NodeHub
+from reconciler.apply.rollouts import RolloutBook, record_json
 from reconciler.gitsource.errors import RewriteNotPendingError
 from reconciler.gitsource.gitwrite import GitWriter
 from reconciler.gitsource.trust import TrustRoot
 from reconciler.planner import Condition, RolloutRecord, latest_records
 from reconciler.planner.snapshots import snapshot_json
+from reconciler.store.state import StateStore
 
 MAX_WAIT_SECONDS = 60.0
 NODE_ROLES = ("admin", "node")
@@ -58,7 +59,10 @@ NODE_ROLES = ("admin", "node")
 
 @dataclass(frozen=True)
 class ControlDeps:
-    controller: Controller
+    controller: Controller  # its pass state, conditions and events; the parts below are its own too
+    hub: NodeHub  # the node protocol's side: node views, heartbeats, tables
+    book: RolloutBook  # the rollout records
+    store: StateStore  # the audit log and rollout step history
     source_status: Callable[[], dict[str, Any]]
     version: str = "0.1.0"
     authority: TokenAuthority | None = None  # mints the tokens execute calls carry to nodes
@@ -101,10 +105,10 @@ def node_json(view: NodeView, table_generation: int) -> dict[str, Any]:
     }
 
 
-def running_weights(controller: Controller) -> dict[str, dict[str, int]]:
+def running_weights(hub: NodeHub) -> dict[str, dict[str, int]]:
     """Module -> version -> the sum of its weights over the nodes' reports: one walk of the fleet."""
     weights: dict[str, dict[str, int]] = {}
-    for view in controller.hub.view():
+    for view in hub.view():
         for module, version, _, weight in view.running:
             of_module = weights.setdefault(module, {})
             of_module[version] = of_module.get(version, 0) + weight
@@ -113,7 +117,7 @@ def running_weights(controller: Controller) -> dict[str, dict[str, int]]:
 
 def rollout_json(
     record: RolloutRecord,
-    controller: Controller,
+    control: ControlDeps,
     conditions: tuple[Condition, ...],
     weights: Mapping[str, dict[str, int]] | None = None,
 ) -> dict[str, Any]:
@@ -121,7 +125,7 @@ def rollout_json(
     `running_weights` when showing several (one fleet walk)."""
     body = record_json(record)
     if weights is None:
-        weights = running_weights(controller)
+        weights = running_weights(control.hub)
     return {
         "id": record.id,
         "module": record.module,
@@ -140,13 +144,13 @@ def rollout_json(
         "createdAt": _iso(record.created_at),
         "stepStartedAt": _iso(record.step_started_at),
         "finishedAt": _iso(record.finished_at),
-        "revision": controller.book.revision_of(record.id),
+        "revision": control.book.revision_of(record.id),
         "weightsOnNodes": dict(weights.get(record.module, {})),
         "conditions": [condition_json(c) for c in conditions],
         "history": body.get("history", []),
         "abResult": body.get("abResult"),
         "held": record.held,
-        "strategySpec": _strategy_spec(controller, record.strategy),
+        "strategySpec": _strategy_spec(control.controller, record.strategy),
     }
 
 
@@ -187,7 +191,7 @@ async def register(request: web.Request) -> web.Response:
     except ValidationError as exc:
         raise _validation(exc) from None
     _node_caller(request, registration.id)
-    hub = control_of(request).controller.hub
+    hub = control_of(request).hub
     created = not hub.known(registration.id)
     answer = await hub.register(registration)
     return web.json_response(answer.model_dump(mode="json", by_alias=True), status=201 if created else 200)
@@ -199,7 +203,7 @@ async def heartbeat(request: web.Request) -> web.Response:
         beat = Heartbeat.model_validate(await _body(request))
     except ValidationError as exc:
         raise _validation(exc) from None
-    answer = await control_of(request).controller.hub.heartbeat(request.match_info["id"], beat)
+    answer = await control_of(request).hub.heartbeat(request.match_info["id"], beat)
     if answer is None:
         raise ApiError(404, "not_found", f"node {request.match_info['id']!r} is not registered; register again")
     return web.json_response(answer.model_dump(mode="json", by_alias=True))
@@ -224,7 +228,7 @@ async def assignment(request: web.Request) -> web.Response:
     after = int(_number(request, "after", 0))
     wait = min(_number(request, "wait", 0), MAX_WAIT_SECONDS)
     try:
-        table = await control_of(request).controller.hub.wait_assignment(node_id, after, wait)
+        table = await control_of(request).hub.wait_assignment(node_id, after, wait)
     except KeyError:
         raise ApiError(404, "not_found", f"node {node_id!r} is not registered") from None
     except HubClosedError:  # the node retries after a pause, on whichever replica answers next
@@ -233,13 +237,13 @@ async def assignment(request: web.Request) -> web.Response:
         ) from None
     if table is None:
         return web.Response(status=204)
-    body, signature = control_of(request).controller.hub.answer(node_id, table)  # shared bytes, encoded once
+    body, signature = control_of(request).hub.answer(node_id, table)  # shared bytes, encoded once
     headers = {TABLE_SIGNATURE_HEADER: signature} if signature else None
     return web.Response(body=body, content_type="application/json", headers=headers)
 
 
 def _find_node(request: web.Request) -> tuple[NodeView, int]:
-    hub = control_of(request).controller.hub
+    hub = control_of(request).hub
     node_id = request.match_info["id"]
     for view in hub.view():
         if view.id == node_id:
@@ -250,7 +254,7 @@ def _find_node(request: web.Request) -> tuple[NodeView, int]:
 
 async def list_nodes(request: web.Request) -> web.Response:
     require(request, *ANY_ROLE, "node")
-    hub = control_of(request).controller.hub
+    hub = control_of(request).hub
     region = request.query.get("region")
     status = request.query.get("status")
     page = page_of(request)
@@ -298,7 +302,7 @@ def _wasmtime_version() -> str:
 async def delete_node(request: web.Request) -> web.Response:
     require(request, "admin", "operator")
     node_id = request.match_info["id"]
-    if not await control_of(request).controller.hub.delete(node_id):
+    if not await control_of(request).hub.delete(node_id):
         raise ApiError(404, "not_found", f"node {node_id!r} is not registered")
     return web.Response(status=204)
 
@@ -307,7 +311,7 @@ async def drain_node(request: web.Request) -> web.Response:
     """POST drains a node (its modules are placed elsewhere, it gets an empty table); DELETE undrains."""
     require(request, "admin", "operator")
     node_id = request.match_info["id"]
-    hub = control_of(request).controller.hub
+    hub = control_of(request).hub
     if not await hub.set_draining(node_id, request.method == "POST"):
         raise ApiError(404, "not_found", f"node {node_id!r} is not registered")
     view, generation = _find_node(request)
@@ -316,14 +320,15 @@ async def drain_node(request: web.Request) -> web.Response:
 
 async def list_deployments(request: web.Request) -> web.Response:
     require(request, *ANY_ROLE)
-    controller = control_of(request).controller
+    control = control_of(request)
+    controller = control.controller
     module = request.query.get("module")
     active = request.query.get("active", "").casefold() in {"1", "true"}
     newest_first = request.query.get("order", "asc") == "desc"
     page = page_of(request)
     records = [
         r
-        for r in controller.book.records()
+        for r in control.book.records()
         if (module is None or r.module == module)
         and (not active or r.active)
         and page.matches(r.id, r.module, r.target.version, r.previous.version if r.previous else None)
@@ -332,34 +337,35 @@ async def list_deployments(request: web.Request) -> web.Response:
     if newest_first:
         records.reverse()  # exactly the ascending order backwards, ties included
     window = page.window("deployments", records)  # the JSON of the page only: it sums every node's weights
-    weights = running_weights(controller)
+    weights = running_weights(control.hub)
     conditions = await controller.conditions()
     window["deployments"] = [
-        rollout_json(r, controller, conditions.get(r.module, ()), weights) for r in window["deployments"]
+        rollout_json(r, control, conditions.get(r.module, ()), weights) for r in window["deployments"]
     ]
     return web.json_response(window)
 
 
-def _latest_for_module_id(controller: Controller, ident: str) -> RolloutRecord | None:
+def _latest_for_module_id(book: RolloutBook, ident: str) -> RolloutRecord | None:
     """The newest rollout to `name-vX.Y.Z` (the id POST /deployments answers), if one started."""
     name, sep, version = ident.rpartition("-v")
     if not sep:
         return None
-    found = [r for r in controller.book.records() if r.module == name and r.target.version == version]
+    found = [r for r in book.records() if r.module == name and r.target.version == version]
     return max(found, key=lambda r: (r.created_at, r.seq), default=None)
 
 
 async def get_deployment(request: web.Request) -> web.Response:
     require(request, *ANY_ROLE)
-    controller = control_of(request).controller
+    control = control_of(request)
+    controller = control.controller
     ident = request.match_info["id"]
-    record = controller.book.get(ident) or _latest_for_module_id(controller, ident)
+    record = control.book.get(ident) or _latest_for_module_id(control.book, ident)
     if record is None:
         raise ApiError(
             404, "not_found", f"deployment {ident!r} does not exist (yet: a requested one starts once merged)"
         )
-    body = rollout_json(record, controller, await controller.conditions_of(record.module))
-    steps = await asyncio.to_thread(controller.store.rollout_steps, record.id, 100)
+    body = rollout_json(record, control, await controller.conditions_of(record.module))
+    steps = await asyncio.to_thread(control.store.rollout_steps, record.id, 100)
     body["steps"] = [
         {"step": s.step, "event": s.event, "at": s.at.isoformat(), "message": s.message, "analysis": s.analysis}
         for s in steps
@@ -387,9 +393,7 @@ async def accept_rewrite(request: web.Request) -> web.Response:
         await asyncio.to_thread(control.accept_rewrite, head)  # waits for a sync in progress
     except RewriteNotPendingError as exc:
         raise ApiError(409, "not_pending", str(exc), "head") from None
-    await asyncio.to_thread(
-        control.controller.store.append_audit, who.subject, "source.acceptRewrite", head, {"head": head}
-    )
+    await asyncio.to_thread(control.store.append_audit, who.subject, "source.acceptRewrite", head, {"head": head})
     return web.json_response(control.source_status(), status=202)
 
 
@@ -397,8 +401,8 @@ def status_json(control: ControlDeps, conditions: Mapping[str, tuple[Condition, 
     """Everything `hotswap status` shows, with every module's `conditions` (`Controller.conditions`)."""
     controller = control.controller
     state = controller.state
-    latest = latest_records(controller.book.records())
-    weights = running_weights(controller)
+    latest = latest_records(control.book.records())
+    weights = running_weights(control.hub)
     modules = []
     for name in sorted(set(conditions) | set(latest)):
         record = latest.get(name)
@@ -406,12 +410,12 @@ def status_json(control: ControlDeps, conditions: Mapping[str, tuple[Condition, 
         modules.append(
             {
                 "module": name,
-                "rollout": rollout_json(record, controller, of_module, weights) if record else None,
+                "rollout": rollout_json(record, control, of_module, weights) if record else None,
                 "conditions": [condition_json(c) for c in of_module],
             }
         )
     stalled = controller.stalled_condition()
-    hub = controller.hub
+    hub = control.hub
     revision = controller.source.latest
     fleet = revision.fleet if revision is not None else None
     return {
@@ -444,14 +448,15 @@ async def status(request: web.Request) -> web.Response:
 async def snapshot(request: web.Request) -> web.Response:
     """What the next pass would plan from, less the desired fleet (`hotswap diff` brings its own)."""
     require(request, *ANY_ROLE)
-    controller = control_of(request).controller
+    control = control_of(request)
+    controller = control.controller
     revision = controller.source.latest
     approvals = revision.approvals if revision is not None else ()
     if revision is not None and revision.fleet is not None:
         taken = controller.snapshot(revision.fleet, approvals, controller.clock())
         nodes, records, metrics, now = taken.nodes, taken.records, taken.metrics, taken.now
     else:
-        nodes, records, metrics, now = (), controller.book.records(), (), controller.clock()
+        nodes, records, metrics, now = (), control.book.records(), (), controller.clock()
     return web.json_response(snapshot_json(nodes, records, approvals, metrics, now, controller.state.revision))
 
 

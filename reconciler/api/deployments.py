@@ -204,7 +204,7 @@ async def create_deployment(request: web.Request) -> web.Response:
         review_branch=branch,
     )
     await asyncio.to_thread(
-        control.controller.store.append_audit,
+        control.store.append_audit,
         requester,
         "deployment.request",
         module_id(module, version),
@@ -229,7 +229,7 @@ async def create_deployment(request: web.Request) -> web.Response:
 
 def target_of(control: ControlDeps, ident: str) -> tuple[str, str]:
     """(module, version) a deployment id names: a rollout id or a module id."""
-    record = control.controller.book.get(ident)
+    record = control.book.get(ident)
     if record is not None:
         return record.module, record.target.version
     match = MODULE_ID.match(ident)
@@ -259,8 +259,7 @@ def acting(control: ControlDeps, subject: str) -> Acting:
 def waiting_for_approval(control: ControlDeps, module: str, version: str, conditions: tuple[Condition, ...]) -> bool:
     """Whether module@version waits for an approval now: its rollout, or a held pin or override (the
     module's `conditions`, from `Controller.conditions_of`)."""
-    controller = control.controller
-    record = latest_records(controller.book.records()).get(module)
+    record = latest_records(control.book.records()).get(module)
     if record is not None and record.phase is Phase.WAITING_APPROVAL and record.target.version == version:
         return True
     target = f"{module}@{version}"
@@ -273,7 +272,7 @@ def waiting_for_approval(control: ControlDeps, module: str, version: str, condit
 def already_approved(control: ControlDeps, module: str, version: str, principal: str) -> str | None:
     """The commit of `principal`'s approval of module@version not yet spent on a gate, if any."""
     revision = control.controller.source.latest
-    record = latest_records(control.controller.book.records()).get(module)
+    record = latest_records(control.book.records()).get(module)
     spent = set(record.approvals_used) if record is not None else set()
     for approval in getattr(revision, "approvals", ()):
         mine = (approval.module, approval.version, approval.principal) == (module, version, principal)
@@ -299,7 +298,7 @@ async def approve_deployment(request: web.Request) -> web.Response:
     except ActingError as exc:
         raise ApiError(409, "not_allowed", str(exc)) from None
     if not waiting_for_approval(control, module, version, await control.controller.conditions_of(module)):
-        record = latest_records(control.controller.book.records()).get(module)
+        record = latest_records(control.book.records()).get(module)
         now = f"its latest rollout {record.id} is {record.phase.value} at {record.target.version}" if record else ""
         raise ApiError(
             409,
@@ -324,7 +323,7 @@ async def approve_deployment(request: web.Request) -> web.Response:
         review_branch=None,
     )
     await asyncio.to_thread(
-        control.controller.store.append_audit,
+        control.store.append_audit,
         act.caller.name,
         "deployment.approve",
         target,
@@ -345,11 +344,11 @@ async def _operator_request(http: web.Request, action: str, **changes: Any) -> w
     control = control_of(http)
     controller = control.controller
     ident = http.match_info["id"]
-    record = controller.book.get(ident)
+    record = control.book.get(ident)
     if record is None:
         match = MODULE_ID.match(ident)
         module = match["module"] if match is not None else ident
-        record = latest_records(controller.book.records()).get(module)
+        record = latest_records(control.book.records()).get(module)
     if record is None:
         raise ApiError(404, "not_found", f"no rollout {ident!r} (a rollout id, module id or module name)")
     if not record.active:
@@ -361,7 +360,7 @@ async def _operator_request(http: web.Request, action: str, **changes: Any) -> w
         )
     for _ in range(5):
         try:
-            record = await asyncio.to_thread(controller.book.request, record.id, **changes)
+            record = await asyncio.to_thread(control.book.request, record.id, **changes)
             break
         except StaleBookError:
             continue  # a pass wrote the record meanwhile: the book reloaded, ask again
@@ -369,7 +368,7 @@ async def _operator_request(http: web.Request, action: str, **changes: Any) -> w
         raise ApiError(503, "busy", f"rollout {record.id} kept changing; try again")
     controller.poke()
     await asyncio.to_thread(
-        controller.store.append_audit,
+        control.store.append_audit,
         who.subject,
         f"rollout.{action}",
         record.id,
@@ -379,7 +378,7 @@ async def _operator_request(http: web.Request, action: str, **changes: Any) -> w
             "to": record.previous.version if record.previous else None,
         },
     )
-    body = rollout_json(record, controller, await controller.conditions_of(record.module))
+    body = rollout_json(record, control, await controller.conditions_of(record.module))
     body["request"] = action
     body["requestedBy"] = who.subject
     return web.json_response(body, status=202)

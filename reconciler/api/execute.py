@@ -101,7 +101,7 @@ def _serves(entries: Any, module: str, version: str | None) -> bool:
 def candidates(control: ControlDeps, module: str, version: str | None) -> list[tuple[str, str]]:
     """(node id, url) of healthy nodes that were assigned the module (that version, when given) and
     report serving it: a node's report alone never draws calls."""
-    hub = control.controller.hub
+    hub = control.hub
     found = []
     for view in hub.view():
         if view.status != "Healthy" or not view.url:

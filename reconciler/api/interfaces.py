@@ -206,7 +206,7 @@ async def propose_interface(request: web.Request) -> web.Response:
         review_branch=branch,
     )
     await asyncio.to_thread(
-        control.controller.store.append_audit, who.subject, "interface.propose", package.name, {"commit": result.sha}
+        control.store.append_audit, who.subject, "interface.propose", package.name, {"commit": result.sha}
     )
     return web.json_response(
         {
@@ -253,7 +253,7 @@ async def approve_interface(request: web.Request) -> web.Response:
         review_branch=None,
     )
     await asyncio.to_thread(
-        control.controller.store.append_audit,
+        control.store.append_audit,
         act.caller.name,
         "interface.approve",
         package,

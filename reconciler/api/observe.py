@@ -7,7 +7,7 @@
                                  (any role): registry changes, deployment steps, approvals, rollbacks
 
 `setup(telemetry)` returns the route file's setup, bound to the running control plane's telemetry;
-the controller (rollout book, node hub, store) comes from the control routes (reconciler.api.control).
+the rollout book, node hub and store come from the control routes (`reconciler.api.control.ControlDeps`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from reconciler.api.base import ANY_ROLE, ApiDeps, ApiError, bad_request, require
-from reconciler.api.control import CONTROL
-from reconciler.apply.controller import Controller
+from reconciler.api.control import CONTROL, ControlDeps
 from reconciler.apply.noderows import NodeView
 from reconciler.apply.telemetry import Sample, Telemetry, plane_samples, render_metrics
 from reconciler.planner import RolloutRecord
@@ -33,21 +32,21 @@ MAX_AUDIT_LIMIT = 1000
 MAX_AUDIT_SCAN = 20 * MAX_AUDIT_LIMIT  # lines one filtered call reads; `next` says where to go on
 
 
-def fleet(controller: Controller) -> tuple[tuple[RolloutRecord, ...], list[NodeView], int]:
+def fleet(control: ControlDeps) -> tuple[tuple[RolloutRecord, ...], list[NodeView], int]:
     """What the metrics describe: the rollout records, the nodes, and how many modules Git wants."""
-    revision = controller.source.latest
+    revision = control.controller.source.latest
     modules = len(revision.fleet.modules) if revision is not None and revision.fleet is not None else 0
-    return controller.book.records(), controller.hub.view(), modules
+    return control.book.records(), control.hub.view(), modules
 
 
-def samples(controller: Controller, telemetry: Telemetry) -> list[Sample]:
+def samples(control: ControlDeps, telemetry: Telemetry) -> list[Sample]:
     """The same metrics as OTLP samples (`Telemetry.export_metrics` reads them on its own thread)."""
-    return plane_samples(telemetry, *fleet(controller))
+    return plane_samples(telemetry, *fleet(control))
 
 
 async def metrics(request: web.Request) -> web.Response:
     require(request, *ANY_ROLE)
-    text = render_metrics(request.app[TELEMETRY], *fleet(request.app[CONTROL].controller))
+    text = render_metrics(request.app[TELEMETRY], *fleet(request.app[CONTROL]))
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
@@ -66,7 +65,7 @@ def _int(request: web.Request, name: str, default: int, low: int, high: int) -> 
 
 async def audit(request: web.Request) -> web.Response:
     require(request, *ANY_ROLE)
-    store = request.app[CONTROL].controller.store
+    store = request.app[CONTROL].store
     subject = request.query.get("subject") or None
     after = _int(request, "after", 0, 0, 2**62)
     limit = _int(request, "limit", 100, 1, MAX_AUDIT_LIMIT)

@@ -172,6 +172,7 @@ class Controller:
         tracing: DeploymentTracing | None = None,
         role: Role | None = None,
         before_pass: Callable[[], Awaitable[None]] | None = None,
+        book: RolloutBook | None = None,
     ) -> None:
         self.store = store
         self.binaries = Binaries(registry, oci)  # pulled (OCI) and registered, once each
@@ -179,7 +180,7 @@ class Controller:
         self.source = source
         self.hub = hub
         self.clock = clock
-        self.book = RolloutBook(store)
+        self.book = book if book is not None else RolloutBook(store)  # the records (the API reads them too)
         self.state = PassState()
         self.executor = Executor(hub, store, clock)  # the plan's side effects: tables, events, audit
         self._wake = asyncio.Event()
