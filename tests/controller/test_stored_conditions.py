@@ -6,7 +6,6 @@ from the store."""
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -18,30 +17,14 @@ from reconciler.apply.executor import conditions_json
 from reconciler.apply.nodes import NodeHub
 from reconciler.apply.registry import Registry
 from reconciler.planner import Condition, ConditionType
-from reconciler.spec.approvals import Approval
-from reconciler.spec.fleet import DesiredFleet
 from reconciler.spec.loader import load_fleet
 from reconciler.store.blobs import open_blob_store
 from reconciler.store.records import JsonObject
 from reconciler.store.state import StateStore, open_state_store
+from tests.controller.revisions import Revision, Source
 from tests.spec.fleets import write_fleet
 
 NODE = Registration(id="edge-1", region="us-east", hostname="edge-1", url="http://127.0.0.1:9")
-
-
-@dataclass
-class Revision:
-    sha: str
-    fleet: DesiredFleet | None
-    approvals: tuple[Approval, ...] = ()
-
-
-@dataclass
-class Source:
-    latest: Revision | None = None
-
-    def fleet_at(self, sha: str) -> DesiredFleet | None:
-        return self.latest.fleet if self.latest is not None and self.latest.sha == sha else None
 
 
 class Writes:

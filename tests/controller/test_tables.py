@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -23,30 +22,14 @@ from edge.protocol import ModuleEntry
 from reconciler.apply.controller import Controller
 from reconciler.apply.nodes import NodeHub
 from reconciler.apply.registry import Registry
-from reconciler.spec.approvals import Approval
-from reconciler.spec.fleet import DesiredFleet
 from reconciler.spec.loader import load_fleet
 from reconciler.store.blobs import open_blob_store
 from reconciler.store.records import NodeRecord
 from reconciler.store.state import StateStore, open_state_store
+from tests.controller.revisions import Revision, Source
 from tests.spec.fleets import write_fleet
 
 NODE = Registration(id="edge-1", region="us-east", hostname="edge-1", url="http://127.0.0.1:9")
-
-
-@dataclass
-class Revision:
-    sha: str
-    fleet: DesiredFleet | None
-    approvals: tuple[Approval, ...] = ()
-
-
-@dataclass
-class Source:
-    latest: Revision | None = None
-
-    def fleet_at(self, sha: str) -> DesiredFleet | None:
-        return self.latest.fleet if self.latest is not None and self.latest.sha == sha else None
 
 
 @pytest.fixture

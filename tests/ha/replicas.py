@@ -6,10 +6,12 @@ signs tokens, so a node registered with one replica is accepted by the others.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from reconciler.api.auth import AuthOptions, load_or_create_signing_key
 from reconciler.server import ControlPlane, ServeOptions
 from reconciler.store.records import RolloutStepRecord
 from reconciler.store.state import open_state_store
-from tests.e2e.cluster import FleetRepo, kill_process, poll, stop_process
+from tests.e2e.cluster import Cluster, FleetRepo, kill_process, poll, stop_process
 from tests.services import free_port
 
 
@@ -126,3 +128,39 @@ def assert_no_step_twice(record_history: list[dict[str, Any]], steps: list[Rollo
     lines = Counter((h["step"], h["outcome"], round(h["at"], 3)) for h in record_history)
     stored = Counter((s.step, s.event, round(s.at.timestamp(), 3)) for s in steps)
     assert stored == lines, f"the store's step history differs from the record's: {stored} != {lines}"
+
+
+@dataclass
+class Pair:
+    repo: FleetRepo
+    leader: ControlPlane
+    follower: ControlPlane
+    cluster: Cluster  # nodes registered with the follower
+
+
+@contextlib.asynccontextmanager
+async def replica_pair(tmp_path: Path, database_url: str, node: str) -> AsyncIterator[Pair]:
+    """A leader, and a follower with `node` registered to it and serving, on one PostgreSQL."""
+    repo = FleetRepo(tmp_path / "repo")
+    key = shared_key(tmp_path)
+    blobs = str(tmp_path / "blobs")  # one directory stands in for the S3 bucket replicas share
+    leader = await start_replica(repo, tmp_path / "a", database_url, blobs, key)
+    follower: ControlPlane | None = None
+    cluster: Cluster | None = None
+    try:
+        await poll(lambda: leader.controller.leader, "the first replica to lead")
+        follower = await start_replica(repo, tmp_path / "b", database_url, blobs, key)
+        data = tmp_path / "data"
+        data.mkdir()
+        cluster = Cluster(repo, follower, data)
+        cluster.start_node(node, "us-east")
+        await cluster.wait_ready(1)
+        await cluster.wait_all_serving("greeter", "1.1.0", [node])
+        yield Pair(repo, leader, follower, cluster)
+    finally:
+        if cluster is not None:
+            for started in cluster.nodes:
+                started.stop()
+        for plane in (follower, leader):
+            if plane is not None:
+                await plane.stop()

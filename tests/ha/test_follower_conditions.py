@@ -12,7 +12,7 @@ import pytest
 from reconciler.server import ControlPlane
 from tests.api.conftest import call
 from tests.e2e.cluster import Cluster, FleetRepo, poll
-from tests.ha.replicas import shared_key, start_replica, status_of
+from tests.ha.replicas import replica_pair, status_of
 
 NODE = "edge-us-east-1"
 
@@ -20,29 +20,8 @@ NODE = "edge-us-east-1"
 @pytest.fixture
 async def replicas(tmp_path: Path, database_url: str) -> AsyncIterator[tuple[FleetRepo, ControlPlane, Cluster]]:
     """A leader, and a follower with one node registered to it, on one PostgreSQL."""
-    repo = FleetRepo(tmp_path / "repo")
-    key = shared_key(tmp_path)
-    blobs = str(tmp_path / "blobs")
-    leader = await start_replica(repo, tmp_path / "a", database_url, blobs, key)
-    follower: ControlPlane | None = None
-    cluster: Cluster | None = None
-    try:
-        await poll(lambda: leader.controller.leader, "the first replica to lead")
-        follower = await start_replica(repo, tmp_path / "b", database_url, blobs, key)
-        data = tmp_path / "data"
-        data.mkdir()
-        cluster = Cluster(repo, follower, data)
-        cluster.start_node(NODE, "us-east")
-        await cluster.wait_ready(1)
-        await cluster.wait_all_serving("greeter", "1.1.0", [NODE])
-        yield repo, leader, cluster
-    finally:
-        if cluster is not None:
-            for node in cluster.nodes:
-                node.stop()
-        for plane in (follower, leader):
-            if plane is not None:
-                await plane.stop()
+    async with replica_pair(tmp_path, database_url, NODE) as pair:
+        yield pair.repo, pair.leader, pair.cluster
 
 
 def module_conditions(status: dict[str, Any] | None, module: str) -> list[dict[str, Any]]:

@@ -6,54 +6,29 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import psycopg
 import pytest
 
-from reconciler.server import ControlPlane
 from reconciler.store.lease import lease_key
-from tests.e2e.cluster import Cluster, FleetRepo, Load, poll
-from tests.ha.replicas import assert_no_step_twice, shared_key, start_replica, status_of, step_history
+from tests.e2e.cluster import Load, poll
+from tests.ha.replicas import (
+    Pair,
+    assert_no_step_twice,
+    replica_pair,
+    status_of,
+    step_history,
+)
 
 NODE = "edge-us-east-1"
 
 
-@dataclass
-class Pair:
-    repo: FleetRepo
-    leader: ControlPlane
-    follower: ControlPlane
-    cluster: Cluster  # nodes registered with the follower
-
-
 @pytest.fixture
 async def pair(tmp_path: Path, database_url: str) -> AsyncIterator[Pair]:
-    repo = FleetRepo(tmp_path / "repo")
-    key = shared_key(tmp_path)
-    blobs = str(tmp_path / "blobs")  # one directory stands in for the S3 bucket replicas share
-    leader = await start_replica(repo, tmp_path / "a", database_url, blobs, key)
-    follower: ControlPlane | None = None
-    cluster: Cluster | None = None
-    try:
-        await poll(lambda: leader.controller.leader, "the first replica to lead")
-        follower = await start_replica(repo, tmp_path / "b", database_url, blobs, key)
-        data = tmp_path / "data"
-        data.mkdir()
-        cluster = Cluster(repo, follower, data)
-        cluster.start_node(NODE, "us-east")
-        await cluster.wait_ready(1)
-        await cluster.wait_all_serving("greeter", "1.1.0", [NODE])
-        yield Pair(repo, leader, follower, cluster)
-    finally:
-        if cluster is not None:
-            for node in cluster.nodes:
-                node.stop()
-        for plane in (follower, leader):
-            if plane is not None:
-                await plane.stop()
+    async with replica_pair(tmp_path, database_url, NODE) as both:
+        yield both
 
 
 async def test_status_says_which_replica_leads(pair: Pair) -> None:

@@ -19,10 +19,10 @@ from reconciler.apply.registry import Registry
 from reconciler.notify import Notifier, Observed, RetryPolicy, Settings
 from reconciler.spec.alerts import Alert
 from reconciler.spec.approvals import Approval
-from reconciler.spec.fleet import DesiredFleet
 from reconciler.spec.loader import load_fleet
 from reconciler.store.blobs import open_blob_store
 from reconciler.store.state import StateStore
+from tests.controller.revisions import Revision, Source
 from tests.notify.conftest import SECRET, HttpReceiver, SmtpServer, until
 from tests.spec.fleets import ADDER_WAT, write_fleet
 
@@ -68,22 +68,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@dataclass
-class Revision:
-    sha: str
-    fleet: DesiredFleet | None
-    approvals: tuple[Approval, ...] = ()
-
-
-@dataclass
-class Source:
-    latest: Revision | None = None
-    history: dict[str, DesiredFleet | None] = field(default_factory=dict)
-
-    def fleet_at(self, sha: str) -> DesiredFleet | None:
-        return self.history.get(sha)
 
 
 @dataclass
