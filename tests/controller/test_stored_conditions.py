@@ -5,7 +5,7 @@ from the store."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from reconciler.planner import Condition, ConditionType
 from reconciler.spec.loader import load_fleet
 from reconciler.store.blobs import open_blob_store
 from reconciler.store.records import JsonObject
-from reconciler.store.state import StateStore, open_state_store
+from reconciler.store.state import StateStore
 from tests.controller.revisions import Revision, Source
 from tests.spec.fleets import write_fleet
 
@@ -41,15 +41,6 @@ class Writes:
             write(changed, removed, at)
 
         monkeypatch.setattr(store, "write_conditions", spy)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[StateStore]:
-    state = open_state_store(data_dir=tmp_path / "state")
-    try:
-        yield state
-    finally:
-        state.close()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ the encoding is what the nodes read, and a node can check the signature against 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,18 +16,9 @@ from reconciler.apply.nodes import NodeHub
 from reconciler.apply.tables import WireEntries
 from reconciler.planner import AssignmentEntry
 from reconciler.spec.models import Capabilities, Limits
-from reconciler.store.state import StateStore, open_state_store
+from reconciler.store.state import StateStore
 
 DIGEST = "sha256:" + "ab" * 32
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[StateStore]:
-    state = open_state_store(data_dir=tmp_path / "state")
-    try:
-        yield state
-    finally:
-        state.close()
 
 
 @pytest.fixture

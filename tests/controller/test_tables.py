@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,20 +25,11 @@ from reconciler.apply.registry import Registry
 from reconciler.spec.loader import load_fleet
 from reconciler.store.blobs import open_blob_store
 from reconciler.store.records import NodeRecord
-from reconciler.store.state import StateStore, open_state_store
+from reconciler.store.state import StateStore
 from tests.controller.revisions import Revision, Source
 from tests.spec.fleets import write_fleet
 
 NODE = Registration(id="edge-1", region="us-east", hostname="edge-1", url="http://127.0.0.1:9")
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[StateStore]:
-    state = open_state_store(data_dir=tmp_path / "state")
-    try:
-        yield state
-    finally:
-        state.close()
 
 
 @pytest.fixture
