@@ -361,6 +361,7 @@ def build_app(node: Node, conditions: Callable[[], Iterable[str]] | None = None)
     app.router.add_route("*", "/{path:.*}", answers_json(_no_route))
 
     async def stop_calls(app: web.Application) -> None:
+        await node.router.close()  # no health check starts against a runtime being closed
         node.runtime.interrupt()  # running calls end now, so shutdown does not wait for timeouts
 
     async def close_node(app: web.Application) -> None:

@@ -18,6 +18,7 @@ from edge.metrics import prometheus_lines
 from edge.protocol import ModuleEntry, VersionMetrics
 from edge.router import Router, VersionSlot
 from edge.runtime import Runtime
+from edge.server import Node, NodeConfig, build_app
 from edge.standalone import DirectorySource
 
 # `health` passes twice on an instance, then traps. A trap discards the instance, so on the next
@@ -147,6 +148,18 @@ async def test_a_kept_version_whose_health_check_changed_checks_the_new_way(rout
     await asyncio.gather(before, return_exceptions=True)
     assert before.cancelled() and kept.checks is not before
     await until(lambda: kept.counters.health_checks >= 3, "runs at the new interval")
+
+
+async def test_a_node_shutting_down_stops_every_check(runtime: Runtime, tmp_path: Path) -> None:
+    router = Router(runtime, DirectorySource(tmp_path))
+    node = Node(runtime, router, NodeConfig())
+    app = build_app(node)
+    app.freeze()  # as a running server's app is
+    await router.apply_table([entry(router, HEALTHY, "1.0.0")])
+    assert len(health_tasks()) == 1
+    await app.shutdown()  # what aiohttp runs on SIGINT/SIGTERM, before its cleanup
+    assert health_tasks() == []
+    node.close()
 
 
 async def test_closing_the_router_stops_every_check(runtime: Runtime, tmp_path: Path) -> None:
