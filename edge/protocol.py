@@ -217,6 +217,12 @@ class ErrorBody(TypedDict, total=False):
 Count = Annotated[int, Field(ge=0, le=2**53)]
 
 
+def printable(text: str) -> str:
+    """`text` with every character that is not printable (control characters, escapes, line breaks,
+    bidi overrides) replaced by a space."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else " " for c in text)
+
+
 class VersionMetrics(_Wire):
     """Counters of one module version since the previous read (or since load, for /metrics)."""
 
@@ -246,7 +252,10 @@ class VersionMetrics(_Wire):
     @field_validator("last_error", mode="before")
     @classmethod
     def _bounded(cls, value: object) -> object:
-        return value[:LAST_ERROR_CHARS] if isinstance(value, str) else value
+        """Cut to LAST_ERROR_CHARS, and one line of printable text: it ends up in rollout messages
+        that `hotswap status` prints to a terminal, and a node (or a module's trap text) could
+        otherwise write escape sequences there."""
+        return printable(value[:LAST_ERROR_CHARS]) if isinstance(value, str) else value
 
     @model_serializer(mode="wrap")
     def _without_idle_health(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
