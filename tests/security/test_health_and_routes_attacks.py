@@ -4,8 +4,10 @@ Health checks (`edge.health`, reported as `healthChecks`/`healthFailures` in hea
 by `reconciler.planner.analysis`):
 - as a node token holder: health failures for a version or a module the node was not assigned are
   dropped like its other made-up metrics; counts beyond 2**53, negative, fractional or non-numeric
-  are a 400; a `lastError` of 100 KB with terminal escapes, newlines and NUL is cut and loses its
-  control characters (it ends up in rollout messages that `hotswap status` prints to a terminal);
+  are a 400; counts at 2**53, reported twice, no longer overflow the control plane's cumulative
+  totals (which made every later heartbeat with that version's metrics, any node's, a 500); a
+  `lastError` of 100 KB with terminal escapes, newlines and NUL is cut and loses its control
+  characters (it ends up in rollout messages that `hotswap status` prints to a terminal);
 - as a developer deploying a hostile module: a health function that loops forever is stopped at its
   timeout, its runs stay within the version's CPU share, and it neither holds the threads that module
   loads use nor makes another module's health check time out (each run used to wait for a thread of
@@ -115,6 +117,20 @@ async def test_health_counts_out_of_bounds_are_refused(cluster: Cluster, counts:
     assert await _beat(cluster, token, table, lie) == 400
     totals = cluster.plane.hub.metrics.since("calc", "1.0.0", "us-east", 0)
     assert 0 <= totals.health_failures <= 2**53 and 0 <= totals.health_checks <= 2**53
+
+
+async def test_counts_at_the_bound_twice_do_not_break_other_heartbeats(cluster: Cluster) -> None:
+    """Each report within 2**53, but their sum in the control plane's cumulative totals (its
+    /metrics) was beyond what a VersionMetrics may hold: from the second such report on, every
+    heartbeat carrying metrics of that version, any node's, was a 500."""
+    token, table = await _rogue_with_calc(cluster)
+    most = {"module": "calc", "version": "1.0.0", "requests": 2**53, "latencySumMs": 1e18, "latencyBuckets": [2**53]}
+    assert await _beat(cluster, token, table, most) == 200
+    assert await _beat(cluster, token, table, most) == 200
+    honest = {"module": "calc", "version": "1.0.0", "requests": 1, "latencyBuckets": [1]}
+    assert await _beat(cluster, token, table, honest) == 200  # as the other nodes' reports of calc
+    answer = await call(cluster.url, "GET", "/metrics", cluster.token("admin"))
+    assert answer.status == 200
 
 
 async def test_a_last_error_with_terminal_escapes_is_cut_and_loses_its_control_characters(cluster: Cluster) -> None:
