@@ -56,6 +56,41 @@ class Totals:
         return float("inf")
 
 
+MOST = 2**53  # what a VersionMetrics count may hold (`edge.protocol.Count`)
+
+
+def merged(a: VersionMetrics, b: VersionMetrics) -> VersionMetrics:
+    """Two reports of one version as one: counts added (saturating at MOST), `b`'s error if any."""
+    width = max(len(a.latency_buckets), len(b.latency_buckets))
+    buckets = tuple(
+        min(
+            MOST,
+            (a.latency_buckets[i] if i < len(a.latency_buckets) else 0)
+            + (b.latency_buckets[i] if i < len(b.latency_buckets) else 0),
+        )
+        for i in range(width)
+    )
+    counts = (
+        "requests",
+        "errors",
+        "traps",
+        "timeouts",
+        "memory",
+        "cpu",
+        "violations",
+        "health_checks",
+        "health_failures",
+    )
+    return a.model_copy(
+        update={
+            **{name: min(MOST, getattr(a, name) + getattr(b, name)) for name in counts},
+            "latency_buckets": buckets,
+            "latency_sum_ms": min(1e18, a.latency_sum_ms + b.latency_sum_ms),
+            "last_error": b.last_error or a.last_error,
+        }
+    )
+
+
 class MetricsWindow:
     """Metric deltas as nodes ship them, kept for an hour, summed over any window on demand."""
 
@@ -64,7 +99,13 @@ class MetricsWindow:
         self._events: dict[tuple[str, str, str], deque[tuple[float, VersionMetrics]]] = {}
 
     def add(self, at: float, region: str, metrics: Iterable[VersionMetrics]) -> None:
+        """One event per version of one report: a heartbeat that lists a version many times (a node
+        token holder's 15,000 times per 1 MiB heartbeat, kept for an hour) adds one, summed."""
+        one: dict[tuple[str, str], VersionMetrics] = {}
         for m in metrics:
+            key = (m.module, m.version)
+            one[key] = m if (before := one.get(key)) is None else merged(before, m)
+        for m in one.values():
             events = self._events.setdefault((m.module, m.version, region), deque())
             if events and events[-1][0] > at:  # late, from another replica: keep the time order
                 bisect.insort(events, (at, m), key=lambda e: e[0])

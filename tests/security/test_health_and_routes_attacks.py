@@ -5,7 +5,8 @@ by `reconciler.planner.analysis`):
 - as a node token holder: health failures for a version or a module the node was not assigned are
   dropped like its other made-up metrics; counts beyond 2**53, negative, fractional or non-numeric
   are a 400; counts at 2**53, reported twice, no longer overflow the control plane's cumulative
-  totals (which made every later heartbeat with that version's metrics, any node's, a 500); a
+  totals (which made every later heartbeat with that version's metrics, any node's, a 500); one
+  heartbeat listing a version 5,000 times adds one event to the hour-long metrics window, not 5,000; a
   `lastError` of 100 KB with terminal escapes, newlines and NUL is cut and loses its control
   characters (it ends up in rollout messages that `hotswap status` prints to a terminal);
 - as a developer deploying a hostile module: a health function that loops forever is stopped at its
@@ -131,6 +132,19 @@ async def test_counts_at_the_bound_twice_do_not_break_other_heartbeats(cluster: 
     assert await _beat(cluster, token, table, honest) == 200  # as the other nodes' reports of calc
     answer = await call(cluster.url, "GET", "/metrics", cluster.token("admin"))
     assert answer.status == 200
+
+
+async def test_a_heartbeat_listing_a_version_thousands_of_times_adds_one_event(cluster: Cluster) -> None:
+    """15,000 entries of one assigned version fit in a 1 MiB heartbeat; each was kept as an event of
+    the hour-long metrics window (40 such heartbeats in 11 s: 600,000 events, +565 MB)."""
+    token, table = await _rogue_with_calc(cluster)
+    one = {"module": "calc", "version": "1.0.0", "healthChecks": 1, "requests": 2, "latencyBuckets": [2]}
+    for _ in range(3):
+        assert await _beat(cluster, token, table, *([one] * 5_000)) == 200
+    window = cluster.plane.hub.metrics
+    assert len(window._events[("calc", "1.0.0", "us-east")]) <= 10  # the honest node's beats too
+    totals = window.since("calc", "1.0.0", "us-east", 0)
+    assert totals.health_checks >= 15_000 and totals.requests >= 30_000  # summed, not dropped
 
 
 async def test_a_last_error_with_terminal_escapes_is_cut_and_loses_its_control_characters(cluster: Cluster) -> None:
