@@ -201,6 +201,7 @@ class ControlPlane:
             modules_in_use=self.modules_in_use,
             authenticate=with_sessions(bearer(self.authority), self.sessions),
             limiter=limiter_for(self.store, options.rate_limits),
+            registered=self.controller.poke,
         )
         refs = diff_routes.RefReader(
             url=options.repo,

@@ -87,6 +87,7 @@ class ApiDeps:
     modules_in_use: InUse = nothing_in_use  # module ids desired state or a rollout uses
     authenticate: Authenticator = open_door
     limiter: Limiter | None = None  # per-user, per-endpoint request budgets (reconciler.api.security)
+    registered: Callable[[], None] = lambda: None  # told of every new module version (the controller's poke)
 
 
 DEPS = web.AppKey("deps", ApiDeps)

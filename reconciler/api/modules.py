@@ -88,6 +88,8 @@ async def upload(request: web.Request) -> web.Response:
             '{"name", "version", "wasm": "<base64>"} or multipart/form-data with name, version and a file wasm',
         )
     registration = await asyncio.to_thread(registry.register, name, version, data, build, actor=who.subject)
+    if registration.created:
+        deps(request).registered()  # a pass stalled on this binary (MissingBinary) goes on at once
     return web.json_response(
         module_json(registration.module),
         status=201 if registration.created else 200,
