@@ -18,7 +18,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
-from edge.protocol import SMOKE_ERROR_CHARS, ModuleTable, VersionMetrics
+from edge.protocol import SMOKE_ERROR_CHARS, ModuleTable, VersionMetrics, printable
 
 NODES_PATH = "/api/v1/wasm/nodes"
 NODE_ID_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
@@ -101,7 +101,7 @@ class SmokeReport(_Wire):
     @field_validator("error", mode="before")
     @classmethod
     def _bounded(cls, value: object) -> object:
-        return value[:SMOKE_ERROR_CHARS] if isinstance(value, str) else value
+        return printable(value[:SMOKE_ERROR_CHARS]) if isinstance(value, str) else value
 
 
 class Heartbeat(_Wire):
@@ -129,9 +129,10 @@ class Heartbeat(_Wire):
     @field_validator("failed", mode="before")
     @classmethod
     def _short_reasons(cls, value: object) -> object:
-        """A long load error is cut, not refused (a heartbeat refused would make the node Unhealthy)."""
+        """A long load error is cut, not refused (a heartbeat refused would make the node Unhealthy), and
+        made one line of printable text: `hotswap status` prints it to an operator's terminal."""
         if isinstance(value, dict):
-            return {k: v[:FAILED_REASON_CHARS] if isinstance(v, str) else v for k, v in value.items()}
+            return {k: printable(v[:FAILED_REASON_CHARS]) if isinstance(v, str) else v for k, v in value.items()}
         return value
 
 

@@ -36,7 +36,7 @@ from typing import Any
 import pytest
 
 from edge import wasm
-from edge.nodeapi import NODES_PATH
+from edge.nodeapi import NODES_PATH, Heartbeat
 from edge.protocol import LAST_ERROR_CHARS, ModuleEntry, VersionMetrics
 from edge.router import Router, VersionSlot
 from edge.runtime import Runtime
@@ -410,3 +410,27 @@ def test_bodies_over_the_limit_or_malformed_are_4xx_and_the_node_stays_up(
     assert got == status, f"{role} {path} {len(body)} B: {got} {content[:200]!r}"
     assert kind.startswith("application/json") and b"Traceback" not in content, content[:200]
     assert _raw(keyed, "GET", "/health")[0] == 200
+
+
+def test_load_and_smoke_errors_a_node_reports_are_printable_text() -> None:
+    """A node's load errors and smoke errors end up in `hotswap status` too: escapes, bells, carriage
+    returns and NULs become spaces, as in lastError, and the text itself is kept."""
+    hostile = "trap: \x1b[2J\x1b]0;owned\x07\r\nroot# \x00done"
+    beat = Heartbeat.model_validate(
+        {
+            "failed": {"calc@1.2.0": hostile},
+            "smoke": [
+                {
+                    "module": "calc",
+                    "version": "1.2.0",
+                    "digest": "sha256:" + "a" * 64,
+                    "passed": False,
+                    "error": hostile,
+                }
+            ],
+        }
+    )
+    reason = beat.failed["calc@1.2.0"]
+    error = beat.smoke[0].error
+    assert reason.isprintable() and reason.startswith("trap: ") and reason.endswith("done")
+    assert error is not None and error.isprintable() and error.endswith("done")
