@@ -43,42 +43,13 @@ from edge.runtime import Runtime
 from edge.standalone import DirectorySource
 from reconciler.api.auth import AuthOptions, TokenAuthority, load_or_create_signing_key
 from tests.api.conftest import call
-from tests.e2e.cluster import Cluster, poll
+from tests.e2e.cluster import Cluster
 from tests.edge.standalone import StandaloneNode, start_standalone
+from tests.security.test_attack_node_reports import ROGUE, _registered_rogue_with_calc, _running
 
-ROGUE = "edge-rogue"
 EDGE = "hotswap-edge"
 
 # -- as a node token holder: what a heartbeat may claim about health -------------------------------
-
-
-def _registration() -> dict[str, Any]:
-    return {"id": ROGUE, "region": "us-east", "hostname": "rogue", "url": "http://127.0.0.1:9"}
-
-
-def _running(table: dict[str, Any]) -> list[dict[str, Any]]:
-    return [
-        {"module": e["module"], "version": e["version"], "digest": e["digest"], "weight": e["weight"]}
-        for e in table.get("modules", [])
-    ]
-
-
-async def _rogue_with_calc(cluster: Cluster) -> tuple[str, dict[str, Any]]:
-    """A registered node of the attacker's that was assigned calc 1.0.0, and its table."""
-    token = cluster.plane.mint(ROGUE, "node")
-    assert (await call(cluster.url, "POST", NODES_PATH, token, json=_registration())).status in (200, 201)
-    found: dict[str, Any] = {}
-
-    async def assigned() -> bool:
-        answer = await call(cluster.url, "GET", f"{NODES_PATH}/{ROGUE}/assignment?after=0", token)
-        if answer.status == 200:
-            found.update(answer.body)
-        beat = {"generation": found.get("generation", 0), "running": _running(found)}
-        assert (await call(cluster.url, "POST", f"{NODES_PATH}/{ROGUE}/heartbeat", token, json=beat)).status == 200
-        return any(e["module"] == "calc" for e in found.get("modules", []))
-
-    await poll(assigned, "calc assigned to the rogue node")
-    return token, found
 
 
 async def _beat(cluster: Cluster, token: str, table: dict[str, Any], *metrics: dict[str, Any]) -> int:
@@ -87,7 +58,7 @@ async def _beat(cluster: Cluster, token: str, table: dict[str, Any], *metrics: d
 
 
 async def test_health_failures_for_versions_the_node_was_not_assigned_are_dropped(cluster: Cluster) -> None:
-    token, table = await _rogue_with_calc(cluster)
+    token, table = await _registered_rogue_with_calc(cluster)
     lies = [
         {"module": "calc", "version": "2.0.0", "healthChecks": 1, "healthFailures": 1, "lastError": "x"},
         {"module": "greeter", "version": "1.0.0", "healthChecks": 1, "healthFailures": 1, "lastError": "x"},
@@ -113,7 +84,7 @@ async def test_health_failures_for_versions_the_node_was_not_assigned_are_droppe
     ids=["beyond-2**53", "beyond-64-bits", "negative", "negative-checks", "fraction", "string", "list"],
 )
 async def test_health_counts_out_of_bounds_are_refused(cluster: Cluster, counts: dict[str, Any]) -> None:
-    token, table = await _rogue_with_calc(cluster)
+    token, table = await _registered_rogue_with_calc(cluster)
     lie = {"module": "calc", "version": "1.0.0", **counts}
     assert await _beat(cluster, token, table, lie) == 400
     totals = cluster.plane.hub.metrics.since("calc", "1.0.0", "us-east", 0)
@@ -124,7 +95,7 @@ async def test_counts_at_the_bound_twice_do_not_break_other_heartbeats(cluster: 
     """Each report within 2**53, but their sum in the control plane's cumulative totals (its
     /metrics) was beyond what a VersionMetrics may hold: from the second such report on, every
     heartbeat carrying metrics of that version, any node's, was a 500."""
-    token, table = await _rogue_with_calc(cluster)
+    token, table = await _registered_rogue_with_calc(cluster)
     most = {"module": "calc", "version": "1.0.0", "requests": 2**53, "latencySumMs": 1e18, "latencyBuckets": [2**53]}
     assert await _beat(cluster, token, table, most) == 200
     assert await _beat(cluster, token, table, most) == 200
@@ -137,7 +108,7 @@ async def test_counts_at_the_bound_twice_do_not_break_other_heartbeats(cluster: 
 async def test_a_heartbeat_listing_a_version_thousands_of_times_adds_one_event(cluster: Cluster) -> None:
     """15,000 entries of one assigned version fit in a 1 MiB heartbeat; each was kept as an event of
     the hour-long metrics window (40 such heartbeats in 11 s: 600,000 events, +565 MB)."""
-    token, table = await _rogue_with_calc(cluster)
+    token, table = await _registered_rogue_with_calc(cluster)
     one = {"module": "calc", "version": "1.0.0", "healthChecks": 1, "requests": 2, "latencyBuckets": [2]}
     for _ in range(3):
         assert await _beat(cluster, token, table, *([one] * 5_000)) == 200
@@ -148,7 +119,7 @@ async def test_a_heartbeat_listing_a_version_thousands_of_times_adds_one_event(c
 
 
 async def test_a_last_error_with_terminal_escapes_is_cut_and_loses_its_control_characters(cluster: Cluster) -> None:
-    token, table = await _rogue_with_calc(cluster)
+    token, table = await _registered_rogue_with_calc(cluster)
     hostile = "\x1b[2J\x1b]0;owned\x07\r\nroot# \x00" + "\x1b[31m" * 20_000
     lie = {"module": "calc", "version": "1.0.0", "healthChecks": 1, "healthFailures": 1, "lastError": hostile}
     assert await _beat(cluster, token, table, lie) == 200
