@@ -32,6 +32,8 @@ async def test_uploading_the_missing_binary_ends_the_stall(plane: Cluster) -> No
     body = {"name": "calc", "version": "1.3.0", "wasm": base64.b64encode(data).decode()}
     answer = await call(plane.url, "POST", "/api/v1/wasm/modules", plane.token("developer"), json=body)
     assert answer.status == 201, answer.body
-    await poll(lambda: controller.stalled_condition() is None, "the stall to end after the upload")
-    assert controller.state.passes > passes
+    await poll(
+        lambda: controller.stalled_condition() is None and controller.state.passes > passes,
+        "a pass after the upload, not stalled",
+    )
     assert plane.latest("calc").target.version == "1.3.0"
