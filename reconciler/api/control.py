@@ -79,15 +79,6 @@ def _iso(epoch: float | None) -> str | None:
     return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z") if epoch else None
 
 
-def condition_json(condition: Condition) -> dict[str, Any]:
-    return {
-        "type": condition.type.value,
-        "status": "True" if condition.status else "False",
-        "reason": condition.reason,
-        "message": condition.message,
-    }
-
-
 def node_json(view: NodeView, table_generation: int) -> dict[str, Any]:
     return {
         "id": view.id,
@@ -146,7 +137,7 @@ def rollout_json(
         "finishedAt": _iso(record.finished_at),
         "revision": control.book.revision_of(record.id),
         "weightsOnNodes": dict(weights.get(record.module, {})),
-        "conditions": [condition_json(c) for c in conditions],
+        "conditions": [c.to_json() for c in conditions],
         "history": body.get("history", []),
         "abResult": body.get("abResult"),
         "held": record.held,
@@ -411,7 +402,7 @@ def status_json(control: ControlDeps, conditions: Mapping[str, tuple[Condition, 
             {
                 "module": name,
                 "rollout": rollout_json(record, control, of_module, weights) if record else None,
-                "conditions": [condition_json(c) for c in of_module],
+                "conditions": [c.to_json() for c in of_module],
             }
         )
     stalled = controller.stalled_condition()
@@ -431,7 +422,7 @@ def status_json(control: ControlDeps, conditions: Mapping[str, tuple[Condition, 
             "passes": state.passes,
             "error": state.error,
         },
-        "stalled": condition_json(stalled) if stalled else None,
+        "stalled": stalled.to_json() if stalled else None,
         "source": control.source_status(),
         "modules": modules,
         "nodes": [node_json(v, (t.generation if (t := hub.table(v.id)) else 0)) for v in hub.view()],

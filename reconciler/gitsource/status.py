@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from reconciler.spec.conditions import Condition, ConditionType
+
 if TYPE_CHECKING:
     from reconciler.spec.fleet import Problem
 
-__all__ = ["Condition", "Failure", "Reason", "SourceStatus", "conditions"]
+__all__ = ["Failure", "Reason", "SourceStatus", "conditions"]
 
 
 class Reason(StrEnum):
@@ -35,22 +37,6 @@ class Reason(StrEnum):
 STALLING = frozenset(
     {Reason.UNVERIFIED_COMMIT, Reason.INVALID_FLEET, Reason.HISTORY_REWRITTEN, Reason.TOO_LARGE, Reason.SYNC_FAILED}
 )
-
-
-@dataclass(frozen=True)
-class Condition:
-    type: str  # Ready | Stalled
-    status: bool
-    reason: str
-    message: str
-
-    def to_json(self) -> dict[str, str]:
-        return {
-            "type": self.type,
-            "status": "True" if self.status else "False",
-            "reason": self.reason,
-            "message": self.message,
-        }
 
 
 @dataclass(frozen=True)
@@ -105,11 +91,11 @@ def conditions(branch: str, applied: str | None, failure: Failure | None) -> tup
     """The conditions for a source whose last good revision is `applied` and whose head failed so."""
     if failure is None:
         if applied is None:
-            return (Condition("Ready", False, Reason.PROGRESSING, "no revision fetched yet"),)
-        return (Condition("Ready", True, Reason.SUCCEEDED, f"stored revision {branch}@sha1:{applied}"),)
+            return (Condition(ConditionType.READY, False, Reason.PROGRESSING, "no revision fetched yet"),)
+        return (Condition(ConditionType.READY, True, Reason.SUCCEEDED, f"stored revision {branch}@sha1:{applied}"),)
     held = f"; holding {branch}@sha1:{applied}" if applied else "; no revision applied yet"
     message = failure.message + held
-    ready = Condition("Ready", False, failure.reason, message)
+    ready = Condition(ConditionType.READY, False, failure.reason, message)
     if failure.reason in STALLING:
-        return (ready, Condition("Stalled", True, failure.reason, message))
+        return (ready, Condition(ConditionType.STALLED, True, failure.reason, message))
     return (ready,)

@@ -27,7 +27,7 @@ __all__ = ["NodeLike", "NodeWatcher", "SourceWatcher", "StallLike", "StatusLike"
 
 
 class StallLike(Protocol):
-    """A Stalled condition (`reconciler.gitsource.status.Condition`, `reconciler.planner.Condition`)."""
+    """A Stalled condition (`reconciler.spec.conditions.Condition`, from the source or the controller)."""
 
     @property
     def reason(self) -> str: ...

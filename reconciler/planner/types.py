@@ -15,6 +15,7 @@ from typing import Literal
 
 from edge.nodeapi import NodeStatus
 from reconciler.spec.approvals import Approval
+from reconciler.spec.conditions import Condition, ConditionType
 from reconciler.spec.fleet import DesiredFleet
 from reconciler.spec.models import Capabilities, HealthCheck, Limits, ModuleSpec, SmokeCall
 from reconciler.spec.strategies import StrategyType
@@ -262,24 +263,6 @@ class RolloutRecord:
     def stable(self) -> Release | None:
         """The release every node of the module returns to or stays on when this record is the last."""
         return self.target if self.phase is Phase.PROMOTED else self.previous
-
-
-class ConditionType(StrEnum):
-    READY = "Ready"
-    PROGRESSING = "Progressing"
-    PAUSED = "Paused"
-    DEGRADED = "Degraded"
-    STALLED = "Stalled"
-
-
-@dataclass(frozen=True)
-class Condition:
-    """A Flux-style condition: a type, whether it holds, a CamelCase reason and a human message."""
-
-    type: ConditionType
-    status: bool
-    reason: str
-    message: str
 
 
 @dataclass(frozen=True)

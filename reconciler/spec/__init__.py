@@ -10,4 +10,5 @@ fleet.py        DesiredFleet and Problem
 approvals.py    approvals as facts about a revision, and the rule that says whether enough were given
 admission.py    whether a binary can run on the edge sandbox within its limits (loader and registry)
 ocireference.py an OCI reference, parsed and checked
+conditions.py   Condition: what the control plane says of an object (Flux-style), one type for all
 """
