@@ -61,7 +61,9 @@ class RegistrationObserver(Protocol):
 
 
 @dataclass(frozen=True)
-class Registration:
+class Registered:
+    """A module version as `Registry.register` left it (a node's registration is `edge.nodeapi.Registration`)."""
+
     module: ModuleRecord
     created: bool  # False when the same id and bytes were already registered
 
@@ -196,7 +198,7 @@ class Registry:
         *,
         memory_limit_bytes: int | None = None,
         actor: str = "system",
-    ) -> Registration:
+    ) -> Registered:
         """Validate and store a module version (see the module docstring for the steps).
 
         Traced as the span `wasm.module.register`, with `wasm.module.validate` inside it.
@@ -224,7 +226,7 @@ class Registry:
         build: BuildInfo | None,
         memory_limit_bytes: int | None,
         actor: str,
-    ) -> Registration:
+    ) -> Registered:
         check_name(name)
         check_version(version)
         build = check_build(build)
@@ -241,7 +243,7 @@ class Registry:
             if existing.digest != digest:
                 raise ModuleConflictError(ident, existing.digest, digest)
             self._ensure_stored(existing, data)
-            return Registration(existing, created=False)
+            return Registered(existing, created=False)
         with self._tracer.start_as_current_span("wasm.module.validate", attributes={"wasm.module.digest": digest}):
             info = self._inspect(data, digest, memory_limit_bytes or self.limits.memory_limit_bytes)
         with self._blob_lock:
@@ -271,7 +273,7 @@ class Registry:
             self.state.append_audit(
                 actor, "module.register", ident, {"digest": digest, "size": len(data), "build": build.commit}
             )
-        return Registration(record, created)
+        return Registered(record, created)
 
     def _inspect(self, data: bytes, digest: str, memory_limit: int) -> wasm.ModuleInfo:
         try:
