@@ -197,10 +197,11 @@ async def serve_child(args: argparse.Namespace) -> None:
     passes = append_to(Path(args.passes))
 
     async def timed() -> float | None:
+        started = time.time()
         try:
             return await reconcile()
         finally:
-            passes.write(f"{controller.state.duration_ms:.3f}\n")
+            passes.write(f"{controller.state.duration_ms:.3f} {started:.6f}\n")  # its time, and when it began
             passes.flush()
 
     controller.reconcile = timed  # type: ignore[method-assign]
@@ -469,7 +470,14 @@ class Plane:
             self.process.stdout.close()
 
     def passes_ms(self) -> list[float]:
-        return [float(x) for x in self.passes.read_text().split()] if self.passes.exists() else []
+        return [float(line.split()[0]) for line in self._pass_lines()]
+
+    def pass_started(self) -> list[float]:
+        """When each pass began (epoch seconds): which replica planned when."""
+        return [float(line.split()[1]) for line in self._pass_lines()]
+
+    def _pass_lines(self) -> list[str]:
+        return self.passes.read_text().splitlines() if self.passes.exists() else []
 
     def lag_samples(self) -> list[tuple[float, float]]:
         lines = self.lags.read_text().splitlines() if self.lags.exists() else []
@@ -612,6 +620,9 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             out["agents_cpu_s"] = cpu_seconds(os.getpid())
             out["wall_s"] = time.monotonic() - started
             leading = [await leads(session, p, admin) for p in planes]  # a handover during the run shows here
+            # The passes of the run, read before the planes stop: stopping the leader first hands the
+            # lease to another replica, which plans once more before it is stopped too.
+            passes = [(p.passes_ms(), p.pass_started()) for p in planes]
             out["agent_errors"] = len(fleet.errors)
             out["agent_error_samples"] = fleet.errors[:5]
     finally:
@@ -631,7 +642,8 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 "leader": leading[i],
                 "agents": sum(a.replica == i for a in agents),
                 "first_passes": first_passes[i],
-                "passes_ms": plane.passes_ms(),
+                "passes_ms": passes[i][0],
+                "pass_started": passes[i][1],
                 "memory_steady_kb": steady[i],
                 "memory_end_kb": end[i],
                 "cpu_s": cpu[i],
