@@ -40,6 +40,7 @@ from edge.metrics import Family, Histogram, Reading, Sample, fit, otlp_samples, 
 from edge.metrics import start_metric_export as export_metrics
 from edge.protocol import LATENCY_BUCKETS_MS, VersionMetrics, module_id
 from edge.telemetry import JsonFormatter, current_trace_id, log_format, setup_logging  # shared with the node
+from reconciler.apply.metricswindow import merged
 from reconciler.apply.noderows import NodeView
 from reconciler.apply.nodes import MetricsWindow
 from reconciler.planner import AdvanceStep, Phase, Promote, Rollback, RolloutRecord, StartRollout
@@ -208,38 +209,7 @@ class CountingWindow(MetricsWindow):
         super().add(at, region, metrics)
         for m in metrics:
             before = self.totals.get((m.module, m.version))
-            self.totals[(m.module, m.version)] = m if before is None else _sum(before, m)
-
-
-_MOST = 2**53  # what a VersionMetrics count may hold (`edge.protocol.Count`)
-_MOST_MS = 1e18  # and its latencySumMs
-
-
-def _sum(a: VersionMetrics, b: VersionMetrics) -> VersionMetrics:
-    """`a` and `b` added, each count saturating at what a VersionMetrics may hold: a node may report
-    up to that much at once, and two such reports must not make the totals unbuildable (a
-    ValidationError on every later heartbeat carrying that version's metrics, any node's)."""
-    width = max(len(a.latency_buckets), len(b.latency_buckets))
-    buckets = tuple(
-        min(
-            _MOST,
-            (a.latency_buckets[i] if i < len(a.latency_buckets) else 0)
-            + (b.latency_buckets[i] if i < len(b.latency_buckets) else 0),
-        )
-        for i in range(width)
-    )
-    return VersionMetrics(
-        module=a.module,
-        version=a.version,
-        requests=min(_MOST, a.requests + b.requests),
-        errors=min(_MOST, a.errors + b.errors),
-        traps=min(_MOST, a.traps + b.traps),
-        timeouts=min(_MOST, a.timeouts + b.timeouts),
-        memory=min(_MOST, a.memory + b.memory),
-        cpu=min(_MOST, a.cpu + b.cpu),
-        latency_buckets=buckets,
-        latency_sum_ms=min(_MOST_MS, a.latency_sum_ms + b.latency_sum_ms),
-    )
+            self.totals[(m.module, m.version)] = m if before is None else merged(before, m)
 
 
 class Telemetry:

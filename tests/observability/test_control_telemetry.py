@@ -256,3 +256,16 @@ async def test_metrics_go_out_over_otlp_when_an_endpoint_is_set(monkeypatch: pyt
     finally:
         await receiver.stop()
     assert not telemetry.Telemetry(environ={}).export_metrics(list, "off")
+
+
+def test_the_cumulative_totals_add_every_count_of_every_report() -> None:
+    """/metrics' totals per version add every count a node reports (sandbox refusals and health
+    check runs too), saturating where a report's own count would, and keep the latest error."""
+    window = telemetry.CountingWindow()
+    one = VersionMetrics(module="m", version="1", requests=2, violations=1, health_checks=3, health_failures=1)
+    two = VersionMetrics(module="m", version="1", requests=1, violations=2, health_checks=1, last_error="trap: x")
+    window.add(0.0, "r", [one])
+    window.add(1.0, "r", [two])
+    total = window.totals["m", "1"]
+    assert (total.requests, total.violations, total.health_checks, total.health_failures) == (3, 3, 4, 1)
+    assert total.last_error == "trap: x"
