@@ -28,13 +28,13 @@ import asyncio
 import contextlib
 import contextvars
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from edge.errors import EdgeError
+from edge.limits import lower_priority
 from edge.protocol import HealthCheck, ModuleEntry
 from edge.telemetry import health_span, invoke_span, mark_failed
 
@@ -126,8 +126,7 @@ async def _on_own_thread(loaded: object, run: Callable[[], object]) -> None:
                 done.set_exception(error)
 
     def thread_main() -> None:
-        with contextlib.suppress(AttributeError, OSError):  # not Linux, or not permitted
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HEALTH_NICE)
+        lower_priority(HEALTH_NICE)
         error: BaseException | None = None
         try:
             run()

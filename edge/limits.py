@@ -10,9 +10,24 @@ Time is injected (`clock`), so the window logic is tested without sleeping.
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
+
+log = logging.getLogger("hotswap.edge.limits")
+
+
+def lower_priority(nice: int) -> None:
+    """The calling thread runs at a lower priority than the event loop (Linux: per thread): worker
+    threads running calls, and health check threads."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except (AttributeError, OSError):  # pragma: no cover - not Linux, or not permitted
+        log.debug("cannot lower the priority of this thread")
+
 
 Clock = Callable[[], float]
 

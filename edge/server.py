@@ -45,8 +45,6 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import os
-import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -61,6 +59,7 @@ from edge.auth import READ_ROLES, Authenticator
 from edge.errors import BadRequestError, EdgeError, NotFoundError
 from edge.execute import error_response, execute_handler, validation_message
 from edge.lanes import ThreadShares
+from edge.limits import lower_priority
 from edge.loaded import BudgetExceededError, Call, CallResult
 from edge.metrics import prometheus_lines
 from edge.protocol import ModuleTable, VersionMetrics
@@ -114,7 +113,7 @@ class Node:
         self.pool = ThreadPoolExecutor(
             max_workers=config.threads,
             thread_name_prefix="wasm",
-            initializer=_lower_priority,
+            initializer=lower_priority,
             initargs=(config.worker_nice,),
         )
         self.shares = ThreadShares(
@@ -177,14 +176,6 @@ class Node:
 def _give_back_later(loop: asyncio.AbstractEventLoop, shares: ThreadShares, key: object, _: object) -> None:
     with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to give back to
         loop.call_soon_threadsafe(shares.give_back, key)
-
-
-def _lower_priority(nice: int) -> None:
-    """Worker threads run long calls at a lower priority than the event loop (Linux: per thread)."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-    except (AttributeError, OSError):  # pragma: no cover - not Linux, or not permitted
-        log.debug("cannot lower the priority of worker threads")
 
 
 NODE = web.AppKey("node", Node)
