@@ -214,7 +214,9 @@ class ErrorBody(TypedDict, total=False):
     version: str
 
 
-Count = Annotated[int, Field(ge=0, le=2**53)]
+MAX_COUNT = 2**53  # the most a reported count may be (what a JSON number holds exactly)
+MAX_LATENCY_SUM_MS = 1e18
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 
 
 def printable(text: str) -> str:
@@ -239,7 +241,7 @@ class VersionMetrics(_Wire):
     latency_buckets: tuple[Count, ...] = Field(
         (), alias="latencyBuckets", max_length=len(LATENCY_BUCKETS_MS) + 1
     )  # per LATENCY_BUCKETS_MS + Inf
-    latency_sum_ms: float = Field(0.0, alias="latencySumMs", ge=0, le=1e18)
+    latency_sum_ms: float = Field(0.0, alias="latencySumMs", ge=0, le=MAX_LATENCY_SUM_MS)
     violations: Count = 0  # sandbox refusals inside calls (a component's fetch to a host off the list)
     # The latest module failure's message in the period ("trap: wasm trap: ..."): the error the
     # module itself gave, no request data, so a rollback can say why, not only how often.

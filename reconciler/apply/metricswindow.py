@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from edge.protocol import LATENCY_BUCKETS_MS, VersionMetrics
+from edge.protocol import LATENCY_BUCKETS_MS, MAX_COUNT, MAX_LATENCY_SUM_MS, VersionMetrics
 
 METRICS_HORIZON_SECONDS = 3600.0
 
@@ -56,15 +56,12 @@ class Totals:
         return float("inf")
 
 
-MOST = 2**53  # what a VersionMetrics count may hold (`edge.protocol.Count`)
-
-
 def merged(a: VersionMetrics, b: VersionMetrics) -> VersionMetrics:
-    """Two reports of one version as one: counts added (saturating at MOST), `b`'s error if any."""
+    """Two reports of one version as one: counts added (saturating at MAX_COUNT), `b`'s error if any."""
     width = max(len(a.latency_buckets), len(b.latency_buckets))
     buckets = tuple(
         min(
-            MOST,
+            MAX_COUNT,
             (a.latency_buckets[i] if i < len(a.latency_buckets) else 0)
             + (b.latency_buckets[i] if i < len(b.latency_buckets) else 0),
         )
@@ -83,9 +80,9 @@ def merged(a: VersionMetrics, b: VersionMetrics) -> VersionMetrics:
     )
     return a.model_copy(
         update={
-            **{name: min(MOST, getattr(a, name) + getattr(b, name)) for name in counts},
+            **{name: min(MAX_COUNT, getattr(a, name) + getattr(b, name)) for name in counts},
             "latency_buckets": buckets,
-            "latency_sum_ms": min(1e18, a.latency_sum_ms + b.latency_sum_ms),
+            "latency_sum_ms": min(MAX_LATENCY_SUM_MS, a.latency_sum_ms + b.latency_sum_ms),
             "last_error": b.last_error or a.last_error,
         }
     )
