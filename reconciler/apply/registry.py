@@ -40,7 +40,7 @@ from reconciler.store.state import Clock, StateStore, utcnow
 
 log = logging.getLogger(__name__)
 
-MIB = 1024 * 1024
+MIB = admission.MIB
 KEEP_VERSIONS = 5
 NAME_RE = re.compile(NAME_PATTERN)  # the fleet model's rules, so every module it accepts registers
 
