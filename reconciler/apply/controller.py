@@ -26,34 +26,25 @@ import asyncio
 import contextlib
 import gc
 import logging
-import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from edge.protocol import ModuleTable
 from reconciler import planner
 from reconciler.apply.binaries import Binaries, StalledError
 from reconciler.apply.executor import Event, Executor
 from reconciler.apply.gates import Held, InterfaceGates
-from reconciler.apply.noderows import NodeView
 from reconciler.apply.nodes import NodeHub
+from reconciler.apply.observe import Seen, SnapshotBuilder, metrics_for
 from reconciler.apply.registry import Registry
 from reconciler.apply.rollouts import RolloutBook, StaleBookError
-from reconciler.apply.tables import from_wire
 from reconciler.apply.telemetry import DeploymentTracing
 from reconciler.planner import (
-    AssignmentEntry,
     Condition,
     ConditionType,
-    NodeStatus,
-    ObservedNode,
     Plan,
-    RunningEntry,
-    SmokeResult,
     Snapshot,
-    VersionMetrics,
 )
 from reconciler.spec.approvals import Approval
 from reconciler.spec.fleet import DesiredFleet
@@ -119,16 +110,6 @@ class Role:
         self._leading = False
 
 
-@dataclass(frozen=True)
-class Observed:
-    """What a snapshot reads of the loop's state, taken on the loop (`Controller._observe`)."""
-
-    views: list[NodeView]
-    tables: list[ModuleTable | None]
-    records: tuple[planner.RolloutRecord, ...]
-    metrics: tuple[VersionMetrics, ...]
-
-
 @dataclass
 class PassState:
     """What the last pass saw and decided, for status."""
@@ -144,19 +125,6 @@ class PassState:
     # None until it has reported since it started or became leader (`Controller.conditions`)
     conditions: dict[str, tuple[Condition, ...]] | None = None
     requeue_after: float | None = None
-
-
-def observed(view: NodeView, assigned: tuple[AssignmentEntry, ...]) -> ObservedNode:
-    return ObservedNode(
-        id=view.id,
-        region=view.region,
-        status=NodeStatus(view.status),
-        max_modules=view.max_modules,
-        assigned=assigned,
-        running=tuple(RunningEntry(m, v, d, w) for m, v, d, w in view.running),
-        last_heartbeat=view.last_heartbeat,
-        smoke=tuple(SmokeResult(m, v, d, passed, error) for m, v, d, passed, error in view.smoke),
-    )
 
 
 class Controller:
@@ -184,11 +152,7 @@ class Controller:
         self.state = PassState()
         self.executor = Executor(hub, store, clock)  # the plan's side effects: tables, events, audit
         self._wake = asyncio.Event()
-        # node id -> (the hub's table object, its entries as the planner's): what each node was last
-        # given, converted once; it counts only while the hub still holds that very table object.
-        self._assigned: dict[str, tuple[ModuleTable, tuple[AssignmentEntry, ...]]] = {}
-        self._observed: dict[str, tuple[NodeView, tuple[AssignmentEntry, ...], ObservedNode]] = {}
-        self._caches = threading.Lock()  # the two above: filled in a pass's worker thread
+        self._snapshots = SnapshotBuilder()  # node views and tables -> the planner's, converted once each
         self._planner = planner.Planner()  # plans again only what changed since its last pass
         self._pass_done = asyncio.Condition()
         self.gates = InterfaceGates(store)
@@ -368,9 +332,7 @@ class Controller:
     def forget(self) -> None:
         """Drop what earlier passes left in memory and read the rollout book again (a replica that
         becomes leader plans from what the others wrote)."""
-        with self._caches:
-            self._assigned.clear()
-            self._observed.clear()
+        self._snapshots.forget()
         self._planner.reset()
         self.book.reload()
         self.state.conditions = None  # until its first pass, status reads what the last leader wrote
@@ -382,9 +344,9 @@ class Controller:
 
     def snapshot(self, desired: DesiredFleet, approvals: tuple[Approval, ...], now: float) -> Snapshot:
         """What a pass plans from, now (on the loop; the API's diff and snapshot routes use it too)."""
-        return self._build_snapshot(desired, approvals, now, self._observe(now))
+        return self._snapshots.build(desired, approvals, now, self._observe(now))
 
-    def _observe(self, now: float) -> Observed:
+    def _observe(self, now: float) -> Seen:
         """What the snapshot reads of state the event loop changes (on the loop, cheap): the hub's
         views and tables as they are now, the rollout book, the metrics windows."""
         views = self.hub.view(now)
@@ -392,83 +354,19 @@ class Controller:
         # it: a node deleted and registered again, or a table taken back, must be published again.
         tables = [self.hub.table(view.id) for view in views]
         records = self.book.records()
-        return Observed(views, tables, records, self.metrics_for(records))
+        return Seen(views, tables, records, metrics_for(self.hub.metrics, records))
 
-    def _plan(self, desired: DesiredFleet, approvals: tuple[Approval, ...], now: float, seen: Observed) -> Plan:
+    def _plan(self, desired: DesiredFleet, approvals: tuple[Approval, ...], now: float, seen: Seen) -> Plan:
         """The snapshot and the plan, in a worker thread: at 1,000 nodes the conversion of the nodes'
         reports that changed and the plan take tens to hundreds of ms of CPU that every long-poll
         answer and heartbeat would otherwise wait behind. Its inputs are immutable; one pass runs at a time."""
-        return self._planner.plan(self._build_snapshot(desired, approvals, now, seen))
-
-    def _build_snapshot(
-        self, desired: DesiredFleet, approvals: tuple[Approval, ...], now: float, seen: Observed
-    ) -> Snapshot:
-        with self._caches:  # a pass's thread, or the API on the loop: one at a time
-            return self._convert(desired, approvals, now, seen)
-
-    def _convert(self, desired: DesiredFleet, approvals: tuple[Approval, ...], now: float, seen: Observed) -> Snapshot:
-        views = seen.views
-        nodes = []
-        for view, table in zip(views, seen.tables, strict=True):
-            cached = self._assigned.get(view.id)
-            if cached is not None and cached[0] is table:
-                assigned = cached[1]
-            elif table is not None:
-                assigned = tuple(from_wire(e) for e in table.modules)
-                self._assigned[view.id] = (table, assigned)
-            else:
-                assigned = ()
-            known = self._observed.get(view.id)  # the hub hands out the same view until the node's row changes
-            if known is None or known[0] is not view or known[1] is not assigned:
-                known = (view, assigned, observed(view, assigned))
-                self._observed[view.id] = known
-            nodes.append(known[2])
-        if len(self._assigned) > len(nodes) or len(self._observed) > len(nodes):  # nodes deleted since
-            ids = {view.id for view in views}
-            for cache in (self._assigned, self._observed):
-                for node_id in [n for n in cache if n not in ids]:
-                    del cache[node_id]
-        return Snapshot(
-            desired=desired,
-            now=now,
-            nodes=tuple(nodes),
-            records=seen.records,
-            approvals=approvals,
-            metrics=seen.metrics,
-        )
-
-    def metrics_for(self, records: tuple[planner.RolloutRecord, ...]) -> tuple[VersionMetrics, ...]:
-        """Per active rollout, what each version served in each region since its step began."""
-        out = []
-        for record in planner.latest_records(records).values():
-            if not record.active:
-                continue
-            versions = {record.target.version}
-            if record.previous is not None:
-                versions.add(record.previous.version)
-            for (module, version, region), totals in self.hub.metrics.since_by_region(
-                record.module, versions, record.step_started_at
-            ).items():
-                out.append(
-                    VersionMetrics(
-                        module=module,
-                        version=version,
-                        region=region,
-                        requests=totals.requests,
-                        errors=totals.errors,
-                        p99_ms=totals.p99_ms,
-                        last_error=totals.last_error,
-                        health_checks=totals.health_checks,
-                        health_failures=totals.health_failures,
-                    )
-                )
-        return tuple(out)
+        return self._planner.plan(self._snapshots.build(desired, approvals, now, seen))
 
     async def apply(self, result: Plan, traces: Mapping[str, str] | None = None) -> None:
         """The plan's side effects (`reconciler.apply.executor`), the tables carrying `traces` (module ->
         traceparent of its step's span); remembers what each node now holds."""
         for node_id, held, table in await self.executor.apply(result, traces):
-            self._assigned[node_id] = (held, table)
+            self._snapshots.given(node_id, held, table)
 
     def report(self, reason: str, message: str, module: str | None = None, *, warning: bool = False) -> None:
         """An event from beside the controller (update automation): listeners, log and audit. Loop only."""

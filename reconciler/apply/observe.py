@@ -1,0 +1,136 @@
+"""What a pass plans from: the hub's node views and tables, the rollout book and the metrics windows,
+as the planner's `Snapshot`.
+
+Where it sits: in `apply`, between the node hub (`reconciler.apply.nodes`) and the planner. The
+controller owns one `SnapshotBuilder`; it reads `Seen` on the event loop (cheap) and converts in
+a pass's worker thread, each node's view and table once while they stay the same objects.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from edge.protocol import ModuleTable
+from reconciler import planner
+from reconciler.apply.metricswindow import MetricsWindow
+from reconciler.apply.noderows import NodeView
+from reconciler.apply.tables import from_wire
+from reconciler.planner import (
+    AssignmentEntry,
+    NodeStatus,
+    ObservedNode,
+    RunningEntry,
+    SmokeResult,
+    Snapshot,
+    VersionMetrics,
+)
+from reconciler.spec.approvals import Approval
+from reconciler.spec.fleet import DesiredFleet
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What a snapshot reads of the loop's state, taken on the loop (`Controller._observe`)."""
+
+    views: list[NodeView]
+    tables: list[ModuleTable | None]
+    records: tuple[planner.RolloutRecord, ...]
+    metrics: tuple[VersionMetrics, ...]
+
+
+def observed(view: NodeView, assigned: tuple[AssignmentEntry, ...]) -> ObservedNode:
+    return ObservedNode(
+        id=view.id,
+        region=view.region,
+        status=NodeStatus(view.status),
+        max_modules=view.max_modules,
+        assigned=assigned,
+        running=tuple(RunningEntry(m, v, d, w) for m, v, d, w in view.running),
+        last_heartbeat=view.last_heartbeat,
+        smoke=tuple(SmokeResult(m, v, d, passed, error) for m, v, d, passed, error in view.smoke),
+    )
+
+
+def metrics_for(window: MetricsWindow, records: tuple[planner.RolloutRecord, ...]) -> tuple[VersionMetrics, ...]:
+    """Per active rollout, what each version served in each region since its step began."""
+    out = []
+    for record in planner.latest_records(records).values():
+        if not record.active:
+            continue
+        versions = {record.target.version}
+        if record.previous is not None:
+            versions.add(record.previous.version)
+        for (module, version, region), totals in window.since_by_region(
+            record.module, versions, record.step_started_at
+        ).items():
+            out.append(
+                VersionMetrics(
+                    module=module,
+                    version=version,
+                    region=region,
+                    requests=totals.requests,
+                    errors=totals.errors,
+                    p99_ms=totals.p99_ms,
+                    last_error=totals.last_error,
+                    health_checks=totals.health_checks,
+                    health_failures=totals.health_failures,
+                )
+            )
+    return tuple(out)
+
+
+class SnapshotBuilder:
+    """`Seen` -> `Snapshot`, converting only the nodes whose view or table object changed. A pass's
+    worker thread and the API (on the loop) both build; one at a time."""
+
+    def __init__(self) -> None:
+        # node id -> (the hub's table object, its entries as the planner's): what each node was last
+        # given, converted once; it counts only while the hub still holds that very table object.
+        self._assigned: dict[str, tuple[ModuleTable, tuple[AssignmentEntry, ...]]] = {}
+        self._observed: dict[str, tuple[NodeView, tuple[AssignmentEntry, ...], ObservedNode]] = {}
+        self._lock = threading.Lock()
+
+    def given(self, node_id: str, table: ModuleTable, entries: tuple[AssignmentEntry, ...]) -> None:
+        """A node was just given `table`, whose entries are `entries` (no conversion back needed)."""
+        with self._lock:
+            self._assigned[node_id] = (table, entries)
+
+    def forget(self) -> None:
+        with self._lock:
+            self._assigned.clear()
+            self._observed.clear()
+
+    def build(self, desired: DesiredFleet, approvals: tuple[Approval, ...], now: float, seen: Seen) -> Snapshot:
+        with self._lock:
+            return Snapshot(
+                desired=desired,
+                now=now,
+                nodes=self._nodes(seen),
+                records=seen.records,
+                approvals=approvals,
+                metrics=seen.metrics,
+            )
+
+    def _nodes(self, seen: Seen) -> tuple[ObservedNode, ...]:
+        nodes = []
+        for view, table in zip(seen.views, seen.tables, strict=True):
+            cached = self._assigned.get(view.id)
+            if cached is not None and cached[0] is table:
+                assigned = cached[1]
+            elif table is not None:
+                assigned = tuple(from_wire(e) for e in table.modules)
+                self._assigned[view.id] = (table, assigned)
+            else:
+                assigned = ()
+            known = self._observed.get(view.id)  # the hub hands out the same view until the node's row changes
+            if known is None or known[0] is not view or known[1] is not assigned:
+                known = (view, assigned, observed(view, assigned))
+                self._observed[view.id] = known
+            nodes.append(known[2])
+        if len(self._assigned) > len(nodes) or len(self._observed) > len(nodes):  # nodes deleted since
+            ids = {view.id for view in seen.views}
+            for cache in (self._assigned, self._observed):
+                for node_id in [n for n in cache if n not in ids]:
+                    del cache[node_id]
+        return tuple(nodes)
