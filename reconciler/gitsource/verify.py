@@ -215,37 +215,23 @@ class Verifier:
                 reason=f"commit {short} is signed by {what} that no principal in the trust root holds",
             )
         principal, trust_key = owner
+
+        def signed_by(status: SignatureStatus, reason: str = "") -> CommitCheck:
+            return CommitCheck(sha, when, status, principal.name, principal.roles, key, reason)
+
         if not trust_key.valid_at(when):
-            return CommitCheck(
-                sha,
-                when,
+            return signed_by(
                 SignatureStatus.KEY_NOT_VALID,
-                principal.name,
-                principal.roles,
-                key,
                 f"commit {short} (committed {when.isoformat()}) is signed by a key of {principal.name} "
                 f"that is not valid then ({trust_key.window()})",
             )
         if code == "G" and (trust_key.kind == "openpgp" or signer == principal.name):
-            return CommitCheck(sha, when, SignatureStatus.TRUSTED, principal.name, principal.roles, key)
+            return signed_by(SignatureStatus.TRUSTED)
         if code in ("X", "Y", "R"):
             what = {"X": "an expired signature", "Y": "an expired key", "R": "a revoked key"}[code]
-            return CommitCheck(
-                sha,
-                when,
-                SignatureStatus.KEY_NOT_VALID,
-                principal.name,
-                principal.roles,
-                key,
-                f"commit {short} is signed with {what} of {principal.name}",
-            )
-        return CommitCheck(
-            sha,
-            when,
+            return signed_by(SignatureStatus.KEY_NOT_VALID, f"commit {short} is signed with {what} of {principal.name}")
+        return signed_by(
             SignatureStatus.CANNOT_CHECK,
-            principal.name,
-            principal.roles,
-            key,
             f"git could not confirm the signature of commit {short} by {principal.name} (%G? = {code})",
         )
 
