@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -116,6 +117,13 @@ class ApiError(ReconcilerError):
 def bad_request(field: str, message: str) -> ApiError:
     """A 400 naming the part of the request at fault: `field: message`."""
     return ApiError(400, "bad_request", f"{field}: {message}", field)
+
+
+def rate_limited(wait: float, what: str) -> ApiError:
+    """A 429 for a caller that must wait `wait` seconds: `what`, then the whole seconds to wait, in
+    the message and in Retry-After."""
+    seconds = max(1, math.ceil(wait))
+    return ApiError(429, "rate_limited", f"{what}; retry in {seconds}s", headers={"Retry-After": str(seconds)})
 
 
 def deps(request: web.Request) -> ApiDeps:

@@ -25,7 +25,6 @@ in-memory `RateLimiter`.
 from __future__ import annotations
 
 import asyncio
-import math
 import ssl
 import time
 from collections.abc import Callable, Mapping
@@ -36,7 +35,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from reconciler.api.auth import TokenAuthority, TokenError
-from reconciler.api.base import ApiError, Authenticator, Principal, deps, principal
+from reconciler.api.base import ApiError, Authenticator, Principal, deps, principal, rate_limited
 from reconciler.store.ratelimits import SharedBuckets
 from reconciler.store.state import StateStore
 
@@ -206,13 +205,7 @@ async def rate_limit(request: web.Request, handler: Handler) -> web.StreamRespon
         bucket = bucket_of(request)
         wait = await limiter.admit(who.subject, bucket)
         if wait is not None:
-            seconds = max(1, math.ceil(wait))
-            raise ApiError(
-                429,
-                "rate_limited",
-                f"{who.subject} has made too many {bucket} requests; retry in {seconds}s",
-                headers={"Retry-After": str(seconds)},
-            )
+            raise rate_limited(wait, f"{who.subject} has made too many {bucket} requests")
     return await handler(request)
 
 

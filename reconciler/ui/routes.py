@@ -26,7 +26,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from reconciler.api.base import ANY_ROLE, ApiError, public, read_object, require
+from reconciler.api.base import ANY_ROLE, ApiError, public, rate_limited, read_object, require
 from reconciler.api.security import RateLimiter, RateLimits
 from reconciler.ui.events import KEEPALIVE_SECONDS, Broadcaster, StreamsFullError, encode
 from reconciler.ui.sessions import LoginLinks, Session, SessionError, Sessions, check_write, from_elsewhere, own_origin
@@ -137,13 +137,7 @@ def _limit(request: web.Request) -> None:
     """Sign-in attempts (tokens and link codes) per client address."""
     wait = ui_of(request).limiter.take(request.remote or "unknown", "other")
     if wait is not None:
-        seconds = max(1, math.ceil(wait))
-        raise ApiError(
-            429,
-            "rate_limited",
-            f"too many sign-in attempts; retry in {seconds}s",
-            headers={"Retry-After": f"{seconds}"},
-        )
+        raise rate_limited(wait, "too many sign-in attempts")
 
 
 def _session_response(ui: UiDeps, session: Session, value: str) -> web.Response:
