@@ -9,7 +9,9 @@ it has and retries with capped exponential backoff; when the control plane has f
 
 A node that keeps its tables (`SavedTables`, `edge.tablecache`) saves each signed table it applies;
 after a restart `restore` serves the saved one, once it verifies, before the control plane is
-reached, and heartbeats say `ServingCachedTable` until the control plane answers one.
+reached, and heartbeats say `ServingCachedTable` until the control plane answers one. With a pinned
+key (`--control-plane-key`) a table the control plane sends is checked too, before it is applied: one
+that key did not sign is refused, and the node keeps serving what it has.
 
 Binaries come by digest from the control plane, or from the S3 URL it redirects to
 (`edge.blobfetch`), through the router's disk cache; the agent and the blob source share one
@@ -44,7 +46,7 @@ from edge.nodeapi import (
 from edge.protocol import SERVING_CACHED_TABLE, TABLE_SIGNATURE_HEADER, ModuleEntry, ModuleTable, VersionMetrics
 from edge.router import ApplyReport, Counters
 from edge.smoke import SmokeOutcome
-from edge.tablecache import SavedTables, TableRefusedError
+from edge.tablecache import SavedTables, TableRefusedError, verify
 
 log = logging.getLogger("hotswap.edge.agent")
 LONG_POLL_SECONDS = 25.0
@@ -193,6 +195,10 @@ class Agent:
             except ForgottenError:
                 log.info("the control plane does not know this node; registering again")
                 self.state.mark_registered(False)
+            except TableRefusedError as exc:  # keeps serving what it has
+                log.error("%s: refusing the table the control plane sent: %s; retrying in %.1fs", what, exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
             except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
                 log.warning("%s: control plane unreachable (%s); retrying in %.1fs", what, exc, backoff)
                 self.state.mark_registered(False)
@@ -250,6 +256,11 @@ class Agent:
             raw = await response.json()
             signature = response.headers.get(TABLE_SIGNATURE_HEADER)
             table = ModuleTable.model_validate(raw)
+        pinned = self.saved.pinned if self.saved is not None else None
+        if pinned is not None:  # the operator pinned the key: a table it did not sign is never served
+            if signature is None:
+                raise TableRefusedError("it came without a signature")
+            await asyncio.to_thread(verify, raw.get("modules", []), signature, pinned)
         self.state.retry_sooner()
         await self.apply(table)
         if self.saved is not None:
