@@ -62,7 +62,7 @@ class ControlDeps:
     controller: Controller  # its pass state, conditions and events; the parts below are its own too
     hub: NodeHub  # the node protocol's side: node views, heartbeats, tables
     book: RolloutBook  # the rollout records
-    store: StateStore  # the audit log and rollout step history
+    store: StateStore  # the audit log
     source_status: Callable[[], dict[str, Any]]
     version: str = "0.1.0"
     authority: TokenAuthority | None = None  # mints the tokens execute calls carry to nodes
@@ -356,9 +356,15 @@ async def get_deployment(request: web.Request) -> web.Response:
             404, "not_found", f"deployment {ident!r} does not exist (yet: a requested one starts once merged)"
         )
     body = rollout_json(record, control, await controller.conditions_of(record.module))
-    steps = await asyncio.to_thread(control.store.rollout_steps, record.id, 100)
+    steps = await asyncio.to_thread(control.book.history, record.id, 100)
     body["steps"] = [
-        {"step": s.step, "event": s.event, "at": s.at.isoformat(), "message": s.message, "analysis": s.analysis}
+        {
+            "step": s.step,
+            "event": s.outcome,
+            "at": datetime.fromtimestamp(s.at, UTC).isoformat(),
+            "message": f"{s.reason}: {s.message}",
+            "analysis": {"requests": s.requests, "errorRate": s.error_rate, "p99Ms": s.p99_ms, "region": s.region},
+        }
         for s in steps
     ]
     return web.json_response(body)

@@ -1,22 +1,25 @@
 """The rollout book: the planner's rollout records, kept in the state store.
 
-The planner's `RolloutRecord` is the whole memory of a rollout. The book stores it (as JSON in the
-store's `detail`, with the queryable columns beside it), reads every record back on start, and writes
-a pass's records with compare-and-set on the store's generation, so two reconcilers never both move
-the same rollout and a restarted one continues at the recorded step. Step results and transitions go
-to the rollout's step history too, for status and the audit trail.
+The planner's `RolloutRecord` is the whole memory of a rollout. The book stores each one once: the
+record without its history as JSON in the store's `detail` (with the Git revision that asked for it;
+the store's columns only index it), and each line of its history as one of the store's step events,
+written in the same transaction as the record. It reads every record back on start, with the last
+`HISTORY_LIMIT` events as its history, and writes a pass's records with compare-and-set on the
+store's generation, so two reconcilers never both move the same rollout and a restarted one
+continues at the recorded step. The step events are also what status shows as a rollout's steps.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from pydantic import TypeAdapter
 
 from reconciler.errors import ReconcilerError
-from reconciler.planner import RolloutRecord
+from reconciler.planner import RolloutRecord, StepKind, StepResult
+from reconciler.planner.types import HISTORY_LIMIT, Outcome
 from reconciler.store.errors import ConflictError
 from reconciler.store.records import RolloutRecord as StoredRollout
 from reconciler.store.records import RolloutStepRecord
@@ -40,22 +43,53 @@ def _when(epoch: float | None) -> datetime | None:
 
 
 def to_stored(record: RolloutRecord, revision: str | None, generation: int) -> StoredRollout:
+    """The store's row of a record: the record without its history (that is the step events), and the
+    keys the store filters and orders by."""
+    body = record_json(replace(record, history=()))
+    del body["history"]
     return StoredRollout(
         id=record.id,
         module=record.module,
-        to_version=record.target.version,
-        to_digest=record.target.digest,
-        strategy=record.strategy or "",
         state=record.phase.value,
-        from_version=record.previous.version if record.previous else None,
-        from_digest=record.previous.digest if record.previous else None,
-        step=record.step,
-        revision=revision,
-        message=record.message,
-        detail={"record": record_json(record)},
+        detail={"record": body, "revision": revision},
         created_at=_when(record.created_at),
-        step_started_at=_when(record.step_started_at),
         generation=generation,
+    )
+
+
+def to_step(rollout_id: str, result: StepResult) -> RolloutStepRecord:
+    """A line of a record's history as the store's step event (the whole line: `from_step` reads it back)."""
+    return RolloutStepRecord(
+        rollout_id=rollout_id,
+        step=result.step,
+        event=result.outcome,
+        at=datetime.fromtimestamp(result.at, UTC),
+        message=result.message,
+        analysis={
+            "kind": result.kind.value if result.kind else None,
+            "region": result.region,
+            "reason": result.reason,
+            "requests": result.requests,
+            "errorRate": result.error_rate,
+            "p99Ms": result.p99_ms,
+        },
+    )
+
+
+def from_step(step: RolloutStepRecord) -> StepResult:
+    detail = step.analysis
+    kind = detail.get("kind")
+    return StepResult(
+        step=step.step,
+        kind=StepKind(kind) if kind else None,
+        region=detail.get("region"),
+        at=step.at.timestamp(),
+        outcome=cast(Outcome, step.event),  # written from a StepResult's outcome
+        reason=detail.get("reason", ""),
+        message=step.message,
+        requests=detail.get("requests", 0),
+        error_rate=detail.get("errorRate", 0.0),
+        p99_ms=detail.get("p99Ms"),
     )
 
 
@@ -80,11 +114,12 @@ class RolloutBook:
 
     def reload(self) -> None:
         entries = {}
-        for stored in self.store.list_rollouts():
+        for stored, steps in self.store.rollouts_with_steps(HISTORY_LIMIT):
             raw = stored.detail.get("record")
             if not isinstance(raw, dict):
                 continue
-            entries[stored.id] = _Entry(record_from_json(raw), stored.generation, stored.revision)
+            record = replace(record_from_json(raw), history=tuple(map(from_step, steps)))
+            entries[stored.id] = _Entry(record, stored.generation, stored.detail.get("revision"))
         self._entries = entries
 
     def records(self) -> tuple[RolloutRecord, ...]:
@@ -99,36 +134,24 @@ class RolloutBook:
         return entry.revision if entry else None
 
     def save(self, records: tuple[RolloutRecord, ...], revision: str | None) -> None:
-        """Write a pass's new and changed records, and their new history lines, before any action."""
+        """Write a pass's new and changed records, each with its new history lines, before any action."""
         for record in records:
             entry = self._entries.get(record.id)
+            written = set(entry.record.history) if entry is not None else set()
+            steps = [to_step(record.id, r) for r in record.history if r not in written]
             try:
                 if entry is None:
-                    stored = self.store.create_rollout(to_stored(record, revision, 0))
-                    written = set()
+                    stored = self.store.create_rollout(to_stored(record, revision, 0), steps)
                 else:
-                    stored = self.store.update_rollout(to_stored(record, entry.revision, entry.generation))
-                    written = set(entry.record.history)
+                    stored = self.store.update_rollout(to_stored(record, entry.revision, entry.generation), steps)
             except ConflictError as exc:  # StaleRecordError is one
                 self.reload()
                 raise StaleBookError(str(exc)) from exc
-            self._entries[record.id] = _Entry(record, stored.generation, stored.revision)
-            for result in (r for r in record.history if r not in written):
-                self.store.append_rollout_step(
-                    RolloutStepRecord(
-                        rollout_id=record.id,
-                        step=result.step,
-                        event=result.outcome,
-                        at=_when(result.at) or datetime.now(UTC),
-                        message=f"{result.reason}: {result.message}",
-                        analysis={
-                            "requests": result.requests,
-                            "errorRate": result.error_rate,
-                            "p99Ms": result.p99_ms,
-                            "region": result.region,
-                        },
-                    )
-                )
+            self._entries[record.id] = _Entry(record, stored.generation, stored.detail["revision"])
+
+    def history(self, rollout_id: str, limit: int) -> list[StepResult]:
+        """The last `limit` lines of a rollout's history (the record keeps the last `HISTORY_LIMIT`)."""
+        return [from_step(step) for step in self.store.rollout_steps(rollout_id, limit)]
 
     def request(self, rollout_id: str, **changes: Any) -> RolloutRecord:
         """An operator's request on a rollout (held=True, request="rollback"), written at once."""

@@ -132,6 +132,8 @@ class Database:
             return applied
 
     def _apply(self, tx: Tx, migration: Migration) -> None:
+        if migration.move is not None:
+            migration.move(tx)
         for statement in migration.statements:
             tx.run(statement.replace("{autoid}", self.dialect.autoid))
         for statement in migration.dialect_statements.get(self.dialect.name, ()):

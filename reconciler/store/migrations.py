@@ -6,6 +6,10 @@ auto-incrementing integer primary key; the few statements only one database unde
 triggers that make the audit log append-only) sit in `dialect_statements`. Never edit a migration
 that has shipped; append a new one.
 
+A migration that reshapes data also has a `move`: Python run first, in the same transaction, on
+both databases alike (JSON is reshaped in Python, not in either database's JSON dialect); its
+statements then drop what it moved out of.
+
 `StateStore.migrate` runs the missing ones in a single transaction under a lock (PostgreSQL:
 `pg_advisory_xact_lock`; SQLite: `BEGIN IMMEDIATE`), so two processes starting at once apply each
 migration exactly once, and running it twice does nothing.
@@ -13,7 +17,15 @@ migration exactly once, and running it twice does nothing.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from reconciler.store.rows import to_json, ts
+
+if TYPE_CHECKING:
+    from reconciler.store.database import Tx
 
 
 class Migration(NamedTuple):
@@ -22,6 +34,71 @@ class Migration(NamedTuple):
     statements: tuple[str, ...]
     # Statements only one database understands (triggers), by dialect name, run after the others.
     dialect_statements: dict[str, tuple[str, ...]] = {}
+    # Moves existing rows into the new shape; run before `statements`, in the same transaction.
+    move: Callable[[Tx], None] | None = None
+
+
+def _rollouts_stored_once(tx: Tx) -> None:
+    """Migration 5's data. Up to 4, the rollout book (the only writer of rollouts) kept each rollout
+    three times: `detail` = {"record": the planner's record, with its last 32 history lines}, copies of
+    the record's fields in columns, and every history line again as a `rollout_steps` row, whose
+    message was "reason: message" and whose analysis had no step kind. From 5 on, the history is the
+    rows alone, each holding the whole line: the message, and in `analysis` the figures with the
+    step's kind and reason. So: the record loses its history (its lines complete the rows: the kind;
+    a line whose row was never written, a crash between the book's two writes, is appended), and the
+    revision column moves into `detail`, beside the record.
+    """
+    for rollout_id, revision, text in tx.all("SELECT id, revision, detail FROM rollouts ORDER BY created_at, id"):
+        detail = json.loads(text)
+        record = detail.get("record")
+        if isinstance(record, dict):
+            _history_into_rows(tx, rollout_id, record.pop("history", None) or [])
+        detail["revision"] = revision
+        tx.run("UPDATE rollouts SET detail = ? WHERE id = ?", to_json(detail), rollout_id)
+
+
+def _history_into_rows(tx: Tx, rollout_id: str, history: list[dict[str, Any]]) -> None:
+    unmatched = {index: line for index, line in enumerate(history)}
+    rows = tx.all(
+        "SELECT seq, step, event, at, message, analysis FROM rollout_steps WHERE rollout_id = ? ORDER BY seq",
+        rollout_id,
+    )
+    for seq, step, event, at, message, analysis in rows:
+        index = next((i for i, line in unmatched.items() if _same(line, step, event, at)), None)
+        line = unmatched.pop(index) if index is not None else {}
+        reason, sep, text = message.partition(": ")
+        if not sep:
+            reason, text = "", message
+        moved = {**json.loads(analysis), "kind": line.get("kind"), "reason": reason}
+        tx.run("UPDATE rollout_steps SET message = ?, analysis = ? WHERE seq = ?", text, to_json(moved), seq)
+    for line in unmatched.values():
+        tx.run(
+            "INSERT INTO rollout_steps (rollout_id, step, event, at, message, analysis) VALUES (?, ?, ?, ?, ?, ?)",
+            rollout_id,
+            line["step"],
+            line["outcome"],
+            _at(line),
+            line["message"],
+            to_json(
+                {
+                    "kind": line.get("kind"),
+                    "reason": line["reason"],
+                    "region": line.get("region"),
+                    "requests": line.get("requests", 0),
+                    "errorRate": line.get("error_rate", 0.0),
+                    "p99Ms": line.get("p99_ms"),
+                }
+            ),
+        )
+
+
+def _same(line: dict[str, Any], step: int, event: str, at: str) -> bool:
+    """Whether a row is the line's: the book wrote it at the line's time (a time of 0: when it wrote it)."""
+    return (line["step"], line["outcome"]) == (step, event) and (not line["at"] or _at(line) == at)
+
+
+def _at(line: dict[str, Any]) -> str:
+    return ts(datetime.fromtimestamp(line["at"], UTC))
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -212,6 +289,28 @@ MIGRATIONS: tuple[Migration, ...] = (
                 updated_at TEXT NOT NULL
             )""",
         ),
+    ),
+    Migration(
+        5,
+        "a rollout stored once",
+        # The columns that only copied the record's fields; `revision` is in `detail` now (see `move`).
+        # What stays: id, module and state (filters), created_at (order), generation (compare-and-set),
+        # updated_at (when the store last wrote it) and detail (the record).
+        tuple(
+            f"ALTER TABLE rollouts DROP COLUMN {column}"
+            for column in (
+                "from_version",
+                "from_digest",
+                "to_version",
+                "to_digest",
+                "strategy",
+                "step",
+                "revision",
+                "message",
+                "step_started_at",
+            )
+        ),
+        move=_rollouts_stored_once,
     ),
 )
 

@@ -2,7 +2,7 @@
 read and write through `StateStore`.
 
 Times are timezone-aware UTC datetimes. JSON-shaped fields (an assignment table, a node's report, a
-rollout's strategy details) are plain dicts: the store keeps them as JSON text and does not look inside.
+rollout's record) are plain dicts: the store keeps them as JSON text and does not look inside.
 """
 
 from __future__ import annotations
@@ -81,33 +81,29 @@ class NodeRecord:
 
 @dataclass(frozen=True)
 class RolloutRecord:
-    """A rollout of one module from one version to another, advanced one step per reconcile pass.
+    """A rollout as the store keeps it: the record itself once (`detail`, JSON its owner encodes: the
+    rollout book's holds the planner's record and the Git commit that asked for it), beside the keys
+    that queries filter and order by (`module`, `state`, `created_at`).
 
     `generation` is bumped by every `update_rollout`; an update names the generation it read, so two
-    reconcilers cannot both advance the same rollout (the loser gets `StaleRecord`).
+    reconcilers cannot both advance the same rollout (the loser gets `StaleRecord`). The rollout's
+    step history is not in here: it is the `RolloutStepRecord`s, kept once, beside it.
     """
 
     id: str
     module: str  # module name
-    to_version: str
-    to_digest: str
-    strategy: str  # RolloutStrategy name
-    state: str  # Pending | Progressing | Paused | Succeeded | RolledBack | Aborted
-    from_version: str | None = None
-    from_digest: str | None = None
-    step: int = 0
-    revision: str | None = None  # the Git commit that asked for it
-    message: str = ""
+    state: str  # the record's phase: Pending | Progressing | Paused | Promoted | RolledBack | ...
     detail: JsonObject = field(default_factory=dict)
     created_at: datetime | None = None
     updated_at: datetime | None = None
-    step_started_at: datetime | None = None
     generation: int = 0
 
 
 @dataclass(frozen=True)
 class RolloutStepRecord:
-    """One event in a rollout's history (a step started, passed, failed; a pause, a rollback)."""
+    """One event in a rollout's history (a step passed, failed, was approved; a pause, a rollback), kept
+    only here: `analysis` holds the rest of the event as its writer encodes it (the rollout book: the
+    step's kind, region and reason, and the analysis figures)."""
 
     rollout_id: str
     step: int

@@ -1,23 +1,29 @@
 """Rollout records and their history: one row per rollout, written with compare-and-set on its
 generation, and an append-only list of step events per rollout.
 
-Where it sits: the rollout book (reconciler.apply.rollouts) reads every record on start and writes a pass's
-records here, so two reconcilers never both advance a step (the loser gets `StaleRecordError`); the
-API reads the history. Consumers take the narrow `RolloutStore` Protocol; `SqlRollouts` is its
-implementation over a `Database` (`StateStore` offers the same methods too).
+Each fact is kept once. A rollout's row holds its record as one JSON document (`detail`) and, as
+columns, only what queries filter or order by (module, state, created_at) and the generation that
+compare-and-set checks. Its history is the `rollout_steps` rows and nowhere else: a record is written
+together with its new events in one transaction, so no record is stored without them.
+
+Where it sits: the rollout book (reconciler.apply.rollouts) reads every record with its recent
+history on start and writes a pass's records here, so two reconcilers never both advance a step
+(the loser gets `StaleRecordError`); the API reads the history. Consumers take the narrow
+`RolloutStore` Protocol; `SqlRollouts` is its implementation over a `Database` (`StateStore` offers
+the same methods too).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
-from reconciler.store.database import Database
+from reconciler.store.database import Database, Tx
 from reconciler.store.errors import ConflictError, StaleRecordError
 from reconciler.store.records import RolloutRecord, RolloutStepRecord
-from reconciler.store.rows import dt, dt_or_none, marks, to_json, ts, ts_or_none
+from reconciler.store.rows import dt, marks, to_json, ts
 
 __all__ = ["RolloutStore", "SqlRollouts"]
 
@@ -25,13 +31,15 @@ __all__ = ["RolloutStore", "SqlRollouts"]
 class RolloutStore(Protocol):
     """What a consumer of rollout records needs."""
 
-    def create_rollout(self, rollout: RolloutRecord) -> RolloutRecord: ...
+    def create_rollout(self, rollout: RolloutRecord, steps: Sequence[RolloutStepRecord] = ()) -> RolloutRecord: ...
 
-    def update_rollout(self, rollout: RolloutRecord) -> RolloutRecord: ...
+    def update_rollout(self, rollout: RolloutRecord, steps: Sequence[RolloutStepRecord] = ()) -> RolloutRecord: ...
 
     def get_rollout(self, rollout_id: str) -> RolloutRecord | None: ...
 
     def list_rollouts(self, module: str | None = None, states: Iterable[str] | None = None) -> list[RolloutRecord]: ...
+
+    def rollouts_with_steps(self, limit: int) -> list[tuple[RolloutRecord, list[RolloutStepRecord]]]: ...
 
     def append_rollout_step(self, step: RolloutStepRecord) -> RolloutStepRecord: ...
 
@@ -44,8 +52,9 @@ class SqlRollouts:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def create_rollout(self, rollout: RolloutRecord) -> RolloutRecord:
-        """Insert a new rollout at generation 1; an existing id raises `ConflictError`."""
+    def create_rollout(self, rollout: RolloutRecord, steps: Sequence[RolloutStepRecord] = ()) -> RolloutRecord:
+        """Insert a new rollout at generation 1, with the first events of its history; an existing id
+        raises `ConflictError` (and writes nothing)."""
         now = self.db.clock()
         created = replace(rollout, created_at=rollout.created_at or now, updated_at=now, generation=1)
         with self.db.tx(write=True) as tx:
@@ -53,15 +62,17 @@ class SqlRollouts:
                 f"INSERT INTO rollouts ({_COLUMNS}) VALUES ({marks(_COLUMNS)}) ON CONFLICT DO NOTHING",
                 *_rollout_row(created),
             )
-        if inserted != 1:
-            raise ConflictError(f"rollout {rollout.id!r} already exists")
+            if inserted != 1:
+                raise ConflictError(f"rollout {rollout.id!r} already exists")
+            _append(tx, steps)
         return created
 
-    def update_rollout(self, rollout: RolloutRecord) -> RolloutRecord:
-        """Write a rollout read at `rollout.generation`; returns it at the next generation.
+    def update_rollout(self, rollout: RolloutRecord, steps: Sequence[RolloutStepRecord] = ()) -> RolloutRecord:
+        """Write a rollout read at `rollout.generation`, with the new events of its history; returns it
+        at the next generation.
 
-        Raises `StaleRecordError` when someone else updated it since (compare-and-set), so two reconcilers
-        never both advance a step.
+        Raises `StaleRecordError` (and writes nothing) when someone else updated it since
+        (compare-and-set), so two reconcilers never both advance a step.
         """
         updated = replace(rollout, updated_at=self.db.clock(), generation=rollout.generation + 1)
         row = _rollout_row(updated)
@@ -73,13 +84,15 @@ class SqlRollouts:
                 rollout.id,
                 rollout.generation,
             )
-        if changed != 1:
-            raise StaleRecordError("rollout", rollout.id, rollout.generation)
+            if changed != 1:
+                raise StaleRecordError("rollout", rollout.id, rollout.generation)
+            _append(tx, steps)
         return updated
 
     def get_rollout(self, rollout_id: str) -> RolloutRecord | None:
         with self.db.tx(write=False) as tx:
-            return _rollout(tx.one(f"SELECT {_COLUMNS} FROM rollouts WHERE id = ?", rollout_id))
+            row = tx.one(f"SELECT {_COLUMNS} FROM rollouts WHERE id = ?", rollout_id)
+        return _rollout(row) if row is not None else None
 
     def list_rollouts(self, module: str | None = None, states: Iterable[str] | None = None) -> list[RolloutRecord]:
         """Rollouts, oldest first; of one module and/or in the given states only."""
@@ -96,95 +109,92 @@ class SqlRollouts:
             params.extend(wanted)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         with self.db.tx(write=False) as tx:
-            rows = tx.all(f"SELECT {_COLUMNS} FROM rollouts{where} ORDER BY created_at, id", *params)
-        return [r for r in map(_rollout, rows) if r is not None]
+            return _list(tx, where, params)
+
+    def rollouts_with_steps(self, limit: int) -> list[tuple[RolloutRecord, list[RolloutStepRecord]]]:
+        """Every rollout, oldest first, with the last `limit` events of its history in order: what a
+        reader that starts (the rollout book) needs, read in one transaction so the two agree."""
+        with self.db.tx(write=False) as tx:
+            rollouts = _list(tx, "", [])
+            rows = tx.all(
+                f"SELECT {_STEP_COLUMNS} FROM (SELECT {_STEP_COLUMNS}, "
+                "ROW_NUMBER() OVER (PARTITION BY rollout_id ORDER BY seq DESC) AS newest FROM rollout_steps) recent "
+                "WHERE newest <= ? ORDER BY seq",
+                limit,
+            )
+        steps: dict[str, list[RolloutStepRecord]] = {r.id: [] for r in rollouts}
+        for step in map(_step, rows):
+            steps.setdefault(step.rollout_id, []).append(step)
+        return [(r, steps[r.id]) for r in rollouts]
 
     # -- history --------------------------------------------------------------------------------
 
     def append_rollout_step(self, step: RolloutStepRecord) -> RolloutStepRecord:
         """Add an event to a rollout's history; returns it with its sequence number."""
         with self.db.tx(write=True) as tx:
-            row = tx.one(
-                "INSERT INTO rollout_steps (rollout_id, step, event, at, message, analysis) "
-                "VALUES (?, ?, ?, ?, ?, ?) RETURNING seq",
-                step.rollout_id,
-                step.step,
-                step.event,
-                ts(step.at),
-                step.message,
-                to_json(step.analysis),
-            )
-        return replace(step, seq=int(row[0]))
+            return _append(tx, (step,))[0]
 
     def rollout_steps(self, rollout_id: str, limit: int | None = None) -> list[RolloutStepRecord]:
         """A rollout's history in order (the last `limit` events when given)."""
         with self.db.tx(write=False) as tx:
             rows = tx.all(
-                "SELECT seq, rollout_id, step, event, at, message, analysis FROM rollout_steps "
-                "WHERE rollout_id = ? ORDER BY seq DESC",
+                f"SELECT {_STEP_COLUMNS} FROM rollout_steps WHERE rollout_id = ? ORDER BY seq DESC",
                 rollout_id,
             )
         rows = rows[:limit] if limit is not None else rows
-        return [
-            RolloutStepRecord(
-                seq=int(r[0]),
-                rollout_id=r[1],
-                step=int(r[2]),
-                event=r[3],
-                at=dt(r[4]),
-                message=r[5],
-                analysis=json.loads(r[6]),
-            )
-            for r in reversed(rows)
-        ]
+        return [_step(r) for r in reversed(rows)]
 
 
-_COLUMNS = (
-    "id, module, from_version, from_digest, to_version, to_digest, strategy, state, step, revision, "
-    "message, detail, created_at, updated_at, step_started_at, generation"
-)
+_COLUMNS = "id, module, state, detail, created_at, updated_at, generation"
+_STEP_COLUMNS = "seq, rollout_id, step, event, at, message, analysis"
+
+
+def _list(tx: Tx, where: str, params: list[Any]) -> list[RolloutRecord]:
+    rows = tx.all(f"SELECT {_COLUMNS} FROM rollouts{where} ORDER BY created_at, id", *params)
+    return [_rollout(row) for row in rows]
+
+
+def _append(tx: Tx, steps: Iterable[RolloutStepRecord]) -> list[RolloutStepRecord]:
+    appended = []
+    for step in steps:
+        row = tx.one(
+            "INSERT INTO rollout_steps (rollout_id, step, event, at, message, analysis) "
+            "VALUES (?, ?, ?, ?, ?, ?) RETURNING seq",
+            step.rollout_id,
+            step.step,
+            step.event,
+            ts(step.at),
+            step.message,
+            to_json(step.analysis),
+        )
+        appended.append(replace(step, seq=int(row[0])))
+    return appended
 
 
 def _rollout_row(r: RolloutRecord) -> tuple[Any, ...]:
     assert r.created_at is not None and r.updated_at is not None
-    return (
-        r.id,
-        r.module,
-        r.from_version,
-        r.from_digest,
-        r.to_version,
-        r.to_digest,
-        r.strategy,
-        r.state,
-        r.step,
-        r.revision,
-        r.message,
-        to_json(r.detail),
-        ts(r.created_at),
-        ts(r.updated_at),
-        ts_or_none(r.step_started_at),
-        r.generation,
-    )
+    return (r.id, r.module, r.state, to_json(r.detail), ts(r.created_at), ts(r.updated_at), r.generation)
 
 
-def _rollout(row: Any) -> RolloutRecord | None:
-    if row is None:
-        return None
+def _rollout(row: Any) -> RolloutRecord:
     return RolloutRecord(
         id=row[0],
         module=row[1],
-        from_version=row[2],
-        from_digest=row[3],
-        to_version=row[4],
-        to_digest=row[5],
-        strategy=row[6],
-        state=row[7],
-        step=int(row[8]),
-        revision=row[9],
-        message=row[10],
-        detail=json.loads(row[11]),
-        created_at=dt(row[12]),
-        updated_at=dt(row[13]),
-        step_started_at=dt_or_none(row[14]),
-        generation=int(row[15]),
+        state=row[2],
+        detail=json.loads(row[3]),
+        created_at=dt(row[4]),
+        updated_at=dt(row[5]),
+        generation=int(row[6]),
+    )
+
+
+def _step(row: Any) -> RolloutStepRecord:
+    return RolloutStepRecord(
+        seq=int(row[0]),
+        rollout_id=row[1],
+        step=int(row[2]),
+        event=row[3],
+        at=dt(row[4]),
+        message=row[5],
+        analysis=json.loads(row[6]),
     )

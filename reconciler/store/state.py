@@ -213,17 +213,20 @@ class StateStore:
 
     # -- rollouts -------------------------------------------------------------------------------
 
-    def create_rollout(self, rollout: RolloutRecord) -> RolloutRecord:
-        return self.rollouts.create_rollout(rollout)
+    def create_rollout(self, rollout: RolloutRecord, steps: Sequence[RolloutStepRecord] = ()) -> RolloutRecord:
+        return self.rollouts.create_rollout(rollout, steps)
 
-    def update_rollout(self, rollout: RolloutRecord) -> RolloutRecord:
-        return self.rollouts.update_rollout(rollout)
+    def update_rollout(self, rollout: RolloutRecord, steps: Sequence[RolloutStepRecord] = ()) -> RolloutRecord:
+        return self.rollouts.update_rollout(rollout, steps)
 
     def get_rollout(self, rollout_id: str) -> RolloutRecord | None:
         return self.rollouts.get_rollout(rollout_id)
 
     def list_rollouts(self, module: str | None = None, states: Iterable[str] | None = None) -> list[RolloutRecord]:
         return self.rollouts.list_rollouts(module, states)
+
+    def rollouts_with_steps(self, limit: int) -> list[tuple[RolloutRecord, list[RolloutStepRecord]]]:
+        return self.rollouts.rollouts_with_steps(limit)
 
     def append_rollout_step(self, step: RolloutStepRecord) -> RolloutStepRecord:
         return self.rollouts.append_rollout_step(step)

@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 
 from reconciler.api.auth import AuthOptions, load_or_create_signing_key
+from reconciler.apply.rollouts import RolloutBook, record_json
 from reconciler.server import ControlPlane, ServeOptions
 from reconciler.store.records import RolloutStepRecord
 from reconciler.store.state import open_state_store
@@ -109,13 +110,14 @@ async def wait_leader(url: str, token: str, what: str) -> None:
     await poll(leads, what)
 
 
-def step_history(database_url: str, module: str, version: str) -> tuple[Any, list[RolloutStepRecord]]:
-    """The stored rollout of `module` to `version` (its record's history) and the store's step history."""
+def step_history(database_url: str, module: str, version: str) -> tuple[dict[str, Any], list[RolloutStepRecord]]:
+    """The stored rollout of `module` to `version` as a fresh rollout book reads it (its record, with
+    the history it keeps) and the store's step history."""
     store = open_state_store(database_url=database_url)
     try:
-        stored = [r for r in store.list_rollouts(module=module) if r.to_version == version]
+        stored = [r for r in RolloutBook(store).records() if r.module == module and r.target.version == version]
         assert len(stored) == 1, f"one rollout to {module}@{version} expected: {stored}"
-        return stored[0], store.rollout_steps(stored[0].id)
+        return record_json(stored[0]), store.rollout_steps(stored[0].id)
     finally:
         store.close()
 

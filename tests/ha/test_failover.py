@@ -65,7 +65,7 @@ async def test_killed_leader_hands_over_and_the_rollout_finishes_without_repeati
             assert record.phase.value == "Promoted", record
             await cluster.wait_all_serving("greeter", "1.3.0", NODES)
         stored, steps = step_history(database_url, "greeter", "1.3.0")
-        history = stored.detail["record"]["history"]
+        history = stored["history"]
         assert_no_step_twice(history, steps)
         assert sorted(h["step"] for h in history if h["outcome"] == "Passed") == [0, 1, 2]  # none skipped
         assert load.result.failures == []

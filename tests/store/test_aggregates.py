@@ -37,7 +37,7 @@ def test_each_aggregate_works_over_a_bare_database(database: Database) -> None:
 
     assert modules.add_module(module())[1] is True
     assert nodes.upsert_node(NodeRecord(id="n1", region="us-east", url="http://n1")).registered_at == T0
-    rollout = RolloutRecord(id="r1", module="g", to_version="1.0.0", to_digest="sha256:x", strategy="c", state="P")
+    rollout = RolloutRecord(id="r1", module="g", state="P", detail={"to": "1.0.0"})
     assert rollouts.create_rollout(rollout).generation == 1
     assert revisions.record_revision_seen("abc", verified=True).seen_at == T0
     assert audit.append_audit("alice", "module.add", "greeter-v1.0.0").at == T0

@@ -121,14 +121,8 @@ def rollout(rollout_id: str = "greeter-1") -> RolloutRecord:
     return RolloutRecord(
         id=rollout_id,
         module="greeter",
-        from_version="1.0.0",
-        from_digest="sha256:" + "a" * 64,
-        to_version="1.1.0",
-        to_digest="sha256:" + "b" * 64,
-        strategy="canary",
         state="Pending",
-        revision="c0ffee",
-        detail={"steps": [10, 25, 50, 100]},
+        detail={"from": "1.0.0", "to": "1.1.0", "strategy": "canary", "revision": "c0ffee", "steps": [10, 25, 50, 100]},
     )
 
 
@@ -137,7 +131,7 @@ def test_a_rollout_advances_by_compare_and_set(state: StateStore) -> None:
     assert created.generation == 1
     with pytest.raises(ConflictError):
         state.create_rollout(rollout())
-    advanced = state.update_rollout(replace(created, state="Progressing", step=1, step_started_at=T0))
+    advanced = state.update_rollout(replace(created, state="Progressing", detail={**created.detail, "step": 1}))
     assert advanced.generation == 2
     with pytest.raises(StaleRecordError):  # a second reconciler still holding generation 1 loses
         state.update_rollout(replace(created, state="RolledBack"))
