@@ -14,6 +14,7 @@ import gc
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -60,6 +61,10 @@ from reconciler.ui.sessions import LoginLinks, Sessions, with_sessions
 log = logging.getLogger("hotswap.serve")
 STOP_SECONDS = 5.0
 FULL_COLLECTION_EVERY = 100  # middle-generation collections per full one
+FREEZE_CHECK_SECONDS = 5.0  # how often the freezer looks at the fleet's size
+REFREEZE_SECONDS = 600.0  # frozen objects go back to the collector this often (what died among them is freed)
+FREEZE_GROWTH = 1.1  # the fleet grew by a tenth since the last freeze: freeze again once it settles
+FREEZE_MIN_NODES = 100  # below this, the collector's passes are short: nothing is frozen
 
 
 async def finish(tasks: list[asyncio.Task[Any]], *, rounds: int = 10) -> None:
@@ -78,6 +83,71 @@ async def finish(tasks: list[asyncio.Task[Any]], *, rounds: int = 10) -> None:
     for task in tasks:
         if task.done() and not task.cancelled():
             task.exception()  # retrieved: a task that failed before the stop was logged where it failed
+
+
+class LongLivedFreezer:
+    """Keeps the long-lived state of a registered fleet out of the garbage collector's full passes.
+
+    At thousands of nodes the control plane holds millions of container objects that live for the
+    whole run (node rows and tables, the planner's state, every open connection's objects); each full
+    collection walks all of them, for seconds at 5,000 nodes. `gc.freeze()` moves every object that
+    exists into a permanent generation the collector skips. It is called when the fleet has settled
+    (its size unchanged over one check) after growing (at the start, or by a tenth since the last
+    freeze), and again every `refreeze_seconds`; never for fewer than `min_nodes` nodes, where a full
+    collection is short anyway.
+
+    Freezing must not keep anything alive: each freeze first gives the frozen objects back
+    (`gc.unfreeze()`) and runs a full collection, so cyclic garbage is never frozen, and what was
+    frozen and has died since (a closed connection's cycles) is collected at the next freeze at the
+    latest. Acyclic objects (most node state: rows, reports, tables) are freed by their reference
+    counts whether frozen or not.
+    """
+
+    def __init__(
+        self,
+        count: Callable[[], int],
+        *,
+        refreeze_seconds: float = REFREEZE_SECONDS,
+        min_nodes: int = FREEZE_MIN_NODES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.count = count
+        self.refreeze_seconds = refreeze_seconds
+        self.min_nodes = max(min_nodes, 1)
+        self.clock = clock
+        self.freezes = 0
+        self._last_count = -1
+        self._frozen_count = 0
+        self._frozen_at: float | None = None
+
+    def check(self) -> bool:
+        """Freeze if it is time to (see the class); whether it froze."""
+        count, now = self.count(), self.clock()
+        settled, self._last_count = count == self._last_count, count
+        if not settled or count < self.min_nodes:
+            return False
+        grown = self._frozen_at is None or count > self._frozen_count * FREEZE_GROWTH
+        stale = self._frozen_at is not None and now - self._frozen_at >= self.refreeze_seconds
+        if not (grown or stale):
+            return False
+        self.freeze()
+        self._frozen_count, self._frozen_at = count, now
+        return True
+
+    def freeze(self) -> None:
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
+        self.freezes += 1
+
+    async def run(self, every: float = FREEZE_CHECK_SECONDS) -> None:
+        try:
+            while True:
+                await asyncio.sleep(every)
+                self.check()
+        finally:
+            if self.freezes:
+                gc.unfreeze()  # a stopped plane's objects are the collector's again
 
 
 @dataclass(frozen=True)
@@ -319,7 +389,9 @@ class ControlPlane:
                     )
 
         self.broadcaster.start(self.controller)
+        self.freezer = LongLivedFreezer(self.hub.count)
         self._tasks = [
+            asyncio.create_task(self.freezer.run(), name="gc-freeze"),
             asyncio.create_task(self.source.run(on_revision), name="git-source"),
             asyncio.create_task(UpdateAutomation(self.controller, self.writer).run(), name="module-updates"),
             asyncio.create_task(
@@ -349,6 +421,7 @@ class ControlPlane:
                 source_status=self.source.status,
                 controller_stall=controller.stalled_condition,
                 nodes=self.hub.view,
+                node_changes=self.hub.watch().take,
                 revision=lambda: controller.state.revision,
                 desired_version=desired_version,
                 leading=lambda: controller.leader,

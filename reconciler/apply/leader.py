@@ -236,22 +236,24 @@ class Replicas:
         await self._recheck_silent()
 
     async def _recheck_silent(self) -> None:
-        """Read again the rows of nodes that look silent here: their heartbeats may have reached
-        another replica, whose NOTIFY this busy loop has not read yet. Without this, a leader a few
-        seconds behind its followers' announcements replans nodes that are alive, and every table
-        it moves makes thousands of nodes heartbeat at once, which puts it further behind."""
-        silent = self.hub.silent(self.clock())
-        if not silent:
+        """Read again the rows of nodes that look silent here, heard by another replica, and not yet
+        confirmed silent by a read (`NodeHub.due`): their heartbeats may have reached that replica,
+        whose NOTIFY this busy loop has not read yet. The hub judges them from their last read until
+        then (it does not call them Unhealthy on its memory alone); this pass plans from a fresh read."""
+        now = self.clock()
+        due = self.hub.due(now)
+        if not due:
             return
         with contextlib.suppress(StoreError):
-            rows = await asyncio.to_thread(self.store.get_nodes, silent)
-            self.hub.merge(rows, ())
+            rows = await asyncio.to_thread(self.store.get_nodes, due)
+            self.hub.merge(rows, (), read_at=now)
 
     async def refresh(self) -> None:
         """Read every node again (a new leader; a listener that may have missed notifications)."""
         known = {v.id for v in self.hub.view()}  # before the read: a node registered meanwhile stays
+        read_at = self.clock()
         nodes = await asyncio.to_thread(self.store.list_nodes)
-        self.hub.merge(nodes, known - {n.id for n in nodes})
+        self.hub.merge(nodes, known - {n.id for n in nodes}, read_at=read_at)
 
     # -- metric deltas --------------------------------------------------------------------------
 
@@ -286,6 +288,12 @@ class Replicas:
         if self._sender is None or self._sender.done():
             self._sender = asyncio.get_running_loop().create_task(self._send(), name="replica-announce")
 
+    def recheck(self, node_ids: Iterable[str]) -> None:
+        """Read these nodes' rows again, as if another replica had announced them."""
+        self._incoming.update(node_ids)
+        if self._incoming and (self._reader is None or self._reader.done()):
+            self._reader = asyncio.get_running_loop().create_task(self._read(), name="replica-read")
+
     async def _send(self) -> None:
         while self._outgoing:
             node_ids, self._outgoing = sorted(self._outgoing), set()
@@ -311,6 +319,7 @@ class Replicas:
     async def _read(self) -> None:
         while self._incoming:
             node_ids, self._incoming = self._incoming, set()
+            read_at = self.clock()
             try:
                 nodes = await asyncio.to_thread(self.store.get_nodes, node_ids)
             except StoreError as exc:
@@ -318,7 +327,7 @@ class Replicas:
                 self._incoming |= node_ids
                 await asyncio.sleep(self.retry_seconds)
                 continue
-            self.hub.merge(nodes, node_ids - {n.id for n in nodes})
+            self.hub.merge(nodes, node_ids - {n.id for n in nodes}, read_at=read_at)
 
     async def _on_connect(self) -> None:
         try:

@@ -7,13 +7,26 @@ the planner reads its snapshot. State lives in the state store so a restarted co
 its nodes and their generations; a heartbeat, a registration or a health change pokes the
 reconciler ("look again"), never more. Tables are encoded (and signed, with `signer`) once per
 distinct content (`reconciler.apply.tables`): the nodes that run the same table share its bytes.
+
+With other replicas on the same store (`peers`), a node's health is judged from its row's heartbeat
+time as the replica that heard it wrote it, and as of when this hub last read that row: a node heard
+elsewhere is not called Unhealthy on this hub's memory alone (the other replica's announcement may be
+late), only once a read of its row, made after its heartbeats were due, still shows them missing.
+The clock makes such a node due for that read (`Peers.recheck`), not Unhealthy.
+
+Who watches for changes (the notifier) asks `watch()` for the nodes whose view may have changed,
+not for the whole fleet every second. Long-polls woken together are answered a slice per event-loop
+turn (`WAKE_SLICE`), so a switch's thousands of answers do not hold the loop in one burst.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import time
+import weakref
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -36,6 +49,7 @@ __all__ = [
     "METRICS_HORIZON_SECONDS",
     "HubClosedError",
     "MetricsWindow",
+    "NodeChanges",
     "NodeHub",
     "NodeView",
     "Peers",
@@ -45,6 +59,7 @@ __all__ = [
 MISSED_HEARTBEATS = 3
 ENTRY_CACHE = 4096  # distinct stored table rows kept parsed (a few per module version in use)
 RECONNECT_SECONDS = 5.0  # a node's agent retries a lost control plane at least this often (edge.agent)
+WAKE_SLICE = 64  # long-polls woken per event-loop turn; the rest wait a turn (a switch wakes thousands)
 # module -> W3C traceparent of the deployment step being applied (reconciler.apply.telemetry sets it around
 # the executor): published tables carry it, so a node's load spans join that step's trace.
 
@@ -60,6 +75,11 @@ class Peers(Protocol):
 
     def announce(self, node_id: str) -> None:
         """Tell the other replicas that this node's row changed (returns at once)."""
+        ...
+
+    def recheck(self, node_ids: Iterable[str]) -> None:
+        """Read these nodes' rows again soon and `merge` them (returns at once): nodes heard by
+        another replica whose heartbeats look overdue here."""
         ...
 
 
@@ -112,13 +132,24 @@ class NodeHub:
         # (module, version) a node was given in its current table or the one before (whose last
         # requests it may still be reporting): the only metrics of its that count (a report is a claim)
         self._assigned: dict[str, frozenset[tuple[str, str]]] = {}
+        # With peers: nodes whose last heartbeat this hub knows from a row another replica wrote ->
+        # when this hub last read that row (the time their health is judged at), and when it last
+        # asked to read it again (`Peers.recheck`). A node that heartbeats here leaves both.
+        self._read_at: dict[str, float] = {}
+        self._asked: dict[str, float] = {}
+        self._watchers: weakref.WeakSet[NodeChanges] = weakref.WeakSet()
+        self._held: deque[asyncio.Event] = deque()  # woken long-polls waiting for the next turn's slice
+        self._woken = 0  # long-polls woken in this event-loop turn
+        read_at = self.clock()
         for node in store.list_nodes():
             self._remember(node)
+            if peers is not None:
+                self._read_at[node.id] = read_at
 
     # -- bookkeeping ----------------------------------------------------------------------------
 
     def _remember(self, node: NodeRecord) -> None:
-        self._nodes[node.id] = node
+        self._keep(node)
         modules = node.assignment.get("modules", []) if node.assignment else []
         self._set_table(node.id, ModuleTable(generation=node.generation, modules=self._parsed(modules)))
 
@@ -145,71 +176,179 @@ class NodeHub:
         )
         self._tables[node_id] = table
 
+    def _keep(self, node: NodeRecord) -> None:
+        """The node's row as this hub knows it now; watchers look at it again."""
+        self._nodes[node.id] = node
+        self._touch(node.id, node)
+
+    def _touch(self, node_id: str, node: NodeRecord | None = None) -> None:
+        for watcher in self._watchers:
+            watcher.changed(node_id, node)
+
+    def _forget(self, node_id: str) -> bool:
+        """Drop a node (deleted, here or by another replica); whether it was known."""
+        if self._nodes.pop(node_id, None) is None:
+            return False
+        self._tables.pop(node_id, None)
+        self._encoded.pop(node_id, None)
+        self._assigned.pop(node_id, None)
+        self._views.pop(node_id, None)
+        self._read_at.pop(node_id, None)
+        self._asked.pop(node_id, None)
+        self._wake(node_id)
+        for watcher in self._watchers:
+            watcher.gone(node_id)
+        return True
+
     def _wake(self, node_id: str) -> None:
+        """Answer the node's long-poll: at once for the first WAKE_SLICE of an event-loop turn, the
+        rest a slice per turn after it (heartbeats and other callbacks run in between)."""
         event = self._changed.pop(node_id, None)
-        if event is not None:
+        if event is None:
+            return
+        if self._closing:
             event.set()
+        elif self._woken < WAKE_SLICE:
+            if self._woken == 0:
+                asyncio.get_running_loop().call_soon(self._next_slice)
+            self._woken += 1
+            event.set()
+        else:
+            self._held.append(event)
+
+    def _next_slice(self) -> None:
+        self._woken = 0
+        while self._held and self._woken < WAKE_SLICE:
+            if self._woken == 0:
+                asyncio.get_running_loop().call_soon(self._next_slice)
+            self._woken += 1
+            self._held.popleft().set()
 
     def known(self, node_id: str) -> bool:
         return node_id in self._nodes
 
+    def count(self) -> int:
+        """How many nodes this hub knows."""
+        return len(self._nodes)
+
+    @property
+    def _silent_after(self) -> float:
+        return MISSED_HEARTBEATS * self.heartbeat_seconds
+
+    def _last_heard(self, node: NodeRecord, now: float) -> float:
+        return epoch(node.last_heartbeat_at) or epoch(node.registered_at) or now
+
     def status_of(self, node: NodeRecord, now: float) -> NodeStatus:
+        """Draining, or Unhealthy when its heartbeats are missing as of `now`; for a node heard by
+        another replica, as of when this hub last read its row (`merge`), which the clock does not move."""
         if node.status == NodeStatus.DRAINING:
             return NodeStatus.DRAINING
-        last = epoch(node.last_heartbeat_at) or epoch(node.registered_at) or now
-        silent = now - last > MISSED_HEARTBEATS * self.heartbeat_seconds
+        read_at = self._read_at.get(node.id)
+        if read_at is not None and read_at < now:
+            now = read_at
+        silent = now - self._last_heard(node, now) > self._silent_after
         return NodeStatus.UNHEALTHY if silent else NodeStatus.HEALTHY
 
     def silent(self, now: float) -> list[str]:
-        """Nodes this hub would call Unhealthy for want of a heartbeat, as of `now`."""
-        return [n.id for n in self._nodes.values() if n.status != "Draining" and self.status_of(n, now) == "Unhealthy"]
+        """Nodes whose last heartbeat, as this hub knows it, is older than the missed heartbeats allow
+        as of `now` (whether or not a read of their row confirmed it)."""
+        return [
+            n.id
+            for n in self._nodes.values()
+            if n.status != NodeStatus.DRAINING and now - self._last_heard(n, now) > self._silent_after
+        ]
+
+    def due(self, now: float) -> list[str]:
+        """Nodes heard by another replica that look silent by the clock, while the last read of their
+        row did not show it: their row must be read again before they can be judged Unhealthy."""
+        limit = self._silent_after
+        out = []
+        for node_id, read_at in self._read_at.items():
+            node = self._nodes[node_id]
+            if node.status == NodeStatus.DRAINING:
+                continue
+            last = self._last_heard(node, now)
+            if now - last > limit and read_at - last <= limit:
+                out.append(node_id)
+        return out
+
+    def _view(self, node: NodeRecord, now: float) -> NodeView:
+        generation, status = self._tables[node.id].generation, self.status_of(node, now)
+        cached = self._views.get(node.id)  # rows are replaced on change: the same row, the same view
+        if cached is not None and cached[0] is node and cached[1].generation == generation:
+            return cached[1] if cached[1].status == status else replace(cached[1], status=status)
+        view = view_of(node, status, generation)
+        self._views[node.id] = (node, view)
+        return view
 
     def view(self, now: float | None = None) -> list[NodeView]:
         """Every known node with its health as of `now` (wall clock by default)."""
         now = self.clock() if now is None else now
-        out = []
-        for node in sorted(self._nodes.values(), key=lambda n: n.id):
-            generation, status = self._tables[node.id].generation, self.status_of(node, now)
-            cached = self._views.get(node.id)  # rows are replaced on change: the same row, the same view
-            if cached is not None and cached[0] is node and cached[1].generation == generation:
-                out.append(cached[1] if cached[1].status == status else replace(cached[1], status=status))
-                continue
-            out.append(view_of(node, status, generation))
-            self._views[node.id] = (node, out[-1])
-        return out
+        return [self._view(node, now) for node in sorted(self._nodes.values(), key=lambda n: n.id)]
+
+    def views_of(self, node_ids: Iterable[str], now: float | None = None) -> list[NodeView]:
+        """The views of these nodes (the known ones, in the order given), as `view` gives them."""
+        now = self.clock() if now is None else now
+        return [self._view(node, now) for node_id in node_ids if (node := self._nodes.get(node_id)) is not None]
+
+    def watch(self) -> NodeChanges:
+        """A watcher of node changes: `take(now)` gives the views that may have changed since it last did."""
+        watcher = NodeChanges(self)
+        self._watchers.add(watcher)
+        return watcher
 
     def check_health(self, node_ids: Iterable[str] | None = None) -> bool:
         """Recompute node health (of `node_ids` only: the rows that just changed; the controller's
-        timer checks every node); True (and a poke) when some node changed status."""
+        timer checks every node); True (and a poke) when some node changed status. With peers, the
+        timer's check also asks them to read again the rows of nodes that are `due`."""
         now = self.clock()
+        changed: list[str] = []
         if node_ids is None:
             health = {node.id: self.status_of(node, now) for node in self._nodes.values()}
-            changed = health != self._health
+            if health != self._health:
+                changed = [i for i, s in health.items() if self._health.get(i) != s]
+                changed += [i for i in self._health if i not in health]
             self._health = health
+            self._ask_again(now)
         else:
-            changed = False
             for node_id in node_ids:
                 node = self._nodes.get(node_id)
                 status = self.status_of(node, now) if node is not None else None
                 if self._health.get(node_id) != status:
-                    changed = True
+                    changed.append(node_id)
                     if status is None:
                         self._health.pop(node_id, None)
                     else:
                         self._health[node_id] = status
+        for node_id in changed:
+            self._touch(node_id)
         if changed:
             self.poke()
-        return changed
+        return bool(changed)
+
+    def _ask_again(self, now: float) -> None:
+        if self.peers is None or not self._read_at:
+            return
+        again = [i for i in self.due(now) if now - self._asked.get(i, float("-inf")) >= self.heartbeat_seconds]
+        if again:
+            for node_id in again:
+                self._asked[node_id] = now
+            self.peers.recheck(again)
 
     def next_health_change(self) -> float:
-        """Seconds until the next healthy node would turn Unhealthy without a heartbeat."""
+        """Seconds until the next healthy node would turn Unhealthy without a heartbeat (or, heard by
+        another replica, would be due for a read of its row, or due again after one asked for)."""
         now = self.clock()
-        limits = [
-            (epoch(n.last_heartbeat_at) or now) + MISSED_HEARTBEATS * self.heartbeat_seconds - now
-            for n in self._nodes.values()
-            if self.status_of(n, now) == "Healthy"
-        ]
-        return max(min(limits, default=self.heartbeat_seconds), 0.05)
+        limit = self._silent_after
+        soonest = float("inf")
+        for n in self._nodes.values():
+            if self.status_of(n, now) != NodeStatus.HEALTHY:
+                continue
+            at = self._last_heard(n, now) + limit
+            if at <= now and n.id in self._read_at:  # due: when it may be asked (again)
+                at = self._asked.get(n.id, now - self.heartbeat_seconds) + self.heartbeat_seconds
+            soonest = min(soonest, at - now)
+        return max(soonest if soonest != float("inf") else self.heartbeat_seconds, 0.05)
 
     # -- the protocol ---------------------------------------------------------------------------
 
@@ -225,6 +364,7 @@ class NodeHub:
         )
         node = await asyncio.to_thread(self._register, record)
         before = self._nodes.get(node.id)
+        self._heard_here(node.id)
         if before is None:
             self._remember(node)
         else:
@@ -235,7 +375,7 @@ class NodeHub:
                 self._remember(node)
                 self._wake(node.id)
             else:
-                self._nodes[node.id] = node
+                self._keep(node)
         if self.peers is not None:
             self.peers.announce(node.id)
         if existing is None or existing.region != node.region:
@@ -255,6 +395,11 @@ class NodeHub:
             public_key=self.public_key,
             issuer=self.issuer,
         )
+
+    def _heard_here(self, node_id: str) -> None:
+        """The node spoke to this replica: its health is judged by this hub's clock from now on."""
+        self._read_at.pop(node_id, None)
+        self._asked.pop(node_id, None)
 
     def _register(self, record: NodeRecord) -> NodeRecord:
         """Upsert the node and count the registration as contact (it is healthy from now); a drained
@@ -288,11 +433,12 @@ class NodeHub:
             recorded = await self.shared_heartbeat_writes.write(row)
         before = self._nodes.get(node_id)
         if not recorded or before is None:
-            self._nodes.pop(node_id, None)
+            self._forget(node_id)
             return None
         if self.peers is not None:
             self.peers.announce(node_id)
-        self._nodes[node_id] = replace(before, reported=reported, last_heartbeat_at=at)
+        self._heard_here(node_id)
+        self._keep(replace(before, reported=reported, last_heartbeat_at=at))
         self.metrics.add(now, before.region, beat.metrics)
         cached = SERVING_CACHED_TABLE in beat.conditions
         if cached and SERVING_CACHED_TABLE not in before.reported.get("conditions", ()):
@@ -360,6 +506,8 @@ class NodeHub:
         self._closing = True
         for node_id in list(self._changed):
             self._wake(node_id)
+        while self._held:
+            self._held.popleft().set()
 
     def table(self, node_id: str) -> ModuleTable | None:
         return self._tables.get(node_id)
@@ -387,7 +535,7 @@ class NodeHub:
         )
         self._set_table(node_id, table)
         self._encoded[node_id] = (table, encoded)
-        self._nodes[node_id] = replace(self._nodes[node_id], assignment=encoded.assignment, generation=generation)
+        self._keep(replace(self._nodes[node_id], assignment=encoded.assignment, generation=generation))
         self._wake(node_id)
         if self.peers is not None:
             self.peers.announce(node_id)
@@ -411,18 +559,14 @@ class NodeHub:
         status = NodeStatus.DRAINING if draining else NodeStatus.HEALTHY
         if not await asyncio.to_thread(self.store.set_node_status, node_id, status):
             return False
-        self._nodes[node_id] = replace(self._nodes[node_id], status=status)
+        self._keep(replace(self._nodes[node_id], status=status))
         self.check_health([node_id])
         self.poke()
         return True
 
     async def delete(self, node_id: str) -> bool:
         found = await asyncio.to_thread(self.store.delete_node, node_id)
-        self._nodes.pop(node_id, None)
-        self._tables.pop(node_id, None)
-        self._encoded.pop(node_id, None)
-        self._assigned.pop(node_id, None)
-        self._wake(node_id)
+        self._forget(node_id)
         if self.peers is not None:
             self.peers.announce(node_id)
         if found:
@@ -436,42 +580,102 @@ class NodeHub:
         it); False when there is no such node, or the store is not shared."""
         if self.peers is None:
             return False
+        read_at = self.clock()
         node = await asyncio.to_thread(self.store.get_node, node_id)
         if node is not None:
-            self.merge((node,), ())
+            self.merge((node,), (), read_at=read_at)
         return node is not None
 
-    def merge(self, nodes: Iterable[NodeRecord], gone: Iterable[str]) -> None:
+    def merge(self, nodes: Iterable[NodeRecord], gone: Iterable[str], *, read_at: float | None = None) -> None:
         """Take node rows another replica wrote, and forget nodes it deleted. A newer table wakes the
         node's long-poll; a row never takes a table or a report back to an older one (rows read
-        before this replica's own write may arrive after it)."""
+        before this replica's own write may arrive after it). `read_at`: when the read of the rows
+        began (default: now); a node whose heartbeat the rows carry is judged as of then."""
+        read_at = self.clock() if read_at is None else read_at
         poke = False
         touched: list[str] = []
         for row in nodes:
             touched.append(row.id)
+            self._asked.pop(row.id, None)
             before = self._nodes.get(row.id)
             if before is None:
                 self._remember(row)
+                self._read_at[row.id] = read_at
                 poke = True
                 continue
             node = not_back(before, row)
             poke = poke or progress(before) != progress(node) or before.status != node.status
-            if (epoch(node.last_heartbeat_at) or 0.0) > (epoch(before.last_heartbeat_at) or 0.0):
+            heard, known = epoch(row.last_heartbeat_at) or 0.0, epoch(before.last_heartbeat_at) or 0.0
+            if heard > known:  # another replica heard it since: judged from its row from now on
                 self._heard.add(node.id)
                 self._reported.set()
+                self._read_at[row.id] = read_at
+            elif heard == known and row.id in self._read_at:  # the same heartbeat, still the last one then
+                self._read_at[row.id] = max(self._read_at[row.id], read_at)
             if node.generation > before.generation:
                 self._remember(node)
                 self._wake(node.id)
-            else:
-                self._nodes[node.id] = node
+            elif node != before:
+                self._keep(node)
         for node_id in gone:
             touched.append(node_id)
-            if self._nodes.pop(node_id, None) is not None:
-                self._tables.pop(node_id, None)
-                self._encoded.pop(node_id, None)
-                self._assigned.pop(node_id, None)
-                self._wake(node_id)
+            if self._forget(node_id):
                 poke = True
         if poke:
             self.poke()
         self.check_health(touched)
+
+
+class NodeChanges:
+    """The nodes whose view may have changed since the last `take` (`NodeHub.watch`): the rows the hub
+    replaced, the nodes it dropped, the health changes it noticed, and the nodes whose missed
+    heartbeats came due by the clock meanwhile. A watcher of the fleet (the notifier's tick) reads
+    these, not a view of every node each time. The first `take` gives every node the hub knows."""
+
+    def __init__(self, hub: NodeHub) -> None:
+        self._hub = hub
+        self._dirty: set[str] = set(hub._nodes)
+        self._gone: set[str] = set()
+        self._due: list[tuple[float, str]] = []  # (when its heartbeats would be missed, node): a heap
+        for node in hub._nodes.values():
+            self._when_silent(node)
+
+    def _when_silent(self, node: NodeRecord) -> None:
+        hub = self._hub
+        at = hub._last_heard(node, hub.clock()) + hub._silent_after
+        heapq.heappush(self._due, (at, node.id))
+        if len(self._due) > 4 * len(hub._nodes) + 64:  # superseded entries: one per node is enough
+            self._due = [(hub._last_heard(n, at) + hub._silent_after, n.id) for n in hub._nodes.values()]
+            heapq.heapify(self._due)
+
+    def changed(self, node_id: str, node: NodeRecord | None) -> None:
+        self._dirty.add(node_id)
+        self._gone.discard(node_id)
+        if node is not None:
+            self._when_silent(node)
+
+    def gone(self, node_id: str) -> None:
+        self._dirty.discard(node_id)
+        self._gone.add(node_id)
+
+    def take(self, now: float | None = None) -> tuple[list[NodeView], list[str]]:
+        """(views of the nodes that may have changed, ids of the nodes gone) since the last take."""
+        hub = self._hub
+        now = hub.clock() if now is None else now
+        ids, self._dirty = self._dirty, set()
+        early: list[tuple[float, str]] = []
+        while self._due and self._due[0][0] <= now:
+            at, node_id = heapq.heappop(self._due)
+            node = hub._nodes.get(node_id)
+            if node is None:
+                continue
+            last = hub._last_heard(node, now)
+            if last + hub._silent_after > at:
+                continue  # a heartbeat since: its own entry is further on
+            ids.add(node_id)
+            if now - last <= hub._silent_after:
+                early.append((at, node_id))  # not silent yet (to the float): look again next time
+        for entry in early:
+            heapq.heappush(self._due, entry)
+        gone, self._gone = sorted(self._gone), set()
+        return hub.views_of(sorted(ids), now), gone

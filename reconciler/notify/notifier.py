@@ -4,6 +4,7 @@ Flow:
 
     controller Event --on_event (listener, returns at once)--> Notification (record, revision, action)
     Git source status, node views --tick (every second)--> watchers, scaling evaluator --> Notification
+                  (the nodes that changed since the last tick, with `Observed.node_changes`)
     Notification --publish--> each Alert whose spec wants it --Worker.offer--> bounded queue
                   (with an outbox: a row per alert in the state store, written from a thread)
     Worker task --receiver.send, retries with backoff--> webhook | Slack | email
@@ -80,6 +81,9 @@ class Observed:
     source_status: Callable[[], StatusLike] | None = None
     controller_stall: Callable[[], StallLike | None] | None = None
     nodes: Callable[[float], Sequence[SampledNode]] | None = None
+    # (the nodes that may have changed, the ids of nodes gone) since the last call; the first call
+    # gives every node (`reconciler.apply.nodes.NodeChanges.take`). Taken over `nodes` when given.
+    node_changes: Callable[[float], tuple[Sequence[SampledNode], Sequence[str]]] | None = None
     revision: Callable[[], str | None] | None = None  # the revision the controller works on
     desired_version: Callable[[str], str | None] | None = None  # the version Git asks for, by module
     leading: Callable[[], bool] | None = None  # with several replicas, only the leader watches and tells
@@ -131,6 +135,8 @@ class Notifier:
         self.scaling = ScalingEvaluator(self.settings.thresholds)
         self.source_watcher = SourceWatcher()
         self.node_watcher = NodeWatcher(self.settings.node_grace_seconds)
+        self._samples: dict[str, NodeSample] = {}  # with `node_changes`: each node's last sample
+        self.sampled = 0  # node views looked at by ticks (a tick looks at the nodes that changed)
         self._audit_lines: deque[dict[str, Any]] = deque(maxlen=1000)
         self._audit_writing = 0
         self._audit_ready = asyncio.Event()
@@ -237,8 +243,18 @@ class Notifier:
             status = observed.source_status() if observed.source_status is not None else None
             stall = observed.controller_stall() if observed.controller_stall is not None else None
             found += self.source_watcher.observe(now, status, stall)
-        if observed.nodes is not None:
+        if observed.node_changes is not None:
+            changed, gone = observed.node_changes(now)
+            self.sampled += len(changed)
+            found += self.node_watcher.observe_changes(now, changed, gone)
+            for node_id in gone:
+                self._samples.pop(node_id, None)
+            for v in changed:
+                self._samples[v.id] = NodeSample(v.id, v.region, v.cpu_percent, len(v.running), v.status == "Healthy")
+            found += [to_notification(change) for change in self.scaling.evaluate(now, self._samples.values())]
+        elif observed.nodes is not None:
             views = observed.nodes(now)
+            self.sampled += len(views)
             found += self.node_watcher.observe(now, views)
             samples = [NodeSample(v.id, v.region, v.cpu_percent, len(v.running), v.status == "Healthy") for v in views]
             found += [to_notification(change) for change in self.scaling.evaluate(now, samples)]

@@ -12,6 +12,9 @@ their current state to these watchers, which compare it with what they saw last 
   when a node runs as many module versions as it may hold. Transitions seen during a grace period
   after the first look are taken as the starting point, not reported: a restarted control plane
   reads its nodes from the store before they speak again, and that is nobody's emergency.
+  `observe` takes the whole fleet (a node missing from it is gone); `observe_changes` takes only the
+  nodes that may have changed and the ones gone (`reconciler.apply.nodes.NodeChanges`), so a tick
+  at thousands of nodes costs what changed, not the fleet.
 """
 
 from __future__ import annotations
@@ -140,13 +143,30 @@ class NodeWatcher:
         self._full: set[str] = set()
 
     def observe(self, now: float, nodes: Iterable[NodeLike]) -> list[Notification]:
+        """Every node there is, as it is now: what changed since the last look."""
+        seen: set[str] = set()
+
+        def noted(all_nodes: Iterable[NodeLike]) -> Iterable[NodeLike]:
+            for node in all_nodes:
+                seen.add(node.id)
+                yield node
+
+        out = self.observe_changes(now, noted(nodes), ())
+        for gone in set(self._status) - seen:
+            del self._status[gone]
+            self._full.discard(gone)
+        return out
+
+    def observe_changes(self, now: float, nodes: Iterable[NodeLike], gone: Iterable[str]) -> list[Notification]:
+        """Only the nodes that may have changed, and the ids of nodes gone: what changed."""
         if self._first is None:
             self._first = now
         quiet = now - self._first < self.grace_seconds
         out: list[Notification] = []
-        seen: set[str] = set()
+        for node_id in gone:
+            self._status.pop(node_id, None)
+            self._full.discard(node_id)
         for node in nodes:
-            seen.add(node.id)
             before = self._status.get(node.id)
             self._status[node.id] = node.status
             if not quiet and before != node.status:
@@ -161,9 +181,6 @@ class NodeWatcher:
                 self._full.add(node.id)
             else:
                 self._full.discard(node.id)
-        for gone in set(self._status) - seen:
-            del self._status[gone]
-            self._full.discard(gone)
         return out
 
     @staticmethod

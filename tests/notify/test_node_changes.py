@@ -1,0 +1,89 @@
+"""The notifier's tick looks at the nodes that changed (`NodeHub.watch`), not at the whole fleet, and
+still tells every health change the full view would: a node that turns Unhealthy by the clock alone,
+one that comes back, one that fills up, one deleted. Driven with a test clock, side by side with a
+notifier that reads the whole fleet every tick."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edge.nodeapi import Heartbeat, Registration, Running
+from reconciler.apply.nodes import MISSED_HEARTBEATS, NodeHub
+from reconciler.notify import Notifier, Observed, Settings
+from reconciler.store.state import open_state_store
+
+T0 = 1_800_000_000.0
+BEAT = 5.0  # heartbeat seconds; the notifier ticks every second
+NODES = 40
+
+
+def told(notifier: Notifier, now: float) -> list[tuple[str, str | None]]:
+    return sorted((n.type, n.node) for n in notifier.tick(now))
+
+
+async def test_the_tick_samples_only_changed_nodes_and_tells_every_health_change(tmp_path: Path) -> None:
+    store = open_state_store(data_dir=tmp_path)
+    clock = [T0]
+    try:
+        hub = NodeHub(store, heartbeat_seconds=BEAT, clock=lambda: clock[0])
+        ids = [f"n{i:02d}" for i in range(NODES)]
+        for node_id in ids:
+            url = f"http://{node_id}.example:8080"
+            await hub.register(Registration(id=node_id, region="us-east", hostname=node_id, url=url, max_modules=2))
+        settings = Settings(tick_seconds=None, node_grace_seconds=0)
+        changes = Notifier([], observed=Observed(node_changes=hub.watch().take), settings=settings, env={})
+        full = Notifier([], observed=Observed(nodes=hub.view), settings=settings, env={})
+
+        def tick() -> list[tuple[str, str | None]]:
+            found = told(changes, clock[0])
+            assert found == told(full, clock[0])  # the same notifications as a look at every node
+            return found
+
+        assert tick() == []
+        assert changes.sampled == NODES  # the first look: every node
+
+        async def beat(node_id: str, running: int = 0) -> None:
+            rows = tuple(
+                Running(module=f"m{k}", version="1.0.0", digest="sha256:" + "0" * 64, weight=100)
+                for k in range(running)
+            )
+            assert await hub.heartbeat(node_id, Heartbeat(generation=0, running=rows)) is not None
+
+        # Half a heartbeat later two nodes report: only they are looked at.
+        clock[0] += BEAT / 2
+        await beat("n00")
+        await beat("n01")
+        sampled = changes.sampled
+        assert tick() == []
+        assert changes.sampled - sampled == 2
+        sampled = changes.sampled
+        assert tick() == [] and changes.sampled == sampled  # nothing changed: nothing looked at
+
+        # Every node but n02 and n03 keeps reporting, each once a heartbeat period, in turn (a tick
+        # a second, as the notifier runs); those two go silent: Unhealthy by the clock alone, with
+        # no row of theirs changing (the controller's health check has not run either).
+        full_sampled = full.sampled
+        found = []
+        for second in range(1, 4 * MISSED_HEARTBEATS * int(BEAT)):
+            clock[0] = T0 + BEAT / 2 + second
+            for i, node_id in enumerate(ids):
+                if node_id not in ("n02", "n03") and (second + i) % int(BEAT) == 0:
+                    await beat(node_id)
+            found += tick()
+        assert found == [("node.unhealthy", "n02"), ("node.unhealthy", "n03")]
+        assert changes.sampled - sampled < (full.sampled - full_sampled) / 3  # a fifth of the fleet a tick
+
+        # n02 comes back, n04 fills up (2 module versions, its maxModules), n03 is deleted.
+        await beat("n02")
+        await beat("n04", running=2)
+        assert await hub.delete("n03")
+        sampled = changes.sampled
+        assert tick() == [("capacity.reached", "n04"), ("node.recovered", "n02")]
+        assert changes.sampled - sampled == 2
+        # A node that was gone and registers again is seen afresh.
+        url = "http://n03.example:8080"
+        await hub.register(Registration(id="n03", region="us-east", hostname="n03", url=url, max_modules=2))
+        assert tick() == []
+        assert "n03" in changes.node_watcher._status
+    finally:
+        store.close()
