@@ -42,6 +42,7 @@ import asyncio
 import contextlib
 import cProfile
 import functools
+import gc
 import os
 import resource
 import shutil
@@ -246,7 +247,9 @@ async def serve_child(args: argparse.Namespace) -> None:
     if sampler is not None and stalls_to:
         sampler.stop()
         with append_to(Path(stalls_to)) as out:
-            out.write(f"== replica on port {args.port} (leader={controller.leader})\n{sampler.report(25)}\n")
+            freezer = getattr(plane, "freezer", None)  # reconciler.server.LongLivedFreezer, where there is one
+            frozen = f", gc freezes {freezer.freezes}, {gc.get_freeze_count()} objects frozen" if freezer else ""
+            out.write(f"== replica on port {args.port} (leader={controller.leader}{frozen})\n{sampler.report(25)}\n")
     with append_to(Path(args.lags)) as out:
         out.writelines(f"{at:.3f} {ms:.2f}\n" for at, ms in lags)
     await plane.stop()
