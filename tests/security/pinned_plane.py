@@ -145,6 +145,11 @@ class RoguePlane:
         self.heartbeats: list[dict[str, Any]] = []
         self.polls: list[int] = []
         self.refused_bodies: list[str] = []  # registrations and heartbeats the real models refuse
+        # Set: the registration (heartbeat) answer is these bytes instead, whatever was asked; `raw_sent`
+        # counts the answers they went out as.
+        self.raw_registration: bytes | None = None
+        self.raw_heartbeat: bytes | None = None
+        self.raw_sent = 0
         self.blobs: dict[str, bytes] = {}
         self.url = ""
         self._changed = asyncio.Event()
@@ -208,7 +213,13 @@ class RoguePlane:
         if self._runner is not None:
             await self._runner.cleanup()
 
+    def _raw(self, body: bytes) -> web.Response:
+        self.raw_sent += 1
+        return web.Response(body=body, status=200, content_type="application/json")
+
     async def _register(self, request: web.Request) -> web.Response:
+        if self.raw_registration is not None:
+            return self._raw(self.raw_registration)
         raw = await request.json()
         try:
             registration = Registration.model_validate(raw)  # as the real control plane reads it
@@ -226,6 +237,8 @@ class RoguePlane:
         return web.json_response(answer.model_dump(mode="json", by_alias=True, exclude_none=True), status=201)
 
     async def _heartbeat(self, request: web.Request) -> web.Response:
+        if self.raw_heartbeat is not None:
+            return self._raw(self.raw_heartbeat)
         raw = await request.json()
         try:
             Heartbeat.model_validate(raw)

@@ -20,8 +20,8 @@ What does not (strict xfails, each saying why):
   (a rollback), and a generation past what a heartbeat or registration may carry (2**53) cuts the
   node off from the real control plane for good, on disk and across restarts;
 * a registration answer without a key leaves execute calls open, pinned key or not;
-* a long-poll body nested deeper than the interpreter's recursion limit ends the agent: the node
-  never heartbeats nor takes a table again until it is restarted.
+* an answer (long-poll, registration or heartbeat) nested deeper than the interpreter's recursion
+  limit ends the agent: the node never heartbeats nor takes a table again until it is restarted.
 """
 
 from __future__ import annotations
@@ -73,8 +73,12 @@ class Pinned:
     def log(self) -> str:
         return self.node.log.read_text(errors="replace")
 
+    def up(self) -> bool:
+        assert self.node.process.poll() is None, f"the node exited:\n{self.log()[-3000:]}"
+        return True
+
     async def registered(self) -> None:
-        await poll(lambda: bool(self.plane.heartbeats), "the node to register and heartbeat")
+        await poll(lambda: self.up() and bool(self.plane.heartbeats), "the node to register and heartbeat")
 
     async def serving(self, version: str) -> None:
         await poll(lambda: self.plane.running() == {("calc", version, 100)}, f"the node to serve calc {version}")
@@ -85,7 +89,7 @@ class Pinned:
 
     async def alive(self) -> None:
         """Still up: the process runs, /health answers, and heartbeats keep coming."""
-        assert self.node.process.poll() is None, self.log()[-2000:]
+        self.up()
         async with aiohttp.ClientSession() as session, session.get(f"{self.plane.node_url}/health") as response:
             assert response.status == 200, await response.text()
         seen = len(self.plane.heartbeats)
@@ -194,7 +198,7 @@ def _forgeries(keys: Keys) -> dict[str, Forgery]:
 FORGERY_NAMES = list(_forgeries(Keys()))
 
 
-@pytest.mark.parametrize("name", FORGERY_NAMES)
+@pytest.mark.parametrize("name", FORGERY_NAMES, ids=lambda name: name.replace(" ", "-"))
 async def test_a_forged_table_is_refused_and_the_node_takes_the_next_genuine_one(pinned: Pinned, name: str) -> None:
     forgery = _forgeries(pinned.keys)[name]
     answer = pinned.plane.offer(forgery.body, forgery.signature, 1)
@@ -323,21 +327,38 @@ async def test_a_registration_answer_without_a_key_does_not_open_execute_calls(
     assert await node.execute(None) == (401, None), "an execute call without a token was served"
 
 
+DEPTH = 100_000
+NESTED = b"[" * DEPTH + b"]" * DEPTH
+
+
 @pytest.mark.xfail(
     strict=True,
-    reason="Agent._assignment_once parses the body with json.loads (aiohttp's default) before any check; "
-    "RecursionError is not among the errors Agent._forever retries on, so it ends the agent's TaskGroup: "
-    "the process keeps serving but never heartbeats or takes a table again",
+    reason="the agent parses every answer (assignment, registration, heartbeat) with json.loads, aiohttp's "
+    "default, before any check; the RecursionError a deeply nested body raises is not among the errors "
+    "Agent._forever retries on, so it ends the agent's TaskGroup: the process keeps serving what it has "
+    "but never heartbeats or takes a table again",
 )
-async def test_a_deeply_nested_answer_does_not_end_the_agent(pinned: Pinned) -> None:
-    depth = 100_000
-    deep = b'{"generation": 1, "modules": ' + b"[" * depth + b"]" * depth + b"}"
-    answer = pinned.plane.offer(deep, pinned.keys.table_signature([]), 1)
-    await poll(lambda: answer.served >= 1, "the node to get the nested answer")
-    pinned.plane.offer_signed(1, GOOD)
+@pytest.mark.parametrize("where", ["assignment", "registration-answer", "heartbeat-answer"])
+async def test_a_deeply_nested_answer_does_not_end_the_agent(
+    plane: RoguePlane, pinned_factory: Callable[..., Pinned], where: str
+) -> None:
+    if where == "assignment":
+        node = pinned_factory()
+        await node.registered()
+        answer = plane.offer(b'{"generation": 1, "modules": ' + NESTED + b"}", plane.keys.table_signature([]), 1)
+        await poll(lambda: answer.served >= 1, "the node to get the nested answer")
+    else:
+        if where == "registration-answer":
+            plane.raw_registration = NESTED
+        else:
+            plane.raw_heartbeat = NESTED
+        node = pinned_factory()
+        await poll(lambda: plane.raw_sent >= 1, "the node to get the nested answer")
+        plane.raw_registration = plane.raw_heartbeat = None
+    plane.offer_signed(1, GOOD)
     await poll(
-        lambda: pinned.plane.running() == {("calc", "1.0.0", 100)},
-        "the node to take the genuine table after the nested one",
+        lambda: plane.running() == {("calc", "1.0.0", 100)},
+        "the node to take the genuine table after the nested answer",
         timeout=SETTLE,
     )
 
