@@ -26,6 +26,7 @@ import math
 import time
 import weakref
 from collections.abc import Callable
+from math import isfinite
 from typing import TYPE_CHECKING, Any
 
 import wasmtime
@@ -94,6 +95,7 @@ class _Instance:
         memory = self._export("memory")
         self.memory = memory if isinstance(memory, wasmtime.Memory) else None
         self.raw: dict[str, RawFunc] = {}
+        self.fast_path = owner.runtime.fast_path
 
     def close(self) -> None:
         """Nothing to release by hand: the store goes with the last reference to it."""
@@ -116,7 +118,7 @@ class _Instance:
 
     def call(self, name: str, values: tuple[int | float, ...]) -> int | float | None:
         rf = self.raw.get(name) or self._raw(name)
-        if not self.owner.runtime.fast_path:
+        if not self.fast_path:
             result: int | float | None = rf.wrapped(self.store, *values)
             return result
         return rf(values)
@@ -240,6 +242,9 @@ class LoadedModule(LoadedVersion["_Instance"]):
         self.module = module
         self.pre = pre
         self.functions = {n: e for n, e in info.functions().items() if e.convention is not None}
+        # Per export, what a call's check and lane need, looked up once per request.
+        self._numeric = {n: e.sig for n, e in self.functions.items() if e.convention == "numeric" and e.sig}
+        self._inline = frozenset(n for n, e in self.functions.items() if e.convention in ("numeric", "json"))
         super().__init__(runtime, info, sandbox, from_cache=from_cache)
 
     def _blocking(self) -> bool:
@@ -254,6 +259,9 @@ class LoadedModule(LoadedVersion["_Instance"]):
     def prepare(
         self, function: str, args: Any, *, argv: tuple[str, ...] | None = None, stdin: bytes | None = None
     ) -> Call:
+        sig = self._numeric.get(function)
+        if sig is not None and argv is None and stdin is None:  # the execute path's common call
+            return Call(function, "numeric", numeric_args(function, sig, args))
         export = self.functions.get(function)
         if export is None:
             callable_names = ", ".join(sorted(self.functions)) or "none"
@@ -271,27 +279,32 @@ class LoadedModule(LoadedVersion["_Instance"]):
         return Call(function, export.convention, payload=payload)
 
     def _inline_function(self, function: str) -> bool:
-        export = self.functions.get(function)
-        return export is not None and export.convention in ("numeric", "json")
+        return function in self._inline
 
     def _invoke(
         self, call: Call, ticks: int, budget: int | None, cpu_clock: Callable[[], int], seconds: float
     ) -> CallResult:
         started = cpu_clock()
-        if call.convention == "command":
+        convention = call.convention
+        if convention == "command":
             value, stderr = self._invoke_command(call, ticks)
             return CallResult(value, cpu_clock() - started, exit_code=0, stderr=stderr)
-        inst = self._take()
+        idle = self._idle
+        inst = idle.pop() if idle else self._new_instance()
         set_epoch_deadline(inst.ctx, ticks)
         try:
-            if call.convention == "numeric":
-                value = json_number(inst.call(call.function, call.values))
+            if convention == "numeric":
+                value = inst.call(call.function, call.values)
+                if type(value) is float and not isfinite(value):
+                    value = json_number(value)
             else:
                 value = inst.run_json(call.function, call.payload)
         except Exception as exc:
             raise inst.failure(exc, budget) from None
-        inst.stdout.reset()
-        inst.stderr.reset()
+        out, err = inst.stdout, inst.stderr
+        if out.data or err.data or out.truncated or err.truncated:  # what the call printed goes with it
+            out.reset()
+            err.reset()
         self._give_back(inst)
         return CallResult(value, cpu_clock() - started)
 

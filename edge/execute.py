@@ -10,9 +10,10 @@ is in bench/RESULTS.md):
 * The body is decoded with orjson when it is installed (the stdlib's json otherwise) and used as
   it is when it has the common shape: an object of module, function, args and version at most,
   with strings of the lengths the model allows. Every other body (a command's argv or stdin, a
-  field of the wrong type or length, an unknown field, JSON orjson refuses, or a number of 19 digits
-  or more, which orjson would read as a float where the model keeps an integer) goes through the
-  `ExecuteRequest` model, so what is accepted and every error message stay the model's.
+  field of the wrong type or length, an unknown field, JSON orjson refuses, or args holding a float
+  in a body with a run of 19 digits: orjson reads an integer past 64 bits as a float where the model
+  keeps an integer) goes through the `ExecuteRequest` model, so what is accepted and every error
+  message stay the model's. Args of no float (a flat array of integers, say) skip the digit scan.
 * The 200 answer is encoded with orjson. What orjson refuses (an integer beyond 64 bits, a lone
   surrogate, nesting past 254 levels) goes to the stdlib encoder, which answers it as before or
   refuses it the same way. orjson writes text as UTF-8 where the stdlib wrote \\u escapes (the same
@@ -21,9 +22,13 @@ is in bench/RESULTS.md):
 * What depends only on the version (the answer's headers) is computed once, when the table is
   applied (`VersionSlot.answer_headers`), and a module with one version taking traffic skips the
   weighted choice and the sticky header (`Route.sole`).
-* No coroutine layer that the common call does not need: the application has no middlewares (each
-  route answers its own failures, `edge.server.answers_json`), and a short call's result comes back
-  from `Node.start` without a coroutine of its own.
+* No layer that the common call does not need: the application has no middlewares; the route's
+  handler decides tracing (`edge.telemetry.Tracing.sample`, a `request_span` only for a sampled
+  call) and answers failures as JSON (`failure_response`, which the other routes share through
+  `edge.server.answers_json`) around the call's own coroutine; a short call's result comes back
+  from `Node.start` without a coroutine of its own; a version under its CPU share is let through
+  without a clock read (`CpuShare.over`), and a success is charged and counted in one step
+  (`VersionSlot.served`).
 """
 
 from __future__ import annotations
@@ -39,8 +44,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from aiohttp import web
 from pydantic import ValidationError
 
-from edge.errors import BadRequestError, CpuLimitError, ModuleError, TrapError
+from edge import telemetry
+from edge.errors import BadRequestError, CpuLimitError, EdgeError, ModuleError, TrapError
 from edge.loaded import CallResult
+from edge.logs import REQUEST_TRACEPARENT
 from edge.protocol import (
     LONG_NUMBER,
     MAX_ANSWER_BYTES,
@@ -52,6 +59,7 @@ from edge.protocol import (
     nests_deeper,
 )
 from edge.router import VersionSlot
+from edge.telemetry import TRACEPARENT, request_span
 
 if TYPE_CHECKING:
     from edge.server import Node
@@ -62,9 +70,12 @@ except ImportError:  # pragma: no cover - the stdlib's json does the same, slowe
     orjson = None  # type: ignore[assignment]
 
 log = logging.getLogger("hotswap.edge.server")
+perf_counter = time.perf_counter
+HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _PLAIN_FIELDS = frozenset({"module", "function", "args", "version"})
 _LONG_NUMBER = LONG_NUMBER.search  # such a body goes to the model, which reads it as json does
+_NO_FLOAT = frozenset({int, str, bool, type(None)})  # values orjson and json read alike, whatever their digits
 _stdlib_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 _loads: Callable[[bytes], Any] = orjson.loads if orjson is not None else json.loads
 _decode_error: type[Exception] = orjson.JSONDecodeError if orjson is not None else ValueError
@@ -105,8 +116,6 @@ def decode(body: bytes) -> Asked:
 
 def _plain(body: bytes) -> Asked | None:
     """The common body, decoded and checked without the model; None for anything else."""
-    if _LONG_NUMBER(body) is not None:
-        return None
     try:
         data = _loads(body)
     except (_decode_error, RecursionError):
@@ -120,7 +129,16 @@ def _plain(body: bytes) -> Asked | None:
         return None
     if version is not None and type(version) is not str:
         return None
-    return Asked(module, function, data.get("args"), version)
+    args = data.get("args")
+    # orjson reads an integer past 64 bits as a float. Only args can hold a number: args of no
+    # float (a flat array of integers, strings, booleans and nulls, or one of those) are read as
+    # json reads them; any other args are, unless the body has a run of 19 digits.
+    if type(args) is list:
+        if not set(map(type, args)) <= _NO_FLOAT and _LONG_NUMBER(body) is not None:
+            return None
+    elif type(args) not in _NO_FLOAT and _LONG_NUMBER(body) is not None:
+        return None
+    return Asked(module, function, args, version)
 
 
 def _validated(body: bytes) -> Asked:
@@ -160,11 +178,13 @@ def error_response(status: int, code: str, message: str, **extra: Any) -> web.Re
 
 
 def execute_handler(node: Node) -> Handler:
-    """The execute handler of `node` (errors other than a module's leave as EdgeError, answered by
-    the server's middleware)."""
+    """The execute route's handler for `node`: the tracing decision (`edge.telemetry`), the call, and
+    every failure answered as JSON (`failure_response`), in one coroutine over the call's own."""
     router = node.router
+    start = node.start
 
-    async def execute(request: web.Request) -> web.Response:
+    async def serve(request: web.Request) -> web.Response:
+        """The call; a client's mistake or the node's refusal leaves as an EdgeError."""
         if node.auth is not None:
             node.auth.check(request.headers.get("Authorization"))
         body = await request.read()
@@ -181,24 +201,49 @@ def execute_handler(node: Node) -> Handler:
                     call = loaded.prepare(asked.function, asked.args, argv=asked.argv, stdin=asked.stdin_bytes())
             except ValueError as exc:  # json.dumps refusing NaN and the like
                 raise BadRequestError(f"args: {exc}") from None
-            started = time.perf_counter()
+            started = perf_counter()
             try:
-                if slot.cpu.delay() > 0:
+                if slot.cpu.over():
                     await _cpu_gate(node, slot)
-                result = node.start(slot, call)  # a short call's result, or the coroutine of a longer one
+                result = start(slot, call)  # a short call's result, or the coroutine of a longer one
                 if not isinstance(result, CallResult):
                     result = await result
-                duration_ms = (time.perf_counter() - started) * 1000
+                duration_ms = (perf_counter() - started) * 1000
                 answer = _answer(result, slot, duration_ms)
             except ModuleError as exc:
-                return _module_error(slot, asked.function, exc, time.perf_counter() - started)
-            slot.cpu.charge(result.cpu_ns)
-            slot.record("ok", duration_ms, result.violations)
+                return _module_error(slot, asked.function, exc, perf_counter() - started)
+            slot.served(result.cpu_ns, duration_ms, result.violations)
         finally:
             router.release(slot)
         return web.Response(body=answer, headers=slot.answer_headers)
 
+    async def execute(request: web.Request) -> web.StreamResponse:
+        try:
+            traceparent = request.headers.get(TRACEPARENT)
+            if traceparent is not None:
+                REQUEST_TRACEPARENT.set(traceparent)  # log lines carry the caller's trace id
+            if telemetry.TRACING.sample(traceparent):
+                return await request_span(request, serve, traceparent)
+            return await serve(request)
+        except Exception as exc:
+            return failure_response(exc, request)
+
     return execute
+
+
+def failure_response(exc: Exception, request: web.Request) -> web.Response:
+    """What a route answers for a failure that left its handler: an EdgeError with its status, an
+    HTTP error of aiohttp's (404, 405, 413...) as JSON, anything else a logged 500; an HTTP
+    exception below 400 (a redirect) is raised again, for aiohttp to answer."""
+    if isinstance(exc, EdgeError):
+        return error_response(exc.status, exc.code, exc.message, **exc.details)
+    if isinstance(exc, web.HTTPException):
+        if exc.status < 400:
+            raise exc
+        message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+        return error_response(exc.status, HTTP_CODES.get(exc.status, "http_error"), message or exc.reason)
+    log.error("unexpected error on %s %s", request.method, request.path, exc_info=exc)
+    return error_response(500, "internal", "the node failed to handle this request; see its log")
 
 
 def _module_error(slot: VersionSlot, function: str, exc: ModuleError, elapsed: float) -> web.Response:

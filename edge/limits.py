@@ -62,6 +62,13 @@ class CpuShare:
         self._expire(self._clock())
         return self._used_ns
 
+    def over(self) -> bool:
+        """Whether a request must wait now (`delay() > 0`). While the charges in the window stay
+        under the budget it answers without reading the clock: expiring charges only lowers them."""
+        if self._used_ns < self.budget_ns:
+            return False
+        return self.delay() > 0
+
     def delay(self) -> float:
         """Seconds until the version is back under its share (0.0 when it is under now)."""
         now = self._clock()

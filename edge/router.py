@@ -104,6 +104,13 @@ class Counters:
         self.buckets[bisect.bisect_left(LATENCY_BUCKETS_MS, duration_ms)] += 1
         self.latency_sum_ms += duration_ms
 
+    def ok(self, duration_ms: float, violations: int = 0) -> None:
+        """`record("ok", ...)`, the execute path's common case, without the failure branches."""
+        self.requests += 1
+        self.violations += violations
+        self.buckets[bisect.bisect_left(LATENCY_BUCKETS_MS, duration_ms)] += 1
+        self.latency_sum_ms += duration_ms
+
     def add(self, m: VersionMetrics, counts: Sequence[str]) -> None:
         """Add a delta (a worker's) into these counts: `counts` names the integers both shapes have."""
         for name in counts:
@@ -175,6 +182,11 @@ class VersionSlot:
 
     def record(self, outcome: str, duration_ms: float, violations: int = 0, message: str | None = None) -> None:
         self.counters.record(outcome, duration_ms, violations, message)
+
+    def served(self, cpu_ns: int, duration_ms: float, violations: int = 0) -> None:
+        """A call that succeeded: its CPU charged to the version's share, counted as "ok"."""
+        self.cpu.charge(cpu_ns)
+        self.counters.ok(duration_ms, violations)
 
     def enter(self) -> None:
         """A request is routed here."""
@@ -287,7 +299,39 @@ def sticky_point(module: str, key: str, total: int) -> int:
     return int.from_bytes(digest, "big") % total
 
 
-class Router:
+class TableApplier:
+    """What takes a node's full module table, one table at a time: one process's `Router`, or the
+    worker processes of a multi-process node (`edge.supervisor.WorkerPool`). The agent and the
+    folder scanner call `apply_table` on either; each says in `_apply` how it applies a table."""
+
+    _lock: asyncio.Lock
+
+    async def apply_table(
+        self,
+        entries: Sequence[ModuleEntry],
+        generation: int | None = None,
+        traceparents: Mapping[str, str] | None = None,
+    ) -> ApplyReport:
+        """Make the node serve exactly `entries`: load new versions, swap, retire the rest.
+
+        `traceparents` (module -> W3C traceparent) makes each module's load span part of the
+        deployment step that assigned it."""
+        started = time.perf_counter()
+        async with self._lock:
+            report = await self._apply(entries, generation, traceparents or {})
+        self._applied(report, time.perf_counter() - started)
+        return report
+
+    async def _apply(
+        self, entries: Sequence[ModuleEntry], generation: int | None, traceparents: Mapping[str, str]
+    ) -> ApplyReport:
+        raise NotImplementedError
+
+    def _applied(self, report: ApplyReport, seconds: float) -> None:
+        """A table applied in `seconds` (waiting for the one before it included)."""
+
+
+class Router(TableApplier):
     def __init__(self, runtime: Runtime, source: BlobSource, *, clock: Clock = time.monotonic) -> None:
         self.runtime = runtime
         self.source = source
@@ -353,21 +397,8 @@ class Router:
     def slots(self) -> list[VersionSlot]:
         return [slot for route in self.routes.values() for slot in route.slots]
 
-    async def apply_table(
-        self,
-        entries: Sequence[ModuleEntry],
-        generation: int | None = None,
-        traceparents: Mapping[str, str] | None = None,
-    ) -> ApplyReport:
-        """Make the node serve exactly `entries`: load new versions, swap, retire the rest.
-
-        `traceparents` (module -> W3C traceparent) makes each module's load span part of the
-        deployment step that assigned it."""
-        started = time.perf_counter()
-        async with self._lock:
-            report = await self._apply(entries, generation, traceparents or {})
-        self.stats.applied((time.perf_counter() - started) * 1000, bool(report.failed))
-        return report
+    def _applied(self, report: ApplyReport, seconds: float) -> None:
+        self.stats.applied(seconds * 1000, bool(report.failed))
 
     async def _apply(
         self, entries: Sequence[ModuleEntry], generation: int | None, traceparents: Mapping[str, str]

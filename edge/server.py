@@ -56,8 +56,8 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from edge.auth import READ_ROLES, Authenticator
-from edge.errors import BadRequestError, EdgeError, NotFoundError
-from edge.execute import error_response, execute_handler, validation_message
+from edge.errors import BadRequestError, NotFoundError
+from edge.execute import execute_handler, failure_response, validation_message
 from edge.lanes import ThreadShares
 from edge.limits import lower_priority
 from edge.loaded import BudgetExceededError, Call, CallResult
@@ -65,7 +65,7 @@ from edge.metrics import prometheus_lines
 from edge.protocol import ModuleTable, VersionMetrics
 from edge.router import ApplyReport, Router, VersionSlot
 from edge.runtime import Runtime
-from edge.telemetry import Serving, node_reading, traced
+from edge.telemetry import Serving, node_reading
 
 log = logging.getLogger("hotswap.edge.server")
 MIB = 1024 * 1024
@@ -120,6 +120,7 @@ class Node:
             config.thread_share or max(1, config.threads // 2), config.thread_queue, config.thread_max_wait
         )
         self.started = time.time()
+        self._inline_budget = config.inline_budget_ticks  # read on every call
 
     def trust(self, auth: Authenticator) -> None:
         """Execute calls need a token `auth` verifies from now on (a managed node learns its
@@ -135,7 +136,7 @@ class Node:
             return self._on_worker(slot, call, loaded.sandbox.timeout_seconds)
         started = time.perf_counter()
         try:
-            return loaded.invoke(call, budget=self.config.inline_budget_ticks, cpu_clock=time.perf_counter_ns)
+            return loaded.invoke(call, budget=self._inline_budget, cpu_clock=time.perf_counter_ns)
         except BudgetExceededError:
             loaded.mark_slow(call.function)
             log.info("%s@%s %s: long call, moved to workers", slot.module, slot.version, call.function)
@@ -182,38 +183,23 @@ NODE = web.AppKey("node", Node)
 # What a node says about itself beyond serving (a managed node: `ServingCachedTable`), for /health.
 CONDITIONS: web.AppKey[Callable[[], Iterable[str]]] = web.AppKey("conditions")
 _ADMIN = frozenset({"admin"})  # who may replace a standalone node's table when it checks tokens
-_error = error_response
-_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 
 
 def answers_json(handler: Handler) -> Handler:
-    """`handler` with every failure answered as JSON; nothing a client sends takes the server down.
+    """`handler` with every failure answered as JSON (`edge.execute.failure_response`); nothing a
+    client sends takes the server down. The execute route's handler does this itself.
 
     Per route rather than an application middleware: an application with middlewares runs every
-    request through two more coroutines (its own and aiohttp's `_fix_request_current_app`), which
-    the execute path measured at ~2-3 µs of its ~7 µs over a bare handler (bench/RESULTS.md)."""
+    request through two more coroutines (its own and aiohttp's `_fix_request_current_app`) and a
+    partial built per request, which the execute path measured at ~2-3 µs (bench/RESULTS.md)."""
 
     async def answer(request: web.Request) -> web.StreamResponse:
         try:
             return await handler(request)
-        except EdgeError as exc:
-            return _error(exc.status, exc.code, exc.message, **exc.details)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            return _http_error(exc)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("unexpected error on %s %s", request.method, request.path)
-            return _error(500, "internal", "the node failed to handle this request; see its log")
+        except Exception as exc:
+            return failure_response(exc, request)
 
     return answer
-
-
-def _http_error(exc: web.HTTPException) -> web.Response:
-    message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
-    return _error(exc.status, _HTTP_CODES.get(exc.status, "http_error"), message or exc.reason)
 
 
 async def _no_route(request: web.Request) -> web.Response:
@@ -336,15 +322,14 @@ def build_app(node: Node, conditions: Callable[[], Iterable[str]] | None = None)
     if conditions is not None:
         app[CONDITIONS] = conditions
     routes: tuple[tuple[str, str, Handler], ...] = (
-        ("POST", "/api/v1/wasm/execute", traced(execute_handler(node))),
-        ("GET", "/health", health),
-        ("GET", "/metrics", metrics),
-        ("GET", "/api/v1/wasm/modules", modules),
-        ("PUT", "/api/v1/wasm/admin/table", admin_table),
+        ("POST", "/api/v1/wasm/execute", execute_handler(node)),  # answers its failures as JSON itself
+        ("GET", "/health", answers_json(health)),
+        ("GET", "/metrics", answers_json(metrics)),
+        ("GET", "/api/v1/wasm/modules", answers_json(modules)),
+        ("PUT", "/api/v1/wasm/admin/table", answers_json(admin_table)),
     )
-    for method, path, handler in routes:
+    for method, path, answered in routes:
         resource = app.router.add_resource(path)
-        answered = answers_json(handler)
         if method == "GET":  # as add_get: HEAD too
             resource.add_route("HEAD", answered)
         resource.add_route(method, answered)

@@ -55,7 +55,7 @@ from edge.auth import ISSUER
 from edge.grants import GrantRoots
 from edge.ipc import Applied, Key, WorkerConfig, WorkerLink, supervisor_app, supervisor_socket, worker_socket
 from edge.protocol import ModuleEntry, ModuleTable, VersionMetrics
-from edge.router import ApplyReport, BlobSource, Counters
+from edge.router import ApplyReport, BlobSource, Counters, TableApplier
 from edge.smoke import SmokeOutcome
 
 log = logging.getLogger("hotswap.edge.workers")
@@ -157,7 +157,7 @@ class PoolOptions:
     python: Sequence[str] = field(default_factory=lambda: (sys.executable, "-m", "edge.worker"))
 
 
-class WorkerPool:
+class WorkerPool(TableApplier):
     """The supervisor's side: N worker processes, the node's table, and the node's summed metrics."""
 
     def __init__(
@@ -317,41 +317,38 @@ class WorkerPool:
         """A table a worker's admin endpoint took, for every worker."""
         return await self.apply_table(table.modules, table.generation, table.traceparents)
 
-    async def apply_table(
-        self,
-        entries: Sequence[ModuleEntry],
-        generation: int | None = None,
-        traceparents: Mapping[str, str] | None = None,
+    async def _apply(
+        self, entries: Sequence[ModuleEntry], generation: int | None, traceparents: Mapping[str, str]
     ) -> ApplyReport:
-        """Every live worker applies the table; returns once all did (their reports merged)."""
-        async with self._lock:
-            table = ModuleTable(
-                generation=self.table.generation if generation is None else generation,
-                modules=tuple(entries),
-                traceparents=dict(traceparents or {}),
-            )
-            live = self._live()
-            results = await asyncio.gather(*(self._push(w, table) for w in live), return_exceptions=True)
-            self.table = table
-            self.generation = table.generation
-            reports = [r for r in results if not isinstance(r, BaseException)]
-            for worker, result in zip(live, results, strict=True):
-                if isinstance(result, BaseException):  # it died: it gets this table when it is back
-                    log.warning("worker %d did not apply generation %d: %s", worker.index, table.generation, result)
-            if not reports:
-                return ApplyReport(table.generation, failed={"node": "no worker applied the table"})
-            failed: dict[str, str] = {}
-            smoke: dict[Key, SmokeOutcome] = {}
-            for report, _, outcomes in reports:
-                failed.update(report.failed)
-                for key, outcome in outcomes.items():  # a version fails its smoke check if any worker saw it fail
-                    if key not in smoke or (smoke[key].passed and not outcome.passed):
-                        smoke[key] = outcome
-            first = reports[0].report
-            common = set.intersection(*({_identity(e) for e in r.running} for r in reports))
-            self.running = [e for e in reports[0].running if _identity(e) in common]
-            self.smoke = smoke
-            return ApplyReport(table.generation, first.loaded, first.kept, first.retired, failed)
+        """Every live worker applies the table (`apply_table`, under the lock); returns once all
+        did (their reports merged)."""
+        table = ModuleTable(
+            generation=self.table.generation if generation is None else generation,
+            modules=tuple(entries),
+            traceparents=dict(traceparents),
+        )
+        live = self._live()
+        results = await asyncio.gather(*(self._push(w, table) for w in live), return_exceptions=True)
+        self.table = table
+        self.generation = table.generation
+        reports = [r for r in results if not isinstance(r, BaseException)]
+        for worker, result in zip(live, results, strict=True):
+            if isinstance(result, BaseException):  # it died: it gets this table when it is back
+                log.warning("worker %d did not apply generation %d: %s", worker.index, table.generation, result)
+        if not reports:
+            return ApplyReport(table.generation, failed={"node": "no worker applied the table"})
+        failed: dict[str, str] = {}
+        smoke: dict[Key, SmokeOutcome] = {}
+        for report, _, outcomes in reports:
+            failed.update(report.failed)
+            for key, outcome in outcomes.items():  # a version fails its smoke check if any worker saw it fail
+                if key not in smoke or (smoke[key].passed and not outcome.passed):
+                    smoke[key] = outcome
+        first = reports[0].report
+        common = set.intersection(*({_identity(e) for e in r.running} for r in reports))
+        self.running = [e for e in reports[0].running if _identity(e) in common]
+        self.smoke = smoke
+        return ApplyReport(table.generation, first.loaded, first.kept, first.retired, failed)
 
     def slots(self) -> list[PoolSlot]:
         """The versions every worker runs, with the node's counters (the agent's heartbeat)."""

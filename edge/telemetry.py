@@ -17,26 +17,22 @@ Where it sits: beside the server, router and agent, which call into it; it impor
   `edge.metrics.Family` each); `node_reading` pairs them with this moment's values: `NodeStats`
   (loads, applied tables and their durations, rare events) and the router's per-version counters.
   `edge.metrics` renders that as Prometheus text and, for the exported families, as OTLP samples.
-* Logs. `setup_logging` installs either a JSON formatter (one object a line: timestamp, level,
-  message, traceId, edgeNodeId, moduleId, deploymentId where known) or a human-readable one. The
-  trace id is the current span's, else the caller's `traceparent` for this request.
+* Logs are `edge.logs`' (JSON or text lines carrying the trace id and the known ids); its names are
+  importable from here as well, as they were before it was a module of its own.
 """
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import json
 import logging
 import math
 import os
 import random
 import resource
-import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -49,6 +45,16 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+# Also importable from here, as before edge.logs was a module of its own (the node's commands, the
+# control plane's telemetry, tests).
+from edge.logs import LOG_FIELDS as LOG_FIELDS  # noqa: PLC0414
+from edge.logs import REQUEST_TRACEPARENT as REQUEST_TRACEPARENT  # noqa: PLC0414
+from edge.logs import JsonFormatter as JsonFormatter  # noqa: PLC0414
+from edge.logs import TextFormatter as TextFormatter  # noqa: PLC0414
+from edge.logs import current_trace_id as current_trace_id  # noqa: PLC0414
+from edge.logs import log_context as log_context  # noqa: PLC0414
+from edge.logs import log_format as log_format  # noqa: PLC0414
+from edge.logs import setup_logging as setup_logging  # noqa: PLC0414
 from edge.metrics import Family, Histogram, Reading, Sample, otlp_samples
 from edge.metrics import start_metric_export as export_metrics
 from edge.protocol import LATENCY_BUCKETS_MS, VERSION_HEADER, ModuleEntry, VersionMetrics, module_id
@@ -66,8 +72,6 @@ TABLE_BUCKETS_MS = (1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0, 30000.0)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _propagator = TraceContextTextMapPropagator()
-REQUEST_TRACEPARENT: contextvars.ContextVar[str | None] = contextvars.ContextVar("traceparent", default=None)
-LOG_FIELDS: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar("log_fields", default=None)
 
 
 # -- traces ------------------------------------------------------------------------------------
@@ -170,22 +174,11 @@ def module_attributes(module: str, version: str) -> dict[str, str]:
     }
 
 
-def traced(handler: Handler) -> Handler:
-    """Wrap the execute handler: log lines carry the caller's trace id, and a sampled call gets a
-    `wasm.function.invoke` span (parent: the caller's `traceparent`)."""
-
-    async def execute(request: web.Request) -> web.StreamResponse:
-        traceparent = request.headers.get(TRACEPARENT)
-        if traceparent is not None:
-            REQUEST_TRACEPARENT.set(traceparent)
-        if not TRACING.sample(traceparent):
-            return await handler(request)
-        return await _invoke_span(request, handler, traceparent)
-
-    return execute
-
-
-async def _invoke_span(request: web.Request, handler: Handler, traceparent: str | None) -> web.StreamResponse:
+async def request_span(request: web.Request, handler: Handler, traceparent: str | None) -> web.StreamResponse:
+    """`handler(request)` inside a `wasm.function.invoke` span (parent: the caller's `traceparent`),
+    for an execute call that `Tracing.sample` chose (`edge.execute` decides, then calls this): the
+    span carries the answer's status, the function, and the module version that served it; a
+    failure that leaves the handler marks it failed and goes on."""
     attributes = {"wasm.edge_node.id": TRACING.node_id}
     with TRACING.tracer.start_as_current_span(
         INVOKE, context=parent_context(traceparent), kind=SpanKind.SERVER, attributes=attributes
@@ -413,92 +406,3 @@ def start_metric_export(
 ) -> Any:
     """The node's families over OTLP (`edge.metrics.start_metric_export`); None when no endpoint is set."""
     return export_metrics(samples, FAMILIES, service=service, instance=instance, environ=environ)
-
-
-# -- logs --------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def log_context(**fields: str) -> Iterator[None]:
-    """Log lines inside carry these fields (moduleId, deploymentId, ...)."""
-    token = LOG_FIELDS.set({**(LOG_FIELDS.get() or {}), **fields})
-    try:
-        yield
-    finally:
-        LOG_FIELDS.reset(token)
-
-
-def current_trace_id() -> str | None:
-    """The trace id (32 hex) of the current span, else of the caller's traceparent for this request."""
-    context = trace.get_current_span().get_span_context()
-    if context.is_valid:
-        return format(context.trace_id, "032x")
-    traceparent = REQUEST_TRACEPARENT.get()
-    if traceparent and len(traceparent) == 55:
-        return traceparent[3:35]
-    return None
-
-
-RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object a line: timestamp, level, message, logger, traceId and the known ids."""
-
-    def __init__(self, **static: str) -> None:
-        super().__init__()
-        self.static = static
-
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "timestamp": datetime.fromtimestamp(record.created, UTC)
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z"),
-            "level": record.levelname,
-            "message": record.getMessage(),
-            "logger": record.name,
-        }
-        trace_id = current_trace_id()
-        if trace_id is not None:
-            out["traceId"] = trace_id
-        out.update(self.static)
-        out.update(LOG_FIELDS.get() or {})
-        for key, value in record.__dict__.items():
-            if key not in RESERVED and not key.startswith("_"):
-                out[key] = value
-        if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str)
-
-
-class TextFormatter(logging.Formatter):
-    """A line for people: time, level, logger, message, and the trace id when there is one."""
-
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
-        trace_id = current_trace_id()
-        return f"{line} [trace {trace_id}]" if trace_id else line
-
-
-def log_format(choice: str | None, environ: Mapping[str, str] = os.environ) -> str:
-    """json or text: the flag, else HOTSWAP_LOG_FORMAT, else text on a terminal and json otherwise."""
-    chosen = (choice or environ.get("HOTSWAP_LOG_FORMAT") or "").strip().lower()
-    if chosen in ("json", "text"):
-        return chosen
-    return "text" if sys.stdout.isatty() else "json"
-
-
-def setup_logging(level: str, choice: str | None = None, **static: str) -> str:
-    """Configure the root logger (stderr) in the chosen format, unless it already has handlers;
-    returns the format chosen."""
-    fmt = log_format(choice)
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter(**static) if fmt == "json" else TextFormatter())
-    root = logging.getLogger()
-    root.setLevel(level.upper())
-    if not root.handlers:  # as logging.basicConfig: a host that set up logging (pytest) keeps its own
-        root.addHandler(handler)
-    return fmt

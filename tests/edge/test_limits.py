@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge.limits import CpuShare
 
@@ -51,3 +53,27 @@ def test_the_window_forgets_everything_after_it_passes() -> None:
 def test_a_share_out_of_range_is_refused(percent: int) -> None:
     with pytest.raises(ValueError, match="cpuPercent"):
         CpuShare(percent)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 0.7), st.integers(0, 400_000_000)), max_size=30), st.integers(1, 100))
+def test_over_says_what_delay_says_without_reading_the_clock_under_the_budget(
+    steps: list[tuple[float, int]], percent: int
+) -> None:
+    now = [0.0]
+    reads = [0]
+
+    def clock() -> float:
+        reads[0] += 1
+        return now[0]
+
+    share = CpuShare(percent, window=1.0, clock=clock)
+    for advance, cpu_ns in steps:
+        now[0] += advance
+        charged = share._used_ns  # what is charged, expired or not, before the question
+        before = reads[0]
+        over = share.over()
+        if charged < share.budget_ns:
+            assert reads[0] == before  # answered without the clock: expiring only lowers the charge
+        assert over == (share.delay() > 0)
+        share.charge(cpu_ns)

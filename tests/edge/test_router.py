@@ -201,3 +201,13 @@ def test_a_versions_last_error_travels_with_its_metrics_through_workers() -> Non
     assert healthy.last_error is None  # only a period with errors quotes one
     long = as_metrics(("m", "1.0.0"), Counters(requests=1, traps=1, last_error="x" * 5000))
     assert long.last_error is not None and len(long.last_error) == 300
+
+
+def test_a_served_call_counts_and_charges_as_a_recorded_ok_does() -> None:
+    from edge.router import Counters
+
+    fast, slow = Counters(), Counters()
+    for duration_ms, violations in ((0.01, 0), (3.0, 1), (250.0, 0), (1e9, 2)):
+        fast.ok(duration_ms, violations)
+        slow.record("ok", duration_ms, violations)
+    assert fast == slow and fast.requests == 4 and fast.violations == 3 and fast.errors == 0

@@ -293,3 +293,21 @@ async def test_node_metrics_render_and_go_out_over_otlp(
     finally:
         await receiver.stop()
     assert telemetry.start_metric_export(list, service="s", instance="i", environ={}) is None
+
+
+async def test_a_sampled_call_that_fails_is_answered_as_json_and_its_span_says_why(
+    node: tuple[Router, str], exported: type[Exported]
+) -> None:
+    _, url = node
+    traces = exported(ratio=1.0)
+    body = {"module": "nope", "function": "add", "args": [1, 2]}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{url}/api/v1/wasm/execute", json=body) as response,
+    ):
+        answer = await response.json()
+    assert response.status == 404 and answer["error"] == "not_found" and "'nope'" in answer["message"]
+    (span,) = traces.spans("wasm.function.invoke")
+    # The failure left the handler inside the span: recorded there, then answered by the route.
+    assert span.status.status_code is StatusCode.ERROR  # type: ignore[attr-defined]
+    assert [e.attributes["exception.type"] for e in span.events] == ["edge.errors.NotFoundError"]  # type: ignore[attr-defined]
