@@ -28,9 +28,10 @@ import resource
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
+import orjson
 
 from edge.auth import ISSUER
 from edge.blobfetch import ControlPlaneLink
@@ -46,7 +47,7 @@ from edge.nodeapi import (
 from edge.protocol import SERVING_CACHED_TABLE, TABLE_SIGNATURE_HEADER, ModuleEntry, ModuleTable, VersionMetrics
 from edge.router import ApplyReport, Counters
 from edge.smoke import SmokeOutcome
-from edge.tablecache import SavedTables, TableRefusedError, verify
+from edge.tablecache import SavedTables, TableRefusedError, TrustedKey, verify
 
 log = logging.getLogger("hotswap.edge.agent")
 LONG_POLL_SECONDS = 25.0
@@ -57,6 +58,12 @@ ERROR_CHECK_SECONDS = 0.1  # new module failures go out within this, not at the 
 ERROR_MIN_INTERVAL = 0.25  # but a node sends at most four such early heartbeats a second
 # The largest binary the control plane stores (reconciler.store.blobs.MAX_MODULE_BYTES); brotli
 # output for bytes that do not compress is a little larger than its input, hence the slack.
+
+
+async def answer_json(response: aiohttp.ClientResponse) -> Any:
+    """A control plane's answer as JSON, parsed with orjson: nesting past its limit (1,024 levels) is a
+    ValueError like any malformed answer (retried), never a RecursionError that ends the agent."""
+    return orjson.loads(await response.read())
 
 
 class ForgottenError(Exception):
@@ -211,18 +218,24 @@ class Agent:
         async with self.session().post(f"{self.control}{NODES_PATH}", json=body) as response:
             if response.status not in (200, 201):
                 raise ValueError(f"registration refused: {response.status} {await response.text()}")
-            answer = RegistrationAnswer.model_validate(await response.json())
+            answer = RegistrationAnswer.model_validate(await answer_json(response))
         self.state.mark_registered(True)
         self.heartbeat_seconds = answer.heartbeat_seconds
-        if answer.public_key:
-            pem, issuer = answer.public_key, answer.issuer or ISSUER
-            if self.saved is not None:  # kept to check saved tables with (a pinned key wins)
-                key = await asyncio.to_thread(self.saved.remember_key, pem, issuer)
-                pem, issuer = key.pem, key.issuer
-            if self.on_public_key is not None:
-                self.on_public_key(pem, issuer)
+        key = await self._trusted_key(answer)
+        if key is not None and self.on_public_key is not None:
+            self.on_public_key(key.pem, key.issuer)
         log.info("registered with %s as %s (%s)", self.control, self.registration.id, self.registration.region)
         return answer
+
+    async def _trusted_key(self, answer: RegistrationAnswer) -> TrustedKey | None:
+        """The key execute tokens and tables are checked with after a registration: the pinned one
+        whatever the answer says (`SavedTables.remember_key` logs another), else the answer's, kept
+        for the next restart when the node keeps its tables."""
+        if not answer.public_key:
+            return self.saved.pinned if self.saved is not None else None
+        if self.saved is None:
+            return TrustedKey(answer.public_key, answer.issuer or ISSUER)
+        return await asyncio.to_thread(self.saved.remember_key, answer.public_key, answer.issuer or ISSUER)
 
     async def _ensure_registered(self) -> None:
         if not self.state.registered:
@@ -253,7 +266,7 @@ class Agent:
                 return
             if response.status != 200:
                 raise ValueError(f"assignment: {response.status} {await response.text()}")
-            raw = await response.json()
+            raw = await answer_json(response)
             signature = response.headers.get(TABLE_SIGNATURE_HEADER)
             table = ModuleTable.model_validate(raw)
         pinned = self.saved.pinned if self.saved is not None else None
@@ -347,7 +360,7 @@ class Agent:
                 raise ForgottenError()
             if response.status != 200:
                 raise ValueError(f"heartbeat: {response.status} {await response.text()}")
-            answer = HeartbeatAnswer.model_validate(await response.json())
+            answer = HeartbeatAnswer.model_validate(await answer_json(response))
         self.state.unsent.clear()  # delivered
         self.state.contact.set()
         if body.conditions and self.state.serving_cached:

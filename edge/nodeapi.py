@@ -13,7 +13,7 @@ Wire models only (pydantic, camelCase), shared by `edge.agent` and the control p
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Final
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
@@ -69,9 +69,14 @@ class Registration(_Wire):
     )
 
 
+HEARTBEAT_SECONDS: Final = (0.05, 3600.0)
+"""The heartbeat periods a control plane may ask for: a node refuses an answer outside them (0 would
+have it heartbeat in a busy loop, a huge one would silence it between table changes)."""
+
+
 class RegistrationAnswer(_Wire):
     id: str
-    heartbeat_seconds: float
+    heartbeat_seconds: float = Field(ge=HEARTBEAT_SECONDS[0], le=HEARTBEAT_SECONDS[1])
     generation: int = 0
     public_key: str | None = Field(None, description="PEM key that signs execute tokens for this node")
     issuer: str | None = Field(None, description="the `iss` those tokens carry (default hotswap)")

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edge.nodeapi import HEARTBEAT_SECONDS
 from reconciler.commands.token import add_auth_arguments, auth_options
 
 if TYPE_CHECKING:  # the rest is imported when the verb runs: `--help` loads no server
@@ -30,6 +31,17 @@ def env(name: str, default: str | None = None) -> str | None:
 
 _UNITS = {"": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mib": 1024**2}
 _UNITS |= {"g": 1000**3, "gb": 1000**3, "gib": 1024**3}
+
+
+def heartbeat_period(text: str) -> float:
+    low, high = HEARTBEAT_SECONDS
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not low <= seconds <= high:  # nodes refuse a registration answer outside these
+        raise argparse.ArgumentTypeError(f"must be {low} to {high:g} seconds, not {text}")
+    return seconds
 
 
 def size(text: str) -> int:
@@ -80,7 +92,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=float(env("INTERVAL", "30") or 30),
         help="seconds between fetches (default 30)",
     )
-    parser.add_argument("--heartbeat-seconds", type=float, default=5.0, help="node heartbeat period (default 5)")
+    parser.add_argument(
+        "--heartbeat-seconds",
+        type=heartbeat_period,
+        default=5.0,
+        help="node heartbeat period (default 5; 0.05 to 3600)",
+    )
 
     def given(name: str) -> int | None:  # None: reconciler.spec.limits.InputLimits' default
         text = env(name)

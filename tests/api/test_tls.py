@@ -74,3 +74,12 @@ def test_serve_wants_certificate_and_key_together(tmp_path: Path, capsys: pytest
     assert code == 2 and "go together" in capsys.readouterr().err
     code = main(["serve", "--repo", str(tmp_path), "--rate-limit", "uploads=3", "--data-dir", str(tmp_path / "d")])
     assert code == 2 and "unknown rate limit" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("seconds", ["0", "0.01", "3601", "nan", "soon"])
+def test_serve_refuses_a_heartbeat_period_nodes_would_refuse(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], seconds: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--repo", str(tmp_path), "--heartbeat-seconds", seconds, "--data-dir", str(tmp_path / "d")])
+    assert exited.value.code == 2 and "--heartbeat-seconds" in capsys.readouterr().err

@@ -11,17 +11,17 @@ front of a real control plane instead and changes only what the signature does n
 What holds (and these tests keep): a table the pinned key did not sign, in any of the ways below, is
 refused and never served nor kept; the node stays up, answers /health, keeps heartbeating, keeps
 serving the table it had, and takes the next genuine table. A registration answer naming another key
-changes nothing. The same content spelled another way (a repeated key, a unicode escape) is served
-as it was verified, and a number spelled another way (100.0 for 100) is refused, never reinterpreted.
+changes nothing, and one naming none leaves the pinned key in charge of execute calls. The same
+content spelled another way (a repeated key, a unicode escape) is served as it was verified, and a
+number spelled another way (100.0 for 100) is refused, never reinterpreted. An answer nested past
+orjson's 1,024 levels is a malformed answer like any other (retried), and a registration answer
+asking for a heartbeat period outside 0.05 to 3,600 s is refused.
 
-What does not (strict xfails, each saying why):
-* the signature covers `modules` only: the generation beside it is the attacker's to choose, so any
-  table the key ever signed (for any node, at any time: there is no expiry) is taken as the newest
-  (a rollback), and a generation past what a heartbeat or registration may carry (2**53) cuts the
-  node off from the real control plane for good, on disk and across restarts;
-* a registration answer without a key leaves execute calls open, pinned key or not;
-* an answer (long-poll, registration or heartbeat) nested deeper than the interpreter's recursion
-  limit ends the agent: the node never heartbeats nor takes a table again until it is restarted.
+What does not (strict xfails, each saying why): the signature covers `modules` only: the generation
+beside it is the attacker's to choose, so any table the key ever signed (for any node, at any time:
+there is no expiry) is taken as the newest (a rollback), and a generation past what a heartbeat or
+registration may carry (2**53) cuts the node off from the real control plane for good, on disk and
+across restarts.
 """
 
 from __future__ import annotations
@@ -309,12 +309,6 @@ async def test_an_older_signed_table_replayed_with_a_higher_generation_is_not_ap
     assert pinned.plane.running() == {("calc", "1.0.0", 100)}, "the node went back to the replayed table"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the pinned key becomes the execute key only when a registration answer names a key "
-    "(Agent.register -> on_public_key): an answer without one leaves node.auth None, so a genuinely "
-    "signed table is served to callers without any token",
-)
 async def test_a_registration_answer_without_a_key_does_not_open_execute_calls(
     plane: RoguePlane, pinned_factory: Callable[..., Pinned]
 ) -> None:
@@ -331,13 +325,6 @@ DEPTH = 100_000
 NESTED = b"[" * DEPTH + b"]" * DEPTH
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the agent parses every answer (assignment, registration, heartbeat) with json.loads, aiohttp's "
-    "default, before any check; the RecursionError a deeply nested body raises is not among the errors "
-    "Agent._forever retries on, so it ends the agent's TaskGroup: the process keeps serving what it has "
-    "but never heartbeats or takes a table again",
-)
 @pytest.mark.parametrize("where", ["assignment", "registration-answer", "heartbeat-answer"])
 async def test_a_deeply_nested_answer_does_not_end_the_agent(
     plane: RoguePlane, pinned_factory: Callable[..., Pinned], where: str
@@ -409,3 +396,19 @@ async def test_a_generation_past_the_wire_bound_does_not_cut_the_node_off(tmp_pa
     finally:
         await proxy.stop()
         await stop_cluster(cluster)
+
+
+@pytest.mark.parametrize("seconds", [0, 1e9])
+async def test_a_registration_answer_asking_for_a_heartbeat_period_out_of_range_is_refused(
+    plane: RoguePlane, pinned_factory: Callable[..., Pinned], seconds: float
+) -> None:
+    plane.raw_registration = json.dumps(
+        {"id": NODE, "heartbeatSeconds": seconds, "generation": 0, "publicKey": plane.keys.pem}
+    ).encode()
+    node = pinned_factory()
+    await poll(lambda: "heartbeatSeconds" in node.log() and node.up(), "the node to refuse the answer")
+    assert plane.raw_sent >= 1 and not plane.registrations
+    plane.raw_registration = None  # the next answer is in range: the node registers and takes a table
+    await node.registered()
+    plane.offer_signed(1, GOOD)
+    await node.serving("1.0.0")
