@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge.nodeapi import HEARTBEAT_SECONDS
 from reconciler.commands.token import add_auth_arguments, auth_options
 
 if TYPE_CHECKING:  # the rest is imported when the verb runs: `--help` loads no server
@@ -34,6 +33,8 @@ _UNITS |= {"g": 1000**3, "gb": 1000**3, "gib": 1024**3}
 
 
 def heartbeat_period(text: str) -> float:
+    from edge.nodeapi import HEARTBEAT_SECONDS  # here: `hotswap serve --help` loads no pydantic
+
     low, high = HEARTBEAT_SECONDS
     try:
         seconds = float(text)
