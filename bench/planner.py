@@ -40,10 +40,10 @@ from reconciler.planner import (
     ObservedNode,
     Plan,
     Planner,
+    RegionMetrics,
     RunningEntry,
     SetAssignment,
     Snapshot,
-    VersionMetrics,
     plan,
 )
 from reconciler.spec.fields import Metadata
@@ -199,7 +199,7 @@ def main() -> int:
     started = plan(rolling)
     mid = applied(rolling, started, 60.0)
     metrics = tuple(
-        VersionMetrics(f"mod-{i:05d}", v, r, 1000, 0, 4.0)
+        RegionMetrics(f"mod-{i:05d}", v, r, 1000, 0, 4.0)
         for i in range(bumped)
         for v in ("1.0.0", "1.1.0")
         for r in REGIONS

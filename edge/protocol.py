@@ -8,6 +8,10 @@ this module without pulling in the runtime:
   makes to a new version before it gets any weight. The control plane publishes the full table
   (a generation number and a list of entries); the node applies it with `Router.apply_table`,
   which loads what is new, re-weights what stays and unloads what went once its requests finish.
+* `Limits`, `Capabilities` (`Mount`, `Network`), `HealthCheck`, `SmokeCall`: the one definition of
+  each, for a node's table and for the fleet's Module kind alike. What a fleet may ask for is
+  narrower (`FleetBounds`, `FleetList`, the grant and smoke checks), checked only on fleet input
+  (validation context `FLEET_INPUT`); a node takes what the wire's bounds allow.
 * `VersionMetrics`: per module version counters and a latency histogram, as deltas since the
   last read (`Router.metrics_delta`), which the agent ships with each heartbeat.
 * Signed tables: the control plane encodes a table's `modules` once per distinct content with
@@ -26,10 +30,25 @@ from __future__ import annotations
 
 import base64
 import json
+import posixpath
 import re
-from typing import Annotated, Any, Literal, TypedDict
+from dataclasses import asdict, dataclass
+from typing import Annotated, Any, Final, Literal, Self, TypedDict, cast
 
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, field_validator, model_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    SerializerFunctionWrapHandler,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, SchemaValidator, core_schema
 
 try:
     import orjson
@@ -79,49 +98,199 @@ class _Wire(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+# -- what a fleet may ask for (narrower than what a node takes: a standalone node's flags may give a module
+# 4 GiB) is checked on the field it narrows, on fleet input only. The JSON Schema of the types below is the
+# fleet's Module kind's (`hotswap schema`): their docs are comments, as a docstring would enter it.
+
+FLEET_INPUT: Final = {"fleet_input": True}
+"""Validation context of documents read from a fleet (the loader passes it): checks that only apply
+to what Git asks for, not to tables and records the control plane stored earlier (read back as they
+are, so a stricter rule never stops a restart; the edge node refuses such a grant at load anyway)."""
+
+
+def fleet_input(info: ValidationInfo) -> bool:
+    """Whether what is being validated was read from a fleet (validation context FLEET_INPUT)."""
+    context = info.context
+    return isinstance(context, dict) and bool(context.get("fleet_input"))
+
+
+@dataclass(frozen=True)
+class FleetBounds:
+    """A scalar's bounds on fleet input, in place of the wire's (`ge` replaces a `gt`, `le` an `lt`):
+    `Annotated[int, FleetBounds(le=512)] = Field(ge=1, le=4096)` takes 1..512 from a fleet, 1..4096
+    from a node's table. A fleet's value is judged by pydantic's validator for the narrowed schema, so
+    its error reads as that constraint's ("Input should be less than or equal to 512"); the fleet's
+    JSON Schema shows the narrowed bounds."""
+
+    ge: float | None = None
+    le: float | None = None
+    min_length: int | None = None
+    pattern: str | None = None
+
+    def narrowed(self, wire: CoreSchema) -> CoreSchema:
+        narrow: dict[str, Any] = dict(wire)
+        if self.ge is not None:
+            narrow.pop("gt", None)
+        if self.le is not None:
+            narrow.pop("lt", None)
+        narrow.update((name, value) for name, value in asdict(self).items() if value is not None)
+        return cast(CoreSchema, narrow)
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        wire = handler(source)
+        fleet = SchemaValidator(self.narrowed(wire))
+
+        def check(value: Any, info: ValidationInfo) -> Any:  # before the wire's own check, which then passes
+            return fleet.validate_python(value) if fleet_input(info) else value
+
+        return core_schema.with_info_before_validator_function(check, wire)
+
+    def __get_pydantic_json_schema__(self, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        while schema["type"] in ("function-wrap", "function-after", "function-before"):  # to the scalar's own
+            schema = cast(dict[str, CoreSchema], schema)["schema"]
+        return handler(self.narrowed(schema))
+
+
+@dataclass(frozen=True)
+class FleetList:
+    """A tuple on the wire that a fleet writes as a YAML list: a fleet's value is read as a list field
+    reads it, so the wrong type hears "Input should be a valid list", not "a valid tuple"."""
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        def check(value: Any, info: ValidationInfo) -> Any:
+            return _ANY_LIST.validate_python(value) if fleet_input(info) and not isinstance(value, list) else value
+
+        return core_schema.with_info_before_validator_function(check, handler(source))
+
+
+_ANY_LIST = SchemaValidator(core_schema.list_schema())
+
+
+# memoryMB caps a module's one linear memory (and its tables, at 8 bytes an element); cpuPercent is a share of
+# one core over a sliding 1 s window; timeoutSeconds bounds each call (epoch deadline).
 class Limits(_Wire):
-    """Per module version limits; the defaults and ranges are the spec's.
-
-    memoryMB caps the module's one linear memory (and its tables, at 8 bytes an element);
-    cpuPercent is a share of one core, measured over a sliding 1 s window; timeoutSeconds bounds
-    each call (epoch deadline)."""
-
-    memory_mb: int = Field(128, alias="memoryMB", ge=1, le=4096)
+    memory_mb: Annotated[int, FleetBounds(le=512)] = Field(128, alias="memoryMB", ge=1, le=4096)
     cpu_percent: int = Field(50, alias="cpuPercent", ge=1, le=100)
-    timeout_seconds: float = Field(30, alias="timeoutSeconds", gt=0, le=300)
+    timeout_seconds: Annotated[float, FleetBounds(ge=1)] = Field(30, alias="timeoutSeconds", gt=0, le=300)
 
 
-class FilesystemGrant(_Wire):
-    host: str
-    guest: str
+NEVER_GRANTED: Final = ("/boot", "/dev", "/etc", "/proc", "/root", "/run", "/sys")
+"""Host directories never granted to a module, nor anything under them: boot files, devices, system
+configuration, root's home, runtime sockets, kernel interfaces."""
+
+TOP_LEVEL_SYSTEM: Final = ("/bin", "/home", "/lib", "/lib32", "/lib64", "/opt", "/sbin", "/srv", "/tmp", "/usr", "/var")
+"""Top-level directories never granted whole (a folder below one, e.g. /srv/hotswap/NAME, may be)."""
+
+
+def host_problem(host: str) -> str | None:
+    """Why a filesystem grant's `host` is refused before any node sees it, or None.
+
+    What validate can know: the path's shape and the host's system directories. Whether a node
+    serves it is the node operator's `--allow-dir` roots (checked by the node at load, with symlinks
+    resolved)."""
+    if "\0" in host:
+        return "contains a NUL byte"
+    if not host.startswith("/"):
+        return f"{host!r} is not an absolute path (start it with /)"
+    if ".." in host.split("/"):
+        return f"{host!r} has a '..' component; name the directory itself"
+    normal = posixpath.normpath(host)
+    if normal != host or host.startswith("//"):
+        return f"{host!r} is not normalised; write {normal.replace('//', '/')!r}"
+    if host == "/":
+        return "the host's root directory is never granted; grant a folder such as /srv/hotswap/NAME"
+    for system in NEVER_GRANTED:
+        if host == system or host.startswith(system + "/"):
+            return f"{host!r} is {'' if host == system else 'under '}{system}, which is never granted"
+    if host in TOP_LEVEL_SYSTEM:
+        return f"{host!r} is a top-level system directory; grant a folder below it, such as {host}/hotswap/NAME"
+    return None
+
+
+# A host directory a module sees at `guest`. A fleet's grant names an absolute, normalised host path
+# outside the system directories (`host_problem`); whether a node serves it is the node's `--allow-dir`.
+class Mount(_Wire):
+    host: Annotated[str, FleetBounds(min_length=1)]
+    guest: Annotated[str, FleetBounds(min_length=1, pattern=r"^/")]
     mode: Literal["ro", "rw"] = "ro"
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str, info: ValidationInfo) -> str:
+        if fleet_input(info):
+            problem = host_problem(value)
+            if problem is not None:
+                raise ValueError(problem)
+        return value
+
+
+FilesystemGrant = Mount  # the node's name for a grant (`edge.commands.edge` builds them by it)
 
 
 class Network(_Wire):
-    allow_hosts: tuple[str, ...] = Field((), alias="allowHosts")
+    allow_hosts: Annotated[tuple[str, ...], FleetList()] = Field(default_factory=tuple, alias="allowHosts")
 
 
+# The WASI sandbox: everything not listed is denied.
 class Capabilities(_Wire):
-    """The WASI sandbox: everything not listed is denied."""
+    filesystem: Annotated[tuple[Mount, ...], FleetList()] = Field(default_factory=tuple)
+    env: dict[Annotated[str, FleetBounds(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str] = Field(default_factory=dict)
+    network: Network = Field(default_factory=Network)
 
-    filesystem: tuple[FilesystemGrant, ...] = ()
-    env: dict[str, str] = Field(default_factory=dict)
-    network: Network = Network()
+    def granted(self) -> frozenset[str]:
+        """WASI capability classes granted (names as in `edge.wasm.WASI_P1_CAPABILITIES`)."""
+        granted = {"process", "clocks", "random", "stdio"}
+        if self.env:
+            granted.add("env")
+        if self.filesystem:
+            granted.add("filesystem")
+        if self.network.allow_hosts:
+            granted.add("network")
+        return frozenset(granted)
 
 
 class HealthCheck(_Wire):
-    function: str
-    args: tuple[Any, ...] = ()
-    interval_seconds: float = Field(10, alias="intervalSeconds", gt=0)
+    function: Annotated[str, FleetBounds(min_length=1)]
+    args: Annotated[tuple[Any, ...], FleetList()] = Field(default_factory=tuple)
+    interval_seconds: Annotated[float, FleetBounds(ge=0.1, le=3600)] = Field(10, alias="intervalSeconds", gt=0)
 
 
+MAX_SMOKE_JSON = 4096  # characters of a fleet's smoke call's args, and of its expect, as compact JSON
+MAX_SMOKE_DEPTH = 32  # levels of arrays and objects in a fleet's smoke call's args or expect
+
+
+# `expect` None: the call only has to succeed (`edge.smoke`). A fleet's args and expect are plain JSON,
+# at most MAX_SMOKE_JSON characters and MAX_SMOKE_DEPTH levels deep.
 class SmokeCall(_Wire):
-    """A call the node makes to a version right after loading it, before the version takes any weight;
-    `expect` None: the call only has to succeed (`edge.smoke`)."""
+    """One call every node makes to a new version right after loading it, before it gets any weight."""
 
-    function: str = Field(min_length=1, max_length=256)
-    args: Any = Field(default_factory=list)
-    expect: Any = None
+    function: str = Field(min_length=1, max_length=256, description="the export to call")
+    args: Any = Field(
+        default_factory=list,
+        description="the call's arguments, as `args` of an execute request (a JSON array of numbers for a"
+        " numeric export, any JSON for a JSON or command export)",
+    )
+    expect: Any = Field(
+        None,
+        description="the exact JSON result the call must return (numbers compare by value, true is not 1);"
+        " left out or null: the call only has to succeed (no trap, timeout or limit)",
+    )
+
+    @model_validator(mode="after")
+    def _bounded(self, info: ValidationInfo) -> Self:
+        if not fleet_input(info):
+            return self
+        for name in ("args", "expect"):
+            value = getattr(self, name)
+            if nests_deeper(value, MAX_SMOKE_DEPTH):
+                raise ValueError(f"{name}: arrays and objects nest deeper than {MAX_SMOKE_DEPTH} levels")
+            try:
+                text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{name}: not plain JSON ({exc})") from None
+            if len(text) > MAX_SMOKE_JSON:
+                raise ValueError(f"{name}: {len(text)} characters of JSON, at most {MAX_SMOKE_JSON}")
+        return self
 
 
 class ModuleEntry(_Wire):

@@ -1,59 +1,44 @@
 """Metric deltas as nodes ship them with heartbeats, kept for an hour and summed over any window.
 
 Where it sits: `reconciler.apply.nodes.NodeHub.heartbeat` adds each node's deltas (`MetricsWindow.add`);
-the controller sums them per rollout step for the planner's analysis (`since_by_region`), and
-`reconciler.apply.telemetry` extends the window with cumulative totals for /metrics.
+the controller reads what each version served in each region since a rollout step began
+(`since_by_region`) as the planner's `RegionMetrics`, and `reconciler.apply.telemetry` extends the
+window with cumulative totals for /metrics.
+
+Three shapes, three names: a node's report is `edge.protocol.VersionMetrics` (one node, since its last
+heartbeat, with a latency histogram); `merged` adds two of those into one (a heartbeat that lists a
+version twice, /metrics' running totals); `since` sums a window of them for one region into a
+`RegionMetrics`, reading the summed histogram down to its p99, which is all the planner judges by.
 """
 
 from __future__ import annotations
 
 import bisect
 from collections import deque
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 
 from edge.protocol import LATENCY_BUCKETS_MS, MAX_COUNT, MAX_LATENCY_SUM_MS, VersionMetrics
+from reconciler.planner import RegionMetrics
 
 METRICS_HORIZON_SECONDS = 3600.0
 
+Totals = RegionMetrics
+"""What `since` returned under this name; `reconciler.apply.nodes` still re-exports it (nothing
+imports it from there). Goes once that import does."""
 
-@dataclass
-class Totals:
-    """Summed metrics of one module version over a window."""
 
-    requests: int = 0
-    errors: int = 0
-    buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_MS) + 1))
-    last_error: str | None = None  # the latest module error message shipped in the window
-    health_checks: int = 0  # runs of the version's healthCheck function (`edge.health`), not requests
-    health_failures: int = 0  # of those, the failed ones (their message is a `last_error`)
-
-    def add(self, m: VersionMetrics) -> None:
-        self.requests += m.requests
-        self.errors += m.errors
-        self.health_checks += m.health_checks
-        self.health_failures += m.health_failures
-        if m.last_error:
-            self.last_error = m.last_error
-        for i, count in enumerate(m.latency_buckets[: len(self.buckets)]):
-            self.buckets[i] += count
-
-    @property
-    def error_rate(self) -> float:
-        return self.errors / self.requests if self.requests else 0.0
-
-    @property
-    def p99_ms(self) -> float | None:
-        """The upper bound of the bucket holding the 99th percentile (None without data)."""
-        total = sum(self.buckets)
-        if not total:
-            return None
-        target, running = 0.99 * total, 0
-        for i, count in enumerate(self.buckets):
-            running += count
-            if running >= target:
-                return LATENCY_BUCKETS_MS[i] if i < len(LATENCY_BUCKETS_MS) else float("inf")
-        return float("inf")
+def p99_ms(buckets: Sequence[int]) -> float | None:
+    """The upper bound of the latency bucket (`LATENCY_BUCKETS_MS`, then +Inf) holding the 99th
+    percentile of the counts in `buckets` (None without any)."""
+    total = sum(buckets)
+    if not total:
+        return None
+    target, running = 0.99 * total, 0
+    for i, count in enumerate(buckets):
+        running += count
+        if running >= target:
+            return LATENCY_BUCKETS_MS[i] if i < len(LATENCY_BUCKETS_MS) else float("inf")
+    return float("inf")
 
 
 def merged(a: VersionMetrics, b: VersionMetrics) -> VersionMetrics:
@@ -111,15 +96,26 @@ class MetricsWindow:
             while events and events[0][0] < at - self.horizon:
                 events.popleft()
 
-    def since(self, module: str, version: str, region: str, start: float) -> Totals:
-        totals = Totals()
+    def since(self, module: str, version: str, region: str, start: float) -> RegionMetrics:
+        """What the version served in the region from `start` on: the reports' sums, the latest error."""
+        requests = errors = checks = failures = 0
+        buckets = [0] * (len(LATENCY_BUCKETS_MS) + 1)
+        last_error: str | None = None
         events = self._events.get((module, version, region), deque())
         times = [t for t, _ in events]
         for _, m in list(events)[bisect.bisect_left(times, start) :]:
-            totals.add(m)
-        return totals
+            requests += m.requests
+            errors += m.errors
+            checks += m.health_checks
+            failures += m.health_failures
+            last_error = m.last_error or last_error
+            for i, count in enumerate(m.latency_buckets[: len(buckets)]):
+                buckets[i] += count
+        return RegionMetrics(module, version, region, requests, errors, p99_ms(buckets), last_error, checks, failures)
 
-    def since_by_region(self, module: str, versions: Iterable[str], start: float) -> dict[tuple[str, str, str], Totals]:
-        """(module, version, region) -> totals since `start`, for the versions given."""
+    def since_by_region(
+        self, module: str, versions: Iterable[str], start: float
+    ) -> dict[tuple[str, str, str], RegionMetrics]:
+        """(module, version, region) -> what each of the versions given served there since `start`."""
         wanted = set(versions)
         return {key: self.since(*key, start) for key in self._events if key[0] == module and key[1] in wanted}

@@ -2,11 +2,13 @@
 
 Where it sits: the executor (`reconciler.apply.controller.Controller.apply`) turns the planner's
 `AssignmentEntry` rows into wire `ModuleEntry` rows through `WireEntries`, which converts each
-distinct row once and hands the same object out again; `NodeHub.publish` asks `TableEncoder` for the
-table's `EncodedTable`: the JSON of its `modules` (`edge.protocol.canonical_json`), the value the
-state store keeps, and the control plane's signature over those bytes. The nodes of a region that run
-the same table share one encoding; a node's long-poll answer is that encoding with the node's
-generation and trace context around it (`EncodedTable.answer`), so no table is dumped per node.
+distinct row once and hands the same object out again (a row's limits, capabilities, health check and
+smoke calls are `edge.protocol`'s types, read from Git: the entry holds those very objects);
+`NodeHub.publish` asks `TableEncoder` for the table's `EncodedTable`: the JSON of its `modules`
+(`edge.protocol.canonical_json`), the value the state store keeps, and the control plane's signature
+over those bytes. The nodes of a region that run the same table share one encoding; a node's
+long-poll answer is that encoding with the node's generation and trace context around it
+(`EncodedTable.answer`), so no table is dumped per node.
 
 Both caches are keyed by object identity (the planner builds every node's rows from the same spec
 objects of one revision, and `WireEntries` hands out the same rows), and every cached value holds the
@@ -30,12 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from edge.protocol import TABLE_AUDIENCE, ModuleEntry, canonical_json
-from edge.protocol import Capabilities as EdgeCapabilities
-from edge.protocol import HealthCheck as EdgeHealthCheck
-from edge.protocol import Limits as EdgeLimits
-from edge.protocol import SmokeCall as EdgeSmokeCall
 from reconciler.planner import AssignmentEntry
-from reconciler.spec.models import Capabilities, HealthCheck, Limits, SmokeCall
 from reconciler.store.records import JsonObject
 
 Signer = Callable[[dict[str, Any]], str]  # claims -> a compact JWS (`TokenAuthority.sign`)
@@ -70,39 +67,14 @@ class _Lru(Generic[K, V]):
 
 
 def to_wire(entry: AssignmentEntry) -> ModuleEntry:
-    return ModuleEntry(
-        module=entry.module,
-        version=entry.version,
-        digest=entry.digest,
-        weight=entry.weight,
-        limits=EdgeLimits.model_validate(entry.limits.model_dump(by_alias=True)),
-        capabilities=EdgeCapabilities.model_validate(entry.capabilities.model_dump(by_alias=True)),
-        health_check=(
-            EdgeHealthCheck.model_validate(entry.health_check.model_dump(by_alias=True)) if entry.health_check else None
-        ),
-        smoke=tuple(EdgeSmokeCall.model_validate(c.model_dump(mode="json", by_alias=True)) for c in entry.smoke),
-        sticky=entry.sticky,
-        argv=entry.argv,
-    )
+    """The planner's row as a table entry: its fields are the entry's, its limits, capabilities,
+    health check and smoke calls the same objects (instances of the wire's types pass unvalidated)."""
+    return ModuleEntry.model_validate(entry, from_attributes=True)
 
 
 def from_wire(entry: ModuleEntry) -> AssignmentEntry:
-    return AssignmentEntry(
-        module=entry.module,
-        version=entry.version,
-        digest=entry.digest,
-        weight=entry.weight,
-        limits=Limits.model_validate(entry.limits.model_dump(by_alias=True)),
-        capabilities=Capabilities.model_validate(entry.capabilities.model_dump(mode="json", by_alias=True)),
-        health_check=(
-            HealthCheck.model_validate(entry.health_check.model_dump(mode="json", by_alias=True))
-            if entry.health_check
-            else None
-        ),
-        smoke=tuple(SmokeCall.model_validate(c.model_dump(mode="json", by_alias=True)) for c in entry.smoke),
-        sticky=entry.sticky,
-        argv=entry.argv,
-    )
+    """A table entry (a stored table's, read back) as the planner's row, holding the entry's objects."""
+    return AssignmentEntry(**entry.__dict__)
 
 
 _EntryKey = tuple[str, str, str, int, str | None, tuple[str, ...], int, int, int, tuple[int, ...]]

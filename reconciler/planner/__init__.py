@@ -32,6 +32,7 @@ from reconciler.planner.types import (
     NodeStatus,
     ObservedNode,
     Phase,
+    RegionMetrics,
     Release,
     RolloutRecord,
     RunningEntry,
@@ -39,7 +40,6 @@ from reconciler.planner.types import (
     Snapshot,
     StepKind,
     StepResult,
-    VersionMetrics,
 )
 
 __all__ = [
@@ -57,6 +57,7 @@ __all__ = [
     "Planner",
     "Promote",
     "RecordEvent",
+    "RegionMetrics",
     "Release",
     "Rollback",
     "RolloutRecord",
@@ -67,10 +68,13 @@ __all__ = [
     "StartRollout",
     "StepKind",
     "StepResult",
-    "VersionMetrics",
     "latest_records",
     "module_conditions",
     "place",
     "plan",
     "rollout_rule",
 ]
+
+VersionMetrics = RegionMetrics
+"""The name `RegionMetrics` had before it stopped sharing one with a node's report
+(`edge.protocol.VersionMetrics`), kept for `reconciler.apply.observe` until it names `RegionMetrics`."""

@@ -3,8 +3,11 @@
 Where it sits: the rollout machine (`reconciler.planner.machine`) calls `analyze` on every pass of a
 step, with the metrics the nodes shipped since the step began: a failure ends the step at once, a
 pass or an inconclusive verdict counts only once the step's time is up. It calls `compare` at the
-end of an A/B split. Pure arithmetic on `VersionMetrics`; the verdict's reason is a CamelCase word
-for conditions.
+end of an A/B split. Pure arithmetic on the versions' `Totals`: their `RegionMetrics` (what one
+region's nodes served during the step) summed over the step's regions by `totals`, with the worst
+region's p99 (a percentile does not add up). A `Totals` is not a `RegionMetrics` without its keys: it
+is the evidence a verdict quotes (`Verdict.new`), over a scope of regions. The verdict's reason is a
+CamelCase word for conditions.
 
 Defaults (`analysis_for`): a strategy that leaves `analysis` out gets one that can always progress.
 - BlueGreen and Rolling: `LOADED_AND_HEALTHY` (maxErrorRate 0.01, minRequests 0, onNoTraffic
@@ -54,7 +57,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from reconciler.planner.types import ABResult, VersionMetrics
+from reconciler.planner.types import ABResult, RegionMetrics
 from reconciler.spec.strategies import ABTestParams, Analysis, RolloutStrategySpec, StrategyType
 
 __all__ = [
@@ -145,7 +148,7 @@ def lower_bound(errors: int, requests: int, confidence: float = CONFIDENCE) -> f
 
 @dataclass(frozen=True)
 class Totals:
-    """Metrics of one version summed over regions; p99 is the worst region's."""
+    """Metrics of one version summed over the regions of a step's scope; p99 is the worst region's."""
 
     requests: int = 0
     errors: int = 0
@@ -170,7 +173,7 @@ class Totals:
         return f"{self.requests} requests, error rate {self.error_rate:.2%}, p99 {p99}"
 
 
-def totals(metrics: Iterable[VersionMetrics]) -> Totals:
+def totals(metrics: Iterable[RegionMetrics]) -> Totals:
     requests = errors = checks = check_failures = 0
     p99: float | None = None
     last_error: str | None = None

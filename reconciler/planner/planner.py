@@ -43,19 +43,19 @@ from reconciler.planner.types import (
     Condition,
     ObservedNode,
     Phase,
+    RegionMetrics,
     Release,
     RolloutRecord,
     SmokeResult,
     Snapshot,
     StepKind,
-    VersionMetrics,
 )
 from reconciler.planner.weights import scope
 from reconciler.spec.approvals import Approval, RuleResult, evaluate
 
 __all__ = ["latest_records", "plan", "rollout_rule"]
 
-_NO_METRICS: Mapping[str, tuple[VersionMetrics, ...]] = {}
+_NO_METRICS: Mapping[str, tuple[RegionMetrics, ...]] = {}
 
 
 def latest_records(records: Iterable[RolloutRecord]) -> dict[str, RolloutRecord]:
@@ -114,7 +114,7 @@ class _Pass:
         self.now = snapshot.now
         self.placement = place(snapshot.desired, snapshot.nodes) if placement is None else placement
         self.latest = latest_records(snapshot.records) if latest is None else latest
-        metrics: dict[str, dict[str, list[VersionMetrics]]] = defaultdict(lambda: defaultdict(list))
+        metrics: dict[str, dict[str, list[RegionMetrics]]] = defaultdict(lambda: defaultdict(list))
         for m in snapshot.metrics:
             metrics[m.module][m.version].append(m)
         self.metrics = {name: {v: tuple(ms) for v, ms in by.items()} for name, by in metrics.items()}

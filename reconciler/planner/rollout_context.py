@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from reconciler.planner.actions import Action
-from reconciler.planner.types import Release, RolloutRecord, VersionMetrics
+from reconciler.planner.types import RegionMetrics, Release, RolloutRecord
 from reconciler.spec.approvals import Approval, ApprovalRule
 from reconciler.spec.strategies import RolloutStrategySpec, StrategyType
 
@@ -39,7 +39,7 @@ class RolloutContext:
     scope: Mapping[str, tuple[str, ...]]  # region -> nodes whose version the rollout sets
     rule: ApprovalRule
     approvals: tuple[Approval, ...]  # approvals of this module
-    metrics: Mapping[str, tuple[VersionMetrics, ...]]  # version -> per-region metrics
+    metrics: Mapping[str, tuple[RegionMetrics, ...]]  # version -> per-region metrics
     now: float
     applied: frozenset[str] = frozenset()  # nodes that report exactly what the record's step gives them
     alone: frozenset[str] = frozenset()  # nodes that report the target release alone, at 100 %

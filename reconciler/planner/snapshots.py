@@ -9,21 +9,21 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from reconciler.planner import ObservedNode, RolloutRecord, Snapshot, VersionMetrics
+from reconciler.planner import ObservedNode, RegionMetrics, RolloutRecord, Snapshot
 from reconciler.spec.approvals import Approval
 from reconciler.spec.fleet import DesiredFleet
 
 _NODES = TypeAdapter(tuple[ObservedNode, ...])
 _RECORDS = TypeAdapter(tuple[RolloutRecord, ...])
 _APPROVALS = TypeAdapter(tuple[Approval, ...])
-_METRICS = TypeAdapter(tuple[VersionMetrics, ...])
+_METRICS = TypeAdapter(tuple[RegionMetrics, ...])
 
 
 def snapshot_json(
     nodes: Sequence[ObservedNode],
     records: Sequence[RolloutRecord],
     approvals: Sequence[Approval],
-    metrics: Sequence[VersionMetrics],
+    metrics: Sequence[RegionMetrics],
     now: float,
     revision: str | None,
 ) -> dict[str, Any]:

@@ -14,10 +14,11 @@ from enum import StrEnum
 from typing import Literal
 
 from edge.nodeapi import NodeStatus
+from edge.protocol import Capabilities, HealthCheck, Limits, SmokeCall
 from reconciler.spec.approvals import Approval
 from reconciler.spec.conditions import Condition, ConditionType
 from reconciler.spec.fleet import DesiredFleet
-from reconciler.spec.models import Capabilities, HealthCheck, Limits, ModuleSpec, SmokeCall
+from reconciler.spec.models import ModuleSpec
 from reconciler.spec.strategies import StrategyType
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "ObservedNode",
     "OperatorRequest",
     "Phase",
+    "RegionMetrics",
     "Release",
     "RolloutRecord",
     "RunningEntry",
@@ -36,7 +38,6 @@ __all__ = [
     "Snapshot",
     "StepKind",
     "StepResult",
-    "VersionMetrics",
 ]
 
 HISTORY_LIMIT = 32
@@ -72,7 +73,8 @@ class AssignmentEntry:
     The table a node gets is always the full list for that node, so publishing it twice changes
     nothing. `sticky` names the request header the node hashes to pick a version (A/B tests);
     None means a weighted random pick. A version at weight 0 is loaded but only reachable with
-    X-Hotswap-Version.
+    X-Hotswap-Version. Its fields are `edge.protocol.ModuleEntry`'s, and its limits, capabilities,
+    health check and smoke calls the very objects a node's table carries (`reconciler.apply.tables`).
     """
 
     module: str
@@ -109,11 +111,15 @@ class ObservedNode:
 
 
 @dataclass(frozen=True)
-class VersionMetrics:
+class RegionMetrics:
     """What the nodes of one region served for one module version during the current step.
 
-    The executor sums heartbeat deltas since the rollout record's `step_started_at`; `p99_ms` is the
-    99th percentile latency over the same window (None when unknown). The planner sums regions.
+    The metrics window (`reconciler.apply.metricswindow.MetricsWindow.since`) sums the nodes' reports
+    since the rollout record's `step_started_at`; `p99_ms` is the 99th percentile latency over the
+    same window (None when unknown). Not a node's report (`edge.protocol.VersionMetrics`: one node's
+    counters and latency histogram since its last heartbeat, no region): a sum of those over a window
+    and a region, with the histogram read down to its p99. The planner sums regions
+    (`reconciler.planner.analysis.Totals`).
     `health_checks` and `health_failures` count runs of the version's `healthCheck` function (at
     load and every `intervalSeconds`) in the window, not requests; a failed run's message is a
     `last_error` ("health check health failed: trap: ...").
@@ -274,4 +280,4 @@ class Snapshot:
     nodes: tuple[ObservedNode, ...] = ()
     records: tuple[RolloutRecord, ...] = ()
     approvals: tuple[Approval, ...] = ()
-    metrics: tuple[VersionMetrics, ...] = field(default=())
+    metrics: tuple[RegionMetrics, ...] = field(default=())

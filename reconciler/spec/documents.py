@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic.alias_generators import to_camel
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
@@ -28,7 +28,17 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from reconciler.spec.alerts import FLEET_KINDS as KINDS
 from reconciler.spec.fleet import Problem
 from reconciler.spec.limits import InputLimits, size_problems, yaml_reader
-from reconciler.spec.models import API_VERSION, FLEET_INPUT, Document
+from reconciler.spec.models import (
+    API_VERSION,
+    FLEET_INPUT,
+    Capabilities,
+    Document,
+    HealthCheck,
+    Limits,
+    Mount,
+    Network,
+    SmokeCall,
+)
 
 __all__ = [
     "CACHE_ENTRIES",
@@ -244,8 +254,9 @@ def _suggest(node: Any, loc: Sequence[str | int]) -> str:
     from reconciler.spec.fields import Spec
 
     known: set[str] = set()
-    specs: list[type[Spec]] = [Spec]
-    while specs:  # every Spec model, those of other modules (strategies, alerts) too
+    # every Spec model, those of other modules (strategies, alerts) too, and the node protocol's a Module uses
+    specs: list[type[BaseModel]] = [Spec, Limits, Capabilities, Mount, Network, HealthCheck, SmokeCall]
+    while specs:
         model = specs.pop()
         specs.extend(model.__subclasses__())
         known.update(f.alias or to_camel(name) for name, f in model.model_fields.items())

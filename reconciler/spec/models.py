@@ -7,21 +7,73 @@ Built from `reconciler.spec.fields` (the `Spec` base, names, versions); the Roll
 models are in `reconciler.spec.strategies`. `hotswap schema` writes the JSON Schema of each kind
 from them. Field names are camelCase on the wire (as in Kubernetes) and snake_case in Python. Every
 model forbids unknown fields: a typo must not pass silently.
+
+A Module's `limits`, `capabilities` (`Mount`, `Network`), `healthCheck` and `smoke` are the node
+protocol's own types (`edge.protocol`), named here too: the planner's rows and a node's table carry the
+very objects read from Git. What a fleet may ask for, narrower than what a node takes (memoryMB up to
+512, grants outside the system directories, small smoke calls), is declared on those types and
+checked on what the loader reads (validation context `FLEET_INPUT`).
 """
 
 from __future__ import annotations
 
-import json
-import posixpath
 import re
 from enum import StrEnum
-from typing import Annotated, Any, Final, Literal, Self
+from typing import Final, Literal, Self
 
-from pydantic import Field, StringConstraints, ValidationInfo, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from edge.protocol import module_id
+from edge.protocol import (
+    FLEET_INPUT,
+    MAX_ARGV,
+    MAX_SMOKE_CALLS,
+    MAX_SMOKE_JSON,
+    Arg,
+    Capabilities,
+    HealthCheck,
+    Limits,
+    Mount,
+    Network,
+    SmokeCall,
+    module_id,
+)
 from reconciler.spec.fields import Digest, Metadata, Name, SemVer, Spec, check_semver
 from reconciler.spec.strategies import RolloutStrategySpec
+
+__all__ = [
+    "API_VERSION",
+    "FLEET_INPUT",
+    "KINDS",
+    "MAX_MODULE_BYTES",
+    "MAX_SMOKE_CALLS",
+    "MAX_SMOKE_JSON",
+    "WIT_PACKAGE_RE",
+    "ApprovalRule",
+    "Approvals",
+    "Capabilities",
+    "Document",
+    "ExtraVersion",
+    "Fleet",
+    "FleetSpec",
+    "HealthCheck",
+    "Interface",
+    "InterfaceSpec",
+    "Limits",
+    "Module",
+    "ModuleSpec",
+    "Mount",
+    "Network",
+    "NodeDefaults",
+    "Placement",
+    "Policy",
+    "Region",
+    "Role",
+    "RolloutStrategy",
+    "SmokeCall",
+    "Source",
+    "VersionOverride",
+    "package_of",
+]
 
 API_VERSION: Final = "hotswap.dev/v1"
 MAX_MODULE_BYTES = 50 * 1024 * 1024
@@ -124,87 +176,6 @@ class Source(Spec):
         return self
 
 
-class Limits(Spec):
-    memory_mb: int = Field(128, ge=1, le=512, alias="memoryMB")
-    cpu_percent: int = Field(50, ge=1, le=100)
-    timeout_seconds: float = Field(30, ge=1, le=300)
-
-
-FLEET_INPUT: Final = {"fleet_input": True}
-"""Validation context of documents read from a fleet (the loader passes it): checks that only apply
-to what Git asks for, not to tables and records the control plane stored earlier (read back as they
-are, so a stricter rule never stops a restart; the edge node refuses such a grant at load anyway)."""
-
-NEVER_GRANTED: Final = ("/boot", "/dev", "/etc", "/proc", "/root", "/run", "/sys")
-"""Host directories never granted to a module, nor anything under them: boot files, devices, system
-configuration, root's home, runtime sockets, kernel interfaces."""
-
-TOP_LEVEL_SYSTEM: Final = ("/bin", "/home", "/lib", "/lib32", "/lib64", "/opt", "/sbin", "/srv", "/tmp", "/usr", "/var")
-"""Top-level directories never granted whole (a folder below one, e.g. /srv/hotswap/NAME, may be)."""
-
-
-def host_problem(host: str) -> str | None:
-    """Why a filesystem grant's `host` is refused before any node sees it, or None.
-
-    What validate can know: the path's shape and the host's system directories. Whether a node
-    serves it is the node operator's `--allow-dir` roots (checked by the node at load, with symlinks
-    resolved)."""
-    if "\0" in host:
-        return "contains a NUL byte"
-    if not host.startswith("/"):
-        return f"{host!r} is not an absolute path (start it with /)"
-    if ".." in host.split("/"):
-        return f"{host!r} has a '..' component; name the directory itself"
-    normal = posixpath.normpath(host)
-    if normal != host or host.startswith("//"):
-        return f"{host!r} is not normalised; write {normal.replace('//', '/')!r}"
-    if host == "/":
-        return "the host's root directory is never granted; grant a folder such as /srv/hotswap/NAME"
-    for system in NEVER_GRANTED:
-        if host == system or host.startswith(system + "/"):
-            return f"{host!r} is {'' if host == system else 'under '}{system}, which is never granted"
-    if host in TOP_LEVEL_SYSTEM:
-        return f"{host!r} is a top-level system directory; grant a folder below it, such as {host}/hotswap/NAME"
-    return None
-
-
-class Mount(Spec):
-    host: str = Field(min_length=1)
-    guest: str = Field(min_length=1, pattern=r"^/")
-    mode: Literal["ro", "rw"] = "ro"
-
-    @field_validator("host")
-    @classmethod
-    def _host(cls, value: str, info: ValidationInfo) -> str:
-        context = info.context
-        if isinstance(context, dict) and context.get("fleet_input"):
-            problem = host_problem(value)
-            if problem is not None:
-                raise ValueError(problem)
-        return value
-
-
-class Network(Spec):
-    allow_hosts: list[str] = Field(default_factory=list)
-
-
-class Capabilities(Spec):
-    filesystem: list[Mount] = Field(default_factory=list)
-    env: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str] = Field(default_factory=dict)
-    network: Network = Field(default_factory=Network)
-
-    def granted(self) -> frozenset[str]:
-        """WASI capability classes granted (names as in `edge.wasm.WASI_P1_CAPABILITIES`)."""
-        granted = {"process", "clocks", "random", "stdio"}
-        if self.env:
-            granted.add("env")
-        if self.filesystem:
-            granted.add("filesystem")
-        if self.network.allow_hosts:
-            granted.add("network")
-        return frozenset(granted)
-
-
 class VersionOverride(Spec):
     regions: list[Name] = Field(min_length=1)
     version: SemVer
@@ -222,62 +193,6 @@ class Placement(Spec):
         if isinstance(value, int) and not 1 <= value <= 3:
             raise ValueError('replicas must be 1, 2, 3 or "all"')
         return value
-
-
-class HealthCheck(Spec):
-    function: str = Field(min_length=1)
-    args: list[Any] = Field(default_factory=list)
-    interval_seconds: float = Field(10, ge=0.1, le=3600)
-
-
-MAX_SMOKE_CALLS: Final = 10
-MAX_SMOKE_JSON: Final = 4096  # characters of one smoke call's args, and of its expect, as compact JSON
-MAX_SMOKE_DEPTH: Final = 32  # levels of arrays and objects in a smoke call's args or expect
-
-
-def _json_depth(value: Any) -> int:
-    """How deep arrays and objects nest in `value` (0 for a scalar); walks without recursion."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, (list, tuple, dict)):
-            depth += 1
-            deepest = max(deepest, depth)
-            if depth > MAX_SMOKE_DEPTH:
-                return depth
-            stack.extend((child, depth) for child in (item.values() if isinstance(item, dict) else item))
-    return deepest
-
-
-class SmokeCall(Spec):
-    """One call every node makes to a new version right after loading it, before it gets any weight."""
-
-    function: str = Field(min_length=1, max_length=256, description="the export to call")
-    args: Any = Field(
-        default_factory=list,
-        description="the call's arguments, as `args` of an execute request (a JSON array of numbers for a"
-        " numeric export, any JSON for a JSON or command export)",
-    )
-    expect: Any = Field(
-        None,
-        description="the exact JSON result the call must return (numbers compare by value, true is not 1);"
-        " left out or null: the call only has to succeed (no trap, timeout or limit)",
-    )
-
-    @model_validator(mode="after")
-    def _bounded(self) -> Self:
-        for name in ("args", "expect"):
-            value = getattr(self, name)
-            if _json_depth(value) > MAX_SMOKE_DEPTH:
-                raise ValueError(f"{name}: arrays and objects nest deeper than {MAX_SMOKE_DEPTH} levels")
-            try:
-                text = json.dumps(value, separators=(",", ":"), allow_nan=False)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"{name}: not plain JSON ({exc})") from None
-            if len(text) > MAX_SMOKE_JSON:
-                raise ValueError(f"{name}: {len(text)} characters of JSON, at most {MAX_SMOKE_JSON}")
-        return self
 
 
 class ExtraVersion(Spec):
@@ -307,9 +222,9 @@ class ModuleSpec(Spec):
         " only once every node of the step reports it passed, and a failure rolls the rollout back"
         " (SmokeFailed, with the module's error), or pauses it without autoRollback",
     )
-    argv: list[Annotated[str, StringConstraints(max_length=65536, pattern=r"^[^\x00]*$")]] = Field(
+    argv: list[Arg] = Field(
         default_factory=list,
-        max_length=1024,
+        max_length=MAX_ARGV,
         description="a command module's argv when an execute call gives none; argv[0] is the program name"
         " (default: [module name]). A call's own argv replaces it; env comes from capabilities.env",
     )

@@ -4,6 +4,7 @@ the encoding is what the nodes read, and a node can check the signature against 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,9 @@ from edge.protocol import ModuleEntry, ModuleTable
 from edge.tablecache import TableRefusedError, TrustedKey, verify
 from reconciler.api.auth import AuthOptions, TokenAuthority
 from reconciler.apply.nodes import NodeHub
-from reconciler.apply.tables import WireEntries
+from reconciler.apply.tables import WireEntries, from_wire, to_wire
 from reconciler.planner import AssignmentEntry
-from reconciler.spec.models import Capabilities, Limits
+from reconciler.spec.models import Capabilities, HealthCheck, Limits, SmokeCall
 from reconciler.store.state import StateStore
 
 DIGEST = "sha256:" + "ab" * 32
@@ -105,6 +106,19 @@ def test_the_same_rows_give_the_same_wire_objects() -> None:
     other = wire.table(rows(20, Limits(), Capabilities(env={"GREETING": "hi"})))  # another revision's objects
     assert other == first and other[0] is not first[0]
     assert isinstance(first[0], ModuleEntry)
+
+
+def test_a_wire_entry_holds_the_rows_objects_and_a_stored_one_reads_back_as_the_row() -> None:
+    """The planner plans in the wire's types: a table entry holds the row's limits, capabilities,
+    health check and smoke calls as they are, and a stored entry read back is the planner's row again
+    (so a restarted control plane does not publish every table anew)."""
+    check, smoke = HealthCheck(function="health"), (SmokeCall(function="add", args=[1, 2], expect=3),)
+    row = replace(rows(20)[1], health_check=check, smoke=smoke, sticky="X-User", argv=("greeter", "-v"))
+    entry = to_wire(row)
+    assert (entry.limits, entry.capabilities, entry.health_check) == (row.limits, row.capabilities, row.health_check)
+    assert entry.limits is LIMITS and entry.capabilities is CAPABILITIES and entry.smoke[0] is smoke[0]
+    stored = ModuleEntry.model_validate_json(entry.model_dump_json(by_alias=True))
+    assert from_wire(stored) == row and from_wire(entry) == row
 
 
 async def test_tables_read_back_from_rows_share_one_signature(store: StateStore, authority: TokenAuthority) -> None:

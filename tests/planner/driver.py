@@ -25,12 +25,12 @@ from reconciler.planner import (
     NodeStatus,
     ObservedNode,
     Plan,
+    RegionMetrics,
     RolloutRecord,
     RunningEntry,
     SetAssignment,
     SmokeResult,
     Snapshot,
-    VersionMetrics,
     latest_records,
     plan,
 )
@@ -124,7 +124,7 @@ class Driver:
         self.unsmoked: set[str] = set()  # nodes whose smoke checks have not finished
         self.passes: list[tuple[Snapshot, Plan]] = []  # the passes of the last `run`: what each saw and did
 
-    def snapshot(self, metrics: Iterable[VersionMetrics] = ()) -> Snapshot:
+    def snapshot(self, metrics: Iterable[RegionMetrics] = ()) -> Snapshot:
         return Snapshot(
             self.desired,
             self.now,
@@ -167,7 +167,7 @@ class Driver:
                 )
                 self.nodes[node_id] = dataclasses.replace(node, running=running, smoke=smoke)
 
-    def run(self, at: float | None = None, metrics: Iterable[VersionMetrics] = ()) -> Plan:
+    def run(self, at: float | None = None, metrics: Iterable[RegionMetrics] = ()) -> Plan:
         """One pass at time `at` (default: now), applied, after the nodes applied the previous one; with
         `prompt`, more passes at the same time while the nodes report new tables. Returns them merged.
 
@@ -201,7 +201,7 @@ class Driver:
     def settle(self) -> None:
         self.run()
 
-    def later(self, seconds: float, metrics: Iterable[VersionMetrics] = ()) -> Plan:
+    def later(self, seconds: float, metrics: Iterable[RegionMetrics] = ()) -> Plan:
         return self.run(self.now + seconds, metrics)
 
     def record(self, module: str) -> RolloutRecord:
@@ -239,8 +239,8 @@ class Driver:
 
 def healthy_metrics(
     module: str, version: str, requests: int = 1000, errors: int = 0, p99: float = 5.0
-) -> list[VersionMetrics]:
-    return [VersionMetrics(module, version, region, requests, errors, p99) for region in REGIONS]
+) -> list[RegionMetrics]:
+    return [RegionMetrics(module, version, region, requests, errors, p99) for region in REGIONS]
 
 
 def kinds(actions: Iterable[Action]) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.planner import VersionMetrics
+from reconciler.planner import RegionMetrics
 from reconciler.planner.analysis import Totals, analyze, compare, lower_bound, totals, wilson_lower
 from reconciler.spec.strategies import ABTestParams, Analysis
 
@@ -41,9 +41,9 @@ def test_too_few_requests_proceed_is_a_pass_that_says_so() -> None:
 def test_totals_sum_regions_and_keep_the_worst_p99() -> None:
     summed = totals(
         [
-            VersionMetrics("m", "1.0.0", "us-east", 100, 1, 10.0),
-            VersionMetrics("m", "1.0.0", "eu-central", 300, 3, 30.0),
-            VersionMetrics("m", "1.0.0", "apac-east", 0, 0, 99.0),  # no requests: its p99 means nothing
+            RegionMetrics("m", "1.0.0", "us-east", 100, 1, 10.0),
+            RegionMetrics("m", "1.0.0", "eu-central", 300, 3, 30.0),
+            RegionMetrics("m", "1.0.0", "apac-east", 0, 0, 99.0),  # no requests: its p99 means nothing
         ]
     )
     assert summed == Totals(400, 4, 30.0)
@@ -147,8 +147,8 @@ def test_lower_bound_is_wilson_above_a_hundred_errors_and_close_to_exact_there()
 def test_a_failure_quotes_the_new_versions_last_error_and_a_pass_does_not() -> None:
     trap = "trap: wasm trap: wasm `unreachable` instruction executed"
     regions = [
-        VersionMetrics("m", "2.0.0", "eu", requests=60, errors=30, last_error=None),
-        VersionMetrics("m", "2.0.0", "us", requests=60, errors=30, last_error=trap),
+        RegionMetrics("m", "2.0.0", "eu", requests=60, errors=30, last_error=None),
+        RegionMetrics("m", "2.0.0", "us", requests=60, errors=30, last_error=trap),
     ]
     failed = analyze(Analysis(), totals(regions), Totals(100, 0))
     assert failed.outcome == "Failed" and failed.message.endswith(f"; last error: {trap}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.planner import Phase, Rollback, VersionMetrics
+from reconciler.planner import Phase, RegionMetrics, Rollback
 from reconciler.planner.analysis import LOADED_AND_HEALTHY, TRAFFIC, Totals, analyze, totals
 from reconciler.planner.snapshots import snapshot_from_json, snapshot_json
 from reconciler.spec.models import HealthCheck
@@ -22,10 +22,10 @@ TRAP = "health check health failed: trap: wasm trap: wasm `unreachable` instruct
 STRATEGY = {"greeter": "canary", "calc": "blue-green", "wc": "rolling"}
 
 
-def checks(module: str, version: str, runs: int, failed: int, error: str | None = TRAP) -> list[VersionMetrics]:
+def checks(module: str, version: str, runs: int, failed: int, error: str | None = TRAP) -> list[RegionMetrics]:
     """Every region's nodes ran `module@version`'s health check `runs` times, `failed` of them failing."""
     return [
-        VersionMetrics(
+        RegionMetrics(
             module,
             version,
             region,

@@ -15,7 +15,7 @@ import hypothesis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.planner import NodeStatus, ObservedNode, Phase, Plan, Planner, Snapshot, VersionMetrics, plan
+from reconciler.planner import NodeStatus, ObservedNode, Phase, Plan, Planner, RegionMetrics, Snapshot, plan
 from reconciler.spec.fleet import DesiredFleet
 
 from .driver import REGIONS, Driver, approval, example, healthy_metrics, make_nodes, with_module, with_policy
@@ -68,7 +68,7 @@ class History:
     def __init__(self) -> None:
         self.d = Driver(example(), make_nodes(3))
         self.versions = {name: 0 for name in MODULES}
-        self.metrics: list[VersionMetrics] = []
+        self.metrics: list[RegionMetrics] = []
         self.joined = 0
         self.left: list[ObservedNode] = []
         self.policy = False

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.planner import ConditionType, Phase, RunningEntry, StepKind, VersionMetrics
+from reconciler.planner import ConditionType, Phase, RegionMetrics, RunningEntry, StepKind
 from reconciler.planner.analysis import LOADED_AND_HEALTHY, TRAFFIC, analysis_for
 from reconciler.spec.fleet import DesiredFleet
 from reconciler.spec.models import RolloutStrategy
@@ -33,7 +33,7 @@ def written(desired: DesiredFleet, name: str, spec: dict[str, Any]) -> DesiredFl
     )
 
 
-def run_out(d: Driver, module: str, metrics: list[VersionMetrics] | None = None, passes: int = 200) -> None:
+def run_out(d: Driver, module: str, metrics: list[RegionMetrics] | None = None, passes: int = 200) -> None:
     """Pass after pass, each when the planner asks to be looked at again, until the rollout is done."""
     for _ in range(passes):
         if not d.record(module).active:
@@ -89,7 +89,7 @@ def test_plain_blue_green_judges_preview_traffic_when_there_is_some() -> None:
     d.run()
     d.desired = with_module(d.desired, "calc", version="9.0.0")
     d.run(at=0.0)
-    d.run(at=10.0, metrics=[VersionMetrics("calc", "9.0.0", "us-east", 4, 4, 1.0)])
+    d.run(at=10.0, metrics=[RegionMetrics("calc", "9.0.0", "us-east", 4, 4, 1.0)])
     record = d.record("calc")
     assert (record.phase, record.kind, record.reason) == (Phase.ROLLED_BACK, StepKind.PREVIEW, "ErrorRateTooHigh")
 
@@ -155,8 +155,8 @@ def test_faulty_canary_under_light_load_rolls_back_on_its_first_clear_errors() -
         new_requests = second // 5  # 0.2 requests a second reach the canary
         errors = (2 * new_requests + 2) // 3
         metrics = [
-            VersionMetrics("greeter", "1.1.0", "us-east", 2 * second - new_requests, 0, 2.0),
-            VersionMetrics("greeter", "1.2.0", "us-east", new_requests, errors, 2.0),
+            RegionMetrics("greeter", "1.1.0", "us-east", 2 * second - new_requests, 0, 2.0),
+            RegionMetrics("greeter", "1.2.0", "us-east", new_requests, errors, 2.0),
         ]
         d.run(at=float(second), metrics=metrics)
         if not d.record("greeter").active:
@@ -173,7 +173,7 @@ def test_failure_is_judged_while_the_step_waits_for_a_node() -> None:
     d.stuck.add(sorted(d.holders("calc"))[0])
     d.desired = with_module(example(), "calc", version="1.1.0")
     d.run(at=0.0)
-    d.run(at=100.0, metrics=[VersionMetrics("calc", "1.1.0", "us-east", 20, 15, 1.0)])
+    d.run(at=100.0, metrics=[RegionMetrics("calc", "1.1.0", "us-east", 20, 15, 1.0)])
     assert (d.record("calc").phase, d.record("calc").reason) == (Phase.ROLLED_BACK, "ErrorRateTooHigh")
 
 
@@ -184,7 +184,7 @@ def test_failure_is_judged_while_a_blue_green_waits_for_its_promotion_approval()
     d.run(at=0.0)
     d.run(at=20.0)
     assert d.record("calc").awaiting == "promotion"
-    d.run(at=40.0, metrics=[VersionMetrics("calc", "1.1.0", "us-east", 20, 15, 1.0)])
+    d.run(at=40.0, metrics=[RegionMetrics("calc", "1.1.0", "us-east", 20, 15, 1.0)])
     assert (d.record("calc").phase, d.record("calc").reason) == (Phase.ROLLED_BACK, "ErrorRateTooHigh")
 
 
@@ -192,7 +192,7 @@ def test_failure_is_judged_while_paused_for_traffic_without_auto_rollback_pausin
     d = canary_started(auto_rollback=False)
     d.run(at=30.0)
     assert d.record("greeter").reason == "NoTraffic"
-    d.run(at=35.0, metrics=[VersionMetrics("greeter", "1.2.0", "us-east", 3, 3, 1.0)])
+    d.run(at=35.0, metrics=[RegionMetrics("greeter", "1.2.0", "us-east", 3, 3, 1.0)])
     assert (d.record("greeter").phase, d.record("greeter").reason) == (Phase.PAUSED, "AnalysisFailed")
 
 

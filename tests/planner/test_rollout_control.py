@@ -11,10 +11,10 @@ from reconciler.planner import (
     Pause,
     Phase,
     RecordEvent,
+    RegionMetrics,
     Rollback,
     SetAssignment,
     StepKind,
-    VersionMetrics,
     plan,
 )
 
@@ -124,8 +124,8 @@ def test_regional_failure_in_second_region_rolls_back_every_region() -> None:
     d.run(at=30.0, metrics=good)  # us-east at 100 %: settle
     d.run(at=90.0, metrics=good)  # eu-central starts
     assert d.record("greeter").region_index == 1
-    bad = [VersionMetrics("greeter", "1.2.0", "us-east", 1000, 0, 5.0)]
-    bad.append(VersionMetrics("greeter", "1.2.0", "eu-central", 1000, 300, 5.0))
+    bad = [RegionMetrics("greeter", "1.2.0", "us-east", 1000, 0, 5.0)]
+    bad.append(RegionMetrics("greeter", "1.2.0", "eu-central", 1000, 300, 5.0))
     d.run(at=120.0, metrics=bad)
     record = d.record("greeter")
     assert (record.phase, record.reason) == (Phase.ROLLED_BACK, "ErrorRateTooHigh")
@@ -492,14 +492,14 @@ def test_failing_metrics_mid_step_roll_back_before_the_step_ends() -> None:
 
 def test_too_few_requests_with_an_unclear_failure_mid_step_do_not_fail_it_early() -> None:
     d = canary_started(analysis={"max_error_rate": 0.05})  # minRequests 50: 2.5 errors allowed
-    one_in_30 = [VersionMetrics("greeter", "1.2.0", "us-east", 30, 1, 5.0)]
+    one_in_30 = [RegionMetrics("greeter", "1.2.0", "us-east", 30, 1, 5.0)]
     d.run(at=3.0, metrics=healthy_metrics("greeter", "1.1.0") + one_in_30)
     assert (d.record("greeter").phase, d.record("greeter").percent) == (Phase.PROGRESSING, 10)
 
 
 def test_too_few_requests_that_fail_clearly_fail_the_step_at_once() -> None:
     d = canary_started(analysis={"max_error_rate": 0.05})
-    two_in_3 = [VersionMetrics("greeter", "1.2.0", "us-east", 3, 2, 5.0)]
+    two_in_3 = [RegionMetrics("greeter", "1.2.0", "us-east", 3, 2, 5.0)]
     d.run(at=3.0, metrics=healthy_metrics("greeter", "1.1.0") + two_in_3)
     record = d.record("greeter")
     assert (record.phase, record.reason) == (Phase.ROLLED_BACK, "ErrorRateTooHigh")
