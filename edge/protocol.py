@@ -224,9 +224,6 @@ class Mount(_Wire):
         return value
 
 
-FilesystemGrant = Mount  # the node's name for a grant (`edge.commands.edge` builds them by it)
-
-
 class Network(_Wire):
     allow_hosts: Annotated[tuple[str, ...], FleetList()] = Field(default_factory=tuple, alias="allowHosts")
 

@@ -182,7 +182,7 @@ def _run_node(source: Source, target: Target) -> int:
 
 def standalone_capabilities(env: list[str], dirs: list[str]) -> Capabilities:
     """`--env K=V` and `--dir HOST:GUEST[:ro|rw]` as the capabilities every module of the folder gets."""
-    from edge.protocol import Capabilities, FilesystemGrant
+    from edge.protocol import Capabilities, Mount
 
     variables = {}
     for item in env:
@@ -196,7 +196,7 @@ def standalone_capabilities(env: list[str], dirs: list[str]) -> Capabilities:
         mode = parts.pop() if len(parts) == 3 else "ro"
         if len(parts) != 2 or not all(parts) or mode not in ("ro", "rw"):
             raise ValueError(f"--dir {spec!r}: expected HOST:GUEST[:ro|rw]")
-        grants.append(FilesystemGrant(host=str(Path(parts[0]).resolve()), guest=parts[1], mode=mode))
+        grants.append(Mount(host=str(Path(parts[0]).resolve()), guest=parts[1], mode=mode))
     return Capabilities(env=variables, filesystem=tuple(grants))
 
 

@@ -20,10 +20,10 @@ from reconciler.planner import (
     AssignmentEntry,
     NodeStatus,
     ObservedNode,
+    RegionMetrics,
     RunningEntry,
     SmokeResult,
     Snapshot,
-    VersionMetrics,
 )
 from reconciler.spec.approvals import Approval
 from reconciler.spec.fleet import DesiredFleet
@@ -36,7 +36,7 @@ class Seen:
     views: list[NodeView]
     tables: list[ModuleTable | None]
     records: tuple[planner.RolloutRecord, ...]
-    metrics: tuple[VersionMetrics, ...]
+    metrics: tuple[RegionMetrics, ...]
 
 
 def observed(view: NodeView, assigned: tuple[AssignmentEntry, ...]) -> ObservedNode:
@@ -52,31 +52,16 @@ def observed(view: NodeView, assigned: tuple[AssignmentEntry, ...]) -> ObservedN
     )
 
 
-def metrics_for(window: MetricsWindow, records: tuple[planner.RolloutRecord, ...]) -> tuple[VersionMetrics, ...]:
+def metrics_for(window: MetricsWindow, records: tuple[planner.RolloutRecord, ...]) -> tuple[RegionMetrics, ...]:
     """Per active rollout, what each version served in each region since its step began."""
-    out = []
+    out: list[RegionMetrics] = []
     for record in planner.latest_records(records).values():
         if not record.active:
             continue
         versions = {record.target.version}
         if record.previous is not None:
             versions.add(record.previous.version)
-        for (module, version, region), totals in window.since_by_region(
-            record.module, versions, record.step_started_at
-        ).items():
-            out.append(
-                VersionMetrics(
-                    module=module,
-                    version=version,
-                    region=region,
-                    requests=totals.requests,
-                    errors=totals.errors,
-                    p99_ms=totals.p99_ms,
-                    last_error=totals.last_error,
-                    health_checks=totals.health_checks,
-                    health_failures=totals.health_failures,
-                )
-            )
+        out.extend(window.since_by_region(record.module, versions, record.step_started_at).values())
     return tuple(out)
 
 

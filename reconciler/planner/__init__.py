@@ -74,7 +74,3 @@ __all__ = [
     "plan",
     "rollout_rule",
 ]
-
-VersionMetrics = RegionMetrics
-"""The name `RegionMetrics` had before it stopped sharing one with a node's report
-(`edge.protocol.VersionMetrics`), kept for `reconciler.apply.observe` until it names `RegionMetrics`."""

@@ -12,7 +12,7 @@ import pytest
 
 from edge.coremodule import LoadedModule
 from edge.errors import ExitError, LoadError, MemoryLimitError, ModuleTimeoutError
-from edge.protocol import Capabilities, FilesystemGrant, Limits
+from edge.protocol import Capabilities, Limits, Mount
 from edge.runtime import MIB, DirGrant, Runtime, Sandbox
 from edge.wat import compile_wat
 from tests.edge.conftest import module_bytes
@@ -121,7 +121,7 @@ def tree(tmp_path: Path) -> Path:
 
 
 def files_module(runtime: Runtime, tree: Path, mode: str) -> LoadedModule:
-    capabilities = Capabilities(filesystem=(FilesystemGrant(host=str(tree / "data"), guest="/data", mode=mode),))
+    capabilities = Capabilities(filesystem=(Mount(host=str(tree / "data"), guest="/data", mode=mode),))
     return runtime.load(module_bytes("files"), Sandbox.from_entry(Limits(), capabilities))
 
 
