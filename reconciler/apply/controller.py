@@ -4,9 +4,11 @@ Flow of one pass (`reconcile`): the last good revision of the Git source, then `
 each an `async (Work) -> None` that reads and fills the pass's `Work`:
 
     register   every binary pulled (OCI) and in the registry (idempotent, by digest), or Stalled
-    gate       modules whose interface change waits for an approval kept as at the base
-    plan       node views (hub) + rollout records (book) + approvals + metrics windows -> Snapshot
-               -> the incremental planner -> Plan, in a worker thread
+    gate       the base fleet interface changes are judged against (the last applied revision's)
+    plan       node views (hub) + rollout records (book) + approvals + metrics windows + base ->
+               Snapshot -> the incremental planner -> Plan, in a worker thread; the planner holds
+               back modules whose interface change waits for approval (reconciler.planner.gate),
+               and each new wait is announced once
     save       book.save(plan.records): progress first, so a restart resumes mid-rollout
     apply      reconciler.apply.executor: each SetAssignment publishes a node's full table (a no-op when
                equal); the rest become events, log lines and audit lines
@@ -34,7 +36,7 @@ from typing import TYPE_CHECKING, Protocol
 from reconciler import planner
 from reconciler.apply.binaries import Binaries, StalledError
 from reconciler.apply.executor import Event, Executor
-from reconciler.apply.gates import Held, InterfaceGates
+from reconciler.apply.gates import InterfaceGates
 from reconciler.apply.nodes import NodeHub
 from reconciler.apply.observe import Seen, SnapshotBuilder, metrics_for
 from reconciler.apply.registry import Registry
@@ -87,7 +89,6 @@ class Work:
 
     revision: RevisionLike
     desired: DesiredFleet  # the revision's fleet, then with its OCI binaries pulled
-    held: Held | None = None  # after `gate`: the fleet the planner gets, and what waits for approval
     plan: Plan | None = None  # after `plan`
 
 
@@ -285,20 +286,16 @@ class Controller:
         work.desired = desired
 
     async def _gate(self, work: Work) -> None:
-        """Modules whose interface change waits for an approval stay as they were at the base."""
+        """The base interface changes are judged against (read once: the last applied revision's fleet)."""
         if not self.gates.ready:
             await asyncio.to_thread(self.gates.load_base, self.source)
-        work.held = self.gates.hold(work.desired, work.revision.approvals)
-        for module, message in work.held.new_waits:
-            self.executor.event("AwaitingInterfaceApproval", message, module, warning=True)
 
     async def _plan_step(self, work: Work) -> None:
-        """The snapshot and the plan, off the loop (`_plan`)."""
-        assert work.held is not None
+        """The snapshot and the plan, off the loop (`_plan`); the planner holds back what waits."""
         now = self.clock()
-        work.plan = await asyncio.to_thread(
-            self._plan, work.held.fleet, work.revision.approvals, now, self._observe(now)
-        )
+        work.plan = await asyncio.to_thread(self._plan, work.desired, work.revision.approvals, now, self._observe(now))
+        for module, message in self.gates.announce(work.plan.waiting):
+            self.executor.event("AwaitingInterfaceApproval", message, module, warning=True)
 
     async def _save(self, work: Work) -> None:
         """Progress recorded before anything is applied: a restart resumes mid-rollout."""
@@ -312,19 +309,14 @@ class Controller:
 
     async def _report(self, work: Work) -> None:
         """Conditions for status, and the revision marked applied once nothing waits."""
-        assert work.plan is not None and work.held is not None
+        assert work.plan is not None
         conditions = dict(work.plan.status)
-        for module, message in work.held.waiting.items():
-            conditions[module] = (
-                Condition(ConditionType.PAUSED, True, "AwaitingInterfaceApproval", message),
-                *(c for c in conditions.get(module, ()) if c.type is not ConditionType.PAUSED),
-            )
         await self.executor.write_conditions(conditions)  # before memory: both say the same
         self.state.conditions = conditions
         self.state.requeue_after = work.plan.requeue_after
         self.state.error = None
         sha = work.revision.sha
-        if not work.held.waiting and self.state.applied_revision != sha:
+        if not work.plan.waiting and self.state.applied_revision != sha:
             await asyncio.to_thread(self._mark_applied, sha)
             self.state.applied_revision = sha
             self.gates.applied(work.desired)
@@ -344,7 +336,7 @@ class Controller:
 
     def snapshot(self, desired: DesiredFleet, approvals: tuple[Approval, ...], now: float) -> Snapshot:
         """What a pass plans from, now (on the loop; the API's diff and snapshot routes use it too)."""
-        return self._snapshots.build(desired, approvals, now, self._observe(now))
+        return self._snapshots.build(desired, approvals, now, self._observe(now), self.gates.base)
 
     def _observe(self, now: float) -> Seen:
         """What the snapshot reads of state the event loop changes (on the loop, cheap): the hub's
@@ -360,7 +352,7 @@ class Controller:
         """The snapshot and the plan, in a worker thread: at 1,000 nodes the conversion of the nodes'
         reports that changed and the plan take tens to hundreds of ms of CPU that every long-poll
         answer and heartbeat would otherwise wait behind. Its inputs are immutable; one pass runs at a time."""
-        return self._planner.plan(self._snapshots.build(desired, approvals, now, seen))
+        return self._planner.plan(self._snapshots.build(desired, approvals, now, seen, self.gates.base))
 
     async def apply(self, result: Plan, traces: Mapping[str, str] | None = None) -> None:
         """The plan's side effects (`reconciler.apply.executor`), the tables carrying `traces` (module ->

@@ -1,15 +1,13 @@
-"""Interface gates as the controller runs them: the base fleet (the last applied revision's, read back
-from Git after a restart), the held-back fleet cached per revision so the planner's caches stay warm,
-and each new wait announced once. What waits and why is `reconciler.planner.gate` (pure).
+"""Interface gates as the controller runs them: the base fleet that changes are judged against (the
+last applied revision's, read back from Git after a restart) and each new wait announced once. What
+waits and why, and the fleet the planner plans from meanwhile, are `reconciler.planner.gate` (pure).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Protocol
 
-from reconciler.planner.gate import held_back, waiting
-from reconciler.spec.approvals import Approval
 from reconciler.spec.fleet import DesiredFleet
 from reconciler.store.revisions import RevisionStore
 
@@ -18,20 +16,12 @@ class FleetHistory(Protocol):
     def fleet_at(self, sha: str) -> DesiredFleet | None: ...
 
 
-@dataclass(frozen=True)
-class Held:
-    fleet: DesiredFleet  # what the planner gets: gated modules as they were at the base
-    waiting: dict[str, str] = field(default_factory=dict)  # module -> why it waits
-    new_waits: tuple[tuple[str, str], ...] = ()  # (module, message) not announced before
-
-
 class InterfaceGates:
     def __init__(self, store: RevisionStore) -> None:
         self.store = store
         self.base: DesiredFleet | None = None
         self.ready = False
         self._announced: set[tuple[str, str]] = set()
-        self._cache: dict[tuple[int, tuple[tuple[str, str], ...]], DesiredFleet] = {}
 
     def load_base(self, history: FleetHistory) -> None:
         """The fleet at the last applied revision (None on a first start: nothing to compare with)."""
@@ -43,16 +33,8 @@ class InterfaceGates:
         """`fleet` is now the last applied revision's: later changes are judged against it."""
         self.base = fleet
 
-    def hold(self, desired: DesiredFleet, approvals: tuple[Approval, ...]) -> Held:
-        waits = waiting(desired, self.base, approvals)
-        if not waits:
-            return Held(desired)
-        key = (id(desired), tuple(sorted(waits.items())))
-        fleet = self._cache.get(key)
-        if fleet is None:
-            assert self.base is not None
-            fleet = held_back(desired, self.base, waits)
-            self._cache = {key: fleet}  # one revision at a time: keep the planner's caches warm
+    def announce(self, waits: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+        """The (module, message) pairs of `waits` not announced before, in module order."""
         new = tuple((m, msg) for m, msg in sorted(waits.items()) if (m, msg) not in self._announced)
         self._announced.update(new)
-        return Held(fleet, waits, new)
+        return new

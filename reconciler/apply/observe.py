@@ -86,7 +86,14 @@ class SnapshotBuilder:
             self._assigned.clear()
             self._observed.clear()
 
-    def build(self, desired: DesiredFleet, approvals: tuple[Approval, ...], now: float, seen: Seen) -> Snapshot:
+    def build(
+        self,
+        desired: DesiredFleet,
+        approvals: tuple[Approval, ...],
+        now: float,
+        seen: Seen,
+        base: DesiredFleet | None = None,
+    ) -> Snapshot:
         with self._lock:
             return Snapshot(
                 desired=desired,
@@ -95,6 +102,7 @@ class SnapshotBuilder:
                 records=seen.records,
                 approvals=approvals,
                 metrics=seen.metrics,
+                base=base,
             )
 
     def _nodes(self, seen: Seen) -> tuple[ObservedNode, ...]:

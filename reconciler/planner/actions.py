@@ -127,3 +127,4 @@ class Plan:
     records: tuple[RolloutRecord, ...] = ()
     requeue_after: float | None = None
     status: Mapping[str, tuple[Condition, ...]] = field(default_factory=dict)
+    waiting: Mapping[str, str] = field(default_factory=dict)  # module -> why its interface change waits

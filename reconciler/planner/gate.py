@@ -8,15 +8,19 @@ change without one can never be approved and waits for a revert or a bump. Until
 sees the implementing modules as they were at the base, so nothing that implements the new interface
 rolls out; everything else goes ahead.
 
-Pure: the base fleet and the approvals come in (`reconciler.apply.gates` reads the base from the
-store and Git, and announces each new wait once).
+Pure: the snapshot brings the base fleet and the approvals (`reconciler.apply.gates` reads the base
+from the store and Git, and announces each new wait once). `Gate` runs first in every pass, full or
+incremental: the rest of the planner sees the held-back fleet, and `paused` marks what waits.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 
 from reconciler.interfaces.evolution import compare
+from reconciler.planner.actions import Plan
+from reconciler.planner.types import Condition, ConditionType, Snapshot
 from reconciler.spec.approvals import Approval, ApprovalRule, evaluate
 from reconciler.spec.fleet import DesiredFleet
 from reconciler.spec.models import package_of
@@ -70,3 +74,38 @@ def held_back(desired: DesiredFleet, base: DesiredFleet, waits: dict[str, str]) 
         else:
             del modules[module]  # a new module that implements the new interface: not yet
     return replace(desired, modules=modules, binaries=binaries)
+
+
+class Gate:
+    """`held(snapshot)`: the snapshot the rest of a pass plans from and what waits. The held-back
+    fleet of the last revision is kept, so the incremental planner sees the same object pass after
+    pass (its caches are keyed by the fleet's identity)."""
+
+    def __init__(self) -> None:
+        self._last: tuple[DesiredFleet, DesiredFleet | None, tuple[tuple[str, str], ...], DesiredFleet] | None = None
+
+    def held(self, snapshot: Snapshot) -> tuple[Snapshot, dict[str, str]]:
+        waits = waiting(snapshot.desired, snapshot.base, snapshot.approvals)
+        if not waits or snapshot.base is None:
+            return snapshot, {}
+        key = tuple(sorted(waits.items()))
+        last = self._last
+        if last is not None and last[0] is snapshot.desired and last[1] is snapshot.base and last[2] == key:
+            fleet = last[3]
+        else:
+            fleet = held_back(snapshot.desired, snapshot.base, waits)
+            self._last = (snapshot.desired, snapshot.base, key, fleet)
+        return replace(snapshot, desired=fleet), waits
+
+
+def paused(plan: Plan, waits: Mapping[str, str]) -> Plan:
+    """`plan` with each waiting module Paused as AwaitingInterfaceApproval (its other conditions kept)."""
+    if not waits:
+        return plan
+    status = dict(plan.status)
+    for module, message in waits.items():
+        status[module] = (
+            Condition(ConditionType.PAUSED, True, "AwaitingInterfaceApproval", message),
+            *(c for c in status.get(module, ()) if c.type is not ConditionType.PAUSED),
+        )
+    return replace(plan, status=status, waiting=dict(waits))

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from itertools import chain
 
 from reconciler.planner.actions import Action, Plan, SetAssignment
+from reconciler.planner.gate import Gate, paused
 from reconciler.planner.index import ModuleFacts, facts
 from reconciler.planner.placement import ModulePlacement, place
 from reconciler.planner.planner import Running, Smoke, _Pass, _steady, latest_records, node_reports, plan
@@ -84,6 +85,7 @@ class Planner:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._gate = Gate()
         self._clear()
 
     def reset(self) -> None:
@@ -94,8 +96,9 @@ class Planner:
     def plan(self, snapshot: Snapshot) -> Plan:
         """The plan `plan(snapshot)` gives; see the module docstring for what is done again."""
         with self._lock:
+            held, waits = self._gate.held(snapshot)
             try:
-                return self._plan(snapshot)
+                return paused(self._plan(held), waits)
             except BaseException:
                 self._clear()
                 raise

@@ -33,6 +33,7 @@ from collections.abc import Iterable, Mapping
 
 from reconciler.planner.actions import Action, Plan, SetAssignment
 from reconciler.planner.conditions import ModuleView, module_conditions
+from reconciler.planner.gate import Gate, paused
 from reconciler.planner.index import ModuleFacts, facts, rollout_rule
 from reconciler.planner.machine import advance, start, supersede
 from reconciler.planner.placement import ModulePlacement, place
@@ -414,4 +415,5 @@ class _Pass:
 
 def plan(snapshot: Snapshot) -> Plan:
     """Plan one pass over `snapshot`: see the module docstring."""
-    return _Pass(snapshot).run()
+    held, waits = Gate().held(snapshot)
+    return paused(_Pass(held).run(), waits)

@@ -281,3 +281,6 @@ class Snapshot:
     records: tuple[RolloutRecord, ...] = ()
     approvals: tuple[Approval, ...] = ()
     metrics: tuple[RegionMetrics, ...] = field(default=())
+    # the last fully applied revision's fleet, which interface changes are judged against (None: a
+    # first start, nothing to compare with); `reconciler.planner.gate`
+    base: DesiredFleet | None = None

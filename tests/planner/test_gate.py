@@ -6,11 +6,12 @@ from __future__ import annotations
 import dataclasses
 
 from reconciler.interfaces import parse_wit_text
+from reconciler.planner import ConditionType, Planner, Snapshot, StartRollout, plan
 from reconciler.planner.gate import held_back, waiting
 from reconciler.spec.fleet import DesiredFleet
 from reconciler.spec.models import ApprovalRule
 
-from .driver import ROOT, approval, example, with_module, with_policy
+from .driver import ROOT, approval, example, make_nodes, with_module, with_policy
 
 GREETER = (ROOT / "fleet-example/interfaces/greeter.wit").read_text()
 HEALTH = "  /// 1 when the module is healthy.\n  health: func() -> s32;\n"
@@ -67,3 +68,32 @@ def test_held_back_keeps_waiting_modules_as_at_the_base_and_leaves_new_ones_out(
     assert {k for k in fleet.binaries if k[0] == "greeter"} == {k for k in base.binaries if k[0] == "greeter"}
     new = dataclasses.replace(desired, modules={**desired.modules, "greeter-two": desired.modules["greeter"]})
     assert "greeter-two" not in held_back(new, base, {"greeter-two": "waits"}).modules
+
+
+def test_the_planner_holds_back_what_waits_and_pauses_it() -> None:
+    base = example()
+    bumped = with_greeter_wit(base, GREETER.replace(HEALTH, "").replace("@1.0.0", "@2.0.0"))
+    bumped = with_module(bumped, "greeter", implements="example:greeter/greet@2.0.0", version="1.3.0")
+    bumped = with_module(bumped, "calc", version="1.1.0")
+    nodes = make_nodes()
+    full = plan(Snapshot(desired=bumped, now=1000.0, nodes=nodes, base=base))
+    incremental = Planner()
+    kept = incremental.plan(Snapshot(desired=bumped, now=1000.0, nodes=nodes, base=base))
+    for result in (full, kept):
+        assert set(result.waiting) == {"greeter"}
+        paused = [c for c in result.status["greeter"] if c.type is ConditionType.PAUSED]
+        assert [c.reason for c in paused] == ["AwaitingInterfaceApproval"]
+        started = {a.module: a.to_version for a in result.actions if isinstance(a, StartRollout)}
+        # greeter is planned as at the base; the rest goes ahead
+        assert started["greeter"] == base.modules["greeter"].spec.version != "1.3.0"
+        assert started["calc"] == "1.1.0"
+    assert full.actions == kept.actions and full.status == kept.status
+    # approved: nothing waits, and greeter's rollout starts
+    approved = Snapshot(
+        desired=bumped, now=1001.0, nodes=nodes, base=base, approvals=(approval("example:greeter", "2.0.0"),)
+    )
+    result = Planner().plan(approved)
+    assert result.waiting == {}
+    assert any(isinstance(a, StartRollout) and (a.module, a.to_version) == ("greeter", "1.3.0") for a in result.actions)
+    # without a base (a first start) nothing is compared
+    assert plan(Snapshot(desired=bumped, now=1000.0, nodes=nodes)).waiting == {}
