@@ -35,6 +35,7 @@ import orjson
 
 from edge.auth import ISSUER
 from edge.blobfetch import ControlPlaneLink
+from edge.counters import Counters
 from edge.nodeapi import (
     NODES_PATH,
     Heartbeat,
@@ -45,7 +46,7 @@ from edge.nodeapi import (
     SmokeReport,
 )
 from edge.protocol import SERVING_CACHED_TABLE, TABLE_SIGNATURE_HEADER, ModuleEntry, ModuleTable, VersionMetrics
-from edge.router import ApplyReport, Counters
+from edge.router import ApplyReport
 from edge.smoke import SmokeOutcome
 from edge.tablecache import SavedTables, TableRefusedError, TrustedKey, verify
 

@@ -52,10 +52,11 @@ import aiohttp
 from aiohttp import web
 
 from edge.auth import ISSUER
+from edge.counters import Counters
 from edge.grants import GrantRoots
 from edge.ipc import Applied, Key, WorkerConfig, WorkerLink, supervisor_app, supervisor_socket, worker_socket
 from edge.protocol import ModuleEntry, ModuleTable, VersionMetrics
-from edge.router import ApplyReport, BlobSource, Counters, TableApplier
+from edge.router import ApplyReport, BlobSource, TableApplier
 from edge.smoke import SmokeOutcome
 
 log = logging.getLogger("hotswap.edge.workers")

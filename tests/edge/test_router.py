@@ -189,7 +189,7 @@ async def test_counts_of_a_drained_version_still_ship(router: Router, source: Di
 
 
 def test_a_versions_last_error_travels_with_its_metrics_through_workers() -> None:
-    from edge.router import Counters
+    from edge.counters import Counters
     from edge.supervisor import add_metrics, as_metrics
 
     worker = Counters(requests=3, traps=1, last_error="trap: wasm trap: wasm `unreachable` instruction executed")
@@ -204,7 +204,7 @@ def test_a_versions_last_error_travels_with_its_metrics_through_workers() -> Non
 
 
 def test_a_served_call_counts_and_charges_as_a_recorded_ok_does() -> None:
-    from edge.router import Counters
+    from edge.counters import Counters
 
     fast, slow = Counters(), Counters()
     for duration_ms, violations in ((0.01, 0), (3.0, 1), (250.0, 0), (1e9, 2)):

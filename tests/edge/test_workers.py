@@ -28,9 +28,9 @@ import wasmtime
 
 from edge import wasm
 from edge.cache import ModuleCache, engine_key
+from edge.counters import Counters
 from edge.ipc import WORKER_HEADER
 from edge.protocol import LATENCY_BUCKETS_MS, VersionMetrics
-from edge.router import Counters
 from edge.supervisor import SUMMED_COUNTS, add_metrics, as_metrics, gained
 from tests.e2e.cluster import Cluster, poll, start_cluster, stop_cluster
 
