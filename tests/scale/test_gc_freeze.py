@@ -19,6 +19,11 @@ from reconciler.apply.nodes import NodeHub
 from reconciler.server import LongLivedFreezer
 from reconciler.store.state import open_state_store
 
+# These tests run the collector (the freezer collects before it freezes), which finalises whatever
+# earlier tests in the same process left unreachable, e.g. a socket a client did not close: that
+# warning is about the earlier test, whichever test happens to collect, not about freezing.
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
 
 class Cycle:
     """An object only the cycle collector can free."""
