@@ -19,12 +19,41 @@ from typing import Any
 import aiohttp
 
 from reconciler.api.auth import AuthOptions, load_or_create_signing_key
+from reconciler.apply.controller import Controller
+from reconciler.apply.leader import Replicas
+from reconciler.apply.nodes import NodeHub
+from reconciler.apply.registry import Registry
 from reconciler.apply.rollouts import RolloutBook, record_json
 from reconciler.server import ControlPlane, ServeOptions
+from reconciler.store.blobs import open_blob_store
 from reconciler.store.records import RolloutStepRecord
-from reconciler.store.state import open_state_store
+from reconciler.store.state import StateStore, open_state_store
 from tests.e2e.cluster import Cluster, FleetRepo, kill_process, poll, stop_process
 from tests.services import free_port
+
+
+class NoRevision:
+    """A Git source with nothing in it yet: a controller that only judges and plans nodes."""
+
+    latest = None
+
+    def fleet_at(self, sha: str) -> None:
+        return None
+
+
+def leading_controller(store: StateStore, hub: NodeHub, replicas: Replicas, blobs: Path) -> Controller:
+    """A controller over `hub` that leads among `replicas` (as `Replicas.run` sets one up before it
+    leads), with an empty source and a registry whose blobs are under `blobs`."""
+    controller = Controller(
+        store=store,
+        registry=Registry(store, open_blob_store(None, blobs)),
+        source=NoRevision(),
+        hub=hub,
+        role=replicas.role,
+        before_pass=replicas.before_pass,
+    )
+    replicas._controller = controller  # what run(controller) does before it leads
+    return controller
 
 
 def shared_key(tmp: Path) -> Path:

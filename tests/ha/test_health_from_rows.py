@@ -14,23 +14,14 @@ from pathlib import Path
 import pytest
 
 from edge.nodeapi import Heartbeat
-from reconciler.apply.controller import Controller
 from reconciler.apply.leader import Replicas
 from reconciler.apply.nodes import MISSED_HEARTBEATS, NodeHub
-from reconciler.apply.registry import Registry
-from reconciler.store.blobs import open_blob_store
 from reconciler.store.records import NodeRecord
 from reconciler.store.state import SharedHeartbeat, StateStore, open_state_store
+from tests.ha.replicas import leading_controller
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC).timestamp()
 BEAT = 1.0  # heartbeat seconds: silent after MISSED_HEARTBEATS of them
-
-
-class NoRevision:
-    latest = None
-
-    def fleet_at(self, sha: str) -> None:
-        return None
 
 
 @dataclass
@@ -60,15 +51,7 @@ async def leader(database_url: str, tmp_path: Path) -> AsyncIterator[Leader]:
     replicas = Replicas(store, database_url, clock=lambda: clock[0])
     pokes: list[int] = []
     hub = NodeHub(store, heartbeat_seconds=BEAT, clock=lambda: clock[0], peers=replicas, poke=lambda: pokes.append(1))
-    controller = Controller(
-        store=store,
-        registry=Registry(store, open_blob_store(None, tmp_path)),
-        source=NoRevision(),
-        hub=hub,
-        role=replicas.role,
-        before_pass=replicas.before_pass,
-    )
-    replicas._controller = controller  # what run(controller) does before it leads
+    leading_controller(store, hub, replicas, tmp_path)
     try:
         yield Leader(store, hub, replicas, clock, pokes)
     finally:

@@ -137,23 +137,14 @@ async def test_the_hub_takes_newer_rows_wakes_long_polls_and_never_goes_back(tmp
         store.close()
 
 
-class NoRevision:
-    latest = None
-
-    def fleet_at(self, sha: str) -> None:
-        return None
-
-
 async def test_a_leader_reads_again_the_rows_of_nodes_that_look_silent_before_it_plans(
     database_url: str, tmp_path: Path
 ) -> None:
     # A heartbeat that reached the other replica is in the store before its NOTIFY reaches a busy
     # leader: the leader must not replan the node as lost on its memory alone.
-    from reconciler.apply.controller import Controller
     from reconciler.apply.leader import Replicas
     from reconciler.apply.nodes import MISSED_HEARTBEATS
-    from reconciler.apply.registry import Registry
-    from reconciler.store.blobs import open_blob_store
+    from tests.ha.replicas import leading_controller
 
     store = open_state_store(database_url=database_url)
     try:
@@ -162,15 +153,7 @@ async def test_a_leader_reads_again_the_rows_of_nodes_that_look_silent_before_it
         replicas = Replicas(store, database_url, clock=lambda: clock[0])
         hub = NodeHub(store, heartbeat_seconds=1.0, clock=lambda: clock[0], peers=replicas)
         assert await hub.load("quiet-here")
-        controller = Controller(
-            store=store,
-            registry=Registry(store, open_blob_store(None, tmp_path)),
-            source=NoRevision(),
-            hub=hub,
-            role=replicas.role,
-            before_pass=replicas.before_pass,
-        )
-        replicas._controller = controller  # what run(controller) does before it leads
+        leading_controller(store, hub, replicas, tmp_path)
         clock[0] += MISSED_HEARTBEATS * 1.0 + 1
         assert hub.silent(clock[0]) == ["quiet-here"]
         later = datetime.fromtimestamp(clock[0] - 0.5, UTC)  # the other replica heard it half a second ago
