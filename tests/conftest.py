@@ -1,15 +1,18 @@
-"""Fixtures shared by every test package: paths to the repository's own example fleet."""
+"""Fixtures shared by every test package: paths to the repository's own example fleet, and an
+embedded state store in the test's folder (a package whose tests run on both back ends overrides it)."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import inspect
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from reconciler.store.state import StateStore, open_state_store
 
 pytest_plugins = ["tests.services"]
 
@@ -24,6 +27,15 @@ def repo_root() -> Path:
 @pytest.fixture(scope="session")
 def example_fleet() -> Path:
     return ROOT / "fleet-example"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[StateStore]:
+    state = open_state_store(data_dir=tmp_path / "state")
+    try:
+        yield state
+    finally:
+        state.close()
 
 
 # -- every async test is bounded ------------------------------------------------------------------

@@ -28,7 +28,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from reconciler.notify import SIGNATURE_HEADER, verify_signature
-from reconciler.store.state import StateStore, open_state_store
 
 SECRET = "s3cret-for-tests"
 
@@ -217,15 +216,3 @@ def smtp_server(smtp_certificate: tuple[Path, Path]) -> Iterator[SmtpServer]:
         yield sink
     finally:
         controller.stop()
-
-
-# -- state --------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[StateStore]:
-    state = open_state_store(data_dir=tmp_path / "state")
-    try:
-        yield state
-    finally:
-        state.close()
