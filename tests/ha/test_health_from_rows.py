@@ -5,8 +5,7 @@ is judged by this replica's clock, as before."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +17,7 @@ from reconciler.apply.leader import Replicas
 from reconciler.apply.nodes import MISSED_HEARTBEATS, NodeHub
 from reconciler.store.records import NodeRecord
 from reconciler.store.state import SharedHeartbeat, StateStore, open_state_store
+from tests.e2e.cluster import poll
 from tests.ha.replicas import leading_controller
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC).timestamp()
@@ -58,13 +58,6 @@ async def leader(database_url: str, tmp_path: Path) -> AsyncIterator[Leader]:
         store.close()
 
 
-async def until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
-
-
 async def test_a_node_heard_by_another_replica_is_unhealthy_only_once_its_row_says_so(leader: Leader) -> None:
     hub, clock = leader.hub, leader.clock
     assert hub.status_of(hub._nodes["far"], T0) == "Healthy"  # both rows came from the store at T0
@@ -79,7 +72,7 @@ async def test_a_node_heard_by_another_replica_is_unhealthy_only_once_its_row_sa
     assert not hub.check_health()  # no health change, no poke; the timer's check asks for the rows
     assert hub.next_health_change() == pytest.approx(BEAT)  # asked: asked again after one heartbeat
     # The read shows "far" heard half a second ago (by the other replica's clock) and "near" silent.
-    await until(lambda: not hub.due(clock[0]), "the due rows to be read")
+    await poll(lambda: not hub.due(clock[0]), "the due rows to be read")
     assert leader.status("far") == "Healthy"
     assert leader.status("near") == "Unhealthy"
     assert leader.pokes  # "near" changed status
@@ -93,7 +86,7 @@ async def test_a_node_heard_by_another_replica_is_unhealthy_only_once_its_row_sa
     # A later heartbeat the other replica heard brings it back when its row is read (its NOTIFY).
     leader.heard_elsewhere("far", clock[0])
     leader.replicas.recheck(["far"])
-    await until(lambda: leader.status("far") == "Healthy", "far to be Healthy again")
+    await poll(lambda: leader.status("far") == "Healthy", "far to be Healthy again")
 
 
 async def test_a_node_heard_here_is_judged_by_this_replicas_clock(leader: Leader) -> None:
