@@ -20,6 +20,7 @@ from edge.router import Router, VersionSlot
 from edge.runtime import Runtime
 from edge.server import Node, NodeConfig, build_app
 from edge.standalone import DirectorySource
+from tests.e2e.cluster import poll
 
 # `health` passes twice on an instance, then traps. A trap discards the instance, so on the next
 # one it passes twice again: pass, pass, fail, pass, pass, fail, ...
@@ -58,16 +59,6 @@ def slot(router: Router, version: str) -> VersionSlot:
     return found
 
 
-async def until(condition: Callable[[], bool], what: str) -> None:
-    """Wait until `condition()` holds, looking again every few milliseconds; fail after 20 s."""
-    try:
-        async with asyncio.timeout(20):
-            while not condition():
-                await asyncio.sleep(0.005)
-    except TimeoutError:
-        raise AssertionError(f"still waiting for {what}") from None
-
-
 def health_tasks() -> list[asyncio.Task[object]]:
     return [t for t in asyncio.all_tasks() if t.get_name().startswith("health ")]
 
@@ -83,7 +74,7 @@ async def test_a_health_check_that_starts_failing_is_reported_in_the_next_heartb
         shipped.extend(router.metrics_delta())  # what the agent's next heartbeat carries
         return any(m.health_failures for m in shipped)
 
-    await until(failed, "a heartbeat delta with a failed health check")
+    await poll(failed, "a heartbeat delta with a failed health check")
     assert {(m.module, m.version) for m in shipped} == {("greeter", "1.0.0")}
     assert sum(m.health_checks for m in shipped) >= 3  # after load, then twice more before the trap
     assert sum(m.health_failures for m in shipped) >= 1
@@ -98,7 +89,7 @@ async def test_a_health_check_that_starts_failing_is_reported_in_the_next_heartb
 async def test_the_check_runs_every_interval_seconds_of_its_entry(router: Router) -> None:
     await router.apply_table([entry(router, HEALTHY, "1.0.0", interval=0.05)])
     often = slot(router, "1.0.0")
-    await until(lambda: often.counters.health_checks >= 3, "three runs 0.05 s apart")
+    await poll(lambda: often.counters.health_checks >= 3, "three runs 0.05 s apart")
     assert often.counters.health_failures == 0
 
     await router.apply_table(
@@ -106,7 +97,7 @@ async def test_the_check_runs_every_interval_seconds_of_its_entry(router: Router
     )
     rarely = slot(router, "2.0.0")
     seen = often.counters.health_checks
-    await until(lambda: often.counters.health_checks >= seen + 3, "three more runs of the frequent check")
+    await poll(lambda: often.counters.health_checks >= seen + 3, "three more runs of the frequent check")
     assert rarely.counters.health_checks == 1  # only the one after its load: its next is an hour away
 
 
@@ -125,7 +116,7 @@ async def test_a_passing_version_reports_nothing_about_health_while_it_has_no_ch
 async def test_a_retired_version_stops_its_checks_even_while_requests_finish(router: Router) -> None:
     await router.apply_table([entry(router, HEALTHY, "1.0.0")])
     old = slot(router, "1.0.0")
-    await until(lambda: old.counters.health_checks >= 2, "a periodic run")
+    await poll(lambda: old.counters.health_checks >= 2, "a periodic run")
     running = router.pick("greeter")  # a request in flight keeps the version loaded after it is retired
     task = old.checks
     assert task is not None
@@ -147,7 +138,7 @@ async def test_a_kept_version_whose_health_check_changed_checks_the_new_way(rout
     assert slot(router, "1.0.0") is kept
     await asyncio.gather(before, return_exceptions=True)
     assert before.cancelled() and kept.checks is not before
-    await until(lambda: kept.counters.health_checks >= 3, "runs at the new interval")
+    await poll(lambda: kept.counters.health_checks >= 3, "runs at the new interval")
 
 
 async def test_a_node_shutting_down_stops_every_check(runtime: Runtime, tmp_path: Path) -> None:
@@ -176,7 +167,7 @@ async def test_closing_the_router_stops_every_check(runtime: Runtime, tmp_path: 
 async def test_runs_and_failures_are_in_the_nodes_prometheus_metrics(router: Router) -> None:
     await router.apply_table([entry(router, FLAKY, "1.0.0")])
     flaky = slot(router, "1.0.0")
-    await until(lambda: flaky.counters.health_failures >= 1, "a failed run")
+    await poll(lambda: flaky.counters.health_failures >= 1, "a failed run")
     await router.close()  # the counts stand still from here
     serving = [telemetry.Serving(m) for _, m in router.metrics_total()]
     text = "\n".join(prometheus_lines(telemetry.node_reading(router.stats, serving, node_id="n", modules=1)))
@@ -212,7 +203,7 @@ async def test_each_periodic_run_is_a_health_check_span_over_its_invoke_span(
 ) -> None:
     await router.apply_table([entry(router, FLAKY, "1.0.0")])
     flaky = slot(router, "1.0.0")
-    await until(lambda: flaky.counters.health_failures >= 1, "a failed run")
+    await poll(lambda: flaky.counters.health_failures >= 1, "a failed run")
     await router.close()
     (load,) = spans("wasm.module.load")
     checks = spans("wasm.health.check")
