@@ -1,71 +1,55 @@
-"""The OpenAPI description of the web console's routes and of the API routes it added (diff, pages).
+"""The OpenAPI description of the web console's routes and of the API route it added (diff).
 
-Where it sits: `reconciler.api.openapi.document()` merges `console_paths()` into its paths and
-`page_params()` into the list routes, so the document stays true to the running app
-(tests/api/test_openapi.py). Kept apart so reconciler/api/openapi.py stays one screenful per group;
+Where it sits: `reconciler.api.openapi.document()` merges `console_paths()` into its paths, so the
+document stays true to the running app (tests/api/test_openapi.py). It builds its schemas with the
+helpers of reconciler/api/openapi.py. Kept apart so reconciler/api/openapi.py stays one screenful per group;
 beside the API (not in reconciler/ui) so the API's document never imports the console.
 """
 
 from __future__ import annotations
 
-from reconciler.api.openapi import JSON, OBJECT, READ, Schema, _json, _op
+from reconciler.api.openapi import (
+    BOOLEAN,
+    INTEGER,
+    NULLABLE_TEXT,
+    OBJECT,
+    READ,
+    SAME,
+    STRING,
+    Schema,
+    _answer,
+    _array,
+    _fields,
+    _object,
+    _op,
+    _path,
+    _query,
+)
 
-SESSION: Schema = {
-    "type": "object",
-    "required": ["subject", "roles", "csrf", "expiresAt"],
-    "properties": {
-        "subject": {"type": "string"},
-        "roles": {"type": "array", "items": {"type": "string"}},
+SESSION = _object(
+    {
+        "subject": STRING,
+        "roles": _array(STRING),
         "csrf": {"type": "string", "description": "send as X-CSRF-Token on every write made with the cookie"},
         "expiresAt": {"type": "integer", "description": "unix seconds"},
     },
-}
-NULLABLE_TEXT: Schema = {"type": ["string", "null"]}
-DIFF: Schema = {
-    "type": "object",
-    "required": ["ref", "sha", "author", "message", "verified", "reason", "actions", "tables", "lines", "changes"],
-    "properties": {
-        "ref": {"type": "string"},
-        "sha": {"type": "string"},
-        "author": {"type": "string"},
-        "message": {"type": "string"},
-        "verified": {"type": "boolean"},
-        "reason": NULLABLE_TEXT,
-        "signer": NULLABLE_TEXT,
-        "actions": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["kind", "module", "text"],
-                "properties": {
-                    "kind": {"type": "string"},
-                    "module": {"type": "string"},
-                    "version": NULLABLE_TEXT,
-                    "from": NULLABLE_TEXT,
-                    "to": NULLABLE_TEXT,
-                    "strategy": NULLABLE_TEXT,
-                    "text": {"type": "string"},
-                },
-            },
-        },
-        "tables": {"type": "array", "items": OBJECT},
-        "lines": {"type": "array", "items": {"type": "string"}},
-        "changes": {"type": "integer"},
+    "subject roles csrf expiresAt",
+)
+ACTION = _object(
+    {**_fields("kind module"), **_fields("version from to strategy", NULLABLE_TEXT), "text": STRING}, "kind module text"
+)
+DIFF = _object(
+    {
+        **_fields("ref sha author message"),
+        "verified": BOOLEAN,
+        **_fields("reason signer", NULLABLE_TEXT),
+        "actions": _array(ACTION),
+        "tables": _array(OBJECT),
+        "lines": _array(STRING),
+        "changes": INTEGER,
     },
-}
-
-
-def _query(name: str, schema: Schema) -> Schema:
-    return {"name": name, "in": "query", "required": False, "schema": schema}
-
-
-def page_params() -> list[Schema]:
-    """`?limit=&offset=&q=` of a list route: with a limit, the answer adds `total` and `offset`."""
-    return [
-        _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
-        _query("offset", {"type": "integer", "minimum": 0}),
-        _query("q", {"type": "string", "maxLength": 200}),
-    ]
+    "ref sha author message verified reason actions tables lines changes",
+)
 
 
 def _html(description: str) -> Schema:
@@ -73,38 +57,35 @@ def _html(description: str) -> Schema:
 
 
 def console_paths() -> dict[str, dict[str, Schema]]:
-    name = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
-    code = [{"name": "code", "in": "path", "required": True, "schema": {"type": "string"}}]
-    token_body: Schema = {"type": "object", "required": ["token"], "properties": {"token": {"type": "string"}}}
     return {
         "/api/v1/wasm/diff": {
-            "get": _op(
+            "get": _answer(
                 "what applying a Git ref would change (nothing is applied)",
                 READ,
-                {"200": _json(DIFF, "the planned changes")},
+                DIFF,
+                "the planned changes",
                 params=[_query("ref", {"type": "string", "maxLength": 200})],
             )
         },
         "/ui": {"get": _op("the web console", None, {"303": {"description": "to /ui/"}, "200": _html("index")})},
-        "/ui/": {
-            "get": _op("the web console's page", None, {"200": _html("index.html"), "304": {"description": "same"}})
-        },
+        "/ui/": {"get": _op("the web console's page", None, {"200": _html("index.html"), "304": SAME})},
         "/ui/{name}": {
             "get": _op(
                 "a file of the web console (.html .js .css .svg .png .txt .map)",
                 None,
-                {"200": {"description": "the file", "content": {"*/*": {}}}, "304": {"description": "same"}},
-                params=name,
+                {"200": {"description": "the file", "content": {"*/*": {}}}, "304": SAME},
+                params=[_path("name")],
             )
         },
         "/ui/session": {
-            "post": _op(
+            "post": _answer(
                 "sign in with an API token: the session cookie (HttpOnly, SameSite=Strict) and its CSRF secret",
                 None,
-                {"200": _json(SESSION, "signed in")},
-                body=token_body,
+                SESSION,
+                "signed in",
+                body=_object({"token": STRING}, "token"),
             ),
-            "get": _op("the session of the cookie sent", None, {"200": _json(SESSION, "signed in")}),
+            "get": _answer("the session of the cookie sent", None, SESSION, "signed in"),
             "delete": _op(
                 "sign out (a live session needs X-CSRF-Token)", None, {"204": {"description": "cookie cleared"}}
             ),
@@ -114,7 +95,7 @@ def console_paths() -> dict[str, dict[str, Schema]]:
                 "a one-time sign-in link (hotswap up prints one)",
                 None,
                 {"303": {"description": "signed in: to /ui/"}, "200": _html("the console"), "401": _html("used")},
-                params=code,
+                params=[_path("code")],
             )
         },
         "/ui/events": {
@@ -127,4 +108,4 @@ def console_paths() -> dict[str, dict[str, Schema]]:
     }
 
 
-__all__ = ["JSON", "console_paths", "page_params"]
+__all__ = ["console_paths"]

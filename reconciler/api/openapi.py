@@ -22,84 +22,73 @@ JSON = "application/json"
 
 Schema = dict[str, Any]
 
-ERROR: Schema = {
-    "type": "object",
-    "required": ["error", "message"],
-    "properties": {"error": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}},
-}
+STRING: Schema = {"type": "string"}
+INTEGER: Schema = {"type": "integer"}
+BOOLEAN: Schema = {"type": "boolean"}
 OBJECT: Schema = {"type": "object"}
+NULLABLE_TEXT: Schema = {"type": ["string", "null"]}
 NAME: Schema = {"type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"}
 SEMVER: Schema = {"type": "string", "pattern": r"^\d+\.\d+\.\d+"}
-CONDITION: Schema = {
-    "type": "object",
-    "required": ["type", "status", "reason", "message"],
-    "properties": {k: {"type": "string"} for k in ("type", "status", "reason", "message")},
-}
-MODULE: Schema = {
-    "type": "object",
-    "required": ["id", "name", "version", "digest", "size"],
-    "properties": {
-        "id": {"type": "string"},
-        "name": {"type": "string"},
-        "version": {"type": "string"},
-        "digest": {"type": "string"},
-        "size": {"type": "integer"},
-        "compressedSize": {"type": "integer"},
-    },
-}
-NODE: Schema = {
-    "type": "object",
-    "required": ["id", "region", "url", "status", "modules"],
-    "properties": {
-        "id": {"type": "string"},
-        "region": {"type": "string"},
-        "url": {"type": "string"},
-        "status": {"type": "string"},
-        "modules": {"type": "array", "items": OBJECT},
-    },
-}
-DEPLOYMENT: Schema = {
-    "type": "object",
-    "required": ["id", "module", "toVersion", "phase", "conditions"],
-    "properties": {
-        "id": {"type": "string"},
-        "module": {"type": "string"},
-        "toVersion": {"type": "string"},
-        "fromVersion": {"type": ["string", "null"]},
-        "phase": {"type": "string"},
-        "conditions": {"type": "array", "items": CONDITION},
-    },
-}
-WRITE: Schema = {
-    "type": "object",
-    "required": ["commit", "branch", "review"],
-    "properties": {"commit": {"type": "string"}, "branch": {"type": "string"}, "review": {"type": "boolean"}},
-}
-INTERFACE: Schema = {
-    "type": "object",
-    "required": ["id", "name", "package", "wasi", "status"],
-    "properties": {
-        "id": {"type": "string"},
-        "name": {"type": "string"},
-        "package": {"type": "string"},
-        "wasi": {"type": "string"},
-        "status": {"type": "string"},
-        "interfaces": {"type": "object"},
-    },
-}
-AUDIT: Schema = {
-    "type": "object",
-    "required": ["seq", "at", "actor", "action", "subject", "detail"],
-    "properties": {
-        "seq": {"type": "integer"},
-        "at": {"type": "string"},
-        "actor": {"type": "string"},
-        "action": {"type": "string"},
-        "subject": {"type": "string"},
-        "detail": {"type": "object"},
-    },
-}
-ID_PARAM: Schema = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+BASE64: Schema = {"type": "string", "contentEncoding": "base64"}
+
+
+def _fields(names: str, schema: Schema = STRING) -> dict[str, Schema]:
+    """`{name: schema}` for each of the space-separated `names` (the properties of one type)."""
+    return {name: dict(schema) for name in names.split()}
+
+
+def _object(properties: dict[str, Schema], required: str = "", *, closed: bool = False) -> Schema:
+    """An object with `properties`, of which the space-separated `required` must be there; `closed`: no others."""
+    schema: Schema = {"type": "object"}
+    if required:
+        schema["required"] = required.split()
+    if closed:
+        schema["additionalProperties"] = False
+    schema["properties"] = properties
+    return schema
+
+
+def _array(items: Schema, **bounds: int) -> Schema:
+    return {"type": "array", "items": items, **bounds}
+
+
+ERROR = _object(_fields("error message field"), "error message")
+CONDITION = _object(_fields("type status reason message"), "type status reason message")
+MODULE = _object(
+    {**_fields("id name version digest"), **_fields("size compressedSize", INTEGER)}, "id name version digest size"
+)
+NODE = _object({**_fields("id region url status"), "modules": _array(OBJECT)}, "id region url status modules")
+DEPLOYMENT = _object(
+    {**_fields("id module toVersion"), "fromVersion": NULLABLE_TEXT, "phase": STRING, "conditions": _array(CONDITION)},
+    "id module toVersion phase conditions",
+)
+WRITE = _object({**_fields("commit branch"), "review": BOOLEAN}, "commit branch review")
+INTERFACE = _object({**_fields("id name package wasi status"), "interfaces": OBJECT}, "id name package wasi status")
+AUDIT = _object(
+    {"seq": INTEGER, **_fields("at actor action subject"), "detail": OBJECT}, "seq at actor action subject detail"
+)
+
+
+def _param(name: str, where: str, schema: Schema, *, required: bool = False) -> Schema:
+    return {"name": name, "in": where, "required": required, "schema": schema}
+
+
+def _path(name: str, schema: Schema = STRING) -> Schema:
+    return _param(name, "path", schema, required=True)
+
+
+def _query(name: str, schema: Schema = STRING) -> Schema:
+    return _param(name, "query", schema)
+
+
+def _queries(names: str) -> list[Schema]:
+    """Optional text filters, one for each of the space-separated `names`."""
+    return [_query(name) for name in names.split()]
+
+
+ID_PARAM = _path("id", {"type": "string", "minLength": 1})
+SAME: Schema = {"description": "same"}  # 304: the caller's If-None-Match still holds
+WASM: Schema = {"description": "wasm", "content": {"application/wasm": {}}}
 
 
 def _json(schema: Schema, description: str) -> Schema:
@@ -114,6 +103,7 @@ def _op(
     body: Schema | None = None,
     params: list[Schema] | None = None,
 ) -> Schema:
+    """One operation: `roles` may call it (None: no token needed); every error answers with ERROR."""
     op: Schema = {"summary": summary, "responses": {**responses, "default": _json(ERROR, "an error")}}
     if roles is None:
         op["security"] = []
@@ -126,79 +116,107 @@ def _op(
     return op
 
 
+def _answer(
+    summary: str,
+    roles: tuple[str, ...] | None,
+    schema: Schema,
+    description: str = "",
+    *,
+    status: str = "200",
+    body: Schema | None = None,
+    params: list[Schema] | None = None,
+) -> Schema:
+    """An operation with one JSON answer (`status`) besides its errors."""
+    return _op(summary, roles, {status: _json(schema, description)}, body=body, params=params)
+
+
 def _list(key: str, item: Schema) -> Schema:
-    return {"type": "object", "required": [key], "properties": {key: {"type": "array", "items": item}}}
+    return _object({key: _array(item)}, key)
+
+
+def page_params() -> list[Schema]:
+    """`?limit=&offset=&q=` of a list route: with a limit, the answer adds `total` and `offset`."""
+    return [
+        _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
+        _query("offset", {"type": "integer", "minimum": 0}),
+        _query("q", {"type": "string", "maxLength": 200}),
+    ]
+
+
+def _paged(
+    summary: str, roles: tuple[str, ...], key: str, item: Schema, description: str, filters: list[Schema]
+) -> Schema:
+    """A list route: `{key: [item]}` narrowed by `filters` and by `page_params()`."""
+    return _answer(summary, roles, _list(key, item), description, params=[*filters, *page_params()])
 
 
 READ = ("admin", "developer", "operator", "viewer")
+READ_OR_NODE = (*READ, "node")
 NODE_ROLES = ("admin", "node")
+WRITERS = ("developer", "admin")
+OPERATORS = ("operator", "admin")
+DEPLOYMENTS = "/api/v1/wasm/deployments"
+
+
+def _rollout_moves() -> dict[str, dict[str, Schema]]:
+    """`POST /deployments/{id}/rollback|pause|resume`: each answers with the rollout it moved."""
+    moves = {
+        "rollback": "roll an active rollout back now",
+        "pause": "hold an active rollout at its step",
+        "resume": "let a held rollout go on",
+    }
+    return {
+        f"{DEPLOYMENTS}/{{id}}/{move}": {
+            "post": _answer(summary, OPERATORS, DEPLOYMENT, f"{move} requested", status="202", params=[ID_PARAM])
+        }
+        for move, summary in moves.items()
+    }
 
 
 def document() -> Schema:
     """The OpenAPI 3.1 document of every route the control plane serves."""
-    from reconciler.api.consoledoc import console_paths, page_params  # it builds on this module's helpers
+    from reconciler.api.consoledoc import console_paths  # it builds on this module's helpers
 
     id_only = [ID_PARAM]
-    upload_body: Schema = {
-        "type": "object",
-        "required": ["name", "version", "wasm"],
-        "additionalProperties": False,
-        "properties": {
+    upload_body = _object(
+        {
             "name": NAME,
             "version": SEMVER,
-            "wasm": {"type": "string", "contentEncoding": "base64"},
-            "build": {
-                "type": "object",
-                "additionalProperties": False,
-                "properties": {"commit": {"type": "string"}, "timestamp": {"type": "string"}},
-            },
+            "wasm": BASE64,
+            "build": _object(_fields("commit timestamp"), closed=True),
         },
-    }
+        "name version wasm",
+        closed=True,
+    )
     paths: dict[str, dict[str, Schema]] = {
-        "/health": {"get": _op("liveness", None, {"200": _json(OBJECT, "alive")})},
-        OPENAPI_PATH: {"get": _op("this document", (*READ, "node"), {"200": _json(OBJECT, "OpenAPI 3.1")})},
+        "/health": {"get": _answer("liveness", None, OBJECT, "alive")},
+        OPENAPI_PATH: {"get": _answer("this document", READ_OR_NODE, OBJECT, "OpenAPI 3.1")},
         "/api/v1/wasm/modules": {
             "post": _op(
                 "register a module binary (JSON with base64, or multipart)",
-                ("developer", "admin"),
+                WRITERS,
                 {"200": _json(MODULE, "already registered"), "201": _json(MODULE, "registered")},
                 body=upload_body,
             ),
-            "get": _op(
-                "list modules",
-                (*READ, "node"),
-                {"200": _json(_list("modules", MODULE), "modules")},
-                params=[
-                    {"name": "name", "in": "query", "required": False, "schema": {"type": "string"}},
-                    *page_params(),
-                ],
-            ),
+            "get": _paged("list modules", READ_OR_NODE, "modules", MODULE, "modules", _queries("name")),
         },
         "/api/v1/wasm/modules/{id}": {
-            "get": _op("one module", (*READ, "node"), {"200": _json(MODULE, "the module")}, params=id_only),
+            "get": _answer("one module", READ_OR_NODE, MODULE, "the module", params=id_only),
             "delete": _op("delete a module version", ("admin",), {"204": {"description": "deleted"}}, params=id_only),
         },
         "/api/v1/wasm/modules/{id}/binary": {
-            "get": _op(
-                "the module's bytes",
-                (*READ, "node"),
-                {"200": {"description": "wasm", "content": {"application/wasm": {}}}, "304": {"description": "same"}},
-                params=id_only,
-            )
+            "get": _op("the module's bytes", READ_OR_NODE, {"200": WASM, "304": SAME}, params=id_only)
         },
         "/api/v1/wasm/blobs/{digest}": {
             "get": _op(
                 "a binary by digest",
-                (*READ, "node"),
+                READ_OR_NODE,
                 {
-                    "200": {"description": "wasm", "content": {"application/wasm": {}}},
-                    "304": {"description": "same"},
+                    "200": WASM,
+                    "304": SAME,
                     "307": {"description": "to a presigned S3 URL of the brotli object (a node that asked)"},
                 },
-                params=[
-                    {"name": "digest", "in": "path", "required": True, "schema": {"type": "string"}},
-                    {"name": "X-Hotswap-Blob-Direct", "in": "header", "required": False, "schema": {"enum": ["br"]}},
-                ],
+                params=[_path("digest"), _param("X-Hotswap-Blob-Direct", "header", {"enum": ["br"]})],
             )
         },
         "/api/v1/wasm/nodes": {
@@ -206,43 +224,24 @@ def document() -> Schema:
                 "register an edge node",
                 NODE_ROLES,
                 {"200": _json(OBJECT, "known node"), "201": _json(OBJECT, "registered")},
-                body={
-                    "type": "object",
-                    "required": ["id", "region"],
-                    "properties": {"id": NAME, "region": NAME, "url": {"type": "string"}},
-                },
+                body=_object({"id": NAME, "region": NAME, "url": STRING}, "id region"),
             ),
-            "get": _op(
-                "every node",
-                (*READ, "node"),
-                {"200": _json(_list("nodes", NODE), "nodes")},
-                params=[
-                    {"name": "region", "in": "query", "required": False, "schema": {"type": "string"}},
-                    {"name": "status", "in": "query", "required": False, "schema": {"type": "string"}},
-                    *page_params(),
-                ],
-            ),
+            "get": _paged("every node", READ_OR_NODE, "nodes", NODE, "nodes", _queries("region status")),
         },
         "/api/v1/wasm/nodes/{id}": {
-            "get": _op("one node", READ, {"200": _json(NODE, "the node")}, params=id_only),
+            "get": _answer("one node", READ, NODE, "the node", params=id_only),
             "delete": _op("forget a node", ("admin", "operator"), {"204": {"description": "gone"}}, params=id_only),
         },
         "/api/v1/wasm/nodes/{id}/drain": {
-            "post": _op(
-                "drain a node: its modules move elsewhere",
-                ("admin", "operator"),
-                {"202": _json(OBJECT, "the node")},
-                params=id_only,
-            ),
-            "delete": _op(
-                "take a drained node back", ("admin", "operator"), {"202": _json(OBJECT, "the node")}, params=id_only
-            ),
+            verb: _answer(summary, ("admin", "operator"), OBJECT, "the node", status="202", params=id_only)
+            for verb, summary in (
+                ("post", "drain a node: its modules move elsewhere"),
+                ("delete", "take a drained node back"),
+            )
         },
-        "/api/v1/wasm/nodes/{id}/health": {
-            "get": _op("a node's health", READ, {"200": _json(OBJECT, "health")}, params=id_only)
-        },
+        "/api/v1/wasm/nodes/{id}/health": {"get": _answer("a node's health", READ, OBJECT, "health", params=id_only)},
         "/api/v1/wasm/nodes/{id}/heartbeat": {
-            "post": _op("a node's heartbeat", NODE_ROLES, {"200": _json(OBJECT, "answer")}, body=OBJECT, params=id_only)
+            "post": _answer("a node's heartbeat", NODE_ROLES, OBJECT, "answer", body=OBJECT, params=id_only)
         },
         "/api/v1/wasm/nodes/{id}/assignment": {
             "get": _op(
@@ -251,44 +250,37 @@ def document() -> Schema:
                 {"200": _json(OBJECT, "a newer table"), "204": {"description": "nothing newer"}},
                 params=[
                     ID_PARAM,
-                    {"name": "after", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}},
-                    {"name": "wait", "in": "query", "required": False, "schema": {"type": "number", "minimum": 0}},
+                    _query("after", {"type": "integer", "minimum": 0}),
+                    _query("wait", {"type": "number", "minimum": 0}),
                 ],
             )
         },
-        "/api/v1/wasm/deployments": {
-            "get": _op(
+        DEPLOYMENTS: {
+            "get": _paged(
                 "rollouts",
                 READ,
-                {"200": _json(_list("deployments", DEPLOYMENT), "rollouts")},
-                params=[
-                    {"name": "module", "in": "query", "required": False, "schema": {"type": "string"}},
-                    {"name": "active", "in": "query", "required": False, "schema": {"type": "string"}},
-                    {"name": "order", "in": "query", "required": False, "schema": {"enum": ["asc", "desc"]}},
-                    *page_params(),
-                ],
+                "deployments",
+                DEPLOYMENT,
+                "rollouts",
+                [*_queries("module active"), _query("order", {"enum": ["asc", "desc"]})],
             ),
-            "post": _op(
+            "post": _answer(
                 "request a deployment: a signed commit in the fleet repository",
-                ("developer", "admin"),
-                {"202": _json(WRITE, "committed")},
-                body={
-                    "type": "object",
-                    "required": ["module", "version"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "module": NAME,
-                        "version": SEMVER,
-                        "strategy": NAME,
-                        "regions": {"type": "array", "items": NAME, "minItems": 1},
-                    },
-                },
+                WRITERS,
+                WRITE,
+                "committed",
+                status="202",
+                body=_object(
+                    {"module": NAME, "version": SEMVER, "strategy": NAME, "regions": _array(NAME, minItems=1)},
+                    "module version",
+                    closed=True,
+                ),
             ),
         },
-        "/api/v1/wasm/deployments/{id}": {
-            "get": _op("one rollout with its steps", READ, {"200": _json(DEPLOYMENT, "the rollout")}, params=id_only)
+        f"{DEPLOYMENTS}/{{id}}": {
+            "get": _answer("one rollout with its steps", READ, DEPLOYMENT, "the rollout", params=id_only)
         },
-        "/api/v1/wasm/deployments/{id}/execute": {
+        f"{DEPLOYMENTS}/{{id}}/execute": {
             "post": _op(
                 "approve a deployment for the caller (admin only in production)",
                 ("admin", "developer"),
@@ -303,158 +295,93 @@ def document() -> Schema:
                 params=id_only,
             )
         },
-        "/api/v1/wasm/deployments/{id}/rollback": {
-            "post": _op(
-                "roll an active rollout back now",
-                ("operator", "admin"),
-                {"202": _json(DEPLOYMENT, "rollback requested")},
-                params=id_only,
-            )
-        },
-        "/api/v1/wasm/deployments/{id}/pause": {
-            "post": _op(
-                "hold an active rollout at its step",
-                ("operator", "admin"),
-                {"202": _json(DEPLOYMENT, "pause requested")},
-                params=id_only,
-            )
-        },
-        "/api/v1/wasm/deployments/{id}/resume": {
-            "post": _op(
-                "let a held rollout go on",
-                ("operator", "admin"),
-                {"202": _json(DEPLOYMENT, "resume requested")},
-                params=id_only,
-            )
-        },
+        **_rollout_moves(),
         "/api/v1/wasm/execute": {
-            "post": _op(
+            "post": _answer(
                 "run a function on a healthy node that serves the module",
-                ("developer", "admin"),
-                {"200": _json(OBJECT, "the result")},
-                body={
-                    "type": "object",
-                    "required": ["module", "function"],
-                    "properties": {
-                        "module": NAME,
-                        "function": {"type": "string"},
-                        "args": {},
-                        "version": {"type": "string"},
-                    },
-                },
+                WRITERS,
+                OBJECT,
+                "the result",
+                body=_object({"module": NAME, "function": STRING, "args": {}, "version": STRING}, "module function"),
             )
         },
         "/api/v1/wasm/source/accept-rewrite": {
-            "post": _op(
+            "post": _answer(
                 "follow a force-pushed branch at the given head (a rewrite the signing policy holds)",
                 ("admin",),
-                {"202": _json(OBJECT, "the source's status")},
-                body={
-                    "type": "object",
-                    "required": ["head"],
-                    "properties": {"head": {"type": "string", "pattern": "^[0-9a-f]{40}$"}},
-                },
+                OBJECT,
+                "the source's status",
+                status="202",
+                body=_object({"head": {"type": "string", "pattern": "^[0-9a-f]{40}$"}}, "head"),
             )
         },
-        "/api/v1/wasm/source": {"get": _op("the Git source's status", READ, {"200": _json(OBJECT, "status")})},
-        "/api/v1/wasm/status": {"get": _op("everything `hotswap status` shows", READ, {"200": _json(OBJECT, "")})},
+        "/api/v1/wasm/source": {"get": _answer("the Git source's status", READ, OBJECT, "status")},
+        "/api/v1/wasm/status": {"get": _answer("everything `hotswap status` shows", READ, OBJECT)},
         "/api/v1/wasm/notifications": {
-            "get": _op("notification receivers, recent deliveries, scaling signals", READ, {"200": _json(OBJECT, "")})
+            "get": _answer("notification receivers, recent deliveries, scaling signals", READ, OBJECT)
         },
-        "/api/v1/wasm/snapshot": {"get": _op("what the planner reads", READ, {"200": _json(OBJECT, "snapshot")})},
+        "/api/v1/wasm/snapshot": {"get": _answer("what the planner reads", READ, OBJECT, "snapshot")},
         "/metrics": {
             "get": _op(
                 "every metric the spec names, in Prometheus text",
                 READ,
-                {"200": {"description": "Prometheus text", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+                {"200": {"description": "Prometheus text", "content": {"text/plain": {"schema": STRING}}}},
             )
         },
         "/api/v1/wasm/audit": {
-            "get": _op(
+            "get": _answer(
                 "the audit log, oldest first: registry changes, deployment steps, approvals, rollbacks",
                 READ,
-                {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "required": ["entries", "next"],
-                            "properties": {
-                                "entries": {"type": "array", "items": AUDIT},
-                                "next": {"type": "integer", "description": "pass as `after` for the next page"},
-                            },
-                        },
-                        "audit lines",
-                    )
-                },
-                params=[
-                    {"name": "subject", "in": "query", "required": False, "schema": {"type": "string"}},
-                    {"name": "action", "in": "query", "required": False, "schema": {"type": "string"}},
-                    {"name": "q", "in": "query", "required": False, "schema": {"type": "string"}},
-                    {"name": "after", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}},
+                _object(
                     {
-                        "name": "limit",
-                        "in": "query",
-                        "required": False,
-                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                        "entries": _array(AUDIT),
+                        "next": {"type": "integer", "description": "pass as `after` for the next page"},
                     },
+                    "entries next",
+                ),
+                "audit lines",
+                params=[
+                    *_queries("subject action q"),
+                    _query("after", {"type": "integer", "minimum": 0}),
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
                 ],
             )
         },
         "/api/v1/wasm/interfaces": {
-            "get": _op("the fleet's interfaces", READ, {"200": _json(_list("interfaces", INTERFACE), "")}),
-            "post": _op(
+            "get": _answer("the fleet's interfaces", READ, _list("interfaces", INTERFACE)),
+            "post": _answer(
                 "propose an interface (a signed commit)",
-                ("developer", "admin"),
-                {"202": _json(WRITE, "committed")},
-                body={
-                    "type": "object",
-                    "required": ["name", "wit"],
-                    "additionalProperties": False,
-                    "properties": {
+                WRITERS,
+                WRITE,
+                "committed",
+                status="202",
+                body=_object(
+                    {
                         "name": NAME,
                         "wit": {"type": "string", "minLength": 1},
                         "wasi": {"enum": ["preview1", "preview2"]},
                     },
-                },
+                    "name wit",
+                    closed=True,
+                ),
             ),
         },
-        "/api/v1/wasm/interfaces/{id}": {
-            "get": _op("one interface with its WIT", READ, {"200": _json(INTERFACE, "")}, params=id_only)
-        },
+        "/api/v1/wasm/interfaces/{id}": {"get": _answer("one interface with its WIT", READ, INTERFACE, params=id_only)},
         "/api/v1/wasm/interfaces/{id}/approve": {
-            "post": _op("approve an interface package", ("admin",), {"202": _json(WRITE, "approved")}, params=id_only)
+            "post": _answer("approve an interface package", ("admin",), WRITE, "approved", status="202", params=id_only)
         },
         "/api/v1/wasm/interfaces/{id}/validate": {
-            "post": _op(
+            "post": _answer(
                 "check a module against an interface",
                 READ,
-                {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "required": ["compatible", "problems"],
-                            "properties": {
-                                "compatible": {"type": "boolean"},
-                                "problems": {"type": "array", "items": {"type": "string"}},
-                            },
-                        },
-                        "the verdict",
-                    )
-                },
-                body={
-                    "type": "object",
-                    "additionalProperties": False,
-                    "properties": {
-                        "module": {"type": "string"},
-                        "wasm": {"type": "string", "contentEncoding": "base64"},
-                        "interface": {"type": "string"},
-                    },
-                },
+                _object({"compatible": BOOLEAN, "problems": _array(STRING)}, "compatible problems"),
+                "the verdict",
+                body=_object({"module": STRING, "wasm": BASE64, "interface": STRING}, closed=True),
                 params=id_only,
             )
         },
         "/api/v1/wasm/webhook": {
-            "post": _op("a forge's push notification (HMAC-SHA256, when configured)", None, {"202": _json(OBJECT, "")})
+            "post": _answer("a forge's push notification (HMAC-SHA256, when configured)", None, OBJECT, status="202")
         },
     }
     paths.update(console_paths())
