@@ -27,10 +27,20 @@ from typing import Any, ClassVar
 
 
 class EdgeError(Exception):
-    """Base of every edge error: a stable `code`, an HTTP `status` and a human `message`."""
+    """Base of every edge error: a stable `code`, an HTTP `status` and a human `message`.
+
+    A subclass names in its header what it changes, `class NotFoundError(RequestError,
+    code="not_found", status=404)`, and inherits the rest."""
 
     code: ClassVar[str] = "error"
     status: ClassVar[int] = 500
+
+    def __init_subclass__(cls, *, code: str | None = None, status: int | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if code is not None:
+            cls.code = code
+        if status is not None:
+            cls.status = status
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -42,71 +52,45 @@ class EdgeError(Exception):
         return {}
 
 
-class RequestError(EdgeError):
-    status = 400
+class RequestError(EdgeError, status=400): ...
 
 
-class BadRequestError(RequestError):
-    code = "bad_request"
-    status = 400
+class BadRequestError(RequestError, code="bad_request"): ...
 
 
-class UnauthorizedError(RequestError):
-    code = "unauthorized"
-    status = 401
+class UnauthorizedError(RequestError, code="unauthorized", status=401): ...
 
 
-class ForbiddenError(RequestError):
-    code = "forbidden"
-    status = 403
+class ForbiddenError(RequestError, code="forbidden", status=403): ...
 
 
-class NotFoundError(RequestError):
-    code = "not_found"
-    status = 404
+class NotFoundError(RequestError, code="not_found", status=404): ...
 
 
-class TooLargeError(RequestError):
-    code = "too_large"
-    status = 413
+class TooLargeError(RequestError, code="too_large", status=413): ...
 
 
-class UnavailableError(EdgeError):
-    code = "unavailable"
-    status = 503
+class UnavailableError(EdgeError, code="unavailable", status=503): ...
 
 
-class BusyError(EdgeError):
+class BusyError(EdgeError, code="busy", status=429):
     """Load shedding, not a module failure: its calls hold their share of the worker threads and
     the queue behind them is full, or a call waited too long in it."""
 
-    code = "busy"
-    status = 429
+
+class LoadError(EdgeError, code="load"): ...
 
 
-class LoadError(EdgeError):
-    code = "load"
-    status = 500
-
-
-class ModuleError(EdgeError):
+class ModuleError(EdgeError, code="trap"):
     """The module failed while running: the instance that failed is discarded."""
 
-    code = "trap"
-    status = 500
+
+class TrapError(ModuleError): ...
 
 
-class TrapError(ModuleError):
-    code = "trap"
-    status = 500
-
-
-class ExitError(ModuleError):
+class ExitError(ModuleError, code="exit"):
     """A command (`_start`) that exited with a status other than 0: counted like a trap. The answer
     carries the status, the tail of its stderr and, when it wrote any, its stdout."""
-
-    code = "exit"
-    status = 500
 
     def __init__(self, exit_code: int, stderr: str, stdout: str | None = None) -> None:
         detail = stderr.strip().splitlines()[-1] if stderr.strip() else ""
@@ -120,16 +104,10 @@ class ExitError(ModuleError):
         return {"exitCode": self.exit_code, "stderr": self.stderr, "stdout": self.stdout or ""}
 
 
-class ModuleTimeoutError(ModuleError):
-    code = "timeout"
-    status = 504
+class ModuleTimeoutError(ModuleError, code="timeout", status=504): ...
 
 
-class MemoryLimitError(ModuleError):
-    code = "memory"
-    status = 507
+class MemoryLimitError(ModuleError, code="memory", status=507): ...
 
 
-class CpuLimitError(ModuleError):
-    code = "cpu"
-    status = 429
+class CpuLimitError(ModuleError, code="cpu", status=429): ...
