@@ -256,6 +256,39 @@ def acting(control: ControlDeps, subject: str) -> Acting:
         raise ApiError(409, "untrusted_writer", str(exc)) from None
 
 
+def approver(control: ControlDeps, subject: str) -> Acting:
+    """`acting` for an approval: 409 when the trust file would not count the caller's approval."""
+    act = acting(control, subject)
+    assert control.trust is not None  # acting() answered 409 without one
+    try:
+        may(act, control.trust.roles.approve, "approve")
+    except ActingError as exc:
+        raise ApiError(409, "not_allowed", str(exc)) from None
+    return act
+
+
+async def commit_approval(
+    control: ControlDeps, act: Acting, ident: str, target: str, route: str, action: str, detail: dict[str, Any]
+) -> web.Response:
+    """Approve `target` (`module@version` or a WIT package) for the caller: a signed empty commit on the
+    tracked branch with `Hotswap-Approve` and `Hotswap-Approved-By`, audit-logged as `action`."""
+    result = await write(
+        control,
+        writer_of(control).write,
+        lambda root: [],
+        f"approve {target}",
+        f"Approved by {act.caller.name} through {route}.",
+        [(APPROVE_TRAILER, target), (API_APPROVED_BY_TRAILER, act.caller.name)],
+        review_branch=None,
+    )
+    await asyncio.to_thread(
+        control.store.append_audit, act.caller.name, action, target, {"commit": result.sha, **detail}
+    )
+    return web.json_response(
+        {"id": ident, "approves": target, "approvedBy": act.caller.name, **result.to_json()}, status=202
+    )
+
+
 def waiting_for_approval(control: ControlDeps, module: str, version: str, conditions: tuple[Condition, ...]) -> bool:
     """Whether module@version waits for an approval now: its rollout, or a held pin or override (the
     module's `conditions`, from `Controller.conditions_of`)."""
@@ -290,13 +323,7 @@ async def approve_deployment(request: web.Request) -> web.Response:
     if module not in fleet.modules:
         raise ApiError(404, "not_found", f"module {module!r} is not in the fleet")
     target = f"{module}@{version}"
-    act = acting(control, who.subject)
-    trust = control.trust
-    assert trust is not None
-    try:
-        may(act, trust.roles.approve, "approve")
-    except ActingError as exc:
-        raise ApiError(409, "not_allowed", str(exc)) from None
+    act = approver(control, who.subject)
     if not waiting_for_approval(control, module, version, await control.controller.conditions_of(module)):
         record = latest_records(control.book.records()).get(module)
         now = f"its latest rollout {record.id} is {record.phase.value} at {record.target.version}" if record else ""
@@ -313,25 +340,14 @@ async def approve_deployment(request: web.Request) -> web.Response:
             f"{act.caller.name} already approved {target} (commit {earlier[:12]}); approvals count once per "
             "principal, so another principal must approve",
         )
-    result = await write(
+    return await commit_approval(
         control,
-        writer_of(control).write,
-        lambda root: [],
-        f"approve {target}",
-        f"Approved by {act.caller.name} through POST /api/v1/wasm/deployments/{{id}}/execute.",
-        [(APPROVE_TRAILER, target), (API_APPROVED_BY_TRAILER, act.caller.name)],
-        review_branch=None,
-    )
-    await asyncio.to_thread(
-        control.store.append_audit,
-        act.caller.name,
-        "deployment.approve",
+        act,
+        request.match_info["id"],
         target,
-        {"commit": result.sha, "subject": who.subject, "roles": sorted(act.roles)},
-    )
-    return web.json_response(
-        {"id": request.match_info["id"], "approves": target, "approvedBy": act.caller.name, **result.to_json()},
-        status=202,
+        "POST /api/v1/wasm/deployments/{id}/execute",
+        "deployment.approve",
+        {"subject": who.subject, "roles": sorted(act.roles)},
     )
 
 

@@ -34,11 +34,17 @@ from ruamel.yaml.comments import CommentedMap
 from edge.wasm import ModuleInfo, WasmError, inspect
 from reconciler.api.base import ANY_ROLE, ApiError, bad_request, deps, read_object, require
 from reconciler.api.control import ControlDeps, control_of
-from reconciler.api.deployments import REQUESTED_BY, acting, caller_name, current_fleet, write, writer_of
-from reconciler.gitsource.acting import ActingError, may
+from reconciler.api.deployments import (
+    REQUESTED_BY,
+    approver,
+    caller_name,
+    commit_approval,
+    current_fleet,
+    write,
+    writer_of,
+)
 from reconciler.gitsource.gitwrite import DocumentNotFoundError, edit_document, find_document
 from reconciler.interfaces import InterfaceError, WitError, WitPackage, check_module, compare, parse_wit_text
-from reconciler.spec.approvals import API_APPROVED_BY_TRAILER, APPROVE_TRAILER
 from reconciler.spec.fields import NAME_PATTERN
 from reconciler.spec.fleet import DesiredFleet
 from reconciler.spec.models import WIT_PACKAGE_RE, Capabilities, package_of
@@ -237,30 +243,15 @@ async def approve_interface(request: web.Request) -> web.Response:
     else:
         fleet = current_fleet(control)
         package = fleet.interfaces[_interface_name(fleet, ident)].spec.package
-    act = acting(control, who.subject)
-    assert control.trust is not None
-    try:
-        may(act, control.trust.roles.approve, "approve")
-    except ActingError as exc:
-        raise ApiError(409, "not_allowed", str(exc)) from None
-    result = await write(
+    act = approver(control, who.subject)
+    return await commit_approval(
         control,
-        writer_of(control).write,
-        lambda root: [],
-        f"approve {package}",
-        f"Approved by {act.caller.name} through POST /api/v1/wasm/interfaces/{{id}}/approve.",
-        [(APPROVE_TRAILER, package), (API_APPROVED_BY_TRAILER, act.caller.name)],
-        review_branch=None,
-    )
-    await asyncio.to_thread(
-        control.store.append_audit,
-        act.caller.name,
-        "interface.approve",
+        act,
+        ident,
         package,
-        {"commit": result.sha, "subject": who.subject},
-    )
-    return web.json_response(
-        {"id": ident, "approves": package, "approvedBy": act.caller.name, **result.to_json()}, status=202
+        "POST /api/v1/wasm/interfaces/{id}/approve",
+        "interface.approve",
+        {"subject": who.subject},
     )
 
 
