@@ -131,38 +131,26 @@ class OutboxStore:
     def retry(self, seq: int, attempts: int, next_at: datetime, error: str) -> bool:
         """A try failed and another follows at `next_at`: record it and keep holding the row until
         a lease past then. False when this owner no longer holds it."""
-        with self.db.tx(write=True) as tx:
-            return (
-                tx.run(
-                    "UPDATE notification_outbox SET attempts = ?, next_at = ?, lease_until = ?, error = ? "
-                    "WHERE seq = ? AND owner = ? AND state = 'pending'",
-                    attempts,
-                    ts(next_at),
-                    ts(next_at + self.lease),
-                    error,
-                    seq,
-                    self.owner,
-                )
-                == 1
-            )
+        return self._update_held(
+            "attempts = ?, next_at = ?, lease_until = ?, error = ?",
+            seq,
+            attempts,
+            ts(next_at),
+            ts(next_at + self.lease),
+            error,
+        )
 
     def finish(self, seq: int, state: Finished, attempts: int, error: str | None, at: datetime) -> bool:
         """The row's outcome; False when this owner no longer held it (its lease ran out and another
         replica may have sent it too: the caller logs that)."""
-        with self.db.tx(write=True) as tx:
-            return (
-                tx.run(
-                    "UPDATE notification_outbox SET state = ?, attempts = ?, error = ?, finished_at = ?, "
-                    "lease_until = NULL WHERE seq = ? AND owner = ? AND state = 'pending'",
-                    state,
-                    attempts,
-                    error,
-                    ts(at),
-                    seq,
-                    self.owner,
-                )
-                == 1
-            )
+        return self._update_held(
+            "state = ?, attempts = ?, error = ?, finished_at = ?, lease_until = NULL",
+            seq,
+            state,
+            attempts,
+            error,
+            ts(at),
+        )
 
     def waiting(self, alert: str, at: datetime) -> tuple[datetime | None, int]:
         """When the next pending row of `alert` can be claimed (now or later; None if none waits),
@@ -181,16 +169,7 @@ class OutboxStore:
     def release(self, seq: int) -> bool:
         """Stop holding a row without an outcome (a worker stopping mid-retry): any replica may claim
         it again once its next try is due. False when this owner did not hold it."""
-        with self.db.tx(write=True) as tx:
-            return (
-                tx.run(
-                    "UPDATE notification_outbox SET owner = NULL, lease_until = NULL "
-                    "WHERE seq = ? AND owner = ? AND state = 'pending'",
-                    seq,
-                    self.owner,
-                )
-                == 1
-            )
+        return self._update_held("owner = NULL, lease_until = NULL", seq)
 
     def release_claims(self) -> int:
         """Free every claim (a process starting on SQLite, the only one using the file: whoever held
@@ -224,6 +203,20 @@ class OutboxStore:
         """Forget finished rows older than `before`; returns how many."""
         with self.db.tx(write=True) as tx:
             return tx.run("DELETE FROM notification_outbox WHERE state <> 'pending' AND finished_at < ?", ts(before))
+
+    def _update_held(self, assignments: str, seq: int, *values: Any) -> bool:
+        """`UPDATE ... SET assignments` (with `values` for its placeholders) on row `seq`, only while
+        this owner holds it and it is still pending; whether it did."""
+        with self.db.tx(write=True) as tx:
+            return (
+                tx.run(
+                    f"UPDATE notification_outbox SET {assignments} WHERE seq = ? AND owner = ? AND state = 'pending'",
+                    *values,
+                    seq,
+                    self.owner,
+                )
+                == 1
+            )
 
 
 def _claimed(row: Any) -> Claimed:
