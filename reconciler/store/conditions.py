@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from reconciler.store.database import Database
+from reconciler.store.database import Database, Table
 from reconciler.store.records import JsonObject
 from reconciler.store.rows import dt, to_json, ts
 
@@ -62,31 +62,22 @@ class SqlConditions:
         stamp = ts(at or self.db.clock())
         with self.db.tx(write=True) as tx:
             for module in sorted(changed):
-                tx.run(
-                    "INSERT INTO module_conditions (module, conditions, updated_at) VALUES (?, ?, ?) "
-                    "ON CONFLICT (module) DO UPDATE SET conditions = excluded.conditions, "
-                    "updated_at = excluded.updated_at",
-                    module,
-                    to_json(changed[module]),
-                    stamp,
-                )
+                _CONDITIONS.upsert(tx, (module, to_json(changed[module]), stamp), update=("conditions", "updated_at"))
             for module in sorted(set(removed) - set(changed)):
                 tx.run("DELETE FROM module_conditions WHERE module = ?", module)
 
     def list_conditions(self) -> dict[str, ModuleConditions]:
         """Every module's row, by module name."""
         with self.db.tx(write=False) as tx:
-            rows = tx.all(f"SELECT {_COLUMNS} FROM module_conditions ORDER BY module")
-        return {row[0]: _row(row) for row in rows}
+            return {row.module: row for row in _CONDITIONS.select(tx, "ORDER BY module")}
 
     def get_conditions(self, module: str) -> ModuleConditions | None:
         with self.db.tx(write=False) as tx:
-            row = tx.one(f"SELECT {_COLUMNS} FROM module_conditions WHERE module = ?", module)
-        return _row(row) if row is not None else None
-
-
-_COLUMNS = "module, conditions, updated_at"
+            return _CONDITIONS.get(tx, module)
 
 
 def _row(row: Any) -> ModuleConditions:
     return ModuleConditions(module=row[0], conditions=json.loads(row[1]), updated_at=dt(row[2]))
+
+
+_CONDITIONS = Table("module_conditions", "module, conditions, updated_at", _row, key="module")

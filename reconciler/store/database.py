@@ -12,16 +12,18 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from reconciler.store.dialect import Connection, Dialect
 from reconciler.store.errors import BackendError, SchemaTooNewError
 from reconciler.store.lease import Lease
 from reconciler.store.migrations import MIGRATIONS, Migration
-from reconciler.store.rows import ts
+from reconciler.store.rows import marks, ts
 
 Clock = Callable[[], datetime]
+R = TypeVar("R")
 
 
 def utcnow() -> datetime:
@@ -43,6 +45,51 @@ class Tx:
 
     def all(self, query: str, *params: Any) -> list[Any]:
         return self._conn.execute(self._dialect.sql(query), params).fetchall()
+
+
+@dataclass(frozen=True)
+class Table(Generic[R]):
+    """One table as a store reads and writes it: `columns` in the order `decode` reads a row and an
+    insert takes its values, and `key`, its primary key's columns (one column for `get`). Each
+    aggregate store keeps one per table, so its queries say only what differs: the filter, the
+    order, what an upsert updates.
+    """
+
+    name: str
+    columns: str  # comma-separated
+    decode: Callable[[Any], R]
+    key: str = "id"
+
+    def select(self, tx: Tx, rest: str = "", *params: Any) -> list[R]:
+        """The records of `SELECT columns FROM table rest` (a WHERE, an ORDER BY...)."""
+        return [self.decode(row) for row in tx.all(f"SELECT {self.columns} FROM {self.name} {rest}", *params)]
+
+    def first(self, tx: Tx, rest: str = "", *params: Any) -> R | None:
+        """The first record of `SELECT columns FROM table rest`; None when there is none."""
+        row = tx.one(f"SELECT {self.columns} FROM {self.name} {rest}", *params)
+        return None if row is None else self.decode(row)
+
+    def get(self, tx: Tx, key: Any) -> R | None:
+        return self.first(tx, f"WHERE {self.key} = ?", key)
+
+    def matching(self, tx: Tx, order: str, **equal: Any) -> list[R]:
+        """The records whose columns equal the values given (a None value: any), in `order`."""
+        wanted = {column: value for column, value in equal.items() if value is not None}
+        where = f"WHERE {' AND '.join(f'{column} = ?' for column in wanted)} " if wanted else ""
+        return self.select(tx, f"{where}ORDER BY {order}", *wanted.values())
+
+    def insert(self, tx: Tx, values: Sequence[Any]) -> bool:
+        """Insert a row of all `columns` unless one with the same key is there; whether it was."""
+        return tx.run(self._insert(values, "DO NOTHING"), *values) == 1
+
+    def upsert(self, tx: Tx, values: Sequence[Any], update: Sequence[str]) -> None:
+        """Insert a row of all `columns`, or set the `update` columns of the row with the same key
+        (the others keep what they hold)."""
+        assignments = ", ".join(f"{column} = excluded.{column}" for column in update)
+        tx.run(self._insert(values, f"({self.key}) DO UPDATE SET {assignments}"), *values)
+
+    def _insert(self, values: Sequence[Any], on_conflict: str) -> str:
+        return f"INSERT INTO {self.name} ({self.columns}) VALUES ({marks(values)}) ON CONFLICT {on_conflict}"
 
 
 class Database:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from reconciler.store.database import Database
+from reconciler.store.database import Database, Table
 from reconciler.store.records import InterfaceRecord
-from reconciler.store.rows import dt, marks, required, ts
+from reconciler.store.rows import dt, required, ts
 
 __all__ = ["InterfaceStore", "SqlInterfaces"]
 
@@ -36,45 +36,34 @@ class SqlInterfaces:
         """Insert or replace an interface package (creation time kept)."""
         created = interface.created_at or self.db.clock()
         with self.db.tx(write=True) as tx:
-            tx.run(
-                f"INSERT INTO interfaces ({_COLUMNS}) VALUES ({marks(_COLUMNS)}) "
-                "ON CONFLICT (id) DO UPDATE SET name = excluded.name, package = excluded.package, "
-                "version = excluded.version, wasi = excluded.wasi, wit = excluded.wit, digest = excluded.digest, "
-                "status = excluded.status, approved_by = excluded.approved_by",
-                interface.id,
-                interface.name,
-                interface.package,
-                interface.version,
-                interface.wasi,
-                interface.wit,
-                interface.digest,
-                interface.status,
-                interface.approved_by,
-                ts(created),
+            _INTERFACES.upsert(
+                tx,
+                (
+                    interface.id,
+                    interface.name,
+                    interface.package,
+                    interface.version,
+                    interface.wasi,
+                    interface.wit,
+                    interface.digest,
+                    interface.status,
+                    interface.approved_by,
+                    ts(created),
+                ),
+                update=("name", "package", "version", "wasi", "wit", "digest", "status", "approved_by"),
             )
-            return required(_interface(tx.one(f"SELECT {_COLUMNS} FROM interfaces WHERE id = ?", interface.id)))
+            return required(_INTERFACES.get(tx, interface.id))
 
     def get_interface(self, interface_id: str) -> InterfaceRecord | None:
         with self.db.tx(write=False) as tx:
-            return _interface(tx.one(f"SELECT {_COLUMNS} FROM interfaces WHERE id = ?", interface_id))
+            return _INTERFACES.get(tx, interface_id)
 
     def list_interfaces(self, name: str | None = None) -> list[InterfaceRecord]:
-        query = f"SELECT {_COLUMNS} FROM interfaces"
         with self.db.tx(write=False) as tx:
-            rows = (
-                tx.all(f"{query} WHERE name = ? ORDER BY id", name)
-                if name is not None
-                else tx.all(f"{query} ORDER BY id")
-            )
-        return [i for i in map(_interface, rows) if i is not None]
+            return _INTERFACES.matching(tx, "id", name=name)
 
 
-_COLUMNS = "id, name, package, version, wasi, wit, digest, status, approved_by, created_at"
-
-
-def _interface(row: Any) -> InterfaceRecord | None:
-    if row is None:
-        return None
+def _interface(row: Any) -> InterfaceRecord:
     return InterfaceRecord(
         id=row[0],
         name=row[1],
@@ -87,3 +76,8 @@ def _interface(row: Any) -> InterfaceRecord | None:
         approved_by=row[8],
         created_at=dt(row[9]),
     )
+
+
+_INTERFACES = Table(
+    "interfaces", "id, name, package, version, wasi, wit, digest, status, approved_by, created_at", _interface
+)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 from typing import Any, Protocol
 
-from reconciler.store.database import Database
+from reconciler.store.database import Database, Table
 from reconciler.store.errors import ConflictError, ModuleConflictError
 from reconciler.store.records import BuildInfo, ExportRef, ImportRef, ModuleRecord
-from reconciler.store.rows import dt, marks, to_json, ts
+from reconciler.store.rows import dt, to_json, ts
 
 __all__ = ["ModuleStore", "SqlModules"]
 
@@ -46,47 +46,31 @@ class SqlModules:
         different digest raises `ModuleConflictError`. Concurrent callers end with exactly one row.
         """
         with self.db.tx(write=True) as tx:
-            inserted = tx.run(
-                f"INSERT INTO modules ({_COLUMNS}) VALUES ({marks(_COLUMNS)}) ON CONFLICT DO NOTHING",
-                *_module_row(record),
-            )
-            stored = _module(tx.one(f"SELECT {_COLUMNS} FROM modules WHERE id = ?", record.id))
+            inserted = _MODULES.insert(tx, _module_row(record))
+            stored = _MODULES.get(tx, record.id)
         if stored is None:  # the (name, version) pair exists under another id: cannot happen with our ids
             raise ConflictError(f"module {record.name} {record.version} is already registered under another id")
         if stored.digest != record.digest:
             raise ModuleConflictError(record.id, stored.digest, record.digest)
-        return stored, inserted == 1
+        return stored, inserted
 
     def get_module(self, module_id: str) -> ModuleRecord | None:
         with self.db.tx(write=False) as tx:
-            return _module(tx.one(f"SELECT {_COLUMNS} FROM modules WHERE id = ?", module_id))
+            return _MODULES.get(tx, module_id)
 
     def list_modules(self, name: str | None = None) -> list[ModuleRecord]:
         """Every module version (or those of one module name), by name then registration time."""
-        query = f"SELECT {_COLUMNS} FROM modules"
         with self.db.tx(write=False) as tx:
-            rows = (
-                tx.all(f"{query} WHERE name = ? ORDER BY created_at, id", name)
-                if name is not None
-                else tx.all(f"{query} ORDER BY name, created_at, id")
-            )
-        return [m for m in map(_module, rows) if m is not None]
+            return _MODULES.matching(tx, "name, created_at, id", name=name)
 
     def modules_with_digest(self, digest: str) -> list[ModuleRecord]:
         with self.db.tx(write=False) as tx:
-            rows = tx.all(f"SELECT {_COLUMNS} FROM modules WHERE digest = ? ORDER BY id", digest)
-        return [m for m in map(_module, rows) if m is not None]
+            return _MODULES.matching(tx, "id", digest=digest)
 
     def delete_module(self, module_id: str) -> bool:
         """Remove a module version's row; returns whether it existed. The caller checks use first."""
         with self.db.tx(write=True) as tx:
             return tx.run("DELETE FROM modules WHERE id = ?", module_id) == 1
-
-
-_COLUMNS = (
-    "id, name, version, digest, size, compressed_size, imports, exports, wasi_imports, capabilities, "
-    "component, memory_min_pages, build_commit, build_timestamp, created_at"
-)
 
 
 def _module_row(m: ModuleRecord) -> tuple[Any, ...]:
@@ -109,9 +93,7 @@ def _module_row(m: ModuleRecord) -> tuple[Any, ...]:
     )
 
 
-def _module(row: Any) -> ModuleRecord | None:
-    if row is None:
-        return None
+def _module(row: Any) -> ModuleRecord:
     return ModuleRecord(
         id=row[0],
         name=row[1],
@@ -128,3 +110,11 @@ def _module(row: Any) -> ModuleRecord | None:
         build=BuildInfo(commit=row[12], timestamp=row[13]),
         created_at=dt(row[14]),
     )
+
+
+_MODULES = Table(
+    "modules",
+    "id, name, version, digest, size, compressed_size, imports, exports, wasi_imports, capabilities, "
+    "component, memory_min_pages, build_commit, build_timestamp, created_at",
+    _module,
+)

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
 from edge.nodeapi import NodeStatus
-from reconciler.store.database import Database
+from reconciler.store.database import Database, Table
 from reconciler.store.records import JsonObject, NodeRecord
 from reconciler.store.rows import dt, dt_or_none, marks, required, to_json, ts, ts_or_none
 
@@ -87,27 +87,27 @@ class SqlNodes:
         keeps its generation, assignment and report)."""
         now = ts(self.db.clock())
         with self.db.tx(write=True) as tx:
-            tx.run(
-                "INSERT INTO nodes (id, region, url, status, max_modules, registered_at, last_heartbeat_at, "
-                "generation, assignment, reported) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (id) DO UPDATE SET region = excluded.region, url = excluded.url, "
-                "status = excluded.status, max_modules = excluded.max_modules",
-                node.id,
-                node.region,
-                node.url,
-                node.status,
-                node.max_modules,
-                ts(node.registered_at) if node.registered_at else now,
-                ts_or_none(node.last_heartbeat_at),
-                node.generation,
-                to_json(node.assignment),
-                to_json(node.reported),
+            _NODES.upsert(
+                tx,
+                (
+                    node.id,
+                    node.region,
+                    node.url,
+                    node.status,
+                    node.max_modules,
+                    ts(node.registered_at) if node.registered_at else now,
+                    ts_or_none(node.last_heartbeat_at),
+                    node.generation,
+                    to_json(node.assignment),
+                    to_json(node.reported),
+                ),
+                update=("region", "url", "status", "max_modules"),
             )
-            return required(_node(tx.one(f"SELECT {_COLUMNS} FROM nodes WHERE id = ?", node.id)))
+            return required(_NODES.get(tx, node.id))
 
     def get_node(self, node_id: str) -> NodeRecord | None:
         with self.db.tx(write=False) as tx:
-            return _node(tx.one(f"SELECT {_COLUMNS} FROM nodes WHERE id = ?", node_id))
+            return _NODES.get(tx, node_id)
 
     def get_nodes(self, node_ids: Iterable[str]) -> list[NodeRecord]:
         """The nodes among `node_ids` that exist, by id."""
@@ -115,18 +115,11 @@ class SqlNodes:
         if not wanted:
             return []
         with self.db.tx(write=False) as tx:
-            rows = tx.all(f"SELECT {_COLUMNS} FROM nodes WHERE id IN ({marks(wanted)}) ORDER BY id", *wanted)
-        return [n for n in map(_node, rows) if n is not None]
+            return _NODES.select(tx, f"WHERE id IN ({marks(wanted)}) ORDER BY id", *wanted)
 
     def list_nodes(self, region: str | None = None) -> list[NodeRecord]:
-        query = f"SELECT {_COLUMNS} FROM nodes"
         with self.db.tx(write=False) as tx:
-            rows = (
-                tx.all(f"{query} WHERE region = ? ORDER BY id", region)
-                if region is not None
-                else tx.all(f"{query} ORDER BY id")
-            )
-        return [n for n in map(_node, rows) if n is not None]
+            return _NODES.matching(tx, "id", region=region)
 
     def set_node_status(self, node_id: str, status: str) -> bool:
         with self.db.tx(write=True) as tx:
@@ -217,14 +210,11 @@ def _lock_order(node_ids: Sequence[str]) -> list[int]:
     return sorted(range(len(node_ids)), key=node_ids.__getitem__)
 
 
-_COLUMNS = "id, region, url, status, max_modules, registered_at, last_heartbeat_at, generation, assignment, reported"
 _HEARTBEAT = "UPDATE nodes SET reported = ?, last_heartbeat_at = ? WHERE id = ?"
 _PUBLISH = "UPDATE nodes SET assignment = ?, generation = generation + 1 WHERE id = ? RETURNING generation"
 
 
-def _node(row: Any) -> NodeRecord | None:
-    if row is None:
-        return None
+def _node(row: Any) -> NodeRecord:
     return NodeRecord(
         id=row[0],
         region=row[1],
@@ -237,3 +227,10 @@ def _node(row: Any) -> NodeRecord | None:
         assignment=json.loads(row[8]),
         reported=json.loads(row[9]),
     )
+
+
+_NODES = Table(
+    "nodes",
+    "id, region, url, status, max_modules, registered_at, last_heartbeat_at, generation, assignment, reported",
+    _node,
+)

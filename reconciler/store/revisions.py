@@ -13,7 +13,7 @@ import json
 from datetime import datetime
 from typing import Any, Protocol
 
-from reconciler.store.database import Database
+from reconciler.store.database import Database, Table
 from reconciler.store.records import ApprovalRecord, RevisionRecord
 from reconciler.store.rows import dt, dt_or_none, required, to_json, ts
 
@@ -51,15 +51,10 @@ class SqlRevisions:
     ) -> RevisionRecord:
         """Note a Git revision the source looked at (first sight time kept; verdict updated)."""
         with self.db.tx(write=True) as tx:
-            tx.run(
-                "INSERT INTO revisions (sha, seen_at, verified, message) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (sha) DO UPDATE SET verified = excluded.verified, message = excluded.message",
-                sha,
-                ts(at or self.db.clock()),
-                int(verified),
-                message,
+            _REVISIONS.upsert(
+                tx, (sha, ts(at or self.db.clock()), int(verified), message, None), update=("verified", "message")
             )
-            return required(_revision(tx.one(f"SELECT {_COLUMNS} FROM revisions WHERE sha = ?", sha)))
+            return required(_REVISIONS.get(tx, sha))
 
     def mark_revision_applied(self, sha: str, at: datetime | None = None) -> bool:
         """Record that the reconciler applied this revision; False when it was never seen."""
@@ -68,30 +63,24 @@ class SqlRevisions:
 
     def get_revision(self, sha: str) -> RevisionRecord | None:
         with self.db.tx(write=False) as tx:
-            return _revision(tx.one(f"SELECT {_COLUMNS} FROM revisions WHERE sha = ?", sha))
+            return _REVISIONS.get(tx, sha)
 
     def last_seen_revision(self) -> RevisionRecord | None:
         with self.db.tx(write=False) as tx:
-            return _revision(tx.one(f"SELECT {_COLUMNS} FROM revisions ORDER BY seen_at DESC, sha LIMIT 1"))
+            return _REVISIONS.first(tx, "ORDER BY seen_at DESC, sha LIMIT 1")
 
     def last_applied_revision(self) -> RevisionRecord | None:
         with self.db.tx(write=False) as tx:
-            return _revision(
-                tx.one(
-                    f"SELECT {_COLUMNS} FROM revisions WHERE applied_at IS NOT NULL "
-                    "ORDER BY applied_at DESC, sha LIMIT 1"
-                )
-            )
+            return _REVISIONS.first(tx, "WHERE applied_at IS NOT NULL ORDER BY applied_at DESC, sha LIMIT 1")
 
     # -- approvals ------------------------------------------------------------------------------
 
     def record_approval(self, approval: ApprovalRecord) -> bool:
         """Store an approval found in Git; False when this commit already approved it for that principal."""
         with self.db.tx(write=True) as tx:
-            return (
-                tx.run(
-                    "INSERT INTO approvals (commit_sha, module, version, principal, roles, kind, found_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            return _APPROVALS.insert(
+                tx,
+                (
                     approval.commit,
                     approval.module,
                     approval.version,
@@ -99,38 +88,36 @@ class SqlRevisions:
                     to_json(list(approval.roles)),
                     approval.kind,
                     ts(approval.found_at),
-                )
-                == 1
+                ),
             )
 
     def approvals_for(self, module: str, version: str) -> list[ApprovalRecord]:
         with self.db.tx(write=False) as tx:
-            rows = tx.all(
-                "SELECT commit_sha, module, version, principal, roles, kind, found_at FROM approvals "
-                "WHERE module = ? AND version = ? ORDER BY found_at, commit_sha, principal",
-                module,
-                version,
-            )
-        return [
-            ApprovalRecord(
-                commit=r[0],
-                module=r[1],
-                version=r[2],
-                principal=r[3],
-                roles=tuple(json.loads(r[4])),
-                kind=r[5],
-                found_at=dt(r[6]),
-            )
-            for r in rows
-        ]
+            return _APPROVALS.matching(tx, "found_at, commit_sha, principal", module=module, version=version)
 
 
-_COLUMNS = "sha, seen_at, verified, message, applied_at"
-
-
-def _revision(row: Any) -> RevisionRecord | None:
-    if row is None:
-        return None
+def _revision(row: Any) -> RevisionRecord:
     return RevisionRecord(
         sha=row[0], seen_at=dt(row[1]), verified=bool(row[2]), message=row[3], applied_at=dt_or_none(row[4])
     )
+
+
+def _approval(row: Any) -> ApprovalRecord:
+    return ApprovalRecord(
+        commit=row[0],
+        module=row[1],
+        version=row[2],
+        principal=row[3],
+        roles=tuple(json.loads(row[4])),
+        kind=row[5],
+        found_at=dt(row[6]),
+    )
+
+
+_REVISIONS = Table("revisions", "sha, seen_at, verified, message, applied_at", _revision, key="sha")
+_APPROVALS = Table(
+    "approvals",
+    "commit_sha, module, version, principal, roles, kind, found_at",
+    _approval,
+    key="commit_sha, module, version, principal",
+)

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
-from reconciler.store.database import Database, Tx
+from reconciler.store.database import Database, Table, Tx
 from reconciler.store.errors import ConflictError, StaleRecordError
 from reconciler.store.records import RolloutRecord, RolloutStepRecord
 from reconciler.store.rows import dt, marks, to_json, ts
@@ -58,11 +58,7 @@ class SqlRollouts:
         now = self.db.clock()
         created = replace(rollout, created_at=rollout.created_at or now, updated_at=now, generation=1)
         with self.db.tx(write=True) as tx:
-            inserted = tx.run(
-                f"INSERT INTO rollouts ({_COLUMNS}) VALUES ({marks(_COLUMNS)}) ON CONFLICT DO NOTHING",
-                *_rollout_row(created),
-            )
-            if inserted != 1:
+            if not _ROLLOUTS.insert(tx, _rollout_row(created)):
                 raise ConflictError(f"rollout {rollout.id!r} already exists")
             _append(tx, steps)
         return created
@@ -76,7 +72,7 @@ class SqlRollouts:
         """
         updated = replace(rollout, updated_at=self.db.clock(), generation=rollout.generation + 1)
         row = _rollout_row(updated)
-        assignments = ", ".join(f"{column} = ?" for column in _COLUMNS.split(", ")[1:])
+        assignments = ", ".join(f"{column} = ?" for column in _ROLLOUTS.columns.split(", ")[1:])
         with self.db.tx(write=True) as tx:
             changed = tx.run(
                 f"UPDATE rollouts SET {assignments} WHERE id = ? AND generation = ?",
@@ -91,8 +87,7 @@ class SqlRollouts:
 
     def get_rollout(self, rollout_id: str) -> RolloutRecord | None:
         with self.db.tx(write=False) as tx:
-            row = tx.one(f"SELECT {_COLUMNS} FROM rollouts WHERE id = ?", rollout_id)
-        return _rollout(row) if row is not None else None
+            return _ROLLOUTS.get(tx, rollout_id)
 
     def list_rollouts(self, module: str | None = None, states: Iterable[str] | None = None) -> list[RolloutRecord]:
         """Rollouts, oldest first; of one module and/or in the given states only."""
@@ -107,17 +102,17 @@ class SqlRollouts:
                 return []
             clauses.append(f"state IN ({marks(wanted)})")
             params.extend(wanted)
-        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
         with self.db.tx(write=False) as tx:
-            return _list(tx, where, params)
+            return _ROLLOUTS.select(tx, f"{where}{_OLDEST_FIRST}", *params)
 
     def rollouts_with_steps(self, limit: int) -> list[tuple[RolloutRecord, list[RolloutStepRecord]]]:
         """Every rollout, oldest first, with the last `limit` events of its history in order: what a
         reader that starts (the rollout book) needs, read in one transaction so the two agree."""
         with self.db.tx(write=False) as tx:
-            rollouts = _list(tx, "", [])
+            rollouts = _ROLLOUTS.select(tx, _OLDEST_FIRST)
             rows = tx.all(
-                f"SELECT {_STEP_COLUMNS} FROM (SELECT {_STEP_COLUMNS}, "
+                f"SELECT {_STEPS.columns} FROM (SELECT {_STEPS.columns}, "
                 "ROW_NUMBER() OVER (PARTITION BY rollout_id ORDER BY seq DESC) AS newest FROM rollout_steps) recent "
                 "WHERE newest <= ? ORDER BY seq",
                 limit,
@@ -137,21 +132,8 @@ class SqlRollouts:
     def rollout_steps(self, rollout_id: str, limit: int | None = None) -> list[RolloutStepRecord]:
         """A rollout's history in order (the last `limit` events when given)."""
         with self.db.tx(write=False) as tx:
-            rows = tx.all(
-                f"SELECT {_STEP_COLUMNS} FROM rollout_steps WHERE rollout_id = ? ORDER BY seq DESC",
-                rollout_id,
-            )
-        rows = rows[:limit] if limit is not None else rows
-        return [_step(r) for r in reversed(rows)]
-
-
-_COLUMNS = "id, module, state, detail, created_at, updated_at, generation"
-_STEP_COLUMNS = "seq, rollout_id, step, event, at, message, analysis"
-
-
-def _list(tx: Tx, where: str, params: list[Any]) -> list[RolloutRecord]:
-    rows = tx.all(f"SELECT {_COLUMNS} FROM rollouts{where} ORDER BY created_at, id", *params)
-    return [_rollout(row) for row in rows]
+            newest_first = _STEPS.select(tx, "WHERE rollout_id = ? ORDER BY seq DESC", rollout_id)
+        return newest_first[:limit][::-1]
 
 
 def _append(tx: Tx, steps: Iterable[RolloutStepRecord]) -> list[RolloutStepRecord]:
@@ -198,3 +180,8 @@ def _step(row: Any) -> RolloutStepRecord:
         message=row[5],
         analysis=json.loads(row[6]),
     )
+
+
+_ROLLOUTS = Table("rollouts", "id, module, state, detail, created_at, updated_at, generation", _rollout)
+_STEPS = Table("rollout_steps", "seq, rollout_id, step, event, at, message, analysis", _step, key="seq")
+_OLDEST_FIRST = "ORDER BY created_at, id"
