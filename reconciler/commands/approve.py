@@ -63,12 +63,9 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         sha = approve(args.repo, args.target, push=args.push, note=args.message)
-    except ValueError as exc:
+    except (ValueError, ApproveError) as exc:
         print(f"hotswap approve: {exc}", file=sys.stderr)
-        return 2
-    except ApproveError as exc:
-        print(f"hotswap approve: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, ValueError) else 1  # a malformed target; an approval that failed
     pushed = " and pushed" if args.push else ""
     print(f"approved {args.target.strip()} in signed commit {sha[:12]}{pushed}")
     return 0

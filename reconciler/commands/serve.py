@@ -54,6 +54,14 @@ def size(text: str) -> int:
     return int(match.group(1)) * _UNITS[unit]
 
 
+# The caps on one revision of the fleet repository; each also reads HOTSWAP_<FLAG> (HOTSWAP_MAX_FILES).
+_INPUT_LIMITS = (
+    ("--max-yaml-bytes", "largest fleet YAML file of a revision (default 1MiB)"),
+    ("--max-revision-bytes", "largest total of the files under the fleet root in one revision (default 64MiB)"),
+    ("--max-files", "most files under the fleet root in one revision (default 10000)"),
+)
+
+
 def add_store_arguments(parser: argparse.ArgumentParser, data_dir: str) -> None:
     parser.add_argument(
         "--data-dir",
@@ -100,28 +108,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="node heartbeat period (default 5; 0.05 to 3600)",
     )
 
-    def given(name: str) -> int | None:  # None: reconciler.spec.limits.InputLimits' default
-        text = env(name)
-        return None if text is None else size(text)
-
-    parser.add_argument(
-        "--max-yaml-bytes",
-        type=size,
-        default=given("MAX_YAML_BYTES"),
-        help="largest fleet YAML file of a revision (default 1MiB)",
-    )
-    parser.add_argument(
-        "--max-revision-bytes",
-        type=size,
-        default=given("MAX_REVISION_BYTES"),
-        help="largest total of the files under the fleet root in one revision (default 64MiB)",
-    )
-    parser.add_argument(
-        "--max-files",
-        type=size,
-        default=given("MAX_FILES"),
-        help="most files under the fleet root in one revision (default 10000)",
-    )
+    for flag, text in _INPUT_LIMITS:
+        given = env(flag.removeprefix("--").replace("-", "_").upper())
+        # None: reconciler.spec.limits.InputLimits' default
+        parser.add_argument(flag, type=size, default=None if given is None else size(given), help=text)
     parser.add_argument(
         "--webhook-secret",
         default=env("WEBHOOK_SECRET"),
@@ -220,10 +210,7 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level, args.log_format)
     try:
         asyncio.run(serve(ControlPlane(options(args))))
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:
         print(f"hotswap serve: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"hotswap serve: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, ValueError) else 1  # bad options; a port, file or service that fails
     return 0
