@@ -27,20 +27,7 @@ from typing import Any, Protocol, assert_never
 from edge.protocol import ModuleTable
 from reconciler.apply.nodes import NodeHub
 from reconciler.apply.tables import WireEntries
-from reconciler.planner import (
-    Action,
-    AdvanceStep,
-    AssignmentEntry,
-    Condition,
-    ConditionType,
-    Pause,
-    Plan,
-    Promote,
-    RecordEvent,
-    Rollback,
-    SetAssignment,
-    StartRollout,
-)
+from reconciler.planner import AssignmentEntry, Condition, ConditionType, actions
 from reconciler.store.audit import AuditLog
 from reconciler.store.conditions import ConditionStore
 from reconciler.store.errors import StoreError
@@ -108,11 +95,11 @@ class Executor:
         # store first (a start, or a replica that became leader: another may have written since).
         self._written: dict[str, tuple[Condition, ...]] | None = None
 
-    async def apply(self, plan: Plan, traces: Mapping[str, str] | None = None) -> list[Published]:
+    async def apply(self, plan: actions.Plan, traces: Mapping[str, str] | None = None) -> list[Published]:
         """Publish every table the plan sets (one await for the fleet, not one event-loop turn per
         node), each with the traceparents of the steps that changed it (`traces`: module ->
         traceparent), then say what the plan did; returns what each node now holds."""
-        tables = {a.node_id: a.table for a in plan.actions if isinstance(a, SetAssignment)}
+        tables = {a.node_id: a.table for a in plan.actions if isinstance(a, actions.SetAssignment)}
         published: list[Published] = []
 
         async def publish(node_id: str, table: tuple[AssignmentEntry, ...]) -> None:
@@ -155,13 +142,13 @@ class Executor:
         """Read the store again before the next write (a replica that becomes leader)."""
         self._written = None
 
-    def _say(self, action: Action) -> None:
+    def _say(self, action: actions.Action) -> None:
         match action:
-            case SetAssignment():
+            case actions.SetAssignment():
                 pass  # published above
-            case StartRollout():
+            case actions.StartRollout():
                 self.event("RolloutStarted", f"{action.module}: {action.describe()}", action.module, action.rollout_id)
-            case AdvanceStep():
+            case actions.AdvanceStep():
                 where = f" in {action.region}" if action.region else ""
                 self.event(
                     "StepStarted",
@@ -169,9 +156,9 @@ class Executor:
                     action.module,
                     action.rollout_id,
                 )
-            case Pause():
+            case actions.Pause():
                 self.event(action.reason, f"{action.module}: {action.message}", action.module, action.rollout_id)
-            case Rollback():
+            case actions.Rollback():
                 self.event(
                     "RolledBack",
                     f"{action.module}: back to {action.to_version}: {action.message}",
@@ -179,9 +166,9 @@ class Executor:
                     action.rollout_id,
                     warning=True,
                 )
-            case Promote():
+            case actions.Promote():
                 self.event("Promoted", f"{action.module}: {action.version} is stable", action.module, action.rollout_id)
-            case RecordEvent():
+            case actions.RecordEvent():
                 self.event(action.reason, action.message, action.module, action.rollout_id, warning=action.warning)
             case _:
                 assert_never(action)

@@ -26,6 +26,7 @@ __all__ = [
     "Promote",
     "RecordEvent",
     "Rollback",
+    "RolloutAction",
     "SetAssignment",
     "StartRollout",
 ]
@@ -40,15 +41,22 @@ class SetAssignment:
 
 
 @dataclass(frozen=True)
-class StartRollout:
+class RolloutAction:
+    """The fields every transition of one rollout starts with: which rollout, of which module.
+    (`RecordEvent` is not one: it may speak of a module with no rollout.)"""
+
+    rollout_id: str
+    module: str
+
+
+@dataclass(frozen=True)
+class StartRollout(RolloutAction):
     """A rollout was created (span `wasm.deployment.create`).
 
     `how` says what happens next, as events and `hotswap diff` show it: "by canary", "by canary
     once approved", "at once (no rollout strategy)", "with new capabilities, applied once approved"...
     """
 
-    rollout_id: str
-    module: str
     from_version: str | None
     to_version: str
     strategy: str | None
@@ -64,11 +72,9 @@ class StartRollout:
 
 
 @dataclass(frozen=True)
-class AdvanceStep:
+class AdvanceStep(RolloutAction):
     """A rollout entered a step (span `wasm.deployment.execute`)."""
 
-    rollout_id: str
-    module: str
     step: int
     kind: StepKind
     percent: int
@@ -76,32 +82,26 @@ class AdvanceStep:
 
 
 @dataclass(frozen=True)
-class Pause:
+class Pause(RolloutAction):
     """A rollout stopped moving and says why (NoTraffic, AnalysisFailed, AwaitingApproval...)."""
 
-    rollout_id: str
-    module: str
     reason: str
     message: str
 
 
 @dataclass(frozen=True)
-class Rollback:
+class Rollback(RolloutAction):
     """Traffic went back to `to_version` and the new version is unloaded (span `wasm.deployment.rollback`)."""
 
-    rollout_id: str
-    module: str
     to_version: str
     reason: str
     message: str
 
 
 @dataclass(frozen=True)
-class Promote:
+class Promote(RolloutAction):
     """`version` is now the module's stable version everywhere in the rollout's scope."""
 
-    rollout_id: str
-    module: str
     version: str
 
 
