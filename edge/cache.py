@@ -1,12 +1,13 @@
 """The on-disk cache of precompiled modules and components: compile once, load in a millisecond after a restart.
 
-Where it sits: `edge.runtime.Runtime.compile` (and `edge.component` for components) asks it for a
-digest before compiling and stores the result after. An entry is `<hex digest>-<engine key>.cwasm`
-(`.component` for a component), the artifact `serialize` wrote, plus a sum file beside it with the
-artifact's length and XXH3-128. The engine key names the wasmtime version, target and engine
-options, so an artifact from another engine is never looked at. On load the sum is checked over a
-read-only mapping of the file before `deserialize_file` maps it, and wasmtime checks its own header;
-a missing, corrupt or stale entry is removed and rebuilt, never trusted.
+Where it sits: `edge.runtime.Runtime.compiled` (for core modules, and for `edge.component`'s
+components) asks it for a digest before compiling and stores the result after. An entry is
+`<hex digest>-<engine key>.cwasm` (`.component` for a component), the artifact `serialize` wrote,
+plus a sum file beside it with the artifact's length and XXH3-128. The engine key names the wasmtime
+version, target and engine options, so an artifact from another engine is never looked at. On load
+the sum is checked over a read-only mapping of the file before `deserialize_file` maps it, and
+wasmtime checks its own header; a missing, corrupt or stale entry is removed and rebuilt, never
+trusted.
 
 Why XXH3 and not SHA-256: the sum guards against torn writes, truncation and flipped bits, not
 against an attacker. The directory is private (0700) and written only by this node; whoever can

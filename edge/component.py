@@ -374,7 +374,7 @@ def _record(**fields: Any) -> wc.Record:
 def load_component(runtime: Runtime, data: bytes, sandbox: Sandbox, digest: str) -> LoadedComponent:
     """Compile (or take from the cache), describe, check the imports against the sandbox, link and
     instantiate once. Raises LoadError saying what is wrong."""
-    component, cached = _compile(runtime, data, digest)
+    component, cached = runtime.compiled(wc.Component, COMPONENT, data, digest)
     engine = runtime.engine
     info = wasm.describe_component(component, engine, digest, len(data))
     if info.problems:
@@ -394,15 +394,3 @@ def load_component(runtime: Runtime, data: bytes, sandbox: Sandbox, digest: str)
     except wasmtime.WasmtimeError as exc:  # pragma: no cover - failure() maps instantiation errors
         raise LoadError(f"cannot link: {first_line(exc)}") from None
     return loaded
-
-
-def _compile(runtime: Runtime, data: bytes, digest: str) -> tuple[wc.Component, bool]:
-    """The compiled component, from the on-disk cache when a good entry exists."""
-
-    def build() -> wc.Component:
-        try:
-            return wc.Component(runtime.engine, data)
-        except wasmtime.WasmtimeError as exc:
-            raise LoadError(f"not a valid component: {first_line(exc)}") from None
-
-    return runtime.cached(digest, COMPONENT, lambda path: wc.Component.deserialize_file(runtime.engine, path), build)

@@ -34,11 +34,10 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import replace
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, Self, TypeVar
 
 import wasmtime
 
@@ -97,8 +96,11 @@ class Ticker:
 
 
 class _Compiled(Protocol):
-    """A compiled module or component: what the cache stores."""
+    """A compiled module or component: built from a binary, stored in the cache, read back from it."""
 
+    def __init__(self, engine: wasmtime.Engine, wasm: bytes) -> None: ...
+    @classmethod
+    def deserialize_file(cls, engine: wasmtime.Engine, path: str) -> Self: ...
     def serialize(self) -> bytearray: ...
 
 
@@ -272,27 +274,22 @@ class Runtime:
             raise LoadError(f"digest mismatch: expected {digest}, got {actual}")
         return actual, sandbox
 
-    def cached(self, digest: str, kind: str, deserialize: Callable[[str], C], build: Callable[[], C]) -> tuple[C, bool]:
-        """`deserialize` of a good cache entry (True), or `build()` stored in the cache (False)."""
+    def compiled(self, artifact: type[C], kind: str, data: bytes, digest: str) -> tuple[C, bool]:
+        """`data` compiled as `artifact` (`wasmtime.Module` or `wasmtime.component.Component`, a cache
+        entry of `kind`): from a good cache entry (True), or compiled and stored in the cache (False).
+        A binary wasmtime cannot compile is a LoadError: "not a valid module" (or component)."""
+        engine = self.engine
         if self.cache is not None:
-            hit = self.cache.fetch(digest, kind, deserialize)
+            hit = self.cache.fetch(digest, kind, lambda path: artifact.deserialize_file(engine, path))
             if hit is not None:
                 return hit, True
-        built = build()
+        try:
+            built = artifact(engine, data)
+        except wasmtime.WasmtimeError as exc:
+            raise LoadError(f"not a valid {artifact.__name__.lower()}: {first_line(exc)}") from None
         if self.cache is not None:
             self.cache.put(digest, kind, bytes(built.serialize()))
         return built, False
-
-    def compile(self, data: bytes, digest: str) -> tuple[wasmtime.Module, bool]:
-        """The module for `data`, from the cache when a good entry exists; True if it was cached."""
-
-        def build() -> wasmtime.Module:
-            try:
-                return wasmtime.Module(self.engine, data)
-            except wasmtime.WasmtimeError as exc:
-                raise LoadError(f"not a valid module: {first_line(exc)}") from None
-
-        return self.cached(digest, MODULE, lambda path: wasmtime.Module.deserialize_file(self.engine, path), build)
 
     def load(self, data: bytes, sandbox: Sandbox, *, digest: str | None = None, verified: bool = False) -> LoadedModule:
         """Verify, compile (or load from cache), link and instantiate once to prove it runs.
@@ -309,7 +306,7 @@ class Runtime:
             self._recent.move_to_end(actual)
             module, info, cached = *recent, True
         else:
-            module, cached = self.compile(data, actual)
+            module, cached = self.compiled(wasmtime.Module, MODULE, data, actual)
             info = wasm.describe(data, actual)
             self._recent[actual] = (module, info)
             while len(self._recent) > RECENT_MODULES:

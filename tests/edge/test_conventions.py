@@ -148,6 +148,11 @@ def test_malformed_binaries_do_not_load(runtime: Runtime, data: bytes, message: 
         runtime.load(data, Sandbox())
 
 
+def test_a_malformed_component_does_not_load(runtime: Runtime) -> None:
+    with pytest.raises(LoadError, match="not a valid component"):
+        runtime.load_any(b"\0asm\x0d\0\x01\0\xff", Sandbox())
+
+
 def test_unsatisfiable_imports_do_not_load(runtime: Runtime) -> None:
     from edge.wat import compile_wat
 
