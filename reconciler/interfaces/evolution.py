@@ -78,17 +78,13 @@ def breaking_changes(old: WitPackage, new: WitPackage) -> list[Change]:
             Change("changed", "package", True, f"package {old.id} became {new.id}: its interfaces moved", "package")
         )
     for name, before, after in _pairs(old.interfaces, new.interfaces):
-        if after is None:
-            changes.append(Change("removed", name, True, f"interface {name} was removed", "interface"))
-        elif before is None:
-            changes.append(Change("added", name, False, f"interface {name} was added", "interface"))
+        if before is None or after is None:
+            changes.append(_one_side("interface", name, after))
         else:
             changes.extend(_interface_changes(before, after))
     for name, was, now in _pairs(old.worlds, new.worlds):
-        if now is None:
-            changes.append(Change("removed", name, True, f"world {name} was removed", "world"))
-        elif was is None:
-            changes.append(Change("added", name, False, f"world {name} was added", "world"))
+        if was is None or now is None:
+            changes.append(_one_side("world", name, now))
         else:
             changes.extend(_items(name, "imports", was.imports, now.imports))
             changes.extend(_items(name, "exports", was.exports, now.exports))
@@ -123,21 +119,24 @@ def _interface_changes(old: WitInterface, new: WitInterface) -> Iterable[Change]
     new_functions = {f.display: f for f in new.functions.values()}
     for display, before, after in _pairs(old_functions, new_functions):
         item = f"{old.name}.{display}"
-        if after is None:
-            yield Change("removed", item, True, f"function {item} was removed", "function")
-        elif before is None:
-            yield Change("added", item, False, f"function {item} was added", "function")
+        if before is None or after is None:
+            yield _one_side("function", item, after)
         elif (detail := _function_diff(before, after)) is not None:
             yield Change("changed", item, True, f"function {item}: {detail}", "function")
     for name, was, now in _pairs(old.types, new.types):
         item = f"{old.name}.{name}"
-        if now is None:
-            yield Change("removed", item, True, f"type {item} was removed", "type")
-        elif was is None:
-            yield Change("added", item, False, f"type {item} was added", "type")
+        if was is None or now is None:
+            yield _one_side("type", item, now)
         elif was.definition != now.definition:
             breaking = _compatible(was.definition) != _compatible(now.definition)
             yield Change("changed", item, breaking, f"type {item}: {was.definition} became {now.definition}", "type")
+
+
+def _one_side(subject: Subject, item: str, now: object | None) -> Change:
+    """An item found at one revision only: removed (breaking) when the new one lacks it, else added."""
+    if now is None:
+        return Change("removed", item, True, f"{subject} {item} was removed", subject)
+    return Change("added", item, False, f"{subject} {item} was added", subject)
 
 
 def _function_diff(old: WitFunction, new: WitFunction) -> str | None:
