@@ -55,6 +55,7 @@ from reconciler.store.state import StateStore
 
 MAX_WAIT_SECONDS = 60.0
 NODE_ROLES = ("admin", "node")
+ROUTES = web.RouteTableDef()  # each handler names its route; setup() adds them all
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,7 @@ def _node_caller(request: web.Request, node_id: str) -> None:
         raise ApiError(403, "forbidden", f"a token for node {who.subject!r} cannot act for node {node_id!r}")
 
 
+@ROUTES.post(NODES_PATH)
 async def register(request: web.Request) -> web.Response:
     require(request, *NODE_ROLES)
     try:
@@ -188,6 +190,7 @@ async def register(request: web.Request) -> web.Response:
     return web.json_response(answer.model_dump(mode="json", by_alias=True), status=201 if created else 200)
 
 
+@ROUTES.post(NODES_PATH + "/{id}/heartbeat")
 async def heartbeat(request: web.Request) -> web.Response:
     _node_caller(request, request.match_info["id"])
     try:
@@ -213,6 +216,7 @@ def _number(request: web.Request, name: str, default: float) -> float:
     return value
 
 
+@ROUTES.get(NODES_PATH + "/{id}/assignment")
 async def assignment(request: web.Request) -> web.Response:
     node_id = request.match_info["id"]
     _node_caller(request, node_id)
@@ -243,6 +247,7 @@ def _find_node(request: web.Request) -> tuple[NodeView, int]:
     raise ApiError(404, "not_found", f"node {node_id!r} is not registered")
 
 
+@ROUTES.get(NODES_PATH)
 async def list_nodes(request: web.Request) -> web.Response:
     require(request, *ANY_ROLE, "node")
     hub = control_of(request).hub
@@ -260,12 +265,14 @@ async def list_nodes(request: web.Request) -> web.Response:
     return web.json_response(page.window("nodes", nodes))
 
 
+@ROUTES.get(NODES_PATH + "/{id}")
 async def get_node(request: web.Request) -> web.Response:
     require(request, *ANY_ROLE)
     view, generation = _find_node(request)
     return web.json_response(node_json(view, generation))
 
 
+@ROUTES.get(NODES_PATH + "/{id}/health")
 async def node_health(request: web.Request) -> web.Response:
     require(request, *ANY_ROLE)
     view, _ = _find_node(request)
@@ -290,6 +297,7 @@ def _wasmtime_version() -> str:
         return "unknown"
 
 
+@ROUTES.delete(NODES_PATH + "/{id}")
 async def delete_node(request: web.Request) -> web.Response:
     require(request, "admin", "operator")
     node_id = request.match_info["id"]
@@ -298,6 +306,8 @@ async def delete_node(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+@ROUTES.post(NODES_PATH + "/{id}/drain")
+@ROUTES.delete(NODES_PATH + "/{id}/drain")
 async def drain_node(request: web.Request) -> web.Response:
     """POST drains a node (its modules are placed elsewhere, it gets an empty table); DELETE undrains."""
     require(request, "admin", "operator")
@@ -309,6 +319,7 @@ async def drain_node(request: web.Request) -> web.Response:
     return web.json_response(node_json(view, generation), status=202)
 
 
+@ROUTES.get("/api/v1/wasm/deployments")
 async def list_deployments(request: web.Request) -> web.Response:
     require(request, *ANY_ROLE)
     control = control_of(request)
@@ -345,6 +356,7 @@ def _latest_for_module_id(book: RolloutBook, ident: str) -> RolloutRecord | None
     return max(found, key=lambda r: (r.created_at, r.seq), default=None)
 
 
+@ROUTES.get("/api/v1/wasm/deployments/{id}")
 async def get_deployment(request: web.Request) -> web.Response:
     require(request, *ANY_ROLE)
     control = control_of(request)
@@ -370,11 +382,13 @@ async def get_deployment(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
+@ROUTES.get("/api/v1/wasm/source")
 async def source(request: web.Request) -> web.Response:
     require(request, *ANY_ROLE)
     return web.json_response(control_of(request).source_status())
 
 
+@ROUTES.post("/api/v1/wasm/source/accept-rewrite")
 async def accept_rewrite(request: web.Request) -> web.Response:
     """Someone who may adopt (admin by default) looked at the force-push the signing policy holds:
     follow the branch at `head`, which must be the head held (409 naming the held one otherwise)."""
@@ -436,12 +450,14 @@ def status_json(control: ControlDeps, conditions: Mapping[str, tuple[Condition, 
     }
 
 
+@ROUTES.get("/api/v1/wasm/status")
 async def status(request: web.Request) -> web.Response:
     require(request, *ANY_ROLE)
     control = control_of(request)
     return web.json_response(status_json(control, await control.controller.conditions()))
 
 
+@ROUTES.get("/api/v1/wasm/snapshot")
 async def snapshot(request: web.Request) -> web.Response:
     """What the next pass would plan from, less the desired fleet (`hotswap diff` brings its own)."""
     require(request, *ANY_ROLE)
@@ -457,6 +473,7 @@ async def snapshot(request: web.Request) -> web.Response:
     return web.json_response(snapshot_json(nodes, records, approvals, metrics, now, controller.state.revision))
 
 
+@ROUTES.get("/health")
 @public
 async def health(request: web.Request) -> web.Response:
     control = control_of(request)
@@ -468,22 +485,7 @@ def routes(control: ControlDeps) -> Callable[[web.Application, ApiDeps], None]:
 
     def setup(app: web.Application, deps: ApiDeps) -> None:
         app[CONTROL] = control
-        app.router.add_post(NODES_PATH, register)
-        app.router.add_get(NODES_PATH, list_nodes)
-        app.router.add_get(NODES_PATH + "/{id}", get_node)
-        app.router.add_delete(NODES_PATH + "/{id}", delete_node)
-        app.router.add_get(NODES_PATH + "/{id}/health", node_health)
-        app.router.add_post(NODES_PATH + "/{id}/drain", drain_node)
-        app.router.add_delete(NODES_PATH + "/{id}/drain", drain_node)
-        app.router.add_post(NODES_PATH + "/{id}/heartbeat", heartbeat)
-        app.router.add_get(NODES_PATH + "/{id}/assignment", assignment)
-        app.router.add_get("/api/v1/wasm/deployments", list_deployments)
-        app.router.add_get("/api/v1/wasm/deployments/{id}", get_deployment)
-        app.router.add_get("/api/v1/wasm/source", source)
-        app.router.add_post("/api/v1/wasm/source/accept-rewrite", accept_rewrite)
-        app.router.add_get("/api/v1/wasm/status", status)
-        app.router.add_get("/api/v1/wasm/snapshot", snapshot)
-        app.router.add_get("/health", health)
+        app.router.add_routes(ROUTES)
         from reconciler.api import deployments, execute, interfaces
         from reconciler.api.openapi import setup as openapi
 

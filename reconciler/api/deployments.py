@@ -58,14 +58,11 @@ ROLLBACKERS = ("operator", "admin")
 REQUESTED_BY = REQUESTED_BY_TRAILER
 DEPLOY_FIELDS = frozenset({"module", "version", "strategy", "regions"})
 MODULE_ID = re.compile(r"^(?P<module>[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)-v(?P<version>\d+\.\d+\.\d+\S*)$")
+ROUTES = web.RouteTableDef()  # each handler names its route; setup() adds them all
 
 
 def setup(app: web.Application) -> None:
-    app.router.add_post("/api/v1/wasm/deployments", create_deployment)
-    app.router.add_post("/api/v1/wasm/deployments/{id}/execute", approve_deployment)
-    app.router.add_post("/api/v1/wasm/deployments/{id}/rollback", rollback_deployment)
-    app.router.add_post("/api/v1/wasm/deployments/{id}/pause", pause_deployment)
-    app.router.add_post("/api/v1/wasm/deployments/{id}/resume", resume_deployment)
+    app.router.add_routes(ROUTES)
 
 
 def current_fleet(control: ControlDeps) -> DesiredFleet:
@@ -155,6 +152,7 @@ def _deploy_edit(
     return edit
 
 
+@ROUTES.post("/api/v1/wasm/deployments")
 async def create_deployment(request: web.Request) -> web.Response:
     who = require(request, *REQUESTERS)
     control = control_of(request)
@@ -314,6 +312,7 @@ def already_approved(control: ControlDeps, module: str, version: str, principal:
     return None
 
 
+@ROUTES.post("/api/v1/wasm/deployments/{id}/execute")
 async def approve_deployment(request: web.Request) -> web.Response:
     control = control_of(request)
     fleet = current_fleet(control)
@@ -400,14 +399,17 @@ async def _operator_request(http: web.Request, action: str, **changes: Any) -> w
     return web.json_response(body, status=202)
 
 
+@ROUTES.post("/api/v1/wasm/deployments/{id}/rollback")
 async def rollback_deployment(request: web.Request) -> web.Response:
     return await _operator_request(request, "rollback", request="rollback")
 
 
+@ROUTES.post("/api/v1/wasm/deployments/{id}/pause")
 async def pause_deployment(request: web.Request) -> web.Response:
     """Hold an active rollout where it is (traffic stays as the current step set it)."""
     return await _operator_request(request, "pause", held=True)
 
 
+@ROUTES.post("/api/v1/wasm/deployments/{id}/resume")
 async def resume_deployment(request: web.Request) -> web.Response:
     return await _operator_request(request, "resume", held=False)

@@ -56,14 +56,11 @@ MAX_WIT_BYTES = 256 * 1024
 MAX_VALIDATE_BYTES = 70 << 20
 PROPOSE_FIELDS = frozenset({"name", "wit", "wasi"})
 VALIDATE_FIELDS = frozenset({"module", "wasm", "interface"})
+ROUTES = web.RouteTableDef()  # each handler names its route; setup() adds them all
 
 
 def setup(app: web.Application) -> None:
-    app.router.add_get("/api/v1/wasm/interfaces", list_interfaces)
-    app.router.add_post("/api/v1/wasm/interfaces", propose_interface)
-    app.router.add_get("/api/v1/wasm/interfaces/{id}", get_interface)
-    app.router.add_post("/api/v1/wasm/interfaces/{id}/approve", approve_interface)
-    app.router.add_post("/api/v1/wasm/interfaces/{id}/validate", validate_interface)
+    app.router.add_routes(ROUTES)
 
 
 def interface_json(fleet: DesiredFleet, name: str) -> dict[str, Any]:
@@ -107,6 +104,7 @@ def wit_text(control: ControlDeps, fleet: DesiredFleet, name: str) -> str | None
     return data.decode(errors="replace") if data is not None else None
 
 
+@ROUTES.get("/api/v1/wasm/interfaces")
 async def list_interfaces(request: web.Request) -> web.Response:
     require(request, *READERS)
     fleet = current_fleet(control_of(request))
@@ -122,6 +120,7 @@ def _interface_name(fleet: DesiredFleet, ident: str) -> str:
     raise ApiError(404, "not_found", f"interface {ident!r} is not in the fleet")
 
 
+@ROUTES.get("/api/v1/wasm/interfaces/{id}")
 async def get_interface(request: web.Request) -> web.Response:
     require(request, *READERS)
     fleet = current_fleet(control_of(request))
@@ -144,6 +143,7 @@ def _parse(text: str, name: str) -> WitPackage:
         raise ApiError(503, "tool_unavailable", f"cannot parse WIT now: {exc}") from None
 
 
+@ROUTES.post("/api/v1/wasm/interfaces")
 async def propose_interface(request: web.Request) -> web.Response:
     who = require(request, *WRITERS)
     control = control_of(request)
@@ -232,6 +232,7 @@ async def propose_interface(request: web.Request) -> web.Response:
 # -- POST /interfaces/{id}/approve -------------------------------------------------------------------
 
 
+@ROUTES.post("/api/v1/wasm/interfaces/{id}/approve")
 async def approve_interface(request: web.Request) -> web.Response:
     who = require(request, *APPROVERS)
     control = control_of(request)
@@ -272,6 +273,7 @@ def _inspect(data: bytes) -> ModuleInfo:
         raise bad_request("wasm", f"not valid WebAssembly ({exc})") from None
 
 
+@ROUTES.post("/api/v1/wasm/interfaces/{id}/validate")
 async def validate_interface(request: web.Request) -> web.Response:
     require(request, *READERS)
     control = control_of(request)

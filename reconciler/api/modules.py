@@ -51,15 +51,11 @@ DIGEST_HEADER = "X-Hotswap-Digest"
 FIELD_BYTES = 64 * 1024  # name, version, build.* in a multipart upload
 JSON_FIELDS = frozenset({"name", "version", "wasm", "build"})
 BUILD_FIELDS = frozenset({"commit", "timestamp"})
+ROUTES = web.RouteTableDef()  # each handler names its route; setup() adds them all
 
 
 def setup(app: web.Application, api_deps: ApiDeps) -> None:
-    app.router.add_post("/api/v1/wasm/modules", upload)
-    app.router.add_get("/api/v1/wasm/modules", list_modules)
-    app.router.add_get("/api/v1/wasm/modules/{id}", get_module)
-    app.router.add_get("/api/v1/wasm/modules/{id}/binary", get_binary)
-    app.router.add_get("/api/v1/wasm/blobs/{digest}", get_blob)
-    app.router.add_delete("/api/v1/wasm/modules/{id}", delete_module)
+    app.router.add_routes(ROUTES)
 
 
 def upload_limits(max_module_bytes: int) -> tuple[int, int]:
@@ -68,6 +64,7 @@ def upload_limits(max_module_bytes: int) -> tuple[int, int]:
     return base64_size + (1 << 20), max_module_bytes + (1 << 20)
 
 
+@ROUTES.post("/api/v1/wasm/modules")
 async def upload(request: web.Request) -> web.Response:
     who = require(request, *WRITERS)
     registry = deps(request).registry
@@ -189,6 +186,7 @@ async def _read_part(part: BodyPartReader, limit: int, name: str) -> bytes:
     return bytes(received)
 
 
+@ROUTES.get("/api/v1/wasm/modules")
 async def list_modules(request: web.Request) -> web.Response:
     require(request, *READERS)
     name = request.query.get("name")
@@ -200,12 +198,14 @@ async def list_modules(request: web.Request) -> web.Response:
     return web.json_response(page.window("modules", found))
 
 
+@ROUTES.get("/api/v1/wasm/modules/{id}")
 async def get_module(request: web.Request) -> web.Response:
     require(request, *READERS)
     record = await asyncio.to_thread(deps(request).registry.get, request.match_info["id"])
     return web.json_response(module_json(record))
 
 
+@ROUTES.get("/api/v1/wasm/modules/{id}/binary")
 async def get_binary(request: web.Request) -> web.StreamResponse:
     require(request, *READERS)
     registry = deps(request).registry
@@ -214,6 +214,7 @@ async def get_binary(request: web.Request) -> web.StreamResponse:
     return await _send(request, record.digest, lambda: registry.open_blob(record.digest), "no-cache")
 
 
+@ROUTES.get("/api/v1/wasm/blobs/{digest}")
 async def get_blob(request: web.Request) -> web.StreamResponse:
     who = require(request, *READERS)
     registry = deps(request).registry
@@ -259,6 +260,7 @@ async def _send(
         blob.close()
 
 
+@ROUTES.delete("/api/v1/wasm/modules/{id}")
 async def delete_module(request: web.Request) -> web.Response:
     who = require(request, *DELETERS)
     in_use = await modules_in_use(request)
