@@ -68,12 +68,10 @@ class SqlConditions:
 
     def list_conditions(self) -> dict[str, ModuleConditions]:
         """Every module's row, by module name."""
-        with self.db.tx(write=False) as tx:
-            return {row.module: row for row in _CONDITIONS.select(tx, "ORDER BY module")}
+        return {row.module: row for row in self.db.read(_CONDITIONS.select, "ORDER BY module")}
 
     def get_conditions(self, module: str) -> ModuleConditions | None:
-        with self.db.tx(write=False) as tx:
-            return _CONDITIONS.get(tx, module)
+        return self.db.read(_CONDITIONS.get, module)
 
 
 def _row(row: Any) -> ModuleConditions:

@@ -3,8 +3,10 @@ migrations, leases and (on PostgreSQL) NOTIFY, over the `Dialect` given.
 
 Where it sits: `open_state_store` (reconciler.store.state) builds one `Database` and hands it to the
 aggregate stores (modules, nodes, rollouts, revisions, audit), the outbox and the rate-limit
-buckets; each of those writes its queries once, with `?` placeholders, and runs them in `tx`. The
-calls are synchronous and thread-safe: async code calls them through `asyncio.to_thread`.
+buckets; each of those writes its queries once, with `?` placeholders, and runs them in `tx`
+(`read` for a single read). A `Table` holds what they share per table: its columns, how a row
+becomes a record, and the select / insert / upsert built from them. The calls are synchronous and
+thread-safe: async code calls them through `asyncio.to_thread`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
 from reconciler.store.dialect import Connection, Dialect
 from reconciler.store.errors import BackendError, SchemaTooNewError
@@ -24,6 +26,7 @@ from reconciler.store.rows import marks, ts
 
 Clock = Callable[[], datetime]
 R = TypeVar("R")
+P = ParamSpec("P")
 
 
 def utcnow() -> datetime:
@@ -60,29 +63,30 @@ class Table(Generic[R]):
     decode: Callable[[Any], R]
     key: str = "id"
 
-    def select(self, tx: Tx, rest: str = "", *params: Any) -> list[R]:
+    def select(self, tx: Tx, /, rest: str = "", *params: Any) -> list[R]:
         """The records of `SELECT columns FROM table rest` (a WHERE, an ORDER BY...)."""
         return [self.decode(row) for row in tx.all(f"SELECT {self.columns} FROM {self.name} {rest}", *params)]
 
-    def first(self, tx: Tx, rest: str = "", *params: Any) -> R | None:
+    def first(self, tx: Tx, /, rest: str = "", *params: Any) -> R | None:
         """The first record of `SELECT columns FROM table rest`; None when there is none."""
         row = tx.one(f"SELECT {self.columns} FROM {self.name} {rest}", *params)
         return None if row is None else self.decode(row)
 
-    def get(self, tx: Tx, key: Any) -> R | None:
+    def get(self, tx: Tx, /, key: Any) -> R | None:
         return self.first(tx, f"WHERE {self.key} = ?", key)
 
-    def matching(self, tx: Tx, order: str, **equal: Any) -> list[R]:
+    def matching(self, tx: Tx, /, order: str, **equal: Any) -> list[R]:
         """The records whose columns equal the values given (a None value: any), in `order`."""
         wanted = {column: value for column, value in equal.items() if value is not None}
         where = f"WHERE {' AND '.join(f'{column} = ?' for column in wanted)} " if wanted else ""
         return self.select(tx, f"{where}ORDER BY {order}", *wanted.values())
 
-    def insert(self, tx: Tx, values: Sequence[Any]) -> bool:
-        """Insert a row of all `columns` unless one with the same key is there; whether it was."""
+    def insert(self, tx: Tx, /, values: Sequence[Any]) -> bool:
+        """Insert a row of all `columns` unless it clashes with a stored one (same key or another
+        unique column); whether it was inserted."""
         return tx.run(self._insert(values, "DO NOTHING"), *values) == 1
 
-    def upsert(self, tx: Tx, values: Sequence[Any], update: Sequence[str]) -> None:
+    def upsert(self, tx: Tx, /, values: Sequence[Any], update: Sequence[str]) -> None:
         """Insert a row of all `columns`, or set the `update` columns of the row with the same key
         (the others keep what they hold)."""
         assignments = ", ".join(f"{column} = excluded.{column}" for column in update)
@@ -141,6 +145,12 @@ class Database:
                 conn.execute("COMMIT", ())
         except self.dialect.driver_errors as exc:
             raise BackendError(f"{self.dialect.description}: {str(exc).strip()}") from exc
+
+    def read(self, query: Callable[Concatenate[Tx, P], R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """`query(tx, *args, **kwargs)` in a read transaction of its own: a store's read of one
+        `Table` (`db.read(_NODES.get, node_id)`)."""
+        with self.tx(write=False) as tx:
+            return query(tx, *args, **kwargs)
 
     def close(self) -> None:
         """Close pooled connections; the database must not be used afterwards."""

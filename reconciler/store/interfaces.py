@@ -55,12 +55,10 @@ class SqlInterfaces:
             return required(_INTERFACES.get(tx, interface.id))
 
     def get_interface(self, interface_id: str) -> InterfaceRecord | None:
-        with self.db.tx(write=False) as tx:
-            return _INTERFACES.get(tx, interface_id)
+        return self.db.read(_INTERFACES.get, interface_id)
 
     def list_interfaces(self, name: str | None = None) -> list[InterfaceRecord]:
-        with self.db.tx(write=False) as tx:
-            return _INTERFACES.matching(tx, "id", name=name)
+        return self.db.read(_INTERFACES.matching, "id", name=name)
 
 
 def _interface(row: Any) -> InterfaceRecord:

@@ -55,17 +55,14 @@ class SqlModules:
         return stored, inserted
 
     def get_module(self, module_id: str) -> ModuleRecord | None:
-        with self.db.tx(write=False) as tx:
-            return _MODULES.get(tx, module_id)
+        return self.db.read(_MODULES.get, module_id)
 
     def list_modules(self, name: str | None = None) -> list[ModuleRecord]:
         """Every module version (or those of one module name), by name then registration time."""
-        with self.db.tx(write=False) as tx:
-            return _MODULES.matching(tx, "name, created_at, id", name=name)
+        return self.db.read(_MODULES.matching, "name, created_at, id", name=name)
 
     def modules_with_digest(self, digest: str) -> list[ModuleRecord]:
-        with self.db.tx(write=False) as tx:
-            return _MODULES.matching(tx, "id", digest=digest)
+        return self.db.read(_MODULES.matching, "id", digest=digest)
 
     def delete_module(self, module_id: str) -> bool:
         """Remove a module version's row; returns whether it existed. The caller checks use first."""

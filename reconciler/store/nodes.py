@@ -106,20 +106,17 @@ class SqlNodes:
             return required(_NODES.get(tx, node.id))
 
     def get_node(self, node_id: str) -> NodeRecord | None:
-        with self.db.tx(write=False) as tx:
-            return _NODES.get(tx, node_id)
+        return self.db.read(_NODES.get, node_id)
 
     def get_nodes(self, node_ids: Iterable[str]) -> list[NodeRecord]:
         """The nodes among `node_ids` that exist, by id."""
         wanted = sorted(set(node_ids))
         if not wanted:
             return []
-        with self.db.tx(write=False) as tx:
-            return _NODES.select(tx, f"WHERE id IN ({marks(wanted)}) ORDER BY id", *wanted)
+        return self.db.read(_NODES.select, f"WHERE id IN ({marks(wanted)}) ORDER BY id", *wanted)
 
     def list_nodes(self, region: str | None = None) -> list[NodeRecord]:
-        with self.db.tx(write=False) as tx:
-            return _NODES.matching(tx, "id", region=region)
+        return self.db.read(_NODES.matching, "id", region=region)
 
     def set_node_status(self, node_id: str, status: str) -> bool:
         with self.db.tx(write=True) as tx:

@@ -62,16 +62,13 @@ class SqlRevisions:
             return tx.run("UPDATE revisions SET applied_at = ? WHERE sha = ?", ts(at or self.db.clock()), sha) == 1
 
     def get_revision(self, sha: str) -> RevisionRecord | None:
-        with self.db.tx(write=False) as tx:
-            return _REVISIONS.get(tx, sha)
+        return self.db.read(_REVISIONS.get, sha)
 
     def last_seen_revision(self) -> RevisionRecord | None:
-        with self.db.tx(write=False) as tx:
-            return _REVISIONS.first(tx, "ORDER BY seen_at DESC, sha LIMIT 1")
+        return self.db.read(_REVISIONS.first, "ORDER BY seen_at DESC, sha LIMIT 1")
 
     def last_applied_revision(self) -> RevisionRecord | None:
-        with self.db.tx(write=False) as tx:
-            return _REVISIONS.first(tx, "WHERE applied_at IS NOT NULL ORDER BY applied_at DESC, sha LIMIT 1")
+        return self.db.read(_REVISIONS.first, "WHERE applied_at IS NOT NULL ORDER BY applied_at DESC, sha LIMIT 1")
 
     # -- approvals ------------------------------------------------------------------------------
 
@@ -92,8 +89,7 @@ class SqlRevisions:
             )
 
     def approvals_for(self, module: str, version: str) -> list[ApprovalRecord]:
-        with self.db.tx(write=False) as tx:
-            return _APPROVALS.matching(tx, "found_at, commit_sha, principal", module=module, version=version)
+        return self.db.read(_APPROVALS.matching, "found_at, commit_sha, principal", module=module, version=version)
 
 
 def _revision(row: Any) -> RevisionRecord:

@@ -86,8 +86,7 @@ class SqlRollouts:
         return updated
 
     def get_rollout(self, rollout_id: str) -> RolloutRecord | None:
-        with self.db.tx(write=False) as tx:
-            return _ROLLOUTS.get(tx, rollout_id)
+        return self.db.read(_ROLLOUTS.get, rollout_id)
 
     def list_rollouts(self, module: str | None = None, states: Iterable[str] | None = None) -> list[RolloutRecord]:
         """Rollouts, oldest first; of one module and/or in the given states only."""
@@ -103,8 +102,7 @@ class SqlRollouts:
             clauses.append(f"state IN ({marks(wanted)})")
             params.extend(wanted)
         where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
-        with self.db.tx(write=False) as tx:
-            return _ROLLOUTS.select(tx, f"{where}{_OLDEST_FIRST}", *params)
+        return self.db.read(_ROLLOUTS.select, f"{where}{_OLDEST_FIRST}", *params)
 
     def rollouts_with_steps(self, limit: int) -> list[tuple[RolloutRecord, list[RolloutStepRecord]]]:
         """Every rollout, oldest first, with the last `limit` events of its history in order: what a
@@ -131,8 +129,7 @@ class SqlRollouts:
 
     def rollout_steps(self, rollout_id: str, limit: int | None = None) -> list[RolloutStepRecord]:
         """A rollout's history in order (the last `limit` events when given)."""
-        with self.db.tx(write=False) as tx:
-            newest_first = _STEPS.select(tx, "WHERE rollout_id = ? ORDER BY seq DESC", rollout_id)
+        newest_first = self.db.read(_STEPS.select, "WHERE rollout_id = ? ORDER BY seq DESC", rollout_id)
         return newest_first[:limit][::-1]
 
 
