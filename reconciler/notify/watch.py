@@ -173,7 +173,7 @@ class NodeWatcher:
                 if node.status == "Unhealthy":
                     out.append(self._unhealthy(now, node))
                 elif node.status == "Healthy" and before == "Unhealthy":
-                    out.append(self._health(now, node, "node.recovered", Severity.INFO, "NodeRecovered", "is back"))
+                    out.append(self._about_node(now, node, "node.recovered", Severity.INFO, "NodeRecovered", "is back"))
             count = len(node.running)
             if count >= node.max_modules:
                 if node.id not in self._full and not quiet:
@@ -184,7 +184,7 @@ class NodeWatcher:
         return out
 
     @staticmethod
-    def _health(now: float, node: NodeLike, kind: str, severity: Severity, reason: str, what: str) -> Notification:
+    def _about_node(now: float, node: NodeLike, kind: str, severity: Severity, reason: str, what: str) -> Notification:
         return Notification(
             type=kind,
             severity=severity,
@@ -198,7 +198,7 @@ class NodeWatcher:
 
     def _unhealthy(self, now: float, node: NodeLike) -> Notification:
         ago = f"{now - node.last_heartbeat:.0f}s ago" if node.last_heartbeat is not None else "never"
-        unhealthy = self._health(
+        unhealthy = self._about_node(
             now,
             node,
             "node.unhealthy",
@@ -208,16 +208,17 @@ class NodeWatcher:
         )
         return replace(unhealthy, action=f"check the edge process on {node.id}")
 
-    @staticmethod
-    def _capacity(now: float, node: NodeLike, count: int) -> Notification:
-        return Notification(
-            type="capacity.reached",
-            severity=Severity.WARNING,
-            reason="NodeFull",
-            message=f"node {node.id} in {node.region} runs {count} module versions, its limit of {node.max_modules}",
-            at=now,
-            node=node.id,
-            region=node.region,
+    def _capacity(self, now: float, node: NodeLike, count: int) -> Notification:
+        full = self._about_node(
+            now,
+            node,
+            "capacity.reached",
+            Severity.WARNING,
+            "NodeFull",
+            f"runs {count} module versions, its limit of {node.max_modules}",
+        )
+        return replace(
+            full,
             action=f"add a node in {node.region}, or raise maxModules",
             details={"modules": count, "maxModules": node.max_modules},
         )
