@@ -1,5 +1,6 @@
-// What every screen of the console shares: the API client, the session, the live stream, a DOM
-// builder that never parses HTML, formatting, and a few widgets (status badge, pager, tabs).
+// What every screen of the console shares: the API client and list paging, the session, the live
+// stream, a DOM builder that never parses HTML, formatting, and a few widgets (status badge, pager,
+// search box, a live refresh).
 //
 // Screens live in views/<name>.js and export `render(ctx)` (see app.js for ctx). They build DOM
 // with `h()` only: text is always text, so nothing a fleet's YAML says can become markup.
@@ -58,6 +59,29 @@ export async function api(path, { method = "GET", body, query } = {}) {
     throw new ApiError(response.status, (data && data.error) || "http", message, data);
   }
   return data;
+}
+
+// Every item of a list endpoint (the answer's `key`), in pages of `size` when the server pages.
+export async function fetchAll(path, key, size = 1000) {
+  const all = [];
+  for (let offset = 0; ; offset += size) {
+    const data = await api(path, { query: { limit: size, offset } });
+    const page = (data && data[key]) || [];
+    all.push(...page);
+    if (!data || typeof data.total !== "number" || !page.length || all.length >= data.total) return all;
+  }
+}
+
+// One page of a list endpoint: {items, total, offset}. When the server pages (its answer has
+// "total") it also filtered by `query`; otherwise the whole list came and is filtered with
+// keep(item) and cut here.
+export async function fetchPage(path, key, { offset, limit, query = {}, keep = () => true }) {
+  const data = await api(path, { query: { limit, offset, ...query } });
+  const items = (data && data[key]) || [];
+  if (data && typeof data.total === "number") return { items, total: data.total, offset: data.offset ?? offset };
+  const found = items.filter(keep);
+  const start = Math.min(offset, Math.max(0, found.length - 1 - ((found.length - 1) % limit)));
+  return { items: found.slice(start, start + limit), total: found.length, offset: start };
 }
 
 // h("a", {href: "#/x", class: "y", onclick: fn}, "text", child, [more]) -> Element.
@@ -236,6 +260,20 @@ export function badge(status, label) {
   return h("span", { class: `badge ${kind}` }, h("span", { "aria-hidden": "true" }, SYMBOLS[kind]), " ", label ?? String(status ?? "—"));
 }
 
+// A searchable list screen: its heading, a line on what it lists, the search box and the list.
+export function listScreen(ctx, title, about, search, results) {
+  fill(ctx.root, heading(title), h("p", { class: "muted" }, about), h("div", { class: "toolbar" }, search), results);
+}
+
+// Write a screen's filters into the address (#/<screen>?key=value…, empty ones left out) without
+// a new history entry, so that a reload or a shared link shows the same list.
+export function rememberQuery(screen, values) {
+  const query = new URLSearchParams();
+  for (const [key, value] of Object.entries(values)) if (value) query.set(key, String(value));
+  const text = query.toString();
+  history.replaceState(null, "", `#/${screen}${text ? `?${text}` : ""}`);
+}
+
 // A heading row with a title and optional actions on the right.
 export function heading(title, ...actions) {
   return h("div", { class: "heading" }, h("h1", {}, title), h("div", { class: "actions" }, actions));
@@ -266,6 +304,12 @@ export function pager({ total, offset, limit, onPage }) {
   );
 }
 
+// Under one page of a paged list: the pager when there is more than one page, else `count`.
+export function pageFooter(page, limit, onPage, count) {
+  if (page.total <= limit && page.offset <= 0) return h("p", { class: "muted", role: "status" }, count);
+  return pager({ total: page.total, offset: page.offset, limit, onPage });
+}
+
 // Re-render `target` without losing the keyboard focus on a control inside it marked `data-focus`
 // (the pager's buttons are): a live refresh or a page turn must not throw the focus away.
 export function refill(target, ...children) {
@@ -275,10 +319,15 @@ export function refill(target, ...children) {
   if (key) target.querySelector(`[data-focus="${CSS.escape(key)}"]`)?.focus();
 }
 
-// A search box that calls onSearch(text) as the user types (debounced).
-export function searchBox(label, value, onSearch) {
+// A form control with its label before it: [label, control]; the control has an id.
+export function labelled(text, control) {
+  return [h("label", { for: control.id }, text), control];
+}
+
+// A search box that calls onSearch(text) as the user types (debounced); attrs are added to the input.
+export function searchBox(label, value, onSearch, attrs = {}) {
   let timer = null;
-  const input = h("input", { type: "search", value: value || "", "aria-label": label, placeholder: label });
+  const input = h("input", { type: "search", value: value || "", "aria-label": label, placeholder: label, ...attrs });
   input.addEventListener("input", () => {
     clearTimeout(timer);
     timer = setTimeout(() => onSearch(input.value.trim()), 250);
@@ -290,6 +339,26 @@ export function searchBox(label, value, onSearch) {
 export function problem(error) {
   const text = error instanceof ApiError ? `${error.message} (${error.status} ${error.error})` : String(error && error.message ? error.message : error);
   return h("p", { class: "problem", role: "alert" }, text);
+}
+
+// A screen's live part: load(wanted) now, and again (at most once per `every` ms) on the live
+// messages of the kinds `on` while the screen is shown; what fails is said in `target`. Runs can
+// overlap, so wanted() says whether this one still counts: the screen is shown and no later run
+// (another page, a filter) has started. Returns the refresh, for a change made on the screen.
+export function liveRefresh(ctx, target, { on, every }, load) {
+  let runs = 0;
+  const refresh = throttle(async () => {
+    if (!ctx.current()) return;
+    const run = ++runs;
+    try {
+      await load(() => ctx.current() && run === runs);
+    } catch (error) {
+      if (ctx.current()) refill(target, problem(error));
+    }
+  }, 0);
+  refresh();
+  ctx.on(on, throttle(refresh, every));
+  return refresh;
 }
 
 // A button that runs an async action, disables itself while it runs and shows the outcome in `out`.

@@ -7,7 +7,7 @@
 // few cheap probes with limit=1 for a long one), then each page is the window below the oldest line
 // shown. Filters are applied here as well, so a server that ignores one still shows the right lines.
 
-import { api, fill, fmt, h, heading, problem, throttle } from "../lib.js";
+import { api, fill, fmt, h, heading, labelled, problem, rememberQuery, throttle } from "../lib.js";
 
 const PATH = "/api/v1/wasm/audit";
 const PAGE = 50;
@@ -136,12 +136,9 @@ export async function render(ctx) {
   const form = h(
     "form",
     { class: "toolbar filters", role: "search", "aria-label": "Filter the audit log" },
-    h("label", { for: "audit-q" }, "Text"),
-    textInput,
-    h("label", { for: "audit-subject" }, "Subject"),
-    subjectInput,
-    h("label", { for: "audit-action" }, "Action"),
-    actionInput,
+    labelled("Text", textInput),
+    labelled("Subject", subjectInput),
+    labelled("Action", actionInput),
     h("datalist", { id: "audit-actions" }, ACTIONS.map((a) => h("option", { value: a }))),
     apply,
     clear,
@@ -157,10 +154,7 @@ export async function render(ctx) {
     subjectInput.value = filters.subject;
     actionInput.value = filters.action;
     textInput.value = filters.q;
-    const query = new URLSearchParams();
-    for (const key of ["q", "subject", "action"]) if (filters[key]) query.set(key, filters[key]);
-    const text = query.toString();
-    history.replaceState(null, "", `#/audit${text ? `?${text}` : ""}`);
+    rememberQuery("audit", { q: filters.q, subject: filters.subject, action: filters.action });
     reload();
   };
   form.addEventListener("submit", (event) => {

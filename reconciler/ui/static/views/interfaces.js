@@ -2,7 +2,7 @@
 // reconciler/api/interfaces.py), and one interface: its package, status, functions, worlds, its
 // WIT text and the modules that implement it (with their registered versions).
 
-import { api, badge, facts, fill, fmt, h, heading, problem, searchBox, throttle } from "../lib.js";
+import { api, badge, facts, fill, fmt, h, listScreen, problem, searchBox, throttle } from "../lib.js";
 
 function statusBadge(item) {
   return h("span", { "data-testid": "interface-status" }, item.deprecated ? badge("Paused", "deprecated") : badge("Active", item.status || "active"));
@@ -30,19 +30,17 @@ async function renderList(ctx) {
   let q = ctx.query.get("q") || "";
   let items = null;
   const results = h("div", { "data-testid": "interface-list" }, h("p", { class: "muted" }, "Loading…"));
-  const search = searchBox("Filter interfaces by name or package", q, (text) => {
-    q = text;
-    history.replaceState(null, "", `#/interfaces${q ? `?q=${encodeURIComponent(q)}` : ""}`);
-    show();
-  });
-  search.setAttribute("data-testid", "interface-search");
-  fill(
-    ctx.root,
-    heading("Interfaces"),
-    h("p", { class: "muted" }, "The WIT interfaces of the revision followed, and the modules that implement them."),
-    h("div", { class: "toolbar" }, search),
-    results,
+  const search = searchBox(
+    "Filter interfaces by name or package",
+    q,
+    (text) => {
+      q = text;
+      history.replaceState(null, "", `#/interfaces${q ? `?q=${encodeURIComponent(q)}` : ""}`);
+      show();
+    },
+    { "data-testid": "interface-search" },
   );
+  listScreen(ctx, "Interfaces", "The WIT interfaces of the revision followed, and the modules that implement them.", search, results);
 
   const show = () => {
     if (items === null) return;

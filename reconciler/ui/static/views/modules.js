@@ -3,32 +3,12 @@
 // traffic (summed from the node list's running tables, fetched once per refresh), and one version's
 // digest, size, imports, exports and the nodes that run it.
 
-import { api, badge, facts, fill, fmt, h, heading, pager, problem, refill, searchBox, table, throttle } from "../lib.js";
+import { api, badge, facts, fetchAll, fetchPage, fill, fmt, h, heading, listScreen, liveRefresh, pageFooter, problem, refill, rememberQuery, searchBox, table, throttle } from "../lib.js";
 
 const LIMIT = 50;
-const NODE_PAGE = 1000;
-
-// One page of a list endpoint. When the server pages (its answer has "total") it also filtered;
-// otherwise the whole list came and is filtered and sliced here.
-async function fetchPage(path, key, { offset, q }, match) {
-  const data = await api(path, { query: { limit: LIMIT, offset, q } });
-  const items = (data && data[key]) || [];
-  if (typeof data.total === "number") return { items, total: data.total, offset: data.offset ?? offset };
-  const found = q ? items.filter((item) => match(item, q.toLowerCase())) : items;
-  const start = Math.min(offset, Math.max(0, found.length - 1 - ((found.length - 1) % LIMIT)));
-  return { items: found.slice(start, start + LIMIT), total: found.length, offset: start };
-}
 
 // Every node, in pages of 1,000 when the server pages.
-async function allNodes() {
-  const nodes = [];
-  for (let offset = 0; ; offset += NODE_PAGE) {
-    const data = await api("/api/v1/wasm/nodes", { query: { limit: NODE_PAGE, offset } });
-    const page = (data && data.nodes) || [];
-    nodes.push(...page);
-    if (typeof data.total !== "number" || !page.length || nodes.length >= data.total) return nodes;
-  }
-}
+const allNodes = () => fetchAll("/api/v1/wasm/nodes", "nodes");
 
 // name -> version -> {nodes: [{id, region, status, weight}], weight}; name -> total weight.
 function placement(nodes) {
@@ -73,9 +53,8 @@ function shareCell(share, running) {
   );
 }
 
-function matches(module, q) {
-  return [module.id, module.name, module.version].some((text) => String(text).toLowerCase().includes(q));
-}
+// Whether a module version matches the search text q (lower case).
+const matching = (q) => (module) => [module.id, module.name, module.version].some((text) => String(text).toLowerCase().includes(q));
 
 const COLUMNS = [
   { label: "Name", cell: (m) => h("a", { href: `#/modules/${encodeURIComponent(m.id)}`, "data-focus": m.id }, m.name) },
@@ -90,68 +69,35 @@ const COLUMNS = [
 async function renderList(ctx) {
   const state = { q: ctx.query.get("q") || "", offset: Math.max(0, Number(ctx.query.get("offset")) || 0) };
   const results = h("div", { "data-testid": "module-list" }, h("p", { class: "muted" }, "Loading…"));
-  const search = searchBox("Search modules by name, version or id", state.q, (text) => {
-    state.q = text;
-    state.offset = 0;
+  const setFilter = (change) => {
+    Object.assign(state, change, { offset: 0 });
     refresh();
-  });
-  search.setAttribute("data-testid", "module-search");
-  search.setAttribute("maxlength", "200");
-  fill(
-    ctx.root,
-    heading("Modules"),
-    h("p", { class: "muted" }, "Every registered module version, where it runs and its share of its module’s traffic."),
-    h("div", { class: "toolbar" }, search),
-    results,
-  );
-
-  const remember = () => {
-    const query = new URLSearchParams();
-    if (state.q) query.set("q", state.q);
-    if (state.offset) query.set("offset", String(state.offset));
-    const text = query.toString();
-    history.replaceState(null, "", `#/modules${text ? `?${text}` : ""}`);
   };
+  const search = searchBox("Search modules by name, version or id", state.q, (q) => setFilter({ q }), { "data-testid": "module-search", maxlength: "200" });
+  listScreen(ctx, "Modules", "Every registered module version, where it runs and its share of its module’s traffic.", search, results);
 
-  let asked = 0;
-  const refresh = throttle(async () => {
-    if (!ctx.current()) return;
-    try {
-      const mine = ++asked;
-      const [page, nodes] = await Promise.all([
-        fetchPage("/api/v1/wasm/modules", "modules", state, matches),
-        allNodes(),
-      ]);
-      if (!ctx.current() || mine !== asked) return; // a later request (another page, a filter) wins
-      state.offset = page.offset;
-      remember();
-      const where = placement(nodes);
-      const rows = page.items.map((m) => ({ ...m, where: where.of(m.name, m.version) }));
-      refill(
-        results,
-        tableWithRows(COLUMNS, rows, (m) => ({ "data-testid": "module-row", "data-module": m.id }), {
-          empty: state.q ? `No module version matches “${state.q}”.` : "No module is registered yet.",
-          caption: "Module versions",
-        }),
-        page.total > LIMIT || page.offset > 0
-          ? pager({
-              total: page.total,
-              offset: page.offset,
-              limit: LIMIT,
-              onPage: (offset) => {
-                state.offset = offset;
-                refresh();
-              },
-            })
-          : h("p", { class: "muted", role: "status" }, `${page.total} version${page.total === 1 ? "" : "s"}`),
-      );
-    } catch (error) {
-      if (ctx.current()) refill(results, problem(error));
-    }
-  }, 0);
-  refresh();
-  const live = throttle(refresh, 1000);
-  ctx.on(["nodes", "pass"], live);
+  const refresh = liveRefresh(ctx, results, { on: ["nodes", "pass"], every: 1000 }, async (wanted) => {
+    const query = { q: state.q };
+    const keep = matching(state.q.toLowerCase());
+    const [page, nodes] = await Promise.all([fetchPage("/api/v1/wasm/modules", "modules", { offset: state.offset, limit: LIMIT, query, keep }), allNodes()]);
+    if (!wanted()) return; // a later request (another page, a filter) wins
+    state.offset = page.offset;
+    rememberQuery("modules", state);
+    const where = placement(nodes);
+    const rows = page.items.map((m) => ({ ...m, where: where.of(m.name, m.version) }));
+    const turn = (offset) => {
+      state.offset = offset;
+      refresh();
+    };
+    refill(
+      results,
+      tableWithRows(COLUMNS, rows, (m) => ({ "data-testid": "module-row", "data-module": m.id }), {
+        empty: state.q ? `No module version matches “${state.q}”.` : "No module is registered yet.",
+        caption: "Module versions",
+      }),
+      pageFooter(page, LIMIT, turn, `${page.total} version${page.total === 1 ? "" : "s"}`),
+    );
+  });
 }
 
 function exportsText(module) {
@@ -212,30 +158,23 @@ async function renderName(ctx, name, versions) {
   }, 0);
   showRollout();
   ctx.on(["event", "pass"], throttle(showRollout, 1000));
-  const refresh = throttle(async () => {
+  liveRefresh(ctx, results, { on: ["nodes", "pass"], every: 1000 }, async () => {
+    const [data, nodes] = await Promise.all([
+      versions ? Promise.resolve({ modules: versions }) : api("/api/v1/wasm/modules", { query: { name, limit: 1000 } }),
+      allNodes(),
+    ]);
+    versions = null;
     if (!ctx.current()) return;
-    try {
-      const [data, nodes] = await Promise.all([
-        versions ? Promise.resolve({ modules: versions }) : api("/api/v1/wasm/modules", { query: { name, limit: 1000 } }),
-        allNodes(),
-      ]);
-      versions = null;
-      if (!ctx.current()) return;
-      const where = placement(nodes);
-      const rows = ((data && data.modules) || []).filter((m) => m.name === name).map((m) => ({ ...m, where: where.of(m.name, m.version) }));
-      refill(
-        results,
-        tableWithRows(COLUMNS, rows, (m) => ({ "data-testid": "module-row", "data-module": m.id }), {
-          empty: `No version of ${name} is registered.`,
-          caption: `Versions of ${name}`,
-        }),
-      );
-    } catch (error) {
-      if (ctx.current()) refill(results, problem(error));
-    }
-  }, 0);
-  refresh();
-  ctx.on(["nodes", "pass"], throttle(refresh, 1000));
+    const where = placement(nodes);
+    const rows = ((data && data.modules) || []).filter((m) => m.name === name).map((m) => ({ ...m, where: where.of(m.name, m.version) }));
+    refill(
+      results,
+      tableWithRows(COLUMNS, rows, (m) => ({ "data-testid": "module-row", "data-module": m.id }), {
+        empty: `No version of ${name} is registered.`,
+        caption: `Versions of ${name}`,
+      }),
+    );
+  });
 }
 
 async function renderOne(ctx, id) {
@@ -315,37 +254,30 @@ async function renderOne(ctx, id) {
     })
     .catch(() => fill(others, "—"));
 
-  const refresh = throttle(async () => {
+  liveRefresh(ctx, running, { on: ["nodes", "pass"], every: 1000 }, async () => {
+    const nodes = await allNodes();
     if (!ctx.current()) return;
-    try {
-      const nodes = await allNodes();
-      if (!ctx.current()) return;
-      const { nodes: on, share } = placement(nodes).of(module.name, module.version);
-      const other = on.filter((n) => n.digest && n.digest !== module.digest);
-      refill(
-        running,
-        on.length
-          ? h("p", {}, `${whereText(on)}; ${Math.round(share * 1000) / 10}% of ${module.name}’s traffic across the fleet.`)
-          : h("p", { class: "muted" }, `No node runs ${module.id} now.`),
-        other.length ? h("p", { class: "notice" }, `${other.length} node(s) report a different digest for this version.`) : null,
-        tableWithRows(
-          [
-            { label: "Node", cell: (n) => h("a", { href: `#/nodes/${encodeURIComponent(n.id)}`, "data-focus": n.id }, n.id) },
-            { label: "Region", cell: (n) => n.region },
-            { label: "Status", cell: (n) => badge(n.status) },
-            { label: "Weight", class: "num", cell: (n) => `${n.weight}%` },
-          ],
-          on,
-          (n) => ({ "data-testid": "module-node-row", "data-node": n.id }),
-          { caption: "Nodes running this version" },
-        ),
-      );
-    } catch (error) {
-      if (ctx.current()) refill(running, problem(error));
-    }
-  }, 0);
-  refresh();
-  ctx.on(["nodes", "pass"], throttle(refresh, 1000));
+    const { nodes: on, share } = placement(nodes).of(module.name, module.version);
+    const other = on.filter((n) => n.digest && n.digest !== module.digest);
+    refill(
+      running,
+      on.length
+        ? h("p", {}, `${whereText(on)}; ${Math.round(share * 1000) / 10}% of ${module.name}’s traffic across the fleet.`)
+        : h("p", { class: "muted" }, `No node runs ${module.id} now.`),
+      other.length ? h("p", { class: "notice" }, `${other.length} node(s) report a different digest for this version.`) : null,
+      tableWithRows(
+        [
+          { label: "Node", cell: (n) => h("a", { href: `#/nodes/${encodeURIComponent(n.id)}`, "data-focus": n.id }, n.id) },
+          { label: "Region", cell: (n) => n.region },
+          { label: "Status", cell: (n) => badge(n.status) },
+          { label: "Weight", class: "num", cell: (n) => `${n.weight}%` },
+        ],
+        on,
+        (n) => ({ "data-testid": "module-node-row", "data-node": n.id }),
+        { caption: "Nodes running this version" },
+      ),
+    );
+  });
 }
 
 export async function render(ctx) {

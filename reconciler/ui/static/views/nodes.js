@@ -3,10 +3,9 @@
 // facts, health, what it runs with which weight, what failed to load, and Drain / Undrain for the
 // roles drain_node accepts (reconciler/api/control.py: admin, operator).
 
-import { WRITERS, actionButton, api, badge, can, facts, fill, fmt, h, heading, pager, problem, refill, searchBox, throttle } from "../lib.js";
+import { WRITERS, actionButton, api, badge, can, facts, fetchAll, fetchPage, fill, fmt, h, heading, labelled, liveRefresh, pageFooter, refill, rememberQuery, searchBox } from "../lib.js";
 
 const LIMIT = 50;
-const NODE_PAGE = 1000;
 const STATUSES = ["Healthy", "Unhealthy", "Draining"];
 const PATH = "/api/v1/wasm/nodes";
 
@@ -20,25 +19,10 @@ function matches(node, { q, status, region }) {
   return true;
 }
 
-// One page; when the server does not page (no "total") the whole list came and is cut here.
-async function fetchPage(state) {
+// One page of the nodes the filters in `state` pick.
+function nodePage(state) {
   const { q, status, region, offset } = state;
-  const data = await api(PATH, { query: { limit: LIMIT, offset, q, status, region } });
-  const items = (data && data.nodes) || [];
-  if (typeof data.total === "number") return { items, total: data.total, offset: data.offset ?? offset };
-  const found = items.filter((n) => matches(n, state));
-  const start = Math.min(offset, Math.max(0, found.length - 1 - ((found.length - 1) % LIMIT)));
-  return { items: found.slice(start, start + LIMIT), total: found.length, offset: start };
-}
-
-async function allNodes() {
-  const nodes = [];
-  for (let offset = 0; ; offset += NODE_PAGE) {
-    const data = await api(PATH, { query: { limit: NODE_PAGE, offset } });
-    const page = (data && data.nodes) || [];
-    nodes.push(...page);
-    if (typeof data.total !== "number" || !page.length || nodes.length >= data.total) return nodes;
-  }
+  return fetchPage(PATH, "nodes", { offset, limit: LIMIT, query: { q, status, region }, keep: (n) => matches(n, state) });
 }
 
 function statusBadge(status) {
@@ -77,13 +61,7 @@ async function renderList(ctx) {
   const summary = h("div", { "data-testid": "node-summary" }, h("p", { class: "muted" }, "Loading…"));
   const results = h("div", { "data-testid": "node-list" }, h("p", { class: "muted" }, "Loading…"));
 
-  const search = searchBox("Search nodes by id, region or URL", state.q, (text) => {
-    state.q = text;
-    state.offset = 0;
-    refresh();
-  });
-  search.setAttribute("data-testid", "node-search");
-  search.setAttribute("maxlength", "200");
+  const search = searchBox("Search nodes by id, region or URL", state.q, (q) => setFilter({ q }), { "data-testid": "node-search", maxlength: "200" });
   const statusSelect = h(
     "select",
     { id: "node-status-filter", "data-testid": "node-filter-status" },
@@ -116,21 +94,11 @@ async function renderList(ctx) {
       "div",
       { class: "toolbar", role: "search", "aria-labelledby": "node-list-title" },
       search,
-      h("label", { for: "node-status-filter" }, "Health"),
-      statusSelect,
-      h("label", { for: "node-region-filter" }, "Region"),
-      regionSelect,
+      labelled("Health", statusSelect),
+      labelled("Region", regionSelect),
     ),
     results,
   );
-
-  const remember = () => {
-    const query = new URLSearchParams();
-    for (const key of ["q", "status", "region"]) if (state[key]) query.set(key, state[key]);
-    if (state.offset) query.set("offset", String(state.offset));
-    const text = query.toString();
-    history.replaceState(null, "", `#/nodes${text ? `?${text}` : ""}`);
-  };
 
   const columns = [
     { label: "Node", cell: (n) => h("a", { href: `#/nodes/${encodeURIComponent(n.id)}`, "data-focus": n.id }, n.id) },
@@ -142,114 +110,87 @@ async function renderList(ctx) {
     { label: "Last heartbeat", cell: (n) => heartbeatCell(n.lastHeartbeat) },
   ];
 
-  let asked = 0;
-  const refresh = throttle(async () => {
-    if (!ctx.current()) return;
-    try {
-      const mine = ++asked;
-      const page = await fetchPage(state);
-      if (!ctx.current() || mine !== asked) return; // a later request (another page, a filter) wins
-      state.offset = page.offset;
-      remember();
-      const filtered = state.q || state.status || state.region;
-      refill(
-        results,
-        page.items.length
-          ? h(
-              "table",
-              { "data-testid": "node-table" },
-              h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col", class: c.class }, c.label)))),
-              h(
-                "tbody",
-                {},
-                page.items.map((n) =>
-                  h("tr", { "data-testid": "node-row", "data-node": n.id, "data-status": n.status }, columns.map((c) => h("td", { class: c.class }, c.cell(n)))),
-                ),
+  const refresh = liveRefresh(ctx, results, { on: ["nodes", "pass"], every: 500 }, async (wanted) => {
+    const page = await nodePage(state);
+    if (!wanted()) return; // a later request (another page, a filter) wins
+    state.offset = page.offset;
+    rememberQuery("nodes", state);
+    const filtered = state.q || state.status || state.region;
+    const turn = (offset) => {
+      state.offset = offset;
+      refresh();
+    };
+    refill(
+      results,
+      page.items.length
+        ? h(
+            "table",
+            { "data-testid": "node-table" },
+            h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col", class: c.class }, c.label)))),
+            h(
+              "tbody",
+              {},
+              page.items.map((n) =>
+                h("tr", { "data-testid": "node-row", "data-node": n.id, "data-status": n.status }, columns.map((c) => h("td", { class: c.class }, c.cell(n)))),
               ),
-            )
-          : h("p", { class: "muted empty" }, filtered ? "No node matches these filters." : "No node has registered yet."),
-        page.total > LIMIT || page.offset > 0
-          ? pager({
-              total: page.total,
-              offset: page.offset,
-              limit: LIMIT,
-              onPage: (offset) => {
-                state.offset = offset;
-                refresh();
-              },
-            })
-          : h("p", { class: "muted", role: "status" }, `${page.total} node${page.total === 1 ? "" : "s"}${filtered ? " match" : ""}`),
-      );
-    } catch (error) {
-      if (ctx.current()) refill(results, problem(error));
-    }
-  }, 0);
+            ),
+          )
+        : h("p", { class: "muted empty" }, filtered ? "No node matches these filters." : "No node has registered yet."),
+      pageFooter(page, LIMIT, turn, `${page.total} node${page.total === 1 ? "" : "s"}${filtered ? " match" : ""}`),
+    );
+  });
 
   // Counts per region and health, from every node (slower refresh: it reads the whole list).
-  const refreshSummary = throttle(async () => {
+  liveRefresh(ctx, summary, { on: ["nodes", "pass"], every: 2000 }, async () => {
+    const nodes = await fetchAll(PATH, "nodes");
     if (!ctx.current()) return;
-    try {
-      const nodes = await allNodes();
-      if (!ctx.current()) return;
-      const regions = new Map();
-      for (const n of nodes) {
-        if (!regions.has(n.region)) regions.set(n.region, { total: 0 });
-        const counts = regions.get(n.region);
-        counts.total += 1;
-        counts[n.status] = (counts[n.status] || 0) + 1;
-      }
-      const names = [...regions.keys()].sort();
-      const keep = regionSelect.value;
-      fill(regionSelect, h("option", { value: "" }, "any region"), [...new Set([...names, ...(keep ? [keep] : [])])].map((r) => h("option", { value: r, selected: r === keep }, r)));
-      const others = [...new Set(nodes.map((n) => n.status))].filter((s) => !STATUSES.includes(s)).sort();
-      const statuses = [...STATUSES, ...others];
-      const pick = (region, status) => () => setFilter({ region, status });
-      const count = (region, status, n) =>
-        n
-          ? h("button", { type: "button", class: "link-button", "data-focus": `${region}/${status}`, "aria-label": `${n} ${status || "nodes"} in ${region || "all regions"}: show them`, onclick: pick(region, status) }, status ? badge(status, `${n} ${status}`) : String(n))
-          : h("span", { class: "muted" }, "0");
-      refill(
-        summary,
-        nodes.length
-          ? h(
-              "table",
-              { class: "summary" },
-              h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Region"), h("th", { scope: "col", class: "num" }, "Nodes"), statuses.map((s) => h("th", { scope: "col" }, s)))),
-              h(
-                "tbody",
-                {},
-                names.map((r) =>
-                  h(
-                    "tr",
-                    { "data-testid": "region-row", "data-region": r },
-                    h("th", { scope: "row" }, r),
-                    h("td", { class: "num" }, count(r, "", regions.get(r).total)),
-                    statuses.map((s) => h("td", {}, count(r, s, regions.get(r)[s] || 0))),
-                  ),
-                ),
+    const regions = new Map();
+    for (const n of nodes) {
+      if (!regions.has(n.region)) regions.set(n.region, { total: 0 });
+      const counts = regions.get(n.region);
+      counts.total += 1;
+      counts[n.status] = (counts[n.status] || 0) + 1;
+    }
+    const names = [...regions.keys()].sort();
+    const keep = regionSelect.value;
+    fill(regionSelect, h("option", { value: "" }, "any region"), [...new Set([...names, ...(keep ? [keep] : [])])].map((r) => h("option", { value: r, selected: r === keep }, r)));
+    const others = [...new Set(nodes.map((n) => n.status))].filter((s) => !STATUSES.includes(s)).sort();
+    const statuses = [...STATUSES, ...others];
+    const pick = (region, status) => () => setFilter({ region, status });
+    const count = (region, status, n) =>
+      n
+        ? h("button", { type: "button", class: "link-button", "data-focus": `${region}/${status}`, "aria-label": `${n} ${status || "nodes"} in ${region || "all regions"}: show them`, onclick: pick(region, status) }, status ? badge(status, `${n} ${status}`) : String(n))
+        : h("span", { class: "muted" }, "0");
+    refill(
+      summary,
+      nodes.length
+        ? h(
+            "table",
+            { class: "summary" },
+            h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Region"), h("th", { scope: "col", class: "num" }, "Nodes"), statuses.map((s) => h("th", { scope: "col" }, s)))),
+            h(
+              "tbody",
+              {},
+              names.map((r) =>
                 h(
                   "tr",
-                  { class: "total" },
-                  h("th", { scope: "row" }, "All regions"),
-                  h("td", { class: "num" }, count("", "", nodes.length)),
-                  statuses.map((s) => h("td", {}, count("", s, nodes.filter((n) => n.status === s).length))),
+                  { "data-testid": "region-row", "data-region": r },
+                  h("th", { scope: "row" }, r),
+                  h("td", { class: "num" }, count(r, "", regions.get(r).total)),
+                  statuses.map((s) => h("td", {}, count(r, s, regions.get(r)[s] || 0))),
                 ),
               ),
-            )
-          : h("p", { class: "muted" }, "No node has registered yet: start one with hotswap edge, or hotswap up."),
-      );
-    } catch (error) {
-      if (ctx.current()) refill(summary, problem(error));
-    }
-  }, 0);
-
-  refresh();
-  refreshSummary();
-  const live = throttle(refresh, 500);
-  const liveSummary = throttle(refreshSummary, 2000);
-  ctx.on(["nodes", "pass"], () => {
-    live();
-    liveSummary();
+              h(
+                "tr",
+                { class: "total" },
+                h("th", { scope: "row" }, "All regions"),
+                h("td", { class: "num" }, count("", "", nodes.length)),
+                statuses.map((s) => h("td", {}, count("", s, nodes.filter((n) => n.status === s).length))),
+              ),
+            ),
+          )
+        : h("p", { class: "muted" }, "No node has registered yet: start one with hotswap edge, or hotswap up."),
+    );
   });
 }
 
@@ -305,77 +246,70 @@ async function renderOne(ctx, id) {
     if (hadFocus) (draining ? undrain : drain).focus();
   };
 
-  const refresh = throttle(async () => {
+  const refresh = liveRefresh(ctx, body, { on: ["nodes", "pass"], every: 500 }, async () => {
+    const [node, health] = await Promise.all([api(path), api(`${path}/health`).catch(() => null)]);
     if (!ctx.current()) return;
-    try {
-      const [node, health] = await Promise.all([api(path), api(`${path}/health`).catch(() => null)]);
-      if (!ctx.current()) return;
-      showActions(node.status);
-      const failed = Object.entries(node.failed || {});
-      const inSync = node.appliedGeneration === node.generation;
-      refill(
-        body,
-        facts([
-          ["Health", statusBadge(node.status)],
-          ["Region", h("a", { href: `#/nodes?region=${encodeURIComponent(node.region)}` }, node.region)],
-          ["URL", h("code", {}, node.url)],
-          ["Assignment", [`generation ${node.appliedGeneration} of ${node.generation} applied `, badge(inSync ? "Ready" : "Pending", inSync ? "in sync" : "catching up")]],
-          ["Capacity", `${(node.modules || []).length} of ${node.maxModules} module versions`],
-          ["Last heartbeat", node.lastHeartbeat ? [heartbeatCell(node.lastHeartbeat), ` (${fmt.time(node.lastHeartbeat)})`] : "never"],
-        ]),
-        h("h2", {}, "Health"),
-        health
-          ? h(
-              "div",
-              { "data-testid": "node-health" },
-              facts([
-                ["Status", badge(health.status)],
-                ["CPU", cpu(health.cpuUsagePercent)],
-                ["Memory", memory(health.memoryUsageMB)],
-                ["Modules deployed", String(health.modulesDeployed)],
-                ["Runtime", h("code", {}, health.wasmRuntimeVersion)],
-              ]),
-            )
-          : h("p", { class: "muted" }, "Health is not available."),
-        h("h2", {}, "What it runs"),
-        (node.modules || []).length
-          ? h(
-              "table",
+    showActions(node.status);
+    const failed = Object.entries(node.failed || {});
+    const inSync = node.appliedGeneration === node.generation;
+    refill(
+      body,
+      facts([
+        ["Health", statusBadge(node.status)],
+        ["Region", h("a", { href: `#/nodes?region=${encodeURIComponent(node.region)}` }, node.region)],
+        ["URL", h("code", {}, node.url)],
+        ["Assignment", [`generation ${node.appliedGeneration} of ${node.generation} applied `, badge(inSync ? "Ready" : "Pending", inSync ? "in sync" : "catching up")]],
+        ["Capacity", `${(node.modules || []).length} of ${node.maxModules} module versions`],
+        ["Last heartbeat", node.lastHeartbeat ? [heartbeatCell(node.lastHeartbeat), ` (${fmt.time(node.lastHeartbeat)})`] : "never"],
+      ]),
+      h("h2", {}, "Health"),
+      health
+        ? h(
+            "div",
+            { "data-testid": "node-health" },
+            facts([
+              ["Status", badge(health.status)],
+              ["CPU", cpu(health.cpuUsagePercent)],
+              ["Memory", memory(health.memoryUsageMB)],
+              ["Modules deployed", String(health.modulesDeployed)],
+              ["Runtime", h("code", {}, health.wasmRuntimeVersion)],
+            ]),
+          )
+        : h("p", { class: "muted" }, "Health is not available."),
+      h("h2", {}, "What it runs"),
+      (node.modules || []).length
+        ? h(
+            "table",
+            {},
+            h("thead", {}, h("tr", {}, ["Module", "Version", "Digest", "Weight"].map((label, i) => h("th", { scope: "col", class: i === 3 ? "num" : undefined }, label)))),
+            h(
+              "tbody",
               {},
-              h("thead", {}, h("tr", {}, ["Module", "Version", "Digest", "Weight"].map((label, i) => h("th", { scope: "col", class: i === 3 ? "num" : undefined }, label)))),
-              h(
-                "tbody",
-                {},
-                node.modules.map((m) =>
-                  h(
-                    "tr",
-                    { "data-testid": "node-module-row", "data-module": m.module, "data-version": m.version },
-                    h("td", {}, h("a", { href: `#/modules/${encodeURIComponent(`${m.module}-v${m.version}`)}`, "data-focus": `${m.module}@${m.version}` }, m.module)),
-                    h("td", { class: "mono" }, m.version),
-                    h("td", {}, h("code", { title: m.digest }, fmt.sha(String(m.digest || "").replace(/^sha256:/, "")))),
-                    h("td", { class: "num" }, h("meter", { min: "0", max: "100", value: String(m.weight), "aria-hidden": "true" }), ` ${m.weight}%`),
-                  ),
+              node.modules.map((m) =>
+                h(
+                  "tr",
+                  { "data-testid": "node-module-row", "data-module": m.module, "data-version": m.version },
+                  h("td", {}, h("a", { href: `#/modules/${encodeURIComponent(`${m.module}-v${m.version}`)}`, "data-focus": `${m.module}@${m.version}` }, m.module)),
+                  h("td", { class: "mono" }, m.version),
+                  h("td", {}, h("code", { title: m.digest }, fmt.sha(String(m.digest || "").replace(/^sha256:/, "")))),
+                  h("td", { class: "num" }, h("meter", { min: "0", max: "100", value: String(m.weight), "aria-hidden": "true" }), ` ${m.weight}%`),
                 ),
               ),
-            )
-          : h("p", { class: "muted" }, node.status === "Draining" ? "Nothing: the node is drained." : "Nothing yet."),
-        failed.length
-          ? [
-              h("h2", {}, "Failed to load"),
-              h(
-                "ul",
-                { class: "failures", "data-testid": "node-failed" },
-                failed.map(([what, why]) => h("li", {}, badge("Failed", "failed"), " ", h("code", {}, what), ": ", why)),
-              ),
-            ]
-          : null,
-      );
-    } catch (error) {
-      if (ctx.current()) refill(body, problem(error));
-    }
-  }, 0);
-  refresh();
-  ctx.on(["nodes", "pass"], throttle(refresh, 500));
+            ),
+          )
+        : h("p", { class: "muted" }, node.status === "Draining" ? "Nothing: the node is drained." : "Nothing yet."),
+      failed.length
+        ? [
+            h("h2", {}, "Failed to load"),
+            h(
+              "ul",
+              { class: "failures", "data-testid": "node-failed" },
+              failed.map(([what, why]) => h("li", {}, badge("Failed", "failed"), " ", h("code", {}, what), ": ", why)),
+            ),
+          ]
+        : null,
+    );
+  });
 }
 
 export async function render(ctx) {

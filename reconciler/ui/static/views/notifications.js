@@ -133,18 +133,18 @@ export async function render(ctx) {
   const deliveryBox = h("div", {});
   const scalingBox = h("div", {});
   const out = h("div", { class: "out" });
+  const sections = [
+    ["receivers", "Receivers", receiverBox],
+    ["deliveries", "Recent deliveries", deliveryBox],
+    ["scaling", "Scaling signals", scalingBox],
+  ];
   fill(
     ctx.root,
     heading("Notifications"),
     h("p", { class: "muted" }, "Where the control plane sends rollout and fleet events (Alert documents), how those deliveries went, and the scaling signals it raises."),
     out,
     summary,
-    h("h2", { id: "receivers" }, "Receivers"),
-    receiverBox,
-    h("h2", { id: "deliveries" }, "Recent deliveries"),
-    deliveryBox,
-    h("h2", { id: "scaling" }, "Scaling signals"),
-    scalingBox,
+    sections.map(([id, title, box]) => [h("h2", { id }, title), box]),
   );
 
   const refresh = throttle(async () => {
