@@ -54,9 +54,9 @@ import wasmtime.component as wc
 from edge import _ffi, wasm
 from edge._ffi import component_call, component_post_return, delete_val
 from edge.cache import COMPONENT
-from edge.errors import BadRequestError, LoadError, MemoryLimitError, ModuleTimeoutError, NotFoundError, TrapError
+from edge.errors import BadRequestError, LoadError, MemoryLimitError, ModuleTimeoutError, TrapError
 from edge.instance import MIB, Capture, Sandbox, first_line, is_timeout, new_store, wasi_config
-from edge.loaded import BudgetExceededError, Call, CallResult, LoadedVersion, refuse_command_input
+from edge.loaded import BudgetExceededError, Call, CallResult, LoadedVersion, refuse_command_input, unknown_function
 from edge.witvalues import check_args, lift, lower
 
 if TYPE_CHECKING:
@@ -279,7 +279,7 @@ class LoadedComponent(LoadedVersion["_Instance"]):
                 self._funcs[name] = found[0]
         exports = {e.name: e for e in info.exports}
         self.functions = {name: exports[f.name] for name, f in self._funcs.items()}
-        super().__init__(runtime, info, sandbox, from_cache=from_cache)
+        super().__init__(runtime, info, sandbox, inline=frozenset(self._funcs), from_cache=from_cache)
 
     def _blocking(self) -> bool:
         return any(
@@ -330,13 +330,9 @@ class LoadedComponent(LoadedVersion["_Instance"]):
     ) -> Call:
         func = self._funcs.get(function)
         if func is None:
-            names = ", ".join(sorted(self._funcs)) or "none"
-            raise NotFoundError(f"function {function!r} is not an export that can be called (exports: {names})")
+            raise unknown_function(function, self._funcs)
         refuse_command_input(function, "component", argv, stdin)
         return Call(func.name, "component", params=check_args(func, args))
-
-    def _inline_function(self, function: str) -> bool:
-        return function in self._funcs
 
     # -- any thread ------------------------------------------------------------------------------
 

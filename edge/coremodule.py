@@ -39,11 +39,18 @@ from edge.errors import (
     MemoryLimitError,
     ModuleError,
     ModuleTimeoutError,
-    NotFoundError,
     TrapError,
 )
 from edge.instance import MIB, Capture, Sandbox, first_line, is_timeout, new_store, wasi_config
-from edge.loaded import CALL, BudgetExceededError, Call, CallResult, LoadedVersion, refuse_command_input
+from edge.loaded import (
+    CALL,
+    BudgetExceededError,
+    Call,
+    CallResult,
+    LoadedVersion,
+    refuse_command_input,
+    unknown_function,
+)
 from edge.numeric import RawFunc, json_number, numeric, numeric_args
 from edge.protocol import MAX_ARGV, MAX_RESULT_DEPTH, may_nest_deeper, nests_deeper
 
@@ -244,8 +251,8 @@ class LoadedModule(LoadedVersion["_Instance"]):
         self.functions = {n: e for n, e in info.functions().items() if e.convention is not None}
         # Per export, what a call's check and lane need, looked up once per request.
         self._numeric = {n: e.sig for n, e in self.functions.items() if e.convention == "numeric" and e.sig}
-        self._inline = frozenset(n for n, e in self.functions.items() if e.convention in ("numeric", "json"))
-        super().__init__(runtime, info, sandbox, from_cache=from_cache)
+        inline = frozenset(n for n, e in self.functions.items() if e.convention in ("numeric", "json"))
+        super().__init__(runtime, info, sandbox, inline=inline, from_cache=from_cache)
 
     def _blocking(self) -> bool:
         return any(i.name in BLOCKING_WASI for i in self.info.wasi_imports)
@@ -264,10 +271,7 @@ class LoadedModule(LoadedVersion["_Instance"]):
             return Call(function, "numeric", numeric_args(function, sig, args))
         export = self.functions.get(function)
         if export is None:
-            callable_names = ", ".join(sorted(self.functions)) or "none"
-            raise NotFoundError(
-                f"function {function!r} is not an export that can be called (exports: {callable_names})"
-            )
+            raise unknown_function(function, self.functions)
         assert export.sig is not None and export.convention is not None
         if export.convention == "command":
             return command_call(function, args, argv, stdin)
@@ -277,9 +281,6 @@ class LoadedModule(LoadedVersion["_Instance"]):
             return Call(function, "numeric", numeric_args(function, export.sig, args))
         payload = json.dumps(args, separators=(",", ":"), allow_nan=False).encode()
         return Call(function, export.convention, payload=payload)
-
-    def _inline_function(self, function: str) -> bool:
-        return function in self._inline
 
     def _invoke(
         self, call: Call, ticks: int, budget: int | None, cpu_clock: Callable[[], int], seconds: float

@@ -20,11 +20,11 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeAlias, TypeVar
 
 from edge import wasm
-from edge.errors import BadRequestError, LoadError, MemoryLimitError, ModuleTimeoutError, TrapError
+from edge.errors import BadRequestError, LoadError, MemoryLimitError, ModuleTimeoutError, NotFoundError, TrapError
 from edge.instance import Sandbox
 
 if TYPE_CHECKING:
@@ -75,12 +75,15 @@ class LoadedVersion(Generic[P]):
     and the two call lanes (inline on the event loop with a small budget, or on a worker thread
     with the full timeout). The subclasses say how a call is checked and run."""
 
-    def __init__(self, runtime: Runtime, info: wasm.ModuleInfo, sandbox: Sandbox, *, from_cache: bool) -> None:
+    def __init__(
+        self, runtime: Runtime, info: wasm.ModuleInfo, sandbox: Sandbox, *, inline: frozenset[str], from_cache: bool
+    ) -> None:
         self.runtime = runtime
         self.info = info
         self.sandbox = sandbox
         self.from_cache = from_cache
         self._idle: deque[P] = deque()
+        self._inline = inline  # the functions whose calls may run on the event loop (never a command)
         self._slow: set[str] = set()
         # The epoch deadline only interrupts wasm code, not a host call: a version that can sleep or
         # touch files never runs on the event loop (`_blocking` says whether it can).
@@ -126,14 +129,11 @@ class LoadedVersion(Generic[P]):
         and `stdin` are for commands only."""
         raise NotImplementedError
 
-    def _inline_function(self, function: str) -> bool:
-        raise NotImplementedError
-
     def may_run_inline(self, function: str) -> bool:
         """Short calls may run on the event loop: never slow before, nothing that blocks in a host
         call, and an idle instance ready (instantiation, with its start function, is left to
         workers)."""
-        return bool(self._idle) and self._inline_ok and function not in self._slow and self._inline_function(function)
+        return bool(self._idle) and self._inline_ok and function not in self._slow and function in self._inline
 
     def mark_slow(self, function: str) -> None:
         self._slow.add(function)
@@ -193,6 +193,12 @@ class LoadedVersion(Generic[P]):
     def close(self) -> None:
         while self._idle:
             self._idle.pop().close()
+
+
+def unknown_function(function: str, exports: Iterable[str]) -> NotFoundError:
+    """The 404 for a call to `function` when it is not one of the `exports` that can be called."""
+    names = ", ".join(sorted(exports)) or "none"
+    return NotFoundError(f"function {function!r} is not an export that can be called (exports: {names})")
 
 
 def refuse_command_input(function: str, convention: str, argv: tuple[str, ...] | None, stdin: bytes | None) -> None:
