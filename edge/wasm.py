@@ -30,54 +30,41 @@ from functools import cache
 
 import wasmtime
 
-from edge.wasmbinary import convention_of, describe
+from edge.wasmbinary import describe
 from edge.wasminfo import (
-    GRANTABLE_CAPABILITIES,
-    LINKED_P1_CAPABILITIES,
     NUMERIC_TYPES,
     PAGE_BYTES,
     WASI_P1_CAPABILITIES,
-    WASI_P1_MODULES,
-    WASI_P2_CAPABILITIES,
     Convention,
     Export,
     FuncSig,
-    Import,
     ModuleInfo,
     WasmError,
     sha256_digest,
-    wasi_p2_capability,
 )
 from edge.wat import compile_wat
-from edge.wittypes import ComponentFunc, WitKind, WitType, component_functions, component_imports, describe_component
+from edge.wittypes import ComponentFunc, WitType, component_functions, describe_component
 
 # Most callers write `from edge import wasm` and then `wasm.ModuleInfo`, `wasm.compile_wat`,
 # `wasm.WitType`... at many call sites (the edge runtime, the controller, the registry, the CLI, the
-# tests), so the names of the modules beside this one stay importable from here; new code imports
-# them from where they live (`edge.wasminfo`, `edge.wasmbinary`, `edge.wittypes`, `edge.wat`).
+# tests), so the names of the modules beside this one that those call sites use stay importable from
+# here, and only those; new code imports them from where they live (`edge.wasminfo`,
+# `edge.wasmbinary`, `edge.wittypes`, `edge.wat`).
 __all__ = [
     "DESCRIPTIONS",
-    "GRANTABLE_CAPABILITIES",
-    "LINKED_P1_CAPABILITIES",
     "NUMERIC_TYPES",
     "PAGE_BYTES",
     "WASI_P1_CAPABILITIES",
-    "WASI_P1_MODULES",
-    "WASI_P2_CAPABILITIES",
     "ComponentFunc",
     "Convention",
     "Descriptions",
     "Export",
     "FuncSig",
-    "Import",
     "ModuleInfo",
     "WasmError",
-    "WitKind",
     "WitType",
     "compile_wat",
     "component_functions",
-    "component_imports",
-    "convention_of",
     "describe",
     "describe_component",
     "engine",
@@ -86,7 +73,6 @@ __all__ = [
     "is_component",
     "sha256_digest",
     "validate",
-    "wasi_p2_capability",
 ]
 
 
