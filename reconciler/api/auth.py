@@ -159,22 +159,26 @@ def load_or_create_secret(path: Path) -> str:
     return path.read_text().strip()
 
 
+# The first kind a refused token's error is an instance of says why (InvalidSignatureError is a
+# DecodeError, so it comes first); `{audience}`, `{issuer}`, `{claim}` and `{exc}` are filled in.
+_REFUSALS: dict[type[jwt.PyJWTError], str] = {
+    jwt.ExpiredSignatureError: "the token has expired; get a new one (hotswap token --role ROLE)",
+    jwt.InvalidAudienceError: "the token is not for this API (audience must be {audience!r})",
+    jwt.InvalidIssuerError: "the token was not issued by {issuer!r}",
+    jwt.InvalidSignatureError: "the token's signature does not verify (forged, or signed with another key)",
+    jwt.ImmatureSignatureError: "the token is not valid yet",
+    jwt.MissingRequiredClaimError: "the token lacks the {claim!r} claim",
+    jwt.DecodeError: "not a valid JWT ({exc})",
+}
+
+
 def _describe(exc: jwt.PyJWTError, options: AuthOptions) -> str:
-    if isinstance(exc, jwt.ExpiredSignatureError):
-        return "the token has expired; get a new one (hotswap token --role ROLE)"
-    if isinstance(exc, jwt.InvalidAudienceError):
-        return f"the token is not for this API (audience must be {options.audience!r})"
-    if isinstance(exc, jwt.InvalidIssuerError):
-        return f"the token was not issued by {options.issuer!r}"
-    if isinstance(exc, jwt.InvalidSignatureError):
-        return "the token's signature does not verify (forged, or signed with another key)"
-    if isinstance(exc, jwt.ImmatureSignatureError):
-        return "the token is not valid yet"
-    if isinstance(exc, jwt.MissingRequiredClaimError):
-        return f"the token lacks the {exc.claim!r} claim"
-    if isinstance(exc, jwt.DecodeError):
-        return f"not a valid JWT ({exc})"
-    return f"invalid token ({exc})"
+    kind = next((k for k in _REFUSALS if isinstance(exc, k)), None)
+    if kind is None:
+        return f"invalid token ({exc})"
+    return _REFUSALS[kind].format(
+        audience=options.audience, issuer=options.issuer, claim=getattr(exc, "claim", None), exc=exc
+    )
 
 
 class TokenAuthority:
