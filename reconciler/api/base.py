@@ -221,7 +221,8 @@ class Page:
         return {key: items[self.offset : self.offset + self.limit], "total": len(items), "offset": self.offset}
 
 
-def _whole(request: web.Request, name: str, low: int, high: int) -> int | None:
+def query_whole(request: web.Request, name: str, low: int, high: int) -> int | None:
+    """The query parameter `name` as a whole number from `low` to `high`; None when it is not given."""
     raw = request.query.get(name)
     if raw is None or raw == "":
         return None
@@ -235,8 +236,8 @@ def _whole(request: web.Request, name: str, low: int, high: int) -> int | None:
 
 
 def page_of(request: web.Request) -> Page:
-    limit = _whole(request, "limit", 1, MAX_PAGE)
-    offset = _whole(request, "offset", 0, 2**62) or 0
+    limit = query_whole(request, "limit", 1, MAX_PAGE)
+    offset = query_whole(request, "offset", 0, 2**62) or 0
     q = request.query.get("q") or None
     if q is not None and len(q) > 200:
         raise bad_request("q", "at most 200 characters")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from reconciler.api.base import ANY_ROLE, ApiDeps, ApiError, bad_request, require
+from reconciler.api.base import ANY_ROLE, ApiDeps, bad_request, query_whole, require
 from reconciler.api.control import CONTROL, ControlDeps
 from reconciler.apply.noderows import NodeView
 from reconciler.apply.telemetry import Sample, Telemetry, plane_samples, render_metrics
@@ -29,6 +29,7 @@ from reconciler.store.records import AuditEntry
 
 TELEMETRY = web.AppKey("telemetry", Telemetry)
 MAX_AUDIT_LIMIT = 1000
+AUDIT_LIMIT = 100  # lines an audit call answers without ?limit=
 MAX_AUDIT_SCAN = 20 * MAX_AUDIT_LIMIT  # lines one filtered call reads; `next` says where to go on
 
 
@@ -50,25 +51,12 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
-def _int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, "bad_request", f"{name}: {raw!r} is not an integer", name) from None
-    if not low <= value <= high:
-        raise ApiError(400, "bad_request", f"{name}: must be between {low} and {high}", name)
-    return value
-
-
 async def audit(request: web.Request) -> web.Response:
     require(request, *ANY_ROLE)
     store = request.app[CONTROL].store
     subject = request.query.get("subject") or None
-    after = _int(request, "after", 0, 0, 2**62)
-    limit = _int(request, "limit", 100, 1, MAX_AUDIT_LIMIT)
+    after = query_whole(request, "after", 0, 2**62) or 0
+    limit = query_whole(request, "limit", 1, MAX_AUDIT_LIMIT) or AUDIT_LIMIT
     action = request.query.get("action") or None
     q = request.query.get("q") or None
     if q is not None and len(q) > 200:
