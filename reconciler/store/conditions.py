@@ -15,7 +15,7 @@ import json
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from reconciler.store.database import Database, Table
 from reconciler.store.records import JsonObject
@@ -74,8 +74,11 @@ class SqlConditions:
         return self.db.read(_CONDITIONS.get, module)
 
 
-def _row(row: Any) -> ModuleConditions:
-    return ModuleConditions(module=row[0], conditions=json.loads(row[1]), updated_at=dt(row[2]))
-
-
-_CONDITIONS = Table("module_conditions", "module, conditions, updated_at", _row, key="module")
+_CONDITIONS = Table.of(
+    "module_conditions",
+    ModuleConditions,
+    "module, conditions, updated_at",
+    key="module",
+    conditions=json.loads,
+    updated_at=dt,
+)

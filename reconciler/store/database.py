@@ -11,8 +11,9 @@ thread-safe: async code calls them through `asyncio.to_thread`.
 
 from __future__ import annotations
 
+import inspect
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -63,6 +64,32 @@ class Table(Generic[R]):
     decode: Callable[[Any], R]
     key: str = "id"
 
+    @classmethod
+    def of(
+        cls,
+        name: str,
+        record: Callable[..., R],
+        columns: str,
+        *,
+        key: str = "id",
+        renamed: Mapping[str, str] | None = None,
+        **convert: Callable[[Any], Any],
+    ) -> Table[R]:
+        """A table whose columns are `record`'s fields of the same names (`renamed`: column -> field
+        where they differ), read as stored or through `convert[column]` (a time, a number, JSON).
+        A column `record` does not take fails here, at import, not on the first read."""
+        names = [column.strip() for column in columns.split(",")]
+        reads = [((renamed or {}).get(column, column), convert.get(column, _as_stored)) for column in names]
+        if missing := {field for field, _ in reads} - set(inspect.signature(record).parameters):
+            raise TypeError(f"table {name}: {getattr(record, '__name__', record)} has no field {sorted(missing)}")
+        if stray := set(convert) - set(names):
+            raise TypeError(f"table {name}: no column {sorted(stray)} to convert")
+
+        def decode(row: Any) -> R:
+            return record(**{field: read(value) for (field, read), value in zip(reads, row, strict=True)})
+
+        return cls(name, columns, decode, key)
+
     def select(self, tx: Tx, /, rest: str = "", *params: Any) -> list[R]:
         """The records of `SELECT columns FROM table rest` (a WHERE, an ORDER BY...)."""
         return [self.decode(row) for row in tx.all(f"SELECT {self.columns} FROM {self.name} {rest}", *params)]
@@ -94,6 +121,10 @@ class Table(Generic[R]):
 
     def _insert(self, values: Sequence[Any], on_conflict: str) -> str:
         return f"INSERT INTO {self.name} ({self.columns}) VALUES ({marks(values)}) ON CONFLICT {on_conflict}"
+
+
+def _as_stored(value: Any) -> Any:
+    return value
 
 
 class Database:

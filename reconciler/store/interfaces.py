@@ -7,7 +7,7 @@ registers; the API's interface routes and the store tests read it. Consumers tak
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 from reconciler.store.database import Database, Table
 from reconciler.store.records import InterfaceRecord
@@ -61,21 +61,9 @@ class SqlInterfaces:
         return self.db.read(_INTERFACES.matching, "id", name=name)
 
 
-def _interface(row: Any) -> InterfaceRecord:
-    return InterfaceRecord(
-        id=row[0],
-        name=row[1],
-        package=row[2],
-        version=row[3],
-        wasi=row[4],
-        wit=row[5],
-        digest=row[6],
-        status=row[7],
-        approved_by=row[8],
-        created_at=dt(row[9]),
-    )
-
-
-_INTERFACES = Table(
-    "interfaces", "id, name, package, version, wasi, wit, digest, status, approved_by, created_at", _interface
+_INTERFACES = Table.of(
+    "interfaces",
+    InterfaceRecord,
+    "id, name, package, version, wasi, wit, digest, status, approved_by, created_at",
+    created_at=dt,
 )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 from edge.nodeapi import NodeStatus
 from reconciler.store.database import Database, Table
@@ -211,23 +211,15 @@ _HEARTBEAT = "UPDATE nodes SET reported = ?, last_heartbeat_at = ? WHERE id = ?"
 _PUBLISH = "UPDATE nodes SET assignment = ?, generation = generation + 1 WHERE id = ? RETURNING generation"
 
 
-def _node(row: Any) -> NodeRecord:
-    return NodeRecord(
-        id=row[0],
-        region=row[1],
-        url=row[2],
-        status=NodeStatus(row[3]),
-        max_modules=int(row[4]),
-        registered_at=dt(row[5]),
-        last_heartbeat_at=dt_or_none(row[6]),
-        generation=int(row[7]),
-        assignment=json.loads(row[8]),
-        reported=json.loads(row[9]),
-    )
-
-
-_NODES = Table(
+_NODES = Table.of(
     "nodes",
+    NodeRecord,
     "id, region, url, status, max_modules, registered_at, last_heartbeat_at, generation, assignment, reported",
-    _node,
+    status=NodeStatus,
+    max_modules=int,
+    registered_at=dt,
+    last_heartbeat_at=dt_or_none,
+    generation=int,
+    assignment=json.loads,
+    reported=json.loads,
 )

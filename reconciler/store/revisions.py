@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from reconciler.store.database import Database, Table
 from reconciler.store.records import ApprovalRecord, RevisionRecord
@@ -92,28 +92,21 @@ class SqlRevisions:
         return self.db.read(_APPROVALS.matching, "found_at, commit_sha, principal", module=module, version=version)
 
 
-def _revision(row: Any) -> RevisionRecord:
-    return RevisionRecord(
-        sha=row[0], seen_at=dt(row[1]), verified=bool(row[2]), message=row[3], applied_at=dt_or_none(row[4])
-    )
-
-
-def _approval(row: Any) -> ApprovalRecord:
-    return ApprovalRecord(
-        commit=row[0],
-        module=row[1],
-        version=row[2],
-        principal=row[3],
-        roles=tuple(json.loads(row[4])),
-        kind=row[5],
-        found_at=dt(row[6]),
-    )
-
-
-_REVISIONS = Table("revisions", "sha, seen_at, verified, message, applied_at", _revision, key="sha")
-_APPROVALS = Table(
+_REVISIONS = Table.of(
+    "revisions",
+    RevisionRecord,
+    "sha, seen_at, verified, message, applied_at",
+    key="sha",
+    seen_at=dt,
+    verified=bool,
+    applied_at=dt_or_none,
+)
+_APPROVALS = Table.of(
     "approvals",
+    ApprovalRecord,
     "commit_sha, module, version, principal, roles, kind, found_at",
-    _approval,
     key="commit_sha, module, version, principal",
+    renamed={"commit_sha": "commit"},
+    roles=lambda roles: tuple(json.loads(roles)),
+    found_at=dt,
 )

@@ -116,7 +116,7 @@ class SqlRollouts:
                 limit,
             )
         steps: dict[str, list[RolloutStepRecord]] = {r.id: [] for r in rollouts}
-        for step in map(_step, rows):
+        for step in map(_STEPS.decode, rows):
             steps.setdefault(step.rollout_id, []).append(step)
         return [(r, steps[r.id]) for r in rollouts]
 
@@ -155,30 +155,23 @@ def _rollout_row(r: RolloutRecord) -> tuple[Any, ...]:
     return (r.id, r.module, r.state, to_json(r.detail), ts(r.created_at), ts(r.updated_at), r.generation)
 
 
-def _rollout(row: Any) -> RolloutRecord:
-    return RolloutRecord(
-        id=row[0],
-        module=row[1],
-        state=row[2],
-        detail=json.loads(row[3]),
-        created_at=dt(row[4]),
-        updated_at=dt(row[5]),
-        generation=int(row[6]),
-    )
-
-
-def _step(row: Any) -> RolloutStepRecord:
-    return RolloutStepRecord(
-        seq=int(row[0]),
-        rollout_id=row[1],
-        step=int(row[2]),
-        event=row[3],
-        at=dt(row[4]),
-        message=row[5],
-        analysis=json.loads(row[6]),
-    )
-
-
-_ROLLOUTS = Table("rollouts", "id, module, state, detail, created_at, updated_at, generation", _rollout)
-_STEPS = Table("rollout_steps", "seq, rollout_id, step, event, at, message, analysis", _step, key="seq")
+_ROLLOUTS = Table.of(
+    "rollouts",
+    RolloutRecord,
+    "id, module, state, detail, created_at, updated_at, generation",
+    detail=json.loads,
+    created_at=dt,
+    updated_at=dt,
+    generation=int,
+)
+_STEPS = Table.of(
+    "rollout_steps",
+    RolloutStepRecord,
+    "seq, rollout_id, step, event, at, message, analysis",
+    key="seq",
+    seq=int,
+    step=int,
+    at=dt,
+    analysis=json.loads,
+)
 _OLDEST_FIRST = "ORDER BY created_at, id"
