@@ -2,7 +2,8 @@
 
     state.py       StateStore: the facade that owns one Database and composes the aggregates below
                    (one schema and one set of queries for both databases)
-    database.py    Database: pooled connections, one transaction per call, migrations, leases, NOTIFY
+    database.py    Database: pooled connections, one transaction per call, migrations, leases, NOTIFY;
+                   Table: a table's columns, how a row becomes a record, its select / insert / upsert
     modules.py     registered module versions (ModuleStore)
     interfaces.py  WIT interface packages (InterfaceStore)
     nodes.py       nodes, heartbeats (single, batched, shared with metric deltas), assignments (NodeStore)

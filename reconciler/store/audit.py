@@ -12,7 +12,7 @@ import json
 from datetime import datetime
 from typing import Protocol
 
-from reconciler.store.database import Database
+from reconciler.store.database import Database, Table
 from reconciler.store.records import AuditEntry, JsonObject
 from reconciler.store.rows import dt, to_json, ts
 
@@ -53,14 +53,11 @@ class SqlAudit:
 
     def audit_log(self, *, subject: str | None = None, after: int = 0, limit: int = 100) -> list[AuditEntry]:
         """Audit lines after sequence number `after`, oldest first, at most `limit`."""
-        query = "SELECT seq, at, actor, action, subject, detail FROM audit_log WHERE seq > ?"
-        with self.db.tx(write=False) as tx:
-            rows = (
-                tx.all(f"{query} AND subject = ? ORDER BY seq LIMIT ?", after, subject, limit)
-                if subject is not None
-                else tx.all(f"{query} ORDER BY seq LIMIT ?", after, limit)
-            )
-        return [
-            AuditEntry(seq=int(r[0]), at=dt(r[1]), actor=r[2], action=r[3], subject=r[4], detail=json.loads(r[5]))
-            for r in rows
-        ]
+        if subject is None:
+            return self.db.read(_AUDIT.select, "WHERE seq > ? ORDER BY seq LIMIT ?", after, limit)
+        return self.db.read(_AUDIT.select, "WHERE seq > ? AND subject = ? ORDER BY seq LIMIT ?", after, subject, limit)
+
+
+_AUDIT = Table.of(
+    "audit_log", AuditEntry, "seq, at, actor, action, subject, detail", key="seq", seq=int, at=dt, detail=json.loads
+)
