@@ -8,11 +8,13 @@ its nodes and their generations; a heartbeat, a registration or a health change 
 reconciler ("look again"), never more. Tables are encoded (and signed, with `signer`) once per
 distinct content (`reconciler.apply.tables`): the nodes that run the same table share its bytes.
 
-With other replicas on the same store (`peers`), a node's health is judged from its row's heartbeat
-time as the replica that heard it wrote it, and as of when this hub last read that row: a node heard
-elsewhere is not called Unhealthy on this hub's memory alone (the other replica's announcement may be
-late), only once a read of its row, made after its heartbeats were due, still shows them missing.
-The clock makes such a node due for that read (`Peers.recheck`), not Unhealthy.
+Where it sits: between the API's node routes (`reconciler.api.control`), which call it for every
+node, and the controller and executor, which read its views and publish through it; with other
+replicas on the same store (`peers`, `reconciler.apply.leader.Replicas`) it stores heartbeats as
+shared rows and takes the rows they wrote (`merge`). Its parts, each in its own module: health
+(`NodeHealth`, `reconciler.apply.nodehealth`, also for a node heard by another replica), each node's
+table and long-poll bytes (`NodeTables`, `reconciler.apply.nodetables`), the watcher of changed nodes
+(`NodeChanges`, `reconciler.apply.nodechanges`) and a row's view (`reconciler.apply.noderows`).
 
 Who watches for changes (the notifier) asks `watch()` for the nodes whose view may have changed,
 not for the whole fleet every second.
@@ -22,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
@@ -30,18 +31,19 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Protocol
 
-import orjson
-
 from edge.nodeapi import Heartbeat, HeartbeatAnswer, NodeStatus, Registration, RegistrationAnswer
 from edge.protocol import SERVING_CACHED_TABLE, ModuleEntry, ModuleTable
 from reconciler.apply.metricswindow import METRICS_HORIZON_SECONDS, MetricsWindow, Totals
+from reconciler.apply.nodechanges import NodeChanges
+from reconciler.apply.nodehealth import MISSED_HEARTBEATS, NodeHealth, Peers
 from reconciler.apply.noderows import NodeView, epoch, not_back, progress, view_of
-from reconciler.apply.tables import EncodedTable, Signer, TableEncoder
+from reconciler.apply.nodetables import NodeTables
+from reconciler.apply.tables import Signer, TableEncoder
 from reconciler.apply.threadbatch import RowBatch
 from reconciler.errors import ReconcilerError
 from reconciler.store.audit import AuditLog
-from reconciler.store.nodes import NodeStore, SharedHeartbeat
-from reconciler.store.records import JsonObject, NodeRecord
+from reconciler.store.nodes import NodeStore
+from reconciler.store.records import NodeRecord
 
 __all__ = [
     "METRICS_HORIZON_SECONDS",
@@ -54,30 +56,7 @@ __all__ = [
     "Totals",
 ]
 
-MISSED_HEARTBEATS = 3
-ENTRY_CACHE = 4096  # distinct stored table rows kept parsed (a few per module version in use)
 RECONNECT_SECONDS = 5.0  # a node's agent retries a lost control plane at least this often (edge.agent)
-# module -> W3C traceparent of the deployment step being applied (reconciler.apply.telemetry sets it around
-# the executor): published tables carry it, so a node's load spans join that step's trace.
-
-
-class Peers(Protocol):
-    """Other control-plane replicas on the same store (`reconciler.apply.leader.Replicas`); None when alone."""
-
-    def heartbeat_row(
-        self, node_id: str, region: str, reported: JsonObject, at: datetime, beat: Heartbeat
-    ) -> SharedHeartbeat:
-        """The row the hub stores for this heartbeat (with its metric deltas, for the leader)."""
-        ...
-
-    def announce(self, node_id: str) -> None:
-        """Tell the other replicas that this node's row changed (returns at once)."""
-        ...
-
-    def recheck(self, node_ids: Iterable[str]) -> None:
-        """Read these nodes' rows again soon and `merge` them (returns at once): nodes heard by
-        another replica whose heartbeats look overdue here."""
-        ...
 
 
 class HubClosedError(ReconcilerError):
@@ -115,61 +94,29 @@ class NodeHub:
         self.shared_heartbeat_writes = RowBatch(store.record_shared_heartbeats, store.record_shared_heartbeat)
         self.heartbeat_writes = RowBatch(store.record_heartbeats, lambda beat: store.record_heartbeat(*beat))
         self.table_writes = RowBatch(store.publish_assignments, lambda table: store.publish_assignment(*table))
-        self._tables: dict[str, ModuleTable] = {}
-        self._encoded: dict[str, tuple[ModuleTable, EncodedTable]] = {}  # node -> the table and its bytes
+        self._node_tables = NodeTables(self.encoder)
+        self._tables = self._node_tables.by_node  # the same map: read on every heartbeat and long-poll
         self._changed: dict[str, asyncio.Event] = {}
         self._nodes: dict[str, NodeRecord] = {}
-        self._health: dict[str, NodeStatus] = {}
         self._closing = False
         self.peers = peers
         self._heard: set[str] = set()  # nodes that reported since this hub started
         self._reported = asyncio.Event()
         self._views: dict[str, tuple[NodeRecord, NodeView]] = {}  # the last view of each node row
-        self._entries: dict[bytes, ModuleEntry] = {}  # a stored table row (canonical JSON) -> its entry
-        # (module, version) a node was given in its current table or the one before (whose last
-        # requests it may still be reporting): the only metrics of its that count (a report is a claim)
-        self._assigned: dict[str, frozenset[tuple[str, str]]] = {}
-        # With peers: nodes whose last heartbeat this hub knows from a row another replica wrote ->
-        # when this hub last read that row (the time their health is judged at), and when it last
-        # asked to read it again (`Peers.recheck`). A node that heartbeats here leaves both.
-        self._read_at: dict[str, float] = {}
-        self._asked: dict[str, float] = {}
         self._watchers: weakref.WeakSet[NodeChanges] = weakref.WeakSet()
         read_at = self.clock()
         for node in store.list_nodes():
             self._remember(node)
-            if peers is not None:
-                self._read_at[node.id] = read_at
+        self.health = NodeHealth(
+            self._nodes, heartbeat_seconds=heartbeat_seconds, clock=clock, peers=peers, read_at=read_at
+        )
 
     # -- bookkeeping ----------------------------------------------------------------------------
 
     def _remember(self, node: NodeRecord) -> None:
+        """The node's row and the table it holds."""
         self._keep(node)
-        modules = node.assignment.get("modules", []) if node.assignment else []
-        self._set_table(node.id, ModuleTable(generation=node.generation, modules=self._parsed(modules)))
-
-    def _parsed(self, rows: list[JsonObject]) -> tuple[ModuleEntry, ...]:
-        """A stored table's entries, each distinct row validated once: a replica that reads the rows
-        another one wrote (thousands of nodes, a few distinct tables) shares the entry objects, so
-        `TableEncoder` also encodes each distinct table once for the long-polls it answers."""
-        out = []
-        for row in rows:
-            key = orjson.dumps(row, option=orjson.OPT_SORT_KEYS)
-            entry = self._entries.get(key)
-            if entry is None:
-                entry = ModuleEntry.model_validate(row)
-                if len(self._entries) >= ENTRY_CACHE:
-                    self._entries.clear()  # a new revision's rows replace the old ones' anyway
-                self._entries[key] = entry
-            out.append(entry)
-        return tuple(out)
-
-    def _set_table(self, node_id: str, table: ModuleTable) -> None:
-        before = self._tables.get(node_id)
-        self._assigned[node_id] = frozenset(
-            (e.module, e.version) for e in (*table.modules, *(before.modules if before else ()))
-        )
-        self._tables[node_id] = table
+        self._node_tables.stored(node)
 
     def _keep(self, node: NodeRecord) -> None:
         """The node's row as this hub knows it now; watchers look at it again."""
@@ -184,12 +131,9 @@ class NodeHub:
         """Drop a node (deleted, here or by another replica); whether it was known."""
         if self._nodes.pop(node_id, None) is None:
             return False
-        self._tables.pop(node_id, None)
-        self._encoded.pop(node_id, None)
-        self._assigned.pop(node_id, None)
+        self._node_tables.forget(node_id)
         self._views.pop(node_id, None)
-        self._read_at.pop(node_id, None)
-        self._asked.pop(node_id, None)
+        self.health.forget(node_id)
         self._wake(node_id)
         for watcher in self._watchers:
             watcher.gone(node_id)
@@ -209,49 +153,37 @@ class NodeHub:
         """How many nodes this hub knows."""
         return len(self._nodes)
 
-    @property
-    def _silent_after(self) -> float:
-        return MISSED_HEARTBEATS * self.heartbeat_seconds
-
-    def _last_heard(self, node: NodeRecord, now: float) -> float:
-        return epoch(node.last_heartbeat_at) or epoch(node.registered_at) or now
+    # -- health (reconciler.apply.nodehealth) --------------------------------------------------------
 
     def status_of(self, node: NodeRecord, now: float) -> NodeStatus:
-        """Draining, or Unhealthy when its heartbeats are missing as of `now`; for a node heard by
-        another replica, as of when this hub last read its row (`merge`), which the clock does not move."""
-        if node.status == NodeStatus.DRAINING:
-            return NodeStatus.DRAINING
-        read_at = self._read_at.get(node.id)
-        if read_at is not None and read_at < now:
-            now = read_at
-        silent = now - self._last_heard(node, now) > self._silent_after
-        return NodeStatus.UNHEALTHY if silent else NodeStatus.HEALTHY
+        """Draining, Unhealthy or Healthy as of `now` (`NodeHealth.status_of`)."""
+        return self.health.status_of(node, now)
 
     def silent(self, now: float) -> list[str]:
-        """Nodes whose last heartbeat, as this hub knows it, is older than the missed heartbeats allow
-        as of `now` (whether or not a read of their row confirmed it)."""
-        return [
-            n.id
-            for n in self._nodes.values()
-            if n.status != NodeStatus.DRAINING and now - self._last_heard(n, now) > self._silent_after
-        ]
+        """Nodes whose heartbeats look missing as of `now` (`NodeHealth.silent`)."""
+        return self.health.silent(now)
 
     def due(self, now: float) -> list[str]:
-        """Nodes heard by another replica that look silent by the clock, while the last read of their
-        row did not show it: their row must be read again before they can be judged Unhealthy."""
-        limit = self._silent_after
-        out = []
-        for node_id, read_at in self._read_at.items():
-            node = self._nodes[node_id]
-            if node.status == NodeStatus.DRAINING:
-                continue
-            last = self._last_heard(node, now)
-            if now - last > limit and read_at - last <= limit:
-                out.append(node_id)
-        return out
+        """Nodes heard by another replica whose rows must be read again to judge them (`NodeHealth.due`)."""
+        return self.health.due(now)
+
+    def check_health(self, node_ids: Iterable[str] | None = None) -> bool:
+        """Recompute node health (of `node_ids` only: the rows that just changed; the controller's
+        timer checks every node); True (and a poke) when some node changed status. With peers, the
+        timer's check also asks them to read again the rows of nodes that are `due`."""
+        changed = self.health.check(node_ids)
+        for node_id in changed:
+            self._touch(node_id)
+        if changed:
+            self.poke()
+        return bool(changed)
+
+    def next_health_change(self) -> float:
+        """Seconds until some node's health may change by the clock (`NodeHealth.next_change`)."""
+        return self.health.next_change()
 
     def _view(self, node: NodeRecord, now: float) -> NodeView:
-        generation, status = self._tables[node.id].generation, self.status_of(node, now)
+        generation, status = self._tables[node.id].generation, self.health.status_of(node, now)
         cached = self._views.get(node.id)  # rows are replaced on change: the same row, the same view
         if cached is not None and cached[0] is node and cached[1].generation == generation:
             return cached[1] if cached[1].status == status else replace(cached[1], status=status)
@@ -271,62 +203,9 @@ class NodeHub:
 
     def watch(self) -> NodeChanges:
         """A watcher of node changes: `take(now)` gives the views that may have changed since it last did."""
-        watcher = NodeChanges(self)
+        watcher = NodeChanges(self._nodes, self.health, self.views_of)
         self._watchers.add(watcher)
         return watcher
-
-    def check_health(self, node_ids: Iterable[str] | None = None) -> bool:
-        """Recompute node health (of `node_ids` only: the rows that just changed; the controller's
-        timer checks every node); True (and a poke) when some node changed status. With peers, the
-        timer's check also asks them to read again the rows of nodes that are `due`."""
-        now = self.clock()
-        changed: list[str] = []
-        if node_ids is None:
-            health = {node.id: self.status_of(node, now) for node in self._nodes.values()}
-            if health != self._health:
-                changed = [i for i, s in health.items() if self._health.get(i) != s]
-                changed += [i for i in self._health if i not in health]
-            self._health = health
-            self._ask_again(now)
-        else:
-            for node_id in node_ids:
-                node = self._nodes.get(node_id)
-                status = self.status_of(node, now) if node is not None else None
-                if self._health.get(node_id) != status:
-                    changed.append(node_id)
-                    if status is None:
-                        self._health.pop(node_id, None)
-                    else:
-                        self._health[node_id] = status
-        for node_id in changed:
-            self._touch(node_id)
-        if changed:
-            self.poke()
-        return bool(changed)
-
-    def _ask_again(self, now: float) -> None:
-        if self.peers is None or not self._read_at:
-            return
-        again = [i for i in self.due(now) if now - self._asked.get(i, float("-inf")) >= self.heartbeat_seconds]
-        if again:
-            for node_id in again:
-                self._asked[node_id] = now
-            self.peers.recheck(again)
-
-    def next_health_change(self) -> float:
-        """Seconds until the next healthy node would turn Unhealthy without a heartbeat (or, heard by
-        another replica, would be due for a read of its row, or due again after one asked for)."""
-        now = self.clock()
-        limit = self._silent_after
-        soonest = float("inf")
-        for n in self._nodes.values():
-            if self.status_of(n, now) != NodeStatus.HEALTHY:
-                continue
-            at = self._last_heard(n, now) + limit
-            if at <= now and n.id in self._read_at:  # due: when it may be asked (again)
-                at = self._asked.get(n.id, now - self.heartbeat_seconds) + self.heartbeat_seconds
-            soonest = min(soonest, at - now)
-        return max(soonest if soonest != float("inf") else self.heartbeat_seconds, 0.05)
 
     # -- the protocol ---------------------------------------------------------------------------
 
@@ -342,7 +221,7 @@ class NodeHub:
         )
         node = await asyncio.to_thread(self._register, record)
         before = self._nodes.get(node.id)
-        self._heard_here(node.id)
+        self.health.heard_here(node.id)
         if before is None:
             self._remember(node)
         else:
@@ -374,11 +253,6 @@ class NodeHub:
             issuer=self.issuer,
         )
 
-    def _heard_here(self, node_id: str) -> None:
-        """The node spoke to this replica: its health is judged by this hub's clock from now on."""
-        self._read_at.pop(node_id, None)
-        self._asked.pop(node_id, None)
-
     def _register(self, record: NodeRecord) -> NodeRecord:
         """Upsert the node and count the registration as contact (it is healthy from now); a drained
         node stays drained when it registers again."""
@@ -395,7 +269,7 @@ class NodeHub:
         """Record a heartbeat; None when the node is unknown (it must register again)."""
         if node_id not in self._nodes and not await self.load(node_id):
             return None
-        assigned = self._assigned.get(node_id, frozenset())
+        assigned = self._node_tables.assigned.get(node_id, frozenset())
         if any((m.module, m.version) not in assigned for m in beat.metrics):
             beat = beat.model_copy(
                 update={"metrics": tuple(m for m in beat.metrics if (m.module, m.version) in assigned)}
@@ -415,7 +289,7 @@ class NodeHub:
             return None
         if self.peers is not None:
             self.peers.announce(node_id)
-        self._heard_here(node_id)
+        self.health.heard_here(node_id)
         self._keep(replace(before, reported=reported, last_heartbeat_at=at))
         self.metrics.add(now, before.region, beat.metrics)
         cached = SERVING_CACHED_TABLE in beat.conditions
@@ -433,9 +307,7 @@ class NodeHub:
             self.poke()
         # Only this node's health can change here (others turn Unhealthy with time, which the
         # controller's loop checks): O(1) per heartbeat, not a scan of the fleet.
-        status = self.status_of(self._nodes[node_id], now)
-        if self._health.get(node_id) != status:
-            self._health[node_id] = status
+        if self.health.judge(self._nodes[node_id], now):
             self.poke()
         return HeartbeatAnswer(generation=self._tables[node_id].generation)
 
@@ -509,8 +381,7 @@ class NodeHub:
             modules=encoded.entries,
             traceparents={m: t for m, t in traces.items() if m in changed},
         )
-        self._set_table(node_id, table)
-        self._encoded[node_id] = (table, encoded)
+        self._node_tables.set(node_id, table, encoded)
         self._keep(replace(self._nodes[node_id], assignment=encoded.assignment, generation=generation))
         self._wake(node_id)
         if self.peers is not None:
@@ -519,14 +390,8 @@ class NodeHub:
 
     def answer(self, node_id: str, table: ModuleTable) -> tuple[bytes, str | None]:
         """The long-poll answer for `table` (JSON bytes) and the control plane's signature of its
-        modules: the shared encoding when `table` is the one this hub published, encoded here otherwise
-        (a table read from the store, or from another replica)."""
-        published = self._encoded.get(node_id)
-        if published is None or published[0] is not table:
-            published = (table, self.encoder.encode(table.modules))
-            self._encoded[node_id] = published
-        encoded = published[1]
-        return encoded.answer(table.generation, table.traceparents), encoded.signature
+        modules (`NodeTables.answer`: the shared encoding when this hub published `table`)."""
+        return self._node_tables.answer(node_id, table)
 
     async def set_draining(self, node_id: str, draining: bool) -> bool:
         """Drain a node (its modules move elsewhere, it gets an empty table) or take it back."""
@@ -570,24 +435,22 @@ class NodeHub:
         read_at = self.clock() if read_at is None else read_at
         poke = False
         touched: list[str] = []
+        health = self.health
         for row in nodes:
             touched.append(row.id)
-            self._asked.pop(row.id, None)
             before = self._nodes.get(row.id)
+            heard = epoch(row.last_heartbeat_at) or 0.0
+            known = float("-inf") if before is None else (epoch(before.last_heartbeat_at) or 0.0)
+            health.read(row.id, read_at, heard, known)  # a newer heartbeat is judged from its row from now on
             if before is None:
                 self._remember(row)
-                self._read_at[row.id] = read_at
                 poke = True
                 continue
             node = not_back(before, row)
             poke = poke or progress(before) != progress(node) or before.status != node.status
-            heard, known = epoch(row.last_heartbeat_at) or 0.0, epoch(before.last_heartbeat_at) or 0.0
-            if heard > known:  # another replica heard it since: judged from its row from now on
+            if heard > known:  # another replica heard it since
                 self._heard.add(node.id)
                 self._reported.set()
-                self._read_at[row.id] = read_at
-            elif heard == known and row.id in self._read_at:  # the same heartbeat, still the last one then
-                self._read_at[row.id] = max(self._read_at[row.id], read_at)
             if node.generation > before.generation:
                 self._remember(node)
                 self._wake(node.id)
@@ -600,58 +463,3 @@ class NodeHub:
         if poke:
             self.poke()
         self.check_health(touched)
-
-
-class NodeChanges:
-    """The nodes whose view may have changed since the last `take` (`NodeHub.watch`): the rows the hub
-    replaced, the nodes it dropped, the health changes it noticed, and the nodes whose missed
-    heartbeats came due by the clock meanwhile. A watcher of the fleet (the notifier's tick) reads
-    these, not a view of every node each time. The first `take` gives every node the hub knows."""
-
-    def __init__(self, hub: NodeHub) -> None:
-        self._hub = hub
-        self._dirty: set[str] = set(hub._nodes)
-        self._gone: set[str] = set()
-        self._due: list[tuple[float, str]] = []  # (when its heartbeats would be missed, node): a heap
-        for node in hub._nodes.values():
-            self._when_silent(node)
-
-    def _when_silent(self, node: NodeRecord) -> None:
-        hub = self._hub
-        at = hub._last_heard(node, hub.clock()) + hub._silent_after
-        heapq.heappush(self._due, (at, node.id))
-        if len(self._due) > 4 * len(hub._nodes) + 64:  # superseded entries: one per node is enough
-            self._due = [(hub._last_heard(n, at) + hub._silent_after, n.id) for n in hub._nodes.values()]
-            heapq.heapify(self._due)
-
-    def changed(self, node_id: str, node: NodeRecord | None) -> None:
-        self._dirty.add(node_id)
-        self._gone.discard(node_id)
-        if node is not None:
-            self._when_silent(node)
-
-    def gone(self, node_id: str) -> None:
-        self._dirty.discard(node_id)
-        self._gone.add(node_id)
-
-    def take(self, now: float | None = None) -> tuple[list[NodeView], list[str]]:
-        """(views of the nodes that may have changed, ids of the nodes gone) since the last take."""
-        hub = self._hub
-        now = hub.clock() if now is None else now
-        ids, self._dirty = self._dirty, set()
-        early: list[tuple[float, str]] = []
-        while self._due and self._due[0][0] <= now:
-            at, node_id = heapq.heappop(self._due)
-            node = hub._nodes.get(node_id)
-            if node is None:
-                continue
-            last = hub._last_heard(node, now)
-            if last + hub._silent_after > at:
-                continue  # a heartbeat since: its own entry is further on
-            ids.add(node_id)
-            if now - last <= hub._silent_after:
-                early.append((at, node_id))  # not silent yet (to the float): look again next time
-        for entry in early:
-            heapq.heappush(self._due, entry)
-        gone, self._gone = sorted(self._gone), set()
-        return hub.views_of(sorted(ids), now), gone

@@ -14,7 +14,8 @@ import pytest
 
 from edge.nodeapi import Heartbeat
 from reconciler.apply.leader import Replicas
-from reconciler.apply.nodes import MISSED_HEARTBEATS, NodeHub
+from reconciler.apply.nodehealth import MISSED_HEARTBEATS
+from reconciler.apply.nodes import NodeHub
 from reconciler.store.records import NodeRecord
 from reconciler.store.state import SharedHeartbeat, StateStore, open_state_store
 from tests.e2e.cluster import poll

@@ -143,7 +143,7 @@ async def test_a_leader_reads_again_the_rows_of_nodes_that_look_silent_before_it
     # A heartbeat that reached the other replica is in the store before its NOTIFY reaches a busy
     # leader: the leader must not replan the node as lost on its memory alone.
     from reconciler.apply.leader import Replicas
-    from reconciler.apply.nodes import MISSED_HEARTBEATS
+    from reconciler.apply.nodehealth import MISSED_HEARTBEATS
     from tests.ha.replicas import leading_controller
 
     store = open_state_store(database_url=database_url)

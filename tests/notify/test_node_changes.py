@@ -8,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from edge.nodeapi import Heartbeat, Registration, Running
-from reconciler.apply.nodes import MISSED_HEARTBEATS, NodeHub
+from reconciler.apply.nodehealth import MISSED_HEARTBEATS
+from reconciler.apply.nodes import NodeHub
 from reconciler.notify import Notifier, Observed, Settings
 from reconciler.store.state import open_state_store
 

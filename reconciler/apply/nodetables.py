@@ -1,0 +1,81 @@
+"""The module table each node holds, as the node hub keeps it: the table, which module versions it
+(or the one before it) gave the node, and the bytes that answer the node's long-poll.
+
+Where it sits: inside `reconciler.apply.nodes.NodeHub`, which builds one `NodeTables` over its
+`reconciler.apply.tables.TableEncoder` and sets a node's table here when it publishes one or reads a
+node's row (its own, or one another replica wrote). The hub's heartbeat counts a node's metrics only
+for the versions in `assigned` (a report is a claim); its long-poll answers come from `answer`.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from edge.protocol import ModuleEntry, ModuleTable
+from reconciler.apply.tables import EncodedTable, TableEncoder
+from reconciler.store.records import JsonObject, NodeRecord
+
+__all__ = ["ENTRY_CACHE", "NodeTables"]
+
+ENTRY_CACHE = 4096  # distinct stored table rows kept parsed (a few per module version in use)
+
+
+class NodeTables:
+    """Each node's current table (`by_node`) and the (module, version) pairs it may report on
+    (`assigned`); tables are encoded by `encoder`, once per distinct content."""
+
+    def __init__(self, encoder: TableEncoder) -> None:
+        self.encoder = encoder
+        self.by_node: dict[str, ModuleTable] = {}
+        # (module, version) a node was given in its current table or the one before (whose last
+        # requests it may still be reporting): the only metrics of its that count (a report is a claim)
+        self.assigned: dict[str, frozenset[tuple[str, str]]] = {}
+        self._encoded: dict[str, tuple[ModuleTable, EncodedTable]] = {}  # node -> the table and its bytes
+        self._entries: dict[bytes, ModuleEntry] = {}  # a stored table row (canonical JSON) -> its entry
+
+    def stored(self, node: NodeRecord) -> None:
+        """The node's table as its row holds it."""
+        modules = node.assignment.get("modules", []) if node.assignment else []
+        self.set(node.id, ModuleTable(generation=node.generation, modules=self._parsed(modules)))
+
+    def _parsed(self, rows: list[JsonObject]) -> tuple[ModuleEntry, ...]:
+        """A stored table's entries, each distinct row validated once: a replica that reads the rows
+        another one wrote (thousands of nodes, a few distinct tables) shares the entry objects, so
+        `TableEncoder` also encodes each distinct table once for the long-polls it answers."""
+        out = []
+        for row in rows:
+            key = orjson.dumps(row, option=orjson.OPT_SORT_KEYS)
+            entry = self._entries.get(key)
+            if entry is None:
+                entry = ModuleEntry.model_validate(row)
+                if len(self._entries) >= ENTRY_CACHE:
+                    self._entries.clear()  # a new revision's rows replace the old ones' anyway
+                self._entries[key] = entry
+            out.append(entry)
+        return tuple(out)
+
+    def set(self, node_id: str, table: ModuleTable, encoded: EncodedTable | None = None) -> None:
+        """The node's table from now on (`encoded`: its encoding, when the hub just published it)."""
+        before = self.by_node.get(node_id)
+        self.assigned[node_id] = frozenset(
+            (e.module, e.version) for e in (*table.modules, *(before.modules if before else ()))
+        )
+        self.by_node[node_id] = table
+        if encoded is not None:
+            self._encoded[node_id] = (table, encoded)
+
+    def forget(self, node_id: str) -> None:
+        self.by_node.pop(node_id, None)
+        self._encoded.pop(node_id, None)
+        self.assigned.pop(node_id, None)
+
+    def answer(self, node_id: str, table: ModuleTable) -> tuple[bytes, str | None]:
+        """The long-poll answer for `table` (JSON bytes) and the control plane's signature of its
+        modules: the shared encoding when `table` is the one the hub published, encoded here otherwise
+        (a table read from the store, or from another replica)."""
+        published = self._encoded.get(node_id)
+        if published is None or published[0] is not table:
+            published = (table, self.encoder.encode(table.modules))
+            self._encoded[node_id] = published
+        encoded = published[1]
+        return encoded.answer(table.generation, table.traceparents), encoded.signature
