@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from reconciler.apply.executor import Event
 from reconciler.planner import Phase, RolloutRecord
 from reconciler.spec.alerts import Severity
 
@@ -186,21 +187,17 @@ def _action(kind: str, reason: str, module: str | None, version: str | None, pre
 
 
 def from_controller(
+    event: Event,
     *,
-    at: float,
-    reason: str,
-    message: str,
-    module: str | None,
-    rollout: str | None,
-    warning: bool,
     record: RolloutRecord | None,
     revision: str | None,
     desired_version: str | None = None,
     base_url: str = "",
 ) -> Notification:
-    """A controller event (`reconciler.apply.controller.Event`'s fields) with its rollout's record; without
-    a record (an event about a module, not a rollout), `desired_version` is the version Git asks for."""
-    kind, severity, details = classify(reason, warning, record)
+    """A controller event with its rollout's record; without a record (an event about a module, not a
+    rollout), `desired_version` is the version Git asks for."""
+    reason, module, rollout = event.reason, event.module, event.rollout
+    kind, severity, details = classify(reason, event.warning, record)
     version = record.target.version if record else desired_version
     previous = record.previous.version if record and record.previous else None
     if record is not None and record.strategy:
@@ -212,8 +209,8 @@ def from_controller(
         type=kind,
         severity=severity,
         reason=reason,
-        message=message,
-        at=at,
+        message=event.message,
+        at=event.at,
         module=module,
         version=version,
         previous_version=previous,

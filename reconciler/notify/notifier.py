@@ -208,12 +208,7 @@ class Notifier:
             if record is None and event.module and self.observed.desired_version is not None:
                 version = self.observed.desired_version(event.module)
             notification = from_controller(
-                at=event.at,
-                reason=event.reason,
-                message=event.message,
-                module=event.module,
-                rollout=event.rollout,
-                warning=event.warning,
+                event,
                 record=record,
                 revision=revision,
                 desired_version=version,

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from reconciler.apply.executor import Event
 from reconciler.notify.events import Notification, classify, from_controller
 from reconciler.planner import Phase, Release, RolloutRecord, StepResult
 from reconciler.planner.types import StepKind
@@ -92,13 +93,9 @@ def test_an_unknown_warning_stays_a_warning() -> None:
 
 
 def notify(reason: str, rec: RolloutRecord | None, **kw: Any) -> Notification:
+    event = Event(NOW, reason, kw.pop("message", "greeter: something"), "greeter", rec.id if rec else None)
     return from_controller(
-        at=NOW,
-        reason=reason,
-        message=kw.pop("message", "greeter: something"),
-        module="greeter",
-        rollout=rec.id if rec else None,
-        warning=False,
+        event,
         record=rec,
         revision="a" * 40,
         **kw,
@@ -155,12 +152,13 @@ def test_subject_names_a_node_or_region_when_there_is_no_module() -> None:
 
 def test_a_module_event_without_a_rollout_names_the_version_git_asks_for() -> None:
     n = from_controller(
-        at=NOW,
-        reason="AwaitingInterfaceApproval",
-        message="greeter: a breaking change of example:greeter needs approval",
-        module="greeter",
-        rollout=None,
-        warning=True,
+        Event(
+            NOW,
+            "AwaitingInterfaceApproval",
+            "greeter: a breaking change of example:greeter needs approval",
+            "greeter",
+            warning=True,
+        ),
         record=None,
         revision=None,
         desired_version="2.0.0",
