@@ -38,7 +38,8 @@ from datetime import UTC, datetime
 from edge.nodeapi import Heartbeat
 from edge.protocol import VersionMetrics
 from reconciler.apply.controller import Controller, Role, StopReconciling
-from reconciler.apply.nodes import METRICS_HORIZON_SECONDS, NodeHub
+from reconciler.apply.metricswindow import METRICS_HORIZON_SECONDS
+from reconciler.apply.nodes import NodeHub
 from reconciler.store.errors import StoreError
 from reconciler.store.lease import Lease
 from reconciler.store.notify_pg import PgListener
@@ -275,7 +276,7 @@ class Replicas:
             await asyncio.to_thread(self.store.prune_metric_deltas, horizon)
             self._pruned_at = now
 
-    # -- the hub's seam (nodes.Peers) -----------------------------------------------------------
+    # -- the hub's seam (nodehealth.Peers) -----------------------------------------------------------
 
     def heartbeat_row(
         self, node_id: str, region: str, reported: JsonObject, at: datetime, beat: Heartbeat

@@ -33,7 +33,7 @@ from typing import Protocol
 
 from edge.nodeapi import Heartbeat, HeartbeatAnswer, NodeStatus, Registration, RegistrationAnswer
 from edge.protocol import SERVING_CACHED_TABLE, ModuleEntry, ModuleTable
-from reconciler.apply.metricswindow import METRICS_HORIZON_SECONDS, MetricsWindow, Totals
+from reconciler.apply.metricswindow import MetricsWindow
 from reconciler.apply.nodechanges import NodeChanges
 from reconciler.apply.nodehealth import MISSED_HEARTBEATS, NodeHealth, Peers
 from reconciler.apply.noderows import NodeView, epoch, not_back, progress, view_of
@@ -45,16 +45,7 @@ from reconciler.store.audit import AuditLog
 from reconciler.store.nodes import NodeStore
 from reconciler.store.records import NodeRecord
 
-__all__ = [
-    "METRICS_HORIZON_SECONDS",
-    "HubClosedError",
-    "MetricsWindow",
-    "NodeChanges",
-    "NodeHub",
-    "NodeView",
-    "Peers",
-    "Totals",
-]
+__all__ = ["HubClosedError", "NodeHub"]
 
 RECONNECT_SECONDS = 5.0  # a node's agent retries a lost control plane at least this often (edge.agent)
 

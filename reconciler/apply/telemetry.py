@@ -40,9 +40,8 @@ from edge.metrics import Family, Histogram, Reading, Sample, fit, otlp_samples, 
 from edge.metrics import start_metric_export as export_metrics
 from edge.protocol import LATENCY_BUCKETS_MS, VersionMetrics, module_id
 from edge.telemetry import JsonFormatter, current_trace_id, log_format, setup_logging  # shared with the node
-from reconciler.apply.metricswindow import merged
+from reconciler.apply.metricswindow import MetricsWindow, merged
 from reconciler.apply.noderows import NodeView
-from reconciler.apply.nodes import MetricsWindow
 from reconciler.planner import AdvanceStep, Phase, Promote, Rollback, RolloutRecord, StartRollout
 from reconciler.planner.actions import Action
 from reconciler.spec.approvals import Approval, RejectedApproval

@@ -82,7 +82,7 @@ class Observed:
     controller_stall: Callable[[], StallLike | None] | None = None
     nodes: Callable[[float], Sequence[SampledNode]] | None = None
     # (the nodes that may have changed, the ids of nodes gone) since the last call; the first call
-    # gives every node (`reconciler.apply.nodes.NodeChanges.take`). Taken over `nodes` when given.
+    # gives every node (`reconciler.apply.nodechanges.NodeChanges.take`). Taken over `nodes` when given.
     node_changes: Callable[[float], tuple[Sequence[SampledNode], Sequence[str]]] | None = None
     revision: Callable[[], str | None] | None = None  # the revision the controller works on
     desired_version: Callable[[str], str | None] | None = None  # the version Git asks for, by module

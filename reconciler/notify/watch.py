@@ -13,7 +13,7 @@ their current state to these watchers, which compare it with what they saw last 
   after the first look are taken as the starting point, not reported: a restarted control plane
   reads its nodes from the store before they speak again, and that is nobody's emergency.
   `observe` takes the whole fleet (a node missing from it is gone); `observe_changes` takes only the
-  nodes that may have changed and the ones gone (`reconciler.apply.nodes.NodeChanges`), so a tick
+  nodes that may have changed and the ones gone (`reconciler.apply.nodechanges.NodeChanges`), so a tick
   at thousands of nodes costs what changed, not the fleet.
 """
 

@@ -14,7 +14,8 @@ import pytest
 
 from edge.protocol import ModuleEntry, VersionMetrics
 from reconciler.apply.leader import MAX_PAYLOAD_CHARS, pack, unpack
-from reconciler.apply.nodes import MetricsWindow, NodeHub
+from reconciler.apply.metricswindow import MetricsWindow
+from reconciler.apply.nodes import NodeHub
 from reconciler.store.records import NodeRecord
 from reconciler.store.state import SharedHeartbeat, StateStore, open_state_store
 
