@@ -202,7 +202,8 @@ async def serve_child(args: argparse.Namespace) -> None:
         try:
             return await reconcile()
         finally:
-            passes.write(f"{controller.state.duration_ms:.3f} {started:.6f}\n")  # its time, and when it began
+            steps = ",".join(f"{name}={ms:.1f}" for name, ms in controller.state.steps_ms.items())
+            passes.write(f"{controller.state.duration_ms:.3f} {started:.6f} {steps or '-'}\n")  # time, start, steps
             passes.flush()
 
     controller.reconcile = timed  # type: ignore[method-assign]
@@ -479,6 +480,10 @@ class Plane:
         """When each pass began (epoch seconds): which replica planned when."""
         return [float(line.split()[1]) for line in self._pass_lines()]
 
+    def pass_steps(self) -> list[str]:
+        """Each pass's wall time by step (`name=ms,...`; `-` for a pass that stopped before its steps)."""
+        return [line.split()[2] if len(line.split()) > 2 else "-" for line in self._pass_lines()]
+
     def _pass_lines(self) -> list[str]:
         return self.passes.read_text().splitlines() if self.passes.exists() else []
 
@@ -625,7 +630,7 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             leading = [await leads(session, p, admin) for p in planes]  # a handover during the run shows here
             # The passes of the run, read before the planes stop: stopping the leader first hands the
             # lease to another replica, which plans once more before it is stopped too.
-            passes = [(p.passes_ms(), p.pass_started()) for p in planes]
+            passes = [(p.passes_ms(), p.pass_started(), p.pass_steps()) for p in planes]
             out["agent_errors"] = len(fleet.errors)
             out["agent_error_samples"] = fleet.errors[:5]
     finally:
@@ -647,6 +652,7 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 "first_passes": first_passes[i],
                 "passes_ms": passes[i][0],
                 "pass_started": passes[i][1],
+                "pass_steps": passes[i][2],
                 "memory_steady_kb": steady[i],
                 "memory_end_kb": end[i],
                 "cpu_s": cpu[i],
@@ -676,6 +682,16 @@ def report(out: dict[str, Any]) -> None:
     print(f"until every agent applied its first table: {out['first_tables_s']:.2f} s")
     print(f"reconcile pass while the fleet arrives: {figures(arrival)} ms (the first registers every binary)")
     print(f"reconcile pass after, through the rollouts: {figures(passes)} ms; max {max(passes, default=0):.1f} ms")
+    slowest = sorted(
+        (
+            (ms, steps)
+            for p in planes
+            for ms, steps in list(zip(p["passes_ms"], p["pass_steps"], strict=False))[p["first_passes"] :]
+        ),
+        reverse=True,
+    )[:3]
+    for ms, steps in slowest:
+        print(f"  a slowest pass, {ms:.1f} ms by step: {steps.replace(',', ', ')}")
     print(f"blue-green switch, commit -> every agent applied the new table: {figures(out['blue_green_s'])} s")
     first, last = zip(*out["blue_green_phases_s"], strict=True)
     print(f"  of which commit -> the first agent given the new version (at weight 0): {figures(list(first))} s")

@@ -30,7 +30,7 @@ import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from reconciler import planner
@@ -119,6 +119,7 @@ class PassState:
     applied_revision: str | None = None
     at: float | None = None
     duration_ms: float = 0.0
+    steps_ms: dict[str, float] = field(default_factory=dict)  # the last pass's wall time in each step
     passes: int = 0
     stalled: StalledError | None = None
     error: str | None = None
@@ -254,8 +255,11 @@ class Controller:
         work = self._source()
         if work is None:
             return None
-        for _, step in self.steps:
+        steps_ms = self.state.steps_ms = {}
+        for name, step in self.steps:
+            started = time.perf_counter()
             await step(work)
+            steps_ms[name] = (time.perf_counter() - started) * 1000
         return work.plan.requeue_after if work.plan is not None else None
 
     # -- the steps of a pass, in order (`steps`); each reads and fills the pass's `Work` --------------

@@ -126,3 +126,12 @@ async def test_a_replica_that_becomes_leader_compares_with_the_store_not_with_it
     assert writes.calls == [({"adder"}, set())]
     assert await controller.executor.stored_conditions("adder") == {"adder": ours}
     assert await controller.conditions_of("adder") == ours
+
+
+async def test_a_pass_says_how_long_each_of_its_steps_took(store: StateStore, source: Source, tmp_path: Path) -> None:
+    controller = controller_on(store, source, tmp_path)
+    assert controller.state.steps_ms == {}
+    await controller.reconcile()
+    assert list(controller.state.steps_ms) == [name for name, _ in controller.steps]
+    assert all(ms >= 0 for ms in controller.state.steps_ms.values())
+    assert sum(controller.state.steps_ms.values()) <= controller.state.duration_ms
