@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import socket
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -33,6 +31,7 @@ from reconciler.api.base import ANY_ROLE, ApiDeps, public, require
 from reconciler.api.control import ControlDeps, routes
 from reconciler.api.security import RateLimits, bearer, limiter_for, tls_context
 from reconciler.apply.controller import Controller
+from reconciler.apply.freezing import LongLivedFreezer, collect_in_full_rarely
 from reconciler.apply.leader import Replicas
 from reconciler.apply.nodes import NodeHub
 from reconciler.apply.registry import Registry
@@ -60,11 +59,6 @@ from reconciler.ui.sessions import LoginLinks, Sessions, with_sessions
 
 log = logging.getLogger("hotswap.serve")
 STOP_SECONDS = 5.0
-FULL_COLLECTION_EVERY = 100  # middle-generation collections per full one
-FREEZE_CHECK_SECONDS = 5.0  # how often the freezer looks at the fleet's size
-REFREEZE_SECONDS = 600.0  # frozen objects go back to the collector this often (what died among them is freed)
-FREEZE_GROWTH = 1.1  # the fleet grew by a tenth since the last freeze: freeze again once it settles
-FREEZE_MIN_NODES = 100  # below this, the collector's passes are short: nothing is frozen
 
 
 async def finish(tasks: list[asyncio.Task[Any]], *, rounds: int = 10) -> None:
@@ -83,71 +77,6 @@ async def finish(tasks: list[asyncio.Task[Any]], *, rounds: int = 10) -> None:
     for task in tasks:
         if task.done() and not task.cancelled():
             task.exception()  # retrieved: a task that failed before the stop was logged where it failed
-
-
-class LongLivedFreezer:
-    """Keeps the long-lived state of a registered fleet out of the garbage collector's full passes.
-
-    At thousands of nodes the control plane holds millions of container objects that live for the
-    whole run (node rows and tables, the planner's state, every open connection's objects); each full
-    collection walks all of them, for seconds at 5,000 nodes. `gc.freeze()` moves every object that
-    exists into a permanent generation the collector skips. It is called when the fleet has settled
-    (its size unchanged over one check) after growing (at the start, or by a tenth since the last
-    freeze), and again every `refreeze_seconds`; never for fewer than `min_nodes` nodes, where a full
-    collection is short anyway.
-
-    Freezing must not keep anything alive: each freeze first gives the frozen objects back
-    (`gc.unfreeze()`) and runs a full collection, so cyclic garbage is never frozen, and what was
-    frozen and has died since (a closed connection's cycles) is collected at the next freeze at the
-    latest. Acyclic objects (most node state: rows, reports, tables) are freed by their reference
-    counts whether frozen or not.
-    """
-
-    def __init__(
-        self,
-        count: Callable[[], int],
-        *,
-        refreeze_seconds: float = REFREEZE_SECONDS,
-        min_nodes: int = FREEZE_MIN_NODES,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.count = count
-        self.refreeze_seconds = refreeze_seconds
-        self.min_nodes = max(min_nodes, 1)
-        self.clock = clock
-        self.freezes = 0
-        self._last_count = -1
-        self._frozen_count = 0
-        self._frozen_at: float | None = None
-
-    def check(self) -> bool:
-        """Freeze if it is time to (see the class); whether it froze."""
-        count, now = self.count(), self.clock()
-        settled, self._last_count = count == self._last_count, count
-        if not settled or count < self.min_nodes:
-            return False
-        grown = self._frozen_at is None or count > self._frozen_count * FREEZE_GROWTH
-        stale = self._frozen_at is not None and now - self._frozen_at >= self.refreeze_seconds
-        if not (grown or stale):
-            return False
-        self.freeze()
-        self._frozen_count, self._frozen_at = count, now
-        return True
-
-    def freeze(self) -> None:
-        gc.unfreeze()
-        gc.collect()
-        gc.freeze()
-        self.freezes += 1
-
-    async def run(self, every: float = FREEZE_CHECK_SECONDS) -> None:
-        try:
-            while True:
-                await asyncio.sleep(every)
-                self.check()
-        finally:
-            if self.freezes:
-                gc.unfreeze()  # a stopped plane's objects are the collector's again
 
 
 @dataclass(frozen=True)
@@ -354,11 +283,7 @@ class ControlPlane:
 
     async def start(self) -> None:
         self.build()
-        # Full collections a tenth as often (Python's default: one per 10 middle ones): at 1,000 nodes
-        # each walks the whole heap for ~100 ms on the event loop; the young generations stay as they
-        # are, so no single pause grows (bench/stalls.py times them).
-        gen0, gen1, _ = gc.get_threshold()
-        gc.set_threshold(gen0, gen1, FULL_COLLECTION_EVERY)
+        collect_in_full_rarely()
         # A stop waits at most 5 s for requests in flight (aiohttp's default is 60 s): long-polls are
         # answered at once by the closing hub, and a forwarded execute call may be cut.
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=STOP_SECONDS)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -36,6 +35,7 @@ from typing import TYPE_CHECKING, Protocol
 from reconciler import planner
 from reconciler.apply.binaries import Binaries, StalledError
 from reconciler.apply.executor import Event, Executor
+from reconciler.apply.freezing import freeze_survivors
 from reconciler.apply.gates import InterfaceGates
 from reconciler.apply.nodes import NodeHub
 from reconciler.apply.observe import Seen, SnapshotBuilder, metrics_for
@@ -271,7 +271,7 @@ class Controller:
             self.state.revision = None
             return None
         if self.state.revision != revision.sha:
-            gc.freeze()  # a new revision's objects live long: keep full collections off the planner's p99
+            freeze_survivors()  # a new revision's objects live long: keep full collections off the planner's p99
         self.state.revision = revision.sha
         return Work(revision, revision.fleet)
 

@@ -1,8 +1,9 @@
 """The control plane freezes its long-lived objects once the fleet has registered
-(`reconciler.server.LongLivedFreezer`), so full collections skip them; nothing may stay alive because
+(`reconciler.apply.freezing.LongLivedFreezer`), so full collections skip them; nothing may stay alive because
 of it: node state the hub retires (a row a heartbeat replaced, a table a publish replaced, a deleted
-node's row, table and view) is freed while frozen, garbage is never frozen, and what was frozen
-alive and died in a cycle goes at the next freeze."""
+node's row, table and view) is freed while frozen, young garbage is never frozen, and what was
+frozen alive and died in a cycle goes at the next refreeze. A routine freeze costs a young
+collection, not a walk of the whole heap."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ import pytest
 
 from edge.nodeapi import Heartbeat, Registration
 from edge.protocol import ModuleEntry
+from reconciler.apply.freezing import LongLivedFreezer
 from reconciler.apply.nodes import NodeHub
-from reconciler.server import LongLivedFreezer
 from reconciler.store.state import open_state_store
 
 # These tests run the collector (the freezer collects before it freezes), which finalises whatever
@@ -102,3 +103,19 @@ def test_garbage_is_never_frozen_and_frozen_cycles_go_at_the_next_freeze() -> No
     clock[0] += 1.0
     assert freezer.check() and freezer.freezes == 2  # ... until the next freeze gives it back
     assert held() is None
+
+
+def test_a_routine_freeze_walks_only_the_young_generations_and_a_refreeze_walks_everything() -> None:
+    clock = [0.0]
+    freezer = LongLivedFreezer(lambda: 1, refreeze_seconds=600.0, min_nodes=1, clock=lambda: clock[0])
+
+    def full_collections() -> int:
+        return int(gc.get_stats()[2]["collections"])
+
+    full = full_collections()
+    freezer.check()
+    assert freezer.check() and freezer.freezes == 1 and freezer.refreezes == 0
+    assert full_collections() == full  # the first freeze: no walk of the whole heap on the event loop
+    clock[0] += 600.0
+    assert freezer.check() and freezer.refreezes == 1
+    assert full_collections() == full + 1
