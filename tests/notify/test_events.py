@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import replace
 from typing import Any
 
@@ -165,3 +167,13 @@ def test_a_module_event_without_a_rollout_names_the_version_git_asks_for() -> No
     )
     assert (n.type, n.version, n.action) == ("rollout.awaitingApproval", "2.0.0", "hotswap approve greeter@2.0.0")
     assert n.details == {"awaiting": "interface"} and n.link is None
+
+
+def test_notification_ids_are_unique_within_a_process_and_across_processes() -> None:
+    down = [Notification("node.unhealthy", Severity.ERROR, "NodeUnhealthy", "down", NOW, node="n") for _ in range(1000)]
+    ids = [n.id for n in down]
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    code = "from reconciler.notify.events import _new_id; print(_new_id())"
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert len(other) == 32 and other[:16] != ids[0][:16]  # another process, another prefix
