@@ -44,7 +44,7 @@ from edge.nodeapi import NODES_PATH
 from edge.protocol import TABLE_SIGNATURE_HEADER
 from reconciler.api.auth import AUDIENCE, EDGE_AUDIENCE, ISSUER, node_audience
 from reconciler.api.base import is_public
-from reconciler.api.security import SESSION_JTI_PREFIX
+from reconciler.api.security import BUCKETS, SESSION_JTI_PREFIX
 from reconciler.gitsource.acting import CONTROL_PLANE_NAME
 from tests.api.conftest import Answer, call
 from tests.e2e.cluster import Cluster, poll, start_cluster, stop_cluster
@@ -830,3 +830,26 @@ def test_the_keys_a_token_is_made_with_are_for_the_plane_s_user_only(plane: Clus
     for path in plane.plane.options.data_dir.rglob("*"):
         if path.is_file() and path.parent != auth and path.stat().st_mode & 0o044:
             assert secret not in path.read_bytes(), path  # no readable copy of the HMAC secret
+
+
+# -- rate limits still find the routes by their names ----------------------------------------------------
+
+
+async def test_every_rate_limited_route_name_is_a_route_the_app_serves(plane: Cluster) -> None:
+    """The buckets are looked up by the route's canonical path: a route renamed or registered under
+    another spelling would fall to `other`, which has no limit."""
+    assert set(BUCKETS) <= set(_served(plane)), sorted(set(BUCKETS) - set(_served(plane)))
+
+
+@pytest.mark.parametrize(
+    "path", [f"{W}/deployments/nope-v1.0.0/execute", f"{W}/interfaces/nope/approve", f"{W}/deployments"]
+)
+async def test_approvals_and_requests_are_still_rate_limited(plane: Cluster, path: str) -> None:
+    admin = plane.token("admin", "flooder")
+    limit = plane.plane.options.rate_limits.deployment
+    assert limit is not None
+    body = {"module": "nope", "version": "1.0.0"} if path.endswith("deployments") else None
+    statuses = [(await call(plane.url, "POST", path, admin, json=body)).status for _ in range(limit + 1)]
+    assert 429 not in statuses[:limit] and statuses[-1] == 429, statuses
+    other = await call(plane.url, "POST", path, plane.token("admin", "someone-else"), json=body)
+    assert other.status != 429  # per user
