@@ -28,6 +28,7 @@ The handlers read from the controller's snapshot and the state store; they never
 from __future__ import annotations
 
 import asyncio
+import math
 import platform
 import re
 from collections.abc import Callable, Mapping
@@ -211,6 +212,8 @@ def _number(request: web.Request, name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise ApiError(400, "bad_request", f"{name}: {raw!r} is not a number", name) from None
+    if not math.isfinite(value):  # nan and inf would pass the checks below and break int() and min()
+        raise ApiError(400, "bad_request", f"{name}: {raw!r} is not a finite number", name)
     if value < 0:
         raise ApiError(400, "bad_request", f"{name}: must not be negative", name)
     return value

@@ -45,6 +45,7 @@ from reconciler.api.deployments import (
 )
 from reconciler.gitsource.gitwrite import DocumentNotFoundError, edit_document, find_document
 from reconciler.interfaces import InterfaceError, WitError, WitPackage, check_module, compare, parse_wit_text
+from reconciler.spec.approvals import parse_target
 from reconciler.spec.fields import NAME_PATTERN
 from reconciler.spec.fleet import DesiredFleet
 from reconciler.spec.models import WIT_PACKAGE_RE, Capabilities, package_of
@@ -238,9 +239,15 @@ async def approve_interface(request: web.Request) -> web.Response:
     control = control_of(request)
     ident = request.match_info["id"]
     if ":" in ident and "@" in ident:
-        if not WIT_PACKAGE_RE.match(ident) or "/" in ident:
+        # Read as the Git source reads the trailer back (`parse_target`): an approval it would not
+        # count is never committed.
+        try:
+            name, version = parse_target(ident)
+        except ValueError:
+            name = version = ""
+        if ":" not in name or ident != f"{name}@{version}":  # parse_target forgives white space around it
             raise bad_request("id", f"{ident!r} is not a WIT package like example:greeter@2.0.0")
-        package = ident
+        package = f"{name}@{version}"
     else:
         fleet = current_fleet(control)
         package = fleet.interfaces[_interface_name(fleet, ident)].spec.package

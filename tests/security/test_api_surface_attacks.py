@@ -738,12 +738,6 @@ def test_the_stores_filters_take_hostile_values_as_values(plane: Cluster) -> Non
 # -- found: a node token's numbers on its own long-poll ------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reconciler/api/control.py assignment(): `int(_number(request, 'after', 0))` raises on nan, inf "
-    "and 1e400 (float() accepts them, `value < 0` lets them by): a 500 and a logged traceback per request "
-    "from any node token holder",
-)
 @pytest.mark.parametrize("after", ["nan", "inf", "1e400", "NaN", "-nan"])
 async def test_a_non_finite_after_on_the_assignment_long_poll_is_a_400(plane: Cluster, after: str) -> None:
     await _register(plane, "edge-own", "us-east")
@@ -752,12 +746,6 @@ async def test_a_non_finite_after_on_the_assignment_long_poll_is_a_400(plane: Cl
     assert answer.status == 400 and answer.body["field"] == "after", answer
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reconciler/api/control.py assignment(): `min(_number(request, 'wait', 0), MAX_WAIT_SECONDS)` is "
-    "nan for wait=nan (min() keeps a nan first argument), so the 60 s cap does not hold: the long-poll "
-    "never ends on its own and puts a timer due at nan on the control plane's event loop",
-)
 async def test_a_nan_wait_on_the_assignment_long_poll_is_refused_not_held_forever(plane: Cluster) -> None:
     node = asyncio.create_task(_play_node(plane, "edge-own", "us-east"))  # healthy: its table settles
     try:
@@ -790,13 +778,6 @@ async def test_a_nan_wait_on_the_assignment_long_poll_is_refused_not_held_foreve
 # -- found: an interface approval the Git source will never count --------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reconciler/api/interfaces.py approve_interface(): an id with ':' and '@' is checked with "
-    "WIT_PACKAGE_RE, whose version is `\\S+`, not with parse_target (what the Git source reads the "
-    "trailer with): `example:greeter@2.0.0,calc@1.1.0` is committed on the tracked branch (202) as a "
-    "Hotswap-Approve nobody's approval will ever be read from",
-)
 async def test_an_interface_approval_of_no_package_version_commits_nothing(
     signed: tuple[Cluster, People], tmp_path: Path
 ) -> None:
