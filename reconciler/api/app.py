@@ -70,7 +70,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return _json_error(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
+        response = _json_error(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
+        if "Allow" in exc.headers:  # a 405 says which methods the path takes (RFC 9110)
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return _json_error(500, "internal", "internal error; the control plane's log has the details")

@@ -273,6 +273,8 @@ async def test_methods_a_path_does_not_serve_are_a_json_405(plane: Cluster, meth
     answer = await call(plane.url, method, path, plane.token("admin"))
     assert answer.status == 405, (method, path, answer)
     assert answer.body["error"] == "method_not_allowed", answer.body
+    allowed = {m.strip() for m in answer.headers.get("Allow", "").split(",") if m.strip()}
+    assert allowed and method not in allowed, answer.headers  # says which methods the path does take
     anonymous = await call(plane.url, method, path)
     assert anonymous.status in (401, 405) and anonymous.status != 200
 
