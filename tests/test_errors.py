@@ -11,27 +11,17 @@ import re
 import reconciler
 import reconciler.errors
 from reconciler.errors import ReconcilerError
+from tests import classtree
 
 # "    │   ├── NotFoundError       reconciler.store.errors": the name's column gives its depth
 LINE = re.compile(r"^(?P<indent>[ │├└─]*?)(?P<name>[A-Z]\w*)\b.*?\s(?P<module>reconciler(?:\.\w+)+)\s*$")
 
 
 def drawn() -> list[tuple[int, str, str]]:
-    doc = reconciler.errors.__doc__ or ""
-    rows = []
-    for line in doc.splitlines():
-        found = LINE.match(line)
-        if found is not None:
-            rows.append((len(found.group("indent")), found.group("name"), found.group("module")))
-    return rows
-
-
-def subclasses(cls: type) -> set[type]:
-    out = set()
-    for sub in cls.__subclasses__():
-        out.add(sub)
-        out |= subclasses(sub)
-    return out
+    return [
+        (len(found.group("indent")), found.group("name"), found.group("module"))
+        for found in classtree.drawn(reconciler.errors.__doc__, LINE)
+    ]
 
 
 def test_the_drawing_is_the_class_tree() -> None:
@@ -53,7 +43,7 @@ def test_the_drawing_is_the_class_tree() -> None:
         importlib.import_module(info.name)
     missing = {
         f"{c.__module__}.{c.__name__}"
-        for c in subclasses(ReconcilerError) - seen
+        for c in classtree.subclasses(ReconcilerError) - seen
         if c.__module__.startswith("reconciler.")
     }
     assert not missing, f"not drawn in reconciler/errors.py: {sorted(missing)}"

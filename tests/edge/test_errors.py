@@ -8,6 +8,7 @@ import re
 
 import edge.errors
 from edge.errors import EdgeError
+from tests import classtree
 
 # "    │   ├── NotFoundError             404 not_found    (unknown ...)": the name's column gives its depth
 LINE = re.compile(r"^(?P<indent>[ │├└─]*?)(?P<name>[A-Z]\w*Error)\b(?:\s+(?P<status>\d{3}) (?P<code>[a-z_]+)\b)?")
@@ -15,22 +16,12 @@ LINE = re.compile(r"^(?P<indent>[ │├└─]*?)(?P<name>[A-Z]\w*Error)\b(?:\s
 
 def drawn() -> list[tuple[int, str, int | None, str | None]]:
     rows = []
-    for line in (edge.errors.__doc__ or "").splitlines():
-        found = LINE.match(line)
-        if found is not None:
-            status = found.group("status")
-            rows.append(
-                (len(found.group("indent")), found.group("name"), int(status) if status else None, found.group("code"))
-            )
+    for found in classtree.drawn(edge.errors.__doc__, LINE):
+        status = found.group("status")
+        rows.append(
+            (len(found.group("indent")), found.group("name"), int(status) if status else None, found.group("code"))
+        )
     return rows
-
-
-def subclasses(cls: type) -> set[type]:
-    out = set()
-    for sub in cls.__subclasses__():
-        out.add(sub)
-        out |= subclasses(sub)
-    return out
 
 
 def test_the_drawing_is_the_class_tree_and_its_answers() -> None:
@@ -49,7 +40,7 @@ def test_the_drawing_is_the_class_tree_and_its_answers() -> None:
         seen.add(cls)
         if status is not None:
             assert (cls.status, cls.code) == (status, code), name
-    assert subclasses(EdgeError) - seen == set()
+    assert classtree.subclasses(EdgeError) - seen == set()
 
 
 def test_what_a_class_leaves_out_it_inherits() -> None:
