@@ -243,10 +243,9 @@ async def assignment(request: web.Request) -> web.Response:
 def _find_node(request: web.Request) -> tuple[NodeView, int]:
     hub = control_of(request).hub
     node_id = request.match_info["id"]
-    for view in hub.view():
-        if view.id == node_id:
-            table = hub.table(node_id)
-            return view, table.generation if table else 0
+    for view in hub.views_of([node_id]):  # this node's view, not a walk of the fleet
+        table = hub.table(node_id)
+        return view, table.generation if table else 0
     raise ApiError(404, "not_found", f"node {node_id!r} is not registered")
 
 
