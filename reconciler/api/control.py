@@ -98,16 +98,6 @@ def node_json(view: NodeView, table_generation: int) -> dict[str, Any]:
     }
 
 
-def running_weights(hub: NodeHub) -> dict[str, dict[str, int]]:
-    """Module -> version -> the sum of its weights over the nodes' reports: one walk of the fleet."""
-    weights: dict[str, dict[str, int]] = {}
-    for view in hub.view():
-        for module, version, _, weight in view.running:
-            of_module = weights.setdefault(module, {})
-            of_module[version] = of_module.get(version, 0) + weight
-    return weights
-
-
 def rollout_json(
     record: RolloutRecord,
     control: ControlDeps,
@@ -115,10 +105,10 @@ def rollout_json(
     weights: Mapping[str, dict[str, int]] | None = None,
 ) -> dict[str, Any]:
     """A rollout as the API shows it, with its module's `conditions` (`Controller.conditions`); pass
-    `running_weights` when showing several (one fleet walk)."""
+    `NodeHub.running_weights()` when showing several (one walk of the reports)."""
     body = record_json(record)
     if weights is None:
-        weights = running_weights(control.hub)
+        weights = control.hub.running_weights()
     return {
         "id": record.id,
         "module": record.module,
@@ -341,7 +331,7 @@ async def list_deployments(request: web.Request) -> web.Response:
     if newest_first:
         records.reverse()  # exactly the ascending order backwards, ties included
     window = page.window("deployments", records)  # the JSON of the page only: it sums every node's weights
-    weights = running_weights(control.hub)
+    weights = control.hub.running_weights()
     conditions = await controller.conditions()
     window["deployments"] = [
         rollout_json(r, control, conditions.get(r.module, ()), weights) for r in window["deployments"]
@@ -415,7 +405,7 @@ def status_json(control: ControlDeps, conditions: Mapping[str, tuple[Condition, 
     controller = control.controller
     state = controller.state
     latest = latest_records(control.book.records())
-    weights = running_weights(control.hub)
+    weights = control.hub.running_weights()
     modules = []
     for name in sorted(set(conditions) | set(latest)):
         record = latest.get(name)

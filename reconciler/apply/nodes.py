@@ -187,6 +187,16 @@ class NodeHub:
         now = self.clock() if now is None else now
         return [self._view(node, now) for node in sorted(self._nodes.values(), key=lambda n: n.id)]
 
+    def running_weights(self) -> dict[str, dict[str, int]]:
+        """Module -> version -> the sum of its weights over the nodes' last reports: a walk of the
+        reports alone, with no view built and no health judged (the API shows it on every rollout)."""
+        weights: dict[str, dict[str, int]] = {}
+        for node in self._nodes.values():
+            for entry in node.reported.get("running", ()):
+                of_module = weights.setdefault(entry["module"], {})
+                of_module[entry["version"]] = of_module.get(entry["version"], 0) + int(entry["weight"])
+        return weights
+
     def views_of(self, node_ids: Iterable[str], now: float | None = None) -> list[NodeView]:
         """The views of these nodes (the known ones, in the order given), as `view` gives them."""
         now = self.clock() if now is None else now
