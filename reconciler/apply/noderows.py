@@ -8,10 +8,11 @@ same view object while the row is the same.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from reconciler.store.records import NodeRecord
+from reconciler.store.records import JsonObject, NodeRecord
 
 
 @dataclass(frozen=True)
@@ -75,3 +76,35 @@ def not_back(before: NodeRecord, row: NodeRecord) -> NodeRecord:
     if (epoch(before.last_heartbeat_at) or 0.0) > (epoch(node.last_heartbeat_at) or 0.0):
         node = replace(node, reported=before.reported, last_heartbeat_at=before.last_heartbeat_at)
     return node
+
+
+class RunningWeights:
+    """Module -> version -> the sum of its weights over the nodes' last reports, kept up to date as
+    rows are replaced (`replace(before, after)`), so reading it walks no fleet. A version reported at
+    weight 0 is listed with 0; one no node reports any more is gone."""
+
+    def __init__(self) -> None:
+        self._sums: dict[str, dict[str, list[int]]] = {}  # module -> version -> [weight, reports]
+
+    def replace(self, before: NodeRecord | None, after: NodeRecord | None) -> None:
+        old = before.reported.get("running", ()) if before is not None else ()
+        new = after.reported.get("running", ()) if after is not None else ()
+        if old is new or old == new:  # most heartbeats: the same versions at the same weights
+            return
+        self._add(old, -1)
+        self._add(new, 1)
+
+    def _add(self, entries: Iterable[JsonObject], sign: int) -> None:
+        for entry in entries:
+            module, version = entry["module"], entry["version"]
+            of_module = self._sums.setdefault(module, {})
+            total = of_module.setdefault(version, [0, 0])
+            total[0] += sign * int(entry["weight"])
+            total[1] += sign
+            if not total[1]:
+                del of_module[version]
+                if not of_module:
+                    del self._sums[module]
+
+    def sums(self) -> dict[str, dict[str, int]]:
+        return {module: {v: total[0] for v, total in versions.items()} for module, versions in self._sums.items()}

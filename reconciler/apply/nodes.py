@@ -36,7 +36,7 @@ from edge.protocol import SERVING_CACHED_TABLE, ModuleEntry, ModuleTable
 from reconciler.apply.metricswindow import MetricsWindow
 from reconciler.apply.nodechanges import NodeChanges
 from reconciler.apply.nodehealth import MISSED_HEARTBEATS, NodeHealth, Peers
-from reconciler.apply.noderows import NodeView, epoch, not_back, progress, view_of
+from reconciler.apply.noderows import NodeView, RunningWeights, epoch, not_back, progress, view_of
 from reconciler.apply.nodetables import NodeTables
 from reconciler.apply.tables import Signer, TableEncoder
 from reconciler.apply.threadbatch import RowBatch
@@ -94,6 +94,7 @@ class NodeHub:
         self._heard: set[str] = set()  # nodes that reported since this hub started
         self._reported = asyncio.Event()
         self._views: dict[str, tuple[NodeRecord, NodeView]] = {}  # the last view of each node row
+        self._running = RunningWeights()
         self._watchers: weakref.WeakSet[NodeChanges] = weakref.WeakSet()
         read_at = self.clock()
         for node in store.list_nodes():
@@ -111,6 +112,7 @@ class NodeHub:
 
     def _keep(self, node: NodeRecord) -> None:
         """The node's row as this hub knows it now; watchers look at it again."""
+        self._running.replace(self._nodes.get(node.id), node)
         self._nodes[node.id] = node
         self._touch(node.id, node)
 
@@ -120,8 +122,10 @@ class NodeHub:
 
     def _forget(self, node_id: str) -> bool:
         """Drop a node (deleted, here or by another replica); whether it was known."""
-        if self._nodes.pop(node_id, None) is None:
+        node = self._nodes.pop(node_id, None)
+        if node is None:
             return False
+        self._running.replace(node, None)
         self._node_tables.forget(node_id)
         self._views.pop(node_id, None)
         self.health.forget(node_id)
@@ -188,14 +192,9 @@ class NodeHub:
         return [self._view(node, now) for node in sorted(self._nodes.values(), key=lambda n: n.id)]
 
     def running_weights(self) -> dict[str, dict[str, int]]:
-        """Module -> version -> the sum of its weights over the nodes' last reports: a walk of the
-        reports alone, with no view built and no health judged (the API shows it on every rollout)."""
-        weights: dict[str, dict[str, int]] = {}
-        for node in self._nodes.values():
-            for entry in node.reported.get("running", ()):
-                of_module = weights.setdefault(entry["module"], {})
-                of_module[entry["version"]] = of_module.get(entry["version"], 0) + int(entry["weight"])
-        return weights
+        """Module -> version -> the sum of its weights over the nodes' last reports, whatever their
+        health (kept as rows change: the API shows it on every rollout)."""
+        return self._running.sums()
 
     def views_of(self, node_ids: Iterable[str], now: float | None = None) -> list[NodeView]:
         """The views of these nodes (the known ones, in the order given), as `view` gives them."""

@@ -1,6 +1,6 @@
 """What the nodes say they run, summed per module and version (`NodeHub.running_weights`, which every
 rollout the API shows carries as `weightsOnNodes`): from the nodes' last reports, the same sums a walk
-of the hub's views gives, whatever the nodes' health."""
+of the hub's views gives, whatever the nodes' health, kept as rows change rather than walked."""
 
 from __future__ import annotations
 
@@ -40,5 +40,11 @@ async def test_the_sums_are_those_of_the_last_reports(tmp_path: Path) -> None:
                 walked.setdefault(module, {}).setdefault(version, 0)
                 walked[module][version] += weight
         assert hub.running_weights() == walked == expected
+
+        assert await hub.delete("n2")  # a node gone: what it ran goes with it, a version nobody runs too
+        await hub.heartbeat("n1", Heartbeat(running=running(("greeter", "1.1.0", 0))))
+        assert hub.running_weights() == {"greeter": {"1.1.0": 100}}
+        await hub.heartbeat("n0", Heartbeat())
+        assert hub.running_weights() == {"greeter": {"1.1.0": 0}}  # reported at weight 0: listed, at 0
     finally:
         store.close()
