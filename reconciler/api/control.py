@@ -102,13 +102,9 @@ def rollout_json(
     record: RolloutRecord,
     control: ControlDeps,
     conditions: tuple[Condition, ...],
-    weights: Mapping[str, dict[str, int]] | None = None,
 ) -> dict[str, Any]:
-    """A rollout as the API shows it, with its module's `conditions` (`Controller.conditions`); pass
-    `NodeHub.running_weights()` when showing several (one walk of the reports)."""
+    """A rollout as the API shows it, with its module's `conditions` (`Controller.conditions`)."""
     body = record_json(record)
-    if weights is None:
-        weights = control.hub.running_weights()
     return {
         "id": record.id,
         "module": record.module,
@@ -128,7 +124,7 @@ def rollout_json(
         "stepStartedAt": _iso(record.step_started_at),
         "finishedAt": _iso(record.finished_at),
         "revision": control.book.revision_of(record.id),
-        "weightsOnNodes": dict(weights.get(record.module, {})),
+        "weightsOnNodes": control.hub.running_weights(record.module),
         "conditions": [c.to_json() for c in conditions],
         "history": body.get("history", []),
         "abResult": body.get("abResult"),
@@ -233,10 +229,11 @@ async def assignment(request: web.Request) -> web.Response:
 def _find_node(request: web.Request) -> tuple[NodeView, int]:
     hub = control_of(request).hub
     node_id = request.match_info["id"]
-    for view in hub.views_of([node_id]):  # this node's view, not a walk of the fleet
-        table = hub.table(node_id)
-        return view, table.generation if table else 0
-    raise ApiError(404, "not_found", f"node {node_id!r} is not registered")
+    views = hub.views_of([node_id])  # this node's view, not a walk of the fleet
+    if not views:
+        raise ApiError(404, "not_found", f"node {node_id!r} is not registered")
+    table = hub.table(node_id)
+    return views[0], table.generation if table else 0
 
 
 @ROUTES.get(NODES_PATH)
@@ -330,12 +327,9 @@ async def list_deployments(request: web.Request) -> web.Response:
     records.sort(key=lambda r: (r.created_at, r.seq))
     if newest_first:
         records.reverse()  # exactly the ascending order backwards, ties included
-    window = page.window("deployments", records)  # the JSON of the page only: it sums every node's weights
-    weights = control.hub.running_weights()
+    window = page.window("deployments", records)  # the JSON of the page only
     conditions = await controller.conditions()
-    window["deployments"] = [
-        rollout_json(r, control, conditions.get(r.module, ()), weights) for r in window["deployments"]
-    ]
+    window["deployments"] = [rollout_json(r, control, conditions.get(r.module, ())) for r in window["deployments"]]
     return web.json_response(window)
 
 
@@ -405,7 +399,6 @@ def status_json(control: ControlDeps, conditions: Mapping[str, tuple[Condition, 
     controller = control.controller
     state = controller.state
     latest = latest_records(control.book.records())
-    weights = control.hub.running_weights()
     modules = []
     for name in sorted(set(conditions) | set(latest)):
         record = latest.get(name)
@@ -413,7 +406,7 @@ def status_json(control: ControlDeps, conditions: Mapping[str, tuple[Condition, 
         modules.append(
             {
                 "module": name,
-                "rollout": rollout_json(record, control, of_module, weights) if record else None,
+                "rollout": rollout_json(record, control, of_module) if record else None,
                 "conditions": [c.to_json() for c in of_module],
             }
         )

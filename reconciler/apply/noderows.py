@@ -79,7 +79,7 @@ def not_back(before: NodeRecord, row: NodeRecord) -> NodeRecord:
 
 
 class RunningWeights:
-    """Module -> version -> the sum of its weights over the nodes' last reports, kept up to date as
+    """Each module's version -> the sum of its weights over the nodes' last reports, kept up to date as
     rows are replaced (`replace(before, after)`), so reading it walks no fleet. A version reported at
     weight 0 is listed with 0; one no node reports any more is gone."""
 
@@ -106,5 +106,6 @@ class RunningWeights:
                 if not of_module:
                     del self._sums[module]
 
-    def sums(self) -> dict[str, dict[str, int]]:
-        return {module: {v: total[0] for v, total in versions.items()} for module, versions in self._sums.items()}
+    def of(self, module: str) -> dict[str, int]:
+        """Version -> the sum of its weights, for one module."""
+        return {version: total[0] for version, total in self._sums.get(module, {}).items()}

@@ -191,10 +191,10 @@ class NodeHub:
         now = self.clock() if now is None else now
         return [self._view(node, now) for node in sorted(self._nodes.values(), key=lambda n: n.id)]
 
-    def running_weights(self) -> dict[str, dict[str, int]]:
-        """Module -> version -> the sum of its weights over the nodes' last reports, whatever their
-        health (kept as rows change: the API shows it on every rollout)."""
-        return self._running.sums()
+    def running_weights(self, module: str) -> dict[str, int]:
+        """Version -> the sum of its weights over the nodes' last reports, for `module`, whatever the
+        nodes' health (kept as rows change: the API shows it on every rollout)."""
+        return self._running.of(module)
 
     def views_of(self, node_ids: Iterable[str], now: float | None = None) -> list[NodeView]:
         """The views of these nodes (the known ones, in the order given), as `view` gives them."""
