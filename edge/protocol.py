@@ -334,7 +334,9 @@ class ModuleEntry(_Wire):
 class ModuleTable(_Wire):
     """What the control plane assigns to a node: the whole table, with a generation number."""
 
-    generation: int = Field(0, ge=0)
+    # at most what a heartbeat and a registration may carry back (edge.nodeapi): a table past it
+    # would be applied and kept, and then every report of the node's refused, for good
+    generation: int = Field(0, ge=0, le=2**53)
     modules: tuple[ModuleEntry, ...] = ()
     traceparents: dict[str, str] = Field(
         default_factory=dict,

@@ -14,14 +14,14 @@ serving the table it had, and takes the next genuine table. A registration answe
 changes nothing, and one naming none leaves the pinned key in charge of execute calls. The same
 content spelled another way (a repeated key, a unicode escape) is served as it was verified, and a
 number spelled another way (100.0 for 100) is refused, never reinterpreted. An answer nested past
-orjson's 1,024 levels is a malformed answer like any other (retried), and a registration answer
-asking for a heartbeat period outside 0.05 to 3,600 s is refused.
+orjson's 1,024 levels is a malformed answer like any other (retried), a registration answer
+asking for a heartbeat period outside 0.05 to 3,600 s is refused, and so is a table whose generation
+is past what a heartbeat or a registration may carry back (2**53): taken, it would have cut the node
+off from the real control plane for good, on disk and across restarts.
 
-What does not (strict xfails, each saying why): the signature covers `modules` only: the generation
+What does not (a strict xfail, saying why): the signature covers `modules` only: the generation
 beside it is the attacker's to choose, so any table the key ever signed (for any node, at any time:
-there is no expiry) is taken as the newest (a rollback), and a generation past what a heartbeat or
-registration may carry (2**53) cuts the node off from the real control plane for good, on disk and
-across restarts.
+there is no expiry) is taken as the newest (a rollback).
 """
 
 from __future__ import annotations
@@ -350,13 +350,6 @@ async def test_a_deeply_nested_answer_does_not_end_the_agent(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ModuleTable.generation is unbounded and unsigned: a genuinely signed table with generation "
-    "2**53+1 is applied and kept, after which every Heartbeat fails to build on the node and every "
-    "registration is refused (Registration.generation <= 2**53): the node never reaches the control "
-    "plane again, even after a restart (the kept table carries the generation)",
-)
 async def test_a_generation_past_the_wire_bound_does_not_cut_the_node_off(tmp_path: Path) -> None:
     cluster = await start_cluster(tmp_path, [])
     proxy = MitmProxy(cluster.url)
