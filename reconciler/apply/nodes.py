@@ -48,6 +48,7 @@ from reconciler.store.records import NodeRecord
 __all__ = ["HubClosedError", "NodeHub"]
 
 RECONNECT_SECONDS = 5.0  # a node's agent retries a lost control plane at least this often (edge.agent)
+TABLE_BATCH_LIMIT = 8192  # tables in one write: a whole fleet's pass
 
 
 class HubClosedError(ReconcilerError):
@@ -84,7 +85,11 @@ class NodeHub:
         # heartbeats to a shared store, with their metric deltas, one transaction per batch too
         self.shared_heartbeat_writes = RowBatch(store.record_shared_heartbeats, store.record_shared_heartbeat)
         self.heartbeat_writes = RowBatch(store.record_heartbeats, lambda beat: store.record_heartbeat(*beat))
-        self.table_writes = RowBatch(store.publish_assignments, lambda table: store.publish_assignment(*table))
+        # A pass's tables all arrive at once: in one transaction, not in turns that each wait behind
+        # the answers and heartbeats the turn before woke (TABLE_BATCH_LIMIT)
+        self.table_writes = RowBatch(
+            store.publish_assignments, lambda table: store.publish_assignment(*table), limit=TABLE_BATCH_LIMIT
+        )
         self._node_tables = NodeTables(self.encoder)
         self._tables = self._node_tables.by_node  # the same map: read on every heartbeat and long-poll
         self._changed: dict[str, asyncio.Event] = {}

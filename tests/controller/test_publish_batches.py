@@ -1,0 +1,34 @@
+"""A pass's tables go to the store in one write (`NodeHub.table_writes`, up to `TABLE_BATCH_LIMIT`), not
+in turns of 256: each turn waited behind the answers and heartbeats the one before had woken, which
+doubled the `apply` step of a 1,000-node switch (bench/RESULTS.md, 2026-12-05 morning)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from edge.nodeapi import Registration
+from edge.protocol import ModuleEntry
+from reconciler.apply.nodes import TABLE_BATCH_LIMIT, NodeHub
+from reconciler.apply.threadbatch import BATCH_LIMIT
+from reconciler.store.state import open_state_store
+
+NODES = 600  # more than a heartbeat batch holds
+
+
+async def test_a_fleets_tables_published_together_are_one_write(tmp_path: Path) -> None:
+    assert NODES > BATCH_LIMIT and TABLE_BATCH_LIMIT >= 5000  # a 5,000-node pass is one write too
+    store = open_state_store(data_dir=tmp_path)
+    try:
+        hub = NodeHub(store, heartbeat_seconds=5.0)
+        ids = [f"n{i}" for i in range(NODES)]
+        for node_id in ids:
+            await hub.register(Registration(id=node_id, region="r", hostname=node_id, url=f"http://{node_id}:8080"))
+        entry = ModuleEntry(module="greeter", version="1.0.0", digest="sha256:" + "0" * 64, weight=100)
+        before = hub.table_writes.batches
+        generations = await asyncio.gather(*(hub.publish(node_id, (entry,)) for node_id in ids))
+        assert hub.table_writes.batches == before + 1
+        assert all(g is not None and g > 0 for g in generations)
+        assert {store.get_node(node_id).generation for node_id in ids} == set(generations)  # type: ignore[union-attr]
+    finally:
+        store.close()
