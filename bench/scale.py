@@ -321,6 +321,8 @@ class SimAgent:
     beat_now: asyncio.Event = field(default_factory=asyncio.Event)
     last_beat: float = field(default_factory=time.monotonic)
     listed: dict[tuple[str, str], float] = field(default_factory=dict)  # (module, version) -> first given
+    reported: dict[tuple[str, str], float] = field(default_factory=dict)  # -> first heartbeat naming it, answered
+    weighted: dict[tuple[str, str], float] = field(default_factory=dict)  # -> first given with a weight > 0
     traffic: set[str] = field(default_factory=set)
 
     def serves(self, module: str, version: str) -> bool:
@@ -372,6 +374,8 @@ class Fleet:
             agent.applied_at = time.monotonic()
             for e in agent.table:
                 agent.listed.setdefault((e["module"], e["version"]), agent.applied_at)
+                if e["weight"] > 0:
+                    agent.weighted.setdefault((e["module"], e["version"]), agent.applied_at)
             agent.beat_now.set()
             self.changed.set()
 
@@ -397,6 +401,9 @@ class Fleet:
                 async with self.session.post(url, json=body, headers=self.headers(agent)) as response:
                     if response.status != 200:
                         raise RuntimeError(f"{response.status} {await response.text()}")
+                answered = time.monotonic()
+                for r in body["running"]:
+                    agent.reported.setdefault((r["module"], r["version"]), answered)
             except (aiohttp.ClientError, RuntimeError, TimeoutError) as exc:
                 self.errors.append(f"{agent.id} (replica {agent.replica}) heartbeat: {exc!r}")
 
@@ -591,7 +598,8 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             steady = [p.memory() for p in planes]
 
             switches: list[float] = []
-            phases: list[tuple[float, float]] = []  # commit -> the first / the last agent given the new version
+            # commit -> the first / the last agent given the new version, the last to report it, the first switched
+            phases: list[tuple[float, float, float, float]] = []
             switching = time.time()
             for run in range(args.runs):
                 version = f"1.{run + 1}.0"
@@ -607,7 +615,9 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 assert phase == "Promoted", phase
                 switches.append(reached - committed)
                 given = [a.listed[(GLOBAL, version)] - committed for a in agents]
-                phases.append((min(given), max(given)))
+                reported = max(a.reported.get((GLOBAL, version), reached) for a in agents) - committed
+                weighted = min(a.weighted[(GLOBAL, version)] for a in agents) - committed
+                phases.append((min(given), max(given), reported, weighted))
             out["switches_window"] = (switching, time.time())
             out["blue_green_s"] = switches
             out["blue_green_phases_s"] = phases
@@ -693,9 +703,11 @@ def report(out: dict[str, Any]) -> None:
     for ms, steps in slowest:
         print(f"  a slowest pass, {ms:.1f} ms by step: {steps.replace(',', ', ')}")
     print(f"blue-green switch, commit -> every agent applied the new table: {figures(out['blue_green_s'])} s")
-    first, last = zip(*out["blue_green_phases_s"], strict=True)
+    first, last, reported, weighted = zip(*out["blue_green_phases_s"], strict=True)
     print(f"  of which commit -> the first agent given the new version (at weight 0): {figures(list(first))} s")
     print(f"  and commit -> the last agent given it: {figures(list(last))} s")
+    print(f"  commit -> the last agent's heartbeat naming it answered: {figures(list(reported))} s")
+    print(f"  commit -> the first agent given the switch (new version, weight > 0): {figures(list(weighted))} s")
     print(f"canary 20/50/100 ({out['step_s']:g} s steps), commit -> Promoted: {out['canary_promoted_s']:.2f} s")
     print(f"canary, commit -> every node of the region on the new version: {out['canary_converged_s']:.2f} s")
     for i, plane in enumerate(planes):
