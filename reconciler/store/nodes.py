@@ -10,16 +10,18 @@ replicas' nodes and metric deltas from it. Consumers take the narrow `NodeStore`
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from edge.nodeapi import NodeStatus
-from reconciler.store.database import Database, Table
+from reconciler.store.database import Database, Table, Tx
 from reconciler.store.records import JsonObject, NodeRecord
 from reconciler.store.rows import dt, dt_or_none, marks, required, to_json, ts, ts_or_none
 
 __all__ = ["MetricDelta", "NodeStore", "SharedHeartbeat", "SqlNodes"]
+
+T = TypeVar("T")
 
 
 class SharedHeartbeat(NamedTuple):
@@ -134,12 +136,9 @@ class SqlNodes:
 
     def record_heartbeats(self, beats: Sequence[tuple[str, JsonObject, datetime]]) -> list[bool]:
         """`record_heartbeat` for each (node id, reported, at) in ONE transaction: all or none."""
-        heard = [False] * len(beats)
         with self.db.tx(write=True) as tx:
-            for i in _lock_order([node_id for node_id, _, _ in beats]):
-                node_id, reported, at = beats[i]
-                heard[i] = tx.run(_HEARTBEAT, to_json(reported), ts(at), node_id) == 1
-        return heard
+            found = self._heartbeats(tx, beats)
+        return [node_id in found for node_id, _, _ in beats]
 
     def record_shared_heartbeat(self, beat: SharedHeartbeat) -> bool:
         """`record_heartbeat` and the heartbeat's metric deltas in one transaction; False (nothing
@@ -150,21 +149,26 @@ class SqlNodes:
         """`record_shared_heartbeat` for each in ONE transaction: all or none. A replica at thousands
         of nodes must not spend a commit per heartbeat: its queue grows, heartbeats reach the leader
         late, and the leader takes nodes for lost."""
-        heard = [False] * len(beats)
         with self.db.tx(write=True) as tx:
-            for i in _lock_order([beat.node_id for beat in beats]):
-                beat = beats[i]
-                found = heard[i] = tx.run(_HEARTBEAT, to_json(beat.reported), ts(beat.at), beat.node_id) == 1
-                if found and beat.metrics:
-                    tx.run(
-                        "INSERT INTO metric_deltas (replica, node_id, region, at, metrics) VALUES (?, ?, ?, ?, ?)",
-                        beat.replica,
-                        beat.node_id,
-                        beat.region,
-                        ts(beat.at),
-                        to_json(beat.metrics),
-                    )
-        return heard
+            found = self._heartbeats(tx, [(b.node_id, b.reported, b.at) for b in beats])
+            deltas = [
+                (b.replica, b.node_id, b.region, ts(b.at), to_json(b.metrics))
+                for b in (beats[i] for i in _lock_order([b.node_id for b in beats]))
+                if b.metrics and b.node_id in found
+            ]
+            for chunk in _chunks(deltas):
+                rows = ", ".join(f"({marks(row)})" for row in chunk)
+                tx.run(
+                    f"INSERT INTO metric_deltas (replica, node_id, region, at, metrics) VALUES {rows}",
+                    *(value for row in chunk for value in row),
+                )
+        return [b.node_id in found for b in beats]
+
+    def _heartbeats(self, tx: Tx, beats: Sequence[tuple[str, JsonObject, datetime]]) -> dict[str, tuple[Any, ...]]:
+        """Write each node's last heartbeat of `beats`, as writing them one by one in order leaves it;
+        the returned rows of the nodes found, by id."""
+        last = {node_id: (node_id, to_json(reported), ts(at)) for node_id, reported, at in beats}
+        return self._update_from(tx, _HEARTBEATS, [last[node_id] for node_id in sorted(last)])
 
     def metric_deltas_since(self, since: datetime, *, exclude_replica: str = "") -> list[MetricDelta]:
         """Metric deltas received at or after `since` by replicas other than `exclude_replica`, by time."""
@@ -191,13 +195,42 @@ class SqlNodes:
 
     def publish_assignments(self, tables: Sequence[tuple[str, JsonObject]]) -> list[int | None]:
         """`publish_assignment` for each (node id, assignment) in ONE transaction: all or none."""
-        generations: list[int | None] = [None] * len(tables)
+        ids = [node_id for node_id, _ in tables]
         with self.db.tx(write=True) as tx:
-            for i in _lock_order([node_id for node_id, _ in tables]):
-                node_id, assignment = tables[i]
-                row = tx.one(_PUBLISH, to_json(assignment), node_id)
-                generations[i] = int(row[0]) if row else None
-        return generations
+            if len(set(ids)) < len(ids):  # a node twice: each of its tables bumps its generation, in order
+                generations: list[int | None] = [None] * len(tables)
+                self._lock(tx, ids)
+                for i in _lock_order(ids):
+                    row = tx.one(_PUBLISH, to_json(tables[i][1]), tables[i][0])
+                    generations[i] = int(row[0]) if row else None
+                return generations
+            found = self._update_from(tx, _PUBLISHES, [(tables[i][0], to_json(tables[i][1])) for i in _lock_order(ids)])
+        return [int(found[node_id][1]) if node_id in found else None for node_id in ids]
+
+    def _lock(self, tx: Tx, node_ids: Iterable[str]) -> None:
+        """On PostgreSQL, lock the nodes' rows in node id order before a bulk write changes them (see
+        `_lock_order`); SQLite locks the whole database for a write."""
+        if self.db.dialect.name != "postgresql":
+            return
+        for chunk in _chunks(sorted(set(node_ids))):
+            tx.all(f"SELECT id FROM nodes WHERE id IN ({marks(chunk)}) ORDER BY id FOR UPDATE", *chunk)
+
+    def _update_from(self, tx: Tx, update: str, rows: Sequence[tuple[Any, ...]]) -> dict[str, tuple[Any, ...]]:
+        """Run `update` (an UPDATE of nodes FROM `{values}` AS v, each row's first value its node id,
+        RETURNING the id first) over `rows`, BULK_ROWS rows a statement: a round trip for many rows,
+        not one each. The rows it returned, by node id."""
+        self._lock(tx, [row[0] for row in rows])
+        found: dict[str, tuple[Any, ...]] = {}
+        for chunk in _chunks(rows):
+            values = "(VALUES " + ", ".join(f"({marks(row)})" for row in chunk) + ")"
+            for returned in tx.all(update.format(values=values), *(value for row in chunk for value in row)):
+                found[returned[0]] = tuple(returned)
+        return found
+
+
+def _chunks(rows: Sequence[T]) -> Iterator[Sequence[T]]:
+    for start in range(0, len(rows), BULK_ROWS):
+        yield rows[start : start + BULK_ROWS]
 
 
 def _lock_order(node_ids: Sequence[str]) -> list[int]:
@@ -207,8 +240,18 @@ def _lock_order(node_ids: Sequence[str]) -> list[int]:
     return sorted(range(len(node_ids)), key=node_ids.__getitem__)
 
 
-_HEARTBEAT = "UPDATE nodes SET reported = ?, last_heartbeat_at = ? WHERE id = ?"
 _PUBLISH = "UPDATE nodes SET assignment = ?, generation = generation + 1 WHERE id = ? RETURNING generation"
+# The bulk writes: `{values}` is a VALUES list of (id, ...) rows, whose columns both back ends name
+# column1, column2...
+_HEARTBEATS = (
+    "UPDATE nodes SET reported = v.column2, last_heartbeat_at = v.column3 FROM {values} AS v "
+    "WHERE nodes.id = v.column1 RETURNING id"
+)
+_PUBLISHES = (
+    "UPDATE nodes SET assignment = v.column2, generation = generation + 1 FROM {values} AS v "
+    "WHERE nodes.id = v.column1 RETURNING id, generation"
+)
+BULK_ROWS = 2000  # rows in one statement: at most 5 parameters each, far under SQLite's 32,766
 
 
 _NODES = Table.of(

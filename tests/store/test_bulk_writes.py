@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from reconciler.apply.threadbatch import RowBatch
+from reconciler.store import nodes as store_nodes
 from reconciler.store.records import NodeRecord
 from reconciler.store.state import SharedHeartbeat, StateStore, open_state_store
 
@@ -146,3 +147,33 @@ def test_bulk_writes_lock_rows_in_node_order_so_replicas_never_deadlock(database
         assert all(state.get_node(n).last_heartbeat_at is not None for n in ("a", "b"))  # type: ignore[union-attr]
     finally:
         state.close()
+
+
+def test_bulk_writes_in_several_statements_leave_every_row(state: StateStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A bulk write is one UPDATE ... FROM (VALUES ...) per BULK_ROWS rows: three rows a statement here,
+    # so ten nodes take four statements, given out of node order.
+    monkeypatch.setattr(store_nodes, "BULK_ROWS", 3)
+    ids = [f"n{i:02d}" for i in range(10)]
+    nodes(state, *ids)
+    tables = [(node_id, {"modules": {"m": i}}) for i, node_id in enumerate(reversed(ids))]
+    assert state.publish_assignments([*tables, ("ghost", {})]) == [1] * 10 + [None]
+    assert state.publish_assignments(tables[:4]) == [2] * 4
+    later = T0 + timedelta(seconds=30)
+    beats = [(node_id, {"running": [i]}, T0 + timedelta(seconds=i)) for i, node_id in enumerate(ids)]
+    assert state.record_heartbeats([*beats, (ids[0], {"running": ["again"]}, later)]) == [True] * 11
+    assert seen(state, ids[0])[2:] == ({"running": ["again"]}, later)  # a node's last heartbeat stays
+    for i, node_id in enumerate(ids[1:], 1):
+        assert seen(state, node_id) == (
+            2 if i >= 6 else 1,
+            {"modules": {"m": 9 - i}},
+            {"running": [i]},
+            T0 + timedelta(seconds=i),
+        )
+
+    metrics = [{"module": "m", "version": "1.0.0", "requests": 1}]
+    shared = [SharedHeartbeat("replica-1", node_id, "r0", {"running": []}, later, metrics) for node_id in ids]
+    assert state.record_shared_heartbeats([*shared, shared[0], shared[0]._replace(node_id="ghost")]) == [True] * 11 + [
+        False
+    ]
+    deltas = state.metric_deltas_since(T0, exclude_replica="another")
+    assert sorted(d.node_id for d in deltas) == sorted([*ids, ids[0]])  # each heartbeat's deltas, a node's two too
