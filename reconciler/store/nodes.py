@@ -234,9 +234,11 @@ def _chunks(rows: Sequence[T]) -> Iterator[Sequence[T]]:
 
 
 def _lock_order(node_ids: Sequence[str]) -> list[int]:
-    """The positions of a batch's rows in node id order (stable: a node twice keeps its order). Every
-    bulk write takes its row locks in this one order, so two replicas writing overlapping batches at
-    once (heartbeats on one, tables on the other) wait for each other instead of deadlocking."""
+    """The positions of a batch's rows in node id order (stable: a node twice keeps its order): the
+    order a bulk write writes them in. The row locks are taken before, by `SqlNodes._lock`, in the
+    database's own order of ids (its collation's, which may differ from this one): every write of
+    several nodes takes them that one way, so two replicas writing overlapping batches at once
+    (heartbeats on one, tables on the other) wait for each other instead of deadlocking."""
     return sorted(range(len(node_ids)), key=node_ids.__getitem__)
 
 
