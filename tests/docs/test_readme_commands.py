@@ -29,6 +29,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -267,6 +268,18 @@ def poll_output(process: subprocess.Popen[bytes], log: Path) -> str:
     return out
 
 
+# Runs the command after it with Ctrl-C doing what it does at a terminal. A job started in the
+# background by a non-interactive shell (a CI runner's, say) has SIGINT ignored, its children inherit
+# that, and Python then installs no KeyboardInterrupt handler: `hotswap status --watch` went on through
+# every Ctrl-C. (A disposition set before exec stays; preexec_fn would do it too, but not safely in a
+# process with threads.)
+AS_IN_A_TERMINAL = (
+    sys.executable,
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp(sys.argv[1], sys.argv[1:])",
+)
+
+
 def stop(process: subprocess.Popen[bytes]) -> int:
     """Ctrl-C: SIGINT to the process group, as a terminal sends it."""
     if process.poll() is None:
@@ -305,8 +318,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     command = [*up_command(), "--port", str(free_port()), "--data-dir", str(clone / ".hotswap")]
     with log.open("wb") as out:
         process = subprocess.Popen(
-            command, cwd=clone, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+            [*AS_IN_A_TERMINAL, *command], cwd=clone, env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
     try:
         banner = poll_output(process, log)
         match = re.search(r"control plane (http://\S+),", banner)
@@ -500,8 +514,8 @@ def execute(live: Live, run: Run) -> None:
         log = live.work / f"long-{time.monotonic_ns()}.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
-                ["bash", "-c", script], cwd=run.cwd, env=live.env, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
+                [*AS_IN_A_TERMINAL, "bash", "-c", script], cwd=run.cwd, env=live.env, stdout=out,
+                stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         deadline = time.monotonic() + DEADLINE
         try:
