@@ -39,8 +39,9 @@ from reconciler.store.nodes import BULK_ROWS
 from reconciler.store.records import NodeRecord
 from reconciler.store.rows import ts
 from reconciler.store.state import SharedHeartbeat, StateStore, open_state_store
-from tests.api.conftest import call
-from tests.e2e.cluster import Cluster, poll, start_cluster, stop_cluster
+from tests.api.conftest import call, plane  # noqa: F401 - the fixture: a control plane alone
+from tests.e2e.cluster import Cluster, start_cluster, stop_cluster
+from tests.security.test_attack_node_reports import ROGUE, _registered_rogue_with_calc, _running
 
 T0 = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
 UNSERIALISABLE: dict[str, Any] = {"modules": {object()}}  # json.dumps refuses it inside the transaction
@@ -302,36 +303,6 @@ def test_two_replicas_crossing_bulk_writes_never_deadlock(database_url: str) -> 
 
 # -- the node protocol, through a real control plane ----------------------------------------------------
 
-ROGUE = "edge-rogue"
-
-
-def _registration() -> dict[str, Any]:
-    return {"id": ROGUE, "region": "us-east", "hostname": "rogue", "url": "http://127.0.0.1:9"}
-
-
-def _running(table: dict[str, Any]) -> list[dict[str, Any]]:
-    return [
-        {"module": e["module"], "version": e["version"], "digest": e["digest"], "weight": e["weight"]}
-        for e in table.get("modules", [])
-    ]
-
-
-async def _rogue_with_calc(cluster: Cluster) -> tuple[str, dict[str, Any]]:
-    token = cluster.plane.mint(ROGUE, "node")
-    assert (await call(cluster.url, "POST", NODES_PATH, token, json=_registration())).status in (200, 201)
-    table: dict[str, Any] = {}
-
-    async def assigned() -> bool:
-        answer = await call(cluster.url, "GET", f"{NODES_PATH}/{ROGUE}/assignment?after=0", token)
-        if answer.status == 200:
-            table.update(answer.body)
-        beat = {"generation": table.get("generation", 0), "running": _running(table)}
-        assert (await call(cluster.url, "POST", f"{NODES_PATH}/{ROGUE}/heartbeat", token, json=beat)).status == 200
-        return any(e["module"] == "calc" for e in table.get("modules", []))
-
-    await poll(assigned, "calc assigned to the rogue node")
-    return token, table
-
 
 def _stored(beat: dict[str, Any]) -> dict[str, Any]:
     """What the control plane keeps of a heartbeat body."""
@@ -348,15 +319,6 @@ def _hostile_beat(table: dict[str, Any], i: int) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def plane(tmp_path: Path) -> AsyncIterator[Cluster]:
-    cluster = await start_cluster(tmp_path, [])
-    try:
-        yield cluster
-    finally:
-        await stop_cluster(cluster)
-
-
-@pytest.fixture
 async def pg_plane(tmp_path: Path, database_url: str) -> AsyncIterator[Cluster]:
     cluster = await start_cluster(tmp_path, [], database_url=database_url)
     try:
@@ -365,8 +327,8 @@ async def pg_plane(tmp_path: Path, database_url: str) -> AsyncIterator[Cluster]:
         await stop_cluster(cluster)
 
 
-async def test_concurrent_heartbeats_of_one_node_are_all_answered_and_the_last_stays(plane: Cluster) -> None:
-    token, table = await _rogue_with_calc(plane)
+async def test_concurrent_heartbeats_of_one_node_are_all_answered_and_the_last_stays(plane: Cluster) -> None:  # noqa: F811
+    token, table = await _registered_rogue_with_calc(plane)
     beats = [_hostile_beat(table, i) for i in range(48)]
     url = f"{NODES_PATH}/{ROGUE}/heartbeat"
     answers = await asyncio.gather(*(call(plane.url, "POST", url, token, json=beat) for beat in beats))
@@ -385,8 +347,8 @@ async def test_concurrent_heartbeats_of_one_node_are_all_answered_and_the_last_s
     assert again.status == 200 and _node(plane.plane.store, ROGUE).reported == _stored(beats[0])
 
 
-async def test_hostile_strings_near_the_body_cap_round_trip(plane: Cluster) -> None:
-    token, table = await _rogue_with_calc(plane)
+async def test_hostile_strings_near_the_body_cap_round_trip(plane: Cluster) -> None:  # noqa: F811
+    token, table = await _registered_rogue_with_calc(plane)
     beat = _hostile_beat(table, 1)
     base = len(json.dumps(beat).encode())
     beat["failed"]["'); DROP TABLE nodes; --" + "x" * ((1 << 20) - base - 200)] = "big"
@@ -409,7 +371,7 @@ async def test_hostile_strings_near_the_body_cap_round_trip(plane: Cluster) -> N
 
 
 async def test_on_postgresql_every_concurrent_heartbeat_keeps_its_metrics_once(pg_plane: Cluster) -> None:
-    token, table = await _rogue_with_calc(pg_plane)
+    token, table = await _registered_rogue_with_calc(pg_plane)
     calc = next(e for e in table["modules"] if e["module"] == "calc")
     store = pg_plane.plane.store
     since = datetime.now(UTC) - timedelta(hours=1)
