@@ -153,15 +153,12 @@ class SqlNodes:
             found = self._heartbeats(tx, [(b.node_id, b.reported, b.at) for b in beats])
             deltas = [
                 (b.replica, b.node_id, b.region, ts(b.at), to_json(b.metrics))
-                for b in (beats[i] for i in _lock_order([b.node_id for b in beats]))
+                for b in beats
                 if b.metrics and b.node_id in found
             ]
             for chunk in _chunks(deltas):
-                rows = ", ".join(f"({marks(row)})" for row in chunk)
-                tx.run(
-                    f"INSERT INTO metric_deltas (replica, node_id, region, at, metrics) VALUES {rows}",
-                    *(value for row in chunk for value in row),
-                )
+                values, params = _values(chunk)
+                tx.run(f"INSERT INTO metric_deltas (replica, node_id, region, at, metrics) {values}", *params)
         return [b.node_id in found for b in beats]
 
     def _heartbeats(self, tx: Tx, beats: Sequence[tuple[str, JsonObject, datetime]]) -> dict[str, tuple[Any, ...]]:
@@ -204,7 +201,7 @@ class SqlNodes:
                     row = tx.one(_PUBLISH, to_json(tables[i][1]), tables[i][0])
                     generations[i] = int(row[0]) if row else None
                 return generations
-            found = self._update_from(tx, _PUBLISHES, [(tables[i][0], to_json(tables[i][1])) for i in _lock_order(ids)])
+            found = self._update_from(tx, _PUBLISHES, [(node_id, to_json(table)) for node_id, table in tables])
         return [int(found[node_id][1]) if node_id in found else None for node_id in ids]
 
     def _lock(self, tx: Tx, node_ids: Iterable[str]) -> None:
@@ -222,8 +219,8 @@ class SqlNodes:
         self._lock(tx, [row[0] for row in rows])
         found: dict[str, tuple[Any, ...]] = {}
         for chunk in _chunks(rows):
-            values = "(VALUES " + ", ".join(f"({marks(row)})" for row in chunk) + ")"
-            for returned in tx.all(update.format(values=values), *(value for row in chunk for value in row)):
+            values, params = _values(chunk)
+            for returned in tx.all(update.format(values=f"({values})"), *params):
                 found[returned[0]] = tuple(returned)
         return found
 
@@ -233,12 +230,18 @@ def _chunks(rows: Sequence[T]) -> Iterator[Sequence[T]]:
         yield rows[start : start + BULK_ROWS]
 
 
+def _values(rows: Sequence[tuple[Any, ...]]) -> tuple[str, list[Any]]:
+    """`VALUES (?, ?), (?, ?)...` for `rows`, and their values in that order."""
+    return "VALUES " + ", ".join(f"({marks(row)})" for row in rows), [value for row in rows for value in row]
+
+
 def _lock_order(node_ids: Sequence[str]) -> list[int]:
     """The positions of a batch's rows in node id order (stable: a node twice keeps its order): the
-    order a bulk write writes them in. The row locks are taken before, by `SqlNodes._lock`, in the
-    database's own order of ids (its collation's, which may differ from this one): every write of
-    several nodes takes them that one way, so two replicas writing overlapping batches at once
-    (heartbeats on one, tables on the other) wait for each other instead of deadlocking."""
+    order a table batch naming a node twice is written in, row by row. The row locks are taken before,
+    by `SqlNodes._lock`, in the database's own order of ids (its collation's, which may differ from
+    this one): every write of several nodes takes them that one way, so two replicas writing
+    overlapping batches at once (heartbeats on one, tables on the other) wait for each other instead
+    of deadlocking."""
     return sorted(range(len(node_ids)), key=node_ids.__getitem__)
 
 
