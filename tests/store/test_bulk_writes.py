@@ -172,8 +172,7 @@ def test_bulk_writes_in_several_statements_leave_every_row(state: StateStore, mo
 
     metrics = [{"module": "m", "version": "1.0.0", "requests": 1}]
     shared = [SharedHeartbeat("replica-1", node_id, "r0", {"running": []}, later, metrics) for node_id in ids]
-    assert state.record_shared_heartbeats([*shared, shared[0], shared[0]._replace(node_id="ghost")]) == [True] * 11 + [
-        False
-    ]
+    ghost = shared[0]._replace(node_id="ghost")
+    assert state.record_shared_heartbeats([*shared, shared[0], ghost]) == [True] * 11 + [False]
     deltas = state.metric_deltas_since(T0, exclude_replica="another")
     assert sorted(d.node_id for d in deltas) == sorted([*ids, ids[0]])  # each heartbeat's deltas, a node's two too
