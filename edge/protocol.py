@@ -18,7 +18,9 @@ this module without pulling in the runtime:
   `canonical_json` and signs the SHA-256 of those bytes (a JWT with audience `TABLE_AUDIENCE`, sent
   in the `TABLE_SIGNATURE_HEADER` of the long-poll answer, so the body stays a plain `ModuleTable`).
   A node re-encodes the `modules` it parsed the same way, which gives the same bytes, and keeps the
-  table with its signature on disk to serve after a restart (`edge.tablecache`).
+  table with its signature on disk to serve after a restart (`edge.tablecache`). That signature
+  names content only; the `TABLE_BINDING_HEADER` binds it to the node and the generation
+  (`edge.tablebinding`).
 * Nesting limits: an execute call's `args` nest at most `MAX_ARGS_DEPTH` levels of arrays and
   objects (a 400 otherwise), a module's JSON result at most `MAX_RESULT_DEPTH` (a trap otherwise),
   so no JSON on either side of a call is deep enough to exhaust the interpreter's recursion limit.
@@ -86,6 +88,10 @@ def module_id(module: str, version: str) -> str:
 
 TABLE_AUDIENCE = "hotswap-table"  # the `aud` of a table signature: never an execute or API token
 TABLE_SIGNATURE_HEADER = "X-Hotswap-Table-Signature"
+# The signed binding of a table to one node and generation (`edge.tablebinding`): its own audience, so
+# neither a table signature nor any token can pass for one.
+TABLE_BINDING_AUDIENCE = "hotswap-table-binding"
+TABLE_BINDING_HEADER = "X-Hotswap-Table-Binding"
 SERVING_CACHED_TABLE = "ServingCachedTable"  # a node condition: serving its table from disk, unconfirmed
 
 # Latency histogram bucket upper bounds in milliseconds (the last bucket is +Inf).
