@@ -40,7 +40,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from edge.nodeapi import NODES_PATH, Heartbeat, Registration
-from edge.protocol import TABLE_SIGNATURE_HEADER, module_id
+from edge.protocol import TABLE_BINDING_HEADER, TABLE_SIGNATURE_HEADER, module_id
 from reconciler.api.auth import TokenAuthority
 from reconciler.api.base import ANY_ROLE, ApiDeps, ApiError, page_of, public, read_json, require
 from reconciler.apply.controller import Controller
@@ -221,8 +221,12 @@ async def assignment(request: web.Request) -> web.Response:
         ) from None
     if table is None:
         return web.Response(status=204)
-    body, signature = control_of(request).hub.answer(node_id, table)  # shared bytes, encoded once
-    headers = {TABLE_SIGNATURE_HEADER: signature} if signature else None
+    hub = control_of(request).hub
+    body, signature = hub.answer(node_id, table)  # shared bytes, encoded once
+    binding = hub.binding(node_id, table)  # one signature for every table published with it
+    headers = {TABLE_SIGNATURE_HEADER: signature} if signature else {}
+    if binding:
+        headers[TABLE_BINDING_HEADER] = binding
     return web.Response(body=body, content_type="application/json", headers=headers)
 
 

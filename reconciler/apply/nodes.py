@@ -398,6 +398,10 @@ class NodeHub:
         modules (`NodeTables.answer`: the shared encoding when this hub published `table`)."""
         return self._node_tables.answer(node_id, table)
 
+    def binding(self, node_id: str, table: ModuleTable) -> str | None:
+        """The signed binding of `table` to this node and its generation (`NodeTables.binding`)."""
+        return self._node_tables.binding(node_id, table)
+
     async def set_draining(self, node_id: str, draining: bool) -> bool:
         """Drain a node (its modules move elsewhere, it gets an empty table) or take it back."""
         if node_id not in self._nodes:

@@ -4,7 +4,10 @@
 Where it sits: inside `reconciler.apply.nodes.NodeHub`, which builds one `NodeTables` over its
 `reconciler.apply.tables.TableEncoder` and sets a node's table here when it publishes one or reads a
 node's row (its own, or one another replica wrote). The hub's heartbeat counts a node's metrics only
-for the versions in `assigned` (a report is a claim); its long-poll answers come from `answer`.
+for the versions in `assigned` (a report is a claim); its long-poll answers come from `answer`, and
+their binding to the node and generation from `binding`: the first answer after tables changed binds
+every node whose table changed since its last binding, in one batch under one signature
+(`TableEncoder.bind`), so a fleet-wide publish costs one binding signature however many nodes it has.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ class NodeTables:
         self.assigned: dict[str, frozenset[tuple[str, str]]] = {}
         self._encoded: dict[str, tuple[ModuleTable, EncodedTable]] = {}  # node -> the table and its bytes
         self._entries: dict[bytes, ModuleEntry] = {}  # a stored table row (canonical JSON) -> its entry
+        self._bindings: dict[str, tuple[ModuleTable, str]] = {}  # node -> the table bound and the header value
+        self._unbound: set[str] = set()  # nodes whose table changed since it was last bound
 
     def stored(self, node: NodeRecord) -> None:
         """The node's table as its row holds it."""
@@ -61,6 +66,7 @@ class NodeTables:
             (e.module, e.version) for e in (*table.modules, *(before.modules if before else ()))
         )
         self.by_node[node_id] = table
+        self._unbound.add(node_id)
         if encoded is not None:
             self._encoded[node_id] = (table, encoded)
 
@@ -68,14 +74,36 @@ class NodeTables:
         self.by_node.pop(node_id, None)
         self._encoded.pop(node_id, None)
         self.assigned.pop(node_id, None)
+        self._bindings.pop(node_id, None)
+        self._unbound.discard(node_id)
 
     def answer(self, node_id: str, table: ModuleTable) -> tuple[bytes, str | None]:
         """The long-poll answer for `table` (JSON bytes) and the control plane's signature of its
         modules: the shared encoding when `table` is the one the hub published, encoded here otherwise
         (a table read from the store, or from another replica)."""
+        encoded = self._encoding(node_id, table)
+        return encoded.answer(table.generation, table.traceparents), encoded.signature
+
+    def _encoding(self, node_id: str, table: ModuleTable) -> EncodedTable:
         published = self._encoded.get(node_id)
         if published is None or published[0] is not table:
             published = (table, self.encoder.encode(table.modules))
             self._encoded[node_id] = published
-        encoded = published[1]
-        return encoded.answer(table.generation, table.traceparents), encoded.signature
+        return published[1]
+
+    def binding(self, node_id: str, table: ModuleTable) -> str | None:
+        """The `TABLE_BINDING_HEADER` value that binds `table` to this node and its generation; None
+        when tables are not signed. Binds, in the same batch, every node whose table changed since."""
+        if self.encoder.signer is None:
+            return None
+        bound = self._bindings.get(node_id)
+        if bound is not None and bound[0] is table:
+            return bound[1]
+        tables = {n: self.by_node[n] for n in self._unbound if n in self.by_node}
+        self._unbound.clear()
+        tables[node_id] = table  # the node's current table, unless the caller held an older one
+        batch = list(tables.items())
+        values = self.encoder.bind([(n, t.generation, self._encoding(n, t).sha256) for n, t in batch]) or []
+        for (n, t), value in zip(batch, values, strict=True):
+            self._bindings[n] = (t, value)
+        return self._bindings[node_id][1]

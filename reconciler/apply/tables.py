@@ -19,6 +19,10 @@ Signatures: a JWT signed with the control plane's token key (`TokenAuthority.sig
 `edge.protocol.TABLE_AUDIENCE`, claim `sha256` = the hex SHA-256 of the modules' bytes, no expiry.
 It says "the control plane published this content", not to which node or when: nodes that share a
 table share its signature, and one signature per distinct table is all a fleet-wide switch costs.
+What binds a table to its node and generation is a second signature, one per batch of tables
+(`TableEncoder.bind`, `edge.tablebinding`): the root of a Merkle tree over the batch's (node id,
+generation, SHA-256) triples, audience `edge.protocol.TABLE_BINDING_AUDIENCE`; each node's answer
+carries it with the node's path to the root.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from edge.protocol import TABLE_AUDIENCE, ModuleEntry, canonical_json
+from edge import tablebinding
+from edge.protocol import TABLE_AUDIENCE, TABLE_BINDING_AUDIENCE, ModuleEntry, canonical_json
 from reconciler.planner import AssignmentEntry
 from reconciler.store.records import JsonObject
 
@@ -150,6 +155,7 @@ class TableEncoder:
         # distinct table is signed once however many nodes and replicas read it.
         self._signatures: _Lru[str, str] = _Lru(size)
         self.signed = 0  # signatures made (misses), for tests and benches
+        self.bound = 0  # binding signatures made (one a batch), for tests and benches
 
     def encode(self, entries: tuple[ModuleEntry, ...]) -> EncodedTable:
         key = tuple(map(id, entries))
@@ -173,3 +179,16 @@ class TableEncoder:
         self._cache.put(key, table)  # the table holds its entries: their ids stay theirs
         self.encoded += 1
         return table
+
+    def bind(self, tables: Sequence[tuple[str, int, str]]) -> list[str] | None:
+        """The `TABLE_BINDING_HEADER` value of each (node id, generation, SHA-256 of its modules), in
+        the order given, under one signature; None when tables are not signed."""
+        if self.signer is None or not tables:
+            return None
+        root, paths = tablebinding.tree([tablebinding.leaf(*t) for t in tables])
+        claims: dict[str, Any] = {"aud": TABLE_BINDING_AUDIENCE, "root": root.hex(), "iat": int(self.clock())}
+        if self.issuer:
+            claims["iss"] = self.issuer
+        token = self.signer(claims)
+        self.bound += 1
+        return [tablebinding.header(token, path) for path in paths]

@@ -1,8 +1,10 @@
 """Tables cost little to publish: nodes given the same table share one encoding (and one signature),
-the encoding is what the nodes read, and a node can check the signature against the bytes it parsed."""
+the encoding is what the nodes read, and a node can check the signature against the bytes it parsed;
+the bindings of a publish to each node and generation cost one more signature for the whole batch."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -11,7 +13,7 @@ import pytest
 
 from edge.nodeapi import Registration
 from edge.protocol import ModuleEntry, ModuleTable
-from edge.tablecache import TableRefusedError, TrustedKey, verify
+from edge.tablecache import TableRefusedError, TrustedKey, verify, verify_binding
 from reconciler.api.auth import AuthOptions, TokenAuthority
 from reconciler.apply.nodes import NodeHub
 from reconciler.apply.tables import WireEntries, from_wire, to_wire
@@ -156,3 +158,64 @@ async def test_a_table_carries_the_step_traces_of_the_modules_it_changes(
     await hub.publish("edge-1", wire.table(rows(3)))  # another table, published with no steps
     table = hub.table("edge-1")
     assert table is not None and table.traceparents == {}
+
+
+async def test_one_signature_binds_every_table_of_a_publish_to_its_node_and_generation(
+    store: StateStore, authority: TokenAuthority
+) -> None:
+    nodes = [f"edge-{i}" for i in range(40)]
+    hub = await registered(store, authority, *nodes)
+    wire = WireEntries()
+    published = await asyncio.gather(
+        *(hub.publish(n, wire.table(rows(20 if i % 3 else 50))) for i, n in enumerate(nodes))
+    )
+    key = TrustedKey(authority.public_key_pem, "hotswap")
+    bindings, hashes = {}, {}
+    for node, generation in zip(nodes, published, strict=True):
+        held = hub.table(node)
+        assert held is not None and held.generation == generation
+        body, signature = hub.answer(node, held)
+        assert signature is not None
+        hashes[node] = verify(json.loads(body)["modules"], signature, key)
+        bindings[node] = hub.binding(node, held)
+        verify_binding(node, held.generation, hashes[node], bindings[node], key)
+    assert hub.encoder.bound == 1, "a publish's tables are bound under one signature"
+    first, second = nodes[:2]
+    generation = hub.table(first).generation  # type: ignore[union-attr]
+    with pytest.raises(TableRefusedError, match="not given to node 'edge-1'"):
+        verify_binding(second, generation, hashes[first], bindings[first], key)
+    with pytest.raises(TableRefusedError, match="not given to node 'edge-0' under generation"):
+        verify_binding(first, generation + 1, hashes[first], bindings[first], key)
+
+    await hub.publish(second, wire.table(rows(70)))  # one node's table changes: one more batch, of one
+    held = hub.table(second)
+    assert held is not None and hub.binding(second, held) != bindings[second]
+    assert hub.binding(first, hub.table(first)) == bindings[first]  # type: ignore[arg-type]
+    assert hub.encoder.bound == 2
+
+
+async def test_tables_read_back_from_rows_are_bound_too(store: StateStore, authority: TokenAuthority) -> None:
+    """A follower replica, or a restart, answers tables it read from the rows: bound the same way."""
+    hub = await registered(store, authority, "edge-1", "edge-2")
+    wire = WireEntries()
+    await hub.publish("edge-1", wire.table(rows(20)))
+    await hub.publish("edge-2", wire.table(rows(20)))
+    again = await registered(store, authority)
+    key = TrustedKey(authority.public_key_pem, "hotswap")
+    for node in ("edge-1", "edge-2"):
+        table = again.table(node)
+        assert table is not None
+        body, signature = again.answer(node, table)
+        assert signature is not None
+        verify_binding(
+            node, table.generation, verify(json.loads(body)["modules"], signature, key), again.binding(node, table), key
+        )
+    assert again.encoder.bound == 1
+
+
+async def test_without_a_signer_there_is_no_binding(store: StateStore) -> None:
+    hub = NodeHub(store)
+    await hub.register(Registration(id="edge-1", region="eu", hostname="edge-1", url="http://127.0.0.1:9/edge-1"))
+    await hub.publish("edge-1", WireEntries().table(rows(20)))
+    table = hub.table("edge-1")
+    assert table is not None and hub.binding("edge-1", table) is None and hub.answer("edge-1", table)[1] is None
