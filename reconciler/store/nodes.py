@@ -85,8 +85,11 @@ class SqlNodes:
         self.db = db
 
     def upsert_node(self, node: NodeRecord) -> NodeRecord:
-        """Register a node or update its region, url, status and capacity (a re-registering node
-        keeps its generation, assignment and report)."""
+        """Register a node or update its region, url, status and capacity. A re-registering node keeps
+        its row's assignment and report, and its generation unless the node has applied a later one
+        (a store restored from a backup, say): then the row numbers on past the node's, so the node
+        takes its table again as a newer one (a node pinned to the control plane's key refuses a
+        table numbered at or below the one it applied: edge.agent)."""
         now = ts(self.db.clock())
         with self.db.tx(write=True) as tx:
             _NODES.upsert(
@@ -105,7 +108,11 @@ class SqlNodes:
                 ),
                 update=("region", "url", "status", "max_modules"),
             )
-            return required(_NODES.get(tx, node.id))
+            row = required(_NODES.get(tx, node.id))
+            if node.generation > row.generation:
+                tx.run("UPDATE nodes SET generation = ? WHERE id = ?", node.generation + 1, node.id)
+                row = required(_NODES.get(tx, node.id))
+            return row
 
     def get_node(self, node_id: str) -> NodeRecord | None:
         return self.db.read(_NODES.get, node_id)

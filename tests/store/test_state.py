@@ -117,6 +117,20 @@ def test_nodes_register_heartbeat_and_take_assignments(state: StateStore) -> Non
     assert state.delete_node("edge-2") and state.get_node("edge-2") is None
 
 
+def test_a_node_ahead_of_its_row_numbers_the_row_on_past_it(state: StateStore) -> None:
+    """A store restored from a backup has the node's row behind what the node applied: registering
+    again numbers the row past the node's generation, with the row's table, so the node takes that
+    table as a newer one (a node pinned to the control plane's key takes nothing older)."""
+    state.upsert_node(NodeRecord(id="edge-1", region="us-east", url="http://127.0.0.1:9001"))
+    state.publish_assignment("edge-1", {"modules": []})
+    assert state.upsert_node(NodeRecord(id="edge-1", region="us-east", url="http://x", generation=1)).generation == 1
+    ahead = state.upsert_node(NodeRecord(id="edge-1", region="us-east", url="http://x", generation=9))
+    assert (ahead.generation, ahead.assignment) == (10, {"modules": []})
+    assert state.publish_assignment("edge-1", {"modules": []}) == 11
+    new = state.upsert_node(NodeRecord(id="edge-2", region="us-east", url="http://y", generation=4))
+    assert new.generation == 4  # a new row numbers on from what the node applied, as before
+
+
 def rollout(rollout_id: str = "greeter-1") -> RolloutRecord:
     return RolloutRecord(
         id=rollout_id,
