@@ -45,10 +45,17 @@ from edge.nodeapi import (
     Running,
     SmokeReport,
 )
-from edge.protocol import SERVING_CACHED_TABLE, TABLE_SIGNATURE_HEADER, ModuleEntry, ModuleTable, VersionMetrics
+from edge.protocol import (
+    SERVING_CACHED_TABLE,
+    TABLE_BINDING_HEADER,
+    TABLE_SIGNATURE_HEADER,
+    ModuleEntry,
+    ModuleTable,
+    VersionMetrics,
+)
 from edge.router import ApplyReport
 from edge.smoke import SmokeOutcome
-from edge.tablecache import SavedTables, TableRefusedError, TrustedKey, verify
+from edge.tablecache import SavedTables, TableRefusedError, TrustedKey, verify_table
 
 log = logging.getLogger("hotswap.edge.agent")
 LONG_POLL_SECONDS = 25.0
@@ -269,16 +276,25 @@ class Agent:
                 raise ValueError(f"assignment: {response.status} {await response.text()}")
             raw = await answer_json(response)
             signature = response.headers.get(TABLE_SIGNATURE_HEADER)
+            binding = response.headers.get(TABLE_BINDING_HEADER)
             table = ModuleTable.model_validate(raw)
+        modules = raw.get("modules", [])
         pinned = self.saved.pinned if self.saved is not None else None
-        if pinned is not None:  # the operator pinned the key: a table it did not sign is never served
-            if signature is None:
-                raise TableRefusedError("it came without a signature")
-            await asyncio.to_thread(verify, raw.get("modules", []), signature, pinned)
+        if pinned is not None:  # the operator pinned the key: a table it did not give this node is never served
+            node_id = self.registration.id
+            await asyncio.to_thread(verify_table, node_id, table, modules, signature, binding, pinned)
+            if self.state.table is not None and table.generation <= self.state.applied_generation:
+                # Registering again tells a control plane that lost state where this node's numbering
+                # stands: it numbers on past it (reconciler.store.nodes.upsert_node).
+                self.state.mark_registered(False)
+                raise TableRefusedError(
+                    f"its generation {table.generation} is not past the applied {self.state.applied_generation}"
+                    " (an older table of this node, sent again)"
+                )
         self.state.retry_sooner()
         await self.apply(table)
         if self.saved is not None:
-            await asyncio.to_thread(self.saved.save, table.generation, raw.get("modules", []), signature)
+            await asyncio.to_thread(self.saved.save, table, modules, signature, binding)
 
     async def restore(self) -> bool:
         """Serve the table saved before a restart, if it verifies; True when it is served. A table

@@ -12,18 +12,19 @@ node with `--workers N` keeps them in its supervisor (`edge.supervisor`), which 
 Layout, under the node's cache dir (`hotswap edge --cache-dir`, private, never granted to a module):
 
     blobs/<hex digest>.wasm             module binaries (shared by the nodes of one cache dir)
-    nodes/<node id>/table.json          {"format": 1, "nodeId", "generation", "modules", "signature"}
+    nodes/<node id>/table.json          {"format": 2, "nodeId", "generation", "modules", "signature", "binding"}
     nodes/<node id>/control-plane.json  {"publicKey", "issuer"}: the key of the last registration
     nodes/<node id>/table.refused.json  a table that did not verify, set aside for a human to look at
 
 What is checked: `signature` is a JWT with audience `TABLE_AUDIENCE` and the control plane's issuer,
-signed by the control plane's key, whose `sha256` claim is the SHA-256 of `canonical_json(modules)`.
-Anything else (no signature, another key, a changed byte or weight, a file that does not parse) is
-refused with an error in the log, and the node serves nothing until the control plane answers: never
-something unverified. The signature names content, not a node or a time (nodes that share a table
-share it), so whoever can write here could put back an older table this control plane signed. The
-`generation` beside it is not signed either: it only tells the control plane where the node's
-numbering stands when it registers again.
+signed by the control plane's key, whose `sha256` claim is the SHA-256 of `canonical_json(modules)`;
+and `binding` (`edge.tablebinding`) is the control plane's signed binding of that content to this
+node id and this `generation` (`verify_binding`). Anything else (no signature or binding, another
+key, a changed byte, weight or generation, another node's table, a file that does not parse, a file
+of format 1, which had no binding) is refused with an error in the log, and the node serves nothing
+until the control plane answers: never something unverified. Whoever can write here can still put
+back an older table the control plane gave this node, under the generation it had then: the
+control plane then answers the node's first poll with its current table.
 
 Which key: `hotswap edge --control-plane-key FILE` (HOTSWAP_CONTROL_PLANE_KEY) pins the control
 plane's public key (PEM): only tables it signed are served, and a registration answer naming another
@@ -48,12 +49,13 @@ from typing import Any, Protocol
 import jwt
 from pydantic import ValidationError
 
+from edge import tablebinding
 from edge.auth import ALGORITHMS, ISSUER
 from edge.errors import LoadError
-from edge.protocol import TABLE_AUDIENCE, ModuleTable, canonical_json
+from edge.protocol import TABLE_AUDIENCE, TABLE_BINDING_AUDIENCE, ModuleTable, canonical_json
 
 log = logging.getLogger("hotswap.edge.tablecache")
-FORMAT = 1
+FORMAT = 2  # 1 had no binding to the node and generation
 MAX_TABLE_BYTES = 64 << 20
 
 
@@ -70,8 +72,9 @@ class TrustedKey:
     pinned: bool = False
 
 
-def verify(modules: Any, signature: str, key: TrustedKey) -> None:
-    """TableRefusedError unless `signature` is the control plane's over exactly `modules`."""
+def verify(modules: Any, signature: str, key: TrustedKey) -> str:
+    """The SHA-256 (hex) of `modules`' canonical JSON; TableRefusedError unless `signature` is the
+    control plane's over exactly `modules`."""
     try:
         claims = jwt.decode(
             signature,
@@ -89,6 +92,44 @@ def verify(modules: Any, signature: str, key: TrustedKey) -> None:
         raise TableRefusedError(f"its modules are not plain JSON ({exc})") from None
     if claims.get("sha256") != actual:
         raise TableRefusedError("its content is not what the control plane signed (the sha256 differs)")
+    return actual
+
+
+def verify_binding(node_id: str, generation: int, sha256: str, binding: str | None, key: TrustedKey) -> None:
+    """TableRefusedError unless `binding` is the control plane's binding of the modules hashed to
+    `sha256` to node `node_id` under `generation` (`edge.tablebinding`)."""
+    if binding is None:
+        raise TableRefusedError("it came without a binding to this node and generation")
+    try:
+        token, path = tablebinding.parse(binding)
+        root = tablebinding.fold(tablebinding.leaf(node_id, generation, sha256), path)
+    except ValueError as exc:
+        raise TableRefusedError(f"its binding is malformed: {exc}") from None
+    try:
+        claims = jwt.decode(
+            token,
+            key.pem,
+            algorithms=ALGORITHMS,
+            audience=TABLE_BINDING_AUDIENCE,
+            issuer=key.issuer,
+            options={"require": ["iss", "aud", "root"], "verify_exp": False},
+        )
+    except jwt.PyJWTError as exc:
+        raise TableRefusedError(f"its binding does not verify with the control plane's key ({exc})") from None
+    if claims.get("root") != root.hex():
+        raise TableRefusedError(
+            f"it was not given to node {node_id!r} under generation {generation} (its binding names another)"
+        )
+
+
+def verify_table(
+    node_id: str, table: ModuleTable, modules: Any, signature: str | None, binding: str | None, key: TrustedKey
+) -> None:
+    """TableRefusedError unless `modules` (the raw JSON `table` was read from) carry the control
+    plane's signature and its binding to `node_id` under the table's generation."""
+    if signature is None:
+        raise TableRefusedError("it came without a signature")
+    verify_binding(node_id, table.generation, verify(modules, signature, key), binding, key)
 
 
 class SavedTables:
@@ -137,26 +178,26 @@ class SavedTables:
 
     # -- the table --------------------------------------------------------------------------------
 
-    def save(self, generation: int, modules: Any, signature: str | None) -> bool:
-        """Keep the table the node just applied; True when kept. A table that does not verify is not
-        kept, and the one kept before goes too (a restart must not bring back an older table)."""
+    def save(self, table: ModuleTable, modules: Any, signature: str | None, binding: str | None) -> bool:
+        """Keep the table the node just applied (`modules`: the raw JSON it was read from); True when
+        kept. A table that does not verify is not kept, and the one kept before goes too (a restart
+        must not bring back an older table)."""
         key = self.key()
         try:
-            if signature is None:
-                raise TableRefusedError("it came without a signature")
             if key is None:
                 raise TableRefusedError("there is no control-plane key to check it with")
-            verify(modules, signature, key)
+            verify_table(self.node_id, table, modules, signature, binding, key)
         except TableRefusedError as exc:
-            log.warning("not keeping table generation %d on disk: %s", generation, exc)
+            log.warning("not keeping table generation %d on disk: %s", table.generation, exc)
             self.path.unlink(missing_ok=True)
             return False
         body = {
             "format": FORMAT,
             "nodeId": self.node_id,
-            "generation": generation,
+            "generation": table.generation,
             "modules": modules,
             "signature": signature,
+            "binding": binding,
         }
         _write(self.path, json.dumps(body, separators=(",", ":")).encode())
         return True
@@ -181,17 +222,20 @@ class SavedTables:
             raise TableRefusedError(f"it is not a table file of format {FORMAT}")
         if body.get("nodeId") != self.node_id:
             raise TableRefusedError(f"it was kept by node {body.get('nodeId')!r}, not {self.node_id!r}")
-        signature = body.get("signature")
+        signature, binding = body.get("signature"), body.get("binding")
         if not isinstance(signature, str):
             raise TableRefusedError("it has no signature")
+        if not isinstance(binding, str):
+            raise TableRefusedError("it has no binding to this node and generation")
         key = self.key()
         if key is None:
             raise TableRefusedError("there is no control-plane key to check it with (pin one with --control-plane-key)")
-        verify(body.get("modules"), signature, key)
+        sha256 = verify(body.get("modules"), signature, key)
         try:
             table = ModuleTable.model_validate({"generation": body.get("generation"), "modules": body.get("modules")})
         except ValidationError as exc:
             raise TableRefusedError(f"it is not a valid table ({exc.error_count()} problems)") from None
+        verify_binding(self.node_id, table.generation, sha256, binding, key)
         return table, key
 
     def set_aside(self) -> Path:

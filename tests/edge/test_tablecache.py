@@ -1,6 +1,6 @@
 """The table a node keeps on disk is served only when the control plane's key verifies it: a flipped
-byte, an edited weight, a missing signature, another key or another node's file are each refused
-with the reason; binaries kept by digest are checked on every read."""
+byte, an edited weight or generation, a missing signature or binding, another key or another node's
+file are each refused with the reason; binaries kept by digest are checked on every read."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from edge.errors import LoadError
-from edge.protocol import TABLE_AUDIENCE, canonical_json
+from edge.protocol import TABLE_AUDIENCE, ModuleTable, canonical_json
 from edge.tablecache import DiskBlobs, SavedTables, TableRefusedError, TrustedKey
+from tests.security.pinned_plane import table_binding
 
 DIGEST = "sha256:" + "ab" * 32
 MODULES: list[dict[str, Any]] = [
@@ -43,6 +44,15 @@ class Plane:
         body = {"iss": "hotswap", "aud": TABLE_AUDIENCE, "sha256": hashlib.sha256(canonical_json(modules)).hexdigest()}
         return jwt.encode(body | claims, self.key, algorithm="EdDSA")
 
+    def bind(self, generation: int, modules: Any = MODULES, node: str = "edge-1", **claims: Any) -> str:
+        return table_binding(lambda c: jwt.encode(c, self.key, algorithm="EdDSA"), node, generation, modules, **claims)
+
+    def keep(self, tables: SavedTables, generation: int, signed: bool = True, bound: bool = True) -> bool:
+        """`tables.save` of MODULES under `generation`, as the agent saves what it applied."""
+        table = ModuleTable.model_validate({"generation": generation, "modules": MODULES})
+        signature = self.sign(MODULES) if signed else None
+        return tables.save(table, MODULES, signature, self.bind(generation, node=tables.node_id) if bound else None)
+
 
 @pytest.fixture
 def plane() -> Plane:
@@ -56,7 +66,7 @@ def saved_by(tmp_path: Path, plane: Plane, node: str = "edge-1") -> SavedTables:
 
 
 def test_a_signed_table_is_kept_and_served_after_a_restart(tmp_path: Path, plane: Plane) -> None:
-    assert saved_by(tmp_path, plane).save(7, MODULES, plane.sign(MODULES))
+    assert plane.keep(saved_by(tmp_path, plane), 7)
     found = SavedTables.under(tmp_path, "edge-1").load()  # a new process: the key comes from disk
     assert found is not None
     table, key = found
@@ -72,12 +82,19 @@ def test_a_signed_table_is_kept_and_served_after_a_restart(tmp_path: Path, plane
         (lambda text: flip(text, text.index("memoryMB") + 9), "not JSON|not what the control plane signed"),
         (lambda text: text[: len(text) // 2], "not JSON"),
         (lambda text: text.replace('"nodeId":"edge-1"', '"nodeId":"edge-2"'), "kept by node 'edge-2'"),
+        (
+            lambda text: text.replace('"generation":3', '"generation":9'),
+            "not given to node 'edge-1' under generation 9",
+        ),
+        (lambda text: text.replace('"format":2', '"format":1'), "not a table file of format 2"),
+        (lambda text: text.replace(',"binding":', ',"bindings":'), "no binding"),
+        (lambda text: text.replace(";", ";AAAA", 1), "binding is malformed"),
     ],
-    ids=["weight", "module", "flipped-bit", "truncated", "other-node"],
+    ids=["weight", "module", "flipped-bit", "truncated", "other-node", "generation", "format-1", "no-binding", "path"],
 )
 def test_a_table_changed_on_disk_is_refused(tmp_path: Path, plane: Plane, change: Any, reason: str) -> None:
     tables = saved_by(tmp_path, plane)
-    tables.save(3, MODULES, plane.sign(MODULES))
+    plane.keep(tables, 3)
     tables.path.write_text(change(tables.path.read_text()))
     with pytest.raises(TableRefusedError, match=reason):
         tables.load()
@@ -89,22 +106,40 @@ def test_a_table_signed_by_another_key_or_for_another_use_is_refused(tmp_path: P
     tables = saved_by(tmp_path, plane)
     stranger = Plane()
     for signature in (stranger.sign(MODULES), plane.sign(MODULES, aud="hotswap-edge")):
-        body = {"format": 1, "nodeId": "edge-1", "generation": 1, "modules": MODULES, "signature": signature}
-        tables.path.write_text(json.dumps(body))
+        body = {"format": 2, "nodeId": "edge-1", "generation": 1, "modules": MODULES, "signature": signature}
+        tables.path.write_text(json.dumps(body | {"binding": plane.bind(1)}))
         with pytest.raises(TableRefusedError, match="signature does not verify"):
             tables.load()
+    for binding in (stranger.bind(1), plane.bind(1, aud=TABLE_AUDIENCE), plane.bind(1, root=None)):
+        body = {"format": 2, "nodeId": "edge-1", "generation": 1, "modules": MODULES, "signature": plane.sign(MODULES)}
+        tables.path.write_text(json.dumps(body | {"binding": binding}))
+        with pytest.raises(TableRefusedError, match="binding does not verify"):
+            tables.load()
+
+
+def test_a_table_bound_to_another_node_is_refused_even_under_this_nodes_name(tmp_path: Path, plane: Plane) -> None:
+    """The file is this node's in every field but the binding, which the control plane made for edge-2."""
+    tables = saved_by(tmp_path, plane)
+    plane.keep(tables, 4)
+    body = json.loads(tables.path.read_text())
+    tables.path.write_text(json.dumps(body | {"binding": plane.bind(4, node="edge-2")}))
+    with pytest.raises(TableRefusedError, match="not given to node 'edge-1' under generation 4"):
+        tables.load()
 
 
 def test_an_unsigned_table_is_not_kept_and_the_one_before_goes(tmp_path: Path, plane: Plane) -> None:
     tables = saved_by(tmp_path, plane)
-    assert tables.save(1, MODULES, plane.sign(MODULES))
-    assert not tables.save(2, MODULES, None)
+    assert plane.keep(tables, 1)
+    assert not plane.keep(tables, 2, signed=False)
     assert tables.load() is None  # a restart does not go back to generation 1
+    assert plane.keep(tables, 3)
+    assert not plane.keep(tables, 4, bound=False)
+    assert tables.load() is None
 
 
 def test_without_a_key_nothing_is_served(tmp_path: Path, plane: Plane) -> None:
     tables = saved_by(tmp_path, plane)
-    tables.save(1, MODULES, plane.sign(MODULES))
+    plane.keep(tables, 1)
     tables.key_path.unlink()
     with pytest.raises(TableRefusedError, match="no control-plane key"):
         tables.load()
@@ -115,9 +150,9 @@ def test_a_pinned_key_wins_over_the_registration_answer(tmp_path: Path, plane: P
     tables = SavedTables.under(tmp_path, "edge-1", pinned)
     stranger = Plane()
     assert tables.remember_key(stranger.trusted.pem, "hotswap") == pinned
-    tables.save(1, MODULES, stranger.sign(MODULES))
+    stranger.keep(tables, 1)
     assert tables.load() is None  # not kept: the pinned key does not verify it
-    tables.save(2, MODULES, plane.sign(MODULES))
+    plane.keep(tables, 2)
     found = tables.load()
     assert found is not None and found[0].generation == 2
 

@@ -7,8 +7,8 @@ any signature header), answers heartbeats, and serves module binaries by digest.
 bodies a node sends with the same models the real control plane does (a registration or heartbeat
 they refuse is a 400), and records everything the node sent. `MitmProxy` sits in front of a real
 control plane instead, passing everything on and rewriting the assignment answers it is told to.
-`Keys` is a key pair and what it signs: table signatures (any claims, any algorithm) and execute
-tokens. `spawn_node` starts a real `hotswap edge` process.
+`Keys` is a key pair and what it signs: table signatures and their bindings to a node and generation
+(any claims, any algorithm) and execute tokens. `spawn_node` starts a real `hotswap edge` process.
 """
 
 from __future__ import annotations
@@ -35,9 +35,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from pydantic import ValidationError
 
+from edge import tablebinding
 from edge.auth import EDGE_AUDIENCE, ISSUER
 from edge.nodeapi import NODES_PATH, Heartbeat, HeartbeatAnswer, Registration, RegistrationAnswer
-from edge.protocol import TABLE_AUDIENCE, TABLE_SIGNATURE_HEADER, canonical_json
+from edge.protocol import (
+    TABLE_AUDIENCE,
+    TABLE_BINDING_AUDIENCE,
+    TABLE_BINDING_HEADER,
+    TABLE_SIGNATURE_HEADER,
+    canonical_json,
+)
 from tests.e2e.cluster import EdgeProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,6 +82,18 @@ class Keys:
         """What the control plane sends with a table, signed with this key (see `table_claims`)."""
         return self.sign(table_claims(modules, **claims))
 
+    def table_binding(
+        self,
+        node_id: str,
+        generation: int,
+        modules: Any,
+        others: Sequence[tuple[str, int, Any]] = (),
+        **claims: Any,
+    ) -> str:
+        """What the control plane sends with a table to bind it to `node_id` and `generation`: the
+        node's path in a batch with `others` (node id, generation, modules), signed with this key."""
+        return table_binding(self.sign, node_id, generation, modules, others, **claims)
+
     def execute_token(self, role: str = "developer") -> str:
         now = int(time.time())
         return self.sign({"iss": ISSUER, "aud": EDGE_AUDIENCE, "sub": "tester", "role": role, "exp": now + 600})
@@ -91,6 +110,24 @@ def table_claims(modules: Any, **claims: Any) -> dict[str, Any]:
     }
     base.update(claims)
     return {k: v for k, v in base.items() if v is not None}
+
+
+def table_binding(
+    sign: Callable[[dict[str, Any]], str],
+    node_id: str,
+    generation: int,
+    modules: Any,
+    others: Sequence[tuple[str, int, Any]] = (),
+    **claims: Any,
+) -> str:
+    """A `TABLE_BINDING_HEADER` value as `reconciler.apply.tables.TableEncoder.bind` makes one, signed
+    with `sign`; `claims` replace or add claims (a value None leaves that claim out)."""
+    batch = [(node_id, generation, modules), *others]
+    leaves = [tablebinding.leaf(n, g, hashlib.sha256(canonical_json(m)).hexdigest()) for n, g, m in batch]
+    root, paths = tablebinding.tree(leaves)
+    base: dict[str, Any] = {"iss": ISSUER, "aud": TABLE_BINDING_AUDIENCE, "root": root.hex(), "iat": int(time.time())}
+    base.update(claims)
+    return tablebinding.header(sign({k: v for k, v in base.items() if v is not None}), paths[0])
 
 
 def unsigned_jwt(header: dict[str, Any], claims: dict[str, Any], secret: bytes | None = None) -> str:
@@ -128,8 +165,10 @@ class TableAnswer:
     body: bytes
     signature: str | None
     generation: int
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)  # a binding among them, when there is one
     served: int = 0  # times a poll got it: a second time means the node did not take it the first
+    # Set: bound when served, to the polling node under `generation` (a binding of `modules`, signed by `keys`)
+    bind: tuple[Keys, Any] | None = None
 
 
 class RoguePlane:
@@ -173,9 +212,12 @@ class RoguePlane:
         return self.answer
 
     def offer_signed(self, generation: int, modules: Any, keys: Keys | None = None) -> TableAnswer:
-        """A table as the control plane would send it, signed with `keys` (default the plane's)."""
-        signature = (keys or self.keys).table_signature(modules)
-        return self.offer(table_body(generation, modules), signature, generation)
+        """A table as the control plane would send it to the registered node, signed and bound to it
+        under `generation` with `keys` (default the plane's)."""
+        signer = keys or self.keys
+        answer = self.offer(table_body(generation, modules), signer.table_signature(modules), generation)
+        answer.bind = (signer, modules)  # to the node that polls: it may not have registered yet
+        return answer
 
     # -- what the node sent -----------------------------------------------------------------------
 
@@ -258,6 +300,10 @@ class RoguePlane:
             answer = self.answer
             if answer is not None and answer.generation != after:
                 answer.served += 1
+                if answer.bind is not None:  # kept in `headers`: what a replay of this answer sends
+                    keys, modules = answer.bind
+                    binding = keys.table_binding(request.match_info["id"], answer.generation, modules)
+                    answer.headers[TABLE_BINDING_HEADER] = binding
                 headers = dict(answer.headers)
                 if answer.signature is not None:
                     headers[TABLE_SIGNATURE_HEADER] = answer.signature

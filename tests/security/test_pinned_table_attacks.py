@@ -6,7 +6,7 @@ with the table audience and the issuer, whose `sha256` is that of `canonical_jso
 `hotswap edge` process is pinned to a key the test holds and talks to `RoguePlane`
 (tests/security/pinned_plane.py), which answers what an attacker in the path would: forged, replayed
 and malformed tables, registration answers naming other keys or none. One test puts `MitmProxy` in
-front of a real control plane instead and changes only what the signature does not cover.
+front of a real control plane instead and changes only the generation, which the binding covers.
 
 What holds (and these tests keep): a table the pinned key did not sign, in any of the ways below, is
 refused and never served nor kept; the node stays up, answers /health, keeps heartbeating, keeps
@@ -19,9 +19,11 @@ asking for a heartbeat period outside 0.05 to 3,600 s is refused, and so is a ta
 is past what a heartbeat or a registration may carry back (2**53): taken, it would have cut the node
 off from the real control plane for good, on disk and across restarts.
 
-What does not (a strict xfail, saying why): the signature covers `modules` only: the generation
-beside it is the attacker's to choose, so any table the key ever signed (for any node, at any time:
-there is no expiry) is taken as the newest (a rollback).
+A table's signature covers its `modules` only (nodes share it); what binds it to this node and this
+generation is the second signature, the binding (`edge.tablebinding`). So an older table replayed
+under a higher generation, another node's table, or a binding forged, cut short or made for other
+modules is refused; so is the node's own older table under its own old generation (a rollback): a
+pinned node takes only generations past the one it applied.
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from edge import tablebinding
 from edge.auth import EDGE_AUDIENCE
+from edge.protocol import TABLE_AUDIENCE, TABLE_BINDING_HEADER
 from tests.e2e.cluster import EdgeProcess, poll, spawn_edge, start_cluster, stop_cluster
 from tests.security.pinned_plane import (
     Keys,
@@ -257,7 +261,8 @@ async def test_equivalent_spellings_of_the_signed_modules_are_served_as_signed(p
     """Whatever the body's spelling, the node applies the very value it hashed: the signed one."""
     spelled = json.dumps(GOOD).replace('"calc"', '"\\u0063alc"').encode()
     repeated = b'{"generation": 1, "modules": ' + json.dumps(OTHER).encode() + b', "modules": ' + spelled + b"}"
-    answer = pinned.plane.offer(repeated, pinned.keys.table_signature(GOOD), 1)
+    binding = {TABLE_BINDING_HEADER: pinned.keys.table_binding(NODE, 1, GOOD)}
+    answer = pinned.plane.offer(repeated, pinned.keys.table_signature(GOOD), 1, binding)
     await pinned.serving("1.0.0")
     assert answer.served == 1
     saved = json.loads(kept_table(pinned.data, NODE).read_text())
@@ -289,24 +294,90 @@ async def test_a_registration_answer_with_another_key_does_not_displace_the_pinn
 # -- holes ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the table signature covers `modules` only: `generation` is unsigned and there is no expiry, "
-    "so an older table the key signed is applied as the newest when it comes with a higher generation",
-)
 async def test_an_older_signed_table_replayed_with_a_higher_generation_is_not_applied(pinned: Pinned) -> None:
     old = pinned.plane.offer_signed(1, OTHER)
     await pinned.serving("1.1.0")
     pinned.plane.offer_signed(2, GOOD)
     await pinned.serving("1.0.0")
 
-    replay = pinned.plane.offer(table_body(3, OTHER), old.signature, 3)  # the same bytes signed, a new number
-    await poll(
-        lambda: replay.served >= 2 or pinned.plane.running() != {("calc", "1.0.0", 100)},
-        "the node to refuse the replay or take it",
-        timeout=SETTLE,
-    )
+    # the same bytes, signature and binding as generation 1 had, under a new number
+    replay = pinned.plane.offer(table_body(3, OTHER), old.signature, 3, old.headers)
+    await pinned.refused(replay)
+    await poll(lambda: "not given to node" in pinned.log(), "the node to say the binding names another generation")
+    await pinned.alive()
     assert pinned.plane.running() == {("calc", "1.0.0", 100)}, "the node went back to the replayed table"
+    assert pinned.plane.reported_generation() == 2
+
+
+async def test_an_older_table_of_this_node_sent_again_under_its_own_generation_is_refused(pinned: Pinned) -> None:
+    """Genuine in every byte, binding included, but older than what the node runs: a rollback. The node
+    refuses it and registers again, which is how a control plane that lost state learns where the
+    node's numbering stands."""
+    old = pinned.plane.offer_signed(1, OTHER)
+    await pinned.serving("1.1.0")
+    pinned.plane.offer_signed(2, GOOD)
+    await pinned.serving("1.0.0")
+    registrations = len(pinned.plane.registrations)
+
+    replay = pinned.plane.offer(old.body, old.signature, 1, old.headers)
+    await pinned.refused(replay)
+    await poll(lambda: "is not past the applied 2" in pinned.log(), "the node to say the table is older")
+    await poll(lambda: len(pinned.plane.registrations) > registrations, "the node to register again")
+    assert pinned.plane.registrations[-1]["generation"] == 2
+    await pinned.alive()
+    assert pinned.plane.running() == {("calc", "1.0.0", 100)}, "the node went back to the older table"
+
+    pinned.plane.offer_signed(3, OTHER)  # what the control plane then sends, numbered past the node's
+    await pinned.serving("1.1.0")
+
+
+def _binding_forgeries(keys: Keys) -> dict[str, tuple[bytes, str, dict[str, str], str]]:
+    """Answers whose modules and signature are genuine and whose binding is not this node's at
+    generation 1: (body, signature, headers, what the node's log says)."""
+    good, signature = table_body(1, GOOD), keys.table_signature(GOOD)
+    other_node = "edge-eu-central-1"
+    _, other_path = tablebinding.parse(keys.table_binding(other_node, 1, GOOD, [(NODE, 1, GOOD)]))
+    token, own_path = tablebinding.parse(keys.table_binding(NODE, 1, GOOD, [(other_node, 1, GOOD)]))
+    not_given = "not given to node"
+    bad = "binding does not verify"
+    malformed = "binding is malformed"
+    cases = {
+        "no binding": ({}, "without a binding"),
+        "another node's binding": ({TABLE_BINDING_HEADER: keys.table_binding(other_node, 1, GOOD)}, not_given),
+        "another node's path in a shared batch": (
+            {TABLE_BINDING_HEADER: tablebinding.header(token, other_path)},
+            not_given,
+        ),
+        "another generation": ({TABLE_BINDING_HEADER: keys.table_binding(NODE, 2, GOOD)}, not_given),
+        "other modules": ({TABLE_BINDING_HEADER: keys.table_binding(NODE, 1, OTHER)}, not_given),
+        "own path cut short": ({TABLE_BINDING_HEADER: tablebinding.header(token, b"")}, not_given),
+        "another key": ({TABLE_BINDING_HEADER: Keys().table_binding(NODE, 1, GOOD)}, bad),
+        "table audience": ({TABLE_BINDING_HEADER: keys.table_binding(NODE, 1, GOOD, aud=TABLE_AUDIENCE)}, bad),
+        "no root claim": ({TABLE_BINDING_HEADER: keys.table_binding(NODE, 1, GOOD, root=None)}, bad),
+        "the table signature as the binding": ({TABLE_BINDING_HEADER: signature + ";"}, bad),
+        "side byte 2": ({TABLE_BINDING_HEADER: tablebinding.header(token, b"\x02" + own_path[1:])}, malformed),
+        "path not base64url": ({TABLE_BINDING_HEADER: token + ";%%%"}, malformed),
+        "no separator": ({TABLE_BINDING_HEADER: token}, malformed),
+        "41 levels": ({TABLE_BINDING_HEADER: tablebinding.header(token, own_path[:33] * 41)}, malformed),
+    }
+    return {name: (good, signature, headers, said) for name, (headers, said) in cases.items()}
+
+
+BINDING_FORGERIES = list(_binding_forgeries(Keys()))
+
+
+@pytest.mark.parametrize("name", BINDING_FORGERIES, ids=lambda name: name.replace(" ", "-"))
+async def test_a_table_not_bound_to_this_node_and_generation_is_refused(pinned: Pinned, name: str) -> None:
+    body, signature, headers, said = _binding_forgeries(pinned.keys)[name]
+    answer = pinned.plane.offer(body, signature, 1, headers)
+    await pinned.refused(answer)
+    await poll(lambda: said in pinned.log(), f"the node to say {said!r}")
+    await pinned.alive()
+    assert pinned.plane.running() == set(), "the node serves a table not bound to it"
+    assert not kept_table(pinned.data, NODE).exists(), "the node kept an unbound table on disk"
+
+    pinned.plane.offer_signed(1, GOOD)
+    await pinned.serving("1.0.0")
 
 
 async def test_a_registration_answer_without_a_key_does_not_open_execute_calls(
