@@ -7,10 +7,12 @@ and the control plane hand the node any table the key ever signed (another regio
 from last month) under any generation: a rollback. The binding closes that.
 
 The control plane hashes a batch of (node id, generation, SHA-256 of the modules' canonical JSON)
-triples into a Merkle tree and signs its root once: a JWT with audience `TABLE_BINDING_AUDIENCE` and
-claim `root` (hex). Each node's long-poll answer carries that JWT and the path from the node's leaf to
-the root in `TABLE_BINDING_HEADER`, as `<jwt>;<path>`; the path is base64url, `STEP` bytes a level (a
-side byte, then the sibling's hash). A node folds its own triple up the path and compares the root
+triples into a Merkle tree (`Tree`) and signs its root once: a JWT with audience
+`TABLE_BINDING_AUDIENCE` and claim `root` (hex). Each node's long-poll answer carries that JWT and the
+path from the node's leaf to the root in `TABLE_BINDING_HEADER`, as `<jwt>;<path>`; the path is
+base64url, `STEP` bytes a level (a side byte, then the sibling's hash). A leaf is the generation (8
+bytes), the hash (32 bytes) and the node id, in that order: the fixed-width fields first, so no two
+triples share a leaf's bytes. A node folds its own triple up the path and compares the root
 with the signed one (`edge.tablecache.verify_binding`). One signature per batch, whatever its size;
 a node checks one signature and a dozen hashes.
 
@@ -26,9 +28,7 @@ import binascii
 import hashlib
 from collections.abc import Sequence
 
-from edge.protocol import canonical_json
-
-__all__ = ["MAX_DEPTH", "STEP", "fold", "header", "leaf", "parse", "tree"]
+__all__ = ["MAX_DEPTH", "STEP", "Tree", "fold", "header", "leaf", "parse"]
 
 STEP = 33  # one level of a path: a side byte (0: the sibling is on the left, 1: on the right) and its hash
 MAX_DEPTH = 40  # 2**40 leaves: a path longer than this is not one the control plane made
@@ -37,37 +37,46 @@ _LEFT, _RIGHT = 0, 1
 
 
 def leaf(node_id: str, generation: int, sha256: str) -> bytes:
-    """The leaf of one node's table: its id, the generation it is given under, and its modules' hash."""
-    return hashlib.sha256(_LEAF + canonical_json([node_id, generation, sha256])).digest()
+    """The leaf of one node's table: the generation it is given under (8 bytes), its modules' hash
+    (32 bytes), then its node id; ValueError for a generation or a hash that is not one."""
+    try:
+        fixed = generation.to_bytes(8, "big") + bytes.fromhex(sha256)
+    except OverflowError:
+        raise ValueError(f"generation {generation} is not a number of 0 to 2**64 - 1") from None
+    if len(fixed) != 40:
+        raise ValueError("the modules' hash is not 32 bytes of hex")
+    return hashlib.sha256(_LEAF + fixed + node_id.encode("utf-8", "surrogatepass")).digest()
 
 
 def _parent(left: bytes, right: bytes) -> bytes:
     return hashlib.sha256(_INNER + left + right).digest()
 
 
-def tree(leaves: Sequence[bytes]) -> tuple[bytes, list[bytes]]:
-    """The root over `leaves` (at least one) and each leaf's path to it, in the order given."""
-    if not leaves:
-        raise ValueError("a binding needs at least one leaf")
-    paths = [bytearray() for _ in leaves]
-    level = list(leaves)
-    under = [[i] for i in range(len(leaves))]  # the leaves below each hash of the level
-    while len(level) > 1:
-        upper: list[bytes] = []
-        upper_under: list[list[int]] = []
-        for i in range(0, len(level) - 1, 2):
-            left, right = level[i], level[i + 1]
-            for j in under[i]:
-                paths[j] += bytes((_RIGHT,)) + right
-            for j in under[i + 1]:
-                paths[j] += bytes((_LEFT,)) + left
-            upper.append(_parent(left, right))
-            upper_under.append(under[i] + under[i + 1])
-        if len(level) % 2:
-            upper.append(level[-1])
-            upper_under.append(under[-1])
-        level, under = upper, upper_under
-    return level[0], [bytes(p) for p in paths]
+class Tree:
+    """The tree over a batch's leaves (at least one): its `root`, and each leaf's `path` to it."""
+
+    def __init__(self, leaves: Sequence[bytes]) -> None:
+        if not leaves:
+            raise ValueError("a binding needs at least one leaf")
+        self.levels = [list(leaves)]
+        level = self.levels[0]
+        while len(level) > 1:
+            upper = [_parent(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+            if len(level) % 2:
+                upper.append(level[-1])  # carried up unchanged
+            self.levels.append(upper)
+            level = upper
+        self.root = level[0]
+
+    def path(self, index: int) -> bytes:
+        """The path from leaf `index` (in the order given) to the root."""
+        steps = []
+        for level in self.levels[:-1]:
+            sibling = index ^ 1
+            if sibling < len(level):
+                steps.append(bytes((_RIGHT if sibling > index else _LEFT,)) + level[sibling])
+            index //= 2
+        return b"".join(steps)
 
 
 def fold(start: bytes, path: bytes) -> bytes:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import orjson
 
 from edge.protocol import ModuleEntry, ModuleTable
+from edge.tablebinding import Tree, header
 from reconciler.apply.tables import EncodedTable, TableEncoder
 from reconciler.store.records import JsonObject, NodeRecord
 
@@ -35,7 +36,9 @@ class NodeTables:
         self.assigned: dict[str, frozenset[tuple[str, str]]] = {}
         self._encoded: dict[str, tuple[ModuleTable, EncodedTable]] = {}  # node -> the table and its bytes
         self._entries: dict[bytes, ModuleEntry] = {}  # a stored table row (canonical JSON) -> its entry
-        self._bindings: dict[str, tuple[ModuleTable, str]] = {}  # node -> the table bound and the header value
+        # node -> the table bound, and its binding: the header value, or the signed root, the tree and the
+        # node's leaf, from which its path is made when the node is first answered
+        self._bindings: dict[str, tuple[ModuleTable, str | tuple[str, Tree, int]]] = {}
         self._unbound: set[str] = set()  # nodes whose table changed since it was last bound
 
     def stored(self, node: NodeRecord) -> None:
@@ -97,13 +100,21 @@ class NodeTables:
         if self.encoder.signer is None:
             return None
         bound = self._bindings.get(node_id)
-        if bound is not None and bound[0] is table:
-            return bound[1]
-        tables = {n: self.by_node[n] for n in self._unbound if n in self.by_node}
-        self._unbound.clear()
-        tables[node_id] = table  # the node's current table, unless the caller held an older one
-        batch = list(tables.items())
-        values = self.encoder.bind([(n, t.generation, self._encoding(n, t).sha256) for n, t in batch]) or []
-        for (n, t), value in zip(batch, values, strict=True):
-            self._bindings[n] = (t, value)
-        return self._bindings[node_id][1]
+        if bound is None or bound[0] is not table:
+            tables = {n: self.by_node[n] for n in self._unbound if n in self.by_node}
+            self._unbound.clear()
+            tables[node_id] = table  # the node's current table, unless the caller held an older one
+            batch = list(tables.items())
+            signed = self.encoder.bind([(n, t.generation, self._encoding(n, t).sha256) for n, t in batch])
+            if signed is None:
+                return None
+            token, tree = signed
+            for i, (n, t) in enumerate(batch):
+                self._bindings[n] = (t, (token, tree, i))
+            bound = self._bindings[node_id]
+        value = bound[1]
+        if not isinstance(value, str):
+            token, tree, i = value
+            value = header(token, tree.path(i))
+            self._bindings[node_id] = (table, value)
+        return value

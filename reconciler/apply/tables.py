@@ -180,15 +180,15 @@ class TableEncoder:
         self.encoded += 1
         return table
 
-    def bind(self, tables: Sequence[tuple[str, int, str]]) -> list[str] | None:
-        """The `TABLE_BINDING_HEADER` value of each (node id, generation, SHA-256 of its modules), in
-        the order given, under one signature; None when tables are not signed."""
+    def bind(self, tables: Sequence[tuple[str, int, str]]) -> tuple[str, tablebinding.Tree] | None:
+        """The signed root over (node id, generation, SHA-256 of its modules) for each table, and the
+        tree, whose `path(i)` is the i-th table's (`tablebinding.header` makes the header value);
+        None when tables are not signed."""
         if self.signer is None or not tables:
             return None
-        root, paths = tablebinding.tree([tablebinding.leaf(*t) for t in tables])
-        claims: dict[str, Any] = {"aud": TABLE_BINDING_AUDIENCE, "root": root.hex(), "iat": int(self.clock())}
+        tree = tablebinding.Tree([tablebinding.leaf(*t) for t in tables])
+        claims: dict[str, Any] = {"aud": TABLE_BINDING_AUDIENCE, "root": tree.root.hex(), "iat": int(self.clock())}
         if self.issuer:
             claims["iss"] = self.issuer
-        token = self.signer(claims)
         self.bound += 1
-        return [tablebinding.header(token, path) for path in paths]
+        return self.signer(claims), tree

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.tablebinding import MAX_DEPTH, STEP, fold, header, leaf, parse, tree
+from edge.tablebinding import MAX_DEPTH, STEP, Tree, fold, header, leaf, parse
 
 SHA = "ab" * 32
 
@@ -19,25 +19,30 @@ def leaves(count: int) -> list[bytes]:
 @given(st.integers(min_value=1, max_value=70))
 def test_every_leaf_folds_up_its_path_to_the_root(count: int) -> None:
     nodes = leaves(count)
-    root, paths = tree(nodes)
-    assert [fold(node, path) for node, path in zip(nodes, paths, strict=True)] == [root] * count
+    tree = Tree(nodes)
+    paths = [tree.path(i) for i in range(count)]
+    assert [fold(node, path) for node, path in zip(nodes, paths, strict=True)] == [tree.root] * count
     assert all(len(path) <= STEP * max(1, (count - 1).bit_length()) for path in paths)
 
 
 @given(st.integers(min_value=2, max_value=40), st.data())
 def test_no_leaf_folds_to_the_root_along_another_leafs_path(count: int, data: st.DataObject) -> None:
     nodes = leaves(count)
-    root, paths = tree(nodes)
+    tree = Tree(nodes)
     i = data.draw(st.integers(0, count - 1))
     j = data.draw(st.integers(0, count - 1).filter(lambda j: j != i))
-    assert fold(nodes[i], paths[j]) != root
+    assert fold(nodes[i], tree.path(j)) != tree.root
 
 
 def test_a_leaf_names_the_node_the_generation_and_the_content() -> None:
     base = leaf("edge-1", 2, SHA)
     assert len({base, leaf("edge-2", 2, SHA), leaf("edge-1", 3, SHA), leaf("edge-1", 2, "cd" * 32)}) == 4
     # a batch of one: its root is its leaf, and the path is empty
-    assert tree([base]) == (base, [b""])
+    one = Tree([base])
+    assert (one.root, one.path(0)) == (base, b"")
+    for generation, sha in [(-1, SHA), (2**64, SHA), (1, "ab" * 31), (1, "not hex")]:
+        with pytest.raises(ValueError):
+            leaf("edge-1", generation, sha)
 
 
 @pytest.mark.parametrize(
@@ -55,12 +60,12 @@ def test_a_path_the_control_plane_could_not_have_made_is_refused(path: bytes, me
 
 
 def test_the_header_carries_the_token_and_the_path() -> None:
-    _, paths = tree(leaves(5))
-    assert parse(header("a.b.c", paths[3])) == ("a.b.c", paths[3])
+    path = Tree(leaves(5)).path(3)
+    assert parse(header("a.b.c", path)) == ("a.b.c", path)
     for value, message in [("a.b.c", "not '<jwt>;<path>'"), (";AAAA", "not '<jwt>;<path>'"), ("t;%%", "not base64url")]:
         with pytest.raises(ValueError, match=message):
             parse(value)
     with pytest.raises(ValueError, match="longer than 40 steps"):
         parse(header("t", b"\x00" * STEP * (MAX_DEPTH + 2)))
     with pytest.raises(ValueError, match="at least one leaf"):
-        tree([])
+        Tree([])

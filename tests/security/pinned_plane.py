@@ -124,10 +124,15 @@ def table_binding(
     with `sign`; `claims` replace or add claims (a value None leaves that claim out)."""
     batch = [(node_id, generation, modules), *others]
     leaves = [tablebinding.leaf(n, g, hashlib.sha256(canonical_json(m)).hexdigest()) for n, g, m in batch]
-    root, paths = tablebinding.tree(leaves)
-    base: dict[str, Any] = {"iss": ISSUER, "aud": TABLE_BINDING_AUDIENCE, "root": root.hex(), "iat": int(time.time())}
+    tree = tablebinding.Tree(leaves)
+    base: dict[str, Any] = {
+        "iss": ISSUER,
+        "aud": TABLE_BINDING_AUDIENCE,
+        "root": tree.root.hex(),
+        "iat": int(time.time()),
+    }
     base.update(claims)
-    return tablebinding.header(sign({k: v for k, v in base.items() if v is not None}), paths[0])
+    return tablebinding.header(sign({k: v for k, v in base.items() if v is not None}), tree.path(0))
 
 
 def unsigned_jwt(header: dict[str, Any], claims: dict[str, Any], secret: bytes | None = None) -> str:
