@@ -18,7 +18,7 @@ from typing import Annotated, Final
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
-from edge.protocol import SMOKE_ERROR_CHARS, ModuleTable, VersionMetrics, printable
+from edge.protocol import MAX_GENERATION, SMOKE_ERROR_CHARS, ModuleTable, VersionMetrics, printable
 
 NODES_PATH = "/api/v1/wasm/nodes"
 NODE_ID_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
@@ -63,7 +63,7 @@ class Registration(_Wire):
     generation: int = Field(
         0,
         ge=0,
-        le=2**53,
+        le=MAX_GENERATION,
         description="the table generation the node has applied: a control plane that does not know "
         "the node (it was deleted, or the state was lost) numbers its tables from above it",
     )
@@ -110,7 +110,7 @@ class SmokeReport(_Wire):
 
 
 class Heartbeat(_Wire):
-    generation: int = Field(0, ge=0, le=2**53, description="the assignment generation the node has applied")
+    generation: int = Field(0, ge=0, le=MAX_GENERATION, description="the assignment generation the node has applied")
     running: tuple[Running, ...] = Field((), max_length=100000)
     failed: dict[str, str] = Field(
         default_factory=dict, max_length=100000, description="module@version -> why it did not load"

@@ -337,12 +337,16 @@ class ModuleEntry(_Wire):
         )
 
 
+# The highest table generation: what a heartbeat and a registration may carry back (edge.nodeapi), and
+# what a JSON number holds exactly. A table past it would be applied and kept, and then every report of
+# the node's refused, for good; a row is never numbered past it on a registration.
+MAX_GENERATION = 2**53
+
+
 class ModuleTable(_Wire):
     """What the control plane assigns to a node: the whole table, with a generation number."""
 
-    # at most what a heartbeat and a registration may carry back (edge.nodeapi): a table past it
-    # would be applied and kept, and then every report of the node's refused, for good
-    generation: int = Field(0, ge=0, le=2**53)
+    generation: int = Field(0, ge=0, le=MAX_GENERATION)
     modules: tuple[ModuleEntry, ...] = ()
     traceparents: dict[str, str] = Field(
         default_factory=dict,

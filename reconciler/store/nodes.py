@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 from edge.nodeapi import NodeStatus
+from edge.protocol import MAX_GENERATION
 from reconciler.store.database import Database, Table, Tx
 from reconciler.store.records import JsonObject, NodeRecord
 from reconciler.store.rows import dt, dt_or_none, marks, required, to_json, ts, ts_or_none
@@ -109,8 +110,10 @@ class SqlNodes:
                 update=("region", "url", "status", "max_modules"),
             )
             row = required(_NODES.get(tx, node.id))
-            if node.generation > row.generation:
-                tx.run("UPDATE nodes SET generation = ? WHERE id = ?", node.generation + 1, node.id)
+            if node.generation > row.generation:  # never past what a node takes (a token holder's 2**53)
+                tx.run(
+                    "UPDATE nodes SET generation = ? WHERE id = ?", min(node.generation + 1, MAX_GENERATION), node.id
+                )
                 row = required(_NODES.get(tx, node.id))
             return row
 

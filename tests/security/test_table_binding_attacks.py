@@ -19,9 +19,10 @@ Played here, beyond what tests/security/test_pinned_table_attacks.py already cov
   node itself is served (the documented limit), until the control plane's first answer replaces it;
 * the holder of one node's token against a real control plane: it cannot get an answer, hence a
   binding, for another node, and the binding it gets names its own node only; it can choose the
-  generation its table is bound under by registering with one, and registering with 2**53 (what a
-  registration may carry) has its row renumbered to 2**53 + 1, past what any node takes: a hole
-  (`test_registering_at_the_wire_bound_does_not_number_the_table_past_it`, xfail).
+  generation its table is bound under by registering with one (its own node's tables only). Registering
+  with 2**53 (what a registration may carry) had its row renumbered to 2**53 + 1, past what any node
+  takes, with a 500: the renumbering now stops at `edge.protocol.MAX_GENERATION`
+  (`test_registering_at_the_wire_bound_does_not_number_the_table_past_it`).
 """
 
 from __future__ import annotations
@@ -376,15 +377,6 @@ async def test_a_token_holder_pushing_its_row_to_the_wire_bound_leaves_other_nod
     assert other is not None and other.generation <= WIRE_BOUND
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="upsert_node renumbers a row to the registered generation + 1 with no upper bound: a node token "
-    "holder registering with generation 2**53 (what Registration allows) gets a 500 (the hub cannot build a "
-    "ModuleTable past le=2**53) after the row is committed at 2**53 + 1; from then on every assignment "
-    "answered for that node is numbered past 2**53 (2**53 + 2 after the next pass), which ModuleTable "
-    "refuses: the node, pinned or not, refuses every table for good, and registering lower never brings "
-    "the row back down",
-)
 async def test_registering_at_the_wire_bound_does_not_number_the_table_past_it(cluster: Cluster) -> None:
     token = cluster.plane.mint(NODE, "node")
     status, answer = await _register(cluster, token, NODE, 0)
