@@ -146,6 +146,14 @@ class NodeHub:
         if event is not None:
             event.set()
 
+    def waiting_first(self, node_ids: Iterable[str]) -> list[str]:
+        """`node_ids`, those with a long-poll waiting on this hub first (each part sorted)."""
+        waiting: list[str] = []
+        rest: list[str] = []
+        for node_id in sorted(node_ids):
+            (waiting if node_id in self._changed else rest).append(node_id)
+        return waiting + rest
+
     def known(self, node_id: str) -> bool:
         return node_id in self._nodes
 

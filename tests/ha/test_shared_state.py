@@ -18,6 +18,7 @@ from reconciler.apply.metricswindow import MetricsWindow
 from reconciler.apply.nodes import NodeHub
 from reconciler.store.records import NodeRecord
 from reconciler.store.state import SharedHeartbeat, StateStore, open_state_store
+from tests.e2e.cluster import poll
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -181,5 +182,52 @@ async def test_rows_another_replica_wrote_share_their_entries_and_one_encoding(t
         assert len({id(t.modules[0]) for t in tables if t is not None}) == 1  # one object, shared
         bodies = {hub.answer(name, t)[0] for name, t in zip(("a", "b", "c"), tables, strict=True) if t is not None}
         assert len(bodies) == 1 and hub.encoder.encoded == 1
+    finally:
+        store.close()
+
+
+async def test_announced_rows_are_read_in_chunks_nodes_with_a_waiting_long_poll_first(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fleet-wide publish announces every node: the other replica reads the rows `READ_CHUNK` at a
+    time, the nodes whose long-poll waits on it first, and wakes each as its chunk is merged."""
+    from reconciler.apply import leader
+    from reconciler.apply.leader import Replicas
+    from tests.ha.replicas import leading_controller
+
+    monkeypatch.setattr(leader, "READ_CHUNK", 50)
+    store = open_state_store(database_url=database_url)
+    try:
+        names = [f"n{i:03d}" for i in range(120)]
+        for name in names:
+            store.upsert_node(node(name))
+        replicas = Replicas(store, database_url)
+        hub = NodeHub(store, peers=replicas)
+        leading_controller(store, hub, replicas, tmp_path)
+        entry = ModuleEntry(module="greeter", version="1.0.0", digest="sha256:" + "0" * 64, weight=100)
+        waiting = names[-3:]  # last by id: read first all the same
+        polls = [asyncio.create_task(hub.wait_assignment(name, 0, 30)) for name in waiting]
+        await poll(lambda: hub.waiting_first(names)[:3] == waiting, "the long-polls to wait on the hub")
+        assert store.publish_assignments(
+            [(n, {"modules": [entry.model_dump(mode="json", by_alias=True)]}) for n in names]
+        )
+        reads: list[set[str]] = []
+        get_nodes = store.get_nodes
+
+        def recorded(node_ids: set[str]) -> list[NodeRecord]:
+            reads.append(set(node_ids))
+            return get_nodes(node_ids)
+
+        monkeypatch.setattr(store, "get_nodes", recorded)
+        for payload in pack("the-other-replica", names):
+            replicas._on_message(payload)
+        tables = await asyncio.gather(*polls)
+        assert all(t is not None and t.generation == 1 for t in tables)
+        assert replicas._reader is not None
+        await replicas._reader
+        assert all(t is not None and t.generation == 1 for t in map(hub.table, names))
+        assert [len(r) for r in reads] == [50, 50, 20]
+        assert set(waiting) <= reads[0]
+        assert set().union(*reads) == set(names)
     finally:
         store.close()
