@@ -243,7 +243,8 @@ class Controller:
         try:
             if self.before_pass is not None:
                 await self.before_pass()
-            return await self._reconcile()
+            with self.hub.wakes_held():  # the nodes hear of the pass's tables once it has run
+                return await self._reconcile()
         finally:
             self.state.duration_ms = (time.perf_counter() - started) * 1000
             self.state.passes += 1

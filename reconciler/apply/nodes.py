@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Protocol
@@ -93,6 +93,7 @@ class NodeHub:
         self._node_tables = NodeTables(self.encoder)
         self._tables = self._node_tables.by_node  # the same map: read on every heartbeat and long-poll
         self._changed: dict[str, asyncio.Event] = {}
+        self._held: set[str] | None = None  # nodes given a table while wakes are held (`wakes_held`)
         self._nodes: dict[str, NodeRecord] = {}
         self._closing = False
         self.peers = peers
@@ -153,6 +154,23 @@ class NodeHub:
         for node_id in sorted(node_ids):
             (waiting if node_id in self._changed else rest).append(node_id)
         return waiting + rest
+
+    @contextlib.contextmanager
+    def wakes_held(self) -> Iterator[None]:
+        """Within the block, the long-polls of nodes given a new table by `publish` are woken only when
+        it ends (a pass's answers go out once the pass is done: they no longer queue on the event loop
+        ahead of the pass's own next steps). Other wakes (a registration, a row from another replica,
+        a node gone) are not held."""
+        if self._held is not None:  # already held by an outer block
+            yield
+            return
+        self._held = set()
+        try:
+            yield
+        finally:
+            held, self._held = self._held, None
+            for node_id in held:
+                self._wake(node_id)
 
     def known(self, node_id: str) -> bool:
         return node_id in self._nodes
@@ -396,7 +414,10 @@ class NodeHub:
         )
         self._node_tables.set(node_id, table, encoded)
         self._keep(replace(self._nodes[node_id], assignment=encoded.assignment, generation=generation))
-        self._wake(node_id)
+        if self._held is not None:
+            self._held.add(node_id)
+        else:
+            self._wake(node_id)
         if self.peers is not None:
             self.peers.announce(node_id)
         return generation

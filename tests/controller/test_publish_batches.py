@@ -32,3 +32,26 @@ async def test_a_fleets_tables_published_together_are_one_write(tmp_path: Path) 
         assert {store.get_node(node_id).generation for node_id in ids} == set(generations)  # type: ignore[union-attr]
     finally:
         store.close()
+
+
+async def test_a_pass_wakes_the_long_polls_of_its_tables_once_it_has_run(tmp_path: Path) -> None:
+    """Within `wakes_held` (a reconcile pass), a published table does not wake its node's long-poll; the
+    block's end does, every one of them. A registration's wake is not held."""
+    store = open_state_store(data_dir=tmp_path)
+    try:
+        hub = NodeHub(store, heartbeat_seconds=5.0)
+        for node_id in ("a", "b"):
+            await hub.register(Registration(id=node_id, region="r", hostname=node_id, url=f"http://{node_id}:8080"))
+        entry = ModuleEntry(module="greeter", version="1.0.0", digest="sha256:" + "0" * 64, weight=100)
+        polls = {n: asyncio.create_task(hub.wait_assignment(n, 0, 30)) for n in ("a", "b")}
+        with hub.wakes_held():
+            assert await hub.publish("a", (entry,)) == 1
+            with hub.wakes_held():  # nested: the outer block decides
+                assert await hub.publish("b", (entry,)) == 1
+            for _ in range(5):  # turns of the loop: a woken poll answers within two
+                await asyncio.sleep(0)
+            assert not any(p.done() for p in polls.values()), "a poll was answered before the pass ended"
+        tables = await asyncio.gather(*polls.values())
+        assert [t.generation if t is not None else None for t in tables] == [1, 1]
+    finally:
+        store.close()
