@@ -72,20 +72,28 @@ class TrustedKey:
     pinned: bool = False
 
 
+def _claims(token: str, key: TrustedKey, audience: str, claim: str, what: str) -> dict[str, Any]:
+    """The claims of a JWT the control plane signed for `audience`, with `claim`; TableRefusedError
+    naming `what` (the signature, the binding) otherwise."""
+    try:
+        return dict(
+            jwt.decode(
+                token,
+                key.pem,
+                algorithms=ALGORITHMS,
+                audience=audience,
+                issuer=key.issuer,
+                options={"require": ["iss", "aud", claim], "verify_exp": False},
+            )
+        )
+    except jwt.PyJWTError as exc:
+        raise TableRefusedError(f"its {what} does not verify with the control plane's key ({exc})") from None
+
+
 def verify(modules: Any, signature: str, key: TrustedKey) -> str:
     """The SHA-256 (hex) of `modules`' canonical JSON; TableRefusedError unless `signature` is the
     control plane's over exactly `modules`."""
-    try:
-        claims = jwt.decode(
-            signature,
-            key.pem,
-            algorithms=ALGORITHMS,
-            audience=TABLE_AUDIENCE,
-            issuer=key.issuer,
-            options={"require": ["iss", "aud", "sha256"], "verify_exp": False},
-        )
-    except jwt.PyJWTError as exc:
-        raise TableRefusedError(f"its signature does not verify with the control plane's key ({exc})") from None
+    claims = _claims(signature, key, TABLE_AUDIENCE, "sha256", "signature")
     try:
         actual = hashlib.sha256(canonical_json(modules)).hexdigest()
     except (TypeError, ValueError) as exc:
@@ -105,17 +113,7 @@ def verify_binding(node_id: str, generation: int, sha256: str, binding: str | No
         root = tablebinding.fold(tablebinding.leaf(node_id, generation, sha256), path)
     except ValueError as exc:
         raise TableRefusedError(f"its binding is malformed: {exc}") from None
-    try:
-        claims = jwt.decode(
-            token,
-            key.pem,
-            algorithms=ALGORITHMS,
-            audience=TABLE_BINDING_AUDIENCE,
-            issuer=key.issuer,
-            options={"require": ["iss", "aud", "root"], "verify_exp": False},
-        )
-    except jwt.PyJWTError as exc:
-        raise TableRefusedError(f"its binding does not verify with the control plane's key ({exc})") from None
+    claims = _claims(token, key, TABLE_BINDING_AUDIENCE, "root", "binding")
     if claims.get("root") != root.hex():
         raise TableRefusedError(
             f"it was not given to node {node_id!r} under generation {generation} (its binding names another)"

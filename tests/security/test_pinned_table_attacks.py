@@ -87,6 +87,15 @@ class Pinned:
     async def serving(self, version: str) -> None:
         await poll(lambda: self.plane.running() == {("calc", version, 100)}, f"the node to serve calc {version}")
 
+    async def moved_on(self) -> TableAnswer:
+        """Serve generation 1 (OTHER), then generation 2 (GOOD); returns generation 1's answer as it
+        was served, binding included: what an attacker in the path would send again."""
+        old = self.plane.offer_signed(1, OTHER)
+        await self.serving("1.1.0")
+        self.plane.offer_signed(2, GOOD)
+        await self.serving("1.0.0")
+        return old
+
     async def refused(self, answer: TableAnswer) -> None:
         """The node handled `answer` and did not take it: it asked again with its old generation."""
         await poll(lambda: answer.served >= 2, "the node to ask again after the forged answer", timeout=SETTLE)
@@ -295,10 +304,7 @@ async def test_a_registration_answer_with_another_key_does_not_displace_the_pinn
 
 
 async def test_an_older_signed_table_replayed_with_a_higher_generation_is_not_applied(pinned: Pinned) -> None:
-    old = pinned.plane.offer_signed(1, OTHER)
-    await pinned.serving("1.1.0")
-    pinned.plane.offer_signed(2, GOOD)
-    await pinned.serving("1.0.0")
+    old = await pinned.moved_on()
 
     # the same bytes, signature and binding as generation 1 had, under a new number
     replay = pinned.plane.offer(table_body(3, OTHER), old.signature, 3, old.headers)
@@ -313,10 +319,7 @@ async def test_an_older_table_of_this_node_sent_again_under_its_own_generation_i
     """Genuine in every byte, binding included, but older than what the node runs: a rollback. The node
     refuses it and registers again, which is how a control plane that lost state learns where the
     node's numbering stands."""
-    old = pinned.plane.offer_signed(1, OTHER)
-    await pinned.serving("1.1.0")
-    pinned.plane.offer_signed(2, GOOD)
-    await pinned.serving("1.0.0")
+    old = await pinned.moved_on()
     registrations = len(pinned.plane.registrations)
 
     replay = pinned.plane.offer(old.body, old.signature, 1, old.headers)

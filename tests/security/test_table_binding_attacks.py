@@ -144,10 +144,7 @@ async def test_an_older_answer_sent_again_and_again_is_met_with_backoff_not_a_re
 ) -> None:
     """Each refusal of a genuine but older table has the node register again (so a control plane that
     lost state numbers on past it); refused in a row, the node must back off, not hammer the plane."""
-    old = pinned.plane.offer_signed(1, OTHER)
-    await pinned.serving("1.1.0")
-    pinned.plane.offer_signed(2, GOOD)
-    await pinned.serving("1.0.0")
+    old = await pinned.moved_on()
 
     registrations = len(pinned.plane.registrations)
     replay = pinned.plane.offer(old.body, old.signature, 1, old.headers)
