@@ -307,10 +307,10 @@ class Agent:
         except TableRefusedError as exc:
             aside = await asyncio.to_thread(self.saved.set_aside)
             log.error(
-                "refusing the cached table %s: %s; moved to %s; serving nothing until the control plane answers",
+                "refusing the cached table %s: %s; %s; serving nothing until the control plane answers",
                 self.saved.path,
                 exc,
-                aside.name,
+                aside,
             )
             return False
         if found is None:

@@ -41,6 +41,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,12 +205,21 @@ class SavedTables:
         """The saved table and the key it verified with; None when there is none; TableRefusedError
         saying why when there is one that must not be served."""
         try:
-            with self.path.open("rb") as f:
-                raw = f.read(MAX_TABLE_BYTES + 1)
+            # O_NONBLOCK: a named pipe put in its place must not hold the node's start
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise TableRefusedError(f"it cannot be read ({exc})") from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise TableRefusedError("it is not a regular file")
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                raw = f.read(MAX_TABLE_BYTES + 1)
+        except OSError as exc:
+            raise TableRefusedError(f"it cannot be read ({exc})") from None
+        finally:
+            os.close(fd)
         if len(raw) > MAX_TABLE_BYTES:
             raise TableRefusedError(f"it is larger than {MAX_TABLE_BYTES} bytes")
         try:
@@ -236,10 +246,18 @@ class SavedTables:
         verify_binding(self.node_id, table.generation, sha256, binding, key)
         return table, key
 
-    def set_aside(self) -> Path:
-        """Move a refused table out of the way (kept for a human; the next table replaces it)."""
-        self.path.replace(self.refused_path)
-        return self.refused_path
+    def set_aside(self) -> str:
+        """Move a refused table out of the way (kept for a human; the next table replaces it); says
+        where it went. When it cannot be moved (its place is taken by a directory, say), it is removed."""
+        try:
+            self.path.replace(self.refused_path)
+            return f"moved to {self.refused_path.name}"
+        except OSError as exc:
+            try:
+                self.path.unlink(missing_ok=True)
+            except OSError as gone:  # a directory in its place: nothing the node can serve either
+                return f"left in place ({exc}; {gone})"
+            return f"removed ({self.refused_path.name}: {exc})"
 
 
 # -- binaries --------------------------------------------------------------------------------------

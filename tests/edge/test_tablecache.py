@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +100,8 @@ def test_a_table_changed_on_disk_is_refused(tmp_path: Path, plane: Plane, change
     tables.path.write_text(change(tables.path.read_text()))
     with pytest.raises(TableRefusedError, match=reason):
         tables.load()
-    assert tables.set_aside().exists() and not tables.path.exists()
+    assert tables.set_aside() == "moved to table.refused.json"
+    assert tables.refused_path.exists() and not tables.path.exists()
     assert tables.load() is None
 
 
@@ -180,3 +183,47 @@ async def test_binaries_are_kept_by_digest_and_checked_on_every_read(tmp_path: P
     assert await blobs.fetch(digest) == data and upstream.fetched == 2
     with pytest.raises(LoadError, match="not a sha256 digest"):
         blobs.path("sha256:../../etc/passwd")
+
+
+def test_a_named_pipe_in_place_of_the_table_is_refused_without_waiting_for_a_writer(
+    tmp_path: Path, plane: Plane
+) -> None:
+    """Opening a FIFO for reading waits for a writer: a node starting would hang there, before it
+    reaches the control plane."""
+    tables = saved_by(tmp_path, plane)
+    os.mkfifo(tables.path)
+    outcome: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            tables.load()
+        except BaseException as exc:  # the test looks at what it was
+            outcome.append(exc)
+
+    reader = threading.Thread(target=load, daemon=True)
+    reader.start()
+    reader.join(timeout=10)
+    if reader.is_alive():  # let the blocked open go before failing, so the test run can end
+        os.close(os.open(tables.path, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join()
+        pytest.fail("loading the table waited on the named pipe")
+    assert len(outcome) == 1 and isinstance(outcome[0], TableRefusedError)
+    assert "not a regular file" in str(outcome[0])
+    assert tables.set_aside() == "moved to table.refused.json" and not tables.path.exists()
+
+
+def test_a_directory_in_place_of_the_table_or_of_the_refused_one_does_not_stop_the_node(
+    tmp_path: Path, plane: Plane
+) -> None:
+    tables = saved_by(tmp_path, plane)
+    tables.path.mkdir()
+    with pytest.raises(TableRefusedError, match="not a regular file"):
+        tables.load()
+    tables.path.rmdir()
+    plane.keep(tables, 1)
+    tables.path.write_text("{}")  # refused (not format 2), and its place beside is a directory
+    tables.refused_path.mkdir()
+    with pytest.raises(TableRefusedError, match="not a table file"):
+        tables.load()
+    assert tables.set_aside().startswith("removed (table.refused.json")
+    assert not tables.path.exists() and tables.load() is None
