@@ -125,14 +125,20 @@ def table_binding(
     batch = [(node_id, generation, modules), *others]
     leaves = [tablebinding.leaf(n, g, hashlib.sha256(canonical_json(m)).hexdigest()) for n, g, m in batch]
     tree = tablebinding.Tree(leaves)
+    return tablebinding.header(sign(binding_claims(tree.root, **claims)), tree.path(0))
+
+
+def binding_claims(tree_root: bytes, /, **claims: Any) -> dict[str, Any]:
+    """The claims of a binding over `tree_root` (reconciler.apply.tables.TableEncoder.bind); `claims`
+    replace or add claims (a value None leaves that claim out; `root` replaces the root's)."""
     base: dict[str, Any] = {
         "iss": ISSUER,
         "aud": TABLE_BINDING_AUDIENCE,
-        "root": tree.root.hex(),
+        "root": tree_root.hex(),
         "iat": int(time.time()),
     }
     base.update(claims)
-    return tablebinding.header(sign({k: v for k, v in base.items() if v is not None}), tree.path(0))
+    return {k: v for k, v in base.items() if v is not None}
 
 
 def unsigned_jwt(header: dict[str, Any], claims: dict[str, Any], secret: bytes | None = None) -> str:

@@ -41,10 +41,9 @@ import pytest
 from pydantic import ValidationError
 
 from edge import tablebinding
-from edge.auth import ISSUER
 from edge.nodeapi import NODES_PATH
 from edge.protocol import (
-    TABLE_BINDING_AUDIENCE,
+    MAX_GENERATION,
     TABLE_BINDING_HEADER,
     TABLE_SIGNATURE_HEADER,
     ModuleTable,
@@ -52,7 +51,7 @@ from edge.protocol import (
 )
 from edge.tablecache import SavedTables, TableRefusedError, TrustedKey, verify_table
 from tests.e2e.cluster import Cluster, poll, start_cluster, stop_cluster
-from tests.security.pinned_plane import Keys, RoguePlane, kept_table, table_body, unsigned_jwt
+from tests.security.pinned_plane import Keys, RoguePlane, binding_claims, kept_table, table_body, unsigned_jwt
 from tests.security.test_pinned_table_attacks import (  # noqa: F401
     GOOD,
     NODE,
@@ -65,17 +64,10 @@ from tests.security.test_pinned_table_attacks import (  # noqa: F401
 )
 
 OTHER_NODE = "edge-eu-central-1"
-WIRE_BOUND = 2**53  # the largest generation a ModuleTable, a Registration or a Heartbeat carries
 
 
 def _sha(modules: Any) -> str:
     return hashlib.sha256(canonical_json(modules)).hexdigest()
-
-
-def _binding_claims(root: bytes, **claims: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {"iss": ISSUER, "aud": TABLE_BINDING_AUDIENCE, "root": root.hex(), "iat": int(time.time())}
-    base.update(claims)
-    return {k: v for k, v in base.items() if v is not None}
 
 
 # -- in the network path: bindings the pinned key did not make for this node ------------------------
@@ -86,15 +78,15 @@ def _forged_bindings(keys: Keys) -> dict[str, tuple[str, str]]:
     root = tablebinding.leaf(NODE, 1, _sha(GOOD))  # a batch of one: the leaf is the root, the path empty
     bad = "binding does not verify"
     return {
-        "pinned key, another issuer": (tablebinding.header(keys.sign(_binding_claims(root, iss="other")), b""), bad),
-        "pinned key, no issuer": (tablebinding.header(keys.sign(_binding_claims(root, iss=None)), b""), bad),
-        "alg none": (tablebinding.header(unsigned_jwt({"alg": "none"}, _binding_claims(root)), b""), bad),
+        "pinned key, another issuer": (tablebinding.header(keys.sign(binding_claims(root, iss="other")), b""), bad),
+        "pinned key, no issuer": (tablebinding.header(keys.sign(binding_claims(root, iss=None)), b""), bad),
+        "alg none": (tablebinding.header(unsigned_jwt({"alg": "none"}, binding_claims(root)), b""), bad),
         "HS256 keyed with the public key": (
-            tablebinding.header(unsigned_jwt({"alg": "HS256"}, _binding_claims(root), keys.pem.encode()), b""),
+            tablebinding.header(unsigned_jwt({"alg": "HS256"}, binding_claims(root), keys.pem.encode()), b""),
             bad,
         ),
         "root in upper case": (
-            tablebinding.header(keys.sign({**_binding_claims(root), "root": root.hex().upper()}), b""),
+            tablebinding.header(keys.sign({**binding_claims(root), "root": root.hex().upper()}), b""),
             "not given to node",
         ),
     }
@@ -124,7 +116,7 @@ async def test_a_path_one_level_past_the_maximum_is_refused_even_signed_and_one_
     steps = b"".join(bytes((i % 2,)) + hashlib.sha256(bytes([i])).digest() for i in range(tablebinding.MAX_DEPTH))
     extra = b"\x01" + hashlib.sha256(b"one more").digest()
     over_root = tablebinding.fold(tablebinding.fold(start, steps), extra)
-    over = tablebinding.header(pinned.keys.sign(_binding_claims(over_root)), steps + extra)
+    over = tablebinding.header(pinned.keys.sign(binding_claims(over_root)), steps + extra)
     body, signature = table_body(1, GOOD), pinned.keys.table_signature(GOOD)
 
     answer = pinned.plane.offer(body, signature, 1, {TABLE_BINDING_HEADER: over})
@@ -132,7 +124,7 @@ async def test_a_path_one_level_past_the_maximum_is_refused_even_signed_and_one_
     await poll(lambda: "binding is malformed" in pinned.log(), "the node to call the 41-level path malformed")
     assert pinned.plane.running() == set()
 
-    at_max = tablebinding.header(pinned.keys.sign(_binding_claims(tablebinding.fold(start, steps))), steps)
+    at_max = tablebinding.header(pinned.keys.sign(binding_claims(tablebinding.fold(start, steps))), steps)
     assert len(at_max.partition(";")[2]) == (tablebinding.STEP * tablebinding.MAX_DEPTH * 4 + 2) // 3
     pinned.plane.offer(body, signature, 1, {TABLE_BINDING_HEADER: at_max})
     await pinned.serving("1.0.0")
@@ -191,7 +183,7 @@ def _cache_edits(keys: Keys, tmp: Path) -> dict[str, dict[str, Any]]:
         "another node's file, renamed to this node": {**theirs, "nodeId": NODE},
         "another node's file, renamed, at this node's generation": {**theirs, "nodeId": NODE, "generation": 2},
         "generation bumped": {**mine, "generation": 3},
-        "generation bumped past the wire bound": {**mine, "generation": WIRE_BOUND + 1},
+        "generation bumped past the wire bound": {**mine, "generation": MAX_GENERATION + 1},
         "generation negative": {**mine, "generation": -1},
         "older modules under the current binding": {**mine, "modules": OTHER, "signature": mine_old["signature"]},
         "current modules under the older binding": {**mine, "binding": mine_old["binding"]},
@@ -346,7 +338,7 @@ async def test_a_registration_past_the_wire_bound_is_refused_and_the_row_keeps_i
     status, answer = await _register(cluster, token, NODE, 0)
     assert status == 201, answer
     before = answer["generation"]
-    for generation in (WIRE_BOUND + 1, 2**63, -1):
+    for generation in (MAX_GENERATION + 1, 2**63, -1):
         status, answer = await _register(cluster, token, NODE, generation)
         assert status == 400, (generation, answer)
     status, answer = await _register(cluster, token, NODE, 0)
@@ -360,18 +352,18 @@ async def test_a_token_holder_pushing_its_row_to_the_wire_bound_leaves_other_nod
     theirs = cluster.plane.mint(OTHER_NODE, "node")
     assert (await _register(cluster, theirs, OTHER_NODE, 0))[0] == 201
     assert (await _register(cluster, mine, NODE, 0))[0] == 201
-    await _register(cluster, mine, NODE, WIRE_BOUND)  # whatever it does to its own node (see below)
+    await _register(cluster, mine, NODE, MAX_GENERATION)  # whatever it does to its own node (see below)
 
     assert (await _register(cluster, theirs, OTHER_NODE, 0))[0] == 200
     table, modules, signature, binding = await _bound_answer(cluster, theirs, OTHER_NODE)
-    assert table.generation <= WIRE_BOUND
+    assert table.generation <= MAX_GENERATION
     verify_table(OTHER_NODE, table, modules, signature, binding, _key(cluster))
     status, raw, _ = await _call(
         cluster, "POST", f"{NODES_PATH}/{OTHER_NODE}/heartbeat", theirs, json={"generation": table.generation}
     )
     assert status == 200, raw
     other = cluster.plane.store.get_node(OTHER_NODE)
-    assert other is not None and other.generation <= WIRE_BOUND
+    assert other is not None and other.generation <= MAX_GENERATION
 
 
 async def test_registering_at_the_wire_bound_does_not_number_the_table_past_it(cluster: Cluster) -> None:
@@ -379,12 +371,12 @@ async def test_registering_at_the_wire_bound_does_not_number_the_table_past_it(c
     status, answer = await _register(cluster, token, NODE, 0)
     assert status == 201, answer
     problems: list[str] = []
-    status, answer = await _register(cluster, token, NODE, WIRE_BOUND)
+    status, answer = await _register(cluster, token, NODE, MAX_GENERATION)
     if status >= 500:
         problems.append(f"registration with generation 2**53: {status} {answer}")
     row = cluster.plane.store.get_node(NODE)
     assert row is not None
-    if row.generation > WIRE_BOUND:
+    if row.generation > MAX_GENERATION:
         problems.append(f"the row is numbered {row.generation}, past 2**53")
     status, answer = await _register(cluster, token, NODE, 3)  # the genuine node, registering again
     assert status == 200, answer
