@@ -46,6 +46,7 @@ from reconciler.planner import (
     Condition,
     ConditionType,
     Plan,
+    RolloutRecord,
     Snapshot,
 )
 from reconciler.spec.approvals import Approval
@@ -90,6 +91,7 @@ class Work:
     revision: RevisionLike
     desired: DesiredFleet  # the revision's fleet, then with its OCI binaries pulled
     plan: Plan | None = None  # after `plan`
+    read: tuple[RolloutRecord, ...] = ()  # the book's records the plan was made from
 
 
 class Role:
@@ -298,14 +300,18 @@ class Controller:
     async def _plan_step(self, work: Work) -> None:
         """The snapshot and the plan, off the loop (`_plan`); the planner holds back what waits."""
         now = self.clock()
-        work.plan = await asyncio.to_thread(self._plan, work.desired, work.revision.approvals, now, self._observe(now))
+        seen = self._observe(now)
+        work.read = seen.records
+        work.plan = await asyncio.to_thread(self._plan, work.desired, work.revision.approvals, now, seen)
         for module, message in self.gates.announce(work.plan.waiting):
             self.executor.event("AwaitingInterfaceApproval", message, module, warning=True)
 
     async def _save(self, work: Work) -> None:
-        """Progress recorded before anything is applied: a restart resumes mid-rollout."""
+        """Progress recorded before anything is applied: a restart resumes mid-rollout. A record an
+        operator changed while the pass planned (a pause, say) is not written over: the pass fails
+        with StaleBookError and the next one plans from the operator's record."""
         assert work.plan is not None
-        await asyncio.to_thread(self.book.save, work.plan.records, work.revision.sha)
+        await asyncio.to_thread(self.book.save, work.plan.records, work.revision.sha, work.read)
 
     async def _apply(self, work: Work) -> None:
         assert work.plan is not None

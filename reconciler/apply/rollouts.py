@@ -133,8 +133,18 @@ class RolloutBook:
         entry = self._entries.get(rollout_id)
         return entry.revision if entry else None
 
-    def save(self, records: tuple[RolloutRecord, ...], revision: str | None) -> None:
-        """Write a pass's new and changed records, each with its new history lines, before any action."""
+    def save(
+        self, records: tuple[RolloutRecord, ...], revision: str | None, read: tuple[RolloutRecord, ...] | None = None
+    ) -> None:
+        """Write a pass's new and changed records, each with its new history lines, before any action.
+        `read`: the records the pass planned from; StaleBookError, with nothing written, when one of
+        those it would write has changed since (an operator's request written meanwhile)."""
+        if read is not None:
+            planned_from = {r.id: r for r in read}
+            for record in records:
+                entry = self._entries.get(record.id)
+                if entry is not None and entry.record is not planned_from.get(record.id):
+                    raise StaleBookError(f"rollout {record.id} changed while the pass planned it")
         for record in records:
             entry = self._entries.get(record.id)
             written = set(entry.record.history) if entry is not None else set()

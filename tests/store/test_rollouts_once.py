@@ -61,6 +61,23 @@ def canary(
     )
 
 
+def test_a_pass_does_not_write_over_a_request_made_while_it_planned(state: StateStore) -> None:
+    """A pause lands between the pass's read of the book and its save: the save refuses (the next
+    pass plans from the held record), and the stored record keeps the pause."""
+    book = RolloutBook(state)
+    book.save((canary(history=(line(0),)),), "c0ffee")
+    read = book.records()  # what the pass plans from
+    book.request("greeter-1", held=True)  # the operator's pause, meanwhile
+    planned = replace(read[0], step=2, history=(line(0), line(1)))  # the pass's step, not held
+    with pytest.raises(StaleBookError, match="greeter-1 changed while the pass planned it"):
+        book.save((planned,), "c0ffee", read)
+    stored = RolloutBook(state).get("greeter-1")
+    assert stored is not None and stored.held and stored.step == 1
+    book.save((replace(planned, held=True),), "c0ffee", book.records())  # planned again from it
+    again = RolloutBook(state).get("greeter-1")
+    assert again is not None and again.held and again.step == 2
+
+
 def test_the_book_reads_back_what_it_wrote_history_included(state: StateStore) -> None:
     book = RolloutBook(state)
     first = canary(history=(line(0),))
