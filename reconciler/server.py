@@ -31,7 +31,7 @@ from reconciler.api.base import ANY_ROLE, ApiDeps, public, require
 from reconciler.api.control import ControlDeps, routes
 from reconciler.api.security import RateLimits, bearer, limiter_for, tls_context
 from reconciler.apply.controller import Controller
-from reconciler.apply.freezing import LongLivedFreezer, collect_in_full_rarely
+from reconciler.apply.freezing import LongLivedFreezer, collect_in_full_rarely, limit_malloc_arenas
 from reconciler.apply.leader import Replicas
 from reconciler.apply.nodes import NodeHub
 from reconciler.apply.registry import Registry
@@ -284,6 +284,7 @@ class ControlPlane:
     async def start(self) -> None:
         self.build()
         collect_in_full_rarely()
+        limit_malloc_arenas()
         # A stop waits at most 5 s for requests in flight (aiohttp's default is 60 s): long-polls are
         # answered at once by the closing hub, and a forwarded execute call may be cut.
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=STOP_SECONDS)

@@ -1,4 +1,4 @@
-"""Keeping long-lived objects out of the garbage collector's full passes, and the pauses short.
+"""Keeping long-lived objects out of the garbage collector's full passes, and the heap compact.
 
 Where it sits: the control plane (`reconciler.server`) runs a `LongLivedFreezer` beside the
 controller, and the controller freezes what a new revision built (`freeze_survivors`). Both use the
@@ -21,22 +21,32 @@ very full walk it saves, so:
   the whole heap every hundred middle collections;
 - acyclic objects (most node state: rows, reports, tables) are freed by their reference counts,
   frozen or not.
+
+The C heap under Python's own allocator is glibc's malloc, which gives each thread that contends for
+it an arena of its own, up to eight per core. The control plane's worker threads (store writes,
+passes) allocate the bodies and rows the event loop frees, and every arena keeps its own free
+space: at 1,000 nodes the process ended a rollout bench 40-60 MB over its steady size.
+`limit_malloc_arenas` caps them at two (`MALLOC_ARENA_MAX`, when set, stands instead).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
+import os
 import time
 from collections.abc import Callable
 
-__all__ = ["LongLivedFreezer", "collect_in_full_rarely", "freeze_survivors"]
+__all__ = ["LongLivedFreezer", "collect_in_full_rarely", "freeze_survivors", "limit_malloc_arenas"]
 
 FULL_COLLECTION_EVERY = 1000  # middle-generation collections per full one (the refreeze walks all too)
 FREEZE_CHECK_SECONDS = 5.0  # how often the freezer looks at the fleet's size
 REFREEZE_SECONDS = 600.0  # frozen objects go back to the collector this often (what died among them is freed)
 FREEZE_GROWTH = 1.1  # the fleet grew by a tenth since the last freeze: freeze again once it settles
 FREEZE_MIN_NODES = 100  # below this, the collector's passes are short: nothing is frozen
+MALLOC_ARENAS = 2  # glibc malloc arenas at most (see the module's docstring)
+M_ARENA_MAX = -8  # glibc's mallopt parameter for it (malloc.h)
 
 
 def collect_in_full_rarely() -> None:
@@ -47,6 +57,20 @@ def collect_in_full_rarely() -> None:
     where nothing is frozen, the heap is small. The young generations stay as they are."""
     gen0, gen1, _ = gc.get_threshold()
     gc.set_threshold(gen0, gen1, FULL_COLLECTION_EVERY)
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas for this process (see the module's docstring); whether it did. Not on
+    another C library, nor where the operator set `MALLOC_ARENA_MAX` (glibc read it at start)."""
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        if not hasattr(libc, "gnu_get_libc_version"):
+            return False
+        return bool(libc.mallopt(M_ARENA_MAX, arenas))
+    except (OSError, AttributeError):  # pragma: no cover - no C library to load, or no mallopt in it
+        return False
 
 
 def freeze_survivors() -> None:
