@@ -23,6 +23,10 @@ from reconciler.store.rows import dt, dt_or_none, marks, required, to_json, ts, 
 __all__ = ["MetricDelta", "NodeStore", "SharedHeartbeat", "SqlNodes"]
 
 T = TypeVar("T")
+# Where a registration may start or renumber a row at most: a node token holder can register with any
+# generation a node takes (MAX_GENERATION); the 2**32 publishes left above this keep every table the
+# control plane numbers after it within that bound too.
+MAX_ROW_GENERATION = MAX_GENERATION - 2**32
 
 
 class SharedHeartbeat(NamedTuple):
@@ -90,7 +94,8 @@ class SqlNodes:
         its row's assignment and report, and its generation unless the node has applied a later one
         (a store restored from a backup, say): then the row numbers on past the node's, so the node
         takes its table again as a newer one (a node pinned to the control plane's key refuses a
-        table numbered at or below the one it applied: edge.agent)."""
+        table numbered at or below the one it applied: edge.agent). A row starts, or is renumbered,
+        at most at MAX_ROW_GENERATION."""
         now = ts(self.db.clock())
         with self.db.tx(write=True) as tx:
             _NODES.upsert(
@@ -103,17 +108,16 @@ class SqlNodes:
                     node.max_modules,
                     ts(node.registered_at) if node.registered_at else now,
                     ts_or_none(node.last_heartbeat_at),
-                    node.generation,
+                    min(node.generation, MAX_ROW_GENERATION),
                     to_json(node.assignment),
                     to_json(node.reported),
                 ),
                 update=("region", "url", "status", "max_modules"),
             )
             row = required(_NODES.get(tx, node.id))
-            if node.generation > row.generation:  # never past what a node takes (a token holder's 2**53)
-                tx.run(
-                    "UPDATE nodes SET generation = ? WHERE id = ?", min(node.generation + 1, MAX_GENERATION), node.id
-                )
+            renumbered = min(node.generation + 1, MAX_ROW_GENERATION)  # a token holder's 2**53 too
+            if node.generation > row.generation and renumbered > row.generation:
+                tx.run("UPDATE nodes SET generation = ? WHERE id = ?", renumbered, node.id)
                 row = required(_NODES.get(tx, node.id))
             return row
 

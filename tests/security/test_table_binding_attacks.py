@@ -21,8 +21,10 @@ Played here, beyond what tests/security/test_pinned_table_attacks.py already cov
   binding, for another node, and the binding it gets names its own node only; it can choose the
   generation its table is bound under by registering with one (its own node's tables only). Registering
   with 2**53 (what a registration may carry) had its row renumbered to 2**53 + 1, past what any node
-  takes, with a 500: the renumbering now stops at `edge.protocol.MAX_GENERATION`
-  (`test_registering_at_the_wire_bound_does_not_number_the_table_past_it`).
+  takes, with a 500: a row now starts or is renumbered at `reconciler.store.nodes.MAX_ROW_GENERATION`
+  at most, 2**32 under the bound, so the tables published after it stay within it too
+  (`test_registering_at_the_wire_bound_does_not_number_the_table_past_it`, and
+  `tests/store/test_state.py::test_a_registration_at_the_wire_bound_leaves_room_to_publish`).
 """
 
 from __future__ import annotations

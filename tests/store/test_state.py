@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from edge.protocol import MAX_GENERATION
 from reconciler.store.dialect import redact
 from reconciler.store.errors import (
     BackendError,
@@ -22,6 +23,7 @@ from reconciler.store.errors import (
     StoreConfigError,
 )
 from reconciler.store.migrations import LATEST
+from reconciler.store.nodes import MAX_ROW_GENERATION
 from reconciler.store.records import (
     ApprovalRecord,
     BuildInfo,
@@ -129,6 +131,21 @@ def test_a_node_ahead_of_its_row_numbers_the_row_on_past_it(state: StateStore) -
     assert state.publish_assignment("edge-1", {"modules": []}) == 11
     new = state.upsert_node(NodeRecord(id="edge-2", region="us-east", url="http://y", generation=4))
     assert new.generation == 4  # a new row numbers on from what the node applied, as before
+
+
+def test_a_registration_at_the_wire_bound_leaves_room_to_publish(state: StateStore) -> None:
+    """A node token holder may register with any generation a node takes, up to MAX_GENERATION. Its
+    row starts, or is renumbered, at MAX_ROW_GENERATION at most, so the tables published after it
+    are still numbered within what a node takes; a row already past that is never numbered back."""
+    new = state.upsert_node(NodeRecord(id="edge-1", region="us-east", url="http://x", generation=MAX_GENERATION))
+    assert new.generation == MAX_ROW_GENERATION
+    assert state.publish_assignment("edge-1", {"modules": []}) == MAX_ROW_GENERATION + 1
+    state.upsert_node(NodeRecord(id="edge-2", region="us-east", url="http://y"))
+    ahead = state.upsert_node(NodeRecord(id="edge-2", region="us-east", url="http://y", generation=MAX_GENERATION))
+    assert ahead.generation == MAX_ROW_GENERATION
+    assert state.publish_assignment("edge-2", {"modules": []}) == MAX_ROW_GENERATION + 1
+    again = state.upsert_node(NodeRecord(id="edge-2", region="us-east", url="http://y", generation=MAX_GENERATION))
+    assert again.generation == MAX_ROW_GENERATION + 1  # not numbered back under the table it holds
 
 
 def rollout(rollout_id: str = "greeter-1") -> RolloutRecord:
