@@ -759,7 +759,9 @@ def main() -> None:
     parser.add_argument("--profile", help="write the control plane's cProfile stats (event loop thread) here")
     args = parser.parse_args()
     if args.child_serve:
-        asyncio.run(serve_child(args))
+        from reconciler.server import run_event_loop
+
+        run_event_loop(serve_child(args))  # the loop `hotswap serve` runs on
         return
     if args.quick:
         args.nodes, args.runs = 100, 2

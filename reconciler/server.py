@@ -14,11 +14,11 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -59,6 +59,18 @@ from reconciler.ui.sessions import LoginLinks, Sessions, with_sessions
 
 log = logging.getLogger("hotswap.serve")
 STOP_SECONDS = 5.0
+T = TypeVar("T")
+
+
+def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run the control plane's `main` to its end on uvloop, as the edge node does, or on asyncio's own
+    loop where uvloop is not installed. The node protocol is many small requests on one loop, and
+    uvloop's transports and scheduling are C where asyncio's are Python (bench/RESULTS.md)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency wherever it builds
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 async def finish(tasks: list[asyncio.Task[Any]], *, rounds: int = 10) -> None:

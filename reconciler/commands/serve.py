@@ -205,11 +205,11 @@ async def serve(plane: ControlPlane) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from reconciler.apply.telemetry import setup_logging
-    from reconciler.server import ControlPlane
+    from reconciler.server import ControlPlane, run_event_loop
 
     setup_logging(args.log_level, args.log_format)
     try:
-        asyncio.run(serve(ControlPlane(options(args))))
+        run_event_loop(serve(ControlPlane(options(args))))
     except (ValueError, OSError) as exc:
         print(f"hotswap serve: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ValueError) else 1  # bad options; a port, file or service that fails

@@ -362,10 +362,11 @@ async def up(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from reconciler.apply.telemetry import setup_logging
+    from reconciler.server import run_event_loop
 
     setup_logging(args.log_level, args.log_format)
     try:
-        return asyncio.run(up(args))
+        return run_event_loop(up(args))
     except (ValueError, OSError, ports.PortTakenError) as exc:
         print(f"hotswap up: {exc}", file=sys.stderr)
         return 1
