@@ -681,6 +681,33 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def targets(out: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """Issue 20's targets for the size run, each as (target, figure, met): 1,000 nodes on one control
+    plane, or 5,000 agents on two replicas; none for another size."""
+    planes = out["planes"]
+    switches = out["blue_green_s"]
+    if out["nodes"] == 1000 and len(planes) == 1:
+        [plane] = planes
+        passes = plane["passes_ms"][plane["first_passes"] :]
+        pass_p99 = percentile(passes, 0.99) if passes else float("inf")
+        median, p99 = statistics.median(switches), percentile(switches, 0.99)
+        lag, peak = plane["lag_switches"]["max"], plane["memory_end_kb"]["VmHWM"] / 1024
+        return [
+            ("switch median < 2 s", f"{median:.1f} s", median < 2.0),
+            ("switch p99 < 4 s", f"{p99:.1f} s", p99 < 4.0),
+            ("pass p99 < 300 ms", f"{pass_p99:.0f} ms", pass_p99 < 300.0),
+            (f"loop never held > {STALL_MS:g} ms over the switches", f"max {lag:.0f} ms", lag <= STALL_MS),
+            ("control plane RSS < 250 MB", f"peak {peak:.0f} MB", peak < 250.0),
+        ]
+    if out["nodes"] == 5000 and len(planes) == 2:
+        slowest = max(switches)
+        return [
+            ("switch < 10 s", f"{slowest:.1f} s (slowest of {len(switches)})", slowest < 10.0),
+            ("0 failed protocol calls", str(out["agent_errors"]), out["agent_errors"] == 0),
+        ]
+    return []
+
+
 def report(out: dict[str, Any]) -> None:
     planes = out["planes"]
     arrival = [ms for p in planes for ms in p["passes_ms"][: p["first_passes"]]]
@@ -732,6 +759,8 @@ def report(out: dict[str, Any]) -> None:
     print(f"agent-side errors (failed calls): {out['agent_errors']}")
     for error in out["agent_error_samples"]:
         print(f"  {error}")
+    for target, figure, met in targets(out):
+        print(f"issue 20's target, {target}: {figure}, {'met' if met else 'NOT met'}")
 
 
 def main() -> None:
