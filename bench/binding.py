@@ -41,7 +41,8 @@ def tables(weight: int) -> tuple[ModuleEntry, ...]:
 
 
 def line(what: str, values: list[float]) -> None:
-    print(f"  {what}: median {statistics.median(values):.3f} ms, p99 {percentile(values, 99):.3f} ms (n={len(values)})")
+    median, p99 = statistics.median(values), percentile(values, 0.99)
+    print(f"  {what}: median {median:.3f} ms, p99 {p99:.3f} ms (n={len(values)})")
 
 
 def main() -> int:

@@ -96,8 +96,8 @@ def measure(name: str, calls: int, loads: int) -> None:
     print(f"  first load (compile, empty cache): {first:8.0f} ms")
     print(f"  load from the precompiled cache:   {statistics.median(cached):8.1f} ms median of {loads}")
     mine, base = statistics.median(ours), statistics.median(theirs)
-    print(f"  call, edge runtime:     median {mine:7.1f} ms   p99 {percentile(ours, 99):7.1f} ms")
-    print(f"  call, plain wasmtime-py: median {base:6.1f} ms   p99 {percentile(theirs, 99):7.1f} ms")
+    print(f"  call, edge runtime:     median {mine:7.1f} ms   p99 {percentile(ours, 0.99):7.1f} ms")
+    print(f"  call, plain wasmtime-py: median {base:6.1f} ms   p99 {percentile(theirs, 0.99):7.1f} ms")
     print(f"  ratio (edge / plain):   {mine / base:.2f}")
 
 
