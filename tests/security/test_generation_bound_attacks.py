@@ -206,7 +206,8 @@ async def test_registrations_climbing_to_the_bound_between_publishes_never_take_
     # four rounds: one renumbering to the cap, then only the eight publishes (and the controller's own)
     assert MAX_ROW_GENERATION + 8 <= last <= MAX_ROW_GENERATION + 8 + SLACK, last
     table = cluster.plane.hub.table(NODE)
-    assert table is not None and _row(cluster, NODE) == table.generation == last
+    assert table is not None and last <= table.generation <= last + SLACK  # and the controller's own
+    assert last <= _row(cluster, NODE) <= last + SLACK
 
 
 async def test_concurrent_registrations_at_mixed_generations_leave_the_row_at_or_past_every_answer(
@@ -242,7 +243,8 @@ async def test_the_genuine_node_registering_again_after_the_attack_gets_a_table_
         path = f"{NODES_PATH}/{NODE}/heartbeat"
         status, raw, _ = await _call(cluster, "POST", path, token, json={"generation": generation})
         assert status == 200, raw
-        assert json.loads(raw)["generation"] == row and _row(cluster, NODE) == row
+        assert row <= json.loads(raw)["generation"] <= row + SLACK, raw  # the controller's publishes alone
+        assert row <= _row(cluster, NODE) <= row + SLACK
 
     status, answer = await _register(cluster, NODE, applied)  # the genuine node, registering again
     assert status == 200, answer
@@ -258,8 +260,8 @@ async def test_the_genuine_node_registering_again_after_the_attack_gets_a_table_
 
     # The genuine node registers again at what it now runs: nothing moves (no renumbering below a row).
     status, answer = await _register(cluster, NODE, taken[-1])
-    assert status == 200 and answer["generation"] == taken[-1], (taken, answer)
-    assert _row(cluster, NODE) == taken[-1]
+    assert status == 200 and taken[-1] <= answer["generation"] <= taken[-1] + SLACK, (taken, answer)
+    assert taken[-1] <= _row(cluster, NODE) <= taken[-1] + SLACK  # the controller's own publishes alone
 
 
 @pytest.mark.xfail(
@@ -374,9 +376,9 @@ async def test_a_generation_a_registration_must_not_carry_is_a_400_naming_it(clu
     assert "generation" in named or "body" in named, answer
     if name != "5000 digits":  # not JSON the parser takes: the body is named
         assert "generation" in named, answer
-    assert _row(cluster, NODE) == before
+    assert before <= _row(cluster, NODE) <= before + SLACK  # the controller's own publishes alone
     status, answer = await _register(cluster, NODE, 3)
-    assert status == 200 and answer["generation"] == before, answer
+    assert status == 200 and before <= answer["generation"] <= before + SLACK, answer
 
 
 TAKEN = {
