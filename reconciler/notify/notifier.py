@@ -320,16 +320,16 @@ class Notifier:
 
     async def run(self) -> None:
         """Deliver, audit and (every `tick_seconds`) watch, until cancelled."""
-        await self.http.open()
-        if self.outbox is not None:
-            await self.outbox.release_claims()
-        self._running = True
-        self._start_workers()
-        audit = asyncio.create_task(self._audit_loop(), name="notify-audit")
-        helpers = [audit]
-        if self.outbox is not None:
-            helpers.append(asyncio.create_task(self.outbox.run(), name="notify-outbox"))
-        try:
+        helpers: list[asyncio.Task[None]] = []
+        try:  # a stop while starting (the outbox's first write) still closes the HTTP session
+            await self.http.open()
+            if self.outbox is not None:
+                await self.outbox.release_claims()
+            self._running = True
+            self._start_workers()
+            helpers.append(asyncio.create_task(self._audit_loop(), name="notify-audit"))
+            if self.outbox is not None:
+                helpers.append(asyncio.create_task(self.outbox.run(), name="notify-outbox"))
             while True:
                 if self.settings.tick_seconds is None:
                     await asyncio.Event().wait()

@@ -5,9 +5,11 @@ Receivers are real HTTP servers that count what they were sent; the control plan
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -88,6 +90,42 @@ async def test_a_notification_left_by_a_stopped_notifier_goes_out_once_on_the_ne
     (delivery,) = second.history
     assert (delivery.outcome, delivery.attempts, delivery.notification) == ("delivered", 2, sent)
     assert second.status()["receivers"][0]["queued"] == 0
+
+
+class _HeldRelease(OutboxStore):
+    """An outbox whose first write at start (freeing a dead process's claims) waits until let go."""
+
+    def __init__(self, store: StateStore, owner: str) -> None:
+        super().__init__(store, owner)
+        self.entered = threading.Event()
+        self.let_go = threading.Event()
+        self.left = threading.Event()
+
+    def release_claims(self) -> int:
+        self.entered.set()
+        try:
+            self.let_go.wait(30.0)
+            return super().release_claims()
+        finally:
+            self.left.set()
+
+
+async def test_a_notifier_stopped_while_starting_closes_its_http_session(
+    tmp_path: Path, http_receiver: HttpReceiver
+) -> None:
+    store = open_state_store(database_url=f"sqlite:{tmp_path / 'state.db'}")
+    held = _HeldRelease(store, "starting")
+    settings = Settings(tick_seconds=None, drain_seconds=0.2)
+    starting = Notifier([alert(http_receiver)], env={}, settings=settings, outbox=held)
+    try:
+        starting.start()
+        await until(held.entered.is_set, "the notifier to be freeing the outbox's claims")
+        await starting.stop()  # cancelled inside its start, before it ran
+        assert starting.http._session is None  # not left for the collector to warn about
+    finally:
+        held.let_go.set()
+        await asyncio.to_thread(held.left.wait, 30.0)  # the write's thread is done with the store
+        store.close()
 
 
 async def test_two_replicas_on_one_postgresql_deliver_each_notification_once(
