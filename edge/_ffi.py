@@ -65,6 +65,21 @@ def _epoch_deadline_setter() -> Callable[[Context, int], None]:
 set_epoch_deadline = _epoch_deadline_setter()
 
 
+def _epoch_incrementer() -> Callable[[Any], None]:
+    """`wasmtime_engine_increment_epoch` from the GIL-keeping library (as `set_epoch_deadline`): the
+    epoch ticker calls it a thousand times a second, and `Engine.increment_epoch` releases and takes
+    back the GIL around an atomic add, a Python frame and a binding's conversion on each tick."""
+    gil_held = ctypes.PyDLL(_wasmtime_ffi.dll._name)
+    increment = gil_held.wasmtime_engine_increment_epoch
+    increment.argtypes = [ctypes.POINTER(_bindings.wasm_engine_t)]
+    increment.restype = None
+    return increment
+
+
+# `increment_epoch(engine.ptr())`: bound once; the ticker calls it directly.
+increment_epoch = _epoch_incrementer()
+
+
 # -- core instances -------------------------------------------------------------------------------
 
 

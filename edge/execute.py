@@ -22,10 +22,12 @@ is in bench/RESULTS.md):
 * What depends only on the version (the answer's headers) is computed once, when the table is
   applied (`VersionSlot.answer_headers`), and a module with one version taking traffic skips the
   weighted choice and the sticky header (`Route.sole`).
-* No layer that the common call does not need: the application has no middlewares; the route's
-  handler decides tracing (`edge.telemetry.Tracing.sample`, a `request_span` only for a sampled
-  call) and answers failures as JSON (`failure_response`, which the other routes share through
-  `edge.server.answers_json`) around the call's own coroutine; a short call's result comes back
+* No layer that the common call does not need: the server hands a plain execute call (the exact
+  path, POST, no `Expect`) to this handler past the router (`edge.server.take_execute_shortcut`);
+  the application has no middlewares; the route's handler decides tracing
+  (`edge.telemetry.Tracing.sample`, a `request_span` only for a sampled call) and answers failures
+  as JSON (`failure_response`, which the other routes share through `edge.server.answers_json`)
+  around the call's own coroutine; a short call's result comes back
   from `Node.start` without a coroutine of its own; a version under its CPU share is let through
   without a clock read (`CpuShare.over`), and a success is charged and counted in one step
   (`VersionSlot.served`).

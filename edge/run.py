@@ -31,7 +31,7 @@ from edge.auth import ISSUER, Authenticator
 from edge.grants import GrantRoots
 from edge.router import BlobSource, Router
 from edge.runtime import Runtime
-from edge.server import Node, NodeConfig, build_app
+from edge.server import Node, NodeConfig, build_app, take_execute_shortcut
 from edge.supervisor import PoolOptions, WorkerPool
 from edge.telemetry import Tracing, configure_tracing, node_samples, start_metric_export
 
@@ -165,6 +165,7 @@ class _InProcess:
     async def serve(self) -> int:
         self.runner = web.AppRunner(build_app(self.node, self.conditions), access_log=None, handle_signals=False)
         await self.runner.setup()
+        take_execute_shortcut(self.runner)
         await web.TCPSite(self.runner, self.host, self.options.port, backlog=1024).start()
         addresses = self.runner.addresses
         return int(addresses[0][1]) if addresses else self.options.port

@@ -28,7 +28,7 @@ from edge.ipc import WORKER_HEADER, Applied, Key, SupervisorLink, WorkerConfig, 
 from edge.protocol import ModuleEntry, ModuleTable, VersionMetrics
 from edge.router import Router
 from edge.runtime import Runtime
-from edge.server import Node, NodeConfig, build_app
+from edge.server import Node, NodeConfig, build_app, take_execute_shortcut
 from edge.smoke import SmokeOutcome
 from edge.telemetry import configure_tracing, setup_logging
 
@@ -75,6 +75,7 @@ class Worker:
         report = await self.router.apply_table(table.modules, table.generation, table.traceparents)
         if not self.serving:
             await self.public.setup()
+            take_execute_shortcut(self.public)
             await web.TCPSite(self.public, self.config.host, self.config.port, backlog=1024, reuse_port=True).start()
             self.serving = True
         return Applied(report, *served(self.router))

@@ -1,6 +1,6 @@
 """The execute path's shortcuts keep its behaviour: the fast decoder agrees with the model, answers
-name the version that served them across splits and swaps, and a short call held up by the machine
-stays inline."""
+name the version that served them across splits and swaps, a short call held up by the machine
+stays inline, and the server's shortcut past the router takes plain execute calls only."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from yarl import URL
 
 from edge import wasm
 from edge.errors import BadRequestError
@@ -22,8 +24,9 @@ from edge.loaded import BudgetExceededError
 from edge.protocol import MAX_ARGS_DEPTH, ExecuteRequest, ModuleEntry, may_nest_deeper, nests_deeper
 from edge.router import Router
 from edge.runtime import Runtime
-from edge.server import Node, NodeConfig, start
+from edge.server import Node, NodeConfig, build_app, start, take_execute_shortcut
 from edge.standalone import DirectorySource
+from tests.edge.conftest import module_bytes
 from tests.edge.test_server import Client, NodeFactory, make_node  # noqa: F401 - the fixture
 
 EXECUTE = "/api/v1/wasm/execute"
@@ -206,3 +209,111 @@ def test_the_model_still_parses_what_the_fast_decoder_takes() -> None:
     body = b'{"module": "arith", "function": "add", "args": [1, 2], "version": "1.0.0"}'
     req = ExecuteRequest.model_validate_json(body)
     assert by_decode(body) == repr((req.module, req.function, req.args, req.version, None, None))
+
+
+# -- the server's shortcut to the execute handler (edge.server.take_execute_shortcut) -------------
+
+
+@pytest.fixture
+async def shortcut(tmp_path: Path) -> AsyncIterator[tuple[str, list[str], web.AppRunner]]:
+    """A node serving arith, its runner set up as `start` does, with what reaches the application's own
+    handler recorded (`method path`) and a header added by the application's `on_response_prepare`."""
+    runtime = Runtime()
+    source = DirectorySource(tmp_path)
+    router = Router(runtime, source)
+    digest = source.add(module_bytes("arith"))
+    await router.apply_table([ModuleEntry.model_validate({"module": "arith", "version": "1.0.0", "digest": digest})], 1)
+    app = build_app(Node(runtime, router, NodeConfig()))
+
+    async def tag(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers["X-Test-App"] = f"{request.app is app} {request.match_info.route.method}"
+
+    app.on_response_prepare.append(tag)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    assert runner.server is not None
+    general = runner.server.request_handler
+    reached: list[str] = []
+
+    async def recorded(request: web.BaseRequest) -> web.StreamResponse:
+        reached.append(f"{request.method} {request.raw_path}")
+        return await general(request)
+
+    runner.server.request_handler = recorded
+    assert take_execute_shortcut(runner)
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}", reached, runner
+    finally:
+        await runner.cleanup()
+        runtime.close()
+
+
+ADD = {"module": "arith", "function": "add", "args": [20, 22]}
+
+
+async def test_the_shortcut_takes_a_plain_execute_call_with_the_app_and_route_the_router_gives(
+    shortcut: tuple[str, list[str], web.AppRunner],
+) -> None:
+    url, reached, _ = shortcut
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url + EXECUTE, json=ADD) as r:
+            assert r.status == 200 and (await r.json())["result"] == 42
+            assert r.headers["X-Test-App"] == "True POST"  # request.app, match_info and the signal, as before
+            assert r.headers["X-Hotswap-Version"] == "1.0.0"
+        async with http.post(url + EXECUTE, data=b"{") as r:
+            assert r.status == 400 and (await r.json())["error"] == "bad_request"
+    assert reached == []  # neither went through the application's router
+
+
+async def test_every_other_request_goes_to_the_application_and_is_answered_as_before(
+    shortcut: tuple[str, list[str], web.AppRunner],
+) -> None:
+    url, reached, _ = shortcut
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url + EXECUTE + "?trace=1", json=ADD) as r:
+            assert r.status == 200 and (await r.json())["result"] == 42
+            assert r.headers["X-Test-App"] == "True POST"
+        async with http.post(url + EXECUTE, json=ADD, headers={"Expect": "100-continue"}) as r:
+            assert r.status == 200 and (await r.json())["result"] == 42
+        async with http.post(URL(url + "/api/v1/wasm/%65xecute", encoded=True), json=ADD) as r:
+            assert r.status == 200 and (await r.json())["result"] == 42  # the router decodes the escape
+        async with http.get(url + EXECUTE) as r:
+            assert r.status == 405 and (await r.json())["error"] == "method_not_allowed"
+        async with http.post(url + EXECUTE + "/", json=ADD) as r:
+            assert r.status == 404 and (await r.json())["error"] == "not_found"
+        async with http.get(url + "/health") as r:
+            assert r.status == 200
+    assert reached == [
+        f"POST {EXECUTE}?trace=1",
+        f"POST {EXECUTE}",
+        "POST /api/v1/wasm/%65xecute",
+        f"GET {EXECUTE}",
+        f"POST {EXECUTE}/",
+        "GET /health",
+    ]
+
+
+async def test_no_shortcut_past_a_middleware_or_before_setup(tmp_path: Path) -> None:
+    runtime = Runtime()
+    try:
+        node = Node(runtime, Router(runtime, DirectorySource(tmp_path)), NodeConfig())
+        plain = web.AppRunner(build_app(node))
+        assert not take_execute_shortcut(plain)  # not set up: no server yet
+        app = build_app(node)
+
+        @web.middleware
+        async def passing(request: web.Request, handler: Any) -> web.StreamResponse:
+            return await handler(request)
+
+        app.middlewares.append(passing)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        try:
+            assert not take_execute_shortcut(runner)  # a middleware would be skipped: the router keeps it all
+        finally:
+            await runner.cleanup()
+    finally:
+        runtime.close()

@@ -126,6 +126,18 @@ def test_set_epoch_deadline_keeps_the_gil_and_stops_an_endless_loop() -> None:
     assert is_timeout(trap.value)
 
 
+def test_increment_epoch_keeps_the_gil_and_moves_the_engine_past_a_deadline() -> None:
+    core = Core()
+    _ffi.set_epoch_deadline(_ffi.context(core.store), 1)
+    with uses("wasmtime._ffi.dll / wasmtime_engine_increment_epoch", "increment_epoch"):
+        assert isinstance(_ffi.increment_epoch, ctypes._CFuncPtr)
+        assert _ffi.increment_epoch._flags_ & ctypes._FUNCFLAG_PYTHONAPI
+        _ffi.increment_epoch(core.engine.ptr())
+    with pytest.raises(wasmtime.Trap) as trap:
+        core.func("add")(core.store, 1, 2)  # the deadline was one tick away: the tick has passed it
+    assert trap.value.trap_code == wasmtime.TrapCode.INTERRUPT
+
+
 # -- core instances -------------------------------------------------------------------------------
 
 
