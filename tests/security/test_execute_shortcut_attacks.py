@@ -37,11 +37,8 @@ import base64
 import contextlib
 import json
 import re
-import signal
 import socket
 import struct
-import subprocess
-import sys
 import zlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -57,7 +54,7 @@ from edge.runtime import Runtime
 from edge.server import Node, NodeConfig, build_app
 from edge.standalone import DirectorySource
 from reconciler.api.auth import AuthOptions, TokenAuthority, load_or_create_signing_key
-from tests.edge.standalone import ROOT, StandaloneNode, start_standalone
+from tests.edge.standalone import StandaloneNode, start_standalone
 from tests.observability.otlp import OtlpReceiver
 
 EDGE = "hotswap-edge"
@@ -587,25 +584,11 @@ async def test_concurrent_clients_each_get_their_own_answer(plain: StandaloneNod
 
 @pytest.fixture
 def workers(folder: Path, tmp_path: Path) -> Iterator[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hotswap", "edge", "--standalone", str(folder), "--port", "0", "--workers", "2",
-         "--cache-dir", str(tmp_path / "cache"), "--log-level", "WARNING"],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert proc.stdout is not None
+    node = start_standalone(folder, tmp_path / "cache", "--workers", "2")
     try:
-        line = proc.stdout.readline()
-        assert "with 2 workers" in line, line
-        yield line.strip().rsplit(" ", 1)[1]
+        yield node.url
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            assert proc.wait(timeout=30) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            proc.stdout.close()
+        node.stop()
 
 
 async def test_every_answer_of_a_worker_names_it_through_the_shortcut_or_not(workers: str) -> None:
