@@ -285,10 +285,13 @@ def _answer(result: CallResult, slot: VersionSlot, duration_ms: float) -> bytes:
 
 
 async def _cpu_gate(node: Node, slot: VersionSlot) -> None:
-    """Hold a request while its version is over its CPU share; refuse it if that takes too long."""
-    waited = 0.0
-    while (delay := slot.cpu.delay()) > 0:
-        if waited + delay > node.config.cpu_max_wait:
-            raise CpuLimitError(f"over its CPU share of {slot.cpu.percent:g}% of a core; retry in {math.ceil(delay)}s")
-        await asyncio.sleep(delay)
-        waited += delay
+    """Hold a request while its version is over its CPU share; refuse it if that would take longer
+    than `cpu_max_wait` from now. Measured on the share's clock against the instant it frees (not
+    by adding up sleeps: the loop's timers fall on a millisecond grid, and a request due at exactly
+    `cpu_max_wait` was refused when its first sleep ended a fraction of a millisecond early)."""
+    cpu = slot.cpu
+    give_up = cpu.now() + node.config.cpu_max_wait
+    while (free := cpu.free_at(now := cpu.now())) > now:
+        if free > give_up:
+            raise CpuLimitError(f"over its CPU share of {cpu.percent:g}% of a core; retry in {math.ceil(free - now)}s")
+        await asyncio.sleep(free - now)

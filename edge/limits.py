@@ -69,17 +69,27 @@ class CpuShare:
             return False
         return self.delay() > 0
 
-    def delay(self) -> float:
-        """Seconds until the version is back under its share (0.0 when it is under now)."""
-        now = self._clock()
+    def now(self) -> float:
+        """The time on this share's clock."""
+        return self._clock()
+
+    def free_at(self, now: float) -> float:
+        """When (on this share's clock) the version is back under its share: `now` when it is under
+        now. The same instant however late it is asked, as long as no new charge comes: a request
+        held until then (`edge.execute`) is refused or served by it, not by how its sleeps fell."""
         self._expire(now)
         excess = self._used_ns - self.budget_ns
         if excess < 0:
-            return 0.0
+            return now
         # The oldest charges leave the window first: find when enough of them have left.
         freed = 0
         for at, ns in self._charges:
             freed += ns
             if freed > excess:
-                return max(at + self.window - now, 0.0)
-        return self.window  # pragma: no cover - freed always reaches used_ns > excess
+                return max(at + self.window, now)
+        return now + self.window  # pragma: no cover - freed always reaches used_ns > excess
+
+    def delay(self) -> float:
+        """Seconds until the version is back under its share (0.0 when it is under now)."""
+        now = self._clock()
+        return self.free_at(now) - now

@@ -77,3 +77,23 @@ def test_over_says_what_delay_says_without_reading_the_clock_under_the_budget(
             assert reads[0] == before  # answered without the clock: expiring only lowers the charge
         assert over == (share.delay() > 0)
         share.charge(cpu_ns)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    charges=st.lists(st.tuples(st.floats(0.0, 0.5), st.integers(1, 800 * MS)), min_size=1, max_size=8),
+    asked=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=5),
+)
+def test_free_at_is_one_instant_however_late_it_is_asked(charges: list[tuple[float, int]], asked: list[float]) -> None:
+    clock = FakeClock()
+    share = CpuShare(50, window=1.0, clock=clock)
+    for gap, ns in charges:
+        clock.now += gap
+        share.charge(ns)
+    start = clock.now
+    free = share.free_at(start)
+    assert share.delay() == pytest.approx(free - start)
+    for step in sorted(asked):  # asked again later, before it (no new charge): the same instant
+        now = start + step
+        clock.now = now
+        assert share.free_at(now) == (free if now < free else now)

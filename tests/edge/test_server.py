@@ -29,13 +29,15 @@ EXECUTE = "/api/v1/wasm/execute"
 
 
 class ShiftedClock:
-    """The monotonic clock plus an offset a test can move forward."""
+    """The monotonic clock plus an offset a test can move forward; at a `rate` below 1 it runs slow
+    against the loop's timers (a sleep then ends early on it, as the loop's millisecond grid can)."""
 
-    def __init__(self) -> None:
+    def __init__(self, rate: float = 1.0) -> None:
         self.offset = 0.0
+        self.rate = rate
 
     def __call__(self) -> float:
-        return time.monotonic() + self.offset
+        return time.monotonic() * self.rate + self.offset
 
 
 @dataclass
@@ -188,6 +190,19 @@ async def test_a_version_over_its_cpu_share_is_held_then_refused(make_node: Node
     status, body, _ = await client.post({"module": "arith", "function": "add", "args": [1, 2]})
     assert (status, body["error"], body["version"]) == (429, "cpu", "1.0.0")
     assert client.node.router.metrics_delta()[0].cpu == 1
+
+
+async def test_a_request_whose_share_frees_within_cpu_max_wait_is_served_however_its_sleeps_end(
+    make_node: NodeFactory,
+) -> None:
+    clock = ShiftedClock(rate=0.99)  # every sleep of the held request ends 1 % early on the share's clock
+    client = await make_node({"arith": {"limits": {"cpuPercent": 1}}}, config=NodeConfig(cpu_max_wait=0.3), clock=clock)
+    slot = client.node.router.slots()[0]
+    slot.cpu.charge(10_000_000 + 1)  # just over its 10 ms per second: back under it one second from now
+    clock.offset += 0.701  # now the charge leaves the window in 0.299 s, 1 ms inside cpu_max_wait
+    status, body, _ = await client.post({"module": "arith", "function": "add", "args": [1, 2]})
+    assert (status, body.get("result")) == (200, 3), body  # adding up its sleeps (0.299 + 0.003) refused it
+    assert client.node.router.metrics_delta()[0].cpu == 0
 
 
 async def test_health_modules_and_metrics(make_node: NodeFactory) -> None:
