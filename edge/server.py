@@ -375,12 +375,13 @@ def take_execute_shortcut(runner: web.AppRunner) -> bool:
     execute = route.handler
     general = server.request_handler
 
-    async def dispatch(request: web.BaseRequest) -> web.StreamResponse:
+    def dispatch(request: web.BaseRequest) -> Awaitable[web.StreamResponse]:
+        """The handler's coroutine, for the server to await (no coroutine of its own in between)."""
         if request.raw_path == EXECUTE_PATH and request.method == "POST" and hdrs.EXPECT not in request.headers:
             assert isinstance(request, web.Request)  # made by the application's request factory
             request._match_info = match
-            return await execute(request)
-        return await general(request)
+            return execute(request)
+        return general(request)
 
     server.request_handler = dispatch
     return True
