@@ -106,6 +106,8 @@ class LoadedVersion(Generic[P]):
     def warm(self) -> None:
         """Instantiate once, so a version that cannot start fails at load and not on a request."""
         CALL.deadline = time.monotonic() + self.sandbox.timeout_seconds  # a start function's sleep too
+        self.runtime.ticker.started()  # a start function runs: its deadline needs the ticks
+        self.runtime._enter()
         try:
             inst = self._new_instance()
         except MemoryLimitError as exc:
@@ -113,6 +115,7 @@ class LoadedVersion(Generic[P]):
         except (TrapError, ModuleTimeoutError) as exc:
             raise LoadError(f"cannot instantiate: {exc.message}") from None
         finally:
+            self.runtime._leave()
             CALL.deadline = None
             CALL.expired = False
         if self._keeps_instances():
@@ -161,6 +164,7 @@ class LoadedVersion(Generic[P]):
         `cpu_clock` measures the CPU the call used: the thread's CPU clock by default; a short call
         on the event loop passes the (much cheaper to read) wall clock, which equals it there."""
         runtime = self.runtime
+        runtime.ticker.started()
         if budget is not None:
             return self._invoke(call, budget, budget, cpu_clock, runtime.tick * budget)
         seconds = timeout or self.sandbox.timeout_seconds

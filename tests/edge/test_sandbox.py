@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 
 from edge.coremodule import LoadedModule
 from edge.errors import ExitError, LoadError, MemoryLimitError, ModuleTimeoutError
+from edge.loaded import BudgetExceededError
 from edge.protocol import Capabilities, Limits, Mount
 from edge.runtime import MIB, DirGrant, Runtime, Sandbox
 from edge.wat import compile_wat
@@ -193,6 +195,73 @@ def test_closing_the_runtime_stops_calls_that_are_still_running() -> None:
     runtime.close()  # a node shutting down does not wait 300 s for the module
     thread.join(timeout=60)
     assert not thread.is_alive() and len(outcome) == 1
+
+
+# -- the ticker parks when nothing runs (edge.runtime.Ticker) -----------------------------------
+
+
+@pytest.fixture
+def parking() -> Iterator[Runtime]:
+    """A runtime whose ticker parks after 20 ms without a call."""
+    with Runtime(park_after=0.02) as rt:
+        yield rt
+
+
+def until_parked(runtime: Runtime) -> None:
+    deadline = time.monotonic() + 30
+    while not runtime.ticker.parked:
+        assert time.monotonic() < deadline, "the ticker never parked"
+        time.sleep(0.001)
+
+
+def ended(runtime: Runtime, work: Callable[[], object]) -> BaseException | None:
+    """What `work` raised (None if it returned), run on a thread; a call left without ticks would
+    never end: after 60 s the runtime is closed (which stops it) and the test fails."""
+    raised: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            work()
+            raised.append(None)
+        except BaseException as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(timeout=60)
+    if thread.is_alive():
+        runtime.close()
+        thread.join(timeout=60)
+        pytest.fail("the call ran past its deadline: the parked ticker never woke")
+    return raised[0]
+
+
+def test_an_idle_ticker_parks_and_the_next_call_still_stops_at_its_timeout(parking: Runtime) -> None:
+    loaded = parking.load(module_bytes("limits"), Sandbox(timeout_seconds=0.05))
+    until_parked(parking)
+    assert isinstance(ended(parking, lambda: call(loaded, "spin", [])), ModuleTimeoutError)
+    until_parked(parking)  # and it parks again once idle
+    assert call(loaded, "fast", []) == 7
+
+
+def test_an_inline_call_after_a_park_still_runs_out_of_its_budget(parking: Runtime) -> None:
+    loaded = parking.load(module_bytes("limits"), Sandbox(timeout_seconds=30))
+    spin = loaded.prepare("spin", [])
+    until_parked(parking)
+    assert isinstance(ended(parking, lambda: loaded.invoke(spin, budget=2)), BudgetExceededError)
+
+
+def test_an_endless_start_function_after_a_park_still_fails_the_load(parking: Runtime) -> None:
+    data = compile_wat('(module (func $s (loop $l (br $l))) (start $s) (func (export "f")))')
+    until_parked(parking)
+    failed = ended(parking, lambda: parking.load(data, Sandbox(timeout_seconds=0.05)))
+    assert isinstance(failed, LoadError) and "cannot instantiate" in str(failed)
+
+
+def test_a_call_running_longer_than_the_park_delay_keeps_the_ticker_going(parking: Runtime) -> None:
+    loaded = parking.load(module_bytes("limits"), Sandbox(timeout_seconds=0.3))  # 15 park delays
+    until_parked(parking)
+    assert isinstance(ended(parking, lambda: call(loaded, "spin", [])), ModuleTimeoutError)
 
 
 def test_a_second_memory_is_refused(runtime: Runtime) -> None:
