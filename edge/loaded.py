@@ -106,8 +106,8 @@ class LoadedVersion(Generic[P]):
     def warm(self) -> None:
         """Instantiate once, so a version that cannot start fails at load and not on a request."""
         CALL.deadline = time.monotonic() + self.sandbox.timeout_seconds  # a start function's sleep too
-        self.runtime.ticker.started()  # a start function runs: its deadline needs the ticks
-        self.runtime._enter()
+        self.runtime._enter()  # a start function runs: its deadline needs the ticks
+        self.runtime.ticker.started()
         try:
             inst = self._new_instance()
         except MemoryLimitError as exc:
@@ -164,11 +164,14 @@ class LoadedVersion(Generic[P]):
         `cpu_clock` measures the CPU the call used: the thread's CPU clock by default; a short call
         on the event loop passes the (much cheaper to read) wall clock, which equals it there."""
         runtime = self.runtime
+        runtime._enter()  # busy first, then `started`: a ticker about to park sees one or the other
         runtime.ticker.started()
         if budget is not None:
-            return self._invoke(call, budget, budget, cpu_clock, runtime.tick * budget)
+            try:
+                return self._invoke(call, budget, budget, cpu_clock, runtime.tick * budget)
+            finally:
+                runtime._leave()
         seconds = timeout or self.sandbox.timeout_seconds
-        runtime._enter()
         CALL.deadline = time.monotonic() + seconds
         try:
             return self._invoke(call, runtime.ticks(seconds), None, cpu_clock, seconds)

@@ -80,14 +80,15 @@ class Ticker:
     A tick is a sleep and one C call that keeps the GIL (`_ffi.increment_epoch`), but each still
     takes the GIL from the event loop: ~5 µs of a request at 14,000 requests a second, and an idle
     node spent 1.8 % of a core on it. So the ticker parks once no call has started for `park_after`
-    seconds and none is running (`busy`), and the next call's `started` wakes it. Deadlines are
-    relative to the epoch when a call sets them, so an epoch that stood still while nothing ran
-    changes no deadline. Every way into wasm calls `started` first (`Loaded.invoke`, `Loaded.warm`);
-    a call that did not would find the ticker parked and run past its deadline.
+    seconds and none is running (`busy`: every call, inline ones too, and every start function),
+    and the next call's `started` wakes it. Deadlines are relative to the epoch when a call sets
+    them, so an epoch that stood still while nothing ran changes no deadline. Every way into wasm
+    counts itself busy and calls `started` first (`Loaded.invoke`, `Loaded.warm`); a call that did
+    not would find the ticker parked and run past its deadline.
 
-    No wake is lost: `started` counts the call, then wakes a parked ticker; the ticker says it parks,
-    then looks at the count once more before it waits (each step under the GIL, so one of them
-    sees the other's)."""
+    No wake is lost: a caller counts itself busy (under a lock), then wakes a parked ticker; the
+    ticker says it parks, then looks at the busy count once more before it waits (each step under
+    the GIL, so one of them sees the other's)."""
 
     def __init__(
         self, engine: wasmtime.Engine, tick: float, busy: Callable[[], int], park_after: float = PARK_AFTER_SECONDS
