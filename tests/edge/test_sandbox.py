@@ -214,9 +214,10 @@ def until_parked(runtime: Runtime) -> None:
         time.sleep(0.001)
 
 
-def ended(runtime: Runtime, work: Callable[[], object]) -> BaseException | None:
+def ended(runtime: Runtime, work: Callable[[], object], hang: float = 60.0) -> BaseException | None:
     """What `work` raised (None if it returned), run on a thread; a call left without ticks would
-    never end: after 60 s the runtime is closed (which stops it) and the test fails."""
+    never end: after `hang` seconds the epoch is run ahead and the runtime closed (which stops it),
+    and the test fails."""
     raised: list[BaseException | None] = []
 
     def run() -> None:
@@ -226,10 +227,12 @@ def ended(runtime: Runtime, work: Callable[[], object]) -> BaseException | None:
         except BaseException as exc:
             raised.append(exc)
 
-    thread = threading.Thread(target=run)
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    thread.join(timeout=60)
+    thread.join(timeout=hang)
     if thread.is_alive():
+        for _ in range(100_000):  # whatever the call's deadline, the epoch is past it
+            runtime.engine.increment_epoch()
         runtime.close()
         thread.join(timeout=60)
         pytest.fail("the call ran past its deadline: the parked ticker never woke")

@@ -13,7 +13,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from edge.loaded import BudgetExceededError
 from edge.runtime import Runtime, Sandbox
 from edge.wat import compile_wat
 from tests.edge.standalone import StandaloneNode, start_standalone
+from tests.edge.test_sandbox import ended, until_parked
 
 EXECUTE = "/api/v1/wasm/execute"
 HANG = 30.0  # a call still running after this long never stops: the test fails
@@ -87,36 +88,6 @@ def sleeper_wat(nanoseconds: int, export: str = "_start") -> str:
 def parking() -> Iterator[Runtime]:
     with Runtime(park_after=0.02) as rt:
         yield rt
-
-
-def until_parked(runtime: Runtime) -> None:
-    deadline = time.monotonic() + HANG
-    while not runtime.ticker.parked:
-        assert time.monotonic() < deadline, "the ticker never parked"
-        time.sleep(0.001)
-
-
-def ended(runtime: Runtime, work: Callable[[], object], hang: float = HANG) -> BaseException | None:
-    """What `work` raised (None if it returned), run on a thread; a hang closes the runtime and fails."""
-    raised: list[BaseException | None] = []
-
-    def run() -> None:
-        try:
-            work()
-            raised.append(None)
-        except BaseException as exc:
-            raised.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(timeout=hang)
-    if thread.is_alive():
-        for _ in range(100_000):  # close() alone does not stop an inline call left without ticks
-            runtime.engine.increment_epoch()
-        runtime.close()
-        thread.join(timeout=HANG)
-        pytest.fail("the call ran past its deadline: the parked ticker never woke")
-    return raised[0]
 
 
 def load(runtime: Runtime, wat: str, timeout: float = 0.1) -> Any:
