@@ -51,7 +51,7 @@ from reconciler.planner import (
 )
 from reconciler.spec.approvals import Approval
 from reconciler.spec.fleet import DesiredFleet
-from reconciler.store.errors import StoreError
+from reconciler.store.errors import BackendError, StoreError
 from reconciler.store.state import StateStore
 
 if TYPE_CHECKING:
@@ -211,9 +211,11 @@ class Controller:
     # -- the loop -------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        await self.hub.wait_reports()  # after a start: plan from the nodes' fresh reports (bounded wait)
         backoff = 0.2
         while True:
+            # After a start, a lead taken or a pass the store failed: plan from the nodes' fresh
+            # reports, not from the silence of heartbeats the store could not take (bounded wait).
+            await self.hub.wait_reports()
             self._wake.clear()
             delay: float | None
             try:
@@ -222,6 +224,8 @@ class Controller:
             except StalledError:
                 delay = None  # wait for a new revision or a human
             except (StoreError, OSError, StaleBookError) as exc:
+                if isinstance(exc, BackendError):  # the store failed, and the nodes' heartbeats with it
+                    self.hub.expect_reports()
                 self.state.error = f"{type(exc).__name__}: {exc}"
                 log.warning("reconcile failed (%s); retrying in %.1fs", self.state.error, backoff)
                 delay, backoff = backoff, min(backoff * 2, 10.0)

@@ -217,6 +217,7 @@ class Replicas:
 
     async def _lead(self, lease: Lease) -> None:
         self._lease = lease
+        self.hub.expect_reports()  # heartbeats may have failed while the lease was away (a store restart)
         await asyncio.to_thread(self.controller.forget)
         await self.refresh()
         self._seen.clear()

@@ -74,6 +74,8 @@ class NodeHealth:
         # asked to read it again (`Peers.recheck`). A node that heartbeats here leaves both.
         self._read_at: dict[str, float] = dict.fromkeys(nodes, read_at) if peers is not None else {}
         self._asked: dict[str, float] = {}
+        # When each node last spoke to this replica, whether or not the store took what it said.
+        self._contact: dict[str, float] = {}
 
     # -- what the hub tells it --------------------------------------------------------------------
 
@@ -81,6 +83,15 @@ class NodeHealth:
         """The node spoke to this replica: its health is judged by this hub's clock from now on."""
         self._read_at.pop(node_id, None)
         self._asked.pop(node_id, None)
+
+    def contact(self, node_id: str, at: float) -> None:
+        """The node spoke to this replica at `at` (a heartbeat or a registration, as it arrives): it is
+        not silent, even while the store is slow to take its heartbeat or fails to. Else a store
+        restart, whose writes hang and then fail, silences every node and a pass meanwhile empties
+        their tables (tests/chaos/test_postgres_restart.py)."""
+        if at > self._contact.get(node_id, float("-inf")):
+            self._contact[node_id] = at
+        self.heard_here(node_id)
 
     def read(self, node_id: str, read_at: float, heard: float, known: float) -> None:
         """A read of the node's row, begun at `read_at`, found its last heartbeat at `heard` where the
@@ -96,11 +107,14 @@ class NodeHealth:
         """The hub dropped the node (its status goes at the next `check` of it)."""
         self._read_at.pop(node_id, None)
         self._asked.pop(node_id, None)
+        self._contact.pop(node_id, None)
 
     # -- judging ----------------------------------------------------------------------------------
 
     def last_heard(self, node: NodeRecord, now: float) -> float:
-        return epoch(node.last_heartbeat_at) or epoch(node.registered_at) or now
+        heard = epoch(node.last_heartbeat_at) or epoch(node.registered_at) or now
+        contact = self._contact.get(node.id)
+        return heard if contact is None or contact < heard else contact
 
     def status_of(self, node: NodeRecord, now: float) -> NodeStatus:
         """Draining, or Unhealthy when its heartbeats are missing as of `now`; for a node heard by

@@ -97,7 +97,8 @@ class NodeHub:
         self._nodes: dict[str, NodeRecord] = {}
         self._closing = False
         self.peers = peers
-        self._heard: set[str] = set()  # nodes that reported since this hub started
+        self._heard: set[str] = set()  # nodes that reported since this hub started, or since `expect_reports`
+        self._awaiting = True  # the next `wait_reports` waits for them
         self._reported = asyncio.Event()
         self._views: dict[str, tuple[NodeRecord, NodeView]] = {}  # the last view of each node row
         self._running = RunningWeights()
@@ -242,6 +243,8 @@ class NodeHub:
 
     async def register(self, registration: Registration) -> RegistrationAnswer:
         existing = self._nodes.get(registration.id)
+        if existing is not None:  # a node whose heartbeat failed registers again: it is not silent
+            self.health.contact(registration.id, self.clock())
         record = NodeRecord(
             id=registration.id,
             region=registration.region,
@@ -307,6 +310,7 @@ class NodeHub:
             )
         reported = beat.model_dump(mode="json", by_alias=True, exclude={"metrics"})
         now = self.clock()
+        self.health.contact(node_id, now)  # before the write, which a store going away can hold
         at = datetime.fromtimestamp(now, UTC)
         if self.peers is None:
             recorded = await self.heartbeat_writes.write((node_id, reported, at))
@@ -361,26 +365,41 @@ class NodeHub:
                     await event.wait()
         raise HubClosedError(node_id)
 
+    def expect_reports(self) -> None:
+        """Plan next from fresh reports, as after a start: the next `wait_reports` waits for every node
+        to report again. For a replica that begins to lead and a pass the store failed: the nodes'
+        heartbeats failed too while the store was away, and a pass that judged them by that silence
+        would call them Unhealthy and empty their tables."""
+        self._heard.clear()
+        self._awaiting = True
+
     async def wait_reports(self, timeout: float | None = None) -> bool:
-        """Wait until every known node has sent a heartbeat to this hub (False if `timeout` passes first).
+        """Wait until every known node has sent a heartbeat to this hub (False if `timeout` passes
+        first), since it started or since `expect_reports`; until the next of those, at once.
 
         A control plane that starts on a store of nodes waits for this before its first pass, so it
         plans from fresh reports, with the metric deltas the nodes kept while it was away, rather
         than from rows older than its start (every node Unhealthy, a step's analysis without data).
-        The default timeout is three heartbeats plus a node's longest reconnect delay.
+        The default timeout is three heartbeats plus a node's longest reconnect delay: a node that
+        does not report by then is judged by its row.
         """
+        if not self._awaiting:
+            return True
         if timeout is None:
             timeout = MISSED_HEARTBEATS * self.heartbeat_seconds + RECONNECT_SECONDS
         deadline = time.monotonic() + timeout
-        while not self._closing and not set(self._nodes) <= self._heard:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            self._reported.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
-                    await self._reported.wait()
-        return True
+        try:
+            while not self._closing and not set(self._nodes) <= self._heard:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._reported.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(remaining):
+                        await self._reported.wait()
+            return True
+        finally:
+            self._awaiting = False
 
     def close(self) -> None:
         """Answer every waiting long-poll now (the control plane is stopping)."""

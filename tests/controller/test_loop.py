@@ -9,11 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from edge.nodeapi import Heartbeat
 from reconciler.apply.controller import Controller
 from reconciler.apply.nodes import NodeHub
 from reconciler.apply.registry import Registry
 from reconciler.spec.fleet import DesiredFleet
 from reconciler.store.blobs import open_blob_store
+from reconciler.store.errors import BackendError
+from reconciler.store.records import NodeRecord
 from reconciler.store.state import open_state_store
 
 
@@ -132,3 +135,72 @@ def test_no_production_code_waits_with_asyncio_wait_for() -> None:
         if "asyncio.wait_for(" in line and not line.lstrip().startswith("#")
     ]
     assert not found, f"use `async with asyncio.timeout(...)` instead of asyncio.wait_for at {found}"
+
+
+class StoreDownOnce:
+    """A Git source whose first read fails as a store that went away does, then has no revision yet."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    @property
+    def latest(self) -> None:
+        self.reads += 1
+        if self.reads == 1:
+            raise BackendError("postgresql://db: terminating connection due to administrator command")
+        return None
+
+    def fleet_at(self, sha: str) -> DesiredFleet | None:
+        return None
+
+
+async def test_after_a_pass_the_store_failed_the_next_waits_for_every_nodes_fresh_report(tmp_path: Path) -> None:
+    # A store restart fails the nodes' heartbeats as well as the pass. A pass that judged the nodes
+    # by that silence called them Unhealthy and published them empty tables (404s for every module
+    # they held, until their next heartbeat): tests/chaos/test_postgres_restart.py failed so.
+    store = open_state_store(data_dir=tmp_path)
+    for node_id in ("a", "b"):
+        store.upsert_node(NodeRecord(id=node_id, region="us-east", url=f"http://{node_id}"))
+    hub = NodeHub(store, heartbeat_seconds=0.1)
+    source = StoreDownOnce()
+    controller = Controller(
+        store=store, registry=Registry(store, open_blob_store(None, tmp_path)), source=source, hub=hub
+    )
+    hub.poke = controller.poke
+    task = asyncio.create_task(controller.run())
+    try:
+        for node_id in ("a", "b"):  # the first pass waits for both (a start)
+            assert await hub.heartbeat(node_id, Heartbeat(generation=0)) is not None
+        assert await controller.wait_for_pass(0, 10.0)
+        assert controller.state.error is not None and "BackendError" in controller.state.error
+        assert await hub.heartbeat("a", Heartbeat(generation=0)) is not None
+        # "b" has not reported since the store failed: no pass yet (the wait lasts three heartbeats
+        # and a node's reconnect delay, 5.3 s here).
+        assert not await controller.wait_for_pass(1, 0.5)
+        assert source.reads == 1
+        assert await hub.heartbeat("b", Heartbeat(generation=0)) is not None
+        assert await controller.wait_for_pass(1, 10.0)
+        assert source.reads == 2
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        store.close()
+
+
+async def test_a_wait_for_reports_is_bounded_and_waits_again_only_when_asked(tmp_path: Path) -> None:
+    store = open_state_store(data_dir=tmp_path)
+    try:
+        for node_id in ("a", "b"):
+            store.upsert_node(NodeRecord(id=node_id, region="us-east", url=f"http://{node_id}"))
+        hub = NodeHub(store, heartbeat_seconds=0.1)
+        assert await hub.heartbeat("a", Heartbeat(generation=0)) is not None
+        assert await hub.wait_reports(timeout=0.2) is False  # "b" never reports
+        assert await hub.wait_reports(timeout=0.2) is True  # judged by its row from then on: no wait
+        hub.expect_reports()  # "a"'s report came before: it must report again
+        waiting = asyncio.create_task(hub.wait_reports(timeout=30.0))
+        assert await hub.heartbeat("b", Heartbeat(generation=0)) is not None
+        assert await hub.heartbeat("a", Heartbeat(generation=0)) is not None
+        assert await waiting is True
+    finally:
+        store.close()

@@ -6,11 +6,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import NoReturn
 
-from edge.nodeapi import Heartbeat, NodeStatus
+import pytest
+
+from edge.nodeapi import Heartbeat, NodeStatus, Registration
 from reconciler.apply.nodehealth import MISSED_HEARTBEATS, NodeHealth
+from reconciler.apply.nodes import NodeHub
+from reconciler.apply.threadbatch import RowBatch
+from reconciler.store.errors import BackendError
 from reconciler.store.nodes import SharedHeartbeat
 from reconciler.store.records import JsonObject, NodeRecord
+from reconciler.store.state import open_state_store
 
 T0 = 1_800_000_000.0
 BEAT = 2.0
@@ -78,3 +86,56 @@ def test_a_node_heard_elsewhere_is_judged_as_of_the_last_read_of_its_row() -> No
     health.heard_here("far")  # from now on judged by this replica's clock
     clock[0] = LATE + MISSED_HEARTBEATS * BEAT + 1
     assert health.due(clock[0]) == [] and health.check() == ["far"]
+
+
+def test_a_node_that_spoke_here_is_not_silent_while_the_store_has_not_taken_its_heartbeat() -> None:
+    # A store restart holds the heartbeat writes, then fails them: the rows keep the heartbeat from
+    # before it, and the nodes' agents register again instead. A node that spoke meanwhile is alive.
+    clock = [T0]
+    nodes = {"a": node("a", T0), "b": node("b", T0)}
+    health = NodeHealth(nodes, heartbeat_seconds=BEAT, clock=lambda: clock[0], peers=None, read_at=T0)
+    health.contact("a", LATE - 1)  # arrived; its write never lands
+    clock[0] = LATE
+    assert health.silent(LATE) == ["b"]
+    assert health.check() == ["a", "b"]
+    assert health.status_of(nodes["a"], LATE) == NodeStatus.HEALTHY
+    assert health.status_of(nodes["b"], LATE) == NodeStatus.UNHEALTHY
+    # A row with a later heartbeat counts from then; an older contact takes nothing back.
+    nodes["a"] = node("a", LATE + 2)
+    health.contact("a", LATE)
+    assert health.last_heard(nodes["a"], LATE + 2) == LATE + 2
+    # Silent again once the missed heartbeats pass after the last word, and a node forgotten and
+    # known again is judged by its row alone.
+    later = LATE + 2 + MISSED_HEARTBEATS * BEAT + 1
+    assert health.status_of(nodes["a"], later) == NodeStatus.UNHEALTHY
+    health.contact("b", later)
+    health.forget("b")
+    assert health.status_of(nodes["b"], later) == NodeStatus.UNHEALTHY
+
+
+async def test_a_heartbeat_or_registration_the_store_fails_still_counts_as_the_node_speaking(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = open_state_store(data_dir=tmp_path)
+    try:
+        for node_id in ("a", "b"):
+            store.upsert_node(node(node_id, T0))
+        clock = [T0]
+        hub = NodeHub(store, heartbeat_seconds=BEAT, clock=lambda: clock[0])
+
+        def down(*args: object) -> NoReturn:
+            raise BackendError("postgresql://db: terminating connection due to administrator command")
+
+        hub.heartbeat_writes = RowBatch(down, down)
+        monkeypatch.setattr(store, "upsert_node", down)
+        clock[0] = LATE - 1
+        with pytest.raises(BackendError):  # the node is answered 503 ...
+            await hub.heartbeat("a", Heartbeat(generation=0))
+        with pytest.raises(BackendError):  # ... and its agent registers again
+            await hub.register(Registration(id="b", region="us-east", hostname="b", url="http://b"))
+        clock[0] = LATE
+        assert {v.id: v.status for v in hub.view()} == {"a": "Healthy", "b": "Healthy"}  # ... but it spoke
+        clock[0] = LATE - 1 + MISSED_HEARTBEATS * BEAT + 1
+        assert {v.id: v.status for v in hub.view()} == {"a": "Unhealthy", "b": "Unhealthy"}
+    finally:
+        store.close()
