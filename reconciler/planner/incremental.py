@@ -39,7 +39,14 @@ from reconciler.planner.gate import Gate, paused
 from reconciler.planner.index import ModuleFacts, facts
 from reconciler.planner.placement import ModulePlacement, place
 from reconciler.planner.planner import Running, Smoke, _Pass, _steady, latest_records, node_reports, plan
-from reconciler.planner.types import AssignmentEntry, Condition, ObservedNode, RolloutRecord, Snapshot
+from reconciler.planner.types import (
+    AssignmentEntry,
+    Condition,
+    ObservedNode,
+    RolloutRecord,
+    Snapshot,
+    holds_its_table,
+)
 from reconciler.spec.fleet import DesiredFleet
 
 __all__ = ["Planner"]
@@ -178,6 +185,8 @@ class Planner:
 
         actions: list[Action] = step.actions
         for node in snapshot.nodes:
+            if holds_its_table(node, snapshot.now):
+                continue
             table = self._tables.get(node.id, ())
             seen = self._compared.get(node.id)
             if seen is not None and seen[0] is table and seen[1] is node.assigned:

@@ -9,7 +9,9 @@ applies `Plan.actions` (see `reconciler.planner.actions`). The pass:
    (which run with the capabilities of the module's stable release, so a change of capabilities
    reaches them only once it is promoted, and which, when the module's rollouts need approvals,
    put on a node only a version already approved and live: `machine`'s docstring says which), and
-   emits `SetAssignment` for each node whose table differs from the one last published;
+   emits `SetAssignment` for each node whose table differs from the one last published, except to
+   an Unhealthy node heard within the last minute: its modules are placed elsewhere, but its own
+   table is left as it is (`types.holds_its_table`);
 4. computes the conditions of every module (`conditions`) and the earliest time to look again.
 
 Which release is stable comes from the latest record: the target of a promoted rollout, else the
@@ -50,6 +52,7 @@ from reconciler.planner.types import (
     SmokeResult,
     Snapshot,
     StepKind,
+    holds_its_table,
 )
 from reconciler.planner.weights import scope
 from reconciler.spec.approvals import Approval, RuleResult, evaluate
@@ -407,6 +410,8 @@ class _Pass:
         for name in self.facts.names:
             self.module(self.facts.modules[name])
         for node in self.snapshot.nodes:
+            if holds_its_table(node, self.snapshot.now):
+                continue
             table = tuple(self.tables[node.id])
             if table != node.assigned:
                 self.actions.append(SetAssignment(node.id, table))

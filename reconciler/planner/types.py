@@ -22,6 +22,7 @@ from reconciler.spec.models import ModuleSpec
 from reconciler.spec.strategies import StrategyType
 
 __all__ = [
+    "UNHEALTHY_HOLD_SECONDS",
     "ABResult",
     "AssignmentEntry",
     "Condition",
@@ -38,6 +39,7 @@ __all__ = [
     "Snapshot",
     "StepKind",
     "StepResult",
+    "holds_its_table",
 ]
 
 HISTORY_LIMIT = 32
@@ -108,6 +110,26 @@ class ObservedNode:
     running: tuple[RunningEntry, ...] = ()
     last_heartbeat: float | None = None
     smoke: tuple[SmokeResult, ...] = ()
+
+
+UNHEALTHY_HOLD_SECONDS = 60.0
+"""How long after its last heartbeat an Unhealthy node keeps its table (`holds_its_table`)."""
+
+
+def holds_its_table(node: ObservedNode, now: float) -> bool:
+    """Whether a pass leaves `node`'s table as it is: Unhealthy, and heard within UNHEALTHY_HOLD_SECONDS.
+
+    Its modules are placed on healthy nodes meanwhile; its own table is not emptied under a node
+    that may only be slow to be heard (a busy machine, a control plane whose store restarts), which
+    would answer its callers 404 for every module until its next heartbeat, and which a node that
+    cannot be reached never receives anyway. One silent for longer is emptied, as before: a node
+    that still long-polls but cannot heartbeat does not keep serving, for long, a release rolled
+    back meanwhile."""
+    return (
+        node.status is NodeStatus.UNHEALTHY
+        and node.last_heartbeat is not None
+        and now - node.last_heartbeat < UNHEALTHY_HOLD_SECONDS
+    )
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconciler.planner import NodeStatus, ObservedNode, Phase, Plan, Planner, RegionMetrics, Snapshot, plan
+from reconciler.planner.types import UNHEALTHY_HOLD_SECONDS
 from reconciler.spec.fleet import DesiredFleet
 
 from .driver import REGIONS, Driver, approval, example, healthy_metrics, make_nodes, with_module, with_policy
@@ -111,7 +112,10 @@ class History:
         elif kind == "rejoin" and self.left:  # the same id again, a fresh row: it reports nothing yet
             gone = self.left.pop(pick % len(self.left))
             d.add(ObservedNode(gone.id, gone.region))
-        elif kind in ("unhealthy", "draining", "healthy") and node_id is not None:
+        elif kind == "unhealthy" and node_id is not None:  # last heard a moment ago (its table held) or long ago
+            heard = d.now - (2 * UNHEALTHY_HOLD_SECONDS if pick % 2 else 1.0)
+            d.nodes[node_id] = dataclasses.replace(d.nodes[node_id], status=NodeStatus.UNHEALTHY, last_heartbeat=heard)
+        elif kind in ("draining", "healthy") and node_id is not None:
             d.set_status(node_id, NodeStatus(kind.capitalize()))
         elif kind == "capacity" and node_id is not None:
             d.nodes[node_id] = dataclasses.replace(d.nodes[node_id], max_modules=1 + pick % 3)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from reconciler.planner import (
@@ -17,6 +19,7 @@ from reconciler.planner import (
     StepKind,
     plan,
 )
+from reconciler.planner.types import UNHEALTHY_HOLD_SECONDS
 
 from .driver import (
     Driver,
@@ -318,16 +321,41 @@ def test_node_lost_mid_canary_is_replaced_with_the_current_step_weights() -> Non
     d = canary_started()
     holders = {n for n in d.holders("greeter") if n.startswith("us-east")}
     lost = sorted(holders)[0]
-    d.set_status(lost, NodeStatus.UNHEALTHY)
+    held = d.nodes[lost].assigned
+    d.nodes[lost] = dataclasses.replace(d.nodes[lost], status=NodeStatus.UNHEALTHY, last_heartbeat=9.0)
     result = d.run(at=10.0)
-    now_holding = {n for n in d.holders("greeter") if n.startswith("us-east")}
-    assert lost not in now_holding and len(now_holding) == 2
+    now_holding = {n for n in d.holders("greeter") if n.startswith("us-east") and n != lost}
+    assert len(now_holding) == 2
     (replacement,) = now_holding - holders
     assert d.weights("greeter")[replacement] == {"1.1.0": 90, "1.2.0": 10}
-    assert d.nodes[lost].assigned == ()
+    # The lost node's table is left as it was: placed elsewhere, but not emptied under a node that
+    # may only be silent for a moment (it would answer 404 for every module until heard again).
+    assert d.nodes[lost].assigned == held
+    assert not any(getattr(a, "node_id", None) == lost for a in result.actions)
     assert result.records == ()  # placement changed, the rollout did not
     d.run(at=30.0, metrics=healthy_metrics("greeter", "1.2.0"))
     assert d.record("greeter").percent == 25
+    assert d.nodes[lost].assigned == held  # still silent: still as it was
+    # Heard again: it takes the table the placement now gives it (its place back, at the current
+    # step's weights), and the replacement gives it up.
+    d.set_status(lost, NodeStatus.HEALTHY)
+    d.run(at=31.0)
+    assert d.weights("greeter")[lost] == {"1.1.0": 75, "1.2.0": 25}
+    assert {n for n in d.holders("greeter") if n.startswith("us-east")} == holders
+
+
+def test_a_node_silent_past_the_hold_is_emptied() -> None:
+    d = canary_started()
+    lost = sorted(n for n in d.holders("greeter") if n.startswith("us-east"))[0]
+    d.nodes[lost] = dataclasses.replace(d.nodes[lost], status=NodeStatus.UNHEALTHY, last_heartbeat=9.0)
+    d.run(at=9.0 + UNHEALTHY_HOLD_SECONDS - 1)
+    assert d.nodes[lost].assigned != ()
+    d.run(at=9.0 + UNHEALTHY_HOLD_SECONDS)
+    assert d.nodes[lost].assigned == ()  # a node that polls but cannot heartbeat serves no stale release
+    never = sorted(n for n in d.holders("greeter") if n.startswith("eu-central"))[0]
+    d.set_status(never, NodeStatus.UNHEALTHY)  # never heard: nothing to hold for
+    d.later(1.0)
+    assert d.nodes[never].assigned == ()
 
 
 def test_node_lost_mid_rolling_batch_does_not_stop_the_rollout() -> None:
