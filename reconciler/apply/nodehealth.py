@@ -88,9 +88,9 @@ class NodeHealth:
         """The node spoke to this replica at `at` (a heartbeat or a registration, as it arrives): it is
         not silent, even while the store is slow to take its heartbeat or fails to. Else a store
         restart, whose writes hang and then fail, silences every node and a pass meanwhile empties
-        their tables (tests/chaos/test_postgres_restart.py)."""
-        if at > self._contact.get(node_id, float("-inf")):
-            self._contact[node_id] = at
+        their tables (tests/chaos/test_postgres_restart.py). The latest arrival, not the largest time:
+        after the wall clock steps back, an hour-ahead contact must not keep a dead node Healthy."""
+        self._contact[node_id] = at
         self.heard_here(node_id)
 
     def read(self, node_id: str, read_at: float, heard: float, known: float) -> None:

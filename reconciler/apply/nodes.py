@@ -99,6 +99,7 @@ class NodeHub:
         self.peers = peers
         self._heard: set[str] = set()  # nodes that reported since this hub started, or since `expect_reports`
         self._awaiting = True  # the next `wait_reports` waits for them
+        self._awaited: set[str] | None = None  # ... for these (None: every node not draining)
         self._reported = asyncio.Event()
         self._views: dict[str, tuple[NodeRecord, NodeView]] = {}  # the last view of each node row
         self._running = RunningWeights()
@@ -365,11 +366,25 @@ class NodeHub:
                     await event.wait()
         raise HubClosedError(node_id)
 
+    def _unreported(self) -> bool:
+        """Whether a node `wait_reports` waits for has not reported yet: after a start every node not
+        draining; after `expect_reports` those that were Healthy then (a node long dead, or drained,
+        does not hold up every pass after a store failure or a lead taken)."""
+        awaited = self._awaited
+        for node_id, node in self._nodes.items():
+            if node_id in self._heard or node.status == NodeStatus.DRAINING:
+                continue
+            if awaited is None or node_id in awaited:
+                return True
+        return False
+
     def expect_reports(self) -> None:
         """Plan next from fresh reports, as after a start: the next `wait_reports` waits for every node
-        to report again. For a replica that begins to lead and a pass the store failed: the nodes'
-        heartbeats failed too while the store was away, and a pass that judged them by that silence
-        would call them Unhealthy and empty their tables."""
+        Healthy now to report again. For a replica that begins to lead and a pass the store failed:
+        the nodes' heartbeats failed too while the store was away, and a pass that judged them by
+        that silence would call them Unhealthy and move their modules."""
+        now = self.clock()
+        self._awaited = {n.id for n in self._nodes.values() if self.health.status_of(n, now) is NodeStatus.HEALTHY}
         self._heard.clear()
         self._awaiting = True
 
@@ -389,7 +404,7 @@ class NodeHub:
             timeout = MISSED_HEARTBEATS * self.heartbeat_seconds + RECONNECT_SECONDS
         deadline = time.monotonic() + timeout
         try:
-            while not self._closing and not set(self._nodes) <= self._heard:
+            while not self._closing and self._unreported():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from edge.nodeapi import Heartbeat
+from edge.nodeapi import Heartbeat, NodeStatus
 from reconciler.apply.controller import Controller
 from reconciler.apply.nodes import NodeHub
 from reconciler.apply.registry import Registry
@@ -202,5 +203,31 @@ async def test_a_wait_for_reports_is_bounded_and_waits_again_only_when_asked(tmp
         assert await hub.heartbeat("b", Heartbeat(generation=0)) is not None
         assert await hub.heartbeat("a", Heartbeat(generation=0)) is not None
         assert await waiting is True
+    finally:
+        store.close()
+
+
+async def test_a_wait_for_fresh_reports_skips_nodes_long_silent_or_draining(tmp_path: Path) -> None:
+    # A node long dead (not yet deleted) or draining must not hold up the pass after every store
+    # failure or lead taken for the whole bounded wait.
+    store = open_state_store(data_dir=tmp_path)
+    try:
+        clock = [1_800_000_000.0]
+        at = datetime.fromtimestamp(clock[0], UTC)
+        store.upsert_node(NodeRecord(id="live", region="us-east", url="http://live", last_heartbeat_at=at))
+        dead_at = datetime.fromtimestamp(clock[0] - 3600, UTC)
+        store.upsert_node(NodeRecord(id="dead", region="us-east", url="http://dead", last_heartbeat_at=dead_at))
+        store.upsert_node(
+            NodeRecord(
+                id="drained", region="us-east", url="http://drained", status=NodeStatus.DRAINING, last_heartbeat_at=at
+            )
+        )
+        hub = NodeHub(store, heartbeat_seconds=0.1, clock=lambda: clock[0])
+        assert await hub.heartbeat("live", Heartbeat(generation=0)) is not None
+        assert await hub.wait_reports(timeout=0.2) is False  # a start waits for "dead" too ...
+        hub.expect_reports()
+        waiting = asyncio.create_task(hub.wait_reports(timeout=30.0))
+        assert await hub.heartbeat("live", Heartbeat(generation=0)) is not None
+        assert await waiting is True  # ... a store failure or a lead waits for "live" only
     finally:
         store.close()

@@ -182,17 +182,9 @@ async def test_a_heartbeat_that_lands_while_the_node_is_being_deleted_keeps_no_c
 # -- clock edges --------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="NodeHealth.contact keeps the LARGEST arrival time ever seen (`if at > self._contact[...]`), "
-    "not the latest arrival, and last_heard takes max(row, contact): after the wall clock steps back "
-    "(NTP, an operator, a local shell), a node that spoke before the step counts as heard at the "
-    "pre-step time, so once it dies it stays Healthy for the size of the step (an hour here) and its "
-    "modules are never re-placed, although its row carries the post-step heartbeat. Before 2d186aa the "
-    "row alone judged it Unhealthy after three missed heartbeats. Fix: record the latest arrival "
-    "unconditionally (arrivals come in order on the event loop), or judge contact on time.monotonic.",
-)
 async def test_a_wall_clock_step_back_does_not_keep_a_dead_node_healthy(tmp_path: Path) -> None:
+    # Found by this review: contact kept the largest arrival time ever seen, so after the clock
+    # stepped back a dead node stayed Healthy for the size of the step. It keeps the latest arrival.
     store = open_state_store(data_dir=tmp_path)
     try:
         store.upsert_node(NodeRecord(id="n", region="us-east", url="http://n", registered_at=_at(T0)))
