@@ -213,12 +213,19 @@ class Agent:
             except TableRefusedError as exc:  # keeps serving what it has
                 log.error("%s: refusing the table the control plane sent: %s; retrying in %.1fs", what, exc, backoff)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                backoff = self.next_backoff(backoff)
             except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
                 log.warning("%s: control plane unreachable (%s); retrying in %.1fs", what, exc, backoff)
                 self.state.mark_registered(False)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                backoff = self.next_backoff(backoff)
+
+    def next_backoff(self, backoff: float) -> float:
+        """The delay after another failure: doubling, at most MAX_BACKOFF_SECONDS and at most one
+        heartbeat period. A control plane that answers (503 while its store restarts) counts each
+        attempt as the node speaking (`reconciler.apply.nodehealth.NodeHealth.contact`): a node
+        that waited longer would look silent for the three heartbeats that make it Unhealthy."""
+        return min(backoff * 2, MAX_BACKOFF_SECONDS, max(self.heartbeat_seconds, 0.1))
 
     async def register(self) -> RegistrationAnswer:
         body = self.registration.model_dump(mode="json", by_alias=True)
