@@ -21,17 +21,18 @@ from reconciler.store.records import NodeRecord
 from reconciler.store.state import open_state_store
 
 
-class FlakySource:
-    """A Git source whose first read fails with a bug, then has no revision yet."""
+class FailsOnce:
+    """A Git source whose first read raises `error` (a bug, a store gone away), then has no revision yet."""
 
-    def __init__(self) -> None:
+    def __init__(self, error: Exception) -> None:
+        self.error = error
         self.reads = 0
 
     @property
     def latest(self) -> None:
         self.reads += 1
         if self.reads == 1:
-            raise RuntimeError("a bug in a pass")
+            raise self.error
         return None
 
     def fleet_at(self, sha: str) -> DesiredFleet | None:
@@ -43,7 +44,7 @@ async def test_an_unexpected_error_in_a_pass_is_logged_and_the_loop_goes_on(
 ) -> None:
     store = open_state_store(data_dir=tmp_path)
     hub = NodeHub(store, heartbeat_seconds=0.1)
-    source = FlakySource()
+    source = FailsOnce(RuntimeError("a bug in a pass"))
     controller = Controller(
         store=store, registry=Registry(store, open_blob_store(None, tmp_path)), source=source, hub=hub
     )
@@ -138,23 +139,6 @@ def test_no_production_code_waits_with_asyncio_wait_for() -> None:
     assert not found, f"use `async with asyncio.timeout(...)` instead of asyncio.wait_for at {found}"
 
 
-class StoreDownOnce:
-    """A Git source whose first read fails as a store that went away does, then has no revision yet."""
-
-    def __init__(self) -> None:
-        self.reads = 0
-
-    @property
-    def latest(self) -> None:
-        self.reads += 1
-        if self.reads == 1:
-            raise BackendError("postgresql://db: terminating connection due to administrator command")
-        return None
-
-    def fleet_at(self, sha: str) -> DesiredFleet | None:
-        return None
-
-
 async def test_after_a_pass_the_store_failed_the_next_waits_for_every_nodes_fresh_report(tmp_path: Path) -> None:
     # A store restart fails the nodes' heartbeats as well as the pass. A pass that judged the nodes
     # by that silence called them Unhealthy and published them empty tables (404s for every module
@@ -163,7 +147,7 @@ async def test_after_a_pass_the_store_failed_the_next_waits_for_every_nodes_fres
     for node_id in ("a", "b"):
         store.upsert_node(NodeRecord(id=node_id, region="us-east", url=f"http://{node_id}"))
     hub = NodeHub(store, heartbeat_seconds=0.1)
-    source = StoreDownOnce()
+    source = FailsOnce(BackendError("postgresql://db: terminating connection due to administrator command"))
     controller = Controller(
         store=store, registry=Registry(store, open_blob_store(None, tmp_path)), source=source, hub=hub
     )
