@@ -213,7 +213,7 @@ class Agent:
             except TableRefusedError as exc:  # keeps serving what it has
                 log.error("%s: refusing the table the control plane sent: %s; retrying in %.1fs", what, exc, backoff)
                 await asyncio.sleep(backoff)
-                backoff = self.next_backoff(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)  # not capped by the heartbeat: no storm
             except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
                 log.warning("%s: control plane unreachable (%s); retrying in %.1fs", what, exc, backoff)
                 self.state.mark_registered(False)
@@ -221,10 +221,12 @@ class Agent:
                 backoff = self.next_backoff(backoff)
 
     def next_backoff(self, backoff: float) -> float:
-        """The delay after another failure: doubling, at most MAX_BACKOFF_SECONDS and at most one
-        heartbeat period. A control plane that answers (503 while its store restarts) counts each
-        attempt as the node speaking (`reconciler.apply.nodehealth.NodeHealth.contact`): a node
-        that waited longer would look silent for the three heartbeats that make it Unhealthy."""
+        """The delay after another failure to reach the control plane: doubling, at most
+        MAX_BACKOFF_SECONDS and at most one heartbeat period. A control plane that answers (503
+        while its store restarts) counts each attempt as the node speaking
+        (`reconciler.apply.nodehealth.NodeHealth.contact`): a node that waited longer would look
+        silent for the three heartbeats that make it Unhealthy. (A table refused backs off to
+        MAX_BACKOFF_SECONDS: tests/security/test_table_binding_attacks.py.)"""
         return min(backoff * 2, MAX_BACKOFF_SECONDS, max(self.heartbeat_seconds, 0.1))
 
     async def register(self) -> RegistrationAnswer:
