@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from reconciler.apply.nodes import NodeHub
 from reconciler.apply.threadbatch import RowBatch
 from reconciler.store.errors import BackendError
 from reconciler.store.records import JsonObject, NodeRecord
-from reconciler.store.state import open_state_store
+from reconciler.store.state import StateStore, open_state_store
 from tests.api.conftest import call
 from tests.e2e.cluster import Cluster, poll
 
@@ -112,6 +113,27 @@ def _at(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
+@dataclass
+class LoneNode:
+    """A real hub on a SQLite store holding one node, "n" (registered at T0, never heard), and the
+    clock the hub reads (set it before the first call)."""
+
+    store: StateStore
+    hub: NodeHub
+    clock: list[float]
+
+
+@pytest.fixture
+def lone(tmp_path: Path) -> Iterator[LoneNode]:
+    store = open_state_store(data_dir=tmp_path)
+    try:
+        store.upsert_node(NodeRecord(id="n", region="us-east", url="http://n", registered_at=_at(T0)))
+        clock = [T0]
+        yield LoneNode(store, NodeHub(store, heartbeat_seconds=BEAT, clock=lambda: clock[0]), clock)
+    finally:
+        store.close()
+
+
 class HeldWrites:
     """The hub's heartbeat writes, each held until `release` (a store slow to take them)."""
 
@@ -131,89 +153,68 @@ class HeldWrites:
         hub.heartbeat_writes = RowBatch(bulk, single)
 
 
-async def test_a_node_deleted_while_its_heartbeat_is_held_keeps_no_contact(tmp_path: Path) -> None:
-    store = open_state_store(data_dir=tmp_path)
-    try:
-        store.upsert_node(NodeRecord(id="n", region="us-east", url="http://n", registered_at=_at(T0)))
-        clock = [T0 + 100]
-        hub = NodeHub(store, heartbeat_seconds=BEAT, clock=lambda: clock[0])
-        held = HeldWrites(hub)
-        beat = asyncio.create_task(hub.heartbeat("n", Heartbeat(generation=0)))
-        await poll(held.entered.is_set, "the heartbeat's write to start")
-        assert await hub.delete("n")  # an admin deletes the node while its heartbeat is in the store
-        held.released.set()
-        assert await beat is None
-        assert not hub.known("n")
-        hub.merge((NodeRecord(id="n", region="us-east", url="http://n", registered_at=_at(T0)),), ())
-        assert {v.id: v.status for v in hub.view()} == {"n": NodeStatus.UNHEALTHY}
-    finally:
-        store.close()
+async def test_a_node_deleted_while_its_heartbeat_is_held_keeps_no_contact(lone: LoneNode) -> None:
+    hub, clock = lone.hub, lone.clock
+    clock[0] = T0 + 100
+    held = HeldWrites(hub)
+    beat = asyncio.create_task(hub.heartbeat("n", Heartbeat(generation=0)))
+    await poll(held.entered.is_set, "the heartbeat's write to start")
+    assert await hub.delete("n")  # an admin deletes the node while its heartbeat is in the store
+    held.released.set()
+    assert await beat is None
+    assert not hub.known("n")
+    hub.merge((NodeRecord(id="n", region="us-east", url="http://n", registered_at=_at(T0)),), ())
+    assert {v.id: v.status for v in hub.view()} == {"n": NodeStatus.UNHEALTHY}
 
 
 async def test_a_heartbeat_that_lands_while_the_node_is_being_deleted_keeps_no_contact(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    lone: LoneNode, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = open_state_store(data_dir=tmp_path)
-    try:
-        store.upsert_node(NodeRecord(id="n", region="us-east", url="http://n", registered_at=_at(T0)))
-        clock = [T0 + 100]
-        hub = NodeHub(store, heartbeat_seconds=BEAT, clock=lambda: clock[0])
-        entered, released = threading.Event(), threading.Event()
-        delete_node = store.delete_node
+    store, hub, clock = lone.store, lone.hub, lone.clock
+    clock[0] = T0 + 100
+    entered, released = threading.Event(), threading.Event()
+    delete_node = store.delete_node
 
-        def held_delete(node_id: str) -> bool:
-            entered.set()
-            assert released.wait(30.0)
-            return delete_node(node_id)
+    def held_delete(node_id: str) -> bool:
+        entered.set()
+        assert released.wait(30.0)
+        return delete_node(node_id)
 
-        monkeypatch.setattr(store, "delete_node", held_delete)
-        deleting = asyncio.create_task(hub.delete("n"))
-        await poll(entered.is_set, "the delete to reach the store")
-        assert await hub.heartbeat("n", Heartbeat(generation=0)) is not None  # the row is still there
-        released.set()
-        assert await deleting
-        assert not hub.known("n")
-        hub.merge((NodeRecord(id="n", region="us-east", url="http://n", registered_at=_at(T0)),), ())
-        assert {v.id: v.status for v in hub.view()} == {"n": NodeStatus.UNHEALTHY}
-    finally:
-        store.close()
+    monkeypatch.setattr(store, "delete_node", held_delete)
+    deleting = asyncio.create_task(hub.delete("n"))
+    await poll(entered.is_set, "the delete to reach the store")
+    assert await hub.heartbeat("n", Heartbeat(generation=0)) is not None  # the row is still there
+    released.set()
+    assert await deleting
+    assert not hub.known("n")
+    hub.merge((NodeRecord(id="n", region="us-east", url="http://n", registered_at=_at(T0)),), ())
+    assert {v.id: v.status for v in hub.view()} == {"n": NodeStatus.UNHEALTHY}
 
 
 # -- clock edges --------------------------------------------------------------------------------------
 
 
-async def test_a_wall_clock_step_back_does_not_keep_a_dead_node_healthy(tmp_path: Path) -> None:
+async def test_a_wall_clock_step_back_does_not_keep_a_dead_node_healthy(lone: LoneNode) -> None:
     # Found by this review: contact kept the largest arrival time ever seen, so after the clock
     # stepped back a dead node stayed Healthy for the size of the step. It keeps the latest arrival.
-    store = open_state_store(data_dir=tmp_path)
-    try:
-        store.upsert_node(NodeRecord(id="n", region="us-east", url="http://n", registered_at=_at(T0)))
-        clock = [T0 + 3600]  # the wall clock an hour ahead ...
-        hub = NodeHub(store, heartbeat_seconds=BEAT, clock=lambda: clock[0])
-        assert await hub.heartbeat("n", Heartbeat(generation=0)) is not None
-        clock[0] = T0  # ... stepped back to the right time; the node heartbeats once more, then dies
-        assert await hub.heartbeat("n", Heartbeat(generation=0)) is not None
-        (view,) = hub.view()
-        assert view.last_heartbeat == T0  # the row says: heard at T0
-        clock[0] = T0 + SILENT + 1
-        assert {v.id: v.status for v in hub.view()} == {"n": NodeStatus.UNHEALTHY}
-    finally:
-        store.close()
+    hub, clock = lone.hub, lone.clock
+    clock[0] = T0 + 3600  # the wall clock an hour ahead ...
+    assert await hub.heartbeat("n", Heartbeat(generation=0)) is not None
+    clock[0] = T0  # ... stepped back to the right time; the node heartbeats once more, then dies
+    assert await hub.heartbeat("n", Heartbeat(generation=0)) is not None
+    (view,) = hub.view()
+    assert view.last_heartbeat == T0  # the row says: heard at T0
+    clock[0] = T0 + SILENT + 1
+    assert {v.id: v.status for v in hub.view()} == {"n": NodeStatus.UNHEALTHY}
 
 
-async def test_a_wall_clock_step_forward_still_lets_a_node_that_speaks_be_healthy(tmp_path: Path) -> None:
-    store = open_state_store(data_dir=tmp_path)
-    try:
-        store.upsert_node(NodeRecord(id="n", region="us-east", url="http://n", registered_at=_at(T0)))
-        clock = [T0]
-        hub = NodeHub(store, heartbeat_seconds=BEAT, clock=lambda: clock[0])
-        assert await hub.heartbeat("n", Heartbeat(generation=0)) is not None
-        clock[0] = T0 + 3600
-        assert {v.id: v.status for v in hub.view()} == {"n": NodeStatus.UNHEALTHY}
-        assert await hub.heartbeat("n", Heartbeat(generation=0)) is not None
-        assert {v.id: v.status for v in hub.view()} == {"n": NodeStatus.HEALTHY}
-    finally:
-        store.close()
+async def test_a_wall_clock_step_forward_still_lets_a_node_that_speaks_be_healthy(lone: LoneNode) -> None:
+    hub, clock = lone.hub, lone.clock
+    assert await hub.heartbeat("n", Heartbeat(generation=0)) is not None
+    clock[0] = T0 + 3600
+    assert {v.id: v.status for v in hub.view()} == {"n": NodeStatus.UNHEALTHY}
+    assert await hub.heartbeat("n", Heartbeat(generation=0)) is not None
+    assert {v.id: v.status for v in hub.view()} == {"n": NodeStatus.HEALTHY}
 
 
 # -- stalling passes -------------------------------------------------------------------------------
