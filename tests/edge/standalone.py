@@ -47,11 +47,15 @@ class StandaloneNode:
         try:
             assert self.proc.wait(timeout=30) == 0
         finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
-            if self.proc.stdout is not None:
-                self.proc.stdout.close()
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL if it still runs, and close its output (safe to call after `stop` or twice)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 def start_standalone(folder: Path, cache: Path, *flags: str) -> StandaloneNode:

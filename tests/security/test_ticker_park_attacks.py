@@ -261,11 +261,7 @@ def node_of(folder: Path, tmp_path: Path, *flags: str) -> Iterator[StandaloneNod
     try:
         yield node
     finally:
-        if node.proc.poll() is None:
-            node.proc.kill()
-            node.proc.wait()
-        if node.proc.stdout is not None:
-            node.proc.stdout.close()
+        node.kill()
 
 
 @pytest.fixture

@@ -183,14 +183,6 @@ def node(folder: Path, program_cache: Path, tmp_path: Path) -> Iterator[Standalo
         started.stop()
 
 
-def _kill(node: StandaloneNode) -> None:
-    if node.proc.poll() is None:
-        node.proc.kill()
-        node.proc.wait()
-    if node.proc.stdout is not None:
-        node.proc.stdout.close()
-
-
 def python_entry(folder: Path, **extra: Any) -> dict[str, Any]:
     digest = sha256_digest((folder / "python-1.0.0.wasm").read_bytes())
     return {"module": "python", "version": "1.0.0", "digest": digest, "weight": 100, **extra}
@@ -300,7 +292,7 @@ def test_a_sleeping_program_is_stopped_at_its_timeout(folder: Path, program_cach
         assert answered[0] == 504 and json.loads(answered[1])["error"] == "timeout", answered
         assert exit_code == 0, "the node did not stop on SIGTERM while a program slept"
     finally:
-        _kill(node)
+        node.kill()
 
 
 def test_a_command_answer_stays_within_the_result_cap_whatever_bytes_it_writes(node: StandaloneNode) -> None:
