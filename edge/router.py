@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from aiohttp.http_writer import _serialize_headers as serialize_headers
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from edge.counters import Counters
@@ -77,10 +78,12 @@ class VersionSlot:
         self.load_ms = load_ms
         self.smoke: SmokeOutcome | None = None  # None: the entry lists no smoke calls
         self.checks: asyncio.Task[None] | None = None  # its periodic health checks (edge.health)
-        # The headers of its 200 execute answers, built once (an answer copies them).
-        self.answer_headers = CIMultiDictProxy(
-            CIMultiDict({"Content-Type": "application/json", VERSION_HEADER: self.version})
-        )
+        # The headers of its 200 execute answers, built once: as a mapping (for an answer aiohttp
+        # writes) and as the bytes `edge.execute.PlainAnswer` writes (None for a version that cannot
+        # be a header value, which aiohttp refuses as it always did).
+        headers = CIMultiDict({"Content-Type": "application/json", VERSION_HEADER: self.version})
+        self.answer_headers = CIMultiDictProxy(headers)
+        self.answer_head = header_lines(headers)
 
     @property
     def weight(self) -> int:
@@ -159,6 +162,16 @@ class VersionSlot:
             health_checks=counters.health_checks,
             health_failures=counters.health_failures,
         )
+
+
+def header_lines(headers: CIMultiDict[str]) -> bytes | None:
+    """The `Name: value` lines of `headers`, each ended by CRLF, as aiohttp's own serializer writes
+    them; None when it refuses them (a control character: a version that cannot be a header value)."""
+    try:
+        serialized = serialize_headers("-", headers)  # "-\r\n", the lines, "\r\n"
+    except (ValueError, TypeError):
+        return None
+    return bytes(serialized[3:-2])
 
 
 @dataclass(frozen=True)

@@ -324,7 +324,7 @@ def build_app(node: Node, conditions: Callable[[], Iterable[str]] | None = None)
     if conditions is not None:
         app[CONDITIONS] = conditions
     routes: tuple[tuple[str, str, Handler], ...] = (
-        ("POST", EXECUTE_PATH, execute_handler(node)),  # answers its failures as JSON itself
+        ("POST", EXECUTE_PATH, execute_handler(node, app.on_response_prepare)),  # answers its failures as JSON itself
         ("GET", "/health", answers_json(health)),
         ("GET", "/metrics", answers_json(metrics)),
         ("GET", "/api/v1/wasm/modules", answers_json(modules)),

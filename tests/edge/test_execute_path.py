@@ -5,7 +5,9 @@ stays inline, and the server's shortcut past the router takes plain execute call
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ import pytest
 from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from multidict import CIMultiDict
 from yarl import URL
 
 from edge import wasm
@@ -22,7 +25,7 @@ from edge.errors import BadRequestError
 from edge.execute import _validated, decode, encode
 from edge.loaded import BudgetExceededError
 from edge.protocol import MAX_ARGS_DEPTH, ExecuteRequest, ModuleEntry, may_nest_deeper, nests_deeper
-from edge.router import Router
+from edge.router import Router, header_lines
 from edge.runtime import Runtime
 from edge.server import Node, NodeConfig, build_app, start, take_execute_shortcut
 from edge.standalone import DirectorySource
@@ -317,3 +320,109 @@ async def test_no_shortcut_past_a_middleware_or_before_setup(tmp_path: Path) -> 
             await runner.cleanup()
     finally:
         runtime.close()
+
+
+# -- the answer written in one piece (edge.execute.PlainAnswer) ---------------------------------------
+
+
+async def _unchanged(request: web.Request, response: web.StreamResponse) -> None:
+    """An `on_response_prepare` receiver that changes nothing: its application answers with `web.Response`."""
+
+
+@contextlib.asynccontextmanager
+async def served(router: Router, runtime: Runtime, signal: bool) -> AsyncIterator[tuple[int, list[str]]]:
+    """`router`'s node served as `start` serves it, with or without a prepare receiver: its port, and
+    the type of each response its handler returned."""
+    app = build_app(Node(runtime, router, NodeConfig()))
+    if signal:
+        app.on_response_prepare.append(_unchanged)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    assert runner.server is not None and take_execute_shortcut(runner)
+    shortcut, kinds = runner.server.request_handler, []
+
+    async def recorded(request: web.BaseRequest) -> web.StreamResponse:
+        response = await shortcut(request)
+        kinds.append(type(response).__name__)
+        return response
+
+    runner.server.request_handler = recorded
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield int(runner.addresses[0][1]), kinds
+    finally:
+        await runner.cleanup()
+
+
+async def _exchange(port: int, data: bytes) -> bytes:
+    """What the server writes back on one connection until it closes it (each case's last call closes)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        return await asyncio.wait_for(reader.read(-1), 30)
+    finally:
+        writer.close()
+
+
+def _normal(raw: bytes) -> bytes:
+    raw = re.sub(rb"\r\nDate: [^\r]*", b"\r\nDate: -", raw)
+    raw = re.sub(rb'"durationMs":[0-9.eE+-]+', b'"durationMs":-', raw)
+    return re.sub(rb"\r\nContent-Length: \d+", b"\r\nContent-Length: -", raw)
+
+
+def _call(
+    version: bytes, *headers: bytes, body: bytes = b'{"module":"arith","function":"add","args":[20,22]}'
+) -> bytes:
+    head = b"POST " + EXECUTE.encode() + b" HTTP/" + version + b"\r\nHost: 127.0.0.1\r\n" + b"".join(headers)
+    return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+PLAIN_CASES = {
+    "1.1, kept alive, two calls, then one that closes": _call(b"1.1") * 2 + _call(b"1.1", b"Connection: close\r\n"),
+    "1.1, closing": _call(b"1.1", b"Connection: close\r\n"),
+    "1.0": _call(b"1.0"),
+    "1.0, kept alive, then plain 1.0": _call(b"1.0", b"Connection: keep-alive\r\n") + _call(b"1.0"),
+    "a version asked for by its header": _call(
+        b"1.1", "X-Hotswap-Version: 1.0.0-\u00e9\r\n".encode(), b"Connection: close\r\n"
+    ),
+}
+
+
+async def test_a_plain_answer_is_byte_for_byte_what_aiohttp_writes(tmp_path: Path) -> None:
+    """An application with no prepare receiver answers a 200 with `PlainAnswer`; the same node with
+    one answers with aiohttp's `web.Response`; both write the same bytes, for HTTP/1.0 and 1.1,
+    kept alive or closed, and for a version whose name is not ASCII (written as UTF-8)."""
+    runtime = Runtime()
+    source = DirectorySource(tmp_path)
+    router = Router(runtime, source)
+    digest = source.add(module_bytes("arith"))
+    entry = {"module": "arith", "version": "1.0.0-\u00e9", "digest": digest}
+    await router.apply_table([ModuleEntry.model_validate(entry)], 1)
+    try:
+        async with (
+            served(router, runtime, signal=False) as (plain, plain_kinds),
+            served(router, runtime, signal=True) as (aiohttp_port, aiohttp_kinds),
+        ):
+            for name, data in PLAIN_CASES.items():
+                mine, theirs = await _exchange(plain, data), await _exchange(aiohttp_port, data)
+                assert mine.count(b"HTTP/1.") == data.count(b"HTTP/1."), (name, mine)
+                assert b" 200 OK\r\n" in mine and b'"result":42' in mine, (name, mine)
+                assert _normal(mine) == _normal(theirs), name
+            assert set(plain_kinds) == {"PlainAnswer"} and set(aiohttp_kinds) == {"Response"}
+            # a failure is still aiohttp's own JSON answer
+            assert b" 404 Not Found\r\n" in await _exchange(
+                plain, _call(b"1.1", b"Connection: close\r\n", body=b'{"module":"x","function":"f"}')
+            )
+            assert plain_kinds[-1] == "Response"
+    finally:
+        runtime.close()
+
+
+def test_a_version_that_cannot_be_a_header_has_no_plain_head() -> None:
+    """`header_lines` writes what aiohttp writes, and refuses what it refuses: such a version's answers
+    go through `web.Response`, which refuses them as it always did."""
+    assert header_lines(CIMultiDict({"Content-Type": "application/json", "V": "1.0.0"})) == (
+        b"Content-Type: application/json\r\nV: 1.0.0\r\n"
+    )
+    for bad in ("1.0\r\nX-Injected: 1", "1.0\n", "1.0\x00", "1.0\x7f"):
+        assert header_lines(CIMultiDict({"V": bad})) is None, repr(bad)

@@ -1,11 +1,13 @@
 """Outside attacks on the edge node's execute shortcut (925a099, `edge.server.take_execute_shortcut`):
 the server hands a request whose raw target is exactly `/api/v1/wasm/execute`, with method POST and
 no `Expect` header, to the execute handler past the application's router, with one shared, frozen
-match info. Real `hotswap edge` processes on 127.0.0.1, spoken to byte for byte over raw sockets.
+match info; a 200 is written as one `edge.execute.PlainAnswer`. Real `hotswap edge` processes on
+127.0.0.1, spoken to byte for byte over raw sockets.
 
 The oracle for "answered exactly as before": the same application (`edge.server.build_app` over
 the same folder, the same key) served in the test's process WITHOUT the shortcut, which is the
-parent commit's dispatch (the application's `_handle`: the router, the expect handler). Each raw
+parent commit's dispatch (the application's `_handle`: the router, the expect handler), with
+every answer an aiohttp `web.Response` (an `on_response_prepare` receiver that changes nothing). Each raw
 request goes to both and the answers must agree byte for byte, but for the Date, Content-Length,
 durationMs and uptimeSeconds values.
 
@@ -202,18 +204,23 @@ def keyed(
     node.stop()
 
 
+async def _as_it_is(request: web.Request, response: web.StreamResponse) -> None:
+    """A receiver of `on_response_prepare` that changes nothing."""
+
+
 @contextlib.asynccontextmanager
 async def unshortcut(folder: Path, auth: Authenticator | None = None) -> AsyncIterator[int]:
     """The standalone node's application over `folder` as served before 925a099: everything through
-    the application's router (no `take_execute_shortcut`). Its port."""
+    the application's router (no `take_execute_shortcut`), and every answer written by aiohttp's
+    `web.Response` (no `edge.execute.PlainAnswer`). Its port."""
     runtime = Runtime()
     source = DirectorySource(folder)
     router = Router(runtime, source)
     report = await router.apply_table(source.scan().entries, 1)
     assert report.failed == {}, report.failed
-    runner = web.AppRunner(
-        build_app(Node(runtime, router, NodeConfig(admin=True), auth)), access_log=None, handle_signals=False
-    )
+    app = build_app(Node(runtime, router, NodeConfig(admin=True), auth))
+    app.on_response_prepare.append(_as_it_is)  # every answer an aiohttp `web.Response`: no `PlainAnswer`
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:
         await web.TCPSite(runner, "127.0.0.1", 0).start()
