@@ -9,7 +9,7 @@ from pathlib import Path
 
 from edge.nodeapi import Registration
 from edge.protocol import ModuleEntry
-from reconciler.apply.nodes import TABLE_BATCH_LIMIT, NodeHub
+from reconciler.apply.nodes import TABLE_BATCH_LIMIT, WAKE_SLICE_MIN, WAKE_TURNS, NodeHub
 from reconciler.apply.threadbatch import BATCH_LIMIT
 from reconciler.store.state import open_state_store
 
@@ -53,5 +53,32 @@ async def test_a_pass_wakes_the_long_polls_of_its_tables_once_it_has_run(tmp_pat
             assert not any(p.done() for p in polls.values()), "a poll was answered before the pass ended"
         tables = await asyncio.gather(*polls.values())
         assert [t.generation if t is not None else None for t in tables] == [1, 1]
+    finally:
+        store.close()
+
+
+async def test_a_fleets_answers_go_out_over_a_few_turns_of_the_loop(tmp_path: Path) -> None:
+    """At the end of `wakes_held`, WAKE_SLICE_MIN long-polls (or 1/WAKE_TURNS of them, if more) are woken
+    at once and the rest on the loop's next turns: no turn writes a whole fleet's answers, and every node
+    is answered within WAKE_TURNS turns."""
+    store = open_state_store(data_dir=tmp_path)
+    try:
+        hub = NodeHub(store, heartbeat_seconds=5.0)
+        ids = [f"n{i}" for i in range(NODES)]
+        for node_id in ids:
+            await hub.register(Registration(id=node_id, region="r", hostname=node_id, url=f"http://{node_id}:8080"))
+        entry = ModuleEntry(module="greeter", version="1.0.0", digest="sha256:" + "0" * 64, weight=100)
+        polls = [asyncio.create_task(hub.wait_assignment(node_id, 0, 30)) for node_id in ids]
+        await asyncio.sleep(0)  # every poll waiting
+        with hub.wakes_held():
+            await asyncio.gather(*(hub.publish(node_id, (entry,)) for node_id in ids))
+        answered = []
+        for _ in range(WAKE_TURNS + 2):
+            await asyncio.sleep(0)
+            answered.append(sum(p.done() for p in polls))
+        assert WAKE_SLICE_MIN < NODES <= WAKE_SLICE_MIN * WAKE_TURNS
+        assert answered[0] == WAKE_SLICE_MIN, answered  # one turn: one slice of answers
+        assert answered[-1] == NODES, answered  # and every one within a few turns
+        assert [t.generation for t in await asyncio.gather(*polls) if t is not None] == [1] * NODES
     finally:
         store.close()
