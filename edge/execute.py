@@ -198,7 +198,10 @@ def execute_handler(node: Node, prepare_signal: Sequence[object] = ()) -> Handle
         """The call; a client's mistake or the node's refusal leaves as an EdgeError."""
         if node.auth is not None:
             node.auth.check(request.headers.get("Authorization"))
-        body = await request.read()
+        try:
+            body = await request.read()
+        except ConnectionError:  # the client went away mid-body: its doing, not a failure of the node's
+            raise BadRequestError("the connection closed before the body arrived") from None
         if not body:
             raise BadRequestError("the body must be a JSON object {module, function, args, version?}")
         asked = decode(body)

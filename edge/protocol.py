@@ -300,7 +300,9 @@ class ModuleEntry(_Wire):
     """One version of one module in a node's table, and the share of its traffic it takes."""
 
     module: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    version: str = Field(min_length=1, max_length=64)
+    # No control character (but tab): answers name the version in a header, which aiohttp refuses to
+    # write with one, so every call to such a version would run and then be dropped unanswered.
+    version: str = Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x08\x0A-\x1F\x7F]+$")
     digest: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
     weight: int = Field(100, ge=0, le=100)
     limits: Limits = Limits()

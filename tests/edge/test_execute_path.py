@@ -18,6 +18,7 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
+from pydantic import ValidationError
 from yarl import URL
 
 from edge import wasm
@@ -426,3 +427,6 @@ def test_a_version_that_cannot_be_a_header_has_no_plain_head() -> None:
     )
     for bad in ("1.0\r\nX-Injected: 1", "1.0\n", "1.0\x00", "1.0\x7f"):
         assert header_lines(CIMultiDict({"V": bad})) is None, repr(bad)
+        with pytest.raises(ValidationError, match="version"):  # and no table carries such a version
+            ModuleEntry.model_validate({"module": "m", "version": bad, "digest": "sha256:" + "0" * 64})
+    assert ModuleEntry.model_validate({"module": "m", "version": "1.0\t\u00e9", "digest": "sha256:" + "0" * 64})
