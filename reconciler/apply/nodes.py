@@ -147,8 +147,7 @@ class NodeHub:
         return True
 
     def _wake(self, node_id: str) -> None:
-        # At once, every one: answers held back a slice per loop turn (64 a turn, tried for issue 20)
-        # made a 5,000-node switch slower (43 s against 16 s), a busy turn lasting 100-300 ms.
+        # At once. A pass's wakes, held until it has run, go out a slice a loop turn (`_wake_in_turns`).
         event = self._changed.pop(node_id, None)
         if event is not None:
             event.set()
