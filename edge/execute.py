@@ -44,9 +44,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
-from aiohttp import HttpVersion10, HttpVersion11, web
-from aiohttp.helpers import rfc822_formatted_time
-from aiohttp.http import SERVER_SOFTWARE
+from aiohttp import web
 from multidict import CIMultiDictProxy
 from pydantic import ValidationError
 
@@ -54,6 +52,7 @@ from edge import telemetry
 from edge.errors import BadRequestError, CpuLimitError, EdgeError, ModuleError, TrapError
 from edge.loaded import CallResult
 from edge.logs import REQUEST_TRACEPARENT
+from edge.onepiece import OnePieceAnswer
 from edge.protocol import (
     LONG_NUMBER,
     MAX_ANSWER_BYTES,
@@ -83,9 +82,6 @@ _PLAIN_FIELDS = frozenset({"module", "function", "args", "version"})
 _LONG_NUMBER = LONG_NUMBER.search  # such a body goes to the model, which reads it as json does
 _NO_FLOAT = frozenset({int, str, bool, type(None)})  # values orjson and json read alike, whatever their digits
 _stdlib_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
-_SERVER = f"Server: {SERVER_SOFTWARE}\r\n".encode()
-_KEEP_ALIVE = b"Connection: keep-alive\r\n"
-_CLOSE = b"Connection: close\r\n"
 _loads: Callable[[bytes], Any] = orjson.loads if orjson is not None else json.loads
 _decode_error: type[Exception] = orjson.JSONDecodeError if orjson is not None else ValueError
 
@@ -229,9 +225,10 @@ def execute_handler(node: Node, prepare_signal: Sequence[object] = ()) -> Handle
             slot.served(result.cpu_ns, duration_ms, result.violations)
         finally:
             router.release(slot)
-        if slot.answer_head is None or prepare_signal:  # a signal's receivers see a real web.Response
+        head = slot.answer_head
+        if head is None or prepare_signal:  # a signal's receivers see a real web.Response
             return web.Response(body=answer, headers=slot.answer_headers)
-        return cast(web.StreamResponse, PlainAnswer(slot, answer))  # aiohttp's server takes it alike
+        return cast(web.StreamResponse, PlainAnswer(slot, head, answer))  # aiohttp's server takes it alike
 
     async def execute(request: web.Request) -> web.StreamResponse:
         try:
@@ -247,54 +244,21 @@ def execute_handler(node: Node, prepare_signal: Sequence[object] = ()) -> Handle
     return execute
 
 
-class PlainAnswer:
-    """A 200 execute answer, written to the connection in one piece: the bytes aiohttp's `web.Response`
-    would write for it (status line, the version's header lines built when its table was applied,
-    Content-Length, Date, Server, and Connection as aiohttp decides it), without building the response
-    object, its header map and its four coroutines: ~16 µs of the execute path's ~63 (bench/RESULTS.md).
+class PlainAnswer(OnePieceAnswer):
+    """A 200 execute answer written in one piece (`edge.onepiece`): the version's header lines were made
+    when its table was applied (`VersionSlot.answer_head`). Only for an application with no
+    `on_response_prepare` receivers."""
 
-    aiohttp's server takes it as it takes a response: it awaits `prepare` and `write_eof`, then reads
-    `keep_alive`. Only for a version whose headers are in bytes (`VersionSlot.answer_head`) and an
-    application with no `on_response_prepare` receivers, which would need a real response to change."""
+    __slots__ = ("slot",)
 
-    __slots__ = ("body", "keep_alive", "slot")
-    status = 200
-
-    def __init__(self, slot: VersionSlot, body: bytes) -> None:
+    def __init__(self, slot: VersionSlot, head: bytes, body: bytes) -> None:
+        super().__init__(body, head)
         self.slot = slot
-        self.body = body
-        self.keep_alive = True
 
     @property
     def headers(self) -> CIMultiDictProxy[str]:
         """The answer's own headers (a traced call's span reads the version from them)."""
         return self.slot.answer_headers
-
-    @property
-    def body_length(self) -> int:
-        return len(self.body)
-
-    async def prepare(self, request: web.BaseRequest) -> None:
-        version = request.version
-        keep_alive = self.keep_alive = request.keep_alive
-        if keep_alive:
-            connection = _KEEP_ALIVE if version == HttpVersion10 else b""
-        else:
-            connection = _CLOSE if version == HttpVersion11 else b""
-        body = self.body
-        head = b"HTTP/%d.%d 200 OK\r\n%sContent-Length: %d\r\nDate: %s\r\n%s%s\r\n" % (
-            version.major,
-            version.minor,
-            self.slot.answer_head,
-            len(body),
-            rfc822_formatted_time().encode(),
-            _SERVER,
-            connection,
-        )
-        await request.writer.write_eof(head + body)
-
-    async def write_eof(self) -> None:
-        """Written whole by `prepare`."""
 
 
 def failure_response(exc: Exception, request: web.Request) -> web.Response:

@@ -32,7 +32,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from aiohttp.http_writer import _serialize_headers as serialize_headers
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from edge.counters import Counters
@@ -40,6 +39,7 @@ from edge.errors import EdgeError, LoadError, NotFoundError, UnavailableError
 from edge.health import health_check, start_checks
 from edge.limits import Clock, CpuShare
 from edge.loaded import Loaded
+from edge.onepiece import header_lines
 from edge.protocol import (
     STICKY_HEADER,
     VERSION_HEADER,
@@ -162,16 +162,6 @@ class VersionSlot:
             health_checks=counters.health_checks,
             health_failures=counters.health_failures,
         )
-
-
-def header_lines(headers: CIMultiDict[str]) -> bytes | None:
-    """The `Name: value` lines of `headers`, each ended by CRLF, as aiohttp's own serializer writes
-    them; None when it refuses them (a control character: a version that cannot be a header value)."""
-    try:
-        serialized = serialize_headers("-", headers)  # "-\r\n", the lines, "\r\n"
-    except (ValueError, TypeError):
-        return None
-    return bytes(serialized[3:-2])
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ The handlers read from the controller's snapshot and the state store; they never
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import platform
 import re
@@ -37,12 +38,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDict
 from pydantic import ValidationError
 
 from edge.nodeapi import NODES_PATH, Heartbeat, Registration
+from edge.onepiece import header_lines
 from edge.protocol import TABLE_BINDING_HEADER, TABLE_SIGNATURE_HEADER, module_id
 from reconciler.api.auth import TokenAuthority
 from reconciler.api.base import ANY_ROLE, ApiDeps, ApiError, page_of, public, read_json, require
+from reconciler.api.security import one_piece
 from reconciler.apply.controller import Controller
 from reconciler.apply.noderows import NodeView
 from reconciler.apply.nodes import HubClosedError, NodeHub
@@ -177,8 +181,11 @@ async def register(request: web.Request) -> web.Response:
     return web.json_response(answer.model_dump(mode="json", by_alias=True), status=201 if created else 200)
 
 
+_JSON_HEAD = b"Content-Type: application/json; charset=utf-8\r\n"
+
+
 @ROUTES.post(NODES_PATH + "/{id}/heartbeat")
-async def heartbeat(request: web.Request) -> web.Response:
+async def heartbeat(request: web.Request) -> web.StreamResponse:
     _node_caller(request, request.match_info["id"])
     try:
         beat = Heartbeat.model_validate(await _body(request))
@@ -187,7 +194,9 @@ async def heartbeat(request: web.Request) -> web.Response:
     answer = await control_of(request).hub.heartbeat(request.match_info["id"], beat)
     if answer is None:
         raise ApiError(404, "not_found", f"node {request.match_info['id']!r} is not registered; register again")
-    return web.json_response(answer.model_dump(mode="json", by_alias=True))
+    data = answer.model_dump(mode="json", by_alias=True)
+    plain = one_piece(request, json.dumps(data).encode(), _JSON_HEAD)  # the bytes json_response writes
+    return plain if plain is not None else web.json_response(data)
 
 
 def _number(request: web.Request, name: str, default: float) -> float:
@@ -206,7 +215,7 @@ def _number(request: web.Request, name: str, default: float) -> float:
 
 
 @ROUTES.get(NODES_PATH + "/{id}/assignment")
-async def assignment(request: web.Request) -> web.Response:
+async def assignment(request: web.Request) -> web.StreamResponse:
     node_id = request.match_info["id"]
     _node_caller(request, node_id)
     after = int(_number(request, "after", 0))
@@ -227,7 +236,8 @@ async def assignment(request: web.Request) -> web.Response:
     headers = {TABLE_SIGNATURE_HEADER: signature} if signature else {}
     if binding:
         headers[TABLE_BINDING_HEADER] = binding
-    return web.Response(body=body, content_type="application/json", headers=headers)
+    plain = one_piece(request, body, header_lines(CIMultiDict({**headers, "Content-Type": "application/json"})))
+    return plain if plain is not None else web.Response(body=body, content_type="application/json", headers=headers)
 
 
 def _find_node(request: web.Request) -> tuple[NodeView, int]:

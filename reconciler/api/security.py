@@ -27,13 +27,16 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import cast
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from multidict import CIMultiDict
 
+from edge.onepiece import OnePieceAnswer, header_lines
 from reconciler.api.auth import TokenAuthority, TokenError
 from reconciler.api.base import ApiError, Authenticator, Principal, deps, principal, rate_limited
 from reconciler.store.ratelimits import SharedBuckets
@@ -48,6 +51,7 @@ BUCKETS: Mapping[tuple[str, str], str] = {
     ("POST", "/api/v1/wasm/interfaces/{id}/approve"): "deployment",
     ("POST", "/api/v1/wasm/execute"): "execution",
 }
+PrepareReceiver = Callable[[web.Request, web.StreamResponse], Awaitable[None]]
 SECURITY_HEADERS: Mapping[str, str] = {
     "Strict-Transport-Security": "max-age=63072000; includeSubDomains",
     "X-Content-Type-Options": "nosniff",
@@ -214,6 +218,31 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
     response.headers.setdefault("Cache-Control", "no-store")
+
+
+# What `security_headers` adds to an answer of the node protocol, as the lines an answer written in one
+# piece ends its head with (`edge.onepiece`); and the `on_response_prepare` receivers such an answer
+# accounts for: that one, and those that leave the node protocol's answers alone (`leaves_node_answers`).
+HARDENING_LINES = header_lines(CIMultiDict({**SECURITY_HEADERS, "Cache-Control": "no-store"}))
+NODE_ANSWER_RECEIVERS: set[object] = {security_headers}
+
+
+def leaves_node_answers(receiver: PrepareReceiver) -> PrepareReceiver:
+    """Mark an `on_response_prepare` receiver that changes no answer of the node protocol (it acts on
+    other paths only), so that those answers may still be written in one piece."""
+    NODE_ANSWER_RECEIVERS.add(receiver)
+    return receiver
+
+
+def one_piece(request: web.Request, body: bytes, head: bytes | None) -> web.StreamResponse | None:
+    """A node-protocol 200 of `body` written in one piece (`edge.onepiece`) after the header lines
+    `head`, the hardening lines last, as `web.Response` and `security_headers` write it; None where
+    it cannot be (lines aiohttp refuses, or a prepare receiver it does not account for)."""
+    if head is None or HARDENING_LINES is None:
+        return None
+    if not all(receiver in NODE_ANSWER_RECEIVERS for receiver in request.app.on_response_prepare):
+        return None
+    return cast(web.StreamResponse, OnePieceAnswer(body, head, HARDENING_LINES))  # aiohttp takes it alike
 
 
 def unauthorized(message: str, *, invalid: bool) -> ApiError:

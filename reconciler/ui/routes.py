@@ -27,7 +27,7 @@ from pathlib import Path
 from aiohttp import web
 
 from reconciler.api.base import ANY_ROLE, ApiError, public, rate_limited, read_object, require
-from reconciler.api.security import RateLimiter, RateLimits
+from reconciler.api.security import RateLimiter, RateLimits, leaves_node_answers
 from reconciler.ui.events import KEEPALIVE_SECONDS, Broadcaster, StreamsFullError, encode
 from reconciler.ui.sessions import LoginLinks, Session, SessionError, Sessions, check_write, from_elsewhere, own_origin
 
@@ -228,6 +228,7 @@ async def events(request: web.Request) -> web.StreamResponse:
 # -- wiring ---------------------------------------------------------------------------------------
 
 
+@leaves_node_answers  # /ui paths only
 async def console_headers(request: web.Request, response: web.StreamResponse) -> None:
     """The console's own Content-Security-Policy on every /ui answer (the API's forbids everything)."""
     if request.path == "/ui" or request.path.startswith("/ui/"):

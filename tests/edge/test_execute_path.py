@@ -25,8 +25,9 @@ from edge import wasm
 from edge.errors import BadRequestError
 from edge.execute import _validated, decode, encode
 from edge.loaded import BudgetExceededError
+from edge.onepiece import header_lines
 from edge.protocol import MAX_ARGS_DEPTH, ExecuteRequest, ModuleEntry, may_nest_deeper, nests_deeper
-from edge.router import Router, header_lines
+from edge.router import Router
 from edge.runtime import Runtime
 from edge.server import Node, NodeConfig, build_app, start, take_execute_shortcut
 from edge.standalone import DirectorySource

@@ -1,0 +1,81 @@
+"""HTTP answers written to the connection in one piece, for the hottest routes.
+
+aiohttp's `web.Response` copies its headers into a new `CIMultiDict`, and its `prepare` and
+`write_eof` run four coroutines that fill, check and serialise that map on every answer: ~16 µs of
+an edge execute call's ~63 (bench/RESULTS.md, issue 20). An `OnePieceAnswer` writes the same bytes
+(status line, the header lines made beforehand, Content-Length, Date, Server, Connection as aiohttp
+decides it, more lines made beforehand, the body) in one `write_eof` of aiohttp's own stream writer.
+aiohttp's server takes it as it takes a response: it awaits `prepare` and `write_eof`, then reads
+`keep_alive`; a middleware passes it on as it is.
+
+Used by the edge's execute route (`edge.execute.PlainAnswer`) and the control plane's node protocol
+(`reconciler.api.control`), each only where no `on_response_prepare` receiver would need a real
+response to change: what such a receiver adds (the control plane's hardening headers) is in the
+lines made beforehand, and an application with any other receiver gets `web.Response` as before.
+"""
+
+from __future__ import annotations
+
+from aiohttp import HttpVersion10, HttpVersion11, web
+from aiohttp.helpers import rfc822_formatted_time
+from aiohttp.http import SERVER_SOFTWARE
+from aiohttp.http_writer import _serialize_headers as serialize_headers
+from multidict import CIMultiDict
+
+__all__ = ["OnePieceAnswer", "header_lines"]
+
+_SERVER = f"Server: {SERVER_SOFTWARE}\r\n".encode()
+_KEEP_ALIVE = b"Connection: keep-alive\r\n"
+_CLOSE = b"Connection: close\r\n"
+
+
+def header_lines(headers: CIMultiDict[str]) -> bytes | None:
+    """The `Name: value` lines of `headers`, each ended by CRLF, as aiohttp's own serializer writes
+    them; None when it refuses them (a control character in a name or value)."""
+    try:
+        serialized = serialize_headers("-", headers)  # "-\r\n", the lines, "\r\n"
+    except (ValueError, TypeError):
+        return None
+    return bytes(serialized[3:-2])
+
+
+class OnePieceAnswer:
+    """A 200 answer of `body`, with the header lines `before` (ahead of Content-Length, where a
+    response's own headers go) and `after` (behind Server and Connection, where an `on_response_prepare`
+    receiver's go)."""
+
+    __slots__ = ("after", "before", "body", "keep_alive")
+    status = 200
+
+    def __init__(self, body: bytes, before: bytes, after: bytes = b"") -> None:
+        self.body = body
+        self.before = before
+        self.after = after
+        self.keep_alive = True
+
+    @property
+    def body_length(self) -> int:
+        return len(self.body)
+
+    async def prepare(self, request: web.BaseRequest) -> None:
+        version = request.version
+        keep_alive = self.keep_alive = request.keep_alive
+        if keep_alive:
+            connection = _KEEP_ALIVE if version == HttpVersion10 else b""
+        else:
+            connection = _CLOSE if version == HttpVersion11 else b""
+        body = self.body
+        head = b"HTTP/%d.%d 200 OK\r\n%sContent-Length: %d\r\nDate: %s\r\n%s%s%s\r\n" % (
+            version.major,
+            version.minor,
+            self.before,
+            len(body),
+            rfc822_formatted_time().encode(),
+            _SERVER,
+            connection,
+            self.after,
+        )
+        await request.writer.write_eof(head + body)
+
+    async def write_eof(self) -> None:
+        """Written whole by `prepare`."""

@@ -1,0 +1,126 @@
+"""The node protocol's 200s (a heartbeat's answer, a table on the long-poll) are written in one piece
+(`edge.onepiece`, `reconciler.api.security.one_piece`): the same bytes as `web.Response` and the
+`security_headers` receiver wrote, hardening headers included, for HTTP/1.0 and 1.1, kept alive or
+closed; and an `on_response_prepare` receiver they do not account for gets `web.Response` back."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from edge.nodeapi import NODES_PATH
+from edge.onepiece import OnePieceAnswer
+from edge.protocol import TABLE_SIGNATURE_HEADER
+from reconciler.api import control, security
+from reconciler.api.security import SECURITY_HEADERS, one_piece, security_headers
+from reconciler.ui.routes import console_headers
+from tests.api.conftest import call
+from tests.e2e.cluster import Cluster
+
+NODE = "edge-one-piece"
+
+
+async def _exchange(port: int, data: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        return await asyncio.wait_for(reader.read(-1), 30)
+    finally:
+        writer.close()
+
+
+def _normal(raw: bytes) -> bytes:
+    return re.sub(rb"\r\nDate: [^\r]*", b"\r\nDate: -", raw)
+
+
+def _requests(token: str, version: bytes, last: bytes) -> bytes:
+    """A heartbeat and two long-polls answered at once (after=0), the last one with `last` headers."""
+    auth = f"Authorization: Bearer {token}\r\nHost: x\r\n".encode()
+    beat = b'{"generation": 0}'
+    heartbeat = b"POST %s/%s/heartbeat HTTP/%s\r\n%sContent-Length: %d\r\n\r\n%s" % (
+        NODES_PATH.encode(),
+        NODE.encode(),
+        version,
+        auth,
+        len(beat),
+        beat,
+    )
+    poll = b"GET %s/%s/assignment?after=0 HTTP/%s\r\n%s" % (NODES_PATH.encode(), NODE.encode(), version, auth)
+    keep = b"Connection: keep-alive\r\n" if version == b"1.0" else b""
+    return (
+        heartbeat[: heartbeat.index(b"Content-Length")]
+        + keep
+        + heartbeat[heartbeat.index(b"Content-Length") :]
+        + (poll + keep + b"\r\n")
+        + poll
+        + last
+        + b"\r\n"
+    )
+
+
+async def test_node_protocol_answers_in_one_piece_are_the_bytes_web_response_wrote(
+    plane: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cluster = plane
+    if True:
+        token = cluster.token("admin")
+        registration = {
+            "id": NODE,
+            "region": "no-modules-here",
+            "hostname": "h",
+            "url": "http://127.0.0.1:9",
+            "generation": 5,
+        }
+        assert (await call(cluster.url, "POST", NODES_PATH, token, json=registration)).status == 201
+        port = int(cluster.url.rsplit(":", 1)[1])
+        written: list[str] = []
+        real = control.one_piece
+
+        def counted(request: web.Request, body: bytes, head: bytes | None) -> Any:
+            answer = real(request, body, head)
+            written.append(type(answer).__name__)
+            return answer
+
+        monkeypatch.setattr(control, "one_piece", counted)
+        cases = {
+            "1.1, kept alive, then closing": _requests(token, b"1.1", b"Connection: close\r\n"),
+            "1.0, kept alive, then plain 1.0": _requests(token, b"1.0", b""),
+        }
+        for name, data in cases.items():
+            generation = cluster.plane.hub.table(NODE).generation  # type: ignore[union-attr]
+            mine = await _exchange(port, data)
+            with monkeypatch.context() as patched:  # no receiver accounted for: every answer a web.Response
+                patched.setattr(security, "NODE_ANSWER_RECEIVERS", set())
+                theirs = await _exchange(port, data)
+            assert cluster.plane.hub.table(NODE).generation == generation, "a table was published meanwhile"  # type: ignore[union-attr]
+            assert mine.count(b" 200 OK\r\n") == 3, (name, mine[-800:])
+            assert _normal(mine) == _normal(theirs), name
+            assert mine.count(f"\r\n{TABLE_SIGNATURE_HEADER}: ".encode()) == 2, name  # the tables' own headers
+            for header, value in SECURITY_HEADERS.items():
+                assert f"\r\n{header}: {value}\r\n".encode() in mine, (name, header)
+        assert written == ["OnePieceAnswer"] * 3 + ["NoneType"] * 3 + ["OnePieceAnswer"] * 3 + ["NoneType"] * 3, written
+
+
+class _Request:
+    """What `one_piece` reads of a request: its application's prepare receivers."""
+
+    def __init__(self, *receivers: object) -> None:
+        self.app = type("App", (), {"on_response_prepare": list(receivers)})()
+
+
+async def _other(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["X-Other"] = "1"
+
+
+def test_a_receiver_one_piece_does_not_account_for_gets_web_response() -> None:
+    def answer(*receivers: object, head: bytes | None = b"A: 1\r\n") -> object:
+        return one_piece(_Request(*receivers), b"{}", head)  # type: ignore[arg-type]
+
+    assert isinstance(answer(security_headers), OnePieceAnswer)
+    assert isinstance(answer(security_headers, console_headers), OnePieceAnswer)  # /ui paths only
+    assert answer(security_headers, _other) is None
+    assert answer(security_headers, head=None) is None  # header lines aiohttp refuses
