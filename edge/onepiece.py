@@ -75,7 +75,7 @@ class OnePieceAnswer:
             connection,
             self.after,
         )
-        await request.writer.write_eof(head + body)
+        await request.writer.write_eof(head if request.method == "HEAD" else head + body)  # HEAD: no body
 
     async def write_eof(self) -> None:
         """Written whole by `prepare`."""

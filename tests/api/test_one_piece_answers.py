@@ -106,10 +106,11 @@ async def test_node_protocol_answers_in_one_piece_are_the_bytes_web_response_wro
 
 
 class _Request:
-    """What `one_piece` reads of a request: its application's prepare receivers."""
+    """What `one_piece` reads of a request: its method, its application's prepare receivers."""
 
-    def __init__(self, *receivers: object) -> None:
+    def __init__(self, *receivers: object, method: str = "POST") -> None:
         self.app = type("App", (), {"on_response_prepare": list(receivers)})()
+        self.method = method
 
 
 async def _other(request: web.Request, response: web.StreamResponse) -> None:
@@ -124,3 +125,4 @@ def test_a_receiver_one_piece_does_not_account_for_gets_web_response() -> None:
     assert isinstance(answer(security_headers, console_headers), OnePieceAnswer)  # /ui paths only
     assert answer(security_headers, _other) is None
     assert answer(security_headers, head=None) is None  # header lines aiohttp refuses
+    assert one_piece(_Request(security_headers, method="HEAD"), b"{}", b"A: 1\r\n") is None  # type: ignore[arg-type]

@@ -24,11 +24,12 @@ What was tried, and held:
   (calc 1.0.0 served), and its heartbeats are answered in one piece;
 - the console: /ui still carries its own Content-Security-Policy, not the API's.
 
-What did not hold (xfail, strict):
+What did not hold at first, mended since (`one_piece` leaves a HEAD to `web.Response`, and
+`OnePieceAnswer` writes no body for one):
 - HEAD on the long-poll route (aiohttp's `RouteTableDef.get` also routes HEAD): `OnePieceAnswer`
-  writes the table's body after a HEAD answer's head, where `web.Response` writes none (RFC 9110
-  9.3.2). A client or proxy reading the HEAD answer takes the body bytes as the start of the next
-  answer on the connection: the answers behind it on a kept-alive connection are desynchronised.
+  wrote the table's body after a HEAD answer's head, where `web.Response` writes none (RFC 9110
+  9.3.2). A client or proxy reading the HEAD answer took the body bytes as the start of the next
+  answer on the connection: the answers behind it on a kept-alive connection were desynchronised.
 """
 
 from __future__ import annotations
@@ -376,11 +377,6 @@ async def test_a_real_edge_node_applies_tables_written_in_one_piece(tmp_path: Pa
     assert all(entry.endswith(":OnePieceAnswer") for entry in made), made
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="OnePieceAnswer writes the table's body after the head of a HEAD answer on the long-poll "
-    "route (web.Response writes none): the next answer on a kept-alive connection is desynchronised",
-)
 async def test_head_on_the_long_poll_writes_no_body(plane: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
     t = _tokens(plane)
     head = _req(b"HEAD", b"%s/%s/assignment?after=0" % (P, NODE.encode()), t["node"])
