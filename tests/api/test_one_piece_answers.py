@@ -5,7 +5,6 @@ closed; and an `on_response_prepare` receiver they do not account for gets `web.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from typing import Any
 
@@ -20,17 +19,9 @@ from reconciler.api.security import SECURITY_HEADERS, one_piece, security_header
 from reconciler.ui.routes import console_headers
 from tests.api.conftest import call
 from tests.e2e.cluster import Cluster
+from tests.edge.test_execute_path import exchange
 
 NODE = "edge-one-piece"
-
-
-async def _exchange(port: int, data: bytes) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(data)
-        return await asyncio.wait_for(reader.read(-1), 30)
-    finally:
-        writer.close()
 
 
 def _normal(raw: bytes) -> bytes:
@@ -92,10 +83,10 @@ async def test_node_protocol_answers_in_one_piece_are_the_bytes_web_response_wro
         }
         for name, data in cases.items():
             generation = cluster.plane.hub.table(NODE).generation  # type: ignore[union-attr]
-            mine = await _exchange(port, data)
+            mine = await exchange(port, data)
             with monkeypatch.context() as patched:  # no receiver accounted for: every answer a web.Response
                 patched.setattr(security, "NODE_ANSWER_RECEIVERS", set())
-                theirs = await _exchange(port, data)
+                theirs = await exchange(port, data)
             assert cluster.plane.hub.table(NODE).generation == generation, "a table was published meanwhile"  # type: ignore[union-attr]
             assert mine.count(b" 200 OK\r\n") == 3, (name, mine[-800:])
             assert _normal(mine) == _normal(theirs), name

@@ -11,22 +11,30 @@ from edge.nodeapi import Registration
 from edge.protocol import ModuleEntry
 from reconciler.apply.nodes import TABLE_BATCH_LIMIT, WAKE_SLICE_MIN, WAKE_TURNS, NodeHub
 from reconciler.apply.threadbatch import BATCH_LIMIT
-from reconciler.store.state import open_state_store
+from reconciler.store.state import StateStore, open_state_store
 
 NODES = 600  # more than a heartbeat batch holds
+
+
+ENTRY = ModuleEntry(module="greeter", version="1.0.0", digest="sha256:" + "0" * 64, weight=100)
+
+
+async def _fleet(store: StateStore) -> tuple[NodeHub, list[str]]:
+    """A hub over `store` with NODES nodes registered, and their ids."""
+    hub = NodeHub(store, heartbeat_seconds=5.0)
+    ids = [f"n{i}" for i in range(NODES)]
+    for node_id in ids:
+        await hub.register(Registration(id=node_id, region="r", hostname=node_id, url=f"http://{node_id}:8080"))
+    return hub, ids
 
 
 async def test_a_fleets_tables_published_together_are_one_write(tmp_path: Path) -> None:
     assert NODES > BATCH_LIMIT and TABLE_BATCH_LIMIT >= 5000  # a 5,000-node pass is one write too
     store = open_state_store(data_dir=tmp_path)
     try:
-        hub = NodeHub(store, heartbeat_seconds=5.0)
-        ids = [f"n{i}" for i in range(NODES)]
-        for node_id in ids:
-            await hub.register(Registration(id=node_id, region="r", hostname=node_id, url=f"http://{node_id}:8080"))
-        entry = ModuleEntry(module="greeter", version="1.0.0", digest="sha256:" + "0" * 64, weight=100)
+        hub, ids = await _fleet(store)
         before = hub.table_writes.batches
-        generations = await asyncio.gather(*(hub.publish(node_id, (entry,)) for node_id in ids))
+        generations = await asyncio.gather(*(hub.publish(node_id, (ENTRY,)) for node_id in ids))
         assert hub.table_writes.batches == before + 1
         assert all(g is not None and g > 0 for g in generations)
         assert {store.get_node(node_id).generation for node_id in ids} == set(generations)  # type: ignore[union-attr]
@@ -42,12 +50,11 @@ async def test_a_pass_wakes_the_long_polls_of_its_tables_once_it_has_run(tmp_pat
         hub = NodeHub(store, heartbeat_seconds=5.0)
         for node_id in ("a", "b"):
             await hub.register(Registration(id=node_id, region="r", hostname=node_id, url=f"http://{node_id}:8080"))
-        entry = ModuleEntry(module="greeter", version="1.0.0", digest="sha256:" + "0" * 64, weight=100)
         polls = {n: asyncio.create_task(hub.wait_assignment(n, 0, 30)) for n in ("a", "b")}
         with hub.wakes_held():
-            assert await hub.publish("a", (entry,)) == 1
+            assert await hub.publish("a", (ENTRY,)) == 1
             with hub.wakes_held():  # nested: the outer block decides
-                assert await hub.publish("b", (entry,)) == 1
+                assert await hub.publish("b", (ENTRY,)) == 1
             for _ in range(5):  # turns of the loop: a woken poll answers within two
                 await asyncio.sleep(0)
             assert not any(p.done() for p in polls.values()), "a poll was answered before the pass ended"
@@ -63,15 +70,11 @@ async def test_a_fleets_answers_go_out_over_a_few_turns_of_the_loop(tmp_path: Pa
     is answered within WAKE_TURNS turns."""
     store = open_state_store(data_dir=tmp_path)
     try:
-        hub = NodeHub(store, heartbeat_seconds=5.0)
-        ids = [f"n{i}" for i in range(NODES)]
-        for node_id in ids:
-            await hub.register(Registration(id=node_id, region="r", hostname=node_id, url=f"http://{node_id}:8080"))
-        entry = ModuleEntry(module="greeter", version="1.0.0", digest="sha256:" + "0" * 64, weight=100)
+        hub, ids = await _fleet(store)
         polls = [asyncio.create_task(hub.wait_assignment(node_id, 0, 30)) for node_id in ids]
         await asyncio.sleep(0)  # every poll waiting
         with hub.wakes_held():
-            await asyncio.gather(*(hub.publish(node_id, (entry,)) for node_id in ids))
+            await asyncio.gather(*(hub.publish(node_id, (ENTRY,)) for node_id in ids))
         answered = []
         for _ in range(WAKE_TURNS + 2):
             await asyncio.sleep(0)

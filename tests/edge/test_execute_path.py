@@ -332,10 +332,13 @@ async def _unchanged(request: web.Request, response: web.StreamResponse) -> None
 
 
 @contextlib.asynccontextmanager
-async def served(router: Router, runtime: Runtime, signal: bool) -> AsyncIterator[tuple[int, list[str]]]:
-    """`router`'s node served as `start` serves it, with or without a prepare receiver: its port, and
-    the type of each response its handler returned."""
-    app = build_app(Node(runtime, router, NodeConfig()))
+async def served(
+    router: Router, runtime: Runtime, *, signal: bool, max_body: int = NodeConfig().max_body
+) -> AsyncIterator[tuple[int, web.AppRunner, list[str]]]:
+    """`router`'s node served as `start` serves it, with (`signal`: every answer a `web.Response`) or
+    without a prepare receiver that changes nothing: its port, the runner, and the type of each
+    response its handler returned."""
+    app = build_app(Node(runtime, router, NodeConfig(max_body=max_body)))
     if signal:
         app.on_response_prepare.append(_unchanged)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -351,13 +354,13 @@ async def served(router: Router, runtime: Runtime, signal: bool) -> AsyncIterato
     runner.server.request_handler = recorded
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     try:
-        yield int(runner.addresses[0][1]), kinds
+        yield int(runner.addresses[0][1]), runner, kinds
     finally:
         await runner.cleanup()
 
 
-async def _exchange(port: int, data: bytes) -> bytes:
-    """What the server writes back on one connection until it closes it (each case's last call closes)."""
+async def exchange(port: int, data: bytes) -> bytes:
+    """What the server writes back on one connection until it closes it."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(data)
@@ -402,17 +405,17 @@ async def test_a_plain_answer_is_byte_for_byte_what_aiohttp_writes(tmp_path: Pat
     await router.apply_table([ModuleEntry.model_validate(entry)], 1)
     try:
         async with (
-            served(router, runtime, signal=False) as (plain, plain_kinds),
-            served(router, runtime, signal=True) as (aiohttp_port, aiohttp_kinds),
+            served(router, runtime, signal=False) as (plain, _, plain_kinds),
+            served(router, runtime, signal=True) as (aiohttp_port, _, aiohttp_kinds),
         ):
             for name, data in PLAIN_CASES.items():
-                mine, theirs = await _exchange(plain, data), await _exchange(aiohttp_port, data)
+                mine, theirs = await exchange(plain, data), await exchange(aiohttp_port, data)
                 assert mine.count(b"HTTP/1.") == data.count(b"HTTP/1."), (name, mine)
                 assert b" 200 OK\r\n" in mine and b'"result":42' in mine, (name, mine)
                 assert _normal(mine) == _normal(theirs), name
             assert set(plain_kinds) == {"PlainAnswer"} and set(aiohttp_kinds) == {"Response"}
             # a failure is still aiohttp's own JSON answer
-            assert b" 404 Not Found\r\n" in await _exchange(
+            assert b" 404 Not Found\r\n" in await exchange(
                 plain, _call(b"1.1", b"Connection: close\r\n", body=b'{"module":"x","function":"f"}')
             )
             assert plain_kinds[-1] == "Response"

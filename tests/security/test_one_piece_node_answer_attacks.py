@@ -56,6 +56,7 @@ from reconciler.api.base import DEPS
 from reconciler.api.security import SECURITY_HEADERS, RateLimiter
 from tests.api.conftest import call
 from tests.e2e.cluster import Cluster, poll, ready_cluster, start_cluster, stop_cluster
+from tests.edge.test_execute_path import exchange
 
 NODE = "edge-one-piece-attack"
 OTHER = "edge-one-piece-other"
@@ -80,21 +81,12 @@ def _port(cluster: Cluster) -> int:
     return int(cluster.url.rsplit(":", 1)[1])
 
 
-async def _exchange(port: int, data: bytes) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(data)
-        return await asyncio.wait_for(reader.read(-1), 30)
-    finally:
-        writer.close()
-
-
 async def _both(port: int, data: bytes, monkeypatch: pytest.MonkeyPatch) -> tuple[bytes, bytes]:
     """The bytes the plane answers `data` with now, and with every answer a `web.Response`."""
-    mine = await _exchange(port, data)
+    mine = await exchange(port, data)
     with monkeypatch.context() as patched:
         patched.setattr(security, "NODE_ANSWER_RECEIVERS", set())
-        theirs = await _exchange(port, data)
+        theirs = await exchange(port, data)
     return mine, theirs
 
 
@@ -286,7 +278,7 @@ async def test_clients_that_vanish_parked_or_before_their_answer_leave_the_plane
     await poll(lambda: NODE not in hub._changed, "the parked polls woken")
     # the node's next poll and heartbeat are answered, in one piece, the new table given
     data = _beat(NODE, t["node"]) + _poll(NODE, t["node"], b"after=%d" % generation, extra=b"Connection: close\r\n")
-    answers = _answers(await _exchange(port, data))
+    answers = _answers(await exchange(port, data))
     assert [a[0] for a in answers] == [200, 200]
     assert json.loads(answers[1][2])["generation"] >= published  # the controller may publish on top
     for _, headers, _ in answers:
@@ -339,13 +331,13 @@ async def test_the_node_routes_are_still_rate_limited_with_hardened_429s(plane: 
         data = b"".join([_beat(NODE, t["node"]), _poll(NODE, t["node"])] * 3) + _poll(
             NODE, t["node"], extra=b"Connection: close\r\n"
         )
-        answers = _answers(await _exchange(_port(plane), data))
+        answers = _answers(await exchange(_port(plane), data))
     assert [a[0] for a in answers] == [200, 200, 200, 200, 429, 429, 429]
     for status, headers, _ in answers:
         _hardened(headers, status)
         assert (status == 429) == ("Retry-After" in headers)
     assert len(made) == 4  # no answer made for a refused call
-    other = _answers(await _exchange(_port(plane), _beat(OTHER, t["other"], extra=b"Connection: close\r\n")))
+    other = _answers(await exchange(_port(plane), _beat(OTHER, t["other"], extra=b"Connection: close\r\n")))
     assert other[0][0] == 200  # per subject
 
 

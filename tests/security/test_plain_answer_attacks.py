@@ -5,9 +5,10 @@ body, in one `write_eof`, instead of through aiohttp's `web.Response`. Real `hot
 and real in-process aiohttp servers on 127.0.0.1, spoken to byte for byte over raw sockets.
 
 The oracle for "as before": the same application with a receiver on `on_response_prepare` that
-changes nothing, so that every answer is aiohttp's `web.Response` (`unshortcut` and `differences`
-of tests/security/test_execute_shortcut_attacks.py for a node process, `_as_it_is` on an in-process
-server); answers are compared byte for byte but for Date, Content-Length and durationMs.
+changes nothing, so that every answer is aiohttp's `web.Response` (`unshortcut` and `differences` of
+tests/security/test_execute_shortcut_attacks.py for a node process, `served` of
+tests/edge/test_execute_path.py for an in-process server); answers are compared byte for byte but
+for Date, Content-Length and durationMs.
 
 What was tried, and held:
 - HTTP/1.0 with and without keep-alive (any case, `keep-alive, close`, two Connection headers,
@@ -75,10 +76,10 @@ from edge.ipc import WORKER_HEADER
 from edge.protocol import MAX_ANSWER_BYTES, ModuleEntry
 from edge.router import Router
 from edge.runtime import Runtime
-from edge.server import Node, NodeConfig, build_app, take_execute_shortcut
 from edge.standalone import DirectorySource
 from tests.edge.conftest import module_bytes
 from tests.edge.standalone import StandaloneNode, start_standalone
+from tests.edge.test_execute_path import served
 from tests.observability.otlp import OtlpReceiver
 from tests.security.test_execute_shortcut_attacks import (
     EXECUTE,
@@ -86,7 +87,6 @@ from tests.security.test_execute_shortcut_attacks import (
     MODULES,
     Answer,
     _abort,
-    _as_it_is,
     _keep,
     add,
     differences,
@@ -164,35 +164,6 @@ def node(folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sta
     started = start_standalone(folder, tmp_path_factory.mktemp("cache"))
     yield started
     started.stop()
-
-
-@contextlib.asynccontextmanager
-async def serving(
-    router: Router, runtime: Runtime, *, signal: bool, max_body: int = 4 * MIB
-) -> AsyncIterator[tuple[int, web.AppRunner, list[str]]]:
-    """`served` of tests/edge/test_execute_path.py, with a body limit of the test's and the runner
-    (whose `server.connections` a test watches): `router`'s node served as `edge.server.start` serves
-    it, with (`signal`: every answer a `web.Response`) or without a prepare receiver; its port, the
-    runner, and the type of each response the handler returned."""
-    app = build_app(Node(runtime, router, NodeConfig(max_body=max_body)))
-    if signal:
-        app.on_response_prepare.append(_as_it_is)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    assert runner.server is not None and take_execute_shortcut(runner)
-    shortcut, kinds = runner.server.request_handler, []
-
-    async def recorded(request: web.BaseRequest) -> web.StreamResponse:
-        response = await shortcut(request)
-        kinds.append(type(response).__name__)
-        return response
-
-    runner.server.request_handler = recorded
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield int(runner.addresses[0][1]), runner, kinds
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture
@@ -371,16 +342,21 @@ async def test_many_concurrent_connections_each_get_their_own_answers(node: Stan
 # -- a client that stops reading -----------------------------------------------------------------
 
 
+async def _small_window(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to `port` whose receive buffer holds 4 KB: a client that reads slowly."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    return await asyncio.open_connection(sock=sock)
+
+
 async def _stalled(port: int, runner: web.AppRunner, kinds: list[str]) -> tuple[int, int]:
     """A client pipelining 30 requests of ~600 KB answers that reads nothing until others were served:
     (the most the server held for it, requests handled by then); then it reads everything."""
     server = runner.server
     assert server is not None
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-    reader, writer = await asyncio.open_connection(sock=sock)
+    reader, writer = await _small_window(port)
     try:
         sizes = [100_000 + i for i in range(30)]
         writer.write(b"".join(_keep(request(body=cat(b"\x01" * size))) for size in sizes) + request(body=add(2, 3)))
@@ -413,7 +389,7 @@ async def test_a_client_that_stops_reading_holds_one_answer_and_no_one_else(
     router, runtime = inprocess
     answer = 6 * 100_030 + 100  # the largest answer of the pipeline
     for signal_ in (False, True):
-        async with serving(router, runtime, signal=signal_) as (port, runner, kinds):
+        async with served(router, runtime, signal=signal_) as (port, runner, kinds):
             held, handled = await _stalled(port, runner, kinds)
             # the server goes on to the next request only once the answer it wrote has drained:
             # it holds at most one answer (and the 64 KiB it may pass its high-water mark by)
@@ -452,7 +428,7 @@ async def test_clients_that_vanish_leave_nothing_behind(
     caplog.set_level(logging.DEBUG, logger="aiohttp")
     half_closed = []
     for signal_ in (False, True):
-        async with serving(router, runtime, signal=signal_) as (port, runner, kinds):
+        async with served(router, runtime, signal=signal_) as (port, runner, kinds):
             half_closed.append(normal(await _vanishing(port)))
             server = runner.server
             assert server is not None
@@ -473,8 +449,8 @@ async def test_clients_that_vanish_leave_nothing_behind(
 async def test_answers_at_the_limit_are_whole_and_over_it_a_failure(inprocess: tuple[Router, Runtime]) -> None:
     router, runtime = inprocess
     async with (
-        serving(router, runtime, signal=False, max_body=16 * MIB) as (port, _, kinds),
-        serving(router, runtime, signal=True, max_body=16 * MIB) as (before, _, _),
+        served(router, runtime, signal=False, max_body=16 * MIB) as (port, _, kinds),
+        served(router, runtime, signal=True, max_body=16 * MIB) as (before, _, _),
     ):
         (small,) = strict_answers(await exchange(port, request(body=cat(b"\x01" * 1000))))
         overhead = len(small.body) - 6000  # `{"result":"`, module, version, durationMs
@@ -499,11 +475,7 @@ async def test_answers_at_the_limit_are_whole_and_over_it_a_failure(inprocess: t
         assert sized_.sub(b"-", normal(raw)) == sized_.sub(b"-", normal(then))
         assert kinds == ["PlainAnswer", "PlainAnswer", "Response", "PlainAnswer"]
         # the largest answer to a closing HTTP/1.0 client that reads through a small window: all of it
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-        reader, writer = await asyncio.open_connection(sock=sock)
+        reader, writer = await _small_window(port)
         try:
             writer.write(v10(body=under))
             raw = await asyncio.wait_for(reader.read(-1), 30)
@@ -688,7 +660,9 @@ async def test_shutdown_with_answers_in_flight_sends_whole_answers_only(folder: 
             raw = head + await asyncio.wait_for(reader.read(-1), 30)
             writer.close()
             got = [_outcome(a) for a in strict_answers(raw)]  # an answer cut short fails here
-            assert 1 <= len(got) <= 3 and got == [(200, size + 10 * i + k) for k in range(len(got))], got
+            assert 1 <= len(got) <= 3 and got[0] == (200, size + 10 * i), got
+            for k, outcome in enumerate(got[1:], 1):  # a later call the stop (or a busy machine) cut short
+                assert outcome in ((200, size + 10 * i + k), (503, None), (504, None)), got  # is answered whole
         assert await asyncio.to_thread(stopping.proc.wait, 30) == 0
     finally:
         await asyncio.to_thread(stopping.kill)
