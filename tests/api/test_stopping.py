@@ -18,7 +18,9 @@ NODE = "edge-waiting"  # a node of the test's own: only its long-poll waits in t
 async def test_long_polls_get_503_and_close_while_the_plane_stops(tmp_path: Path) -> None:
     cluster = await start_cluster(tmp_path, [])
     admin = cluster.token("admin")
-    registration = {"id": NODE, "region": "us-east", "hostname": "h", "url": "http://127.0.0.1:9"}
+    # a region the fleet places nothing in: no pass gives the node a newer table, which would answer
+    # its long-poll before it parks (a busy machine's pass can publish after the generation is read)
+    registration = {"id": NODE, "region": "nowhere", "hostname": "h", "url": "http://127.0.0.1:9"}
     assert (await call(cluster.url, "POST", NODES_PATH, admin, json=registration)).status == 201
     generation = cluster.plane.hub.table(NODE).generation  # type: ignore[union-attr]
     url = f"{cluster.url}{NODES_PATH}/{NODE}/assignment"
