@@ -25,6 +25,7 @@ EDGE_ALLOWED = {
     "edge.wasminfo": "a binary's description (imports, exports, memory) for admission at upload",
     "edge.wasm": "the parsing under edge.wasminfo",
     "edge.tablebinding": "the table binding's Merkle tree: the control plane builds it, the node folds a path",
+    "edge.onepiece": "answers written in one piece: the node's execute route and the node protocol's answers",
 }
 LOOSE_ALLOWED = {"__init__.py", "server.py", "errors.py"}  # the composition root and the exception tree
 
