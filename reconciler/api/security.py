@@ -236,10 +236,10 @@ def leaves_node_answers(receiver: PrepareReceiver) -> PrepareReceiver:
 
 def one_piece(request: web.Request, body: bytes, head: bytes | None) -> web.StreamResponse | None:
     """A node-protocol 200 of `body` written in one piece (`edge.onepiece`) after the header lines
-    `head`, the hardening lines last, as `web.Response` and `security_headers` write it; None where
-    it cannot be (lines aiohttp refuses, a prepare receiver it does not account for, or a HEAD request,
-    which `web.Response` answers without the body)."""
-    if head is None or HARDENING_LINES is None or request.method == "HEAD":  # a HEAD's answer has no body
+    `head`, the hardening lines last, as `web.Response` and `security_headers` write it (a HEAD's
+    without the body); None where it cannot be (lines aiohttp refuses, or a prepare receiver it does
+    not account for)."""
+    if head is None or HARDENING_LINES is None:
         return None
     if not all(receiver in NODE_ANSWER_RECEIVERS for receiver in request.app.on_response_prepare):
         return None
