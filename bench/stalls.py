@@ -25,9 +25,25 @@ import gc
 import sys
 import threading
 import time
+from pathlib import Path
 from types import FrameType
 
 OURS = ("/reconciler/", "/edge/")  # the frames that say what held the loop; the rest is plumbing
+SCHEDSTAT = Path("/proc/thread-self/schedstat")  # Linux: on-CPU ns, run-queue wait ns, timeslices
+
+
+def waited_for_cpu() -> float | None:
+    """Seconds the calling thread has spent runnable but not running, since it started: the time the
+    kernel gave the CPU to something else (another process on a shared machine). None where the
+    kernel does not say (no schedstats).
+
+    A loop that wakes 60 ms late, of which the thread waited 40 ms for a CPU, was held 20 ms by its
+    own process: its code, a collection, or a thread of its own holding the GIL (a thread waiting
+    for the GIL sleeps; it is not runnable, so that wait is not subtracted)."""
+    try:
+        return int(SCHEDSTAT.read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def summarize(frame: FrameType | None, depth: int = 4, ours: tuple[str, ...] = OURS) -> str:
@@ -64,10 +80,12 @@ class StallSampler:
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._sample, name="stall-sampler", daemon=True)
         self._ticker: asyncio.Task[None] | None = None
-        # The garbage collector's pauses, by generation: (collections, total s, longest s). A full
-        # collection over a large heap holds the loop wherever it happens to allocate.
-        self.gc: dict[int, list[float]] = {0: [0, 0.0, 0.0], 1: [0, 0.0, 0.0], 2: [0, 0.0, 0.0]}
+        # The garbage collector's pauses, by generation: (collections, total s, longest s, longest s
+        # less the time the thread waited for a CPU meanwhile). A full collection over a large heap
+        # holds the loop wherever it happens to allocate.
+        self.gc: dict[int, list[float]] = {g: [0, 0.0, 0.0, 0.0] for g in (0, 1, 2)}
         self._gc_started = 0.0
+        self._gc_waited: float | None = None
 
     def start(self) -> None:
         self._ticker = asyncio.get_running_loop().create_task(self._tick())
@@ -76,13 +94,17 @@ class StallSampler:
 
     def _on_gc(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
+            self._gc_waited = waited_for_cpu()
             self._gc_started = time.perf_counter()
             return
         took = time.perf_counter() - self._gc_started
+        waited, before = waited_for_cpu(), self._gc_waited
+        own = took - (waited - before) if waited is not None and before is not None else took
         figures = self.gc[info["generation"]]
         figures[0] += 1
         figures[1] += took
         figures[2] = max(figures[2], took)
+        figures[3] = max(figures[3], own)
 
     def stop(self) -> None:
         with contextlib.suppress(ValueError):
@@ -110,9 +132,9 @@ class StallSampler:
         lines = [f"loop held > {self.threshold * 1000:g} ms: {self.samples * self.every:.1f} s sampled in all"]
         for stack, count in self.counts.most_common(top):
             lines.append(f"{count * self.every * 1000:8.0f} ms  {stack}")
-        for generation, (count, total, longest) in self.gc.items():
+        for generation, (count, total, longest, own) in self.gc.items():
             lines.append(
                 f"gc generation {generation}: {count:.0f} collections, {total * 1000:.0f} ms in all, "
-                f"longest {longest * 1000:.1f} ms"
+                f"longest {longest * 1000:.1f} ms ({own * 1000:.1f} ms less the waits for a CPU)"
             )
         return "\n".join(lines)

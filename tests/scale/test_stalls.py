@@ -53,6 +53,33 @@ async def test_garbage_collections_are_timed_while_sampling() -> None:
         gc.collect()
     finally:
         sampler.stop()
-    collections, total, longest = sampler.gc[2]
-    assert collections >= 1 and total >= longest > 0
+    collections, total, longest, own = sampler.gc[2]
+    assert collections >= 1 and total >= longest > 0 and longest >= own
     assert "gc generation 2: " in sampler.report()
+
+
+def test_the_time_a_thread_waits_for_a_cpu_another_process_holds_is_counted() -> None:
+    """Pinned to one CPU with a process that spins on it, a busy thread waits for that CPU."""
+    import os
+    import subprocess
+    import sys
+
+    from bench.stalls import waited_for_cpu
+
+    allowed = os.sched_getaffinity(0)
+    cpu = min(allowed)
+    spin = f"import os\nos.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"
+    spinner = subprocess.Popen([sys.executable, "-c", spin])
+    try:
+        os.sched_setaffinity(0, {cpu})  # this thread only
+        start = waited_for_cpu()
+        assert start is not None  # Linux with schedstats, as CI's machines are
+        now, deadline = start, time.monotonic() + DEADLINE
+        while now == start and time.monotonic() < deadline:
+            sum(range(10000))
+            now = waited_for_cpu() or start
+        assert now > start
+    finally:
+        os.sched_setaffinity(0, allowed)
+        spinner.kill()
+        spinner.wait()
