@@ -39,14 +39,26 @@ class Seen:
     metrics: tuple[RegionMetrics, ...]
 
 
-def observed(view: NodeView, assigned: tuple[AssignmentEntry, ...]) -> ObservedNode:
+RunningKey = tuple[tuple[str, str, str, int], ...]  # a view's `running`: (module, version, digest, weight)
+SHARED_RUNNING_MAX = 4096  # distinct reports kept by `SnapshotBuilder`'s shared entries before it starts again
+
+
+def running_entries(running: RunningKey) -> tuple[RunningEntry, ...]:
+    return tuple(RunningEntry(m, v, d, w) for m, v, d, w in running)
+
+
+def observed(
+    view: NodeView, assigned: tuple[AssignmentEntry, ...], running: tuple[RunningEntry, ...] | None = None
+) -> ObservedNode:
+    """The planner's node for a view; `running`, when given, is `running_entries(view.running)`
+    already made (and shared)."""
     return ObservedNode(
         id=view.id,
         region=view.region,
         status=NodeStatus(view.status),
         max_modules=view.max_modules,
         assigned=assigned,
-        running=tuple(RunningEntry(m, v, d, w) for m, v, d, w in view.running),
+        running=running_entries(view.running) if running is None else running,
         last_heartbeat=view.last_heartbeat,
         smoke=tuple(SmokeResult(m, v, d, passed, error) for m, v, d, passed, error in view.smoke),
     )
@@ -67,13 +79,23 @@ def metrics_for(window: MetricsWindow, records: tuple[planner.RolloutRecord, ...
 
 class SnapshotBuilder:
     """`Seen` -> `Snapshot`, converting only the nodes whose view or table object changed. A pass's
-    worker thread and the API (on the loop) both build; one at a time."""
+    worker thread and the API (on the loop) both build; one at a time.
+
+    Nodes that report the same modules share one tuple of `RunningEntry` (every node of a region, in
+    a fleet at rest): a heartbeat that changes nothing it runs makes no new entries, and a switch
+    that changes a region makes one tuple for the region, not one per node. That also keeps the
+    garbage collector's young generation small. Objects freed as fast as they are made keep its
+    allocation count under its threshold, so at 1,000 nodes a pass's 50,000 new entries, sets and
+    tuples all waited for one young collection of 20-30 ms, with the GIL, on the event loop's time
+    (bench/scale.py's stall sampler). The planner's index of what nodes run keeps sharing them
+    (`reconciler.planner.incremental`)."""
 
     def __init__(self) -> None:
         # node id -> (the hub's table object, its entries as the planner's): what each node was last
         # given, converted once; it counts only while the hub still holds that very table object.
         self._assigned: dict[str, tuple[ModuleTable, tuple[AssignmentEntry, ...]]] = {}
         self._observed: dict[str, tuple[NodeView, tuple[AssignmentEntry, ...], ObservedNode]] = {}
+        self._running: dict[RunningKey, tuple[RunningEntry, ...]] = {}  # a view's `running` -> its entries, shared
         self._lock = threading.Lock()
 
     def given(self, node_id: str, table: ModuleTable, entries: tuple[AssignmentEntry, ...]) -> None:
@@ -85,6 +107,7 @@ class SnapshotBuilder:
         with self._lock:
             self._assigned.clear()
             self._observed.clear()
+            self._running.clear()
 
     def build(
         self,
@@ -118,7 +141,7 @@ class SnapshotBuilder:
                 assigned = ()
             known = self._observed.get(view.id)  # the hub hands out the same view until the node's row changes
             if known is None or known[0] is not view or known[1] is not assigned:
-                known = (view, assigned, observed(view, assigned))
+                known = (view, assigned, observed(view, assigned, self._shared(view.running)))
                 self._observed[view.id] = known
             nodes.append(known[2])
         if len(self._assigned) > len(nodes) or len(self._observed) > len(nodes):  # nodes deleted since
@@ -127,3 +150,11 @@ class SnapshotBuilder:
                 for node_id in [n for n in cache if n not in ids]:
                     del cache[node_id]
         return tuple(nodes)
+
+    def _shared(self, running: RunningKey) -> tuple[RunningEntry, ...]:
+        entries = self._running.get(running)
+        if entries is None:
+            if len(self._running) >= SHARED_RUNNING_MAX:  # reports no node makes any longer go with the rest
+                self._running.clear()
+            entries = self._running[running] = running_entries(running)
+        return entries

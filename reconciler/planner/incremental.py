@@ -12,7 +12,10 @@ and used again while both are the same objects. Every other module (a rollout un
 start, pins and overrides) reads the clock, metrics, approvals or the nodes' reports, and is planned
 again on every pass: those are few. So a pass:
 1. finds the nodes whose `ObservedNode` object changed (the controller hands the same object while a
-   node's row is unchanged), and updates the running and smoke indexes for those nodes only;
+   node's row is unchanged), and updates the running and smoke indexes for those nodes only, and
+   only where what they report changed: a heartbeat that runs the same modules hands the same
+   `running` tuple (nodes that report the same share it, `reconciler.apply.observe`), and nodes
+   that share it share their per-module version sets too;
 2. asks `place()` again only when a node changed (placement keeps the `ModulePlacement` object of a
    module whose nodes did not move), and takes the latest records again only when a record changed;
 3. plans the modules whose placement or latest record changed, and the unsettled ones, in name order
@@ -38,12 +41,23 @@ from reconciler.planner.actions import Action, Plan, SetAssignment
 from reconciler.planner.gate import Gate, paused
 from reconciler.planner.index import ModuleFacts, facts
 from reconciler.planner.placement import ModulePlacement, place
-from reconciler.planner.planner import Running, Smoke, _Pass, _steady, latest_records, node_reports, plan
+from reconciler.planner.planner import (
+    Running,
+    Smoke,
+    Versions,
+    _Pass,
+    _steady,
+    by_module,
+    latest_records,
+    node_reports,
+    plan,
+)
 from reconciler.planner.types import (
     AssignmentEntry,
     Condition,
     ObservedNode,
     RolloutRecord,
+    RunningEntry,
     Snapshot,
     holds_its_table,
 )
@@ -52,6 +66,7 @@ from reconciler.spec.fleet import DesiredFleet
 __all__ = ["Planner"]
 
 Table = tuple[AssignmentEntry, ...]
+SHARED_REPORTS_MAX = 4096  # distinct `running` tuples whose per-module sets are kept (then it starts again)
 
 
 @dataclass(frozen=True)
@@ -115,6 +130,8 @@ class Planner:
         self._nodes: dict[str, ObservedNode] = {}  # node id -> the row the kept indexes were built from
         self._running: Running = {}
         self._smoke: Smoke = {}
+        # id(a node's `running`) -> (it, `by_module(it)`): nodes reporting the same share the sets
+        self._by_running: dict[int, tuple[tuple[RunningEntry, ...], dict[str, Versions]]] = {}
         self._placement: Mapping[str, ModulePlacement] = {}
         self._records: tuple[RolloutRecord, ...] = ()
         self._latest: dict[str, RolloutRecord] = {}
@@ -145,8 +162,12 @@ class Planner:
             del self._nodes[node_id]
             self._compared.pop(node_id, None)
         for node in changed:
+            old = self._nodes.get(node.id)
+            if old is not None and old.running is node.running and old.smoke is node.smoke:
+                self._nodes[node.id] = node  # a heartbeat that reports what the last one did
+                continue
             self._forget_reports(node.id)
-            running, smoke = node_reports(node)
+            running, smoke = node_reports(node, self._versions(node.running))
             self._running.update(running)
             self._smoke.update(smoke)
             self._nodes[node.id] = node
@@ -198,12 +219,20 @@ class Planner:
                 actions.append(SetAssignment(node.id, table))
         return Plan(tuple(actions), tuple(step.records), step.requeue, dict(status))
 
+    def _versions(self, running: tuple[RunningEntry, ...]) -> dict[str, Versions]:
+        kept = self._by_running.get(id(running))
+        if kept is None or kept[0] is not running:
+            if len(self._by_running) >= SHARED_REPORTS_MAX:  # reports no node makes any longer go with the rest
+                self._by_running.clear()
+            kept = self._by_running[id(running)] = (running, by_module(running))
+        return kept[1]
+
     def _forget_reports(self, node_id: str) -> None:
         """Drop a node's entries from the running and smoke indexes (before its new row's go in)."""
         old = self._nodes.get(node_id)
         if old is None:
             return
-        running, smoke = node_reports(old)
+        running, smoke = node_reports(old, self._versions(old.running))
         for key in running:
             del self._running[key]
         for key in smoke:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
 
 from reconciler.planner.actions import Action, Plan, SetAssignment
 from reconciler.planner.conditions import ModuleView, module_conditions
@@ -49,6 +49,7 @@ from reconciler.planner.types import (
     RegionMetrics,
     Release,
     RolloutRecord,
+    RunningEntry,
     SmokeResult,
     Snapshot,
     StepKind,
@@ -82,16 +83,25 @@ def _steady(record: RolloutRecord | None, target: Release) -> bool:
     return stable is target or stable == target
 
 
-Running = dict[tuple[str, str], set[tuple[str, str, int]]]  # (module, node) -> {(version, digest, weight)}
+Versions = frozenset[tuple[str, str, int]]  # {(version, digest, weight)} a node runs of one module
+Running = dict[tuple[str, str], Set[tuple[str, str, int]]]  # (module, node) -> its versions
 Smoke = dict[tuple[str, str], dict[tuple[str, str], SmokeResult]]  # (module, node) -> {(version, digest): result}
 
 
-def node_reports(node: ObservedNode) -> tuple[Running, Smoke]:
+def by_module(entries: Iterable[RunningEntry]) -> dict[str, Versions]:
+    """What a node's report runs, by module."""
+    out: dict[str, set[tuple[str, str, int]]] = {}
+    for entry in entries:
+        out.setdefault(entry.module, set()).add((entry.version, entry.digest, entry.weight))
+    return {module: frozenset(versions) for module, versions in out.items()}
+
+
+def node_reports(node: ObservedNode, modules: Mapping[str, Versions] | None = None) -> tuple[Running, Smoke]:
     """What one node reports, indexed by (module, node): what it runs, and its smoke checks (the last
-    result of a version wins)."""
-    running: Running = {}
-    for entry in node.running:
-        running.setdefault((entry.module, node.id), set()).add((entry.version, entry.digest, entry.weight))
+    result of a version wins). `modules` is `by_module(node.running)` when the caller has it (nodes
+    that report the same share it)."""
+    ran = by_module(node.running) if modules is None else modules
+    running: Running = {(module, node.id): versions for module, versions in ran.items()}
     smoke: Smoke = {}
     for result in node.smoke:
         smoke.setdefault((result.module, node.id), {})[(result.version, result.digest)] = result
@@ -110,7 +120,7 @@ class _Pass:
         *,
         placement: Mapping[str, ModulePlacement] | None = None,
         latest: dict[str, RolloutRecord] | None = None,
-        running: Running | None = None,
+        running: Mapping[tuple[str, str], Set[tuple[str, str, int]]] | None = None,
         smoke: Smoke | None = None,
     ) -> None:
         self.snapshot = snapshot
@@ -127,14 +137,16 @@ class _Pass:
             approvals[a.module].append(a)
         self.approvals = {name: tuple(items) for name, items in approvals.items()}
         if running is None or smoke is None:
-            running, smoke = defaultdict(set), defaultdict(dict)
+            merged: defaultdict[tuple[str, str], set[tuple[str, str, int]]] = defaultdict(set)
+            smoke = defaultdict(dict)
             for node in snapshot.nodes:  # a node listed twice: its reports merge, the last smoke result wins
                 ran, smoked = node_reports(node)
                 for key, versions in ran.items():
-                    running[key] |= versions
+                    merged[key] |= versions
                 for key, results in smoked.items():
                     smoke[key].update(results)
-        self.running: Mapping[tuple[str, str], set[tuple[str, str, int]]] = running
+            running = merged
+        self.running: Mapping[tuple[str, str], Set[tuple[str, str, int]]] = running
         self.smoke: Mapping[tuple[str, str], dict[tuple[str, str], SmokeResult]] = smoke
         self.assigned = {node.id: node.assigned for node in snapshot.nodes}
         self.tables: dict[str, list[AssignmentEntry]] = {node.id: [] for node in snapshot.nodes}
@@ -321,7 +333,7 @@ class _Pass:
         shape = self.facts.shape(module, record.strategy)
         nodes = {r: placed.regions.get(r, ()) for r in shape.regions}
         expected = scope(record, shape.regions, nodes, shape.regional, module.entry, shape.sticky)
-        empty: set[tuple[str, str, int]] = set()
+        empty: Versions = frozenset()
         target = record.target
         return frozenset(
             node_id

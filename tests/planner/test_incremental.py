@@ -28,6 +28,8 @@ EVENTS = (
     "heartbeat",
     "heartbeat",
     "heartbeat-all",
+    "share",
+    "unsmoked",
     "join",
     "leave",
     "rejoin",
@@ -102,6 +104,13 @@ class History:
             d.stuck = set()
         elif kind == "heartbeat-all":
             d.nodes_apply_tables()
+        elif kind == "share":  # nodes reporting the same hand one tuple, as `SnapshotBuilder` does; new rows
+            shared: dict[object, object] = {}
+            for n, node in list(d.nodes.items()):
+                running = shared.setdefault(node.running, node.running)
+                d.nodes[n] = dataclasses.replace(node, running=running)  # type: ignore[arg-type]
+        elif kind == "unsmoked":  # nodes that report no smoke checks: each reports the same empty tuple
+            d.unsmoked = set(d.nodes) if pick % 2 else set()
         elif kind == "join":
             self.joined += 1
             region = REGIONS[pick % len(REGIONS)]
@@ -172,6 +181,9 @@ class History:
 @hypothesis.example(history=[("bump", 0), ("heartbeat", 1), ("tick", 1), ("good", 0), ("heartbeat-all", 0)])
 @hypothesis.example(history=[("pin", 5), ("policy", 0), ("bump", 1), ("approve", 1), ("leave", 3), ("join", 0)])
 @hypothesis.example(history=[("bump", 4), ("smoke-error", 0), ("heartbeat-all", 0), ("again", 0), ("capacity", 2)])
+@hypothesis.example(
+    history=[("bump", 0), ("heartbeat-all", 0), ("share", 0), ("tick", 1), ("heartbeat", 2), ("share", 0)]
+)
 def test_the_incremental_planner_plans_what_the_full_recompute_plans(history: list[tuple[str, int]]) -> None:
     h = History()
     d = h.d
