@@ -2,10 +2,16 @@
 
 The control plane is the real one (`ControlPlane`, as `hotswap serve` runs it) in a child process,
 with SQLite and the blob folder under a temp data dir, following a generated fleet repository. The
-nodes are lightweight agents in this process, all on one aiohttp connection pool: each speaks the
-real node protocol over HTTP (register with a node token, long-poll its assignment, heartbeat with
-a running table that echoes what it was assigned) and runs no wasm. For the canary, agents report
-metric deltas: requests in proportion to each version's weight, no errors.
+nodes are lightweight agents in this process: each speaks the real node protocol over HTTP (register
+with a node token, long-poll its assignment, heartbeat with a running table that echoes what it was
+assigned) and runs no wasm. For the canary, agents report metric deltas: requests in proportion to
+each version's weight, no errors.
+
+The agents speak HTTP/1.1 through bench/wire.py by default: a minimal keep-alive client, one
+connection for each agent's long-poll and one for its heartbeats, so that the agents' process takes
+little of the machine's CPU from the control planes it measures. `--agents aiohttp` puts them all on
+one aiohttp connection pool instead, as the bench did before: the same calls through a full client,
+to compare (the admin calls, reading rollout phases and leadership, are on aiohttp either way).
 
 The fleet: 10 regions of N/10 nodes; in each region 9 modules with `replicas: all` (9 per node),
 plus one module `edge-all` with `replicas: all` everywhere: 10 placements per node, 10,000 for
@@ -31,7 +37,7 @@ thread's stack while the loop is over 50 ms late (bench/stalls.py) and append, a
 stacks that held it longest and the garbage collector's pauses to FILE.
 
     python bench/scale.py [--nodes 1000] [--runs 3] [--heartbeat-seconds 5] [--quick] [--profile FILE]
-                          [--replicas N] [--database-url postgresql://...]
+                          [--replicas N] [--database-url postgresql://...] [--agents {wire,aiohttp}]
     (--quick: 100 nodes, 2 switches, 2 s heartbeats; a canary step lasts two heartbeats)
 """
 
@@ -56,7 +62,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -64,6 +71,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.stalls import StallSampler, waited_for_cpu
 from bench.stats import percentile
+from bench.wire import Wire, WireError
 from reconciler.api.auth import AuthOptions, TokenAuthority, load_or_create_signing_key
 
 REGIONS = 10
@@ -74,6 +82,7 @@ HEARTBEAT_SECONDS = 5.0
 LAG_TICK_S = 0.010  # the loop-lag monitor's sleep
 STALL_MS = 50.0  # a wake-up later than this is a stall (issue 20: never blocked > 50 ms)
 LONG_POLL_SECONDS = 25.0
+CALL_TIMEOUT_S = LONG_POLL_SECONDS + 30  # any one call of an agent, a long-poll's wait included
 PROGRESS_S = 15.0  # a waiting bench says how far the agents are this often (stderr)
 REQUESTS_PER_SECOND = 100.0  # per node and module under canary, as the simulated agents report them
 NODES_PATH = "/api/v1/wasm/nodes"
@@ -343,45 +352,129 @@ class SimAgent:
         return any(e["module"] == module and e["version"] == version and e["weight"] == 100 for e in self.table)
 
 
-class Fleet:
-    def __init__(
-        self, urls: list[str], agents: list[SimAgent], session: aiohttp.ClientSession, heartbeat_seconds: float
-    ) -> None:
-        self.urls = urls
-        self.heartbeat_seconds = heartbeat_seconds
-        self.agents = agents
-        self.session = session
-        self.changed = asyncio.Event()
-        self.errors: list[str] = []
+class AgentCalls(Protocol):
+    """The node protocol's calls as a `Fleet` makes them, on one client or another (`--agents`).
+    A call that fails raises: a status other than the call's success as RuntimeError, a broken
+    connection or a timeout as one of AGENT_ERRORS."""
 
-    def url(self, agent: SimAgent) -> str:
-        return self.urls[agent.replica]
+    async def register(self, agent: SimAgent, body: dict[str, Any]) -> None: ...
+
+    async def assignment(self, agent: SimAgent) -> dict[str, Any] | None:
+        """The agent's next table (a long-poll after its generation); None when the wait ended without one."""
+        ...
+
+    async def heartbeat(self, agent: SimAgent, body: dict[str, Any]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+AGENT_ERRORS = (aiohttp.ClientError, WireError, RuntimeError, TimeoutError)
+
+
+def assignment_target(agent: SimAgent) -> str:
+    return f"{NODES_PATH}/{agent.id}/assignment?after={agent.generation}&wait={LONG_POLL_SECONDS}"
+
+
+class WireCalls:
+    """The agents' calls through bench/wire.py (the default): for each agent one kept-alive connection
+    for its long-poll and one for its heartbeats (registration goes on the latter)."""
+
+    def __init__(self, urls: list[str]) -> None:
+        self.ports = [urlsplit(url).port or 80 for url in urls]
+        self.polls: dict[str, Wire] = {}
+        self.beats: dict[str, Wire] = {}
+
+    def wire(self, wires: dict[str, Wire], agent: SimAgent) -> Wire:
+        wire = wires.get(agent.id)
+        if wire is None:
+            wire = wires[agent.id] = Wire(self.ports[agent.replica], agent.token, CALL_TIMEOUT_S)
+        return wire
+
+    async def register(self, agent: SimAgent, body: dict[str, Any]) -> None:
+        answer = await self.wire(self.beats, agent).post_json(NODES_PATH, body)
+        if answer.status not in (200, 201):
+            raise RuntimeError(f"{agent.id}: registration {answer.status} {answer.text()}")
+
+    async def assignment(self, agent: SimAgent) -> dict[str, Any] | None:
+        answer = await self.wire(self.polls, agent).get(assignment_target(agent))
+        if answer.status == 204:
+            return None
+        if answer.status != 200:
+            raise RuntimeError(f"{answer.status} {answer.text()}")
+        table: dict[str, Any] = answer.json()
+        return table
+
+    async def heartbeat(self, agent: SimAgent, body: dict[str, Any]) -> None:
+        answer = await self.wire(self.beats, agent).post_json(f"{NODES_PATH}/{agent.id}/heartbeat", body)
+        if answer.status != 200:
+            raise RuntimeError(f"{answer.status} {answer.text()}")
+
+    async def close(self) -> None:
+        for wires in (self.polls, self.beats):
+            for wire in wires.values():
+                wire.close()
+        await asyncio.sleep(0)  # the transports' closing callbacks run
+
+
+class AiohttpCalls:
+    """The agents' calls on aiohttp's client (`--agents aiohttp`): the whole fleet on one session's pool."""
+
+    def __init__(self, urls: list[str], session: aiohttp.ClientSession) -> None:
+        self.urls = urls
+        self.session = session
 
     def headers(self, agent: SimAgent) -> dict[str, str]:
         return {"Authorization": f"Bearer {agent.token}"}
 
-    async def register(self, agent: SimAgent) -> None:
-        body = {"id": agent.id, "region": agent.region, "hostname": agent.id, "url": f"http://127.0.0.1:9/{agent.id}"}
-        async with self.session.post(
-            f"{self.url(agent)}{NODES_PATH}", json=body, headers=self.headers(agent)
-        ) as response:
+    async def register(self, agent: SimAgent, body: dict[str, Any]) -> None:
+        url = f"{self.urls[agent.replica]}{NODES_PATH}"
+        async with self.session.post(url, json=body, headers=self.headers(agent)) as response:
             if response.status not in (200, 201):
                 raise RuntimeError(f"{agent.id}: registration {response.status} {await response.text()}")
 
+    async def assignment(self, agent: SimAgent) -> dict[str, Any] | None:
+        url = f"{self.urls[agent.replica]}{NODES_PATH}/{agent.id}/assignment"
+        params = {"after": str(agent.generation), "wait": str(LONG_POLL_SECONDS)}
+        async with self.session.get(url, params=params, headers=self.headers(agent)) as response:
+            if response.status == 204:
+                return None
+            if response.status != 200:
+                raise RuntimeError(f"{response.status} {await response.text()}")
+            table: dict[str, Any] = await response.json()
+            return table
+
+    async def heartbeat(self, agent: SimAgent, body: dict[str, Any]) -> None:
+        url = f"{self.urls[agent.replica]}{NODES_PATH}/{agent.id}/heartbeat"
+        async with self.session.post(url, json=body, headers=self.headers(agent)) as response:
+            if response.status != 200:
+                raise RuntimeError(f"{response.status} {await response.text()}")
+
+    async def close(self) -> None:
+        pass  # the session is measure()'s
+
+
+class Fleet:
+    def __init__(self, urls: list[str], agents: list[SimAgent], calls: AgentCalls, heartbeat_seconds: float) -> None:
+        self.urls = urls
+        self.heartbeat_seconds = heartbeat_seconds
+        self.agents = agents
+        self.calls = calls
+        self.changed = asyncio.Event()
+        self.errors: list[str] = []
+
+    async def register(self, agent: SimAgent) -> None:
+        body = {"id": agent.id, "region": agent.region, "hostname": agent.id, "url": f"http://127.0.0.1:9/{agent.id}"}
+        await self.calls.register(agent, body)
+
     async def assignments(self, agent: SimAgent) -> None:
-        url = f"{self.url(agent)}{NODES_PATH}/{agent.id}/assignment"
         while True:
-            params = {"after": str(agent.generation), "wait": str(LONG_POLL_SECONDS)}
             try:
-                async with self.session.get(url, params=params, headers=self.headers(agent)) as response:
-                    if response.status == 204:
-                        continue
-                    if response.status != 200:
-                        raise RuntimeError(f"{response.status} {await response.text()}")
-                    table = await response.json()
-            except (aiohttp.ClientError, RuntimeError, TimeoutError) as exc:
+                table = await self.calls.assignment(agent)
+            except AGENT_ERRORS as exc:
                 self.errors.append(f"{agent.id} (replica {agent.replica}) assignment: {exc!r}")
                 await asyncio.sleep(1)
+                continue
+            if table is None:
                 continue
             agent.table = table["modules"]
             agent.generation = table["generation"]
@@ -405,20 +498,17 @@ class Fleet:
         return {"generation": agent.generation, "running": running, "metrics": metrics}
 
     async def heartbeats(self, agent: SimAgent) -> None:
-        url = f"{self.url(agent)}{NODES_PATH}/{agent.id}/heartbeat"
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(agent.beat_now.wait(), self.heartbeat_seconds)
             agent.beat_now.clear()
             try:
                 body = self.heartbeat_body(agent)
-                async with self.session.post(url, json=body, headers=self.headers(agent)) as response:
-                    if response.status != 200:
-                        raise RuntimeError(f"{response.status} {await response.text()}")
+                await self.calls.heartbeat(agent, body)
                 answered = time.monotonic()
                 for r in body["running"]:
                     agent.reported.setdefault((r["module"], r["version"]), answered)
-            except (aiohttp.ClientError, RuntimeError, TimeoutError) as exc:
+            except AGENT_ERRORS as exc:
                 self.errors.append(f"{agent.id} (replica {agent.replica}) heartbeat: {exc!r}")
 
     async def until(
@@ -563,6 +653,7 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"nodes": args.nodes, "placements": args.nodes * (MODULES_PER_REGION + 1)}
     out["step_s"] = 2 * args.heartbeat_seconds
     out["store"] = "PostgreSQL" if args.database_url else "SQLite"
+    out["agents_client"] = client = getattr(args, "agents", "wire")
     admin = authority.mint("bench", ("admin",))
     per_region = args.nodes // REGIONS
     agents = [
@@ -574,13 +665,16 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     ]
     planes = await start_planes(args, work, repo, key)
     connector = aiohttp.TCPConnector(limit=0)
-    timeout = aiohttp.ClientTimeout(total=LONG_POLL_SECONDS + 30)
+    timeout = aiohttp.ClientTimeout(total=CALL_TIMEOUT_S)
     tasks: list[asyncio.Task[None]] = []
+    calls: AgentCalls | None = None
     try:
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
             leader = await leader_of(session, planes, admin)
             url = planes[leader].url  # the rollouts' phases are read where they are decided
-            fleet = Fleet([p.url for p in planes], agents, session, args.heartbeat_seconds)
+            urls = [p.url for p in planes]
+            calls = WireCalls(urls) if client == "wire" else AiohttpCalls(urls, session)
+            fleet = Fleet(urls, agents, calls, args.heartbeat_seconds)
             gate = asyncio.Semaphore(100)
 
             async def register(agent: SimAgent) -> None:
@@ -663,6 +757,8 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             for task in pending:
                 task.cancel()
             _, pending = await asyncio.wait(pending, timeout=1)
+        if calls is not None:
+            await calls.close()
         for plane in planes:
             plane.stop()
     out["planes"] = []
@@ -733,6 +829,8 @@ def report(out: dict[str, Any]) -> None:
     arrival = [ms for p in planes for ms in p["passes_ms"][: p["first_passes"]]]
     passes = [ms for p in planes for ms in p["passes_ms"][p["first_passes"] :]]
     print(f"simulated nodes: {out['nodes']}, module placements: {out['placements']}")
+    clients = {"wire": "HTTP/1.1 through bench/wire.py", "aiohttp": "aiohttp's client, one pool"}
+    print(f"the agents' client: {out['agents_client']} ({clients.get(out['agents_client'], '?')})")
     if len(planes) > 1:
         print(f"control-plane replicas: {len(planes)} on one {out['store']}, agents split between them")
     print(f"registration of every node: {out['register_s']:.2f} s")
@@ -777,7 +875,7 @@ def report(out: dict[str, Any]) -> None:
             )
     cpu = ", ".join(f"{p['cpu_s']:.0f} s" for p in planes)
     print(f"CPU time, whole run ({out['wall_s']:.0f} s from registration to the end): control plane(s) {cpu}; ", end="")
-    print(f"the agents' process {out['agents_cpu_s']:.0f} s")
+    print(f"the agents' process ({out['agents_client']} client) {out['agents_cpu_s']:.1f} s")
     print(f"agent-side errors (failed calls): {out['agent_errors']}")
     for error in out["agent_error_samples"]:
         print(f"  {error}")
@@ -797,6 +895,12 @@ def main() -> None:
     parser.add_argument(
         "--database-url",
         help="PostgreSQL for the replicas (a fresh schema in it); default with --replicas > 1: a private server",
+    )
+    parser.add_argument(
+        "--agents",
+        choices=("wire", "aiohttp"),
+        default="wire",
+        help="the agents' HTTP client: bench/wire.py's keep-alive connections (default), or aiohttp's to compare",
     )
     parser.add_argument("--child-serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--repo", help=argparse.SUPPRESS)

@@ -1,11 +1,12 @@
 """Scale, small: bench/scale.py's simulated fleet against a real control plane process.
 
 Thirty lightweight agents (three per region) speak the node protocol over HTTP to `ControlPlane` in a
-child process: they register with node tokens, long-poll their tables, heartbeat what they were
-assigned. The fleet converges on its first tables (ten module placements per node), a blue-green
-switch of the module every node carries reaches every agent, and a canary driven by the agents'
-reported traffic promotes. The same with two replicas on one PostgreSQL, the agents split between
-them. The full-size runs (1,000 nodes, 10,000 placements; 5,000 nodes on two replicas) are
+child process, through bench/wire.py (and once through aiohttp's client, `--agents aiohttp`): they
+register with node tokens, long-poll their tables, heartbeat what they were assigned. The fleet
+converges on its first tables (ten module placements per node), a blue-green switch of the module
+every node carries reaches every agent, and a canary driven by the agents' reported traffic
+promotes. The same with two replicas on one PostgreSQL, the agents split between them. The
+full-size runs (1,000 nodes, 10,000 placements; 5,000 nodes on two replicas) are
 `python bench/scale.py [--replicas 2]`; their figures are in bench/RESULTS.md.
 """
 
@@ -16,6 +17,8 @@ import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,10 +32,14 @@ def load_bench() -> ModuleType:
     return module
 
 
-async def test_a_simulated_fleet_converges_switches_and_promotes_a_canary(tmp_path: Path) -> None:
+@pytest.mark.parametrize("agents", [None, "aiohttp"], ids=["wire", "aiohttp"])
+async def test_a_simulated_fleet_converges_switches_and_promotes_a_canary(tmp_path: Path, agents: str | None) -> None:
     bench = load_bench()
     args = argparse.Namespace(nodes=30, runs=1, profile=None, heartbeat_seconds=1.0, replicas=1, database_url=None)
+    if agents is not None:  # without the attribute, the agents speak through bench/wire.py
+        args.agents = agents
     out = await bench.measure(args, tmp_path)  # asserts both rollouts end Promoted
+    assert out["agents_client"] == (agents or "wire")
     assert out["placements"] == 300
     assert out["agent_errors"] == 0  # no call of the node protocol failed
     assert len(out["blue_green_s"]) == 1
