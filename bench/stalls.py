@@ -132,9 +132,9 @@ class StallSampler:
         lines = [f"loop held > {self.threshold * 1000:g} ms: {self.samples * self.every:.1f} s sampled in all"]
         for stack, count in self.counts.most_common(top):
             lines.append(f"{count * self.every * 1000:8.0f} ms  {stack}")
-        for generation, (count, total, longest, own) in self.gc.items():
+        for generation, (collected, total, longest, own) in self.gc.items():
             lines.append(
-                f"gc generation {generation}: {count:.0f} collections, {total * 1000:.0f} ms in all, "
+                f"gc generation {generation}: {collected:.0f} collections, {total * 1000:.0f} ms in all, "
                 f"longest {longest * 1000:.1f} ms ({own * 1000:.1f} ms less the waits for a CPU)"
             )
         return "\n".join(lines)

@@ -170,6 +170,7 @@ def _node_caller(request: web.Request, node_id: str) -> None:
 @ROUTES.post(NODES_PATH)
 async def register(request: web.Request) -> web.Response:
     require(request, *NODE_ROLES)
+    await control_of(request).hub.turns.share()  # a fleet's nodes come in waves (reconciler.apply.turns)
     try:
         registration = Registration.model_validate(await _body(request))
     except ValidationError as exc:
@@ -187,6 +188,7 @@ _JSON_HEAD = b"Content-Type: application/json; charset=utf-8\r\n"
 @ROUTES.post(NODES_PATH + "/{id}/heartbeat")
 async def heartbeat(request: web.Request) -> web.StreamResponse:
     _node_caller(request, request.match_info["id"])
+    await control_of(request).hub.turns.share()  # a fleet's nodes come in waves (reconciler.apply.turns)
     try:
         beat = Heartbeat.model_validate(await _body(request))
     except ValidationError as exc:
@@ -231,6 +233,7 @@ async def assignment(request: web.Request) -> web.StreamResponse:
     if table is None:
         return web.Response(status=204)
     hub = control_of(request).hub
+    await hub.turns.share()
     body, signature = hub.answer(node_id, table)  # shared bytes, encoded once
     binding = hub.binding(node_id, table)  # one signature for every table published with it
     headers = {TABLE_SIGNATURE_HEADER: signature} if signature else {}

@@ -35,9 +35,19 @@ class NodeView:
     smoke: tuple[tuple[str, str, str, bool, str | None], ...] = ()
 
 
-def view_of(node: NodeRecord, status: str, generation: int) -> NodeView:
-    """The planner's view of a node row, with its health as judged now and its table's generation."""
+RunningKey = tuple[tuple[str, str, str, int], ...]  # a view's `running`: (module, version, digest, weight)
+
+
+def view_of(
+    node: NodeRecord, status: str, generation: int, shared: dict[RunningKey, RunningKey] | None = None
+) -> NodeView:
+    """The planner's view of a node row, with its health as judged now and its table's generation.
+    With `shared`, views that report the same run one `running` tuple, kept there (the caller
+    bounds it): a region's nodes on one table keep one, not a copy each for the collector to walk."""
     reported = node.reported or {}
+    running = tuple((r["module"], r["version"], r["digest"], int(r["weight"])) for r in reported.get("running", []))
+    if shared is not None:
+        running = shared.setdefault(running, running)
     return NodeView(
         id=node.id,
         region=node.region,
@@ -46,7 +56,7 @@ def view_of(node: NodeRecord, status: str, generation: int) -> NodeView:
         max_modules=node.max_modules,
         generation=generation,
         applied_generation=int(reported.get("generation", 0)),
-        running=tuple((r["module"], r["version"], r["digest"], int(r["weight"])) for r in reported.get("running", [])),
+        running=running,
         failed=dict(reported.get("failed", {})),
         last_heartbeat=epoch(node.last_heartbeat_at),
         cpu_percent=float(reported.get("cpuPercent", 0.0)),

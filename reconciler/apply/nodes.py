@@ -36,10 +36,11 @@ from edge.protocol import SERVING_CACHED_TABLE, ModuleEntry, ModuleTable
 from reconciler.apply.metricswindow import MetricsWindow
 from reconciler.apply.nodechanges import NodeChanges
 from reconciler.apply.nodehealth import MISSED_HEARTBEATS, NodeHealth, Peers
-from reconciler.apply.noderows import NodeView, RunningWeights, epoch, not_back, progress, view_of
+from reconciler.apply.noderows import NodeView, RunningKey, RunningWeights, epoch, not_back, progress, view_of
 from reconciler.apply.nodetables import NodeTables
 from reconciler.apply.tables import Signer, TableEncoder
 from reconciler.apply.threadbatch import RowBatch
+from reconciler.apply.turns import TurnShare
 from reconciler.errors import ReconcilerError
 from reconciler.store.audit import AuditLog
 from reconciler.store.nodes import NodeStore
@@ -53,6 +54,7 @@ TABLE_BATCH_LIMIT = 8192  # tables in one write: a whole fleet's pass
 # turn, whichever is more (a fixed 64 a turn made a 5,000-node switch 43 s: a turn there lasts 100-300 ms)
 WAKE_TURNS = 5
 WAKE_SLICE_MIN = 200
+SHARED_RUNNING_MAX = 4096  # distinct `running` tuples the views share (then it starts again)
 
 
 class HubClosedError(ReconcilerError):
@@ -94,6 +96,7 @@ class NodeHub:
         self.table_writes = RowBatch(
             store.publish_assignments, lambda table: store.publish_assignment(*table), limit=TABLE_BATCH_LIMIT
         )
+        self.turns = TurnShare()  # the node protocol's handlers' share of each turn (reconciler.apply.turns)
         self._node_tables = NodeTables(self.encoder)
         self._tables = self._node_tables.by_node  # the same map: read on every heartbeat and long-poll
         self._changed: dict[str, asyncio.Event] = {}
@@ -106,6 +109,7 @@ class NodeHub:
         self._awaited: set[str] | None = None  # ... for these (None: every node not draining)
         self._reported = asyncio.Event()
         self._views: dict[str, tuple[NodeRecord, NodeView]] = {}  # the last view of each node row
+        self._shared_running: dict[RunningKey, RunningKey] = {}  # one `running` tuple for the views reporting it
         self._running = RunningWeights()
         self._watchers: weakref.WeakSet[NodeChanges] = weakref.WeakSet()
         read_at = self.clock()
@@ -225,7 +229,9 @@ class NodeHub:
         cached = self._views.get(node.id)  # rows are replaced on change: the same row, the same view
         if cached is not None and cached[0] is node and cached[1].generation == generation:
             return cached[1] if cached[1].status == status else replace(cached[1], status=status)
-        view = view_of(node, status, generation)
+        if len(self._shared_running) >= SHARED_RUNNING_MAX:  # reports no node makes any longer go with the rest
+            self._shared_running.clear()
+        view = view_of(node, status, generation, self._shared_running)
         self._views[node.id] = (node, view)
         return view
 
@@ -337,6 +343,9 @@ class NodeHub:
             self.peers.announce(node_id)
         self.health.heard_here(node_id)
         self._keep(replace(before, reported=reported, last_heartbeat_at=at))
+        # Its view now, on this handler's share of the turn (reconciler.apply.turns), not all of a
+        # wave's on the pass's turn, which reads every view (30 ms at 1,000 nodes after a switch).
+        self._view(self._nodes[node_id], now)
         self.metrics.add(now, before.region, beat.metrics)
         cached = SERVING_CACHED_TABLE in beat.conditions
         if cached and SERVING_CACHED_TABLE not in before.reported.get("conditions", ()):

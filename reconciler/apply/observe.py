@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from edge.protocol import ModuleTable
 from reconciler import planner
 from reconciler.apply.metricswindow import MetricsWindow
-from reconciler.apply.noderows import NodeView
+from reconciler.apply.noderows import NodeView, RunningKey
 from reconciler.apply.tables import from_wire
 from reconciler.planner import (
     AssignmentEntry,
@@ -39,7 +39,6 @@ class Seen:
     metrics: tuple[RegionMetrics, ...]
 
 
-RunningKey = tuple[tuple[str, str, str, int], ...]  # a view's `running`: (module, version, digest, weight)
 SHARED_RUNNING_MAX = 4096  # distinct reports kept by `SnapshotBuilder`'s shared entries before it starts again
 
 

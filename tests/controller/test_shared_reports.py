@@ -6,11 +6,16 @@ objects a pass that the garbage collector's young collections walked on the even
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
+from edge.nodeapi import Heartbeat, Registration, Running
 from reconciler.apply.noderows import NodeView
+from reconciler.apply.nodes import NodeHub
 from reconciler.apply.observe import Seen, SnapshotBuilder
 from reconciler.planner import ObservedNode, Planner, Snapshot, plan
-from reconciler.planner.planner import Running, node_reports
+from reconciler.planner.planner import Running as Index
+from reconciler.planner.planner import node_reports
+from reconciler.store.state import open_state_store
 
 from ..planner.driver import example
 
@@ -42,9 +47,9 @@ def test_nodes_reporting_the_same_share_one_tuple_of_entries_and_a_new_report_ge
     assert [e.version for e in again["b"].running] == ["1.0.0", "1.1.0"]
 
 
-def reports(snapshot: Snapshot) -> Running:
+def reports(snapshot: Snapshot) -> Index:
     """What every node runs, derived afresh: what the planner's kept index must equal."""
-    index: Running = {}
+    index: Index = {}
     for node in snapshot.nodes:
         index.update(node_reports(node)[0])
     return index
@@ -65,3 +70,22 @@ def test_a_report_shared_by_nodes_plans_what_the_full_recompute_plans() -> None:
     snapshot = builder.build(desired, (), 12.0, seen(*drained))
     assert planner.plan(snapshot) == plan(snapshot)  # rows changed, reports did not
     assert planner._running == reports(snapshot)
+
+
+async def test_the_hub_makes_a_heartbeats_view_as_it_comes_and_views_reporting_the_same_share_it(
+    tmp_path: Path,
+) -> None:
+    store = open_state_store(data_dir=tmp_path)
+    try:
+        hub = NodeHub(store, heartbeat_seconds=5.0)
+        for node_id in ("a", "b"):
+            await hub.register(Registration(id=node_id, region="r", hostname=node_id, url=f"http://{node_id}:8080"))
+        running = tuple(Running(module=m, version=v, digest=d, weight=w) for m, v, d, w in RUNNING)
+        for node_id in ("a", "b"):
+            assert await hub.heartbeat(node_id, Heartbeat(generation=0, running=running)) is not None
+        made = {node_id: hub._views[node_id][1] for node_id in ("a", "b")}  # made by the heartbeat itself
+        a, b = hub.view()
+        assert (a, b) == (made["a"], made["b"])  # the pass reads the views the heartbeats made
+        assert a.running == RUNNING and a.running is b.running
+    finally:
+        store.close()
