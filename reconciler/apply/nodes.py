@@ -335,6 +335,9 @@ class NodeHub:
             peers, region = self.peers, self._nodes[node_id].region
             row = peers.heartbeat_row(node_id, region, reported, at, beat)
             recorded = await self.shared_heartbeat_writes.write(row)
+        # A batch's writes end together and wake every heartbeat in it on one turn: the rest of
+        # each takes its share of the turns like the handler's start (reconciler.apply.turns).
+        await self.turns.share()
         before = self._nodes.get(node_id)
         if not recorded or before is None:
             self._forget(node_id)
