@@ -19,10 +19,10 @@ NODES = 600  # more than a heartbeat batch holds
 ENTRY = ModuleEntry(module="greeter", version="1.0.0", digest="sha256:" + "0" * 64, weight=100)
 
 
-async def _fleet(store: StateStore) -> tuple[NodeHub, list[str]]:
-    """A hub over `store` with NODES nodes registered, and their ids."""
+async def registered(store: StateStore, nodes: int = NODES) -> tuple[NodeHub, list[str]]:
+    """A hub over `store` with `nodes` nodes registered (region "r"), and their ids."""
     hub = NodeHub(store, heartbeat_seconds=5.0)
-    ids = [f"n{i}" for i in range(NODES)]
+    ids = [f"n{i}" for i in range(nodes)]
     for node_id in ids:
         await hub.register(Registration(id=node_id, region="r", hostname=node_id, url=f"http://{node_id}:8080"))
     return hub, ids
@@ -32,7 +32,7 @@ async def test_a_fleets_tables_published_together_are_one_write(tmp_path: Path) 
     assert NODES > BATCH_LIMIT and TABLE_BATCH_LIMIT >= 5000  # a 5,000-node pass is one write too
     store = open_state_store(data_dir=tmp_path)
     try:
-        hub, ids = await _fleet(store)
+        hub, ids = await registered(store)
         before = hub.table_writes.batches
         generations = await asyncio.gather(*(hub.publish(node_id, (ENTRY,)) for node_id in ids))
         assert hub.table_writes.batches == before + 1
@@ -70,7 +70,7 @@ async def test_a_fleets_answers_go_out_over_a_few_turns_of_the_loop(tmp_path: Pa
     is answered within WAKE_TURNS turns."""
     store = open_state_store(data_dir=tmp_path)
     try:
-        hub, ids = await _fleet(store)
+        hub, ids = await registered(store)
         polls = [asyncio.create_task(hub.wait_assignment(node_id, 0, 30)) for node_id in ids]
         await asyncio.sleep(0)  # every poll waiting
         with hub.wakes_held():

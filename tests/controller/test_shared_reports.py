@@ -8,9 +8,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from edge.nodeapi import Heartbeat, Registration, Running
+from edge.nodeapi import Heartbeat, Running
 from reconciler.apply.noderows import NodeView
-from reconciler.apply.nodes import NodeHub
 from reconciler.apply.observe import Seen, SnapshotBuilder
 from reconciler.planner import ObservedNode, Planner, Snapshot, plan
 from reconciler.planner.planner import Running as Index
@@ -18,6 +17,7 @@ from reconciler.planner.planner import node_reports
 from reconciler.store.state import open_state_store
 
 from ..planner.driver import example
+from .test_publish_batches import registered
 
 RUNNING = (("greeter", "1.0.0", "sha256:aa", 100), ("calc", "1.0.0", "sha256:bb", 100))
 
@@ -77,15 +77,13 @@ async def test_the_hub_makes_a_heartbeats_view_as_it_comes_and_views_reporting_t
 ) -> None:
     store = open_state_store(data_dir=tmp_path)
     try:
-        hub = NodeHub(store, heartbeat_seconds=5.0)
-        for node_id in ("a", "b"):
-            await hub.register(Registration(id=node_id, region="r", hostname=node_id, url=f"http://{node_id}:8080"))
+        hub, ids = await registered(store, 2)
         running = tuple(Running(module=m, version=v, digest=d, weight=w) for m, v, d, w in RUNNING)
-        for node_id in ("a", "b"):
+        for node_id in ids:
             assert await hub.heartbeat(node_id, Heartbeat(generation=0, running=running)) is not None
-        made = {node_id: hub._views[node_id][1] for node_id in ("a", "b")}  # made by the heartbeat itself
+        made = [hub._views[node_id][1] for node_id in ids]  # made by the heartbeat itself
         a, b = hub.view()
-        assert (a, b) == (made["a"], made["b"])  # the pass reads the views the heartbeats made
+        assert [a, b] == made  # the pass reads the views the heartbeats made
         assert a.running == RUNNING and a.running is b.running
     finally:
         store.close()

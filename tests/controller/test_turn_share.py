@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from edge.nodeapi import Heartbeat, Registration
-from reconciler.apply.nodes import NodeHub
+from edge.nodeapi import Heartbeat
 from reconciler.apply.turns import TurnShare
 from reconciler.store.state import open_state_store
+
+from .test_publish_batches import registered
 
 WORK = 0.003  # what each handler "spends", on the test's clock
 
@@ -87,10 +88,7 @@ def test_the_same_on_uvloop_the_loop_the_control_plane_runs_on() -> None:
 async def test_heartbeats_written_in_one_batch_take_turns_for_the_rest_of_their_work(tmp_path: Path) -> None:
     store = open_state_store(data_dir=tmp_path)
     try:
-        hub = NodeHub(store, heartbeat_seconds=5.0)
-        ids = [f"n{i}" for i in range(8)]
-        for node_id in ids:
-            await hub.register(Registration(id=node_id, region="r", hostname=node_id, url=f"http://{node_id}:8080"))
+        hub, ids = await registered(store, 8)
         hub.turns = TurnShare(budget=0.0, clock=Clock())  # one continuation a turn
         answers = await asyncio.gather(*(hub.heartbeat(node_id, Heartbeat()) for node_id in ids))
         assert all(answer is not None for answer in answers)
