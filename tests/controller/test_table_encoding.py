@@ -219,3 +219,15 @@ async def test_without_a_signer_there_is_no_binding(store: StateStore) -> None:
     await hub.publish("edge-1", WireEntries().table(rows(20)))
     table = hub.table("edge-1")
     assert table is not None and hub.binding("edge-1", table) is None and hub.answer("edge-1", table)[1] is None
+
+
+def test_a_row_handed_again_is_found_by_identity_and_an_equal_new_row_by_its_content() -> None:
+    wire = WireEntries(size=8)
+    first = rows(20)
+    made = wire.table(first)
+    assert wire.table(rows(20)) == made and all(a is b for a, b in zip(wire.table(rows(20)), made, strict=True))
+    wire._cache = type(wire._cache)(8)  # the content cache forgets: the rows handed before are still known
+    assert all(a is b for a, b in zip(wire.table(first), made, strict=True))
+    for weight in range(10):  # more distinct rows than the identity map holds: it starts again, still right
+        assert [e.weight for e in wire.table(rows(weight))] == [100 - weight, weight]
+    assert len(wire._by_row) <= 8
