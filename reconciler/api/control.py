@@ -234,6 +234,12 @@ async def assignment(request: web.Request) -> web.StreamResponse:
         return web.Response(status=204)
     hub = control_of(request).hub
     await hub.turns.share()
+    # The node may have been deleted (or deleted and registered again), or given a newer table, while
+    # its answer waited its turn: answer what it holds now, or 404 as to a poll parked when it was deleted
+    current = hub.table(node_id) if hub.known(node_id) else None
+    if current is None or current.generation < table.generation:
+        raise ApiError(404, "not_found", f"node {node_id!r} is not registered")
+    table = current
     body, signature = hub.answer(node_id, table)  # shared bytes, encoded once
     binding = hub.binding(node_id, table)  # one signature for every table published with it
     headers = {TABLE_SIGNATURE_HEADER: signature} if signature else {}

@@ -38,16 +38,41 @@ class NodeView:
 RunningKey = tuple[tuple[str, str, str, int], ...]  # a view's `running`: (module, version, digest, weight)
 
 
-def view_of(
-    node: NodeRecord, status: str, generation: int, shared: dict[RunningKey, RunningKey] | None = None
-) -> NodeView:
+class SharedReports:
+    """One `running` tuple for the views that report the same (every node of a region, at rest), kept
+    while a view holds it: a node that reports something else lets go of what it reported before,
+    so what is kept is at most one report per node, as the views themselves."""
+
+    def __init__(self) -> None:
+        self._held: dict[RunningKey, tuple[RunningKey, int]] = {}  # report -> (the shared tuple, views)
+
+    def take(self, running: RunningKey) -> RunningKey:
+        kept, views = self._held.get(running, (running, 0))
+        self._held[running] = (kept, views + 1)
+        return kept
+
+    def drop(self, running: RunningKey) -> None:
+        held = self._held.get(running)
+        if held is None or held[0] is not running:
+            return
+        kept, views = held
+        if views > 1:
+            self._held[running] = (kept, views - 1)
+        else:
+            del self._held[running]
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+
+def view_of(node: NodeRecord, status: str, generation: int, shared: SharedReports | None = None) -> NodeView:
     """The planner's view of a node row, with its health as judged now and its table's generation.
-    With `shared`, views that report the same run one `running` tuple, kept there (the caller
-    bounds it): a region's nodes on one table keep one, not a copy each for the collector to walk."""
+    With `shared`, views that report the same hold one `running` tuple (the caller drops a view's when
+    it lets the view go): a region's nodes on one table hold one, not a copy each for the collector."""
     reported = node.reported or {}
     running = tuple((r["module"], r["version"], r["digest"], int(r["weight"])) for r in reported.get("running", []))
     if shared is not None:
-        running = shared.setdefault(running, running)
+        running = shared.take(running)
     return NodeView(
         id=node.id,
         region=node.region,

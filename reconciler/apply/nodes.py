@@ -36,7 +36,7 @@ from edge.protocol import SERVING_CACHED_TABLE, ModuleEntry, ModuleTable
 from reconciler.apply.metricswindow import MetricsWindow
 from reconciler.apply.nodechanges import NodeChanges
 from reconciler.apply.nodehealth import MISSED_HEARTBEATS, NodeHealth, Peers
-from reconciler.apply.noderows import NodeView, RunningKey, RunningWeights, epoch, not_back, progress, view_of
+from reconciler.apply.noderows import NodeView, RunningWeights, SharedReports, epoch, not_back, progress, view_of
 from reconciler.apply.nodetables import NodeTables
 from reconciler.apply.tables import Signer, TableEncoder
 from reconciler.apply.threadbatch import RowBatch
@@ -54,7 +54,6 @@ TABLE_BATCH_LIMIT = 8192  # tables in one write: a whole fleet's pass
 # turn, whichever is more (a fixed 64 a turn made a 5,000-node switch 43 s: a turn there lasts 100-300 ms)
 WAKE_TURNS = 5
 WAKE_SLICE_MIN = 200
-SHARED_RUNNING_MAX = 4096  # distinct `running` tuples the views share (then it starts again)
 
 
 class HubClosedError(ReconcilerError):
@@ -109,7 +108,7 @@ class NodeHub:
         self._awaited: set[str] | None = None  # ... for these (None: every node not draining)
         self._reported = asyncio.Event()
         self._views: dict[str, tuple[NodeRecord, NodeView]] = {}  # the last view of each node row
-        self._shared_running: dict[RunningKey, RunningKey] = {}  # one `running` tuple for the views reporting it
+        self._shared = SharedReports()  # one `running` tuple for the views that report it
         self._running = RunningWeights()
         self._watchers: weakref.WeakSet[NodeChanges] = weakref.WeakSet()
         read_at = self.clock()
@@ -143,7 +142,9 @@ class NodeHub:
             return False
         self._running.replace(node, None)
         self._node_tables.forget(node_id)
-        self._views.pop(node_id, None)
+        view = self._views.pop(node_id, None)
+        if view is not None:
+            self._shared.drop(view[1].running)
         self.health.forget(node_id)
         self._wake(node_id)
         for watcher in self._watchers:
@@ -229,9 +230,9 @@ class NodeHub:
         cached = self._views.get(node.id)  # rows are replaced on change: the same row, the same view
         if cached is not None and cached[0] is node and cached[1].generation == generation:
             return cached[1] if cached[1].status == status else replace(cached[1], status=status)
-        if len(self._shared_running) >= SHARED_RUNNING_MAX:  # reports no node makes any longer go with the rest
-            self._shared_running.clear()
-        view = view_of(node, status, generation, self._shared_running)
+        view = view_of(node, status, generation, self._shared)
+        if cached is not None:
+            self._shared.drop(cached[1].running)
         self._views[node.id] = (node, view)
         return view
 

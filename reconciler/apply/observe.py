@@ -39,9 +39,6 @@ class Seen:
     metrics: tuple[RegionMetrics, ...]
 
 
-SHARED_RUNNING_MAX = 4096  # distinct reports kept by `SnapshotBuilder`'s shared entries before it starts again
-
-
 def running_entries(running: RunningKey) -> tuple[RunningEntry, ...]:
     return tuple(RunningEntry(m, v, d, w) for m, v, d, w in running)
 
@@ -143,6 +140,9 @@ class SnapshotBuilder:
                 known = (view, assigned, observed(view, assigned, self._shared(view.running)))
                 self._observed[view.id] = known
             nodes.append(known[2])
+        used = {id(node.running) for node in nodes}
+        if len(self._running) > len(used):  # reports no node makes any longer: not kept for a node that moved on
+            self._running = {key: entries for key, entries in self._running.items() if id(entries) in used}
         if len(self._assigned) > len(nodes) or len(self._observed) > len(nodes):  # nodes deleted since
             ids = {view.id for view in seen.views}
             for cache in (self._assigned, self._observed):
@@ -153,7 +153,5 @@ class SnapshotBuilder:
     def _shared(self, running: RunningKey) -> tuple[RunningEntry, ...]:
         entries = self._running.get(running)
         if entries is None:
-            if len(self._running) >= SHARED_RUNNING_MAX:  # reports no node makes any longer go with the rest
-                self._running.clear()
             entries = self._running[running] = running_entries(running)
         return entries

@@ -14,10 +14,13 @@ on. Every request is still served in the order it came, and the total work is th
 
 How a turn is told from the next: the first handler to ask in a turn notes the time and schedules a
 callback with `call_soon`, which asyncio and uvloop both run on the next turn (a turn runs only the
-callbacks that were ready when it began). Handlers past the budget wait in a queue, in order; each
-turn after, that callback lets through as many as the budget let through the last time it ran out
-(they run on the turn after), until the queue is empty. A waiting handler costs nothing a turn (a
-first version had each retry on every turn: 130 ms of a 5,000-node run's holds were those retries).
+callbacks that were ready when it began). Handlers past the budget wait in a queue, in order, at no
+cost a turn. That callback lets some of them go on the next turn; each still asks the budget of the
+turn it wakes in (the first of a turn always goes on), and one that finds it spent goes back to the
+head of the queue. How many are woken a turn follows what the last turn took: as many as went on
+before the budget ran out, twice as many after a turn they all fit in. So one slow handler does not
+leave a wave of cheap ones going one a turn, and a turn of cheap ones does not let a wave of heavy
+ones run far past the budget.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from collections.abc import Callable
 __all__ = ["TURN_BUDGET_SECONDS", "TurnShare"]
 
 TURN_BUDGET_SECONDS = 0.010  # node-protocol handlers' time in one turn of the event loop
+QUOTA_MAX = 4096  # waiting handlers woken in one turn, at most
 
 
 class TurnShare:
@@ -40,28 +44,39 @@ class TurnShare:
         self.clock = clock
         self.deferred = 0  # how many handlers waited for a later turn (bench figures, tests)
         self._opened: float | None = None  # when this turn's first handler asked; None: a new turn
-        self._admitted = 0  # handlers let through on the budget of this turn
-        self._quota = 1  # handlers let through a turn while some wait: what the budget let through
+        self._admitted = 0  # handlers that went on this turn
+        self._spent = False  # one found this turn's budget spent
+        self._quota = 1  # waiting handlers woken a turn (see the module docstring)
         self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._returned: collections.deque[asyncio.Future[None]] = collections.deque()  # woken, sent back: first
         self._armed = False  # `_next_turn` is scheduled
 
     async def share(self) -> None:
         """Return at once while this turn's handlers are within the budget and none wait; else when
         the handlers queued before it have had their turns."""
-        if not self._waiting:
-            now = self.clock()
-            if self._opened is None:
-                self._opened = now
-                self._arm()
-            if now - self._opened < self.budget:
-                self._admitted += 1
-                return
-            self._quota = max(self._admitted, 1)
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiting.append(waiter)
+        if not self._waiting and not self._returned and self._admit():
+            return
         self.deferred += 1
-        self._arm()
-        await waiter
+        queue = self._waiting
+        while True:
+            waiter = asyncio.get_running_loop().create_future()
+            queue.append(waiter)
+            self._arm()
+            await waiter
+            if self._admit():
+                return
+            queue = self._returned  # the budget of the turn it woke in was spent: back to the head
+
+    def _admit(self) -> bool:
+        now = self.clock()
+        if self._opened is None:
+            self._opened = now
+            self._arm()
+        if self._admitted == 0 or now - self._opened < self.budget:  # the first of a turn always goes on
+            self._admitted += 1
+            return True
+        self._spent = True
+        return False
 
     def _arm(self) -> None:
         if not self._armed:
@@ -70,12 +85,17 @@ class TurnShare:
 
     def _next_turn(self) -> None:
         self._armed = False
-        self._opened, self._admitted = None, 0
-        released = 0
-        while self._waiting and released < self._quota:
-            waiter = self._waiting.popleft()
-            if not waiter.done():  # a handler cancelled while it waited is skipped
-                waiter.set_result(None)
-                released += 1
-        if self._waiting:
+        if self._spent:
+            self._quota = max(self._admitted, 1)
+        elif self._admitted >= self._quota:
+            self._quota = min(2 * self._quota, QUOTA_MAX)
+        self._opened, self._admitted, self._spent = None, 0, False
+        woken = 0
+        for queue in (self._returned, self._waiting):
+            while queue and woken < self._quota:
+                waiter = queue.popleft()
+                if not waiter.done():  # a handler cancelled while it waited is skipped
+                    waiter.set_result(None)
+                    woken += 1
+        if self._returned or self._waiting:
             self._arm()

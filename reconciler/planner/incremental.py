@@ -66,7 +66,6 @@ from reconciler.spec.fleet import DesiredFleet
 __all__ = ["Planner"]
 
 Table = tuple[AssignmentEntry, ...]
-SHARED_REPORTS_MAX = 4096  # distinct `running` tuples whose per-module sets are kept (then it starts again)
 
 
 @dataclass(frozen=True)
@@ -172,6 +171,11 @@ class Planner:
             self._smoke.update(smoke)
             self._nodes[node.id] = node
 
+        if changed or gone:  # reports no node makes any longer are not kept for a node that moved on
+            used = {id(node.running) for node in self._nodes.values()}
+            if len(self._by_running) > len(used):
+                self._by_running = {key: kept for key, kept in self._by_running.items() if key in used}
+
         if changed or gone or not self._modules:
             placement = place(snapshot.desired, snapshot.nodes)
             if placement is not self._placement:
@@ -222,8 +226,6 @@ class Planner:
     def _versions(self, running: tuple[RunningEntry, ...]) -> dict[str, Versions]:
         kept = self._by_running.get(id(running))
         if kept is None or kept[0] is not running:
-            if len(self._by_running) >= SHARED_REPORTS_MAX:  # reports no node makes any longer go with the rest
-                self._by_running.clear()
             kept = self._by_running[id(running)] = (running, by_module(running))
         return kept[1]
 

@@ -87,3 +87,13 @@ async def test_the_hub_makes_a_heartbeats_view_as_it_comes_and_views_reporting_t
         assert a.running == RUNNING and a.running is b.running
     finally:
         store.close()
+
+
+def test_reports_no_node_makes_any_longer_are_not_kept() -> None:
+    builder, planner = SnapshotBuilder(), Planner()
+    desired = example()
+    for n in range(20):  # one node reporting something new every time (its module's name, say)
+        report = (("greeter", f"1.0.{n}", "sha256:aa", 100),)
+        snapshot = builder.build(desired, (), 10.0 + n, seen(view("a", report, beat=n), view("b", beat=n)))
+        planner.plan(snapshot)
+    assert len(builder._running) == 2 and len(planner._by_running) == 2  # what "a" and "b" report now

@@ -1,7 +1,7 @@
 """Outside attacks on the node protocol's turn sharing (a1908cd, c633009, 13c83a9:
 `reconciler.apply.turns.TurnShare`, awaited by `register`, `heartbeat`, the long-poll's answer and
 `NodeHub.heartbeat` after its batched write) and on the report sharing beside it (c1244ea: one
-`running` tuple for the views reporting the same, `NodeHub._shared_running`). A real control plane
+`running` tuple for the views reporting the same, now `NodeHub._shared`). A real control plane
 on 127.0.0.1 in the test's loop, spoken to with a node's token, another node's, a viewer's, an
 admin's, a forged one or none.
 
@@ -17,18 +17,24 @@ What was tried, and held:
   being deleted and registering again, changes nothing of the other's view or API answer; the
   node registered again starts from no report.
 
-What did not hold (each an `xfail(strict=True)` test below):
-- `_shared_running` keeps every distinct report up to 4096, after the node that made it reported
-  something else, and a report's strings have no length limit: one node's token pins up to 4096
+What did not hold at first, each now fixed and its test passing (the fixes in the commit after this
+file's first one):
+- `_shared_running` kept every distinct report up to 4096, after the node that made it reported
+  something else, and a report's strings have no length limit: one node's token pinned up to 4096
   heartbeat bodies (up to 64 MiB each) in the control plane's memory, where it kept one a node.
+  Now a shared report is kept while a view holds it (`SharedReports`), and the snapshot builder's
+  and the planner's shared entries only while a node reports them.
 - The turn share's release count (`_quota`) is a sample of the one turn whose budget ran out with
   an empty queue, never measured again while the queue is not empty: after one slow turn (one
   heavy heartbeat) a wave of free handlers goes one a turn, for as long as some wait; after a turn
   of cheap ones (bad-body heartbeats) heavy ones are let through that many a turn, each turn far
-  past the budget.
+  past the budget. Now each woken handler asks the budget of the turn it wakes in (one that finds it
+  spent goes back to the head of the queue), and the count follows every turn: as many as went on,
+  or twice as many after a turn they all fit in.
 - The long-poll's answer now waits for its share after `wait_assignment` picked the table: a node
   deleted meanwhile is answered 200 with its table freshly bound and signed after the delete (a
   parked poll whose node is deleted gets 404), and `NodeTables` keeps its encoding and binding.
+  Now the answer is the table the node holds once its turn comes, or 404 if it is gone.
 """
 
 from __future__ import annotations
@@ -203,11 +209,6 @@ async def test_nodes_sharing_a_report_keep_their_own_views(plane: Cluster) -> No
 # -- what did not hold -----------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="NodeHub._shared_running keeps every distinct report (up to 4096, of unlimited size) after "
-    "the node reported something else: one node token pins up to 4096 heartbeat bodies",
-)
 async def test_a_nodes_superseded_reports_are_not_kept(plane: Cluster) -> None:
     hub = plane.plane.hub
     mine = plane.plane.mint(NODE, "node")
@@ -216,16 +217,11 @@ async def test_a_nodes_superseded_reports_are_not_kept(plane: Cluster) -> None:
         module = f"m{i:03d}-" + "x" * big
         assert await _beat(plane, NODE, mine, {"generation": 5, "running": _running((module, "1.0.0"))}) == 200
     current = {id(view.running) for view in hub.view()}
-    stale = [kept for kept in hub._shared_running.values() if id(kept) not in current]
+    stale = [kept for kept, _ in hub._shared._held.values() if id(kept) not in current]
     held = sum(len(m) + len(v) + len(d) for kept in stale for m, v, d, _ in kept)
     assert held < big, f"{len(stale)} superseded reports, {held} bytes of strings, kept after the node moved on"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="TurnShare._quota is the sample of one over-budget turn, not measured again while some wait: "
-    "after one slow handler a wave of free ones goes one a turn",
-)
 async def test_after_one_slow_turn_a_wave_of_free_handlers_is_not_let_through_one_a_turn() -> None:
     clock = _Clock()
     turns = TurnShare(budget=0.010, clock=clock)
@@ -255,11 +251,6 @@ async def test_after_one_slow_turn_a_wave_of_free_handlers_is_not_let_through_on
     assert taken <= 20, f"{taken} turns for 200 handlers that took no time"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="TurnShare lets queued handlers through `_quota` a turn whatever they cost: a turn of cheap "
-    "ones sets it high, and heavy ones then hold each turn far past the budget",
-)
 async def test_queued_heavy_handlers_are_let_through_within_the_budget() -> None:
     clock = _Clock()
     turns = TurnShare(budget=0.010, clock=clock)
@@ -285,11 +276,6 @@ async def test_queued_heavy_handlers_are_let_through_within_the_budget() -> None
     assert max(spent) <= 0.010 + 0.005 + 1e-9, f"a turn ran {max(spent) * 1000:.0f} ms of handlers (budget 10 ms)"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the long-poll answer waits for its share after wait_assignment chose the table: a node "
-    "deleted meanwhile gets 200 with a table bound after the delete, and NodeTables keeps its entries",
-)
 async def test_a_node_deleted_while_its_answer_waits_its_turn_gets_no_table(
     plane: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
