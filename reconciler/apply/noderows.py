@@ -61,9 +61,6 @@ class SharedReports:
         else:
             del self._held[running]
 
-    def __len__(self) -> int:
-        return len(self._held)
-
 
 def view_of(node: NodeRecord, status: str, generation: int, shared: SharedReports | None = None) -> NodeView:
     """The planner's view of a node row, with its health as judged now and its table's generation.
