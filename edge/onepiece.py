@@ -16,27 +16,35 @@ lines made beforehand, and an application with any other receiver gets `web.Resp
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+
 from aiohttp import HttpVersion10, HttpVersion11, web
 from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.http import SERVER_SOFTWARE
-from aiohttp.http_writer import _serialize_headers as serialize_headers
-from multidict import CIMultiDict
 
 __all__ = ["OnePieceAnswer", "header_lines"]
 
 _SERVER = f"Server: {SERVER_SOFTWARE}\r\n".encode()
 _KEEP_ALIVE = b"Connection: keep-alive\r\n"
 _CLOSE = b"Connection: close\r\n"
+# What aiohttp's header serializer refuses in a name or a value (a header injection): every control
+# character but the tab. Its serializer is private (`aiohttp.http_writer`), so the rule is kept here.
+_FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
-def header_lines(headers: CIMultiDict[str]) -> bytes | None:
-    """The `Name: value` lines of `headers`, each ended by CRLF, as aiohttp's own serializer writes
-    them; None when it refuses them (a control character in a name or value)."""
-    try:
-        serialized = serialize_headers("-", headers)  # "-\r\n", the lines, "\r\n"
-    except (ValueError, TypeError):
-        return None
-    return bytes(serialized[3:-2])
+def header_lines(headers: Mapping[str, str]) -> bytes | None:
+    """The `Name: value` lines of `headers`, each ended by CRLF, as aiohttp writes a response's
+    headers; None when aiohttp would refuse them (a control character, or a name or value that is
+    not text)."""
+    lines: list[str] = []
+    for name, value in headers.items():
+        if not (isinstance(name, str) and isinstance(value, str)):
+            return None
+        if _FORBIDDEN.search(name) or _FORBIDDEN.search(value):
+            return None
+        lines.append(f"{name}: {value}\r\n")
+    return "".join(lines).encode()
 
 
 class OnePieceAnswer:

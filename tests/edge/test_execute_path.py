@@ -434,3 +434,11 @@ def test_a_version_that_cannot_be_a_header_has_no_plain_head() -> None:
         with pytest.raises(ValidationError, match="version"):  # and no table carries such a version
             ModuleEntry.model_validate({"module": "m", "version": bad, "digest": "sha256:" + "0" * 64})
     assert ModuleEntry.model_validate({"module": "m", "version": "1.0\t\u00e9", "digest": "sha256:" + "0" * 64})
+    # aiohttp's rule, kept in `edge.onepiece`: every control character but the tab is refused, in a
+    # name as in a value; the rest is written as UTF-8.
+    for code in range(0x80):
+        refused = (code < 0x20 and code != 0x09) or code == 0x7F
+        assert (header_lines({"V": f"a{chr(code)}b"}) is None) == refused, hex(code)
+        assert (header_lines({f"N{chr(code)}": "v"}) is None) == refused, hex(code)
+    assert header_lines({"V": "1.0\t\u00e9"}) == "V: 1.0\t\u00e9\r\n".encode()
+    assert header_lines({"V": 1}) is None  # type: ignore[dict-item]  # not text
