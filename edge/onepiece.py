@@ -36,15 +36,21 @@ _FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 def header_lines(headers: Mapping[str, str]) -> bytes | None:
     """The `Name: value` lines of `headers`, each ended by CRLF, as aiohttp writes a response's
     headers; None when aiohttp would refuse them (a control character, or a name or value that is
-    not text)."""
+    not text) or when they are not UTF-8 (a lone surrogate)."""
     lines: list[str] = []
-    for name, value in headers.items():
-        if not (isinstance(name, str) and isinstance(value, str)):
+    for given_name, given_value in headers.items():
+        if not (isinstance(given_name, str) and isinstance(given_value, str)):
             return None
+        # A plain copy of the characters: what is checked is what is written, whatever a subclass of
+        # str (an `istr` name, say) does in its own methods.
+        name, value = str.__str__(given_name), str.__str__(given_value)
         if _FORBIDDEN.search(name) or _FORBIDDEN.search(value):
             return None
-        lines.append(f"{name}: {value}\r\n")
-    return "".join(lines).encode()
+        lines.append(name + ": " + value + "\r\n")
+    try:
+        return "".join(lines).encode()
+    except UnicodeEncodeError:
+        return None
 
 
 class OnePieceAnswer:

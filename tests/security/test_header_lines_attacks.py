@@ -25,7 +25,9 @@ What was tried, and held:
   long-poll answer is written in one piece with the bytes of `web.Response`, each of Content-Type,
   the signature and the binding once, of JWT and base64url characters only.
 
-What did not hold (`header_lines` itself; no outside path reaches either today, see above):
+What did not hold (`header_lines` itself; no outside path reached either, see above), both mended
+since: `header_lines` now returns None for text that is not UTF-8, and writes a plain copy of the
+characters it checked:
 - a lone surrogate (`"1\\ud800"`) makes `header_lines` raise UnicodeEncodeError out of `.encode()`
   instead of returning None, against its docstring ("None when aiohttp would refuse them"). The old
   code raised nothing: aiohttp's C serializer (the one in use) drops the surrogate, and its Python
@@ -156,12 +158,6 @@ def test_odd_names_long_values_repeats_and_non_text_match_aiohttp() -> None:
     assert header_lines({"V": b"v"}) is None  # type: ignore[dict-item]  # not text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="edge/onepiece.py header_lines: a lone surrogate raises UnicodeEncodeError from .encode() "
-    "instead of returning None (the old code got bytes from aiohttp's C serializer, or None); latent, "
-    "ModuleEntry refuses such versions",
-)
 def test_a_lone_surrogate_gives_none_not_an_exception() -> None:
     for headers in ({"V": "1\ud800"}, {"N\udfff": "v"}):
         assert header_lines(headers) is None
@@ -176,11 +172,6 @@ class _Formatted(str):
         return "x\r\nX-Injected: 1"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="edge/onepiece.py header_lines: the regex checks a value's characters but the f-string writes "
-    "its __format__; a str subclass gets unchecked text in (latent: every caller passes plain str)",
-)
 def test_what_is_written_is_what_was_checked() -> None:
     lines = header_lines({"V": _Formatted("ok")})
     assert lines is None or b"X-Injected" not in lines, lines
