@@ -74,7 +74,12 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if "Allow" in exc.headers:  # a 405 says which methods the path takes (RFC 9110)
             response.headers["Allow"] = exc.headers["Allow"]
         return response
-    except Exception:
+    except Exception as exc:
+        if isinstance(exc, ConnectionResetError) and request.transport is None:
+            # The client went away before its body was read (a heartbeat that waited its turn, say): no
+            # one to answer and nothing failed here; at ERROR, any client could write a traceback a request.
+            log.debug("%s %s: the client went away before its request was read", request.method, request.path)
+            return _json_error(400, "client_gone", "the connection ended before the request was read")
         log.exception("unhandled error on %s %s", request.method, request.path)
         return _json_error(500, "internal", "internal error; the control plane's log has the details")
 
