@@ -75,11 +75,12 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             response.headers["Allow"] = exc.headers["Allow"]
         return response
     except Exception as exc:
-        if isinstance(exc, ConnectionResetError) and request.transport is None:
-            # The client went away before its body was read (a heartbeat that waited its turn, say): no
-            # one to answer and nothing failed here; at ERROR, any client could write a traceback a request.
-            log.debug("%s %s: the client went away before its request was read", request.method, request.path)
-            return _json_error(400, "client_gone", "the connection ended before the request was read")
+        if isinstance(exc, ConnectionError) and (request.transport is None or request.transport.is_closing()):
+            # The client's connection ended before its body was read (a heartbeat that waited its turn)
+            # or while its answer was written (a download it stopped reading, then reset): no one to
+            # answer and nothing failed here; at ERROR, any client could write a traceback a request.
+            log.debug("%s %s: the client's connection ended before it was answered", request.method, request.path)
+            return _json_error(400, "client_gone", "the connection ended before the request was answered")
         log.exception("unhandled error on %s %s", request.method, request.path)
         return _json_error(500, "internal", "internal error; the control plane's log has the details")
 
