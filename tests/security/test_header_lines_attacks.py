@@ -86,7 +86,7 @@ from tests.security.test_one_piece_node_answer_attacks import (  # noqa: F401 - 
     _tokens,
     plane,
 )
-from tests.security.test_plain_answer_attacks import versioned
+from tests.security.test_plain_answer_attacks import serving_table, versioned
 
 SERIALIZERS = {"python": _py_serialize_headers, "C": _serialize_headers}
 
@@ -209,12 +209,8 @@ async def odd_router(tmp_path: Path) -> AsyncIterator[tuple[Router, Runtime]]:
     entries += [
         ModuleEntry.model_validate({"module": "arith", "version": v, "digest": digest, "weight": 0}) for v in ODD
     ]
-    assert (await router.apply_table(entries, 1)).failed == {}
-    try:
-        yield router, runtime
-    finally:
-        await router.close()
-        runtime.close()
+    async with serving_table(runtime, router, entries) as served_router:
+        yield served_router
 
 
 def _stdlib_get(port: int, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:

@@ -166,6 +166,19 @@ def node(folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sta
     started.stop()
 
 
+@contextlib.asynccontextmanager
+async def serving_table(
+    runtime: Runtime, router: Router, entries: list[ModuleEntry]
+) -> AsyncIterator[tuple[Router, Runtime]]:
+    """`router` with the table of `entries` applied; closed, with its runtime, at the end."""
+    assert (await router.apply_table(entries, 1)).failed == {}
+    try:
+        yield router, runtime
+    finally:
+        await router.close()
+        runtime.close()
+
+
 @pytest.fixture
 async def inprocess(tmp_path: Path) -> AsyncIterator[tuple[Router, Runtime]]:
     """A router serving arith and cat (version 1), for in-process servers."""
@@ -176,12 +189,8 @@ async def inprocess(tmp_path: Path) -> AsyncIterator[tuple[Router, Runtime]]:
         ModuleEntry.model_validate({"module": name, "version": "1", "digest": source.add(module_bytes(name))})
         for name in ("arith", "cat")
     ]
-    assert (await router.apply_table(entries, 1)).failed == {}
-    try:
-        yield router, runtime
-    finally:
-        await router.close()
-        runtime.close()
+    async with serving_table(runtime, router, entries) as served_router:
+        yield served_router
 
 
 # -- Connection handling, HTTP/1.0 and 1.1 ----------------------------------------------------------
