@@ -34,8 +34,9 @@ __all__ = ["TURN_BUDGET_SECONDS", "TurnShare"]
 
 # Node-protocol handlers' time in one turn of the event loop. A turn holds more than its handlers: the
 # reads, the parsing and the routing of the requests that arrive, the answers' writes, a pass's steps.
-# At 1,000 nodes a budget of 10 ms left the loop held 62-126 ms at most over a switch, 2.5 ms 48-54 ms,
-# with the switch no slower (bench/scale.py; bench/RESULTS.md, sixth stop).
+# At 1,000 nodes, over a switch, a budget of 10 ms left the loop held over 50 ms in 5-17 ticks a run
+# (75-126 ms at most), 2.5 ms in 0-4 (38-91 ms), with the switch no slower (bench/scale.py;
+# bench/RESULTS.md, sixth stop).
 TURN_BUDGET_SECONDS = 0.0025
 QUOTA_MAX = 4096  # waiting handlers woken in one turn, at most
 
