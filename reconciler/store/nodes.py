@@ -29,6 +29,14 @@ T = TypeVar("T")
 MAX_ROW_GENERATION = MAX_GENERATION - 2**32
 
 
+class DeletedNode(NamedTuple):
+    """What is kept of a deleted node's row (`SqlNodes.delete_node`): its last generation."""
+
+    id: str
+    generation: int
+    deleted_at: datetime
+
+
 class SharedHeartbeat(NamedTuple):
     """A heartbeat as a replica writes it to a shared store (`NodeStore.record_shared_heartbeat`)."""
 
@@ -95,7 +103,9 @@ class SqlNodes:
         (a store restored from a backup, say): then the row numbers on past the node's, so the node
         takes its table again as a newer one (a node pinned to the control plane's key refuses a
         table numbered at or below the one it applied: edge.agent). A row starts, or is renumbered,
-        at most at MAX_ROW_GENERATION."""
+        at most at MAX_ROW_GENERATION; but a row made for a node that was deleted starts no lower than
+        the deleted row's generation (`delete_node`): the control plane numbered that one itself, and
+        the node may have applied it."""
         now = ts(self.db.clock())
         with self.db.tx(write=True) as tx:
             _NODES.upsert(
@@ -115,6 +125,12 @@ class SqlNodes:
                 update=("region", "url", "status", "max_modules"),
             )
             row = required(_NODES.get(tx, node.id))
+            deleted = tx.one("SELECT generation FROM deleted_node_generations WHERE id = ?", node.id)
+            if deleted is not None:  # the row was made just now: it takes the deleted row's numbering over
+                tx.run("DELETE FROM deleted_node_generations WHERE id = ?", node.id)
+                if deleted[0] > row.generation:
+                    tx.run("UPDATE nodes SET generation = ? WHERE id = ?", deleted[0], node.id)
+                    row = required(_NODES.get(tx, node.id))
             renumbered = min(node.generation + 1, MAX_ROW_GENERATION)  # a token holder's 2**53 too
             if node.generation > row.generation and renumbered > row.generation:
                 tx.run("UPDATE nodes SET generation = ? WHERE id = ?", renumbered, node.id)
@@ -139,7 +155,14 @@ class SqlNodes:
             return tx.run("UPDATE nodes SET status = ? WHERE id = ?", status, node_id) == 1
 
     def delete_node(self, node_id: str) -> bool:
+        """Delete the node's row, keeping its generation for the row made if the node registers again
+        (`upsert_node`); whether there was a row."""
         with self.db.tx(write=True) as tx:
+            found = tx.one("SELECT generation FROM nodes WHERE id = ?", node_id)
+            if found is None:
+                return False
+            deleted = (node_id, found[0], ts(self.db.clock()))
+            _DELETED.upsert(tx, deleted, update=("generation", "deleted_at"))
             return tx.run("DELETE FROM nodes WHERE id = ?", node_id) == 1
 
     # -- heartbeats -----------------------------------------------------------------------------
@@ -284,4 +307,7 @@ _NODES = Table.of(
     generation=int,
     assignment=json.loads,
     reported=json.loads,
+)
+_DELETED = Table.of(
+    "deleted_node_generations", DeletedNode, "id, generation, deleted_at", generation=int, deleted_at=dt
 )

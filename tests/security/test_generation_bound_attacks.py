@@ -21,15 +21,15 @@ over HTTP, on SQLite and on PostgreSQL:
   (or `body` for what is not JSON), the row unchanged; spellings pydantic takes for an integer in lax
   mode (7.0, "7", true, 2.0**53) count as that integer and stay within the bound.
 
-What holds: all of the above. What does not (xfail, strict): a pinned node that applied a table
-numbered past MAX_ROW_GENERATION (which it takes once a token holder has pushed its row there) and
-whose row is then lost (an operator deletes the node, as after any incident, or the store is restored)
-registers again with that generation and gets a new row at MAX_ROW_GENERATION, at or under the table it
-applied; it refuses every table until the control plane has published past it, serving its old table
-meanwhile (`test_a_deleted_node_that_applied_past_the_row_cap_rejoins_under_its_own_table`, and with a
-real `hotswap edge --control-plane-key` process,
-`test_a_real_pinned_node_deleted_after_the_attack_refuses_the_tables_of_its_new_row`). A store restored
-from a backup taken before the attack does the same: the row is renumbered to MAX_ROW_GENERATION at most.
+What holds: all of the above, and a pinned node that applied a table numbered past MAX_ROW_GENERATION
+(which it takes once a token holder has pushed its row there) and whose row is then deleted (an operator
+deletes the node, as after any incident): it registers again with that generation, and its new row
+starts at the deleted row's generation (`SqlNodes.delete_node` keeps it), so the next table is past the
+one it applied (`test_a_deleted_node_that_applied_past_the_row_cap_rejoins_under_its_own_table`, and with
+a real `hotswap edge --control-plane-key` process,
+`test_a_real_pinned_node_deleted_after_the_attack_runs_the_tables_of_its_new_row`). What does not: a
+store restored from a backup taken before the attack renumbers the row to MAX_ROW_GENERATION at most, and
+the node serves its old table until the control plane has published past the one it applied.
 """
 
 from __future__ import annotations
@@ -264,13 +264,6 @@ async def test_the_genuine_node_registering_again_after_the_attack_gets_a_table_
     assert taken[-1] <= _row(cluster, NODE) <= taken[-1] + SLACK  # the controller's own publishes alone
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a row is started at MAX_ROW_GENERATION at most (reconciler.store.nodes.upsert_node): a node "
-    "that applied a table numbered past it (it takes those once a node token holder registered at 2**53) "
-    "and whose row is then deleted registers again with its generation and is answered a table numbered "
-    "at or under it, which a pinned node refuses (edge.agent) until the control plane publishes past it",
-)
 async def test_a_deleted_node_that_applied_past_the_row_cap_rejoins_under_its_own_table(cluster: Cluster) -> None:
     status, answer = await _register(cluster, NODE, 0)
     assert status == 201, answer
@@ -292,14 +285,7 @@ async def test_a_deleted_node_that_applied_past_the_row_cap_rejoins_under_its_ow
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the same as above, played with a real `hotswap edge --control-plane-key` node: after a token "
-    "holder's registration at 2**53 it runs tables numbered past MAX_ROW_GENERATION; deleted by an "
-    "operator, it rejoins on a row started at MAX_ROW_GENERATION and refuses the tables it is given "
-    "(its generation is not past the applied) instead of running the control plane's table again",
-)
-async def test_a_real_pinned_node_deleted_after_the_attack_refuses_the_tables_of_its_new_row(
+async def test_a_real_pinned_node_deleted_after_the_attack_runs_the_tables_of_its_new_row(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     key_file = tmp_path / "control-plane.pem"

@@ -148,6 +148,35 @@ def test_a_registration_at_the_wire_bound_leaves_room_to_publish(state: StateSto
     assert again.generation == MAX_ROW_GENERATION + 1  # not numbered back under the table it holds
 
 
+def test_a_deleted_node_registering_again_numbers_on_from_its_deleted_row(state: StateStore) -> None:
+    """A node deleted once its row was past MAX_ROW_GENERATION may have applied a table numbered that
+    high: the row made when it registers again starts at the deleted row's generation, whatever the
+    registration claims, and the next table is past it. Only the row made takes it over, once; a node
+    never deleted, or one deleted at a low generation, starts where its registration says."""
+    state.upsert_node(NodeRecord(id="edge-1", region="us-east", url="http://x", generation=MAX_GENERATION))
+    for _ in range(3):
+        applied = state.publish_assignment("edge-1", {"modules": []})
+    assert applied == MAX_ROW_GENERATION + 3
+    assert state.delete_node("edge-1") and not state.delete_node("edge-1")
+    assert state.get_node("edge-1") is None
+
+    for claim in (applied, 0):  # what the node applied, or nothing (its cache was wiped): the same row
+        again = state.upsert_node(NodeRecord(id="edge-1", region="us-east", url="http://x", generation=claim))
+        assert again.generation == applied, claim
+        assert state.publish_assignment("edge-1", {"modules": []}) == applied + 1
+        assert state.delete_node("edge-1")
+        applied += 1
+
+    low = state.upsert_node(NodeRecord(id="edge-2", region="us-east", url="http://y", generation=5))
+    assert state.delete_node("edge-2")
+    assert state.upsert_node(NodeRecord(id="edge-2", region="us-east", url="http://y", generation=9)).generation == 9
+    assert state.delete_node("edge-2")
+    assert low.generation == 5
+    # Kept once: the row made takes the numbering over, and a row deleted again keeps its own.
+    state.upsert_node(NodeRecord(id="edge-2", region="us-east", url="http://y", generation=2))
+    state.upsert_node(NodeRecord(id="edge-2", region="us-east", url="http://y", generation=2))
+    assert state.get_node("edge-2").generation == 9  # type: ignore[union-attr]
+
 def rollout(rollout_id: str = "greeter-1") -> RolloutRecord:
     return RolloutRecord(
         id=rollout_id,
