@@ -43,6 +43,7 @@ from reconciler.apply.threadbatch import RowBatch
 from reconciler.apply.turns import TurnShare
 from reconciler.errors import ReconcilerError
 from reconciler.store.audit import AuditLog
+from reconciler.store.errors import ConflictError
 from reconciler.store.nodes import NodeStore
 from reconciler.store.records import NodeRecord
 
@@ -50,6 +51,7 @@ __all__ = ["HubClosedError", "NodeHub"]
 
 RECONNECT_SECONDS = 5.0  # a node's agent retries a lost control plane at least this often (edge.agent)
 TABLE_BATCH_LIMIT = 8192  # tables in one write: a whole fleet's pass
+REGISTER_TRIES = 3  # a registration whose row a delete removes between its writes makes it again, this often
 # A pass's answers go out over a few turns of the event loop: WAKE_SLICE_MIN or 1/WAKE_TURNS of them a
 # turn, whichever is more (a fixed 64 a turn made a 5,000-node switch 43 s: a turn there lasts 100-300 ms)
 WAKE_TURNS = 5
@@ -307,15 +309,22 @@ class NodeHub:
 
     def _register(self, record: NodeRecord) -> NodeRecord:
         """Upsert the node and count the registration as contact (it is healthy from now); a drained
-        node stays drained when it registers again."""
-        before = self.store.get_node(record.id)
-        if before is not None and before.status == NodeStatus.DRAINING:
-            record = replace(record, status=NodeStatus.DRAINING)
-        node = self.store.upsert_node(record)
-        self.store.record_heartbeat(node.id, dict(node.reported), datetime.fromtimestamp(self.clock(), UTC))
-        found = self.store.get_node(node.id)
-        assert found is not None
-        return found
+        node stays drained when it registers again. A delete that lands between the writes (an
+        admin's, racing the node's registration) is followed by the registration: the row is made
+        again, from the generation the delete kept (`SqlNodes.delete_node`); a 409 if deletes land
+        between every try."""
+        for _ in range(REGISTER_TRIES):
+            before = self.store.get_node(record.id)
+            if before is not None and before.status == NodeStatus.DRAINING:
+                record = replace(record, status=NodeStatus.DRAINING)
+            node = self.store.upsert_node(record)
+            self.store.record_heartbeat(node.id, dict(node.reported), datetime.fromtimestamp(self.clock(), UTC))
+            found = self.store.get_node(node.id)
+            if found is not None:
+                return found
+        raise ConflictError(
+            f"node {record.id!r} was deleted while it registered, {REGISTER_TRIES} times: register again"
+        )
 
     async def heartbeat(self, node_id: str, beat: Heartbeat) -> HeartbeatAnswer | None:
         """Record a heartbeat; None when the node is unknown (it must register again)."""
@@ -364,11 +373,14 @@ class NodeHub:
         self._reported.set()
         if progress(before) != (reported.get("running"), reported.get("generation"), reported.get("smoke")):
             self.poke()
+        node, table = self._nodes.get(node_id), self._tables.get(node_id)
+        if node is None or table is None:  # deleted while the audit entry was written
+            return None
         # Only this node's health can change here (others turn Unhealthy with time, which the
         # controller's loop checks): O(1) per heartbeat, not a scan of the fleet.
-        if self.health.judge(self._nodes[node_id], now):
+        if self.health.judge(node, now):
             self.poke()
-        return HeartbeatAnswer(generation=self._tables[node_id].generation)
+        return HeartbeatAnswer(generation=table.generation)
 
     async def wait_assignment(self, node_id: str, after: int, wait: float) -> ModuleTable | None:
         """The node's table once its generation is past `after`; None if `wait` seconds pass first;
@@ -460,7 +472,7 @@ class NodeHub:
             return current.generation
         encoded = self.encoder.encode(entries)
         generation = await self.table_writes.write((node_id, encoded.assignment))
-        if generation is None:
+        if generation is None or node_id not in self._nodes:  # no row, or deleted while the row was written
             return None
         traces = traces or {}
         changed = {e.module for e in entries} | {e.module for e in current.modules}
@@ -495,7 +507,10 @@ class NodeHub:
         status = NodeStatus.DRAINING if draining else NodeStatus.HEALTHY
         if not await asyncio.to_thread(self.store.set_node_status, node_id, status):
             return False
-        self._keep(replace(self._nodes[node_id], status=status))
+        node = self._nodes.get(node_id)
+        if node is None:  # deleted meanwhile
+            return False
+        self._keep(replace(node, status=status))
         self.check_health([node_id])
         self.poke()
         return True

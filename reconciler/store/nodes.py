@@ -158,7 +158,9 @@ class SqlNodes:
         """Delete the node's row, keeping its generation for the row made if the node registers again
         (`upsert_node`); whether there was a row."""
         with self.db.tx(write=True) as tx:
-            found = tx.one("SELECT generation FROM nodes WHERE id = ?", node_id)
+            # Locked on PostgreSQL: a table published meanwhile waits, or is in what is kept.
+            lock = " FOR UPDATE" if self.db.dialect.name == "postgresql" else ""
+            found = tx.one(f"SELECT generation FROM nodes WHERE id = ?{lock}", node_id)
             if found is None:
                 return False
             deleted = (node_id, found[0], ts(self.db.clock()))

@@ -27,22 +27,19 @@ What was tried, and what holds:
 * two replicas: a delete on one, the node registering again on the other: its new row starts at the
   kept generation and the second replica answers a table past the one it applied.
 
-What does not hold (strict xfail):
+Found, and fixed since (the tests below failed before the fix):
 
-* PostgreSQL (READ COMMITTED): `delete_node` reads the row's generation with a plain SELECT, then
-  deletes. A publish whose UPDATE commits between that read and the DELETE (the DELETE waits for its row
-  lock, then deletes the row as the publish left it) is lost from the kept generation: the control plane
-  published, and answered, a table numbered past the kept one. A pinned node that took it and registers
-  again is given a new row whose next table carries the same number as the one it applied, which it
-  refuses (`test_a_publish_committing_while_the_delete_reads_is_lost_from_the_kept_generation`). Seen
-  along the way, not deterministic (so not asserted): when the delete's `_forget` runs before the
-  publish's write returns, `NodeHub.publish` raises KeyError (`self._nodes[node_id]`) after it has set
-  the forgotten node's table in `_node_tables`.
+* PostgreSQL (READ COMMITTED): `delete_node` read the row's generation with a plain SELECT, then
+  deleted. A publish whose UPDATE committed between that read and the DELETE was lost from the kept
+  generation, so a pinned node that took that table and registered again was next answered a table
+  numbered as the one it applied, and refused it. `delete_node` now locks the row first, as every write
+  of node rows does (`test_a_publish_committing_while_the_delete_waits_is_in_the_kept_generation`). Seen
+  along the way: when the delete's `_forget` ran before the publish's write returned, `NodeHub.publish`
+  raised KeyError; it now returns None for a node deleted meanwhile, as do a heartbeat and a drain.
 * `NodeHub._register` upserts the row, records a heartbeat and reads the row back in three
-  transactions, then asserts the row is there: an admin delete landing in between (on both back ends
-  by chance in the racing test; made deterministic on PostgreSQL) makes the registration a 500 with an
-  ERROR traceback, and the delete keeps the generation it read before the registration renumbered
-  the row (`test_a_registration_whose_row_a_delete_removes_midway_is_a_500`; this predates 69bdcf7).
+  transactions, and asserted the row was there: an admin delete landing in between made the
+  registration a 500 with an ERROR traceback. The registration now makes the row again, from the
+  generation the delete kept (`test_a_registration_whose_row_a_delete_removes_midway_makes_it_again`).
 """
 
 from __future__ import annotations
@@ -236,7 +233,7 @@ async def test_registrations_racing_a_delete_answer_no_500_and_leave_every_numbe
         results = await asyncio.gather(*racing)
         registrations = [r for r in results if isinstance(r, tuple)]
         # A registration whose row the delete removed under it may be a 500: that defect is shown
-        # deterministically by test_a_registration_whose_row_a_delete_removes_midway_is_a_500.
+        # deterministically by test_a_registration_whose_row_a_delete_removes_midway_makes_it_again.
         assert all(s in (200, 201, 500) for s, _ in registrations), [r for r in registrations if r[0] >= 300][:3]
         answered = [a for s, a in registrations if s in (200, 201)]
         assert all(0 <= a["generation"] <= MAX_GENERATION for a in answered), answered
@@ -276,22 +273,11 @@ def _waiting(database_url: str, statement: str) -> int:
     return int(found[0]) if found else 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "PostgreSQL, READ COMMITTED: SqlNodes.delete_node reads the row's generation with a plain SELECT "
-        "(no FOR UPDATE), keeps it, then DELETEs; a publish whose UPDATE commits between the read and the "
-        "DELETE (the DELETE waits for its row lock, then deletes the row the publish left) is lost from "
-        "the kept generation. The control plane published a table numbered past the kept one, so a pinned "
-        "node that took it and registers again gets a row whose next table carries the number it applied, "
-        "and refuses it"
-    ),
-)
-async def test_a_publish_committing_while_the_delete_reads_is_lost_from_the_kept_generation(
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)  # SQLite serialises write transactions
+async def test_a_publish_committing_while_the_delete_waits_is_in_the_kept_generation(
     cluster: Cluster, backend: str | None
 ) -> None:
-    if backend is None:
-        pytest.skip("SQLite serialises write transactions: the delete's read and delete are one step")
+    assert backend is not None
     database_url = backend
     status, answer = await _register(cluster, NODE, 0)
     assert status == 201, answer
@@ -312,8 +298,8 @@ async def test_a_publish_committing_while_the_delete_reads_is_lost_from_the_kept
     with _row_locked(database_url, NODE):
         publishing = asyncio.ensure_future(publish())
         await poll(lambda: _waiting(database_url, "SELECT id FROM nodes") >= 1, "the publish to wait on the row")
-        deleting = asyncio.ensure_future(_delete(cluster, NODE))
-        await poll(lambda: _waiting(database_url, "DELETE FROM nodes") == 1, "the delete to wait on the row")
+        deleting = asyncio.ensure_future(_delete(cluster, NODE))  # locks the row first, as the publish does
+        await poll(lambda: _waiting(database_url, "SELECT generation FROM nodes") == 1, "the delete to wait on the row")
     answered = await publishing
     assert await deleting == 204
     await _gone(cluster, NODE)
@@ -332,19 +318,11 @@ async def test_a_publish_committing_while_the_delete_reads_is_lost_from_the_kept
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "NodeHub._register (reconciler.apply.nodes) upserts the row, records a heartbeat and reads the row "
-        "back in three transactions, then `assert found is not None`: an admin delete landing between them "
-        "(here made deterministic on PostgreSQL; on SQLite it happens by chance, as in the racing test) "
-        "turns the node's registration into a 500 with an ERROR traceback (AssertionError), instead of an "
-        "answer; the delete also keeps the generation it read before the registration renumbered the row"
-    ),
-)
-async def test_a_registration_whose_row_a_delete_removes_midway_is_a_500(cluster: Cluster, backend: str | None) -> None:
-    if backend is None:
-        pytest.skip("SQLite serialises write transactions: this interleaving is not held open there")
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)  # SQLite serialises write transactions
+async def test_a_registration_whose_row_a_delete_removes_midway_makes_it_again(
+    cluster: Cluster, backend: str | None
+) -> None:
+    assert backend is not None
     database_url = backend
     status, answer = await _register(cluster, NODE, 0)
     assert status == 201, answer
@@ -354,13 +332,14 @@ async def test_a_registration_whose_row_a_delete_removes_midway_is_a_500(cluster
         registering = asyncio.ensure_future(_register(cluster, NODE, MAX_GENERATION))  # the token holder
         await poll(lambda: _waiting(database_url, "INSERT INTO nodes") == 1, "the registration to wait on the row")
         deleting = asyncio.ensure_future(_delete(cluster, NODE))
-        await poll(lambda: _waiting(database_url, "DELETE FROM nodes") == 1, "the delete to wait on the row")
+        await poll(lambda: _waiting(database_url, "SELECT generation FROM nodes") == 1, "the delete to wait on the row")
     status, answer = await registering
     assert await deleting == 204
-    await _gone(cluster, NODE)
-    kept = _kept(cluster, NODE)
+    # The registration's upsert went first (renumbering the row to the cap), the delete kept that, and
+    # the registration, finding its row gone, made it again from what the delete kept.
     assert status in (200, 201), f"the registration racing the delete was answered {status}: {answer}"
-    assert kept is not None and kept >= MAX_ROW_GENERATION > before, (before, kept)
+    assert _kept(cluster, NODE) is None
+    assert MAX_ROW_GENERATION <= answer["generation"] <= _row(cluster, NODE), (before, answer)
 
 
 # -- two replicas --------------------------------------------------------------------------------------
