@@ -177,6 +177,7 @@ def test_a_deleted_node_registering_again_numbers_on_from_its_deleted_row(state:
     state.upsert_node(NodeRecord(id="edge-2", region="us-east", url="http://y", generation=2))
     assert state.get_node("edge-2").generation == 9  # type: ignore[union-attr]
 
+
 def rollout(rollout_id: str = "greeter-1") -> RolloutRecord:
     return RolloutRecord(
         id=rollout_id,
