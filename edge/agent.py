@@ -11,7 +11,9 @@ A node that keeps its tables (`SavedTables`, `edge.tablecache`) saves each signe
 after a restart `restore` serves the saved one, once it verifies, before the control plane is
 reached, and heartbeats say `ServingCachedTable` until the control plane answers one. With a pinned
 key (`--control-plane-key`) a table the control plane sends is checked too, before it is applied: one
-that key did not sign is refused, and the node keeps serving what it has.
+that key did not sign is refused, and the node keeps serving what it has. Such a node's registration
+carries a nonce, and the control plane answers it with the generation it numbers the node's tables from,
+signed (`verify_floor`): a table of this node numbered under it is refused, even with no table yet.
 
 Binaries come by digest from the control plane, or from the S3 URL it redirects to
 (`edge.blobfetch`), through the router's disk cache; the agent and the blob source share one
@@ -25,6 +27,7 @@ import contextlib
 import logging
 import os
 import resource
+import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,13 +58,14 @@ from edge.protocol import (
 )
 from edge.router import ApplyReport
 from edge.smoke import SmokeOutcome
-from edge.tablecache import SavedTables, TableRefusedError, TrustedKey, verify_table
+from edge.tablecache import SavedTables, TableRefusedError, TrustedKey, verify_floor, verify_table
 
 log = logging.getLogger("hotswap.edge.agent")
 LONG_POLL_SECONDS = 25.0
 MAX_BACKOFF_SECONDS = 5.0
 FIRST_RETRY_SECONDS = 0.5  # a table entry that failed to load is tried again after this,
 MAX_RETRY_SECONDS = 10.0  # doubling up to this
+NONCE_BYTES = 24  # a pinned node's registration nonce (edge.nodeapi.NONCE_PATTERN: 32 characters)
 ERROR_CHECK_SECONDS = 0.1  # new module failures go out within this, not at the next heartbeat,
 ERROR_MIN_INTERVAL = 0.25  # but a node sends at most four such early heartbeats a second
 # The largest binary the control plane stores (reconciler.store.blobs.MAX_MODULE_BYTES); brotli
@@ -114,6 +118,8 @@ class TableTarget(Protocol):
 class AgentState:
     registered: bool = False
     applied_generation: int = 0
+    floor: int = 0  # pinned: the generation the control plane last signed it numbers this node's tables from
+    floor_refused: str | None = None  # pinned: why the last registration answer's floor did not verify
     early_polls: int = 0  # long-polls in a row that came back empty long before their wait
     table: ModuleTable | None = None
     last_report: ApplyReport | None = None
@@ -232,10 +238,19 @@ class Agent:
     async def register(self) -> RegistrationAnswer:
         body = self.registration.model_dump(mode="json", by_alias=True)
         body["generation"] = self.state.applied_generation
+        pinned = self.saved.pinned if self.saved is not None else None
+        if pinned is not None:  # the answer says, signed, where this node's numbering stands now
+            body["nonce"] = nonce = secrets.token_urlsafe(NONCE_BYTES)
         async with self.session().post(f"{self.control}{NODES_PATH}", json=body) as response:
             if response.status not in (200, 201):
                 raise ValueError(f"registration refused: {response.status} {await response.text()}")
             answer = RegistrationAnswer.model_validate(await answer_json(response))
+        if pinned is not None:  # one that does not verify: registered, but every table is refused until one does
+            try:
+                floor = await asyncio.to_thread(verify_floor, self.registration.id, nonce, answer.floor, pinned)
+                self.state.floor, self.state.floor_refused = max(self.state.floor, floor), None
+            except TableRefusedError as exc:
+                self.state.floor_refused = str(exc)
         self.state.mark_registered(True)
         self.heartbeat_seconds = answer.heartbeat_seconds
         key = await self._trusted_key(answer)
@@ -292,6 +307,15 @@ class Agent:
         if pinned is not None:  # the operator pinned the key: a table it did not give this node is never served
             node_id = self.registration.id
             await asyncio.to_thread(verify_table, node_id, table, modules, signature, binding, pinned)
+            if self.state.floor_refused is not None:
+                self.state.mark_registered(False)
+                raise TableRefusedError(self.state.floor_refused)
+            if table.generation < self.state.floor:  # even with no table yet (a new node, a wiped cache)
+                self.state.mark_registered(False)
+                raise TableRefusedError(
+                    f"its generation {table.generation} is under {self.state.floor}, from which the control plane "
+                    "numbers this node's tables (an older table of this node, sent again)"
+                )
             if self.state.table is not None and table.generation <= self.state.applied_generation:
                 # Registering again tells a control plane that lost state where this node's numbering
                 # stands: it numbers on past it (reconciler.store.nodes.upsert_node).

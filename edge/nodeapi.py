@@ -23,6 +23,7 @@ from edge.protocol import MAX_GENERATION, SMOKE_ERROR_CHARS, ModuleTable, Versio
 NODES_PATH = "/api/v1/wasm/nodes"
 NODE_ID_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 NODE_URL_PATTERN = r"^https?://[^\s/?#@]+(/[^\s?#]*)?$"
+NONCE_PATTERN = r"^[A-Za-z0-9_-]{16,64}$"  # a registration's nonce: base64url, 96 to 384 bits
 FAILED_REASON_CHARS = 2000
 # A node asks for the blob store's own URL with this header, naming the content coding it decodes;
 # a control plane that answers 307 names the coding of what is there (always br today).
@@ -67,6 +68,12 @@ class Registration(_Wire):
         description="the table generation the node has applied: a control plane that does not know "
         "the node (it was deleted, or the state was lost) numbers its tables from above it",
     )
+    nonce: str | None = Field(
+        None,
+        pattern=NONCE_PATTERN,
+        description="a random value of this registration's, which the control plane signs back with the "
+        "generation its tables for the node are numbered from (`RegistrationAnswer.floor`)",
+    )
 
 
 HEARTBEAT_SECONDS: Final = (0.05, 3600.0)
@@ -80,6 +87,13 @@ class RegistrationAnswer(_Wire):
     generation: int = 0
     public_key: str | None = Field(None, description="PEM key that signs execute tokens for this node")
     issuer: str | None = Field(None, description="the `iss` those tokens carry (default hotswap)")
+    floor: str | None = Field(
+        None,
+        max_length=4096,
+        description="for a registration with a nonce, when tables are signed: a JWT (audience "
+        "`hotswap-generation-floor`) binding the node id, the nonce and `generation`; a node pinned to the "
+        "control plane's key takes no table numbered under it",
+    )
 
 
 class Running(_Wire):

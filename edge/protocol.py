@@ -92,6 +92,9 @@ TABLE_SIGNATURE_HEADER = "X-Hotswap-Table-Signature"
 # neither a table signature nor any token can pass for one.
 TABLE_BINDING_AUDIENCE = "hotswap-table-binding"
 TABLE_BINDING_HEADER = "X-Hotswap-Table-Binding"
+# The signed answer to a registration's nonce (`edge.nodeapi.RegistrationAnswer.floor`): the generation the
+# control plane numbers this node's tables from now, so that a pinned node takes no table under it.
+GENERATION_FLOOR_AUDIENCE = "hotswap-generation-floor"
 SERVING_CACHED_TABLE = "ServingCachedTable"  # a node condition: serving its table from disk, unconfirmed
 
 # Latency histogram bucket upper bounds in milliseconds (the last bucket is +Inf).

@@ -53,7 +53,14 @@ from pydantic import ValidationError
 from edge import tablebinding
 from edge.auth import ALGORITHMS, ISSUER
 from edge.errors import LoadError
-from edge.protocol import TABLE_AUDIENCE, TABLE_BINDING_AUDIENCE, ModuleTable, canonical_json
+from edge.protocol import (
+    GENERATION_FLOOR_AUDIENCE,
+    MAX_GENERATION,
+    TABLE_AUDIENCE,
+    TABLE_BINDING_AUDIENCE,
+    ModuleTable,
+    canonical_json,
+)
 
 log = logging.getLogger("hotswap.edge.tablecache")
 FORMAT = 2  # 1 had no binding to the node and generation
@@ -119,6 +126,24 @@ def verify_binding(node_id: str, generation: int, sha256: str, binding: str | No
         raise TableRefusedError(
             f"it was not given to node {node_id!r} under generation {generation} (its binding names another)"
         )
+
+
+def verify_floor(node_id: str, nonce: str, floor: str | None, key: TrustedKey) -> int:
+    """The generation the control plane numbers node `node_id`'s tables from, as it signed it in answer
+    to the registration that carried `nonce` (`edge.nodeapi.RegistrationAnswer.floor`); TableRefusedError
+    unless it did."""
+    if floor is None:
+        raise TableRefusedError(
+            "the registration answer carries no signed generation floor (a control plane of an earlier "
+            "version, or one that does not sign tables, or someone in the path took it out)"
+        )
+    claims = _claims(floor, key, GENERATION_FLOOR_AUDIENCE, "generation", "generation floor")
+    if claims.get("sub") != node_id or claims.get("nonce") != nonce:
+        raise TableRefusedError("the registration answer's generation floor was signed for another registration")
+    generation = claims["generation"]
+    if type(generation) is not int or not 0 <= generation <= MAX_GENERATION:
+        raise TableRefusedError(f"the registration answer's generation floor is not a generation: {generation!r}")
+    return generation
 
 
 def verify_table(

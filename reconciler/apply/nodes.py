@@ -299,12 +299,14 @@ class NodeHub:
             )
         self.check_health([node.id])
         self.poke()
+        generation = self._tables[node.id].generation
         return RegistrationAnswer(
             id=node.id,
             heartbeat_seconds=self.heartbeat_seconds,
-            generation=self._tables[node.id].generation,
+            generation=generation,
             public_key=self.public_key,
             issuer=self.issuer,
+            floor=self.encoder.floor(node.id, registration.nonce, generation) if registration.nonce else None,
         )
 
     def _register(self, record: NodeRecord) -> NodeRecord:

@@ -22,7 +22,10 @@ table share its signature, and one signature per distinct table is all a fleet-w
 What binds a table to its node and generation is a second signature, one per batch of tables
 (`TableEncoder.bind`, `edge.tablebinding`): the root of a Merkle tree over the batch's (node id,
 generation, SHA-256) triples, audience `edge.protocol.TABLE_BINDING_AUDIENCE`; each node's answer
-carries it with the node's path to the root.
+carries it with the node's path to the root. A registration that carries a nonce is answered a third
+(`TableEncoder.floor`, audience `edge.protocol.GENERATION_FLOOR_AUDIENCE`): the node id, the nonce and
+the generation its tables are numbered from, so that a pinned node, even one with no table yet, takes
+no table of its own older than that.
 """
 
 from __future__ import annotations
@@ -36,7 +39,13 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from edge import tablebinding
-from edge.protocol import TABLE_AUDIENCE, TABLE_BINDING_AUDIENCE, ModuleEntry, canonical_json
+from edge.protocol import (
+    GENERATION_FLOOR_AUDIENCE,
+    TABLE_AUDIENCE,
+    TABLE_BINDING_AUDIENCE,
+    ModuleEntry,
+    canonical_json,
+)
 from reconciler.planner import AssignmentEntry
 from reconciler.store.records import JsonObject
 
@@ -207,3 +216,19 @@ class TableEncoder:
             claims["iss"] = self.issuer
         self.bound += 1
         return self.signer(claims), tree
+
+    def floor(self, node_id: str, nonce: str, generation: int) -> str | None:
+        """The signed answer to a registration's `nonce`: node `node_id`'s tables are numbered from
+        `generation` now (`edge.nodeapi.RegistrationAnswer.floor`); None when tables are not signed."""
+        if self.signer is None:
+            return None
+        claims: dict[str, Any] = {
+            "aud": GENERATION_FLOOR_AUDIENCE,
+            "sub": node_id,
+            "nonce": nonce,
+            "generation": generation,
+            "iat": int(self.clock()),
+        }
+        if self.issuer:
+            claims["iss"] = self.issuer
+        return self.signer(claims)

@@ -39,6 +39,7 @@ from edge import tablebinding
 from edge.auth import EDGE_AUDIENCE, ISSUER
 from edge.nodeapi import NODES_PATH, Heartbeat, HeartbeatAnswer, Registration, RegistrationAnswer
 from edge.protocol import (
+    GENERATION_FLOOR_AUDIENCE,
     TABLE_AUDIENCE,
     TABLE_BINDING_AUDIENCE,
     TABLE_BINDING_HEADER,
@@ -189,6 +190,13 @@ class RoguePlane:
         self.keys = keys
         self.public_key: str | None = keys.pem  # what registration answers name (None: no key)
         self.issuer: str | None = ISSUER
+        # What a registration that carries a nonce is answered as its floor: this generation, signed
+        # with `floor_keys` (default the plane's); None: no floor at all.
+        self.floor: int | None = 0
+        self.floor_keys: Keys | None = None
+        self.floor_token: str | None = None  # set: every registration is answered this floor instead
+        self.floor_claims: dict[str, Any] = {}  # claims put in the floor's in place of the right ones
+        self.floors: list[str] = []  # the floors answered, in order
         self.heartbeat_seconds = heartbeat_seconds
         self.answer: TableAnswer | None = None
         self.registrations: list[dict[str, Any]] = []
@@ -286,8 +294,26 @@ class RoguePlane:
             generation=0,
             public_key=self.public_key,
             issuer=self.issuer,
+            floor=self._floor(registration),
         )
         return web.json_response(answer.model_dump(mode="json", by_alias=True, exclude_none=True), status=201)
+
+    def _floor(self, registration: Registration) -> str | None:
+        if self.floor_token is not None:
+            return self.floor_token
+        if registration.nonce is None or self.floor is None:
+            return None
+        claims = {
+            "aud": GENERATION_FLOOR_AUDIENCE,
+            "iss": ISSUER,
+            "sub": registration.id,
+            "nonce": registration.nonce,
+            "generation": self.floor,
+            **self.floor_claims,
+        }
+        floor = (self.floor_keys or self.keys).sign(claims)
+        self.floors.append(floor)
+        return floor
 
     async def _heartbeat(self, request: web.Request) -> web.Response:
         if self.raw_heartbeat is not None:
