@@ -34,7 +34,9 @@ Memory, passes and loop lag are reported for each replica.
 
 What holds a replica's event loop: `HOTSWAP_SCALE_STALLS=FILE` has each replica sample its loop
 thread's stack while the loop is over 50 ms late (bench/stalls.py) and append, at the end, the
-stacks that held it longest and the garbage collector's pauses to FILE.
+stacks that held it longest and the garbage collector's pauses to FILE. With
+`HOTSWAP_SCALE_STALLS_SAMPLER=turns` the samples are taken inside the loop's thread, every
+millisecond, and a hold over 50 ms is counted whole once it ends (`bench.stalls.TurnSampler`).
 
     python bench/scale.py [--nodes 1000] [--runs 3] [--heartbeat-seconds 5] [--quick] [--profile FILE]
                           [--replicas N] [--database-url postgresql://...] [--agents {wire,aiohttp}]
@@ -69,7 +71,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.stalls import StallSampler, waited_for_cpu
+from bench.stalls import StallSampler, TurnSampler, waited_for_cpu
 from bench.stats import percentile
 from bench.wire import Wire, WireError
 from reconciler.api.auth import AuthOptions, TokenAuthority, load_or_create_signing_key
@@ -238,7 +240,9 @@ async def serve_child(args: argparse.Namespace) -> None:
     lags: list[tuple[float, float, float]] = []  # (wall time, ms late, ms of it waiting for a CPU) a wake-up
     monitor = asyncio.create_task(lagging(lags))
     stalls_to = os.environ.get("HOTSWAP_SCALE_STALLS")  # where the code holding the loop is named (bench/stalls.py)
-    sampler = StallSampler(threading.get_ident()) if stalls_to else None
+    # bench/stalls.py: "turns" samples inside the loop's thread and sees long turns whole
+    sampling = TurnSampler if os.environ.get("HOTSWAP_SCALE_STALLS_SAMPLER") == "turns" else StallSampler
+    sampler = sampling(threading.get_ident()) if stalls_to else None
     if sampler is not None:
         sampler.start()
     stop = asyncio.Event()

@@ -13,7 +13,11 @@ so the counts add up to the time each stack held the loop.
     sampler.stop(); print(sampler.report())
 
 Sampling needs the GIL, so the sampler sees the loop thread between two of its bytecodes: a hold in C
-code that keeps the GIL (a long `json.dumps`) shows as the Python line that called it.
+code that keeps the GIL (a long `json.dumps`) shows as the Python line that called it. And it looks
+only once the loop is already late, from another thread that must win the GIL to look: it sees the end
+of a long turn, at the points where the loop gives the GIL up. `TurnSampler` samples from inside the
+loop's thread instead (a timer signal), and counts every sample of a hold once the hold is over: whole
+turns. bench/scale.py takes it with `HOTSWAP_SCALE_STALLS_SAMPLER=turns`.
 """
 
 from __future__ import annotations
@@ -22,11 +26,13 @@ import asyncio
 import collections
 import contextlib
 import gc
+import signal
 import sys
 import threading
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 OURS = ("/reconciler/", "/edge/")  # the frames that say what held the loop; the rest is plumbing
 SCHEDSTAT = Path("/proc/thread-self/schedstat")  # Linux: on-CPU ns, run-queue wait ns, timeslices
@@ -138,3 +144,82 @@ class StallSampler:
                 f"longest {longest * 1000:.1f} ms ({own * 1000:.1f} ms less the waits for a CPU)"
             )
         return "\n".join(lines)
+
+
+class TurnSampler(StallSampler):
+    """The same counts, sampled from inside the loop's own thread: a timer signal (`SIGALRM`, every
+    `every` seconds of wall time) notes the innermost frames the thread is running, and the loop's
+    ticker, once it runs again after a hold over `threshold`, counts every note taken during that
+    hold. So a long turn is seen whole, from its start, and at every point, not only where the loop
+    gives up the GIL and only once it is already late (what the thread-based sampler sees).
+
+    Only for the main thread (Python runs signal handlers there), and it interrupts the thread's
+    system calls `1 / every` times a second (they are retried): a bench's diagnostic, not for a
+    service. Noting a stack costs a few microseconds a sample; `holds` counts the holds seen."""
+
+    DEPTH = 40  # frames noted a sample, innermost first: enough to reach the project's from aiohttp's
+
+    def __init__(
+        self, loop_thread: int, *, threshold: float = 0.05, every: float = 0.001, ours: tuple[str, ...] = OURS
+    ) -> None:
+        super().__init__(loop_thread, threshold=threshold, every=every, ours=ours)
+        self.holds = 0
+        self._notes: list[tuple[float, tuple[tuple[str, int, str], ...]]] = []
+        self._previous: Any = None
+
+    def start(self) -> None:
+        if threading.get_ident() != threading.main_thread().ident:
+            raise RuntimeError("TurnSampler runs in the main thread: Python runs signal handlers only there")
+        self._ticker = asyncio.get_running_loop().create_task(self._tick())
+        self._previous = signal.signal(signal.SIGALRM, self._note)
+        signal.setitimer(signal.ITIMER_REAL, self.every, self.every)
+        gc.callbacks.append(self._on_gc)
+
+    def stop(self) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        if self._previous is not None:
+            signal.signal(signal.SIGALRM, self._previous)
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self._on_gc)
+        if self._ticker is not None:
+            self._ticker.cancel()
+
+    def _note(self, signum: int, frame: FrameType | None) -> None:
+        stack: list[tuple[str, int, str]] = []
+        while frame is not None and len(stack) < self.DEPTH:
+            code = frame.f_code
+            stack.append((code.co_filename, frame.f_lineno, code.co_name))
+            frame = frame.f_back
+        self._notes.append((time.monotonic(), tuple(stack)))
+
+    async def _tick(self) -> None:
+        while True:
+            now = time.monotonic()
+            self.checks += 1
+            if now - self.beat > self.threshold:
+                self.holds += 1
+                for at, stack in self._notes:
+                    if at > self.beat:
+                        self.counts[_summarize_noted(stack, self.ours)] += 1
+                        self.samples += 1
+            self._notes.clear()
+            self.beat = now
+            await asyncio.sleep(self.every)
+
+    def report(self, top: int = 15) -> str:
+        return f"{super().report(top)}\nholds over {self.threshold * 1000:g} ms seen whole: {self.holds}"
+
+
+def _summarize_noted(stack: tuple[tuple[str, int, str], ...], ours: tuple[str, ...], depth: int = 4) -> str:
+    """`summarize` for a stack noted as (file, line, function), innermost first."""
+    found = [
+        f"{'/'.join(filename.split('/')[-2:])}:{line} {name}"
+        for filename, line, name in stack
+        if any(part in filename for part in ours)
+    ][:depth]
+    if found:
+        return " <- ".join(found)
+    if stack:
+        filename, line, name = stack[0]
+        return f"(outside the project) {'/'.join(filename.split('/')[-2:])}:{line} {name}"
+    return "(outside the project) no frame"

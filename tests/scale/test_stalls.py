@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import threading
 import time
 
@@ -83,3 +85,58 @@ def test_the_time_a_thread_waits_for_a_cpu_another_process_holds_is_counted() ->
         os.sched_setaffinity(0, allowed)
         spinner.kill()
         spinner.wait()
+
+
+async def test_the_turn_sampler_counts_a_long_turn_whole_from_its_start() -> None:
+    """Sampled inside the loop's thread: the first part of a hold (here before `hold_the_loop`, in the
+    test itself) is counted too, once the loop's ticker runs again; the thread-based sampler starts
+    looking only once the loop is already late."""
+    from bench.stalls import TurnSampler
+
+    sampler = TurnSampler(threading.get_ident(), threshold=0.02, every=0.001, ours=("/tests/",))
+    before = signal.getsignal(signal.SIGALRM)
+    sampler.start()
+    try:
+        await asyncio.sleep(0.01)  # the ticker has run: a hold is measured from its last beat
+        noted = len(sampler._notes)
+        deadline = time.monotonic() + DEADLINE
+        while len(sampler._notes) < noted + 5 and time.monotonic() < deadline:  # the start of the turn
+            sum(range(1000))
+        while len(sampler._notes) < noted + 10 and time.monotonic() < deadline:
+            busy_later()
+        while time.monotonic() - sampler.beat < 0.03 and time.monotonic() < deadline:
+            busy_later()  # past the threshold
+        await asyncio.sleep(0.01)  # the ticker runs again and counts the hold
+    finally:
+        sampler.stop()
+    assert sampler.holds >= 1
+    stacks = dict(sampler.counts)
+    assert any("test_the_turn_sampler_counts" in s and "busy_later" not in s for s in stacks), stacks
+    assert any("busy_later" in s for s in stacks), stacks
+    assert "holds over 20 ms seen whole: " in sampler.report()
+    assert signal.getsignal(signal.SIGALRM) == before  # the handler and the timer are as they were
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+def busy_later() -> None:
+    sum(range(1000))
+
+
+def test_the_turn_sampler_refuses_a_thread_other_than_the_main_one() -> None:
+    from bench.stalls import TurnSampler
+
+    failed: list[BaseException] = []
+
+    def start() -> None:
+        async def run() -> None:
+            TurnSampler(threading.get_ident()).start()
+
+        try:
+            asyncio.run(run())
+        except RuntimeError as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=start)
+    thread.start()
+    thread.join()
+    assert failed and "main thread" in str(failed[0])
