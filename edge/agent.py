@@ -237,7 +237,9 @@ class Agent:
 
     async def register(self) -> RegistrationAnswer:
         body = self.registration.model_dump(mode="json", by_alias=True)
-        body["generation"] = self.state.applied_generation
+        # Where this node's numbering stands: what it applied, or the floor it takes tables from, if
+        # higher (a control plane that lost state numbers on past it: reconciler.store.nodes)
+        body["generation"] = max(self.state.applied_generation, self.state.floor)
         pinned = self.saved.pinned if self.saved is not None else None
         if pinned is not None:  # the answer says, signed, where this node's numbering stands now
             body["nonce"] = nonce = secrets.token_urlsafe(NONCE_BYTES)

@@ -316,13 +316,15 @@ MIGRATIONS: tuple[Migration, ...] = (
         6,
         "a deleted node's last generation",
         (
-            # The generation a node's row had when it was deleted (reconciler.store.nodes): the node may
-            # have applied a table numbered that high, which a pinned node refuses to take again, so the
-            # row made when it registers again starts there, not at what its registration claims (that
-            # is capped at MAX_ROW_GENERATION). The row made takes it over, and this one is deleted.
+            # The generation and table a node's row had when it was deleted (reconciler.store.nodes): the
+            # node may have applied a table numbered that high, which a pinned node refuses to take again,
+            # so the row made when it registers again starts there, with that table, not at what its
+            # registration claims (that is capped at MAX_ROW_GENERATION). The row made takes it over, and
+            # this one is deleted.
             """CREATE TABLE deleted_node_generations (
                 id TEXT PRIMARY KEY,
                 generation BIGINT NOT NULL,
+                assignment TEXT NOT NULL,
                 deleted_at TEXT NOT NULL
             )""",
         ),

@@ -30,10 +30,11 @@ MAX_ROW_GENERATION = MAX_GENERATION - 2**32
 
 
 class DeletedNode(NamedTuple):
-    """What is kept of a deleted node's row (`SqlNodes.delete_node`): its last generation."""
+    """What is kept of a deleted node's row (`SqlNodes.delete_node`): its last generation and table."""
 
     id: str
     generation: int
+    assignment: JsonObject
     deleted_at: datetime
 
 
@@ -104,8 +105,9 @@ class SqlNodes:
         takes its table again as a newer one (a node pinned to the control plane's key refuses a
         table numbered at or below the one it applied: edge.agent). A row starts, or is renumbered,
         at most at MAX_ROW_GENERATION; but a row made for a node that was deleted starts no lower than
-        the deleted row's generation (`delete_node`): the control plane numbered that one itself, and
-        the node may have applied it."""
+        the deleted row's generation (`delete_node`), with its table: the control plane numbered that
+        one itself, and the node may have applied it (and under that number, no other table is ever
+        given to it)."""
         now = ts(self.db.clock())
         with self.db.tx(write=True) as tx:
             _NODES.upsert(
@@ -125,11 +127,11 @@ class SqlNodes:
                 update=("region", "url", "status", "max_modules"),
             )
             row = required(_NODES.get(tx, node.id))
-            deleted = tx.one("SELECT generation FROM deleted_node_generations WHERE id = ?", node.id)
+            deleted = tx.one("SELECT generation, assignment FROM deleted_node_generations WHERE id = ?", node.id)
             if deleted is not None:  # the row was made just now: it takes the deleted row's numbering over
                 tx.run("DELETE FROM deleted_node_generations WHERE id = ?", node.id)
-                if deleted[0] > row.generation:
-                    tx.run("UPDATE nodes SET generation = ? WHERE id = ?", deleted[0], node.id)
+                if deleted[0] > row.generation:  # and its table: its number is never another table's
+                    tx.run("UPDATE nodes SET generation = ?, assignment = ? WHERE id = ?", *deleted, node.id)
                     row = required(_NODES.get(tx, node.id))
             renumbered = min(node.generation + 1, MAX_ROW_GENERATION)  # a token holder's 2**53 too
             if node.generation > row.generation and renumbered > row.generation:
@@ -160,11 +162,11 @@ class SqlNodes:
         with self.db.tx(write=True) as tx:
             # Locked on PostgreSQL: a table published meanwhile waits, or is in what is kept.
             lock = " FOR UPDATE" if self.db.dialect.name == "postgresql" else ""
-            found = tx.one(f"SELECT generation FROM nodes WHERE id = ?{lock}", node_id)
+            found = tx.one(f"SELECT generation, assignment FROM nodes WHERE id = ?{lock}", node_id)
             if found is None:
                 return False
-            deleted = (node_id, found[0], ts(self.db.clock()))
-            _DELETED.upsert(tx, deleted, update=("generation", "deleted_at"))
+            deleted = (node_id, found[0], found[1], ts(self.db.clock()))
+            _DELETED.upsert(tx, deleted, update=("generation", "assignment", "deleted_at"))
             return tx.run("DELETE FROM nodes WHERE id = ?", node_id) == 1
 
     # -- heartbeats -----------------------------------------------------------------------------
@@ -311,5 +313,10 @@ _NODES = Table.of(
     reported=json.loads,
 )
 _DELETED = Table.of(
-    "deleted_node_generations", DeletedNode, "id, generation, deleted_at", generation=int, deleted_at=dt
+    "deleted_node_generations",
+    DeletedNode,
+    "id, generation, assignment, deleted_at",
+    generation=int,
+    assignment=json.loads,
+    deleted_at=dt,
 )

@@ -299,7 +299,10 @@ async def test_a_publish_committing_while_the_delete_waits_is_in_the_kept_genera
         publishing = asyncio.ensure_future(publish())
         await poll(lambda: _waiting(database_url, "SELECT id FROM nodes") >= 1, "the publish to wait on the row")
         deleting = asyncio.ensure_future(_delete(cluster, NODE))  # locks the row first, as the publish does
-        await poll(lambda: _waiting(database_url, "SELECT generation FROM nodes") == 1, "the delete to wait on the row")
+        await poll(
+            lambda: _waiting(database_url, "SELECT generation, assignment FROM nodes") == 1,
+            "the delete to wait on the row",
+        )
     answered = await publishing
     assert await deleting == 204
     await _gone(cluster, NODE)
@@ -332,7 +335,10 @@ async def test_a_registration_whose_row_a_delete_removes_midway_makes_it_again(
         registering = asyncio.ensure_future(_register(cluster, NODE, MAX_GENERATION))  # the token holder
         await poll(lambda: _waiting(database_url, "INSERT INTO nodes") == 1, "the registration to wait on the row")
         deleting = asyncio.ensure_future(_delete(cluster, NODE))
-        await poll(lambda: _waiting(database_url, "SELECT generation FROM nodes") == 1, "the delete to wait on the row")
+        await poll(
+            lambda: _waiting(database_url, "SELECT generation, assignment FROM nodes") == 1,
+            "the delete to wait on the row",
+        )
     status, answer = await registering
     assert await deleting == 204
     # The registration's upsert went first (renumbering the row to the cap), the delete kept that, and

@@ -315,6 +315,10 @@ async def test_a_real_pinned_node_deleted_after_the_attack_runs_the_tables_of_it
 
     deleted, raw, _ = await _call(cluster, "DELETE", f"{NODES_PATH}/{NODE}", cluster.token("admin"))
     assert deleted == 204, raw
+    # The node, told it is forgotten, registers again: its new row takes the deleted one's number and
+    # table (the one it runs). The next change of its table must be one it takes.
+    await poll(lambda: hub.known(NODE) and runs_past(applied - 1), "the node to register again")
+    assert await hub.publish(NODE, ()) == applied + 1
     refused = "is not past the applied"
     await poll(
         lambda: refused in node.log.read_text(errors="replace") or runs_past(applied),

@@ -26,23 +26,19 @@ What was tried, and what holds:
 * nonces outside the pattern (too short, too long, padding, whitespace, non-ASCII, lists, objects,
   booleans, a 100 000-character one): 400 naming `nonce`, never a 500, never a floor.
 
-What does not hold (strict xfails):
+Found, and fixed since (both tests failed before the fix):
 
-* `test_a_wiped_node_rejoining_after_a_delete_takes_its_deleted_rows_last_table`: a node an operator
-  deleted gets a new row that starts AT the deleted row's generation K (`SqlNodes.upsert_node`), with an
-  empty assignment, and the control plane answers its registration with floor K. The deleted row's
-  last table was also numbered K, and is genuinely signed and bound to (node, K). A node whose cache
-  was wiped (or a new install under the same id) rejoins; someone in the path who recorded that old
-  answer hands it back, and the node takes it: K is not under the floor K. That is exactly the attack
-  the floor is meant to stop (one of its own older tables, to a node with no table).
+* `test_a_wiped_node_rejoining_after_a_delete_is_given_under_its_floor_only_the_deleted_rows_table`: a
+  node an operator deleted got a new row that started AT the deleted row's generation K
+  (`SqlNodes.upsert_node`), with an empty table, and the control plane answered its registration with
+  floor K. The deleted row's last table was also numbered K, genuinely signed and bound to (node, K): a
+  wiped node rejoining took it from someone in the path who recorded it. The row made again now takes
+  the deleted row's table with its number (`SqlNodes.delete_node` keeps both), so under K there is only
+  ever that one table.
 * `test_a_floor_above_what_the_node_applied_is_not_told_to_a_control_plane_that_lost_state`: the node
-  keeps the highest floor it verified, but registers with `applied_generation` only. A node that got
-  floor F and had not applied table F yet (the control plane went down between the answer and the
-  long-poll) and then meets a control plane that lost state (a store restored from a backup: the case
-  the docs name) tells it a generation under F; the control plane numbers its tables from there, and
-  the node refuses every one of them, registering again and again, until publishes happen to pass F.
-  Sending max(applied, floor) as the registration's generation would let the control plane number on
-  past it, as it does for the applied generation.
+  kept the highest floor it verified, but registered with its applied generation only; a control plane
+  that lost state numbered its tables under the floor, and the node refused every one of them. It now
+  registers with max(applied, floor), and the control plane numbers on past it.
 
 Not tried here (time): two replicas on PostgreSQL (a replica behind the one that signed the floor answers
 a table under it: refused, the node registers again, which should only delay it), `--workers 2`, and a
@@ -121,13 +117,14 @@ async def _answer(cluster: Cluster, node_id: str, after: int) -> tuple[ModuleTab
 # -- the deleted row's last table ------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a row made again after an operator's delete starts AT the deleted row's generation K and the "
-    "registration's floor is K, while the deleted row's last table, genuinely signed and bound to (node, K), "
-    "is not under K: someone in the path replays it to the wiped, rejoining node and it is taken",
-)
-async def test_a_wiped_node_rejoining_after_a_delete_takes_its_deleted_rows_last_table(cluster: Cluster) -> None:
+async def test_a_wiped_node_rejoining_after_a_delete_is_given_under_its_floor_only_the_deleted_rows_table(
+    cluster: Cluster,
+) -> None:
+    """Found by this review, fixed since: the row made again after a delete started at the deleted
+    row's generation K with an empty table, so the deleted row's last table, also numbered K and
+    recorded in the path, passed a wiped node's floor K. The row made again now takes the deleted row's
+    table with its number: under K there is only ever that one table, so handing it back gives the node
+    nothing the control plane would not."""
     status, answer = await _register(cluster, NODE, 0, "a" * 32)
     assert status == 201, answer
     seen = await _publish_and_take(cluster, NODE, 2)
@@ -136,35 +133,27 @@ async def test_a_wiped_node_rejoining_after_a_delete_takes_its_deleted_rows_last
 
     status, raw, _ = await _call(cluster, "DELETE", f"{NODES_PATH}/{NODE}", cluster.token("admin"))
     assert status == 204, raw
+    db = cluster.plane.store.nodes.db
+    kept = db.read(lambda tx: tx.one("SELECT generation, assignment FROM deleted_node_generations WHERE id = ?", NODE))
+    assert kept is not None and kept[0] == old.generation
+    assert json.loads(kept[1])["modules"] == old_modules, "the row made again would hold another table under K"
 
     nonce = "b" * 32  # the wiped node's registration (it applied nothing), with its own fresh nonce
     status, answer = await _register(cluster, NODE, 0, nonce)
     assert status == 201, answer
     floor = verify_floor(NODE, nonce, answer["floor"], _key(cluster))
+    assert floor >= old.generation  # at K (the deleted row's table again), or past it if the controller published
 
-    # The control plane's own answer to the rejoined node is another table under the same number.
-    fresh, *_ = await _answer(cluster, NODE, 0)
+    verify_table(NODE, old, old_modules, old_signature, old_binding, _key(cluster))  # still genuine, bound to K
+    fresh, fresh_modules, *_ = await _answer(cluster, NODE, 0)  # the control plane's own answer now
     assert fresh.generation >= floor
-
-    # The recorded one still verifies for this node and its number (the node checks this first) ...
-    verify_table(NODE, old, old_modules, old_signature, old_binding, _key(cluster))
-    # ... so only the floor stands between it and the node: the agent refuses `generation < floor`.
-    assert old.generation < floor, (
-        f"the deleted row's last table (generation {old.generation}, {old.modules[0].version}) is not under "
-        f"the rejoined node's floor {floor}: the node takes it, though the control plane's table for it under "
-        f"{fresh.generation} is {[m.version for m in fresh.modules]}"
-    )
+    if fresh.generation == old.generation:
+        assert fresh_modules == old_modules, (fresh, old)
 
 
 # -- the floor the node keeps, and what it tells a control plane that lost state --------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the node keeps the highest verified floor but registers with applied_generation alone: a control "
-    "plane that lost state (store restored from a backup) after signing floor F, before the node applied F, "
-    "numbers the node's tables under F, and the node refuses every one until publishes pass F",
-)
 async def test_a_floor_above_what_the_node_applied_is_not_told_to_a_control_plane_that_lost_state(
     plane: RoguePlane, pinned_factory: Callable[..., Pinned]
 ) -> None:

@@ -150,12 +150,12 @@ def test_a_registration_at_the_wire_bound_leaves_room_to_publish(state: StateSto
 
 def test_a_deleted_node_registering_again_numbers_on_from_its_deleted_row(state: StateStore) -> None:
     """A node deleted once its row was past MAX_ROW_GENERATION may have applied a table numbered that
-    high: the row made when it registers again starts at the deleted row's generation, whatever the
-    registration claims, and the next table is past it. Only the row made takes it over, once; a node
-    never deleted, or one deleted at a low generation, starts where its registration says."""
+    high: the row made when it registers again starts at the deleted row's generation, with its table,
+    whatever the registration claims, and the next table is past it. Only the row made takes it over,
+    once; a node never deleted, or one deleted at a low generation, starts where its registration says."""
     state.upsert_node(NodeRecord(id="edge-1", region="us-east", url="http://x", generation=MAX_GENERATION))
-    for _ in range(3):
-        applied = state.publish_assignment("edge-1", {"modules": []})
+    for n in range(3):
+        applied = state.publish_assignment("edge-1", {"modules": [{"module": "m", "n": n}]})
     assert applied == MAX_ROW_GENERATION + 3
     assert state.delete_node("edge-1") and not state.delete_node("edge-1")
     assert state.get_node("edge-1") is None
@@ -163,6 +163,10 @@ def test_a_deleted_node_registering_again_numbers_on_from_its_deleted_row(state:
     for claim in (applied, 0):  # what the node applied, or nothing (its cache was wiped): the same row
         again = state.upsert_node(NodeRecord(id="edge-1", region="us-east", url="http://x", generation=claim))
         assert again.generation == applied, claim
+        if claim:  # with its table: under that number, the node is only ever given one table
+            assert again.assignment == {"modules": [{"module": "m", "n": 2}]}
+        else:
+            assert again.assignment == {"modules": []}  # what the last round published
         assert state.publish_assignment("edge-1", {"modules": []}) == applied + 1
         assert state.delete_node("edge-1")
         applied += 1
