@@ -37,7 +37,7 @@ import logging
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -471,17 +471,26 @@ class GitSource:
                     await watcher
 
     async def _watch(self, repo_dir: Path) -> None:
-        """Trigger a sync when refs of the local repository change on disk."""
+        """Trigger a sync when refs of the local repository change on disk: `refs/` (recursively) and
+        the git dir's own files (`HEAD`, `packed-refs`), never `objects/`. watchfiles filters the
+        changes it saw on the event loop, in Python, one path at a time: a commit of a thousand
+        modules' files writes thousands of objects, and watching the whole git dir held the loop for
+        tens of milliseconds on every commit (bench/scale.py's turn sampler)."""
         from watchfiles import awatch
 
         git_dir = repo_dir / ".git" if (repo_dir / ".git").is_dir() else repo_dir
         if not (git_dir / "refs").is_dir():
             return
+        top_level = {str(git_dir / "HEAD"), str(git_dir / "packed-refs")}
 
-        def refs_only(_change: object, path: str) -> bool:
-            rel = Path(path).relative_to(git_dir).as_posix() if path.startswith(str(git_dir)) else path
-            return rel.startswith("refs/") or rel in ("packed-refs", "HEAD")
+        async def wake_on(changes: AsyncIterator[object]) -> None:
+            async for _ in changes:
+                if self._wake is not None:
+                    self._wake.set()
 
-        async for _changes in awatch(git_dir, watch_filter=refs_only, debounce=200, step=50):
-            if self._wake is not None:
-                self._wake.set()
+        async with asyncio.TaskGroup() as group:
+            group.create_task(wake_on(awatch(git_dir / "refs", watch_filter=None, debounce=200, step=50)))
+            top = awatch(
+                git_dir, watch_filter=lambda _, path: path in top_level, recursive=False, debounce=200, step=50
+            )
+            group.create_task(wake_on(top))

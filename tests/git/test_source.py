@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from reconciler.gitsource.source import GitSource, Revision
 from reconciler.gitsource.status import Reason
 from tests.git.conftest import Keys, seeded_repo, source_for, standard_trust
@@ -192,6 +194,52 @@ async def test_run_loop_follows_local_commits_through_the_file_watcher(ws: Works
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_the_file_watcher_hands_the_event_loop_no_object_paths(
+    ws: Workspace, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """watchfiles filters what it saw on the event loop, a path at a time: a commit writes far more
+    objects than refs (thousands for a large fleet), so only refs/ and the git dir's own files are
+    watched. Every path the watcher gives the loop is recorded here (watchfiles' own step)."""
+    import watchfiles.main
+
+    handed: list[str] = []
+    prep = watchfiles.main._prep_changes
+
+    def recording(raw: set[tuple[int, str]], watch_filter: object) -> object:
+        handed.extend(path for _, path in raw)
+        return prep(raw, watch_filter)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(watchfiles.main, "_prep_changes", recording)
+    repo = seeded_repo(ws, keys)
+    source = source_for(ws, repo.path, standard_trust(keys), interval=3600.0)  # only the watcher wakes it
+    seen: list[Revision] = []
+
+    async def on_revision(revision: Revision) -> None:
+        seen.append(revision)
+
+    task = asyncio.create_task(source.run(on_revision))
+    try:
+        await eventually(lambda: len(seen) == 1)
+        for attempt in range(20):  # the watcher may not be watching yet (as above)
+            for n in range(50):  # fifty new files: fifty-odd objects a commit
+                repo.write(f"fleet/notes/{attempt}-{n}.txt", f"note {attempt} {n}\n")
+            head = await asyncio.to_thread(repo.commit, f"watched {attempt}", key=keys.alice)
+            try:
+                await eventually(lambda head=head: seen[-1].sha == head, timeout=1.0)  # type: ignore[misc]
+                break
+            except AssertionError:
+                continue
+        assert seen[-1].sha == head
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    git_dir = str(repo.path / ".git")
+    assert handed, "the watcher handed the loop nothing: the commit was seen some other way"
+    stray = [p for p in handed if not p.startswith(f"{git_dir}/refs/") and "/" in p.removeprefix(git_dir + "/")]
+    assert not stray, stray[:5]
+    assert not any("/objects/" in p for p in handed)
 
 
 def test_source_status_json_has_flux_like_fields(ws: Workspace, keys: Keys) -> None:
