@@ -8,8 +8,11 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import pytest
+
 from edge.nodeapi import Heartbeat, Running
-from reconciler.apply.noderows import NodeView
+from reconciler.apply import nodes as nodes_module
+from reconciler.apply.noderows import NodeView, view_of
 from reconciler.apply.observe import Seen, SnapshotBuilder
 from reconciler.planner import ObservedNode, Planner, Snapshot, plan
 from reconciler.planner.planner import Running as Index
@@ -17,7 +20,7 @@ from reconciler.planner.planner import node_reports
 from reconciler.store.state import open_state_store
 
 from ..planner.driver import example
-from .test_publish_batches import registered
+from .test_publish_batches import ENTRY, registered
 
 RUNNING = (("greeter", "1.0.0", "sha256:aa", 100), ("calc", "1.0.0", "sha256:bb", 100))
 
@@ -97,3 +100,36 @@ def test_reports_no_node_makes_any_longer_are_not_kept() -> None:
         snapshot = builder.build(desired, (), 10.0 + n, seen(view("a", report, beat=n), view("b", beat=n)))
         planner.plan(snapshot)
     assert len(builder._running) == 2 and len(planner._by_running) == 2  # what "a" and "b" report now
+
+
+async def test_a_publish_gives_the_node_a_view_of_its_new_table_made_from_the_same_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pass's publish replaces every row of the fleet (new table, new generation) and not one report:
+    the views after it are the views before, with the new generation, not made again from the report
+    (a thousand in the turn after a switch). A heartbeat after it makes a view from its own report."""
+    store = open_state_store(data_dir=tmp_path)
+    try:
+        hub, ids = await registered(store, 2)
+        running = tuple(Running(module=m, version=v, digest=d, weight=w) for m, v, d, w in RUNNING)
+        for node_id in ids:
+            assert await hub.heartbeat(node_id, Heartbeat(generation=0, running=running)) is not None
+        before = {v.id: v for v in hub.view()}
+        published = await hub.publish(ids[0], (ENTRY,))  # a change: a new row, a new generation
+        assert published is not None and published > before[ids[0]].generation
+        made: list[str] = []
+        monkeypatch.setattr(nodes_module, "view_of", lambda node, *a: made.append(node.id) or view_of(node, *a))
+        after = {v.id: v for v in hub.view()}
+        assert made == []  # not one view made again from its report
+        assert after[ids[0]].generation == published != before[ids[0]].generation
+        assert after[ids[0]] == dataclasses.replace(before[ids[0]], generation=published)
+        assert after[ids[0]].running is before[ids[0]].running  # the same report: the same shared tuple
+        assert after[ids[1]] is before[ids[1]]  # untouched
+
+        less = running[:1]
+        assert await hub.heartbeat(ids[0], Heartbeat(generation=published, running=less)) is not None
+        beat = next(v for v in hub.view() if v.id == ids[0])
+        assert made == [ids[0]]  # made by the heartbeat, from its report
+        assert beat.running == RUNNING[:1] and beat.applied_generation == published
+    finally:
+        store.close()
