@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 from pydantic import ValidationError
@@ -60,6 +61,7 @@ from reconciler.store.state import StateStore
 
 MAX_WAIT_SECONDS = 60.0
 NODE_ROLES = ("admin", "node")
+STATUS_NODES_A_TURN = 250  # nodes a status makes in one turn of the event loop (nodes_json)
 ROUTES = web.RouteTableDef()  # each handler names its route; setup() adds them all
 
 
@@ -417,8 +419,11 @@ async def accept_rewrite(request: web.Request) -> web.Response:
     return web.json_response(control.source_status(), status=202)
 
 
-def status_json(control: ControlDeps, conditions: Mapping[str, tuple[Condition, ...]]) -> dict[str, Any]:
-    """Everything `hotswap status` shows, with every module's `conditions` (`Controller.conditions`)."""
+def status_json(
+    control: ControlDeps, conditions: Mapping[str, tuple[Condition, ...]], nodes: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """Everything `hotswap status` shows, with every module's `conditions` (`Controller.conditions`);
+    `nodes`: the nodes as `nodes_json` made them (default: made here, in one piece)."""
     controller = control.controller
     state = controller.state
     latest = latest_records(control.book.records())
@@ -453,16 +458,36 @@ def status_json(control: ControlDeps, conditions: Mapping[str, tuple[Condition, 
         "stalled": stalled.to_json() if stalled else None,
         "source": control.source_status(),
         "modules": modules,
-        "nodes": [node_json(v, (t.generation if (t := hub.table(v.id)) else 0)) for v in hub.view()],
+        "nodes": nodes if nodes is not None else [_node_json(hub, v) for v in hub.view()],
         "events": [e.to_json() for e in controller.events[-30:]],
     }
+
+
+def _node_json(hub: NodeHub, view: NodeView) -> dict[str, Any]:
+    return node_json(view, (t.generation if (t := hub.table(view.id)) else 0))
+
+
+async def nodes_json(hub: NodeHub) -> list[dict[str, Any]]:
+    """Every node as the status shows it, STATUS_NODES_A_TURN of them a turn of the event loop: at 1,000
+    nodes, made in one piece and written with the standard library's encoder, a status held the loop
+    for 45 ms (bench/scale.py's turn sampler)."""
+    views = hub.view()
+    made: list[dict[str, Any]] = []
+    for start in range(0, len(views), STATUS_NODES_A_TURN):
+        if start:
+            await asyncio.sleep(0)
+        made += [_node_json(hub, v) for v in views[start : start + STATUS_NODES_A_TURN]]
+    return made
 
 
 @ROUTES.get("/api/v1/wasm/status")
 async def status(request: web.Request) -> web.Response:
     require(request, *ANY_ROLE)
     control = control_of(request)
-    return web.json_response(status_json(control, await control.controller.conditions()))
+    conditions = await control.controller.conditions()
+    body = status_json(control, conditions, await nodes_json(control.hub))
+    # orjson: a tenth of json.dumps' time, for a status of a thousand nodes
+    return web.Response(body=orjson.dumps(body), content_type="application/json", charset="utf-8")
 
 
 @ROUTES.get("/api/v1/wasm/snapshot")
