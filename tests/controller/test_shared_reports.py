@@ -13,11 +13,12 @@ import pytest
 from edge.nodeapi import Heartbeat, Running
 from reconciler.apply import nodes as nodes_module
 from reconciler.apply.noderows import NodeView, view_of
+from reconciler.apply.nodes import NodeHub
 from reconciler.apply.observe import Seen, SnapshotBuilder
 from reconciler.planner import ObservedNode, Planner, Snapshot, plan
 from reconciler.planner.planner import Running as Index
 from reconciler.planner.planner import node_reports
-from reconciler.store.state import open_state_store
+from reconciler.store.state import StateStore, open_state_store
 
 from ..planner.driver import example
 from .test_publish_batches import ENTRY, registered
@@ -75,15 +76,21 @@ def test_a_report_shared_by_nodes_plans_what_the_full_recompute_plans() -> None:
     assert planner._running == reports(snapshot)
 
 
+async def reporting(store: StateStore) -> tuple[NodeHub, list[str]]:
+    """A hub with two nodes registered, each of which reported RUNNING in a heartbeat."""
+    hub, ids = await registered(store, 2)
+    running = tuple(Running(module=m, version=v, digest=d, weight=w) for m, v, d, w in RUNNING)
+    for node_id in ids:
+        assert await hub.heartbeat(node_id, Heartbeat(generation=0, running=running)) is not None
+    return hub, ids
+
+
 async def test_the_hub_makes_a_heartbeats_view_as_it_comes_and_views_reporting_the_same_share_it(
     tmp_path: Path,
 ) -> None:
     store = open_state_store(data_dir=tmp_path)
     try:
-        hub, ids = await registered(store, 2)
-        running = tuple(Running(module=m, version=v, digest=d, weight=w) for m, v, d, w in RUNNING)
-        for node_id in ids:
-            assert await hub.heartbeat(node_id, Heartbeat(generation=0, running=running)) is not None
+        hub, ids = await reporting(store)
         made = [hub._views[node_id][1] for node_id in ids]  # made by the heartbeat itself
         a, b = hub.view()
         assert [a, b] == made  # the pass reads the views the heartbeats made
@@ -110,10 +117,7 @@ async def test_a_publish_gives_the_node_a_view_of_its_new_table_made_from_the_sa
     (a thousand in the turn after a switch). A heartbeat after it makes a view from its own report."""
     store = open_state_store(data_dir=tmp_path)
     try:
-        hub, ids = await registered(store, 2)
-        running = tuple(Running(module=m, version=v, digest=d, weight=w) for m, v, d, w in RUNNING)
-        for node_id in ids:
-            assert await hub.heartbeat(node_id, Heartbeat(generation=0, running=running)) is not None
+        hub, ids = await reporting(store)
         before = {v.id: v for v in hub.view()}
         published = await hub.publish(ids[0], (ENTRY,))  # a change: a new row, a new generation
         assert published is not None and published > before[ids[0]].generation
@@ -126,7 +130,7 @@ async def test_a_publish_gives_the_node_a_view_of_its_new_table_made_from_the_sa
         assert after[ids[0]].running is before[ids[0]].running  # the same report: the same shared tuple
         assert after[ids[1]] is before[ids[1]]  # untouched
 
-        less = running[:1]
+        less = (Running(module=RUNNING[0][0], version=RUNNING[0][1], digest=RUNNING[0][2], weight=RUNNING[0][3]),)
         assert await hub.heartbeat(ids[0], Heartbeat(generation=published, running=less)) is not None
         beat = next(v for v in hub.view() if v.id == ids[0])
         assert made == [ids[0]]  # made by the heartbeat, from its report

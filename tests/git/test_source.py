@@ -12,7 +12,7 @@ import pytest
 from reconciler.gitsource.source import GitSource, Revision
 from reconciler.gitsource.status import Reason
 from tests.git.conftest import Keys, seeded_repo, source_for, standard_trust
-from tests.git.gitutil import Workspace, git_daemon, module_yaml
+from tests.git.gitutil import Repo, Workspace, git_daemon, module_yaml
 
 
 async def eventually(condition: Callable[[], bool], timeout: float = 20.0) -> None:
@@ -170,7 +170,10 @@ def test_git_daemon_remote_is_followed_including_a_force_push(ws: Workspace, key
     assert remote.exists()
 
 
-async def test_run_loop_follows_local_commits_through_the_file_watcher(ws: Workspace, keys: Keys) -> None:
+async def follow_through_the_watcher(ws: Workspace, keys: Keys, change: Callable[[Repo, int], None]) -> Repo:
+    """A seeded repository followed by a source that only its file watcher wakes: commit
+    `change(repo, attempt)` until the run loop hands a revision of that commit on (the watcher may not
+    be watching yet when the first commit lands; bounded). The repository."""
     repo = seeded_repo(ws, keys)
     source = source_for(ws, repo.path, standard_trust(keys), interval=3600.0)  # only the watcher wakes it
     seen: list[Revision] = []
@@ -181,9 +184,8 @@ async def test_run_loop_follows_local_commits_through_the_file_watcher(ws: Works
     task = asyncio.create_task(source.run(on_revision))
     try:
         await eventually(lambda: len(seen) == 1)
-        # The watcher may not be watching yet: commit again until a commit is picked up (bounded).
         for attempt in range(20):
-            repo.write("README.md", f"watched {attempt}\n")
+            change(repo, attempt)
             head = await asyncio.to_thread(repo.commit, f"watched {attempt}", key=keys.alice)
             try:
                 await eventually(lambda head=head: seen[-1].sha == head, timeout=1.0)  # type: ignore[misc]
@@ -194,6 +196,11 @@ async def test_run_loop_follows_local_commits_through_the_file_watcher(ws: Works
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+    return repo
+
+
+async def test_run_loop_follows_local_commits_through_the_file_watcher(ws: Workspace, keys: Keys) -> None:
+    await follow_through_the_watcher(ws, keys, lambda repo, attempt: repo.write("README.md", f"watched {attempt}\n"))
 
 
 async def test_the_file_watcher_hands_the_event_loop_no_object_paths(
@@ -212,29 +219,12 @@ async def test_the_file_watcher_hands_the_event_loop_no_object_paths(
         return prep(raw, watch_filter)  # type: ignore[arg-type]
 
     monkeypatch.setattr(watchfiles.main, "_prep_changes", recording)
-    repo = seeded_repo(ws, keys)
-    source = source_for(ws, repo.path, standard_trust(keys), interval=3600.0)  # only the watcher wakes it
-    seen: list[Revision] = []
 
-    async def on_revision(revision: Revision) -> None:
-        seen.append(revision)
+    def notes(repo: Repo, attempt: int) -> None:  # fifty new files: fifty-odd objects a commit
+        for n in range(50):
+            repo.write(f"fleet/notes/{attempt}-{n}.txt", f"note {attempt} {n}\n")
 
-    task = asyncio.create_task(source.run(on_revision))
-    try:
-        await eventually(lambda: len(seen) == 1)
-        for attempt in range(20):  # the watcher may not be watching yet (as above)
-            for n in range(50):  # fifty new files: fifty-odd objects a commit
-                repo.write(f"fleet/notes/{attempt}-{n}.txt", f"note {attempt} {n}\n")
-            head = await asyncio.to_thread(repo.commit, f"watched {attempt}", key=keys.alice)
-            try:
-                await eventually(lambda head=head: seen[-1].sha == head, timeout=1.0)  # type: ignore[misc]
-                break
-            except AssertionError:
-                continue
-        assert seen[-1].sha == head
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    repo = await follow_through_the_watcher(ws, keys, notes)
     git_dir = str(repo.path / ".git")
     assert handed, "the watcher handed the loop nothing: the commit was seen some other way"
     stray = [p for p in handed if not p.startswith(f"{git_dir}/refs/") and "/" in p.removeprefix(git_dir + "/")]

@@ -273,14 +273,19 @@ def _waiting(database_url: str, statement: str) -> int:
     return int(found[0]) if found else 0
 
 
+async def _registered_on_postgresql(cluster: Cluster, backend: str | None) -> str:
+    """NODE registered at generation 0; the PostgreSQL URL the cluster's store is on."""
+    assert backend is not None
+    status, answer = await _register(cluster, NODE, 0)
+    assert status == 201, answer
+    return backend
+
+
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)  # SQLite serialises write transactions
 async def test_a_publish_committing_while_the_delete_waits_is_in_the_kept_generation(
     cluster: Cluster, backend: str | None
 ) -> None:
-    assert backend is not None
-    database_url = backend
-    status, answer = await _register(cluster, NODE, 0)
-    assert status == 201, answer
+    database_url = await _registered_on_postgresql(cluster, backend)
     status, answer = await _register(cluster, NODE, MAX_GENERATION)  # the token holder, as in 69bdcf7's case
     assert status == 200, answer
     applied = (await _publish_and_take(cluster, NODE, 2))[-1]
@@ -325,10 +330,7 @@ async def test_a_publish_committing_while_the_delete_waits_is_in_the_kept_genera
 async def test_a_registration_whose_row_a_delete_removes_midway_makes_it_again(
     cluster: Cluster, backend: str | None
 ) -> None:
-    assert backend is not None
-    database_url = backend
-    status, answer = await _register(cluster, NODE, 0)
-    assert status == 201, answer
+    database_url = await _registered_on_postgresql(cluster, backend)
     before = _row(cluster, NODE)
 
     with _row_locked(database_url, NODE):

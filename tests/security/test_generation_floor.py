@@ -18,7 +18,7 @@ and with the real control plane over HTTP for its side.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ import pytest
 from edge.nodeapi import NODES_PATH
 from edge.protocol import MAX_GENERATION, TABLE_AUDIENCE
 from edge.tablecache import TableRefusedError, verify_floor
-from tests.e2e.cluster import Cluster, poll, start_cluster, stop_cluster
+from tests.e2e.cluster import Cluster, poll
 from tests.security.pinned_plane import Keys, RoguePlane, kept_table, spawn_node
 from tests.security.test_generation_bound_attacks import _publish_and_take
 from tests.security.test_pinned_table_attacks import (
@@ -39,9 +39,9 @@ from tests.security.test_pinned_table_attacks import (
     pinned_factory,
     plane,
 )
-from tests.security.test_table_binding_attacks import _call, _key, _registration
+from tests.security.test_table_binding_attacks import _call, _key, _registration, cluster
 
-__all__ = ["pinned_factory", "plane"]  # the fixtures, taken over from the pinned-table attacks
+__all__ = ["cluster", "pinned_factory", "plane"]  # the fixtures, taken over from other attack files
 
 
 async def test_a_node_with_no_table_refuses_its_own_table_numbered_under_the_floor(
@@ -123,15 +123,6 @@ async def test_an_unpinned_node_sends_no_nonce(plane: RoguePlane, tmp_path: Path
 
 
 # -- the control plane's side ----------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    started = await start_cluster(tmp_path, [])
-    try:
-        yield started
-    finally:
-        await stop_cluster(started)
 
 
 async def _register(cluster: Cluster, body: dict[str, object]) -> tuple[int, dict[str, object]]:

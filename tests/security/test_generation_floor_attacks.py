@@ -53,8 +53,7 @@ The floor can only be as good as the control plane's memory.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -64,7 +63,7 @@ from edge.nodeapi import NODES_PATH
 from edge.protocol import GENERATION_FLOOR_AUDIENCE, MAX_GENERATION, ModuleTable
 from edge.tablecache import TableRefusedError, TrustedKey, verify_floor, verify_table
 from reconciler.store.nodes import MAX_ROW_GENERATION
-from tests.e2e.cluster import Cluster, poll, start_cluster, stop_cluster
+from tests.e2e.cluster import Cluster, poll
 from tests.security.pinned_plane import Keys, RoguePlane, _b64, unsigned_jwt
 from tests.security.test_generation_bound_attacks import _publish_and_take
 from tests.security.test_pinned_table_attacks import (
@@ -76,20 +75,11 @@ from tests.security.test_pinned_table_attacks import (
     pinned_factory,
     plane,
 )
-from tests.security.test_table_binding_attacks import _call, _key, _registration
+from tests.security.test_table_binding_attacks import _call, _key, _registration, cluster
 
-__all__ = ["pinned_factory", "plane"]  # the fixtures, taken over from the pinned-table attacks
+__all__ = ["cluster", "pinned_factory", "plane"]  # the fixtures, taken over from other attack files
 
 OTHER_NODE = "edge-eu-central-1"
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    started = await start_cluster(tmp_path, [])
-    try:
-        yield started
-    finally:
-        await stop_cluster(started)
 
 
 async def _register(
