@@ -164,3 +164,46 @@ async def test_a_nonce_outside_its_pattern_is_a_400_naming_it(cluster: Cluster, 
         return
     assert status == 400, (nonce, answer)
     assert "nonce" in json.dumps(answer), answer
+
+
+# -- what the attack review did not try: a node with workers, a control plane restarted on its store -----
+
+
+async def test_a_pinned_node_with_workers_keeps_to_the_floor_too(
+    plane: RoguePlane, pinned_factory: Callable[..., Pinned]
+) -> None:
+    """With `--workers` the supervisor runs the agent: the same floor, before any worker gets a table."""
+    plane.floor = 2
+    pinned = pinned_factory("--workers", "2")
+    await pinned.registered()
+    assert isinstance(plane.registrations[-1].get("nonce"), str)
+    old = plane.offer_signed(1, OTHER)
+    await pinned.refused(old)
+    await poll(lambda: "is under 2, from which the control plane numbers" in pinned.log(), "the node to say why")
+    assert plane.running() == set()
+    plane.offer_signed(2, GOOD)
+    await pinned.serving("1.0.0")
+
+
+async def test_a_pinned_node_takes_the_tables_of_a_control_plane_restarted_on_its_store(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    key_file = tmp_path / "control-plane.pem"
+    key_file.write_text(cluster.plane.authority.public_key_pem)
+    node = cluster.start_node(NODE, "us-east", flags=["--control-plane-key", str(key_file)])
+
+    def runs(generation: int) -> bool:
+        assert node.process.poll() is None, node.log.read_text(errors="replace")[-3000:]
+        hub = cluster.plane.hub
+        view = next((v for v in hub.view() if v.id == NODE), None)
+        table = hub.table(NODE)
+        return view is not None and table is not None and view.applied_generation == table.generation >= generation
+
+    await poll(lambda: runs(1), "the pinned node to run its first table")
+    applied = cluster.plane.hub.table(NODE).generation  # type: ignore[union-attr]
+    await cluster.restart_control_plane()  # the same store: the same numbering, the same signing key
+    await poll(lambda: cluster.plane.hub.known(NODE) and runs(applied), "the node to register with the new plane")
+    assert await cluster.plane.hub.publish(NODE, ()) == applied + 1  # a change of its table
+    await poll(lambda: runs(applied + 2), "the node to run the controller's table again, past it")
+    log = node.log.read_text(errors="replace")
+    assert REFUSED not in log, log[-3000:]
