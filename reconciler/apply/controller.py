@@ -32,11 +32,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from edge.protocol import ModuleTable
 from reconciler import planner
 from reconciler.apply.binaries import Binaries, StalledError
 from reconciler.apply.executor import Event, Executor
 from reconciler.apply.freezing import freeze_survivors
 from reconciler.apply.gates import InterfaceGates
+from reconciler.apply.noderows import NodeView
 from reconciler.apply.nodes import NodeHub
 from reconciler.apply.observe import Seen, SnapshotBuilder, metrics_for
 from reconciler.apply.registry import Registry
@@ -304,7 +306,8 @@ class Controller:
     async def _plan_step(self, work: Work) -> None:
         """The snapshot and the plan, off the loop (`_plan`); the planner holds back what waits."""
         now = self.clock()
-        seen = self._observe(now)
+        views, tables = await self.hub.view_in_turns(now)  # a large fleet's over a few turns
+        seen = self._seen(views, tables)
         work.read = seen.records
         work.plan = await asyncio.to_thread(self._plan, work.desired, work.revision.approvals, now, seen)
         for module, message in self.gates.announce(work.plan.waiting):
@@ -359,7 +362,9 @@ class Controller:
         views = self.hub.view(now)
         # The node's table is what the hub holds now, not what this controller last published to
         # it: a node deleted and registered again, or a table taken back, must be published again.
-        tables = [self.hub.table(view.id) for view in views]
+        return self._seen(views, [self.hub.table(view.id) for view in views])
+
+    def _seen(self, views: list[NodeView], tables: list[ModuleTable | None]) -> Seen:
         records = self.book.records()
         return Seen(views, tables, records, metrics_for(self.hub.metrics, records))
 

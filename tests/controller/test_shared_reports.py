@@ -5,6 +5,7 @@ objects a pass that the garbage collector's young collections walked on the even
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from pathlib import Path
 
@@ -135,5 +136,37 @@ async def test_a_publish_gives_the_node_a_view_of_its_new_table_made_from_the_sa
         beat = next(v for v in hub.view() if v.id == ids[0])
         assert made == [ids[0]]  # made by the heartbeat, from its report
         assert beat.running == RUNNING[:1] and beat.applied_generation == published
+    finally:
+        store.close()
+
+
+async def test_a_pass_reads_a_large_fleets_views_over_several_turns_as_view_gives_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`NodeHub.view_in_turns` (what a pass observes): VIEWS_A_TURN nodes a turn, other work between
+    them, the same views and tables as `view` in one piece; a node forgotten meanwhile is left out."""
+    monkeypatch.setattr(nodes_module, "VIEWS_A_TURN", 4)
+    store = open_state_store(data_dir=tmp_path)
+    try:
+        hub, ids = await registered(store, 10)
+        await hub.publish(ids[3], (ENTRY,))
+        views, tables = await hub.view_in_turns()
+        assert views == hub.view() and tables == [hub.table(v.id) for v in views]
+        assert tables[3] is not None and tables[3].generation > 0
+
+        turns: list[int] = []
+
+        async def between() -> None:  # runs on the turns the views leave free
+            for turn in range(3):
+                turns.append(turn)
+                if turn == 0:
+                    hub.merge((), [ids[9]])  # forgotten between two slices (another replica deleted it)
+                await asyncio.sleep(0)
+
+        other = asyncio.create_task(between())
+        views, _ = await hub.view_in_turns()
+        await other
+        assert turns  # other work ran while the views were made
+        assert [v.id for v in views] == sorted(ids[:9])
     finally:
         store.close()
