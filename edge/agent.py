@@ -159,6 +159,14 @@ class AgentState:
     def serve_cached(self, cached: bool) -> None:
         self.serving_cached = cached
 
+    def floor_verified(self, floor: int) -> None:
+        """A registration answer's floor verified: tables under the highest so far are refused."""
+        self.floor, self.floor_refused = max(self.floor, floor), None
+
+    def floor_not_verified(self, why: str) -> None:
+        """A registration answer's floor did not verify: every table is refused until one does."""
+        self.floor_refused = why
+
 
 class Agent:
     def __init__(
@@ -250,9 +258,9 @@ class Agent:
         if pinned is not None:  # one that does not verify: registered, but every table is refused until one does
             try:
                 floor = await asyncio.to_thread(verify_floor, self.registration.id, nonce, answer.floor, pinned)
-                self.state.floor, self.state.floor_refused = max(self.state.floor, floor), None
+                self.state.floor_verified(floor)
             except TableRefusedError as exc:
-                self.state.floor_refused = str(exc)
+                self.state.floor_not_verified(str(exc))
         self.state.mark_registered(True)
         self.heartbeat_seconds = answer.heartbeat_seconds
         key = await self._trusted_key(answer)

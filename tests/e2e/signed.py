@@ -81,6 +81,7 @@ async def start_signed_cluster(
             git_signing_key=people.control_plane.private,
             interval=0.5,
             heartbeat_seconds=0.25,
+            port=0,  # a free port: 8080, the default, may be taken on the machine
         )
     )
     await plane.start()
