@@ -420,10 +420,10 @@ async def accept_rewrite(request: web.Request) -> web.Response:
 
 
 def status_json(
-    control: ControlDeps, conditions: Mapping[str, tuple[Condition, ...]], nodes: list[dict[str, Any]] | None = None
+    control: ControlDeps, conditions: Mapping[str, tuple[Condition, ...]], nodes: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    """Everything `hotswap status` shows, with every module's `conditions` (`Controller.conditions`);
-    `nodes`: the nodes as `nodes_json` made them (default: made here, in one piece)."""
+    """Everything `hotswap status` shows, with every module's `conditions` (`Controller.conditions`)
+    and the `nodes` as `nodes_json` made them."""
     controller = control.controller
     state = controller.state
     latest = latest_records(control.book.records())
@@ -439,7 +439,6 @@ def status_json(
             }
         )
     stalled = controller.stalled_condition()
-    hub = control.hub
     revision = controller.source.latest
     fleet = revision.fleet if revision is not None else None
     return {
@@ -458,7 +457,7 @@ def status_json(
         "stalled": stalled.to_json() if stalled else None,
         "source": control.source_status(),
         "modules": modules,
-        "nodes": nodes if nodes is not None else [_node_json(hub, v) for v in hub.view()],
+        "nodes": nodes,
         "events": [e.to_json() for e in controller.events[-30:]],
     }
 

@@ -64,12 +64,13 @@ class HubClosedError(ReconcilerError):
 
 
 def _same_report(before: NodeRecord, row: NodeRecord) -> bool:
-    """Whether `row` holds what `before` held of all that a view is made from (`noderows.view_of`), but
-    its table: the same report (rows are replaced, never changed in place), heartbeat time and address."""
+    """Whether `row`, the same node's, holds what `before` held of all that a view is made from
+    (`noderows.view_of`) but its table: the same report (rows are replaced, never changed in place),
+    heartbeat time and address."""
     return (
         before.reported is row.reported
         and before.last_heartbeat_at == row.last_heartbeat_at
-        and (before.id, before.region, before.url, before.max_modules) == (row.id, row.region, row.url, row.max_modules)
+        and (before.region, before.url, before.max_modules) == (row.region, row.url, row.max_modules)
     )
 
 
