@@ -47,7 +47,7 @@ from edge.nodeapi import NODES_PATH
 from edge.protocol import MAX_GENERATION, TABLE_BINDING_HEADER, TABLE_SIGNATURE_HEADER, ModuleEntry, ModuleTable
 from edge.tablecache import verify_table
 from reconciler.store.nodes import MAX_ROW_GENERATION
-from tests.e2e.cluster import Cluster, poll, start_cluster, stop_cluster
+from tests.e2e.cluster import Cluster, EdgeProcess, poll, start_cluster, stop_cluster
 from tests.security.test_table_binding_attacks import _call, _key, _registration
 
 BOUNDARIES = [
@@ -285,24 +285,36 @@ async def test_a_deleted_node_that_applied_past_the_row_cap_rejoins_under_its_ow
     )
 
 
+def start_pinned(cluster: Cluster, tmp_path: Path, node_id: str) -> EdgeProcess:
+    """A real `hotswap edge` node of the cluster, pinned to its control plane's key."""
+    key_file = tmp_path / "control-plane.pem"
+    key_file.write_text(cluster.plane.authority.public_key_pem)
+    return cluster.start_node(node_id, "us-east", flags=["--control-plane-key", str(key_file)])
+
+
+def runs_from(cluster: Cluster, node: EdgeProcess, node_id: str, generation: int) -> bool:
+    """Whether the (live) node runs the table the hub holds for it, with modules, numbered `generation`
+    or past it."""
+    assert node.process.poll() is None, node.log.read_text(errors="replace")[-3000:]
+    hub = cluster.plane.hub
+    view = next((v for v in hub.view() if v.id == node_id), None)
+    table = hub.table(node_id)
+    return (
+        view is not None
+        and table is not None
+        and bool(table.modules)
+        and view.applied_generation == table.generation >= generation
+    )
+
+
 async def test_a_real_pinned_node_deleted_after_the_attack_runs_the_tables_of_its_new_row(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    key_file = tmp_path / "control-plane.pem"
-    key_file.write_text(cluster.plane.authority.public_key_pem)
-    node = cluster.start_node(NODE, "us-east", flags=["--control-plane-key", str(key_file)])
+    node = start_pinned(cluster, tmp_path, NODE)
     hub = cluster.plane.hub
 
     def runs_past(generation: int) -> bool:
-        assert node.process.poll() is None, node.log.read_text(errors="replace")[-3000:]
-        view = next((v for v in hub.view() if v.id == NODE), None)
-        table = hub.table(NODE)
-        return (
-            view is not None
-            and table is not None
-            and bool(table.modules)
-            and view.applied_generation == table.generation > generation
-        )
+        return runs_from(cluster, node, NODE, generation + 1)
 
     await poll(lambda: runs_past(0), "the pinned node to run its first table")
     status, answer = await _register(cluster, NODE, MAX_GENERATION)  # the token holder

@@ -29,7 +29,7 @@ from edge.protocol import MAX_GENERATION, TABLE_AUDIENCE
 from edge.tablecache import TableRefusedError, verify_floor
 from tests.e2e.cluster import Cluster, poll
 from tests.security.pinned_plane import Keys, RoguePlane, kept_table, spawn_node
-from tests.security.test_generation_bound_attacks import _publish_and_take
+from tests.security.test_generation_bound_attacks import _publish_and_take, runs_from, start_pinned
 from tests.security.test_pinned_table_attacks import (
     GOOD,
     NODE,
@@ -188,16 +188,10 @@ async def test_a_pinned_node_with_workers_keeps_to_the_floor_too(
 async def test_a_pinned_node_takes_the_tables_of_a_control_plane_restarted_on_its_store(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    key_file = tmp_path / "control-plane.pem"
-    key_file.write_text(cluster.plane.authority.public_key_pem)
-    node = cluster.start_node(NODE, "us-east", flags=["--control-plane-key", str(key_file)])
+    node = start_pinned(cluster, tmp_path, NODE)
 
     def runs(generation: int) -> bool:
-        assert node.process.poll() is None, node.log.read_text(errors="replace")[-3000:]
-        hub = cluster.plane.hub
-        view = next((v for v in hub.view() if v.id == NODE), None)
-        table = hub.table(NODE)
-        return view is not None and table is not None and view.applied_generation == table.generation >= generation
+        return runs_from(cluster, node, NODE, generation)
 
     await poll(lambda: runs(1), "the pinned node to run its first table")
     applied = cluster.plane.hub.table(NODE).generation  # type: ignore[union-attr]
