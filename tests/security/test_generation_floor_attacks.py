@@ -16,9 +16,9 @@ What was tried, and what holds:
   embedded `jwk`, non-ASCII, deeply nested JSON; generations that are a dict or a list: every one is a
   TableRefusedError, nothing else escapes (the agent catches only that). A real node serving a table
   keeps serving it through garbage, `alg: none`, HS256-with-the-PEM floors and an oversized (> 4096)
-  floor, stays up, and takes the next genuine table once a floor verifies again. (A floor whose `iss`
-  is a list raises TypeError out of PyJWT, but only the control plane's own key can sign that, and it
-  always writes a string.)
+  floor, stays up, and takes the next genuine table once a floor verifies again. A floor signed with
+  the right key whose `iss` is a list or a number, or whose `aud` is an object, is a refusal too
+  (signed by hand: PyJWT will not encode such an `iss`).
 * a node-token holder registering the node id at 2**53 with a nonce of its choosing: the control plane
   signs that floor (the holder's own nonce) at the row it numbers, capped at MAX_ROW_GENERATION; the
   genuine node's next floor is the same row, and every table published after it is at or past it and
@@ -261,6 +261,9 @@ def _malformed(keys: Keys) -> dict[str, str]:
         "sub a list": keys.sign(_claims(sub=[NODE])),
         "nonce a list": keys.sign(_claims(nonce=["n" * 32])),
         "iat a list": keys.sign(_claims(iat=[1])),
+        "iss a list": keys.sign_by_hand(_claims(iss=[ISSUER])),
+        "iss a number": keys.sign_by_hand(_claims(iss=1)),
+        "aud a dict": keys.sign(_claims(aud={"a": GENERATION_FLOOR_AUDIENCE})),
         "another key": Keys().sign(good),
     }
 
