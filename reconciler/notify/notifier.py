@@ -4,7 +4,8 @@ Flow:
 
     controller Event --on_event (listener, returns at once)--> Notification (record, revision, action)
     Git source status, node views --tick (every second)--> watchers, scaling evaluator --> Notification
-                  (the nodes that changed since the last tick, with `Observed.node_changes`)
+                  (the nodes that changed since the last tick, with `Observed.node_changes`; at most
+                  NODE_CHANGES_A_TICK of them a tick, the rest in ticks on the loop's next turns)
     Notification --publish--> each Alert whose spec wants it --Worker.offer--> bounded queue
                   (with an outbox: a row per alert in the state store, written from a thread)
     Worker task --receiver.send, retries with backoff--> webhook | Slack | email
@@ -52,6 +53,7 @@ __all__ = ["AuditLog", "Notifier", "Observed", "RolloutLookup", "Settings"]
 log = logging.getLogger("hotswap.notify")
 
 STATUS_DELIVERIES = 50
+NODE_CHANGES_A_TICK = 1000  # node views a tick reads in one turn of the event loop (a switch changes them all)
 
 
 class RolloutLookup(Protocol):
@@ -81,9 +83,10 @@ class Observed:
     source_status: Callable[[], StatusLike] | None = None
     controller_stall: Callable[[], StallLike | None] | None = None
     nodes: Callable[[float], Sequence[SampledNode]] | None = None
-    # (the nodes that may have changed, the ids of nodes gone) since the last call; the first call
-    # gives every node (`reconciler.apply.nodechanges.NodeChanges.take`). Taken over `nodes` when given.
-    node_changes: Callable[[float], tuple[Sequence[SampledNode], Sequence[str]]] | None = None
+    # (the nodes that may have changed, at most the limit given, the rest left for the next call; the
+    # ids of nodes gone) since the last call; the first call gives every node
+    # (`reconciler.apply.nodechanges.NodeChanges.take`). Taken over `nodes` when given.
+    node_changes: Callable[[float, int], tuple[Sequence[SampledNode], Sequence[str]]] | None = None
     revision: Callable[[], str | None] | None = None  # the revision the controller works on
     desired_version: Callable[[str], str | None] | None = None  # the version Git asks for, by module
     leading: Callable[[], bool] | None = None  # with several replicas, only the leader watches and tells
@@ -137,6 +140,7 @@ class Notifier:
         self.node_watcher = NodeWatcher(self.settings.node_grace_seconds)
         self._samples: dict[str, NodeSample] = {}  # with `node_changes`: each node's last sample
         self.sampled = 0  # node views looked at by ticks (a tick looks at the nodes that changed)
+        self.behind = False  # the last tick left changed nodes for the next: `run` ticks again next turn
         self._audit_lines: deque[dict[str, Any]] = deque(maxlen=1000)
         self._audit_writing = 0
         self._audit_ready = asyncio.Event()
@@ -239,14 +243,16 @@ class Notifier:
             stall = observed.controller_stall() if observed.controller_stall is not None else None
             found += self.source_watcher.observe(now, status, stall)
         if observed.node_changes is not None:
-            changed, gone = observed.node_changes(now)
+            changed, gone = observed.node_changes(now, NODE_CHANGES_A_TICK)
+            self.behind = len(changed) >= NODE_CHANGES_A_TICK
             self.sampled += len(changed)
             found += self.node_watcher.observe_changes(now, changed, gone)
             for node_id in gone:
                 self._samples.pop(node_id, None)
             for v in changed:
                 self._samples[v.id] = NodeSample(v.id, v.region, v.cpu_percent, len(v.running), v.status == "Healthy")
-            found += [to_notification(change) for change in self.scaling.evaluate(now, self._samples.values())]
+            if not self.behind:  # the regions' figures once every node's sample is current
+                found += [to_notification(change) for change in self.scaling.evaluate(now, self._samples.values())]
         elif observed.nodes is not None:
             views = observed.nodes(now)
             self.sampled += len(views)
@@ -334,12 +340,13 @@ class Notifier:
                 if self.settings.tick_seconds is None:
                     await asyncio.Event().wait()
                     continue
+                self.behind = False
                 try:
                     if self.observed.leading is None or self.observed.leading():
                         self.tick()
                 except Exception:
                     log.exception("notifier tick failed")
-                await asyncio.sleep(self.settings.tick_seconds)
+                await asyncio.sleep(0 if self.behind else self.settings.tick_seconds)  # the rest, next turn
         finally:
             self._running = False
             tasks = [*helpers, *self._worker_tasks.values(), *self._outbox_tasks]

@@ -5,13 +5,19 @@ notifier that reads the whole fleet every tick."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+
+import pytest
 
 from edge.nodeapi import Heartbeat, Registration, Running
 from reconciler.apply.nodehealth import MISSED_HEARTBEATS
 from reconciler.apply.nodes import NodeHub
 from reconciler.notify import Notifier, Observed, Settings
+from reconciler.notify import notifier as notifier_module
+from reconciler.notify.scaling import Thresholds
 from reconciler.store.state import open_state_store
+from tests.e2e.cluster import poll
 
 T0 = 1_800_000_000.0
 BEAT = 5.0  # heartbeat seconds; the notifier ticks every second
@@ -86,5 +92,51 @@ async def test_the_tick_samples_only_changed_nodes_and_tells_every_health_change
         await hub.register(Registration(id="n03", region="us-east", hostname="n03", url=url, max_modules=2))
         assert tick() == []
         assert "n03" in changes.node_watcher._status
+    finally:
+        store.close()
+
+
+async def test_a_tick_reads_a_bounded_number_of_changed_nodes_and_the_loop_reads_the_rest_on_its_next_turns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A switch changes every node at once: a tick reads NODE_CHANGES_A_TICK of them, and the ticks on
+    the event loop's next turns the rest (not a second later each). The regions' scaling figures are
+    judged once every node's sample is current: a region whose busiest nodes come last is told once."""
+    monkeypatch.setattr(notifier_module, "NODE_CHANGES_A_TICK", 8)
+    store = open_state_store(data_dir=tmp_path)
+    clock = [T0]
+    try:
+        hub = NodeHub(store, heartbeat_seconds=BEAT, clock=lambda: clock[0])
+        ids = [f"n{i:02d}" for i in range(20)]
+        for node_id in ids:
+            url = f"http://{node_id}.example:8080"
+            await hub.register(Registration(id=node_id, region="us-east", hostname=node_id, url=url, max_modules=4))
+            running = tuple(
+                Running(module=f"m{k}", version="1.0.0", digest="sha256:" + "0" * 64, weight=100)
+                for k in range(3 if node_id >= "n16" else 1)
+            )
+            assert await hub.heartbeat(node_id, Heartbeat(generation=0, running=running)) is not None
+        thresholds = Thresholds(max_modules_per_node=2)
+        settings = Settings(tick_seconds=None, node_grace_seconds=0, thresholds=thresholds)
+        notifier = Notifier([], observed=Observed(node_changes=hub.watch().take), settings=settings, env={})
+
+        assert told(notifier, clock[0]) == [] and (notifier.sampled, notifier.behind) == (8, True)
+        assert told(notifier, clock[0]) == [] and (notifier.sampled, notifier.behind) == (16, True)
+        assert told(notifier, clock[0]) == [("scaling.scaleUp", None)]  # n16-n19 run 3 versions each
+        assert (notifier.sampled, notifier.behind) == (20, False)
+        assert told(notifier, clock[0]) == [] and notifier.sampled == 20  # nothing changed since
+
+        # Running, with an hour between ticks: every node is read again within a few turns.
+        for node_id in ids:
+            assert await hub.heartbeat(node_id, Heartbeat(generation=0)) is not None
+        hourly = Notifier(
+            [], observed=Observed(node_changes=hub.watch().take), settings=replace(settings, tick_seconds=3600), env={}
+        )
+        hourly.start()
+        try:
+            await poll(lambda: hourly.sampled == 20, "the ticks on the next turns to read every node")
+            assert not hourly.behind
+        finally:
+            await hourly.stop()
     finally:
         store.close()
