@@ -100,16 +100,9 @@ class Executor:
         node), each with the traceparents of the steps that changed it (`traces`: module ->
         traceparent), then say what the plan did; returns what each node now holds."""
         tables = {a.node_id: a.table for a in plan.actions if isinstance(a, actions.SetAssignment)}
-        published: list[Published] = []
-
-        async def publish(node_id: str, table: tuple[AssignmentEntry, ...]) -> None:
-            # The same rows give the same wire objects, so the hub encodes each distinct table once.
-            if await self.hub.publish(node_id, self._wire.table(table), traces) is not None:
-                held = self.hub.table(node_id)  # no await since the publish: the table it left
-                if held is not None:
-                    published.append((node_id, held, table))
-
-        await asyncio.gather(*(publish(node_id, table) for node_id, table in tables.items()))
+        # The same rows give the same wire objects, so the hub encodes each distinct table once.
+        held = await self.hub.publish_all({node_id: self._wire.table(t) for node_id, t in tables.items()}, traces)
+        published: list[Published] = [(node_id, held[node_id], t) for node_id, t in tables.items() if node_id in held]
         for action in plan.actions:
             self._say(action)
         return published

@@ -38,7 +38,7 @@ from reconciler.apply.nodechanges import NodeChanges
 from reconciler.apply.nodehealth import MISSED_HEARTBEATS, NodeHealth, Peers
 from reconciler.apply.noderows import NodeView, RunningWeights, SharedReports, epoch, not_back, progress, view_of
 from reconciler.apply.nodetables import NodeTables
-from reconciler.apply.tables import Signer, TableEncoder
+from reconciler.apply.tables import EncodedTable, Signer, TableEncoder
 from reconciler.apply.threadbatch import RowBatch
 from reconciler.apply.turns import TurnShare
 from reconciler.errors import ReconcilerError
@@ -52,6 +52,7 @@ __all__ = ["HubClosedError", "NodeHub"]
 RECONNECT_SECONDS = 5.0  # a node's agent retries a lost control plane at least this often (edge.agent)
 TABLE_BATCH_LIMIT = 8192  # tables in one write: a whole fleet's pass
 VIEWS_A_TURN = 1000  # node views a pass reads in one turn of the event loop (NodeHub.view_in_turns)
+PUBLISH_SLICE = 500  # nodes whose published tables the hub takes in one turn (NodeHub.publish_all)
 REGISTER_TRIES = 3  # a registration whose row a delete removes between its writes makes it again, this often
 # A pass's answers go out over a few turns of the event loop: WAKE_SLICE_MIN or 1/WAKE_TURNS of them a
 # turn, whichever is more (a fixed 64 a turn made a 5,000-node switch 43 s: a turn there lasts 100-300 ms)
@@ -504,18 +505,59 @@ class NodeHub:
         self, node_id: str, entries: tuple[ModuleEntry, ...], traces: Mapping[str, str] | None = None
     ) -> int | None:
         """Give a node a new module table, with the traceparents (`traces`: module -> traceparent of
-        its step's span) of the modules it changes; publishing the table it already has changes nothing."""
-        current = self._tables.get(node_id)
-        if current is None:
-            return None
-        if current.modules == entries:
-            return current.generation
-        encoded = self.encoder.encode(entries)
-        generation = await self.table_writes.write((node_id, encoded.assignment))
-        if generation is None or node_id not in self._nodes:  # no row, or deleted while the row was written
-            return None
+        its step's span) of the modules it changes; publishing the table it already has changes nothing.
+        The table's generation, or None when the node has no row (or it was deleted meanwhile)."""
+        table = (await self.publish_all({node_id: entries}, traces)).get(node_id)
+        return None if table is None else table.generation
+
+    async def publish_all(
+        self, tables: Mapping[str, tuple[ModuleEntry, ...]], traces: Mapping[str, str] | None = None
+    ) -> dict[str, ModuleTable]:
+        """`publish` for many nodes (a pass's tables): their rows written in one batch, then the hub's
+        own part PUBLISH_SLICE nodes a turn of the event loop. The table each node held right after
+        (the one it had, when `tables` gives it the same), for the nodes that have a row. A write that
+        fails raises once the others are published."""
+        out: dict[str, ModuleTable] = {}
+        writes: list[tuple[str, ModuleTable, tuple[ModuleEntry, ...], EncodedTable]] = []
+        for node_id, entries in tables.items():
+            current = self._tables.get(node_id)
+            if current is None:
+                continue
+            if current.modules == entries:
+                out[node_id] = current
+            else:
+                writes.append((node_id, current, entries, self.encoder.encode(entries)))
+        rows = [(node_id, encoded.assignment) for node_id, *_, encoded in writes]
+        generations = await self.table_writes.write_all(rows)
+        failed: BaseException | None = None
         traces = traces or {}
-        changed = {e.module for e in entries} | {e.module for e in current.modules}
+        for i, ((node_id, before, entries, encoded), generation) in enumerate(zip(writes, generations, strict=True)):
+            if i and not i % PUBLISH_SLICE:
+                await asyncio.sleep(0)
+            if isinstance(generation, BaseException):
+                failed = failed or generation
+                continue
+            table = self._published(node_id, before, entries, encoded, generation, traces)
+            if table is not None:
+                out[node_id] = table
+        if failed is not None:
+            raise failed
+        return out
+
+    def _published(
+        self,
+        node_id: str,
+        before: ModuleTable,
+        entries: tuple[ModuleEntry, ...],
+        encoded: EncodedTable,
+        generation: int | None,
+        traces: Mapping[str, str],
+    ) -> ModuleTable | None:
+        """The hub's part of a publish whose row was written as `generation` over `before`: the node's
+        table, row and long-poll; None when it has no row, or was deleted while the row was written."""
+        if generation is None or node_id not in self._nodes:
+            return None
+        changed = {e.module for e in entries} | {e.module for e in before.modules}
         table = ModuleTable.model_construct(
             generation=generation,
             modules=encoded.entries,
@@ -529,7 +571,7 @@ class NodeHub:
             self._wake(node_id)
         if self.peers is not None:
             self.peers.announce(node_id)
-        return generation
+        return table
 
     def answer(self, node_id: str, table: ModuleTable) -> tuple[bytes, str | None]:
         """The long-poll answer for `table` (JSON bytes) and the control plane's signature of its

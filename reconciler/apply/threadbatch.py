@@ -62,11 +62,18 @@ class _Batcher(Generic[Item]):
         self._draining: asyncio.Task[None] | None = None
 
     async def _submit(self, item: Item) -> Any:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((item, future))
+        return await self._enqueue([item])[0]
+
+    def _enqueue(self, items: Sequence[Item]) -> list[asyncio.Future[Any]]:
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Any]] = []
+        for item in items:
+            future: asyncio.Future[Any] = loop.create_future()
+            self._pending.append((item, future))
+            futures.append(future)
         if self._draining is None:
             self._draining = asyncio.create_task(self._drain())
-        return await future
+        return futures
 
     async def _drain(self) -> None:
         try:
@@ -106,3 +113,11 @@ class RowBatch(_Batcher[Row], Generic[Row, Answer]):
     async def write(self, row: Row) -> Answer:
         """Write `row` with whatever other rows are waiting; its own answer, or its own exception."""
         return cast(Answer, await self._submit(row))
+
+    async def write_all(self, rows: Sequence[Row]) -> list[Answer | BaseException]:
+        """Write `rows` (with whatever others are waiting): each one's answer, or its exception, in
+        order. One waiter for them all: a fleet's tables written by one task each woke thousands of
+        tasks in one turn of the event loop."""
+        if not rows:
+            return []
+        return cast(list[Answer | BaseException], await asyncio.gather(*self._enqueue(rows), return_exceptions=True))

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from edge.nodeapi import Registration
 from edge.protocol import ModuleEntry
+from reconciler.apply import nodes as nodes_module
 from reconciler.apply.nodes import TABLE_BATCH_LIMIT, WAKE_SLICE_MIN, WAKE_TURNS, NodeHub
-from reconciler.apply.threadbatch import BATCH_LIMIT
+from reconciler.apply.threadbatch import BATCH_LIMIT, RowBatch
 from reconciler.store.state import StateStore, open_state_store
 
 NODES = 600  # more than a heartbeat batch holds
@@ -83,5 +87,67 @@ async def test_a_fleets_answers_go_out_over_a_few_turns_of_the_loop(tmp_path: Pa
         assert answered[0] == WAKE_SLICE_MIN, answered  # one turn: one slice of answers
         assert answered[-1] == NODES, answered  # and every one within a few turns
         assert [t.generation for t in await asyncio.gather(*polls) if t is not None] == [1] * NODES
+    finally:
+        store.close()
+
+
+async def test_a_pass_publishes_a_fleet_in_one_write_and_takes_it_a_slice_a_turn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`NodeHub.publish_all` (a pass's `apply`): one write, then the hub's part PUBLISH_SLICE nodes a turn
+    of the event loop, with other work running between slices (a publish from a task a node each woke
+    thousands of tasks in one turn). It answers the table each node holds; the same table again is
+    no write; a node with no row is left out."""
+    monkeypatch.setattr(nodes_module, "PUBLISH_SLICE", 100)
+    store = open_state_store(data_dir=tmp_path)
+    try:
+        hub, ids = await registered(store)
+        done: list[int] = []  # how many nodes hold the new table, each time the other work ran
+
+        async def other_work() -> None:
+            while len(done) < 2 or done[-1] < NODES:
+                done.append(len([n for n in ids if (table := hub.table(n)) is not None and table.generation == 1]))
+                await asyncio.sleep(0)
+
+        watcher = asyncio.create_task(other_work())
+        await asyncio.sleep(0)
+        before = hub.table_writes.batches
+        held = await hub.publish_all({**{n: (ENTRY,) for n in ids}, "never-registered": (ENTRY,)})
+        await watcher
+        assert hub.table_writes.batches == before + 1
+        assert held == {n: hub.table(n) for n in ids} and {t.generation for t in held.values()} == {1}
+        assert {store.get_node(n).generation for n in ids} == {1}  # type: ignore[union-attr]
+        slices = sorted({d for d in done if 0 < d < NODES})
+        assert slices == list(range(100, NODES, 100)), done  # seen between every slice, never within one
+
+        again = await hub.publish_all({n: (ENTRY,) for n in ids})
+        assert hub.table_writes.batches == before + 1 and again == held
+    finally:
+        store.close()
+
+
+async def test_a_failed_write_in_a_pass_is_raised_once_the_others_are_published(tmp_path: Path) -> None:
+    store = open_state_store(data_dir=tmp_path)
+    try:
+        hub, ids = await registered(store, 3)
+        real = store.publish_assignments
+        bad = ids[1]
+
+        def publish_assignments(rows: list[tuple[str, dict[str, Any]]]) -> list[int | None]:
+            if any(node_id == bad for node_id, _ in rows):
+                raise OSError("the store said no")  # the batch, then each row on its own
+            return real(rows)
+
+        original = store.publish_assignment
+
+        def publish_assignment(node_id: str, assignment: dict[str, Any]) -> int | None:
+            if node_id == bad:
+                raise OSError(f"the store said no to {node_id}")
+            return original(node_id, assignment)
+
+        hub.table_writes = RowBatch(publish_assignments, lambda row: publish_assignment(*row), limit=TABLE_BATCH_LIMIT)
+        with pytest.raises(OSError, match="no to n1"):
+            await hub.publish_all({n: (ENTRY,) for n in ids})
+        assert [hub.table(n).generation for n in ids] == [1, 0, 1]  # type: ignore[union-attr]
     finally:
         store.close()
