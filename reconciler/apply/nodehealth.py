@@ -20,7 +20,6 @@ from datetime import datetime
 from typing import Protocol
 
 from edge.nodeapi import Heartbeat, NodeStatus
-from reconciler.apply.noderows import epoch
 from reconciler.store.nodes import SharedHeartbeat
 from reconciler.store.records import JsonObject, NodeRecord
 
@@ -112,7 +111,7 @@ class NodeHealth:
     # -- judging ----------------------------------------------------------------------------------
 
     def last_heard(self, node: NodeRecord, now: float) -> float:
-        heard = epoch(node.last_heartbeat_at) or epoch(node.registered_at) or now
+        heard = node.heard_at or now
         contact = self._contact.get(node.id)
         return heard if contact is None or contact < heard else contact
 
@@ -198,11 +197,16 @@ class NodeHealth:
         now = self.clock()
         limit = self.silent_after
         soonest = float("inf")
-        for n in self._nodes.values():
-            if self.status_of(n, now) != NodeStatus.HEALTHY:
+        for n in self._nodes.values():  # `status_of` inline: this walks the fleet at every wake of the loop
+            if n.status == NodeStatus.DRAINING:
                 continue
-            at = self.last_heard(n, now) + limit
-            if at <= now and n.id in self._read_at:  # due: when it may be asked (again)
+            read_at = self._read_at.get(n.id)
+            judged = read_at if read_at is not None and read_at < now else now
+            last = self.last_heard(n, judged)
+            if judged - last > limit:  # Unhealthy
+                continue
+            at = (last if n.heard_at else self.last_heard(n, now)) + limit
+            if at <= now and read_at is not None:  # due: when it may be asked (again)
                 at = self._asked.get(n.id, now - self.heartbeat_seconds) + self.heartbeat_seconds
             soonest = min(soonest, at - now)
         return max(soonest if soonest != float("inf") else self.heartbeat_seconds, 0.05)

@@ -7,6 +7,7 @@ rollout's record) are plain dicts: the store keeps them as JSON text and does no
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -77,6 +78,13 @@ class NodeRecord:
     generation: int = 0
     assignment: JsonObject = field(default_factory=dict)
     reported: JsonObject = field(default_factory=dict)
+
+    @functools.cached_property
+    def heard_at(self) -> float | None:
+        """`last_heartbeat_at`, or else `registered_at`, in seconds since the epoch (None: neither).
+        Read once per row: node health reads it for every node several times a second."""
+        at = self.last_heartbeat_at or self.registered_at
+        return at.timestamp() if at is not None else None
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge.nodeapi import Heartbeat, NodeStatus, Registration
 from reconciler.apply.nodehealth import MISSED_HEARTBEATS, NodeHealth
@@ -139,3 +141,69 @@ async def test_a_heartbeat_or_registration_the_store_fails_still_counts_as_the_n
         assert {v.id: v.status for v in hub.view()} == {"a": "Unhealthy", "b": "Unhealthy"}
     finally:
         store.close()
+
+
+def _next_change_by_definition(health: NodeHealth) -> float:
+    """`NodeHealth.next_change` as its docstring defines it, one `status_of` and `last_heard` a node."""
+    now = health.clock()
+    soonest = float("inf")
+    for n in health._nodes.values():
+        if health.status_of(n, now) != NodeStatus.HEALTHY:
+            continue
+        at = health.last_heard(n, now) + health.silent_after
+        if at <= now and n.id in health._read_at:
+            at = health._asked.get(n.id, now - health.heartbeat_seconds) + health.heartbeat_seconds
+        soonest = min(soonest, at - now)
+    return max(soonest if soonest != float("inf") else health.heartbeat_seconds, 0.05)
+
+
+_OFFSET = st.floats(min_value=-4 * MISSED_HEARTBEATS * BEAT, max_value=BEAT, allow_nan=False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["heartbeat", "registered only", "neither"]),
+            _OFFSET,  # when it was heard (or registered), from now
+            st.booleans(),  # draining
+            st.none() | _OFFSET,  # another replica's row, read this long from now
+            st.none() | _OFFSET,  # asked to read it again, this long from now
+            st.none() | _OFFSET,  # spoke to this replica, this long from now
+        ),
+        max_size=12,
+    ),
+    st.booleans(),
+)
+def test_the_next_health_change_is_the_soonest_of_every_nodes_by_its_definition(
+    fleet: list[tuple[str, float, bool, float | None, float | None, float | None]], with_peers: bool
+) -> None:
+    """`next_change` judges each node inline (it walks the fleet at every wake of the controller's loop):
+    the same answer as `status_of` and `last_heard` node by node, whatever the mix of heartbeats, rows
+    read from another replica, asks, contacts and drains."""
+    now = T0
+    nodes: dict[str, NodeRecord] = {}
+    for i, (kind, heard, draining, _, _, _) in enumerate(fleet):
+        at = datetime.fromtimestamp(now + heard, UTC)
+        nodes[f"n{i}"] = NodeRecord(
+            id=f"n{i}",
+            region="r",
+            url=f"http://n{i}",
+            status=NodeStatus.DRAINING if draining else NodeStatus.HEALTHY,
+            last_heartbeat_at=at if kind == "heartbeat" else None,
+            registered_at=at if kind == "registered only" else None,
+        )
+    peers = Replicas() if with_peers else None
+    health = NodeHealth(nodes, heartbeat_seconds=BEAT, clock=lambda: now, peers=peers, read_at=now)
+    for i, (_, _, _, read, asked, contact) in enumerate(fleet):
+        if read is None and with_peers:
+            health.heard_here(f"n{i}")
+        elif read is not None and with_peers:
+            health._read_at[f"n{i}"] = now + read
+        if asked is not None and with_peers:
+            health._asked[f"n{i}"] = now + asked
+        if contact is not None:
+            health.contact(f"n{i}", now + contact)
+            if read is not None and with_peers:
+                health._read_at[f"n{i}"] = now + read  # contact() forgets it: some keep both
+    assert health.next_change() == _next_change_by_definition(health)
