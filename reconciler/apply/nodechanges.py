@@ -52,6 +52,8 @@ class NodeChanges:
             heapq.heapify(self._due)
 
     def changed(self, node_id: str, node: NodeRecord | None) -> None:
+        if node is None and node_id not in self._nodes:
+            return  # the health check of a node dropped meanwhile (`NodeHub.merge`): it stays gone
         self._dirty.add(node_id)
         self._gone.discard(node_id)
         if node is not None:

@@ -140,3 +140,23 @@ async def test_a_tick_reads_a_bounded_number_of_changed_nodes_and_the_loop_reads
             await hourly.stop()
     finally:
         store.close()
+
+
+async def test_a_node_another_replica_deleted_is_gone_for_the_tick(tmp_path: Path) -> None:
+    """`NodeHub.merge` forgets a node another replica deleted, then checks its health: that check must
+    not bring it back as changed (a tick then had no view of it and never heard it was gone, so its
+    sample stayed in the regions' figures)."""
+    store = open_state_store(data_dir=tmp_path)
+    try:
+        hub = NodeHub(store, heartbeat_seconds=BEAT)
+        for node_id in ("a", "b"):
+            await hub.register(Registration(id=node_id, region="r", hostname=node_id, url=f"http://{node_id}:8080"))
+        watcher = hub.watch()
+        notifier = Notifier([], observed=Observed(node_changes=watcher.take), settings=Settings(tick_seconds=None))
+        notifier.tick()
+        assert set(notifier._samples) == {"a", "b"}
+        hub.merge((), ["b"])
+        notifier.tick()
+        assert set(notifier._samples) == {"a"} and "b" not in notifier.node_watcher._status
+    finally:
+        store.close()
