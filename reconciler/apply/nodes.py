@@ -126,6 +126,11 @@ class NodeHub:
         self._shared = SharedReports()  # one `running` tuple for the views that report it
         self._running = RunningWeights()
         self._watchers: weakref.WeakSet[NodeChanges] = weakref.WeakSet()
+        # What a pass reads (`view_in_turns`): each node's view, kept up to date from the changes a
+        # watcher of the hub's own gives, and the node ids in order (None: to sort again)
+        self._fleet: NodeChanges | None = None
+        self._fleet_views: dict[str, NodeView] = {}
+        self._fleet_order: list[str] | None = None
         read_at = self.clock()
         for node in store.list_nodes():
             self._remember(node)
@@ -264,23 +269,33 @@ class NodeHub:
         return [self._view(node, now) for node in sorted(self._nodes.values(), key=lambda n: n.id)]
 
     async def view_in_turns(self, now: float | None = None) -> tuple[list[NodeView], list[ModuleTable | None]]:
-        """`view`, and each node's table, made VIEWS_A_TURN nodes a turn of the event loop: a pass reads
-        the whole fleet's, and at 5,000 nodes that was 10-15 ms on the loop in one piece, every pass
-        (bench/scale.py's turn sampler). A node forgotten meanwhile is left out; one registered
-        meanwhile comes in the next pass."""
+        """`view`, and each node's table, as a pass reads them: made again only for the nodes that may
+        have changed since the last call (a watcher of the hub's own, `NodeChanges`: rows replaced,
+        nodes dropped, health changes, heartbeats come due by the clock), VIEWS_A_TURN a turn of the
+        event loop. Every node's view each pass was 10-15 ms on the loop at 5,000 nodes, and a tenth
+        of the leader's CPU (bench/scale.py --profile). A node forgotten meanwhile is left out; one
+        registered meanwhile comes in the next pass."""
         now = self.clock() if now is None else now
-        ids = sorted(self._nodes)
-        views: list[NodeView] = []
-        tables: list[ModuleTable | None] = []
-        for start in range(0, len(ids), VIEWS_A_TURN):
-            if start:
-                await asyncio.sleep(0)
-            for node_id in ids[start : start + VIEWS_A_TURN]:
-                node = self._nodes.get(node_id)
-                if node is not None:
-                    views.append(self._view(node, now))
-                    tables.append(self._tables.get(node_id))
-        return views, tables
+        if self._fleet is None:
+            self._fleet = self.watch()  # its first take gives every node
+        views = self._fleet_views
+        while True:
+            changed, gone = self._fleet.take(now, VIEWS_A_TURN)
+            for node_id in gone:
+                if views.pop(node_id, None) is not None:
+                    self._fleet_order = None
+            for view in changed:
+                if views.setdefault(view.id, view) is not view:
+                    views[view.id] = view
+                else:
+                    self._fleet_order = None
+            if len(changed) < VIEWS_A_TURN:
+                break
+            await asyncio.sleep(0)
+        if self._fleet_order is None:
+            self._fleet_order = sorted(views)
+        order = self._fleet_order
+        return [views[node_id] for node_id in order], [self._tables.get(node_id) for node_id in order]
 
     def running_weights(self, module: str) -> dict[str, int]:
         """Version -> the sum of its weights over the nodes' last reports, for `module`, whatever the

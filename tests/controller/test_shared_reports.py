@@ -143,8 +143,9 @@ async def test_a_publish_gives_the_node_a_view_of_its_new_table_made_from_the_sa
 async def test_a_pass_reads_a_large_fleets_views_over_several_turns_as_view_gives_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`NodeHub.view_in_turns` (what a pass observes): VIEWS_A_TURN nodes a turn, other work between
-    them, the same views and tables as `view` in one piece; a node forgotten meanwhile is left out."""
+    """`NodeHub.view_in_turns` (what a pass observes): the views of the nodes that changed since the
+    last call, VIEWS_A_TURN nodes a turn, other work between them, the same views and tables as `view`
+    in one piece; a node forgotten meanwhile is left out; nothing changed, nothing made again."""
     monkeypatch.setattr(nodes_module, "VIEWS_A_TURN", 4)
     store = open_state_store(data_dir=tmp_path)
     try:
@@ -163,10 +164,16 @@ async def test_a_pass_reads_a_large_fleets_views_over_several_turns_as_view_give
                     hub.merge((), [ids[9]])  # forgotten between two slices (another replica deleted it)
                 await asyncio.sleep(0)
 
+        await hub.publish_all({node_id: (ENTRY,) for node_id in ids})  # every node's row changes
         other = asyncio.create_task(between())
-        views, _ = await hub.view_in_turns()
+        views, tables = await hub.view_in_turns()
         await other
         assert turns  # other work ran while the views were made
         assert [v.id for v in views] == sorted(ids[:9])
+        assert views == hub.view() and tables == [hub.table(v.id) for v in views]
+
+        again, tables = await hub.view_in_turns()
+        assert all(a is v for a, v in zip(again, views, strict=True))  # none made again
+        assert tables == [hub.table(v.id) for v in views]
     finally:
         store.close()
