@@ -285,10 +285,9 @@ class NodeHub:
                 if views.pop(node_id, None) is not None:
                     self._fleet_order = None
             for view in changed:
-                if views.setdefault(view.id, view) is not view:
-                    views[view.id] = view
-                else:
+                if view.id not in views:
                     self._fleet_order = None
+                views[view.id] = view
             if len(changed) < VIEWS_A_TURN:
                 break
             await asyncio.sleep(0)
