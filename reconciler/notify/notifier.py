@@ -346,6 +346,7 @@ class Notifier:
                         self.tick()
                 except Exception:
                     log.exception("notifier tick failed")
+                    self.behind = False  # a tick that fails again is not retried every turn
                 await asyncio.sleep(0 if self.behind else self.settings.tick_seconds)  # the rest, next turn
         finally:
             self._running = False

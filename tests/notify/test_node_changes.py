@@ -5,6 +5,7 @@ notifier that reads the whole fleet every tick."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from pathlib import Path
 
@@ -160,3 +161,35 @@ async def test_a_node_another_replica_deleted_is_gone_for_the_tick(tmp_path: Pat
         assert set(notifier._samples) == {"a"} and "b" not in notifier.node_watcher._status
     finally:
         store.close()
+
+
+async def test_a_tick_that_fails_behind_waits_for_the_next_tick_not_the_next_turn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A tick that found a full slice of changes and then failed is not tried again every turn."""
+    monkeypatch.setattr(notifier_module, "NODE_CHANGES_A_TICK", 2)
+    calls: list[float] = []
+
+    class Broken:
+        @property
+        def id(self) -> str:
+            raise RuntimeError("a view that cannot be read")
+
+    def node_changes(now: float, limit: int) -> tuple[list[Broken], list[str]]:
+        calls.append(now)
+        return [Broken()] * limit, []
+
+    notifier = Notifier(
+        [],
+        observed=Observed(node_changes=node_changes),
+        settings=Settings(tick_seconds=3600),
+        env={},  # type: ignore[arg-type]
+    )
+    notifier.start()
+    try:
+        await poll(lambda: len(calls) == 1, "the first tick")
+        for _ in range(20):  # turns of the loop: a retry every turn would tick again within them
+            await asyncio.sleep(0)
+        assert len(calls) == 1 and not notifier.behind
+    finally:
+        await notifier.stop()
