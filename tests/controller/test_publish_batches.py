@@ -103,9 +103,10 @@ async def test_a_pass_publishes_a_fleet_in_one_write_and_takes_it_a_slice_a_turn
     try:
         hub, ids = await registered(store)
         done: list[int] = []  # how many nodes hold the new table, each time the other work ran
+        published = asyncio.Event()
 
         async def other_work() -> None:
-            while len(done) < 2 or done[-1] < NODES:
+            while not published.is_set():
                 done.append(len([n for n in ids if (table := hub.table(n)) is not None and table.generation == 1]))
                 await asyncio.sleep(0)
 
@@ -113,6 +114,7 @@ async def test_a_pass_publishes_a_fleet_in_one_write_and_takes_it_a_slice_a_turn
         await asyncio.sleep(0)
         before = hub.table_writes.batches
         held = await hub.publish_all({**{n: (ENTRY,) for n in ids}, "never-registered": (ENTRY,)})
+        published.set()
         await watcher
         assert hub.table_writes.batches == before + 1
         assert held == {n: hub.table(n) for n in ids} and {t.generation for t in held.values()} == {1}
