@@ -36,15 +36,25 @@ class NodeTables:
         self.assigned: dict[str, frozenset[tuple[str, str]]] = {}
         self._encoded: dict[str, tuple[ModuleTable, EncodedTable]] = {}  # node -> the table and its bytes
         self._entries: dict[bytes, ModuleEntry] = {}  # a stored table row (canonical JSON) -> its entry
+        self._tables: dict[int, tuple[JsonObject, tuple[ModuleEntry, ...]]] = {}  # a stored table, parsed
         # node -> the table bound, and its binding: the header value, or the signed root, the tree and the
         # node's leaf, from which its path is made when the node is first answered
         self._bindings: dict[str, tuple[ModuleTable, str | tuple[str, Tree, int]]] = {}
         self._unbound: set[str] = set()  # nodes whose table changed since it was last bound
 
     def stored(self, node: NodeRecord) -> None:
-        """The node's table as its row holds it."""
-        modules = node.assignment.get("modules", []) if node.assignment else []
-        self.set(node.id, ModuleTable(generation=node.generation, modules=self._parsed(modules)))
+        """The node's table as its row holds it. Rows read together that hold the same table share one
+        object for it (reconciler.store.nodes), which is parsed once."""
+        assignment = node.assignment
+        held = self._tables.get(id(assignment))
+        if held is not None and held[0] is assignment:
+            modules = held[1]
+        else:
+            modules = self._parsed(assignment.get("modules", []) if assignment else [])
+            if len(self._tables) >= ENTRY_CACHE:
+                self._tables.clear()
+            self._tables[id(assignment)] = (assignment, modules)  # held: its id is not another's meanwhile
+        self.set(node.id, ModuleTable(generation=node.generation, modules=modules))
 
     def _parsed(self, rows: list[JsonObject]) -> tuple[ModuleEntry, ...]:
         """A stored table's entries, each distinct row validated once: a replica that reads the rows

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from reconciler.store.rows import to_json, ts
+from reconciler.store.rows import content_named, to_json, ts
 
 if TYPE_CHECKING:
     from reconciler.store.database import Tx
@@ -55,6 +55,23 @@ def _rollouts_stored_once(tx: Tx) -> None:
             _history_into_rows(tx, rollout_id, record.pop("history", None) or [])
         detail["revision"] = revision
         tx.run("UPDATE rollouts SET detail = ? WHERE id = ?", to_json(detail), rollout_id)
+
+
+def _tables_named(tx: Tx) -> None:
+    """Migration 8's data. Up to 7, each node's row (and each deleted node's) held its whole table as
+    JSON. From 8 on the row holds the SHA-256 of the table's canonical JSON, and the table is a row of
+    `node_tables` (migration 7), stored once for every node that has it."""
+    now = ts(datetime.now(UTC))
+    for table in ("nodes", "deleted_node_generations"):
+        for key, text in tx.all(f"SELECT id, assignment FROM {table} ORDER BY id"):
+            sha, body = content_named(json.loads(text))
+            tx.run(
+                "INSERT INTO node_tables (sha, body, used_at) VALUES (?, ?, ?) ON CONFLICT (sha) DO NOTHING",
+                sha,
+                body,
+                now,
+            )
+            tx.run(f"UPDATE {table} SET assignment = ? WHERE id = ?", sha, key)
 
 
 def _history_into_rows(tx: Tx, rollout_id: str, history: list[dict[str, Any]]) -> None:
@@ -328,6 +345,30 @@ MIGRATIONS: tuple[Migration, ...] = (
                 deleted_at TEXT NOT NULL
             )""",
         ),
+    ),
+    Migration(
+        7,
+        "node tables stored once per content",
+        (
+            # A module table as nodes' rows name it (reconciler.store.nodes): the many nodes of a region
+            # that run the same table share one row here, not a copy each. `sha` is the SHA-256 of `body`
+            # (the table's canonical JSON); `used_at`, when a write last named it: a table no row names
+            # is deleted only once it has gone unnamed a while, so a write naming it meanwhile keeps it.
+            """CREATE TABLE node_tables (
+                sha TEXT PRIMARY KEY,
+                body TEXT NOT NULL,
+                used_at TEXT NOT NULL
+            )""",
+        ),
+    ),
+    Migration(
+        8,
+        "nodes name their table",
+        (
+            "ALTER TABLE nodes RENAME COLUMN assignment TO table_sha",
+            "ALTER TABLE deleted_node_generations RENAME COLUMN assignment TO table_sha",
+        ),
+        move=_tables_named,
     ),
 )
 

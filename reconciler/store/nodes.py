@@ -5,20 +5,31 @@ Where it sits: the node hub (reconciler.apply.nodes) registers nodes, records he
 assignments here, in batches of one transaction each; the leader (reconciler.apply.leader) reads other
 replicas' nodes and metric deltas from it. Consumers take the narrow `NodeStore` Protocol;
 `SqlNodes` is its implementation over a `Database` (`StateStore` offers the same methods too).
+
+A table is stored once per content. The many nodes of a region run the same table, so a node's row
+names its table (`table_sha`, the SHA-256 of its canonical JSON) and the table is one row of
+`node_tables`. A pass that gives 5,000 nodes a new table writes a few tables and 5,000 names, not 5,000
+copies of 4 KB each (20 MB with PostgreSQL's TOAST and WAL), and a replica that reads those rows back
+parses each distinct table once: records read share one object per table (never change it). A table
+no row names is deleted once no write has named it for TABLE_KEEP (`prune_tables`; publishes do it
+every TABLE_PRUNE_EVERY): a write naming it meanwhile sets its `used_at` under a row lock, which a
+concurrent delete waits for and then sees.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime
-from typing import Any, NamedTuple, Protocol, TypeVar
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple, Protocol, TypeVar, cast
 
 from edge.nodeapi import NodeStatus
 from edge.protocol import MAX_GENERATION
 from reconciler.store.database import Database, Table, Tx
+from reconciler.store.errors import StoreError
 from reconciler.store.records import JsonObject, NodeRecord
-from reconciler.store.rows import dt, dt_or_none, marks, required, to_json, ts, ts_or_none
+from reconciler.store.rows import content_named, dt, dt_or_none, marks, required, to_json, ts, ts_or_none
 
 __all__ = ["MetricDelta", "NodeStore", "SharedHeartbeat", "SqlNodes"]
 
@@ -27,6 +38,10 @@ T = TypeVar("T")
 # generation a node takes (MAX_GENERATION); the 2**32 publishes left above this keep every table the
 # control plane numbers after it within that bound too.
 MAX_ROW_GENERATION = MAX_GENERATION - 2**32
+TABLE_KEEP = timedelta(hours=1)  # a table no row names is kept this long after a write last named it
+TABLE_PRUNE_EVERY = timedelta(minutes=10)  # publishes delete the tables past TABLE_KEEP this often
+TABLE_CACHE = 4096  # parsed tables a store keeps by name (a fleet runs a few per region)
+READ_TRIES = 3  # reads of rows whose table was deleted between the two statements of a read
 
 
 class DeletedNode(NamedTuple):
@@ -34,7 +49,7 @@ class DeletedNode(NamedTuple):
 
     id: str
     generation: int
-    assignment: JsonObject
+    table_sha: str  # its table's name in node_tables
     deleted_at: datetime
 
 
@@ -97,6 +112,8 @@ class SqlNodes:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._tables: dict[str, JsonObject] = {}  # node_tables' bodies by name, parsed: shared by records
+        self._pruned: datetime | None = None  # when a publish last deleted the tables no row names
 
     def upsert_node(self, node: NodeRecord) -> NodeRecord:
         """Register a node or update its region, url, status and capacity. A re-registering node keeps
@@ -109,7 +126,9 @@ class SqlNodes:
         one itself, and the node may have applied it (and under that number, no other table is ever
         given to it)."""
         now = ts(self.db.clock())
+        sha, body = content_named(node.assignment)
         with self.db.tx(write=True) as tx:
+            self._put_tables(tx, {sha: (body, node.assignment)})
             _NODES.upsert(
                 tx,
                 (
@@ -121,36 +140,99 @@ class SqlNodes:
                     ts(node.registered_at) if node.registered_at else now,
                     ts_or_none(node.last_heartbeat_at),
                     min(node.generation, MAX_ROW_GENERATION),
-                    to_json(node.assignment),
+                    sha,
                     to_json(node.reported),
                 ),
                 update=("region", "url", "status", "max_modules"),
             )
             row = required(_NODES.get(tx, node.id))
-            deleted = tx.one("SELECT generation, assignment FROM deleted_node_generations WHERE id = ?", node.id)
+            deleted = tx.one("SELECT generation, table_sha FROM deleted_node_generations WHERE id = ?", node.id)
             if deleted is not None:  # the row was made just now: it takes the deleted row's numbering over
                 tx.run("DELETE FROM deleted_node_generations WHERE id = ?", node.id)
                 if deleted[0] > row.generation:  # and its table: its number is never another table's
-                    tx.run("UPDATE nodes SET generation = ?, assignment = ? WHERE id = ?", *deleted, node.id)
+                    tx.run("UPDATE nodes SET generation = ?, table_sha = ? WHERE id = ?", *deleted, node.id)
                     row = required(_NODES.get(tx, node.id))
             renumbered = min(node.generation + 1, MAX_ROW_GENERATION)  # a token holder's 2**53 too
             if node.generation > row.generation and renumbered > row.generation:
                 tx.run("UPDATE nodes SET generation = ? WHERE id = ?", renumbered, node.id)
                 row = required(_NODES.get(tx, node.id))
-            return row
+            return required(self._with_tables(tx, [row]))[0]
 
     def get_node(self, node_id: str) -> NodeRecord | None:
-        return self.db.read(_NODES.get, node_id)
+        found = self.db.read(self._read, "WHERE id = ?", node_id)
+        return found[0] if found else None
 
     def get_nodes(self, node_ids: Iterable[str]) -> list[NodeRecord]:
         """The nodes among `node_ids` that exist, by id."""
         wanted = sorted(set(node_ids))
         if not wanted:
             return []
-        return self.db.read(_NODES.select, f"WHERE id IN ({marks(wanted)}) ORDER BY id", *wanted)
+        return self.db.read(self._read, f"WHERE id IN ({marks(wanted)}) ORDER BY id", *wanted)
 
     def list_nodes(self, region: str | None = None) -> list[NodeRecord]:
-        return self.db.read(_NODES.matching, "id", region=region)
+        if region is None:
+            return self.db.read(self._read, "ORDER BY id")
+        return self.db.read(self._read, "WHERE region = ? ORDER BY id", region)
+
+    def _read(self, tx: Tx, rest: str, *params: Any) -> list[NodeRecord]:
+        """The records of `SELECT ... FROM nodes rest`, each with its table. A table deleted between
+        the rows' read and the tables' (its row was given another meanwhile) reads the rows again."""
+        for _ in range(READ_TRIES):
+            found = self._with_tables(tx, _NODES.select(tx, rest, *params))
+            if found is not None:
+                return found
+        raise StoreError(
+            f"a read of nodes found a row naming a table that node_tables does not hold, {READ_TRIES} times "
+            "in a row (deleted while read each time, or a row written by hand)"
+        )
+
+    def _with_tables(self, tx: Tx, rows: list[NodeRecord]) -> list[NodeRecord] | None:
+        """`rows`, read with their table's name in `assignment`, with the table itself: from this
+        store's cache, or read once per name. None when one is gone (`_read` reads again)."""
+        names = {cast(str, row.assignment) for row in rows}
+        found = {name: table for name in names if (table := self._tables.get(name)) is not None}
+        missing = sorted(names - found.keys())
+        for chunk in _chunks(missing):
+            for name, body in tx.all(f"SELECT sha, body FROM node_tables WHERE sha IN ({marks(chunk)})", *chunk):
+                found[name] = json.loads(body)
+        if len(found) < len(names):
+            return None
+        self._remember({name: found[name] for name in missing})
+        return [replace(row, assignment=found[cast(str, row.assignment)]) for row in rows]
+
+    def _remember(self, tables: Mapping[str, JsonObject]) -> None:
+        if not tables:
+            return
+        if len(self._tables) + len(tables) > TABLE_CACHE:  # a new fleet's worth: start again
+            self._tables = {}
+        self._tables.update(tables)
+
+    def _put_tables(self, tx: Tx, tables: Mapping[str, tuple[str, JsonObject]]) -> None:
+        """Store each table (name -> its JSON and itself) unless stored, and note it named now. In name
+        order: two replicas writing overlapping sets lock the rows the same way."""
+        now = ts(self.db.clock())
+        rows = [(name, body, now) for name, (body, _) in sorted(tables.items())]
+        for chunk in _chunks(rows):
+            values, params = _values(chunk)
+            tx.run(
+                f"INSERT INTO node_tables (sha, body, used_at) {values} "
+                "ON CONFLICT (sha) DO UPDATE SET used_at = excluded.used_at",
+                *params,
+            )
+        self._remember({name: table for name, (_, table) in tables.items() if name not in self._tables})
+
+    def prune_tables(self, before: datetime) -> int:
+        """Delete the tables that no node's row names, nor a deleted node's, and that no write has
+        named since `before`; returns how many."""
+        with self.db.tx(write=True) as tx:
+            return self._prune_tables(tx, before)
+
+    def _prune_tables(self, tx: Tx, before: datetime) -> int:
+        return tx.run(
+            "DELETE FROM node_tables WHERE used_at < ? AND sha NOT IN (SELECT table_sha FROM nodes) "
+            "AND sha NOT IN (SELECT table_sha FROM deleted_node_generations)",
+            ts(before),
+        )
 
     def set_node_status(self, node_id: str, status: str) -> bool:
         with self.db.tx(write=True) as tx:
@@ -162,11 +244,11 @@ class SqlNodes:
         with self.db.tx(write=True) as tx:
             # Locked on PostgreSQL: a table published meanwhile waits, or is in what is kept.
             lock = " FOR UPDATE" if self.db.dialect.name == "postgresql" else ""
-            found = tx.one(f"SELECT generation, assignment FROM nodes WHERE id = ?{lock}", node_id)
+            found = tx.one(f"SELECT generation, table_sha FROM nodes WHERE id = ?{lock}", node_id)
             if found is None:
                 return False
             deleted = (node_id, found[0], found[1], ts(self.db.clock()))
-            _DELETED.upsert(tx, deleted, update=("generation", "assignment", "deleted_at"))
+            _DELETED.upsert(tx, deleted, update=("generation", "table_sha", "deleted_at"))
             return tx.run("DELETE FROM nodes WHERE id = ?", node_id) == 1
 
     # -- heartbeats -----------------------------------------------------------------------------
@@ -232,18 +314,31 @@ class SqlNodes:
         return self.publish_assignments([(node_id, assignment)])[0]
 
     def publish_assignments(self, tables: Sequence[tuple[str, JsonObject]]) -> list[int | None]:
-        """`publish_assignment` for each (node id, assignment) in ONE transaction: all or none."""
+        """`publish_assignment` for each (node id, assignment) in ONE transaction: all or none. Each
+        distinct table is stored once (the module docstring); the same object given for many nodes is
+        encoded once."""
         ids = [node_id for node_id, _ in tables]
+        named: dict[int, tuple[str, str]] = {}  # id() of each table object -> its name and JSON
+        for _, table in tables:
+            if id(table) not in named:
+                named[id(table)] = content_named(table)
+        names = [named[id(table)][0] for _, table in tables]
         with self.db.tx(write=True) as tx:
+            self._put_tables(tx, {named[id(table)][0]: (named[id(table)][1], table) for _, table in tables})
             if len(set(ids)) < len(ids):  # a node twice: each of its tables bumps its generation, in order
                 generations: list[int | None] = [None] * len(tables)
                 self._lock(tx, ids)
                 for i in _lock_order(ids):
-                    row = tx.one(_PUBLISH, to_json(tables[i][1]), tables[i][0])
+                    row = tx.one(_PUBLISH, names[i], ids[i])
                     generations[i] = int(row[0]) if row else None
-                return generations
-            found = self._update_from(tx, _PUBLISHES, [(node_id, to_json(table)) for node_id, table in tables])
-        return [int(found[node_id][1]) if node_id in found else None for node_id in ids]
+            else:
+                found = self._update_from(tx, _PUBLISHES, list(zip(ids, names, strict=True)))
+                generations = [int(found[node_id][1]) if node_id in found else None for node_id in ids]
+            now = self.db.clock()
+            if self._pruned is None or now - self._pruned >= TABLE_PRUNE_EVERY:
+                self._prune_tables(tx, now - TABLE_KEEP)
+                self._pruned = now
+        return generations
 
     def _lock(self, tx: Tx, node_ids: Iterable[str]) -> None:
         """On PostgreSQL, lock the nodes' rows in node id order before a bulk write changes them (see
@@ -286,7 +381,7 @@ def _lock_order(node_ids: Sequence[str]) -> list[int]:
     return sorted(range(len(node_ids)), key=node_ids.__getitem__)
 
 
-_PUBLISH = "UPDATE nodes SET assignment = ?, generation = generation + 1 WHERE id = ? RETURNING generation"
+_PUBLISH = "UPDATE nodes SET table_sha = ?, generation = generation + 1 WHERE id = ? RETURNING generation"
 # The bulk writes: `{values}` is a VALUES list of (id, ...) rows, whose columns both back ends name
 # column1, column2...
 _HEARTBEATS = (
@@ -294,7 +389,7 @@ _HEARTBEATS = (
     "WHERE nodes.id = v.column1 RETURNING id"
 )
 _PUBLISHES = (
-    "UPDATE nodes SET assignment = v.column2, generation = generation + 1 FROM {values} AS v "
+    "UPDATE nodes SET table_sha = v.column2, generation = generation + 1 FROM {values} AS v "
     "WHERE nodes.id = v.column1 RETURNING id, generation"
 )
 BULK_ROWS = 2000  # rows in one statement: at most 5 parameters each, far under SQLite's 32,766
@@ -303,20 +398,19 @@ BULK_ROWS = 2000  # rows in one statement: at most 5 parameters each, far under 
 _NODES = Table.of(
     "nodes",
     NodeRecord,
-    "id, region, url, status, max_modules, registered_at, last_heartbeat_at, generation, assignment, reported",
+    "id, region, url, status, max_modules, registered_at, last_heartbeat_at, generation, table_sha, reported",
+    renamed={"table_sha": "assignment"},  # read as the table's name; `SqlNodes._read` puts the table there
     status=NodeStatus,
     max_modules=int,
     registered_at=dt,
     last_heartbeat_at=dt_or_none,
     generation=int,
-    assignment=json.loads,
     reported=json.loads,
 )
 _DELETED = Table.of(
     "deleted_node_generations",
     DeletedNode,
-    "id, generation, assignment, deleted_at",
+    "id, generation, table_sha, deleted_at",
     generation=int,
-    assignment=json.loads,
     deleted_at=dt,
 )

@@ -7,6 +7,7 @@ and PostgreSQL alike; JSON is compact with sorted keys, so equal values are equa
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -47,3 +48,10 @@ def to_json(value: Any) -> str:
 def required(value: _T | None) -> _T:
     assert value is not None, "a row written in this transaction is missing"
     return value
+
+
+def content_named(value: Any) -> tuple[str, str]:
+    """`value` as JSON (`to_json`) and the SHA-256 of that text (hex): the name of a row stored once for
+    every owner of equal content (a node table: reconciler.store.nodes)."""
+    text = to_json(value)
+    return hashlib.sha256(text.encode()).hexdigest(), text

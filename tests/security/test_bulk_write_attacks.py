@@ -37,7 +37,7 @@ from edge.nodeapi import NODES_PATH, Heartbeat
 from reconciler.apply.threadbatch import RowBatch
 from reconciler.store.nodes import BULK_ROWS
 from reconciler.store.records import NodeRecord
-from reconciler.store.rows import ts
+from reconciler.store.rows import content_named, ts
 from reconciler.store.state import SharedHeartbeat, StateStore, open_state_store
 from tests.api.conftest import call, plane  # noqa: F401 - the fixture: a control plane alone
 from tests.e2e.cluster import Cluster, start_cluster, stop_cluster
@@ -95,11 +95,18 @@ def _nodes(state: StateStore, *ids: str) -> None:
 
 def _many_nodes(state: StateStore, ids: list[str]) -> None:
     status = NodeRecord(id="x", region="r0", url="http://x").status
+    empty, body = content_named({})  # the rows name their table (reconciler.store.nodes)
     with state.database.tx(write=True) as tx:
+        tx.run(
+            "INSERT INTO node_tables (sha, body, used_at) VALUES (?, ?, ?) ON CONFLICT (sha) DO NOTHING",
+            empty,
+            body,
+            ts(T0),
+        )
         for node_id in ids:
             tx.run(
                 "INSERT INTO nodes (id, region, url, status, max_modules, registered_at, last_heartbeat_at, "
-                "generation, assignment, reported) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "generation, table_sha, reported) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 node_id,
                 "r0",
                 "http://127.0.0.1:9",
@@ -108,7 +115,7 @@ def _many_nodes(state: StateStore, ids: list[str]) -> None:
                 ts(T0),
                 None,
                 0,
-                "{}",
+                empty,
                 "{}",
             )
 

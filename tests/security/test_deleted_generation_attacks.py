@@ -305,7 +305,7 @@ async def test_a_publish_committing_while_the_delete_waits_is_in_the_kept_genera
         await poll(lambda: _waiting(database_url, "SELECT id FROM nodes") >= 1, "the publish to wait on the row")
         deleting = asyncio.ensure_future(_delete(cluster, NODE))  # locks the row first, as the publish does
         await poll(
-            lambda: _waiting(database_url, "SELECT generation, assignment FROM nodes") == 1,
+            lambda: _waiting(database_url, "SELECT generation, table_sha FROM nodes") == 1,
             "the delete to wait on the row",
         )
     answered = await publishing
@@ -338,7 +338,7 @@ async def test_a_registration_whose_row_a_delete_removes_midway_makes_it_again(
         await poll(lambda: _waiting(database_url, "INSERT INTO nodes") == 1, "the registration to wait on the row")
         deleting = asyncio.ensure_future(_delete(cluster, NODE))
         await poll(
-            lambda: _waiting(database_url, "SELECT generation, assignment FROM nodes") == 1,
+            lambda: _waiting(database_url, "SELECT generation, table_sha FROM nodes") == 1,
             "the delete to wait on the row",
         )
     status, answer = await registering

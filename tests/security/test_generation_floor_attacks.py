@@ -124,7 +124,13 @@ async def test_a_wiped_node_rejoining_after_a_delete_is_given_under_its_floor_on
     status, raw, _ = await _call(cluster, "DELETE", f"{NODES_PATH}/{NODE}", cluster.token("admin"))
     assert status == 204, raw
     db = cluster.plane.store.nodes.db
-    kept = db.read(lambda tx: tx.one("SELECT generation, assignment FROM deleted_node_generations WHERE id = ?", NODE))
+    kept = db.read(
+        lambda tx: tx.one(
+            "SELECT d.generation, t.body FROM deleted_node_generations d JOIN node_tables t ON t.sha = d.table_sha "
+            "WHERE d.id = ?",
+            NODE,
+        )
+    )
     assert kept is not None and kept[0] == old.generation
     assert json.loads(kept[1])["modules"] == old_modules, "the row made again would hold another table under K"
 
