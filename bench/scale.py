@@ -712,6 +712,9 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             switches: list[float] = []
             # commit -> the first / the last agent given the new version, the last to report it, the first switched
             phases: list[tuple[float, float, float, float]] = []
+            # per replica, commit -> its last agent given the new version, its last heartbeat naming it
+            # answered, its last agent given the switch
+            by_replica: list[list[tuple[float, float, float]]] = []
             switching = time.time()
             for run in range(args.runs):
                 version = f"1.{run + 1}.0"
@@ -730,9 +733,20 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 reported = max(a.reported.get((GLOBAL, version), reached) for a in agents) - committed
                 weighted = min(a.weighted[(GLOBAL, version)] for a in agents) - committed
                 phases.append((min(given), max(given), reported, weighted))
+                by_replica.append(
+                    [
+                        (
+                            max(a.listed[(GLOBAL, version)] for a in mine) - committed,
+                            max(a.reported.get((GLOBAL, version), reached) for a in mine) - committed,
+                            max(a.weighted[(GLOBAL, version)] for a in mine) - committed,
+                        )
+                        for mine in ([a for a in agents if a.replica == i] for i in range(len(planes)))
+                    ]
+                )
             out["switches_window"] = (switching, time.time())
             out["blue_green_s"] = switches
             out["blue_green_phases_s"] = phases
+            out["blue_green_by_replica_s"] = by_replica
 
             canary_nodes = [a for a in agents if a.region == "r0"]
             for agent in canary_nodes:
@@ -857,6 +871,15 @@ def report(out: dict[str, Any]) -> None:
     print(f"  and commit -> the last agent given it: {figures(list(last))} s")
     print(f"  commit -> the last agent's heartbeat naming it answered: {figures(list(reported))} s")
     print(f"  commit -> the first agent given the switch (new version, weight > 0): {figures(list(weighted))} s")
+    if len(out["planes"]) > 1:
+        for i, plane in enumerate(out["planes"]):
+            role = "leader" if plane["leader"] else "follower"
+            last = [run[i] for run in out["blue_green_by_replica_s"]]
+            given, answered, switched = (figures([phase[k] for phase in last]) for k in range(3))
+            print(
+                f"  replica {i} ({role}): commit -> its last agent given the new version {given} s, its last "
+                f"heartbeat naming it answered {answered} s, its last agent given the switch {switched} s"
+            )
     print(f"canary 20/50/100 ({out['step_s']:g} s steps), commit -> Promoted: {out['canary_promoted_s']:.2f} s")
     print(f"canary, commit -> every node of the region on the new version: {out['canary_converged_s']:.2f} s")
     for i, plane in enumerate(planes):
