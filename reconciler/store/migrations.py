@@ -60,17 +60,15 @@ def _rollouts_stored_once(tx: Tx) -> None:
 def _tables_named(tx: Tx) -> None:
     """Migration 8's data. Up to 7, each node's row (and each deleted node's) held its whole table as
     JSON. From 8 on the row holds the SHA-256 of the table's canonical JSON, and the table is a row of
-    `node_tables` (migration 7), stored once for every node that has it."""
+    `node_tables` (migration 7), stored once for every node that has it. The empty table is stored
+    whatever the rows hold: registrations name it without writing it (reconciler.store.nodes)."""
     now = ts(datetime.now(UTC))
+    insert = "INSERT INTO node_tables (sha, body, used_at) VALUES (?, ?, ?) ON CONFLICT (sha) DO NOTHING"
+    tx.run(insert, *content_named({}), now)  # the empty table, a registration's: never deleted
     for table in ("nodes", "deleted_node_generations"):
         for key, text in tx.all(f"SELECT id, assignment FROM {table} ORDER BY id"):
             sha, body = content_named(json.loads(text))
-            tx.run(
-                "INSERT INTO node_tables (sha, body, used_at) VALUES (?, ?, ?) ON CONFLICT (sha) DO NOTHING",
-                sha,
-                body,
-                now,
-            )
+            tx.run(insert, sha, body, now)
             tx.run(f"UPDATE {table} SET assignment = ? WHERE id = ?", sha, key)
 
 

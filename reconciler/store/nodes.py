@@ -42,6 +42,9 @@ TABLE_KEEP = timedelta(hours=1)  # a table no row names is kept this long after 
 TABLE_PRUNE_EVERY = timedelta(minutes=10)  # publishes delete the tables past TABLE_KEEP this often
 TABLE_CACHE = 4096  # parsed tables a store keeps by name (a fleet runs a few per region)
 READ_TRIES = 3  # reads of rows whose table was deleted between the two statements of a read
+# The table of a node just registered: stored by migration 8 and never deleted, so a registration
+# writes no table row (thousands of registrations at once would queue on that one row's lock).
+EMPTY_TABLE = content_named({})
 
 
 class DeletedNode(NamedTuple):
@@ -128,7 +131,8 @@ class SqlNodes:
         now = ts(self.db.clock())
         sha, body = content_named(node.assignment)
         with self.db.tx(write=True) as tx:
-            self._put_tables(tx, {sha: (body, node.assignment)})
+            if sha != EMPTY_TABLE[0]:
+                self._put_tables(tx, {sha: (body, node.assignment)})
             _NODES.upsert(
                 tx,
                 (
@@ -223,15 +227,16 @@ class SqlNodes:
 
     def prune_tables(self, before: datetime) -> int:
         """Delete the tables that no node's row names, nor a deleted node's, and that no write has
-        named since `before`; returns how many."""
+        named since `before` (never EMPTY_TABLE); returns how many."""
         with self.db.tx(write=True) as tx:
             return self._prune_tables(tx, before)
 
     def _prune_tables(self, tx: Tx, before: datetime) -> int:
         return tx.run(
-            "DELETE FROM node_tables WHERE used_at < ? AND sha NOT IN (SELECT table_sha FROM nodes) "
+            "DELETE FROM node_tables WHERE used_at < ? AND sha <> ? AND sha NOT IN (SELECT table_sha FROM nodes) "
             "AND sha NOT IN (SELECT table_sha FROM deleted_node_generations)",
             ts(before),
+            EMPTY_TABLE[0],
         )
 
     def set_node_status(self, node_id: str, status: str) -> bool:

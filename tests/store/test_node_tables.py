@@ -82,8 +82,8 @@ def test_a_table_no_row_names_is_deleted_only_after_it_went_unnamed_a_while(stat
         clock.now += store_nodes.TABLE_KEEP - timedelta(minutes=6)
         assert store.nodes.prune_tables(clock.now - store_nodes.TABLE_KEEP) == 0  # last named 59 minutes ago
         clock.now += timedelta(minutes=2)
-        assert store.nodes.prune_tables(clock.now - store_nodes.TABLE_KEEP) == 2  # and the registrations' empty one
-        assert set(stored_tables(store)) == {content_named(t)[0] for t in (kept, new)}
+        assert store.nodes.prune_tables(clock.now - store_nodes.TABLE_KEEP) == 1  # never the registrations' empty one
+        assert set(stored_tables(store)) == {content_named(t)[0] for t in (kept, new, {})}
 
         # A publish prunes on its own, TABLE_PRUNE_EVERY apart: `new` goes once no row has named it for long.
         store.publish_assignment("a", old)
@@ -161,7 +161,7 @@ def test_a_prune_that_meets_a_publish_naming_the_table_again_keeps_it(database_u
         release.set()
         publisher.join(30)
         pruner.join(30)
-        assert pruned == [1]  # 2.0.0's table, named by no row and no write since; not `old`
+        assert pruned == [0]  # not `old`, named by the write it waited for (2.0.0's: named by the row it saw)
         assert name in stored_tables(store)
         node = store.get_node("a")
         assert node is not None and node.assignment == old
