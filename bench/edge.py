@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -48,7 +47,7 @@ import wasmtime
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.stats import percentile, pin  # noqa: E402
+from bench.stats import machine, percentile, pin  # noqa: E402
 from edge import wasm  # noqa: E402
 from edge.runtime import DirGrant, Runtime, Sandbox  # noqa: E402
 
@@ -491,7 +490,7 @@ def main() -> int:
     if args.echo_server:
         echo_server(args.echo_server)
         return 0
-    print(f"edge bench: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"edge bench: {machine()}")
     steps: dict[str, Callable[[bool], None]] = {
         "load": bench_load,
         "validate": bench_validate,

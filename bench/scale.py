@@ -72,7 +72,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.stalls import StallSampler, TurnSampler, waited_for_cpu
-from bench.stats import percentile
+from bench.stats import machine, percentile
 from bench.wire import Wire, WireError
 from reconciler.api.auth import AuthOptions, TokenAuthority, load_or_create_signing_key
 
@@ -655,6 +655,7 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     load_or_create_signing_key(key)
     authority = TokenAuthority.load(AuthOptions(private_key=key), work / "bench")
     out: dict[str, Any] = {"nodes": args.nodes, "placements": args.nodes * (MODULES_PER_REGION + 1)}
+    out["machine"] = machine()  # the load average as the run starts
     out["step_s"] = 2 * args.heartbeat_seconds
     out["store"] = "PostgreSQL" if args.database_url else "SQLite"
     out["agents_client"] = client = getattr(args, "agents", "wire")
@@ -763,6 +764,7 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             cpu = [cpu_seconds(p.process.pid) for p in planes]
             out["agents_cpu_s"] = cpu_seconds(os.getpid())
             out["wall_s"] = time.monotonic() - started
+            out["load_at_end"] = "/".join(f"{x:.1f}" for x in os.getloadavg())
             leading = [await leads(session, p, admin) for p in planes]  # a handover during the run shows here
             # The passes of the run, read before the planes stop: stopping the leader first hands the
             # lease to another replica, which plans once more before it is stopped too.
@@ -846,6 +848,7 @@ def report(out: dict[str, Any]) -> None:
     planes = out["planes"]
     arrival = [ms for p in planes for ms in p["passes_ms"][: p["first_passes"]]]
     passes = [ms for p in planes for ms in p["passes_ms"][p["first_passes"] :]]
+    print(f"machine: {out['machine']}; at the end {out['load_at_end']}")
     print(f"simulated nodes: {out['nodes']}, module placements: {out['placements']}")
     clients = {"wire": "HTTP/1.1 through bench/wire.py", "aiohttp": "aiohttp's client, one pool"}
     print(f"the agents' client: {out['agents_client']} ({clients.get(out['agents_client'], '?')})")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -33,7 +34,9 @@ def load_bench() -> ModuleType:
 
 
 @pytest.mark.parametrize("agents", [None, "aiohttp"], ids=["wire", "aiohttp"])
-async def test_a_simulated_fleet_converges_switches_and_promotes_a_canary(tmp_path: Path, agents: str | None) -> None:
+async def test_a_simulated_fleet_converges_switches_and_promotes_a_canary(
+    tmp_path: Path, agents: str | None, capsys: pytest.CaptureFixture[str]
+) -> None:
     bench = load_bench()
     args = argparse.Namespace(nodes=30, runs=1, profile=None, heartbeat_seconds=1.0, replicas=1, database_url=None)
     if agents is not None:  # without the attribute, the agents speak through bench/wire.py
@@ -47,10 +50,13 @@ async def test_a_simulated_fleet_converges_switches_and_promotes_a_canary(tmp_pa
     [plane] = out["planes"]
     assert plane["leader"] and plane["passes_ms"] and plane["first_passes"] >= 1
     assert plane["memory_end_kb"]["VmRSS"] > 0
+    bench.report(out)
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("machine: 2 cores" if os.cpu_count() == 2 else "machine: ") and "load average" in first
 
 
 async def test_two_replicas_on_postgresql_serve_a_split_fleet_through_both_rollouts(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bench = load_bench()
     args = argparse.Namespace(
@@ -68,6 +74,11 @@ async def test_two_replicas_on_postgresql_serve_a_split_fleet_through_both_rollo
     assert leader["pass_started"] and len(leader["pass_started"]) == len(leader["passes_ms"])
     assert not follower["pass_started"] or max(follower["pass_started"]) < min(leader["pass_started"])
     assert all(p["memory_end_kb"]["VmRSS"] > 0 and p["lag_all"]["ticks"] > 0 for p in out["planes"])
+    [by_replica] = out["blue_green_by_replica_s"]  # one switch: each replica's last given, answered, switched
+    assert len(by_replica) == 2 and all(0 < given <= switched for given, _, switched in by_replica)
+    bench.report(out)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "its last agent given the switch" in line]
+    assert [line.split(" (")[0].strip() for line in lines] == ["replica 0", "replica 1"]
 
 
 def _run(
