@@ -12,13 +12,18 @@ names its table (`table_sha`, the SHA-256 of its canonical JSON) and the table i
 copies of 4 KB each (20 MB with PostgreSQL's TOAST and WAL), and a replica that reads those rows back
 parses each distinct table once: records read share one object per table (never change it). A table
 no row names is deleted once no write has named it for TABLE_KEEP (`prune_tables`; publishes do it
-every TABLE_PRUNE_EVERY): a write naming it meanwhile sets its `used_at` under a row lock, which a
-concurrent delete waits for and then sees.
+every TABLE_PRUNE_EVERY, after their own commit): a write naming it meanwhile sets its `used_at`
+under a row lock. On PostgreSQL the prune skips the rows a write holds (`FOR UPDATE SKIP LOCKED`)
+rather than wait for them, and rechecks `used_at` on a row a write changed since its snapshot; so it
+never deletes a table a write names, and never holds a table's row while it waits for another (a
+prune waiting inside a publish, which holds nodes' rows, deadlocked with a publish holding the table
+and waiting for those rows). The replicas' clocks must agree within TABLE_KEEP.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -34,6 +39,7 @@ from reconciler.store.rows import content_named, dt, dt_or_none, marks, required
 __all__ = ["MetricDelta", "NodeStore", "SharedHeartbeat", "SqlNodes"]
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 # Where a registration may start or renumber a row at most: a node token holder can register with any
 # generation a node takes (MAX_GENERATION); the 2**32 publishes left above this keep every table the
 # control plane numbers after it within that bound too.
@@ -232,12 +238,13 @@ class SqlNodes:
             return self._prune_tables(tx, before)
 
     def _prune_tables(self, tx: Tx, before: datetime) -> int:
-        return tx.run(
-            "DELETE FROM node_tables WHERE used_at < ? AND sha <> ? AND sha NOT IN (SELECT table_sha FROM nodes) "
-            "AND sha NOT IN (SELECT table_sha FROM deleted_node_generations)",
-            ts(before),
-            EMPTY_TABLE[0],
+        unnamed = (
+            "SELECT sha FROM node_tables WHERE used_at < ? AND sha <> ? AND sha NOT IN (SELECT table_sha FROM nodes) "
+            "AND sha NOT IN (SELECT table_sha FROM deleted_node_generations)"
         )
+        if self.db.dialect.name == "postgresql":  # SQLite runs one write transaction at a time
+            unnamed += " FOR UPDATE SKIP LOCKED"
+        return tx.run(f"DELETE FROM node_tables WHERE sha IN ({unnamed})", ts(before), EMPTY_TABLE[0])
 
     def set_node_status(self, node_id: str, status: str) -> bool:
         with self.db.tx(write=True) as tx:
@@ -339,10 +346,14 @@ class SqlNodes:
             else:
                 found = self._update_from(tx, _PUBLISHES, list(zip(ids, names, strict=True)))
                 generations = [int(found[node_id][1]) if node_id in found else None for node_id in ids]
-            now = self.db.clock()
-            if self._pruned is None or now - self._pruned >= TABLE_PRUNE_EVERY:
-                self._prune_tables(tx, now - TABLE_KEEP)
-                self._pruned = now
+        now = self.db.clock()
+        if self._pruned is None or now - self._pruned >= TABLE_PRUNE_EVERY:
+            self._pruned = now
+            try:  # the tables are published: a failed prune is tried again at a later publish
+                self.prune_tables(now - TABLE_KEEP)
+            except StoreError as exc:
+                self._pruned = None
+                log.warning("could not delete the node tables no node names: %s", exc)
         return generations
 
     def _lock(self, tx: Tx, node_ids: Iterable[str]) -> None:

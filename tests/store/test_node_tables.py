@@ -1,7 +1,8 @@
 """Node tables stored once per content (reconciler.store.nodes): nodes' rows name their table, a
 distinct table is one row of `node_tables`, records read together share it, a table no row names is
-deleted only after TABLE_KEEP unnamed, and a database of schema 6 moves its copies into named tables.
-Every test runs on SQLite and on a real PostgreSQL."""
+deleted only after TABLE_KEEP unnamed, a publish's prune never waits for a table another write holds,
+and a database of schema 6 moves its copies into named tables. Every test runs on SQLite and on a real
+PostgreSQL, but the one of two writers at once (PostgreSQL only: SQLite runs one write at a time)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import psycopg
 import pytest
 
 from reconciler.store import database as database_module
@@ -19,9 +19,9 @@ from reconciler.store.migrations import LATEST, MIGRATIONS
 from reconciler.store.records import JsonObject, NodeRecord
 from reconciler.store.rows import content_named, to_json
 from reconciler.store.state import StateStore, open_state_store
-from tests.services import wait_until
 
 T0 = datetime(2026, 12, 6, 8, 0, tzinfo=UTC)
+EMPTY = content_named({})[0]
 
 
 class Clock:
@@ -71,6 +71,8 @@ def test_a_table_no_row_names_is_deleted_only_after_it_went_unnamed_a_while(stat
     clock = Clock()
     store = open_state_store(database_url=state_url, clock=clock)
     try:
+        with store.database.tx(write=True) as tx:  # stored by migration 8, whenever: long before any cutoff here
+            tx.run("UPDATE node_tables SET used_at = ? WHERE sha = ?", "2000-01-01T00:00:00.000000Z", EMPTY)
         register(store, "a", "b")
         old, kept, new = table("1.0.0"), table("1.1.0"), table("2.0.0")
         store.publish_assignments([("a", old), ("b", kept)])
@@ -85,13 +87,17 @@ def test_a_table_no_row_names_is_deleted_only_after_it_went_unnamed_a_while(stat
         assert store.nodes.prune_tables(clock.now - store_nodes.TABLE_KEEP) == 1  # never the registrations' empty one
         assert set(stored_tables(store)) == {content_named(t)[0] for t in (kept, new, {})}
 
-        # A publish prunes on its own, TABLE_PRUNE_EVERY apart: `new` goes once no row has named it for long.
-        store.publish_assignment("a", old)
-        clock.now += store_nodes.TABLE_KEEP + store_nodes.TABLE_PRUNE_EVERY
+        # A publish prunes on its own, TABLE_PRUNE_EVERY apart (the first at T0), once it has committed.
+        store.publish_assignment("a", old)  # T0 + 61 min: `new`, unnamed from now on, was named 56 minutes ago
+        assert content_named(new)[0] in stored_tables(store)
+        clock.now += store_nodes.TABLE_PRUNE_EVERY - timedelta(minutes=1)
+        store.publish_assignment("a", old)  # `new` is past TABLE_KEEP, but this publish does not prune
+        assert content_named(new)[0] in stored_tables(store)
+        clock.now += timedelta(minutes=1)
         store.publish_assignment("a", old)
         assert content_named(new)[0] not in stored_tables(store)
         node = store.get_node("a")
-        assert node is not None and node.assignment == old and node.generation == 4
+        assert node is not None and node.assignment == old and node.generation == 5
         register(store, "b")  # made again: it takes the deleted row's table back
         again = store.get_node("b")
         assert again is not None and again.assignment == kept
@@ -128,54 +134,53 @@ def test_a_row_naming_a_table_that_is_not_stored_is_an_error_not_an_empty_table(
         state.get_node("a")
 
 
-def test_a_prune_that_meets_a_publish_naming_the_table_again_keeps_it(database_url: str) -> None:
-    """PostgreSQL, two connections: a publish naming an old unnamed table holds its row lock while
-    the prune's DELETE comes to it; the prune waits, sees the table named now, and keeps it."""
+def test_a_publish_whose_prune_meets_a_write_holding_an_old_table_neither_waits_nor_deletes_it(
+    database_url: str,
+) -> None:
+    """PostgreSQL, two writers. B names an old, unnamed table again and holds its row, then wants a
+    node's row; A publishes to that node, its prune due. A's prune skips the table B holds (it does not
+    wait for it while B waits for A, nor delete a table B is about to name) and A returns; then B
+    takes the node's row and commits. Pruning inside the publish, A waited for B holding the node's row,
+    and the database killed one of them for a deadlock."""
     clock = Clock()
     store = open_state_store(database_url=database_url, clock=clock)
     try:
         register(store, "a")
-        old = table("1.0.0")
+        old, newer = table("1.0.0"), table("3.0.0")
         store.publish_assignment("a", old)
         store.publish_assignment("a", table("2.0.0"))
-        clock.now += 2 * store_nodes.TABLE_KEEP
+        clock.now += 2 * store_nodes.TABLE_KEEP  # `old` and 2.0.0's table are past it, 2.0.0's still named
         name, body = content_named(old)
         holding, release = threading.Event(), threading.Event()
+        failures: list[BaseException] = []
 
-        def publish() -> None:  # the store's own writes, in a transaction held open midway
-            with store.database.tx(write=True) as tx:
-                store.nodes._put_tables(tx, {name: (body, old)})
-                tx.run("UPDATE nodes SET table_sha = ?, generation = generation + 1 WHERE id = ?", name, "a")
-                holding.set()
-                release.wait(30)
+        def write_b() -> None:  # the store's own writes, a publish's order: the table, then the node's row
+            try:
+                with store.database.tx(write=True) as tx:
+                    store.nodes._put_tables(tx, {name: (body, old)})
+                    holding.set()
+                    release.wait(60)
+                    tx.run("UPDATE nodes SET table_sha = ?, generation = generation + 1 WHERE id = ?", name, "a")
+            except BaseException as exc:
+                failures.append(exc)
 
-        pruned: list[int] = []
-        publisher = threading.Thread(target=publish)
-        publisher.start()
+        published: list[list[int | None]] = []
+        b = threading.Thread(target=write_b)
+        b.start()
         assert holding.wait(30)
-        pruner = threading.Thread(
-            target=lambda: pruned.append(store.nodes.prune_tables(clock.now - store_nodes.TABLE_KEEP))
-        )
-        pruner.start()
-        wait_until(lambda: _waiting_on_a_lock(database_url, "DELETE FROM node_tables") == 1, "the prune to wait")
+        a = threading.Thread(target=lambda: published.append(store.publish_assignments([("a", newer)])))
+        a.start()
+        a.join(60)
+        assert not a.is_alive(), "A's publish waited for the table B holds"
         release.set()
-        publisher.join(30)
-        pruner.join(30)
-        assert pruned == [0]  # not `old`, named by the write it waited for (2.0.0's: named by the row it saw)
-        assert name in stored_tables(store)
+        b.join(60)
+        assert not b.is_alive() and failures == [] and published == [[3]]
+        assert set(stored_tables(store)) == {name, content_named(newer)[0], EMPTY}  # 2.0.0's went, not `old`
         node = store.get_node("a")
-        assert node is not None and node.assignment == old
+        assert node is not None and node.assignment == old and node.generation == 4  # B's write, last
     finally:
+        release.set()
         store.close()
-
-
-def _waiting_on_a_lock(database_url: str, statement: str) -> int:
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        found = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query ILIKE %s",
-            (statement + "%",),
-        ).fetchone()
-    return int(found[0]) if found else 0
 
 
 def test_migration_8_names_the_tables_schema_6_kept_in_every_row(
