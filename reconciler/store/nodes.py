@@ -330,13 +330,15 @@ class SqlNodes:
         distinct table is stored once (the module docstring); the same object given for many nodes is
         encoded once."""
         ids = [node_id for node_id, _ in tables]
-        named: dict[int, tuple[str, str]] = {}  # id() of each table object -> its name and JSON
+        named: dict[int, str] = {}  # id() of each table object -> its name
+        distinct: dict[str, tuple[str, JsonObject]] = {}  # name -> its JSON and the table
         for _, table in tables:
             if id(table) not in named:
-                named[id(table)] = content_named(table)
-        names = [named[id(table)][0] for _, table in tables]
+                name, body = content_named(table)
+                named[id(table)], distinct[name] = name, (body, table)
+        names = [named[id(table)] for _, table in tables]
         with self.db.tx(write=True) as tx:
-            self._put_tables(tx, {named[id(table)][0]: (named[id(table)][1], table) for _, table in tables})
+            self._put_tables(tx, distinct)
             if len(set(ids)) < len(ids):  # a node twice: each of its tables bumps its generation, in order
                 generations: list[int | None] = [None] * len(tables)
                 self._lock(tx, ids)
